@@ -1,0 +1,44 @@
+package main
+
+import (
+	"bytes"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+func TestDemoDeliversCausesFirst(t *testing.T) {
+	for seed := uint64(0); seed < 50; seed++ {
+		var out, errb bytes.Buffer
+		if code := run([]string{"demo", "-seed", strconv.FormatUint(seed, 10)}, &out, &errb); code != 0 {
+			t.Fatalf("seed %d: exit %d: %s", seed, code, errb.String())
+		}
+		_, delivered, _ := strings.Cut(out.String(), "routed by type:")
+		pos := func(typ string) int { return strings.Index(delivered, "  "+typ+" ") }
+		for _, pair := range [][2]string{
+			{"order.eu.created", "payment.card.captured"},
+			{"payment.card.captured", "order.eu.shipped"},
+			{"order.eu.created", "fraud.alert.raised"},
+		} {
+			if c, e := pos(pair[0]), pos(pair[1]); c < 0 || e < 0 || c > e {
+				t.Fatalf("seed %d: %s delivered before its cause %s:\n%s", seed, pair[1], pair[0], delivered)
+			}
+		}
+		if !strings.Contains(out.String(), "all 5 delivered") {
+			t.Fatalf("seed %d: %s", seed, out.String())
+		}
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{nil, {"nope"}, {"demo", "-seed", "x"}, {"demo", "extra"}} {
+		var out, errb bytes.Buffer
+		if code := run(args, &out, &errb); code != 2 || errb.Len() == 0 {
+			t.Errorf("run(%q) = %d, stderr %q; want 2 and a message", args, code, errb.String())
+		}
+	}
+	var out bytes.Buffer
+	if code := run([]string{"help"}, &out, &out); code != 0 || !strings.Contains(out.String(), "demo") {
+		t.Errorf("help: %d %q", code, out.String())
+	}
+}

@@ -1,0 +1,312 @@
+package signalmesh
+
+import (
+	"encoding/binary"
+	"maps"
+	"slices"
+	"time"
+)
+
+// The binary wire form, used for gossip and storage. All integers are
+// varints (encoding/binary); a string is a uvarint length then its bytes.
+//
+//	version   byte      (1)
+//	flags     uvarint   bit 0 subject, 1 time, 2 datacontenttype, 3 dataschema, 4 data
+//	id, source, type    strings (specversion is always "1.0" and not written)
+//	subject             string, if flag 0
+//	time                varint unix seconds, uvarint nanoseconds, varint UTC offset seconds, if flag 1
+//	datacontenttype     string, if flag 2
+//	dataschema          string, if flag 3
+//	data                string, if flag 4
+//	extensions          uvarint count, then per extension in ascending name order:
+//	                    name string, kind byte (0 string, 1 false, 2 true, 3 int32), value
+//
+// The encoding is canonical: a signal has exactly one, and the decoder refuses
+// unknown versions or flags, out-of-order or repeated extensions, and trailing bytes.
+const wireVersion = 1
+
+const (
+	flagSubject = 1 << iota
+	flagTime
+	flagContentType
+	flagSchema
+	flagData
+	flagAll = flagSubject | flagTime | flagContentType | flagSchema | flagData
+)
+
+const (
+	kindString = iota
+	kindFalse
+	kindTrue
+	kindInt32
+)
+
+// MarshalBinary encodes s in the compact binary wire form. The signal is
+// validated with DefaultLimits first.
+func (s *Signal) MarshalBinary() ([]byte, error) { return s.AppendBinary(nil) }
+
+// AppendBinary appends the binary wire form of s to b.
+func (s *Signal) AppendBinary(b []byte) ([]byte, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	var flags uint64
+	for i, present := range [...]bool{s.Subject != "", !s.Time.IsZero(), s.DataContentType != "", s.DataSchema != "", len(s.Data) > 0} {
+		if present {
+			flags |= 1 << i
+		}
+	}
+	b = append(b, wireVersion)
+	b = binary.AppendUvarint(b, flags)
+	b = appendStr(b, s.ID)
+	b = appendStr(b, s.Source)
+	b = appendStr(b, s.Type)
+	if flags&flagSubject != 0 {
+		b = appendStr(b, s.Subject)
+	}
+	if flags&flagTime != 0 {
+		_, off := s.Time.Zone()
+		b = binary.AppendVarint(b, s.Time.Unix())
+		b = binary.AppendUvarint(b, uint64(s.Time.Nanosecond()))
+		b = binary.AppendVarint(b, int64(off))
+	}
+	if flags&flagContentType != 0 {
+		b = appendStr(b, s.DataContentType)
+	}
+	if flags&flagSchema != 0 {
+		b = appendStr(b, s.DataSchema)
+	}
+	if flags&flagData != 0 {
+		b = binary.AppendUvarint(b, uint64(len(s.Data)))
+		b = append(b, s.Data...)
+	}
+	b = binary.AppendUvarint(b, uint64(len(s.Extensions)))
+	for _, name := range slices.Sorted(maps.Keys(s.Extensions)) {
+		b = appendStr(b, name)
+		switch v := s.Extensions[name].(type) {
+		case string:
+			b = append(b, kindString)
+			b = appendStr(b, v)
+		case bool:
+			if v {
+				b = append(b, kindTrue)
+			} else {
+				b = append(b, kindFalse)
+			}
+		case int32:
+			b = append(b, kindInt32)
+			b = binary.AppendVarint(b, int64(v))
+		}
+	}
+	return b, nil
+}
+
+func appendStr(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// UnmarshalBinary decodes the binary wire form into s with DefaultLimits. On
+// error s is left unchanged.
+func (s *Signal) UnmarshalBinary(b []byte) error {
+	d, err := DecodeBinary(b, Limits{})
+	if err != nil {
+		return err
+	}
+	*s = *d
+	return nil
+}
+
+// DecodeBinary decodes the binary wire form with the limits l (zero fields
+// mean defaults). Every length is checked against the limits and the bytes
+// left before anything is allocated. The result is validated; errors are
+// *FieldError values wrapping ErrMalformed, ErrTooLarge or a validation error.
+// The result does not alias b.
+func DecodeBinary(b []byte, l Limits) (*Signal, error) {
+	if err := l.Check(); err != nil {
+		return nil, err
+	}
+	l = l.withDefaults()
+	if len(b) > l.MaxEncoded {
+		return nil, fieldErr("", ErrTooLarge, "%d bytes, limit %d", len(b), l.MaxEncoded)
+	}
+	r := wireReader{b: b, l: l}
+	if v := r.byte(""); r.err == nil && v != wireVersion {
+		return nil, fieldErr("", ErrMalformed, "unknown wire version %d", v)
+	}
+	flags := r.uvarint("")
+	if r.err == nil && flags&^flagAll != 0 {
+		return nil, fieldErr("", ErrMalformed, "unknown flags %#x", flags)
+	}
+	s := &Signal{SpecVersion: SpecVersion}
+	s.ID = r.str("id", l.MaxAttr)
+	s.Source = r.str("source", l.MaxAttr)
+	s.Type = r.str("type", l.MaxAttr)
+	if flags&flagSubject != 0 {
+		s.Subject = r.present("subject", l.MaxAttr)
+	}
+	if flags&flagTime != 0 {
+		s.Time = r.time()
+	}
+	if flags&flagContentType != 0 {
+		s.DataContentType = r.present("datacontenttype", l.MaxAttr)
+	}
+	if flags&flagSchema != 0 {
+		s.DataSchema = r.present("dataschema", l.MaxAttr)
+	}
+	if flags&flagData != 0 {
+		s.Data = []byte(r.present("data", l.MaxData))
+	}
+	r.extensions(s)
+	if r.err == nil && len(r.b) != 0 {
+		r.fail("", ErrMalformed, "%d trailing bytes", len(r.b))
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	if err := l.Validate(s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// wireReader consumes b; after the first error every method is a no-op.
+type wireReader struct {
+	b   []byte
+	l   Limits
+	err error
+}
+
+func (r *wireReader) fail(field string, err error, detail string, args ...any) {
+	if r.err == nil {
+		r.err = fieldErr(field, err, detail, args...)
+	}
+}
+
+func (r *wireReader) byte(field string) byte {
+	if r.err != nil {
+		return 0
+	}
+	if len(r.b) == 0 {
+		r.fail(field, ErrMalformed, "truncated")
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *wireReader) uvarint(field string) uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 || n > 1 && r.b[n-1] == 0 { // overlong encodings are not canonical
+		r.fail(field, ErrMalformed, "bad varint")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *wireReader) varint(field string) int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(r.b)
+	if n <= 0 || n > 1 && r.b[n-1] == 0 {
+		r.fail(field, ErrMalformed, "bad varint")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *wireReader) str(field string, limit int) string {
+	n := r.uvarint(field)
+	if r.err != nil {
+		return ""
+	}
+	if n > uint64(limit) {
+		r.fail(field, ErrTooLarge, "%d bytes, limit %d", n, limit)
+		return ""
+	}
+	if n > uint64(len(r.b)) {
+		r.fail(field, ErrMalformed, "length %d beyond the %d bytes left", n, len(r.b))
+		return ""
+	}
+	v := string(r.b[:n])
+	r.b = r.b[n:]
+	return v
+}
+
+// present reads an optional string whose flag is set: it must not be empty,
+// or the same signal would have two encodings.
+func (r *wireReader) present(field string, limit int) string {
+	v := r.str(field, limit)
+	if r.err == nil && v == "" {
+		r.fail(field, ErrMalformed, "flag set for an empty value")
+	}
+	return v
+}
+
+func (r *wireReader) time() time.Time {
+	sec := r.varint("time")
+	nsec := r.uvarint("time")
+	off := r.varint("time")
+	if r.err != nil {
+		return time.Time{}
+	}
+	// Bounds keep the arithmetic below exact; Validate checks the rest.
+	const maxSec = 1 << 40
+	if nsec >= 1e9 || sec < -maxSec || sec > maxSec || off <= -86400 || off >= 86400 {
+		r.fail("time", ErrBadTime, "out of range")
+		return time.Time{}
+	}
+	t := time.Unix(sec, int64(nsec))
+	if off == 0 {
+		t = t.UTC()
+	} else {
+		t = t.In(time.FixedZone("", int(off)))
+	}
+	if t.IsZero() {
+		r.fail("time", ErrMalformed, "time flag set with the zero time")
+	}
+	return t
+}
+
+func (r *wireReader) extensions(s *Signal) {
+	n := r.uvarint("")
+	if r.err != nil {
+		return
+	}
+	if n > uint64(r.l.MaxExtensions) {
+		r.fail("", ErrTooLarge, "%d extensions, limit %d", n, r.l.MaxExtensions)
+		return
+	}
+	if n > 0 {
+		s.Extensions = make(map[string]any, n)
+	}
+	prev := ""
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		name := r.str("", r.l.MaxAttr)
+		if r.err == nil && i > 0 && name <= prev {
+			r.fail(clip(name), ErrMalformed, "extensions out of order or repeated")
+		}
+		prev = name
+		switch k := r.byte(name); k {
+		case kindString:
+			s.Extensions[name] = r.str(name, r.l.MaxAttr)
+		case kindFalse, kindTrue:
+			s.Extensions[name] = k == kindTrue
+		case kindInt32:
+			v := r.varint(name)
+			if v < -1<<31 || v > 1<<31-1 {
+				r.fail(name, ErrBadValue, "integer out of int32 range")
+			}
+			s.Extensions[name] = int32(v)
+		default:
+			r.fail(clip(name), ErrMalformed, "unknown extension kind %d", k)
+		}
+	}
+}
