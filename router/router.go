@@ -149,42 +149,29 @@ func insert[T any](n *node[T], segs []string, rt *route[T]) *node[T] {
 // Remove removes every route whose pattern is exactly pattern and returns
 // how many it removed.
 func (r *Router[T]) Remove(pattern string) int {
-	if Validate(pattern) != nil {
-		return 0
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	root, removed := remove(r.root.Load(), strings.Split(pattern, "."), pattern)
-	if removed > 0 {
-		if root == nil {
-			root = &node[T]{}
-		}
-		r.root.Store(root)
-		r.n -= removed
-	}
-	return removed
+	return r.RemoveFunc(pattern, func(T) bool { return true })
 }
 
 // remove returns the new node (nil when it became empty) and the number of
 // routes removed; when none was removed it returns n itself.
-func remove[T any](n *node[T], segs []string, pattern string) (*node[T], int) {
+func remove[T any](n *node[T], segs []string, del func(*route[T]) bool) (*node[T], int) {
 	if n == nil {
 		return nil, 0
 	}
 	c := *n
 	removed := 0
 	if len(segs) == 0 {
-		c.routes = slices.DeleteFunc(slices.Clone(n.routes), func(rt *route[T]) bool { return rt.pattern == pattern })
+		c.routes = slices.DeleteFunc(slices.Clone(n.routes), del)
 		removed = len(n.routes) - len(c.routes)
 	} else {
 		switch segs[0] {
 		case "**":
-			c.dstar, removed = remove(n.dstar, segs[1:], pattern)
+			c.dstar, removed = remove(n.dstar, segs[1:], del)
 		case "*":
-			c.star, removed = remove(n.star, segs[1:], pattern)
+			c.star, removed = remove(n.star, segs[1:], del)
 		default:
 			var ch *node[T]
-			ch, removed = remove(n.lit.get(segs[0]), segs[1:], pattern)
+			ch, removed = remove(n.lit.get(segs[0]), segs[1:], del)
 			switch {
 			case removed == 0:
 			case ch == nil:
@@ -226,4 +213,25 @@ func (r *Router[T]) Route(s *signalmesh.Signal) []T {
 		return nil
 	}
 	return r.match(s.Type, s, true)
+}
+
+// RemoveFunc removes the routes whose pattern is exactly pattern and whose
+// target del accepts, and returns how many it removed.
+func (r *Router[T]) RemoveFunc(pattern string, del func(T) bool) int {
+	if Validate(pattern) != nil {
+		return 0
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	root, removed := remove(r.root.Load(), strings.Split(pattern, "."), func(rt *route[T]) bool {
+		return rt.pattern == pattern && del(rt.target)
+	})
+	if removed > 0 {
+		if root == nil {
+			root = &node[T]{}
+		}
+		r.root.Store(root)
+		r.n -= removed
+	}
+	return removed
 }

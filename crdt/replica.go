@@ -1,0 +1,221 @@
+// Package crdt is signalmesh's Merkle-CRDT layer: a go-ds-crdt store over
+// the peer's DAG service, with a GossipSub broadcaster that announces the DAG
+// heads whenever a peer joins the topic (not only on go-ds-crdt's timer), so
+// that a healed partition or a newly started peer converges in seconds.
+package crdt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	dscrdt "github.com/ipfs/go-ds-crdt"
+	"github.com/ipfs/go-ds-crdt/pb"
+	ipld "github.com/ipfs/go-ipld-format"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"google.golang.org/protobuf/proto"
+)
+
+// Params configure a Replica.
+type Params struct {
+	// Namespace under the store where the CRDT keeps its state. Required.
+	Namespace ds.Key
+	// Topic is the GossipSub topic for head announcements. Required.
+	Topic string
+	// RebroadcastInterval is how often go-ds-crdt re-announces heads that no
+	// one else announced lately. Default 2 s. Joins trigger an announcement
+	// at once besides.
+	RebroadcastInterval time.Duration
+	// MaxBatchDeltaSize bounds one delta (DAG node), in bytes. Default 1 MiB
+	// (GossipSub and bitswap handle blocks up to a few MiB).
+	MaxBatchDeltaSize int
+	// Workers is the number of DAG walkers. Default 5.
+	Workers int
+	// PutHook is called for every key that gets a value, local or remote.
+	// It runs on go-ds-crdt's goroutines and may block to push back.
+	PutHook func(key ds.Key, value []byte)
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Replica is a go-ds-crdt store with its broadcaster.
+type Replica struct {
+	*dscrdt.Datastore
+	topic  *pubsub.Topic
+	bc     *broadcaster
+	log    *slog.Logger
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// Open starts a replica. Every protocol the DAG service needs (bitswap) must
+// already be running on the host, and peers should connect only afterwards:
+// bitswap learns of peers from connection events.
+func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (*Replica, error) {
+	if p.Namespace.String() == "/" || p.Topic == "" {
+		return nil, errors.New("crdt: Namespace and Topic are required")
+	}
+	if p.RebroadcastInterval == 0 {
+		p.RebroadcastInterval = 2 * time.Second
+	}
+	if p.MaxBatchDeltaSize == 0 {
+		p.MaxBatchDeltaSize = 1 << 20
+	}
+	if p.Workers == 0 {
+		p.Workers = 5
+	}
+	if p.Logger == nil {
+		p.Logger = slog.Default()
+	}
+	topic, err := ps.Join(p.Topic)
+	if err != nil {
+		return nil, fmt.Errorf("crdt: join %s: %w", p.Topic, err)
+	}
+	sub, err := topic.Subscribe(pubsub.WithBufferSize(256))
+	if err != nil {
+		_ = topic.Close()
+		return nil, fmt.Errorf("crdt: subscribe %s: %w", p.Topic, err)
+	}
+	events, err := topic.EventHandler()
+	if err != nil {
+		sub.Cancel()
+		_ = topic.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Replica{topic: topic, log: p.Logger, cancel: cancel}
+	r.bc = &broadcaster{ctx: ctx, topic: topic, sub: sub}
+
+	opts := dscrdt.DefaultOptions()
+	opts.Logger = logAdapter{p.Logger}
+	opts.RebroadcastInterval = p.RebroadcastInterval
+	opts.MaxBatchDeltaSize = p.MaxBatchDeltaSize
+	opts.NumWorkers = p.Workers
+	opts.DAGSyncerTimeout = time.Minute
+	opts.RepairInterval = 0 // repair needs a full walk; the node re-feeds from the journal instead
+	if p.PutHook != nil {
+		opts.PutHook = p.PutHook
+	}
+	d, err := dscrdt.New(store, p.Namespace, dag, r.bc, opts)
+	if err != nil {
+		cancel()
+		events.Cancel()
+		sub.Cancel()
+		_ = topic.Close()
+		return nil, fmt.Errorf("crdt: %w", err)
+	}
+	r.Datastore = d
+	r.wg.Add(1)
+	go r.announceOnJoin(ctx, events)
+	return r, nil
+}
+
+// announceOnJoin announces the heads each time a peer joins the topic. A
+// burst of joins is coalesced: at most one announcement per 100 ms.
+func (r *Replica) announceOnJoin(ctx context.Context, events *pubsub.TopicEventHandler) {
+	defer r.wg.Done()
+	defer events.Cancel()
+	var last time.Time
+	for {
+		ev, err := events.NextPeerEvent(ctx)
+		if err != nil {
+			return
+		}
+		if ev.Type != pubsub.PeerJoin || time.Since(last) < 100*time.Millisecond {
+			continue
+		}
+		last = time.Now()
+		if err := r.Announce(ctx); err != nil && ctx.Err() == nil {
+			r.log.Debug("crdt: announce heads", "err", err)
+		}
+	}
+}
+
+// Announce broadcasts the current DAG heads now.
+func (r *Replica) Announce(ctx context.Context) error {
+	heads := r.InternalStats(ctx).Heads
+	if len(heads) == 0 {
+		return nil
+	}
+	var msg pb.CRDTBroadcast
+	for _, c := range heads {
+		msg.Heads = append(msg.Heads, &pb.Head{Cid: c.Bytes()})
+	}
+	b, err := proto.Marshal(&msg)
+	if err != nil {
+		return err
+	}
+	return r.bc.Broadcast(ctx, b)
+}
+
+// Heads is the number of DAG heads.
+func (r *Replica) Heads(ctx context.Context) int { return len(r.InternalStats(ctx).Heads) }
+
+// Close stops the replica: its goroutines, the go-ds-crdt store and the
+// topic. It does not close the underlying store. Idempotent.
+func (r *Replica) Close() error {
+	var err error
+	r.once.Do(func() {
+		r.cancel()
+		r.wg.Wait()
+		err = r.Datastore.Close()
+		r.bc.sub.Cancel()
+		if cerr := r.topic.Close(); err == nil && cerr != nil && !errors.Is(cerr, context.Canceled) {
+			err = cerr
+		}
+	})
+	return err
+}
+
+// broadcaster implements go-ds-crdt's Broadcaster on a topic we own, so that
+// we can also watch the topic's peer events.
+type broadcaster struct {
+	ctx   context.Context
+	topic *pubsub.Topic
+	sub   *pubsub.Subscription
+}
+
+func (b *broadcaster) Broadcast(ctx context.Context, data []byte) error {
+	return b.topic.Publish(ctx, data)
+}
+
+func (b *broadcaster) Next(ctx context.Context) ([]byte, error) {
+	if b.ctx.Err() != nil {
+		return nil, dscrdt.ErrNoMoreBroadcast
+	}
+	ctx, cancel := mergeCancel(ctx, b.ctx)
+	defer cancel()
+	msg, err := b.sub.Next(ctx)
+	if err != nil {
+		return nil, dscrdt.ErrNoMoreBroadcast
+	}
+	return msg.Data, nil
+}
+
+// mergeCancel returns a context done when either a or b is.
+func mergeCancel(a, b context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(a)
+	stop := context.AfterFunc(b, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+// logAdapter gives go-ds-crdt the logging.StandardLogger it wants.
+type logAdapter struct{ l *slog.Logger }
+
+func (a logAdapter) Debug(args ...any)            { a.l.Debug(fmt.Sprint(args...)) }
+func (a logAdapter) Debugf(f string, args ...any) { a.l.Debug(fmt.Sprintf(f, args...)) }
+func (a logAdapter) Error(args ...any)            { a.l.Error(fmt.Sprint(args...)) }
+func (a logAdapter) Errorf(f string, args ...any) { a.l.Error(fmt.Sprintf(f, args...)) }
+func (a logAdapter) Fatal(args ...any)            { a.l.Error(fmt.Sprint(args...)) }
+func (a logAdapter) Fatalf(f string, args ...any) { a.l.Error(fmt.Sprintf(f, args...)) }
+func (a logAdapter) Info(args ...any)             { a.l.Debug(fmt.Sprint(args...)) }
+func (a logAdapter) Infof(f string, args ...any)  { a.l.Debug(fmt.Sprintf(f, args...)) }
+func (a logAdapter) Panic(args ...any)            { a.l.Error(fmt.Sprint(args...)) }
+func (a logAdapter) Panicf(f string, args ...any) { a.l.Error(fmt.Sprintf(f, args...)) }
+func (a logAdapter) Warn(args ...any)             { a.l.Warn(fmt.Sprint(args...)) }
+func (a logAdapter) Warnf(f string, args ...any)  { a.l.Warn(fmt.Sprintf(f, args...)) }

@@ -1,0 +1,136 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/connmgr"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/pnet"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config configures a Node. The zero value, with a Mesh name, is a working
+// in-memory peer listening on loopback with no peers to dial.
+type Config struct {
+	// Mesh names the mesh. It namespaces the GossipSub topics and the CRDT
+	// keys, so two meshes on one network never mix. Required; letters,
+	// digits, '-', '_' and '.'.
+	Mesh string
+
+	// DataDir holds the peer's identity, blocks, CRDT state and journal in an
+	// embedded on-disk store (pebble). Empty: everything in memory, gone on
+	// Close (tests, demos).
+	DataDir string
+
+	// ListenAddrs are libp2p multiaddrs to listen on. Default: TCP and QUIC
+	// on 127.0.0.1 with ports chosen by the system. Use /ip4/0.0.0.0/... to
+	// accept peers from other hosts. With PSK set, QUIC addresses are
+	// ignored (libp2p private networks are TCP only).
+	ListenAddrs []string
+
+	// Bootstrap peers are dialled once the node has started. A peer that
+	// cannot be reached is logged and retried by nobody: call Connect.
+	Bootstrap []peer.AddrInfo
+
+	// MDNS turns on local-network discovery by multicast DNS. Default off.
+	// It multicasts on every non-loopback interface.
+	MDNS bool
+
+	// PSK, when set, makes a private network: only peers with the same
+	// 32-byte key can connect.
+	PSK pnet.PSK
+
+	// Allow, when not empty, is the list of the only peers this node will
+	// connect to or accept.
+	Allow []peer.ID
+
+	// Gater is an extra connection gater consulted after Allow (tests use
+	// one to cut partitions). Nil: none.
+	Gater connmgr.ConnectionGater
+
+	// Logger receives the node's logs. Nil: slog.Default().
+	Logger *slog.Logger
+
+	// Registerer receives the node's Prometheus metrics. Nil: none are
+	// registered (Status still reports the counts).
+	Registerer prometheus.Registerer
+
+	// Params tune the node's queues and timers; zero fields take defaults.
+	Params Params
+}
+
+// Params are the node's tunables. Every field's zero value means its default.
+type Params struct {
+	// MaxBatch is the most signals one journal commit (one CRDT delta, one
+	// DAG node) holds. Default 1,000. Larger batches mean fewer DAG nodes
+	// to sync, and larger messages.
+	MaxBatch int
+	// MaxBatchDelay is how long the committer waits for more signals once
+	// one is queued. Default 2 ms. It is added to Publish latency at low load.
+	MaxBatchDelay time.Duration
+	// CommitQueue bounds the publishes waiting for the committer. Default
+	// 4,096. When full, Publish waits (its ctx bounds the wait).
+	CommitQueue int
+	// CausalBuffer bounds the signals waiting for a cause. Default 100,000.
+	// When full, newcomers are dropped from the buffer (counted) and fed
+	// again from the journal by the periodic resync.
+	CausalBuffer int
+	// SubscriberQueue bounds the signals queued for one subscription.
+	// Default 100,000. Past it, signals for that subscription are dropped
+	// and counted under "subscriber_overflow".
+	SubscriberQueue int
+	// Resync is how often the node compares its journal with what it
+	// delivered and feeds what is missing. Default 1 s.
+	Resync time.Duration
+	// Rebroadcast is go-ds-crdt's head re-announcement interval. Default
+	// 2 s; heads are also announced whenever a peer joins.
+	Rebroadcast time.Duration
+}
+
+func (p Params) withDefaults() Params {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&p.MaxBatch, 1000)
+	def(&p.CommitQueue, 4096)
+	def(&p.CausalBuffer, 100000)
+	def(&p.SubscriberQueue, 100000)
+	if p.MaxBatchDelay == 0 {
+		p.MaxBatchDelay = 2 * time.Millisecond
+	}
+	if p.Resync == 0 {
+		p.Resync = time.Second
+	}
+	if p.Rebroadcast == 0 {
+		p.Rebroadcast = 2 * time.Second
+	}
+	return p
+}
+
+// Validate reports the first bad field.
+func (p Params) Validate() error {
+	if p.MaxBatch < 0 || p.CommitQueue < 0 || p.CausalBuffer < 0 || p.SubscriberQueue < 0 ||
+		p.MaxBatchDelay < 0 || p.Resync < 0 || p.Rebroadcast < 0 {
+		return fmt.Errorf("node: negative parameter in %+v", p)
+	}
+	return nil
+}
+
+var meshName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// Validate reports the first bad field of c.
+func (c *Config) Validate() error {
+	if !meshName.MatchString(c.Mesh) {
+		return errors.New("node: Config.Mesh must be 1-64 letters, digits, '.', '_' or '-'")
+	}
+	if c.PSK != nil && len(c.PSK) != 32 {
+		return fmt.Errorf("node: Config.PSK is %d bytes, want 32", len(c.PSK))
+	}
+	return c.Params.Validate()
+}

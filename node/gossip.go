@@ -1,0 +1,150 @@
+package node
+
+import (
+	"context"
+	"encoding/binary"
+
+	ds "github.com/ipfs/go-datastore"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/connmgr"
+	"github.com/libp2p/go-libp2p/core/control"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
+
+	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/journal"
+)
+
+// messageID makes a signal's GossipSub message id its signal id, read from
+// the wire form without decoding the rest, so that the same signal published
+// twice is one message. Other topics, and malformed payloads, keep
+// GossipSub's default (sender and sequence number).
+func messageID(sigTopic string, m *pb.Message) string {
+	if m.GetTopic() == sigTopic {
+		if id, ok := wireID(m.Data); ok {
+			return "s/" + id
+		}
+	}
+	return pubsub.DefaultMsgIdFn(m)
+}
+
+// wireID reads the id from a signal's binary form: version, flags, then id.
+func wireID(b []byte) (string, bool) {
+	if len(b) < 2 || b[0] != 1 {
+		return "", false
+	}
+	_, n := binary.Uvarint(b[1:])
+	if n <= 0 {
+		return "", false
+	}
+	b = b[1+n:]
+	l, n := binary.Uvarint(b)
+	if n <= 0 || l == 0 || l > uint64(len(b)-n) {
+		return "", false
+	}
+	return string(b[n : n+int(l)]), true
+}
+
+// validate is the GossipSub validator of the signals topic: it decodes and
+// bounds the signal and checks that a journaled signal's origin is the peer
+// that signed the message. Rejected messages are counted by reason and never
+// forwarded.
+func (n *Node) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+	s, err := signalmesh.DecodeBinary(msg.Data, signalmesh.Limits{})
+	if err != nil {
+		n.m.reject("decode")
+		return pubsub.ValidationReject
+	}
+	if _, journaled := s.Extensions[signalmesh.ExtClock]; journaled {
+		origin, _ := s.Extensions[signalmesh.ExtPeer].(string)
+		if origin != msg.GetFrom().String() {
+			n.m.reject("origin")
+			return pubsub.ValidationReject
+		}
+		c, err := journal.ClockOf(s)
+		if err != nil || c.Get(origin) == 0 {
+			n.m.reject("clock")
+			return pubsub.ValidationReject
+		}
+	}
+	msg.ValidatorData = s
+	return pubsub.ValidationAccept
+}
+
+// readGossip feeds signals from other peers to the loop. Our own
+// publications come back through the CRDT put hook instead.
+func (n *Node) readGossip() {
+	defer n.wg.Done()
+	for {
+		msg, err := n.sub.Next(n.ctx)
+		if err != nil {
+			return
+		}
+		if msg.ReceivedFrom == n.self {
+			continue
+		}
+		s, ok := msg.ValidatorData.(*signalmesh.Signal)
+		if !ok {
+			continue
+		}
+		if !n.send(inbound{s: s, via: viaGossip}) {
+			return
+		}
+	}
+}
+
+// putHook receives every journal entry that arrives in the CRDT store, local
+// or remote. It blocks while the loop's inbox is full (back-pressure on DAG
+// sync), and gives up only when the node closes.
+func (n *Node) putHook(key ds.Key, value []byte) {
+	s, err := signalmesh.DecodeBinary(value, signalmesh.Limits{})
+	if err != nil || journal.Key(s.ID).String() != key.String() {
+		n.m.reject("journal_entry")
+		return
+	}
+	n.m.journaled.Add(1)
+	n.send(inbound{s: s, via: viaJournal})
+}
+
+// gater implements the Allow list and chains to Config.Gater.
+type gater struct {
+	allow []peer.ID
+	next  connmgr.ConnectionGater
+}
+
+func (g *gater) allowed(p peer.ID) bool {
+	if len(g.allow) == 0 {
+		return true
+	}
+	for _, a := range g.allow {
+		if a == p {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *gater) InterceptPeerDial(p peer.ID) bool {
+	return g.allowed(p) && (g.next == nil || g.next.InterceptPeerDial(p))
+}
+
+func (g *gater) InterceptAddrDial(p peer.ID, a multiaddr.Multiaddr) bool {
+	return g.allowed(p) && (g.next == nil || g.next.InterceptAddrDial(p, a))
+}
+
+func (g *gater) InterceptAccept(a network.ConnMultiaddrs) bool {
+	return g.next == nil || g.next.InterceptAccept(a)
+}
+
+func (g *gater) InterceptSecured(d network.Direction, p peer.ID, a network.ConnMultiaddrs) bool {
+	return g.allowed(p) && (g.next == nil || g.next.InterceptSecured(d, p, a))
+}
+
+func (g *gater) InterceptUpgraded(c network.Conn) (bool, control.DisconnectReason) {
+	if g.next == nil {
+		return true, 0
+	}
+	return g.next.InterceptUpgraded(c)
+}

@@ -1,0 +1,165 @@
+package node_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/control"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
+	"go.uber.org/goleak"
+
+	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/node"
+)
+
+// leakOpts ignores goroutines that libp2p and its dependencies start once
+// per process and never stop (not ours to own).
+var leakOpts = []goleak.Option{
+	goleak.IgnoreAnyFunction("github.com/ipfs/go-log/v2/writer.(*MirrorWriter).logRoutine"),
+	goleak.IgnoreAnyFunction("go.opencensus.io/stats/view.(*worker).start"),
+	goleak.IgnoreAnyFunction("github.com/libp2p/go-libp2p/p2p/transport/quicreuse.(*reuse).gc"),
+	goleak.IgnoreAnyFunction("github.com/ipfs/boxo/bitswap/network/bsnet.(*impl).Start"),
+	goleak.IgnoreTopFunction("github.com/libp2p/go-flow-metrics.(*sweeper).run"),
+	// libp2p builds a default connection manager in a package-level var.
+	goleak.IgnoreTopFunction("github.com/libp2p/go-libp2p/p2p/net/connmgr.(*decayer).process"),
+	goleak.IgnoreTopFunction("github.com/libp2p/go-libp2p/p2p/net/connmgr.(*BasicConnMgr).background"),
+	goleak.IgnoreTopFunction("github.com/libp2p/go-libp2p/p2p/host/resource-manager.(*resourceManager).background"),
+}
+
+// switchGater lets a test cut and heal links between peers.
+type switchGater struct {
+	mu      sync.Mutex
+	blocked map[peer.ID]bool
+}
+
+func newGater() *switchGater { return &switchGater{blocked: map[peer.ID]bool{}} }
+
+func (g *switchGater) block(ps ...peer.ID) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, p := range ps {
+		g.blocked[p] = true
+	}
+}
+
+func (g *switchGater) clear() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.blocked = map[peer.ID]bool{}
+}
+
+func (g *switchGater) ok(p peer.ID) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return !g.blocked[p]
+}
+
+func (g *switchGater) InterceptPeerDial(p peer.ID) bool                          { return g.ok(p) }
+func (g *switchGater) InterceptAddrDial(p peer.ID, _ multiaddr.Multiaddr) bool   { return g.ok(p) }
+func (g *switchGater) InterceptAccept(network.ConnMultiaddrs) bool               { return true }
+func (g *switchGater) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
+	return g.ok(p)
+}
+func (g *switchGater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
+
+type peerNode struct {
+	*node.Node
+	gater *switchGater
+}
+
+// cluster starts n in-memory nodes on loopback TCP, all services up before
+// any connection, then connects every pair.
+func cluster(t *testing.T, n int, mut func(i int, c *node.Config)) []*peerNode {
+	t.Helper()
+	mesh := fmt.Sprintf("test-%d", time.Now().UnixNano())
+	nodes := make([]*peerNode, n)
+	for i := range nodes {
+		g := newGater()
+		cfg := node.Config{Mesh: mesh, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Gater: g}
+		if mut != nil {
+			mut(i, &cfg)
+		}
+		nd, err := node.New(context.Background(), cfg)
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+		nodes[i] = &peerNode{Node: nd, gater: g}
+	}
+	t.Cleanup(func() {
+		for _, nd := range nodes {
+			if err := nd.Close(); err != nil {
+				t.Errorf("close: %v", err)
+			}
+		}
+	})
+	connectAll(t, nodes)
+	return nodes
+}
+
+func connectAll(t *testing.T, nodes []*peerNode) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range nodes {
+		for j := i + 1; j < len(nodes); j++ {
+			if err := nodes[i].Connect(ctx, nodes[j].AddrInfo()); err != nil {
+				t.Fatalf("connect %d-%d: %v", i, j, err)
+			}
+		}
+	}
+}
+
+// eventually polls cond until it holds or the timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// recorder is a handler that records what it receives.
+type recorder struct {
+	mu   sync.Mutex
+	got  []*signalmesh.Signal
+	seen map[string]int
+}
+
+func newRecorder() *recorder { return &recorder{seen: map[string]int{}} }
+
+func (r *recorder) handle(_ context.Context, s *signalmesh.Signal) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, s)
+	r.seen[s.ID]++
+	return nil
+}
+
+func (r *recorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.got)
+}
+
+func (r *recorder) snapshot() []*signalmesh.Signal {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*signalmesh.Signal(nil), r.got...)
+}
+
+func mustSignal(t testing.TB, typ string, opts ...signalmesh.Option) *signalmesh.Signal {
+	t.Helper()
+	s, err := signalmesh.New(typ, "/test", nil, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}

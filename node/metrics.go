@@ -1,0 +1,74 @@
+package node
+
+import (
+	"maps"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the node's counters: atomics read by Status, mirrored to
+// Prometheus when a Registerer is configured.
+type metrics struct {
+	published, delivered, deduped, journaled, handlerErrors atomic.Int64
+	buffered                                                atomic.Int64
+
+	mu       sync.Mutex // guards the two maps
+	dropped  map[string]int64
+	rejected map[string]int64
+
+	prom struct {
+		counters *prometheus.CounterVec // published, delivered, ...
+		dropped  *prometheus.CounterVec
+		rejected *prometheus.CounterVec
+	}
+}
+
+func (m *metrics) init(reg prometheus.Registerer) {
+	m.dropped, m.rejected = map[string]int64{}, map[string]int64{}
+	if reg == nil {
+		return
+	}
+	m.prom.dropped = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "signalmesh",
+		Name: "dropped_total", Help: "Signals dropped, by reason."}, []string{"reason"})
+	m.prom.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "signalmesh",
+		Name: "rejected_total", Help: "Malformed or hostile messages rejected, by reason."}, []string{"reason"})
+	reg.MustRegister(m.prom.dropped, m.prom.rejected,
+		counterFunc("published_total", "Signals published by this node.", &m.published),
+		counterFunc("delivered_total", "Signals handled by subscriptions.", &m.delivered),
+		counterFunc("deduped_total", "Signal copies dropped as duplicates.", &m.deduped),
+		counterFunc("journaled_total", "Journal entries seen by this replica.", &m.journaled),
+		counterFunc("handler_errors_total", "Handler errors and panics.", &m.handlerErrors),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "signalmesh", Name: "buffered",
+			Help: "Signals waiting for a cause."}, func() float64 { return float64(m.buffered.Load()) }))
+}
+
+func counterFunc(name, help string, v *atomic.Int64) prometheus.Collector {
+	return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "signalmesh", Name: name, Help: help},
+		func() float64 { return float64(v.Load()) })
+}
+
+func (m *metrics) drop(reason string) {
+	m.mu.Lock()
+	m.dropped[reason]++
+	m.mu.Unlock()
+	if m.prom.dropped != nil {
+		m.prom.dropped.WithLabelValues(reason).Inc()
+	}
+}
+
+func (m *metrics) reject(reason string) {
+	m.mu.Lock()
+	m.rejected[reason]++
+	m.mu.Unlock()
+	if m.prom.rejected != nil {
+		m.prom.rejected.WithLabelValues(reason).Inc()
+	}
+}
+
+func (m *metrics) snapshot() (dropped, rejected map[string]int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return maps.Clone(m.dropped), maps.Clone(m.rejected)
+}

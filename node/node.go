@@ -1,0 +1,322 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	ipfslite "github.com/hsanjuan/ipfs-lite"
+	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
+	pebbleds "github.com/ipfs/go-ds-pebble"
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+
+	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/crdt"
+	"github.com/signalmesh/signalmesh/journal"
+	"github.com/signalmesh/signalmesh/router"
+	"github.com/signalmesh/signalmesh/vclock"
+)
+
+// ErrClosed is returned by calls on a closed node.
+var ErrClosed = errors.New("node: closed")
+
+var identityKey = ds.NewKey("/signalmesh/identity")
+
+// Node is a signalmesh peer. Create it with New and stop it with Close.
+// Its methods are safe for concurrent use.
+type Node struct {
+	cfg  Config
+	p    Params
+	log  *slog.Logger
+	self peer.ID
+
+	ctx      context.Context // cancelled by Close; every goroutine of the node watches it
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	once     sync.Once
+	closeErr error
+
+	store ds.Batching
+	host  host.Host
+	ps    *pubsub.PubSub
+	topic *pubsub.Topic
+	sub   *pubsub.Subscription
+	dag   *ipfslite.Peer
+	repl  *crdt.Replica
+	jr    *journal.Journal
+	mdns  mdns.Service
+
+	subs  *router.Router[*Subscription]
+	subMu sync.Mutex     // orders Subscribe against Close
+	subWG sync.WaitGroup // subscription goroutines
+
+	inbox   chan inbound   // gossip reader and CRDT put hook → loop
+	reqs    chan func()    // closures run on the loop
+	commitQ chan commitReq // Publish → committer
+
+	delivered atomic.Pointer[vclock.Clock] // published by the loop after each release
+	m         metrics
+
+	// owned by the loop goroutine
+	buf        *vclock.Buffer[*signalmesh.Signal]
+	needResync bool
+}
+
+// New starts a node: its store, identity, libp2p host, GossipSub, DAG
+// service and CRDT journal, then its own goroutines, then dials Bootstrap.
+// ctx bounds only the start-up; the node runs until Close.
+func New(ctx context.Context, cfg Config) (n *Node, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	n = &Node{cfg: cfg, p: cfg.Params.withDefaults(), log: cfg.Logger}
+	if n.log == nil {
+		n.log = slog.Default()
+	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.subs = router.New[*Subscription]()
+	n.inbox = make(chan inbound, 1024)
+	n.reqs = make(chan func())
+	n.commitQ = make(chan commitReq, n.p.CommitQueue)
+	n.m.init(cfg.Registerer)
+	defer func() {
+		if err != nil {
+			_ = n.Close()
+		}
+	}()
+	if err := n.openStore(); err != nil {
+		return nil, err
+	}
+	if err := n.startHost(ctx); err != nil {
+		return nil, err
+	}
+	if err := n.startPubSub(); err != nil {
+		return nil, err
+	}
+	if err := n.startJournal(ctx); err != nil {
+		return nil, err
+	}
+	if err := n.restore(ctx); err != nil {
+		return nil, err
+	}
+	n.wg.Add(3)
+	go n.loop()
+	go n.committer()
+	go n.readGossip()
+	if cfg.MDNS {
+		n.mdns = mdns.NewMdnsService(n.host, "signalmesh-"+cfg.Mesh, &mdnsNotifee{n})
+		if err := n.mdns.Start(); err != nil {
+			return nil, fmt.Errorf("node: mdns: %w", err)
+		}
+	}
+	for _, ai := range cfg.Bootstrap {
+		if err := n.host.Connect(ctx, ai); err != nil {
+			n.log.Warn("node: bootstrap peer unreachable", "peer", ai.ID, "err", err)
+		}
+	}
+	return n, nil
+}
+
+func (n *Node) openStore() error {
+	if n.cfg.DataDir == "" {
+		n.store = dssync.MutexWrap(ds.NewMapDatastore())
+		return nil
+	}
+	st, err := pebbleds.NewDatastore(filepath.Join(n.cfg.DataDir, "store"))
+	if err != nil {
+		return fmt.Errorf("node: open store in %s: %w", n.cfg.DataDir, err)
+	}
+	n.store = st
+	return nil
+}
+
+// identity loads the node's Ed25519 key from the store, or makes and stores one.
+func (n *Node) identity(ctx context.Context) (crypto.PrivKey, error) {
+	b, err := n.store.Get(ctx, identityKey)
+	if err == nil {
+		return crypto.UnmarshalPrivateKey(b)
+	}
+	if !errors.Is(err, ds.ErrNotFound) {
+		return nil, err
+	}
+	priv, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		return nil, err
+	}
+	if b, err = crypto.MarshalPrivateKey(priv); err != nil {
+		return nil, err
+	}
+	if err := n.store.Put(ctx, identityKey, b); err != nil {
+		return nil, err
+	}
+	return priv, n.store.Sync(ctx, identityKey)
+}
+
+func (n *Node) startHost(ctx context.Context) error {
+	priv, err := n.identity(ctx)
+	if err != nil {
+		return fmt.Errorf("node: identity: %w", err)
+	}
+	addrs := n.cfg.ListenAddrs
+	if len(addrs) == 0 {
+		addrs = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+	}
+	opts := []libp2p.Option{libp2p.Identity(priv), libp2p.DisableRelay(),
+		libp2p.ConnectionGater(&gater{allow: n.cfg.Allow, next: n.cfg.Gater})}
+	if n.cfg.PSK != nil {
+		var tcpOnly []string
+		for _, a := range addrs {
+			if !strings.Contains(a, "/quic") && !strings.Contains(a, "/webtransport") {
+				tcpOnly = append(tcpOnly, a)
+			}
+		}
+		addrs = tcpOnly
+		opts = append(opts, libp2p.PrivateNetwork(n.cfg.PSK), libp2p.Transport(tcp.NewTCPTransport))
+	}
+	opts = append(opts, libp2p.ListenAddrStrings(addrs...))
+	h, err := libp2p.New(opts...)
+	if err != nil {
+		return fmt.Errorf("node: libp2p host: %w", err)
+	}
+	n.host, n.self = h, h.ID()
+	return nil
+}
+
+func (n *Node) topicName(kind string) string { return "/signalmesh/" + n.cfg.Mesh + "/" + kind }
+
+func (n *Node) startPubSub() error {
+	sigTopic := n.topicName("signals")
+	ps, err := pubsub.NewGossipSub(n.ctx, n.host,
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
+		pubsub.WithFloodPublish(true),
+		pubsub.WithMessageIdFn(func(m *pb.Message) string { return messageID(sigTopic, m) }),
+		pubsub.WithPeerOutboundQueueSize(1024),
+		pubsub.WithValidateQueueSize(1024),
+	)
+	if err != nil {
+		return fmt.Errorf("node: gossipsub: %w", err)
+	}
+	n.ps = ps
+	if err := ps.RegisterTopicValidator(sigTopic, n.validate); err != nil {
+		return err
+	}
+	if n.topic, err = ps.Join(sigTopic); err != nil {
+		return err
+	}
+	n.sub, err = n.topic.Subscribe(pubsub.WithBufferSize(4096))
+	return err
+}
+
+func (n *Node) startJournal(ctx context.Context) error {
+	dag, err := ipfslite.New(n.ctx, n.store, nil, n.host, nil, &ipfslite.Config{ReprovideInterval: -1})
+	if err != nil {
+		return fmt.Errorf("node: dag service: %w", err)
+	}
+	n.dag = dag
+	n.repl, err = crdt.Open(n.store, dag, n.ps, crdt.Params{
+		Namespace:           ds.NewKey("/mesh/" + n.cfg.Mesh + "/journal"),
+		Topic:               n.topicName("journal"),
+		RebroadcastInterval: n.p.Rebroadcast,
+		PutHook:             n.putHook,
+		Logger:              n.log,
+	})
+	if err != nil {
+		return err
+	}
+	n.jr = journal.New(n.repl)
+	return nil
+}
+
+// restore rebuilds the causal state from the journal: what is in the
+// journal at start counts as delivered (new subscriptions start now; use
+// Replay for history).
+func (n *Node) restore(ctx context.Context) error {
+	var err error
+	if n.buf, err = vclock.NewBuffer[*signalmesh.Signal](n.p.CausalBuffer, vclock.Clock{}); err != nil {
+		return err
+	}
+	n.feedJournal(ctx, false)
+	n.publishDelivered()
+	return nil
+}
+
+// ID is the node's libp2p peer id.
+func (n *Node) ID() peer.ID { return n.self }
+
+// AddrInfo is the node's id and listen addresses, for other nodes' Bootstrap or Connect.
+func (n *Node) AddrInfo() peer.AddrInfo {
+	return peer.AddrInfo{ID: n.self, Addrs: n.host.Addrs()}
+}
+
+// Host is the node's libp2p host, for advanced use; do not close it.
+func (n *Node) Host() host.Host { return n.host }
+
+// Connect dials a peer.
+func (n *Node) Connect(ctx context.Context, ai peer.AddrInfo) error {
+	if n.ctx.Err() != nil {
+		return ErrClosed
+	}
+	return n.host.Connect(ctx, ai)
+}
+
+// Peers lists the peers the node is connected to.
+func (n *Node) Peers() []peer.ID { return n.host.Network().Peers() }
+
+// Close stops every goroutine the node started, closes the CRDT store, the
+// host and the datastore (flushing it to disk). It is idempotent and safe to
+// call concurrently; every call returns the first call's error.
+func (n *Node) Close() error {
+	n.once.Do(func() {
+		var errs []error
+		n.cancel()
+		n.wg.Wait()
+		n.closeSubscriptions()
+		if n.mdns != nil {
+			errs = append(errs, n.mdns.Close())
+		}
+		if n.repl != nil {
+			errs = append(errs, n.repl.Close())
+		}
+		if n.sub != nil {
+			n.sub.Cancel()
+		}
+		if n.topic != nil {
+			_ = n.topic.Close()
+		}
+		if n.dag != nil {
+			errs = append(errs, n.dag.BlockService().Close())
+		}
+		if n.host != nil {
+			errs = append(errs, n.host.Close())
+		}
+		if n.store != nil {
+			errs = append(errs, n.store.Close())
+		}
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
+
+type mdnsNotifee struct{ n *Node }
+
+func (m *mdnsNotifee) HandlePeerFound(ai peer.AddrInfo) {
+	if ai.ID == m.n.self {
+		return
+	}
+	if err := m.n.Connect(m.n.ctx, ai); err != nil {
+		m.n.log.Debug("node: mdns peer unreachable", "peer", ai.ID, "err", err)
+	}
+}

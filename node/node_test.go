@@ -1,0 +1,42 @@
+package node_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestPublishReachesEveryPeer(t *testing.T) {
+	defer goleak.VerifyNone(t, leakOpts...)
+	nodes := cluster(t, 3, nil)
+	recs := make([]*recorder, len(nodes))
+	for i, n := range nodes {
+		recs[i] = newRecorder()
+		if _, err := n.Subscribe("order.**", recs[i].handle); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	if err := nodes[0].Publish(ctx, mustSignal(t, "order.created"), mustSignal(t, "user.created")); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range recs {
+		eventually(t, 10*time.Second, "delivery", func() bool { return r.count() >= 1 })
+		if got := r.snapshot(); len(got) != 1 || got[0].Type != "order.created" {
+			t.Fatalf("node %d got %v", i, got)
+		}
+	}
+	for _, n := range nodes {
+		eventually(t, 10*time.Second, "journal", func() bool {
+			c, _, _ := n.JournalDigest(ctx)
+			return c == 2
+		})
+	}
+	for _, n := range nodes {
+		if err := n.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,208 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+
+	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/journal"
+)
+
+// Consistency says what Publish promises about a signal.
+type Consistency struct {
+	weak bool
+}
+
+var (
+	// Weak signals are gossiped only: not journaled, not causally ordered,
+	// delivered best-effort (a metric, a presence ping). They may never arrive.
+	Weak = Consistency{weak: true}
+	// Eventual signals (the default) are journaled and gossiped: every
+	// connected replica converges to the same journal and delivers them in
+	// causal order.
+	Eventual = Consistency{}
+)
+
+func (c Consistency) String() string {
+	if c.weak {
+		return "weak"
+	}
+	return "eventual"
+}
+
+type commitReq struct {
+	sigs []*signalmesh.Signal
+	done chan error // buffer 1
+}
+
+// Publish publishes signals with Eventual consistency (see PublishWith).
+func (n *Node) Publish(ctx context.Context, sigs ...*signalmesh.Signal) error {
+	return n.PublishWith(ctx, Eventual, sigs...)
+}
+
+// PublishWith validates the signals, stamps them (publishing peer, vector
+// clock), writes them to the journal and gossips them. The signals passed in
+// are not modified: the node publishes copies.
+//
+// With Eventual consistency it returns once the local journal write is
+// durable (the signals then survive a restart and reach every replica that
+// connects, even if the gossip is lost). If ctx ends while the signals wait
+// for the committer, nothing was published; once the committer has them,
+// PublishWith waits for the commit. With Weak, it returns once the signals
+// are handed to GossipSub.
+func (n *Node) PublishWith(ctx context.Context, c Consistency, sigs ...*signalmesh.Signal) error {
+	if n.ctx.Err() != nil {
+		return ErrClosed
+	}
+	cp := make([]*signalmesh.Signal, len(sigs))
+	for i, s := range sigs {
+		if err := s.Validate(); err != nil {
+			return fmt.Errorf("node: publish signal %d: %w", i, err)
+		}
+		cp[i] = s.Clone()
+		if cp[i].Extensions == nil {
+			cp[i].Extensions = make(map[string]any, 2)
+		}
+		delete(cp[i].Extensions, signalmesh.ExtClock)
+		if c.weak {
+			cp[i].Extensions[signalmesh.ExtPeer] = n.self.String()
+		}
+	}
+	if c.weak {
+		return n.publishWeak(ctx, cp)
+	}
+	req := commitReq{sigs: cp, done: make(chan error, 1)}
+	select {
+	case n.commitQ <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.ctx.Done():
+		return ErrClosed
+	}
+	select {
+	case err := <-req.done:
+		if err != nil {
+			return err
+		}
+	case <-n.ctx.Done():
+		return ErrClosed
+	}
+	n.m.published.Add(int64(len(cp)))
+	n.gossip(ctx, cp)
+	return nil
+}
+
+func (n *Node) publishWeak(ctx context.Context, sigs []*signalmesh.Signal) error {
+	for _, s := range sigs {
+		if !n.send(inbound{s: s, via: viaLocal}) {
+			return ErrClosed
+		}
+	}
+	n.m.published.Add(int64(len(sigs)))
+	n.gossip(ctx, sigs)
+	return nil
+}
+
+// gossip is the fast path: best effort, failures are counted, the journal
+// path makes up for them.
+func (n *Node) gossip(ctx context.Context, sigs []*signalmesh.Signal) {
+	buf := make([]byte, 0, 1024)
+	for _, s := range sigs {
+		b, err := s.AppendBinary(buf[:0])
+		if err == nil {
+			err = n.topic.Publish(ctx, append([]byte(nil), b...))
+		}
+		if err != nil {
+			n.m.drop("gossip_publish")
+		}
+	}
+}
+
+// committer stamps and journals signals in the order Publish queued them,
+// in batches (group commit: one CRDT delta, one DAG node per batch).
+// Stamping here, in commit order, means a peer's sequence numbers reach the
+// journal without gaps.
+func (n *Node) committer() {
+	defer n.wg.Done()
+	seq := n.delivered.Load().Get(n.self.String())
+	for {
+		var batch []commitReq
+		select {
+		case <-n.ctx.Done():
+			return
+		case r := <-n.commitQ:
+			batch = n.gather(r)
+		}
+		seq = n.commit(batch, seq)
+	}
+}
+
+// gather collects requests for one commit: until MaxBatch signals or
+// MaxBatchDelay after the first.
+func (n *Node) gather(first commitReq) []commitReq {
+	batch, count := []commitReq{first}, len(first.sigs)
+	timer := time.NewTimer(n.p.MaxBatchDelay)
+	defer timer.Stop()
+	for count < n.p.MaxBatch {
+		select {
+		case r := <-n.commitQ:
+			batch = append(batch, r)
+			count += len(r.sigs)
+		case <-timer.C:
+			return batch
+		case <-n.ctx.Done():
+			return batch
+		}
+	}
+	return batch
+}
+
+func (n *Node) commit(batch []commitReq, seq uint64) uint64 {
+	self := n.self.String()
+	base := *n.delivered.Load()
+	var all []*signalmesh.Signal
+	for _, r := range batch {
+		for _, s := range r.sigs {
+			seq++
+			text, _ := base.Set(self, seq).MarshalText()
+			s.Extensions[signalmesh.ExtPeer] = self
+			s.Extensions[signalmesh.ExtClock] = string(text)
+			all = append(all, s)
+		}
+	}
+	err := n.journalWrite(all)
+	for _, r := range batch {
+		r.done <- err
+	}
+	return seq
+}
+
+func (n *Node) journalWrite(sigs []*signalmesh.Signal) error {
+	ctx := context.WithoutCancel(n.ctx) // a started commit finishes, even during Close
+	for start := 0; start < len(sigs); start += n.p.MaxBatch {
+		chunk := sigs[start:min(start+n.p.MaxBatch, len(sigs))]
+		b, err := n.repl.Batch(ctx)
+		if err != nil {
+			return fmt.Errorf("node: journal batch: %w", err)
+		}
+		for _, s := range chunk {
+			v, err := s.MarshalBinary()
+			if err != nil {
+				return fmt.Errorf("node: encode %s: %w", s.ID, err)
+			}
+			if err := b.Put(ctx, journal.Key(s.ID), v); err != nil {
+				return fmt.Errorf("node: journal put: %w", err)
+			}
+		}
+		if err := b.Commit(ctx); err != nil {
+			return fmt.Errorf("node: journal commit: %w", err)
+		}
+	}
+	if err := n.store.Sync(ctx, ds.NewKey("/")); err != nil {
+		return fmt.Errorf("node: sync store: %w", err)
+	}
+	return nil
+}

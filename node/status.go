@@ -1,0 +1,92 @@
+package node
+
+import (
+	"context"
+	"iter"
+
+	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/journal"
+	"github.com/signalmesh/signalmesh/router"
+	"github.com/signalmesh/signalmesh/vclock"
+)
+
+// Status is a snapshot of a node.
+type Status struct {
+	Peer      string
+	Peers     int
+	Journaled int64        // journal entries this replica has seen arrive (local and remote)
+	Heads     int          // DAG heads of the journal CRDT
+	Clock     vclock.Clock // what this node delivered, per origin
+	Buffered  int          // signals waiting for a cause
+	Missing   []vclock.Gap // causes they wait for
+	Published int64
+	Delivered int64 // handler calls that succeeded
+	Deduped   int64
+	Dropped   map[string]int64 // by reason
+	Rejected  map[string]int64 // by reason
+}
+
+// Status reports the node's state.
+func (n *Node) Status(ctx context.Context) (Status, error) {
+	st := Status{Peer: n.self.String(), Peers: len(n.Peers()), Journaled: n.m.journaled.Load(),
+		Published: n.m.published.Load(), Delivered: n.m.delivered.Load(), Deduped: n.m.deduped.Load()}
+	st.Dropped, st.Rejected = n.m.snapshot()
+	err := n.do(ctx, func() {
+		st.Clock = n.buf.Delivered()
+		st.Buffered = n.buf.Len()
+		st.Missing = n.buf.Missing()
+	})
+	if err != nil {
+		return st, err
+	}
+	st.Heads = n.repl.Heads(ctx)
+	return st, nil
+}
+
+// Get returns a journaled signal by id (journal.ErrNotFound if absent).
+func (n *Node) Get(ctx context.Context, id string) (*signalmesh.Signal, error) {
+	return n.jr.Get(ctx, id)
+}
+
+// Replay yields every journaled signal whose type matches pattern, in the
+// journal's causal replay order, which is the same on every replica that
+// holds the same signals.
+func (n *Node) Replay(ctx context.Context, pattern string) iter.Seq2[*signalmesh.Signal, error] {
+	return func(yield func(*signalmesh.Signal, error) bool) {
+		if err := router.Validate(pattern); err != nil {
+			yield(nil, err)
+			return
+		}
+		sigs, err := n.jr.Replay(ctx, func(s *signalmesh.Signal) bool { return router.Matches(pattern, s.Type) })
+		if err != nil {
+			yield(nil, err)
+			return
+		}
+		for _, s := range sigs {
+			if !yield(s, nil) {
+				return
+			}
+		}
+	}
+}
+
+// Causes returns the chain of causes of a signal, root cause first, ending
+// with the signal itself.
+func (n *Node) Causes(ctx context.Context, id string) ([]*signalmesh.Signal, error) {
+	return n.jr.Causes(ctx, id)
+}
+
+// Effects returns the signals directly caused by id.
+func (n *Node) Effects(ctx context.Context, id string) ([]*signalmesh.Signal, error) {
+	return n.jr.Effects(ctx, id)
+}
+
+// JournalDigest returns the number of journal entries and a digest of their
+// ids in replay order: two replicas with the same journal have the same digest.
+func (n *Node) JournalDigest(ctx context.Context) (int, string, error) {
+	sigs, err := n.jr.Replay(ctx, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	return len(sigs), journal.Digest(sigs), nil
+}
