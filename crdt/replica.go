@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -97,7 +98,7 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 	opts.MaxBatchDeltaSize = p.MaxBatchDeltaSize
 	opts.NumWorkers = p.Workers
 	opts.DAGSyncerTimeout = time.Minute
-	opts.RepairInterval = 0 // repair needs a full walk; the node re-feeds from the journal instead
+	opts.RepairInterval = 10 * time.Second // walks the DAG only when a fetch failed and marked the store dirty
 	if p.PutHook != nil {
 		opts.PutHook = p.PutHook
 	}
@@ -219,3 +220,13 @@ func (a logAdapter) Panic(args ...any)            { a.l.Error(fmt.Sprint(args...
 func (a logAdapter) Panicf(f string, args ...any) { a.l.Error(fmt.Sprintf(f, args...)) }
 func (a logAdapter) Warn(args ...any)             { a.l.Warn(fmt.Sprint(args...)) }
 func (a logAdapter) Warnf(f string, args ...any)  { a.l.Warn(fmt.Sprintf(f, args...)) }
+
+// err logs go-ds-crdt's errors, except the ones it reports for work cut
+// short by Close, which are expected.
+func (a logAdapter) err(msg string) {
+	if strings.Contains(msg, context.Canceled.Error()) {
+		a.l.Debug(msg)
+		return
+	}
+	a.l.Error(msg)
+}

@@ -65,16 +65,24 @@ type Config struct {
 
 // Params are the node's tunables. Every field's zero value means its default.
 type Params struct {
-	// MaxBatch is the most signals one journal commit (one CRDT delta, one
-	// DAG node) holds. Default 1,000. Larger batches mean fewer DAG nodes
-	// to sync, and larger messages.
+	// MaxBatch is the most signals one outbox commit holds (one fsync).
+	// Default 1,000.
 	MaxBatch int
-	// MaxBatchDelay is how long the committer waits for more signals once
-	// one is queued. Default 2 ms. It is added to Publish latency at low load.
+	// MaxBatchDelay is how long the committer waits for more publishes once
+	// one is queued. Default 1 ms. It is added to Publish latency at low load.
 	MaxBatchDelay time.Duration
 	// CommitQueue bounds the publishes waiting for the committer. Default
 	// 4,096. When full, Publish waits (its ctx bounds the wait).
 	CommitQueue int
+	// JournalBatch is the most signals one CRDT delta (one DAG node) holds.
+	// Default 5,000; go-ds-crdt also cuts a delta at 1 MiB. Fewer, larger
+	// DAG nodes make a replica that missed them catch up faster.
+	JournalBatch int
+	// JournalDelay is how long the journaler gathers signals from the
+	// outbox before it writes a delta. Default 50 ms: longer means fewer DAG
+	// nodes (a replica that missed the gossip fetches them one by one), and a
+	// later journal path; gossip is not delayed.
+	JournalDelay time.Duration
 	// CausalBuffer bounds the signals waiting for a cause. Default 100,000.
 	// When full, newcomers are dropped from the buffer (counted) and fed
 	// again from the journal by the periodic resync.
@@ -98,11 +106,15 @@ func (p Params) withDefaults() Params {
 		}
 	}
 	def(&p.MaxBatch, 1000)
+	def(&p.JournalBatch, 5000)
 	def(&p.CommitQueue, 4096)
 	def(&p.CausalBuffer, 100000)
 	def(&p.SubscriberQueue, 100000)
 	if p.MaxBatchDelay == 0 {
-		p.MaxBatchDelay = 2 * time.Millisecond
+		p.MaxBatchDelay = time.Millisecond
+	}
+	if p.JournalDelay == 0 {
+		p.JournalDelay = 50 * time.Millisecond
 	}
 	if p.Resync == 0 {
 		p.Resync = time.Second
@@ -115,7 +127,7 @@ func (p Params) withDefaults() Params {
 
 // Validate reports the first bad field.
 func (p Params) Validate() error {
-	if p.MaxBatch < 0 || p.CommitQueue < 0 || p.CausalBuffer < 0 || p.SubscriberQueue < 0 ||
+	if p.MaxBatch < 0 || p.CommitQueue < 0 || p.JournalBatch < 0 || p.JournalDelay < 0 || p.CausalBuffer < 0 || p.SubscriberQueue < 0 ||
 		p.MaxBatchDelay < 0 || p.Resync < 0 || p.Rebroadcast < 0 {
 		return fmt.Errorf("node: negative parameter in %+v", p)
 	}

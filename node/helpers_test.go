@@ -3,6 +3,8 @@ package node_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -59,13 +61,15 @@ func (g *switchGater) ok(p peer.ID) bool {
 	return !g.blocked[p]
 }
 
-func (g *switchGater) InterceptPeerDial(p peer.ID) bool                          { return g.ok(p) }
-func (g *switchGater) InterceptAddrDial(p peer.ID, _ multiaddr.Multiaddr) bool   { return g.ok(p) }
-func (g *switchGater) InterceptAccept(network.ConnMultiaddrs) bool               { return true }
+func (g *switchGater) InterceptPeerDial(p peer.ID) bool                        { return g.ok(p) }
+func (g *switchGater) InterceptAddrDial(p peer.ID, _ multiaddr.Multiaddr) bool { return g.ok(p) }
+func (g *switchGater) InterceptAccept(network.ConnMultiaddrs) bool             { return true }
 func (g *switchGater) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
 	return g.ok(p)
 }
-func (g *switchGater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
+func (g *switchGater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) {
+	return true, 0
+}
 
 type peerNode struct {
 	*node.Node
@@ -80,7 +84,7 @@ func cluster(t *testing.T, n int, mut func(i int, c *node.Config)) []*peerNode {
 	nodes := make([]*peerNode, n)
 	for i := range nodes {
 		g := newGater()
-		cfg := node.Config{Mesh: mesh, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Gater: g}
+		cfg := node.Config{Mesh: mesh, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Gater: g, Logger: testLogger(t)}
 		if mut != nil {
 			mut(i, &cfg)
 		}
@@ -162,4 +166,34 @@ func mustSignal(t testing.TB, typ string, opts ...signalmesh.Option) *signalmesh
 		t.Fatal(err)
 	}
 	return s
+}
+
+// testLogger sends warnings and errors to the test log, so that a failing
+// test shows them and a passing one stays quiet.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// journalsConverge waits until every node holds want journal entries with
+// the same digest.
+func journalsConverge(t *testing.T, nodes []*peerNode, want int, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, fmt.Sprintf("identical journals of %d", want), func() bool {
+		digest := ""
+		for i, n := range nodes {
+			c, d, err := n.JournalDigest(context.Background())
+			if err != nil || c != want || (i > 0 && d != digest) {
+				return false
+			}
+			digest = d
+		}
+		return true
+	})
 }

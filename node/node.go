@@ -1,17 +1,20 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 
 	ipfslite "github.com/hsanjuan/ipfs-lite"
 	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
 	dssync "github.com/ipfs/go-datastore/sync"
 	pebbleds "github.com/ipfs/go-ds-pebble"
 	"github.com/libp2p/go-libp2p"
@@ -63,9 +66,12 @@ type Node struct {
 	subMu sync.Mutex     // orders Subscribe against Close
 	subWG sync.WaitGroup // subscription goroutines
 
-	inbox   chan inbound   // gossip reader and CRDT put hook → loop
-	reqs    chan func()    // closures run on the loop
-	commitQ chan commitReq // Publish → committer
+	inbox    chan inbound   // gossip reader and CRDT put hook → loop
+	reqs     chan func()    // closures run on the loop
+	commitQ  chan commitReq // Publish → committer
+	journalQ chan outboxed  // committer → journaler
+	ownSeq   uint64         // the last sequence number this node used, at start
+	pending  []outboxed     // outbox entries found at start, journaled first
 
 	delivered atomic.Pointer[vclock.Clock] // published by the loop after each release
 	m         metrics
@@ -91,6 +97,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	n.inbox = make(chan inbound, 1024)
 	n.reqs = make(chan func())
 	n.commitQ = make(chan commitReq, n.p.CommitQueue)
+	n.journalQ = make(chan outboxed, 64)
 	n.m.init(cfg.Registerer)
 	defer func() {
 		if err != nil {
@@ -112,9 +119,10 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err := n.restore(ctx); err != nil {
 		return nil, err
 	}
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go n.loop()
 	go n.committer()
+	go n.journaler()
 	go n.readGossip()
 	if cfg.MDNS {
 		n.mdns = mdns.NewMdnsService(n.host, "signalmesh-"+cfg.Mesh, &mdnsNotifee{n})
@@ -240,18 +248,57 @@ func (n *Node) startJournal(ctx context.Context) error {
 	return nil
 }
 
-// restore rebuilds the causal state from the journal: what is in the
-// journal at start counts as delivered (new subscriptions start now; use
-// Replay for history).
+// restore rebuilds the causal state from the journal and the outbox: what
+// is there at start counts as delivered (new subscriptions start now; named
+// ones resume from their cursor). Outbox entries, durable but not yet in the
+// CRDT journal when the node last stopped, are journaled first thing.
 func (n *Node) restore(ctx context.Context) error {
 	var err error
 	if n.buf, err = vclock.NewBuffer[*signalmesh.Signal](n.p.CausalBuffer, vclock.Clock{}); err != nil {
 		return err
 	}
 	n.feedJournal(ctx, false)
+	if n.pending, err = n.readOutbox(ctx); err != nil {
+		return err
+	}
+	self := n.self.String()
+	for _, o := range n.pending {
+		c, _ := journal.ClockOf(o.sigs[0])
+		_, _ = n.buf.Add(self, c, o.sigs[0]) // a duplicate if it reached the journal before the stop
+		n.ownSeq = max(n.ownSeq, o.first)
+	}
 	n.publishDelivered()
+	n.ownSeq = max(n.ownSeq, n.delivered.Load().Get(self))
 	return nil
 }
+
+func (n *Node) readOutbox(ctx context.Context) ([]outboxed, error) {
+	res, err := n.store.Query(ctx, query.Query{Prefix: "/signalmesh/" + n.cfg.Mesh + "/outbox"})
+	if err != nil {
+		return nil, err
+	}
+	defer res.Close()
+	var out []outboxed
+	for r := range res.Next() {
+		if r.Error != nil {
+			return nil, r.Error
+		}
+		s, err := signalmesh.DecodeBinary(r.Value, signalmesh.Limits{})
+		if err != nil {
+			return nil, fmt.Errorf("node: outbox entry %s: %w", r.Key, err)
+		}
+		c, err := journal.ClockOf(s)
+		if err != nil {
+			return nil, fmt.Errorf("node: outbox entry %s: %w", r.Key, err)
+		}
+		out = append(out, outboxed{sigs: []*signalmesh.Signal{s}, first: c.Get(n.self.String())})
+	}
+	slices.SortFunc(out, func(a, b outboxed) int { return cmp.Compare(a.first, b.first) })
+	return out, nil
+}
+
+// Mesh is the name of the node's mesh.
+func (n *Node) Mesh() string { return n.cfg.Mesh }
 
 // ID is the node's libp2p peer id.
 func (n *Node) ID() peer.ID { return n.self }
@@ -303,7 +350,7 @@ func (n *Node) Close() error {
 			errs = append(errs, n.host.Close())
 		}
 		if n.store != nil {
-			errs = append(errs, n.store.Close())
+			errs = append(errs, n.store.Sync(context.Background(), ds.NewKey("/")), n.store.Close())
 		}
 		n.closeErr = errors.Join(errs...)
 	})

@@ -121,13 +121,15 @@ func (n *Node) gossip(ctx context.Context, sigs []*signalmesh.Signal) {
 	}
 }
 
-// committer stamps and journals signals in the order Publish queued them,
-// in batches (group commit: one CRDT delta, one DAG node per batch).
-// Stamping here, in commit order, means a peer's sequence numbers reach the
-// journal without gaps.
+// committer stamps signals in the order Publish queued them and makes them
+// durable in the outbox, a plain (not replicated) part of the store: one
+// batch and one fsync per group of publishes. Stamping here, in commit
+// order, means a peer's sequence numbers are durable without gaps. The
+// journaler then moves them into the CRDT journal in larger batches.
 func (n *Node) committer() {
 	defer n.wg.Done()
-	seq := n.delivered.Load().Get(n.self.String())
+	defer close(n.journalQ)
+	seq := n.ownSeq
 	for {
 		var batch []commitReq
 		select {
@@ -173,36 +175,134 @@ func (n *Node) commit(batch []commitReq, seq uint64) uint64 {
 			all = append(all, s)
 		}
 	}
-	err := n.journalWrite(all)
+	err := n.outboxWrite(all, seq-uint64(len(all))+1)
+	if err != nil {
+		seq -= uint64(len(all)) // nothing was written: the numbers are free again
+	}
 	for _, r := range batch {
 		r.done <- err
+	}
+	if err != nil {
+		return seq
+	}
+	// Local delivery at once, journaling in the background.
+	for _, s := range all {
+		if !n.send(inbound{s: s, via: viaLocal}) {
+			return seq
+		}
+	}
+	select {
+	case n.journalQ <- outboxed{sigs: all, first: seq - uint64(len(all)) + 1}:
+	case <-n.ctx.Done():
 	}
 	return seq
 }
 
-func (n *Node) journalWrite(sigs []*signalmesh.Signal) error {
+// outboxed are signals in the outbox with consecutive sequence numbers from first.
+type outboxed struct {
+	sigs  []*signalmesh.Signal
+	first uint64
+}
+
+func (n *Node) outboxKey(seq uint64) ds.Key {
+	return ds.NewKey(fmt.Sprintf("/signalmesh/%s/outbox/%020d", n.cfg.Mesh, seq))
+}
+
+func (n *Node) outboxWrite(sigs []*signalmesh.Signal, first uint64) error {
 	ctx := context.WithoutCancel(n.ctx) // a started commit finishes, even during Close
-	for start := 0; start < len(sigs); start += n.p.MaxBatch {
-		chunk := sigs[start:min(start+n.p.MaxBatch, len(sigs))]
-		b, err := n.repl.Batch(ctx)
+	b, err := n.store.Batch(ctx)
+	if err != nil {
+		return fmt.Errorf("node: outbox batch: %w", err)
+	}
+	for i, s := range sigs {
+		v, err := s.MarshalBinary()
 		if err != nil {
-			return fmt.Errorf("node: journal batch: %w", err)
+			return fmt.Errorf("node: encode %s: %w", s.ID, err)
 		}
-		for _, s := range chunk {
-			v, err := s.MarshalBinary()
-			if err != nil {
-				return fmt.Errorf("node: encode %s: %w", s.ID, err)
-			}
-			if err := b.Put(ctx, journal.Key(s.ID), v); err != nil {
-				return fmt.Errorf("node: journal put: %w", err)
-			}
-		}
-		if err := b.Commit(ctx); err != nil {
-			return fmt.Errorf("node: journal commit: %w", err)
+		if err := b.Put(ctx, n.outboxKey(first+uint64(i)), v); err != nil {
+			return fmt.Errorf("node: outbox put: %w", err)
 		}
 	}
-	if err := n.store.Sync(ctx, ds.NewKey("/")); err != nil {
-		return fmt.Errorf("node: sync store: %w", err)
+	if err := b.Commit(ctx); err != nil {
+		return fmt.Errorf("node: outbox commit: %w", err)
+	}
+	if err := n.store.Sync(ctx, ds.NewKey("/signalmesh/"+n.cfg.Mesh+"/outbox")); err != nil {
+		return fmt.Errorf("node: sync outbox: %w", err)
 	}
 	return nil
+}
+
+// journaler moves signals from the outbox into the CRDT journal, gathering
+// up to JournalBatch signals or JournalDelay, then removes them from the
+// outbox. It drains what the committer sent before stopping, so that Close
+// leaves the outbox empty when it can; what is left is journaled at the
+// next start.
+func (n *Node) journaler() {
+	defer n.wg.Done()
+	if len(n.pending) > 0 {
+		if err := n.journalWrite(n.pending); err != nil {
+			n.log.Error("node: journaling the outbox left from the last run failed", "err", err)
+		}
+		n.pending = nil
+	}
+	for first := range n.journalQ {
+		batch := []outboxed{first}
+		count := len(first.sigs)
+		timer := time.NewTimer(n.p.JournalDelay)
+	gather:
+		for count < n.p.JournalBatch {
+			select {
+			case o, ok := <-n.journalQ:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, o)
+				count += len(o.sigs)
+			case <-timer.C:
+				break gather
+			}
+		}
+		timer.Stop()
+		if err := n.journalWrite(batch); err != nil {
+			n.log.Error("node: journal write failed; the signals stay in the outbox until restart", "err", err)
+			n.m.drop("journal_write")
+		}
+	}
+}
+
+func (n *Node) journalWrite(batch []outboxed) error {
+	ctx := context.WithoutCancel(n.ctx)
+	b, err := n.repl.Batch(ctx)
+	if err != nil {
+		return err
+	}
+	for _, o := range batch {
+		for _, s := range o.sigs {
+			v, err := s.MarshalBinary()
+			if err != nil {
+				return err
+			}
+			if err := b.Put(ctx, journal.Key(s.ID), v); err != nil {
+				return err
+			}
+		}
+	}
+	if err := b.Commit(ctx); err != nil {
+		return err
+	}
+	if err := n.repl.Sync(ctx, ds.NewKey("/")); err != nil {
+		return err
+	}
+	del, err := n.store.Batch(ctx)
+	if err != nil {
+		return err
+	}
+	for _, o := range batch {
+		for i := range o.sigs {
+			if err := del.Delete(ctx, n.outboxKey(o.first+uint64(i))); err != nil {
+				return err
+			}
+		}
+	}
+	return del.Commit(ctx)
 }

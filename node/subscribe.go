@@ -2,12 +2,19 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
 
 	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/journal"
 	"github.com/signalmesh/signalmesh/router"
+	"github.com/signalmesh/signalmesh/vclock"
 )
 
 // Handler handles one signal. It runs on the subscription's own goroutine,
@@ -24,6 +31,50 @@ type SubOption func(*subConfig) error
 type subConfig struct {
 	mw       []Middleware
 	priority int
+	name     string
+	start    Start
+}
+
+// Start says where a subscription begins.
+type Start struct {
+	kind  int // 0 now, 1 beginning, 2 time, 3 cursor
+	at    time.Time
+	after vclock.Clock
+}
+
+var (
+	// StartNow: only signals delivered from now on (the default for a new
+	// subscription).
+	StartNow = Start{}
+	// StartBeginning: every journaled signal first, in replay order, then live.
+	StartBeginning = Start{kind: 1}
+)
+
+// StartAt begins with the journaled signals whose time is t or later.
+func StartAt(t time.Time) Start { return Start{kind: 2, at: t} }
+
+// StartAfter begins after a cursor: the signals the cursor does not cover.
+func StartAfter(cursor vclock.Clock) Start { return Start{kind: 3, after: cursor} }
+
+// WithName makes the subscription persistent: its cursor (what it has
+// handled, per origin) is stored under name in the node's store, and a
+// subscription with the same name made later, also after a restart, resumes
+// after it, each signal handled once. Delivery is at least once across a
+// crash: the cursor is written after each handled signal and synced on Close.
+func WithName(name string) SubOption {
+	return func(c *subConfig) error {
+		if name == "" || strings.ContainsAny(name, "/\x00") {
+			return fmt.Errorf("node: subscription name %q: non-empty, no '/'", name)
+		}
+		c.name = name
+		return nil
+	}
+}
+
+// WithStart sets where the subscription begins. For a named subscription with
+// a stored cursor, the cursor wins.
+func WithStart(s Start) SubOption {
+	return func(c *subConfig) error { c.start = s; return nil }
 }
 
 // WithMiddleware wraps the handler; the first middleware is the outermost.
@@ -54,6 +105,10 @@ type Subscription struct {
 	closeOnce sync.Once
 
 	delivered, failed, dropped atomic.Int64
+
+	// persistent subscriptions only; cursor is owned by the run goroutine
+	name   string
+	cursor vclock.Clock
 }
 
 // Subscribe calls h for every signal whose type matches pattern (router
@@ -74,22 +129,111 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 	for i := len(cfg.mw) - 1; i >= 0; i-- {
 		h = cfg.mw[i](h)
 	}
-	s := &Subscription{n: n, pattern: pattern, h: h, limit: n.p.SubscriberQueue,
+	s := &Subscription{n: n, pattern: pattern, h: h, limit: n.p.SubscriberQueue, name: cfg.name,
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), stopped: make(chan struct{})}
 	if err := router.Validate(pattern); err != nil {
 		return nil, err
+	}
+	start := cfg.start
+	if cfg.name != "" {
+		c, found, err := n.loadCursor(cfg.name)
+		if err != nil {
+			return nil, err
+		}
+		if found {
+			start = StartAfter(c)
+		}
+		if start.kind == 3 {
+			s.cursor = start.after
+		}
 	}
 	n.subMu.Lock()
 	defer n.subMu.Unlock()
 	if n.ctx.Err() != nil {
 		return nil, ErrClosed
 	}
-	if err := n.subs.Add(pattern, s, router.WithPriority(cfg.priority)); err != nil {
+	// On the loop, so that no signal is dispatched between the backlog and
+	// the registration.
+	var addErr error
+	err := n.do(context.Background(), func() {
+		var backlog []*signalmesh.Signal
+		if start.kind != 0 {
+			backlog, addErr = n.backlog(pattern, start)
+			if addErr != nil {
+				return
+			}
+		}
+		if addErr = n.subs.Add(pattern, s, router.WithPriority(cfg.priority)); addErr != nil {
+			return
+		}
+		s.q = backlog
+	})
+	if err == nil {
+		err = addErr
+	}
+	if err != nil {
 		return nil, err
 	}
 	n.subWG.Add(1)
 	go s.run()
+	if len(s.q) > 0 {
+		s.wake <- struct{}{}
+	}
 	return s, nil
+}
+
+// backlog lists, in replay order, the journaled signals matching pattern that
+// the node has delivered and that start asks for. It runs on the loop.
+func (n *Node) backlog(pattern string, start Start) ([]*signalmesh.Signal, error) {
+	sigs, err := n.jr.Replay(n.ctx, func(s *signalmesh.Signal) bool { return router.Matches(pattern, s.Type) })
+	if err != nil {
+		return nil, err
+	}
+	delivered := n.buf.Delivered()
+	out := sigs[:0]
+	for _, s := range sigs {
+		origin, seq := originSeq(s)
+		if seq == 0 || seq > delivered.Get(origin) {
+			continue // not delivered yet: it will come live
+		}
+		switch start.kind {
+		case 2:
+			if s.Time.Before(start.at) {
+				continue
+			}
+		case 3:
+			if seq <= start.after.Get(origin) {
+				continue
+			}
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func originSeq(s *signalmesh.Signal) (string, uint64) {
+	origin, _ := s.Extensions[signalmesh.ExtPeer].(string)
+	c, err := journal.ClockOf(s)
+	if err != nil {
+		return origin, 0
+	}
+	return origin, c.Get(origin)
+}
+
+func (n *Node) cursorKey(name string) ds.Key {
+	return ds.NewKey("/signalmesh/" + n.cfg.Mesh + "/cursor/" + name)
+}
+
+func (n *Node) loadCursor(name string) (vclock.Clock, bool, error) {
+	var c vclock.Clock
+	b, err := n.store.Get(n.ctx, n.cursorKey(name))
+	if errors.Is(err, ds.ErrNotFound) {
+		return c, false, nil
+	}
+	if err != nil {
+		return c, false, err
+	}
+	return c, true, c.UnmarshalBinary(b)
 }
 
 // enqueue is called by the loop; it never blocks.
@@ -132,8 +276,30 @@ func (s *Subscription) run() {
 			s.q[0] = nil
 			s.q = s.q[1:]
 			s.mu.Unlock()
-			s.call(sig)
+			s.handle(sig)
 		}
+	}
+}
+
+// handle calls the handler unless the cursor says the signal was handled
+// before, then moves the cursor.
+func (s *Subscription) handle(sig *signalmesh.Signal) {
+	if s.name == "" {
+		s.call(sig)
+		return
+	}
+	origin, seq := originSeq(sig)
+	if seq != 0 && seq <= s.cursor.Get(origin) {
+		return
+	}
+	s.call(sig)
+	if seq == 0 {
+		return
+	}
+	s.cursor = s.cursor.Set(origin, seq)
+	b, _ := s.cursor.MarshalBinary()
+	if err := s.n.store.Put(context.WithoutCancel(s.n.ctx), s.n.cursorKey(s.name), b); err != nil {
+		s.n.log.Error("node: save subscription cursor", "name", s.name, "err", err)
 	}
 }
 
@@ -173,6 +339,9 @@ func (s *Subscription) Close() error {
 		close(s.quit)
 	})
 	<-s.stopped
+	if s.name != "" {
+		return s.n.store.Sync(context.WithoutCancel(s.n.ctx), s.n.cursorKey(s.name))
+	}
 	return nil
 }
 
