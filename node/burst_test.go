@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/signalmesh/signalmesh"
 )
 
@@ -16,7 +14,7 @@ import (
 // publishers, one signal per call) to 4 others: every subscriber on every
 // peer gets all of them, once, whatever GossipSub drops.
 func TestBurstIsComplete(t *testing.T) {
-	defer goleak.VerifyNone(t, leakOpts...)
+	checkLeaks(t)
 	const total, writers = 10000, 16
 	nodes := cluster(t, 5, nil)
 	recs := make([]*recorder, len(nodes))

@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/control"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/multiformats/go-multiaddr"
 
 	"github.com/signalmesh/signalmesh"
@@ -148,3 +149,30 @@ func (g *gater) InterceptUpgraded(c network.Conn) (bool, control.DisconnectReaso
 	}
 	return g.next.InterceptUpgraded(c)
 }
+
+// tracer counts what GossipSub itself drops or rejects: signatures that do
+// not verify, full queues. Rejections by our own validator are counted
+// there, with a finer reason.
+type tracer struct{ m *metrics }
+
+var _ pubsub.RawTracer = tracer{}
+
+func (t tracer) RejectMessage(_ *pubsub.Message, reason string) {
+	if reason != pubsub.RejectValidationFailed {
+		t.m.reject("gossip: " + reason)
+	}
+}
+func (t tracer) DropRPC(*pubsub.RPC, peer.ID)           { t.m.drop("gossip_rpc_queue_full") }
+func (t tracer) UndeliverableMessage(*pubsub.Message)   { t.m.drop("gossip_subscriber_full") }
+func (tracer) OnNewOutboundStream(peer.ID, protocol.ID) {}
+func (tracer) OnClosedOutboundStream(peer.ID)           {}
+func (tracer) Join(string)                              {}
+func (tracer) Leave(string)                             {}
+func (tracer) Graft(peer.ID, string)                    {}
+func (tracer) Prune(peer.ID, string)                    {}
+func (tracer) ValidateMessage(*pubsub.Message)          {}
+func (tracer) DeliverMessage(*pubsub.Message)           {}
+func (tracer) DuplicateMessage(*pubsub.Message)         {}
+func (tracer) ThrottlePeer(peer.ID)                     {}
+func (tracer) RecvRPC(*pubsub.RPC)                      {}
+func (tracer) SendRPC(*pubsub.RPC, peer.ID)             {}

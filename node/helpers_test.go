@@ -197,3 +197,9 @@ func journalsConverge(t *testing.T, nodes []*peerNode, want int, timeout time.Du
 		return true
 	})
 }
+
+// checkLeaks fails the test if any goroutine is left once the test and all
+// its cleanups (which close the nodes) are done. Call it first.
+func checkLeaks(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t, leakOpts...) })
+}

@@ -46,8 +46,10 @@ type Node struct {
 	log  *slog.Logger
 	self peer.ID
 
-	ctx      context.Context // cancelled by Close; every goroutine of the node watches it
+	ctx      context.Context // cancelled first by Close; the node's own goroutines watch it
 	cancel   context.CancelFunc
+	netCtx   context.Context // GossipSub and the DAG service; ended after the journal closes
+	netEnd   context.CancelFunc
 	wg       sync.WaitGroup
 	once     sync.Once
 	closeErr error
@@ -93,6 +95,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 		n.log = slog.Default()
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.netCtx, n.netEnd = context.WithCancel(context.Background())
 	n.subs = router.New[*Subscription]()
 	n.inbox = make(chan inbound, 1024)
 	n.reqs = make(chan func())
@@ -207,12 +210,13 @@ func (n *Node) topicName(kind string) string { return "/signalmesh/" + n.cfg.Mes
 
 func (n *Node) startPubSub() error {
 	sigTopic := n.topicName("signals")
-	ps, err := pubsub.NewGossipSub(n.ctx, n.host,
+	ps, err := pubsub.NewGossipSub(n.netCtx, n.host,
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
 		pubsub.WithFloodPublish(true),
 		pubsub.WithMessageIdFn(func(m *pb.Message) string { return messageID(sigTopic, m) }),
 		pubsub.WithPeerOutboundQueueSize(1024),
 		pubsub.WithValidateQueueSize(1024),
+		pubsub.WithRawTracer(tracer{&n.m}),
 	)
 	if err != nil {
 		return fmt.Errorf("node: gossipsub: %w", err)
@@ -229,7 +233,7 @@ func (n *Node) startPubSub() error {
 }
 
 func (n *Node) startJournal(ctx context.Context) error {
-	dag, err := ipfslite.New(n.ctx, n.store, nil, n.host, nil, &ipfslite.Config{ReprovideInterval: -1})
+	dag, err := ipfslite.New(n.netCtx, n.store, nil, n.host, nil, &ipfslite.Config{ReprovideInterval: -1})
 	if err != nil {
 		return fmt.Errorf("node: dag service: %w", err)
 	}
@@ -343,6 +347,7 @@ func (n *Node) Close() error {
 		if n.topic != nil {
 			_ = n.topic.Close()
 		}
+		n.netEnd()
 		if n.dag != nil {
 			errs = append(errs, n.dag.BlockService().Close())
 		}

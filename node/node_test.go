@@ -4,12 +4,10 @@ import (
 	"context"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 )
 
 func TestPublishReachesEveryPeer(t *testing.T) {
-	defer goleak.VerifyNone(t, leakOpts...)
+	checkLeaks(t)
 	nodes := cluster(t, 3, nil)
 	recs := make([]*recorder, len(nodes))
 	for i, n := range nodes {

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/signalmesh/signalmesh"
 )
 
@@ -98,7 +96,7 @@ func checkDelivery(t *testing.T, name string, r *recorder, want map[string]bool)
 }
 
 func TestPartitionHeal(t *testing.T) {
-	defer goleak.VerifyNone(t, leakOpts...)
+	checkLeaks(t)
 	nodes := cluster(t, 5, nil)
 	recs := make([]*recorder, len(nodes))
 	for i, n := range nodes {

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/signalmesh/signalmesh"
 	"github.com/signalmesh/signalmesh/node"
 )
@@ -17,7 +15,7 @@ import (
 // nothing it acknowledged is lost, and its persistent subscription resumes
 // without handling anything twice.
 func TestRestartResumes(t *testing.T) {
-	defer goleak.VerifyNone(t, leakOpts...)
+	checkLeaks(t)
 	ctx := context.Background()
 	dir := t.TempDir()
 	nodes := cluster(t, 2, func(i int, c *node.Config) {

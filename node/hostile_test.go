@@ -1,0 +1,141 @@
+package node_test
+
+import (
+	"context"
+	"crypto/rand"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/pnet"
+
+	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/node"
+)
+
+// attacker is a bare libp2p peer on the mesh's signals topic.
+func attacker(t *testing.T, target *peerNode, signing bool) *pubsub.Topic {
+	t.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	opts := []pubsub.Option{pubsub.WithFloodPublish(true)}
+	if !signing {
+		opts = append(opts, pubsub.WithMessageSigning(false), pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign))
+	}
+	ps, err := pubsub.NewGossipSub(ctx, h, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, err := ps.Join("/signalmesh/" + target.Mesh() + "/signals")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = topic.Close(); cancel(); _ = h.Close() })
+	if err := h.Connect(ctx, target.AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "attacker in the topic mesh", func() bool { return len(topic.ListPeers()) > 0 })
+	return topic
+}
+
+func TestHostileGossipIsRejectedAndCounted(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	nodes := cluster(t, 2, nil)
+	victim, bystander := nodes[0], nodes[1]
+	rec := newRecorder()
+	if _, err := victim.Subscribe("**", rec.handle); err != nil {
+		t.Fatal(err)
+	}
+
+	bad := attacker(t, victim, true)
+	if err := bad.Publish(ctx, []byte("not a signal")); err != nil {
+		t.Fatal(err)
+	}
+	oversized := make([]byte, 600<<10)
+	_, _ = rand.Read(oversized)
+	oversized[0] = 1
+	if err := bad.Publish(ctx, oversized); err != nil {
+		t.Fatal(err)
+	}
+	// A well-formed signal that claims to come from the bystander.
+	forged := mustSignal(t, "order.created",
+		signalmesh.WithExtension(signalmesh.ExtPeer, bystander.ID().String()),
+		signalmesh.WithExtension(signalmesh.ExtClock, "AQ"))
+	wire, _ := forged.MarshalBinary()
+	if err := bad.Publish(ctx, wire); err != nil {
+		t.Fatal(err)
+	}
+	unsigned := attacker(t, victim, false)
+	weak, _ := mustSignal(t, "presence.ping").MarshalBinary()
+	if err := unsigned.Publish(ctx, weak); err != nil {
+		t.Fatal(err)
+	}
+
+	eventually(t, 10*time.Second, "every hostile message counted", func() bool {
+		st, err := victim.Status(ctx)
+		return err == nil && st.Rejected["decode"] >= 2 && st.Rejected["origin"] >= 1 &&
+			st.Rejected["gossip: "+pubsub.RejectMissingSignature] >= 1
+	})
+	// The victim still works, and nothing hostile reached a handler or was forwarded.
+	good := mustSignal(t, "order.paid")
+	if err := bystander.Publish(ctx, good); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "a good signal after the attack", func() bool { return rec.count() >= 1 })
+	if got := rec.snapshot(); len(got) != 1 || got[0].ID != good.ID {
+		t.Fatalf("handler saw %v", got)
+	}
+	st, _ := bystander.Status(ctx)
+	if len(st.Rejected) != 0 {
+		t.Fatalf("the victim forwarded hostile messages: bystander rejected %v", st.Rejected)
+	}
+	for _, n := range nodes {
+		if err := n.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestPrivateNetworkNeedsTheKey(t *testing.T) {
+	checkLeaks(t)
+	key := make(pnet.PSK, 32)
+	_, _ = rand.Read(key)
+	members := cluster(t, 2, func(_ int, c *node.Config) {
+		c.ListenAddrs = nil // the defaults: QUIC is left out under a PSK
+		c.PSK = key
+	})
+	if len(members[0].Peers()) != 1 {
+		t.Fatalf("members did not connect: %v", members[0].Peers())
+	}
+	other := make(pnet.PSK, 32)
+	_, _ = rand.Read(other)
+	for name, psk := range map[string]pnet.PSK{"no key": nil, "another key": other} {
+		outsider, err := node.New(context.Background(), node.Config{Mesh: members[0].Mesh(),
+			ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, PSK: psk, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		err = outsider.Connect(ctx, members[0].AddrInfo())
+		cancel()
+		if err == nil {
+			t.Errorf("%s: an outsider connected to the private network", name)
+		}
+		if err := outsider.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(members[0].Peers()) != 1 {
+		t.Fatalf("member peers after the attempts: %v", members[0].Peers())
+	}
+	for _, n := range members {
+		if err := n.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
