@@ -9,10 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/control"
-	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/multiformats/go-multiaddr"
 	"go.uber.org/goleak"
 
 	"github.com/signalmesh/signalmesh"
@@ -33,47 +29,9 @@ var leakOpts = []goleak.Option{
 	goleak.IgnoreTopFunction("github.com/libp2p/go-libp2p/p2p/host/resource-manager.(*resourceManager).background"),
 }
 
-// switchGater lets a test cut and heal links between peers.
-type switchGater struct {
-	mu      sync.Mutex
-	blocked map[peer.ID]bool
-}
-
-func newGater() *switchGater { return &switchGater{blocked: map[peer.ID]bool{}} }
-
-func (g *switchGater) block(ps ...peer.ID) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	for _, p := range ps {
-		g.blocked[p] = true
-	}
-}
-
-func (g *switchGater) clear() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.blocked = map[peer.ID]bool{}
-}
-
-func (g *switchGater) ok(p peer.ID) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return !g.blocked[p]
-}
-
-func (g *switchGater) InterceptPeerDial(p peer.ID) bool                        { return g.ok(p) }
-func (g *switchGater) InterceptAddrDial(p peer.ID, _ multiaddr.Multiaddr) bool { return g.ok(p) }
-func (g *switchGater) InterceptAccept(network.ConnMultiaddrs) bool             { return true }
-func (g *switchGater) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
-	return g.ok(p)
-}
-func (g *switchGater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) {
-	return true, 0
-}
-
 type peerNode struct {
 	*node.Node
-	gater *switchGater
+	gater *node.Blocklist
 }
 
 // cluster starts n in-memory nodes on loopback TCP, all services up before
@@ -83,7 +41,7 @@ func cluster(t *testing.T, n int, mut func(i int, c *node.Config)) []*peerNode {
 	mesh := fmt.Sprintf("test-%d", time.Now().UnixNano())
 	nodes := make([]*peerNode, n)
 	for i := range nodes {
-		g := newGater()
+		g := node.NewBlocklist()
 		cfg := node.Config{Mesh: mesh, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Gater: g, Logger: testLogger(t)}
 		if mut != nil {
 			mut(i, &cfg)

@@ -20,8 +20,8 @@ func cut(sides ...[]*peerNode) {
 			}
 			for _, n := range side {
 				for _, o := range other {
-					n.gater.block(o.ID())
-					_ = n.Host().Network().ClosePeer(o.ID())
+					n.gater.Block(o.ID())
+					_ = n.Disconnect(o.ID())
 				}
 			}
 		}
@@ -30,7 +30,7 @@ func cut(sides ...[]*peerNode) {
 
 func heal(t *testing.T, nodes []*peerNode) {
 	for _, n := range nodes {
-		n.gater.clear()
+		n.gater.Clear()
 	}
 	connectAll(t, nodes)
 }

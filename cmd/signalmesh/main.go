@@ -1,24 +1,28 @@
 // Command signalmesh is the signalmesh command line.
 //
-// For now it has one subcommand, demo, a tour of the pure core: signals,
-// the type router and causal delivery with vector clocks. The node work
-// replaces it with a local mesh of libp2p peers.
+// Subcommands:
 //
-//	signalmesh demo [-seed N]
+//	signalmesh demo [-signals N]   a local mesh of 4 peers: publish, partition, heal
+//	signalmesh tour [-seed N]      the pure core: signals, router, causal delivery
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
 )
 
 const usage = `signalmesh: event signals that replicate peer-to-peer
 
 Usage:
-  signalmesh demo [-seed N]   tour of signals, the router and causal delivery
-  signalmesh help             this text
+  signalmesh demo [-signals N]  run a local mesh of 4 peers: publish, cut it in
+                                two, publish on both sides, heal, show what converged
+  signalmesh tour [-seed N]     tour of signals, the router and causal delivery
+  signalmesh help               this text
 `
 
 func main() {
@@ -36,16 +40,34 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "demo":
 		fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 		fs.SetOutput(stderr)
+		perSide := fs.Int("signals", 200, "signals published on each side of the partition")
+		if err := fs.Parse(args[1:]); err != nil {
+			return 2
+		}
+		if fs.NArg() > 0 || *perSide < 2 {
+			fmt.Fprintln(stderr, "signalmesh demo: -signals must be at least 2, and no arguments")
+			return 2
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if err := demo(ctx, stdout, *perSide); err != nil {
+			fmt.Fprintln(stderr, "signalmesh demo:", err)
+			return 1
+		}
+		return 0
+	case "tour":
+		fs := flag.NewFlagSet("tour", flag.ContinueOnError)
+		fs.SetOutput(stderr)
 		seed := fs.Uint64("seed", 1, "seed for the order in which signals reach the peers")
 		if err := fs.Parse(args[1:]); err != nil {
 			return 2
 		}
 		if fs.NArg() > 0 {
-			fmt.Fprintf(stderr, "signalmesh demo: unexpected argument %q\n", fs.Arg(0))
+			fmt.Fprintf(stderr, "signalmesh tour: unexpected argument %q\n", fs.Arg(0))
 			return 2
 		}
-		if err := demo(stdout, *seed); err != nil {
-			fmt.Fprintln(stderr, "signalmesh demo:", err)
+		if err := tour(stdout, *seed); err != nil {
+			fmt.Fprintln(stderr, "signalmesh tour:", err)
 			return 1
 		}
 		return 0

@@ -7,10 +7,10 @@ import (
 	"testing"
 )
 
-func TestDemoDeliversCausesFirst(t *testing.T) {
+func TestTourDeliversCausesFirst(t *testing.T) {
 	for seed := uint64(0); seed < 50; seed++ {
 		var out, errb bytes.Buffer
-		if code := run([]string{"demo", "-seed", strconv.FormatUint(seed, 10)}, &out, &errb); code != 0 {
+		if code := run([]string{"tour", "-seed", strconv.FormatUint(seed, 10)}, &out, &errb); code != 0 {
 			t.Fatalf("seed %d: exit %d: %s", seed, code, errb.String())
 		}
 		_, delivered, _ := strings.Cut(out.String(), "routed by type:")
@@ -31,7 +31,7 @@ func TestDemoDeliversCausesFirst(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{nil, {"nope"}, {"demo", "-seed", "x"}, {"demo", "extra"}} {
+	for _, args := range [][]string{nil, {"nope"}, {"tour", "-seed", "x"}, {"tour", "extra"}, {"demo", "-signals", "1"}} {
 		var out, errb bytes.Buffer
 		if code := run(args, &out, &errb); code != 2 || errb.Len() == 0 {
 			t.Errorf("run(%q) = %d, stderr %q; want 2 and a message", args, code, errb.String())
@@ -40,5 +40,17 @@ func TestUsageErrors(t *testing.T) {
 	var out bytes.Buffer
 	if code := run([]string{"help"}, &out, &out); code != 0 || !strings.Contains(out.String(), "demo") {
 		t.Errorf("help: %d %q", code, out.String())
+	}
+}
+
+func TestDemoConverges(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"demo", "-signals", "40"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s\n%s", code, errb.String(), out.String())
+	}
+	for _, want := range []string{"delivered and journaled on all 4 peers", "journals identical on all 4 peers", "nothing lost: every peer holds and delivered all 81 signals"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("output lacks %q:\n%s", want, out.String())
+		}
 	}
 }
