@@ -24,8 +24,8 @@ import (
 // GossipSub's default (sender and sequence number).
 func messageID(sigTopic string, m *pb.Message) string {
 	if m.GetTopic() == sigTopic {
-		if id, ok := wireID(m.Data); ok {
-			return "s/" + id
+		if id, ok := frameID(m.Data); ok {
+			return id
 		}
 	}
 	return pubsub.DefaultMsgIdFn(m)
@@ -53,14 +53,21 @@ func wireID(b []byte) (string, bool) {
 // that signed the message. Rejected messages are counted by reason and never
 // forwarded.
 func (n *Node) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
-	s, err := signalmesh.DecodeBinary(msg.Data, signalmesh.Limits{})
+	if msg.ReceivedFrom == n.self {
+		return pubsub.ValidationAccept // our own, built from validated signals
+	}
+	sigs, err := decodeFrame(msg.Data, signalmesh.Limits{})
 	if err != nil {
 		n.m.reject("decode")
 		return pubsub.ValidationReject
 	}
-	if _, journaled := s.Extensions[signalmesh.ExtClock]; journaled {
+	from := msg.GetFrom().String()
+	for _, s := range sigs {
+		if _, journaled := s.Extensions[signalmesh.ExtClock]; !journaled {
+			continue
+		}
 		origin, _ := s.Extensions[signalmesh.ExtPeer].(string)
-		if origin != msg.GetFrom().String() {
+		if origin != from {
 			n.m.reject("origin")
 			return pubsub.ValidationReject
 		}
@@ -70,7 +77,7 @@ func (n *Node) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsu
 			return pubsub.ValidationReject
 		}
 	}
-	msg.ValidatorData = s
+	msg.ValidatorData = sigs
 	return pubsub.ValidationAccept
 }
 
@@ -86,12 +93,11 @@ func (n *Node) readGossip() {
 		if msg.ReceivedFrom == n.self {
 			continue
 		}
-		s, ok := msg.ValidatorData.(*signalmesh.Signal)
-		if !ok {
-			continue
-		}
-		if !n.send(inbound{s: s, via: viaGossip}) {
-			return
+		sigs, _ := msg.ValidatorData.([]*signalmesh.Signal)
+		for _, s := range sigs {
+			if !n.send(inbound{s: s, via: viaGossip}) {
+				return
+			}
 		}
 	}
 }

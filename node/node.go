@@ -68,12 +68,13 @@ type Node struct {
 	subMu sync.Mutex     // orders Subscribe against Close
 	subWG sync.WaitGroup // subscription goroutines
 
-	inbox    chan inbound   // gossip reader and CRDT put hook → loop
-	reqs     chan func()    // closures run on the loop
-	commitQ  chan commitReq // Publish → committer
-	journalQ chan outboxed  // committer → journaler
-	ownSeq   uint64         // the last sequence number this node used, at start
-	pending  []outboxed     // outbox entries found at start, journaled first
+	inbox    chan inbound              // gossip reader and CRDT put hook → loop
+	reqs     chan func()               // closures run on the loop
+	commitQ  chan commitReq            // Publish → committer
+	journalQ chan outboxed             // committer → journaler
+	gossipQ  chan []*signalmesh.Signal // committer → gossiper
+	ownSeq   uint64                    // the last sequence number this node used, at start
+	pending  []outboxed                // outbox entries found at start, journaled first
 
 	delivered atomic.Pointer[vclock.Clock] // published by the loop after each release
 	m         metrics
@@ -101,6 +102,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	n.reqs = make(chan func())
 	n.commitQ = make(chan commitReq, n.p.CommitQueue)
 	n.journalQ = make(chan outboxed, 64)
+	n.gossipQ = make(chan []*signalmesh.Signal, 256)
 	n.m.init(cfg.Registerer)
 	defer func() {
 		if err != nil {
@@ -122,7 +124,8 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err := n.restore(ctx); err != nil {
 		return nil, err
 	}
-	n.wg.Add(4)
+	n.wg.Add(5)
+	go n.gossiper()
 	go n.loop()
 	go n.committer()
 	go n.journaler()

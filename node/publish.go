@@ -91,7 +91,6 @@ func (n *Node) PublishWith(ctx context.Context, c Consistency, sigs ...*signalme
 		return ErrClosed
 	}
 	n.m.published.Add(int64(len(cp)))
-	n.gossip(ctx, cp)
 	return nil
 }
 
@@ -106,18 +105,28 @@ func (n *Node) publishWeak(ctx context.Context, sigs []*signalmesh.Signal) error
 	return nil
 }
 
-// gossip is the fast path: best effort, failures are counted, the journal
-// path makes up for them.
+// gossip is the fast path: the signals go out in frames; best effort,
+// failures are counted, the journal path makes up for them.
 func (n *Node) gossip(ctx context.Context, sigs []*signalmesh.Signal) {
-	buf := make([]byte, 0, 1024)
-	for _, s := range sigs {
-		b, err := s.AppendBinary(buf[:0])
-		if err == nil {
-			err = n.topic.Publish(ctx, append([]byte(nil), b...))
-		}
-		if err != nil {
+	frames, err := encodeFrames(sigs)
+	if err != nil {
+		n.m.drop("gossip_encode")
+		return
+	}
+	for _, f := range frames {
+		if err := n.topic.Publish(ctx, f); err != nil {
 			n.m.drop("gossip_publish")
 		}
+	}
+}
+
+// gossiper publishes what the committer made durable, in commit order. Its
+// queue is bounded; when it is full the committer drops the gossip for that
+// batch (counted): the journal path still delivers it.
+func (n *Node) gossiper() {
+	defer n.wg.Done()
+	for sigs := range n.gossipQ {
+		n.gossip(n.ctx, sigs)
 	}
 }
 
@@ -129,6 +138,7 @@ func (n *Node) gossip(ctx context.Context, sigs []*signalmesh.Signal) {
 func (n *Node) committer() {
 	defer n.wg.Done()
 	defer close(n.journalQ)
+	defer close(n.gossipQ)
 	seq := n.ownSeq
 	for {
 		var batch []commitReq
@@ -185,7 +195,12 @@ func (n *Node) commit(batch []commitReq, seq uint64) uint64 {
 	if err != nil {
 		return seq
 	}
-	// Local delivery at once, journaling in the background.
+	// Gossip and local delivery at once, journaling in the background.
+	select {
+	case n.gossipQ <- all:
+	default:
+		n.m.drop("gossip_queue_full")
+	}
 	for _, s := range all {
 		if !n.send(inbound{s: s, via: viaLocal}) {
 			return seq

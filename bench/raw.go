@@ -1,0 +1,187 @@
+// Package bench measures how fast a signalmesh mesh converges and what it
+// costs, next to baselines run in the same process on the same loopback
+// hosts: raw go-libp2p-pubsub GossipSub, and raw go-ds-crdt with unbatched
+// and batched Puts.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	ipfslite "github.com/hsanjuan/ipfs-lite"
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
+	dssync "github.com/ipfs/go-datastore/sync"
+	dscrdt "github.com/ipfs/go-ds-crdt"
+	pebbleds "github.com/ipfs/go-ds-pebble"
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/connmgr"
+	"github.com/libp2p/go-libp2p/core/host"
+)
+
+// RawOptions configure a baseline peer.
+type RawOptions struct {
+	// DataDir for a pebble store; empty: in memory.
+	DataDir string
+	// Gater, optional, to cut partitions.
+	Gater connmgr.ConnectionGater
+	// CRDT starts a go-ds-crdt replica (with ipfs-lite and the
+	// PubSubBroadcaster), as its README shows; otherwise GossipSub only.
+	CRDT bool
+	// Rebroadcast is go-ds-crdt's RebroadcastInterval; 0 keeps its default
+	// (one minute).
+	Rebroadcast time.Duration
+	// Topic for GossipSub / the CRDT broadcaster.
+	Topic string
+}
+
+// RawPeer is a baseline peer: a libp2p host with GossipSub (default
+// options), and optionally a go-ds-crdt store, built the way their own
+// documentation shows, with no signalmesh code.
+type RawPeer struct {
+	Host  host.Host
+	PS    *pubsub.PubSub
+	Topic *pubsub.Topic // joined unless CRDT (the broadcaster joins it then)
+	CRDT  *dscrdt.Datastore
+
+	store  ds.Batching
+	dag    *ipfslite.Peer
+	cancel context.CancelFunc
+}
+
+// NewRawPeer starts a baseline peer; connect peers only after all are started.
+func NewRawPeer(o RawOptions) (*RawPeer, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &RawPeer{cancel: cancel}
+	opts := []libp2p.Option{libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay()}
+	if o.Gater != nil {
+		opts = append(opts, libp2p.ConnectionGater(o.Gater))
+	}
+	var err error
+	if p.Host, err = libp2p.New(opts...); err != nil {
+		cancel()
+		return nil, err
+	}
+	if p.PS, err = pubsub.NewGossipSub(ctx, p.Host); err != nil {
+		p.Close()
+		return nil, err
+	}
+	if !o.CRDT {
+		if p.Topic, err = p.PS.Join(o.Topic); err != nil {
+			p.Close()
+			return nil, err
+		}
+		return p, nil
+	}
+	if o.DataDir == "" {
+		p.store = dssync.MutexWrap(ds.NewMapDatastore())
+	} else if p.store, err = pebbleds.NewDatastore(filepath.Join(o.DataDir, "store")); err != nil {
+		p.Close()
+		return nil, err
+	}
+	if p.dag, err = ipfslite.New(ctx, p.store, nil, p.Host, nil, &ipfslite.Config{ReprovideInterval: -1}); err != nil {
+		p.Close()
+		return nil, err
+	}
+	bc, err := dscrdt.NewPubSubBroadcaster(ctx, p.PS, o.Topic)
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	copts := dscrdt.DefaultOptions()
+	copts.Logger = quietLogger{}
+	if o.Rebroadcast > 0 {
+		copts.RebroadcastInterval = o.Rebroadcast
+	}
+	if p.CRDT, err = dscrdt.New(p.store, ds.NewKey("/crdt"), p.dag, bc, copts); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// Count returns the number of keys in the CRDT store.
+func (p *RawPeer) Count(ctx context.Context) (int, error) {
+	res, err := p.CRDT.Query(ctx, query.Query{KeysOnly: true})
+	if err != nil {
+		return 0, err
+	}
+	all, err := res.Rest()
+	return len(all), err
+}
+
+// Close stops the peer in the order go-ds-crdt asks for.
+func (p *RawPeer) Close() error {
+	p.cancel()
+	var errs []error
+	if p.CRDT != nil {
+		errs = append(errs, p.CRDT.Close())
+	}
+	if p.Topic != nil {
+		_ = p.Topic.Close()
+	}
+	if p.dag != nil {
+		errs = append(errs, p.dag.BlockService().Close())
+	}
+	if p.Host != nil {
+		errs = append(errs, p.Host.Close())
+	}
+	if p.store != nil {
+		errs = append(errs, p.store.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Connect connects every pair of hosts.
+func Connect(ctx context.Context, hosts []host.Host) error {
+	for i, a := range hosts {
+		for _, b := range hosts[i+1:] {
+			if err := a.Connect(ctx, b.Peerstore().PeerInfo(b.ID())); err != nil {
+				return fmt.Errorf("connect %s-%s: %w", a.ID(), b.ID(), err)
+			}
+		}
+	}
+	return nil
+}
+
+// Await polls cond every 5 ms until it holds or timeout passes; it returns
+// how long it took.
+func Await(ctx context.Context, timeout time.Duration, cond func() bool) (time.Duration, error) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return time.Since(start), fmt.Errorf("bench: condition not met after %v", timeout)
+		case <-t.C:
+		}
+	}
+	return time.Since(start), nil
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Debug(...any)          {}
+func (quietLogger) Debugf(string, ...any) {}
+func (quietLogger) Error(...any)          {}
+func (quietLogger) Errorf(string, ...any) {}
+func (quietLogger) Fatal(...any)          {}
+func (quietLogger) Fatalf(string, ...any) {}
+func (quietLogger) Info(...any)           {}
+func (quietLogger) Infof(string, ...any)  {}
+func (quietLogger) Panic(...any)          {}
+func (quietLogger) Panicf(string, ...any) {}
+func (quietLogger) Warn(...any)           {}
+func (quietLogger) Warnf(string, ...any)  {}
+
+// Quiet returns a logger that drops everything.
+func Quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

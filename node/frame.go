@@ -1,0 +1,115 @@
+package node
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"github.com/signalmesh/signalmesh"
+)
+
+// A gossip message carries one signal in its binary wire form (first byte
+// 1), or a frame of several: frameMagic, a uvarint count, then per signal a
+// uvarint length and its wire form. Framing the signals of one commit means
+// one signature and one verification per frame instead of per signal, which
+// is most of GossipSub's cost.
+const frameMagic = 0xF1
+
+// maxFrame keeps a frame well under GossipSub's 1 MiB message limit.
+const maxFrame = 512 << 10
+
+// maxFrameSignals bounds the count a frame may claim.
+const maxFrameSignals = 10000
+
+var errFrame = errors.New("node: malformed frame")
+
+// encodeFrames packs signals into messages of at most maxFrame bytes (a
+// single signal larger than that travels alone).
+func encodeFrames(sigs []*signalmesh.Signal) ([][]byte, error) {
+	var out [][]byte
+	var cur [][]byte
+	size := 0
+	flush := func() {
+		switch len(cur) {
+		case 0:
+			return
+		case 1:
+			out = append(out, cur[0])
+		default:
+			b := make([]byte, 0, size+10)
+			b = append(b, frameMagic)
+			b = binary.AppendUvarint(b, uint64(len(cur)))
+			for _, w := range cur {
+				b = binary.AppendUvarint(b, uint64(len(w)))
+				b = append(b, w...)
+			}
+			out = append(out, b)
+		}
+		cur, size = nil, 0
+	}
+	for _, s := range sigs {
+		w, err := s.MarshalBinary()
+		if err != nil {
+			return nil, err
+		}
+		if size+len(w)+10 > maxFrame || len(cur) == maxFrameSignals {
+			flush()
+		}
+		cur = append(cur, w)
+		size += len(w) + binary.MaxVarintLen64
+	}
+	flush()
+	return out, nil
+}
+
+// decodeFrame decodes a gossip message into its signals, validating each
+// with lim. Any bad signal rejects the whole message.
+func decodeFrame(b []byte, lim signalmesh.Limits) ([]*signalmesh.Signal, error) {
+	if len(b) == 0 {
+		return nil, errFrame
+	}
+	if b[0] != frameMagic {
+		s, err := signalmesh.DecodeBinary(b, lim)
+		if err != nil {
+			return nil, err
+		}
+		return []*signalmesh.Signal{s}, nil
+	}
+	b = b[1:]
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n < 2 || n > maxFrameSignals || n > uint64(len(b)) {
+		return nil, fmt.Errorf("%w: bad count", errFrame)
+	}
+	b = b[k:]
+	sigs := make([]*signalmesh.Signal, 0, n)
+	for i := uint64(0); i < n; i++ {
+		l, k := binary.Uvarint(b)
+		if k <= 0 || l > uint64(len(b)-k) {
+			return nil, fmt.Errorf("%w: bad length", errFrame)
+		}
+		s, err := signalmesh.DecodeBinary(b[k:k+int(l)], lim)
+		if err != nil {
+			return nil, err
+		}
+		sigs = append(sigs, s)
+		b = b[k+int(l):]
+	}
+	if len(b) != 0 {
+		return nil, fmt.Errorf("%w: trailing bytes", errFrame)
+	}
+	return sigs, nil
+}
+
+// frameID is the GossipSub message id: the signal id for a single signal
+// (the same signal published twice is one message), a content hash for a
+// frame.
+func frameID(b []byte) (string, bool) {
+	if len(b) > 0 && b[0] == frameMagic {
+		h := sha256.Sum256(b)
+		return "f/" + hex.EncodeToString(h[:16]), true
+	}
+	id, ok := wireID(b)
+	return "s/" + id, ok
+}
