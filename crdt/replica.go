@@ -117,22 +117,48 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 }
 
 // announceOnJoin announces the heads each time a peer joins the topic. A
-// burst of joins is coalesced: at most one announcement per 100 ms.
+// burst of joins (a partition healing) is coalesced into one announcement
+// 50 ms after the last join, so that every peer of the burst is in the topic
+// when it goes out; a steady trickle still gets one at least every 500 ms.
 func (r *Replica) announceOnJoin(ctx context.Context, events *pubsub.TopicEventHandler) {
 	defer r.wg.Done()
 	defer events.Cancel()
-	var last time.Time
+	joins := make(chan struct{}, 1)
+	r.wg.Add(1)
+	go func() { // NextPeerEvent blocks; this goroutine only forwards joins
+		defer r.wg.Done()
+		for {
+			ev, err := events.NextPeerEvent(ctx)
+			if err != nil {
+				return
+			}
+			if ev.Type == pubsub.PeerJoin {
+				select {
+				case joins <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	const quiet, most = 50 * time.Millisecond, 500 * time.Millisecond
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	var first time.Time // first join not yet announced
 	for {
-		ev, err := events.NextPeerEvent(ctx)
-		if err != nil {
+		select {
+		case <-ctx.Done():
+			timer.Stop()
 			return
-		}
-		if ev.Type != pubsub.PeerJoin || time.Since(last) < 100*time.Millisecond {
-			continue
-		}
-		last = time.Now()
-		if err := r.Announce(ctx); err != nil && ctx.Err() == nil {
-			r.log.Debug("crdt: announce heads", "err", err)
+		case <-joins:
+			if first.IsZero() {
+				first = time.Now()
+			}
+			timer.Reset(min(quiet, time.Until(first.Add(most))))
+		case <-timer.C:
+			first = time.Time{}
+			if err := r.Announce(ctx); err != nil && ctx.Err() == nil {
+				r.log.Debug("crdt: announce heads", "err", err)
+			}
 		}
 	}
 }
