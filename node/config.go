@@ -59,6 +59,15 @@ type Config struct {
 	// registered (Status still reports the counts).
 	Registerer prometheus.Registerer
 
+	// PublishMiddleware wraps every Publish, outermost first: validation,
+	// enrichment, auditing, rate limits. It sees the caller's signals before
+	// they are stamped.
+	PublishMiddleware []PublishMiddleware
+
+	// DispatchMiddleware wraps every subscription's handler, outermost
+	// first, outside the subscription's own WithMiddleware.
+	DispatchMiddleware []Middleware
+
 	// Params tune the node's queues and timers; zero fields take defaults.
 	Params Params
 }
@@ -91,9 +100,14 @@ type Params struct {
 	// Default 100,000. Past it, signals for that subscription are dropped
 	// and counted under "subscriber_overflow".
 	SubscriberQueue int
-	// Resync is how often the node compares its journal with what it
-	// delivered and feeds what is missing. Default 1 s.
+	// Resync is how often the node checks for work left over: after the
+	// causal buffer overflowed it feeds the journal's undelivered signals
+	// again, and it reports causes missing past CauseTimeout. Default 1 s.
 	Resync time.Duration
+	// CauseTimeout is how long signals may wait for a missing cause before
+	// the node reports it (a warning naming the gaps, and the counter
+	// "missing_cause"). It keeps waiting: the cause may still come. Default 30 s.
+	CauseTimeout time.Duration
 	// Rebroadcast is go-ds-crdt's head re-announcement interval. Default
 	// 2 s; heads are also announced whenever a peer joins.
 	Rebroadcast time.Duration
@@ -116,6 +130,9 @@ func (p Params) withDefaults() Params {
 	if p.JournalDelay == 0 {
 		p.JournalDelay = 50 * time.Millisecond
 	}
+	if p.CauseTimeout == 0 {
+		p.CauseTimeout = 30 * time.Second
+	}
 	if p.Resync == 0 {
 		p.Resync = time.Second
 	}
@@ -128,7 +145,7 @@ func (p Params) withDefaults() Params {
 // Validate reports the first bad field.
 func (p Params) Validate() error {
 	if p.MaxBatch < 0 || p.CommitQueue < 0 || p.JournalBatch < 0 || p.JournalDelay < 0 || p.CausalBuffer < 0 || p.SubscriberQueue < 0 ||
-		p.MaxBatchDelay < 0 || p.Resync < 0 || p.Rebroadcast < 0 {
+		p.MaxBatchDelay < 0 || p.Resync < 0 || p.CauseTimeout < 0 || p.Rebroadcast < 0 {
 		return fmt.Errorf("node: negative parameter in %+v", p)
 	}
 	return nil

@@ -8,14 +8,16 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
 
 	"github.com/signalmesh/signalmesh"
 	"github.com/signalmesh/signalmesh/node"
+	"github.com/signalmesh/signalmesh/vclock"
 )
 
 // attacker is a bare libp2p peer on the mesh's signals topic.
-func attacker(t *testing.T, target *peerNode, signing bool) *pubsub.Topic {
+func attacker(t *testing.T, target *peerNode, signing bool) (*pubsub.Topic, peer.ID) {
 	t.Helper()
 	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
 	if err != nil {
@@ -39,7 +41,7 @@ func attacker(t *testing.T, target *peerNode, signing bool) *pubsub.Topic {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "attacker in the topic mesh", func() bool { return len(topic.ListPeers()) > 0 })
-	return topic
+	return topic, h.ID()
 }
 
 func TestHostileGossipIsRejectedAndCounted(t *testing.T) {
@@ -52,7 +54,7 @@ func TestHostileGossipIsRejectedAndCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	bad := attacker(t, victim, true)
+	bad, _ := attacker(t, victim, true)
 	if err := bad.Publish(ctx, []byte("not a signal")); err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +72,7 @@ func TestHostileGossipIsRejectedAndCounted(t *testing.T) {
 	if err := bad.Publish(ctx, wire); err != nil {
 		t.Fatal(err)
 	}
-	unsigned := attacker(t, victim, false)
+	unsigned, _ := attacker(t, victim, false)
 	weak, _ := mustSignal(t, "presence.ping").MarshalBinary()
 	if err := unsigned.Publish(ctx, weak); err != nil {
 		t.Fatal(err)
@@ -137,5 +139,44 @@ func TestPrivateNetworkNeedsTheKey(t *testing.T) {
 		if err := n.Close(); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// A peer that publishes its fifth signal without the first four leaves it
+// waiting; the node reports the gap after CauseTimeout instead of waiting in
+// silence, and keeps delivering everything else.
+func TestMissingCauseIsReported(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	nodes := cluster(t, 1, func(_ int, c *node.Config) {
+		c.Params.CauseTimeout = 100 * time.Millisecond
+		c.Params.Resync = 20 * time.Millisecond
+	})
+	n := nodes[0]
+	rec := newRecorder()
+	if _, err := n.Subscribe("**", rec.handle); err != nil {
+		t.Fatal(err)
+	}
+	topic, id := attacker(t, n, true)
+	var c vclock.Clock
+	text, _ := c.Set(id.String(), 5).MarshalText()
+	orphan := mustSignal(t, "orphan.effect",
+		signalmesh.WithExtension(signalmesh.ExtPeer, id.String()),
+		signalmesh.WithExtension(signalmesh.ExtClock, string(text)))
+	wire, _ := orphan.MarshalBinary()
+	if err := topic.Publish(ctx, wire); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the missing cause reported", func() bool {
+		st, err := n.Status(ctx)
+		return err == nil && st.Dropped["missing_cause"] == 1 && st.Buffered == 1 &&
+			len(st.Missing) == 1 && st.Missing[0] == vclock.Gap{Origin: id.String(), From: 1, To: 4}
+	})
+	if err := n.Publish(ctx, mustSignal(t, "still.working")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "other signals still delivered", func() bool { return rec.count() == 1 })
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

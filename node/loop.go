@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/signalmesh/signalmesh"
@@ -68,10 +69,27 @@ func (n *Node) loop() {
 		case f := <-n.reqs:
 			f()
 		case <-tick.C:
-			if n.needResync || n.buf.Len() > 0 {
+			if n.needResync { // causes that are not lost arrive by the put hook
 				n.feedJournal(n.ctx, true)
 			}
+			n.checkCauses()
 		}
+	}
+}
+
+// checkCauses reports signals that have waited longer than CauseTimeout for
+// a cause, once per episode (until the buffer empties).
+func (n *Node) checkCauses() {
+	switch {
+	case n.buf.Len() == 0:
+		n.waitingSince, n.reported = time.Time{}, false
+	case n.waitingSince.IsZero():
+		n.waitingSince = time.Now()
+	case !n.reported && time.Since(n.waitingSince) > n.p.CauseTimeout:
+		n.reported = true
+		n.m.drop("missing_cause")
+		n.log.Warn("node: signals wait for causes that have not arrived", "waiting", n.buf.Len(),
+			"for", time.Since(n.waitingSince).Round(time.Millisecond), "missing", fmt.Sprint(n.buf.Missing()))
 	}
 }
 

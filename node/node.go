@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	ipfslite "github.com/hsanjuan/ipfs-lite"
 	ds "github.com/ipfs/go-datastore"
@@ -64,9 +65,10 @@ type Node struct {
 	jr    *journal.Journal
 	mdns  mdns.Service
 
-	subs  *router.Router[*Subscription]
-	subMu sync.Mutex     // orders Subscribe against Close
-	subWG sync.WaitGroup // subscription goroutines
+	publish PublishFunc // publishCore inside Config.PublishMiddleware
+	subs    *router.Router[*Subscription]
+	subMu   sync.Mutex     // orders Subscribe against Close
+	subWG   sync.WaitGroup // subscription goroutines
 
 	inbox    chan inbound              // gossip reader and CRDT put hook → loop
 	reqs     chan func()               // closures run on the loop
@@ -80,8 +82,10 @@ type Node struct {
 	m         metrics
 
 	// owned by the loop goroutine
-	buf        *vclock.Buffer[*signalmesh.Signal]
-	needResync bool
+	buf          *vclock.Buffer[*signalmesh.Signal]
+	needResync   bool
+	waitingSince time.Time // since when the buffer has been non-empty
+	reported     bool      // the current wait was reported
 }
 
 // New starts a node: its store, identity, libp2p host, GossipSub, DAG
@@ -98,6 +102,10 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.netCtx, n.netEnd = context.WithCancel(context.Background())
 	n.subs = router.New[*Subscription]()
+	n.publish = n.publishCore
+	for i := len(cfg.PublishMiddleware) - 1; i >= 0; i-- {
+		n.publish = cfg.PublishMiddleware[i](n.publish)
+	}
 	n.inbox = make(chan inbound, 1024)
 	n.reqs = make(chan func())
 	n.commitQ = make(chan commitReq, n.p.CommitQueue)

@@ -38,6 +38,12 @@ type commitReq struct {
 	done chan error // buffer 1
 }
 
+// PublishFunc publishes signals; it is what PublishMiddleware wraps.
+type PublishFunc func(ctx context.Context, c Consistency, sigs []*signalmesh.Signal) error
+
+// PublishMiddleware wraps publishing (see Config.PublishMiddleware).
+type PublishMiddleware func(PublishFunc) PublishFunc
+
 // Publish publishes signals with Eventual consistency (see PublishWith).
 func (n *Node) Publish(ctx context.Context, sigs ...*signalmesh.Signal) error {
 	return n.PublishWith(ctx, Eventual, sigs...)
@@ -54,6 +60,10 @@ func (n *Node) Publish(ctx context.Context, sigs ...*signalmesh.Signal) error {
 // PublishWith waits for the commit. With Weak, it returns once the signals
 // are handed to GossipSub.
 func (n *Node) PublishWith(ctx context.Context, c Consistency, sigs ...*signalmesh.Signal) error {
+	return n.publish(ctx, c, sigs)
+}
+
+func (n *Node) publishCore(ctx context.Context, c Consistency, sigs []*signalmesh.Signal) error {
 	if n.ctx.Err() != nil {
 		return ErrClosed
 	}

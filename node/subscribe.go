@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,6 +32,8 @@ type SubOption func(*subConfig) error
 type subConfig struct {
 	mw       []Middleware
 	priority int
+	inFlight int
+	retry    *Retry
 	name     string
 	start    Start
 }
@@ -82,6 +85,20 @@ func WithMiddleware(mw ...Middleware) SubOption {
 	return func(c *subConfig) error { c.mw = append(c.mw, mw...); return nil }
 }
 
+// WithMaxInFlight bounds the signals dispatched to this subscription and not
+// yet handled (default Params.SubscriberQueue). Past it, signals are dropped
+// for this subscription and counted ("subscriber_overflow"); a named
+// subscription gets them again from the journal when it is next opened.
+func WithMaxInFlight(n int) SubOption {
+	return func(c *subConfig) error {
+		if n < 1 {
+			return fmt.Errorf("node: WithMaxInFlight(%d): at least 1", n)
+		}
+		c.inFlight = n
+		return nil
+	}
+}
+
 // WithPriority orders this subscription among others matching the same
 // signal with the same specificity (-100..100), like router.WithPriority.
 func WithPriority(p int) SubOption {
@@ -106,6 +123,8 @@ type Subscription struct {
 
 	delivered, failed, dropped atomic.Int64
 
+	retry *Retry
+
 	// persistent subscriptions only; cursor is owned by the run goroutine
 	name   string
 	cursor vclock.Clock
@@ -126,10 +145,15 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 			return nil, err
 		}
 	}
-	for i := len(cfg.mw) - 1; i >= 0; i-- {
-		h = cfg.mw[i](h)
+	mw := append(append([]Middleware(nil), n.cfg.DispatchMiddleware...), cfg.mw...)
+	for i := len(mw) - 1; i >= 0; i-- {
+		h = mw[i](h)
 	}
-	s := &Subscription{n: n, pattern: pattern, h: h, limit: n.p.SubscriberQueue, name: cfg.name,
+	limit := n.p.SubscriberQueue
+	if cfg.inFlight > 0 {
+		limit = cfg.inFlight
+	}
+	s := &Subscription{n: n, pattern: pattern, h: h, limit: limit, name: cfg.name, retry: cfg.retry,
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), stopped: make(chan struct{})}
 	if err := router.Validate(pattern); err != nil {
 		return nil, err
@@ -303,22 +327,109 @@ func (s *Subscription) handle(sig *signalmesh.Signal) {
 	}
 }
 
+// call runs the handler under the retry policy; after the last failure it
+// publishes a dead-letter signal (never for a dead letter itself).
 func (s *Subscription) call(sig *signalmesh.Signal) {
-	defer func() {
-		if r := recover(); r != nil {
-			s.failed.Add(1)
-			s.n.m.handlerErrors.Add(1)
-			s.n.log.Error("node: handler panicked", "pattern", s.pattern, "signal", sig.ID, "panic", r)
+	r := s.retry
+	if r == nil {
+		d := defaultRetry()
+		r = &d
+	}
+	backoff := r.Backoff
+	var err error
+	for attempt := 1; ; attempt++ {
+		if err = s.callOnce(sig); err == nil {
+			s.delivered.Add(1)
+			s.n.m.delivered.Add(1)
+			return
 		}
-	}()
-	if err := s.h(s.n.ctx, sig); err != nil {
 		s.failed.Add(1)
 		s.n.m.handlerErrors.Add(1)
-		s.n.log.Warn("node: handler failed", "pattern", s.pattern, "signal", sig.ID, "err", err)
+		if attempt >= r.Attempts {
+			break
+		}
+		t := time.NewTimer(jitter(backoff))
+		select {
+		case <-t.C:
+		case <-s.quit:
+			t.Stop()
+			return
+		case <-s.n.ctx.Done():
+			t.Stop()
+			return
+		}
+		backoff = min(2*backoff, r.MaxBackoff)
+	}
+	s.n.log.Warn("node: handler failed", "pattern", s.pattern, "signal", sig.ID, "attempts", r.Attempts, "err", err)
+	if r.NoDeadLetter || sig.Type == DeadLetterType {
 		return
 	}
-	s.delivered.Add(1)
-	s.n.m.delivered.Add(1)
+	s.deadLetter(sig, r.Attempts, err)
+}
+
+func (s *Subscription) callOnce(sig *signalmesh.Signal) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("handler panicked: %v", p)
+		}
+	}()
+	return s.h(s.n.ctx, sig)
+}
+
+// DeadLetterType is the type of the signal a subscription publishes when its
+// handler gave up on a signal. Its data (JSON) names the subscription, the
+// signal, the attempts and the last error; its causeid is the failed signal.
+const DeadLetterType = "signalmesh.deadletter"
+
+func (s *Subscription) deadLetter(sig *signalmesh.Signal, attempts int, err error) {
+	dl, e := signalmesh.New(DeadLetterType, "/signalmesh/"+s.n.self.String(), map[string]any{
+		"subscription": s.name, "pattern": s.pattern, "signal": sig.ID, "type": sig.Type,
+		"attempts": attempts, "error": err.Error(),
+	}, signalmesh.WithCause(sig), signalmesh.WithSubject(sig.Type))
+	if e == nil {
+		e = s.n.Publish(s.n.ctx, dl)
+	}
+	if e != nil {
+		s.n.log.Error("node: publish dead letter", "signal", sig.ID, "err", e)
+		return
+	}
+	s.n.m.drop("dead_letter")
+}
+
+// Retry is a subscription's handler error policy: up to Attempts calls,
+// waiting Backoff before the second, doubling up to MaxBackoff (each wait
+// ±20 % jitter); after the last failure a DeadLetterType signal is published
+// unless NoDeadLetter. While it retries, the subscription's later signals
+// wait: order is kept.
+type Retry struct {
+	Attempts     int
+	Backoff      time.Duration
+	MaxBackoff   time.Duration
+	NoDeadLetter bool
+}
+
+// defaultRetry: 3 attempts, 100 ms then 200 ms, then a dead letter.
+func defaultRetry() Retry {
+	return Retry{Attempts: 3, Backoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second}
+}
+
+// WithRetry sets the handler error policy (default: 3 attempts, 100 ms
+// backoff doubling to 5 s, then a dead letter).
+func WithRetry(r Retry) SubOption {
+	return func(c *subConfig) error {
+		if r.Attempts < 1 || r.Backoff < 0 || r.MaxBackoff < r.Backoff {
+			return fmt.Errorf("node: WithRetry(%+v): Attempts >= 1, 0 <= Backoff <= MaxBackoff", r)
+		}
+		c.retry = &r
+		return nil
+	}
+}
+
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return d - d/5 + rand.N(2*d/5+1)
 }
 
 // Pattern is the subscription's pattern.
