@@ -78,14 +78,14 @@ func decodeFrame(b []byte, lim signalmesh.Limits) ([]*signalmesh.Signal, error) 
 		return []*signalmesh.Signal{s}, nil
 	}
 	b = b[1:]
-	n, k := binary.Uvarint(b)
+	n, k := uvarint(b)
 	if k <= 0 || n < 2 || n > maxFrameSignals || n > uint64(len(b)) {
 		return nil, fmt.Errorf("%w: bad count", errFrame)
 	}
 	b = b[k:]
 	sigs := make([]*signalmesh.Signal, 0, n)
 	for i := uint64(0); i < n; i++ {
-		l, k := binary.Uvarint(b)
+		l, k := uvarint(b)
 		if k <= 0 || l > uint64(len(b)-k) {
 			return nil, fmt.Errorf("%w: bad length", errFrame)
 		}

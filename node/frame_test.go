@@ -88,3 +88,16 @@ func FuzzDecodeFrame(f *testing.F) {
 		}
 	})
 }
+
+func FuzzDecodeAck(f *testing.F) {
+	f.Add(encodeAck([]string{"a", "bc"}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ids, err := decodeAck(b)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(encodeAck(ids), b) {
+			t.Fatalf("ack not canonical: %x", b)
+		}
+	})
+}

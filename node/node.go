@@ -37,7 +37,10 @@ import (
 // ErrClosed is returned by calls on a closed node.
 var ErrClosed = errors.New("node: closed")
 
-var identityKey = ds.NewKey("/signalmesh/identity")
+var (
+	identityKey = ds.NewKey("/signalmesh/identity")
+	dsRoot      = ds.NewKey("/")
+)
 
 // Node is a signalmesh peer. Create it with New and stop it with Close.
 // Its methods are safe for concurrent use.
@@ -60,10 +63,15 @@ type Node struct {
 	ps    *pubsub.PubSub
 	topic *pubsub.Topic
 	sub   *pubsub.Subscription
-	dag   *ipfslite.Peer
-	repl  *crdt.Replica
-	jr    *journal.Journal
-	mdns  mdns.Service
+
+	ackTopic *pubsub.Topic
+	ackSub   *pubsub.Subscription
+	ackQ     chan string // put hook → acker
+	quorum   quorum
+	dag      *ipfslite.Peer
+	repl     *crdt.Replica
+	jr       *journal.Journal
+	mdns     mdns.Service
 
 	publish PublishFunc // publishCore inside Config.PublishMiddleware
 	subs    *router.Router[*Subscription]
@@ -111,6 +119,8 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	n.commitQ = make(chan commitReq, n.p.CommitQueue)
 	n.journalQ = make(chan outboxed, 64)
 	n.gossipQ = make(chan []*signalmesh.Signal, 256)
+	n.ackQ = make(chan string, 65536)
+	n.quorum.waiting = map[string]*ackWaiter{}
 	n.m.init(cfg.Registerer)
 	defer func() {
 		if err != nil {
@@ -132,7 +142,9 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err := n.restore(ctx); err != nil {
 		return nil, err
 	}
-	n.wg.Add(5)
+	n.wg.Add(7)
+	go n.acker()
+	go n.readAcks()
 	go n.gossiper()
 	go n.loop()
 	go n.committer()
@@ -239,7 +251,17 @@ func (n *Node) startPubSub() error {
 	if n.topic, err = ps.Join(sigTopic); err != nil {
 		return err
 	}
-	n.sub, err = n.topic.Subscribe(pubsub.WithBufferSize(4096))
+	if n.sub, err = n.topic.Subscribe(pubsub.WithBufferSize(4096)); err != nil {
+		return err
+	}
+	ackTopic := n.topicName("acks")
+	if err := ps.RegisterTopicValidator(ackTopic, n.validateAck); err != nil {
+		return err
+	}
+	if n.ackTopic, err = ps.Join(ackTopic); err != nil {
+		return err
+	}
+	n.ackSub, err = n.ackTopic.Subscribe(pubsub.WithBufferSize(1024))
 	return err
 }
 
@@ -354,6 +376,12 @@ func (n *Node) Close() error {
 		}
 		if n.sub != nil {
 			n.sub.Cancel()
+		}
+		if n.ackSub != nil {
+			n.ackSub.Cancel()
+		}
+		if n.ackTopic != nil {
+			_ = n.ackTopic.Close()
 		}
 		if n.topic != nil {
 			_ = n.topic.Close()

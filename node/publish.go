@@ -13,8 +13,17 @@ import (
 
 // Consistency says what Publish promises about a signal.
 type Consistency struct {
-	weak bool
+	weak   bool
+	quorum int
 }
+
+// Quorum(k) signals are Eventual, and PublishWith returns only once k other
+// peers have acknowledged that every signal is durably in their journal, or
+// fails with a *QuorumError (errors.Is ErrQuorum) when ctx ends first. The
+// signals stay journaled and still converge either way. It is a durability
+// promise, not linearizability: readers elsewhere may see the signals before
+// or after PublishWith returns, and concurrent publishers are not ordered.
+func Quorum(k int) Consistency { return Consistency{quorum: k} }
 
 var (
 	// Weak signals are gossiped only: not journaled, not causally ordered,
@@ -27,8 +36,11 @@ var (
 )
 
 func (c Consistency) String() string {
-	if c.weak {
+	switch {
+	case c.weak:
 		return "weak"
+	case c.quorum > 0:
+		return fmt.Sprintf("quorum(%d)", c.quorum)
 	}
 	return "eventual"
 }
@@ -84,10 +96,23 @@ func (n *Node) publishCore(ctx context.Context, c Consistency, sigs []*signalmes
 	if c.weak {
 		return n.publishWeak(ctx, cp)
 	}
+	var ids []string
+	var waiters []*ackWaiter
+	if c.quorum < 0 {
+		return fmt.Errorf("node: Quorum(%d)", c.quorum)
+	}
+	if c.quorum > 0 {
+		for _, s := range cp {
+			s.Extensions[extQuorum] = int32(c.quorum)
+			ids = append(ids, s.ID)
+		}
+		waiters = n.quorum.register(ids, c.quorum)
+	}
 	req := commitReq{sigs: cp, done: make(chan error, 1)}
 	select {
 	case n.commitQ <- req:
 	case <-ctx.Done():
+		n.quorum.forget(ids)
 		return ctx.Err()
 	case <-n.ctx.Done():
 		return ErrClosed
@@ -95,12 +120,16 @@ func (n *Node) publishCore(ctx context.Context, c Consistency, sigs []*signalmes
 	select {
 	case err := <-req.done:
 		if err != nil {
+			n.quorum.forget(ids)
 			return err
 		}
 	case <-n.ctx.Done():
 		return ErrClosed
 	}
 	n.m.published.Add(int64(len(cp)))
+	if c.quorum > 0 {
+		return n.awaitQuorum(ctx, ids, waiters, c.quorum)
+	}
 	return nil
 }
 
