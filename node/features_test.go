@@ -226,3 +226,51 @@ func TestMaxInFlightDropsAndCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestSubscriptionSetConverges(t *testing.T) {
+	checkLeaks(t)
+	nodes := cluster(t, 3, nil)
+	noop := func(context.Context, *signalmesh.Signal) error { return nil }
+	a, err := nodes[0].Subscribe("order.**", noop, node.WithName("fulfilment"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nodes[1].Subscribe("user.*", noop, node.WithPriority(5)); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	eventually(t, 10*time.Second, "both subscriptions everywhere", func() bool {
+		for _, n := range nodes {
+			if subs, err := n.Subscriptions(ctx); err != nil || len(subs) != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	subs, _ := nodes[2].Subscriptions(ctx)
+	var found bool
+	for _, s := range subs {
+		if s.Peer == nodes[0].ID().String() && s.Name == "fulfilment" && s.Pattern == "order.**" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("subscription set %+v", subs)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the closed subscription withdrawn everywhere", func() bool {
+		for _, n := range nodes {
+			if subs, err := n.Subscriptions(ctx); err != nil || len(subs) != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, n := range nodes {
+		if err := n.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

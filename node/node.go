@@ -69,7 +69,8 @@ type Node struct {
 	ackQ     chan string // put hook → acker
 	quorum   quorum
 	dag      *ipfslite.Peer
-	repl     *crdt.Replica
+	repl     *crdt.Replica // the journal
+	subset   *crdt.Replica // the mesh-wide subscription set
 	jr       *journal.Journal
 	mdns     mdns.Service
 
@@ -282,7 +283,7 @@ func (n *Node) startJournal(ctx context.Context) error {
 		return err
 	}
 	n.jr = journal.New(n.repl)
-	return nil
+	return n.startSubscriptionSet()
 }
 
 // restore rebuilds the causal state from the journal and the outbox: what
@@ -373,6 +374,9 @@ func (n *Node) Close() error {
 		}
 		if n.repl != nil {
 			errs = append(errs, n.repl.Close())
+		}
+		if n.subset != nil {
+			errs = append(errs, n.subset.Close())
 		}
 		if n.sub != nil {
 			n.sub.Cancel()

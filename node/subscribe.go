@@ -108,6 +108,7 @@ func WithPriority(p int) SubOption {
 // Subscription is a handle on a subscription; Close ends it.
 type Subscription struct {
 	n       *Node
+	id      string
 	pattern string
 	h       Handler
 	limit   int
@@ -197,6 +198,11 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 	}
 	if err != nil {
 		return nil, err
+	}
+	s.id = newSubID(cfg.name)
+	if err := n.announceSub(SubscriptionInfo{Peer: n.self.String(), ID: s.id, Pattern: pattern, Name: cfg.name, Priority: cfg.priority}); err != nil {
+		n.subs.RemoveFunc(pattern, func(t *Subscription) bool { return t == s })
+		return nil, fmt.Errorf("node: announce subscription: %w", err)
 	}
 	n.subWG.Add(1)
 	go s.run()
@@ -444,6 +450,9 @@ func (s *Subscription) Dropped() int64 { return s.dropped.Load() }
 func (s *Subscription) Close() error {
 	s.closeOnce.Do(func() {
 		s.n.subs.RemoveFunc(s.pattern, func(t *Subscription) bool { return t == s })
+		if err := s.n.withdrawSub(s.id); err != nil {
+			s.n.log.Warn("node: withdraw subscription", "id", s.id, "err", err)
+		}
 		s.mu.Lock()
 		s.closed = true
 		s.mu.Unlock()
