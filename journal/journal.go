@@ -119,6 +119,37 @@ func (j *Journal) Effects(ctx context.Context, id string) ([]*signalmesh.Signal,
 	return j.Replay(ctx, func(s *signalmesh.Signal) bool { return s.CauseID() == id })
 }
 
+// Trace returns the whole cause→effect tree around id: its causes back to
+// the root (root first, ending with the signal itself, as Causes) and every
+// signal that descends from it through causeid links, in replay order.
+func (j *Journal) Trace(ctx context.Context, id string) (causes, effects []*signalmesh.Signal, err error) {
+	if causes, err = j.Causes(ctx, id); err != nil {
+		return nil, nil, err
+	}
+	all, err := j.Replay(ctx, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	children := map[string][]*signalmesh.Signal{}
+	for _, s := range all {
+		if c := s.CauseID(); c != "" {
+			children[c] = append(children[c], s)
+		}
+	}
+	seen := map[string]bool{id: true}
+	for queue := []string{id}; len(queue) > 0; queue = queue[1:] {
+		for _, c := range children[queue[0]] {
+			if !seen[c.ID] {
+				seen[c.ID] = true
+				effects = append(effects, c)
+				queue = append(queue, c.ID)
+			}
+		}
+	}
+	Sort(effects)
+	return causes, effects, nil
+}
+
 // ClockOf returns the vector clock a signal carries (empty when it has none).
 func ClockOf(s *signalmesh.Signal) (vclock.Clock, error) {
 	var c vclock.Clock

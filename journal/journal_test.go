@@ -115,6 +115,13 @@ func TestGetCausesEffectsAndBadEntries(t *testing.T) {
 	if err != nil || len(eff) != 1 || eff[0].ID != mid.ID {
 		t.Fatalf("Effects = %v, %v", eff, err)
 	}
+	causes, effects, err := j.Trace(ctx, mid.ID)
+	if err != nil || len(causes) != 2 || causes[0].ID != root.ID || len(effects) != 1 || effects[0].ID != leaf.ID {
+		t.Fatalf("Trace(mid) = %v, %v, %v", causes, effects, err)
+	}
+	if _, effects, _ = j.Trace(ctx, root.ID); len(effects) != 2 {
+		t.Fatalf("Trace(root) effects = %v", effects)
+	}
 	all, bad, err := j.All(ctx)
 	if err != nil || len(all) != 4 || bad != 1 {
 		t.Fatalf("All = %d signals, %d bad, %v", len(all), bad, err)

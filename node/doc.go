@@ -1,24 +1,74 @@
 // Package node is a signalmesh peer: a libp2p host that publishes and
-// subscribes to signals with no broker, over two paths.
+// subscribes to signals with no broker and no leader.
 //
-// The fast path gossips each signal over GossipSub (flood publish, message id
-// = signal id, a validator that decodes, bounds and checks the origin of every
-// message). The durable path writes it to a journal replicated with
-// go-ds-crdt: batched into DAG deltas, announced on a short interval and
-// whenever a peer joins, fetched over bitswap by any peer that missed the
-// gossip. Both paths feed one door: dedup by (origin, sequence), a causal
-// buffer, then the subscriptions, so that each subscription sees each signal
-// once and never an effect before its cause.
+// # The two paths of a signal
 //
-// A node keeps working with no peers: it publishes, journals and delivers
-// locally, and converges when connections come back.
+// Publish validates the signals and hands them to the committer, which
+// stamps each (publishing peer, vector clock; a peer's sequence numbers are
+// assigned in commit order) and writes them to a local outbox in one batch
+// and one fsync. Then Publish returns: the signals survive a restart.
+//
+//  1. Fast path: the committer's batch is gossiped over GossipSub in frames
+//     (one signature per frame), with flood publish. Each peer's validator
+//     decodes and bounds every message and checks that a journaled signal's
+//     origin is the peer that signed it; rejects are counted by reason and
+//     never forwarded.
+//  2. Durable path: a journaler moves outbox batches (up to 5,000 signals or
+//     50 ms) into the journal, a go-ds-crdt store. Each batch is one DAG
+//     node; heads are announced when peers join the topic (a partition
+//     healing, a peer starting) and every 2 s. A peer that missed the gossip
+//     fetches the DAG over bitswap and gets the signals through the store's
+//     put hook.
+//
+// Both paths feed one door: dedup by (origin, sequence), a bounded causal
+// buffer, then the subscriptions. Each subscription sees each signal once and
+// never an effect before its cause. A cause that does not come is reported
+// (Status.Missing, a warning after Params.CauseTimeout), not waited for in
+// silence.
+//
+// # Consistency
+//
+// Eventual (the default) is the above. Weak signals are gossiped only: not
+// journaled, not ordered, best effort. Quorum(k) is Eventual, and Publish
+// also waits until k other peers acknowledge the signals are durably in their
+// journal, or fails with a *QuorumError when its context ends (the signals
+// still converge). Quorum is a durability promise, not linearizability.
+//
+// # Subscriptions
+//
+// Subscribe takes a router pattern and a Handler. Handlers of one
+// subscription run one at a time, in causal order, on the subscription's own
+// goroutine, behind a bounded queue (drops are counted). A named
+// subscription (WithName) keeps a cursor in the store and resumes after a
+// restart, each signal handled once. A failing handler is retried with
+// backoff, then a DeadLetterType signal is published. Middleware wraps
+// handlers (WithMiddleware, Config.DispatchMiddleware) and publishing
+// (Config.PublishMiddleware). The mesh-wide set of subscriptions is a second
+// go-ds-crdt store (Subscriptions).
+//
+// # Offline
+//
+// A node with no peers publishes, journals and delivers locally; when it
+// connects again, both sides exchange DAG heads and converge. Nothing
+// published on either side of a partition is lost.
 //
 // # Lifecycle
 //
 //	n, err := node.New(ctx, node.Config{Mesh: "shop", DataDir: "/var/lib/shop"})
+//	if err != nil { ... }
 //	defer n.Close()
-//	sub, _ := n.Subscribe("order.**", handle)
-//	_ = n.Publish(ctx, sig)
+//	sub, err := n.Subscribe("order.**", handle, node.WithName("fulfilment"))
+//	err = n.Publish(ctx, sig)
 //
-// Close stops every goroutine the node started.
+// Every method is safe for concurrent use. Close stops every goroutine the
+// node started (in order: its own loops, the journal, GossipSub and the DAG
+// service, the host, the store) and is idempotent.
+//
+// # Known limits
+//
+// Journal entries that arrive by DAG sync are not signed per signal: a peer
+// inside the mesh (it holds the PSK, or there is none) could write a journal
+// entry in another peer's name. Gossip is checked; the journal path trusts
+// mesh members. History only grows (go-ds-crdt keeps every delta);
+// retention is later work.
 package node

@@ -274,3 +274,41 @@ func TestSubscriptionSetConverges(t *testing.T) {
 		}
 	}
 }
+
+// Weak signals are gossiped only: delivered where the gossip reaches, never
+// journaled, never waiting for causes.
+func TestWeakIsGossipOnly(t *testing.T) {
+	checkLeaks(t)
+	nodes := cluster(t, 2, nil)
+	ctx := context.Background()
+	rec := newRecorder()
+	if _, err := nodes[1].Subscribe("presence.*", rec.handle); err != nil {
+		t.Fatal(err)
+	}
+	local := newRecorder()
+	if _, err := nodes[0].Subscribe("presence.*", local.handle); err != nil {
+		t.Fatal(err)
+	}
+	// The GossipSub mesh forms on a heartbeat; weak pings before that may be
+	// lost (that is what Weak means), so ping until one arrives.
+	var sent []*signalmesh.Signal
+	eventually(t, 10*time.Second, "a weak ping across", func() bool {
+		s := mustSignal(t, "presence.ping")
+		sent = append(sent, s)
+		if err := nodes[0].PublishWith(ctx, node.Weak, s); err != nil {
+			t.Fatal(err)
+		}
+		return rec.count() > 0
+	})
+	eventually(t, 5*time.Second, "every weak signal delivered locally", func() bool { return local.count() == len(sent) })
+	for _, s := range sent {
+		if _, err := nodes[0].Get(ctx, s.ID); err == nil {
+			t.Fatalf("weak signal %s was journaled", s.ID)
+		}
+	}
+	for _, n := range nodes {
+		if err := n.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/node"
 )
 
 // cut splits the cluster: every node blocks the other side and drops its
@@ -101,7 +102,7 @@ func TestPartitionHeal(t *testing.T) {
 	recs := make([]*recorder, len(nodes))
 	for i, n := range nodes {
 		recs[i] = newRecorder()
-		if _, err := n.Subscribe("**", recs[i].handle); err != nil {
+		if _, err := n.Subscribe("**", recs[i].handle, node.WithName("audit")); err != nil {
 			t.Fatal(err)
 		}
 	}

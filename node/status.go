@@ -81,6 +81,12 @@ func (n *Node) Effects(ctx context.Context, id string) ([]*signalmesh.Signal, er
 	return n.jr.Effects(ctx, id)
 }
 
+// Trace returns the cause→effect tree around a signal: its causes back to
+// the root (root first, ending with the signal) and all its descendants.
+func (n *Node) Trace(ctx context.Context, id string) (causes, effects []*signalmesh.Signal, err error) {
+	return n.jr.Trace(ctx, id)
+}
+
 // JournalDigest returns the number of journal entries and a digest of their
 // ids in replay order: two replicas with the same journal have the same digest.
 func (n *Node) JournalDigest(ctx context.Context) (int, string, error) {
