@@ -1,15 +1,20 @@
 package node_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/signalmesh/signalmesh"
 	"github.com/signalmesh/signalmesh/node"
@@ -176,6 +181,56 @@ func TestMissingCauseIsReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, "other signals still delivered", func() bool { return rec.count() == 1 })
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A message whose signature does not verify, written straight onto a
+// GossipSub stream by a peer without pubsub, is rejected by GossipSub and
+// counted; it reaches no handler.
+func TestBadSignatureIsRejectedAndCounted(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	nodes := cluster(t, 1, nil)
+	n := nodes[0]
+	rec := newRecorder()
+	if _, err := n.Subscribe("**", rec.handle); err != nil {
+		t.Fatal(err)
+	}
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	if err := h.Connect(ctx, n.AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	st, err := h.NewStream(ctx, n.ID(), "/meshsub/1.1.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := mustSignal(t, "forged.thing").MarshalBinary()
+	topic := "/signalmesh/" + n.Mesh() + "/signals"
+	rpc := &pb.RPC{Publish: []*pb.Message{{
+		From: []byte(h.ID()), Data: data, Seqno: []byte{0, 0, 0, 0, 0, 0, 0, 1}, Topic: &topic,
+		Signature: bytes.Repeat([]byte{7}, 64),
+	}}}
+	b, err := proto.Marshal(rpc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Write(append(binary.AppendUvarint(nil, uint64(len(b))), b...)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the bad signature counted", func() bool {
+		s, err := n.Status(ctx)
+		return err == nil && s.Rejected["gossip: "+pubsub.RejectInvalidSignature] == 1
+	})
+	_ = st.Close()
+	if rec.count() != 0 {
+		t.Fatalf("a forged message reached a handler: %v", rec.snapshot())
+	}
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
 	}
