@@ -202,20 +202,9 @@ func BenchmarkPartitionHealGossipSub(b *testing.B) {
 		var wg sync.WaitGroup
 		for i, p := range peers {
 			hosts[i] = p.Host
-			sub, err := p.Topic.Subscribe()
-			if err != nil {
+			if err := p.CountMessages(ctx, &wg, &got[i]); err != nil {
 				b.Fatal(err)
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					if _, err := sub.Next(ctx); err != nil {
-						return
-					}
-					got[i].Add(1)
-				}
-			}()
 		}
 		cut(hosts, gaters, leftSide, rightSide)
 		for _, side := range [][]int{leftSide, rightSide} {
@@ -324,20 +313,9 @@ func BenchmarkBurst(b *testing.B) {
 			var wg sync.WaitGroup
 			ctx, cancel := context.WithCancel(context.Background())
 			for i, p := range peers[1:] {
-				sub, err := p.Topic.Subscribe()
-				if err != nil {
+				if err := p.CountMessages(ctx, &wg, &counts[i]); err != nil {
 					b.Fatal(err)
 				}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for {
-						if _, err := sub.Next(ctx); err != nil {
-							return
-						}
-						counts[i].Add(1)
-					}
-				}()
 			}
 			if _, err := bench.Await(ctx, 10*time.Second, func() bool { return len(peers[0].Topic.ListPeers()) == len(peers)-1 }); err != nil {
 				b.Fatal(err)

@@ -11,6 +11,8 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	ipfslite "github.com/hsanjuan/ipfs-lite"
@@ -114,6 +116,27 @@ func (p *RawPeer) Count(ctx context.Context) (int, error) {
 	}
 	all, err := res.Rest()
 	return len(all), err
+}
+
+// CountMessages subscribes to the peer's topic and adds one to n per
+// message until ctx ends; wg tracks the counting goroutine.
+func (p *RawPeer) CountMessages(ctx context.Context, wg *sync.WaitGroup, n *atomic.Int64) error {
+	sub, err := p.Topic.Subscribe()
+	if err != nil {
+		return err
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer sub.Cancel()
+		for {
+			if _, err := sub.Next(ctx); err != nil {
+				return
+			}
+			n.Add(1)
+		}
+	}()
+	return nil
 }
 
 // Close stops the peer in the order go-ds-crdt asks for.
