@@ -13,21 +13,8 @@ import (
 
 	"github.com/signalmesh/signalmesh"
 	"github.com/signalmesh/signalmesh/node"
+	"github.com/signalmesh/signalmesh/node/nodetest"
 )
-
-// leakOpts ignores goroutines that libp2p and its dependencies start once
-// per process and never stop (not ours to own).
-var leakOpts = []goleak.Option{
-	goleak.IgnoreAnyFunction("github.com/ipfs/go-log/v2/writer.(*MirrorWriter).logRoutine"),
-	goleak.IgnoreAnyFunction("go.opencensus.io/stats/view.(*worker).start"),
-	goleak.IgnoreAnyFunction("github.com/libp2p/go-libp2p/p2p/transport/quicreuse.(*reuse).gc"),
-	goleak.IgnoreAnyFunction("github.com/ipfs/boxo/bitswap/network/bsnet.(*impl).Start"),
-	goleak.IgnoreTopFunction("github.com/libp2p/go-flow-metrics.(*sweeper).run"),
-	// libp2p builds a default connection manager in a package-level var.
-	goleak.IgnoreTopFunction("github.com/libp2p/go-libp2p/p2p/net/connmgr.(*decayer).process"),
-	goleak.IgnoreTopFunction("github.com/libp2p/go-libp2p/p2p/net/connmgr.(*BasicConnMgr).background"),
-	goleak.IgnoreTopFunction("github.com/libp2p/go-libp2p/p2p/host/resource-manager.(*resourceManager).background"),
-}
 
 type peerNode struct {
 	*node.Node
@@ -159,5 +146,5 @@ func journalsConverge(t *testing.T, nodes []*peerNode, want int, timeout time.Du
 // checkLeaks fails the test if any goroutine is left once the test and all
 // its cleanups (which close the nodes) are done. Call it first.
 func checkLeaks(t *testing.T) {
-	t.Cleanup(func() { goleak.VerifyNone(t, leakOpts...) })
+	t.Cleanup(func() { goleak.VerifyNone(t, nodetest.IgnoredGoroutines()...) })
 }

@@ -4,6 +4,7 @@
 //
 //	signalmesh demo [-signals N]   a local mesh of 4 peers: publish, partition, heal
 //	signalmesh tour [-seed N]      the pure core: signals, router, causal delivery
+//	signalmesh bench [flags]       benchmarks with baselines, JSON results
 package main
 
 import (
@@ -22,6 +23,8 @@ Usage:
   signalmesh demo [-signals N]  run a local mesh of 4 peers: publish, cut it in
                                 two, publish on both sides, heal, show what converged
   signalmesh tour [-seed N]     tour of signals, the router and causal delivery
+  signalmesh bench [flags]      convergence benchmarks next to raw GossipSub and
+                                go-ds-crdt in the same run; -h for flags
   signalmesh help               this text
 `
 
@@ -71,6 +74,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		return 0
+	case "bench":
+		return benchCmd(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

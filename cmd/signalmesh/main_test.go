@@ -31,7 +31,7 @@ func TestTourDeliversCausesFirst(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{nil, {"nope"}, {"tour", "-seed", "x"}, {"tour", "extra"}, {"demo", "-signals", "1"}} {
+	for _, args := range [][]string{nil, {"nope"}, {"tour", "-seed", "x"}, {"tour", "extra"}, {"demo", "-signals", "1"}, {"bench", "-peers", "1"}, {"bench", "extra"}} {
 		var out, errb bytes.Buffer
 		if code := run(args, &out, &errb); code != 2 || errb.Len() == 0 {
 			t.Errorf("run(%q) = %d, stderr %q; want 2 and a message", args, code, errb.String())
