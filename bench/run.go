@@ -17,7 +17,8 @@ import (
 
 // Spec says what to run. Zero fields take the standard suite's values.
 type Spec struct {
-	// Scenarios to run, from "partition", "burst", "durable". Empty: all.
+	// Scenarios to run, from "partition", "burst", "steady", "durable".
+	// Empty: all.
 	Scenarios []string `json:"scenarios"`
 	// Peers in the partition and burst scenarios. Default 5.
 	Peers int `json:"peers"`
@@ -26,13 +27,17 @@ type Spec struct {
 	PerSide int `json:"per_side"`
 	Burst   int `json:"burst"`
 	Durable int `json:"durable"`
+	// Rate (signals/s) and Seconds of the steady scenario. Default 1,000
+	// for 10 s (short: 200 for 2 s).
+	Rate    int     `json:"rate"`
+	Seconds float64 `json:"seconds"`
 	// Short runs small counts and skips the slowest baseline, for CI.
 	Short bool `json:"short"`
 }
 
 func (s Spec) withDefaults() Spec {
 	if len(s.Scenarios) == 0 {
-		s.Scenarios = []string{"partition", "burst", "durable"}
+		s.Scenarios = []string{"partition", "burst", "steady", "durable"}
 	}
 	def := func(v *int, full, short int) {
 		if *v == 0 {
@@ -46,6 +51,13 @@ func (s Spec) withDefaults() Spec {
 	def(&s.PerSide, 1000, 100)
 	def(&s.Burst, 10000, 500)
 	def(&s.Durable, 20000, 1000)
+	def(&s.Rate, 1000, 200)
+	if s.Seconds == 0 {
+		s.Seconds = 10
+		if s.Short {
+			s.Seconds = 2
+		}
+	}
 	return s
 }
 
@@ -72,9 +84,9 @@ func Run(ctx context.Context, spec Spec, progress func(scenario string, i, n int
 	spec = spec.withDefaults()
 	for _, sc := range spec.Scenarios {
 		switch sc {
-		case "partition", "burst", "durable":
+		case "partition", "burst", "steady", "durable":
 		default:
-			return nil, fmt.Errorf("bench: unknown scenario %q (partition, burst, durable)", sc)
+			return nil, fmt.Errorf("bench: unknown scenario %q (partition, burst, steady, durable)", sc)
 		}
 	}
 	host, _ := os.Hostname()
@@ -91,6 +103,8 @@ func Run(ctx context.Context, spec Spec, progress func(scenario string, i, n int
 			figs, err = Partition(ctx, spec.Peers, spec.PerSide, spec.Short)
 		case "burst":
 			figs, err = Burst(ctx, spec.Peers, spec.Burst)
+		case "steady":
+			figs, err = Steady(ctx, spec.Peers, spec.Rate, time.Duration(spec.Seconds*float64(time.Second)))
 		case "durable":
 			figs, err = Durable(ctx, spec.Durable)
 		}

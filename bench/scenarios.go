@@ -3,7 +3,9 @@ package bench
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -371,4 +373,203 @@ func durableCRDT(ctx context.Context, total int) (float64, error) {
 		}
 	}
 	return float64(total) / time.Since(start).Seconds(), nil
+}
+
+// Steady: peer 0 publishes at a fixed rate for a duration, one signal per
+// Publish call (a pool of goroutines keeps the rate while calls wait), with
+// subscribers on every other peer; measures the latency from the Publish
+// call to each delivery and to the last peer (p50, p90, p99, max), and the
+// delivered fraction. Baseline: raw GossipSub with the same rate and peers.
+// signalmesh runs in memory here, like GossipSub: this is the messaging
+// path; Durable measures the disk.
+func Steady(ctx context.Context, peers, rate int, dur time.Duration) ([]Figure, error) {
+	var figs []Figure
+	for _, sys := range []string{"signalmesh", "gossipsub"} {
+		lat, err := steady(ctx, sys, peers, rate, dur)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", sys, err)
+		}
+		figs = append(figs, lat.figures(sys)...)
+	}
+	return figs, nil
+}
+
+// latencies collects send and receive times of one steady run.
+type latencies struct {
+	mu       sync.Mutex
+	sent     map[string]time.Time
+	arrivals map[string][]time.Duration // id -> latency at each subscriber
+	subs     int
+}
+
+func (l *latencies) send(id string) {
+	l.mu.Lock()
+	l.sent[id] = time.Now()
+	l.mu.Unlock()
+}
+
+func (l *latencies) recv(id string) {
+	now := time.Now()
+	l.mu.Lock()
+	if t, ok := l.sent[id]; ok {
+		l.arrivals[id] = append(l.arrivals[id], now.Sub(t))
+	}
+	l.mu.Unlock()
+}
+
+func (l *latencies) complete() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for id := range l.sent {
+		if len(l.arrivals[id]) < l.subs {
+			return false
+		}
+	}
+	return true
+}
+
+func (l *latencies) figures(sys string) []Figure {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var each, last []float64
+	delivered := 0
+	for id := range l.sent {
+		a := l.arrivals[id]
+		delivered += len(a)
+		for _, d := range a {
+			each = append(each, ms(d))
+		}
+		if len(a) == l.subs {
+			last = append(last, ms(slices.Max(a)))
+		}
+	}
+	figs := []Figure{{System: sys, Metric: "delivered", Unit: "%", Value: 100 * float64(delivered) / float64(len(l.sent)*l.subs)}}
+	for _, p := range []struct {
+		name string
+		q    float64
+	}{{"p50", 0.5}, {"p90", 0.9}, {"p99", 0.99}, {"max", 1}} {
+		figs = append(figs, Figure{System: sys, Metric: "latency-to-all-" + p.name, Unit: "ms", Value: quantile(last, p.q)})
+	}
+	figs = append(figs, Figure{System: sys, Metric: "latency-each-p50", Unit: "ms", Value: quantile(each, 0.5)})
+	return figs
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// quantile of xs (sorted in place), nearest rank; 0 when empty.
+func quantile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	slices.Sort(xs)
+	i := int(math.Ceil(q*float64(len(xs)))) - 1
+	return xs[max(0, min(i, len(xs)-1))]
+}
+
+func steady(ctx context.Context, sys string, peers, rate int, dur time.Duration) (*latencies, error) {
+	lat := &latencies{sent: map[string]time.Time{}, arrivals: map[string][]time.Duration{}, subs: peers - 1}
+	var publish func(i int) error
+	var closer func() error
+	switch sys {
+	case "signalmesh":
+		nodes, c, err := newMesh(ctx, peers, "")
+		if err != nil {
+			return nil, err
+		}
+		closer = c.Close
+		for _, n := range nodes[1:] {
+			if _, err := n.Subscribe("steady.*", func(_ context.Context, s *signalmesh.Signal) error {
+				lat.recv(s.ID)
+				return nil
+			}); err != nil {
+				_ = closer()
+				return nil, err
+			}
+		}
+		publish = func(int) error {
+			s, _ := signalmesh.New("steady.tick", "/bench", nil)
+			lat.send(s.ID)
+			return nodes[0].Publish(ctx, s)
+		}
+	default:
+		raw, c, err := newRaw(ctx, peers, RawOptions{Topic: "steady"}, "")
+		if err != nil {
+			return nil, err
+		}
+		var wg sync.WaitGroup
+		cctx, cancel := context.WithCancel(ctx)
+		closer = func() error { cancel(); wg.Wait(); return c.Close() }
+		for _, p := range raw[1:] {
+			sub, err := p.Topic.Subscribe()
+			if err != nil {
+				_ = closer()
+				return nil, err
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					m, err := sub.Next(cctx)
+					if err != nil {
+						return
+					}
+					lat.recv(string(m.Data))
+				}
+			}()
+		}
+		if _, err := Await(ctx, 10*time.Second, func() bool { return len(raw[0].Topic.ListPeers()) == peers-1 }); err != nil {
+			_ = closer()
+			return nil, err
+		}
+		publish = func(i int) error {
+			id := fmt.Sprint("m", i)
+			lat.send(id)
+			return raw[0].Topic.Publish(ctx, []byte(id))
+		}
+	}
+	defer closer()
+	time.Sleep(1500 * time.Millisecond) // both start on a formed GossipSub mesh
+	if err := paced(ctx, rate, dur, publish); err != nil {
+		return nil, err
+	}
+	_, _ = Await(ctx, 10*time.Second, lat.complete) // what has not arrived by then counts as lost
+	return lat, nil
+}
+
+// paced calls publish rate times a second for dur, from a pool of 32
+// goroutines so that a slow call does not hold back the next tick.
+func paced(ctx context.Context, rate int, dur time.Duration, publish func(i int) error) error {
+	ticks := make(chan int, 1024)
+	errs := make(chan error, 1)
+	var wg sync.WaitGroup
+	for w := 0; w < 32; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range ticks {
+				if err := publish(i); err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	total := int(float64(rate) * dur.Seconds())
+	start := time.Now()
+	for i := 0; i < total && ctx.Err() == nil; i++ {
+		if d := time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(rate))); d > 0 {
+			time.Sleep(d)
+		}
+		ticks <- i
+	}
+	close(ticks)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return ctx.Err()
+	}
 }
