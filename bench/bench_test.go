@@ -26,7 +26,11 @@ func report(b *testing.B, figs []bench.Figure, err error) {
 		b.Fatal(err)
 	}
 	for _, f := range figs {
-		b.ReportMetric(f.Value, f.System+":"+f.Metric+"-"+strings.ReplaceAll(f.Unit, "/", "per"))
+		name := f.System
+		if f.Variant != "" {
+			name += "/" + f.Variant
+		}
+		b.ReportMetric(f.Value, name+":"+f.Metric+"-"+strings.ReplaceAll(f.Unit, "/", "per"))
 	}
 }
 

@@ -17,11 +17,12 @@ import (
 
 // Figure is one measured value of one system.
 type Figure struct {
-	System string  `json:"system"` // "signalmesh", "gossipsub", "crdt-batched", "crdt-unbatched"
-	Metric string  `json:"metric"`
-	Unit   string  `json:"unit"`
-	Value  float64 `json:"value"`
-	Note   string  `json:"note,omitempty"`
+	System  string  `json:"system"`            // "signalmesh", "gossipsub", "crdt-batched", "crdt-unbatched"
+	Variant string  `json:"variant,omitempty"` // how the system was driven, when a scenario tries several ways
+	Metric  string  `json:"metric"`
+	Unit    string  `json:"unit"`
+	Value   float64 `json:"value"`
+	Note    string  `json:"note,omitempty"`
 }
 
 // Partition: peers cut into two sides, perSide signals written on each side
@@ -316,11 +317,11 @@ func Durable(ctx context.Context, total int) ([]Figure, error) {
 		if err != nil {
 			return nil, fmt.Errorf("signalmesh: %w", err)
 		}
-		note := "Publish with 100 signals per call"
+		variant, note := "batch100", "Publish with 100 signals per call"
 		if batch == 1 {
-			note = "16 goroutines, one signal per call"
+			variant, note = "writers16", "16 goroutines, one signal per call"
 		}
-		figs = append(figs, Figure{System: "signalmesh", Metric: "durable-publish", Unit: "signals/s", Value: rate, Note: note})
+		figs = append(figs, Figure{System: "signalmesh", Variant: variant, Metric: "durable-publish", Unit: "signals/s", Value: rate, Note: note})
 	}
 	rate, err := durableCRDT(ctx, max(total/10, 1))
 	if err != nil {

@@ -25,9 +25,18 @@ const maxFrameSignals = 10000
 
 var errFrame = errors.New("node: malformed frame")
 
-// encodeFrames packs signals into messages of at most maxFrame bytes (a
-// single signal larger than that travels alone).
+// encodeFrames packs signals into messages (see frameWires).
 func encodeFrames(sigs []*signalmesh.Signal) ([][]byte, error) {
+	wires, err := encodeAll(sigs)
+	if err != nil {
+		return nil, err
+	}
+	return frameWires(wires), nil
+}
+
+// frameWires packs wire forms into messages of at most maxFrame bytes (a
+// single signal larger than that travels alone).
+func frameWires(wires [][]byte) [][]byte {
 	var out [][]byte
 	var cur [][]byte
 	size := 0
@@ -49,11 +58,7 @@ func encodeFrames(sigs []*signalmesh.Signal) ([][]byte, error) {
 		}
 		cur, size = nil, 0
 	}
-	for _, s := range sigs {
-		w, err := s.MarshalBinary()
-		if err != nil {
-			return nil, err
-		}
+	for _, w := range wires {
 		if size+len(w)+10 > maxFrame || len(cur) == maxFrameSignals {
 			flush()
 		}
@@ -61,7 +66,7 @@ func encodeFrames(sigs []*signalmesh.Signal) ([][]byte, error) {
 		size += len(w) + binary.MaxVarintLen64
 	}
 	flush()
-	return out, nil
+	return out
 }
 
 // decodeFrame decodes a gossip message into its signals, validating each

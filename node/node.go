@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -79,13 +80,13 @@ type Node struct {
 	subMu   sync.Mutex     // orders Subscribe against Close
 	subWG   sync.WaitGroup // subscription goroutines
 
-	inbox    chan inbound              // gossip reader and CRDT put hook → loop
-	reqs     chan func()               // closures run on the loop
-	commitQ  chan commitReq            // Publish → committer
-	journalQ chan outboxed             // committer → journaler
-	gossipQ  chan []*signalmesh.Signal // committer → gossiper
-	ownSeq   uint64                    // the last sequence number this node used, at start
-	pending  []outboxed                // outbox entries found at start, journaled first
+	inbox    chan inbound   // gossip reader and CRDT put hook → loop
+	reqs     chan func()    // closures run on the loop
+	commitQ  chan commitReq // Publish → committer
+	journalQ chan outboxed  // committer → journaler
+	gossipQ  chan [][]byte  // committer → gossiper: wire forms
+	ownSeq   uint64         // the last sequence number this node used, at start
+	pending  []outboxed     // outbox entries found at start, journaled first
 
 	delivered atomic.Pointer[vclock.Clock] // published by the loop after each release
 	m         metrics
@@ -119,7 +120,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	n.reqs = make(chan func())
 	n.commitQ = make(chan commitReq, n.p.CommitQueue)
 	n.journalQ = make(chan outboxed, 64)
-	n.gossipQ = make(chan []*signalmesh.Signal, 256)
+	n.gossipQ = make(chan [][]byte, 256)
 	n.ackQ = make(chan string, 65536)
 	n.quorum.waiting = map[string]*ackWaiter{}
 	n.m.init(cfg.Registerer)
@@ -329,7 +330,7 @@ func (n *Node) readOutbox(ctx context.Context) ([]outboxed, error) {
 		if err != nil {
 			return nil, fmt.Errorf("node: outbox entry %s: %w", r.Key, err)
 		}
-		out = append(out, outboxed{sigs: []*signalmesh.Signal{s}, first: c.Get(n.self.String())})
+		out = append(out, outboxed{sigs: []*signalmesh.Signal{s}, wires: [][]byte{bytes.Clone(r.Value)}, first: c.Get(n.self.String())})
 	}
 	slices.SortFunc(out, func(a, b outboxed) int { return cmp.Compare(a.first, b.first) })
 	return out, nil

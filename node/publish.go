@@ -140,19 +140,31 @@ func (n *Node) publishWeak(ctx context.Context, sigs []*signalmesh.Signal) error
 		}
 	}
 	n.m.published.Add(int64(len(sigs)))
-	n.gossip(ctx, sigs)
+	wires, err := encodeAll(sigs)
+	if err != nil {
+		return err
+	}
+	n.gossip(ctx, wires)
 	return nil
 }
 
-// gossip is the fast path: the signals go out in frames; best effort,
-// failures are counted, the journal path makes up for them.
-func (n *Node) gossip(ctx context.Context, sigs []*signalmesh.Signal) {
-	frames, err := encodeFrames(sigs)
-	if err != nil {
-		n.m.drop("gossip_encode")
-		return
+// encodeAll returns the wire forms of sigs.
+func encodeAll(sigs []*signalmesh.Signal) ([][]byte, error) {
+	wires := make([][]byte, len(sigs))
+	for i, s := range sigs {
+		w, err := s.MarshalBinary()
+		if err != nil {
+			return nil, fmt.Errorf("node: encode %s: %w", s.ID, err)
+		}
+		wires[i] = w
 	}
-	for _, f := range frames {
+	return wires, nil
+}
+
+// gossip is the fast path: the signals' wire forms go out in frames; best
+// effort, failures are counted, the journal path makes up for them.
+func (n *Node) gossip(ctx context.Context, wires [][]byte) {
+	for _, f := range frameWires(wires) {
 		if err := n.topic.Publish(ctx, f); err != nil {
 			n.m.drop("gossip_publish")
 		}
@@ -164,8 +176,8 @@ func (n *Node) gossip(ctx context.Context, sigs []*signalmesh.Signal) {
 // batch (counted): the journal path still delivers it.
 func (n *Node) gossiper() {
 	defer n.wg.Done()
-	for sigs := range n.gossipQ {
-		n.gossip(n.ctx, sigs)
+	for wires := range n.gossipQ {
+		n.gossip(n.ctx, wires)
 	}
 }
 
@@ -224,7 +236,11 @@ func (n *Node) commit(batch []commitReq, seq uint64) uint64 {
 			all = append(all, s)
 		}
 	}
-	err := n.outboxWrite(all, seq-uint64(len(all))+1)
+	first := seq - uint64(len(all)) + 1
+	wires, err := encodeAll(all) // once, for the outbox, the gossip and the journal
+	if err == nil {
+		err = n.outboxWrite(wires, first)
+	}
 	if err != nil {
 		seq -= uint64(len(all)) // nothing was written: the numbers are free again
 	}
@@ -236,7 +252,7 @@ func (n *Node) commit(batch []commitReq, seq uint64) uint64 {
 	}
 	// Gossip and local delivery at once, journaling in the background.
 	select {
-	case n.gossipQ <- all:
+	case n.gossipQ <- wires:
 	default:
 		n.m.drop("gossip_queue_full")
 	}
@@ -246,15 +262,17 @@ func (n *Node) commit(batch []commitReq, seq uint64) uint64 {
 		}
 	}
 	select {
-	case n.journalQ <- outboxed{sigs: all, first: seq - uint64(len(all)) + 1}:
+	case n.journalQ <- outboxed{sigs: all, wires: wires, first: first}:
 	case <-n.ctx.Done():
 	}
 	return seq
 }
 
-// outboxed are signals in the outbox with consecutive sequence numbers from first.
+// outboxed are signals in the outbox, with their wire forms, and
+// consecutive sequence numbers from first.
 type outboxed struct {
 	sigs  []*signalmesh.Signal
+	wires [][]byte
 	first uint64
 }
 
@@ -262,17 +280,13 @@ func (n *Node) outboxKey(seq uint64) ds.Key {
 	return ds.NewKey(fmt.Sprintf("/signalmesh/%s/outbox/%020d", n.cfg.Mesh, seq))
 }
 
-func (n *Node) outboxWrite(sigs []*signalmesh.Signal, first uint64) error {
+func (n *Node) outboxWrite(wires [][]byte, first uint64) error {
 	ctx := context.WithoutCancel(n.ctx) // a started commit finishes, even during Close
 	b, err := n.store.Batch(ctx)
 	if err != nil {
 		return fmt.Errorf("node: outbox batch: %w", err)
 	}
-	for i, s := range sigs {
-		v, err := s.MarshalBinary()
-		if err != nil {
-			return fmt.Errorf("node: encode %s: %w", s.ID, err)
-		}
+	for i, v := range wires {
 		if err := b.Put(ctx, n.outboxKey(first+uint64(i)), v); err != nil {
 			return fmt.Errorf("node: outbox put: %w", err)
 		}
@@ -331,12 +345,8 @@ func (n *Node) journalWrite(batch []outboxed) error {
 		return err
 	}
 	for _, o := range batch {
-		for _, s := range o.sigs {
-			v, err := s.MarshalBinary()
-			if err != nil {
-				return err
-			}
-			if err := b.Put(ctx, journal.Key(s.ID), v); err != nil {
+		for i, s := range o.sigs {
+			if err := b.Put(ctx, journal.Key(s.ID), o.wires[i]); err != nil {
 				return err
 			}
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/bench"
 	"github.com/signalmesh/signalmesh/node"
 )
 
@@ -196,6 +197,12 @@ func printPeers(ctx context.Context, w io.Writer, peers []*demoPeer, title strin
 	}
 }
 
+// await polls cond until it holds, ctx ends or timeout passes.
+func await(ctx context.Context, timeout time.Duration, cond func() bool) error {
+	_, err := bench.Await(ctx, timeout, cond)
+	return err
+}
+
 func allGot(peers []*demoPeer, n int) bool {
 	for _, p := range peers {
 		if p.count() < n {
@@ -224,20 +231,4 @@ func identical(ctx context.Context, peers []*demoPeer, n int) bool {
 		first = d
 	}
 	return true
-}
-
-// await polls cond every 10 ms until it holds, ctx ends or timeout passes.
-func await(ctx context.Context, timeout time.Duration, cond func() bool) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("not done after %v", timeout)
-		case <-t.C:
-		}
-	}
-	return nil
 }
