@@ -2,8 +2,11 @@ package node_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
+
+	"github.com/signalmesh/signalmesh/node"
 )
 
 func TestPublishReachesEveryPeer(t *testing.T) {
@@ -36,5 +39,30 @@ func TestPublishReachesEveryPeer(t *testing.T) {
 		if err := n.Close(); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+func TestCloseIsIdempotentAndFinal(t *testing.T) {
+	checkLeaks(t)
+	nodes := cluster(t, 1, nil)
+	n := nodes[0]
+	errs := make(chan error, 3)
+	for i := 0; i < 3; i++ {
+		go func() { errs <- n.Close() }()
+	}
+	for i := 0; i < 3; i++ {
+		if err := <-errs; err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	}
+	ctx := context.Background()
+	if err := n.Publish(ctx, mustSignal(t, "after.close")); !errors.Is(err, node.ErrClosed) {
+		t.Fatalf("Publish after Close: %v", err)
+	}
+	if _, err := n.Subscribe("**", newRecorder().handle, node.WithName("late")); !errors.Is(err, node.ErrClosed) {
+		t.Fatalf("Subscribe after Close: %v", err)
+	}
+	if _, err := n.Status(ctx); !errors.Is(err, node.ErrClosed) {
+		t.Fatalf("Status after Close: %v", err)
 	}
 }

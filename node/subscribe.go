@@ -140,6 +140,9 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 	if h == nil {
 		return nil, fmt.Errorf("node: Subscribe with a nil handler")
 	}
+	if n.ctx.Err() != nil {
+		return nil, ErrClosed
+	}
 	var cfg subConfig
 	for _, o := range opts {
 		if err := o(&cfg); err != nil {
