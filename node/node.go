@@ -86,6 +86,7 @@ type Node struct {
 	journalQ chan outboxed  // committer → journaler
 	gossipQ  chan [][]byte  // committer → gossiper: wire forms
 	ownSeq   uint64         // the last sequence number this node used, at start
+	recent   *idSet         // ids the committer stamped lately (owned by the committer)
 	pending  []outboxed     // outbox entries found at start, journaled first
 
 	delivered atomic.Pointer[vclock.Clock] // published by the loop after each release
@@ -120,6 +121,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	n.reqs = make(chan func())
 	n.commitQ = make(chan commitReq, n.p.CommitQueue)
 	n.journalQ = make(chan outboxed, 64)
+	n.recent = newIDSet(1 << 16)
 	n.gossipQ = make(chan [][]byte, 256)
 	n.ackQ = make(chan string, 65536)
 	n.quorum.waiting = map[string]*ackWaiter{}
@@ -304,6 +306,7 @@ func (n *Node) restore(ctx context.Context) error {
 	for _, o := range n.pending {
 		c, _ := journal.ClockOf(o.sigs[0])
 		_, _ = n.buf.Add(self, c, o.sigs[0]) // a duplicate if it reached the journal before the stop
+		n.recent.add(o.sigs[0].ID)
 		n.ownSeq = max(n.ownSeq, o.first)
 	}
 	n.publishDelivered()

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/signalmesh/signalmesh"
 	"github.com/signalmesh/signalmesh/node"
 )
 
@@ -64,5 +65,38 @@ func TestCloseIsIdempotentAndFinal(t *testing.T) {
 	}
 	if _, err := n.Status(ctx); !errors.Is(err, node.ErrClosed) {
 		t.Fatalf("Status after Close: %v", err)
+	}
+}
+
+// Publishing is idempotent: the same signal published again (a retry after a
+// timeout, say) is journaled and delivered once.
+func TestPublishIsIdempotent(t *testing.T) {
+	checkLeaks(t)
+	nodes := cluster(t, 2, nil)
+	rec := newRecorder()
+	if _, err := nodes[1].Subscribe("**", rec.handle); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	s := mustSignal(t, "order.created")
+	for i := 0; i < 3; i++ {
+		if err := nodes[0].Publish(ctx, s, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next := mustSignal(t, "order.paid", signalmesh.WithCause(s))
+	if err := nodes[0].Publish(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	journalsConverge(t, nodes, 2, 10*time.Second)
+	eventually(t, 10*time.Second, "both delivered", func() bool { return rec.count() == 2 })
+	st, _ := nodes[0].Status(ctx)
+	if st.Clock.Get(nodes[0].ID().String()) != 2 {
+		t.Fatalf("own sequence %d after 2 distinct signals", st.Clock.Get(nodes[0].ID().String()))
+	}
+	for _, n := range nodes {
+		if err := n.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

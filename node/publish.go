@@ -79,6 +79,9 @@ func (n *Node) publishCore(ctx context.Context, c Consistency, sigs []*signalmes
 	if n.ctx.Err() != nil {
 		return ErrClosed
 	}
+	if len(sigs) == 0 {
+		return nil
+	}
 	cp := make([]*signalmesh.Signal, len(sigs))
 	for i, s := range sigs {
 		if err := s.Validate(); err != nil {
@@ -229,6 +232,10 @@ func (n *Node) commit(batch []commitReq, seq uint64) uint64 {
 	var all []*signalmesh.Signal
 	for _, r := range batch {
 		for _, s := range r.sigs {
+			if n.published(s.ID) {
+				n.m.deduped.Add(1) // publishing is idempotent: a retry publishes nothing twice
+				continue
+			}
 			seq++
 			text, _ := base.Set(self, seq).MarshalText()
 			s.Extensions[signalmesh.ExtPeer] = self
@@ -243,6 +250,9 @@ func (n *Node) commit(batch []commitReq, seq uint64) uint64 {
 	}
 	if err != nil {
 		seq -= uint64(len(all)) // nothing was written: the numbers are free again
+		for _, s := range all {
+			n.recent.forget(s.ID)
+		}
 	}
 	for _, r := range batch {
 		r.done <- err
@@ -267,6 +277,47 @@ func (n *Node) commit(batch []commitReq, seq uint64) uint64 {
 	}
 	return seq
 }
+
+// published reports whether a signal with this id was already published
+// (then publishing it again must not give it a second sequence number: its
+// two journal entries would share one key, and replicas that missed the
+// first by gossip would wait for the lost one forever). It remembers the ids
+// it committed lately (the last 65,536) and asks the journal for older ones.
+// Only the committer calls it.
+func (n *Node) published(id string) bool {
+	if !n.recent.add(id) {
+		return true
+	}
+	has, err := n.repl.Has(context.WithoutCancel(n.ctx), journal.Key(id))
+	return err == nil && has
+}
+
+// idSet is a bounded set of ids: past its size the oldest are forgotten.
+type idSet struct {
+	ids  map[string]struct{}
+	ring []string
+	next int
+}
+
+func newIDSet(size int) *idSet {
+	return &idSet{ids: make(map[string]struct{}, size), ring: make([]string, size)}
+}
+
+// add adds id and reports whether it was new.
+func (s *idSet) add(id string) bool {
+	if _, ok := s.ids[id]; ok {
+		return false
+	}
+	if old := s.ring[s.next]; old != "" {
+		delete(s.ids, old)
+	}
+	s.ring[s.next] = id
+	s.next = (s.next + 1) % len(s.ring)
+	s.ids[id] = struct{}{}
+	return true
+}
+
+func (s *idSet) forget(id string) { delete(s.ids, id) }
 
 // outboxed are signals in the outbox, with their wire forms, and
 // consecutive sequence numbers from first.
