@@ -101,3 +101,22 @@ func FuzzDecodeAck(f *testing.F) {
 		}
 	})
 }
+
+func TestBloomHasNoFalseNegatives(t *testing.T) {
+	b := newBloom(1 << 16)
+	for i := 0; i < 5000; i++ {
+		b.add(fmt.Sprint("id-", i))
+	}
+	fp := 0
+	for i := 0; i < 5000; i++ {
+		if !b.mayHave(fmt.Sprint("id-", i)) {
+			t.Fatalf("false negative for id-%d", i)
+		}
+		if b.mayHave(fmt.Sprint("other-", i)) {
+			fp++
+		}
+	}
+	if fp > 250 { // 5,000 in 65,536 bits with 4 hashes: about 2.4 % expected
+		t.Fatalf("%d false positives in 5,000", fp)
+	}
+}

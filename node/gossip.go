@@ -112,6 +112,7 @@ func (n *Node) putHook(key ds.Key, value []byte) {
 		return
 	}
 	n.m.journaled.Add(1)
+	n.seen.add(s.ID)
 	n.wantsAck(s)
 	n.send(inbound{s: s, via: viaJournal})
 }

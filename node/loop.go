@@ -145,6 +145,9 @@ func (n *Node) feedJournal(ctx context.Context, dispatch bool) {
 		return
 	}
 	journal.Sort(all)
+	for _, s := range all {
+		n.seen.add(s.ID)
+	}
 	n.needResync = false
 	delivered := n.buf.Delivered()
 	for _, s := range all {

@@ -87,6 +87,7 @@ type Node struct {
 	gossipQ  chan [][]byte  // committer → gossiper: wire forms
 	ownSeq   uint64         // the last sequence number this node used, at start
 	recent   *idSet         // ids the committer stamped lately (owned by the committer)
+	seen     *bloom         // ids that reached the journal (concurrent)
 	pending  []outboxed     // outbox entries found at start, journaled first
 
 	delivered atomic.Pointer[vclock.Clock] // published by the loop after each release
@@ -122,6 +123,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	n.commitQ = make(chan commitReq, n.p.CommitQueue)
 	n.journalQ = make(chan outboxed, 64)
 	n.recent = newIDSet(1 << 16)
+	n.seen = newBloom(1 << 24) // 2 MiB
 	n.gossipQ = make(chan [][]byte, 256)
 	n.ackQ = make(chan string, 65536)
 	n.quorum.waiting = map[string]*ackWaiter{}

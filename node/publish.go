@@ -282,11 +282,15 @@ func (n *Node) commit(batch []commitReq, seq uint64) uint64 {
 // (then publishing it again must not give it a second sequence number: its
 // two journal entries would share one key, and replicas that missed the
 // first by gossip would wait for the lost one forever). It remembers the ids
-// it committed lately (the last 65,536) and asks the journal for older ones.
+// it committed lately (the last 65,536) and asks the journal for older ones
+// that the Bloom filter of journaled ids may hold.
 // Only the committer calls it.
 func (n *Node) published(id string) bool {
 	if !n.recent.add(id) {
 		return true
+	}
+	if !n.seen.mayHave(id) {
+		return false
 	}
 	has, err := n.repl.Has(context.WithoutCancel(n.ctx), journal.Key(id))
 	return err == nil && has
