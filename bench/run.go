@@ -17,12 +17,13 @@ import (
 
 // Spec says what to run. Zero fields take the standard suite's values.
 type Spec struct {
-	// Scenarios to run, from "partition", "burst", "steady", "durable".
-	// Empty: all.
+	// Scenarios to run, from "partition", "rejoin", "burst", "steady",
+	// "durable". Empty: all.
 	Scenarios []string `json:"scenarios"`
 	// Peers in the partition and burst scenarios. Default 5.
 	Peers int `json:"peers"`
-	// Signals per side (partition), in the burst, and published (durable).
+	// Signals per side (partition) or written while one peer is away
+	// (rejoin), in the burst, and published (durable).
 	// Default 1,000 / 10,000 / 20,000.
 	PerSide int `json:"per_side"`
 	Burst   int `json:"burst"`
@@ -37,7 +38,7 @@ type Spec struct {
 
 func (s Spec) withDefaults() Spec {
 	if len(s.Scenarios) == 0 {
-		s.Scenarios = []string{"partition", "burst", "steady", "durable"}
+		s.Scenarios = []string{"partition", "rejoin", "burst", "steady", "durable"}
 	}
 	def := func(v *int, full, short int) {
 		if *v == 0 {
@@ -84,9 +85,9 @@ func Run(ctx context.Context, spec Spec, progress func(scenario string, i, n int
 	spec = spec.withDefaults()
 	for _, sc := range spec.Scenarios {
 		switch sc {
-		case "partition", "burst", "steady", "durable":
+		case "partition", "rejoin", "burst", "steady", "durable":
 		default:
-			return nil, fmt.Errorf("bench: unknown scenario %q (partition, burst, steady, durable)", sc)
+			return nil, fmt.Errorf("bench: unknown scenario %q (partition, rejoin, burst, steady, durable)", sc)
 		}
 	}
 	host, _ := os.Hostname()
@@ -101,6 +102,8 @@ func Run(ctx context.Context, spec Spec, progress func(scenario string, i, n int
 		switch sc {
 		case "partition":
 			figs, err = Partition(ctx, spec.Peers, spec.PerSide, spec.Short)
+		case "rejoin":
+			figs, err = Rejoin(ctx, spec.Peers, spec.PerSide)
 		case "burst":
 			figs, err = Burst(ctx, spec.Peers, spec.Burst)
 		case "steady":

@@ -103,6 +103,59 @@ func partitionGossip(ctx context.Context, peers, perSide int, left, right []int)
 	return 100 * float64(other) / float64(peers*perSide), nil
 }
 
+// Rejoin: one peer is cut off while the others write n signals, then it
+// reconnects; measures the time from reconnecting to identical journals.
+// Baseline: raw go-ds-crdt with batched Puts (rebroadcast 2 s).
+func Rejoin(ctx context.Context, peers, n int) ([]Figure, error) {
+	var others []int
+	for i := 0; i < peers-1; i++ {
+		others = append(others, i)
+	}
+	away := []int{peers - 1}
+	nodes, c, err := newMesh(ctx, peers, "")
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	c.cut(others, away)
+	if err := nodes[0].Publish(ctx, newSignals(n, "rejoin.write")...); err != nil {
+		return nil, err
+	}
+	if _, err := Await(ctx, 5*time.Minute, func() bool { return identical(ctx, pick(nodes, others), n) }); err != nil {
+		return nil, fmt.Errorf("signalmesh: others: %w", err)
+	}
+	if err := c.heal(ctx); err != nil {
+		return nil, err
+	}
+	took, err := Await(ctx, 5*time.Minute, func() bool { return identical(ctx, nodes, n) })
+	if err != nil {
+		return nil, fmt.Errorf("signalmesh: %w", err)
+	}
+	figs := []Figure{{System: "signalmesh", Metric: "rejoin-to-identical", Unit: "ms", Value: float64(took.Milliseconds())}}
+
+	raw, rc, err := newRaw(ctx, peers, RawOptions{CRDT: true, Topic: "rejoin", Rebroadcast: 2 * time.Second}, "")
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	rc.cut(others, away)
+	if err := rawWrite(ctx, raw[0], "w", n, true); err != nil {
+		return nil, err
+	}
+	if _, err := Await(ctx, 5*time.Minute, func() bool { return rawAll(ctx, pick(raw, others), n) }); err != nil {
+		return nil, fmt.Errorf("crdt-batched: others: %w", err)
+	}
+	if err := rc.heal(ctx); err != nil {
+		return nil, err
+	}
+	took, err = Await(ctx, 5*time.Minute, func() bool { return rawAll(ctx, raw, n) })
+	if err != nil {
+		return nil, fmt.Errorf("crdt-batched: %w", err)
+	}
+	return append(figs, Figure{System: "crdt-batched", Metric: "rejoin-to-identical", Unit: "ms",
+		Value: float64(took.Milliseconds()), Note: "rebroadcast 2 s"}), nil
+}
+
 func sides(peers int) (left, right []int) {
 	for i := 0; i < peers; i++ {
 		if i < peers*2/5 || i == 0 {

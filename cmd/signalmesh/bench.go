@@ -17,9 +17,9 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var spec bench.Spec
-	scenarios := fs.String("scenarios", "partition,burst,steady,durable", "comma-separated scenarios to run")
+	scenarios := fs.String("scenarios", "partition,rejoin,burst,steady,durable", "comma-separated scenarios to run")
 	fs.IntVar(&spec.Peers, "peers", 0, "peers in the partition and burst scenarios (default 5, short 3)")
-	fs.IntVar(&spec.PerSide, "per-side", 0, "signals per side of the partition (default 1000, short 100)")
+	fs.IntVar(&spec.PerSide, "per-side", 0, "signals per side of the partition, and written while a peer is away (default 1000, short 100)")
 	fs.IntVar(&spec.Burst, "burst", 0, "signals in the burst (default 10000, short 500)")
 	fs.IntVar(&spec.Durable, "durable", 0, "signals in the durable-publish run (default 20000, short 1000)")
 	fs.IntVar(&spec.Rate, "rate", 0, "signals per second in the steady scenario (default 1000, short 200)")
