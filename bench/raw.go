@@ -118,9 +118,9 @@ func (p *RawPeer) Count(ctx context.Context) (int, error) {
 	return len(all), err
 }
 
-// CountMessages subscribes to the peer's topic and adds one to n per
-// message until ctx ends; wg tracks the counting goroutine.
-func (p *RawPeer) CountMessages(ctx context.Context, wg *sync.WaitGroup, n *atomic.Int64) error {
+// Consume subscribes to the peer's topic and calls f with each message's
+// data until ctx ends; wg tracks the consuming goroutine.
+func (p *RawPeer) Consume(ctx context.Context, wg *sync.WaitGroup, f func(data []byte)) error {
 	sub, err := p.Topic.Subscribe()
 	if err != nil {
 		return err
@@ -130,13 +130,19 @@ func (p *RawPeer) CountMessages(ctx context.Context, wg *sync.WaitGroup, n *atom
 		defer wg.Done()
 		defer sub.Cancel()
 		for {
-			if _, err := sub.Next(ctx); err != nil {
+			m, err := sub.Next(ctx)
+			if err != nil {
 				return
 			}
-			n.Add(1)
+			f(m.Data)
 		}
 	}()
 	return nil
+}
+
+// CountMessages adds one to n per message on the peer's topic (see Consume).
+func (p *RawPeer) CountMessages(ctx context.Context, wg *sync.WaitGroup, n *atomic.Int64) error {
+	return p.Consume(ctx, wg, func([]byte) { n.Add(1) })
 }
 
 // Close stops the peer in the order go-ds-crdt asks for.

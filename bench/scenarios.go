@@ -554,22 +554,10 @@ func steady(ctx context.Context, sys string, peers, rate int, dur time.Duration)
 		cctx, cancel := context.WithCancel(ctx)
 		closer = func() error { cancel(); wg.Wait(); return c.Close() }
 		for _, p := range raw[1:] {
-			sub, err := p.Topic.Subscribe()
-			if err != nil {
+			if err := p.Consume(cctx, &wg, func(data []byte) { lat.recv(string(data)) }); err != nil {
 				_ = closer()
 				return nil, err
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					m, err := sub.Next(cctx)
-					if err != nil {
-						return
-					}
-					lat.recv(string(m.Data))
-				}
-			}()
 		}
 		if _, err := Await(ctx, 10*time.Second, func() bool { return len(raw[0].Topic.ListPeers()) == peers-1 }); err != nil {
 			_ = closer()

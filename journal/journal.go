@@ -77,7 +77,7 @@ func (j *Journal) All(ctx context.Context) (sigs []*signalmesh.Signal, bad int, 
 }
 
 // Replay returns every signal whose type matches match (nil: all), in causal
-// order: sorted by Less, which every replica computes the same way.
+// order: sorted by Sort, which every replica computes the same way.
 func (j *Journal) Replay(ctx context.Context, match func(*signalmesh.Signal) bool) ([]*signalmesh.Signal, error) {
 	all, _, err := j.All(ctx)
 	if err != nil {
@@ -161,7 +161,10 @@ func ClockOf(s *signalmesh.Signal) (vclock.Clock, error) {
 	return c, err
 }
 
-// Sort orders signals by Less.
+// Sort orders signals for replay: by the sum of the signal's clock, then by
+// id. If a happened before b, a's sum is smaller, so this is a linear
+// extension of the causal order, and it depends only on the signals
+// themselves: every replica holding the same signals sorts them the same way.
 func Sort(sigs []*signalmesh.Signal) {
 	type keyed struct {
 		sum uint64
@@ -178,18 +181,6 @@ func Sort(sigs []*signalmesh.Signal) {
 	for i := range ks {
 		sigs[i] = ks[i].s
 	}
-}
-
-// Less is the replay order: by the sum of the signal's clock, then by id. If
-// a happened before b, a's sum is smaller, so this is a linear extension of
-// the causal order, and it depends only on the signals themselves.
-func Less(a, b *signalmesh.Signal) bool {
-	ca, _ := ClockOf(a)
-	cb, _ := ClockOf(b)
-	if x, y := ca.Sum(), cb.Sum(); x != y {
-		return x < y
-	}
-	return a.ID < b.ID
 }
 
 // Digest is a SHA-256 over the ids of sigs, in order, in hex.

@@ -54,6 +54,3 @@ func (b *Blocklist) InterceptSecured(_ network.Direction, p peer.ID, _ network.C
 	return b.ok(p)
 }
 func (b *Blocklist) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
-
-// Disconnect closes every connection to p.
-func (n *Node) Disconnect(p peer.ID) error { return n.host.Network().ClosePeer(p) }

@@ -363,6 +363,10 @@ func (n *Node) Connect(ctx context.Context, ai peer.AddrInfo) error {
 	return n.host.Connect(ctx, ai)
 }
 
+// Disconnect closes every connection to p (it may reconnect: block it with
+// Config.Allow or a gater such as Blocklist to keep it away).
+func (n *Node) Disconnect(p peer.ID) error { return n.host.Network().ClosePeer(p) }
+
 // Peers lists the peers the node is connected to.
 func (n *Node) Peers() []peer.ID { return n.host.Network().Peers() }
 
