@@ -7,7 +7,6 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 
@@ -34,37 +33,39 @@ func report(b *testing.B, figs []bench.Figure, err error) {
 	}
 }
 
-// BenchmarkPartitionHeal: 5 peers cut 2|3, 1,000 signals per side, heal.
-func BenchmarkPartitionHeal(b *testing.B) {
+func TestMain(m *testing.M) {
+	if bench.IsAgent() { // a peer of TestRunShortProcesses
+		os.Exit(bench.AgentMain())
+	}
+	os.Exit(m.Run())
+}
+
+func benchRun(b *testing.B, spec bench.Spec) {
 	for b.Loop() {
-		figs, err := bench.Partition(context.Background(), 5, 1000, false)
-		report(b, figs, err)
+		res, err := bench.Run(context.Background(), spec, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		report(b, res.Figures, nil)
 	}
 }
 
-// BenchmarkBurst: 10,000 signals from one peer to 4 others.
-func BenchmarkBurst(b *testing.B) {
-	for b.Loop() {
-		figs, err := bench.Burst(context.Background(), 5, 10000)
-		report(b, figs, err)
-	}
-}
+// BenchmarkPartitionHeal: 8 peers cut in two, 10,000 signals per side, heal.
+func BenchmarkPartitionHeal(b *testing.B) { benchRun(b, bench.Spec{Scenarios: []string{"partition"}}) }
+
+// BenchmarkBurst: 10,000 signals from one peer to 7 others.
+func BenchmarkBurst(b *testing.B) { benchRun(b, bench.Spec{Scenarios: []string{"burst"}}) }
 
 // BenchmarkSteady: 1,000 signals/s for 10 s from one peer to 7 others.
-func BenchmarkSteady(b *testing.B) {
-	for b.Loop() {
-		figs, err := bench.Steady(context.Background(), 8, 1000, 10*time.Second)
-		report(b, figs, err)
-	}
+func BenchmarkSteady(b *testing.B) { benchRun(b, bench.Spec{Scenarios: []string{"steady"}}) }
+
+// BenchmarkSteadyProcesses: the same, one OS process per peer.
+func BenchmarkSteadyProcesses(b *testing.B) {
+	benchRun(b, bench.Spec{Scenarios: []string{"steady"}, Processes: true})
 }
 
 // BenchmarkDurablePublish: 20,000 signals on one peer with pebble.
-func BenchmarkDurablePublish(b *testing.B) {
-	for b.Loop() {
-		figs, err := bench.Durable(context.Background(), 20000)
-		report(b, figs, err)
-	}
-}
+func BenchmarkDurablePublish(b *testing.B) { benchRun(b, bench.Spec{Scenarios: []string{"durable"}}) }
 
 // TestRunShort is the harness's CI check: the short suite runs, and its
 // report is produced and complete. It asserts no speed: only that every
@@ -72,16 +73,34 @@ func BenchmarkDurablePublish(b *testing.B) {
 // the JSON round-trips.
 func TestRunShort(t *testing.T) {
 	defer goleak.VerifyNone(t, nodetest.IgnoredGoroutines()...)
-	res, err := bench.Run(context.Background(), bench.Spec{Short: true}, nil)
+	spec := bench.Spec{Short: true}
+	steps := 0
+	res, err := bench.Run(context.Background(), spec, func(string) { steps++ })
 	if err != nil {
 		t.Fatal(err)
+	}
+	if steps != spec.Steps() {
+		t.Errorf("progress told %d steps, Steps() says %d", steps, spec.Steps())
 	}
 	want := map[string]bool{
 		"partition/heal-to-identical signalmesh":      false,
 		"partition/heal-to-identical crdt-batched":    false,
+		"partition/bytes-sent-per-peer signalmesh":    false,
+		"rejoin/rejoin-to-identical crdt-batched":     false,
 		"burst/worst-subscriber-delivered signalmesh": false,
 		"burst/worst-subscriber-delivered gossipsub":  false,
+		"burst/worst-subscriber-delivered nats":       false,
 		"burst/time-to-last-delivery signalmesh":      false,
+		"steady/latency-to-all-p50 signalmesh":        false,
+		"steady/latency-to-all-p50 gossipsub":         false,
+		"steady/latency-to-all-p50 nats":              false,
+		"steady/cpu-per-peer signalmesh":              false,
+		"mixed/quorum1/publish-call-p50 signalmesh":   false,
+		"churn/heal-to-complete signalmesh":           false,
+		"churn/worst-subscriber-delivered gossipsub":  false,
+		"scale/heal-to-identical signalmesh":          false,
+		"scale/burst-delivered-throughput nats":       false,
+		"history/heal-to-identical signalmesh":        false,
 		"durable/durable-publish signalmesh":          false,
 		"durable/durable-publish crdt-unbatched":      false,
 	}
@@ -93,9 +112,20 @@ func TestRunShort(t *testing.T) {
 		if f.Value < 0 || f.Unit == "" {
 			t.Errorf("figure %+v", f)
 		}
-		if (key == "burst/worst-subscriber-delivered signalmesh" || key == "steady/delivered signalmesh") && f.Value != 100 {
-			t.Errorf("signalmesh lost part of the burst: %v %%", f.Value)
+		lossless := key == "burst/worst-subscriber-delivered signalmesh" || key == "steady/delivered signalmesh" ||
+			key == "churn/worst-subscriber-delivered signalmesh" || key == "scale/burst-worst-subscriber-delivered signalmesh" ||
+			(key == "mixed/eventual/delivered signalmesh")
+		if lossless && f.Value != 100 {
+			t.Errorf("signalmesh lost signals: %s %s = %v %%", key, f.Variant, f.Value)
 		}
+	}
+	for _, m := range res.Missing {
+		if m.System == "signalmesh" && !strings.HasPrefix(m.Scenario, "mixed") {
+			t.Errorf("signalmesh missed %d signals in %s at peer %d: %v", len(m.IDs), m.Scenario, m.Peer, m.IDs[:min(5, len(m.IDs))])
+		}
+	}
+	if len(res.Series) == 0 {
+		t.Error("no series to plot")
 	}
 	for k, seen := range want {
 		if !seen {

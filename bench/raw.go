@@ -25,6 +25,9 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/metrics"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 )
 
 // RawOptions configure a baseline peer.
@@ -41,6 +44,8 @@ type RawOptions struct {
 	Rebroadcast time.Duration
 	// Topic for GossipSub / the CRDT broadcaster.
 	Topic string
+	// Reporter, optional, counts the host's bytes.
+	Reporter metrics.Reporter
 }
 
 // RawPeer is a baseline peer: a libp2p host with GossipSub (default
@@ -51,6 +56,7 @@ type RawPeer struct {
 	PS    *pubsub.PubSub
 	Topic *pubsub.Topic // joined unless CRDT (the broadcaster joins it then)
 	CRDT  *dscrdt.Datastore
+	RPCs  RPCCounter // GossipSub RPCs sent and received
 
 	store  ds.Batching
 	dag    *ipfslite.Peer
@@ -65,12 +71,15 @@ func NewRawPeer(o RawOptions) (*RawPeer, error) {
 	if o.Gater != nil {
 		opts = append(opts, libp2p.ConnectionGater(o.Gater))
 	}
+	if o.Reporter != nil {
+		opts = append(opts, libp2p.BandwidthReporter(o.Reporter))
+	}
 	var err error
 	if p.Host, err = libp2p.New(opts...); err != nil {
 		cancel()
 		return nil, err
 	}
-	if p.PS, err = pubsub.NewGossipSub(ctx, p.Host); err != nil {
+	if p.PS, err = pubsub.NewGossipSub(ctx, p.Host, pubsub.WithRawTracer(&p.RPCs)); err != nil {
 		p.Close()
 		return nil, err
 	}
@@ -107,6 +116,31 @@ func NewRawPeer(o RawOptions) (*RawPeer, error) {
 	}
 	return p, nil
 }
+
+// RPCCounter is a GossipSub tracer that counts RPCs.
+type RPCCounter struct {
+	In, Out atomic.Int64
+}
+
+var _ pubsub.RawTracer = (*RPCCounter)(nil)
+
+func (c *RPCCounter) RecvRPC(*pubsub.RPC)                    { c.In.Add(1) }
+func (c *RPCCounter) SendRPC(*pubsub.RPC, peer.ID)           { c.Out.Add(1) }
+func (*RPCCounter) AddPeer(peer.ID, protocol.ID)             {}
+func (*RPCCounter) RemovePeer(peer.ID)                       {}
+func (*RPCCounter) Join(string)                              {}
+func (*RPCCounter) Leave(string)                             {}
+func (*RPCCounter) Graft(peer.ID, string)                    {}
+func (*RPCCounter) Prune(peer.ID, string)                    {}
+func (*RPCCounter) ValidateMessage(*pubsub.Message)          {}
+func (*RPCCounter) DeliverMessage(*pubsub.Message)           {}
+func (*RPCCounter) RejectMessage(*pubsub.Message, string)    {}
+func (*RPCCounter) DuplicateMessage(*pubsub.Message)         {}
+func (*RPCCounter) ThrottlePeer(peer.ID)                     {}
+func (*RPCCounter) DropRPC(*pubsub.RPC, peer.ID)             {}
+func (*RPCCounter) UndeliverableMessage(*pubsub.Message)     {}
+func (*RPCCounter) OnNewOutboundStream(peer.ID, protocol.ID) {}
+func (*RPCCounter) OnClosedOutboundStream(peer.ID)           {}
 
 // Count returns the number of keys in the CRDT store.
 func (p *RawPeer) Count(ctx context.Context) (int, error) {

@@ -3,42 +3,72 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 )
 
-// Spec says what to run. Zero fields take the standard suite's values.
+// Spec says what to run. Zero fields take the standard suite's values
+// (Short: the CI suite's).
 type Spec struct {
-	// Scenarios to run, from "partition", "rejoin", "burst", "steady",
-	// "durable". Empty: all.
+	// Scenarios to run, from AllScenarios. Empty: all.
 	Scenarios []string `json:"scenarios"`
-	// Peers in the partition and burst scenarios. Default 5.
+	// Processes runs every peer in an OS process of its own instead of all
+	// in this one (the go-ds-crdt baselines stay in this process).
+	Processes bool `json:"processes"`
+	// Seed drives every random choice; a run is reproducible from it.
+	// Default 1.
+	Seed uint64 `json:"seed"`
+	// Payload is the data size of each signal. Default 100 bytes.
+	Payload int `json:"payload"`
+	// Peers in the partition, rejoin, burst, steady, mixed and churn
+	// scenarios. Default 8 (short 3).
 	Peers int `json:"peers"`
-	// Signals per side (partition) or written while one peer is away
-	// (rejoin), in the burst, and published (durable).
-	// Default 1,000 / 10,000 / 20,000.
+	// Groups a partition cuts the peers into. Default 2.
+	Groups int `json:"groups"`
+	// Signals per side of the partition. Default 10,000 (short 100).
 	PerSide int `json:"per_side"`
-	Burst   int `json:"burst"`
+	// Signals written while one peer is away. Default 1,000 (short 100).
+	Rejoin int `json:"rejoin"`
+	// Signals in the burst. Default 10,000 (short 500).
+	Burst int `json:"burst"`
+	// Signals in the durable-publish run. Default 20,000 (short 1,000).
 	Durable int `json:"durable"`
-	// Rate (signals/s) and Seconds of the steady scenario. Default 1,000
-	// for 10 s (short: 200 for 2 s).
+	// Rate (signals/s) and Seconds of the steady, mixed and churn
+	// scenarios. Default 1,000 for 10 s (short: 200 for 2 s).
 	Rate    int     `json:"rate"`
 	Seconds float64 `json:"seconds"`
-	// Short runs small counts and skips the slowest baseline, for CI.
+	// ScaleN are the peer counts of the scale sweep. Default 2, 4, 8, 16,
+	// 32 (short 2, 4); ScalePerSide and ScaleBurst its sizes: default 1,000
+	// and 2,000 (short 50 and 200).
+	ScaleN       []int `json:"scale_n"`
+	ScalePerSide int   `json:"scale_per_side"`
+	ScaleBurst   int   `json:"scale_burst"`
+	// History lengths the history sweep journals before its partition.
+	// Default 0, 10,000, 50,000 (short 0, 500).
+	History []int `json:"history"`
+	// Short runs small counts and skips the slowest baselines, for CI.
 	Short bool `json:"short"`
 }
 
-func (s Spec) withDefaults() Spec {
+// AllScenarios are the scenarios in the order Run runs them.
+var AllScenarios = []string{"partition", "rejoin", "burst", "steady", "mixed", "churn", "scale", "history", "durable"}
+
+// WithDefaults fills the zero fields with the standard (or short) suite's values.
+func (s Spec) WithDefaults() Spec {
 	if len(s.Scenarios) == 0 {
-		s.Scenarios = []string{"partition", "rejoin", "burst", "steady", "durable"}
+		s.Scenarios = AllScenarios
 	}
 	def := func(v *int, full, short int) {
 		if *v == 0 {
@@ -48,18 +78,65 @@ func (s Spec) withDefaults() Spec {
 			}
 		}
 	}
-	def(&s.Peers, 5, 3)
-	def(&s.PerSide, 1000, 100)
+	if s.Seed == 0 {
+		s.Seed = 1
+	}
+	def(&s.Payload, 100, 100)
+	def(&s.Peers, 8, 3)
+	def(&s.Groups, 2, 2)
+	def(&s.PerSide, 10000, 100)
+	def(&s.Rejoin, 1000, 100)
 	def(&s.Burst, 10000, 500)
 	def(&s.Durable, 20000, 1000)
 	def(&s.Rate, 1000, 200)
+	def(&s.ScalePerSide, 1000, 50)
+	def(&s.ScaleBurst, 2000, 200)
 	if s.Seconds == 0 {
 		s.Seconds = 10
 		if s.Short {
 			s.Seconds = 2
 		}
 	}
+	if len(s.ScaleN) == 0 {
+		s.ScaleN = []int{2, 4, 8, 16, 32}
+		if s.Short {
+			s.ScaleN = []int{2, 4}
+		}
+	}
+	if len(s.History) == 0 {
+		s.History = []int{0, 10000, 50000}
+		if s.Short {
+			s.History = []int{0, 500}
+		}
+	}
 	return s
+}
+
+// Validate reports the first bad field.
+func (s Spec) Validate() error {
+	for _, sc := range s.Scenarios {
+		if !slices.Contains(AllScenarios, sc) {
+			return fmt.Errorf("bench: unknown scenario %q (%s)", sc, strings.Join(AllScenarios, ", "))
+		}
+	}
+	if s.Peers < 2 || s.Groups < 2 || s.Groups > s.Peers {
+		return fmt.Errorf("bench: need at least 2 peers and 2 <= groups <= peers (peers %d, groups %d)", s.Peers, s.Groups)
+	}
+	for _, n := range s.ScaleN {
+		if n < 2 {
+			return fmt.Errorf("bench: scale peer count %d < 2", n)
+		}
+	}
+	for _, h := range s.History {
+		if h < 0 {
+			return fmt.Errorf("bench: negative history %d", h)
+		}
+	}
+	if s.PerSide < 1 || s.Rejoin < 1 || s.Burst < 1 || s.Durable < 1 || s.Rate < 1 || s.Seconds <= 0 || s.Payload < 0 ||
+		s.ScalePerSide < 1 || s.ScaleBurst < 1 {
+		return errors.New("bench: counts, rate and seconds must be positive")
+	}
+	return nil
 }
 
 // Result is one run: what was asked, where, and what was measured.
@@ -70,6 +147,10 @@ type Result struct {
 	Machine  Machine   `json:"machine"`
 	Revision string    `json:"revision"`
 	Figures  []Figure  `json:"figures"`
+	Series   []Series  `json:"series"`
+	// Missing names every signal a subscriber never got, per scenario,
+	// system and peer.
+	Missing []Missing `json:"missing"`
 }
 
 // Machine describes where a result was measured.
@@ -79,45 +160,72 @@ type Machine struct {
 	Host             string
 }
 
+// Steps is how many progress steps Run reports for spec.
+func (s Spec) Steps() int {
+	s = s.WithDefaults()
+	n := len(s.Scenarios)
+	if slices.Contains(s.Scenarios, "scale") {
+		n += len(s.ScaleN) - 1
+	}
+	return n
+}
+
 // Run runs the scenarios of spec one after another; progress, when not
-// nil, is told each scenario's name before it starts.
-func Run(ctx context.Context, spec Spec, progress func(scenario string, i, n int)) (*Result, error) {
-	spec = spec.withDefaults()
-	for _, sc := range spec.Scenarios {
-		switch sc {
-		case "partition", "rejoin", "burst", "steady", "durable":
-		default:
-			return nil, fmt.Errorf("bench: unknown scenario %q (partition, rejoin, burst, steady, durable)", sc)
-		}
+// nil, is told what starts next (Steps() calls in all).
+func Run(ctx context.Context, spec Spec, progress func(step string)) (*Result, error) {
+	spec = spec.WithDefaults()
+	if err := spec.Validate(); err != nil {
+		return nil, err
 	}
 	host, _ := os.Hostname()
 	res := &Result{Spec: spec, Started: time.Now().UTC(), Revision: revision(),
 		Machine: Machine{GOOS: runtime.GOOS, GOARCH: runtime.GOARCH, Go: runtime.Version(), CPUs: runtime.NumCPU(), Host: host}}
-	for i, sc := range spec.Scenarios {
+	env := Env{Processes: spec.Processes, Seed: spec.Seed, Payload: spec.Payload}
+	if spec.Short {
+		env.Settle, env.Quiet = 1100*time.Millisecond, 2*time.Second
+	}
+	env = env.withDefaults()
+	dur := time.Duration(spec.Seconds * float64(time.Second))
+	tell := func(s string) {
 		if progress != nil {
-			progress(sc, i, len(spec.Scenarios))
+			progress(s)
 		}
-		var figs []Figure
+	}
+	for _, sc := range spec.Scenarios {
+		var o *Outcome
 		var err error
+		if sc != "scale" {
+			tell(sc)
+		}
 		switch sc {
 		case "partition":
-			figs, err = Partition(ctx, spec.Peers, spec.PerSide, spec.Short)
+			o, err = Partition(ctx, env, spec.Peers, spec.PerSide, spec.Groups, spec.Short)
 		case "rejoin":
-			figs, err = Rejoin(ctx, spec.Peers, spec.PerSide)
+			o, err = Rejoin(ctx, env, spec.Peers, spec.Rejoin)
 		case "burst":
-			figs, err = Burst(ctx, spec.Peers, spec.Burst)
+			o, err = Burst(ctx, env, spec.Peers, spec.Burst)
 		case "steady":
-			figs, err = Steady(ctx, spec.Peers, spec.Rate, time.Duration(spec.Seconds*float64(time.Second)))
+			o, err = Steady(ctx, env, spec.Peers, spec.Rate, dur)
+		case "mixed":
+			o, err = Mixed(ctx, env, spec.Peers, spec.Rate, dur)
+		case "churn":
+			o, err = Churn(ctx, env, spec.Peers, spec.Rate, dur, max(dur/8, 200*time.Millisecond))
+		case "scale":
+			o, err = Scale(ctx, env, spec.ScaleN, spec.ScalePerSide, spec.ScaleBurst, !spec.Short, tell)
+		case "history":
+			o, err = History(ctx, env, spec.Peers, spec.ScalePerSide, spec.History)
 		case "durable":
-			figs, err = Durable(ctx, spec.Durable)
+			o, err = Durable(ctx, env, spec.Durable)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("bench: %s: %w", sc, err)
 		}
-		for k := range figs {
-			figs[k].Metric = sc + "/" + figs[k].Metric
+		for k := range o.Figures {
+			o.Figures[k].Metric = sc + "/" + o.Figures[k].Metric
 		}
-		res.Figures = append(res.Figures, figs...)
+		res.Figures = append(res.Figures, o.Figures...)
+		res.Series = append(res.Series, o.Series...)
+		res.Missing = append(res.Missing, o.Missing...)
 	}
 	res.Seconds = time.Since(res.Started).Seconds()
 	return res, nil
@@ -158,27 +266,46 @@ func (r *Result) WriteJSON(dir string) (string, error) {
 func (r *Result) Summary(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "metric\tsystem\tvalue\tvs signalmesh\tnote\n")
-	ours := map[string]float64{} // the first signalmesh figure of each metric
+	ours := map[string]float64{} // the first signalmesh figure of each metric and variant
 	for _, f := range r.Figures {
-		if _, seen := ours[f.Metric]; f.System == "signalmesh" && !seen {
-			ours[f.Metric] = f.Value
+		if _, seen := ours[f.Metric+f.Variant]; f.System == "signalmesh" && !seen {
+			ours[f.Metric+f.Variant] = f.Value
 		}
 	}
 	for _, f := range r.Figures {
 		ratio := ""
-		if base := ours[f.Metric]; f.System != "signalmesh" && base != 0 {
+		if base := ours[f.Metric+f.Variant]; f.System != "signalmesh" && base != 0 {
 			ratio = fmt.Sprintf("%.2fx", f.Value/base)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s\t%s\n", f.Metric, f.System, trim(f.Value), f.Unit, ratio, f.Note)
+		sys := f.System
+		if f.Variant != "" {
+			sys += " " + f.Variant
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s\t%s\n", f.Metric, sys, trim(f.Value), f.Unit, ratio, f.Note)
 	}
 	_ = tw.Flush()
+	missing := map[string]int{}
+	for _, m := range r.Missing {
+		missing[m.Scenario+" "+m.System] += len(m.IDs)
+	}
+	for _, k := range slices.Sorted(maps.Keys(missing)) {
+		fmt.Fprintf(w, "missing: %s: %d deliveries (named in the JSON result)\n", k, missing[k])
+	}
 	fmt.Fprintf(w, "%d figures in %.0f s on %d CPUs (%s/%s, %s), revision %s\n",
 		len(r.Figures), r.Seconds, r.Machine.CPUs, r.Machine.GOOS, r.Machine.GOARCH, r.Machine.Go, shortRev(r.Revision))
 }
 
+// trim prints v with about three significant digits, no exponent.
 func trim(v float64) string {
-	s := fmt.Sprintf("%.1f", v)
-	return strings.TrimSuffix(s, ".0")
+	switch a := math.Abs(v); {
+	case a >= 100 || a == 0:
+		return fmt.Sprintf("%.0f", v)
+	case a >= 10:
+		return fmt.Sprintf("%.1f", v)
+	case a >= 1:
+		return fmt.Sprintf("%.2f", v)
+	}
+	return fmt.Sprintf("%.3g", v)
 }
 
 func shortRev(r string) string {

@@ -4,210 +4,241 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"os"
 	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
-
-	"github.com/signalmesh/signalmesh"
 )
 
 // Figure is one measured value of one system.
 type Figure struct {
-	System  string  `json:"system"`            // "signalmesh", "gossipsub", "crdt-batched", "crdt-unbatched"
-	Variant string  `json:"variant,omitempty"` // how the system was driven, when a scenario tries several ways
+	System  string  `json:"system"`            // "signalmesh", "gossipsub", "nats", "crdt-batched", "crdt-unbatched"
+	Variant string  `json:"variant,omitempty"` // a point of a sweep (N=8, history=10000) or a way of driving the system
 	Metric  string  `json:"metric"`
 	Unit    string  `json:"unit"`
 	Value   float64 `json:"value"`
 	Note    string  `json:"note,omitempty"`
 }
 
-// Partition: peers cut into two sides, perSide signals written on each side
-// while cut, then heal; measures the time from reconnecting to identical
-// journals. Baselines: raw go-ds-crdt batched and (unless short) unbatched,
-// with the same 2 s rebroadcast signalmesh uses.
-func Partition(ctx context.Context, peers, perSide int, short bool) ([]Figure, error) {
-	left, right := sides(peers)
-	var figs []Figure
-	ms, err := partitionMesh(ctx, peers, perSide, left, right)
+// Series is a curve for a plot.
+type Series struct {
+	Plot   string    `json:"plot"` // latency-cdf, convergence-vs-n, throughput-vs-n, completeness-vs-n
+	System string    `json:"system"`
+	X      []float64 `json:"x"`
+	Y      []float64 `json:"y"`
+}
+
+// Missing names, per system and peer, the signals a subscriber never got.
+type Missing struct {
+	Scenario string   `json:"scenario"`
+	System   string   `json:"system"`
+	Peer     int      `json:"peer"`
+	IDs      []string `json:"ids"`
+}
+
+// Outcome is what one scenario measured.
+type Outcome struct {
+	Figures []Figure
+	Series  []Series
+	Missing []Missing
+}
+
+func (o *Outcome) add(f ...Figure) { o.Figures = append(o.Figures, f...) }
+
+// costs adds a scenario's costs per peer: bytes and GossipSub RPCs sent,
+// CPU, and the largest process's memory.
+func (o *Outcome) costs(sys, variant string, env Env, n int, st Stats) {
+	cpuNote := "per process"
+	if !env.Processes {
+		cpuNote = "whole process / peers (peers share one process)"
+	}
+	o.add(Figure{System: sys, Variant: variant, Metric: "bytes-sent-per-peer", Unit: "KiB", Value: float64(st.BytesOut) / 1024 / float64(n)},
+		Figure{System: sys, Variant: variant, Metric: "messages-sent-per-peer", Unit: "rpcs", Value: float64(st.RPCsOut) / float64(n)},
+		Figure{System: sys, Variant: variant, Metric: "cpu-per-peer", Unit: "s", Value: st.CPU / float64(n), Note: cpuNote},
+		Figure{System: sys, Variant: variant, Metric: "max-rss", Unit: "MiB", Value: st.MaxRSS, Note: "largest process"})
+}
+
+const writeType = "bench.write"
+
+// sideWrite publishes perSide signals on a side, from up to two of its
+// peers, in Publish calls of up to 1,000.
+func sideWrite(ctx context.Context, g *group, side []int, perSide int, env Env) error {
+	writers := side[:min(2, len(side))]
+	per := perSide / len(writers)
+	errs := make(chan error, len(writers))
+	for k, i := range writers {
+		n := per
+		if k == len(writers)-1 {
+			n = perSide - per*k
+		}
+		go func() {
+			errs <- g.peers[i].Publish(ctx, PublishReq{Type: writeType, N: n, Batch: 1000, Payload: env.Payload, Seed: env.Seed + uint64(i)})
+		}()
+	}
+	var first error
+	for range writers {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// Partition: the peers are dealt into `groups` sides at random (seeded),
+// perSide signals are written on every side while cut, then everything
+// heals; measures the time from reconnecting to identical journals, and the
+// bytes, messages and CPU the heal cost. Baselines: raw go-ds-crdt batched
+// and unbatched (unbatched with at most 1,000 signals a side: more takes
+// minutes), with the same 2 s rebroadcast, and raw GossipSub, which never
+// converges.
+func Partition(ctx context.Context, env Env, peers, perSide, groups int, short bool) (*Outcome, error) {
+	o := &Outcome{}
+	sides := split(env.rng(1), peers, groups)
+	ms, st, err := partitionMesh(ctx, env, peers, perSide, sides)
 	if err != nil {
 		return nil, fmt.Errorf("signalmesh: %w", err)
 	}
-	figs = append(figs, Figure{System: "signalmesh", Metric: "heal-to-identical", Unit: "ms", Value: ms})
-	modes := []bool{true, false}
-	if short {
-		modes = modes[:1]
+	o.add(Figure{System: "signalmesh", Metric: "heal-to-identical", Unit: "ms", Value: ms})
+	o.costs("signalmesh", "", env, peers, st)
+	o.add(Figure{System: "signalmesh", Metric: "dag-heads-after", Unit: "heads", Value: float64(st.Heads), Note: "most on any peer"})
+	type mode struct {
+		batched bool
+		n       int
 	}
-	for _, batched := range modes {
-		ms, err := partitionCRDT(ctx, peers, perSide, left, right, batched)
-		name := "crdt-unbatched"
-		if batched {
+	modes := []mode{{true, perSide}}
+	if !short {
+		modes = append(modes, mode{false, min(perSide, 1000)})
+	}
+	for _, m := range modes {
+		ms, err := partitionCRDT(ctx, peers, m.n, sides, m.batched)
+		name, note := "crdt-unbatched", "rebroadcast 2 s"
+		if m.batched {
 			name = "crdt-batched"
+		}
+		if m.n != perSide {
+			note += fmt.Sprintf("; %d signals a side, not %d", m.n, perSide)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		figs = append(figs, Figure{System: name, Metric: "heal-to-identical", Unit: "ms", Value: ms, Note: "rebroadcast 2 s"})
+		o.add(Figure{System: name, Metric: "heal-to-identical", Unit: "ms", Value: ms, Note: note})
 	}
 	if !short {
-		pct, err := partitionGossip(ctx, peers, perSide, left, right)
+		pct, err := partitionGossip(ctx, env, peers, min(perSide, 1000), sides)
 		if err != nil {
 			return nil, fmt.Errorf("gossipsub: %w", err)
 		}
-		figs = append(figs, Figure{System: "gossipsub", Metric: "other-side-delivered-after-heal", Unit: "%", Value: pct,
+		o.add(Figure{System: "gossipsub", Metric: "other-side-delivered-after-heal", Unit: "%", Value: pct,
 			Note: "heal-to-identical: never"})
 	}
-	return figs, nil
+	return o, nil
+}
+
+func partitionMesh(ctx context.Context, env Env, peers, perSide int, sides [][]int) (float64, Stats, error) {
+	g, err := startGroup(ctx, env, KindMesh, peers)
+	if err != nil {
+		return 0, Stats{}, err
+	}
+	defer g.Close()
+	if err := g.cut(sides...); err != nil {
+		return 0, Stats{}, err
+	}
+	for _, side := range sides {
+		if err := sideWrite(ctx, g, side, perSide, env); err != nil {
+			return 0, Stats{}, err
+		}
+	}
+	if _, err := Await(ctx, 5*time.Minute, func() bool {
+		for _, side := range sides {
+			if !g.identical(ctx, side, perSide) {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		return 0, Stats{}, fmt.Errorf("sides: %w", err)
+	}
+	before, err := g.stats(ctx, env)
+	if err != nil {
+		return 0, Stats{}, err
+	}
+	if err := g.heal(ctx); err != nil {
+		return 0, Stats{}, err
+	}
+	took, err := Await(ctx, 5*time.Minute, func() bool { return g.identical(ctx, all(peers), len(sides)*perSide) })
+	if err != nil {
+		return 0, Stats{}, err
+	}
+	after, err := g.stats(ctx, env)
+	return float64(took.Microseconds()) / 1000, after.minus(before), err
+}
+
+// minus is the cost between two snapshots (memory and heads: the later).
+func (s Stats) minus(b Stats) Stats {
+	s.BytesIn -= b.BytesIn
+	s.BytesOut -= b.BytesOut
+	s.RPCsIn -= b.RPCsIn
+	s.RPCsOut -= b.RPCsOut
+	s.CPU -= b.CPU
+	return s
 }
 
 // partitionGossip: what each side publishes while cut never reaches the
 // other side with raw GossipSub, heal or not. Returns the share of the
-// other side's messages the peers have 5 s after the heal.
-func partitionGossip(ctx context.Context, peers, perSide int, left, right []int) (float64, error) {
-	raw, c, err := newRaw(ctx, peers, RawOptions{Topic: "cut"}, "")
+// other sides' messages the peers have 5 s after the heal.
+func partitionGossip(ctx context.Context, env Env, peers, perSide int, sides [][]int) (float64, error) {
+	g, err := startGroup(ctx, env, KindGossip, peers)
 	if err != nil {
 		return 0, err
 	}
-	defer c.Close()
-	got := make([]atomic.Int64, peers)
-	var wg sync.WaitGroup
-	cctx, cancel := context.WithCancel(ctx)
-	defer func() { cancel(); wg.Wait() }()
-	for i, p := range raw {
-		if err := p.CountMessages(cctx, &wg, &got[i]); err != nil {
+	defer g.Close()
+	if err := g.watch(ctx, all(peers), ""); err != nil {
+		return 0, err
+	}
+	time.Sleep(env.Settle) // a formed mesh: a fair start for GossipSub
+	if err := g.cut(sides...); err != nil {
+		return 0, err
+	}
+	for _, side := range sides {
+		if err := g.peers[side[0]].Publish(ctx, PublishReq{Type: writeType, N: perSide, Payload: env.Payload}); err != nil {
 			return 0, err
 		}
 	}
-	c.cut(left, right)
-	for _, side := range [][]int{left, right} {
-		for j := 0; j < perSide; j++ {
-			_ = raw[side[j%len(side)]].Topic.Publish(ctx, []byte(fmt.Sprint(side[0], "-", j)))
-		}
-	}
-	time.Sleep(2 * time.Second) // each side's own gossip settles
-	before := make([]int64, peers)
-	for i := range got {
-		before[i] = got[i].Load()
-	}
-	if err := c.heal(ctx); err != nil {
-		return 0, err
-	}
-	time.Sleep(5 * time.Second) // nothing to await: GossipSub never resends
-	var other int64
-	for i := range got {
-		other += got[i].Load() - before[i]
-	}
-	return 100 * float64(other) / float64(peers*perSide), nil
-}
-
-// Rejoin: one peer is cut off while the others write n signals, then it
-// reconnects; measures the time from reconnecting to identical journals.
-// Baseline: raw go-ds-crdt with batched Puts (rebroadcast 2 s).
-func Rejoin(ctx context.Context, peers, n int) ([]Figure, error) {
-	var others []int
-	for i := 0; i < peers-1; i++ {
-		others = append(others, i)
-	}
-	away := []int{peers - 1}
-	nodes, c, err := newMesh(ctx, peers, "")
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	c.cut(others, away)
-	if err := nodes[0].Publish(ctx, newSignals(n, "rejoin.write")...); err != nil {
-		return nil, err
-	}
-	if _, err := Await(ctx, 5*time.Minute, func() bool { return identical(ctx, pick(nodes, others), n) }); err != nil {
-		return nil, fmt.Errorf("signalmesh: others: %w", err)
-	}
-	if err := c.heal(ctx); err != nil {
-		return nil, err
-	}
-	took, err := Await(ctx, 5*time.Minute, func() bool { return identical(ctx, nodes, n) })
-	if err != nil {
-		return nil, fmt.Errorf("signalmesh: %w", err)
-	}
-	figs := []Figure{{System: "signalmesh", Metric: "rejoin-to-identical", Unit: "ms", Value: float64(took.Milliseconds())}}
-
-	raw, rc, err := newRaw(ctx, peers, RawOptions{CRDT: true, Topic: "rejoin", Rebroadcast: 2 * time.Second}, "")
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	rc.cut(others, away)
-	if err := rawWrite(ctx, raw[0], "w", n, true); err != nil {
-		return nil, err
-	}
-	if _, err := Await(ctx, 5*time.Minute, func() bool { return rawAll(ctx, pick(raw, others), n) }); err != nil {
-		return nil, fmt.Errorf("crdt-batched: others: %w", err)
-	}
-	if err := rc.heal(ctx); err != nil {
-		return nil, err
-	}
-	took, err = Await(ctx, 5*time.Minute, func() bool { return rawAll(ctx, raw, n) })
-	if err != nil {
-		return nil, fmt.Errorf("crdt-batched: %w", err)
-	}
-	return append(figs, Figure{System: "crdt-batched", Metric: "rejoin-to-identical", Unit: "ms",
-		Value: float64(took.Milliseconds()), Note: "rebroadcast 2 s"}), nil
-}
-
-func sides(peers int) (left, right []int) {
-	for i := 0; i < peers; i++ {
-		if i < peers*2/5 || i == 0 {
-			left = append(left, i)
-		} else {
-			right = append(right, i)
-		}
-	}
-	return left, right
-}
-
-func partitionMesh(ctx context.Context, peers, perSide int, left, right []int) (float64, error) {
-	nodes, c, err := newMesh(ctx, peers, "")
+	time.Sleep(env.Settle) // each side's own gossip settles
+	before, err := g.counts(all(peers))
 	if err != nil {
 		return 0, err
 	}
-	defer c.Close()
-	c.cut(left, right)
-	for _, side := range [][]int{left, right} {
-		sigs := newSignals(perSide, "bench.write")
-		writers := side[:min(2, len(side))]
-		per := perSide / len(writers)
-		for k, i := range writers {
-			end := (k + 1) * per
-			if k == len(writers)-1 {
-				end = perSide
-			}
-			if err := nodes[i].Publish(ctx, sigs[k*per:end]...); err != nil {
-				return 0, err
-			}
-		}
-	}
-	if _, err := Await(ctx, 5*time.Minute, func() bool {
-		return identical(ctx, pick(nodes, left), perSide) && identical(ctx, pick(nodes, right), perSide)
-	}); err != nil {
-		return 0, fmt.Errorf("sides: %w", err)
-	}
-	if err := c.heal(ctx); err != nil {
+	if err := g.heal(ctx); err != nil {
 		return 0, err
 	}
-	took, err := Await(ctx, 5*time.Minute, func() bool { return identical(ctx, nodes, 2*perSide) })
-	return float64(took.Milliseconds()), err
+	time.Sleep(env.Quiet) // nothing to await: GossipSub never resends
+	after, err := g.counts(all(peers))
+	if err != nil {
+		return 0, err
+	}
+	other := 0
+	for i := range after {
+		other += after[i] - before[i]
+	}
+	return 100 * float64(other) / float64(peers*perSide*(len(sides)-1)), nil
 }
 
-func partitionCRDT(ctx context.Context, peers, perSide int, left, right []int, batched bool) (float64, error) {
+func partitionCRDT(ctx context.Context, peers, perSide int, sides [][]int, batched bool) (float64, error) {
 	raw, c, err := newRaw(ctx, peers, RawOptions{CRDT: true, Topic: "raw", Rebroadcast: 2 * time.Second}, "")
 	if err != nil {
 		return 0, err
 	}
 	defer c.Close()
-	c.cut(left, right)
-	for s, side := range [][]int{left, right} {
+	for a := range sides {
+		for b := a + 1; b < len(sides); b++ {
+			c.cut(sides[a], sides[b])
+		}
+	}
+	for s, side := range sides {
 		writers := side[:min(2, len(side))]
 		per := perSide / len(writers)
 		for k, i := range writers {
@@ -220,22 +251,16 @@ func partitionCRDT(ctx context.Context, peers, perSide int, left, right []int, b
 			}
 		}
 	}
-	if _, err := Await(ctx, 10*time.Minute, func() bool { return rawAll(ctx, raw, perSide) }); err != nil {
-		return 0, fmt.Errorf("sides: %w", err)
+	for _, side := range sides {
+		if _, err := Await(ctx, 10*time.Minute, func() bool { return rawAll(ctx, pick(raw, side), perSide) }); err != nil {
+			return 0, fmt.Errorf("sides: %w", err)
+		}
 	}
 	if err := c.heal(ctx); err != nil {
 		return 0, err
 	}
-	took, err := Await(ctx, 10*time.Minute, func() bool { return rawAll(ctx, raw, 2*perSide) })
-	return float64(took.Milliseconds()), err
-}
-
-func pick[T any](all []T, idx []int) []T {
-	out := make([]T, len(idx))
-	for k, i := range idx {
-		out[k] = all[i]
-	}
-	return out
+	took, err := Await(ctx, 10*time.Minute, func() bool { return rawAll(ctx, raw, len(sides)*perSide) })
+	return float64(took.Microseconds()) / 1000, err
 }
 
 func rawWrite(ctx context.Context, p *RawPeer, prefix string, n int, batched bool) error {
@@ -260,113 +285,575 @@ func rawWrite(ctx context.Context, p *RawPeer, prefix string, n int, batched boo
 	return bt.Commit(ctx)
 }
 
-// Burst: peer 0 publishes total signals as fast as 16 goroutines can, to
-// every other peer; measures the fraction the worst subscriber got and the
-// time to the last delivery. Baseline: raw GossipSub (defaults, mesh formed
-// before the burst).
-func Burst(ctx context.Context, peers, total int) ([]Figure, error) {
-	var figs []Figure
-	pct, ms, err := burstMesh(ctx, peers, total)
+// Rejoin: one peer (chosen by the seed) is cut off while the others write
+// n signals, then it reconnects; measures the time from reconnecting to
+// identical journals. Baseline: raw go-ds-crdt with batched Puts.
+func Rejoin(ctx context.Context, env Env, peers, n int) (*Outcome, error) {
+	away := env.rng(2).IntN(peers-1) + 1
+	var others []int
+	for i := 0; i < peers; i++ {
+		if i != away {
+			others = append(others, i)
+		}
+	}
+	g, err := startGroup(ctx, env, KindMesh, peers)
+	if err != nil {
+		return nil, err
+	}
+	defer g.Close()
+	if err := g.cut(others, []int{away}); err != nil {
+		return nil, err
+	}
+	if err := g.peers[0].Publish(ctx, PublishReq{Type: writeType, N: n, Batch: 1000, Payload: env.Payload}); err != nil {
+		return nil, err
+	}
+	if _, err := Await(ctx, 5*time.Minute, func() bool { return g.identical(ctx, others, n) }); err != nil {
+		return nil, fmt.Errorf("signalmesh: others: %w", err)
+	}
+	if err := g.heal(ctx); err != nil {
+		return nil, err
+	}
+	took, err := Await(ctx, 5*time.Minute, func() bool { return g.identical(ctx, all(peers), n) })
 	if err != nil {
 		return nil, fmt.Errorf("signalmesh: %w", err)
 	}
-	figs = append(figs,
-		Figure{System: "signalmesh", Metric: "worst-subscriber-delivered", Unit: "%", Value: pct},
-		Figure{System: "signalmesh", Metric: "time-to-last-delivery", Unit: "ms", Value: ms})
-	pct, ms, err = burstGossip(ctx, peers, total)
+	o := &Outcome{}
+	o.add(Figure{System: "signalmesh", Metric: "rejoin-to-identical", Unit: "ms", Value: float64(took.Microseconds()) / 1000})
+
+	raw, rc, err := newRaw(ctx, peers, RawOptions{CRDT: true, Topic: "rejoin", Rebroadcast: 2 * time.Second}, "")
 	if err != nil {
-		return nil, fmt.Errorf("gossipsub: %w", err)
+		return nil, err
 	}
-	figs = append(figs,
-		Figure{System: "gossipsub", Metric: "worst-subscriber-delivered", Unit: "%", Value: pct},
-		Figure{System: "gossipsub", Metric: "time-to-last-delivery", Unit: "ms", Value: ms, Note: "until deliveries stop"})
-	return figs, nil
+	defer rc.Close()
+	rc.cut(others, []int{away})
+	if err := rawWrite(ctx, raw[0], "w", n, true); err != nil {
+		return nil, err
+	}
+	if _, err := Await(ctx, 5*time.Minute, func() bool { return rawAll(ctx, pick(raw, others), n) }); err != nil {
+		return nil, fmt.Errorf("crdt-batched: others: %w", err)
+	}
+	if err := rc.heal(ctx); err != nil {
+		return nil, err
+	}
+	took, err = Await(ctx, 5*time.Minute, func() bool { return rawAll(ctx, raw, n) })
+	if err != nil {
+		return nil, fmt.Errorf("crdt-batched: %w", err)
+	}
+	o.add(Figure{System: "crdt-batched", Metric: "rejoin-to-identical", Unit: "ms",
+		Value: float64(took.Microseconds()) / 1000, Note: "rebroadcast 2 s"})
+	return o, nil
 }
 
-func burstMesh(ctx context.Context, peers, total int) (pct, ms float64, err error) {
-	nodes, c, err := newMesh(ctx, peers, "")
-	if err != nil {
-		return 0, 0, err
+func pick[T any](all []T, idx []int) []T {
+	out := make([]T, len(idx))
+	for k, i := range idx {
+		out[k] = all[i]
 	}
-	defer c.Close()
-	counts := make([]atomic.Int64, peers-1)
-	for i, n := range nodes[1:] {
-		if _, err := n.Subscribe("burst.*", func(context.Context, *signalmesh.Signal) error {
-			counts[i].Add(1)
-			return nil
-		}); err != nil {
-			return 0, 0, err
+	return out
+}
+
+// deliveries is what one run of a publisher and its subscribers did.
+type deliveries struct {
+	sent     map[string]Sent
+	arrivals []map[string]int64 // per subscriber
+	subs     []int              // the subscribers' peer indices
+}
+
+// collect reads the publisher's and subscribers' records.
+func collect(g *group, pub int, subs []int) (*deliveries, error) {
+	d := &deliveries{subs: subs}
+	var err error
+	if d.sent, err = g.peers[pub].Sent(); err != nil {
+		return nil, err
+	}
+	for _, i := range subs {
+		a, err := g.peers[i].Arrivals()
+		if err != nil {
+			return nil, err
+		}
+		d.arrivals = append(d.arrivals, a)
+	}
+	return d, nil
+}
+
+// worst is the smallest share of the sent signals any subscriber got, in %.
+func (d *deliveries) worst() float64 {
+	w := 100.0
+	for _, a := range d.arrivals {
+		got := 0
+		for id := range d.sent {
+			if _, ok := a[id]; ok {
+				got++
+			}
+		}
+		w = min(w, 100*float64(got)/float64(max(len(d.sent), 1)))
+	}
+	return w
+}
+
+// missing names what each subscriber never got.
+func (d *deliveries) missing(scenario, sys string) []Missing {
+	var out []Missing
+	for k, a := range d.arrivals {
+		var ids []string
+		for id := range d.sent {
+			if _, ok := a[id]; !ok {
+				ids = append(ids, id)
+			}
+		}
+		if len(ids) > 0 {
+			sort.Strings(ids)
+			out = append(out, Missing{Scenario: scenario, System: sys, Peer: d.subs[k], IDs: ids})
 		}
 	}
-	sigs := newSignals(total, "burst.tick")
-	start := time.Now()
-	if err := parallel(total, func(i int) error { return nodes[0].Publish(ctx, sigs[i]) }); err != nil {
-		return 0, 0, err
-	}
-	pct, took := awaitCounts(ctx, counts, total, start)
-	return pct, float64(took.Milliseconds()), nil
+	return out
 }
 
-func burstGossip(ctx context.Context, peers, total int) (pct, ms float64, err error) {
-	raw, c, err := newRaw(ctx, peers, RawOptions{Topic: "burst"}, "")
-	if err != nil {
-		return 0, 0, err
-	}
-	defer c.Close()
-	counts := make([]atomic.Int64, peers-1)
-	var wg sync.WaitGroup
-	cctx, cancel := context.WithCancel(ctx)
-	defer func() { cancel(); wg.Wait() }()
-	for i, p := range raw[1:] {
-		if err := p.CountMessages(cctx, &wg, &counts[i]); err != nil {
-			return 0, 0, err
+// latencies: from the Publish call to each arrival, and to the last
+// subscriber for the signals every subscriber got (ms); level filters by
+// consistency level when not empty.
+func (d *deliveries) latencies(level string) (each, toAll []float64, delivered, expected int) {
+	for id, s := range d.sent {
+		if level != "" && s.Level != level {
+			continue
+		}
+		expected += len(d.arrivals)
+		last, got := int64(0), 0
+		for _, a := range d.arrivals {
+			if t, ok := a[id]; ok {
+				got++
+				each = append(each, float64(t-s.At)/1e6)
+				last = max(last, t)
+			}
+		}
+		delivered += got
+		if got == len(d.arrivals) {
+			toAll = append(toAll, float64(last-s.At)/1e6)
 		}
 	}
-	if _, err := Await(ctx, 10*time.Second, func() bool { return len(raw[0].Topic.ListPeers()) == peers-1 }); err != nil {
-		return 0, 0, err
-	}
-	time.Sleep(1500 * time.Millisecond) // let the mesh form on a heartbeat: a fair start for GossipSub
-	payload, _ := newSignals(1, "burst.tick")[0].MarshalBinary()
-	start := time.Now()
-	if err := parallel(total, func(i int) error {
-		return raw[0].Topic.Publish(ctx, append([]byte(fmt.Sprint(i)), payload...))
-	}); err != nil {
-		return 0, 0, err
-	}
-	pct, took := awaitCounts(ctx, counts, total, start)
-	return pct, float64(took.Milliseconds()), nil
+	return each, toAll, delivered, expected
 }
 
-// awaitCounts waits until every counter reaches total or none moved for 5 s;
-// it returns the worst counter as a percentage and the time of the last
-// delivery seen.
-func awaitCounts(ctx context.Context, counts []atomic.Int64, total int, start time.Time) (float64, time.Duration) {
-	last, lastChange := int64(-1), time.Now()
-	for {
-		sum, worst := int64(0), int64(total)
-		for i := range counts {
-			c := counts[i].Load()
+// span is from the first Publish call to the last arrival.
+func (d *deliveries) span() time.Duration {
+	first, last := int64(math.MaxInt64), int64(0)
+	for _, s := range d.sent {
+		first = min(first, s.At)
+	}
+	for _, a := range d.arrivals {
+		for _, t := range a {
+			last = max(last, t)
+		}
+	}
+	if last < first {
+		return 0
+	}
+	return time.Duration(last - first)
+}
+
+// awaitArrivals waits until every subscriber has want signals or none
+// arrived for quiet; it reports whether all arrived.
+func awaitArrivals(ctx context.Context, g *group, subs []int, want int, quiet time.Duration) bool {
+	last, lastChange := -1, time.Now()
+	for ctx.Err() == nil {
+		counts, err := g.counts(subs)
+		if err != nil {
+			return false
+		}
+		sum, worst := 0, want
+		for _, c := range counts {
 			sum += c
 			worst = min(worst, c)
+		}
+		if worst >= want {
+			return true
 		}
 		if sum != last {
 			last, lastChange = sum, time.Now()
 		}
-		if worst == int64(total) || time.Since(lastChange) > 5*time.Second || ctx.Err() != nil {
-			return 100 * float64(worst) / float64(total), lastChange.Sub(start)
+		if time.Since(lastChange) > quiet {
+			return false
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	return false
+}
+
+// broadcast kinds, in the order they run: signalmesh and its two baselines.
+var broadcastKinds = []string{KindMesh, KindGossip, KindNATS}
+
+// Burst: peer 0 publishes total signals from 16 concurrent writers, one
+// signal per call, to subscribers on every other peer; measures the share
+// the worst subscriber got, the time to the last delivery and the delivered
+// throughput. Baselines: raw GossipSub (defaults, mesh formed first) and
+// NATS core through a local nats-server.
+func Burst(ctx context.Context, env Env, peers, total int) (*Outcome, error) {
+	o := &Outcome{}
+	for _, kind := range broadcastKinds {
+		d, err := burst(ctx, env, kind, peers, total)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", kind, err)
+		}
+		span := d.span()
+		_, _, delivered, _ := d.latencies("")
+		o.add(Figure{System: kind, Metric: "worst-subscriber-delivered", Unit: "%", Value: d.worst()},
+			Figure{System: kind, Metric: "time-to-last-delivery", Unit: "ms", Value: float64(span.Microseconds()) / 1000},
+			Figure{System: kind, Metric: "delivered-throughput", Unit: "signals/s", Value: float64(delivered) / max(span.Seconds(), 1e-9),
+				Note: "deliveries to all subscribers / time to the last"})
+		o.Missing = append(o.Missing, d.missing("burst", kind)...)
+	}
+	return o, nil
+}
+
+func burst(ctx context.Context, env Env, kind string, peers, total int) (*deliveries, error) {
+	g, err := startGroup(ctx, env, kind, peers)
+	if err != nil {
+		return nil, err
+	}
+	defer g.Close()
+	subs := all(peers)[1:]
+	if err := g.watch(ctx, subs, "burst.*"); err != nil {
+		return nil, err
+	}
+	time.Sleep(env.Settle) // a formed GossipSub mesh: the same fair start for every system
+	if err := g.peers[0].Publish(ctx, PublishReq{Type: "burst.tick", N: total, Writers: 16, Payload: env.Payload}); err != nil {
+		return nil, err
+	}
+	awaitArrivals(ctx, g, subs, total, env.Quiet)
+	return collect(g, 0, subs)
+}
+
+// Steady: peer 0 publishes at a fixed rate for a duration, one signal per
+// call (32 writers keep the pace while calls wait), with subscribers on
+// every other peer; measures latency from the Publish call to each delivery
+// and to the last peer (p50, p90, p99, max), delivered share, throughput,
+// and costs per peer. Baselines: raw GossipSub and NATS core, same rate,
+// same peers. signalmesh is in memory here, like the baselines: this is the
+// messaging path; Durable measures the disk.
+func Steady(ctx context.Context, env Env, peers, rate int, dur time.Duration) (*Outcome, error) {
+	o := &Outcome{}
+	for _, kind := range broadcastKinds {
+		d, st, err := steady(ctx, env, kind, peers, rate, dur, "")
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", kind, err)
+		}
+		each, toAll, delivered, expected := d.latencies("")
+		o.add(latencyFigures(kind, "", each, toAll, delivered, expected)...)
+		o.add(Figure{System: kind, Metric: "published", Unit: "signals/s", Value: float64(len(d.sent)) / dur.Seconds()})
+		o.costs(kind, "", env, peers, st)
+		o.Series = append(o.Series, cdf("latency-cdf", kind, toAll))
+		o.Missing = append(o.Missing, d.missing("steady", kind)...)
+	}
+	return o, nil
+}
+
+func latencyFigures(sys, variant string, each, toAll []float64, delivered, expected int) []Figure {
+	figs := []Figure{{System: sys, Variant: variant, Metric: "delivered", Unit: "%", Value: 100 * float64(delivered) / float64(max(expected, 1))}}
+	for _, p := range []struct {
+		name string
+		q    float64
+	}{{"p50", 0.5}, {"p90", 0.9}, {"p99", 0.99}, {"max", 1}} {
+		figs = append(figs, Figure{System: sys, Variant: variant, Metric: "latency-to-all-" + p.name, Unit: "ms", Value: quantile(toAll, p.q)})
+	}
+	return append(figs, Figure{System: sys, Variant: variant, Metric: "latency-each-p50", Unit: "ms", Value: quantile(each, 0.5)})
+}
+
+// cdf samples the distribution of xs at 200 points.
+func cdf(plot, sys string, xs []float64) Series {
+	s := Series{Plot: plot, System: sys}
+	xs = slices.Clone(xs)
+	slices.Sort(xs)
+	for k := 0; k < len(xs); k += max(1, len(xs)/200) {
+		s.X = append(s.X, xs[k])
+		s.Y = append(s.Y, float64(k+1)/float64(len(xs)))
+	}
+	if n := len(xs); n > 0 {
+		s.X = append(s.X, xs[n-1])
+		s.Y = append(s.Y, 1)
+	}
+	return s
+}
+
+func steady(ctx context.Context, env Env, kind string, peers, rate int, dur time.Duration, level string) (*deliveries, Stats, error) {
+	g, err := startGroup(ctx, env, kind, peers)
+	if err != nil {
+		return nil, Stats{}, err
+	}
+	defer g.Close()
+	subs := all(peers)[1:]
+	if err := g.watch(ctx, subs, "steady.*"); err != nil {
+		return nil, Stats{}, err
+	}
+	time.Sleep(env.Settle) // every system starts on a formed GossipSub mesh
+	before, err := g.stats(ctx, env)
+	if err != nil {
+		return nil, Stats{}, err
+	}
+	n := int(float64(rate) * dur.Seconds())
+	if err := g.peers[0].Publish(ctx, PublishReq{Type: "steady.tick", N: n, Rate: float64(rate), Writers: 32,
+		Payload: env.Payload, Level: level, Seed: env.Seed}); err != nil {
+		return nil, Stats{}, err
+	}
+	awaitArrivals(ctx, g, subs, n, env.Quiet) // what has not arrived by then counts as lost
+	after, err := g.stats(ctx, env)
+	if err != nil {
+		return nil, Stats{}, err
+	}
+	d, err := collect(g, 0, subs)
+	return d, after.minus(before), err
+}
+
+// Mixed: a steady rate where each Publish picks Eventual, Weak or
+// Quorum(1) at random (seeded); measures, per level, how long the Publish
+// call took, latency to all peers and the delivered share. The baseline of
+// each level is the Eventual signals of the same run.
+func Mixed(ctx context.Context, env Env, peers, rate int, dur time.Duration) (*Outcome, error) {
+	d, _, err := steady(ctx, env, KindMesh, peers, rate, dur, "mixed")
+	if err != nil {
+		return nil, err
+	}
+	o := &Outcome{}
+	for _, lvl := range levels {
+		var took []float64
+		for _, s := range d.sent {
+			if s.Level == lvl {
+				took = append(took, float64(s.Took)/1e6)
+			}
+		}
+		each, toAll, delivered, expected := d.latencies(lvl)
+		for _, f := range latencyFigures("signalmesh", lvl, each, toAll, delivered, expected) {
+			f.Metric = lvl + "/" + f.Metric
+			o.add(f)
+		}
+		o.add(Figure{System: "signalmesh", Variant: lvl, Metric: lvl + "/publish-call-p50", Unit: "ms", Value: quantile(took, 0.5)},
+			Figure{System: "signalmesh", Variant: lvl, Metric: lvl + "/publish-call-p99", Unit: "ms", Value: quantile(took, 0.99)})
+	}
+	return o, nil
+}
+
+// Churn: peer 0 publishes at a steady rate while, every period, another
+// peer (chosen by the seed) is cut off from everyone for half a period and
+// then reconnected; after the writes everything heals. Measures delivered
+// share per subscriber and, for signalmesh, time from the last heal to
+// identical journals and complete deliveries. Baseline: raw GossipSub under
+// the same schedule.
+func Churn(ctx context.Context, env Env, peers, rate int, dur, period time.Duration) (*Outcome, error) {
+	o := &Outcome{}
+	for _, kind := range []string{KindMesh, KindGossip} {
+		d, settle, cuts, err := churn(ctx, env, kind, peers, rate, dur, period)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", kind, err)
+		}
+		o.add(Figure{System: kind, Metric: "worst-subscriber-delivered", Unit: "%", Value: d.worst(), Note: fmt.Sprintf("%d cuts", cuts)})
+		if kind == KindMesh {
+			o.add(Figure{System: kind, Metric: "heal-to-complete", Unit: "ms", Value: float64(settle.Microseconds()) / 1000,
+				Note: "last heal to identical journals and every delivery made"})
+		}
+		o.Missing = append(o.Missing, d.missing("churn", kind)...)
+	}
+	return o, nil
+}
+
+func churn(ctx context.Context, env Env, kind string, peers, rate int, dur, period time.Duration) (*deliveries, time.Duration, int, error) {
+	g, err := startGroup(ctx, env, kind, peers)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	defer g.Close()
+	subs := all(peers)[1:]
+	if err := g.watch(ctx, subs, "churn.*"); err != nil {
+		return nil, 0, 0, err
+	}
+	time.Sleep(env.Settle)
+	n := int(float64(rate) * dur.Seconds())
+	rng := env.rng(3)
+	done := make(chan struct{})
+	var cuts atomic.Int64
+	var churnErr error
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // the churn schedule, owned by this function
+		defer wg.Done()
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			i := 1 + rng.IntN(peers-1)
+			var others []int
+			for j := 0; j < peers; j++ {
+				if j != i {
+					others = append(others, j)
+				}
+			}
+			if churnErr = g.cut([]int{i}, others); churnErr != nil {
+				return
+			}
+			cuts.Add(1)
+			select {
+			case <-done:
+				return
+			case <-time.After(period / 2):
+			}
+			if churnErr = g.heal(ctx); churnErr != nil {
+				return
+			}
+		}
+	}()
+	err = g.peers[0].Publish(ctx, PublishReq{Type: "churn.tick", N: n, Rate: float64(rate), Writers: 32, Payload: env.Payload})
+	close(done)
+	wg.Wait()
+	if err == nil {
+		err = churnErr
+	}
+	if err == nil {
+		err = g.heal(ctx)
+	}
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	healed := time.Now()
+	if kind == KindMesh {
+		_, err = Await(ctx, 5*time.Minute, func() bool {
+			c, err := g.counts(subs)
+			return err == nil && slices.Min(c) == n && g.identical(ctx, all(peers), n)
+		})
+	} else {
+		awaitArrivals(ctx, g, subs, n, env.Quiet)
+	}
+	settle := time.Since(healed)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	d, err := collect(g, 0, subs)
+	return d, settle, int(cuts.Load()), err
+}
+
+// Scale runs, for each peer count, a two-sided partition heal (perSide
+// signals a side; baseline go-ds-crdt batched, unless crdt is false) and a burst (baselines
+// GossipSub and NATS), so that the report shows how convergence,
+// throughput and completeness grow with N.
+func Scale(ctx context.Context, env Env, ns []int, perSide, burstN int, crdt bool, progress func(string)) (*Outcome, error) {
+	o := &Outcome{}
+	conv := map[string]*Series{}
+	thr := map[string]*Series{}
+	comp := map[string]*Series{}
+	point := func(m map[string]*Series, plot, sys string, x, y float64) {
+		if m[sys] == nil {
+			m[sys] = &Series{Plot: plot, System: sys}
+		}
+		m[sys].X = append(m[sys].X, x)
+		m[sys].Y = append(m[sys].Y, y)
+	}
+	for _, n := range ns {
+		if progress != nil {
+			progress(fmt.Sprintf("scale N=%d", n))
+		}
+		v := fmt.Sprintf("N=%d", n)
+		sides := split(env.rng(uint64(n)), n, 2)
+		ms, st, err := partitionMesh(ctx, env, n, perSide, sides)
+		if err != nil {
+			return nil, fmt.Errorf("%s signalmesh: %w", v, err)
+		}
+		o.add(Figure{System: "signalmesh", Variant: v, Metric: "heal-to-identical", Unit: "ms", Value: ms})
+		o.costs("signalmesh", v, env, n, st)
+		point(conv, "convergence-vs-n", "signalmesh", float64(n), ms)
+		if crdt {
+			ms, err = partitionCRDT(ctx, n, perSide, sides, true)
+			if err != nil {
+				return nil, fmt.Errorf("%s crdt-batched: %w", v, err)
+			}
+			o.add(Figure{System: "crdt-batched", Variant: v, Metric: "heal-to-identical", Unit: "ms", Value: ms, Note: "rebroadcast 2 s"})
+			point(conv, "convergence-vs-n", "crdt-batched", float64(n), ms)
+		}
+		for _, kind := range broadcastKinds {
+			d, err := burst(ctx, env, kind, n, burstN)
+			if err != nil {
+				return nil, fmt.Errorf("%s %s: %w", v, kind, err)
+			}
+			_, _, delivered, _ := d.latencies("")
+			rate := float64(delivered) / max(d.span().Seconds(), 1e-9)
+			o.add(Figure{System: kind, Variant: v, Metric: "burst-delivered-throughput", Unit: "signals/s", Value: rate},
+				Figure{System: kind, Variant: v, Metric: "burst-worst-subscriber-delivered", Unit: "%", Value: d.worst()})
+			point(thr, "throughput-vs-n", kind, float64(n), rate)
+			point(comp, "completeness-vs-n", kind, float64(n), d.worst())
+			o.Missing = append(o.Missing, d.missing("scale/"+v, kind)...)
+		}
+	}
+	for _, m := range []map[string]*Series{conv, thr, comp} {
+		for _, sys := range append([]string{"crdt-batched"}, broadcastKinds...) {
+			if s := m[sys]; s != nil {
+				o.Series = append(o.Series, *s)
+			}
+		}
+	}
+	return o, nil
+}
+
+// History: the heal of a two-sided partition (perSide signals a side) when
+// the journal already holds h signals, for each h; the baseline of each
+// point is the heal with no history.
+func History(ctx context.Context, env Env, peers, perSide int, hs []int) (*Outcome, error) {
+	o := &Outcome{}
+	sides := split(env.rng(4), peers, 2)
+	for _, h := range hs {
+		g, err := startGroup(ctx, env, KindMesh, peers)
+		if err != nil {
+			return nil, err
+		}
+		ms, err := func() (float64, error) {
+			defer g.Close()
+			if h > 0 {
+				if err := g.peers[0].Publish(ctx, PublishReq{Type: "bench.history", N: h, Batch: 1000, Payload: env.Payload}); err != nil {
+					return 0, err
+				}
+				if _, err := Await(ctx, 5*time.Minute, func() bool { return g.identical(ctx, all(peers), h) }); err != nil {
+					return 0, fmt.Errorf("history: %w", err)
+				}
+			}
+			if err := g.cut(sides...); err != nil {
+				return 0, err
+			}
+			for _, side := range sides {
+				if err := sideWrite(ctx, g, side, perSide, env); err != nil {
+					return 0, err
+				}
+			}
+			if _, err := Await(ctx, 5*time.Minute, func() bool {
+				return g.identical(ctx, sides[0], h+perSide) && g.identical(ctx, sides[1], h+perSide)
+			}); err != nil {
+				return 0, fmt.Errorf("sides: %w", err)
+			}
+			if err := g.heal(ctx); err != nil {
+				return 0, err
+			}
+			took, err := Await(ctx, 5*time.Minute, func() bool { return g.identical(ctx, all(peers), h+2*perSide) })
+			return float64(took.Microseconds()) / 1000, err
+		}()
+		if err != nil {
+			return nil, fmt.Errorf("history=%d: %w", h, err)
+		}
+		f := Figure{System: "signalmesh", Variant: fmt.Sprintf("history=%d", h), Metric: "heal-to-identical", Unit: "ms", Value: ms}
+		if len(o.Figures) > 0 && o.Figures[0].Value > 0 {
+			f.Note = fmt.Sprintf("%.2fx the heal with history=%d", ms/o.Figures[0].Value, hs[0])
+		}
+		o.add(f)
+	}
+	return o, nil
 }
 
 // Durable: one peer with the on-disk store publishes total signals, in
 // batches of 100 and by 16 single-signal writers; measures signals per
-// second made durable. Baseline: raw go-ds-crdt unbatched Puts on pebble
-// (a tenth of the count; go-ds-crdt does not fsync them).
-func Durable(ctx context.Context, total int) ([]Figure, error) {
-	var figs []Figure
+// second made durable (fsynced). Baseline: raw go-ds-crdt unbatched Puts
+// on pebble (a tenth of the count; go-ds-crdt does not fsync them).
+func Durable(ctx context.Context, env Env, total int) (*Outcome, error) {
+	o := &Outcome{}
+	env.Disk = true
 	for _, batch := range []int{100, 1} {
-		rate, err := durableMesh(ctx, total, batch)
+		rate, err := durableMesh(ctx, env, total, batch)
 		if err != nil {
 			return nil, fmt.Errorf("signalmesh: %w", err)
 		}
@@ -374,52 +861,44 @@ func Durable(ctx context.Context, total int) ([]Figure, error) {
 		if batch == 1 {
 			variant, note = "writers16", "16 goroutines, one signal per call"
 		}
-		figs = append(figs, Figure{System: "signalmesh", Variant: variant, Metric: "durable-publish", Unit: "signals/s", Value: rate, Note: note})
+		o.add(Figure{System: "signalmesh", Variant: variant, Metric: "durable-publish", Unit: "signals/s", Value: rate, Note: note})
 	}
 	rate, err := durableCRDT(ctx, max(total/10, 1))
 	if err != nil {
 		return nil, fmt.Errorf("crdt-unbatched: %w", err)
 	}
-	figs = append(figs, Figure{System: "crdt-unbatched", Metric: "durable-publish", Unit: "signals/s", Value: rate,
+	o.add(Figure{System: "crdt-unbatched", Metric: "durable-publish", Unit: "signals/s", Value: rate,
 		Note: "a tenth of the count; not fsynced"})
-	return figs, nil
+	return o, nil
 }
 
-func durableMesh(ctx context.Context, total, batch int) (float64, error) {
-	dir, err := os.MkdirTemp("", "signalmesh-bench-")
+func durableMesh(ctx context.Context, env Env, total, batch int) (float64, error) {
+	g, err := startGroup(ctx, env, KindMesh, 1)
 	if err != nil {
 		return 0, err
 	}
-	defer os.RemoveAll(dir)
-	nodes, c, err := newMesh(ctx, 1, dir)
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	sigs := newSignals(total, "durable.write")
-	start := time.Now()
+	defer g.Close()
+	req := PublishReq{Type: "durable.write", N: total, Batch: batch, Payload: env.Payload}
 	if batch == 1 {
-		err = parallel(total, func(i int) error { return nodes[0].Publish(ctx, sigs[i]) })
-	} else {
-		for i := 0; i < total && err == nil; i += batch {
-			err = nodes[0].Publish(ctx, sigs[i:min(i+batch, total)]...)
-		}
+		req.Writers = 16
 	}
+	start := time.Now()
+	err = g.peers[0].Publish(ctx, req)
 	return float64(total) / time.Since(start).Seconds(), err
 }
 
 func durableCRDT(ctx context.Context, total int) (float64, error) {
-	dir, err := os.MkdirTemp("", "signalmesh-bench-")
+	dir, err := tempDirFor("crdt")
 	if err != nil {
 		return 0, err
 	}
-	defer os.RemoveAll(dir)
+	defer removeAll(dir)
 	raw, c, err := newRaw(ctx, 1, RawOptions{CRDT: true, Topic: "durable"}, dir)
 	if err != nil {
 		return 0, err
 	}
 	defer c.Close()
-	val, _ := newSignals(1, "durable.write")[0].MarshalBinary()
+	val := make([]byte, 300)
 	start := time.Now()
 	for i := 0; i < total; i++ {
 		if err := raw[0].CRDT.Put(ctx, ds.NewKey(fmt.Sprint(i)), val); err != nil {
@@ -427,85 +906,6 @@ func durableCRDT(ctx context.Context, total int) (float64, error) {
 		}
 	}
 	return float64(total) / time.Since(start).Seconds(), nil
-}
-
-// Steady: peer 0 publishes at a fixed rate for a duration, one signal per
-// Publish call (a pool of goroutines keeps the rate while calls wait), with
-// subscribers on every other peer; measures the latency from the Publish
-// call to each delivery and to the last peer (p50, p90, p99, max), and the
-// delivered fraction. Baseline: raw GossipSub with the same rate and peers.
-// signalmesh runs in memory here, like GossipSub: this is the messaging
-// path; Durable measures the disk.
-func Steady(ctx context.Context, peers, rate int, dur time.Duration) ([]Figure, error) {
-	var figs []Figure
-	for _, sys := range []string{"signalmesh", "gossipsub"} {
-		lat, err := steady(ctx, sys, peers, rate, dur)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", sys, err)
-		}
-		figs = append(figs, lat.figures(sys)...)
-	}
-	return figs, nil
-}
-
-// latencies collects send and receive times of one steady run.
-type latencies struct {
-	mu       sync.Mutex
-	sent     map[string]time.Time
-	arrivals map[string][]time.Duration // id -> latency at each subscriber
-	subs     int
-}
-
-func (l *latencies) send(id string) {
-	l.mu.Lock()
-	l.sent[id] = time.Now()
-	l.mu.Unlock()
-}
-
-func (l *latencies) recv(id string) {
-	now := time.Now()
-	l.mu.Lock()
-	if t, ok := l.sent[id]; ok {
-		l.arrivals[id] = append(l.arrivals[id], now.Sub(t))
-	}
-	l.mu.Unlock()
-}
-
-func (l *latencies) complete() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for id := range l.sent {
-		if len(l.arrivals[id]) < l.subs {
-			return false
-		}
-	}
-	return true
-}
-
-func (l *latencies) figures(sys string) []Figure {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var each, last []float64
-	delivered := 0
-	for id := range l.sent {
-		a := l.arrivals[id]
-		delivered += len(a)
-		for _, d := range a {
-			each = append(each, ms(d))
-		}
-		if len(a) == l.subs {
-			last = append(last, ms(slices.Max(a)))
-		}
-	}
-	figs := []Figure{{System: sys, Metric: "delivered", Unit: "%", Value: 100 * float64(delivered) / float64(len(l.sent)*l.subs)}}
-	for _, p := range []struct {
-		name string
-		q    float64
-	}{{"p50", 0.5}, {"p90", 0.9}, {"p99", 0.99}, {"max", 1}} {
-		figs = append(figs, Figure{System: sys, Metric: "latency-to-all-" + p.name, Unit: "ms", Value: quantile(last, p.q)})
-	}
-	figs = append(figs, Figure{System: sys, Metric: "latency-each-p50", Unit: "ms", Value: quantile(each, 0.5)})
-	return figs
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -518,100 +918,4 @@ func quantile(xs []float64, q float64) float64 {
 	slices.Sort(xs)
 	i := int(math.Ceil(q*float64(len(xs)))) - 1
 	return xs[max(0, min(i, len(xs)-1))]
-}
-
-func steady(ctx context.Context, sys string, peers, rate int, dur time.Duration) (*latencies, error) {
-	lat := &latencies{sent: map[string]time.Time{}, arrivals: map[string][]time.Duration{}, subs: peers - 1}
-	var publish func(i int) error
-	var closer func() error
-	switch sys {
-	case "signalmesh":
-		nodes, c, err := newMesh(ctx, peers, "")
-		if err != nil {
-			return nil, err
-		}
-		closer = c.Close
-		for _, n := range nodes[1:] {
-			if _, err := n.Subscribe("steady.*", func(_ context.Context, s *signalmesh.Signal) error {
-				lat.recv(s.ID)
-				return nil
-			}); err != nil {
-				_ = closer()
-				return nil, err
-			}
-		}
-		publish = func(int) error {
-			s, _ := signalmesh.New("steady.tick", "/bench", nil)
-			lat.send(s.ID)
-			return nodes[0].Publish(ctx, s)
-		}
-	default:
-		raw, c, err := newRaw(ctx, peers, RawOptions{Topic: "steady"}, "")
-		if err != nil {
-			return nil, err
-		}
-		var wg sync.WaitGroup
-		cctx, cancel := context.WithCancel(ctx)
-		closer = func() error { cancel(); wg.Wait(); return c.Close() }
-		for _, p := range raw[1:] {
-			if err := p.Consume(cctx, &wg, func(data []byte) { lat.recv(string(data)) }); err != nil {
-				_ = closer()
-				return nil, err
-			}
-		}
-		if _, err := Await(ctx, 10*time.Second, func() bool { return len(raw[0].Topic.ListPeers()) == peers-1 }); err != nil {
-			_ = closer()
-			return nil, err
-		}
-		publish = func(i int) error {
-			id := fmt.Sprint("m", i)
-			lat.send(id)
-			return raw[0].Topic.Publish(ctx, []byte(id))
-		}
-	}
-	defer closer()
-	time.Sleep(1500 * time.Millisecond) // both start on a formed GossipSub mesh
-	if err := paced(ctx, rate, dur, publish); err != nil {
-		return nil, err
-	}
-	_, _ = Await(ctx, 10*time.Second, lat.complete) // what has not arrived by then counts as lost
-	return lat, nil
-}
-
-// paced calls publish rate times a second for dur, from a pool of 32
-// goroutines so that a slow call does not hold back the next tick.
-func paced(ctx context.Context, rate int, dur time.Duration, publish func(i int) error) error {
-	ticks := make(chan int, 1024)
-	errs := make(chan error, 1)
-	var wg sync.WaitGroup
-	for w := 0; w < 32; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range ticks {
-				if err := publish(i); err != nil {
-					select {
-					case errs <- err:
-					default:
-					}
-				}
-			}
-		}()
-	}
-	total := int(float64(rate) * dur.Seconds())
-	start := time.Now()
-	for i := 0; i < total && ctx.Err() == nil; i++ {
-		if d := time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(rate))); d > 0 {
-			time.Sleep(d)
-		}
-		ticks <- i
-	}
-	close(ticks)
-	wg.Wait()
-	select {
-	case err := <-errs:
-		return err
-	default:
-		return ctx.Err()
-	}
 }

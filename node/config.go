@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
@@ -67,6 +68,12 @@ type Config struct {
 	// DispatchMiddleware wraps every subscription's handler, outermost
 	// first, outside the subscription's own WithMiddleware.
 	DispatchMiddleware []Middleware
+
+	// HostOptions are extra libp2p options, applied after the node's own
+	// (a bandwidth reporter, a resource manager, transports). An option that
+	// contradicts the node's (identity, gater, private network) wins and is
+	// the caller's responsibility.
+	HostOptions []libp2p.Option
 
 	// Params tune the node's queues and timers; zero fields take defaults.
 	Params Params

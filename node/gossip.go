@@ -182,5 +182,5 @@ func (tracer) ValidateMessage(*pubsub.Message)          {}
 func (tracer) DeliverMessage(*pubsub.Message)           {}
 func (tracer) DuplicateMessage(*pubsub.Message)         {}
 func (tracer) ThrottlePeer(peer.ID)                     {}
-func (tracer) RecvRPC(*pubsub.RPC)                      {}
-func (tracer) SendRPC(*pubsub.RPC, peer.ID)             {}
+func (t tracer) RecvRPC(*pubsub.RPC)                    { t.m.rpcsIn.Add(1) }
+func (t tracer) SendRPC(*pubsub.RPC, peer.ID)           { t.m.rpcsOut.Add(1) }

@@ -13,6 +13,7 @@ import (
 type metrics struct {
 	published, delivered, deduped, journaled, handlerErrors atomic.Int64
 	buffered                                                atomic.Int64
+	rpcsIn, rpcsOut                                         atomic.Int64 // GossipSub RPCs, all topics
 
 	mu       sync.Mutex // guards the two maps
 	dropped  map[string]int64

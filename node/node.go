@@ -227,6 +227,7 @@ func (n *Node) startHost(ctx context.Context) error {
 		opts = append(opts, libp2p.PrivateNetwork(n.cfg.PSK), libp2p.Transport(tcp.NewTCPTransport))
 	}
 	opts = append(opts, libp2p.ListenAddrStrings(addrs...))
+	opts = append(opts, n.cfg.HostOptions...)
 	h, err := libp2p.New(opts...)
 	if err != nil {
 		return fmt.Errorf("node: libp2p host: %w", err)

@@ -22,6 +22,8 @@ type Status struct {
 	Published int64
 	Delivered int64 // handler calls that succeeded
 	Deduped   int64
+	RPCsIn    int64 // GossipSub RPCs received and sent (all of the node's topics)
+	RPCsOut   int64
 	Dropped   map[string]int64 // by reason
 	Rejected  map[string]int64 // by reason
 }
@@ -29,7 +31,8 @@ type Status struct {
 // Status reports the node's state.
 func (n *Node) Status(ctx context.Context) (Status, error) {
 	st := Status{Peer: n.self.String(), Peers: len(n.Peers()), Journaled: n.m.journaled.Load(),
-		Published: n.m.published.Load(), Delivered: n.m.delivered.Load(), Deduped: n.m.deduped.Load()}
+		Published: n.m.published.Load(), Delivered: n.m.delivered.Load(), Deduped: n.m.deduped.Load(),
+		RPCsIn: n.m.rpcsIn.Load(), RPCsOut: n.m.rpcsOut.Load()}
 	st.Dropped, st.Rejected = n.m.snapshot()
 	err := n.do(ctx, func() {
 		st.Clock = n.buf.Delivered()

@@ -7,8 +7,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/schollz/progressbar/v3"
 
 	"github.com/signalmesh/signalmesh/bench"
 )
@@ -16,29 +19,76 @@ import (
 func benchCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, `Usage: signalmesh bench [flags]
+
+Runs the convergence benchmarks with their baselines (raw GossipSub, raw
+go-ds-crdt batched and unbatched, NATS core through an embedded nats-server)
+in the same run, prints a summary with each baseline as a ratio, and writes
+a JSON result and PNG/SVG plots under -out. Zero values take the standard
+suite's sizes (with -short, the CI suite's).
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
 	var spec bench.Spec
-	scenarios := fs.String("scenarios", "partition,rejoin,burst,steady,durable", "comma-separated scenarios to run")
-	fs.IntVar(&spec.Peers, "peers", 0, "peers in the partition and burst scenarios (default 5, short 3)")
-	fs.IntVar(&spec.PerSide, "per-side", 0, "signals per side of the partition, and written while a peer is away (default 1000, short 100)")
+	scenarios := fs.String("scenarios", strings.Join(bench.AllScenarios, ","), "comma-separated scenarios to run")
+	fs.BoolVar(&spec.Processes, "processes", false, "run every peer in an OS process of its own")
+	fs.Uint64Var(&spec.Seed, "seed", 1, "seed for every random choice (sides, churn, payloads)")
+	fs.IntVar(&spec.Payload, "payload", 0, "data bytes per signal (default 100)")
+	fs.IntVar(&spec.Peers, "peers", 0, "peers in partition, rejoin, burst, steady, mixed, churn, history (default 8, short 3)")
+	fs.IntVar(&spec.Groups, "groups", 0, "sides the partition cuts the peers into (default 2)")
+	fs.IntVar(&spec.PerSide, "per-side", 0, "signals per side of the partition (default 10000, short 100)")
+	fs.IntVar(&spec.Rejoin, "rejoin", 0, "signals written while one peer is away (default 1000, short 100)")
 	fs.IntVar(&spec.Burst, "burst", 0, "signals in the burst (default 10000, short 500)")
 	fs.IntVar(&spec.Durable, "durable", 0, "signals in the durable-publish run (default 20000, short 1000)")
-	fs.IntVar(&spec.Rate, "rate", 0, "signals per second in the steady scenario (default 1000, short 200)")
-	fs.Float64Var(&spec.Seconds, "seconds", 0, "length of the steady scenario (default 10, short 2)")
-	fs.BoolVar(&spec.Short, "short", false, "small counts, slowest baseline skipped (CI)")
-	out := fs.String("out", "bench-results", "directory for the JSON result")
+	fs.IntVar(&spec.Rate, "rate", 0, "signals per second in steady, mixed and churn (default 1000, short 200)")
+	fs.Float64Var(&spec.Seconds, "seconds", 0, "length of steady, mixed and churn (default 10, short 2)")
+	scaleN := fs.String("scale-n", "", "peer counts of the scale sweep (default 2,4,8,16,32; short 2,4)")
+	fs.IntVar(&spec.ScalePerSide, "scale-per-side", 0, "signals per side in the scale and history sweeps (default 1000, short 50)")
+	fs.IntVar(&spec.ScaleBurst, "scale-burst", 0, "burst size in the scale sweep (default 2000, short 200)")
+	history := fs.String("history", "", "journal lengths of the history sweep (default 0,10000,50000; short 0,500)")
+	fs.BoolVar(&spec.Short, "short", false, "small counts, slowest baselines skipped (CI)")
+	out := fs.String("out", "bench-results", "directory for the JSON result and the plots")
+	quiet := fs.Bool("quiet", false, "no progress bar")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if fs.NArg() > 0 || spec.Peers < 0 || spec.PerSide < 0 || spec.Burst < 0 || spec.Durable < 0 || spec.Rate < 0 || spec.Seconds < 0 || spec.Peers == 1 {
-		fmt.Fprintln(stderr, "signalmesh bench: counts must be positive (peers at least 2), and no arguments")
-		return 2
+	var err error
+	if fs.NArg() > 0 {
+		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	spec.Scenarios = strings.Split(*scenarios, ",")
+	if err == nil {
+		spec.ScaleN, err = ints(*scaleN)
+	}
+	if err == nil {
+		spec.History, err = ints(*history)
+	}
+	if err == nil {
+		err = spec.WithDefaults().Validate()
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "signalmesh bench:", err)
+		return 2
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	res, err := bench.Run(ctx, spec, func(sc string, i, n int) {
-		fmt.Fprintf(stderr, "[%d/%d] %s ...\n", i+1, n, sc)
+	bar := progressbar.NewOptions(spec.Steps(), progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("bench"),
+		progressbar.OptionShowCount(), progressbar.OptionSetElapsedTime(true), progressbar.OptionClearOnFinish())
+	if *quiet {
+		bar = progressbar.NewOptions(spec.Steps(), progressbar.OptionSetWriter(io.Discard))
+	}
+	step := 0
+	res, err := bench.Run(ctx, spec, func(s string) {
+		if step > 0 {
+			_ = bar.Add(1)
+		}
+		step++
+		bar.Describe(fmt.Sprintf("bench: %-12s", s))
 	})
+	_ = bar.Finish()
 	if err != nil {
 		fmt.Fprintln(stderr, "signalmesh bench:", err)
 		return 1
@@ -50,5 +100,29 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintln(stdout, "result:", path)
+	files, err := res.Plot(*out)
+	if err != nil {
+		fmt.Fprintln(stderr, "signalmesh bench:", err)
+		return 1
+	}
+	if len(files) > 0 {
+		fmt.Fprintln(stdout, "plots:", strings.Join(files, " "))
+	}
 	return 0
+}
+
+// ints parses "2,4,8"; empty is nil.
+func ints(s string) ([]int, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return nil, fmt.Errorf("bad number %q in %q", f, s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }

@@ -15,6 +15,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/signalmesh/signalmesh/bench"
 )
 
 const usage = `signalmesh: event signals that replicate peer-to-peer
@@ -29,6 +31,9 @@ Usage:
 `
 
 func main() {
+	if bench.IsAgent() { // a peer that `signalmesh bench -processes` started
+		os.Exit(bench.AgentMain())
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
