@@ -85,8 +85,11 @@ type Params struct {
 	// Default 1,000.
 	MaxBatch int
 	// MaxBatchDelay is how long the committer waits for more publishes once
-	// one is queued. Default 100 µs. It is added to Publish latency at low
-	// load; while a commit runs, later publishes queue and form the next batch.
+	// one is queued. Default 0: it takes what is queued and commits at
+	// once; while a commit runs (an fsync on disk), later publishes queue
+	// and form the next batch, so batches grow with the load by themselves.
+	// A delay adds to every Publish's latency, and the Go runtime rounds a
+	// sub-millisecond wait up to about a millisecond on an idle machine.
 	MaxBatchDelay time.Duration
 	// CommitQueue bounds the publishes waiting for the committer. Default
 	// 4,096. When full, Publish waits (its ctx bounds the wait).
@@ -132,9 +135,6 @@ func (p Params) withDefaults() Params {
 	def(&p.CommitQueue, 4096)
 	def(&p.CausalBuffer, 100000)
 	def(&p.SubscriberQueue, 100000)
-	if p.MaxBatchDelay == 0 {
-		p.MaxBatchDelay = 100 * time.Microsecond
-	}
 	if p.JournalDelay == 0 {
 		p.JournalDelay = 50 * time.Millisecond
 	}

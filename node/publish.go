@@ -176,10 +176,25 @@ func (n *Node) gossip(ctx context.Context, wires [][]byte) {
 
 // gossiper publishes what the committer made durable, in commit order. Its
 // queue is bounded; when it is full the committer drops the gossip for that
-// batch (counted): the journal path still delivers it.
+// batch (counted): the journal path still delivers it. What queued up while
+// it published goes out together, in as few frames as fit: under load,
+// fewer and larger GossipSub messages (each one signed once and verified by
+// every peer) keep the CPU per signal down, and so the queues short.
 func (n *Node) gossiper() {
 	defer n.wg.Done()
 	for wires := range n.gossipQ {
+	more:
+		for len(wires) < n.p.MaxBatch {
+			select {
+			case w, ok := <-n.gossipQ:
+				if !ok {
+					break more
+				}
+				wires = append(wires[:len(wires):len(wires)], w...) // a copy: the journaler holds the first slice
+			default:
+				break more
+			}
+		}
 		n.gossip(n.ctx, wires)
 	}
 }
@@ -206,18 +221,36 @@ func (n *Node) committer() {
 	}
 }
 
-// gather collects requests for one commit: until MaxBatch signals or
-// MaxBatchDelay after the first.
+// gather collects requests for one commit: what is queued already, up to
+// MaxBatch signals, and, when MaxBatchDelay is set, what comes within that
+// delay after the first. Without a delay batches still form under load:
+// publishes that arrive while a commit runs wait for the next one.
 func (n *Node) gather(first commitReq) []commitReq {
 	batch, count := []commitReq{first}, len(first.sigs)
-	timer := time.NewTimer(n.p.MaxBatchDelay)
-	defer timer.Stop()
+	var timeout <-chan time.Time
+	if n.p.MaxBatchDelay > 0 {
+		timer := time.NewTimer(n.p.MaxBatchDelay)
+		defer timer.Stop()
+		timeout = timer.C
+	}
 	for count < n.p.MaxBatch {
 		select {
 		case r := <-n.commitQ:
 			batch = append(batch, r)
 			count += len(r.sigs)
-		case <-timer.C:
+			continue
+		case <-n.ctx.Done():
+			return batch
+		default:
+		}
+		if timeout == nil {
+			return batch
+		}
+		select {
+		case r := <-n.commitQ:
+			batch = append(batch, r)
+			count += len(r.sigs)
+		case <-timeout:
 			return batch
 		case <-n.ctx.Done():
 			return batch
