@@ -99,6 +99,9 @@ type Peer interface {
 	Sent() (map[string]Sent, error)
 	// Digest: journal entries and their digest (signalmesh only).
 	Digest(ctx context.Context) (int, string, error)
+	// Journaled: journal entries seen arriving, a cheap lower bound to poll
+	// before the digest (signalmesh only).
+	Journaled(ctx context.Context) (int64, error)
 	Stats(ctx context.Context) (Stats, error)
 	Close() error
 }
@@ -378,6 +381,14 @@ func (a *agent) Digest(ctx context.Context) (int, string, error) {
 		return 0, "", errors.New("bench: no journal on a baseline peer")
 	}
 	return a.node.JournalDigest(ctx)
+}
+
+func (a *agent) Journaled(ctx context.Context) (int64, error) {
+	if a.node == nil {
+		return 0, errors.New("bench: no journal on a baseline peer")
+	}
+	st, err := a.node.Status(ctx)
+	return st.Journaled, err
 }
 
 func (a *agent) Stats(ctx context.Context) (Stats, error) {

@@ -198,6 +198,32 @@ func (g *group) identical(ctx context.Context, idx []int, want int) bool {
 	return true
 }
 
+// arrived reports whether every peer of idx has seen want journal entries
+// arrive: cheap enough to poll every few milliseconds.
+func (g *group) arrived(ctx context.Context, idx []int, want int) bool {
+	for _, i := range idx {
+		if n, err := g.peers[i].Journaled(ctx); err != nil || n < int64(want) {
+			return false
+		}
+	}
+	return true
+}
+
+// awaitIdentical waits until the peers idx hold the same want journal
+// entries and returns the time it took. It polls the cheap arrival counts
+// and takes the moment they all reach want; then it checks the digests,
+// which read whole journals and would slow down what they wait for if they
+// were polled. If the digests differ (an entry counted twice), it keeps
+// polling them and takes the moment they agree.
+func (g *group) awaitIdentical(ctx context.Context, idx []int, want int, timeout time.Duration) (time.Duration, error) {
+	took, err := Await(ctx, timeout, func() bool { return g.arrived(ctx, idx, want) })
+	if err != nil || g.identical(ctx, idx, want) {
+		return took, err
+	}
+	more, err := Await(ctx, timeout, func() bool { return g.identical(ctx, idx, want) })
+	return took + more, err
+}
+
 // counts returns how many signals each of idx has received.
 func (g *group) counts(idx []int) ([]int, error) {
 	out := make([]int, len(idx))

@@ -73,7 +73,16 @@ func newRaw(ctx context.Context, n int, o RawOptions, dir string) ([]*RawPeer, *
 	return peers, c, nil
 }
 
+// rawAll reports whether every peer holds want keys. It polls the put-hook
+// counts, cheap, and counts the keys only once those reach want, so that,
+// as for signalmesh (group.awaitIdentical), the polling does not slow down
+// what it waits for.
 func rawAll(ctx context.Context, peers []*RawPeer, want int) bool {
+	for _, p := range peers {
+		if p.Puts.Load() < int64(want) {
+			return false
+		}
+	}
 	for _, p := range peers {
 		if c, err := p.Count(ctx); err != nil || c != want {
 			return false

@@ -56,7 +56,8 @@ type RawPeer struct {
 	PS    *pubsub.PubSub
 	Topic *pubsub.Topic // joined unless CRDT (the broadcaster joins it then)
 	CRDT  *dscrdt.Datastore
-	RPCs  RPCCounter // GossipSub RPCs sent and received
+	RPCs  RPCCounter   // GossipSub RPCs sent and received
+	Puts  atomic.Int64 // keys the CRDT put hook reported (local and remote)
 
 	store  ds.Batching
 	dag    *ipfslite.Peer
@@ -107,6 +108,7 @@ func NewRawPeer(o RawOptions) (*RawPeer, error) {
 	}
 	copts := dscrdt.DefaultOptions()
 	copts.Logger = quietLogger{}
+	copts.PutHook = func(ds.Key, []byte) { p.Puts.Add(1) }
 	if o.Rebroadcast > 0 {
 		copts.RebroadcastInterval = o.Rebroadcast
 	}

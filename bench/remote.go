@@ -143,6 +143,8 @@ func serve(ctx context.Context, a *agent, c call) (any, error) {
 		return [2]any{n, d}, err
 	case "stats":
 		return a.Stats(ctx)
+	case "journaled":
+		return a.Journaled(ctx)
 	}
 	return nil, fmt.Errorf("unknown method %q", c.Method)
 }
@@ -294,6 +296,10 @@ func (r *remote) Digest(ctx context.Context) (int, string, error) {
 	_ = json.Unmarshal(out[0], &n)
 	_ = json.Unmarshal(out[1], &d)
 	return n, d, nil
+}
+func (r *remote) Journaled(ctx context.Context) (n int64, err error) {
+	err = r.call(ctx, "journaled", nil, &n)
+	return
 }
 func (r *remote) Stats(ctx context.Context) (st Stats, err error) {
 	err = r.call(ctx, "stats", nil, &st)

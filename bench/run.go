@@ -146,8 +146,10 @@ type Result struct {
 	Seconds  float64   `json:"seconds"`
 	Machine  Machine   `json:"machine"`
 	Revision string    `json:"revision"`
-	Figures  []Figure  `json:"figures"`
-	Series   []Series  `json:"series"`
+	// Netem is the link shaping the run had ("" for none): see -netem.
+	Netem   string   `json:"netem,omitempty"`
+	Figures []Figure `json:"figures"`
+	Series  []Series `json:"series"`
 	// Missing names every signal a subscriber never got, per scenario,
 	// system and peer.
 	Missing []Missing `json:"missing"`
@@ -291,8 +293,16 @@ func (r *Result) Summary(w io.Writer) {
 	for _, k := range slices.Sorted(maps.Keys(missing)) {
 		fmt.Fprintf(w, "missing: %s: %d deliveries (named in the JSON result)\n", k, missing[k])
 	}
-	fmt.Fprintf(w, "%d figures in %.0f s on %d CPUs (%s/%s, %s), revision %s\n",
-		len(r.Figures), r.Seconds, r.Machine.CPUs, r.Machine.GOOS, r.Machine.GOARCH, r.Machine.Go, shortRev(r.Revision))
+	links := "loopback"
+	if r.Netem != "" {
+		links = "loopback with netem " + r.Netem
+	}
+	mode := "all peers in one process"
+	if r.Spec.Processes {
+		mode = "one process per peer"
+	}
+	fmt.Fprintf(w, "%d figures in %.0f s on %d CPUs (%s/%s, %s), %s, %s, seed %d, revision %s\n",
+		len(r.Figures), r.Seconds, r.Machine.CPUs, r.Machine.GOOS, r.Machine.GOARCH, r.Machine.Go, mode, links, r.Spec.Seed, shortRev(r.Revision))
 }
 
 // trim prints v with about three significant digits, no exponent.

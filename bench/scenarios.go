@@ -151,15 +151,10 @@ func partitionMesh(ctx context.Context, env Env, peers, perSide int, sides [][]i
 			return 0, Stats{}, err
 		}
 	}
-	if _, err := Await(ctx, 5*time.Minute, func() bool {
-		for _, side := range sides {
-			if !g.identical(ctx, side, perSide) {
-				return false
-			}
+	for _, side := range sides {
+		if _, err := g.awaitIdentical(ctx, side, perSide, 5*time.Minute); err != nil {
+			return 0, Stats{}, fmt.Errorf("sides: %w", err)
 		}
-		return true
-	}); err != nil {
-		return 0, Stats{}, fmt.Errorf("sides: %w", err)
 	}
 	before, err := g.stats(ctx, env)
 	if err != nil {
@@ -168,7 +163,7 @@ func partitionMesh(ctx context.Context, env Env, peers, perSide int, sides [][]i
 	if err := g.heal(ctx); err != nil {
 		return 0, Stats{}, err
 	}
-	took, err := Await(ctx, 5*time.Minute, func() bool { return g.identical(ctx, all(peers), len(sides)*perSide) })
+	took, err := g.awaitIdentical(ctx, all(peers), len(sides)*perSide, 5*time.Minute)
 	if err != nil {
 		return 0, Stats{}, err
 	}
@@ -307,13 +302,13 @@ func Rejoin(ctx context.Context, env Env, peers, n int) (*Outcome, error) {
 	if err := g.peers[0].Publish(ctx, PublishReq{Type: writeType, N: n, Batch: 1000, Payload: env.Payload}); err != nil {
 		return nil, err
 	}
-	if _, err := Await(ctx, 5*time.Minute, func() bool { return g.identical(ctx, others, n) }); err != nil {
+	if _, err := g.awaitIdentical(ctx, others, n, 5*time.Minute); err != nil {
 		return nil, fmt.Errorf("signalmesh: others: %w", err)
 	}
 	if err := g.heal(ctx); err != nil {
 		return nil, err
 	}
-	took, err := Await(ctx, 5*time.Minute, func() bool { return g.identical(ctx, all(peers), n) })
+	took, err := g.awaitIdentical(ctx, all(peers), n, 5*time.Minute)
 	if err != nil {
 		return nil, fmt.Errorf("signalmesh: %w", err)
 	}
@@ -719,8 +714,11 @@ func churn(ctx context.Context, env Env, kind string, peers, rate int, dur, peri
 	if kind == KindMesh {
 		_, err = Await(ctx, 5*time.Minute, func() bool {
 			c, err := g.counts(subs)
-			return err == nil && slices.Min(c) == n && g.identical(ctx, all(peers), n)
+			return err == nil && slices.Min(c) == n
 		})
+		if err == nil {
+			_, err = g.awaitIdentical(ctx, all(peers), n, 5*time.Minute)
+		}
 	} else {
 		awaitArrivals(ctx, g, subs, n, env.Quiet)
 	}
@@ -810,7 +808,7 @@ func History(ctx context.Context, env Env, peers, perSide int, hs []int) (*Outco
 				if err := g.peers[0].Publish(ctx, PublishReq{Type: "bench.history", N: h, Batch: 1000, Payload: env.Payload}); err != nil {
 					return 0, err
 				}
-				if _, err := Await(ctx, 5*time.Minute, func() bool { return g.identical(ctx, all(peers), h) }); err != nil {
+				if _, err := g.awaitIdentical(ctx, all(peers), h, 5*time.Minute); err != nil {
 					return 0, fmt.Errorf("history: %w", err)
 				}
 			}
@@ -822,15 +820,15 @@ func History(ctx context.Context, env Env, peers, perSide int, hs []int) (*Outco
 					return 0, err
 				}
 			}
-			if _, err := Await(ctx, 5*time.Minute, func() bool {
-				return g.identical(ctx, sides[0], h+perSide) && g.identical(ctx, sides[1], h+perSide)
-			}); err != nil {
-				return 0, fmt.Errorf("sides: %w", err)
+			for _, side := range sides {
+				if _, err := g.awaitIdentical(ctx, side, h+perSide, 5*time.Minute); err != nil {
+					return 0, fmt.Errorf("sides: %w", err)
+				}
 			}
 			if err := g.heal(ctx); err != nil {
 				return 0, err
 			}
-			took, err := Await(ctx, 5*time.Minute, func() bool { return g.identical(ctx, all(peers), h+2*perSide) })
+			took, err := g.awaitIdentical(ctx, all(peers), h+2*perSide, 5*time.Minute)
 			return float64(took.Microseconds()) / 1000, err
 		}()
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"iter"
 	"slices"
 
 	ds "github.com/ipfs/go-datastore"
@@ -185,9 +186,40 @@ func Sort(sigs []*signalmesh.Signal) {
 
 // Digest is a SHA-256 over the ids of sigs, in order, in hex.
 func Digest(sigs []*signalmesh.Signal) string {
+	return digest(func(yield func(string) bool) {
+		for _, s := range sigs {
+			if !yield(s.ID) {
+				return
+			}
+		}
+	})
+}
+
+// KeyDigest returns the number of entries and a digest of their keys in
+// key order, without reading a value: two journals over the same set of
+// signals have the same key digest (the values under a key are the signal
+// with that id). Cheaper than Digest of a Replay by far.
+func (j *Journal) KeyDigest(ctx context.Context) (int, string, error) {
+	res, err := j.d.Query(ctx, query.Query{KeysOnly: true})
+	if err != nil {
+		return 0, "", err
+	}
+	all, err := res.Rest()
+	if err != nil {
+		return 0, "", err
+	}
+	keys := make([]string, len(all))
+	for i, e := range all {
+		keys[i] = e.Key
+	}
+	slices.Sort(keys)
+	return len(keys), digest(slices.Values(keys)), nil
+}
+
+func digest(ids iter.Seq[string]) string {
 	h := sha256.New()
-	for _, s := range sigs {
-		h.Write([]byte(s.ID))
+	for id := range ids {
+		h.Write([]byte(id))
 		h.Write([]byte{0})
 	}
 	return hex.EncodeToString(h.Sum(nil))

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -52,6 +54,8 @@ Flags:
 	fs.BoolVar(&spec.Short, "short", false, "small counts, slowest baselines skipped (CI)")
 	out := fs.String("out", "bench-results", "directory for the JSON result and the plots")
 	quiet := fs.Bool("quiet", false, "no progress bar")
+	netem := fs.String("netem", "", `shape every link with netem, e.g. "delay 10ms 2ms loss 0.5%": the run moves into a
+new network namespace whose loopback carries the shaping (needs root, unshare, ip and tc)`)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -73,6 +77,9 @@ Flags:
 		fmt.Fprintln(stderr, "signalmesh bench:", err)
 		return 2
 	}
+	if *netem != "" && os.Getenv(netnsEnv) == "" {
+		return inNetns(*netem, args, stdout, stderr)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	bar := progressbar.NewOptions(spec.Steps(), progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("bench"),
@@ -93,6 +100,7 @@ Flags:
 		fmt.Fprintln(stderr, "signalmesh bench:", err)
 		return 1
 	}
+	res.Netem = *netem
 	res.Summary(stdout)
 	path, err := res.WriteJSON(*out)
 	if err != nil {
@@ -125,4 +133,30 @@ func ints(s string) ([]int, error) {
 		out = append(out, n)
 	}
 	return out, nil
+}
+
+const netnsEnv = "SIGNALMESH_BENCH_NETNS"
+
+// inNetns runs this same command again in a new network namespace whose
+// loopback interface is shaped by netem; the namespace, and the shaping,
+// end with the command, whatever way it ends.
+func inNetns(netem string, args []string, stdout, stderr io.Writer) int {
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(stderr, "signalmesh bench:", err)
+		return 1
+	}
+	script := `ip link set lo up && tc qdisc add dev lo root netem ` + netem + ` && exec "$@"`
+	cmd := exec.Command("unshare", append([]string{"--net", "--", "/bin/sh", "-c", script, "sh", exe, "bench"}, args...)...)
+	cmd.Env = append(os.Environ(), netnsEnv+"=1")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, stderr
+	if err := cmd.Run(); err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode()
+		}
+		fmt.Fprintln(stderr, "signalmesh bench: -netem needs root, unshare, ip and tc:", err)
+		return 1
+	}
+	return 0
 }
