@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -148,4 +149,48 @@ func TestRunShort(t *testing.T) {
 		t.Fatalf("summary:\n%s", sum.String())
 	}
 	t.Logf("\n%s", sum.String())
+}
+
+// TestRunShortProcesses runs peers as OS processes (this test binary,
+// started again as agents): the same report comes out, signalmesh loses
+// nothing, and every process has exited when Run returns.
+func TestRunShortProcesses(t *testing.T) {
+	defer goleak.VerifyNone(t, nodetest.IgnoredGoroutines()...)
+	res, err := bench.Run(context.Background(), bench.Spec{Short: true, Processes: true, Scenarios: []string{"partition", "burst"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, f := range res.Figures {
+		seen[f.Metric+" "+f.System] = true
+		if f.Metric == "burst/worst-subscriber-delivered" && f.System == "signalmesh" && f.Value != 100 {
+			t.Errorf("signalmesh lost part of the burst: %v %%", f.Value)
+		}
+		if f.Metric == "partition/cpu-per-peer" && f.Note != "per process" {
+			t.Errorf("cpu figure not per process: %+v", f)
+		}
+	}
+	for _, k := range []string{"partition/heal-to-identical signalmesh", "burst/worst-subscriber-delivered nats", "burst/worst-subscriber-delivered gossipsub"} {
+		if !seen[k] {
+			t.Errorf("report lacks %s", k)
+		}
+	}
+	if kids := children(t); len(kids) > 0 {
+		t.Errorf("agent processes left running: %v", kids)
+	}
+}
+
+// children lists the live child processes of this one: Linux lists them
+// per thread of the parent, in /proc/self/task/*/children.
+func children(t *testing.T) []string {
+	files, err := filepath.Glob("/proc/self/task/*/children")
+	if err != nil || len(files) == 0 {
+		t.Skip("cannot list child processes here")
+	}
+	var kids []string
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		kids = append(kids, strings.Fields(string(b))...)
+	}
+	return kids
 }

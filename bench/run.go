@@ -146,8 +146,8 @@ type Result struct {
 	Seconds  float64   `json:"seconds"`
 	Machine  Machine   `json:"machine"`
 	Revision string    `json:"revision"`
-	// Netem is the link shaping the run had ("" for none): see -netem.
-	Netem   string   `json:"netem,omitempty"`
+	// Shape is the tc qdisc every link had ("" for none): see bench -shape.
+	Shape   string   `json:"shape,omitempty"`
 	Figures []Figure `json:"figures"`
 	Series  []Series `json:"series"`
 	// Missing names every signal a subscriber never got, per scenario,
@@ -294,8 +294,8 @@ func (r *Result) Summary(w io.Writer) {
 		fmt.Fprintf(w, "missing: %s: %d deliveries (named in the JSON result)\n", k, missing[k])
 	}
 	links := "loopback"
-	if r.Netem != "" {
-		links = "loopback with netem " + r.Netem
+	if r.Shape != "" {
+		links = "loopback shaped by " + r.Shape
 	}
 	mode := "all peers in one process"
 	if r.Spec.Processes {

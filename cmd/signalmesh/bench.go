@@ -54,8 +54,10 @@ Flags:
 	fs.BoolVar(&spec.Short, "short", false, "small counts, slowest baselines skipped (CI)")
 	out := fs.String("out", "bench-results", "directory for the JSON result and the plots")
 	quiet := fs.Bool("quiet", false, "no progress bar")
-	netem := fs.String("netem", "", `shape every link with netem, e.g. "delay 10ms 2ms loss 0.5%": the run moves into a
-new network namespace whose loopback carries the shaping (needs root, unshare, ip and tc)`)
+	shape := fs.String("shape", "", `shape every link with a tc qdisc, e.g. "netem delay 10ms 2ms loss 0.5%" or
+"tbf rate 100mbit burst 64kb latency 50ms": the run moves into a new network namespace
+whose loopback carries the qdisc (needs root, unshare, ip and tc; netem needs the
+kernel's sch_netem)`)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -77,8 +79,8 @@ new network namespace whose loopback carries the shaping (needs root, unshare, i
 		fmt.Fprintln(stderr, "signalmesh bench:", err)
 		return 2
 	}
-	if *netem != "" && os.Getenv(netnsEnv) == "" {
-		return inNetns(*netem, args, stdout, stderr)
+	if *shape != "" && os.Getenv(netnsEnv) == "" {
+		return inNetns(*shape, args, stdout, stderr)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -100,7 +102,7 @@ new network namespace whose loopback carries the shaping (needs root, unshare, i
 		fmt.Fprintln(stderr, "signalmesh bench:", err)
 		return 1
 	}
-	res.Netem = *netem
+	res.Shape = *shape
 	res.Summary(stdout)
 	path, err := res.WriteJSON(*out)
 	if err != nil {
@@ -138,15 +140,17 @@ func ints(s string) ([]int, error) {
 const netnsEnv = "SIGNALMESH_BENCH_NETNS"
 
 // inNetns runs this same command again in a new network namespace whose
-// loopback interface is shaped by netem; the namespace, and the shaping,
-// end with the command, whatever way it ends.
-func inNetns(netem string, args []string, stdout, stderr io.Writer) int {
+// loopback interface has the qdisc; the namespace, and the shaping, end
+// with the command, whatever way it ends.
+func inNetns(qdisc string, args []string, stdout, stderr io.Writer) int {
 	exe, err := os.Executable()
 	if err != nil {
 		fmt.Fprintln(stderr, "signalmesh bench:", err)
 		return 1
 	}
-	script := `ip link set lo up && tc qdisc add dev lo root netem ` + netem + ` && exec "$@"`
+	script := `ip link set lo up || exit 1
+tc qdisc add dev lo root ` + qdisc + ` || { echo "signalmesh bench: tc refused the qdisc (for netem, the kernel needs sch_netem)" >&2; exit 1; }
+exec "$@"`
 	cmd := exec.Command("unshare", append([]string{"--net", "--", "/bin/sh", "-c", script, "sh", exe, "bench"}, args...)...)
 	cmd.Env = append(os.Environ(), netnsEnv+"=1")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, stderr
@@ -155,7 +159,7 @@ func inNetns(netem string, args []string, stdout, stderr io.Writer) int {
 		if errors.As(err, &ee) {
 			return ee.ExitCode()
 		}
-		fmt.Fprintln(stderr, "signalmesh bench: -netem needs root, unshare, ip and tc:", err)
+		fmt.Fprintln(stderr, "signalmesh bench: -shape needs root, unshare, ip and tc:", err)
 		return 1
 	}
 	return 0

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -31,7 +33,8 @@ func TestTourDeliversCausesFirst(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{nil, {"nope"}, {"tour", "-seed", "x"}, {"tour", "extra"}, {"demo", "-signals", "1"}, {"bench", "-peers", "1"}, {"bench", "extra"}} {
+	for _, args := range [][]string{nil, {"nope"}, {"tour", "-seed", "x"}, {"tour", "extra"}, {"demo", "-signals", "1"}, {"bench", "-peers", "1"}, {"bench", "extra"},
+		{"bench", "-scenarios", "nope"}, {"bench", "-scale-n", "2,x"}, {"bench", "-history", "-1"}, {"bench", "-groups", "9"}} {
 		var out, errb bytes.Buffer
 		if code := run(args, &out, &errb); code != 2 || errb.Len() == 0 {
 			t.Errorf("run(%q) = %d, stderr %q; want 2 and a message", args, code, errb.String())
@@ -40,6 +43,26 @@ func TestUsageErrors(t *testing.T) {
 	var out bytes.Buffer
 	if code := run([]string{"help"}, &out, &out); code != 0 || !strings.Contains(out.String(), "demo") {
 		t.Errorf("help: %d %q", code, out.String())
+	}
+}
+
+// TestBenchWritesResultAndPlots runs one small scenario through the
+// command: the summary, the JSON result and the plots come out.
+func TestBenchWritesResultAndPlots(t *testing.T) {
+	dir := t.TempDir()
+	var out, errb bytes.Buffer
+	if code := run([]string{"bench", "-short", "-quiet", "-scenarios", "steady", "-seconds", "1", "-out", dir}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s\n%s", code, errb.String(), out.String())
+	}
+	for _, want := range []string{"steady/latency-to-all-p50", "gossipsub", "nats", "result: " + dir, "latency-cdf.png", "latency-cdf.svg", "seed 1"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	for _, f := range []string{"latency-cdf.png", "latency-cdf.svg"} {
+		if st, err := os.Stat(filepath.Join(dir, f)); err != nil || st.Size() == 0 {
+			t.Errorf("%s: %v", f, err)
+		}
 	}
 }
 
