@@ -174,6 +174,7 @@ func (a *agent) Connect(ctx context.Context, peers []Info) error {
 		if a.node != nil {
 			err = a.node.Connect(ctx, ai)
 		} else {
+			node.ClearDialBackoff(a.raw.Host, ai.ID)
 			err = a.raw.Host.Connect(ctx, ai)
 		}
 		if err != nil {

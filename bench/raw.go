@@ -1,7 +1,3 @@
-// Package bench measures how fast a signalmesh mesh converges and what it
-// costs, next to baselines run in the same process on the same loopback
-// hosts: raw go-libp2p-pubsub GossipSub, and raw go-ds-crdt with unbatched
-// and batched Puts.
 package bench
 
 import (
@@ -28,6 +24,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/signalmesh/signalmesh/node"
 )
 
 // RawOptions configure a baseline peer.
@@ -207,6 +205,7 @@ func (p *RawPeer) Close() error {
 func Connect(ctx context.Context, hosts []host.Host) error {
 	for i, a := range hosts {
 		for _, b := range hosts[i+1:] {
+			node.ClearDialBackoff(a, b.ID())
 			if err := a.Connect(ctx, b.Peerstore().PeerInfo(b.ID())); err != nil {
 				return fmt.Errorf("connect %s-%s: %w", a.ID(), b.ID(), err)
 			}

@@ -160,10 +160,12 @@ func partitionMesh(ctx context.Context, env Env, peers, perSide int, sides [][]i
 	if err != nil {
 		return 0, Stats{}, err
 	}
+	healed := time.Now() // the clock runs from the start of the heal: peers sync while the others connect
 	if err := g.heal(ctx); err != nil {
 		return 0, Stats{}, err
 	}
-	took, err := g.awaitIdentical(ctx, all(peers), len(sides)*perSide, 5*time.Minute)
+	_, err = g.awaitIdentical(ctx, all(peers), len(sides)*perSide, 5*time.Minute)
+	took := time.Since(healed)
 	if err != nil {
 		return 0, Stats{}, err
 	}
@@ -251,11 +253,12 @@ func partitionCRDT(ctx context.Context, peers, perSide int, sides [][]int, batch
 			return 0, fmt.Errorf("sides: %w", err)
 		}
 	}
+	healed := time.Now()
 	if err := c.heal(ctx); err != nil {
 		return 0, err
 	}
-	took, err := Await(ctx, 10*time.Minute, func() bool { return rawAll(ctx, raw, len(sides)*perSide) })
-	return float64(took.Microseconds()) / 1000, err
+	_, err = Await(ctx, 10*time.Minute, func() bool { return rawAll(ctx, raw, len(sides)*perSide) })
+	return ms(time.Since(healed)), err
 }
 
 func rawWrite(ctx context.Context, p *RawPeer, prefix string, n int, batched bool) error {
@@ -305,10 +308,12 @@ func Rejoin(ctx context.Context, env Env, peers, n int) (*Outcome, error) {
 	if _, err := g.awaitIdentical(ctx, others, n, 5*time.Minute); err != nil {
 		return nil, fmt.Errorf("signalmesh: others: %w", err)
 	}
+	healed := time.Now()
 	if err := g.heal(ctx); err != nil {
 		return nil, err
 	}
-	took, err := g.awaitIdentical(ctx, all(peers), n, 5*time.Minute)
+	_, err = g.awaitIdentical(ctx, all(peers), n, 5*time.Minute)
+	took := time.Since(healed)
 	if err != nil {
 		return nil, fmt.Errorf("signalmesh: %w", err)
 	}
@@ -327,10 +332,12 @@ func Rejoin(ctx context.Context, env Env, peers, n int) (*Outcome, error) {
 	if _, err := Await(ctx, 5*time.Minute, func() bool { return rawAll(ctx, pick(raw, others), n) }); err != nil {
 		return nil, fmt.Errorf("crdt-batched: others: %w", err)
 	}
+	healed = time.Now()
 	if err := rc.heal(ctx); err != nil {
 		return nil, err
 	}
-	took, err = Await(ctx, 5*time.Minute, func() bool { return rawAll(ctx, raw, n) })
+	_, err = Await(ctx, 5*time.Minute, func() bool { return rawAll(ctx, raw, n) })
+	took = time.Since(healed)
 	if err != nil {
 		return nil, fmt.Errorf("crdt-batched: %w", err)
 	}
@@ -704,13 +711,13 @@ func churn(ctx context.Context, env Env, kind string, peers, rate int, dur, peri
 	if err == nil {
 		err = churnErr
 	}
+	healed := time.Now()
 	if err == nil {
 		err = g.heal(ctx)
 	}
 	if err != nil {
 		return nil, 0, 0, err
 	}
-	healed := time.Now()
 	if kind == KindMesh {
 		_, err = Await(ctx, 5*time.Minute, func() bool {
 			c, err := g.counts(subs)
@@ -825,11 +832,12 @@ func History(ctx context.Context, env Env, peers, perSide int, hs []int) (*Outco
 					return 0, fmt.Errorf("sides: %w", err)
 				}
 			}
+			healed := time.Now()
 			if err := g.heal(ctx); err != nil {
 				return 0, err
 			}
-			took, err := g.awaitIdentical(ctx, all(peers), h+2*perSide, 5*time.Minute)
-			return float64(took.Microseconds()) / 1000, err
+			_, err := g.awaitIdentical(ctx, all(peers), h+2*perSide, 5*time.Minute)
+			return ms(time.Since(healed)), err
 		}()
 		if err != nil {
 			return nil, fmt.Errorf("history=%d: %w", h, err)

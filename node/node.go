@@ -26,6 +26,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 
 	"github.com/signalmesh/signalmesh"
@@ -361,7 +362,18 @@ func (n *Node) Connect(ctx context.Context, ai peer.AddrInfo) error {
 	if n.ctx.Err() != nil {
 		return ErrClosed
 	}
+	ClearDialBackoff(n.host, ai.ID)
 	return n.host.Connect(ctx, ai)
+}
+
+// ClearDialBackoff forgets a host's failed dials to p, so that the next
+// dial is attempted at once: after a partition heals, libp2p would
+// otherwise refuse to dial a peer it failed to reach while cut ("dial
+// backoff") for up to several minutes.
+func ClearDialBackoff(h host.Host, p peer.ID) {
+	if sw, ok := h.Network().(*swarm.Swarm); ok {
+		sw.Backoff().Clear(p)
+	}
 }
 
 // Disconnect closes every connection to p (it may reconnect: block it with
