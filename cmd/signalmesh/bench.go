@@ -59,7 +59,7 @@ Flags:
 whose loopback carries the qdisc (needs root, unshare, ip and tc; netem needs the
 kernel's sch_netem)`)
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return helpOr2(err)
 	}
 	var err error
 	if fs.NArg() > 0 {

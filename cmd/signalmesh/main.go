@@ -1,14 +1,22 @@
-// Command signalmesh is the signalmesh command line.
+// Command signalmesh is the signalmesh command line: a daemon that runs a
+// peer with an HTTP API and a bridge, clients of that API, a local demo and
+// the benchmark harness.
 //
-// Subcommands:
+//	signalmesh node [flags]          run a peer until SIGINT/SIGTERM
+//	signalmesh publish -type T ...   publish through a running node
+//	signalmesh tail [PATTERN]        stream what a node delivers
+//	signalmesh status                a node's status
+//	signalmesh demo [-signals N]     a local mesh of 4 peers: publish, partition, heal
+//	signalmesh tour [-seed N]        the pure core: signals, router, causal delivery
+//	signalmesh bench [flags]         benchmarks with baselines, JSON results, plots
 //
-//	signalmesh demo [-signals N]   a local mesh of 4 peers: publish, partition, heal
-//	signalmesh tour [-seed N]      the pure core: signals, router, causal delivery
-//	signalmesh bench [flags]       benchmarks with baselines, JSON results
+// Exit codes: 0 success, 1 failure (an unreachable node, a failed run), 2
+// bad usage.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,12 +30,19 @@ import (
 const usage = `signalmesh: event signals that replicate peer-to-peer
 
 Usage:
+  signalmesh node [flags]       run a peer with an HTTP API (publish, tail, status,
+                                metrics, bridge ingress) until SIGINT or SIGTERM
+  signalmesh publish [flags]    publish a signal through a running node
+  signalmesh tail [PATTERN]     print the signals a running node delivers
+  signalmesh status             print a running node's status
   signalmesh demo [-signals N]  run a local mesh of 4 peers: publish, cut it in
                                 two, publish on both sides, heal, show what converged
   signalmesh tour [-seed N]     tour of signals, the router and causal delivery
-  signalmesh bench [flags]      convergence benchmarks next to raw GossipSub and
-                                go-ds-crdt in the same run; -h for flags
+  signalmesh bench [flags]      convergence benchmarks next to raw GossipSub,
+                                go-ds-crdt and NATS in the same run
   signalmesh help               this text
+
+Each command takes -h. Exit codes: 0 success, 1 failure, 2 bad usage.
 `
 
 func main() {
@@ -50,7 +65,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.SetOutput(stderr)
 		perSide := fs.Int("signals", 200, "signals published on each side of the partition")
 		if err := fs.Parse(args[1:]); err != nil {
-			return 2
+			return helpOr2(err)
 		}
 		if fs.NArg() > 0 || *perSide < 2 {
 			fmt.Fprintln(stderr, "signalmesh demo: -signals must be at least 2, and no arguments")
@@ -68,7 +83,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.SetOutput(stderr)
 		seed := fs.Uint64("seed", 1, "seed for the order in which signals reach the peers")
 		if err := fs.Parse(args[1:]); err != nil {
-			return 2
+			return helpOr2(err)
 		}
 		if fs.NArg() > 0 {
 			fmt.Fprintf(stderr, "signalmesh tour: unexpected argument %q\n", fs.Arg(0))
@@ -81,6 +96,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "bench":
 		return benchCmd(args[1:], stdout, stderr)
+	case "node":
+		return nodeCmd(args[1:], stdout, stderr)
+	case "publish":
+		return publishCmd(args[1:], stdout, stderr)
+	case "tail":
+		return tailCmd(args[1:], stdout, stderr)
+	case "status":
+		return statusCmd(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -88,4 +111,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "signalmesh: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
+}
+
+// helpOr2 is the exit code after a flag parse error: 0 for -h, 2 otherwise.
+func helpOr2(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 2
 }

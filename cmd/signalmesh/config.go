@@ -1,0 +1,269 @@
+package main
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/signalmesh/signalmesh/bridge"
+	"github.com/signalmesh/signalmesh/node"
+)
+
+// daemonConfig is everything `signalmesh node` can be told, from a JSON
+// config file, then environment variables (SIGNALMESH_<FLAG>, upper case,
+// '-' as '_'), then flags, each overriding the one before.
+type daemonConfig struct {
+	Mesh      string    `json:"mesh"`
+	DataDir   string    `json:"data_dir"`
+	Listen    []string  `json:"listen"`
+	Bootstrap []string  `json:"bootstrap"`
+	MDNS      bool      `json:"mdns"`
+	PSK       string    `json:"psk"` // 64 hex digits
+	Allow     []string  `json:"allow"`
+	HTTP      string    `json:"http"`      // API address
+	APIToken  string    `json:"api_token"` // required on the API's write and read endpoints when set
+	LogLevel  string    `json:"log_level"`
+	Params    params    `json:"params"`
+	Bridge    bridgeCfg `json:"bridge"`
+}
+
+type params struct {
+	MaxBatch        int      `json:"max_batch"`
+	MaxBatchDelay   duration `json:"max_batch_delay"`
+	CommitQueue     int      `json:"commit_queue"`
+	JournalBatch    int      `json:"journal_batch"`
+	JournalDelay    duration `json:"journal_delay"`
+	CausalBuffer    int      `json:"causal_buffer"`
+	SubscriberQueue int      `json:"subscriber_queue"`
+	Resync          duration `json:"resync"`
+	CauseTimeout    duration `json:"cause_timeout"`
+	Rebroadcast     duration `json:"rebroadcast"`
+}
+
+type bridgeCfg struct {
+	Cluster      string        `json:"cluster"` // default: the mesh name
+	Tokens       []string      `json:"tokens"`  // accepted by the ingress
+	Secret       string        `json:"secret"`  // accepted HMAC secret
+	Routes       []routeCfg    `json:"routes"`
+	Destinations []destination `json:"destinations"`
+}
+
+type routeCfg struct {
+	Pattern     string `json:"pattern"`
+	Consistency string `json:"consistency"` // eventual, weak, quorum:K
+}
+
+type destination struct {
+	Name       string   `json:"name"`
+	URL        string   `json:"url"`
+	Mode       string   `json:"mode"`
+	Patterns   []string `json:"patterns"`
+	Token      string   `json:"token"`
+	Secret     string   `json:"secret"`
+	Cluster    string   `json:"cluster"`
+	Timeout    duration `json:"timeout"`
+	Attempts   int      `json:"attempts"`
+	Backoff    duration `json:"backoff"`
+	MaxBackoff duration `json:"max_backoff"`
+	Failures   int      `json:"breaker_failures"`
+	OpenFor    duration `json:"breaker_open_for"`
+}
+
+// duration is a time.Duration written as "250ms" in JSON.
+type duration time.Duration
+
+func (d *duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration: want a string such as \"250ms\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	*d = duration(v)
+	return err
+}
+
+func (d duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// list is a comma-separated flag.
+type list []string
+
+func (l *list) String() string { return strings.Join(*l, ",") }
+func (l *list) Set(s string) error {
+	*l = nil
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			*l = append(*l, f)
+		}
+	}
+	return nil
+}
+
+// loadDaemonConfig reads the config file named by -config (or
+// SIGNALMESH_CONFIG), then the environment, then the flags.
+func loadDaemonConfig(fs *flag.FlagSet, args []string) (*daemonConfig, error) {
+	c := &daemonConfig{HTTP: "127.0.0.1:7070", LogLevel: "info"}
+	file := fs.String("config", "", "JSON config file (every field; flags and SIGNALMESH_* variables override it)")
+	// The flags write into a second config, applied over the file and the
+	// environment only for the flags actually given.
+	var f daemonConfig
+	fs.StringVar(&f.Mesh, "mesh", "", "mesh name (required): letters, digits, '.', '_', '-'")
+	fs.StringVar(&f.DataDir, "data-dir", "", "directory for the identity, journal and bridge outboxes (empty: in memory)")
+	fs.Var((*list)(&f.Listen), "listen", "libp2p listen multiaddrs, comma-separated (default TCP and QUIC on 127.0.0.1)")
+	fs.Var((*list)(&f.Bootstrap), "bootstrap", "peers to dial at start, as multiaddrs ending in /p2p/<id>, comma-separated")
+	fs.BoolVar(&f.MDNS, "mdns", false, "discover peers on the local network by multicast DNS")
+	fs.StringVar(&f.PSK, "psk", "", "private network key, 64 hex digits (TCP only)")
+	fs.Var((*list)(&f.Allow), "allow", "the only peer IDs to connect with, comma-separated")
+	fs.StringVar(&f.HTTP, "http", "", "address of the HTTP API (default 127.0.0.1:7070)")
+	fs.StringVar(&f.APIToken, "api-token", "", "bearer token the HTTP API requires (default: none, so keep -http on loopback)")
+	fs.StringVar(&f.LogLevel, "log-level", "", "debug, info, warn or error (default info)")
+	fs.StringVar(&f.Bridge.Cluster, "cluster", "", "this cluster's name for bridging (default: the mesh name)")
+	fs.Var((*list)(&f.Bridge.Tokens), "ingress-tokens", "bearer tokens the bridge ingress accepts, comma-separated")
+	fs.StringVar(&f.Bridge.Secret, "ingress-secret", "", "HMAC secret the bridge ingress accepts")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *file == "" {
+		*file = os.Getenv("SIGNALMESH_CONFIG")
+	}
+	if *file != "" {
+		b, err := os.ReadFile(*file)
+		if err != nil {
+			return nil, err
+		}
+		dec := json.NewDecoder(strings.NewReader(string(b)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(c); err != nil {
+			return nil, fmt.Errorf("config %s: %w", *file, err)
+		}
+	}
+	given := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
+	var err error
+	fs.VisitAll(func(fl *flag.Flag) {
+		if fl.Name == "config" || err != nil {
+			return
+		}
+		val, ok := "", false
+		if given[fl.Name] {
+			val, ok = fl.Value.String(), true
+		} else if v, set := os.LookupEnv("SIGNALMESH_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))); set {
+			val, ok = v, true
+		}
+		if ok {
+			err = c.set(fl.Name, val)
+		}
+	})
+	return c, err
+}
+
+func (c *daemonConfig) set(name, v string) error {
+	var l list
+	_ = l.Set(v)
+	switch name {
+	case "mesh":
+		c.Mesh = v
+	case "data-dir":
+		c.DataDir = v
+	case "listen":
+		c.Listen = l
+	case "bootstrap":
+		c.Bootstrap = l
+	case "mdns":
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("mdns: %w", err)
+		}
+		c.MDNS = b
+	case "psk":
+		c.PSK = v
+	case "allow":
+		c.Allow = l
+	case "http":
+		c.HTTP = v
+	case "api-token":
+		c.APIToken = v
+	case "log-level":
+		c.LogLevel = v
+	case "cluster":
+		c.Bridge.Cluster = v
+	case "ingress-tokens":
+		c.Bridge.Tokens = l
+	case "ingress-secret":
+		c.Bridge.Secret = v
+	}
+	return nil
+}
+
+// nodeConfig turns the daemon config into a node.Config.
+func (c *daemonConfig) nodeConfig() (node.Config, error) {
+	nc := node.Config{Mesh: c.Mesh, DataDir: c.DataDir, ListenAddrs: c.Listen, MDNS: c.MDNS}
+	if c.Mesh == "" {
+		return nc, errors.New("a mesh name is required (-mesh, SIGNALMESH_MESH or \"mesh\" in the config)")
+	}
+	for _, b := range c.Bootstrap {
+		ai, err := peer.AddrInfoFromString(b)
+		if err != nil {
+			return nc, fmt.Errorf("bootstrap %q: %w", b, err)
+		}
+		nc.Bootstrap = append(nc.Bootstrap, *ai)
+	}
+	if c.PSK != "" {
+		k, err := hex.DecodeString(c.PSK)
+		if err != nil || len(k) != 32 {
+			return nc, errors.New("psk: want 64 hex digits")
+		}
+		nc.PSK = k
+	}
+	for _, a := range c.Allow {
+		id, err := peer.Decode(a)
+		if err != nil {
+			return nc, fmt.Errorf("allow %q: %w", a, err)
+		}
+		nc.Allow = append(nc.Allow, id)
+	}
+	p := c.Params
+	nc.Params = node.Params{MaxBatch: p.MaxBatch, MaxBatchDelay: time.Duration(p.MaxBatchDelay), CommitQueue: p.CommitQueue,
+		JournalBatch: p.JournalBatch, JournalDelay: time.Duration(p.JournalDelay), CausalBuffer: p.CausalBuffer,
+		SubscriberQueue: p.SubscriberQueue, Resync: time.Duration(p.Resync), CauseTimeout: time.Duration(p.CauseTimeout),
+		Rebroadcast: time.Duration(p.Rebroadcast)}
+	return nc, nc.Validate()
+}
+
+// parseConsistency reads "eventual", "weak" or "quorum:K".
+func parseConsistency(s string) (node.Consistency, error) {
+	switch s {
+	case "", "eventual":
+		return node.Eventual, nil
+	case "weak":
+		return node.Weak, nil
+	}
+	if k, ok := strings.CutPrefix(s, "quorum:"); ok {
+		n, err := strconv.Atoi(k)
+		if err == nil && n > 0 {
+			return node.Quorum(n), nil
+		}
+	}
+	return node.Eventual, fmt.Errorf("consistency %q: want eventual, weak or quorum:K", s)
+}
+
+func (c *daemonConfig) destinations() ([]bridge.Destination, error) {
+	var out []bridge.Destination
+	for _, d := range c.Bridge.Destinations {
+		out = append(out, bridge.Destination{Name: d.Name, URL: d.URL, Mode: bridge.Mode(d.Mode), Patterns: d.Patterns,
+			Token: d.Token, Secret: []byte(d.Secret), Cluster: d.Cluster, Timeout: time.Duration(d.Timeout),
+			Retry:   bridge.Retry{Attempts: d.Attempts, Backoff: time.Duration(d.Backoff), MaxBackoff: time.Duration(d.MaxBackoff)},
+			Breaker: bridge.Breaker{Failures: d.Failures, OpenFor: time.Duration(d.OpenFor)}})
+	}
+	return out, nil
+}

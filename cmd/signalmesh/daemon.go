@@ -1,0 +1,368 @@
+package main
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
+	pebbleds "github.com/ipfs/go-ds-pebble"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/bridge"
+	"github.com/signalmesh/signalmesh/node"
+	"github.com/signalmesh/signalmesh/router"
+)
+
+const nodeUsage = `Usage: signalmesh node [flags]
+
+Runs a peer until SIGINT or SIGTERM, with an HTTP API:
+
+  POST /v1/publish?consistency=eventual|weak|quorum:K   a CloudEvent (structured,
+                                  binary or batch mode); answers {"published":n,"ids":[...]}
+  GET  /v1/tail?pattern=P         server-sent events: every signal matching P as it is delivered
+  GET  /v1/status                 the node's status, peers and bridge counts (JSON)
+  GET  /v1/replay?pattern=P       the journal's signals matching P, in replay order (JSON array)
+  POST /v1/ingest                 the bridge ingress (when tokens or a secret are set)
+  GET  /metrics                   Prometheus metrics
+  GET  /healthz                   200 once the node runs
+
+Every setting can come from a JSON config file (-config), from environment
+variables SIGNALMESH_<FLAG> (upper case, '-' as '_'), or from flags, each
+overriding the one before. Bridge routes and destinations are set in the
+config file ("bridge": {"cluster", "tokens", "secret", "routes",
+"destinations"}); see README.
+
+Flags:
+`
+
+func nodeCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("node", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, nodeUsage); fs.PrintDefaults() }
+	cfg, err := loadDaemonConfig(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "signalmesh node:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := runDaemon(ctx, cfg, stdout, stderr); err != nil {
+		fmt.Fprintln(stderr, "signalmesh node:", err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
+
+// usageError is a configuration mistake (exit code 2).
+type usageError struct{ error }
+
+func runDaemon(ctx context.Context, cfg *daemonConfig, stdout, stderr io.Writer) error {
+	nc, err := cfg.nodeConfig()
+	if err != nil {
+		return usageError{err}
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return usageError{fmt.Errorf("log-level %q: %w", cfg.LogLevel, err)}
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	nc.Logger, nc.Registerer = log, reg
+	cluster := cfg.Bridge.Cluster
+	if cluster == "" {
+		cluster = cfg.Mesh
+	}
+	var routes []bridge.IngressRoute
+	for _, r := range cfg.Bridge.Routes {
+		c, err := parseConsistency(r.Consistency)
+		if err != nil {
+			return usageError{fmt.Errorf("bridge route %q: %w", r.Pattern, err)}
+		}
+		routes = append(routes, bridge.IngressRoute{Pattern: r.Pattern, Consistency: c})
+	}
+	dests, err := cfg.destinations()
+	if err != nil {
+		return usageError{err}
+	}
+	ln, err := net.Listen("tcp", cfg.HTTP)
+	if err != nil {
+		return fmt.Errorf("HTTP API: %w", err)
+	}
+	defer ln.Close()
+
+	n, err := node.New(ctx, nc)
+	if err != nil {
+		return err
+	}
+	var store ds.Batching = dssync.MutexWrap(ds.NewMapDatastore())
+	if cfg.DataDir != "" {
+		if store, err = pebbleds.NewDatastore(filepath.Join(cfg.DataDir, "bridge")); err != nil {
+			_ = n.Close()
+			return fmt.Errorf("bridge store: %w", err)
+		}
+	}
+	closeAll := func(eg *bridge.Egress) error {
+		var errs []error
+		if eg != nil {
+			errs = append(errs, eg.Close())
+		}
+		errs = append(errs, n.Close(), store.Close())
+		return errors.Join(errs...)
+	}
+	var eg *bridge.Egress
+	if len(dests) > 0 {
+		if eg, err = bridge.NewEgress(n, bridge.EgressConfig{Cluster: cluster, Store: store, Destinations: dests, Logger: log}); err != nil {
+			_ = closeAll(nil)
+			return usageError{err}
+		}
+	}
+	var in *bridge.Ingress
+	if len(cfg.Bridge.Tokens) > 0 || cfg.Bridge.Secret != "" {
+		if in, err = bridge.NewIngress(n, bridge.IngressConfig{Cluster: cluster, Tokens: cfg.Bridge.Tokens,
+			Secret: []byte(cfg.Bridge.Secret), Routes: routes, Logger: log}); err != nil {
+			_ = closeAll(eg)
+			return usageError{err}
+		}
+	}
+	api := &api{n: n, eg: eg, in: in, token: cfg.APIToken, log: log, reg: reg}
+	// Requests' contexts end when the daemon stops, so that streams (tail)
+	// end and Shutdown need not wait for them.
+	reqCtx, endRequests := context.WithCancel(context.Background())
+	defer endRequests()
+	srv := &http.Server{Handler: api.routes(), ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return reqCtx }}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	addrs := n.AddrInfo()
+	var p2p []string
+	for _, a := range addrs.Addrs {
+		p2p = append(p2p, a.String()+"/p2p/"+addrs.ID.String())
+	}
+	fmt.Fprintf(stdout, "signalmesh node %s: mesh %q, cluster %q\n  libp2p: %s\n  http:   http://%s\n",
+		n.ID(), cfg.Mesh, cluster, strings.Join(p2p, " "), ln.Addr())
+	select {
+	case <-ctx.Done():
+	case err = <-served:
+	}
+	fmt.Fprintln(stdout, "signalmesh node: shutting down")
+	endRequests()
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	herr := srv.Shutdown(sctx)
+	cerr := closeAll(eg)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	if err = errors.Join(err, herr, cerr); err == nil {
+		fmt.Fprintln(stdout, "signalmesh node: stopped")
+	}
+	return err
+}
+
+// api is the daemon's HTTP API.
+type api struct {
+	n     *node.Node
+	eg    *bridge.Egress
+	in    *bridge.Ingress
+	token string
+	log   *slog.Logger
+	reg   *prometheus.Registry
+}
+
+func (a *api) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/publish", a.auth(a.publish))
+	mux.HandleFunc("GET /v1/tail", a.auth(a.tail))
+	mux.HandleFunc("GET /v1/status", a.auth(a.status))
+	mux.HandleFunc("GET /v1/replay", a.auth(a.replay))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	if a.in != nil {
+		mux.Handle("/v1/ingest", a.in) // its own authentication
+	}
+	return mux
+}
+
+func (a *api) auth(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if a.token != "" {
+			tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(tok), []byte(a.token)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="signalmesh"`)
+				apiError(w, http.StatusUnauthorized, "bearer token required")
+				return
+			}
+		}
+		h(w, r)
+	}
+}
+
+func apiError(w http.ResponseWriter, status int, format string, args ...any) {
+	writeJSON(w, status, map[string]string{"error": fmt.Sprintf(format, args...)})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (a *api) publish(w http.ResponseWriter, r *http.Request) {
+	c, err := parseConsistency(r.URL.Query().Get("consistency"))
+	if err != nil {
+		apiError(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 8<<20))
+	if err != nil {
+		apiError(w, http.StatusRequestEntityTooLarge, "%v", err)
+		return
+	}
+	sigs, _, err := bridge.ReadSignals(r.Header, body, signalmesh.Limits{})
+	if err != nil {
+		var re *bridge.RequestError
+		if errors.As(err, &re) {
+			apiError(w, re.Status, "%s", re.Msg)
+			return
+		}
+		apiError(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	if err := a.n.PublishWith(r.Context(), c, sigs...); err != nil {
+		status := http.StatusBadRequest
+		switch {
+		case errors.Is(err, node.ErrClosed):
+			status = http.StatusServiceUnavailable
+		case errors.Is(err, node.ErrQuorum):
+			status = http.StatusGatewayTimeout
+		}
+		apiError(w, status, "%v", err)
+		return
+	}
+	ids := make([]string, len(sigs))
+	for i, s := range sigs {
+		ids[i] = s.ID
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"published": len(sigs), "ids": ids})
+}
+
+// tail streams the signals matching a pattern as server-sent events. A
+// client that reads too slowly loses signals (up to 4,096 wait for it): it
+// is told how many in a "dropped" event.
+func (a *api) tail(w http.ResponseWriter, r *http.Request) {
+	pattern := r.URL.Query().Get("pattern")
+	if pattern == "" {
+		pattern = "**"
+	}
+	if err := router.Validate(pattern); err != nil {
+		apiError(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		apiError(w, http.StatusInternalServerError, "streaming unsupported")
+		return
+	}
+	ch := make(chan *signalmesh.Signal, 4096)
+	var dropped atomic.Int64
+	sub, err := a.n.Subscribe(pattern, func(_ context.Context, s *signalmesh.Signal) error {
+		select {
+		case ch <- s:
+		default:
+			dropped.Add(1)
+		}
+		return nil
+	})
+	if err != nil {
+		apiError(w, http.StatusServiceUnavailable, "%v", err)
+		return
+	}
+	defer sub.Close()
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprintf(w, ": tailing %s\n\n", pattern)
+	fl.Flush()
+	keepalive := time.NewTicker(15 * time.Second)
+	defer keepalive.Stop()
+	var told int64
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-keepalive.C:
+			fmt.Fprint(w, ": keepalive\n\n")
+		case s := <-ch:
+			b, _ := s.MarshalJSON()
+			fmt.Fprintf(w, "id: %s\nevent: signal\ndata: %s\n\n", s.ID, b)
+		}
+		if d := dropped.Load(); d != told {
+			fmt.Fprintf(w, "event: dropped\ndata: %d\n\n", d-told)
+			told = d
+		}
+		fl.Flush()
+	}
+}
+
+func (a *api) status(w http.ResponseWriter, r *http.Request) {
+	st, err := a.n.Status(r.Context())
+	if err != nil {
+		apiError(w, http.StatusServiceUnavailable, "%v", err)
+		return
+	}
+	out := map[string]any{"node": st, "peers": a.n.Peers(), "mesh": a.n.Mesh()}
+	if a.eg != nil {
+		out["egress"] = a.eg.Stats()
+	}
+	if a.in != nil {
+		out["ingress"] = a.in.Stats()
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *api) replay(w http.ResponseWriter, r *http.Request) {
+	pattern := r.URL.Query().Get("pattern")
+	if pattern == "" {
+		pattern = "**"
+	}
+	var out []json.RawMessage
+	for s, err := range a.n.Replay(r.Context(), pattern) {
+		if err != nil {
+			apiError(w, http.StatusBadRequest, "%v", err)
+			return
+		}
+		b, _ := s.MarshalJSON()
+		out = append(out, b)
+	}
+	if out == nil {
+		out = []json.RawMessage{}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
