@@ -33,8 +33,10 @@ type Config struct {
 	// ignored (libp2p private networks are TCP only).
 	ListenAddrs []string
 
-	// Bootstrap peers are dialled once the node has started. A peer that
-	// cannot be reached is logged and retried by nobody: call Connect.
+	// Bootstrap peers are dialled once the node has started, and again
+	// every Params.Redial while the node is not connected to them: after a
+	// partition heals, or after a peer restarts, the node finds it again by
+	// itself. Other peers are not redialled: call Connect.
 	Bootstrap []peer.AddrInfo
 
 	// MDNS turns on local-network discovery by multicast DNS. Default off.
@@ -122,6 +124,11 @@ type Params struct {
 	// Rebroadcast is go-ds-crdt's head re-announcement interval. Default
 	// 2 s; heads are also announced whenever a peer joins.
 	Rebroadcast time.Duration
+	// Redial is how often the node dials the Bootstrap peers it is not
+	// connected to (each dial bounded by the same duration). Default 2 s.
+	// Shorter finds a healed peer sooner and costs a failing dial per
+	// absent peer per interval.
+	Redial time.Duration
 }
 
 func (p Params) withDefaults() Params {
@@ -147,13 +154,16 @@ func (p Params) withDefaults() Params {
 	if p.Rebroadcast == 0 {
 		p.Rebroadcast = 2 * time.Second
 	}
+	if p.Redial == 0 {
+		p.Redial = 2 * time.Second
+	}
 	return p
 }
 
 // Validate reports the first bad field.
 func (p Params) Validate() error {
 	if p.MaxBatch < 0 || p.CommitQueue < 0 || p.JournalBatch < 0 || p.JournalDelay < 0 || p.CausalBuffer < 0 || p.SubscriberQueue < 0 ||
-		p.MaxBatchDelay < 0 || p.Resync < 0 || p.CauseTimeout < 0 || p.Rebroadcast < 0 {
+		p.MaxBatchDelay < 0 || p.Resync < 0 || p.CauseTimeout < 0 || p.Rebroadcast < 0 || p.Redial < 0 {
 		return fmt.Errorf("node: negative parameter in %+v", p)
 	}
 	return nil

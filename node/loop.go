@@ -137,16 +137,21 @@ func (n *Node) publishDelivered() {
 // feedJournal offers every journaled signal that has not been delivered to
 // the buffer, in replay order. It runs at start (dispatch off: what is in
 // the journal then counts as delivered) and when signals were dropped from a
-// full buffer or are waiting for causes.
-func (n *Node) feedJournal(ctx context.Context, dispatch bool) {
+// full buffer or are waiting for causes. It returns the highest sequence
+// number of this node's own signals in the journal, delivered or not.
+func (n *Node) feedJournal(ctx context.Context, dispatch bool) (ownSeq uint64) {
 	all, _, err := n.jr.All(ctx)
 	if err != nil {
 		n.log.Warn("node: resync: read journal", "err", err)
-		return
+		return 0
 	}
 	journal.Sort(all)
+	self := n.self.String()
 	for _, s := range all {
 		n.seen.add(s.ID)
+		if origin, seq := originSeq(s); origin == self {
+			ownSeq = max(ownSeq, seq)
+		}
 	}
 	n.needResync = false
 	delivered := n.buf.Delivered()
@@ -168,4 +173,5 @@ func (n *Node) feedJournal(ctx context.Context, dispatch bool) {
 		}
 	}
 	n.publishDelivered()
+	return ownSeq
 }

@@ -168,6 +168,10 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 			n.log.Warn("node: bootstrap peer unreachable", "peer", ai.ID, "err", err)
 		}
 	}
+	if len(cfg.Bootstrap) > 0 {
+		n.wg.Add(1)
+		go n.redialer()
+	}
 	return n, nil
 }
 
@@ -302,7 +306,12 @@ func (n *Node) restore(ctx context.Context) error {
 	if n.buf, err = vclock.NewBuffer[*signalmesh.Signal](n.p.CausalBuffer, vclock.Clock{}); err != nil {
 		return err
 	}
-	n.feedJournal(ctx, false)
+	// Own signals in the journal may wait for causes that came by gossip
+	// and are not journaled here yet: they count for the next sequence
+	// number even though they are not delivered, or a restarted node would
+	// give its next signals numbers it had used (and peers would drop them
+	// as duplicates).
+	n.ownSeq = n.feedJournal(ctx, false)
 	if n.pending, err = n.readOutbox(ctx); err != nil {
 		return err
 	}

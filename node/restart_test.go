@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/journal"
 	"github.com/signalmesh/signalmesh/node"
+	"github.com/signalmesh/signalmesh/vclock"
 )
 
 // A peer on disk is closed mid-stream and reopened on its data directory:
@@ -105,4 +107,82 @@ func TestRestartResumes(t *testing.T) {
 	if err := src.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A node's own signals can reach its journal before their causes do (the
+// causes came by gossip; their deltas had not been fetched): after a restart
+// it must still number its next signals after them. Before the fix it
+// reused their numbers, and every peer dropped the new signals as
+// duplicates (found by the fault harness, seed 4: kill -9 then restart).
+func TestRestartKeepsSequenceAfterUndeliveredOwnSignals(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	nodes := cluster(t, 2, func(i int, c *node.Config) {
+		if i == 0 {
+			c.Params.JournalDelay = time.Hour // a's signals reach b by gossip only
+		} else {
+			c.DataDir = dir
+		}
+	})
+	a, b := nodes[0], nodes[1]
+	recA := newRecorder()
+	if _, err := a.Subscribe("**", recA.handle); err != nil {
+		t.Fatal(err)
+	}
+	recB := newRecorder()
+	subB, err := b.Subscribe("**", recB.handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Publish(ctx, mustSignal(t, "from.a")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "b delivers a's signal by gossip", func() bool { return recB.count() == 1 })
+	var before []*signalmesh.Signal
+	for i := 0; i < 5; i++ {
+		before = append(before, mustSignal(t, "from.b", signalmesh.WithSubject(fmt.Sprint(i))))
+	}
+	if err := b.Publish(ctx, before...); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "a delivers b's signals", func() bool { return recA.count() == 6 })
+	eventually(t, 10*time.Second, "b's own signals in its journal", func() bool {
+		c, _, err := b.JournalDigest(ctx)
+		return err == nil && c == 5
+	})
+	_ = subB.Close()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b2, err := node.New(ctx, node.Config{Mesh: a.Mesh(), DataDir: dir, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	if err := b2.Connect(ctx, a.AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	after := mustSignal(t, "from.b", signalmesh.WithSubject("after"))
+	if err := b2.Publish(ctx, after); err != nil {
+		t.Fatal(err)
+	}
+	own := b2.ID().String()
+	stamped := func(id string) vclock.Clock {
+		var s *signalmesh.Signal
+		eventually(t, 10*time.Second, "b journals "+id, func() bool {
+			s, err = b2.Get(ctx, id)
+			return err == nil
+		})
+		c, err := journal.ClockOf(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	last, got := stamped(before[len(before)-1].ID), stamped(after.ID)
+	if got.Get(own) != last.Get(own)+1 {
+		t.Fatalf("after the restart b numbered its signal %d, want %d", got.Get(own), last.Get(own)+1)
+	}
+	eventually(t, 10*time.Second, "a delivers b's signal from after the restart", func() bool { return recA.count() == 7 })
 }

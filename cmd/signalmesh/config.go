@@ -33,6 +33,15 @@ type daemonConfig struct {
 	LogLevel  string    `json:"log_level"`
 	Params    params    `json:"params"`
 	Bridge    bridgeCfg `json:"bridge"`
+	// Record, when set, is a file where a persistent subscription
+	// ("record", over RecordPattern, default "**") appends every signal it
+	// delivers, one JSON line each (package chaos reads it).
+	Record        string `json:"record"`
+	RecordPattern string `json:"record_pattern"`
+	// FaultAPI serves /v1/fault/block and /v1/fault/heal, which cut this
+	// node off from chosen peers with a connection gater (the fault
+	// harness's fallback when it cannot use network namespaces).
+	FaultAPI bool `json:"fault_api"`
 }
 
 type params struct {
@@ -46,6 +55,7 @@ type params struct {
 	Resync          duration `json:"resync"`
 	CauseTimeout    duration `json:"cause_timeout"`
 	Rebroadcast     duration `json:"rebroadcast"`
+	Redial          duration `json:"redial"`
 }
 
 type bridgeCfg struct {
@@ -127,6 +137,9 @@ func loadDaemonConfig(fs *flag.FlagSet, args []string) (*daemonConfig, error) {
 	fs.StringVar(&f.Bridge.Cluster, "cluster", "", "this cluster's name for bridging (default: the mesh name)")
 	fs.Var((*list)(&f.Bridge.Tokens), "ingress-tokens", "bearer tokens the bridge ingress accepts, comma-separated")
 	fs.StringVar(&f.Bridge.Secret, "ingress-secret", "", "HMAC secret the bridge ingress accepts")
+	fs.StringVar(&f.Record, "record", "", "append every delivered signal matching -record-pattern to this file, one JSON line each (a persistent subscription)")
+	fs.StringVar(&f.RecordPattern, "record-pattern", "", "pattern of -record (default **)")
+	fs.BoolVar(&f.FaultAPI, "fault-api", false, "serve /v1/fault/block and /v1/fault/heal (fault injection; never on an exposed address)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -201,6 +214,16 @@ func (c *daemonConfig) set(name, v string) error {
 		c.Bridge.Tokens = l
 	case "ingress-secret":
 		c.Bridge.Secret = v
+	case "record":
+		c.Record = v
+	case "record-pattern":
+		c.RecordPattern = v
+	case "fault-api":
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("fault-api: %w", err)
+		}
+		c.FaultAPI = b
 	}
 	return nil
 }
@@ -236,7 +259,7 @@ func (c *daemonConfig) nodeConfig() (node.Config, error) {
 	nc.Params = node.Params{MaxBatch: p.MaxBatch, MaxBatchDelay: time.Duration(p.MaxBatchDelay), CommitQueue: p.CommitQueue,
 		JournalBatch: p.JournalBatch, JournalDelay: time.Duration(p.JournalDelay), CausalBuffer: p.CausalBuffer,
 		SubscriberQueue: p.SubscriberQueue, Resync: time.Duration(p.Resync), CauseTimeout: time.Duration(p.CauseTimeout),
-		Rebroadcast: time.Duration(p.Rebroadcast)}
+		Rebroadcast: time.Duration(p.Rebroadcast), Redial: time.Duration(p.Redial)}
 	return nc, nc.Validate()
 }
 

@@ -36,11 +36,15 @@ const nodeUsage = `Usage: signalmesh node [flags]
 
 Runs a peer until SIGINT or SIGTERM, with an HTTP API:
 
-  POST /v1/publish?consistency=eventual|weak|quorum:K   a CloudEvent (structured,
-                                  binary or batch mode); answers {"published":n,"ids":[...]}
+  POST /v1/publish?consistency=eventual|weak|quorum:K&timeout=D   a CloudEvent
+                                  (structured, binary or batch mode); answers
+                                  {"published":n,"ids":[...]}; a quorum publish not
+                                  acknowledged within D answers 504 (it stays journaled)
   GET  /v1/tail?pattern=P         server-sent events: every signal matching P as it is delivered
   GET  /v1/status                 the node's status, peers and bridge counts (JSON)
   GET  /v1/replay?pattern=P       the journal's signals matching P, in replay order (JSON array)
+  GET  /v1/digest                 the journal's size and digest (JSON)
+  POST /v1/fault/block, /heal     cut the node off from peers, and heal (with -fault-api)
   POST /v1/ingest                 the bridge ingress (when tokens or a secret are set)
   GET  /metrics                   Prometheus metrics
   GET  /healthz                   200 once the node runs
@@ -117,8 +121,18 @@ func runDaemon(ctx context.Context, cfg *daemonConfig, stdout, stderr io.Writer)
 	}
 	defer ln.Close()
 
+	var gate *node.Blocklist
+	if cfg.FaultAPI {
+		gate = node.NewBlocklist()
+		nc.Gater = gate
+	}
 	n, err := node.New(ctx, nc)
 	if err != nil {
+		return err
+	}
+	stopRecord, err := startRecord(n, cfg)
+	if err != nil {
+		_ = n.Close()
 		return err
 	}
 	var store ds.Batching = dssync.MutexWrap(ds.NewMapDatastore())
@@ -133,7 +147,7 @@ func runDaemon(ctx context.Context, cfg *daemonConfig, stdout, stderr io.Writer)
 		if eg != nil {
 			errs = append(errs, eg.Close())
 		}
-		errs = append(errs, n.Close(), store.Close())
+		errs = append(errs, stopRecord(), n.Close(), store.Close())
 		return errors.Join(errs...)
 	}
 	var eg *bridge.Egress
@@ -151,7 +165,7 @@ func runDaemon(ctx context.Context, cfg *daemonConfig, stdout, stderr io.Writer)
 			return usageError{err}
 		}
 	}
-	api := &api{n: n, eg: eg, in: in, token: cfg.APIToken, log: log, reg: reg}
+	api := &api{n: n, eg: eg, in: in, gate: gate, token: cfg.APIToken, log: log, reg: reg}
 	// Requests' contexts end when the daemon stops, so that streams (tail)
 	// end and Shutdown need not wait for them.
 	reqCtx, endRequests := context.WithCancel(context.Background())
@@ -191,6 +205,7 @@ type api struct {
 	n     *node.Node
 	eg    *bridge.Egress
 	in    *bridge.Ingress
+	gate  *node.Blocklist // with -fault-api
 	token string
 	log   *slog.Logger
 	reg   *prometheus.Registry
@@ -202,6 +217,11 @@ func (a *api) routes() http.Handler {
 	mux.HandleFunc("GET /v1/tail", a.auth(a.tail))
 	mux.HandleFunc("GET /v1/status", a.auth(a.status))
 	mux.HandleFunc("GET /v1/replay", a.auth(a.replay))
+	mux.HandleFunc("GET /v1/digest", a.auth(a.digest))
+	if a.gate != nil {
+		mux.HandleFunc("POST /v1/fault/block", a.auth(a.block))
+		mux.HandleFunc("POST /v1/fault/heal", a.auth(a.heal))
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	if a.in != nil {
@@ -255,7 +275,18 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	if err := a.n.PublishWith(r.Context(), c, sigs...); err != nil {
+	ctx := r.Context()
+	if t := r.URL.Query().Get("timeout"); t != "" {
+		d, err := time.ParseDuration(t)
+		if err != nil || d <= 0 {
+			apiError(w, http.StatusBadRequest, "timeout %q: want a positive duration such as 2s", t)
+			return
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	if err := a.n.PublishWith(ctx, c, sigs...); err != nil {
 		status := http.StatusBadRequest
 		switch {
 		case errors.Is(err, node.ErrClosed):

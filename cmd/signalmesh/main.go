@@ -40,6 +40,8 @@ Usage:
   signalmesh tour [-seed N]     tour of signals, the router and causal delivery
   signalmesh bench [flags]      convergence benchmarks next to raw GossipSub,
                                 go-ds-crdt and NATS in the same run
+  signalmesh chaos [flags]      fault injection: node processes, network cuts,
+                                kill -9, pauses; a checker that nothing was lost
   signalmesh help               this text
 
 Each command takes -h. Exit codes: 0 success, 1 failure, 2 bad usage.
@@ -98,6 +100,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return benchCmd(args[1:], stdout, stderr)
 	case "node":
 		return nodeCmd(args[1:], stdout, stderr)
+	case "chaos":
+		return chaosCmd(args[1:], stdout, stderr)
 	case "publish":
 		return publishCmd(args[1:], stdout, stderr)
 	case "tail":
