@@ -43,6 +43,8 @@ type proc struct {
 	// "kill" (SIGKILL by the harness), "term" (SIGTERM, clean) or "exit"
 	// (it died by itself).
 	ends []string
+	// crashes counts the processes that ended by themselves.
+	crashes int
 }
 
 func (p *proc) running() bool {
@@ -152,11 +154,20 @@ func (c *cluster) kill(i int) {
 	if cmd == nil {
 		return
 	}
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	<-exited
+	end := "kill"
+	select {
+	case <-exited:
+		end = "exit" // it had died by itself
+	default:
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
+	}
 	p.mu.Lock()
 	p.cmd, p.paused = nil, false
-	p.ends = append(p.ends, "kill")
+	p.ends = append(p.ends, end)
+	if end == "exit" {
+		p.crashes++
+	}
 	p.mu.Unlock()
 	c.log("node %d killed", i)
 }

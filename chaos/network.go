@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -71,7 +72,6 @@ func netnsAvailable() bool {
 }
 
 func newNetnsNet(n int) (_ *netnsNet, err error) {
-	CleanStale()
 	nn := &netnsNet{id: os.Getpid(), n: n, subnet: 100 + os.Getpid()%150}
 	defer func() {
 		if err != nil {
@@ -173,8 +173,9 @@ func (nn *netnsNet) close() error {
 
 var staleName = regexp.MustCompile(`^` + netnsPrefix + `(\d+)(?:n\d+|br|h\d+|probe)$`)
 
-// CleanStale removes the namespaces and links that an earlier run left
-// behind when it was killed (its pid is gone), and reports what it removed.
+// CleanStale removes the namespaces, links and temporary directories that
+// an earlier run left behind when it was killed (its pid is gone), and
+// reports what it removed.
 func CleanStale() []string {
 	var removed []string
 	gone := func(name string) bool {
@@ -208,8 +209,20 @@ func CleanStale() []string {
 			}
 		}
 	}
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "signalmesh-chaos-*"))
+	for _, d := range dirs {
+		m := staleDir.FindStringSubmatch(filepath.Base(d))
+		if m == nil {
+			continue
+		}
+		if _, err := os.Stat("/proc/" + m[1]); errors.Is(err, os.ErrNotExist) && os.RemoveAll(d) == nil {
+			removed = append(removed, d)
+		}
+	}
 	return removed
 }
+
+var staleDir = regexp.MustCompile(`^signalmesh-chaos-(\d+)-`)
 
 // loopNet runs every node on 127.0.0.1 and cuts with each node's
 // connection gater (the daemon's -fault-api): connections are refused and

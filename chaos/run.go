@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -116,6 +117,9 @@ type Result struct {
 	Settled time.Duration `json:"settled"` // from the end of the workload to quiescence
 	// Explain is the smallest history showing the anomalies, if any.
 	Explain string `json:"explain,omitempty"`
+	// Dir holds the nodes' data, logs and records when they were kept
+	// (Spec.Keep, or a failed verdict).
+	Dir string `json:"dir,omitempty"`
 }
 
 // Run runs spec.Schedules schedules, one after another, and returns their
@@ -145,6 +149,7 @@ func (s Spec) logf(format string, args ...any) {
 }
 
 func runOne(ctx context.Context, spec Spec, seed uint64) (res Result, err error) {
+	CleanStale()
 	dir := spec.Dir
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", fmt.Sprintf("signalmesh-chaos-%d-", os.Getpid())); err != nil {
@@ -156,9 +161,15 @@ func runOne(ctx context.Context, spec Spec, seed uint64) (res Result, err error)
 			return res, err
 		}
 	}
-	if !spec.Keep {
-		defer os.RemoveAll(dir)
-	}
+	defer func() {
+		// Kept for inspection with -keep, or when the verdict failed (the
+		// nodes' logs, data and records are the evidence).
+		if spec.Keep || (err == nil && !res.Verdict.OK) {
+			res.Dir = dir
+			return
+		}
+		_ = os.RemoveAll(dir)
+	}()
 	var nw network
 	useNetns := spec.Network == "netns" || (spec.Network == "auto" && netnsAvailable())
 	if useNetns {
@@ -242,14 +253,13 @@ func runOne(ctx context.Context, spec Spec, seed uint64) (res Result, err error)
 	// Heal everything (the driver lifted each fault; this is belt and
 	// braces), bring back any process that died by itself, and wait.
 	_ = nw.cut(ctx, nil, c)
-	var crashes []Anomaly
 	for i, p := range c.procs {
 		if !p.running() {
 			p.mu.Lock()
 			p.cmd, p.paused = nil, false
 			p.ends = append(p.ends, "exit")
+			p.crashes++
 			p.mu.Unlock()
-			crashes = append(crashes, Anomaly{Kind: "crash", Node: i, Detail: "the node process ended by itself (see its node.log)"})
 			if err := c.start(ctx, i); err != nil {
 				return res, err
 			}
@@ -273,7 +283,16 @@ func runOne(ctx context.Context, spec Spec, seed uint64) (res Result, err error)
 		h.Ends = append(h.Ends, p.ends)
 	}
 	res.Verdict = Check(h)
-	res.Verdict.Anomalies = append(res.Verdict.Anomalies, crashes...)
+	for i, p := range c.procs {
+		if p.crashes > 0 {
+			res.Verdict.Anomalies = append(res.Verdict.Anomalies, Anomaly{Kind: "crash", Node: i,
+				Detail: fmt.Sprintf("%d node processes ended by themselves (see %s)", p.crashes, filepath.Join(p.dir, "node.log"))})
+		}
+	}
+	if serr != nil {
+		res.Verdict.Anomalies = append(res.Verdict.Anomalies, Anomaly{Kind: "quiescence", Node: -1,
+			Detail: fmt.Sprintf("not quiescent %v after the heal: %v", spec.Settle, serr)})
+	}
 	if stopErr != nil {
 		res.Verdict.Anomalies = append(res.Verdict.Anomalies, Anomaly{Kind: "stop", Node: -1, Detail: stopErr.Error()})
 	}
@@ -602,6 +621,8 @@ func (w *workload) publish(op Op) {
 	resp, err := w.c.client.Do(req)
 	op.Took = time.Since(t0)
 	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		op.Outcome, op.Err = Refused, err.Error() // the node is down: nothing was sent
 	case err != nil:
 		op.Outcome, op.Err = Unknown, err.Error()
 	default:

@@ -152,6 +152,9 @@ func chaosReport(w io.Writer, results []chaos.Result, took time.Duration) int {
 		if r.Explain != "" {
 			fmt.Fprintf(w, "  smallest history (seed %d):\n%s", r.Seed, r.Explain)
 		}
+		if r.Dir != "" {
+			fmt.Fprintf(w, "  the nodes' data, logs and records are kept in %s\n", r.Dir)
+		}
 	}
 	var fk []string
 	for _, k := range chaos.AllKinds {
