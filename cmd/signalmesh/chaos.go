@@ -55,7 +55,7 @@ func chaosCmd(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&spec.Keep, "keep", false, "keep the nodes' data, logs and records")
 	out := fs.String("out", "", "write the results as JSON to this file")
 	quiet := fs.Bool("quiet", false, "no progress lines")
-	cleanup := fs.Bool("cleanup", false, "only remove namespaces and links left by killed runs, then exit")
+	cleanup := fs.Bool("cleanup", false, "only remove the namespaces, links and directories of killed runs, then exit")
 	if err := fs.Parse(args); err != nil {
 		return helpOr2(err)
 	}

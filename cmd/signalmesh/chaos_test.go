@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -120,5 +121,113 @@ func assertNothingLeft(t *testing.T, pid int) {
 		if bytes.Contains(b, []byte(fmt.Sprintf("signalmesh-chaos-%d-", pid))) {
 			t.Errorf("a node process is left: %s", bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
 		}
+	}
+}
+
+// The daemon's fault API cuts a node off from a peer and heals it (the
+// redialer reconnects), /v1/digest reports the journal, and a publish
+// timeout is validated.
+func TestDaemonFaultAPI(t *testing.T) {
+	mesh := fmt.Sprintf("fault-%d", time.Now().UnixNano())
+	_, urlA, outA := daemon(t, "-mesh", mesh, "-listen", "/ip4/127.0.0.1/tcp/0", "-http", "127.0.0.1:0", "-fault-api")
+	var p2pA, idA string
+	for _, l := range strings.Split(outA.String(), "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(l), "libp2p: "); ok {
+			p2pA = strings.Fields(rest)[0]
+		}
+		if rest, ok := strings.CutPrefix(l, "signalmesh node "); ok {
+			idA, _, _ = strings.Cut(rest, ":")
+		}
+	}
+	_, urlB, _ := daemon(t, "-mesh", mesh, "-listen", "/ip4/127.0.0.1/tcp/0", "-http", "127.0.0.1:0", "-fault-api",
+		"-bootstrap", p2pA, "-config", writeConfig(t, `{"params": {"redial": "100ms"}}`))
+	peers := func(url string) int {
+		var st struct{ Peers []string }
+		getJSON(t, url+"/v1/status", &st)
+		return len(st.Peers)
+	}
+	post := func(url, path, body string) int {
+		resp, err := http.Post(url+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	awaitCond(t, "b connects to a", func() bool { return peers(urlB) == 1 })
+	if code := post(urlB, "/v1/fault/block", `{"peers":["`+idA+`"]}`); code != 200 {
+		t.Fatalf("block: %d", code)
+	}
+	awaitCond(t, "b cut off from a", func() bool { return peers(urlB) == 0 && peers(urlA) == 0 })
+	if code := post(urlB, "/v1/fault/block", `{"peers":["not a peer"]}`); code != 400 {
+		t.Fatalf("block with a bad id: %d, want 400", code)
+	}
+	if code := post(urlB, "/v1/fault/heal", `{}`); code != 200 {
+		t.Fatalf("heal: %d", code)
+	}
+	awaitCond(t, "b redials a after the heal", func() bool { return peers(urlB) == 1 })
+
+	ev := `{"specversion":"1.0","id":"d-1","source":"/t","type":"t.x"}`
+	req, _ := http.NewRequest("POST", urlA+"/v1/publish?timeout=soon", strings.NewReader(ev))
+	req.Header.Set("Content-Type", "application/cloudevents+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 400 {
+		t.Fatalf("publish with a bad timeout: %d, want 400", resp.StatusCode)
+	}
+	req, _ = http.NewRequest("POST", urlA+"/v1/publish?timeout=5s&consistency=quorum:1", strings.NewReader(ev))
+	req.Header.Set("Content-Type", "application/cloudevents+json")
+	if resp, err = http.DefaultClient.Do(req); err != nil || resp.StatusCode != 202 {
+		t.Fatalf("quorum publish: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	awaitCond(t, "both journals hold the signal", func() bool {
+		var a, b struct {
+			Count  int
+			Digest string
+		}
+		getJSON(t, urlA+"/v1/digest", &a)
+		getJSON(t, urlB+"/v1/digest", &b)
+		return a.Count == 1 && a == b
+	})
+	// Without -fault-api there is no fault endpoint.
+	_, urlC, _ := daemon(t, "-mesh", mesh, "-listen", "/ip4/127.0.0.1/tcp/0", "-http", "127.0.0.1:0")
+	if code := post(urlC, "/v1/fault/heal", `{}`); code != 404 && code != 405 {
+		t.Fatalf("fault API without -fault-api: %d", code)
+	}
+}
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("%s: %v", url, err)
+	}
+}
+
+func awaitCond(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
