@@ -346,26 +346,31 @@ func (c *cluster) get(ctx context.Context, i int, path string, v any) error {
 	return json.NewDecoder(resp.Body).Decode(v)
 }
 
-// settle waits until every journal has the same digest twice in a row and
-// every node's record holds every journaled signal, then returns the
-// journals (ids in replay order). On timeout it returns them as they are.
+// settle waits until every journal has the same digest on two polls in a
+// row and every node's record holds every journaled signal, then returns
+// the journals (ids in replay order). On timeout it returns them as they
+// are, with the reason.
 func (c *cluster) settle(ctx context.Context, limit time.Duration) ([][]string, error) {
 	deadline := time.Now().Add(limit)
 	last := ""
 	var why error
 	for {
-		digest, err := c.digests(ctx)
-		if err == nil && digest == last {
+		digest, same, err := c.digests(ctx)
+		switch {
+		case err != nil:
+			why = err
+		case !same:
+			why = errors.New("the journals differ")
+		case digest != last:
+			why = errors.New("the journals still change")
+		default:
 			journals, err := c.journals(ctx)
 			if err == nil {
-				if why = c.recorded(journals); why == nil {
-					return journals, nil
-				}
+				err = c.recorded(journals)
 			}
-		} else if err != nil {
-			why = err
-		} else {
-			why = errors.New("journals differ or still change")
+			if why = err; err == nil {
+				return journals, nil
+			}
 		}
 		last = digest
 		if time.Now().After(deadline) {
@@ -380,24 +385,26 @@ func (c *cluster) settle(ctx context.Context, limit time.Duration) ([][]string, 
 	}
 }
 
-// digests returns the common digest, or "" when the journals differ.
-func (c *cluster) digests(ctx context.Context) (string, error) {
-	common := ""
+// digests returns node 0's journal size and digest, and whether every node
+// has the same.
+func (c *cluster) digests(ctx context.Context) (string, bool, error) {
+	common, same := "", true
 	for i := range c.procs {
 		var d struct {
 			Count  int    `json:"count"`
 			Digest string `json:"digest"`
 		}
 		if err := c.get(ctx, i, "/v1/digest", &d); err != nil {
-			return "", err
+			return "", false, err
 		}
-		key := fmt.Sprint(d.Count, d.Digest)
-		if i > 0 && key != common {
-			return "", nil
+		key := fmt.Sprint(d.Count, " ", d.Digest)
+		if i == 0 {
+			common = key
+		} else if key != common {
+			same = false
 		}
-		common = key
 	}
-	return common, nil
+	return common, same, nil
 }
 
 func (c *cluster) journals(ctx context.Context) ([][]string, error) {
