@@ -388,8 +388,7 @@ func (a *agent) Journaled(ctx context.Context) (int64, error) {
 	if a.node == nil {
 		return 0, errors.New("bench: no journal on a baseline peer")
 	}
-	st, err := a.node.Status(ctx)
-	return st.Journaled, err
+	return a.node.Arrived(), nil
 }
 
 func (a *agent) Stats(ctx context.Context) (Stats, error) {

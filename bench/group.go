@@ -210,18 +210,22 @@ func (g *group) arrived(ctx context.Context, idx []int, want int) bool {
 }
 
 // awaitIdentical waits until the peers idx hold the same want journal
-// entries and returns the time it took. It polls the cheap arrival counts
-// and takes the moment they all reach want; then it checks the digests,
-// which read whole journals and would slow down what they wait for if they
-// were polled. If the digests differ (an entry counted twice), it keeps
-// polling them and takes the moment they agree.
-func (g *group) awaitIdentical(ctx context.Context, idx []int, want int, timeout time.Duration) (time.Duration, error) {
+// entries and returns the moment they did. It polls the cheap arrival
+// counts and takes the moment they all reach want; then it checks the
+// digests, which read whole journals and would slow down what they wait for
+// if they were polled, and whose reading is not part of the time. If the
+// digests differ (an entry counted twice), it keeps polling them and takes
+// the moment they agree.
+func (g *group) awaitIdentical(ctx context.Context, idx []int, want int, timeout time.Duration) (time.Time, error) {
+	start := time.Now()
 	took, err := Await(ctx, timeout, func() bool { return g.arrived(ctx, idx, want) })
+	at := start.Add(took)
 	if err != nil || g.identical(ctx, idx, want) {
-		return took, err
+		return at, err
 	}
+	start = time.Now()
 	more, err := Await(ctx, timeout, func() bool { return g.identical(ctx, idx, want) })
-	return took + more, err
+	return start.Add(more), err
 }
 
 // counts returns how many signals each of idx has received.

@@ -45,6 +45,11 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 	return st, nil
 }
 
+// Arrived counts the journal entries this node has seen arrive, local and
+// remote, since it started (Status.Journaled): an atomic read, cheap to
+// poll, and a lower bound on the journal's size (JournalDigest counts it).
+func (n *Node) Arrived() int64 { return n.m.journaled.Load() }
+
 // Get returns a journaled signal by id (journal.ErrNotFound if absent).
 func (n *Node) Get(ctx context.Context, id string) (*signalmesh.Signal, error) {
 	return n.jr.Get(ctx, id)
