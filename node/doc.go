@@ -50,7 +50,11 @@
 //
 // A node with no peers publishes, journals and delivers locally; when it
 // connects again, both sides exchange DAG heads and converge. Nothing
-// published on either side of a partition is lost.
+// published on either side of a partition is lost. A node redials its
+// Bootstrap peers whenever it is not connected to them (every
+// Params.Redial), so a healed network or a restarted peer is found again
+// without anyone calling Connect. The fault harness (package chaos) checks
+// all of this across real network cuts, kill -9 and restarts.
 //
 // # Lifecycle
 //
