@@ -183,6 +183,7 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 	// On the loop, so that no signal is dispatched between the backlog and
 	// the registration.
 	var addErr error
+	pending := false // a backlog waits: wake the subscription once it runs
 	err := n.do(context.Background(), func() {
 		var backlog []*signalmesh.Signal
 		if start.kind != 0 {
@@ -191,10 +192,13 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 				return
 			}
 		}
+		// Queued before the registration: from then on the loop appends
+		// (enqueue, under s.mu), and only the loop and run touch s.q.
+		s.q, pending = backlog, len(backlog) > 0
 		if addErr = n.subs.Add(pattern, s, router.WithPriority(cfg.priority)); addErr != nil {
+			s.q = nil
 			return
 		}
-		s.q = backlog
 	})
 	if err == nil {
 		err = addErr
@@ -209,8 +213,11 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 	}
 	n.subWG.Add(1)
 	go s.run()
-	if len(s.q) > 0 {
-		s.wake <- struct{}{}
+	if pending {
+		select {
+		case s.wake <- struct{}{}:
+		default: // already woken by a newer signal
+		}
 	}
 	return s, nil
 }

@@ -44,7 +44,13 @@ func daemon(t *testing.T, args ...string) (*exec.Cmd, string, *bytes.Buffer) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("the daemon's stderr:\n%s", stderr.String())
+		}
+	})
 	sc := bufio.NewScanner(out)
 	var stdout bytes.Buffer
 	for sc.Scan() {
