@@ -161,6 +161,11 @@ func (nn *netnsNet) slow(i int, on bool) error {
 func (nn *netnsNet) close() error {
 	var errs []error
 	for i := 0; i < nn.n; i++ {
+		// The host end first: deleting it deletes the pair at once, where a
+		// namespace's own links go when the kernel gets round to it.
+		if err := ipRun("link", "del", fmt.Sprintf("%s%dh%d", netnsPrefix, nn.id, i)); err != nil && !strings.Contains(err.Error(), "Cannot find") {
+			errs = append(errs, err)
+		}
 		if err := ipRun("netns", "del", nn.ns(i)); err != nil && !strings.Contains(err.Error(), "No such file") {
 			errs = append(errs, err)
 		}
