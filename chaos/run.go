@@ -482,8 +482,9 @@ func (c *cluster) drive(ctx context.Context, faults []Fault, start time.Time) er
 			err = errors.Join(err, c.net.cut(context.WithoutCancel(ctx), nil, c))
 		case Kill:
 			c.kill(f.Node)
-			wait(end)
-			err = c.start(context.WithoutCancel(ctx), f.Node)
+			if wait(end) { // interrupted: the node stays down, Run is ending
+				err = c.start(ctx, f.Node)
+			}
 		case Pause:
 			c.pause(f.Node, true)
 			wait(end)
