@@ -118,7 +118,29 @@ func Check(h History) Verdict {
 	if h.Nodes > 0 {
 		v.Journaled = len(h.Journals[0])
 	}
-	// (1) and (5)
+	checkDurable(h, inJournal, add, &v)
+	checkJournals(h, ops, add)
+	// (3) and (4)
+	for i := 0; i < h.Nodes; i++ {
+		checkRecord(h, i, ops, inJournal[i], add, &v)
+	}
+	kinds := make([]string, 0, len(count))
+	for k := range count {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	for _, k := range kinds {
+		if count[k] > maxPerKind {
+			v.Anomalies = append(v.Anomalies, Anomaly{Kind: k, Node: -1, Detail: fmt.Sprintf("%d in all, %d shown", count[k], maxPerKind)})
+		}
+	}
+	v.OK = len(v.Anomalies) == 0
+	return v
+}
+
+// checkDurable: (1) every signal that must exist is on every replica, and
+// (5) every acknowledged Quorum(k) is on at least k+1.
+func checkDurable(h History, inJournal []map[string]bool, add func(Anomaly), v *Verdict) {
 	for _, o := range h.Ops {
 		if !o.mustExist() {
 			continue
@@ -140,7 +162,11 @@ func Check(h History) Verdict {
 			}
 		}
 	}
-	// (2)
+}
+
+// checkJournals: (2) the journals are equal, in replay order, and hold only
+// journaled signals that were published and not refused.
+func checkJournals(h History, ops map[string]Op, add func(Anomaly)) {
 	for i := 0; i < h.Nodes; i++ {
 		for _, id := range h.Journals[i] {
 			o, ok := ops[id]
@@ -158,24 +184,10 @@ func Check(h History) Verdict {
 				len(h.Journals[i]), len(h.Journals[0]), firstDiff(h.Journals[0], h.Journals[i]))})
 		}
 	}
-	// (3) and (4)
-	for i := 0; i < h.Nodes; i++ {
-		checkRecord(h, i, ops, inJournal[i], add, &v)
-	}
-	kinds := make([]string, 0, len(count))
-	for k := range count {
-		kinds = append(kinds, k)
-	}
-	sort.Strings(kinds)
-	for _, k := range kinds {
-		if count[k] > maxPerKind {
-			v.Anomalies = append(v.Anomalies, Anomaly{Kind: k, Node: -1, Detail: fmt.Sprintf("%d in all, %d shown", count[k], maxPerKind)})
-		}
-	}
-	v.OK = len(v.Anomalies) == 0
-	return v
 }
 
+// checkRecord: (3) node i's subscription got each journaled signal once,
+// again only after a kill -9, and (4) no effect before its cause.
 func checkRecord(h History, i int, ops map[string]Op, journal map[string]bool, add func(Anomaly), v *Verdict) {
 	pos := map[string]int{} // first delivery's position
 	segment, n := -1, 0

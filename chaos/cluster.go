@@ -169,7 +169,11 @@ func (c *cluster) kill(i int) {
 		p.crashes++
 	}
 	p.mu.Unlock()
-	c.log("node %d killed", i)
+	if end == "exit" {
+		c.log("node %d had ended by itself", i)
+	} else {
+		c.log("node %d killed", i)
+	}
 }
 
 // pause stops (SIGSTOP) or resumes (SIGCONT) node i.

@@ -150,16 +150,9 @@ func (s Spec) logf(format string, args ...any) {
 
 func runOne(ctx context.Context, spec Spec, seed uint64) (res Result, err error) {
 	CleanStale()
-	dir := spec.Dir
-	if dir == "" {
-		if dir, err = os.MkdirTemp("", fmt.Sprintf("signalmesh-chaos-%d-", os.Getpid())); err != nil {
-			return res, err
-		}
-	} else {
-		dir = filepath.Join(dir, fmt.Sprintf("seed-%d", seed))
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return res, err
-		}
+	dir, err := workDir(spec, seed)
+	if err != nil {
+		return res, err
 	}
 	defer func() {
 		// Kept for inspection with -keep, or when the verdict failed (the
@@ -170,49 +163,22 @@ func runOne(ctx context.Context, spec Spec, seed uint64) (res Result, err error)
 		}
 		_ = os.RemoveAll(dir)
 	}()
-	var nw network
-	useNetns := spec.Network == "netns" || (spec.Network == "auto" && netnsAvailable())
-	if useNetns {
-		nn, err := newNetnsNet(spec.Nodes)
-		if err != nil {
-			return res, err
-		}
-		nw = nn
-	} else {
-		if nw, err = newLoopNet(spec.Nodes); err != nil {
-			return res, err
-		}
+	nw, err := openNetwork(spec)
+	if err != nil {
+		return res, err
 	}
 	defer func() { err = errors.Join(err, nw.close()) }()
-	kinds := spec.Kinds
-	if len(kinds) == 0 {
-		kinds = AllKinds
-	}
-	if !nw.canSlow() {
-		kinds = slices.DeleteFunc(slices.Clone(kinds), func(k Kind) bool { return k == Slow })
-		if len(kinds) == 0 {
-			return res, errors.New("slow links need network namespaces")
-		}
+	kinds, err := kindsFor(spec, nw)
+	if err != nil {
+		return res, err
 	}
 	res = Result{Seed: seed, Nodes: spec.Nodes, Network: nw.name(), Faults: Plan(seed, spec.Nodes, spec.Duration, kinds)}
 	spec.logf("seed %d: %d nodes, %s; %d faults", seed, spec.Nodes, nw.name(), len(res.Faults))
-	c := &cluster{spec: spec, mesh: fmt.Sprintf("chaos-%d", seed), dir: dir, net: nw,
-		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32}},
-		log:    func(f string, a ...any) { spec.logf("  "+f, a...) }}
-	defer c.client.CloseIdleConnections()
-	// Short timers so that faults show within a schedule's seconds.
-	params := `{"params": {"redial": "500ms", "rebroadcast": "1s", "cause_timeout": "5s"}}`
-	if err := os.WriteFile(filepath.Join(dir, "params.json"), []byte(params), 0o644); err != nil {
+	c, err := newCluster(spec, seed, dir, nw)
+	if err != nil {
 		return res, err
 	}
-	for i := 0; i < spec.Nodes; i++ {
-		p := &proc{i: i, dir: filepath.Join(dir, fmt.Sprintf("node-%d", i))}
-		p.record = filepath.Join(p.dir, "record.jsonl")
-		if err := os.MkdirAll(p.dir, 0o755); err != nil {
-			return res, err
-		}
-		c.procs = append(c.procs, p)
-	}
+	defer c.client.CloseIdleConnections()
 	stopped := false
 	defer func() {
 		if !stopped {
@@ -229,37 +195,16 @@ func runOne(ctx context.Context, spec Spec, seed uint64) (res Result, err error)
 	if err := c.awaitMesh(ctx); err != nil {
 		return res, err
 	}
-
 	w := newWorkload(c, seed, spec)
-	var wg sync.WaitGroup
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	start := time.Now()
-	wg.Add(1)
-	go func() { defer wg.Done(); w.run(wctx, start) }()
-	ferr := c.drive(wctx, res.Faults, start)
-	if rest := time.Until(start.Add(spec.Duration)); rest > 0 && ferr == nil {
-		select {
-		case <-time.After(rest):
-		case <-ctx.Done():
-		}
-	}
-	cancel()
-	wg.Wait()
-	if err := errors.Join(ferr, ctx.Err()); err != nil {
+	if err := c.exercise(ctx, w, res.Faults); err != nil {
 		return res, err
 	}
-
 	// Heal everything (the driver lifted each fault; this is belt and
 	// braces), bring back any process that died by itself, and wait.
 	_ = nw.cut(ctx, nil, c)
 	for i, p := range c.procs {
 		if !p.running() {
-			p.mu.Lock()
-			p.cmd, p.paused = nil, false
-			p.ends = append(p.ends, "exit")
-			p.crashes++
-			p.mu.Unlock()
+			c.kill(i) // records how it ended
 			if err := c.start(ctx, i); err != nil {
 				return res, err
 			}
@@ -282,25 +227,116 @@ func runOne(ctx context.Context, spec Spec, seed uint64) (res Result, err error)
 		h.Records = append(h.Records, rec)
 		h.Ends = append(h.Ends, p.ends)
 	}
-	res.Verdict = Check(h)
-	for i, p := range c.procs {
-		if p.crashes > 0 {
-			res.Verdict.Anomalies = append(res.Verdict.Anomalies, Anomaly{Kind: "crash", Node: i,
-				Detail: fmt.Sprintf("%d node processes ended by themselves (see %s)", p.crashes, filepath.Join(p.dir, "node.log"))})
-		}
-	}
-	if serr != nil {
-		res.Verdict.Anomalies = append(res.Verdict.Anomalies, Anomaly{Kind: "quiescence", Node: -1,
-			Detail: fmt.Sprintf("not quiescent %v after the heal: %v", spec.Settle, serr)})
-	}
-	if stopErr != nil {
-		res.Verdict.Anomalies = append(res.Verdict.Anomalies, Anomaly{Kind: "stop", Node: -1, Detail: stopErr.Error()})
-	}
-	res.Verdict.OK = len(res.Verdict.Anomalies) == 0
+	res.Verdict = c.verdict(h, serr, stopErr)
 	if !res.Verdict.OK {
 		res.Explain = Explain(h, res.Faults, res.Verdict)
 	}
 	return res, nil
+}
+
+// workDir makes the directory of one schedule.
+func workDir(spec Spec, seed uint64) (string, error) {
+	if spec.Dir == "" {
+		return os.MkdirTemp("", fmt.Sprintf("signalmesh-chaos-%d-", os.Getpid()))
+	}
+	dir := filepath.Join(spec.Dir, fmt.Sprintf("seed-%d", seed))
+	return dir, os.MkdirAll(dir, 0o755)
+}
+
+// openNetwork makes namespaces when the spec asks for them or, with
+// "auto", when this process can; loopback otherwise.
+func openNetwork(spec Spec) (network, error) {
+	if spec.Network == "netns" || (spec.Network == "auto" && netnsAvailable()) {
+		nn, err := newNetnsNet(spec.Nodes)
+		if err != nil {
+			return nil, err
+		}
+		return nn, nil
+	}
+	l, err := newLoopNet(spec.Nodes)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// kindsFor is the faults to draw from on this network.
+func kindsFor(spec Spec, nw network) ([]Kind, error) {
+	kinds := spec.Kinds
+	if len(kinds) == 0 {
+		kinds = AllKinds
+	}
+	if !nw.canSlow() {
+		kinds = slices.DeleteFunc(slices.Clone(kinds), func(k Kind) bool { return k == Slow })
+		if len(kinds) == 0 {
+			return nil, errors.New("slow links need network namespaces")
+		}
+	}
+	return kinds, nil
+}
+
+// newCluster lays out the nodes' directories and shared parameters.
+func newCluster(spec Spec, seed uint64, dir string, nw network) (*cluster, error) {
+	c := &cluster{spec: spec, mesh: fmt.Sprintf("chaos-%d", seed), dir: dir, net: nw,
+		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32}},
+		log:    func(f string, a ...any) { spec.logf("  "+f, a...) }}
+	// Short timers so that faults show within a schedule's seconds.
+	params := `{"params": {"redial": "500ms", "rebroadcast": "1s", "cause_timeout": "5s"}}`
+	if err := os.WriteFile(filepath.Join(dir, "params.json"), []byte(params), 0o644); err != nil {
+		return nil, err
+	}
+	for i := 0; i < spec.Nodes; i++ {
+		p := &proc{i: i, dir: filepath.Join(dir, fmt.Sprintf("node-%d", i))}
+		p.record = filepath.Join(p.dir, "record.jsonl")
+		if err := os.MkdirAll(p.dir, 0o755); err != nil {
+			return nil, err
+		}
+		c.procs = append(c.procs, p)
+	}
+	return c, nil
+}
+
+// exercise runs the workload for the spec's duration while the faults
+// happen, and returns when both are over.
+func (c *cluster) exercise(ctx context.Context, w *workload, faults []Fault) error {
+	var wg sync.WaitGroup
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	start := time.Now()
+	wg.Add(1)
+	go func() { defer wg.Done(); w.run(wctx, start) }()
+	ferr := c.drive(wctx, faults, start)
+	if rest := time.Until(start.Add(c.spec.Duration)); rest > 0 && ferr == nil {
+		select {
+		case <-time.After(rest):
+		case <-ctx.Done():
+		}
+	}
+	cancel()
+	wg.Wait()
+	return errors.Join(ferr, ctx.Err())
+}
+
+// verdict checks the history and adds what the harness saw itself:
+// processes that died, a mesh that did not settle, a node that did not
+// stop cleanly.
+func (c *cluster) verdict(h History, settleErr, stopErr error) Verdict {
+	v := Check(h)
+	for i, p := range c.procs {
+		if p.crashes > 0 {
+			v.Anomalies = append(v.Anomalies, Anomaly{Kind: "crash", Node: i,
+				Detail: fmt.Sprintf("%d node processes ended by themselves (see %s)", p.crashes, filepath.Join(p.dir, "node.log"))})
+		}
+	}
+	if settleErr != nil {
+		v.Anomalies = append(v.Anomalies, Anomaly{Kind: "quiescence", Node: -1,
+			Detail: fmt.Sprintf("not quiescent %v after the heal: %v", c.spec.Settle, settleErr)})
+	}
+	if stopErr != nil {
+		v.Anomalies = append(v.Anomalies, Anomaly{Kind: "stop", Node: -1, Detail: stopErr.Error()})
+	}
+	v.OK = len(v.Anomalies) == 0
+	return v
 }
 
 // awaitMesh waits until every node is connected to every other.
