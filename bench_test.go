@@ -15,7 +15,7 @@ func kibSignal(b *testing.B) *signalmesh.Signal {
 	s, err := signalmesh.New("order.line.created", "/shop/eu-1", payload,
 		signalmesh.WithSubject("order-42"), signalmesh.WithCauseID("0190a6c2-0000-7000-8000-000000000000"),
 		signalmesh.WithExtension(signalmesh.ExtPeer, "12D3KooWAbCdEfGhIjKlMnOpQrStUvWxYz"),
-		signalmesh.WithExtension(signalmesh.ExtClock, "AgNhYmMBA2RlZgI"))
+		signalmesh.WithExtension(signalmesh.ExtCausal, "AgNhYmMBA2RlZgI"))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -20,7 +20,7 @@ func sampleSignals(t testing.TB) []*signalmesh.Signal {
 		signalmesh.WithDataSchema("https://schemas.example/order.json"),
 		signalmesh.WithCauseID("c-1"), signalmesh.WithExtension("flag", true),
 		signalmesh.WithExtension("off", false), signalmesh.WithExtension("n", -42),
-		signalmesh.WithExtension(signalmesh.ExtClock, "AQID"),
+		signalmesh.WithExtension(signalmesh.ExtCausal, "AQID"),
 	}
 	return []*signalmesh.Signal{
 		mustNew(t, "a", nil),

@@ -18,9 +18,10 @@ const (
 	ExtCauseID = "causeid"
 	// ExtPeer holds the id of the mesh peer that published the signal (a string).
 	ExtPeer = "meshpeer"
-	// ExtClock holds the publisher's vector clock at publish time, in the
-	// text form of package vclock (a string).
-	ExtClock = "meshclock"
+	// ExtCausal holds the signal's causal stamp: its sequence number among
+	// its publishing peer's signals, a Lamport time and its direct
+	// dependencies, in the text form of package causal (a string).
+	ExtCausal = "meshcausal"
 )
 
 // Signal is a CloudEvents 1.0 event.

@@ -289,7 +289,7 @@ func (d *dest) take(ctx context.Context, s *signalmesh.Signal) error {
 	// The peer and clock stamps belong to this mesh; the receiving mesh
 	// stamps its own.
 	delete(out.Extensions, signalmesh.ExtPeer)
-	delete(out.Extensions, signalmesh.ExtClock)
+	delete(out.Extensions, signalmesh.ExtCausal)
 	if origin == "" {
 		_ = out.SetExtension(ExtCluster, d.e.cfg.Cluster)
 	}

@@ -5,7 +5,6 @@ import (
 	"sync"
 
 	"github.com/signalmesh/signalmesh"
-	"github.com/signalmesh/signalmesh/journal"
 	"github.com/signalmesh/signalmesh/vclock"
 )
 
@@ -42,12 +41,28 @@ func (LastWriterWins) Resolve(current, incoming *signalmesh.Signal) (*signalmesh
 
 // VectorDominance keeps the signal whose vector clock dominates; for
 // concurrent signals (neither clock before the other) it calls Merge,
-// which must be commutative. Clock reads a signal's clock: by default its
-// mesh clock (journal.ClockOf), which orders signals of one mesh; signals
-// that cross clusters need a clock the application carries in an extension.
+// which must be commutative. Clock reads a signal's clock: by default the
+// vector clock in the ClockExtension extension, in the text form of package
+// vclock, which the application maintains (a mesh stamps signals with
+// direct dependencies, not with a clock, and clusters do not share one).
 type VectorDominance struct {
 	Merge func(a, b *signalmesh.Signal) (*signalmesh.Signal, error)
 	Clock func(*signalmesh.Signal) (vclock.Clock, error)
+}
+
+// ClockExtension is the extension VectorDominance reads a signal's vector
+// clock from when its Clock is nil.
+const ClockExtension = "appclock"
+
+// extClock reads the ClockExtension extension (an empty clock when absent).
+func extClock(s *signalmesh.Signal) (vclock.Clock, error) {
+	var c vclock.Clock
+	v, _ := s.Extensions[ClockExtension].(string)
+	if v == "" {
+		return c, nil
+	}
+	err := c.UnmarshalText([]byte(v))
+	return c, err
 }
 
 // Resolve implements Resolver.
@@ -57,7 +72,7 @@ func (v VectorDominance) Resolve(current, incoming *signalmesh.Signal) (*signalm
 	}
 	clock := v.Clock
 	if clock == nil {
-		clock = journal.ClockOf
+		clock = extClock
 	}
 	a, err := clock(current)
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 func stock(subject string, qty int, at time.Time, clock vclock.Clock) *signalmesh.Signal {
 	s, _ := signalmesh.New("inventory.set", "/test", map[string]int{"qty": qty}, signalmesh.WithSubject(subject), signalmesh.WithTime(at))
 	text, _ := clock.MarshalText()
-	_ = s.SetExtension(signalmesh.ExtClock, string(text))
+	_ = s.SetExtension(bridge.ClockExtension, string(text))
 	return s
 }
 

@@ -1,40 +1,160 @@
-// Package journal is the replicated signal log: signals stored by id in a
-// go-datastore (in a mesh, the Merkle-CRDT store), read back one by one, as
-// cause→effect chains, or replayed in one deterministic causal order that is
-// the same on every replica holding the same signals.
+// Package journal is the replicated signal log: signals stored by their
+// place (origin, sequence) in a go-datastore (in a mesh, the Merkle-CRDT
+// store), found by id through an index kept in the same store, read back as
+// cause→effect chains, or replayed in one deterministic causal order that
+// is the same on every replica holding the same signals.
 //
-// Keys are the signal id in unpadded base64url under the journal's prefix, so
-// that any id is a single key segment; values are the binary wire form.
+// # Keys
+//
+// A signal is one entry and one index entry, written in the same batch:
+//
+//	/s/<peer ref>/<sequence, 16 hex digits>      → the signal's binary wire form
+//	/i/<id, base64url>/<peer ref>.<sequence hex> → content digest (8 bytes) + source
+//
+// Keys by place never collide: two different signals with one id (two
+// sources, or a conflicting retry) are two entries, and every (origin,
+// sequence) a replica learns of stays resolvable. go-ds-crdt keeps one
+// value per key (the highest DAG node's), so a key by id alone would hide
+// one of them for good.
 package journal
 
 import (
 	"cmp"
+	"container/heap"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"iter"
 	"slices"
+	"strconv"
+	"strings"
 
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
 
 	"github.com/signalmesh/signalmesh"
-	"github.com/signalmesh/signalmesh/vclock"
+	"github.com/signalmesh/signalmesh/causal"
 )
 
-// ErrNotFound: no signal with that id.
+// ErrNotFound: no signal with that id or place.
 var ErrNotFound = errors.New("journal: not found")
 
-// Key returns the datastore key of a signal id.
-func Key(id string) ds.Key {
-	return ds.RawKey("/" + base64.RawURLEncoding.EncodeToString([]byte(id)))
+// ErrNoStamp: the signal carries no origin or causal stamp (it was not
+// published through a mesh node, or it is Weak).
+var ErrNoStamp = errors.New("journal: signal has no causal stamp")
+
+const (
+	signalsNS = "/s"
+	indexNS   = "/i"
+)
+
+// SignalKey is the key of the signal with sequence seq of the peer whose
+// ref is ref.
+func SignalKey(ref string, seq uint64) ds.Key {
+	return ds.RawKey(fmt.Sprintf("%s/%s/%016x", signalsNS, ref, seq))
+}
+
+// IndexKey is the key of the index entry of a signal with id at (ref, seq).
+func IndexKey(id, ref string, seq uint64) ds.Key {
+	return ds.RawKey(fmt.Sprintf("%s/%s/%s.%016x", indexNS, base64.RawURLEncoding.EncodeToString([]byte(id)), ref, seq))
+}
+
+func indexPrefix(id string) string {
+	return indexNS + "/" + base64.RawURLEncoding.EncodeToString([]byte(id)) + "/"
+}
+
+// ParseSignalKey returns the place a signal key names; ok is false for any
+// other key (index entries included).
+func ParseSignalKey(k ds.Key) (ref string, seq uint64, ok bool) {
+	rest, found := strings.CutPrefix(k.String(), signalsNS+"/")
+	if !found {
+		return "", 0, false
+	}
+	ref, hexSeq, found := strings.Cut(rest, "/")
+	if !found || len(ref) != causal.RefLen || len(hexSeq) != 16 {
+		return "", 0, false
+	}
+	seq, err := strconv.ParseUint(hexSeq, 16, 64)
+	return ref, seq, err == nil && seq > 0
+}
+
+// Entry is one key and value to write.
+type Entry struct {
+	Key   ds.Key
+	Value []byte
+}
+
+// Entries returns the two entries that journal s, whose binary wire form is
+// wire: the signal and its index entry.
+func Entries(s *signalmesh.Signal, wire []byte) ([2]Entry, error) {
+	m, err := MetaOf(s)
+	if err != nil {
+		return [2]Entry{}, err
+	}
+	v := make([]byte, 8, 8+len(s.Source))
+	binary.BigEndian.PutUint64(v, m.Digest)
+	v = append(v, s.Source...)
+	return [2]Entry{{SignalKey(m.Origin, m.Seq), wire}, {IndexKey(s.ID, m.Origin, m.Seq), v}}, nil
+}
+
+// MetaOf reads what package causal needs of a journaled signal: its origin
+// (the ref of its meshpeer), its stamp, cause and identity, and the digest
+// of its content.
+func MetaOf(s *signalmesh.Signal) (causal.Meta, error) {
+	peer, _ := s.Extensions[signalmesh.ExtPeer].(string)
+	text, _ := s.Extensions[signalmesh.ExtCausal].(string)
+	if peer == "" || text == "" {
+		return causal.Meta{}, ErrNoStamp
+	}
+	st, err := causal.ParseStamp(text)
+	if err != nil {
+		return causal.Meta{}, err
+	}
+	return causal.Meta{Origin: causal.PeerRef(peer), Stamp: st, Cause: s.CauseID(),
+		Source: s.Source, ID: s.ID, Digest: ContentDigest(s)}, nil
+}
+
+// Place returns the origin's peer ref and the sequence number of a
+// journaled signal (zero when it has no stamp).
+func Place(s *signalmesh.Signal) (ref string, seq uint64) {
+	peer, _ := s.Extensions[signalmesh.ExtPeer].(string)
+	text, _ := s.Extensions[signalmesh.ExtCausal].(string)
+	if peer == "" || text == "" {
+		return "", 0
+	}
+	st, err := causal.ParseStamp(text)
+	if err != nil {
+		return "", 0
+	}
+	return causal.PeerRef(peer), st.Seq
+}
+
+// ContentDigest is the first 8 bytes of SHA-256 over the signal's wire form
+// without the extensions a mesh stamps (names starting with "mesh"): two
+// publications of the same event have the same digest wherever they were
+// stamped.
+func ContentDigest(s *signalmesh.Signal) uint64 {
+	c := *s
+	c.Extensions = make(map[string]any, len(s.Extensions))
+	for k, v := range s.Extensions {
+		if !strings.HasPrefix(k, "mesh") {
+			c.Extensions[k] = v
+		}
+	}
+	b, err := c.MarshalBinary()
+	if err != nil {
+		b = []byte(s.ID) // cannot happen for a signal that decoded
+	}
+	h := sha256.Sum256(b)
+	return binary.BigEndian.Uint64(h[:8])
 }
 
 // Journal reads signals from a datastore. Writing is the caller's (batched)
-// business: put Key(s.ID) → s.MarshalBinary().
+// business: put both Entries of each signal.
 type Journal struct {
 	d   ds.Read
 	lim signalmesh.Limits
@@ -43,22 +163,103 @@ type Journal struct {
 // New returns a journal over d.
 func New(d ds.Read) *Journal { return &Journal{d: d} }
 
-// Get returns the signal with id.
-func (j *Journal) Get(ctx context.Context, id string) (*signalmesh.Signal, error) {
-	b, err := j.d.Get(ctx, Key(id))
+var _ causal.Index = (*Journal)(nil)
+
+// At returns the signal at (ref, seq).
+func (j *Journal) At(ctx context.Context, ref string, seq uint64) (*signalmesh.Signal, error) {
+	b, err := j.d.Get(ctx, SignalKey(ref, seq))
 	if errors.Is(err, ds.ErrNotFound) {
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+		return nil, fmt.Errorf("%w: %s:%d", ErrNotFound, ref, seq)
 	}
 	if err != nil {
 		return nil, err
 	}
-	return signalmesh.DecodeBinary(b, j.lim)
+	s, err := signalmesh.DecodeBinary(b, j.lim)
+	if err != nil {
+		return nil, fmt.Errorf("journal: entry %s:%d: %w", ref, seq, err)
+	}
+	return s, nil
+}
+
+// Copies returns the index entries of id: every journaled signal with that
+// id, of any source, sorted by place.
+func (j *Journal) Copies(ctx context.Context, id string) ([]causal.Copy, error) {
+	prefix := indexPrefix(id)
+	res, err := j.d.Query(ctx, query.Query{Prefix: strings.TrimSuffix(prefix, "/")})
+	if err != nil {
+		return nil, err
+	}
+	defer res.Close()
+	var out []causal.Copy
+	for r := range res.Next() {
+		if r.Error != nil {
+			return nil, r.Error
+		}
+		place, ok := strings.CutPrefix(r.Key, prefix)
+		if !ok || len(r.Value) < 8 {
+			continue // another id with this prefix, or a bad entry
+		}
+		ref, hexSeq, ok := strings.Cut(place, ".")
+		seq, err := strconv.ParseUint(hexSeq, 16, 64)
+		if !ok || err != nil || len(ref) != causal.RefLen {
+			continue
+		}
+		out = append(out, causal.Copy{Ref: causal.Ref{Origin: ref, Seq: seq},
+			Digest: binary.BigEndian.Uint64(r.Value), Source: string(r.Value[8:])})
+	}
+	slices.SortFunc(out, func(a, b causal.Copy) int {
+		return cmp.Or(cmp.Compare(a.Ref.Origin, b.Ref.Origin), cmp.Compare(a.Ref.Seq, b.Ref.Seq))
+	})
+	return out, nil
+}
+
+// ByID implements causal.Index (errors read as "none").
+func (j *Journal) ByID(id string) []causal.Copy {
+	cs, _ := j.Copies(context.Background(), id)
+	return cs
+}
+
+// Get returns the signal with id (of the first source, in place order, when
+// several sources used it).
+func (j *Journal) Get(ctx context.Context, id string) (*signalmesh.Signal, error) {
+	cs, err := j.Copies(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range cs {
+		s, err := j.At(ctx, c.Ref.Origin, c.Ref.Seq)
+		if errors.Is(err, ErrNotFound) {
+			continue // the index entry arrived before the signal
+		}
+		return s, err
+	}
+	return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+}
+
+// Origins returns, per origin ref, the highest sequence journaled, reading
+// keys only.
+func (j *Journal) Origins(ctx context.Context) (map[string]uint64, error) {
+	res, err := j.d.Query(ctx, query.Query{Prefix: signalsNS, KeysOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer res.Close()
+	out := map[string]uint64{}
+	for r := range res.Next() {
+		if r.Error != nil {
+			return nil, r.Error
+		}
+		if ref, seq, ok := ParseSignalKey(ds.RawKey(r.Key)); ok {
+			out[ref] = max(out[ref], seq)
+		}
+	}
+	return out, nil
 }
 
 // All returns every signal, in no particular order. Entries that do not
-// decode are skipped and counted in bad.
+// decode, or whose key is not their place, are skipped and counted in bad.
 func (j *Journal) All(ctx context.Context) (sigs []*signalmesh.Signal, bad int, err error) {
-	res, err := j.d.Query(ctx, query.Query{})
+	res, err := j.d.Query(ctx, query.Query{Prefix: signalsNS})
 	if err != nil {
 		return nil, 0, err
 	}
@@ -67,8 +268,16 @@ func (j *Journal) All(ctx context.Context) (sigs []*signalmesh.Signal, bad int, 
 		if r.Error != nil {
 			return nil, bad, r.Error
 		}
+		ref, seq, ok := ParseSignalKey(ds.RawKey(r.Key))
+		if !ok {
+			continue
+		}
 		s, err := signalmesh.DecodeBinary(r.Value, j.lim)
-		if err != nil || ds.RawKey(r.Key).BaseNamespace() != Key(s.ID).BaseNamespace() {
+		if err != nil {
+			bad++
+			continue
+		}
+		if sr, ss := Place(s); sr != ref || ss != seq {
 			bad++
 			continue
 		}
@@ -77,18 +286,33 @@ func (j *Journal) All(ctx context.Context) (sigs []*signalmesh.Signal, bad int, 
 	return sigs, bad, nil
 }
 
-// Replay returns every signal whose type matches match (nil: all), in causal
-// order: sorted by Sort, which every replica computes the same way.
+// Replay returns every signal whose type matches match (nil: all), in the
+// order of Order, each identity once: a later copy of the same (source, id)
+// with the same content (a retry journaled by two peers) is left out.
 func (j *Journal) Replay(ctx context.Context, match func(*signalmesh.Signal) bool) ([]*signalmesh.Signal, error) {
 	all, _, err := j.All(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if match != nil {
-		all = slices.DeleteFunc(all, func(s *signalmesh.Signal) bool { return !match(s) })
+	Order(all)
+	type ident struct {
+		source, id string
+		digest     uint64
 	}
-	Sort(all)
-	return all, nil
+	seen := map[ident]bool{}
+	out := all[:0]
+	for _, s := range all {
+		if match != nil && !match(s) {
+			continue
+		}
+		k := ident{s.Source, s.ID, ContentDigest(s)}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		out = append(out, s)
+	}
+	return out, nil
 }
 
 // Causes follows causeid links from id back to the root cause and returns
@@ -115,7 +339,7 @@ func (j *Journal) Causes(ctx context.Context, id string) ([]*signalmesh.Signal, 
 	return chain, nil
 }
 
-// Effects returns the signals whose cause is id, directly, in causal order.
+// Effects returns the signals whose cause is id, directly, in replay order.
 func (j *Journal) Effects(ctx context.Context, id string) ([]*signalmesh.Signal, error) {
 	return j.Replay(ctx, func(s *signalmesh.Signal) bool { return s.CauseID() == id })
 }
@@ -147,41 +371,8 @@ func (j *Journal) Trace(ctx context.Context, id string) (causes, effects []*sign
 			}
 		}
 	}
-	Sort(effects)
+	Order(effects)
 	return causes, effects, nil
-}
-
-// ClockOf returns the vector clock a signal carries (empty when it has none).
-func ClockOf(s *signalmesh.Signal) (vclock.Clock, error) {
-	var c vclock.Clock
-	v, _ := s.Extensions[signalmesh.ExtClock].(string)
-	if v == "" {
-		return c, nil
-	}
-	err := c.UnmarshalText([]byte(v))
-	return c, err
-}
-
-// Sort orders signals for replay: by the sum of the signal's clock, then by
-// id. If a happened before b, a's sum is smaller, so this is a linear
-// extension of the causal order, and it depends only on the signals
-// themselves: every replica holding the same signals sorts them the same way.
-func Sort(sigs []*signalmesh.Signal) {
-	type keyed struct {
-		sum uint64
-		s   *signalmesh.Signal
-	}
-	ks := make([]keyed, len(sigs))
-	for i, s := range sigs {
-		c, _ := ClockOf(s)
-		ks[i] = keyed{c.Sum(), s}
-	}
-	slices.SortFunc(ks, func(a, b keyed) int {
-		return cmp.Or(cmp.Compare(a.sum, b.sum), cmp.Compare(a.s.ID, b.s.ID))
-	})
-	for i := range ks {
-		sigs[i] = ks[i].s
-	}
 }
 
 // Digest is a SHA-256 over the ids of sigs, in order, in hex.
@@ -195,10 +386,10 @@ func Digest(sigs []*signalmesh.Signal) string {
 	})
 }
 
-// KeyDigest returns the number of entries and a digest of their keys in
-// key order, without reading a value: two journals over the same set of
-// signals have the same key digest (the values under a key are the signal
-// with that id). Cheaper than Digest of a Replay by far.
+// KeyDigest returns the number of signal entries and a digest of every key
+// (signals and index) in key order, without reading a value: two journals
+// over the same set of signals have the same key digest. Cheaper than
+// Digest of a Replay by far.
 func (j *Journal) KeyDigest(ctx context.Context) (int, string, error) {
 	res, err := j.d.Query(ctx, query.Query{KeysOnly: true})
 	if err != nil {
@@ -209,11 +400,15 @@ func (j *Journal) KeyDigest(ctx context.Context) (int, string, error) {
 		return 0, "", err
 	}
 	keys := make([]string, len(all))
+	n := 0
 	for i, e := range all {
 		keys[i] = e.Key
+		if strings.HasPrefix(e.Key, signalsNS+"/") {
+			n++
+		}
 	}
 	slices.Sort(keys)
-	return len(keys), digest(slices.Values(keys)), nil
+	return n, digest(slices.Values(keys)), nil
 }
 
 func digest(ids iter.Seq[string]) string {
@@ -223,4 +418,117 @@ func digest(ids iter.Seq[string]) string {
 		h.Write([]byte{0})
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Order sorts signals for replay: a linear extension of the causal order
+// (an origin's signals in sequence, each after its direct dependencies and
+// after every signal whose id is its causeid) that depends only on the set
+// of signals: among the signals whose predecessors are all placed, the one
+// with the lowest (Lamport time, origin ref, sequence) goes first. Signals
+// without a stamp go first, by id; dependencies outside the set are
+// ignored, and a cycle of causeids (which no honest history has) is broken
+// in the same tie order.
+func Order(sigs []*signalmesh.Signal) {
+	type node struct {
+		s     *signalmesh.Signal
+		m     causal.Meta
+		ok    bool
+		indeg int
+		out   []int
+	}
+	nodes := make([]node, len(sigs))
+	at := make(map[causal.Ref]int, len(sigs))
+	byID := map[string][]int{}
+	for i, s := range sigs {
+		m, err := MetaOf(s)
+		nodes[i] = node{s: s, m: m, ok: err == nil}
+		if err == nil {
+			at[m.Ref()] = i
+		}
+		byID[s.ID] = append(byID[s.ID], i)
+	}
+	edge := func(from, to int) {
+		if from != to {
+			nodes[from].out = append(nodes[from].out, to)
+			nodes[to].indeg++
+		}
+	}
+	for i := range nodes {
+		nd := &nodes[i]
+		if !nd.ok {
+			continue
+		}
+		if p, ok := at[causal.Ref{Origin: nd.m.Origin, Seq: nd.m.Seq - 1}]; ok {
+			edge(p, i)
+		}
+		for _, d := range nd.m.Deps {
+			if p, ok := at[d]; ok {
+				edge(p, i)
+			}
+		}
+		if nd.m.Cause != "" {
+			for _, p := range byID[nd.m.Cause] {
+				if nodes[p].s.ID != nd.s.ID {
+					edge(p, i)
+				}
+			}
+		}
+	}
+	less := func(a, b int) bool {
+		x, y := &nodes[a], &nodes[b]
+		if x.ok != y.ok {
+			return !x.ok
+		}
+		if !x.ok {
+			return x.s.ID < y.s.ID || x.s.ID == y.s.ID && a < b
+		}
+		return cmp.Or(cmp.Compare(x.m.Lamport, y.m.Lamport), cmp.Compare(x.m.Origin, y.m.Origin), cmp.Compare(x.m.Seq, y.m.Seq)) < 0
+	}
+	h := &idxHeap{less: less}
+	for i := range nodes {
+		if nodes[i].indeg == 0 {
+			heap.Push(h, i)
+		}
+	}
+	out := make([]*signalmesh.Signal, 0, len(sigs))
+	placed := make([]bool, len(nodes))
+	for len(out) < len(nodes) {
+		if h.Len() == 0 { // a cycle: take the least unplaced signal
+			best := -1
+			for i := range nodes {
+				if !placed[i] && (best < 0 || less(i, best)) {
+					best = i
+				}
+			}
+			nodes[best].indeg = 0
+			heap.Push(h, best)
+		}
+		i := heap.Pop(h).(int)
+		if placed[i] {
+			continue
+		}
+		placed[i] = true
+		out = append(out, nodes[i].s)
+		for _, j := range nodes[i].out {
+			if nodes[j].indeg--; nodes[j].indeg == 0 && !placed[j] {
+				heap.Push(h, j)
+			}
+		}
+	}
+	copy(sigs, out)
+}
+
+type idxHeap struct {
+	v    []int
+	less func(a, b int) bool
+}
+
+func (h *idxHeap) Len() int           { return len(h.v) }
+func (h *idxHeap) Less(i, j int) bool { return h.less(h.v[i], h.v[j]) }
+func (h *idxHeap) Swap(i, j int)      { h.v[i], h.v[j] = h.v[j], h.v[i] }
+func (h *idxHeap) Push(x any)         { h.v = append(h.v, x.(int)) }
+func (h *idxHeap) Pop() any {
+	x := h.v[len(h.v)-1]
+	h.v = h.v[:len(h.v)-1]
+	return x
 }

@@ -11,18 +11,17 @@ import (
 	dssync "github.com/ipfs/go-datastore/sync"
 
 	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/causal"
 	"github.com/signalmesh/signalmesh/journal"
-	"github.com/signalmesh/signalmesh/vclock"
 )
 
-// stamp gives s the extensions a node would: publisher and clock.
-func stamp(t *testing.T, s *signalmesh.Signal, peer string, c vclock.Clock) *signalmesh.Signal {
+// stamp gives s the extensions a node would: publisher and causal stamp.
+func stamp(t *testing.T, s *signalmesh.Signal, peer string, st causal.Stamp) *signalmesh.Signal {
 	t.Helper()
-	text, _ := c.MarshalText()
 	if err := s.SetExtension(signalmesh.ExtPeer, peer); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SetExtension(signalmesh.ExtClock, string(text)); err != nil {
+	if err := s.SetExtension(signalmesh.ExtCausal, st.Format()); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -35,28 +34,73 @@ func put(t *testing.T, d ds.Datastore, sigs ...*signalmesh.Signal) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := d.Put(context.Background(), journal.Key(s.ID), b); err != nil {
+		es, err := journal.Entries(s, b)
+		if err != nil {
 			t.Fatal(err)
+		}
+		for _, e := range es {
+			if err := d.Put(context.Background(), e.Key, e.Value); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 }
 
+// history is a causal history over three peers: each signal depends on its
+// peer's previous one, sometimes on another peer's latest (a direct
+// dependency, with a Lamport time above it), and sometimes names a cause
+// learned out of band (a later signal of another peer may be its cause:
+// its Lamport time says nothing about it).
+func history(t *testing.T, r *rand.Rand, n int) (hist []*signalmesh.Signal, before func(i, j int) bool) {
+	peers := []string{"peer-a", "peer-b", "peer-c"}
+	seq := map[string]uint64{}
+	lam := map[string]uint64{}
+	last := map[string]int{}
+	edges := map[int][]int{} // i -> what i depends on directly
+	for i := 0; i < n; i++ {
+		p := peers[r.IntN(3)]
+		seq[p]++
+		st := causal.Stamp{Seq: seq[p], Lamport: lam[p] + 1}
+		if j, ok := last[p]; ok {
+			edges[i] = append(edges[i], j)
+		}
+		if q := peers[r.IntN(3)]; q != p && r.IntN(2) == 0 {
+			if j, ok := last[q]; ok {
+				st.Deps = []causal.Ref{{Origin: causal.PeerRef(q), Seq: seq[q]}}
+				st.Lamport = max(st.Lamport, lam[q]+1)
+				edges[i] = append(edges[i], j)
+			}
+		}
+		var opts []signalmesh.Option
+		if i > 0 && r.IntN(4) == 0 {
+			j := r.IntN(i)
+			opts = append(opts, signalmesh.WithCause(hist[j]))
+			edges[i] = append(edges[i], j)
+		}
+		lam[p] = st.Lamport
+		s, _ := signalmesh.New("h.e", "/t", i, opts...)
+		hist = append(hist, stamp(t, s, p, st))
+		last[p] = i
+	}
+	var reach func(i, j int, seen map[int]bool) bool
+	reach = func(i, j int, seen map[int]bool) bool { // j depends on i, transitively
+		for _, k := range edges[j] {
+			if k == i || !seen[k] && reach(i, k, seen) {
+				return true
+			}
+			seen[k] = true
+		}
+		return false
+	}
+	return hist, func(i, j int) bool { return reach(i, j, map[int]bool{}) }
+}
+
 func TestReplayIsCausalAndIndependentOfInsertionOrder(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	// A causal history over three peers.
-	clocks := map[string]vclock.Clock{}
-	peers := []string{"a", "b", "c"}
-	var hist []*signalmesh.Signal
-	var hc []vclock.Clock
-	for i := 0; i < 200; i++ {
-		p := peers[r.IntN(3)]
-		if len(hc) > 0 && r.IntN(2) == 0 {
-			clocks[p] = clocks[p].Merge(hc[r.IntN(len(hc))])
-		}
-		clocks[p] = clocks[p].Increment(p)
-		s, _ := signalmesh.New("h.e", "/t", nil)
-		hist = append(hist, stamp(t, s, p, clocks[p]))
-		hc = append(hc, clocks[p])
+	hist, before := history(t, r, 200)
+	index := map[string]int{}
+	for i, s := range hist {
+		index[s.ID] = i
 	}
 	var orders [][]string
 	for trial := 0; trial < 3; trial++ {
@@ -68,16 +112,17 @@ func TestReplayIsCausalAndIndependentOfInsertionOrder(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pos := map[string]int{}
+		if len(got) != len(hist) {
+			t.Fatalf("replay has %d signals, want %d", len(got), len(hist))
+		}
 		var ids []string
-		for i, s := range got {
-			pos[s.ID] = i
+		for _, s := range got {
 			ids = append(ids, s.ID)
 		}
-		for i := range hist {
-			for j := range hist {
-				if hc[i].Compare(hc[j]) == vclock.Before && pos[hist[i].ID] > pos[hist[j].ID] {
-					t.Fatalf("replay puts %d after %d, which it happened before", i, j)
+		for a := range got {
+			for b := a + 1; b < len(got); b++ {
+				if before(index[got[b].ID], index[got[a].ID]) {
+					t.Fatalf("replay puts %d after %d, which it happened before", index[got[b].ID], index[got[a].ID])
 				}
 			}
 		}
@@ -88,6 +133,46 @@ func TestReplayIsCausalAndIndependentOfInsertionOrder(t *testing.T) {
 	}
 }
 
+// One id under two sources is two signals; the same event journaled by two
+// peers (a retry) is replayed once; every place stays readable.
+func TestIdentityIsSourceAndID(t *testing.T) {
+	ctx := context.Background()
+	d := dssync.MutexWrap(ds.NewMapDatastore())
+	billing, _ := signalmesh.New("order.paid", "/billing", 1, signalmesh.WithID("42"))
+	shipping, _ := signalmesh.New("order.shipped", "/shipping", 2, signalmesh.WithID("42"))
+	retry := billing.Clone()
+	put(t, d,
+		stamp(t, billing, "peer-a", causal.Stamp{Seq: 1, Lamport: 1}),
+		stamp(t, shipping, "peer-b", causal.Stamp{Seq: 1, Lamport: 1}),
+		stamp(t, retry, "peer-b", causal.Stamp{Seq: 2, Lamport: 2}))
+	j := journal.New(d)
+	all, bad, err := j.All(ctx)
+	if err != nil || len(all) != 3 || bad != 0 {
+		t.Fatalf("All = %d, %d bad, %v", len(all), bad, err)
+	}
+	got, err := j.Replay(ctx, nil)
+	if err != nil || len(got) != 2 || got[0].Source == got[1].Source {
+		t.Fatalf("Replay = %v, %v; want the billing and the shipping event once each", got, err)
+	}
+	cs, err := j.Copies(ctx, "42")
+	if err != nil || len(cs) != 3 {
+		t.Fatalf("Copies = %v, %v", cs, err)
+	}
+	for _, c := range cs {
+		s, err := j.At(ctx, c.Ref.Origin, c.Ref.Seq)
+		if err != nil || s.Source != c.Source || journal.ContentDigest(s) != c.Digest {
+			t.Fatalf("At(%v) = %v, %v", c.Ref, s, err)
+		}
+	}
+	if journal.ContentDigest(billing) != journal.ContentDigest(retry) || journal.ContentDigest(billing) == journal.ContentDigest(shipping) {
+		t.Fatal("content digest: same event must match, different must not")
+	}
+	origins, err := j.Origins(ctx)
+	if err != nil || origins[causal.PeerRef("peer-b")] != 2 || origins[causal.PeerRef("peer-a")] != 1 {
+		t.Fatalf("Origins = %v, %v", origins, err)
+	}
+}
+
 func TestGetCausesEffectsAndBadEntries(t *testing.T) {
 	ctx := context.Background()
 	d := dssync.MutexWrap(ds.NewMapDatastore())
@@ -95,7 +180,12 @@ func TestGetCausesEffectsAndBadEntries(t *testing.T) {
 	mid, _ := signalmesh.New("a.mid", "/t", nil, signalmesh.WithCause(root))
 	leaf, _ := signalmesh.New("a.leaf", "/t", nil, signalmesh.WithCause(mid))
 	orphan, _ := signalmesh.New("a.orphan", "/t", nil, signalmesh.WithCauseID("never-journaled"))
-	put(t, d, root, mid, leaf, orphan)
+	for i, s := range []*signalmesh.Signal{root, mid, leaf, orphan} {
+		put(t, d, stamp(t, s, "peer-a", causal.Stamp{Seq: uint64(i + 1), Lamport: uint64(i + 1)}))
+	}
+	if err := d.Put(ctx, journal.SignalKey(causal.PeerRef("peer-a"), 9), []byte("nope")); err != nil {
+		t.Fatal(err)
+	}
 	if err := d.Put(ctx, ds.NewKey("/garbage"), []byte("nope")); err != nil {
 		t.Fatal(err)
 	}
@@ -131,11 +221,20 @@ func TestGetCausesEffectsAndBadEntries(t *testing.T) {
 	}
 }
 
-func TestKeyIsOneSegment(t *testing.T) {
+func TestKeysAreParsedBack(t *testing.T) {
+	ref := causal.PeerRef("peer-a")
+	for _, seq := range []uint64{1, 255, 1 << 40} {
+		r, s, ok := journal.ParseSignalKey(journal.SignalKey(ref, seq))
+		if !ok || r != ref || s != seq {
+			t.Errorf("ParseSignalKey(SignalKey(%s, %d)) = %s, %d, %v", ref, seq, r, s, ok)
+		}
+	}
 	for _, id := range []string{"a/b", "..", "/", "x y", "é"} {
-		k := journal.Key(id)
-		if len(k.Namespaces()) != 1 {
-			t.Errorf("Key(%q) = %s", id, k)
+		if _, _, ok := journal.ParseSignalKey(journal.IndexKey(id, ref, 1)); ok {
+			t.Errorf("an index key parsed as a signal key: %s", journal.IndexKey(id, ref, 1))
+		}
+		if k := journal.IndexKey(id, ref, 1); len(k.Namespaces()) != 3 {
+			t.Errorf("IndexKey(%q) = %s", id, k)
 		}
 	}
 }

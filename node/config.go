@@ -12,6 +12,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/signalmesh/signalmesh/causal"
 )
 
 // Config configures a Node. The zero value, with a Mesh name, is a working
@@ -105,22 +107,40 @@ type Params struct {
 	// nodes (a replica that missed the gossip fetches them one by one), and a
 	// later journal path; gossip is not delayed.
 	JournalDelay time.Duration
-	// CausalBuffer bounds the signals waiting for a cause. Default 100,000.
-	// When full, newcomers are dropped from the buffer (counted) and fed
-	// again from the journal by the periodic resync.
+	// CausalBuffer bounds the signals waiting for a dependency. Default
+	// 100,000. When full, a signal that is not ready is not kept (counted
+	// as "causal_buffer_full"); the node reads it again from the journal,
+	// per origin in sequence, once the signals it waits for are delivered:
+	// the bound costs time, never a signal.
 	CausalBuffer int
 	// SubscriberQueue bounds the signals queued for one subscription.
 	// Default 100,000. Past it, signals for that subscription are dropped
 	// and counted under "subscriber_overflow".
 	SubscriberQueue int
 	// Resync is how often the node checks for work left over: after the
-	// causal buffer overflowed it feeds the journal's undelivered signals
-	// again, and it reports causes missing past CauseTimeout. Default 1 s.
+	// causal buffer overflowed, or while signals wait, it pulls what they
+	// need from the journal; it releases signals past CauseWait and
+	// reports causes missing past CauseTimeout. Default 1 s.
 	Resync time.Duration
 	// CauseTimeout is how long signals may wait for a missing cause before
 	// the node reports it (a warning naming the gaps, and the counter
 	// "missing_cause"). It keeps waiting: the cause may still come. Default 30 s.
 	CauseTimeout time.Duration
+	// CauseWait is how long a signal waits for its causeid to be
+	// delivered before it is delivered without it (counted as
+	// "cause_not_found", with a warning): a cause that is not in the mesh
+	// at all (a typo, an id from outside) must not hold its effect, and the
+	// publishing peer's later signals, forever. Default 2 minutes. A replica
+	// cut off from a cause's publisher for longer may deliver the effect
+	// first; raise it for meshes that stay partitioned longer. Negative:
+	// wait forever.
+	CauseWait time.Duration
+	// MaxDeps caps the direct dependencies a published signal names
+	// (1..64, default 16): the signals this node delivered from other
+	// origins since its previous signal, latest first. More is exact
+	// causal order when many peers publish at once; fewer is smaller
+	// metadata. Stamps that left some out are counted ("deps_truncated").
+	MaxDeps int
 	// Rebroadcast is go-ds-crdt's head re-announcement interval. Default
 	// 2 s; heads are also announced whenever a peer joins.
 	Rebroadcast time.Duration
@@ -154,6 +174,12 @@ func (p Params) withDefaults() Params {
 	if p.Rebroadcast == 0 {
 		p.Rebroadcast = 2 * time.Second
 	}
+	if p.CauseWait == 0 {
+		p.CauseWait = 2 * time.Minute
+	} else if p.CauseWait < 0 {
+		p.CauseWait = 0 // the core's "forever"
+	}
+	def(&p.MaxDeps, 16)
 	if p.Redial == 0 {
 		p.Redial = 2 * time.Second
 	}
@@ -163,8 +189,11 @@ func (p Params) withDefaults() Params {
 // Validate reports the first bad field.
 func (p Params) Validate() error {
 	if p.MaxBatch < 0 || p.CommitQueue < 0 || p.JournalBatch < 0 || p.JournalDelay < 0 || p.CausalBuffer < 0 || p.SubscriberQueue < 0 ||
-		p.MaxBatchDelay < 0 || p.Resync < 0 || p.CauseTimeout < 0 || p.Rebroadcast < 0 || p.Redial < 0 {
+		p.MaxBatchDelay < 0 || p.Resync < 0 || p.CauseTimeout < 0 || p.Rebroadcast < 0 || p.Redial < 0 || p.MaxDeps < 0 {
 		return fmt.Errorf("node: negative parameter in %+v", p)
+	}
+	if p.MaxDeps > causal.MaxDeps {
+		return fmt.Errorf("node: Params.MaxDeps %d, at most %d", p.MaxDeps, causal.MaxDeps)
 	}
 	return nil
 }

@@ -4,9 +4,11 @@
 // # The two paths of a signal
 //
 // Publish validates the signals and hands them to the committer, which
-// stamps each (publishing peer, vector clock; a peer's sequence numbers are
-// assigned in commit order) and writes them to a local outbox in one batch
-// and one fsync. Then Publish returns: the signals survive a restart.
+// stamps each (publishing peer, and a causal stamp: the peer's sequence
+// number, assigned in commit order, a Lamport time and the signal's direct
+// dependencies, see package causal) and writes them to a local outbox in
+// one batch and one fsync. Then Publish returns: the signals survive a
+// restart.
 //
 //  1. Fast path: the committer's batch is gossiped over GossipSub in frames
 //     (one signature per frame), with flood publish. Each peer's validator
@@ -20,11 +22,34 @@
 //     fetches the DAG over bitswap and gets the signals through the store's
 //     put hook.
 //
-// Both paths feed one door: dedup by (origin, sequence), a bounded causal
-// buffer, then the subscriptions. Each subscription sees each signal once and
-// never an effect before its cause. A cause that does not come is reported
-// (Status.Missing, a warning after Params.CauseTimeout), not waited for in
-// silence.
+// Both paths feed one door, the pure causal core (package causal) that the
+// node's loop drives: dedup by (origin, sequence) and by identity, causal
+// readiness, a bounded buffer, then the subscriptions. Each subscription
+// sees each signal once and never an effect before its cause: a signal
+// waits for its origin's previous signal, for what its publisher had
+// delivered when it published (its direct dependencies), and for its
+// causeid, also when the cause was learned out of band (a client, HTTP,
+// another service) and not yet delivered anywhere, on every replica, the
+// publisher included. A cause that does not come is reported
+// (Status.Missing and Status.MissingCauses, a warning after
+// Params.CauseTimeout); after Params.CauseWait (default 2 minutes) the
+// effect is delivered without it and counted ("cause_not_found"), so a
+// typo in a causeid does not hold its publisher's signals forever. When
+// the buffer (Params.CausalBuffer) is full, what does not fit is read again
+// from the journal per origin in sequence: catching up any amount of
+// history takes time linear in it and memory bounded by the buffer.
+//
+// # Identity
+//
+// A signal's identity is (source, id), as CloudEvents defines it. The same
+// (source, id) with the same content is an idempotent retry, on any peer,
+// at any time: published again on the same peer it is not stamped twice;
+// published on two cut-off peers, both copies are journaled (each at its
+// own (origin, sequence), so no place is ever hidden), and every
+// subscription sees it once. The same (source, id) with other content is
+// refused with ErrConflict where the node can tell (it published or
+// journaled the first); where it cannot (two cut-off peers), both are kept
+// and delivered, and counted (Status.Conflicts, a warning).
 //
 // # Consistency
 //

@@ -63,7 +63,7 @@ func (n *Node) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsu
 	}
 	from := msg.GetFrom().String()
 	for _, s := range sigs {
-		if _, journaled := s.Extensions[signalmesh.ExtClock]; !journaled {
+		if _, journaled := s.Extensions[signalmesh.ExtCausal]; !journaled {
 			continue
 		}
 		origin, _ := s.Extensions[signalmesh.ExtPeer].(string)
@@ -71,9 +71,8 @@ func (n *Node) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsu
 			n.m.reject("origin")
 			return pubsub.ValidationReject
 		}
-		c, err := journal.ClockOf(s)
-		if err != nil || c.Get(origin) == 0 {
-			n.m.reject("clock")
+		if _, err := journal.MetaOf(s); err != nil {
+			n.m.reject("stamp")
 			return pubsub.ValidationReject
 		}
 	}
@@ -106,8 +105,16 @@ func (n *Node) readGossip() {
 // or remote. It blocks while the loop's inbox is full (back-pressure on DAG
 // sync), and gives up only when the node closes.
 func (n *Node) putHook(key ds.Key, value []byte) {
+	ref, seq, ok := journal.ParseSignalKey(key)
+	if !ok {
+		return // an index entry
+	}
 	s, err := signalmesh.DecodeBinary(value, signalmesh.Limits{})
-	if err != nil || journal.Key(s.ID).String() != key.String() {
+	if err != nil {
+		n.m.reject("journal_entry")
+		return
+	}
+	if r, q := journal.Place(s); r != ref || q != seq {
 		n.m.reject("journal_entry")
 		return
 	}

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"time"
 
+	ds "github.com/ipfs/go-datastore"
+
 	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/causal"
 	"github.com/signalmesh/signalmesh/journal"
-	"github.com/signalmesh/signalmesh/vclock"
 )
 
 type via int
@@ -16,12 +18,21 @@ type via int
 const (
 	viaGossip via = iota
 	viaJournal
-	viaLocal // a Weak signal published here
+	viaLocal // published here
 )
 
 type inbound struct {
 	s   *signalmesh.Signal
 	via via
+}
+
+// stampBase is what the committer stamps new signals with: the causal
+// core's frontier (the direct dependencies) and the highest Lamport time
+// delivered. The loop publishes it after each release.
+type stampBase struct {
+	deps      []causal.Ref
+	lamport   uint64
+	truncated int
 }
 
 // send hands a signal to the loop, waiting while the inbox is full. It
@@ -53,14 +64,27 @@ func (n *Node) do(ctx context.Context, f func()) error {
 	}
 }
 
-// loop owns the causal buffer: every signal, from gossip, from the journal
+// pullBudget is how many journal entries one pull step reads before the
+// loop looks at its other work.
+const pullBudget = 1024
+
+// always is a closed channel: a select case on it is always ready.
+var always = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// loop owns the causal core: every signal, from gossip, from the journal
 // or published locally, goes through it, and released signals are
-// dispatched to subscriptions in causal order.
+// dispatched to subscriptions in causal order. When the core's buffer
+// overflowed, the loop pulls what the core lacks from the journal, a
+// bounded step at a time between its other work.
 func (n *Node) loop() {
 	defer n.wg.Done()
 	tick := time.NewTicker(n.p.Resync)
 	defer tick.Stop()
 	for {
+		var pull chan struct{}
+		if n.pulling {
+			pull = always
+		}
 		select {
 		case <-n.ctx.Done():
 			return
@@ -68,9 +92,15 @@ func (n *Node) loop() {
 			n.handle(in)
 		case f := <-n.reqs:
 			f()
+		case <-pull:
+			var err error
+			if n.pulling, err = n.pullStep(n.ctx, pullBudget); err != nil && n.ctx.Err() == nil {
+				n.log.Warn("node: pull from the journal", "err", err)
+			}
 		case <-tick.C:
-			if n.needResync { // causes that are not lost arrive by the put hook
-				n.feedJournal(n.ctx, true)
+			n.deliver(n.core.Tick(time.Now().UnixNano()))
+			if n.core.Len() > 0 || n.pullWanted {
+				n.pullWanted, n.pulling = false, true
 			}
 			n.checkCauses()
 		}
@@ -81,97 +111,135 @@ func (n *Node) loop() {
 // a cause, once per episode (until the buffer empties).
 func (n *Node) checkCauses() {
 	switch {
-	case n.buf.Len() == 0:
+	case n.core.Len() == 0:
 		n.waitingSince, n.reported = time.Time{}, false
 	case n.waitingSince.IsZero():
 		n.waitingSince = time.Now()
 	case !n.reported && time.Since(n.waitingSince) > n.p.CauseTimeout:
 		n.reported = true
 		n.m.drop("missing_cause")
-		n.log.Warn("node: signals wait for causes that have not arrived", "waiting", n.buf.Len(),
-			"for", time.Since(n.waitingSince).Round(time.Millisecond), "missing", fmt.Sprint(n.buf.Missing()))
+		gaps, causes := n.core.Missing()
+		n.log.Warn("node: signals wait for causes that have not arrived", "waiting", n.core.Len(),
+			"for", time.Since(n.waitingSince).Round(time.Millisecond), "missing", fmt.Sprint(gaps), "causes", fmt.Sprint(causes))
 	}
 }
 
 func (n *Node) handle(in inbound) {
-	c, err := journal.ClockOf(in.s)
-	if err != nil {
-		n.m.reject("clock")
-		return
-	}
-	if c.Len() == 0 { // Weak: no causal order, delivered as it comes
+	m, err := journal.MetaOf(in.s)
+	if errors.Is(err, journal.ErrNoStamp) { // Weak: no causal order, delivered as it comes
 		n.dispatch(in.s)
+		n.deliver(n.core.Note(in.s.Source, in.s.ID, journal.ContentDigest(in.s)))
 		return
 	}
-	origin, _ := in.s.Extensions[signalmesh.ExtPeer].(string)
-	out, err := n.buf.Add(origin, c, in.s)
-	switch {
-	case errors.Is(err, vclock.ErrDuplicate):
-		n.m.deduped.Add(1)
-		return
-	case errors.Is(err, vclock.ErrFull):
-		n.m.drop("causal_buffer_full")
-		n.needResync = true
-		return
-	case err != nil:
-		n.m.reject("clock")
-		return
-	}
-	if len(out) > 0 {
-		n.publishDelivered()
-	}
-	for _, s := range out {
-		n.dispatch(s)
-	}
-}
-
-// publishDelivered makes the delivered clock visible to the committer, which
-// stamps new signals with it: whatever a handler saw is a cause of what it
-// publishes next.
-func (n *Node) publishDelivered() {
-	c := n.buf.Delivered()
-	n.delivered.Store(&c)
-	n.m.buffered.Store(int64(n.buf.Len()))
-}
-
-// feedJournal offers every journaled signal that has not been delivered to
-// the buffer, in replay order. It runs at start (dispatch off: what is in
-// the journal then counts as delivered) and when signals were dropped from a
-// full buffer or are waiting for causes. It returns the highest sequence
-// number of this node's own signals in the journal, delivered or not.
-func (n *Node) feedJournal(ctx context.Context, dispatch bool) (ownSeq uint64) {
-	all, _, err := n.jr.All(ctx)
 	if err != nil {
-		n.log.Warn("node: resync: read journal", "err", err)
-		return 0
+		n.m.reject("stamp")
+		return
 	}
-	journal.Sort(all)
-	self := n.self.String()
-	for _, s := range all {
-		n.seen.add(s.ID)
-		if origin, seq := originSeq(s); origin == self {
-			ownSeq = max(ownSeq, seq)
+	if _, ok := n.origins[m.Origin]; !ok {
+		n.origins[m.Origin], _ = in.s.Extensions[signalmesh.ExtPeer].(string)
+	}
+	_ = n.offer(m, in.s)
+}
+
+// offer adds a signal to the core and delivers what it releases. It
+// returns Add's error: nil when the signal was new to the core (released
+// or waiting).
+func (n *Node) offer(m causal.Meta, s *signalmesh.Signal) error {
+	out, err := n.core.Add(m, s, time.Now().UnixNano())
+	switch {
+	case errors.Is(err, causal.ErrDuplicate):
+		n.m.deduped.Add(1)
+	case errors.Is(err, causal.ErrFull):
+		n.m.drop("causal_buffer_full")
+		n.pullWanted = true
+	case err != nil:
+		n.m.reject("stamp")
+	}
+	n.deliver(out)
+	return err
+}
+
+// deliver dispatches released signals, counts what the core says of them
+// and publishes the new stamp base.
+func (n *Node) deliver(out []causal.Release[*signalmesh.Signal]) {
+	if len(out) == 0 {
+		return
+	}
+	for _, r := range out {
+		if r.CauseLost {
+			n.m.drop("cause_not_found")
+			n.log.Warn("node: delivered a signal without its cause, which did not arrive within CauseWait",
+				"signal", r.V.ID, "cause", r.Meta.Cause)
 		}
-	}
-	n.needResync = false
-	delivered := n.buf.Delivered()
-	for _, s := range all {
-		c, err := journal.ClockOf(s)
-		origin, _ := s.Extensions[signalmesh.ExtPeer].(string)
-		if err != nil || c.Get(origin) <= delivered.Get(origin) {
+		if r.Conflict {
+			n.m.conflicts.Add(1)
+			n.log.Warn("node: two different signals with one (source, id)", "source", r.V.Source, "id", r.V.ID)
+		}
+		if r.Dup {
+			n.m.deduped.Add(1)
 			continue
 		}
-		out, err := n.buf.Add(origin, c, s)
-		if errors.Is(err, vclock.ErrFull) {
-			n.needResync = true
-			break
-		}
-		for _, r := range out {
-			if dispatch {
-				n.dispatch(r)
+		n.dispatch(r.V)
+	}
+	n.publishBase()
+}
+
+// publishBase makes the core's frontier visible to the committer, which
+// stamps new signals with it: whatever a handler saw is a cause of what it
+// publishes next.
+func (n *Node) publishBase() {
+	deps, lamport, trunc := n.core.Frontier(n.selfRef, n.p.MaxDeps)
+	n.base.Store(&stampBase{deps: deps, lamport: lamport, truncated: trunc})
+	n.m.buffered.Store(int64(n.core.Len()))
+}
+
+// pullStep reads, for each origin the core lacks signals of, the next
+// signals from the journal in sequence, and offers them, up to budget
+// reads. It reports whether to go on (the step made progress), and the
+// first error reading the store; an entry that does not decode is counted
+// and skipped.
+func (n *Node) pullStep(ctx context.Context, budget int) (bool, error) {
+	refs := n.core.Pull()
+	progress := false
+	for _, r := range refs {
+		for seq := r.Seq; budget > 0; seq++ {
+			raw, err := n.repl.Get(ctx, journal.SignalKey(r.Origin, seq))
+			if errors.Is(err, ds.ErrNotFound) {
+				break
 			}
+			if err != nil {
+				return progress, fmt.Errorf("node: read journal entry %s:%d: %w", r.Origin, seq, err)
+			}
+			budget--
+			s, err := signalmesh.DecodeBinary(raw, signalmesh.Limits{})
+			if err != nil {
+				n.m.reject("journal_entry")
+				break
+			}
+			m, err := journal.MetaOf(s)
+			if err != nil || m.Origin != r.Origin || m.Seq != seq {
+				n.m.reject("journal_entry")
+				break
+			}
+			err = n.offer(m, s)
+			if errors.Is(err, causal.ErrFull) {
+				break
+			}
+			progress = progress || err == nil
 		}
 	}
-	n.publishDelivered()
-	return ownSeq
+	return progress, nil
+}
+
+// catchUp pulls until the core lacks nothing the journal holds (at start).
+func (n *Node) catchUp(ctx context.Context) error {
+	for {
+		more, err := n.pullStep(ctx, 1<<20)
+		if err != nil || !more {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
 }

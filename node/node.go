@@ -30,10 +30,10 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 
 	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/causal"
 	"github.com/signalmesh/signalmesh/crdt"
 	"github.com/signalmesh/signalmesh/journal"
 	"github.com/signalmesh/signalmesh/router"
-	"github.com/signalmesh/signalmesh/vclock"
 )
 
 // ErrClosed is returned by calls on a closed node.
@@ -91,14 +91,18 @@ type Node struct {
 	seen     *bloom         // ids that reached the journal (concurrent)
 	pending  []outboxed     // outbox entries found at start, journaled first
 
-	delivered atomic.Pointer[vclock.Clock] // published by the loop after each release
-	m         metrics
+	selfRef string                    // causal.PeerRef(self)
+	base    atomic.Pointer[stampBase] // published by the loop after each release
+	lamport uint64                    // the last Lamport time stamped (owned by the committer)
+	m       metrics
 
 	// owned by the loop goroutine
-	buf          *vclock.Buffer[*signalmesh.Signal]
-	needResync   bool
-	waitingSince time.Time // since when the buffer has been non-empty
-	reported     bool      // the current wait was reported
+	core         *causal.Core[*signalmesh.Signal]
+	origins      map[string]string // peer ref -> peer id, of the origins seen
+	pulling      bool              // a pull from the journal is under way
+	pullWanted   bool              // the core refused a signal for lack of room: pull at the next tick
+	waitingSince time.Time         // since when the buffer has been non-empty
+	reported     bool              // the current wait was reported
 }
 
 // New starts a node: its store, identity, libp2p host, GossipSub, DAG
@@ -124,6 +128,7 @@ func New(ctx context.Context, cfg Config) (n *Node, err error) {
 	n.commitQ = make(chan commitReq, n.p.CommitQueue)
 	n.journalQ = make(chan outboxed, 64)
 	n.recent = newIDSet(1 << 16)
+	n.base.Store(&stampBase{})
 	n.seen = newBloom(1 << 24) // 2 MiB
 	n.gossipQ = make(chan [][]byte, 256)
 	n.ackQ = make(chan string, 65536)
@@ -300,30 +305,45 @@ func (n *Node) startJournal(ctx context.Context) error {
 // restore rebuilds the causal state from the journal and the outbox: what
 // is there at start counts as delivered (new subscriptions start now; named
 // ones resume from their cursor). Outbox entries, durable but not yet in the
-// CRDT journal when the node last stopped, are journaled first thing.
+// CRDT journal when the node last stopped, are journaled first thing. A
+// journal that cannot be read fails the start: a node that restarted its
+// sequence numbers would have its next signals dropped as duplicates.
 func (n *Node) restore(ctx context.Context) error {
 	var err error
-	if n.buf, err = vclock.NewBuffer[*signalmesh.Signal](n.p.CausalBuffer, vclock.Clock{}); err != nil {
+	n.selfRef = causal.PeerRef(n.self.String())
+	n.origins = map[string]string{n.selfRef: n.self.String()}
+	n.core, err = causal.New[*signalmesh.Signal](causal.Params{Limit: n.p.CausalBuffer,
+		CauseWait: int64(n.p.CauseWait)}, n.jr)
+	if err != nil {
 		return err
+	}
+	origins, err := n.jr.Origins(ctx)
+	if err != nil {
+		return fmt.Errorf("node: read journal: %w", err)
+	}
+	for ref, seq := range origins {
+		n.core.Know(causal.Ref{Origin: ref, Seq: seq})
 	}
 	// Own signals in the journal may wait for causes that came by gossip
 	// and are not journaled here yet: they count for the next sequence
-	// number even though they are not delivered, or a restarted node would
-	// give its next signals numbers it had used (and peers would drop them
-	// as duplicates).
-	n.ownSeq = n.feedJournal(ctx, false)
+	// number even though they are not delivered.
+	n.ownSeq = origins[n.selfRef]
+	if err := n.catchUp(ctx); err != nil {
+		return fmt.Errorf("node: read journal: %w", err)
+	}
 	if n.pending, err = n.readOutbox(ctx); err != nil {
 		return err
 	}
-	self := n.self.String()
 	for _, o := range n.pending {
-		c, _ := journal.ClockOf(o.sigs[0])
-		_, _ = n.buf.Add(self, c, o.sigs[0]) // a duplicate if it reached the journal before the stop
-		n.recent.add(o.sigs[0].ID)
+		if m, err := journal.MetaOf(o.sigs[0]); err == nil {
+			_ = n.offer(m, o.sigs[0]) // a duplicate if it reached the journal before the stop
+			n.lamport = max(n.lamport, m.Lamport)
+		}
+		n.recent.add(identityOf(o.sigs[0]), journal.ContentDigest(o.sigs[0]))
 		n.ownSeq = max(n.ownSeq, o.first)
 	}
-	n.publishDelivered()
-	n.ownSeq = max(n.ownSeq, n.delivered.Load().Get(self))
+	n.publishBase()
+	n.lamport = max(n.lamport, n.base.Load().lamport)
 	return nil
 }
 
@@ -342,11 +362,11 @@ func (n *Node) readOutbox(ctx context.Context) ([]outboxed, error) {
 		if err != nil {
 			return nil, fmt.Errorf("node: outbox entry %s: %w", r.Key, err)
 		}
-		c, err := journal.ClockOf(s)
-		if err != nil {
-			return nil, fmt.Errorf("node: outbox entry %s: %w", r.Key, err)
+		ref, seq := journal.Place(s)
+		if ref != n.selfRef {
+			return nil, fmt.Errorf("node: outbox entry %s: not a signal of this peer", r.Key)
 		}
-		out = append(out, outboxed{sigs: []*signalmesh.Signal{s}, wires: [][]byte{bytes.Clone(r.Value)}, first: c.Get(n.self.String())})
+		out = append(out, outboxed{sigs: []*signalmesh.Signal{s}, wires: [][]byte{bytes.Clone(r.Value)}, first: seq})
 	}
 	slices.SortFunc(out, func(a, b outboxed) int { return cmp.Compare(a.first, b.first) })
 	return out, nil

@@ -1,13 +1,16 @@
 package node
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
 
 	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/causal"
 	"github.com/signalmesh/signalmesh/journal"
 )
 
@@ -91,7 +94,7 @@ func (n *Node) publishCore(ctx context.Context, c Consistency, sigs []*signalmes
 		if cp[i].Extensions == nil {
 			cp[i].Extensions = make(map[string]any, 2)
 		}
-		delete(cp[i].Extensions, signalmesh.ExtClock)
+		delete(cp[i].Extensions, signalmesh.ExtCausal)
 		if c.weak {
 			cp[i].Extensions[signalmesh.ExtPeer] = n.self.String()
 		}
@@ -261,36 +264,59 @@ func (n *Node) gather(first commitReq) []commitReq {
 
 func (n *Node) commit(batch []commitReq, seq uint64) uint64 {
 	self := n.self.String()
-	base := *n.delivered.Load()
+	base := n.base.Load()
+	if base.truncated > 0 {
+		n.m.drop("deps_truncated")
+	}
 	var all []*signalmesh.Signal
-	for _, r := range batch {
+	var added []identity
+	errs := make([]error, len(batch))
+	for i, r := range batch {
+		mark, stamped := len(added), len(all)
 		for _, s := range r.sigs {
-			if n.published(s.ID) {
+			id, digest := identityOf(s), journal.ContentDigest(s)
+			switch n.published(id, digest) {
+			case pubSame:
 				n.m.deduped.Add(1) // publishing is idempotent: a retry publishes nothing twice
 				continue
+			case pubConflict:
+				errs[i] = fmt.Errorf("%w: source %q, id %q", ErrConflict, s.Source, s.ID)
 			}
-			seq++
-			text, _ := base.Set(self, seq).MarshalText()
-			s.Extensions[signalmesh.ExtPeer] = self
-			s.Extensions[signalmesh.ExtClock] = string(text)
+			if errs[i] != nil {
+				break
+			}
+			n.recent.add(id, digest)
+			added = append(added, id)
 			all = append(all, s)
 		}
+		if errs[i] != nil { // the whole call fails: forget what it stamped
+			for _, id := range added[mark:] {
+				n.recent.forget(id)
+			}
+			added, all = added[:mark], all[:stamped]
+		}
+	}
+	for _, s := range all {
+		seq++
+		n.lamport = max(n.lamport, base.lamport) + 1
+		s.Extensions[signalmesh.ExtPeer] = self
+		s.Extensions[signalmesh.ExtCausal] = causal.Stamp{Seq: seq, Lamport: n.lamport, Deps: base.deps}.Format()
 	}
 	first := seq - uint64(len(all)) + 1
 	wires, err := encodeAll(all) // once, for the outbox, the gossip and the journal
-	if err == nil {
+	if err == nil && len(all) > 0 {
 		err = n.outboxWrite(wires, first)
 	}
 	if err != nil {
 		seq -= uint64(len(all)) // nothing was written: the numbers are free again
-		for _, s := range all {
-			n.recent.forget(s.ID)
+		for _, id := range added {
+			n.recent.forget(id)
 		}
 	}
-	for _, r := range batch {
-		r.done <- err
+	for i, r := range batch {
+		r.done <- cmp.Or(errs[i], err)
 	}
-	if err != nil {
+	if err != nil || len(all) == 0 {
 		return seq
 	}
 	// Gossip and local delivery at once, journaling in the background.
@@ -311,50 +337,90 @@ func (n *Node) commit(batch []commitReq, seq uint64) uint64 {
 	return seq
 }
 
-// published reports whether a signal with this id was already published
-// (then publishing it again must not give it a second sequence number: its
-// two journal entries would share one key, and replicas that missed the
-// first by gossip would wait for the lost one forever). It remembers the ids
-// it committed lately (the last 65,536) and asks the journal for older ones
-// that the Bloom filter of journaled ids may hold.
+// ErrConflict: a signal with this (source, id) was published before with
+// other content. CloudEvents makes (source, id) an event's identity: publish
+// the same event again (an idempotent retry) or give it a new id.
+var ErrConflict = errors.New("node: conflict: (source, id) already published with other content")
+
+// identity is a signal's (source, id).
+type identity struct{ source, id string }
+
+func identityOf(s *signalmesh.Signal) identity { return identity{s.Source, s.ID} }
+
+type pubState int
+
+const (
+	pubNew pubState = iota
+	pubSame
+	pubConflict
+)
+
+// published reports whether a signal with this identity was published
+// before, here or on any peer whose signals this node has journaled, and
+// with the same content (then publishing it again must not give it a
+// second sequence number) or not (a conflict). It remembers the identities
+// it committed lately (the last 65,536) and asks the journal's index for
+// older ones that the Bloom filter of journaled ids may hold.
 // Only the committer calls it.
-func (n *Node) published(id string) bool {
-	if !n.recent.add(id) {
-		return true
+func (n *Node) published(id identity, digest uint64) pubState {
+	if d, ok := n.recent.get(id); ok {
+		if d == digest {
+			return pubSame
+		}
+		return pubConflict
 	}
-	if !n.seen.mayHave(id) {
-		return false
+	if !n.seen.mayHave(id.id) {
+		return pubNew
 	}
-	has, err := n.repl.Has(context.WithoutCancel(n.ctx), journal.Key(id))
-	return err == nil && has
+	cs, err := n.jr.Copies(context.WithoutCancel(n.ctx), id.id)
+	if err != nil {
+		return pubNew
+	}
+	state := pubNew
+	for _, c := range cs {
+		if c.Source != id.source {
+			continue
+		}
+		if c.Digest == digest {
+			return pubSame
+		}
+		state = pubConflict
+	}
+	return state
 }
 
-// idSet is a bounded set of ids: past its size the oldest are forgotten.
+// idSet is a bounded map of identities to content digests: past its size
+// the oldest are forgotten.
 type idSet struct {
-	ids  map[string]struct{}
-	ring []string
+	ids  map[identity]uint64
+	ring []identity
 	next int
 }
 
 func newIDSet(size int) *idSet {
-	return &idSet{ids: make(map[string]struct{}, size), ring: make([]string, size)}
+	return &idSet{ids: make(map[identity]uint64, size), ring: make([]identity, size)}
 }
 
-// add adds id and reports whether it was new.
-func (s *idSet) add(id string) bool {
+func (s *idSet) get(id identity) (uint64, bool) {
+	d, ok := s.ids[id]
+	return d, ok
+}
+
+// add adds id with its digest.
+func (s *idSet) add(id identity, digest uint64) {
 	if _, ok := s.ids[id]; ok {
-		return false
+		s.ids[id] = digest
+		return
 	}
-	if old := s.ring[s.next]; old != "" {
+	if old := s.ring[s.next]; old != (identity{}) {
 		delete(s.ids, old)
 	}
 	s.ring[s.next] = id
 	s.next = (s.next + 1) % len(s.ring)
-	s.ids[id] = struct{}{}
-	return true
+	s.ids[id] = digest
 }
 
-func (s *idSet) forget(id string) { delete(s.ids, id) }
+func (s *idSet) forget(id identity) { delete(s.ids, id) }
 
 // outboxed are signals in the outbox, with their wire forms, and
 // consecutive sequence numbers from first.
@@ -434,8 +500,14 @@ func (n *Node) journalWrite(batch []outboxed) error {
 	}
 	for _, o := range batch {
 		for i, s := range o.sigs {
-			if err := b.Put(ctx, journal.Key(s.ID), o.wires[i]); err != nil {
+			es, err := journal.Entries(s, o.wires[i])
+			if err != nil {
 				return err
+			}
+			for _, e := range es {
+				if err := b.Put(ctx, e.Key, e.Value); err != nil {
+					return err
+				}
 			}
 		}
 	}

@@ -15,9 +15,14 @@ type Status struct {
 	Peers     int
 	Journaled int64        // journal entries this replica has seen arrive (local and remote)
 	Heads     int          // DAG heads of the journal CRDT
-	Clock     vclock.Clock // what this node delivered, per origin
-	Buffered  int          // signals waiting for a cause
-	Missing   []vclock.Gap // causes they wait for
+	Clock     vclock.Clock // what this node delivered: per origin peer id, the highest sequence
+	Buffered  int          // signals waiting for a dependency
+	Missing   []vclock.Gap // sequence ranges they wait for, per origin peer id (its causal.PeerRef when unknown)
+	// MissingCauses are the causeids that waiting signals wait for.
+	MissingCauses []string
+	// Conflicts counts signals delivered with a (source, id) that another
+	// signal with other content had (published on two cut-off peers).
+	Conflicts int64
 	Published int64
 	Delivered int64 // handler calls that succeeded
 	Deduped   int64
@@ -31,12 +36,18 @@ type Status struct {
 func (n *Node) Status(ctx context.Context) (Status, error) {
 	st := Status{Peer: n.self.String(), Peers: len(n.Peers()), Journaled: n.m.journaled.Load(),
 		Published: n.m.published.Load(), Delivered: n.m.delivered.Load(), Deduped: n.m.deduped.Load(),
-		RPCsIn: n.m.rpcsIn.Load(), RPCsOut: n.m.rpcsOut.Load()}
+		RPCsIn: n.m.rpcsIn.Load(), RPCsOut: n.m.rpcsOut.Load(), Conflicts: n.m.conflicts.Load()}
 	st.Dropped, st.Rejected = n.m.snapshot()
 	err := n.do(ctx, func() {
-		st.Clock = n.buf.Delivered()
-		st.Buffered = n.buf.Len()
-		st.Missing = n.buf.Missing()
+		for o, seq := range n.core.Delivered() {
+			st.Clock = st.Clock.Set(n.originName(o), seq)
+		}
+		st.Buffered = n.core.Len()
+		gaps, causes := n.core.Missing()
+		for _, g := range gaps {
+			st.Missing = append(st.Missing, vclock.Gap{Origin: n.originName(g.Origin), From: g.From, To: g.To})
+		}
+		st.MissingCauses = causes
 	})
 	if err != nil {
 		return st, err
@@ -99,4 +110,13 @@ func (n *Node) Trace(ctx context.Context, id string) (causes, effects []*signalm
 // replicas with the same journal have the same digest.
 func (n *Node) JournalDigest(ctx context.Context) (int, string, error) {
 	return n.jr.KeyDigest(ctx)
+}
+
+// originName is the peer id of the origin with this ref, or the ref when
+// no signal of it arrived yet. Only the loop calls it.
+func (n *Node) originName(ref string) string {
+	if id := n.origins[ref]; id != "" {
+		return id
+	}
+	return ref
 }

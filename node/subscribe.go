@@ -229,11 +229,10 @@ func (n *Node) backlog(pattern string, start Start) ([]*signalmesh.Signal, error
 	if err != nil {
 		return nil, err
 	}
-	delivered := n.buf.Delivered()
 	out := sigs[:0]
 	for _, s := range sigs {
-		origin, seq := originSeq(s)
-		if seq == 0 || seq > delivered.Get(origin) {
+		origin, seq := journal.Place(s)
+		if seq == 0 || seq > n.core.DeliveredOf(origin) {
 			continue // not delivered yet: it will come live
 		}
 		switch start.kind {
@@ -249,15 +248,6 @@ func (n *Node) backlog(pattern string, start Start) ([]*signalmesh.Signal, error
 		out = append(out, s)
 	}
 	return out, nil
-}
-
-func originSeq(s *signalmesh.Signal) (string, uint64) {
-	origin, _ := s.Extensions[signalmesh.ExtPeer].(string)
-	c, err := journal.ClockOf(s)
-	if err != nil {
-		return origin, 0
-	}
-	return origin, c.Get(origin)
 }
 
 func (n *Node) cursorKey(name string) ds.Key {
@@ -328,7 +318,7 @@ func (s *Subscription) handle(sig *signalmesh.Signal) {
 		s.call(sig)
 		return
 	}
-	origin, seq := originSeq(sig)
+	origin, seq := journal.Place(sig)
 	if seq != 0 && seq <= s.cursor.Get(origin) {
 		return
 	}

@@ -34,7 +34,7 @@ func tour(w io.Writer, seed uint64) error {
 		}
 		clocks[peer] = clocks[peer].Increment(peer)
 		text, _ := clocks[peer].MarshalText()
-		opts = append(opts, signalmesh.WithExtension(signalmesh.ExtClock, string(text)))
+		opts = append(opts, signalmesh.WithExtension("democlock", string(text)))
 		s, err := signalmesh.New(typ, "/demo/"+peer, data, opts...)
 		if err != nil {
 			return nil, err

@@ -163,7 +163,16 @@ func run(ctx context.Context, w io.Writer, short bool) error {
 		fmt.Fprintf(w, "  %-8s handled %d, each once, causes first; health: %d peers, %d buffered, %d deduplicated\n",
 			names[i], h.distinct(), st.Peers, st.Buffered, st.Deduped)
 	}
-	chain, err := nodes[2].Causes(ctx, paid.ID)
+	// Delivery comes first (by gossip); the journal follows within its
+	// batching delay (Params.JournalDelay, 50 ms by default).
+	var chain []*signalmesh.Signal
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		chain, err = nodes[2].Causes(ctx, paid.ID)
+		if err == nil && len(chain) == 3 || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		return err
 	}

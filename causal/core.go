@@ -1,0 +1,545 @@
+package causal
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+)
+
+// Errors from Core.Add. Neither changes what the core delivers.
+var (
+	// ErrDuplicate: this (origin, sequence) was delivered or is waiting.
+	ErrDuplicate = errors.New("causal: duplicate")
+	// ErrFull: the signal is not ready and the buffer holds Params.Limit
+	// signals. The core remembers that the signal exists (Pull names it
+	// again); the caller should count the drop and keep nothing.
+	ErrFull = errors.New("causal: buffer full")
+)
+
+// Meta is what the core reads of a signal: its origin's peer ref, its
+// stamp, its causeid and its identity.
+type Meta struct {
+	Origin string // PeerRef of the publishing peer
+	Stamp
+	Cause  string // the causeid extension; "" none
+	Source string // CloudEvents source
+	ID     string // CloudEvents id
+	Digest uint64 // of the content; equal for the same content
+}
+
+// Ref is the (origin, sequence) of m.
+func (m *Meta) Ref() Ref { return Ref{Origin: m.Origin, Seq: m.Seq} }
+
+// Copy is one journaled signal with a given id.
+type Copy struct {
+	Ref    Ref
+	Source string
+	Digest uint64
+}
+
+// Index finds journaled signals by id. The core asks it only when its own
+// memory cannot answer: whether a cause was delivered, whether a signal
+// repeats an identity delivered long ago. It is the core's one window on
+// storage (like raft's Storage): implementations read, never call back into
+// the core, and may be slow only rarely.
+type Index interface {
+	// ByID returns every journaled signal whose id is id, of any source
+	// (nil when there is none).
+	ByID(id string) []Copy
+}
+
+// Params bound the core.
+type Params struct {
+	// Limit is the most signals waiting for a dependency (at least 1).
+	// Past it, a signal that is not ready is refused with ErrFull and pulled
+	// again later (see Pull): the bound costs time, never progress.
+	Limit int
+	// CauseWait is how long, in the caller's time unit (see Add and Tick),
+	// a signal waits for its causeid to be delivered. After that it is
+	// released without it (Release.CauseLost): a cause that is not in the
+	// mesh at all (a typo, an id from outside) must not hold its effect,
+	// and the rest of its origin's signals, forever. 0: wait forever.
+	CauseWait int64
+	// Recent is how many delivered identities the core remembers in memory
+	// (older ones are found through Index). Default 65,536.
+	Recent int
+	// BloomBits sizes the filter of delivered ids that spares Index lookups
+	// for fresh ids (rounded up to 64). Default 2^24 (2 MiB).
+	BloomBits int
+}
+
+// Release is a signal the core delivers, in causal order.
+type Release[T any] struct {
+	Meta Meta
+	V    T
+	// Dup: a signal with the same (source, id) and the same content was
+	// delivered before (an idempotent retry, perhaps published on another
+	// peer): do not hand it to subscribers again.
+	Dup bool
+	// Conflict: a signal with the same (source, id) but different content
+	// was delivered before. This one is delivered too; count it.
+	Conflict bool
+	// CauseLost: released after Params.CauseWait without its cause.
+	CauseLost bool
+}
+
+// Gap is a range of sequence numbers of one origin that the core knows of
+// (from a signal or a dependency) and has not seen or delivered.
+type Gap struct {
+	Origin   string
+	From, To uint64
+}
+
+type item[T any] struct {
+	m         Meta
+	v         T
+	since     int64
+	causeLost bool
+}
+
+type frontierEntry struct {
+	seq, lamport uint64
+}
+
+// Core decides what a peer delivers and when: dedup by (origin, sequence)
+// and by identity, causal readiness (own previous signal, direct
+// dependencies, causeid), the bounded buffer, and the frontier that the
+// peer's next signal depends on. It is a plain data structure: no
+// goroutines, no clock (time is what the caller passes), no I/O except
+// through Index. It is not safe for concurrent use. For a given sequence of
+// calls (and Index answers) its outputs are always the same.
+type Core[T any] struct {
+	p  Params
+	ix Index
+
+	delivered map[string]uint64 // origin -> highest delivered (contiguous)
+	known     map[string]uint64 // origin -> highest sequence heard of
+	waiting   map[Ref]*item[T]
+	onRef     map[Ref][]Ref    // undelivered dependency -> waiting items blocked on it
+	onCause   map[string][]Ref // undelivered cause id -> waiting items blocked on it
+	refused   map[Ref]int64    // refused with ErrFull while only its cause was missing -> first time
+
+	frontier   map[string]frontierEntry // delivered signals no later delivered one names
+	maxLamport uint64
+
+	bloom  []uint64
+	recent map[string][]recentID // id -> delivered identities with it
+	ring   []string
+	next   int
+}
+
+type recentID struct {
+	source string
+	digest uint64
+}
+
+// New returns a core that has delivered nothing. ix may be nil (nothing is
+// journaled).
+func New[T any](p Params, ix Index) (*Core[T], error) {
+	if p.Limit < 1 {
+		return nil, fmt.Errorf("causal: Params.Limit %d, must be at least 1", p.Limit)
+	}
+	if p.CauseWait < 0 || p.Recent < 0 || p.BloomBits < 0 {
+		return nil, fmt.Errorf("causal: negative parameter in %+v", p)
+	}
+	if p.Recent == 0 {
+		p.Recent = 1 << 16
+	}
+	if p.BloomBits == 0 {
+		p.BloomBits = 1 << 24
+	}
+	if ix == nil {
+		ix = noIndex{}
+	}
+	return &Core[T]{
+		p: p, ix: ix,
+		delivered: map[string]uint64{}, known: map[string]uint64{},
+		waiting: map[Ref]*item[T]{}, onRef: map[Ref][]Ref{}, onCause: map[string][]Ref{}, refused: map[Ref]int64{},
+		frontier: map[string]frontierEntry{},
+		bloom:    make([]uint64, (p.BloomBits+63)/64),
+		recent:   map[string][]recentID{}, ring: make([]string, p.Recent),
+	}, nil
+}
+
+type noIndex struct{}
+
+func (noIndex) ByID(string) []Copy { return nil }
+
+// Add offers a signal, at time now (in the caller's unit, used only for
+// CauseWait). It returns the signals that became deliverable, in causal
+// order: this one and any waiting signals it unblocked. On error nothing
+// was released.
+func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
+	if m.Seq == 0 || m.Origin == "" {
+		return nil, fmt.Errorf("%w: no origin or sequence", ErrMeta)
+	}
+	for _, d := range m.Deps {
+		if d.Origin == m.Origin {
+			return nil, fmt.Errorf("%w: a dependency on its own origin (implicit)", ErrMeta)
+		}
+	}
+	r := m.Ref()
+	if m.Seq <= c.delivered[m.Origin] {
+		return nil, ErrDuplicate
+	}
+	if _, ok := c.waiting[r]; ok {
+		return nil, ErrDuplicate
+	}
+	c.learn(r)
+	for _, d := range m.Deps {
+		c.learn(d)
+	}
+	if m.Cause == m.ID && m.Cause != "" {
+		m.Cause = "" // a signal is not its own cause
+	}
+	it := &item[T]{m: m, v: v, since: now}
+	if t, ok := c.refused[r]; ok {
+		it.since = t // its wait for its cause began when it was first refused
+	}
+	blk, onCause := c.blocker(it)
+	if onCause && c.p.CauseWait > 0 && now-it.since >= c.p.CauseWait {
+		it.causeLost, blk = true, nil
+	}
+	if blk == nil {
+		return c.release(it, nil), nil
+	}
+	if len(c.waiting) >= c.p.Limit {
+		if _, seen := c.refused[r]; onCause && !seen {
+			// Only its cause is missing, and what fills the buffer may all
+			// wait behind it: start its CauseWait now, or it never ends.
+			c.refused[r] = now
+		}
+		return nil, ErrFull
+	}
+	c.waiting[r] = it
+	c.park(it, blk, onCause)
+	return nil, nil
+}
+
+// Know records that the signal r exists (from a journal listing, say), so
+// that Pull and Missing name it until it is delivered.
+func (c *Core[T]) Know(r Ref) { c.learn(r) }
+
+func (c *Core[T]) learn(r Ref) {
+	if r.Seq > c.known[r.Origin] {
+		c.known[r.Origin] = r.Seq
+	}
+}
+
+// blocker returns what it waits for first: a dependency (nil, false when
+// ready), or its cause (onCause true).
+func (c *Core[T]) blocker(it *item[T]) (*Ref, bool) {
+	m := &it.m
+	if c.delivered[m.Origin] < m.Seq-1 {
+		return &Ref{Origin: m.Origin, Seq: m.Seq - 1}, false
+	}
+	for i := range m.Deps {
+		if d := m.Deps[i]; c.delivered[d.Origin] < d.Seq {
+			return &d, false
+		}
+	}
+	if m.Cause != "" && !it.causeLost && !c.causeDelivered(m.Cause) {
+		return &Ref{}, true
+	}
+	return nil, false
+}
+
+func (c *Core[T]) park(it *item[T], blk *Ref, onCause bool) {
+	r := it.m.Ref()
+	if onCause {
+		c.onCause[it.m.Cause] = append(c.onCause[it.m.Cause], r)
+		return
+	}
+	c.onRef[*blk] = append(c.onRef[*blk], r)
+}
+
+// release delivers it and everything it unblocks, appending to out.
+func (c *Core[T]) release(it *item[T], out []Release[T]) []Release[T] {
+	queue := []*item[T]{it}
+	for len(queue) > 0 {
+		it := queue[0]
+		queue = queue[1:]
+		out = append(out, c.deliver(it))
+		r := it.m.Ref()
+		woken := c.onRef[r]
+		delete(c.onRef, r)
+		if ws, ok := c.onCause[it.m.ID]; ok {
+			woken = append(woken, ws...)
+			delete(c.onCause, it.m.ID)
+		}
+		for _, w := range woken {
+			wi := c.waiting[w]
+			if wi == nil {
+				continue
+			}
+			if blk, onCause := c.blocker(wi); blk != nil {
+				c.park(wi, blk, onCause)
+				continue
+			}
+			delete(c.waiting, w)
+			queue = append(queue, wi)
+		}
+	}
+	return out
+}
+
+func (c *Core[T]) deliver(it *item[T]) Release[T] {
+	m := &it.m
+	c.delivered[m.Origin] = m.Seq
+	c.learn(m.Ref())
+	delete(c.refused, m.Ref())
+	c.maxLamport = max(c.maxLamport, m.Lamport)
+	c.frontier[m.Origin] = frontierEntry{seq: m.Seq, lamport: m.Lamport}
+	for _, d := range m.Deps {
+		if f, ok := c.frontier[d.Origin]; ok && f.seq <= d.Seq {
+			delete(c.frontier, d.Origin)
+		}
+	}
+	rel := Release[T]{Meta: *m, V: it.v, CauseLost: it.causeLost}
+	if c.mayHave(m.ID) {
+		rel.Dup, rel.Conflict = c.identity(m)
+	}
+	if !rel.Dup {
+		c.remember(m)
+	}
+	return rel
+}
+
+// identity reports whether a signal with m's (source, id) was delivered,
+// with the same content (dup) or other content (conflict).
+func (c *Core[T]) identity(m *Meta) (dup, conflict bool) {
+	if rs, ok := c.recent[m.ID]; ok {
+		for _, r := range rs {
+			if r.source == m.Source {
+				if r.digest == m.Digest {
+					return true, false
+				}
+				conflict = true
+			}
+		}
+		// No copy with this content in memory: one may have been evicted
+		// from recent before the id was remembered again; ask the Index.
+	}
+	for _, cp := range c.ix.ByID(m.ID) {
+		if cp.Source != m.Source || cp.Ref == m.Ref() || c.delivered[cp.Ref.Origin] < cp.Ref.Seq {
+			continue
+		}
+		if cp.Digest == m.Digest {
+			return true, false
+		}
+		conflict = true
+	}
+	return false, conflict
+}
+
+func (c *Core[T]) causeDelivered(id string) bool {
+	if !c.mayHave(id) {
+		return false
+	}
+	if _, ok := c.recent[id]; ok {
+		return true
+	}
+	for _, cp := range c.ix.ByID(id) {
+		if c.delivered[cp.Ref.Origin] >= cp.Ref.Seq {
+			return true
+		}
+	}
+	return false
+}
+
+// Note records that a signal with this identity was delivered outside the
+// core (a Weak signal), so that it counts as a cause, and returns what that
+// releases: the signals that waited for it as their cause, in causal order.
+func (c *Core[T]) Note(source, id string, digest uint64) []Release[T] {
+	c.remember(&Meta{Source: source, ID: id, Digest: digest})
+	ws := c.onCause[id]
+	delete(c.onCause, id)
+	var out []Release[T]
+	for _, r := range ws {
+		it := c.waiting[r]
+		if it == nil {
+			continue
+		}
+		if blk, onCause := c.blocker(it); blk != nil {
+			c.park(it, blk, onCause)
+			continue
+		}
+		delete(c.waiting, r)
+		out = c.release(it, out)
+	}
+	return out
+}
+
+func (c *Core[T]) remember(m *Meta) {
+	c.bloomAdd(m.ID)
+	if rs, ok := c.recent[m.ID]; ok {
+		c.recent[m.ID] = append(rs, recentID{m.Source, m.Digest})
+		return
+	}
+	if old := c.ring[c.next]; old != "" {
+		delete(c.recent, old)
+	}
+	c.ring[c.next] = m.ID
+	c.next = (c.next + 1) % len(c.ring)
+	c.recent[m.ID] = []recentID{{m.Source, m.Digest}}
+}
+
+// Tick releases the signals that have waited for their cause for
+// Params.CauseWait or longer at time now (marked CauseLost), with what they
+// unblock.
+func (c *Core[T]) Tick(now int64) []Release[T] {
+	if c.p.CauseWait == 0 || len(c.onCause) == 0 {
+		return nil
+	}
+	var out []Release[T]
+	for _, id := range slices.Sorted(maps.Keys(c.onCause)) {
+		// Take the list out first: a release below may deliver id (waking
+		// what is parked on it) or park more signals on it.
+		rs := c.onCause[id]
+		delete(c.onCause, id)
+		for _, r := range rs {
+			it := c.waiting[r]
+			if it == nil {
+				continue
+			}
+			blk, onCause := c.blocker(it)
+			if blk != nil && (!onCause || now-it.since < c.p.CauseWait) {
+				c.park(it, blk, onCause)
+				continue
+			}
+			// It waited on its cause, so everything else it needs is
+			// delivered: without the cause it is ready.
+			it.causeLost = blk != nil
+			delete(c.waiting, r)
+			out = c.release(it, out)
+		}
+	}
+	return out
+}
+
+// Pull names, per origin, the next signal the core lacks although it knows
+// it exists (a signal refused with ErrFull, one that a delivered or waiting
+// signal depends on, or one given to Know): the caller reads it, and the
+// ones after it, from the journal and offers them with Add, until one is
+// missing or refused. Sorted by origin.
+func (c *Core[T]) Pull() []Ref {
+	var out []Ref
+	for o, k := range c.known {
+		next := c.delivered[o] + 1
+		if k < next {
+			continue
+		}
+		if _, ok := c.waiting[Ref{o, next}]; ok {
+			continue
+		}
+		out = append(out, Ref{o, next})
+	}
+	slices.SortFunc(out, func(a, b Ref) int { return cmp.Compare(a.Origin, b.Origin) })
+	return out
+}
+
+// Delivered returns the highest delivered sequence of each origin.
+func (c *Core[T]) Delivered() map[string]uint64 { return maps.Clone(c.delivered) }
+
+// DeliveredOf is the highest delivered sequence of origin.
+func (c *Core[T]) DeliveredOf(origin string) uint64 { return c.delivered[origin] }
+
+// Len is the number of waiting signals.
+func (c *Core[T]) Len() int { return len(c.waiting) }
+
+// Frontier is what a signal published now depends on: the delivered
+// signals that no later delivered signal names, except self's own (a
+// signal depends on its origin's previous one anyway), at most max of
+// them (the latest by Lamport time), sorted by origin; and the Lamport
+// time the next signal must exceed. truncated counts what was left out.
+func (c *Core[T]) Frontier(self string, max int) (deps []Ref, lamport uint64, truncated int) {
+	type fe struct {
+		o string
+		frontierEntry
+	}
+	all := make([]fe, 0, len(c.frontier))
+	for o, f := range c.frontier {
+		if o != self {
+			all = append(all, fe{o, f})
+		}
+	}
+	if max < 0 {
+		max = 0
+	}
+	if len(all) > max {
+		slices.SortFunc(all, func(a, b fe) int {
+			return cmp.Or(cmp.Compare(b.lamport, a.lamport), cmp.Compare(a.o, b.o))
+		})
+		truncated = len(all) - max
+		all = all[:max]
+	}
+	deps = make([]Ref, len(all))
+	for i, f := range all {
+		deps[i] = Ref{f.o, f.seq}
+	}
+	slices.SortFunc(deps, func(a, b Ref) int { return cmp.Compare(a.Origin, b.Origin) })
+	return deps, c.maxLamport, truncated
+}
+
+// Missing reports what waiting signals need and the core has not seen:
+// per origin, the sequence ranges between what was delivered and the
+// highest known that are neither delivered nor waiting; and the cause ids
+// that waiting signals wait for. Both sorted.
+func (c *Core[T]) Missing() (gaps []Gap, causes []string) {
+	held := map[string][]uint64{}
+	for r := range c.waiting {
+		held[r.Origin] = append(held[r.Origin], r.Seq)
+	}
+	for _, o := range slices.Sorted(maps.Keys(c.known)) {
+		from, to := c.delivered[o]+1, c.known[o]
+		seqs := held[o]
+		slices.Sort(seqs)
+		for _, s := range seqs {
+			if s > from {
+				gaps = append(gaps, Gap{o, from, s - 1})
+			}
+			from = s + 1
+		}
+		if from <= to {
+			gaps = append(gaps, Gap{o, from, to})
+		}
+	}
+	causes = slices.Sorted(maps.Keys(c.onCause))
+	return gaps, causes
+}
+
+func (c *Core[T]) bloomPos(id string, f func(w int, bit uint64)) {
+	h := fnv64(id)
+	h1, h2 := h&0xffffffff, h>>32|1
+	n := uint64(len(c.bloom) * 64)
+	for i := uint64(0); i < 4; i++ {
+		p := (h1 + i*h2) % n
+		f(int(p/64), 1<<(p%64))
+	}
+}
+
+func (c *Core[T]) bloomAdd(id string) {
+	c.bloomPos(id, func(w int, bit uint64) { c.bloom[w] |= bit })
+}
+
+func (c *Core[T]) mayHave(id string) bool {
+	all := true
+	c.bloomPos(id, func(w int, bit uint64) { all = all && c.bloom[w]&bit != 0 })
+	return all
+}
+
+// fnv64 is FNV-1a with a final mix: deterministic (the core's answers must
+// not depend on a random seed).
+func fnv64(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	return h
+}

@@ -1,0 +1,65 @@
+// Package causal is the delivery core of a signalmesh peer: which signals a
+// peer delivers, in what order, and which it holds back. It has no
+// goroutines, reads no clock and does no I/O except through the Index the
+// caller gives it; the node drives it the way etcd's raft is driven: feed
+// it signals (Add), time (Tick), and read what to deliver (the returned
+// Releases) and what to fetch (Pull).
+//
+// # Causal metadata, bounded by design
+//
+// A signal carries its origin (the "meshpeer" extension) and a Stamp (the
+// "meshcausal" extension): its sequence number among its origin's
+// signals, a Lamport time, and its direct dependencies as (peer ref,
+// sequence) pairs. A signal depends on
+//
+//   - its origin's previous signal (sequence - 1), implicitly;
+//   - each direct dependency: when the origin published it, the signals it
+//     had delivered that no later delivered signal named (Core.Frontier),
+//     so that whatever a handler saw before publishing is delivered before
+//     what it published, everywhere;
+//   - its causeid, by id: an effect whose cause was learned out of band (a
+//     client, HTTP, another service) waits for it on every replica,
+//     the publisher included.
+//
+// Why direct dependencies and not a vector clock: a clock gains an entry
+// per origin and never loses one, so its size grows with every peer a mesh
+// ever had (the first version could no longer publish past about 28
+// origins). A frontier holds only the origins that published concurrently
+// since this peer's last signal; it is capped at MaxDeps (48) entries by
+// the parser and at a node's Params.MaxDeps (default 16) when stamping,
+// keeping the latest by Lamport time; a ref is 11 characters. So a stamp is
+// at most 1,625 bytes on the wire whatever the number of origins (about 230
+// with 16 dependencies), and typically a few dozen bytes. What the cap costs: when more origins than
+// the cap published since this peer's last signal, the ones left out are
+// still delivered (they stay in the frontier and are named by the next
+// signal), but a replica may deliver this signal before them; the node
+// counts such stamps ("deps_truncated"). The explicit cause is never
+// dropped.
+//
+// # Identity
+//
+// A signal's identity is (source, id), as CloudEvents says, and its place
+// is (origin, sequence). Two copies of one identity (a retry on another
+// peer, during a partition) are two places: both are journaled and both
+// are resolvable, but the second to be delivered with the same content is
+// a Release with Dup set (not handed to subscribers). With different
+// content both are delivered and the second has Conflict set.
+//
+// # The bound never costs progress
+//
+// A signal that is not ready waits, up to Params.Limit. Past it, Add
+// refuses with ErrFull but remembers that the signal exists; Pull then
+// names, per origin, the next signal to read from the journal. Read in
+// sequence per origin, ready signals are delivered without taking space,
+// so catching up any amount of history takes time linear in it and memory
+// bounded by the limit.
+//
+// # Causes that never come
+//
+// A signal waiting for its causeid is released after Params.CauseWait
+// (Release.CauseLost; the node counts "cause_not_found"), so a cause that
+// is not in the mesh at all does not hold its effect, and its origin's
+// later signals, forever. Within CauseWait a replica delivers effects after
+// their causes; a partition longer than CauseWait may deliver an effect
+// whose cause is on the other side first.
+package causal

@@ -1,0 +1,391 @@
+package causal
+
+import "testing"
+
+// The scenarios below are stories: read the steps top to bottom. See
+// harness_test.go for the step language.
+var scenarios = []scenario{
+	// Per-origin FIFO.
+	{name: "fifo/in order", steps: []string{
+		"add A:1 => A:1",
+		"add A:2 => A:2",
+		"len => 0",
+	}},
+	{name: "fifo/reversed: the first releases the rest in order", steps: []string{
+		"add A:3 => -",
+		"add A:2 => -",
+		"len => 2",
+		"missing => gaps=A:1-1 causes=",
+		"pull => A:1",
+		"add A:1 => A:1 A:2 A:3",
+		"len => 0",
+		"missing => gaps= causes=",
+		"pull => -",
+	}},
+	{name: "fifo/origins are independent", steps: []string{
+		"add A:2 => -",
+		"add B:1 => B:1",
+		"add A:1 => A:1 A:2",
+	}},
+	{name: "fifo/bad meta", steps: []string{
+		"add A:0 => ErrMeta",
+		"len => 0",
+	}},
+
+	// Direct dependencies.
+	{name: "deps/waits for a dependency of another origin", steps: []string{
+		"add B:1 deps=A:2 => -",
+		"pull => A:1",
+		"missing => gaps=A:1-2 causes=",
+		"add A:1 => A:1",
+		"pull => A:2",
+		"add A:2 => A:2 B:1",
+	}},
+	{name: "deps/a dependency already delivered does not hold", steps: []string{
+		"add A:1 => A:1",
+		"add B:1 deps=A:1 => B:1",
+	}},
+	{name: "deps/several dependencies, the last one releases", steps: []string{
+		"add C:1 deps=A:1,B:1 => -",
+		"add B:1 => B:1",
+		"len => 1",
+		"add A:1 => A:1 C:1",
+	}},
+	{name: "deps/a chain unblocks transitively in causal order", steps: []string{
+		"add C:1 deps=B:1 => -",
+		"add B:1 deps=A:1 => -",
+		"add C:2 => -",
+		"add A:1 => A:1 B:1 C:1 C:2",
+	}},
+
+	// Cause ids.
+	{name: "cause/delivered before: no wait", steps: []string{
+		"add A:1 id=x => A:1",
+		"add B:1 cause=x => B:1",
+	}},
+	{name: "cause/delivered after: effect waits, then follows", steps: []string{
+		"add B:1 cause=x => -",
+		"missing => gaps= causes=x",
+		"add B:2 => -",
+		"add A:1 id=x => A:1 B:1 B:2",
+		"missing => gaps= causes=",
+	}},
+	{name: "cause/any source with that id is the cause", steps: []string{
+		"add B:1 cause=x => -",
+		"add A:1 id=x src=elsewhere => A:1 B:1",
+	}},
+	{name: "cause/found only via the Index of old delivered signals", p: Params{Recent: 1}, steps: []string{
+		"add A:1 id=x => A:1",
+		"add A:2 id=y => A:2", // x is evicted from Recent
+		"ixcalls => 0",
+		"add B:1 cause=x => B:1",
+		"ixcalls => 1",
+	}},
+	{name: "cause/a journaled but undelivered copy is not the cause", p: Params{Recent: 1}, steps: []string{
+		"add A:2 id=x => -", // journaled, waiting for A:1
+		"add A:9 id=z => -", // noise
+		"add B:1 cause=x => -",
+		"add A:1 => A:1 A:2 B:1",
+	}},
+	{name: "cause/never comes: released after CauseWait with CauseLost", p: Params{CauseWait: 100}, steps: []string{
+		"tick 10",
+		"add B:1 cause=nowhere => -",
+		"add B:2 => -",
+		"tick 109 => -",
+		"len => 2",
+		"tick 110 => B:1!lost B:2",
+		"len => 0",
+		"missing => gaps= causes=",
+	}},
+	{name: "cause/waiting time counts from Add", p: Params{CauseWait: 100}, steps: []string{
+		"add B:1 cause=x => -",
+		"tick 50",
+		"add C:1 cause=x => -",
+		"tick 100 => B:1!lost",
+		"missing => gaps= causes=x",
+		"tick 150 => C:1!lost",
+		"missing => gaps= causes=",
+	}},
+	{name: "cause/the cause after CauseLost is plain", p: Params{CauseWait: 10}, steps: []string{
+		"add B:1 cause=x => -",
+		"tick 10 => B:1!lost",
+		"add A:1 id=x => A:1",
+	}},
+	{name: "cause/CauseWait 0 waits forever", steps: []string{
+		"add B:1 cause=x => -",
+		"tick 1000000000 => -",
+		"len => 1",
+		"add A:1 id=x => A:1 B:1",
+	}},
+	{name: "cause/self-cause is ignored", steps: []string{
+		"add A:1 id=x cause=x => A:1",
+	}},
+	{name: "cause/a cause cycle is broken by CauseWait", p: Params{CauseWait: 10}, steps: []string{
+		// A:1 says it was caused by y, which B published after delivering A:1.
+		"add A:1 id=x cause=y => -",
+		"add B:1 id=y deps=A:1 => -",
+		"tick 9 => -",
+		"tick 10 => A:1!lost B:1",
+		"len => 0",
+		"missing => gaps= causes=",
+	}},
+	{name: "cause/a cycle broken by Tick wakes another waiter of the same cause", p: Params{CauseWait: 10}, steps: []string{
+		"add A:1 id=x cause=y => -",
+		"tick 5",
+		"add C:1 cause=y => -", // waits for y, not yet for 10
+		"add B:1 id=y deps=A:1 => -",
+		"tick 10 => A:1!lost B:1 C:1",
+		"len => 0",
+		"missing => gaps= causes=",
+	}},
+	{name: "cause/an effect unblocked during Tick that waits on the same cause is not lost", p: Params{CauseWait: 10}, steps: []string{
+		"add A:1 cause=x => -",
+		"add A:2 cause=x => -", // waits for A:1 first
+		"tick 10 => A:1!lost",
+		"missing => gaps= causes=x", // A:2 now waits for x
+		"tick 10 => A:2!lost",       // it has waited since Add: the next Tick
+		"len => 0",
+		"missing => gaps= causes=",
+	}},
+	{name: "cause/a cause delivered during Tick wakes an earlier waiter; no stale cause is left", p: Params{CauseWait: 10}, steps: []string{
+		"add A:2 id=x cause=y => -", // waits for A:1, then for y
+		"tick 5",
+		"add C:1 cause=y => -",
+		"add A:1 => A:1",             // A:2 now waits for y, after C:1
+		"add B:1 id=y deps=A:2 => -", // y depends on its effect: a cycle
+		"tick 10 => A:2!lost B:1 C:1",
+		"len => 0",
+		"missing => gaps= causes=",
+	}},
+	{name: "cause/an effect unblocked during Tick, waiting for the same cause, still follows it", p: Params{CauseWait: 10}, steps: []string{
+		"add A:1 cause=x => -",
+		"tick 8",
+		"add A:2 cause=x => -", // waits for A:1, then for x until 18
+		"tick 10 => A:1!lost",
+		"len => 1",
+		"missing => gaps= causes=x",
+		"add B:1 id=x => B:1 A:2",
+		"len => 0",
+	}},
+
+	{name: "cause/a noted (weak) signal counts as a cause", steps: []string{
+		"note s x 1",
+		"add B:1 cause=x => B:1",
+		"add C:1 src=s id=x dig=1 => C:1!dup",
+	}},
+	{name: "cause/a note after the effect arrived releases it, not lost", p: Params{CauseWait: 100}, steps: []string{
+		"add B:1 cause=x => -",
+		"note s x 1 => B:1",
+		"len => 0",
+		"tick 1 => -",
+	}},
+
+	// Duplicates by place.
+	{name: "dup/delivered place", steps: []string{
+		"add A:1 => A:1",
+		"add A:1 => ErrDuplicate",
+	}},
+	{name: "dup/waiting place", steps: []string{
+		"add A:2 => -",
+		"add A:2 => ErrDuplicate",
+		"len => 1",
+	}},
+
+	// Identity.
+	{name: "identity/same source, id and digest from two origins: second is Dup", steps: []string{
+		"add A:1 src=s id=e dig=7 => A:1",
+		"add B:1 src=s id=e dig=7 => B:1!dup",
+	}},
+	{name: "identity/different digest: Conflict", steps: []string{
+		"add A:1 src=s id=e dig=7 => A:1",
+		"add B:1 src=s id=e dig=8 => B:1!conflict",
+		"add C:1 src=s id=e dig=8 => C:1!dup",
+	}},
+	{name: "identity/same id, other source: neither", steps: []string{
+		"add A:1 src=s id=e dig=7 => A:1",
+		"add B:1 src=t id=e dig=8 => B:1",
+	}},
+	{name: "identity/the second to be delivered is the Dup, whatever arrived first", steps: []string{
+		"add B:2 src=s id=e dig=7 => -",
+		"add A:1 src=s id=e dig=7 => A:1",
+		"add B:1 => B:1 B:2!dup",
+	}},
+	{name: "identity/found only via Index after eviction from Recent", p: Params{Recent: 1}, steps: []string{
+		"add A:1 src=s id=e dig=7 => A:1",
+		"add A:2 => A:2",
+		"ixcalls => 0",
+		"add B:1 src=s id=e dig=7 => B:1!dup",
+		"ixcalls => 1",
+		"add B:2 src=s id=e dig=9 => B:2!conflict",
+	}},
+	{name: "identity/evicted, then the id is delivered under another source", p: Params{Recent: 1}, steps: []string{
+		"add A:1 src=s id=e dig=7 => A:1",
+		"add A:2 => A:2",                      // evicts e
+		"add B:1 src=t id=e dig=1 => B:1",     // e is recent again, with source t only
+		"add C:1 src=s id=e dig=7 => C:1!dup", // A:1 is in the Index
+	}},
+	{name: "identity/evicted, then a conflicting copy: the first content is still a Dup", p: Params{Recent: 1}, steps: []string{
+		"add A:1 src=s id=e dig=7 => A:1",
+		"add A:2 => A:2",
+		"add B:1 src=s id=e dig=8 => B:1!conflict",
+		"add C:1 src=s id=e dig=7 => C:1!dup",
+	}},
+
+	// The bound.
+	{name: "full/refused, then Pull names the next refs and the journal completes delivery", p: Params{Limit: 2}, steps: []string{
+		"journal A:1",
+		"journal B:1",
+		"add A:4 => -",
+		"add A:3 => -",
+		"add A:2 => ErrFull",
+		"add B:2 deps=A:2 => ErrFull",
+		"len => 2",
+		"pull => A:1 B:1",
+		"missing => gaps=A:1-2,B:1-2 causes=",
+		"catchup => A:1 A:2 A:3 A:4 B:1 B:2",
+		"len => 0",
+		"pull => -",
+		"missing => gaps= causes=",
+	}},
+	{name: "full/ready signals need no room", p: Params{Limit: 1}, steps: []string{
+		"add A:2 => -",
+		"add B:1 => B:1",
+		"add B:2 => B:2",
+		"add A:1 => A:1 A:2",
+	}},
+	{name: "full/catch up a reversed history with Limit 1", p: Params{Limit: 1}, steps: []string{
+		"journal A:1",
+		"journal A:2",
+		"journal B:1 deps=A:2",
+		"journal B:2",
+		"add B:2 => -",
+		"add B:1 deps=A:2 => ErrFull",
+		"add A:2 => ErrFull",
+		"pull => A:1 B:1",
+		"catchup => A:1 A:2 B:1 B:2",
+	}},
+	{name: "full/a signal refused while only its cause is missing still times out", p: Params{Limit: 1, CauseWait: 10}, steps: []string{
+		// A:2 fills the buffer waiting for A:1; A:1 waits for a cause that
+		// never comes, and there is no room for it to wait in.
+		"add A:2 => -",
+		"add A:1 cause=nowhere => ErrFull",
+		"pull => A:1",
+		"tick 9 => -",
+		"add A:1 cause=nowhere => ErrFull",
+		"tick 10 => -",
+		"add A:1 cause=nowhere => A:1!lost A:2",
+		"len => 0",
+		"missing => gaps= causes=",
+	}},
+	{name: "full/the refused signal's cause arriving in time is followed", p: Params{Limit: 1, CauseWait: 10}, steps: []string{
+		"add A:2 => -",
+		"add A:1 cause=x => ErrFull",
+		"tick 5",
+		"add B:1 id=x => B:1",
+		"add A:1 cause=x => A:1 A:2",
+	}},
+	{name: "full/know makes Pull name a signal", steps: []string{
+		"journal A:1",
+		"journal A:2",
+		"know A:2",
+		"pull => A:1",
+		"missing => gaps=A:1-2 causes=",
+		"catchup => A:1 A:2",
+		"pull => -",
+	}},
+
+	// Frontier.
+	{name: "frontier/names delivered heads, self excluded", steps: []string{
+		"add A:1 lam=1 => A:1",
+		"add B:1 lam=2 => B:1",
+		"add C:1 lam=3 => C:1",
+		"frontier A 16 => B:1 C:1 lam=3 trunc=0",
+		"frontier Z 16 => A:1 B:1 C:1 lam=3 trunc=0",
+	}},
+	{name: "frontier/a later signal naming a head covers it", steps: []string{
+		"add A:1 lam=1 => A:1",
+		"add B:1 lam=2 => B:1",
+		"add C:1 deps=A:1,B:1 lam=3 => C:1",
+		"frontier Z 16 => C:1 lam=3 trunc=0",
+		"add A:2 lam=4 => A:2",
+		"frontier Z 16 => A:2 C:1 lam=4 trunc=0",
+	}},
+	{name: "frontier/naming an older signal does not cover a newer head", steps: []string{
+		"add A:1 => A:1",
+		"add A:2 => A:2",
+		"add C:1 deps=A:1 lam=5 => C:1",
+		"frontier Z 16 => A:2 C:1 lam=5 trunc=0",
+	}},
+	{name: "frontier/own origin's head goes by FIFO", steps: []string{
+		"add A:1 => A:1",
+		"add B:1 deps=A:1 => B:1",
+		"frontier B 16 => - lam=1 trunc=0",
+	}},
+	{name: "frontier/truncation keeps the latest by Lamport", steps: []string{
+		"add A:1 lam=5 => A:1",
+		"add B:1 lam=9 => B:1",
+		"add C:1 lam=2 => C:1",
+		"add D:1 lam=7 => D:1",
+		"frontier Z 2 => B:1 D:1 lam=9 trunc=2",
+		"frontier B 2 => A:1 D:1 lam=9 trunc=1",
+		"frontier Z 0 => - lam=9 trunc=4",
+	}},
+	{name: "frontier/equal Lamport times truncate by origin", steps: []string{
+		"add B:1 lam=3 => B:1",
+		"add A:1 lam=3 => A:1",
+		"add C:1 lam=3 => C:1",
+		"frontier Z 2 => A:1 B:1 lam=3 trunc=1",
+	}},
+
+	// Missing.
+	{name: "missing/gaps around waiting signals and causes", steps: []string{
+		"add A:1 => A:1",
+		"add A:3 => -",
+		"add A:6 cause=q => -",
+		"add B:2 deps=C:4 cause=p => -",
+		"missing => gaps=A:2-2,A:4-5,B:1-1,C:1-4 causes=",
+		"add A:2 => A:2 A:3",
+		"add A:4 => A:4",
+		"add A:5 => A:5",
+		"missing => gaps=B:1-1,C:1-4 causes=q",
+	}},
+
+	// Restart: a new core over the same journal knows nothing it was not fed.
+	{name: "restart/re-fed journal, dispatch off", p: Params{Recent: 1}, steps: []string{
+		"add A:1 src=s id=e dig=1 => A:1",
+		"add A:2 => A:2",
+		"restart",
+		"delivered A => 0",
+		"add A:1 src=s id=e dig=1 => A:1",
+		"add A:2 => A:2",
+		"add B:1 src=s id=e dig=1 => B:1!dup",
+	}},
+}
+
+func TestScenarios(t *testing.T) {
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) { runScenario(t, sc) })
+	}
+}
+
+// Known gap, kept as a failing story: Note cannot return releases, and Tick
+// does nothing when CauseWait is 0, so an effect that arrived before its
+// weak cause was noted waits forever.
+func TestNoteAfterEffectWithoutCauseWait(t *testing.T) {
+	runScenario(t, scenario{steps: []string{
+		"add B:1 cause=x => -",
+		"note s x 1 => B:1",
+		"tick 1 => -",
+	}})
+}
+
+func TestNewRejectsBadParams(t *testing.T) {
+	for _, p := range []Params{{}, {Limit: -1}, {Limit: 1, CauseWait: -1}, {Limit: 1, Recent: -1}, {Limit: 1, BloomBits: -1}} {
+		if _, err := New[int](p, nil); err == nil {
+			t.Errorf("New(%+v): no error", p)
+		}
+	}
+	if _, err := New[int](Params{Limit: 1, Recent: 4, BloomBits: 64}, nil); err != nil {
+		t.Errorf("New: %v", err)
+	}
+}
