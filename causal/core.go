@@ -83,6 +83,13 @@ type Release[T any] struct {
 	Conflict bool
 	// CauseLost: released after Params.CauseWait without its cause.
 	CauseLost bool
+	// CauseLater: its cause is a later signal of its own origin (an effect
+	// published before its cause on one peer); the origin's order won.
+	CauseLater bool
+	// LamportClamped: its Lamport time was above what its predecessor and
+	// dependencies allow (a buggy or hostile publisher); the core counted
+	// it as the highest allowed. Count it.
+	LamportClamped bool
 }
 
 // Gap is a range of sequence numbers of one origin that the core knows of
@@ -93,10 +100,12 @@ type Gap struct {
 }
 
 type item[T any] struct {
-	m         Meta
-	v         T
-	since     int64
-	causeLost bool
+	m          Meta
+	v          T
+	causeSince int64 // when it began to wait for its cause, if causeSet
+	causeSet   bool
+	causeLater bool // its cause is a later signal of its own origin: not a dependency
+	causeLost  bool
 }
 
 type frontierEntry struct {
@@ -117,12 +126,15 @@ type Core[T any] struct {
 	delivered map[string]uint64 // origin -> highest delivered (contiguous)
 	known     map[string]uint64 // origin -> highest sequence heard of
 	waiting   map[Ref]*item[T]
+	waitID    map[string][]Ref // id -> waiting signals with it
 	onRef     map[Ref][]Ref    // undelivered dependency -> waiting items blocked on it
 	onCause   map[string][]Ref // undelivered cause id -> waiting items blocked on it
 	refused   map[Ref]int64    // refused with ErrFull while only its cause was missing -> first time
 
-	frontier   map[string]frontierEntry // delivered signals no later delivered one names
-	maxLamport uint64
+	frontier    map[string]frontierEntry // delivered signals no later delivered one names
+	maxLamport  uint64
+	lastLamport map[string]uint64 // origin -> Lamport time of its last delivered signal (as bounded)
+	now         int64             // the latest time given to Add or Tick
 
 	bloom  []uint64
 	recent map[string][]recentID // id -> delivered identities with it
@@ -156,10 +168,10 @@ func New[T any](p Params, ix Index) (*Core[T], error) {
 	return &Core[T]{
 		p: p, ix: ix,
 		delivered: map[string]uint64{}, known: map[string]uint64{},
-		waiting: map[Ref]*item[T]{}, onRef: map[Ref][]Ref{}, onCause: map[string][]Ref{}, refused: map[Ref]int64{},
-		frontier: map[string]frontierEntry{},
-		bloom:    make([]uint64, (p.BloomBits+63)/64),
-		recent:   map[string][]recentID{}, ring: make([]string, p.Recent),
+		waiting: map[Ref]*item[T]{}, waitID: map[string][]Ref{}, onRef: map[Ref][]Ref{}, onCause: map[string][]Ref{}, refused: map[Ref]int64{},
+		frontier: map[string]frontierEntry{}, lastLamport: map[string]uint64{},
+		bloom:  make([]uint64, (p.BloomBits+63)/64),
+		recent: map[string][]recentID{}, ring: make([]string, p.Recent),
 	}, nil
 }
 
@@ -187,23 +199,57 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 	if _, ok := c.waiting[r]; ok {
 		return nil, ErrDuplicate
 	}
-	c.learn(r)
-	for _, d := range m.Deps {
-		c.learn(d)
-	}
+	c.now = max(c.now, now)
+	c.learn(r) // even if refused below: Pull names it again
 	if m.Cause == m.ID && m.Cause != "" {
 		m.Cause = "" // a signal is not its own cause
 	}
-	it := &item[T]{m: m, v: v, since: now}
+	// A waiting signal whose cause is this one, a later signal of the same
+	// origin, would wait for it forever: this one waits for it in its
+	// origin's order. The publisher's order wins; the causeid is not a
+	// dependency then (the same on every replica).
+	var out []Release[T]
+	if ws := c.onCause[m.ID]; len(ws) > 0 {
+		delete(c.onCause, m.ID) // a release below may park more on it
+		var keep []Ref
+		for _, w := range ws {
+			wi := c.waiting[w]
+			if wi == nil {
+				continue
+			}
+			if w.Origin != m.Origin || w.Seq > m.Seq {
+				keep = append(keep, w)
+				continue
+			}
+			wi.causeLater = true
+			c.unhold(w)
+			out = c.release(wi, out)
+		}
+		if len(keep) > 0 {
+			c.onCause[m.ID] = append(keep, c.onCause[m.ID]...)
+		}
+		if m.Seq <= c.delivered[m.Origin] { // cannot be: a later seq than a waiting one
+			return out, nil
+		}
+	}
+	it := &item[T]{m: m, v: v}
 	if t, ok := c.refused[r]; ok {
-		it.since = t // its wait for its cause began when it was first refused
+		it.causeSince, it.causeSet = t, true // its wait for its cause began when it was first refused
 	}
 	blk, onCause := c.blocker(it)
-	if onCause && c.p.CauseWait > 0 && now-it.since >= c.p.CauseWait {
+	if onCause && c.p.CauseWait > 0 && it.causeSet && now-it.causeSince >= c.p.CauseWait {
 		it.causeLost, blk = true, nil
 	}
 	if blk == nil {
-		return c.release(it, nil), nil
+		return c.release(it, out), nil
+	}
+	if len(out) > 0 { // room was made; it waits for more than that
+		c.hold(r, it)
+		for _, d := range m.Deps {
+			c.learn(d)
+		}
+		c.park(it, blk, onCause)
+		return out, nil
 	}
 	if len(c.waiting) >= c.p.Limit {
 		if _, seen := c.refused[r]; onCause && !seen {
@@ -213,9 +259,37 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 		}
 		return nil, ErrFull
 	}
-	c.waiting[r] = it
+	for _, d := range m.Deps { // only a waiting signal's dependencies: a refused one names no phantom origins
+		c.learn(d)
+	}
+	c.hold(r, it)
 	c.park(it, blk, onCause)
 	return nil, nil
+}
+
+func (c *Core[T]) hold(r Ref, it *item[T]) {
+	c.waiting[r] = it
+	c.waitID[it.m.ID] = append(c.waitID[it.m.ID], r)
+}
+
+func (c *Core[T]) unhold(r Ref) {
+	it := c.waiting[r]
+	if it == nil {
+		return
+	}
+	delete(c.waiting, r)
+	rs := c.waitID[it.m.ID]
+	for i, x := range rs {
+		if x == r {
+			rs = append(rs[:i:i], rs[i+1:]...)
+			break
+		}
+	}
+	if len(rs) == 0 {
+		delete(c.waitID, it.m.ID)
+	} else {
+		c.waitID[it.m.ID] = rs
+	}
 }
 
 // Know records that the signal r exists (from a journal listing, say), so
@@ -240,7 +314,13 @@ func (c *Core[T]) blocker(it *item[T]) (*Ref, bool) {
 			return &d, false
 		}
 	}
-	if m.Cause != "" && !it.causeLost && !c.causeDelivered(m.Cause) {
+	if m.Cause != "" && !it.causeLost && !it.causeLater && !c.causeDelivered(m.Cause) {
+		for _, w := range c.waitID[m.Cause] {
+			if w.Origin == m.Origin && w.Seq > m.Seq { // waits behind it: see Add
+				it.causeLater = true
+				return nil, false
+			}
+		}
 		return &Ref{}, true
 	}
 	return nil, false
@@ -249,6 +329,9 @@ func (c *Core[T]) blocker(it *item[T]) (*Ref, bool) {
 func (c *Core[T]) park(it *item[T], blk *Ref, onCause bool) {
 	r := it.m.Ref()
 	if onCause {
+		if !it.causeSet { // CauseWait runs from here, not from arrival
+			it.causeSince, it.causeSet = c.now, true
+		}
 		c.onCause[it.m.Cause] = append(c.onCause[it.m.Cause], r)
 		return
 	}
@@ -278,7 +361,7 @@ func (c *Core[T]) release(it *item[T], out []Release[T]) []Release[T] {
 				c.park(wi, blk, onCause)
 				continue
 			}
-			delete(c.waiting, w)
+			c.unhold(w)
 			queue = append(queue, wi)
 		}
 	}
@@ -290,14 +373,28 @@ func (c *Core[T]) deliver(it *item[T]) Release[T] {
 	c.delivered[m.Origin] = m.Seq
 	c.learn(m.Ref())
 	delete(c.refused, m.Ref())
-	c.maxLamport = max(c.maxLamport, m.Lamport)
-	c.frontier[m.Origin] = frontierEntry{seq: m.Seq, lamport: m.Lamport}
+	// An honest stamp's Lamport time is one more than the highest its
+	// publisher had delivered, which is its predecessor's or a named
+	// dependency's (the frontier keeps the latest): bound it so, or one
+	// hostile time would push every later stamp to the end of the range.
+	bound := c.lastLamport[m.Origin]
+	for _, d := range m.Deps {
+		bound = max(bound, c.lastLamport[d.Origin])
+	}
+	lam := m.Lamport
+	clamped := lam > bound+1
+	if clamped {
+		lam = bound + 1
+	}
+	c.lastLamport[m.Origin] = lam
+	c.maxLamport = max(c.maxLamport, lam)
+	c.frontier[m.Origin] = frontierEntry{seq: m.Seq, lamport: lam}
 	for _, d := range m.Deps {
 		if f, ok := c.frontier[d.Origin]; ok && f.seq <= d.Seq {
 			delete(c.frontier, d.Origin)
 		}
 	}
-	rel := Release[T]{Meta: *m, V: it.v, CauseLost: it.causeLost}
+	rel := Release[T]{Meta: *m, V: it.v, CauseLost: it.causeLost, CauseLater: it.causeLater, LamportClamped: clamped}
 	if c.mayHave(m.ID) {
 		rel.Dup, rel.Conflict = c.identity(m)
 	}
@@ -366,7 +463,7 @@ func (c *Core[T]) Note(source, id string, digest uint64) []Release[T] {
 			c.park(it, blk, onCause)
 			continue
 		}
-		delete(c.waiting, r)
+		c.unhold(r)
 		out = c.release(it, out)
 	}
 	return out
@@ -390,6 +487,7 @@ func (c *Core[T]) remember(m *Meta) {
 // Params.CauseWait or longer at time now (marked CauseLost), with what they
 // unblock.
 func (c *Core[T]) Tick(now int64) []Release[T] {
+	c.now = max(c.now, now)
 	if c.p.CauseWait == 0 || len(c.onCause) == 0 {
 		return nil
 	}
@@ -405,14 +503,14 @@ func (c *Core[T]) Tick(now int64) []Release[T] {
 				continue
 			}
 			blk, onCause := c.blocker(it)
-			if blk != nil && (!onCause || now-it.since < c.p.CauseWait) {
+			if blk != nil && (!onCause || now-it.causeSince < c.p.CauseWait) {
 				c.park(it, blk, onCause)
 				continue
 			}
 			// It waited on its cause, so everything else it needs is
 			// delivered: without the cause it is ready.
 			it.causeLost = blk != nil
-			delete(c.waiting, r)
+			c.unhold(r)
 			out = c.release(it, out)
 		}
 	}

@@ -248,6 +248,12 @@ func fmtOut[T any](rel []Release[T], err error) string {
 		if x.CauseLost {
 			v += "!lost"
 		}
+		if x.CauseLater {
+			v += "!later"
+		}
+		if x.LamportClamped {
+			v += "!clamped"
+		}
 		s = append(s, v)
 	}
 	if len(s) == 0 {

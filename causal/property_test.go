@@ -179,6 +179,9 @@ type model struct {
 	offerAt  map[Ref]int64 // first offered to this core (a restart clears it)
 	waiting  map[Ref]bool  // Add returned no error and it was not released yet
 	offered  map[Ref]bool  // given to Add, whatever the answer
+	// laterCause: released CauseLater -> the later signal of its origin
+	// that is its cause (a restart must offer it again to release it)
+	laterCause map[Ref]Meta
 }
 
 func (md *model) causeReleased(id string) bool {
@@ -209,7 +212,23 @@ func (md *model) check(rel Release[int], now int64) error {
 		}
 	}
 	if c := want.Cause; c != "" && c != want.ID {
+		later := false // the cause is a later signal of the same origin: not a dependency
+		for _, i := range md.h.byID[c] {
+			if o := md.h.sigs[i]; o.Origin == m.Origin && o.Seq > m.Seq {
+				later = true
+			}
+		}
 		switch {
+		case rel.CauseLater && !later:
+			return fmt.Errorf("released %v CauseLater, but no later signal of its origin is its cause %q", r, c)
+		case rel.CauseLater:
+			var first Meta
+			for _, i := range md.h.byID[c] {
+				if o := md.h.sigs[i]; o.Origin == m.Origin && o.Seq > m.Seq && (first.Seq == 0 || o.Seq < first.Seq) {
+					first = o
+				}
+			}
+			md.laterCause[r] = first
 		case !rel.CauseLost && !md.causeReleased(c):
 			return fmt.Errorf("released %v before its cause %q", r, c)
 		case rel.CauseLost && md.causeReleased(c):
@@ -256,7 +275,7 @@ func runInterleaving(h *history, rng *rand.Rand, st *propStats) error {
 		return c
 	}
 	c := newCore()
-	md := &model{h: h, released: map[Ref]bool{}, offerAt: map[Ref]int64{}, waiting: map[Ref]bool{}, offered: map[Ref]bool{}}
+	md := &model{h: h, released: map[Ref]bool{}, offerAt: map[Ref]int64{}, waiting: map[Ref]bool{}, offered: map[Ref]bool{}, laterCause: map[Ref]Meta{}}
 	var now int64
 	take := func(rels []Release[int]) error {
 		for _, rel := range rels {
@@ -349,21 +368,77 @@ func runInterleaving(h *history, rng *rand.Rand, st *propStats) error {
 		}
 		c = newCore()
 		replayed := 0
+		var extra []Meta
+		readded := map[Ref]bool{}
+		inOrder := map[Ref]bool{}
 		for _, m := range md.order {
+			inOrder[m.Ref()] = true
+		}
+		count := func(rels []Release[int]) {
+			for _, rel := range rels {
+				if inOrder[rel.Meta.Ref()] {
+					replayed++
+				} else { // a later cause offered again below, now delivered (to no one, as a node's restart does)
+					md.released[rel.Meta.Ref()] = true
+					delete(md.waiting, rel.Meta.Ref())
+					extra = append(extra, md.h.byRef[rel.Meta.Ref()])
+				}
+			}
+		}
+		for _, m := range md.order { // time only moves forward, also across a restart
 			rels, err := c.Add(m, 0, now)
-			if err != nil {
+			if errors.Is(err, ErrFull) {
+				continue // no room now: pulled below, as a node's restart does
+			}
+			if err != nil && !errors.Is(err, ErrDuplicate) {
 				return fmt.Errorf("replay %v: %v", m.Ref(), err)
 			}
-			replayed += len(rels)
+			count(rels)
+			if lc, ok := md.laterCause[m.Ref()]; ok && c.Len() > 0 { // the journal holds it: the node reads it again
+				rels, err := c.Add(lc, 0, now)
+				if err == nil && !md.released[lc.Ref()] {
+					readded[lc.Ref()] = true
+				}
+				count(rels)
+			}
 			if c.Len() > 0 && h.params.CauseWait > 0 {
-				replayed += len(c.Tick(now + h.params.CauseWait))
+				now += h.params.CauseWait
+				count(c.Tick(now))
 			}
 		}
-		if replayed != len(md.order) || c.Len() != 0 {
-			return fmt.Errorf("replay released %d of %d, Len %d", replayed, len(md.order), c.Len())
+		// pull what was refused, from the journal, ticking as a node does
+		for progress, rounds := true, 0; progress || len(c.Pull()) > 0 && rounds < 4*len(md.order)+4; rounds++ {
+			progress = false
+			for _, r := range c.Pull() {
+				if m, ok := md.h.byRef[r]; ok && inOrder[r] {
+					rels, err := c.Add(m, 0, now)
+					progress = progress || err == nil
+					count(rels)
+				}
+			}
+			if !progress && h.params.CauseWait > 0 {
+				now += h.params.CauseWait
+				rels := c.Tick(now)
+				progress = len(rels) > 0
+				count(rels)
+			}
 		}
+		var stillWaiting []Ref
+		for r := range readded {
+			if !md.released[r] {
+				stillWaiting = append(stillWaiting, r)
+			}
+		}
+		if replayed != len(md.order) || c.Len() != len(stillWaiting) {
+			return fmt.Errorf("replay released %d of %d, Len %d%s", replayed, len(md.order), c.Len(), dumpWaiting(c))
+		}
+		md.order = append(md.order, extra...)
 		md.waiting = map[Ref]bool{}
 		md.offerAt = map[Ref]int64{}
+		for _, r := range stillWaiting { // re-read from the journal: waiting in the new core
+			md.waiting[r], md.offered[r] = true, true
+			md.offerAt[r] = now
+		}
 		// what it had received and not delivered is in the journal
 		for r := range received {
 			c.Know(r)
@@ -498,7 +573,7 @@ func dumpWaiting[T any](c *Core[T]) string {
 	var b strings.Builder
 	for r, it := range c.waiting {
 		blk, onCause := c.blocker(it)
-		fmt.Fprintf(&b, "\n  waiting %v (since %d, cause %q): blocked on %v cause=%v", r, it.since, it.m.Cause, blk, onCause)
+		fmt.Fprintf(&b, "\n  waiting %v (cause since %d, cause %q): blocked on %v cause=%v", r, it.causeSince, it.m.Cause, blk, onCause)
 	}
 	return b.String()
 }

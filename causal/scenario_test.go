@@ -97,7 +97,7 @@ var scenarios = []scenario{
 		"len => 0",
 		"missing => gaps= causes=",
 	}},
-	{name: "cause/waiting time counts from Add", p: Params{CauseWait: 100}, steps: []string{
+	{name: "cause/waiting time counts from the start of the wait for the cause", p: Params{CauseWait: 100}, steps: []string{
 		"add B:1 cause=x => -",
 		"tick 50",
 		"add C:1 cause=x => -",
@@ -142,8 +142,9 @@ var scenarios = []scenario{
 		"add A:1 cause=x => -",
 		"add A:2 cause=x => -", // waits for A:1 first
 		"tick 10 => A:1!lost",
-		"missing => gaps= causes=x", // A:2 now waits for x
-		"tick 10 => A:2!lost",       // it has waited since Add: the next Tick
+		"missing => gaps= causes=x", // A:2 now waits for x, since 10
+		"tick 19 => -",
+		"tick 20 => A:2!lost",
 		"len => 0",
 		"missing => gaps= causes=",
 	}},
@@ -153,7 +154,8 @@ var scenarios = []scenario{
 		"add C:1 cause=y => -",
 		"add A:1 => A:1",             // A:2 now waits for y, after C:1
 		"add B:1 id=y deps=A:2 => -", // y depends on its effect: a cycle
-		"tick 10 => A:2!lost B:1 C:1",
+		"tick 10 => -",               // both wait for y since 5
+		"tick 15 => C:1!lost A:2!lost B:1",
 		"len => 0",
 		"missing => gaps= causes=",
 	}},
@@ -178,6 +180,17 @@ var scenarios = []scenario{
 		"note s x 1 => B:1",
 		"len => 0",
 		"tick 1 => -",
+	}},
+
+	{name: "cause/a cause published later by the same origin is not a dependency", p: Params{CauseWait: 0}, steps: []string{
+		"add A:1 cause=x => -",          // an effect published before its cause, on one peer
+		"add A:2 id=x => A:1!later A:2", // the origin's order wins, on every replica
+		"len => 0",
+		"missing => gaps= causes=",
+	}},
+	{name: "cause/a cause published later by another origin still is", p: Params{CauseWait: 0}, steps: []string{
+		"add A:1 cause=x => -",
+		"add B:1 id=x => B:1 A:1",
 	}},
 
 	// Duplicates by place.
@@ -297,24 +310,24 @@ var scenarios = []scenario{
 	// Frontier.
 	{name: "frontier/names delivered heads, self excluded", steps: []string{
 		"add A:1 lam=1 => A:1",
-		"add B:1 lam=2 => B:1",
-		"add C:1 lam=3 => C:1",
-		"frontier A 16 => B:1 C:1 lam=3 trunc=0",
-		"frontier Z 16 => A:1 B:1 C:1 lam=3 trunc=0",
+		"add B:1 lam=1 => B:1",
+		"add C:1 deps=B:1 lam=2 => C:1",
+		"frontier A 16 => C:1 lam=2 trunc=0",
+		"frontier Z 16 => A:1 C:1 lam=2 trunc=0",
 	}},
 	{name: "frontier/a later signal naming a head covers it", steps: []string{
 		"add A:1 lam=1 => A:1",
-		"add B:1 lam=2 => B:1",
-		"add C:1 deps=A:1,B:1 lam=3 => C:1",
-		"frontier Z 16 => C:1 lam=3 trunc=0",
-		"add A:2 lam=4 => A:2",
-		"frontier Z 16 => A:2 C:1 lam=4 trunc=0",
+		"add B:1 lam=1 => B:1",
+		"add C:1 deps=A:1,B:1 lam=2 => C:1",
+		"frontier Z 16 => C:1 lam=2 trunc=0",
+		"add A:2 lam=2 => A:2",
+		"frontier Z 16 => A:2 C:1 lam=2 trunc=0",
 	}},
 	{name: "frontier/naming an older signal does not cover a newer head", steps: []string{
 		"add A:1 => A:1",
 		"add A:2 => A:2",
-		"add C:1 deps=A:1 lam=5 => C:1",
-		"frontier Z 16 => A:2 C:1 lam=5 trunc=0",
+		"add C:1 deps=A:1 lam=3 => C:1",
+		"frontier Z 16 => A:2 C:1 lam=3 trunc=0",
 	}},
 	{name: "frontier/own origin's head goes by FIFO", steps: []string{
 		"add A:1 => A:1",
@@ -322,19 +335,29 @@ var scenarios = []scenario{
 		"frontier B 16 => - lam=1 trunc=0",
 	}},
 	{name: "frontier/truncation keeps the latest by Lamport", steps: []string{
-		"add A:1 lam=5 => A:1",
-		"add B:1 lam=9 => B:1",
-		"add C:1 lam=2 => C:1",
-		"add D:1 lam=7 => D:1",
-		"frontier Z 2 => B:1 D:1 lam=9 trunc=2",
-		"frontier B 2 => A:1 D:1 lam=9 trunc=1",
-		"frontier Z 0 => - lam=9 trunc=4",
+		"add A:1 => A:1", // Lamport times by default: the sequence
+		"add B:1 => B:1",
+		"add B:2 => B:2",
+		"add B:3 => B:3",
+		"add C:1 => C:1",
+		"add D:1 => D:1",
+		"add D:2 => D:2",
+		"frontier Z 2 => B:3 D:2 lam=3 trunc=2",
+		"frontier B 2 => A:1 D:2 lam=3 trunc=1",
+		"frontier Z 0 => - lam=3 trunc=4",
 	}},
 	{name: "frontier/equal Lamport times truncate by origin", steps: []string{
-		"add B:1 lam=3 => B:1",
-		"add A:1 lam=3 => A:1",
-		"add C:1 lam=3 => C:1",
-		"frontier Z 2 => A:1 B:1 lam=3 trunc=1",
+		"add B:1 => B:1",
+		"add A:1 => A:1",
+		"add C:1 => C:1",
+		"frontier Z 2 => A:1 B:1 lam=1 trunc=1",
+	}},
+	{name: "frontier/a Lamport time above what the dependencies allow is bounded", steps: []string{
+		"add A:1 lam=9000000000000000000 => A:1!clamped",
+		"frontier Z 1 => A:1 lam=1 trunc=0",
+		"add B:1 deps=A:1 lam=2 => B:1",
+		"add B:2 lam=4 => B:2!clamped",
+		"frontier Z 2 => B:2 lam=3 trunc=0",
 	}},
 
 	// Missing.

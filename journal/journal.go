@@ -6,11 +6,15 @@
 //
 // # Keys
 //
-// A signal is one entry and one index entry, written in the same batch:
+// A signal is one entry (in the replicated store) and one index entry (in
+// a store of the replica's own, which a node fills from the CRDT's put hook
+// and rebuilds after a crash):
 //
 //	/s/<peer ref>/<sequence, 16 hex digits>      → the signal's binary wire form
 //	/i/<id, base64url>/<peer ref>.<sequence hex> → content digest (8 bytes) + source
 //
+// The index is local because every key in a go-ds-crdt store costs several
+// reads and writes on every replica; a local index entry costs one write.
 // Keys by place never collide: two different signals with one id (two
 // sources, or a conflicting retry) are two entries, and every (origin,
 // sequence) a replica learns of stays resolvable. go-ds-crdt keeps one
@@ -28,6 +32,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"iter"
 	"slices"
 	"strconv"
@@ -89,16 +94,22 @@ type Entry struct {
 }
 
 // Entries returns the two entries that journal s, whose binary wire form is
-// wire: the signal and its index entry.
-func Entries(s *signalmesh.Signal, wire []byte) ([2]Entry, error) {
+// wire: the signal (for the replicated store) and its index entry (for the
+// index store).
+func Entries(s *signalmesh.Signal, wire []byte) (signal, index Entry, err error) {
 	m, err := MetaOf(s)
 	if err != nil {
-		return [2]Entry{}, err
+		return Entry{}, Entry{}, err
 	}
-	v := make([]byte, 8, 8+len(s.Source))
+	return Entry{SignalKey(m.Origin, m.Seq), wire}, IndexEntry(m), nil
+}
+
+// IndexEntry is the index entry of the signal m describes.
+func IndexEntry(m causal.Meta) Entry {
+	v := make([]byte, 8, 8+len(m.Source))
 	binary.BigEndian.PutUint64(v, m.Digest)
-	v = append(v, s.Source...)
-	return [2]Entry{{SignalKey(m.Origin, m.Seq), wire}, {IndexKey(s.ID, m.Origin, m.Seq), v}}, nil
+	v = append(v, m.Source...)
+	return Entry{IndexKey(m.ID, m.Origin, m.Seq), v}
 }
 
 // MetaOf reads what package causal needs of a journaled signal: its origin
@@ -133,35 +144,75 @@ func Place(s *signalmesh.Signal) (ref string, seq uint64) {
 	return causal.PeerRef(peer), st.Seq
 }
 
-// ContentDigest is the first 8 bytes of SHA-256 over the signal's wire form
-// without the extensions a mesh stamps (names starting with "mesh"): two
-// publications of the same event have the same digest wherever they were
-// stamped.
+// ContentDigest is the first 8 bytes of SHA-256 over the signal's content:
+// every attribute and extension but those a mesh stamps (names starting
+// with "mesh"), in a canonical form. Two publications of the same event
+// have the same digest wherever they were stamped.
 func ContentDigest(s *signalmesh.Signal) uint64 {
-	c := *s
-	c.Extensions = make(map[string]any, len(s.Extensions))
-	for k, v := range s.Extensions {
+	h := sha256.New()
+	var buf [binary.MaxVarintLen64]byte
+	num := func(v uint64) { h.Write(buf[:binary.PutUvarint(buf[:], v)]) }
+	str := func(v string) { num(uint64(len(v))); io.WriteString(h, v) }
+	str(s.ID)
+	str(s.Source)
+	str(s.Type)
+	str(s.Subject)
+	if s.Time.IsZero() {
+		num(0)
+	} else {
+		_, off := s.Time.Zone()
+		num(1)
+		num(uint64(s.Time.Unix()))
+		num(uint64(s.Time.Nanosecond()))
+		num(uint64(int64(off)))
+	}
+	str(s.DataContentType)
+	str(s.DataSchema)
+	num(uint64(len(s.Data)))
+	h.Write(s.Data)
+	names := make([]string, 0, len(s.Extensions))
+	for k := range s.Extensions {
 		if !strings.HasPrefix(k, "mesh") {
-			c.Extensions[k] = v
+			names = append(names, k)
 		}
 	}
-	b, err := c.MarshalBinary()
-	if err != nil {
-		b = []byte(s.ID) // cannot happen for a signal that decoded
+	slices.Sort(names)
+	for _, k := range names {
+		str(k)
+		switch v := s.Extensions[k].(type) {
+		case string:
+			num(0)
+			str(v)
+		case bool:
+			if v {
+				num(2)
+			} else {
+				num(1)
+			}
+		case int32:
+			num(3)
+			num(uint64(int64(v)))
+		default:
+			str(fmt.Sprint(v))
+		}
 	}
-	h := sha256.Sum256(b)
-	return binary.BigEndian.Uint64(h[:8])
+	return binary.BigEndian.Uint64(h.Sum(buf[:0])[:8])
 }
 
-// Journal reads signals from a datastore. Writing is the caller's (batched)
-// business: put both Entries of each signal.
+// Journal reads signals from a datastore and finds them by id through an
+// index. Writing is the caller's (batched) business: put both Entries of
+// each signal, the signal into the journal's store and the index entry
+// into its index.
 type Journal struct {
-	d   ds.Read
-	lim signalmesh.Limits
+	d, ix ds.Read
+	lim   signalmesh.Limits
 }
 
-// New returns a journal over d.
-func New(d ds.Read) *Journal { return &Journal{d: d} }
+// New returns a journal over d that keeps its index in d as well.
+func New(d ds.Read) *Journal { return &Journal{d: d, ix: d} }
+
+// NewWithIndex returns a journal over d whose index is in ix.
+func NewWithIndex(d, ix ds.Read) *Journal { return &Journal{d: d, ix: ix} }
 
 var _ causal.Index = (*Journal)(nil)
 
@@ -185,7 +236,7 @@ func (j *Journal) At(ctx context.Context, ref string, seq uint64) (*signalmesh.S
 // id, of any source, sorted by place.
 func (j *Journal) Copies(ctx context.Context, id string) ([]causal.Copy, error) {
 	prefix := indexPrefix(id)
-	res, err := j.d.Query(ctx, query.Query{Prefix: strings.TrimSuffix(prefix, "/")})
+	res, err := j.ix.Query(ctx, query.Query{Prefix: strings.TrimSuffix(prefix, "/")})
 	if err != nil {
 		return nil, err
 	}
@@ -468,9 +519,11 @@ func Order(sigs []*signalmesh.Signal) {
 		}
 		if nd.m.Cause != "" {
 			for _, p := range byID[nd.m.Cause] {
-				if nodes[p].s.ID != nd.s.ID {
-					edge(p, i)
+				c := &nodes[p]
+				if c.s.ID == nd.s.ID || c.ok && c.m.Origin == nd.m.Origin && c.m.Seq > nd.m.Seq {
+					continue // not a dependency: the origin's own order wins (see package causal)
 				}
+				edge(p, i)
 			}
 		}
 	}

@@ -34,11 +34,11 @@ func put(t *testing.T, d ds.Datastore, sigs ...*signalmesh.Signal) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		es, err := journal.Entries(s, b)
+		sig, idx, err := journal.Entries(s, b)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, e := range es {
+		for _, e := range []journal.Entry{sig, idx} {
 			if err := d.Put(context.Background(), e.Key, e.Value); err != nil {
 				t.Fatal(err)
 			}

@@ -317,7 +317,7 @@ func TestCatchUpBeyondCausalBuffer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	const batches, size = 10, 1000
+	const batches, size = 20, 1000
 	for b := 0; b < batches; b++ {
 		p := nodes[b%2]
 		sigs := make([]*signalmesh.Signal, size)

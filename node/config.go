@@ -136,7 +136,7 @@ type Params struct {
 	// wait forever.
 	CauseWait time.Duration
 	// MaxDeps caps the direct dependencies a published signal names
-	// (1..64, default 16): the signals this node delivered from other
+	// (1..48, default 16): the signals this node delivered from other
 	// origins since its previous signal, latest first. More is exact
 	// causal order when many peers publish at once; fewer is smaller
 	// metadata. Stamps that left some out are counted ("deps_truncated").

@@ -63,10 +63,14 @@ func (n *Node) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsu
 	}
 	from := msg.GetFrom().String()
 	for _, s := range sigs {
+		origin, _ := s.Extensions[signalmesh.ExtPeer].(string)
 		if _, journaled := s.Extensions[signalmesh.ExtCausal]; !journaled {
+			if origin != "" && origin != from { // a Weak signal names its publisher truly too
+				n.m.reject("origin")
+				return pubsub.ValidationReject
+			}
 			continue
 		}
-		origin, _ := s.Extensions[signalmesh.ExtPeer].(string)
 		if origin != from {
 			n.m.reject("origin")
 			return pubsub.ValidationReject
@@ -114,14 +118,20 @@ func (n *Node) putHook(key ds.Key, value []byte) {
 		n.m.reject("journal_entry")
 		return
 	}
-	if r, q := journal.Place(s); r != ref || q != seq {
+	m, err := journal.MetaOf(s)
+	if err != nil || m.Origin != ref || m.Seq != seq {
 		n.m.reject("journal_entry")
 		return
+	}
+	e := journal.IndexEntry(m)
+	if err := n.index.Put(context.WithoutCancel(n.ctx), e.Key, e.Value); err != nil {
+		n.log.Error("node: write the journal index", "err", err)
+		n.m.drop("index_write")
 	}
 	n.m.journaled.Add(1)
 	n.seen.add(s.ID)
 	n.wantsAck(s)
-	n.send(inbound{s: s, via: viaJournal})
+	n.send(inbound{s: s, via: viaJournal, meta: &m})
 }
 
 // gater implements the Allow list and chains to Config.Gater.

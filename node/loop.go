@@ -22,8 +22,9 @@ const (
 )
 
 type inbound struct {
-	s   *signalmesh.Signal
-	via via
+	s    *signalmesh.Signal
+	via  via
+	meta *causal.Meta // when the sender read it already
 }
 
 // stampBase is what the committer stamps new signals with: the causal
@@ -99,7 +100,7 @@ func (n *Node) loop() {
 			}
 		case <-tick.C:
 			n.deliver(n.core.Tick(time.Now().UnixNano()))
-			if n.core.Len() > 0 || n.pullWanted {
+			if n.core.Len() > 0 || n.pullWanted || len(n.core.Pull()) > 0 {
 				n.pullWanted, n.pulling = false, true
 			}
 			n.checkCauses()
@@ -125,20 +126,32 @@ func (n *Node) checkCauses() {
 }
 
 func (n *Node) handle(in inbound) {
+	if in.meta != nil {
+		n.noteOrigin(in.meta.Origin, in.s)
+		_ = n.offer(*in.meta, in.s)
+		return
+	}
 	m, err := journal.MetaOf(in.s)
-	if errors.Is(err, journal.ErrNoStamp) { // Weak: no causal order, delivered as it comes
+	if errors.Is(err, journal.ErrNoStamp) {
+		// Weak: no causal order, delivered as it comes. It is not a cause
+		// either: an effect's causeid waits for a journaled signal (anyone
+		// may gossip a Weak signal with any id).
 		n.dispatch(in.s)
-		n.deliver(n.core.Note(in.s.Source, in.s.ID, journal.ContentDigest(in.s)))
 		return
 	}
 	if err != nil {
 		n.m.reject("stamp")
 		return
 	}
-	if _, ok := n.origins[m.Origin]; !ok {
-		n.origins[m.Origin], _ = in.s.Extensions[signalmesh.ExtPeer].(string)
-	}
+	n.noteOrigin(m.Origin, in.s)
 	_ = n.offer(m, in.s)
+}
+
+// noteOrigin remembers the peer id of an origin's ref, for Status.
+func (n *Node) noteOrigin(ref string, s *signalmesh.Signal) {
+	if _, ok := n.origins[ref]; !ok {
+		n.origins[ref], _ = s.Extensions[signalmesh.ExtPeer].(string)
+	}
 }
 
 // offer adds a signal to the core and delivers what it releases. It
@@ -165,6 +178,9 @@ func (n *Node) deliver(out []causal.Release[*signalmesh.Signal]) {
 	if len(out) == 0 {
 		return
 	}
+	// First the stamp base: a handler that publishes in reaction to one
+	// of these signals must name it (the core has delivered them all).
+	n.publishBase()
 	for _, r := range out {
 		if r.CauseLost {
 			n.m.drop("cause_not_found")
@@ -175,13 +191,16 @@ func (n *Node) deliver(out []causal.Release[*signalmesh.Signal]) {
 			n.m.conflicts.Add(1)
 			n.log.Warn("node: two different signals with one (source, id)", "source", r.V.Source, "id", r.V.ID)
 		}
+		if r.LamportClamped {
+			n.m.reject("lamport")
+		}
 		if r.Dup {
 			n.m.deduped.Add(1)
+			n.dispatchCovered(r.V) // named subscriptions move their cursor past it
 			continue
 		}
 		n.dispatch(r.V)
 	}
-	n.publishBase()
 }
 
 // publishBase makes the core's frontier visible to the committer, which
@@ -221,9 +240,10 @@ func (n *Node) pullStep(ctx context.Context, budget int) (bool, error) {
 				n.m.reject("journal_entry")
 				break
 			}
+			n.seen.add(s.ID)
 			err = n.offer(m, s)
-			if errors.Is(err, causal.ErrFull) {
-				break
+			if err != nil && !errors.Is(err, causal.ErrDuplicate) {
+				break // full, or a bad stamp: this origin's next cannot go on
 			}
 			progress = progress || err == nil
 		}

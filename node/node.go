@@ -16,6 +16,7 @@ import (
 
 	ipfslite "github.com/hsanjuan/ipfs-lite"
 	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/namespace"
 	"github.com/ipfs/go-datastore/query"
 	dssync "github.com/ipfs/go-datastore/sync"
 	pebbleds "github.com/ipfs/go-ds-pebble"
@@ -60,11 +61,12 @@ type Node struct {
 	once     sync.Once
 	closeErr error
 
-	store ds.Batching
-	host  host.Host
-	ps    *pubsub.PubSub
-	topic *pubsub.Topic
-	sub   *pubsub.Subscription
+	store  ds.Batching
+	unlock func() // releases the DataDir lock
+	host   host.Host
+	ps     *pubsub.PubSub
+	topic  *pubsub.Topic
+	sub    *pubsub.Subscription
 
 	ackTopic *pubsub.Topic
 	ackSub   *pubsub.Subscription
@@ -74,6 +76,8 @@ type Node struct {
 	repl     *crdt.Replica // the journal
 	subset   *crdt.Replica // the mesh-wide subscription set
 	jr       *journal.Journal
+	index    ds.Batching // the journal's id index: local, filled by the put hook
+	indexOK  bool        // the index is complete: Close marks it so for the next start
 	mdns     mdns.Service
 
 	publish PublishFunc // publishCore inside Config.PublishMiddleware
@@ -108,11 +112,11 @@ type Node struct {
 // New starts a node: its store, identity, libp2p host, GossipSub, DAG
 // service and CRDT journal, then its own goroutines, then dials Bootstrap.
 // ctx bounds only the start-up; the node runs until Close.
-func New(ctx context.Context, cfg Config) (n *Node, err error) {
+func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	n = &Node{cfg: cfg, p: cfg.Params.withDefaults(), log: cfg.Logger}
+	n := &Node{cfg: cfg, p: cfg.Params.withDefaults(), log: cfg.Logger}
 	if n.log == nil {
 		n.log = slog.Default()
 	}
@@ -185,10 +189,16 @@ func (n *Node) openStore() error {
 		n.store = dssync.MutexWrap(ds.NewMapDatastore())
 		return nil
 	}
+	unlock, err := lockDir(n.cfg.DataDir)
+	if err != nil {
+		return err
+	}
 	st, err := pebbleds.NewDatastore(filepath.Join(n.cfg.DataDir, "store"))
 	if err != nil {
+		unlock()
 		return fmt.Errorf("node: open store in %s: %w", n.cfg.DataDir, err)
 	}
+	n.unlock = unlock
 	n.store = st
 	return nil
 }
@@ -298,7 +308,8 @@ func (n *Node) startJournal(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.jr = journal.New(n.repl)
+	n.index = namespace.Wrap(n.store, ds.NewKey("/signalmesh/"+n.cfg.Mesh+"/index"))
+	n.jr = journal.NewWithIndex(n.repl, n.index)
 	return n.startSubscriptionSet()
 }
 
@@ -315,6 +326,9 @@ func (n *Node) restore(ctx context.Context) error {
 	n.core, err = causal.New[*signalmesh.Signal](causal.Params{Limit: n.p.CausalBuffer,
 		CauseWait: int64(n.p.CauseWait)}, n.jr)
 	if err != nil {
+		return err
+	}
+	if err := n.checkIndex(ctx); err != nil {
 		return err
 	}
 	origins, err := n.jr.Origins(ctx)
@@ -340,11 +354,65 @@ func (n *Node) restore(ctx context.Context) error {
 			n.lamport = max(n.lamport, m.Lamport)
 		}
 		n.recent.add(identityOf(o.sigs[0]), journal.ContentDigest(o.sigs[0]))
+		n.seen.add(o.sigs[0].ID)
 		n.ownSeq = max(n.ownSeq, o.first)
 	}
 	n.publishBase()
 	n.lamport = max(n.lamport, n.base.Load().lamport)
 	return nil
+}
+
+func (n *Node) cleanKey() ds.Key { return ds.NewKey("/signalmesh/" + n.cfg.Mesh + "/index-complete") }
+
+// checkIndex rebuilds the journal's id index when the last run did not end
+// with Close (the put hook writes an index entry while go-ds-crdt merges a
+// delta, and the two do not commit together: a crash can keep one without
+// the other), then clears the mark until the next Close.
+func (n *Node) checkIndex(ctx context.Context) error {
+	clean, err := n.store.Has(ctx, n.cleanKey())
+	if err != nil {
+		return fmt.Errorf("node: read store: %w", err)
+	}
+	if !clean {
+		if err := n.rebuildIndex(ctx); err != nil {
+			return fmt.Errorf("node: rebuild the journal index: %w", err)
+		}
+	}
+	if err := n.store.Delete(ctx, n.cleanKey()); err != nil {
+		return err
+	}
+	n.indexOK = true
+	return n.store.Sync(ctx, n.cleanKey())
+}
+
+func (n *Node) rebuildIndex(ctx context.Context) error {
+	all, _, err := n.jr.All(ctx)
+	if err != nil {
+		return err
+	}
+	b, err := n.index.Batch(ctx)
+	if err != nil {
+		return err
+	}
+	for i, s := range all {
+		m, err := journal.MetaOf(s)
+		if err != nil {
+			continue
+		}
+		e := journal.IndexEntry(m)
+		if err := b.Put(ctx, e.Key, e.Value); err != nil {
+			return err
+		}
+		if i%10000 == 9999 {
+			if err := b.Commit(ctx); err != nil {
+				return err
+			}
+			if b, err = n.index.Batch(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	return b.Commit(ctx)
 }
 
 func (n *Node) readOutbox(ctx context.Context) ([]outboxed, error) {
@@ -364,7 +432,8 @@ func (n *Node) readOutbox(ctx context.Context) ([]outboxed, error) {
 		}
 		ref, seq := journal.Place(s)
 		if ref != n.selfRef {
-			return nil, fmt.Errorf("node: outbox entry %s: not a signal of this peer", r.Key)
+			n.log.Error("node: skipping an outbox entry that is not a signal of this peer", "key", r.Key)
+			continue
 		}
 		out = append(out, outboxed{sigs: []*signalmesh.Signal{s}, wires: [][]byte{bytes.Clone(r.Value)}, first: seq})
 	}
@@ -450,7 +519,13 @@ func (n *Node) Close() error {
 			errs = append(errs, n.host.Close())
 		}
 		if n.store != nil {
+			if n.indexOK { // the put hook ran for everything the journal holds
+				errs = append(errs, n.store.Put(context.Background(), n.cleanKey(), nil))
+			}
 			errs = append(errs, n.store.Sync(context.Background(), ds.NewKey("/")), n.store.Close())
+		}
+		if n.unlock != nil {
+			n.unlock()
 		}
 		n.closeErr = errors.Join(errs...)
 	})

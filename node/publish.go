@@ -500,14 +500,12 @@ func (n *Node) journalWrite(batch []outboxed) error {
 	}
 	for _, o := range batch {
 		for i, s := range o.sigs {
-			es, err := journal.Entries(s, o.wires[i])
+			e, _, err := journal.Entries(s, o.wires[i])
 			if err != nil {
 				return err
 			}
-			for _, e := range es {
-				if err := b.Put(ctx, e.Key, e.Value); err != nil {
-					return err
-				}
+			if err := b.Put(ctx, e.Key, e.Value); err != nil {
+				return err
 			}
 		}
 	}

@@ -126,14 +126,26 @@ func TestRestartKeepsSequenceAfterUndeliveredOwnSignals(t *testing.T) {
 	})
 	a, b := nodes[0], nodes[1]
 	recA := newRecorder()
-	if _, err := a.Subscribe("**", recA.handle); err != nil {
+	if _, err := a.Subscribe("from.**", recA.handle); err != nil {
 		t.Fatal(err)
 	}
 	recB := newRecorder()
-	subB, err := b.Subscribe("**", recB.handle)
+	subB, err := b.Subscribe("from.**", recB.handle)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// a's signal goes by gossip only: wait until a's GossipSub knows b is
+	// in the topic (a Weak ping arrives), or it would reach nobody.
+	warm := newRecorder()
+	warmSub, err := b.Subscribe("warmup", warm.handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "a's gossip reaches b", func() bool {
+		_ = a.PublishWith(ctx, node.Weak, mustSignal(t, "warmup"))
+		return warm.count() > 0
+	})
+	_ = warmSub.Close()
 	if err := a.Publish(ctx, mustSignal(t, "from.a")); err != nil {
 		t.Fatal(err)
 	}

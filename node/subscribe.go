@@ -13,6 +13,7 @@ import (
 	ds "github.com/ipfs/go-datastore"
 
 	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/causal"
 	"github.com/signalmesh/signalmesh/journal"
 	"github.com/signalmesh/signalmesh/router"
 	"github.com/signalmesh/signalmesh/vclock"
@@ -57,7 +58,22 @@ var (
 func StartAt(t time.Time) Start { return Start{kind: 2, at: t} }
 
 // StartAfter begins after a cursor: the signals the cursor does not cover.
-func StartAfter(cursor vclock.Clock) Start { return Start{kind: 3, after: cursor} }
+// A cursor names origins by peer id (as Status.Clock does) or by their
+// causal.PeerRef.
+func StartAfter(cursor vclock.Clock) Start { return Start{kind: 3, after: byRef(cursor)} }
+
+// byRef returns c with every peer id replaced by its causal.PeerRef.
+func byRef(c vclock.Clock) vclock.Clock {
+	var out vclock.Clock
+	for _, e := range c.Entries() {
+		o := e.Peer
+		if len(o) != causal.RefLen {
+			o = causal.PeerRef(o)
+		}
+		out = out.Set(o, max(out.Get(o), e.N))
+	}
+	return out
+}
 
 // WithName makes the subscription persistent: its cursor (what it has
 // handled, per origin) is stored under name in the node's store, and a
@@ -114,7 +130,7 @@ type Subscription struct {
 	limit   int
 
 	mu     sync.Mutex // guards q and closed
-	q      []*signalmesh.Signal
+	q      []queued
 	closed bool
 
 	wake      chan struct{} // buffer 1
@@ -194,7 +210,10 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 		}
 		// Queued before the registration: from then on the loop appends
 		// (enqueue, under s.mu), and only the loop and run touch s.q.
-		s.q, pending = backlog, len(backlog) > 0
+		for _, b := range backlog {
+			s.q = append(s.q, queued{sig: b})
+		}
+		pending = len(backlog) > 0
 		if addErr = n.subs.Add(pattern, s, router.WithPriority(cfg.priority)); addErr != nil {
 			s.q = nil
 			return
@@ -266,8 +285,15 @@ func (n *Node) loadCursor(name string) (vclock.Clock, bool, error) {
 	return c, true, c.UnmarshalBinary(b)
 }
 
+// queued is a signal for the handler, or (covered) one that only moves a
+// named subscription's cursor: another copy of an event it saw.
+type queued struct {
+	sig     *signalmesh.Signal
+	covered bool
+}
+
 // enqueue is called by the loop; it never blocks.
-func (s *Subscription) enqueue(sig *signalmesh.Signal) {
+func (s *Subscription) enqueue(sig *signalmesh.Signal, covered bool) {
 	s.mu.Lock()
 	switch {
 	case s.closed:
@@ -275,7 +301,7 @@ func (s *Subscription) enqueue(sig *signalmesh.Signal) {
 		s.dropped.Add(1)
 		s.n.m.drop("subscriber_overflow")
 	default:
-		s.q = append(s.q, sig)
+		s.q = append(s.q, queued{sig, covered})
 	}
 	s.mu.Unlock()
 	select {
@@ -302,27 +328,31 @@ func (s *Subscription) run() {
 				s.mu.Unlock()
 				break
 			}
-			sig := s.q[0]
-			s.q[0] = nil
+			q := s.q[0]
+			s.q[0] = queued{}
 			s.q = s.q[1:]
 			s.mu.Unlock()
-			s.handle(sig)
+			s.handle(q.sig, q.covered)
 		}
 	}
 }
 
 // handle calls the handler unless the cursor says the signal was handled
 // before, then moves the cursor.
-func (s *Subscription) handle(sig *signalmesh.Signal) {
+func (s *Subscription) handle(sig *signalmesh.Signal, covered bool) {
 	if s.name == "" {
-		s.call(sig)
+		if !covered {
+			s.call(sig)
+		}
 		return
 	}
 	origin, seq := journal.Place(sig)
 	if seq != 0 && seq <= s.cursor.Get(origin) {
 		return
 	}
-	s.call(sig)
+	if !covered {
+		s.call(sig)
+	}
 	if seq == 0 {
 		return
 	}
@@ -467,7 +497,18 @@ func (s *Subscription) Close() error {
 
 func (n *Node) dispatch(sig *signalmesh.Signal) {
 	for _, s := range n.subs.Route(sig) {
-		s.enqueue(sig)
+		s.enqueue(sig, false)
+	}
+}
+
+// dispatchCovered tells the named subscriptions that match sig, another
+// copy of an event they were given, to move their cursor past it: reopened,
+// they do not get it from the journal as new.
+func (n *Node) dispatchCovered(sig *signalmesh.Signal) {
+	for _, s := range n.subs.Route(sig) {
+		if s.name != "" {
+			s.enqueue(sig, true)
+		}
 	}
 }
 

@@ -35,7 +35,7 @@ Flags:
 		fs.PrintDefaults()
 	}
 	var spec bench.Spec
-	scenarios := fs.String("scenarios", strings.Join(bench.AllScenarios, ","), "comma-separated scenarios to run")
+	scenarios := fs.String("scenarios", strings.Join(bench.AllScenarios, ","), "comma-separated scenarios to run; also "+strings.Join(bench.ExtraScenarios, ",")+" when named")
 	fs.BoolVar(&spec.Processes, "processes", false, "run every peer in an OS process of its own")
 	fs.Uint64Var(&spec.Seed, "seed", 1, "seed for every random choice (sides, churn, payloads)")
 	fs.IntVar(&spec.Payload, "payload", 0, "data bytes per signal (default 100)")
@@ -51,6 +51,7 @@ Flags:
 	fs.IntVar(&spec.ScalePerSide, "scale-per-side", 0, "signals per side in the scale and history sweeps (default 1000, short 50)")
 	fs.IntVar(&spec.ScaleBurst, "scale-burst", 0, "burst size in the scale sweep (default 2000, short 200)")
 	history := fs.String("history", "", "journal lengths of the history sweep (default 0,10000,50000; short 0,500)")
+	catchUp := fs.String("catchup", "", "journal sizes a fresh peer catches up on in the catchup scenario (default 100000,1000000; short 2000)")
 	fs.BoolVar(&spec.Short, "short", false, "small counts, slowest baselines skipped (CI)")
 	out := fs.String("out", "bench-results", "directory for the JSON result and the plots")
 	quiet := fs.Bool("quiet", false, "no progress bar")
@@ -71,6 +72,9 @@ kernel's sch_netem)`)
 	}
 	if err == nil {
 		spec.History, err = ints(*history)
+	}
+	if err == nil {
+		spec.CatchUp, err = ints(*catchUp)
 	}
 	if err == nil {
 		err = spec.WithDefaults().Validate()

@@ -1,0 +1,74 @@
+package causal
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+)
+
+// A refused signal does not teach the core its dependencies: a hostile
+// peer's ErrFull signals, each naming MaxDeps invented origins, must not
+// make Pull name them (one journal read each, every Resync) or Missing
+// report them. (Signals that wait for a dependency that never comes still
+// hold the buffer: bounding a hostile origin's share of it is the trust
+// work, not the causal core's.)
+func TestRefusedSignalsTeachNoPhantomOrigins(t *testing.T) {
+	c, err := New[int](Params{Limit: 4, CauseWait: 10}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for s := uint64(2); s <= 5; s++ {
+		if _, err := c.Add(Meta{Origin: "HHHHHHHHHHA", Stamp: Stamp{Seq: s, Lamport: s}, ID: fmt.Sprint(s)}, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 100; i++ {
+		m := Meta{Origin: "HHHHHHHHHHA", Stamp: Stamp{Seq: uint64(100 + i), Lamport: 1}, ID: fmt.Sprint("x", i)}
+		for d := 0; d < MaxDeps; d++ {
+			m.Deps = append(m.Deps, Ref{Origin: fmt.Sprintf("F%05d%05d", i, d), Seq: 1 << 60})
+		}
+		if _, err := c.Add(m, 0, 0); !errors.Is(err, ErrFull) {
+			t.Fatalf("want ErrFull, got %v", err)
+		}
+	}
+	if pulls := c.Pull(); len(pulls) != 1 || pulls[0] != (Ref{Origin: "HHHHHHHHHHA", Seq: 1}) {
+		t.Fatalf("100 refused signals made Pull name %v (want only the hostile origin's missing first signal)", pulls)
+	}
+	if gaps, _ := c.Missing(); len(gaps) != 2 {
+		t.Fatalf("Missing = %v, want the hostile origin's gaps only", gaps)
+	}
+}
+
+// CauseWait runs from when the signal began to wait for its cause, not from
+// when it was added: a signal that waited long for its origin's previous
+// signal is not released without its cause at the first Tick after that
+// predecessor arrives.
+func TestCauseWaitStartsWithTheWaitForTheCause(t *testing.T) {
+	c, _ := New[int](Params{Limit: 10, CauseWait: 100}, nil)
+	if _, err := c.Add(Meta{Origin: "BBBBBBBBBBA", Stamp: Stamp{Seq: 2, Lamport: 2}, Cause: "x", ID: "e"}, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := c.Add(Meta{Origin: "BBBBBBBBBBA", Stamp: Stamp{Seq: 1, Lamport: 1}, ID: "b1"}, 0, 500); len(out) != 1 {
+		t.Fatalf("want B:1 released, got %d", len(out))
+	}
+	out := c.Tick(501)
+	if len(out) != 0 {
+		t.Fatalf("effect waited for its cause 1 unit of CauseWait 100 and was released without it (lost=%v)", out[0].CauseLost)
+	}
+}
+
+// One delivered stamp with Lamport 2^64-1 must not make the next stamp's
+// Lamport wrap to 0 (which ParseStamp refuses: the peer could no longer
+// publish): the core bounds a Lamport time by its predecessor's and its
+// dependencies'.
+func TestHostileLamportIsBounded(t *testing.T) {
+	c, _ := New[int](Params{Limit: 10}, nil)
+	if _, err := c.Add(Meta{Origin: "HHHHHHHHHHA", Stamp: Stamp{Seq: 1, Lamport: ^uint64(0)}, ID: "bomb"}, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	_, lam, _ := c.Frontier("SSSSSSSSSSA", 16)
+	next := Stamp{Seq: 1, Lamport: lam + 1}
+	if _, err := ParseStamp(next.Format()); err != nil {
+		t.Fatalf("a peer that delivered one hostile stamp can no longer publish: its next stamp %q: %v", next.Format(), err)
+	}
+}

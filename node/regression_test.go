@@ -1,0 +1,438 @@
+package node_test
+
+// Regression tests from a review of the causal core: each comment tells
+// the failure the test caught before its fix.
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/causal"
+	"github.com/signalmesh/signalmesh/node"
+)
+
+// Status.Clock names origins by peer id; the backlog compares cursors by
+// peer ref. A cursor taken from Status.Clock covers nothing.
+func TestStartAfterTakesStatusClock(t *testing.T) {
+	ctx := context.Background()
+	n := cluster(t, 1, nil)[0]
+	for i := 0; i < 3; i++ {
+		if err := n.Publish(ctx, mustSignal(t, "feed.x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var st node.Status
+	eventually(t, 10*time.Second, "3 delivered and journaled", func() bool {
+		st, _ = n.Status(ctx)
+		c, _, _ := n.JournalDigest(ctx)
+		return c == 3 && st.Clock.Get(n.ID().String()) == 3
+	})
+	rec := newRecorder()
+	if _, err := n.Subscribe("feed.**", rec.handle, node.WithStart(node.StartAfter(st.Clock))); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if rec.count() != 0 {
+		t.Fatalf("StartAfter(Status().Clock) replayed %d signals the cursor covers (clock %v)", rec.count(), st.Clock)
+	}
+}
+
+// After a restart, publishing an identity journaled before it is not
+// idempotent (a second copy gets a new sequence number) and other content
+// is not refused with ErrConflict: the committer's Bloom filter of
+// journaled ids (n.seen) is only filled by the put hook, not at restore.
+func restartWithX(t *testing.T) (*node.Node, *signalmesh.Signal) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	mesh := "review-" + time.Now().Format("150405.000000")
+	cfg := node.Config{Mesh: mesh, DataDir: dir, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: testLogger(t)}
+	n, err := node.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := mustSignal(t, "feed.x")
+	if err := n.Publish(ctx, x); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "x journaled", func() bool { c, _, _ := n.JournalDigest(ctx); return c == 1 })
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n, err = node.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n, x
+}
+
+func TestRetryAfterRestartIsIdempotent(t *testing.T) {
+	ctx := context.Background()
+	n, x := restartWithX(t)
+	if err := n.Publish(ctx, x); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if c, _, _ := n.JournalDigest(ctx); c != 1 {
+		t.Fatalf("after restart, an identical retry on the same peer was stamped again: journal holds %d signals, want 1", c)
+	}
+}
+
+func TestConflictAfterRestartIsRefused(t *testing.T) {
+	ctx := context.Background()
+	n, x := restartWithX(t)
+	y := x.Clone()
+	y.Data = []byte(`{"other":true}`)
+	y.DataContentType = "application/json"
+	if err := n.Publish(ctx, y); !errors.Is(err, node.ErrConflict) {
+		t.Fatalf("after restart, other content under a journaled (source, id): %v, want ErrConflict", err)
+	}
+}
+
+// One gossiped signal with Lamport time 2^64-1 (a valid stamp: seq 1, no
+// dependencies, so it is ready and delivered) made every peer that
+// delivered it stamp its next signal with Lamport max+1 = 0, which
+// ParseStamp refuses: the publisher's own signals were rejected locally,
+// could not be journaled, and every later signal of that origin waited
+// forever. The core now bounds a Lamport time by what the signal's
+// predecessor and dependencies allow (counted as rejected "lamport").
+func TestHostileLamportDoesNotStopPublishing(t *testing.T) {
+	ctx := context.Background()
+	nodes := cluster(t, 2, nil)
+	victim, other := nodes[0], nodes[1]
+	rec := newRecorder()
+	if _, err := other.Subscribe("feed.**", rec.handle); err != nil {
+		t.Fatal(err)
+	}
+	self := newRecorder()
+	if _, err := victim.Subscribe("feed.**", self.handle); err != nil {
+		t.Fatal(err)
+	}
+	// The bomb is gossip only: it reaches both peers directly.
+	priv, pub, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := peer.IDFromPublicKey(pub)
+	bomb := mustSignal(t, "feed.bomb",
+		signalmesh.WithExtension(signalmesh.ExtPeer, id.String()),
+		signalmesh.WithExtension(signalmesh.ExtCausal, "1/18446744073709551615/"))
+	wire, _ := bomb.MarshalBinary()
+	for _, target := range nodes {
+		topic, _ := attacker(t, target, true)
+		if err := topic.Publish(ctx, wire, pubsub.WithSecretKeyAndPeerId(priv, id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 10*time.Second, "the bomb delivered on both peers", func() bool { return self.count() == 1 && rec.count() == 1 })
+	x := mustSignal(t, "feed.x")
+	if err := victim.Publish(ctx, x); err != nil {
+		t.Fatalf("publish after the bomb: %v", err)
+	}
+	eventually(t, 10*time.Second, "the victim's next signal delivered on both peers", func() bool {
+		return self.count() == 2 && rec.count() == 2
+	})
+	st, _ := victim.Status(ctx)
+	if st.Rejected["lamport"] != 1 {
+		t.Fatalf("rejected %v, want the hostile Lamport time counted once", st.Rejected)
+	}
+	got := rec.snapshot()[1]
+	if stamp := got.Extensions[signalmesh.ExtCausal].(string); stamp != "1/2/" && !strings.HasPrefix(stamp, "1/2/") {
+		t.Fatalf("the victim's stamp %q, want Lamport 2 (the bomb counted as 1)", stamp)
+	}
+}
+
+// A Weak signal is gossip only and anyone may send one with any id: it
+// does not satisfy a causeid (before, one released an Eventual effect ahead
+// of its real cause).
+func TestWeakSignalIsNotACause(t *testing.T) {
+	ctx := context.Background()
+	nodes := cluster(t, 2, nil)
+	n, other := nodes[0], nodes[1]
+	rec := newRecorder()
+	if _, err := n.Subscribe("order.**", rec.handle); err != nil {
+		t.Fatal(err)
+	}
+	weak := newRecorder()
+	if _, err := n.Subscribe("spam.**", weak.handle); err != nil {
+		t.Fatal(err)
+	}
+	// The effect names a cause learned out of band: it waits for it.
+	effect := mustSignal(t, "order.effect", signalmesh.WithCauseID("cause-1"))
+	if err := n.Publish(ctx, effect); err != nil {
+		t.Fatal(err)
+	}
+	topic, _ := attacker(t, n, true)
+	forged, err := signalmesh.New("spam.ping", "/attacker", nil, signalmesh.WithID("cause-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wire, _ := forged.MarshalBinary()
+	if err := topic.Publish(ctx, wire); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the weak signal delivered", func() bool { return weak.count() == 1 })
+	// The loop handled the weak signal (it dispatched it): had it released
+	// the effect, the effect would no longer wait.
+	if st, err := n.Status(ctx); err != nil || st.Buffered != 1 || len(st.MissingCauses) != 1 {
+		t.Fatalf("after the weak signal: buffered %d, missing causes %v (%v); want the effect still waiting for cause-1", st.Buffered, st.MissingCauses, err)
+	}
+	cause, _ := signalmesh.New("order.cause", "/client", nil, signalmesh.WithID("cause-1"))
+	if err := other.Publish(ctx, cause); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "both delivered", func() bool { return rec.count() == 2 })
+	if got := rec.snapshot(); got[0].ID != "cause-1" {
+		t.Fatalf("effect delivered before its cause: order %s, %s", got[0].Type, got[1].Type)
+	}
+}
+
+// After the Lamport bomb, the signal the victim published sits in the
+// outbox (journal writes fail); readOutbox cannot Place it (ParseStamp
+// refuses Lamport 0) and New refuses to start: the peer is down for good.
+func TestRestartAfterHostileLamport(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	nodes := cluster(t, 1, func(_ int, c *node.Config) { c.DataDir = dir })
+	victim := nodes[0]
+	self := newRecorder()
+	if _, err := victim.Subscribe("feed.**", self.handle); err != nil {
+		t.Fatal(err)
+	}
+	topic, id := attacker(t, victim, true)
+	bomb := mustSignal(t, "feed.bomb",
+		signalmesh.WithExtension(signalmesh.ExtPeer, id.String()),
+		signalmesh.WithExtension(signalmesh.ExtCausal, "1/18446744073709551615/"))
+	wire, _ := bomb.MarshalBinary()
+	if err := topic.Publish(ctx, wire); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the bomb delivered", func() bool { return self.count() == 1 })
+	if err := victim.Publish(ctx, mustSignal(t, "feed.x")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if err := victim.Close(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			t.Fatalf("the victim cannot restart (New panicked on its error): %v", p)
+		}
+	}()
+	n, err := node.New(ctx, node.Config{Mesh: victim.Mesh(), DataDir: dir, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatalf("the victim cannot restart: %v", err)
+	}
+	n.Close()
+}
+
+// One identity published on two cut-off peers (an idempotent retry) is two
+// places. A named subscription handles the copy its node delivered first
+// and its cursor covers that place only; reopened, its backlog (Replay,
+// which keeps the first copy in replay order) hands it the other copy: the
+// same signal twice.
+func TestNamedCursorCoversRetryCopy(t *testing.T) {
+	ctx := context.Background()
+	nodes := cluster(t, 2, nil)
+	// The subscriber is the peer with the larger ref: the other's copy
+	// comes first in replay order (same Lamport time 1, ties by ref).
+	s, o := nodes[0], nodes[1]
+	if causal.PeerRef(s.ID().String()) < causal.PeerRef(o.ID().String()) {
+		s, o = o, s
+	}
+	rec := newRecorder()
+	sub, err := s.Subscribe("feed.**", rec.handle, node.WithName("audit"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut([]*peerNode{s}, []*peerNode{o})
+	x := mustSignal(t, "feed.x")
+	if err := s.Publish(ctx, x); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Publish(ctx, x); err != nil {
+		t.Fatal(err)
+	}
+	heal(t, nodes)
+	journalsConverge(t, nodes, 2, 20*time.Second)
+	eventually(t, 10*time.Second, "both copies delivered on the subscriber", func() bool {
+		st, _ := s.Status(ctx)
+		return st.Clock.Get(o.ID().String()) == 1 && st.Clock.Get(s.ID().String()) == 1
+	})
+	time.Sleep(300 * time.Millisecond)
+	if err := sub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if rec.count() != 1 {
+		t.Fatalf("live: %d deliveries of one identity, want 1", rec.count())
+	}
+	sub, err = s.Subscribe("feed.**", rec.handle, node.WithName("audit"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	time.Sleep(time.Second)
+	if rec.count() != 1 {
+		t.Fatalf("named subscription reopened: the one identity handled %d times, want 1", rec.count())
+	}
+}
+
+// Every error return after New's deferred cleanup is set up ("return nil,
+// err") sets the named result n to nil before the defer runs n.Close():
+// New panics with a nil dereference instead of returning the error. Here:
+// a second node on a DataDir already open (pebble's lock).
+func TestNewReturnsErrorOnDataDirInUse(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	cfg := node.Config{Mesh: "review-lock", DataDir: dir, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: testLogger(t)}
+	a, err := node.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	defer func() {
+		if p := recover(); p != nil {
+			t.Fatalf("New on a DataDir in use panicked instead of returning an error: %v", p)
+		}
+	}()
+	if b, err := node.New(ctx, cfg); err == nil {
+		b.Close()
+		t.Fatal("two nodes on one DataDir")
+	}
+}
+
+// The loop dispatches a release batch signal by signal and publishes the
+// new stamp base (publishBase) only after the whole batch. A handler that
+// publishes in reaction to an early signal of the batch races the loop:
+// the committer stamps its signal with the old base, so the effect does
+// not depend on the signal the handler just saw, and other replicas may
+// deliver it first.
+func TestHandlerPublishNamesWhatItSaw(t *testing.T) {
+	ctx := context.Background()
+	n := cluster(t, 1, nil)[0]
+	var effectID atomic.Value
+	_, err := n.Subscribe("trigger.**", func(ctx context.Context, s *signalmesh.Signal) error {
+		e := mustSignal(t, "effect.e")
+		if err := n.Publish(ctx, e); err != nil {
+			return err
+		}
+		effectID.Store(e.ID)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, id := attacker(t, n, true)
+	const N = 6000
+	mk := func(seq int, typ string) *signalmesh.Signal {
+		return mustSignal(t, typ, signalmesh.WithExtension(signalmesh.ExtPeer, id.String()),
+			signalmesh.WithExtension(signalmesh.ExtCausal, fmt.Sprintf("%d/%d/", seq, seq)))
+	}
+	var batch []*signalmesh.Signal
+	for seq := 2; seq <= N; seq++ {
+		batch = append(batch, mk(seq, "bulk.x"))
+		if len(batch) == 2000 {
+			if err := topic.Publish(ctx, frameOf(t, batch)); err != nil {
+				t.Fatal(err)
+			}
+			batch = nil
+		}
+	}
+	if len(batch) > 0 {
+		if err := topic.Publish(ctx, frameOf(t, batch)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 20*time.Second, "bulk waiting", func() bool { st, _ := n.Status(ctx); return st.Buffered == N-1 })
+	w1, _ := mk(1, "trigger.t").MarshalBinary()
+	if err := topic.Publish(ctx, w1); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "effect published", func() bool { return effectID.Load() != nil })
+	var e *signalmesh.Signal
+	eventually(t, 10*time.Second, "effect journaled", func() bool {
+		e, err = n.Get(ctx, effectID.Load().(string))
+		return err == nil
+	})
+	st, err := causal.ParseStamp(e.Extensions[signalmesh.ExtCausal].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := causal.PeerRef(id.String())
+	for _, d := range st.Deps {
+		if d.Origin == ref && d.Seq >= 1 {
+			return
+		}
+	}
+	t.Fatalf("the effect of trigger %s:1, published by its handler, is stamped %q: no dependency on the trigger's origin", ref, e.Extensions[signalmesh.ExtCausal])
+}
+
+// The loop pulls only while the buffer holds signals or right after a
+// refusal (pullWanted, consumed by the next tick). A signal refused with
+// ErrFull whose predecessor is still waiting is not pulled by that tick
+// (Pull skips an origin whose next signal waits); when the predecessor is
+// released later and the buffer empties, nothing pulls again: the refused
+// signal stays undelivered until its origin publishes another one.
+func TestRefusedSignalIsPulledAfterBufferEmpties(t *testing.T) {
+	ctx := context.Background()
+	nodes := cluster(t, 2, func(i int, c *node.Config) {
+		if i == 1 {
+			c.Params.CausalBuffer = 1
+			c.Params.Resync = 50 * time.Millisecond
+		}
+	})
+	a, v := nodes[0], nodes[1]
+	rec := newRecorder()
+	if _, err := v.Subscribe("feed.**", rec.handle); err != nil {
+		t.Fatal(err)
+	}
+	// A:1 waits everywhere for an out-of-band cause.
+	a1 := mustSignal(t, "feed.effect", signalmesh.WithCauseID("cause-c"))
+	if err := a.Publish(ctx, a1); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "A:1 waiting on v", func() bool { st, _ := v.Status(ctx); return st.Buffered == 1 })
+	a2 := mustSignal(t, "feed.next")
+	if err := a.Publish(ctx, a2); err != nil {
+		t.Fatal(err)
+	}
+	// A:2 arrives by gossip and by the journal while the buffer is full.
+	eventually(t, 10*time.Second, "A:2 journaled on v", func() bool { c, _, _ := v.JournalDigest(ctx); return c == 2 })
+	time.Sleep(time.Second)
+	cause, _ := signalmesh.New("feed.cause", "/client", nil, signalmesh.WithID("cause-c"))
+	if err := v.Publish(ctx, cause); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Second)
+	st, _ := v.Status(ctx)
+	if rec.seen[a2.ID] != 1 {
+		t.Fatalf("A:2 never delivered on v after its predecessor was: handled %d signals, buffered %d, missing %v, dropped %v",
+			rec.count(), st.Buffered, st.Missing, st.Dropped)
+	}
+}
+
+func frameOf(t *testing.T, sigs []*signalmesh.Signal) []byte {
+	b := []byte{0xF1}
+	b = binary.AppendUvarint(b, uint64(len(sigs)))
+	for _, s := range sigs {
+		w, err := s.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = binary.AppendUvarint(b, uint64(len(w)))
+		b = append(b, w...)
+	}
+	return b
+}
