@@ -54,6 +54,22 @@
 // so catching up any amount of history takes time linear in it and memory
 // bounded by the limit.
 //
+// # An effect published before its cause
+//
+// When one peer publishes an effect and then its cause (the cause's id was
+// known out of band first), the two dependencies contradict each other:
+// the cause follows the effect in its origin's order. The origin's order
+// wins, on every replica: the effect is released without waiting
+// (Release.CauseLater), and replay orders them the same way.
+//
+// # Lamport times are bounded
+//
+// An honest stamp's Lamport time is one more than the highest its
+// publisher had delivered, and that one is its predecessor or one of its
+// dependencies (the frontier keeps the latest). The core counts a larger
+// time as that bound (Release.LamportClamped), so one hostile stamp cannot
+// push every later stamp to the end of the range.
+//
 // # Causes that never come
 //
 // A signal waiting for its causeid is released after Params.CauseWait

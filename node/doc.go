@@ -93,11 +93,21 @@
 // node started (in order: its own loops, the journal, GossipSub and the DAG
 // service, the host, the store) and is idempotent.
 //
+// A Weak signal is not a cause: an effect whose causeid names one waits
+// for a journaled signal with that id (anyone may gossip a Weak signal with
+// any id).
+//
 // # Known limits
 //
 // Journal entries that arrive by DAG sync are not signed per signal: a peer
 // inside the mesh (it holds the PSK, or there is none) could write a journal
 // entry in another peer's name. Gossip is checked; the journal path trusts
-// mesh members. History only grows (go-ds-crdt keeps every delta);
-// retention is later work.
+// mesh members, and a member can fill the causal buffer with signals whose
+// dependencies never come (they hold their place until they do). A signal
+// only its origin journaled is only as durable as the origin's presence:
+// if the origin leaves before any peer fetched its delta, replicas that got
+// it by gossip deliver it, the others never do, and its origin's later
+// signals wait. A named subscription whose queue overflows loses the
+// dropped signals (its cursor moves past them). History only grows
+// (go-ds-crdt keeps every delta); retention is later work.
 package node
