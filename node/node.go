@@ -193,7 +193,7 @@ func (n *Node) openStore() error {
 	if err != nil {
 		return err
 	}
-	st, err := pebbleds.NewDatastore(filepath.Join(n.cfg.DataDir, "store"))
+	st, err := pebbleds.NewDatastore(filepath.Join(n.cfg.DataDir, "store"), pebbleds.WithCacheSize(int64(n.p.StoreCache)))
 	if err != nil {
 		unlock()
 		return fmt.Errorf("node: open store in %s: %w", n.cfg.DataDir, err)

@@ -54,6 +54,8 @@ type params struct {
 	SubscriberQueue int      `json:"subscriber_queue"`
 	Resync          duration `json:"resync"`
 	CauseTimeout    duration `json:"cause_timeout"`
+	CauseWait       duration `json:"cause_wait"`
+	MaxDeps         int      `json:"max_deps"`
 	Rebroadcast     duration `json:"rebroadcast"`
 	Redial          duration `json:"redial"`
 }
@@ -259,7 +261,8 @@ func (c *daemonConfig) nodeConfig() (node.Config, error) {
 	nc.Params = node.Params{MaxBatch: p.MaxBatch, MaxBatchDelay: time.Duration(p.MaxBatchDelay), CommitQueue: p.CommitQueue,
 		JournalBatch: p.JournalBatch, JournalDelay: time.Duration(p.JournalDelay), CausalBuffer: p.CausalBuffer,
 		SubscriberQueue: p.SubscriberQueue, Resync: time.Duration(p.Resync), CauseTimeout: time.Duration(p.CauseTimeout),
-		Rebroadcast: time.Duration(p.Rebroadcast), Redial: time.Duration(p.Redial)}
+		Rebroadcast: time.Duration(p.Rebroadcast), Redial: time.Duration(p.Redial),
+		CauseWait: time.Duration(p.CauseWait), MaxDeps: p.MaxDeps}
 	return nc, nc.Validate()
 }
 
