@@ -63,7 +63,9 @@
 //
 // Subscribe takes a router pattern and a Handler. Handlers of one
 // subscription run one at a time, in causal order, on the subscription's own
-// goroutine, behind a bounded queue (drops are counted). A named
+// goroutine, behind a bounded queue: past it a named subscription keeps
+// the rest in a log on the node's store and reads it back in order (it
+// falls behind, it loses nothing); an unnamed one drops (counted). A named
 // subscription (WithName) keeps a cursor in the store and resumes after a
 // restart, each signal handled once. A failing handler is retried with
 // backoff, then a DeadLetterType signal is published. Middleware wraps
@@ -107,7 +109,6 @@
 // only its origin journaled is only as durable as the origin's presence:
 // if the origin leaves before any peer fetched its delta, replicas that got
 // it by gossip deliver it, the others never do, and its origin's later
-// signals wait. A named subscription whose queue overflows loses the
-// dropped signals (its cursor moves past them). History only grows
+// signals wait. History only grows
 // (go-ds-crdt keeps every delta); retention is later work.
 package node

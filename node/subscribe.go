@@ -101,10 +101,12 @@ func WithMiddleware(mw ...Middleware) SubOption {
 	return func(c *subConfig) error { c.mw = append(c.mw, mw...); return nil }
 }
 
-// WithMaxInFlight bounds the signals dispatched to this subscription and not
-// yet handled (default Params.SubscriberQueue). Past it, signals are dropped
-// for this subscription and counted ("subscriber_overflow"); a named
-// subscription gets them again from the journal when it is next opened.
+// WithMaxInFlight bounds the signals dispatched to this subscription and
+// held in memory, not yet handled (default Params.SubscriberQueue). Past
+// it, a named subscription (WithName) keeps the rest in a log in the node's
+// store, in order, and reads it back once it has handled what is in memory:
+// it loses nothing, it falls behind on disk. An unnamed subscription drops
+// them, counted ("subscriber_overflow").
 func WithMaxInFlight(n int) SubOption {
 	return func(c *subConfig) error {
 		if n < 1 {
@@ -145,13 +147,15 @@ type Subscription struct {
 	// persistent subscriptions only; cursor is owned by the run goroutine
 	name   string
 	cursor vclock.Clock
+	spill  *spill // guarded by mu
 }
 
 // Subscribe calls h for every signal whose type matches pattern (router
 // rules) that this node delivers from now on: signals published here or by
 // any peer, each once, in causal order. Signals wait in a queue of
-// Params.SubscriberQueue; past that they are dropped for this subscription
-// and counted.
+// Params.SubscriberQueue (WithMaxInFlight); past that a named subscription
+// spills them to the node's store in order, an unnamed one drops them
+// (counted).
 func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscription, error) {
 	if h == nil {
 		return nil, fmt.Errorf("node: Subscribe with a nil handler")
@@ -180,6 +184,10 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 	}
 	start := cfg.start
 	if cfg.name != "" {
+		s.spill = newSpill(n.cfg.Mesh, cfg.name)
+		if err := n.clearSpill(s.spill); err != nil {
+			return nil, fmt.Errorf("node: subscription %s: %w", cfg.name, err)
+		}
 		c, found, err := n.loadCursor(cfg.name)
 		if err != nil {
 			return nil, err
@@ -297,6 +305,12 @@ func (s *Subscription) enqueue(sig *signalmesh.Signal, covered bool) {
 	s.mu.Lock()
 	switch {
 	case s.closed:
+	case s.spill != nil && (s.spill.on || len(s.q) >= s.limit):
+		if err := s.toSpill(sig, covered); err != nil { // the store failed: nothing else can keep it
+			s.dropped.Add(1)
+			s.n.m.drop("subscriber_spill")
+			s.n.log.Error("node: spill a signal for a slow subscription", "name", s.name, "signal", sig.ID, "err", err)
+		}
 	case len(s.q) >= s.limit:
 		s.dropped.Add(1)
 		s.n.m.drop("subscriber_overflow")
@@ -325,7 +339,11 @@ func (s *Subscription) run() {
 			s.mu.Lock()
 			if len(s.q) == 0 || s.closed {
 				s.q = nil
+				spilling := s.spill != nil && s.spill.on && !s.closed
 				s.mu.Unlock()
+				if spilling { // what came after the queue filled up, in order
+					s.drainSpill()
+				}
 				break
 			}
 			q := s.q[0]
@@ -490,7 +508,9 @@ func (s *Subscription) Close() error {
 	})
 	<-s.stopped
 	if s.name != "" {
-		return s.n.store.Sync(context.WithoutCancel(s.n.ctx), s.n.cursorKey(s.name))
+		// What is still spilled comes again from the journal, after the
+		// cursor, when the subscription is next opened.
+		return errors.Join(s.n.clearSpill(s.spill), s.n.store.Sync(context.WithoutCancel(s.n.ctx), s.n.cursorKey(s.name)))
 	}
 	return nil
 }
