@@ -51,6 +51,11 @@ func chaosCmd(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&spec.Network, "network", "auto", "auto, netns or loopback")
 	kinds := fs.String("faults", "", "comma-separated faults to draw from (default all: "+kindList()+")")
 	fs.BoolVar(&spec.Short, "short", false, "the CI sizes: 3 schedules of 3 nodes for 8 s")
+	fs.BoolVar(&spec.Cover, "cover", false, "deal every fault kind to the schedules, each once, instead of drawing kinds")
+	ephemeral := fs.Int("ephemeral", -1, "ephemeral nodes per schedule (default 32, short 4)")
+	parts := fs.String("parts", "", "workload parts, comma-separated (default all: "+strings.Join(partNames, ",")+"); \"none\" for none")
+	fs.IntVar(&spec.Parts.Outage, "outage", 0, "the long-outage schedule: one node isolated while this many signals are published (no other faults; not for CI)")
+	replay := fs.String("replay", "", "run again the schedules of a result file (-out), with their specs and seeds")
 	fs.StringVar(&spec.Dir, "dir", "", "directory for the nodes' data (default a temporary one)")
 	fs.BoolVar(&spec.Keep, "keep", false, "keep the nodes' data, logs and records")
 	out := fs.String("out", "", "write the results as JSON to this file")
@@ -68,6 +73,10 @@ func chaosCmd(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stdout, "removed", r)
 		}
 		return 0
+	}
+	if err := setParts(&spec, *parts, *ephemeral); err != nil {
+		fmt.Fprintln(stderr, "signalmesh chaos:", err)
+		return 2
 	}
 	if *kinds != "" {
 		for _, k := range strings.Split(*kinds, ",") {
@@ -93,7 +102,12 @@ func chaosCmd(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	start := time.Now()
-	results, err := chaos.Run(ctx, spec)
+	var results []chaos.Result
+	if *replay != "" {
+		results, err = replayRun(ctx, *replay, spec)
+	} else {
+		results, err = chaos.Run(ctx, spec)
+	}
 	failed := chaosReport(stdout, results, time.Since(start))
 	if *out != "" {
 		b, _ := json.MarshalIndent(results, "", "  ")
@@ -112,6 +126,76 @@ func chaosCmd(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// partNames are the switchable workload parts (-parts).
+var partNames = []string{"ephemeral", "out-of-band", "slow-subscriber", "limits", "reuse", "retry", "partial-mesh"}
+
+// setParts reads -parts and -ephemeral into spec.Parts.
+func setParts(spec *chaos.Spec, list string, ephemeral int) error {
+	p := chaos.DefaultParts(spec.Short)
+	if list != "" {
+		outage := spec.Parts.Outage
+		eph := p.Ephemeral
+		p = chaos.Parts{Outage: outage}
+		for _, name := range strings.Split(list, ",") {
+			switch strings.TrimSpace(name) {
+			case "none":
+			case "ephemeral":
+				p.Ephemeral = eph
+			case "out-of-band":
+				p.OutOfBand = true
+			case "slow-subscriber":
+				p.SlowSubscriber = true
+			case "limits":
+				p.Limits = true
+			case "reuse":
+				p.Reuse = true
+			case "retry":
+				p.Retry = true
+			case "partial-mesh":
+				p.PartialMesh = true
+			default:
+				return fmt.Errorf("unknown workload part %q (want %s)", name, strings.Join(partNames, ","))
+			}
+		}
+	}
+	p.Outage = spec.Parts.Outage
+	if ephemeral >= 0 {
+		p.Ephemeral = ephemeral
+	}
+	p.None = p == chaos.Parts{}
+	spec.Parts = p
+	return nil
+}
+
+// replayRun runs each schedule of a result file again: its spec, with its
+// seed, as one schedule (the command's -nodes, -network and such are
+// ignored; -keep, -dir and -quiet apply).
+func replayRun(ctx context.Context, path string, base chaos.Spec) ([]chaos.Result, error) {
+	b, err := os.ReadFile(filepath.Clean(path))
+	if err != nil {
+		return nil, err
+	}
+	var prev []chaos.Result
+	if err := json.Unmarshal(b, &prev); err != nil {
+		return nil, fmt.Errorf("replay %s: %w", path, err)
+	}
+	var out []chaos.Result
+	for _, r := range prev {
+		s := r.Spec
+		s.Command, s.Env, s.Log, s.Dir, s.Keep = base.Command, base.Env, base.Log, base.Dir, base.Keep
+		s.Seed, s.Schedules = r.Seed, 1
+		if s.Cover { // the deal depends on the schedule's index in its run
+			return out, fmt.Errorf("replay: seed %d comes from a -cover run; run it again with the same -seed and -schedules", r.Seed)
+		}
+		res, err := chaos.Run(ctx, s)
+		out = append(out, res...)
+		if err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
 func kindList() string {
 	var s []string
 	for _, k := range chaos.AllKinds {
@@ -127,6 +211,8 @@ func chaosReport(w io.Writer, results []chaos.Result, took time.Duration) int {
 	faults := map[chaos.Kind]int{}
 	var published, acked, journaled, redelivered, effects int
 	anomalies := map[string]int{}
+	parts := map[string]int{}
+	origins := 0
 	for _, r := range results {
 		verdict := "PASS"
 		if !r.Verdict.OK {
@@ -142,8 +228,12 @@ func chaosReport(w io.Writer, results []chaos.Result, took time.Duration) int {
 		journaled += v.Journaled
 		redelivered += v.Redelivered
 		effects += v.Effects
-		fmt.Fprintf(w, "seed %d: %s  %d faults, %d published (%d acked, %d quorum timeouts, %d unknown, %d refused), %d journaled on every replica, %d effects checked, %d redelivered after kill -9, quiescent %.1fs after the heal\n",
-			r.Seed, verdict, len(r.Faults), v.Published, v.ByOutcome[chaos.Acked], v.ByOutcome[chaos.QuorumTimeout], v.ByOutcome[chaos.Unknown],
+		for p, n := range v.Parts {
+			parts[p] += n
+		}
+		origins = max(origins, v.Origins)
+		fmt.Fprintf(w, "seed %d: %s  %s; %d faults, %d origins, %d published (%d acked, %d quorum timeouts, %d unknown, %d refused), %d journaled on every replica, %d effects checked, %d redelivered after kill -9, quiescent %.1fs after the heal\n",
+			r.Seed, verdict, r.Setup, len(r.Faults), v.Origins, v.Published, v.ByOutcome[chaos.Acked], v.ByOutcome[chaos.QuorumTimeout], v.ByOutcome[chaos.Unknown],
 			v.ByOutcome[chaos.Refused], v.Journaled, v.Effects, v.Redelivered, r.Settled.Seconds())
 		for _, a := range v.Anomalies {
 			anomalies[a.Kind]++
@@ -166,7 +256,7 @@ func chaosReport(w io.Writer, results []chaos.Result, took time.Duration) int {
 	if len(results) > 0 {
 		net = results[0].Network
 	}
-	fmt.Fprintf(w, "\n%d schedules in %.0fs, %d failed; network: %s\nfaults: %s\nsignals: %d published, %d acked, %d journaled, %d effects checked, %d redelivered after kill -9\nanomalies: %v\n",
-		len(results), took.Seconds(), failed, net, strings.Join(fk, ", "), published, acked, journaled, effects, redelivered, anomalies)
+	fmt.Fprintf(w, "\n%d schedules in %.0fs, %d failed; network: %s\nfaults: %s\nworkload parts (ops): %v; most origins in one schedule: %d\nsignals: %d published, %d acked, %d journaled, %d effects checked, %d redelivered after kill -9\nanomalies: %v\n",
+		len(results), took.Seconds(), failed, net, strings.Join(fk, ", "), parts, origins, published, acked, journaled, effects, redelivered, anomalies)
 	return failed
 }
