@@ -37,11 +37,11 @@ func planEphemeral(seed uint64, count, nodes int, d time.Duration) []ephPlan {
 	return out
 }
 
-// ephemerals runs the ephemeral nodes of the plan, at most 3 at a time,
+// ephemerals runs the ephemeral nodes of the plan, at most 4 at a time,
 // until ctx ends; it returns how each that ran ended.
 func (w *workload) ephemerals(ctx context.Context, plan []ephPlan) []Ephemeral {
 	out := make([]Ephemeral, len(plan))
-	sem := make(chan struct{}, 3)
+	sem := make(chan struct{}, 4)
 	var wg sync.WaitGroup
 	for k, p := range plan {
 		select {
@@ -88,6 +88,7 @@ func (w *workload) ephemeral(ctx context.Context, k int, p ephPlan) Ephemeral {
 		return Ephemeral{Host: p.host, End: "failed"}
 	}
 	e := Ephemeral{Peer: l.id, Host: p.host, End: "term"}
+	acked := 0
 	defer func() {
 		sig := syscall.SIGTERM
 		if p.kill {
@@ -101,6 +102,7 @@ func (w *workload) ephemeral(ctx context.Context, k int, p ephPlan) Ephemeral {
 			<-l.exited
 			e.End = "kill"
 		}
+		c.log("ephemeral %d (%s) beside node %d: %d of %d acked, left by %s", k, l.id, p.host, acked, p.signals, e.End)
 	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
@@ -121,7 +123,9 @@ func (w *workload) ephemeral(ctx context.Context, k int, p ephPlan) Ephemeral {
 		if p.quorum[j] {
 			op.Consistency = "quorum:1"
 		}
-		w.publish(op, api, nil)
+		if w.publish(op, api, nil).Outcome == Acked {
+			acked++
+		}
 	}
 	return e
 }

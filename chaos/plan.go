@@ -92,7 +92,8 @@ func (f Fault) String() string {
 // The last one ends at least 1 s before d; a settle kill, if drawn, comes
 // at d, after the heal. kinds are the faults to draw from (empty:
 // AllKinds). With cover, each kind is drawn once, in a seeded order, as
-// far as d allows (the CI run deals every kind to some schedule).
+// far as d allows, overlapping (the CI run deals every kind to some
+// schedule, see Deal).
 func Plan(seed uint64, nodes int, d time.Duration, kinds []Kind, cover bool) []Fault {
 	if len(kinds) == 0 {
 		kinds = AllKinds
@@ -103,6 +104,9 @@ func Plan(seed uint64, nodes int, d time.Duration, kinds []Kind, cover bool) []F
 	}
 	deck := slices.Clone(kinds)
 	rng.Shuffle(len(deck), func(i, j int) { deck[i], deck[j] = deck[j], deck[i] })
+	if cover { // the long pause first, where it fits
+		slices.SortStableFunc(deck, func(a, b Kind) int { return cmpBool(b == LongPause, a == LongPause) })
+	}
 	busy := make([]time.Duration, nodes) // until when a process fault holds each node
 	var out []Fault
 	settled := false
@@ -142,12 +146,35 @@ func Plan(seed uint64, nodes int, d time.Duration, kinds []Kind, cover bool) []F
 			busy[f.Node] = at + f.For
 		}
 		out = append(out, f)
-		if rng.IntN(3) == 0 { // the next overlaps this one
+		if rng.IntN(3) == 0 || cover { // the next overlaps this one
 			at += f.For * time.Duration(3+rng.IntN(5)) / 10
 		} else {
 			at += f.For + between(500*time.Millisecond, 1500*time.Millisecond)
 		}
 	}
+}
+
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
+}
+
+// Deal splits kinds over schedules, in an order shuffled from seed: each
+// kind goes to one schedule (the cover mode of a run).
+func Deal(seed uint64, kinds []Kind, schedules int) [][]Kind {
+	deck := slices.Clone(kinds)
+	rng := rand.New(rand.NewPCG(seed, 0xdea1))
+	rng.Shuffle(len(deck), func(i, j int) { deck[i], deck[j] = deck[j], deck[i] })
+	out := make([][]Kind, schedules)
+	for k, kind := range deck {
+		out[k%schedules] = append(out[k%schedules], kind)
+	}
+	return out
 }
 
 // drawFault draws one fault of kind at at; it takes the same number of

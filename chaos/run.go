@@ -29,7 +29,7 @@ type Spec struct {
 	// on fresh nodes. Default 1 (short 3).
 	Schedules int `json:"schedules"`
 	// Duration of each schedule's workload; faults happen within it.
-	// Default 20 s (short 8 s).
+	// Default 20 s (short 12 s).
 	Duration time.Duration `json:"duration"`
 	// Rate of publishes per second over all nodes. Default 40 (short 20).
 	Rate int `json:"rate"`
@@ -54,6 +54,9 @@ type Spec struct {
 	Parts Parts `json:"parts"`
 	// Log receives progress lines; nil: none.
 	Log io.Writer `json:"-"`
+	// OnResult, when set, is called with each schedule's result as soon
+	// as it is known (progress, partial result files).
+	OnResult func(Result) `json:"-"`
 }
 
 // WithDefaults fills the zero fields.
@@ -75,7 +78,7 @@ func (s Spec) WithDefaults() Spec {
 	if s.Duration == 0 {
 		s.Duration = 20 * time.Second
 		if s.Short {
-			s.Duration = 8 * time.Second
+			s.Duration = 12 * time.Second
 		}
 	}
 	if s.Settle == 0 {
@@ -149,6 +152,14 @@ func Run(ctx context.Context, spec Spec) ([]Result, error) {
 			return out, fmt.Errorf("chaos: seed %d: %w", spec.Seed+uint64(k), err)
 		}
 		out = append(out, r)
+		kinds := map[string]int{}
+		for _, a := range r.Verdict.Anomalies {
+			kinds[a.Kind]++
+		}
+		spec.logf("seed %d: ok=%v, %d origins, anomalies %v", r.Seed, r.Verdict.OK, r.Verdict.Origins, kinds)
+		if spec.OnResult != nil {
+			spec.OnResult(r)
+		}
 	}
 	return out, nil
 }
@@ -184,7 +195,10 @@ func runOne(ctx context.Context, spec Spec, seed uint64, index int) (res Result,
 		return res, err
 	}
 	res = Result{Seed: seed, Nodes: spec.Nodes, Network: nw.name(), Spec: spec, Setup: drawSetup(seed, index, spec.Parts, spec.Cover)}
-	if res.Setup.Outage == 0 {
+	if spec.Cover {
+		kinds = Deal(spec.Seed, kinds, spec.Schedules)[index]
+	}
+	if res.Setup.Outage == 0 && len(kinds) > 0 {
 		res.Faults = Plan(seed, spec.Nodes, spec.Duration, kinds, spec.Cover)
 	}
 	spec.logf("seed %d: %d nodes, %s; %d faults; %s", seed, spec.Nodes, nw.name(), len(res.Faults), res.Setup)

@@ -45,12 +45,12 @@ func chaosCmd(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&spec.Nodes, "nodes", 0, "node processes, 3 to 9 (default 5, short 3)")
 	fs.Uint64Var(&spec.Seed, "seed", 1, "seed of the first schedule; schedule k uses seed+k")
 	fs.IntVar(&spec.Schedules, "schedules", 0, "schedules to run (default 1, short 3)")
-	fs.DurationVar(&spec.Duration, "duration", 0, "workload length of each schedule (default 20s, short 8s)")
+	fs.DurationVar(&spec.Duration, "duration", 0, "workload length of each schedule (default 20s, short 12s)")
 	fs.IntVar(&spec.Rate, "rate", 0, "publishes per second over all nodes (default 40, short 20)")
 	fs.DurationVar(&spec.Settle, "settle", 0, "longest wait for quiescence after the heal (default 60s)")
 	fs.StringVar(&spec.Network, "network", "auto", "auto, netns or loopback")
 	kinds := fs.String("faults", "", "comma-separated faults to draw from (default all: "+kindList()+")")
-	fs.BoolVar(&spec.Short, "short", false, "the CI sizes: 3 schedules of 3 nodes for 8 s")
+	fs.BoolVar(&spec.Short, "short", false, "the CI sizes: 3 schedules of 3 nodes for 12 s, 4 ephemeral nodes each")
 	fs.BoolVar(&spec.Cover, "cover", false, "deal every fault kind to the schedules, each once, instead of drawing kinds")
 	ephemeral := fs.Int("ephemeral", -1, "ephemeral nodes per schedule (default 32, short 4)")
 	parts := fs.String("parts", "", "workload parts, comma-separated (default all: "+strings.Join(partNames, ",")+"); \"none\" for none")
@@ -102,6 +102,14 @@ func chaosCmd(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	start := time.Now()
+	var partial []chaos.Result
+	if *out != "" {
+		spec.OnResult = func(r chaos.Result) {
+			partial = append(partial, r)
+			b, _ := json.MarshalIndent(partial, "", "  ")
+			_ = os.WriteFile(filepath.Clean(*out), b, 0o644)
+		}
+	}
 	var results []chaos.Result
 	if *replay != "" {
 		results, err = replayRun(ctx, *replay, spec)
@@ -182,7 +190,7 @@ func replayRun(ctx context.Context, path string, base chaos.Spec) ([]chaos.Resul
 	var out []chaos.Result
 	for _, r := range prev {
 		s := r.Spec
-		s.Command, s.Env, s.Log, s.Dir, s.Keep = base.Command, base.Env, base.Log, base.Dir, base.Keep
+		s.Command, s.Env, s.Log, s.Dir, s.Keep, s.OnResult = base.Command, base.Env, base.Log, base.Dir, base.Keep, base.OnResult
 		s.Seed, s.Schedules = r.Seed, 1
 		if s.Cover { // the deal depends on the schedule's index in its run
 			return out, fmt.Errorf("replay: seed %d comes from a -cover run; run it again with the same -seed and -schedules", r.Seed)
