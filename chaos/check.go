@@ -124,6 +124,8 @@ type Verdict struct {
 	Origins     int             `json:"origins"`      // distinct origins in the journals
 	HB          int             `json:"hb"`           // happens-before edges checked, all nodes
 	Parts       map[string]int  `json:"parts"`        // workload parts exercised: ops per part
+	// Dropped are the nodes' watched drop counters, expected or not.
+	Dropped []map[string]float64 `json:"dropped,omitempty"`
 }
 
 const maxPerKind = 20 // anomalies kept per kind (the count is exact)
@@ -168,6 +170,7 @@ func check(h History, off map[string]bool) Verdict {
 	v := Verdict{ByOutcome: map[Outcome]int{}, Parts: map[string]int{}}
 	c := &checker{h: h, v: &v, count: map[string]int{}, ops: map[Key][]Op{}, refs: map[string]string{}, off: off}
 	c.index()
+	v.Dropped = h.Counters
 	c.checkDurable()
 	c.checkJournals()
 	for i := 0; i < h.Nodes; i++ {

@@ -33,7 +33,8 @@ type Spec struct {
 	Duration time.Duration `json:"duration"`
 	// Rate of publishes per second over all nodes. Default 40 (short 20).
 	Rate int `json:"rate"`
-	// Settle bounds the wait for quiescence after the heal. Default 60 s.
+	// Settle bounds the wait for quiescence after the heal. Default 60 s
+	// (short 20 s).
 	Settle time.Duration `json:"settle"`
 	// Network: "auto" (namespaces when root and `ip` allow, else
 	// loopback), "netns" or "loopback". Default auto.
@@ -83,6 +84,9 @@ func (s Spec) WithDefaults() Spec {
 	}
 	if s.Settle == 0 {
 		s.Settle = 60 * time.Second
+		if s.Short {
+			s.Settle = 20 * time.Second
+		}
 	}
 	if s.Network == "" {
 		s.Network = "auto"

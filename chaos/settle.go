@@ -62,10 +62,12 @@ func (c *cluster) finish(ctx context.Context, w *workload, faults []Fault, res *
 		return h, nil, nil, err
 	}
 	killed <- nil
+	again := time.Duration(0) // not quiescent: read the journals as they are
 	if settleErr == nil {
 		probeErr = c.probe(ctx, w)
+		again = min(15*time.Second, c.spec.Settle)
 	}
-	journals, err2 := c.settle(ctx, 15*time.Second, ready)
+	journals, err2 := c.settle(ctx, again, ready)
 	settleErr = errors.Join(settleErr, err2)
 	res.Settled = time.Since(healed)
 	if settleErr != nil {
