@@ -22,15 +22,22 @@ func (c *checker) checkRecord(i int) {
 			c.add(Anomaly{Kind: "undelivered", ID: k.ID, Source: k.Source, Node: i, Detail: "in this node's journal, never delivered to its subscription"})
 		}
 	}
-	last := map[string]uint64{} // origin -> last sequence delivered
-	at := map[[2]string]int{}   // (origin, seq) -> position
+	at := map[[2]string]int{} // (origin, seq) -> position of its first delivery
+	metas := make([]Meta, len(order))
 	for p, e := range order {
-		c.checkEntry(i, e, "record")
 		m, err := e.Meta()
 		if err != nil {
 			c.add(Anomaly{Kind: "content", ID: e.ID, Source: e.Source, Node: i, Detail: err.Error()})
-			continue
 		}
+		if _, dup := at[[2]string{m.Origin, fmt.Sprint(m.Seq)}]; !m.Weak() && !dup {
+			at[[2]string{m.Origin, fmt.Sprint(m.Seq)}] = p
+		}
+		metas[p] = m
+	}
+	last := map[string]uint64{} // origin -> last sequence delivered
+	for p, e := range order {
+		c.checkEntry(i, e, "record")
+		m := metas[p]
 		if m.Weak() {
 			continue
 		}
@@ -41,7 +48,6 @@ func (c *checker) checkRecord(i int) {
 			c.add(Anomaly{Kind: "fifo", ID: e.ID, Source: e.Source, Node: i, Detail: fmt.Sprintf("origin %s sequence %d delivered after %d", short(m.Origin), m.Seq, last[m.Origin])})
 		}
 		last[m.Origin] = max(last[m.Origin], m.Seq)
-		at[[2]string{m.Origin, fmt.Sprint(m.Seq)}] = p
 		c.checkHB(i, p, e, m, pos, at)
 	}
 }
