@@ -99,3 +99,21 @@ func TestCutPairs(t *testing.T) {
 		t.Fatalf("directed: %v", got)
 	}
 }
+
+// The CI run's deal: three 12 s schedules of three nodes get every kind.
+func TestDealCoversTheShortRun(t *testing.T) {
+	for base := uint64(1); base <= 10; base++ {
+		got := map[Kind]int{}
+		d := Deal(base, AllKinds, 3)
+		for k := 0; k < 3; k++ {
+			for _, f := range Plan(base+uint64(k), 3, 12*time.Second, d[k], true) {
+				got[f.Kind]++
+			}
+		}
+		for _, k := range AllKinds {
+			if got[k] != 1 {
+				t.Fatalf("seed %d: %s %d times (%v)", base, k, got[k], got)
+			}
+		}
+	}
+}
