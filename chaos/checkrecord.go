@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -124,7 +125,11 @@ func (c *checker) checkHB(i, p int, e Entry, m Meta, pos map[Key]int, at map[[2]
 		ck := c.causeKey(e)
 		q, ok := pos[ck]
 		if ok || !c.weakCause(ck) {
-			deps = append(deps, dep{"cause " + ck.String(), q, ok})
+			what := "cause " + ck.String()
+			if slices.ContainsFunc(c.ops[e.Key()], func(o Op) bool { return o.OutOfBand }) {
+				what += " (out of band)"
+			}
+			deps = append(deps, dep{what, q, ok})
 		}
 		if ok {
 			c.v.Effects++
