@@ -88,6 +88,9 @@ func drawSetup(seed uint64, index int, p Parts, cover bool) Setup {
 		s.CausalBuffer = buffer
 	}
 	s.Chain = p.PartialMesh && chain
+	if s.Outage > 0 { // the outage alone
+		s = Setup{Outage: p.Outage, CausalBuffer: s.CausalBuffer}
+	}
 	return s
 }
 
