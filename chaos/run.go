@@ -53,6 +53,9 @@ type Spec struct {
 	// Parts are the workload's parts, each switchable; the zero Parts
 	// means DefaultParts.
 	Parts Parts `json:"parts"`
+	// Faults, when not nil, are the schedule's faults instead of those
+	// Plan draws (a shrunk schedule; Schedules must be 1).
+	Faults []Fault `json:"faults,omitempty"`
 	// Log receives progress lines; nil: none.
 	Log io.Writer `json:"-"`
 	// OnResult, when set, is called with each schedule's result as soon
@@ -104,6 +107,8 @@ func (s Spec) Validate() error {
 		return errors.New("chaos: Spec.Command is required")
 	case s.Nodes < 3 || s.Nodes > 9:
 		return fmt.Errorf("chaos: %d nodes, want 3 to 9", s.Nodes)
+	case s.Faults != nil && s.Schedules != 1:
+		return errors.New("chaos: given faults are for one schedule")
 	case s.Parts.Ephemeral < 0 || s.Parts.Ephemeral > 200:
 		return fmt.Errorf("chaos: %d ephemeral nodes, want 0 to 200", s.Parts.Ephemeral)
 	case s.Duration < 4*time.Second:
@@ -202,7 +207,10 @@ func runOne(ctx context.Context, spec Spec, seed uint64, index int) (res Result,
 	if spec.Cover {
 		kinds = Deal(spec.Seed, kinds, spec.Schedules)[index]
 	}
-	if res.Setup.Outage == 0 && len(kinds) > 0 {
+	switch {
+	case spec.Faults != nil:
+		res.Faults = spec.Faults
+	case res.Setup.Outage == 0 && len(kinds) > 0:
 		res.Faults = Plan(seed, spec.Nodes, spec.Duration, kinds, spec.Cover)
 	}
 	spec.logf("seed %d: %d nodes, %s; %d faults; %s", seed, spec.Nodes, nw.name(), len(res.Faults), res.Setup)

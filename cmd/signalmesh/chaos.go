@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -55,6 +56,8 @@ func chaosCmd(args []string, stdout, stderr io.Writer) int {
 	ephemeral := fs.Int("ephemeral", -1, "ephemeral nodes per schedule (default 32, short 4)")
 	parts := fs.String("parts", "", "workload parts, comma-separated (default all: "+strings.Join(partNames, ",")+"); \"none\" for none")
 	fs.IntVar(&spec.Parts.Outage, "outage", 0, "the long-outage schedule: one node isolated while this many signals are published (no other faults; not for CI)")
+	shrink := fs.String("shrink", "", "after the run, shrink each failed schedule while an anomaly of this kind persists (fewer faults, ephemeral nodes, rate, duration, parts); the smallest specs go to <out>.shrunk.json")
+	tries := fs.Int("shrink-tries", 12, "most runs the shrinker makes per failed schedule")
 	replay := fs.String("replay", "", "run again the schedules of a result file (-out), with their specs and seeds")
 	fs.StringVar(&spec.Dir, "dir", "", "directory for the nodes' data (default a temporary one)")
 	fs.BoolVar(&spec.Keep, "keep", false, "keep the nodes' data, logs and records")
@@ -127,6 +130,12 @@ func chaosCmd(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "signalmesh chaos:", err)
 		return 1
+	}
+	if *shrink != "" {
+		if err := shrinkRun(ctx, spec, results, *shrink, *tries, *out, stdout); err != nil {
+			fmt.Fprintln(stderr, "signalmesh chaos:", err)
+			return 1
+		}
 	}
 	if failed > 0 {
 		return 1
@@ -202,6 +211,38 @@ func replayRun(ctx context.Context, path string, base chaos.Spec) ([]chaos.Resul
 		}
 	}
 	return out, nil
+}
+
+// shrinkRun shrinks each failed result that shows kind and reports the
+// smallest spec found; with out, writes them (as results) to
+// <out>.shrunk.json, which -replay runs.
+func shrinkRun(ctx context.Context, spec chaos.Spec, results []chaos.Result, kind string, tries int, out string, w io.Writer) error {
+	var shrunk []chaos.Result
+	one := func(ctx context.Context, s chaos.Spec) (chaos.Result, error) {
+		s.OnResult = nil
+		rs, err := chaos.Run(ctx, s)
+		if len(rs) == 0 {
+			return chaos.Result{}, err
+		}
+		return rs[0], err
+	}
+	for _, r := range results {
+		if r.Verdict.OK || !slices.ContainsFunc(r.Verdict.Anomalies, func(a chaos.Anomaly) bool { return a.Kind == kind }) {
+			continue
+		}
+		s := r.Spec
+		s.Command, s.Env, s.Log, s.Dir, s.Keep = spec.Command, spec.Env, spec.Log, spec.Dir, spec.Keep
+		best, res, runs := chaos.Shrink(ctx, s, r, kind, tries, one)
+		res.Spec = best
+		shrunk = append(shrunk, res)
+		fmt.Fprintf(w, "seed %d shrunk in %d runs (%s persists): %d faults %v, rate %d, %v, parts %+v\n",
+			r.Seed, runs, kind, len(best.Faults), best.Faults, best.Rate, best.Duration, best.Parts)
+	}
+	if out == "" || len(shrunk) == 0 {
+		return nil
+	}
+	b, _ := json.MarshalIndent(shrunk, "", "  ")
+	return os.WriteFile(filepath.Clean(out)+".shrunk.json", b, 0o644)
 }
 
 func kindList() string {
