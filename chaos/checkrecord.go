@@ -35,7 +35,9 @@ func (c *checker) checkRecord(i int) {
 		}
 		metas[p] = m
 	}
-	last := map[string]uint64{} // origin -> last sequence delivered
+	last := map[string]uint64{}     // origin -> last sequence delivered
+	skipped := map[string]uint64{}  // origin -> sequences skipped (retry aliases)
+	excused := map[[2]string]bool{} // dependencies excused as retry aliases
 	for p, e := range order {
 		c.checkEntry(i, e, "record")
 		m := metas[p]
@@ -45,11 +47,14 @@ func (c *checker) checkRecord(i int) {
 		if _, ok := c.inJ[i][e.Key()]; !ok {
 			c.add(Anomaly{Kind: "unjournaled", ID: e.ID, Source: e.Source, Node: i, Detail: "delivered, not in this node's journal"})
 		}
-		if m.Seq != last[m.Origin]+1 {
+		if m.Seq > last[m.Origin]+1 {
+			skipped[m.Origin] += m.Seq - last[m.Origin] - 1
+		}
+		if m.Seq <= last[m.Origin] || skipped[m.Origin] > uint64(c.alias[m.Origin]) {
 			c.add(Anomaly{Kind: "fifo", ID: e.ID, Source: e.Source, Node: i, Detail: fmt.Sprintf("origin %s sequence %d delivered after %d", short(m.Origin), m.Seq, last[m.Origin])})
 		}
 		last[m.Origin] = max(last[m.Origin], m.Seq)
-		c.checkHB(i, p, e, m, pos, at)
+		c.checkHB(i, p, e, m, pos, at, excused)
 	}
 }
 
@@ -98,28 +103,39 @@ func (c *checker) checkDuplicates(i int, first func(Entry)) {
 // checkHB: every direct dependency of the delivery at p (the origin's
 // previous sequence, the cause, the metadata's dependencies) was
 // delivered before it; by induction so was its whole causal past.
-func (c *checker) checkHB(i, p int, e Entry, m Meta, pos map[Key]int, at map[[2]string]int) {
+func (c *checker) checkHB(i, p int, e Entry, m Meta, pos map[Key]int, at map[[2]string]int, excused map[[2]string]bool) {
 	type dep struct {
 		what string
 		at   int
 		ok   bool
 	}
 	var deps []dep
+	// seqDep adds the dependency on (o, q); one never delivered may be a
+	// retry alias of o, within o's budget.
+	seqDep := func(o string, q uint64) {
+		id := [2]string{o, fmt.Sprint(q)}
+		pq, ok := at[id]
+		if !ok && !excused[id] && len(excusedOf(excused, o)) < c.alias[o] {
+			excused[id] = true
+		}
+		if !ok && excused[id] {
+			return
+		}
+		deps = append(deps, dep{fmt.Sprintf("%s#%d", short(o), q), pq, ok})
+	}
 	if m.Seq > 1 {
-		q, ok := at[[2]string{m.Origin, fmt.Sprint(m.Seq - 1)}]
-		deps = append(deps, dep{fmt.Sprintf("%s#%d", short(m.Origin), m.Seq-1), q, ok})
+		seqDep(m.Origin, m.Seq-1)
 	}
 	for _, d := range m.Deps {
 		o := d.Origin
 		if o == "" {
 			o = c.refs[d.Ref]
 		}
-		q, ok := at[[2]string{o, fmt.Sprint(d.Seq)}]
-		if !ok && o == "" {
+		if o == "" {
 			deps = append(deps, dep{"ref " + d.Ref + fmt.Sprintf("#%d", d.Seq), 0, false})
 			continue
 		}
-		deps = append(deps, dep{fmt.Sprintf("%s#%d", short(o), d.Seq), q, ok})
+		seqDep(o, d.Seq)
 	}
 	if e.Cause != "" {
 		ck := c.causeKey(e)
@@ -144,6 +160,17 @@ func (c *checker) checkHB(i, p int, e Entry, m Meta, pos map[Key]int, at map[[2]
 			c.add(Anomaly{Kind: "causal", ID: e.ID, Source: e.Source, Node: i, Detail: fmt.Sprintf("delivered at %d, before its dependency %s at %d", p, d.what, d.at)})
 		}
 	}
+}
+
+// excusedOf lists the excused dependencies on origin o.
+func excusedOf(excused map[[2]string]bool, o string) []string {
+	var out []string
+	for id := range excused {
+		if id[0] == o {
+			out = append(out, id[1])
+		}
+	}
+	return out
 }
 
 // causeKey resolves an effect's causeid (a bare id) to the key the
