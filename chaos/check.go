@@ -124,6 +124,9 @@ type Verdict struct {
 	Origins     int             `json:"origins"`      // distinct origins in the journals
 	HB          int             `json:"hb"`           // happens-before edges checked, all nodes
 	Parts       map[string]int  `json:"parts"`        // workload parts exercised: ops per part
+	// Counts are the anomalies by kind, all of them (Anomalies keeps 20
+	// of each kind).
+	Counts map[string]int `json:"counts,omitempty"`
 	// Dropped are the nodes' watched drop counters, expected or not.
 	Dropped []map[string]float64 `json:"dropped,omitempty"`
 }
@@ -193,6 +196,7 @@ func check(h History, off map[string]bool) Verdict {
 		}
 	}
 	v.OK = len(v.Anomalies) == 0
+	v.Counts = c.count
 	return v
 }
 
@@ -305,7 +309,7 @@ func (c *checker) checkDurable() {
 			if _, ok := c.inJ[i][k]; ok {
 				on++
 			} else {
-				c.add(Anomaly{Kind: "lost", ID: k.ID, Source: k.Source, Node: i, Detail: fmt.Sprintf("%s publish at %s answered %s, not in this journal", o.Consistency, o.where(), o.Outcome)})
+				c.add(Anomaly{Kind: "lost", ID: k.ID, Source: k.Source, Node: i, Detail: fmt.Sprintf("%s publish at %s answered %s, not in this journal%s", o.Consistency, o.where(), o.Outcome, c.reused(k))})
 			}
 		}
 		if q, ok := strings.CutPrefix(o.Consistency, "quorum:"); ok && o.Outcome == Acked {
@@ -317,6 +321,16 @@ func (c *checker) checkDurable() {
 			}
 		}
 	}
+}
+
+// reused notes that a key's id was published under another source too.
+func (c *checker) reused(k Key) string {
+	for _, src := range []string{srcMain, srcAlt} {
+		if _, ok := c.ops[Key{src, k.ID}]; ok && src != k.Source {
+			return " (its id was also published under " + src + ")"
+		}
+	}
+	return ""
 }
 
 func (o Op) where() string {

@@ -377,6 +377,14 @@ func (c *cluster) verdict(h History, probeErr, settleErr, stopErr error) Verdict
 	if stopErr != nil {
 		v.Anomalies = append(v.Anomalies, Anomaly{Kind: "stop", Node: -1, Detail: stopErr.Error()})
 	}
+	if v.Counts == nil {
+		v.Counts = map[string]int{}
+	}
+	for _, a := range v.Anomalies {
+		if a.Kind == "crash" || a.Kind == "probe" || a.Kind == "quiescence" || a.Kind == "stop" {
+			v.Counts[a.Kind]++
+		}
+	}
 	v.OK = len(v.Anomalies) == 0
 	return v
 }
