@@ -38,6 +38,10 @@ type proc struct {
 	id     string // libp2p peer id, known after the first start
 	addr   string // libp2p multiaddr with /p2p/<id>
 
+	// life is held by a process fault from its start to its end (a
+	// restart that starts late must not meet the next fault on the node).
+	life sync.Mutex
+
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when cmd ends

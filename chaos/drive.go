@@ -46,6 +46,10 @@ func waitUntil(ctx context.Context, t time.Time) bool {
 // apply runs fault k until end.
 func (c *cluster) apply(ctx context.Context, k int, f Fault, end time.Time) error {
 	n := len(c.procs)
+	if processKind(f.Kind) {
+		c.procs[f.Node].life.Lock()
+		defer c.procs[f.Node].life.Unlock()
+	}
 	switch f.Kind {
 	case Halves, Bridge:
 		return c.hold(ctx, k, directed(cutPairs(n, f.Groups)), end)

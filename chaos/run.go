@@ -154,6 +154,9 @@ func Run(ctx context.Context, spec Spec) ([]Result, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
+	if spec.Log != nil { // faults, ephemeral nodes and the workload log at once
+		spec.Log = &lockedWriter{w: spec.Log}
+	}
 	var out []Result
 	for k := 0; k < spec.Schedules; k++ {
 		r, err := runOne(ctx, spec, spec.Seed+uint64(k), k)
@@ -442,4 +445,16 @@ func (c *cluster) getAt(ctx context.Context, addr, path string, v any) error {
 		return fmt.Errorf("%s: %s", path, resp.Status)
 	}
 	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// lockedWriter serializes writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }

@@ -38,6 +38,8 @@ func (c *cluster) finish(ctx context.Context, w *workload, faults []Fault, res *
 		if f.Kind == SettleKill {
 			<-killed
 			go func() {
+				c.procs[f.Node].life.Lock()
+				defer c.procs[f.Node].life.Unlock()
 				c.log("fault %s", f)
 				c.kill(f.Node)
 				select { // the node stays down this long while the others settle
@@ -62,9 +64,11 @@ func (c *cluster) finish(ctx context.Context, w *workload, faults []Fault, res *
 		return h, nil, nil, err
 	}
 	killed <- nil
+	// The probes run also when the mesh did not settle: a node that
+	// cannot publish or deliver shows there too.
+	probeErr = c.probe(ctx, w)
 	again := time.Duration(0) // not quiescent: read the journals as they are
 	if settleErr == nil {
-		probeErr = c.probe(ctx, w)
 		again = min(15*time.Second, c.spec.Settle)
 	}
 	journals, err2 := c.settle(ctx, again, ready)
