@@ -46,7 +46,7 @@ func waitUntil(ctx context.Context, t time.Time) bool {
 // apply runs fault k until end.
 func (c *cluster) apply(ctx context.Context, k int, f Fault, end time.Time) error {
 	n := len(c.procs)
-	if processKind(f.Kind) {
+	if nodeKind(f.Kind) {
 		c.procs[f.Node].life.Lock()
 		defer c.procs[f.Node].life.Unlock()
 	}

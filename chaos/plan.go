@@ -47,11 +47,14 @@ const (
 // AllKinds are the faults in the order a report lists them.
 var AllKinds = []Kind{Halves, Isolate, Bridge, Flap, Kill, Pause, Slow, OneWay, Restart, LongPause, SettleKill}
 
-// processKind says whether a fault acts on a node's process (two such
-// faults never overlap on one node).
+// processKind says whether a fault acts on a node's process.
 func processKind(k Kind) bool {
 	return k == Kill || k == Pause || k == Restart || k == LongPause || k == SettleKill
 }
+
+// nodeKind says whether a fault holds one node (its process or its link):
+// two such faults never overlap on one node.
+func nodeKind(k Kind) bool { return processKind(k) || k == Slow }
 
 // Fault is one fault of a schedule: it starts At after the workload starts
 // and is lifted after For.
@@ -135,7 +138,7 @@ func Plan(seed uint64, nodes int, d time.Duration, kinds []Kind, cover bool) []F
 			}
 			return out
 		}
-		if processKind(f.Kind) {
+		if nodeKind(f.Kind) {
 			for tries := 0; busy[f.Node] > at && tries < nodes; tries++ {
 				f.Node = (f.Node + 1) % nodes
 			}

@@ -34,9 +34,9 @@ func TestPlanIsReproducibleAndWellFormed(t *testing.T) {
 			if f.At+f.For > 19*time.Second || f.Node < 0 || f.Node >= 5 {
 				t.Fatalf("seed %d: fault %s ends late or names no node", seed, f)
 			}
-			if processKind(f.Kind) {
+			if nodeKind(f.Kind) {
 				if busy[f.Node] > f.At {
-					t.Fatalf("seed %d: two process faults overlap on node %d: %s", seed, f.Node, f)
+					t.Fatalf("seed %d: two faults on one node overlap, node %d: %s", seed, f.Node, f)
 				}
 				busy[f.Node] = f.At + f.For
 			}
