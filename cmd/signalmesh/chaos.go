@@ -21,16 +21,26 @@ const chaosUsage = `Usage: signalmesh chaos [flags]
 
 Runs seeded fault schedules against signalmesh node processes: each node in
 a network namespace of its own (as root with ip; else on loopback with
-connection gaters, and it says so), a workload of publishers at every
-consistency level with cause->effect chains, and faults drawn from the seed:
-partitions (halves, one node isolated, a bridge node, flapping), kill -9 and
-restart on the same data directory, SIGSTOP/SIGCONT, slow links. Then it
-heals, waits for quiescence and checks, from the journals and what every
-node's persistent subscription recorded: nothing acknowledged is lost, all
-journals are identical, each subscription got each signal once (twice only
-right after a kill -9), no effect before its cause, quorum publishes on k+1
-replicas. It prints a verdict per schedule; on a failure, the seed and the
-smallest history that shows it. Exit code 1 if any schedule fails.
+connection gaters, and it says so). Faults are drawn from the seed, some
+overlapping: partitions (halves, one node isolated, a bridge node,
+flapping, one-way), kill -9 and restart on the same data directory, clean
+restarts, SIGSTOP/SIGCONT (also past the client's timeout), slow links, a
+kill -9 while the mesh settles. The workload publishes at every consistency
+level with cause->effect chains, and its parts (-parts) are drawn from the
+seed: ephemeral in-memory nodes that publish and leave for good,
+out-of-band causes, slow subscribers with small queues, a small causal
+buffer, ids reused under another source, retries of unknown outcomes on
+another node, a chain bootstrap. Then it heals, waits for quiescence,
+probes every node, and checks by (source, id), from the journals, what
+every node's persistent subscription recorded, its counters and its logs:
+nothing acknowledged is lost, journals are identical and hold what was
+published, each origin's sequences in order and complete, every delivery
+after its causal past and journaled, redeliveries only right after a
+kill -9, no errors from live nodes, no unexplained drops or warnings (see
+package chaos, Rules). It prints a verdict per schedule; on a failure, the
+seed and the smallest history that shows it. Exit code 1 if any schedule
+fails. -replay runs a result file's schedules again; -shrink makes failed
+ones smaller.
 
 Everything it starts (processes, namespaces, links, directories) is removed
 when it ends, also on SIGINT; -cleanup removes what a killed run left.
@@ -53,7 +63,7 @@ func chaosCmd(args []string, stdout, stderr io.Writer) int {
 	kinds := fs.String("faults", "", "comma-separated faults to draw from (default all: "+kindList()+")")
 	fs.BoolVar(&spec.Short, "short", false, "the CI sizes: 3 schedules of 3 nodes for 12 s, 4 ephemeral nodes each")
 	fs.BoolVar(&spec.Cover, "cover", false, "deal every fault kind to the schedules, each once, instead of drawing kinds")
-	ephemeral := fs.Int("ephemeral", -1, "ephemeral nodes per schedule (default 32, short 4)")
+	ephemeral := fs.Int("ephemeral", -1, "ephemeral nodes per schedule; -1: 32, short 4")
 	parts := fs.String("parts", "", "workload parts, comma-separated (default all: "+strings.Join(partNames, ",")+"); \"none\" for none")
 	fs.IntVar(&spec.Parts.Outage, "outage", 0, "the long-outage schedule: one node isolated while this many signals are published (no other faults; not for CI)")
 	shrink := fs.String("shrink", "", "after the run, shrink each failed schedule while an anomaly of this kind persists (fewer faults, ephemeral nodes, rate, duration, parts); the smallest specs go to <out>.shrunk.json")
