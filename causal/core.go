@@ -217,7 +217,7 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 			if wi == nil {
 				continue
 			}
-			if w.Origin != m.Origin || w.Seq > m.Seq {
+			if w.Origin != m.Origin || w.Seq > m.Seq || wi.m.Source != m.Source {
 				keep = append(keep, w)
 				continue
 			}
@@ -316,7 +316,7 @@ func (c *Core[T]) blocker(it *item[T]) (*Ref, bool) {
 	}
 	if m.Cause != "" && !it.causeLost && !it.causeLater && !c.causeDelivered(m.Cause) {
 		for _, w := range c.waitID[m.Cause] {
-			if w.Origin == m.Origin && w.Seq > m.Seq { // waits behind it: see Add
+			if w.Origin == m.Origin && w.Seq > m.Seq && c.waiting[w].m.Source == m.Source { // waits behind it: see Add
 				it.causeLater = true
 				return nil, false
 			}
@@ -443,6 +443,22 @@ func (c *Core[T]) causeDelivered(id string) bool {
 			return true
 		}
 	}
+	return false
+}
+
+// Weak reports whether a signal delivered outside the core (a Weak one:
+// no stamp, no order) repeats an identity with the same content that the
+// core remembers (then it is a retry: do not deliver it again), and
+// remembers it otherwise. It is not a cause (see Note).
+func (c *Core[T]) Weak(source, id string, digest uint64) (dup bool) {
+	if c.mayHave(id) {
+		for _, r := range c.recent[id] {
+			if r.source == source && r.digest == digest {
+				return true
+			}
+		}
+	}
+	c.remember(&Meta{Source: source, ID: id, Digest: digest})
 	return false
 }
 

@@ -60,7 +60,10 @@
 // known out of band first), the two dependencies contradict each other:
 // the cause follows the effect in its origin's order. The origin's order
 // wins, on every replica: the effect is released without waiting
-// (Release.CauseLater), and replay orders them the same way.
+// (Release.CauseLater), and replay orders them the same way. This holds
+// for a later signal with the cause's id and the effect's own source; a
+// causeid names an id only, and a later signal of another source with that
+// id does not count as the cause.
 //
 // # Lamport times are bounded
 //

@@ -214,7 +214,7 @@ func (md *model) check(rel Release[int], now int64) error {
 	if c := want.Cause; c != "" && c != want.ID {
 		later := false // the cause is a later signal of the same origin: not a dependency
 		for _, i := range md.h.byID[c] {
-			if o := md.h.sigs[i]; o.Origin == m.Origin && o.Seq > m.Seq {
+			if o := md.h.sigs[i]; o.Origin == m.Origin && o.Seq > m.Seq && o.Source == m.Source {
 				later = true
 			}
 		}
@@ -224,7 +224,7 @@ func (md *model) check(rel Release[int], now int64) error {
 		case rel.CauseLater:
 			var first Meta
 			for _, i := range md.h.byID[c] {
-				if o := md.h.sigs[i]; o.Origin == m.Origin && o.Seq > m.Seq && (first.Seq == 0 || o.Seq < first.Seq) {
+				if o := md.h.sigs[i]; o.Origin == m.Origin && o.Seq > m.Seq && o.Source == m.Source && (first.Seq == 0 || o.Seq < first.Seq) {
 					first = o
 				}
 			}

@@ -19,54 +19,94 @@ const (
 	// QuorumTimeout: the signal is journaled on its node (durable) but k
 	// acknowledgements did not come in time; it must still converge.
 	QuorumTimeout Outcome = "quorum-timeout"
-	// Refused: the node answered with an error: nothing was published.
+	// Refused: the node answered with an error, or refused the
+	// connection: nothing was published.
 	Refused Outcome = "refused"
 	// Unknown: no answer (the node was down, paused or cut from the
-	// harness): the signal may or may not exist.
+	// harness), or a 5xx: the signal may or may not exist.
 	Unknown Outcome = "unknown"
 )
 
 // Op is one publish the workload made.
 type Op struct {
+	Source      string        `json:"source"`
 	ID          string        `json:"id"`
-	Node        int           `json:"node"`
-	Consistency string        `json:"consistency"` // eventual, weak, quorum:K
+	Type        string        `json:"type"`
+	Sum         string        `json:"sum"`  // DataSum of the data published
+	Node        int           `json:"node"` // the persistent node, or -1: an ephemeral one
+	Ephemeral   int           `json:"ephemeral,omitempty"`
+	Origin      string        `json:"origin,omitempty"` // peer id of the node it was sent to
+	Consistency string        `json:"consistency"`      // eventual, weak, quorum:K
 	Cause       string        `json:"cause,omitempty"`
-	At          time.Duration `json:"at"`   // since the workload started
-	Took        time.Duration `json:"took"` // until the answer
+	CauseSource string        `json:"cause_source,omitempty"`
+	OutOfBand   bool          `json:"out_of_band,omitempty"` // the cause came from another node's publish
+	Reuse       bool          `json:"reuse,omitempty"`       // an id published before under another source
+	Retry       bool          `json:"retry,omitempty"`       // a retry of an unknown outcome, same (source, id)
+	Probe       bool          `json:"probe,omitempty"`       // the availability probe after settle
+	At          time.Duration `json:"at"`                    // since the workload started
+	Took        time.Duration `json:"took"`                  // until the answer
 	Outcome     Outcome       `json:"outcome"`
-	Err         string        `json:"err,omitempty"`
+	Status      int           `json:"status,omitempty"` // HTTP status, when there was an answer
+	// Live says the node's process ran, unpaused, from before the call
+	// to its answer: an error status from it is an anomaly.
+	Live bool   `json:"live,omitempty"`
+	Err  string `json:"err,omitempty"`
 }
+
+// Key is the op's signal identity.
+func (o Op) Key() Key { return Key{o.Source, o.ID} }
 
 func (o Op) journaled() bool { return o.Consistency != "weak" }
 
-// mustExist says whether the signal must be on every replica.
-func (o Op) mustExist() bool {
-	return o.journaled() && (o.Outcome == Acked || o.Outcome == QuorumTimeout)
+// Ephemeral is how an ephemeral node ended: "term" or "kill" (it never
+// comes back), and its peer id.
+type Ephemeral struct {
+	Peer string `json:"peer"`
+	End  string `json:"end"`
+	Host int    `json:"host"`
 }
 
 // History is what the checker reads: every publish, every replica's
-// journal (ids in replay order) and every node's delivery record.
+// journal (in replay order) and every node's delivery record, the
+// ephemeral nodes, the nodes' counters and warnings.
 type History struct {
 	Nodes    int
 	Ops      []Op
-	Journals [][]string // per node
-	Records  [][]Entry  // per node
+	Journals [][]Entry // per node, replay order
+	Records  [][]Entry // per node
 	// Ends says, per node, how each process but the last ended, in order
 	// ("kill", "term", "exit"): the Start lines of its record follow them.
-	Ends [][]string
+	Ends      [][]string
+	Ephemeral []Ephemeral
+	// Counters are, per node, the dropped_total counters by reason,
+	// summed over its processes; Logs its WARN and ERROR lines.
+	Counters []map[string]float64
+	Logs     [][]string
+	// Expect names the counters and log messages this schedule's faults
+	// and limits explain (not anomalies).
+	Expect Expect
 }
+
+// Expect is what a schedule may show without it being an anomaly.
+type Expect struct {
+	Counters []string `json:"counters,omitempty"` // dropped_total reasons
+	Logs     []string `json:"logs,omitempty"`     // substrings of log messages
+}
+
+// Watched are the dropped_total reasons the checker reads.
+var Watched = []string{"subscriber_overflow", "causal_buffer_full", "missing_cause", "journal_write"}
 
 // Anomaly is one thing the checker found wrong.
 type Anomaly struct {
 	Kind   string `json:"kind"`
 	ID     string `json:"id,omitempty"`
+	Source string `json:"source,omitempty"`
 	Node   int    `json:"node"`
 	Detail string `json:"detail"`
 }
 
 func (a Anomaly) String() string {
-	return fmt.Sprintf("%s: node %d: %s %s", a.Kind, a.Node, a.ID, a.Detail)
+	return fmt.Sprintf("%s: node %d: %s %s %s", a.Kind, a.Node, a.Source, a.ID, a.Detail)
 }
 
 // Verdict is the checker's answer.
@@ -78,214 +118,328 @@ type Verdict struct {
 	ByOutcome   map[Outcome]int `json:"by_outcome"`
 	Journaled   int             `json:"journaled"`    // signals in the (first) journal
 	QuorumAcked int             `json:"quorum_acked"` // acked quorum publishes, each checked on >= k+1 replicas
-	Effects     int             `json:"effects"`      // journaled effects whose order was checked at every node
+	Effects     int             `json:"effects"`      // effects whose order was checked at every node
 	Redelivered int             `json:"redelivered"`  // Again lines, each after a kill -9
 	Deliveries  int             `json:"deliveries"`   // first deliveries, all nodes
+	Origins     int             `json:"origins"`      // distinct origins in the journals
+	HB          int             `json:"hb"`           // happens-before edges checked, all nodes
+	Parts       map[string]int  `json:"parts"`        // workload parts exercised: ops per part
+	// Counts are the anomalies by kind, all of them (Anomalies keeps 20
+	// of each kind).
+	Counts map[string]int `json:"counts,omitempty"`
+	// Dropped are the nodes' watched drop counters, expected or not.
+	Dropped []map[string]float64 `json:"dropped,omitempty"`
 }
 
 const maxPerKind = 20 // anomalies kept per kind (the count is exact)
 
-// Check verifies a history: (1) no signal whose publish was acknowledged is
-// missing from any replica's journal; (2) all journals hold the same
-// signals in the same replay order, and none holds a signal nobody
-// published; (3) every node's persistent subscription received each
-// journaled signal once, and received a signal twice only right after a
-// kill -9 of its process (at least once across a crash); a weak signal at
-// most once; (4) no node delivered an effect before its cause; (5) every
-// quorum publish that succeeded is on at least k+1 replicas.
-func Check(h History) Verdict {
-	v := Verdict{ByOutcome: map[Outcome]int{}}
-	count := map[string]int{}
-	add := func(a Anomaly) {
-		count[a.Kind]++
-		if count[a.Kind] <= maxPerKind {
-			v.Anomalies = append(v.Anomalies, a)
-		}
-	}
-	ops := map[string]Op{}
-	for _, o := range h.Ops {
-		ops[o.ID] = o
-		v.ByOutcome[o.Outcome]++
-	}
-	v.Published = len(h.Ops)
-	inJournal := make([]map[string]bool, h.Nodes)
-	for i := range inJournal {
-		inJournal[i] = map[string]bool{}
-		for _, id := range h.Journals[i] {
-			inJournal[i][id] = true
-		}
-	}
-	if h.Nodes > 0 {
-		v.Journaled = len(h.Journals[0])
-	}
-	checkDurable(h, inJournal, add, &v)
-	checkJournals(h, ops, add)
-	// (3) and (4)
+// The anomaly kinds, one per rule; Rules lists them for a report.
+var Rules = map[string]string{
+	"lost":        "an acknowledged (or quorum-timed-out, or delivered-by-gossip) signal is missing from a journal",
+	"quorum":      "an acknowledged Quorum(k) is on fewer than k+1 replicas",
+	"phantom":     "a journal or a record holds a signal never published, refused, or weak",
+	"divergent":   "two journals differ (signals or replay order)",
+	"content":     "a signal's content differs from what was published, or between replicas",
+	"origin":      "a journaled signal's origin is not the node it was published on",
+	"gap":         "a journal's sequence numbers of one origin are not 1..n, each once",
+	"undelivered": "a journaled signal never reached a node's persistent subscription",
+	"unjournaled": "a node delivered a journaled-consistency signal its journal does not hold",
+	"duplicate":   "a redelivery not allowed by the duplicate rule",
+	"fifo":        "a subscriber delivered an origin's signals out of sequence or with a gap",
+	"causal":      "a subscriber delivered a signal before one it happens-after (cause, dependency)",
+	"unavailable": "a live, unpaused node answered a publish with a 4xx or 5xx",
+	"metric":      "a watched drop counter the schedule does not expect",
+	"log":         "a WARN or ERROR log line the schedule does not expect",
+}
+
+// checker carries one Check's state.
+type checker struct {
+	h     History
+	v     *Verdict
+	count map[string]int
+	ops   map[Key][]Op // every op of a key (a retry makes two)
+	inJ   []map[Key]Entry
+	refs  map[string]string // PeerRef -> origin
+	off   map[string]bool   // rules switched off (tests: mutations)
+	// alias counts, per origin, the retried keys it was sent whose
+	// journaled copy another origin stamped: each may have cost it a
+	// sequence number no replica keeps (the identity is (source, id)),
+	// so that many holes in its sequences are excused.
+	alias map[string]int
+}
+
+// Check verifies a history against every rule (see Rules).
+func Check(h History) Verdict { return check(h, nil) }
+
+// check is Check with some rules switched off (the mutation tests show
+// each rule is needed).
+func check(h History, off map[string]bool) Verdict {
+	v := Verdict{ByOutcome: map[Outcome]int{}, Parts: map[string]int{}}
+	c := &checker{h: h, v: &v, count: map[string]int{}, ops: map[Key][]Op{}, refs: map[string]string{}, off: off}
+	c.index()
+	v.Dropped = h.Counters
+	c.checkDurable()
+	c.checkJournals()
 	for i := 0; i < h.Nodes; i++ {
-		checkRecord(h, i, ops, inJournal[i], add, &v)
+		c.checkRecord(i)
 	}
-	kinds := make([]string, 0, len(count))
-	for k := range count {
+	c.checkAvailability()
+	c.checkCounters()
+	kinds := make([]string, 0, len(c.count))
+	for k := range c.count {
 		kinds = append(kinds, k)
 	}
 	sort.Strings(kinds)
 	for _, k := range kinds {
-		if count[k] > maxPerKind {
-			v.Anomalies = append(v.Anomalies, Anomaly{Kind: k, Node: -1, Detail: fmt.Sprintf("%d in all, %d shown", count[k], maxPerKind)})
+		if c.count[k] > maxPerKind {
+			v.Anomalies = append(v.Anomalies, Anomaly{Kind: k, Node: -1, Detail: fmt.Sprintf("%d in all, %d shown", c.count[k], maxPerKind)})
 		}
 	}
 	v.OK = len(v.Anomalies) == 0
+	v.Counts = c.count
 	return v
 }
 
-// checkDurable: (1) every signal that must exist is on every replica, and
-// (5) every acknowledged Quorum(k) is on at least k+1.
-func checkDurable(h History, inJournal []map[string]bool, add func(Anomaly), v *Verdict) {
+func (c *checker) add(a Anomaly) {
+	if c.off[a.Kind] {
+		return
+	}
+	c.count[a.Kind]++
+	if c.count[a.Kind] <= maxPerKind {
+		c.v.Anomalies = append(c.v.Anomalies, a)
+	}
+}
+
+// index builds the lookups and counts the parts exercised.
+func (c *checker) index() {
+	h := c.h
 	for _, o := range h.Ops {
-		if !o.mustExist() {
+		c.ops[o.Key()] = append(c.ops[o.Key()], o)
+		c.v.ByOutcome[o.Outcome]++
+		c.refs[PeerRef(o.Origin)] = o.Origin
+		for part, on := range map[string]bool{"ephemeral": o.Node < 0, "out_of_band": o.OutOfBand, "reuse": o.Reuse,
+			"retry": o.Retry, "probe": o.Probe, "effect": o.Cause != ""} {
+			if on {
+				c.v.Parts[part]++
+			}
+		}
+	}
+	c.v.Published = len(h.Ops)
+	origins := map[string]bool{}
+	c.inJ = make([]map[Key]Entry, h.Nodes)
+	for i := range c.inJ {
+		c.inJ[i] = map[Key]Entry{}
+		for _, e := range h.Journals[i] {
+			c.inJ[i][e.Key()] = e
+			origins[e.Peer] = true
+			c.refs[PeerRef(e.Peer)] = e.Peer
+		}
+	}
+	for _, rec := range h.Records {
+		for _, e := range rec {
+			if e.Peer != "" {
+				c.refs[PeerRef(e.Peer)] = e.Peer
+			}
+		}
+	}
+	c.v.Origins = len(origins)
+	c.alias = map[string]int{}
+	for k, ops := range c.ops {
+		stamped := ""
+		for i := range c.inJ {
+			if e, ok := c.inJ[i][k]; ok {
+				stamped = e.Peer
+			}
+		}
+		// Every origin that stamped a copy may have its copy suppressed on
+		// some node (the other copy came first there), not only those
+		// whose copy replay leaves out.
+		seen := map[string]bool{}
+		for _, o := range ops {
+			if len(ops) > 1 && stamped != "" && o.Origin != "" && !seen[o.Origin] && o.Outcome != Refused {
+				seen[o.Origin] = true
+				c.alias[o.Origin]++
+			}
+		}
+	}
+	if h.Nodes > 0 {
+		c.v.Journaled = len(h.Journals[0])
+	}
+}
+
+// mustExist says whether a key must be on every replica: a journaled
+// publish was acknowledged (or its quorum wait timed out: it is journaled)
+// on a node that stays, or that left cleanly, or with a quorum ack; or a
+// persistent node delivered it (then it ends in the journal even if its
+// ephemeral origin left by kill -9).
+func (c *checker) mustExist(k Key) (bool, Op) {
+	for _, o := range c.ops[k] {
+		if !o.journaled() || (o.Outcome != Acked && o.Outcome != QuorumTimeout) {
+			continue
+		}
+		if o.Node >= 0 || strings.HasPrefix(o.Consistency, "quorum") && o.Outcome == Acked {
+			return true, o
+		}
+		if e := o.Ephemeral - 1; e >= 0 && e < len(c.h.Ephemeral) && c.h.Ephemeral[e].End == "term" {
+			return true, o
+		}
+		for _, rec := range c.h.Records {
+			for _, r := range rec {
+				if r.Key() == k {
+					return true, o
+				}
+			}
+		}
+	}
+	return false, Op{}
+}
+
+// checkDurable: every signal that must exist is on every replica, and
+// every acknowledged Quorum(k) is on at least k+1.
+func (c *checker) checkDurable() {
+	keys := make([]Key, 0, len(c.ops))
+	for k := range c.ops {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b Key) int { return strings.Compare(a.String(), b.String()) })
+	for _, k := range keys {
+		must, o := c.mustExist(k)
+		if !must {
 			continue
 		}
 		on := 0
-		for i := 0; i < h.Nodes; i++ {
-			if inJournal[i][o.ID] {
+		for i := 0; i < c.h.Nodes; i++ {
+			if _, ok := c.inJ[i][k]; ok {
 				on++
 			} else {
-				add(Anomaly{Kind: "lost", ID: o.ID, Node: i, Detail: fmt.Sprintf("%s publish at node %d answered %s, not in this journal", o.Consistency, o.Node, o.Outcome)})
+				c.add(Anomaly{Kind: "lost", ID: k.ID, Source: k.Source, Node: i, Detail: fmt.Sprintf("%s publish at %s answered %s, not in this journal%s", o.Consistency, o.where(), o.Outcome, c.reused(k))})
 			}
 		}
-		if k, ok := strings.CutPrefix(o.Consistency, "quorum:"); ok && o.Outcome == Acked {
-			v.QuorumAcked++
+		if q, ok := strings.CutPrefix(o.Consistency, "quorum:"); ok && o.Outcome == Acked {
+			c.v.QuorumAcked++
 			var want int
-			fmt.Sscan(k, &want)
+			fmt.Sscan(q, &want)
 			if on < want+1 {
-				add(Anomaly{Kind: "quorum", ID: o.ID, Node: o.Node, Detail: fmt.Sprintf("acked %s but on %d replicas", o.Consistency, on)})
+				c.add(Anomaly{Kind: "quorum", ID: k.ID, Source: k.Source, Node: o.Node, Detail: fmt.Sprintf("acked %s but on %d replicas", o.Consistency, on)})
 			}
 		}
 	}
 }
 
-// checkJournals: (2) the journals are equal, in replay order, and hold only
-// journaled signals that were published and not refused.
-func checkJournals(h History, ops map[string]Op, add func(Anomaly)) {
-	for i := 0; i < h.Nodes; i++ {
-		for _, id := range h.Journals[i] {
-			o, ok := ops[id]
-			switch {
-			case !ok:
-				add(Anomaly{Kind: "phantom", ID: id, Node: i, Detail: "in the journal, never published"})
-			case !o.journaled():
-				add(Anomaly{Kind: "phantom", ID: id, Node: i, Detail: "a weak signal in the journal"})
-			case o.Outcome == Refused:
-				add(Anomaly{Kind: "phantom", ID: id, Node: i, Detail: "in the journal, but its publish was refused: " + o.Err})
+// reused notes that a key's id was published under another source too.
+func (c *checker) reused(k Key) string {
+	for _, src := range []string{srcMain, srcAlt} {
+		if _, ok := c.ops[Key{src, k.ID}]; ok && src != k.Source {
+			return " (its id was also published under " + src + ")"
+		}
+	}
+	return ""
+}
+
+func (o Op) where() string {
+	if o.Node < 0 {
+		return fmt.Sprintf("ephemeral node %d", o.Ephemeral)
+	}
+	return fmt.Sprintf("node %d", o.Node)
+}
+
+// checkJournals: journaled signals only, published and not refused, with
+// the content published and the origin it was published on; per origin,
+// sequences 1..n each once; all journals equal, in one replay order.
+func (c *checker) checkJournals() {
+	for i := 0; i < c.h.Nodes; i++ {
+		seqs := map[string]map[uint64]Key{}
+		for _, e := range c.h.Journals[i] {
+			c.checkEntry(i, e, "journal")
+			m, err := e.Meta()
+			if err != nil || m.Weak() {
+				continue
+			}
+			if seqs[m.Origin] == nil {
+				seqs[m.Origin] = map[uint64]Key{}
+			}
+			if other, dup := seqs[m.Origin][m.Seq]; dup {
+				c.add(Anomaly{Kind: "gap", ID: e.ID, Source: e.Source, Node: i, Detail: fmt.Sprintf("origin %s sequence %d also names %s", short(m.Origin), m.Seq, other)})
+			}
+			seqs[m.Origin][m.Seq] = e.Key()
+		}
+		for o, s := range seqs {
+			var top uint64
+			for q := range s {
+				top = max(top, q)
+			}
+			var missing []uint64
+			for q := uint64(1); q <= top; q++ {
+				if _, ok := s[q]; !ok {
+					missing = append(missing, q)
+				}
+			}
+			if len(missing) > c.alias[o] {
+				c.add(Anomaly{Kind: "gap", Node: i, Detail: fmt.Sprintf("origin %s: sequences %v missing from this journal (it holds %d of that origin up to %d; %d retry aliases)", short(o), head(missing), len(s), top, c.alias[o])})
 			}
 		}
-		if i > 0 && !slices.Equal(h.Journals[i], h.Journals[0]) {
-			add(Anomaly{Kind: "divergent", Node: i, Detail: fmt.Sprintf("journal of %d signals differs from node 0's %d (%s)",
-				len(h.Journals[i]), len(h.Journals[0]), firstDiff(h.Journals[0], h.Journals[i]))})
+		if i == 0 {
+			continue
+		}
+		keys := func(j []Entry) []Key {
+			out := make([]Key, len(j))
+			for k, e := range j {
+				out[k] = e.Key()
+			}
+			return out
+		}
+		a, b := keys(c.h.Journals[0]), keys(c.h.Journals[i])
+		if !slices.Equal(a, b) {
+			c.add(Anomaly{Kind: "divergent", Node: i, Detail: fmt.Sprintf("journal of %d signals differs from node 0's %d (%s)", len(b), len(a), firstDiff(a, b))})
+		}
+		for k, e := range c.inJ[i] {
+			if f, ok := c.inJ[0][k]; ok && f != e {
+				c.add(Anomaly{Kind: "content", ID: k.ID, Source: k.Source, Node: i, Detail: fmt.Sprintf("differs from node 0's copy: %+v vs %+v", e, f)})
+			}
 		}
 	}
 }
 
-// checkRecord: (3) node i's subscription got each journaled signal once,
-// again only after a kill -9, and (4) no effect before its cause.
-func checkRecord(h History, i int, ops map[string]Op, journal map[string]bool, add func(Anomaly), v *Verdict) {
-	pos := map[string]int{} // first delivery's position
-	segment, n := -1, 0
-	for _, e := range h.Records[i] {
-		if e.Start {
-			segment++
-			continue
-		}
-		o, known := ops[e.ID]
-		if !known {
-			add(Anomaly{Kind: "phantom", ID: e.ID, Node: i, Detail: "delivered, never published"})
-			continue
-		}
-		if _, seen := pos[e.ID]; seen || e.Again {
-			afterKill := segment > 0 && segment-1 < len(h.Ends[i]) && h.Ends[i][segment-1] == "kill"
-			if !afterKill || !o.journaled() {
-				add(Anomaly{Kind: "duplicate", ID: e.ID, Node: i, Detail: fmt.Sprintf("delivered again in process %d, which did not follow a kill -9", segment+1)})
-			}
-			v.Redelivered++
-			continue
-		}
-		pos[e.ID] = n
-		n++
-		v.Deliveries++
+// checkEntry checks one journaled or delivered signal against its publishes.
+func (c *checker) checkEntry(i int, e Entry, where string) {
+	ops, ok := c.ops[e.Key()]
+	if !ok {
+		c.add(Anomaly{Kind: "phantom", ID: e.ID, Source: e.Source, Node: i, Detail: "in the " + where + ", never published"})
+		return
 	}
-	for id := range journal {
-		if _, ok := pos[id]; !ok {
-			add(Anomaly{Kind: "undelivered", ID: id, Node: i, Detail: "in this node's journal, never delivered to its subscription"})
-		}
+	var refused, weak, content, origin = true, true, true, true
+	for _, o := range ops {
+		refused = refused && o.Outcome == Refused
+		weak = weak && !o.journaled()
+		content = content && (o.Type != e.Type || o.Sum != e.Sum || o.Cause != e.Cause)
+		origin = origin && o.Origin != "" && e.Peer != o.Origin
 	}
-	for id, p := range pos {
-		o := ops[id]
-		if o.Cause == "" || !o.journaled() {
-			continue
-		}
-		cp, ok := pos[o.Cause]
-		switch {
-		case !ok:
-			add(Anomaly{Kind: "causal", ID: id, Node: i, Detail: "effect delivered, its cause " + o.Cause + " never"})
-		case cp > p:
-			add(Anomaly{Kind: "causal", ID: id, Node: i, Detail: fmt.Sprintf("effect delivered at %d, before its cause %s at %d", p, o.Cause, cp)})
-		default:
-			v.Effects++
-		}
+	switch {
+	case refused:
+		c.add(Anomaly{Kind: "phantom", ID: e.ID, Source: e.Source, Node: i, Detail: "in the " + where + ", but its publish was refused: " + ops[0].Err})
+	case weak && where == "journal":
+		c.add(Anomaly{Kind: "phantom", ID: e.ID, Source: e.Source, Node: i, Detail: "a weak signal in the journal"})
+	case content:
+		c.add(Anomaly{Kind: "content", ID: e.ID, Source: e.Source, Node: i, Detail: fmt.Sprintf("%s holds type %q, data %s, cause %q; published %q, %s, %q", where, e.Type, e.Sum, e.Cause, ops[0].Type, ops[0].Sum, ops[0].Cause)})
+	case origin && !weak:
+		c.add(Anomaly{Kind: "origin", ID: e.ID, Source: e.Source, Node: i, Detail: fmt.Sprintf("%s says origin %s, published on %s", where, short(e.Peer), ops[0].where())})
 	}
 }
 
-func firstDiff(a, b []string) string {
+func head(s []uint64) []uint64 { return s[:min(len(s), 5)] }
+
+func short(peer string) string {
+	if len(peer) > 10 {
+		return "…" + peer[len(peer)-6:]
+	}
+	return peer
+}
+
+func firstDiff(a, b []Key) string {
 	for k := 0; k < min(len(a), len(b)); k++ {
 		if a[k] != b[k] {
 			return fmt.Sprintf("first difference at %d: %s vs %s", k, a[k], b[k])
 		}
 	}
 	return "one is a prefix of the other"
-}
-
-// Explain returns the smallest history that shows the anomalies: the
-// publishes of the signals they name and of their causes, and the faults
-// under way when those publishes were made.
-func Explain(h History, faults []Fault, v Verdict) string {
-	ids := map[string]bool{}
-	ops := map[string]Op{}
-	for _, o := range h.Ops {
-		ops[o.ID] = o
-	}
-	for _, a := range v.Anomalies {
-		if a.ID != "" {
-			ids[a.ID] = true
-			if c := ops[a.ID].Cause; c != "" {
-				ids[c] = true
-			}
-		}
-	}
-	var b strings.Builder
-	var times []time.Duration
-	for _, o := range h.Ops {
-		if ids[o.ID] {
-			fmt.Fprintf(&b, "  %7.3fs publish %s at node %d (%s, cause %q): %s %s\n", o.At.Seconds(), o.ID, o.Node, o.Consistency, o.Cause, o.Outcome, o.Err)
-			times = append(times, o.At)
-		}
-	}
-	for _, f := range faults {
-		for _, t := range times {
-			if t >= f.At-time.Second && t <= f.At+f.For+time.Second {
-				fmt.Fprintf(&b, "  fault %s\n", f)
-				break
-			}
-		}
-	}
-	for i := 0; i < h.Nodes; i++ {
-		for k, e := range h.Records[i] {
-			if ids[e.ID] {
-				fmt.Fprintf(&b, "  node %d record line %d: %s again=%v\n", i, k+1, e.ID, e.Again)
-			}
-		}
-		if len(h.Ends[i]) > 0 {
-			fmt.Fprintf(&b, "  node %d processes ended by: %s\n", i, strings.Join(h.Ends[i], ", "))
-		}
-	}
-	return b.String()
 }

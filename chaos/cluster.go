@@ -24,6 +24,10 @@ type cluster struct {
 	client *http.Client
 	procs  []*proc
 	log    func(format string, args ...any)
+	setup  Setup
+
+	cutMu sync.Mutex
+	cuts  map[int][][2]int // directed pairs cut, per fault under way
 }
 
 // proc is one node: its directory, record, identity and current process.
@@ -33,6 +37,10 @@ type proc struct {
 	record string
 	id     string // libp2p peer id, known after the first start
 	addr   string // libp2p multiaddr with /p2p/<id>
+
+	// life is held by a process fault from its start to its end (a
+	// restart that starts late must not meet the next fault on the node).
+	life sync.Mutex
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -45,6 +53,27 @@ type proc struct {
 	ends []string
 	// crashes counts the processes that ended by themselves.
 	crashes int
+	// epoch changes whenever the process starts, ends, pauses or
+	// resumes: a publish answered in the epoch it was sent in, by a
+	// running process, was answered by a live, unpaused node.
+	epoch int
+	// dropped sums the dropped_total counters of the ended processes.
+	dropped map[string]float64
+}
+
+// live returns the epoch and whether the process runs unpaused.
+func (p *proc) live() (int, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.paused {
+		return p.epoch, false
+	}
+	select {
+	case <-p.exited:
+		return p.epoch, false
+	default:
+		return p.epoch, true
+	}
 }
 
 func (p *proc) running() bool {
@@ -62,14 +91,15 @@ func (p *proc) running() bool {
 }
 
 // start starts node i (again) on its data directory and waits until its
-// API answers. Every node bootstraps to every node started before it, and a
-// restarted node to all the others, so that each pair has one side that
-// redials the other.
+// API answers. In a full mesh every node bootstraps to every node started
+// before it, and a restarted node to all the others, so that each pair
+// has one side that redials the other; in a chain (Setup.Chain) node i
+// bootstraps to i-1, and a restarted one to i-1 and i+1.
 func (c *cluster) start(ctx context.Context, i int) error {
 	p := c.procs[i]
 	var boot []string
 	for j, q := range c.procs {
-		if j != i && q.addr != "" {
+		if j != i && q.addr != "" && (!c.setup.Chain || j == i-1 || j == i+1) {
 			boot = append(boot, q.addr)
 		}
 	}
@@ -77,27 +107,56 @@ func (c *cluster) start(ctx context.Context, i int) error {
 		"-mesh", c.mesh, "-data-dir", filepath.Join(p.dir, "data"), "-listen", c.net.listen(i),
 		"-http", c.net.api(i), "-record", p.record, "-fault-api", "-log-level", "warn",
 		"-config", filepath.Join(c.dir, "params.json"))
+	if c.setup.RecordDelay != "" {
+		argv = append(argv, "-record-delay", c.setup.RecordDelay)
+	}
 	if len(boot) > 0 {
 		argv = append(argv, "-bootstrap", strings.Join(boot, ","))
 	}
-	argv = c.net.wrap(i, argv)
+	l, err := c.launch(ctx, c.net.wrap(i, argv), filepath.Join(p.dir, "node.log"))
+	if err != nil {
+		return fmt.Errorf("chaos: node %d: %w", i, err)
+	}
+	p.mu.Lock()
+	p.cmd, p.exited, p.paused = l.cmd, l.exited, false
+	p.starts++
+	p.epoch++
+	if p.id == "" {
+		p.id = l.id
+		p.addr = c.net.listen(i) + "/p2p/" + p.id
+	}
+	p.mu.Unlock()
+	c.log("node %d started (%s)", i, p.id)
+	return nil
+}
+
+// launched is a node process that answers on its API.
+type launched struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+	id     string
+}
+
+// launch starts a node process with argv, its stderr to logPath, and waits
+// until it prints its API address.
+func (c *cluster) launch(ctx context.Context, argv []string, logPath string) (launched, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), c.spec.Env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	logf, err := os.OpenFile(filepath.Join(p.dir, "node.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return err
+		return launched{}, err
 	}
 	defer logf.Close()
 	cmd.Stderr = logf
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return err
+		return launched{}, err
 	}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("chaos: start node %d: %w", i, err)
+		return launched{}, err
 	}
-	exited := make(chan struct{})
+	l := launched{cmd: cmd, exited: make(chan struct{})}
 	lines := make(chan string, 16)
 	go func() { // owned by the process: ends when its stdout closes
 		sc := bufio.NewScanner(out)
@@ -109,38 +168,34 @@ func (c *cluster) start(ctx context.Context, i int) error {
 		}
 		close(lines)
 		_ = cmd.Wait()
-		close(exited)
+		close(l.exited)
 	}()
-	p.mu.Lock()
-	p.cmd, p.exited, p.paused = cmd, exited, false
-	p.starts++
-	p.mu.Unlock()
 	deadline := time.NewTimer(60 * time.Second)
 	defer deadline.Stop()
 	for {
 		select {
 		case line, ok := <-lines:
 			if !ok {
-				return fmt.Errorf("chaos: node %d exited at start (see %s)", i, filepath.Join(p.dir, "node.log"))
+				return l, fmt.Errorf("exited at start (see %s)", logPath)
 			}
-			if rest, ok := strings.CutPrefix(line, "signalmesh node "); ok && p.id == "" {
-				p.id, _, _ = strings.Cut(rest, ":")
-				p.addr = c.net.listen(i) + "/p2p/" + p.id
+			if rest, ok := strings.CutPrefix(line, "signalmesh node "); ok && l.id == "" {
+				l.id, _, _ = strings.Cut(rest, ":")
 			}
 			if strings.HasPrefix(strings.TrimSpace(line), "http:") {
 				go func() { // drain the rest (the shutdown lines)
 					for range lines {
 					}
 				}()
-				c.log("node %d started (%s)", i, p.id)
-				return nil
+				return l, nil
 			}
 		case <-deadline.C:
-			_ = cmd.Process.Kill()
-			return fmt.Errorf("chaos: node %d did not start in 60 s", i)
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-l.exited
+			return l, errors.New("did not start in 60 s")
 		case <-ctx.Done():
-			_ = cmd.Process.Kill()
-			return ctx.Err()
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-l.exited
+			return l, ctx.Err()
 		}
 	}
 }
@@ -159,11 +214,13 @@ func (c *cluster) kill(i int) {
 	case <-exited:
 		end = "exit" // it had died by itself
 	default:
+		c.scrape(i)
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-exited
 	}
 	p.mu.Lock()
 	p.cmd, p.paused = nil, false
+	p.epoch++
 	p.ends = append(p.ends, end)
 	if end == "exit" {
 		p.crashes++
@@ -190,6 +247,7 @@ func (c *cluster) pause(i int, stop bool) {
 	}
 	_ = syscall.Kill(-p.cmd.Process.Pid, sig)
 	p.paused = stop
+	p.epoch++
 }
 
 // stop ends node i cleanly (SIGCONT, SIGTERM), or with SIGKILL after 30 s.
@@ -202,6 +260,11 @@ func (c *cluster) stop(i int) error {
 		return nil
 	}
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGCONT)
+	p.mu.Lock()
+	p.paused = false
+	p.epoch++
+	p.mu.Unlock()
+	c.scrape(i)
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 	end, err := "term", error(nil)
 	select {
@@ -216,9 +279,47 @@ func (c *cluster) stop(i int) error {
 	}
 	p.mu.Lock()
 	p.cmd = nil
+	p.epoch++
 	p.ends = append(p.ends, end)
 	p.mu.Unlock()
 	return err
+}
+
+// scrape adds the watched dropped_total counters of node i's running
+// process to the node's sums (called right before the process ends: the
+// counters live as long as it).
+func (c *cluster) scrape(i int) {
+	p := c.procs[i]
+	if _, ok := p.live(); !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.net.api(i)+"/metrics", nil)
+	resp, err := c.client.Do(req)
+	if err != nil {
+		c.log("node %d: metrics: %v", i, err)
+		return
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.dropped == nil {
+		p.dropped = map[string]float64{}
+	}
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), `signalmesh_dropped_total{reason="`)
+		if !ok {
+			continue
+		}
+		reason, val, _ := strings.Cut(rest, `"} `)
+		var v float64
+		if _, err := fmt.Sscan(val, &v); err == nil {
+			p.dropped[reason] += v
+		}
+	}
 }
 
 // shutdown stops every node, by SIGKILL if stop fails; it returns the

@@ -16,34 +16,52 @@
 //
 // # A schedule
 //
-// Plan draws, from a seed, faults one after another, each 1-3 s with a
-// quiet gap between: two halves; one node isolated; a bridge cut (two sides
-// that reach each other only through one node); flapping halves; kill -9
-// and restart on the same data directory; SIGSTOP then SIGCONT; a slow
-// link. Meanwhile a workload publishes at a steady rate to random nodes over
-// the HTTP API, at every consistency level (Weak, Eventual, Quorum(1..2)),
-// a third of the journaled ones the effect of a signal the publishing node
-// had delivered (a cause->effect chain). Every node runs a persistent
-// subscription that records, in order, each signal it delivers (Recorder,
-// the daemon's -record).
+// Plan draws, from a seed, faults one after another, each 1-3 s, some
+// overlapping (two process faults never on one node at once): two halves;
+// one node isolated; a bridge cut (two sides that reach each other only
+// through one node); flapping halves; a one-way cut; kill -9 and restart
+// on the same data directory; a clean restart (SIGTERM); SIGSTOP then
+// SIGCONT, also for 6-8 s (longer than the client's 5 s timeout); a slow
+// link; and a kill -9 while the mesh settles after the heal. With
+// Spec.Cover (the CI run) Deal gives each kind to one schedule instead.
+//
+// The workload publishes at a steady rate to random nodes over the HTTP
+// API, at every consistency level (Weak, Eventual, Quorum(1..2)). Its
+// parts (Parts) are switchable, and Setup records what the seed drew for
+// a schedule: ephemeral nodes (in memory, a fresh identity: new origins)
+// that join beside a node, publish 1-3 signals and leave by SIGTERM or
+// kill -9 after the answers, never to return; causes taken half from
+// other nodes' publishes (out of band) and half from the publishing
+// node's deliveries, biased to the most recent; a slow recording handler
+// (the daemon's -record-delay) and a small subscriber queue; a causal
+// buffer scaled down to 16-256; 2 % of the ops reusing an id under another
+// source on another node; a retry, with the same (source, id), on another
+// node of each publish whose outcome is unknown; a chain bootstrap
+// (multi-hop gossip); and, as an option, a long outage (one node cut off
+// while Parts.Outage signals are published). Each op takes the same draws
+// whatever the timing. Every node runs a persistent subscription that
+// records, in order, each signal it delivers with its origin, causal
+// metadata and a digest of its data (Recorder, the daemon's -record).
 //
 // # The checker
 //
 // After the last fault the harness heals everything, waits until every
-// journal has the same digest and every record holds the journal, stops the
-// nodes and calls Check, which verifies: no signal whose publish was
-// acknowledged (or whose quorum wait timed out: it is journaled) is missing
-// from any journal; all journals are equal, in the same replay order, and
-// hold nothing that was not published (nor a refused publish, nor a weak
-// signal); each node's subscription received every journaled signal, once,
-// or a second time only right after a kill -9 of its process (persistent
-// subscriptions are at least once across a crash: the Recorder, an
-// idempotent consumer, marks the second copy); no node delivered an effect
-// before its cause; every acknowledged Quorum(k) publish is on at least k+1
-// replicas (after the heal they must be on all, which is stronger). On a
-// failure, Explain gives the seed and the smallest history that shows it:
-// the publishes of the signals involved and their causes, the faults around
-// them, and the record lines that name them.
+// journal has the same digest and every record holds the journal,
+// publishes one probe per node (acknowledged and delivered everywhere
+// within 10 s), reads the journals with their content, stops the nodes,
+// reads their records, drop counters (scraped from /metrics before each
+// process ends) and WARN/ERROR log lines, and calls Check. Everything is
+// keyed by (source, id); causal metadata is read in either format the
+// core stamps (ParseMeta: meshclock, or meshcausal with dependencies by
+// peer ref). The rules are listed in Rules: lost, quorum, phantom,
+// divergent, content, origin, gap, undelivered, unjournaled, duplicate,
+// fifo, causal (happens-before: the origin's previous sequence, the
+// cause, the metadata's dependencies), unavailable, metric and log; the
+// harness adds crash, probe, quiescence and stop. On a failure, Explain
+// gives the seed and the smallest history that shows it: the publishes of
+// the signals involved and their causes, the faults around them, and the
+// record lines that name them. A result holds its spec and setup: the
+// command's -replay runs it again.
 //
 // # Cleanup
 //

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -26,9 +27,12 @@ type network interface {
 	// listen is node i's libp2p listen address; api its HTTP API address.
 	listen(i int) string
 	api(i int) string
-	// cut makes the given pairs unable to reach each other, lifting every
-	// earlier cut; an empty list heals everything.
+	// cut makes each directed pair's first node unable to send to its
+	// second, lifting every earlier cut; an empty list heals everything.
 	cut(ctx context.Context, pairs [][2]int, c *cluster) error
+	// extra is the libp2p listen and API addresses of the k-th ephemeral
+	// node, which runs beside (in the namespace of) node host.
+	extra(host, k int) (listen, api string)
 	// slow shapes node i's link (on) or lifts the shaping.
 	slow(i int, on bool) error
 	canSlow() bool
@@ -140,11 +144,13 @@ func (nn *netnsNet) cut(_ context.Context, pairs [][2]int, _ *cluster) error {
 		errs = append(errs, ipRun("-n", nn.ns(i), "route", "flush", "type", "blackhole"))
 	}
 	for _, p := range pairs {
-		errs = append(errs,
-			ipRun("-n", nn.ns(p[0]), "route", "add", "blackhole", nn.ip(p[1])+"/32"),
-			ipRun("-n", nn.ns(p[1]), "route", "add", "blackhole", nn.ip(p[0])+"/32"))
+		errs = append(errs, ipRun("-n", nn.ns(p[0]), "route", "add", "blackhole", nn.ip(p[1])+"/32"))
 	}
 	return errors.Join(errs...)
+}
+
+func (nn *netnsNet) extra(host, k int) (string, string) {
+	return fmt.Sprintf("/ip4/%s/tcp/%d", nn.ip(host), 4100+k), fmt.Sprintf("%s:%d", nn.ip(host), 7100+k)
 }
 
 func (nn *netnsNet) slow(i int, on bool) error {
@@ -271,6 +277,12 @@ func (l *loopNet) canSlow() bool                      { return false }
 func (l *loopNet) slow(int, bool) error               { return errors.New("chaos: no slow links on loopback") }
 func (l *loopNet) close() error                       { return nil }
 
+func (l *loopNet) extra(int, int) (string, string) {
+	a, _ := freePort()
+	b, _ := freePort()
+	return fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", a), fmt.Sprintf("127.0.0.1:%d", b)
+}
+
 // cut tells every running node which peers to refuse. A node that is down
 // or paused is told when it comes back (cluster.reapply).
 func (l *loopNet) cut(ctx context.Context, pairs [][2]int, c *cluster) error {
@@ -290,11 +302,8 @@ func (l *loopNet) tell(ctx context.Context, i int, pairs [][2]int, c *cluster) e
 	}
 	var peers []string
 	for _, pr := range pairs {
-		switch i {
-		case pr[0]:
+		if pr[0] == i && !slices.Contains(peers, c.procs[pr[1]].id) {
 			peers = append(peers, c.procs[pr[1]].id)
-		case pr[1]:
-			peers = append(peers, c.procs[pr[0]].id)
 		}
 	}
 	path, body := "/v1/fault/heal", []byte("{}")

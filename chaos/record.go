@@ -4,12 +4,18 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/signalmesh/signalmesh"
 )
@@ -19,10 +25,19 @@ import (
 type Entry struct {
 	// Start marks that a node process (re)started: the deliveries after it
 	// are that process's.
-	Start bool   `json:"start,omitempty"`
-	ID    string `json:"id,omitempty"`
-	Type  string `json:"type,omitempty"`
-	Cause string `json:"cause,omitempty"`
+	Start  bool   `json:"start,omitempty"`
+	Source string `json:"source,omitempty"`
+	ID     string `json:"id,omitempty"`
+	Type   string `json:"type,omitempty"`
+	Cause  string `json:"cause,omitempty"`
+	// Peer, Clock and Causal are the signal's meshpeer, meshclock and
+	// meshcausal extensions (its origin and causal metadata, in the first
+	// or the bounded format; see ParseMeta).
+	Peer   string `json:"peer,omitempty"`
+	Clock  string `json:"clock,omitempty"`
+	Causal string `json:"causal,omitempty"`
+	// Sum is a digest of the signal's data (see DataSum).
+	Sum string `json:"sum,omitempty"`
 	// Again marks a delivery of an id this record already holds: the
 	// subscription handed the signal over twice. A persistent subscription
 	// is at least once across a crash (its cursor is saved after each
@@ -37,14 +52,76 @@ type Entry struct {
 // write). It is an idempotent consumer: an id it holds already is written
 // again only as an Again line. Its Handle method is safe for concurrent use.
 type Recorder struct {
-	mu   sync.Mutex
-	f    *os.File
-	seen map[string]bool
+	mu    sync.Mutex
+	f     *os.File
+	seen  map[Key]bool
+	delay Delay
+}
+
+// Key is a signal's identity: (source, id), as CloudEvents defines it.
+type Key struct {
+	Source string `json:"source"`
+	ID     string `json:"id"`
+}
+
+func (k Key) String() string { return k.Source + " " + k.ID }
+
+// Key is the identity of the recorded signal.
+func (e Entry) Key() Key { return Key{e.Source, e.ID} }
+
+// Meta parses the recorded causal metadata.
+func (e Entry) Meta() (Meta, error) { return ParseMeta(e.Peer, e.Causal, e.Clock) }
+
+// DataSum is a short digest of a signal's data (JSON compacted first),
+// compared by the checker.
+func DataSum(data []byte) string {
+	var b bytes.Buffer
+	if json.Compact(&b, data) == nil {
+		data = b.Bytes()
+	}
+	s := sha256.Sum256(data)
+	return hex.EncodeToString(s[:8])
+}
+
+// Delay makes a recording handler slow: each signal waits a time drawn
+// log-uniformly from [Min, Max] by a hash of its identity (the same signal
+// waits the same on every node and run). The zero Delay waits nothing.
+type Delay struct{ Min, Max time.Duration }
+
+// ParseDelay reads "MIN-MAX" (such as "300us-200ms") or "" (none).
+func ParseDelay(s string) (Delay, error) {
+	if s == "" {
+		return Delay{}, nil
+	}
+	a, b, ok := strings.Cut(s, "-")
+	lo, err1 := time.ParseDuration(a)
+	hi, err2 := time.ParseDuration(b)
+	if !ok || err1 != nil || err2 != nil || lo <= 0 || hi < lo {
+		return Delay{}, fmt.Errorf("chaos: delay %q: want MIN-MAX such as 300us-200ms", s)
+	}
+	return Delay{lo, hi}, nil
+}
+
+func (d Delay) String() string {
+	if d.Max == 0 {
+		return ""
+	}
+	return d.Min.String() + "-" + d.Max.String()
+}
+
+// For is how long the handler waits for the signal k.
+func (d Delay) For(k Key) time.Duration {
+	if d.Max == 0 {
+		return 0
+	}
+	h := sha256.Sum256([]byte(k.String()))
+	u := float64(binary.BigEndian.Uint64(h[:8])>>11) / (1 << 53)
+	return time.Duration(float64(d.Min) * math.Pow(float64(d.Max)/float64(d.Min), u))
 }
 
 // OpenRecorder opens (or creates) the record at path, drops a torn last
 // line left by a crash, and appends a Start line.
-func OpenRecorder(path string) (*Recorder, error) {
+func OpenRecorder(path string, delay Delay) (*Recorder, error) {
 	entries, valid, err := readRecord(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
@@ -61,10 +138,10 @@ func OpenRecorder(path string) (*Recorder, error) {
 		f.Close()
 		return nil, fmt.Errorf("chaos: record: %w", err)
 	}
-	r := &Recorder{f: f, seen: map[string]bool{}}
+	r := &Recorder{f: f, seen: map[Key]bool{}, delay: delay}
 	for _, e := range entries {
 		if e.ID != "" {
-			r.seen[e.ID] = true
+			r.seen[e.Key()] = true
 		}
 	}
 	if err := r.write(Entry{Start: true}); err != nil {
@@ -74,17 +151,34 @@ func OpenRecorder(path string) (*Recorder, error) {
 	return r, nil
 }
 
-// Handle records s; it is a node.Handler.
-func (r *Recorder) Handle(_ context.Context, s *signalmesh.Signal) error {
+// Handle records s, after the Delay for it; it is a node.Handler.
+func (r *Recorder) Handle(ctx context.Context, s *signalmesh.Signal) error {
+	k := Key{s.Source, s.ID}
+	if d := r.delay.For(k); d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	e := Entry{ID: s.ID, Type: s.Type, Cause: s.CauseID(), Again: r.seen[s.ID]}
+	str := func(name string) string { v, _ := s.Extensions[name].(string); return v }
+	e := Entry{Source: s.Source, ID: s.ID, Type: s.Type, Cause: s.CauseID(), Again: r.seen[k],
+		Peer: str(signalmesh.ExtPeer), Clock: str("meshclock"), Causal: str(ExtCausal), Sum: DataSum(s.Data)}
 	if err := r.write(e); err != nil {
 		return err // the subscription retries
 	}
-	r.seen[s.ID] = true
+	r.seen[k] = true
 	return nil
 }
+
+// ExtCausal is the extension of the bounded causal metadata
+// ("<seq>/<lamport>/<deps>"), which replaced meshclock (still read, for
+// records of older nodes).
+const ExtCausal = signalmesh.ExtCausal
 
 func (r *Recorder) write(e Entry) error {
 	b, err := json.Marshal(e)

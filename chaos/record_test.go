@@ -2,9 +2,11 @@ package chaos
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/signalmesh/signalmesh"
 )
@@ -24,7 +26,7 @@ func TestRecorderAcrossRestarts(t *testing.T) {
 		}
 		return s
 	}
-	r, err := OpenRecorder(path)
+	r, err := OpenRecorder(path, Delay{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +41,7 @@ func TestRecorderAcrossRestarts(t *testing.T) {
 	f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
 	_, _ = f.WriteString(`{"id":"c","ty`) // a crash in the middle of a line
 	f.Close()
-	r, err = OpenRecorder(path)
+	r, err = OpenRecorder(path, Delay{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,14 +52,46 @@ func TestRecorderAcrossRestarts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Entry{{Start: true}, {ID: "a", Type: "t.x"}, {ID: "b", Type: "t.x", Cause: "a"},
-		{Start: true}, {ID: "b", Type: "t.x", Cause: "a", Again: true}, {ID: "c", Type: "t.x"}}
+	none := DataSum(nil)
+	want := []Entry{{Start: true}, {Source: "/test", ID: "a", Type: "t.x", Sum: none}, {Source: "/test", ID: "b", Type: "t.x", Cause: "a", Sum: none},
+		{Start: true}, {Source: "/test", ID: "b", Type: "t.x", Cause: "a", Again: true, Sum: none}, {Source: "/test", ID: "c", Type: "t.x", Sum: none}}
 	if len(got) != len(want) {
 		t.Fatalf("got %+v", got)
 	}
 	for i := range want {
 		if got[i] != want[i] {
 			t.Fatalf("line %d: got %+v, want %+v", i+1, got[i], want[i])
+		}
+	}
+}
+
+// A slow handler's delay is the same for a signal on every node, within
+// its range, and spread over it.
+func TestDelay(t *testing.T) {
+	d, err := ParseDelay("300us-200ms")
+	if err != nil || d.String() != "300µs-200ms" {
+		t.Fatalf("%v %v", d, err)
+	}
+	short, long := 0, 0
+	for i := 0; i < 1000; i++ {
+		k := Key{"/s", fmt.Sprint(i)}
+		x := d.For(k)
+		if x != d.For(k) || x < d.Min || x > d.Max {
+			t.Fatalf("%s: %v", k, x)
+		}
+		if x < 2*time.Millisecond {
+			short++
+		}
+		if x > 50*time.Millisecond {
+			long++
+		}
+	}
+	if short < 200 || long < 100 {
+		t.Fatalf("not spread: %d short, %d long", short, long)
+	}
+	for _, bad := range []string{"1ms", "2ms-1ms", "x-1ms", "0s-1ms"} {
+		if _, err := ParseDelay(bad); err == nil {
+			t.Errorf("%q parsed", bad)
 		}
 	}
 }

@@ -1,20 +1,16 @@
 package chaos
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -33,11 +29,12 @@ type Spec struct {
 	// on fresh nodes. Default 1 (short 3).
 	Schedules int `json:"schedules"`
 	// Duration of each schedule's workload; faults happen within it.
-	// Default 20 s (short 8 s).
+	// Default 20 s (short 12 s).
 	Duration time.Duration `json:"duration"`
 	// Rate of publishes per second over all nodes. Default 40 (short 20).
 	Rate int `json:"rate"`
-	// Settle bounds the wait for quiescence after the heal. Default 60 s.
+	// Settle bounds the wait for quiescence after the heal. Default 60 s
+	// (short 20 s).
 	Settle time.Duration `json:"settle"`
 	// Network: "auto" (namespaces when root and `ip` allow, else
 	// loopback), "netns" or "loopback". Default auto.
@@ -50,8 +47,20 @@ type Spec struct {
 	Keep bool   `json:"-"`
 	// Short takes the CI sizes.
 	Short bool `json:"short"`
+	// Cover deals every fault kind to the schedules (each kind once, in a
+	// seeded order; the CI run), instead of drawing kinds at random.
+	Cover bool `json:"cover,omitempty"`
+	// Parts are the workload's parts, each switchable; the zero Parts
+	// means DefaultParts.
+	Parts Parts `json:"parts"`
+	// Faults, when not nil, are the schedule's faults instead of those
+	// Plan draws (a shrunk schedule; Schedules must be 1).
+	Faults []Fault `json:"faults,omitempty"`
 	// Log receives progress lines; nil: none.
 	Log io.Writer `json:"-"`
+	// OnResult, when set, is called with each schedule's result as soon
+	// as it is known (progress, partial result files).
+	OnResult func(Result) `json:"-"`
 }
 
 // WithDefaults fills the zero fields.
@@ -73,14 +82,20 @@ func (s Spec) WithDefaults() Spec {
 	if s.Duration == 0 {
 		s.Duration = 20 * time.Second
 		if s.Short {
-			s.Duration = 8 * time.Second
+			s.Duration = 12 * time.Second
 		}
 	}
 	if s.Settle == 0 {
 		s.Settle = 60 * time.Second
+		if s.Short {
+			s.Settle = 20 * time.Second
+		}
 	}
 	if s.Network == "" {
 		s.Network = "auto"
+	}
+	if s.Parts == (Parts{}) {
+		s.Parts = DefaultParts(s.Short)
 	}
 	return s
 }
@@ -92,6 +107,10 @@ func (s Spec) Validate() error {
 		return errors.New("chaos: Spec.Command is required")
 	case s.Nodes < 3 || s.Nodes > 9:
 		return fmt.Errorf("chaos: %d nodes, want 3 to 9", s.Nodes)
+	case s.Faults != nil && s.Schedules != 1:
+		return errors.New("chaos: given faults are for one schedule")
+	case s.Parts.Ephemeral < 0 || s.Parts.Ephemeral > 200:
+		return fmt.Errorf("chaos: %d ephemeral nodes, want 0 to 200", s.Parts.Ephemeral)
 	case s.Duration < 4*time.Second:
 		return fmt.Errorf("chaos: duration %v, want at least 4s", s.Duration)
 	case s.Rate <= 0 || s.Schedules <= 0 || s.Settle <= 0:
@@ -109,9 +128,13 @@ func (s Spec) Validate() error {
 
 // Result is one schedule's run.
 type Result struct {
-	Seed    uint64        `json:"seed"`
-	Nodes   int           `json:"nodes"`
-	Network string        `json:"network"`
+	Seed    uint64 `json:"seed"`
+	Nodes   int    `json:"nodes"`
+	Network string `json:"network"`
+	// Spec is the run's spec (replay: Spec with Seed set to this seed and
+	// Schedules 1 runs this schedule again); Setup what the seed drew.
+	Spec    Spec          `json:"spec"`
+	Setup   Setup         `json:"setup"`
 	Faults  []Fault       `json:"faults"`
 	Verdict Verdict       `json:"verdict"`
 	Settled time.Duration `json:"settled"` // from the end of the workload to quiescence
@@ -131,13 +154,24 @@ func Run(ctx context.Context, spec Spec) ([]Result, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
+	if spec.Log != nil { // faults, ephemeral nodes and the workload log at once
+		spec.Log = &lockedWriter{w: spec.Log}
+	}
 	var out []Result
 	for k := 0; k < spec.Schedules; k++ {
-		r, err := runOne(ctx, spec, spec.Seed+uint64(k))
+		r, err := runOne(ctx, spec, spec.Seed+uint64(k), k)
 		if err != nil {
 			return out, fmt.Errorf("chaos: seed %d: %w", spec.Seed+uint64(k), err)
 		}
 		out = append(out, r)
+		kinds := map[string]int{}
+		for _, a := range r.Verdict.Anomalies {
+			kinds[a.Kind]++
+		}
+		spec.logf("seed %d: ok=%v, %d origins, anomalies %v", r.Seed, r.Verdict.OK, r.Verdict.Origins, kinds)
+		if spec.OnResult != nil {
+			spec.OnResult(r)
+		}
 	}
 	return out, nil
 }
@@ -148,7 +182,7 @@ func (s Spec) logf(format string, args ...any) {
 	}
 }
 
-func runOne(ctx context.Context, spec Spec, seed uint64) (res Result, err error) {
+func runOne(ctx context.Context, spec Spec, seed uint64, index int) (res Result, err error) {
 	CleanStale()
 	dir, err := workDir(spec, seed)
 	if err != nil {
@@ -172,9 +206,18 @@ func runOne(ctx context.Context, spec Spec, seed uint64) (res Result, err error)
 	if err != nil {
 		return res, err
 	}
-	res = Result{Seed: seed, Nodes: spec.Nodes, Network: nw.name(), Faults: Plan(seed, spec.Nodes, spec.Duration, kinds)}
-	spec.logf("seed %d: %d nodes, %s; %d faults", seed, spec.Nodes, nw.name(), len(res.Faults))
-	c, err := newCluster(spec, seed, dir, nw)
+	res = Result{Seed: seed, Nodes: spec.Nodes, Network: nw.name(), Spec: spec, Setup: drawSetup(seed, index, spec.Parts, spec.Cover)}
+	if spec.Cover {
+		kinds = Deal(spec.Seed, kinds, spec.Schedules)[index]
+	}
+	switch {
+	case spec.Faults != nil:
+		res.Faults = spec.Faults
+	case res.Setup.Outage == 0 && len(kinds) > 0:
+		res.Faults = Plan(seed, spec.Nodes, spec.Duration, kinds, spec.Cover)
+	}
+	spec.logf("seed %d: %d nodes, %s; %d faults; %s", seed, spec.Nodes, nw.name(), len(res.Faults), res.Setup)
+	c, err := newCluster(spec, seed, dir, nw, res.Setup)
 	if err != nil {
 		return res, err
 	}
@@ -195,39 +238,23 @@ func runOne(ctx context.Context, spec Spec, seed uint64) (res Result, err error)
 	if err := c.awaitMesh(ctx); err != nil {
 		return res, err
 	}
-	w := newWorkload(c, seed, spec)
-	if err := c.exercise(ctx, w, res.Faults); err != nil {
+	w := newWorkload(c, seed, spec, res.Setup)
+	eph, err := c.exercise(ctx, w, res.Faults)
+	if err != nil {
 		return res, err
 	}
-	// Heal everything (the driver lifted each fault; this is belt and
-	// braces), bring back any process that died by itself, and wait.
-	_ = nw.cut(ctx, nil, c)
-	for i, p := range c.procs {
-		if !p.running() {
-			c.kill(i) // records how it ended
-			if err := c.start(ctx, i); err != nil {
-				return res, err
-			}
-		}
-	}
-	healed := time.Now()
-	journals, serr := c.settle(ctx, spec.Settle)
-	res.Settled = time.Since(healed)
-	if serr != nil {
-		spec.logf("  not quiescent after %v: %v", spec.Settle, serr)
-	}
+	h, probeErr, settleErr, err := c.finish(ctx, w, res.Faults, &res)
 	stopErr := c.shutdown()
 	stopped = true
-	h := History{Nodes: spec.Nodes, Ops: w.ops(), Journals: journals}
-	for _, p := range c.procs {
-		rec, err := ReadRecord(p.record)
-		if err != nil {
-			return res, err
-		}
-		h.Records = append(h.Records, rec)
-		h.Ends = append(h.Ends, p.ends)
+	if err != nil {
+		return res, err
 	}
-	res.Verdict = c.verdict(h, serr, stopErr)
+	h.Ephemeral = eph
+	if err := c.collect(&h); err != nil {
+		return res, err
+	}
+	h.Expect = expect(res.Setup, res.Faults)
+	res.Verdict = c.verdict(h, probeErr, settleErr, stopErr)
 	if !res.Verdict.OK {
 		res.Explain = Explain(h, res.Faults, res.Verdict)
 	}
@@ -276,13 +303,20 @@ func kindsFor(spec Spec, nw network) ([]Kind, error) {
 }
 
 // newCluster lays out the nodes' directories and shared parameters.
-func newCluster(spec Spec, seed uint64, dir string, nw network) (*cluster, error) {
-	c := &cluster{spec: spec, mesh: fmt.Sprintf("chaos-%d", seed), dir: dir, net: nw,
+func newCluster(spec Spec, seed uint64, dir string, nw network, setup Setup) (*cluster, error) {
+	c := &cluster{spec: spec, mesh: fmt.Sprintf("chaos-%d", seed), dir: dir, net: nw, setup: setup, cuts: map[int][][2]int{},
 		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32}},
 		log:    func(f string, a ...any) { spec.logf("  "+f, a...) }}
 	// Short timers so that faults show within a schedule's seconds.
-	params := `{"params": {"redial": "500ms", "rebroadcast": "1s", "cause_timeout": "5s"}}`
-	if err := os.WriteFile(filepath.Join(dir, "params.json"), []byte(params), 0o644); err != nil {
+	params := map[string]any{"redial": "500ms", "rebroadcast": "1s", "cause_timeout": "5s"}
+	if setup.CausalBuffer > 0 {
+		params["causal_buffer"] = setup.CausalBuffer
+	}
+	if setup.SubscriberQueue > 0 {
+		params["subscriber_queue"] = setup.SubscriberQueue
+	}
+	b, _ := json.Marshal(map[string]any{"params": params})
+	if err := os.WriteFile(filepath.Join(dir, "params.json"), b, 0o644); err != nil {
 		return nil, err
 	}
 	for i := 0; i < spec.Nodes; i++ {
@@ -296,17 +330,25 @@ func newCluster(spec Spec, seed uint64, dir string, nw network) (*cluster, error
 	return c, nil
 }
 
-// exercise runs the workload for the spec's duration while the faults
-// happen, and returns when both are over.
-func (c *cluster) exercise(ctx context.Context, w *workload, faults []Fault) error {
+// exercise runs the workload (and the ephemeral nodes) for the spec's
+// duration while the faults happen, and returns when all are over.
+func (c *cluster) exercise(ctx context.Context, w *workload, faults []Fault) ([]Ephemeral, error) {
 	var wg sync.WaitGroup
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	start := time.Now()
-	wg.Add(1)
-	go func() { defer wg.Done(); w.run(wctx, start) }()
-	ferr := c.drive(wctx, faults, start)
-	if rest := time.Until(start.Add(c.spec.Duration)); rest > 0 && ferr == nil {
+	w.start = time.Now()
+	var eph []Ephemeral
+	if w.setup.Outage > 0 {
+		return nil, c.outage(wctx, w)
+	}
+	wg.Add(2)
+	go func() { defer wg.Done(); w.run(wctx) }()
+	go func() {
+		defer wg.Done()
+		eph = w.ephemerals(wctx, planEphemeral(w.seed, w.setup.Ephemeral, len(c.procs), c.spec.Duration))
+	}()
+	ferr := c.drive(wctx, faults, w.start)
+	if rest := time.Until(w.start.Add(c.spec.Duration)); rest > 0 && ferr == nil {
 		select {
 		case <-time.After(rest):
 		case <-ctx.Done():
@@ -314,19 +356,22 @@ func (c *cluster) exercise(ctx context.Context, w *workload, faults []Fault) err
 	}
 	cancel()
 	wg.Wait()
-	return errors.Join(ferr, ctx.Err())
+	return eph, errors.Join(ferr, ctx.Err())
 }
 
 // verdict checks the history and adds what the harness saw itself:
-// processes that died, a mesh that did not settle, a node that did not
-// stop cleanly.
-func (c *cluster) verdict(h History, settleErr, stopErr error) Verdict {
+// processes that died, probes that failed, a mesh that did not settle, a
+// node that did not stop cleanly.
+func (c *cluster) verdict(h History, probeErr, settleErr, stopErr error) Verdict {
 	v := Check(h)
 	for i, p := range c.procs {
 		if p.crashes > 0 {
 			v.Anomalies = append(v.Anomalies, Anomaly{Kind: "crash", Node: i,
 				Detail: fmt.Sprintf("%d node processes ended by themselves (see %s)", p.crashes, filepath.Join(p.dir, "node.log"))})
 		}
+	}
+	if probeErr != nil {
+		v.Anomalies = append(v.Anomalies, Anomaly{Kind: "probe", Node: -1, Detail: probeErr.Error()})
 	}
 	if settleErr != nil {
 		v.Anomalies = append(v.Anomalies, Anomaly{Kind: "quiescence", Node: -1,
@@ -335,20 +380,36 @@ func (c *cluster) verdict(h History, settleErr, stopErr error) Verdict {
 	if stopErr != nil {
 		v.Anomalies = append(v.Anomalies, Anomaly{Kind: "stop", Node: -1, Detail: stopErr.Error()})
 	}
+	if v.Counts == nil {
+		v.Counts = map[string]int{}
+	}
+	for _, a := range v.Anomalies {
+		if a.Kind == "crash" || a.Kind == "probe" || a.Kind == "quiescence" || a.Kind == "stop" {
+			v.Counts[a.Kind]++
+		}
+	}
 	v.OK = len(v.Anomalies) == 0
 	return v
 }
 
-// awaitMesh waits until every node is connected to every other.
+// awaitMesh waits until every node is connected to every other (in a
+// chain, to its neighbours).
 func (c *cluster) awaitMesh(ctx context.Context) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ok := true
 		for i := range c.procs {
+			want := len(c.procs) - 1
+			if c.setup.Chain {
+				want = 2
+				if i == 0 || i == len(c.procs)-1 {
+					want = 1
+				}
+			}
 			var st struct {
 				Peers []string `json:"peers"`
 			}
-			if err := c.get(ctx, i, "/v1/status", &st); err != nil || len(st.Peers) < len(c.procs)-1 {
+			if err := c.get(ctx, i, "/v1/status", &st); err != nil || len(st.Peers) < want {
 				ok = false
 				break
 			}
@@ -368,9 +429,13 @@ func (c *cluster) awaitMesh(ctx context.Context) error {
 }
 
 func (c *cluster) get(ctx context.Context, i int, path string, v any) error {
+	return c.getAt(ctx, c.net.api(i), path, v)
+}
+
+func (c *cluster) getAt(ctx context.Context, addr, path string, v any) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.net.api(i)+path, nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
 	resp, err := c.client.Do(req)
 	if err != nil {
 		return err
@@ -382,309 +447,14 @@ func (c *cluster) get(ctx context.Context, i int, path string, v any) error {
 	return json.NewDecoder(resp.Body).Decode(v)
 }
 
-// settle waits until every journal has the same digest on two polls in a
-// row and every node's record holds every journaled signal, then returns
-// the journals (ids in replay order). On timeout it returns them as they
-// are, with the reason.
-func (c *cluster) settle(ctx context.Context, limit time.Duration) ([][]string, error) {
-	deadline := time.Now().Add(limit)
-	last := ""
-	var why error
-	for {
-		digest, same, err := c.digests(ctx)
-		switch {
-		case err != nil:
-			why = err
-		case !same:
-			why = errors.New("the journals differ")
-		case digest != last:
-			why = errors.New("the journals still change")
-		default:
-			journals, err := c.journals(ctx)
-			if err == nil {
-				err = c.recorded(journals)
-			}
-			if why = err; err == nil {
-				return journals, nil
-			}
-		}
-		last = digest
-		if time.Now().After(deadline) {
-			journals, err := c.journals(ctx)
-			return journals, errors.Join(why, err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
+// lockedWriter serializes writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
 }
 
-// digests returns node 0's journal size and digest, and whether every node
-// has the same.
-func (c *cluster) digests(ctx context.Context) (string, bool, error) {
-	common, same := "", true
-	for i := range c.procs {
-		var d struct {
-			Count  int    `json:"count"`
-			Digest string `json:"digest"`
-		}
-		if err := c.get(ctx, i, "/v1/digest", &d); err != nil {
-			return "", false, err
-		}
-		key := fmt.Sprint(d.Count, " ", d.Digest)
-		if i == 0 {
-			common = key
-		} else if key != common {
-			same = false
-		}
-	}
-	return common, same, nil
-}
-
-func (c *cluster) journals(ctx context.Context) ([][]string, error) {
-	out := make([][]string, len(c.procs))
-	for i := range c.procs {
-		var sigs []struct {
-			ID string `json:"id"`
-		}
-		if err := c.get(ctx, i, "/v1/replay", &sigs); err != nil {
-			return out, err
-		}
-		for _, s := range sigs {
-			out[i] = append(out[i], s.ID)
-		}
-	}
-	return out, nil
-}
-
-func (c *cluster) recorded(journals [][]string) error {
-	for i, p := range c.procs {
-		rec, err := ReadRecord(p.record)
-		if err != nil {
-			return err
-		}
-		have := map[string]bool{}
-		for _, e := range rec {
-			have[e.ID] = true
-		}
-		for _, id := range journals[i] {
-			if !have[id] {
-				return fmt.Errorf("node %d has not delivered %s yet", i, id)
-			}
-		}
-	}
-	return nil
-}
-
-// drive applies the faults at their times and lifts each after its
-// duration. Faults never overlap.
-func (c *cluster) drive(ctx context.Context, faults []Fault, start time.Time) error {
-	wait := func(until time.Time) bool {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(time.Until(until)):
-			return true
-		}
-	}
-	n := len(c.procs)
-	for _, f := range faults {
-		if !wait(start.Add(f.At)) {
-			return nil
-		}
-		end := start.Add(f.At + f.For)
-		c.log("fault %s", f)
-		var err error
-		switch f.Kind {
-		case Halves, Bridge:
-			err = c.net.cut(ctx, cutPairs(n, f.Groups), c)
-			wait(end)
-			err = errors.Join(err, c.net.cut(context.WithoutCancel(ctx), nil, c))
-		case Isolate:
-			err = c.net.cut(ctx, cutPairs(n, isolateGroups(n, f.Node)), c)
-			wait(end)
-			err = errors.Join(err, c.net.cut(context.WithoutCancel(ctx), nil, c))
-		case Flap:
-			for on := true; time.Now().Before(end) && ctx.Err() == nil; on = !on {
-				var pairs [][2]int
-				if on {
-					pairs = cutPairs(n, f.Groups)
-				}
-				err = errors.Join(err, c.net.cut(ctx, pairs, c))
-				wait(minTime(end, time.Now().Add(f.Period)))
-			}
-			err = errors.Join(err, c.net.cut(context.WithoutCancel(ctx), nil, c))
-		case Kill:
-			c.kill(f.Node)
-			if wait(end) { // interrupted: the node stays down, Run is ending
-				err = c.start(ctx, f.Node)
-			}
-		case Pause:
-			c.pause(f.Node, true)
-			wait(end)
-			c.pause(f.Node, false)
-		case Slow:
-			err = c.net.slow(f.Node, true)
-			wait(end)
-			err = errors.Join(err, c.net.slow(f.Node, false))
-		}
-		if err != nil {
-			return fmt.Errorf("fault %s: %w", f, err)
-		}
-	}
-	return nil
-}
-
-func minTime(a, b time.Time) time.Time {
-	if a.Before(b) {
-		return a
-	}
-	return b
-}
-
-// workload publishes at a steady rate to random nodes, with every
-// consistency level, some signals the effects of ones the node delivered.
-type workload struct {
-	c    *cluster
-	spec Spec
-	rng  *rand.Rand
-	seed uint64
-
-	mu     sync.Mutex
-	all    []Op
-	kinds  map[string]string // id → consistency
-	offset []int64           // per node: how far its record was read
-	causes [][]string        // per node: journaled ids it delivered
-}
-
-func newWorkload(c *cluster, seed uint64, spec Spec) *workload {
-	n := len(c.procs)
-	return &workload{c: c, spec: spec, seed: seed, rng: rand.New(rand.NewPCG(seed, 7)),
-		kinds: map[string]string{}, offset: make([]int64, n), causes: make([][]string, n)}
-}
-
-func (w *workload) ops() []Op {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return slices.Clone(w.all)
-}
-
-func (w *workload) run(ctx context.Context, start time.Time) {
-	sem := make(chan struct{}, 16) // publishes in flight; when full the next waits
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	every := time.Second / time.Duration(w.spec.Rate)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for k := 0; ; k++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		op := w.next(k, time.Since(start))
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			w.publish(op)
-		}()
-	}
-}
-
-// next draws the k-th publish.
-func (w *workload) next(k int, at time.Duration) Op {
-	n := len(w.c.procs)
-	op := Op{ID: fmt.Sprintf("s%d-%d", w.seed, k), Node: w.rng.IntN(n), At: at}
-	switch r := w.rng.IntN(100); {
-	case r < 15:
-		op.Consistency = "weak"
-	case r < 45:
-		op.Consistency = fmt.Sprintf("quorum:%d", 1+w.rng.IntN(min(2, n-1)))
-	default:
-		op.Consistency = "eventual"
-	}
-	if op.Consistency != "weak" && w.rng.IntN(100) < 35 {
-		if cs := w.delivered(op.Node); len(cs) > 0 {
-			op.Cause = cs[w.rng.IntN(len(cs))]
-		}
-	}
-	return op
-}
-
-// delivered reads what node i's record gained since the last call and
-// returns the journaled signals it has delivered.
-func (w *workload) delivered(i int) []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	f, err := os.Open(w.c.procs[i].record)
-	if err != nil {
-		return w.causes[i]
-	}
-	defer f.Close()
-	if _, err := f.Seek(w.offset[i], io.SeekStart); err != nil {
-		return w.causes[i]
-	}
-	b, _ := io.ReadAll(f)
-	if k := bytes.LastIndexByte(b, '\n'); k >= 0 {
-		b = b[:k+1]
-		w.offset[i] += int64(len(b))
-		for _, line := range bytes.Split(b[:len(b)-1], []byte("\n")) {
-			var e Entry
-			if json.Unmarshal(line, &e) == nil && e.ID != "" && !e.Again && w.kinds[e.ID] != "weak" && w.kinds[e.ID] != "" {
-				w.causes[i] = append(w.causes[i], e.ID)
-			}
-		}
-	}
-	return w.causes[i]
-}
-
-func (w *workload) publish(op Op) {
-	typ := "chaos.cause"
-	ev := map[string]any{"specversion": "1.0", "id": op.ID, "source": "/chaos", "type": typ, "data": map[string]any{"node": op.Node}}
-	if op.Cause != "" {
-		ev["type"], ev["causeid"] = "chaos.effect", op.Cause
-	}
-	body, _ := json.Marshal(ev)
-	w.mu.Lock()
-	w.kinds[op.ID] = op.Consistency
-	w.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	url := fmt.Sprintf("http://%s/v1/publish?consistency=%s&timeout=2s", w.c.net.api(op.Node), op.Consistency)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/cloudevents+json")
-	t0 := time.Now()
-	resp, err := w.c.client.Do(req)
-	op.Took = time.Since(t0)
-	switch {
-	case errors.Is(err, syscall.ECONNREFUSED):
-		op.Outcome, op.Err = Refused, err.Error() // the node is down: nothing was sent
-	case err != nil:
-		op.Outcome, op.Err = Unknown, err.Error()
-	default:
-		msg, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		switch {
-		case resp.StatusCode == http.StatusAccepted:
-			op.Outcome = Acked
-		case resp.StatusCode == http.StatusGatewayTimeout && strings.HasPrefix(op.Consistency, "quorum"):
-			op.Outcome, op.Err = QuorumTimeout, strings.TrimSpace(string(msg))
-		case resp.StatusCode >= 500:
-			// The node may have journaled it before failing.
-			op.Outcome, op.Err = Unknown, resp.Status+": "+strings.TrimSpace(string(msg))
-		default:
-			op.Outcome, op.Err = Refused, resp.Status+": "+strings.TrimSpace(string(msg))
-		}
-	}
-	w.mu.Lock()
-	w.all = append(w.all, op)
-	w.mu.Unlock()
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }

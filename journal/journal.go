@@ -520,7 +520,7 @@ func Order(sigs []*signalmesh.Signal) {
 		if nd.m.Cause != "" {
 			for _, p := range byID[nd.m.Cause] {
 				c := &nodes[p]
-				if c.s.ID == nd.s.ID || c.ok && c.m.Origin == nd.m.Origin && c.m.Seq > nd.m.Seq {
+				if c.s.ID == nd.s.ID || c.ok && c.m.Origin == nd.m.Origin && c.m.Seq > nd.m.Seq && c.s.Source == nd.s.Source {
 					continue // not a dependency: the origin's own order wins (see package causal)
 				}
 				edge(p, i)

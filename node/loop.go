@@ -133,9 +133,14 @@ func (n *Node) handle(in inbound) {
 	}
 	m, err := journal.MetaOf(in.s)
 	if errors.Is(err, journal.ErrNoStamp) {
-		// Weak: no causal order, delivered as it comes. It is not a cause
-		// either: an effect's causeid waits for a journaled signal (anyone
-		// may gossip a Weak signal with any id).
+		// Weak: no causal order, delivered as it comes, once per identity
+		// while the core remembers it (a retry on another peer is not
+		// delivered twice). It is not a cause: an effect's causeid waits for
+		// a journaled signal (anyone may gossip a Weak signal with any id).
+		if n.core.Weak(in.s.Source, in.s.ID, journal.ContentDigest(in.s)) {
+			n.m.deduped.Add(1)
+			return
+		}
 		n.dispatch(in.s)
 		return
 	}

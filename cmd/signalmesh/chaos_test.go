@@ -17,19 +17,28 @@ import (
 	"github.com/signalmesh/signalmesh/chaos"
 )
 
+// ciParts are the workload parts of the CI run: all but the ephemeral
+// nodes, whose signals can still vanish when such a node leaves before any
+// peer fetched its journal delta (the durable hand-off of the no-loss work
+// is still to come; "chaos -parts ephemeral" shows it).
+const ciParts = "out-of-band,slow-subscriber,limits,reuse,retry,partial-mesh"
+
 // The CI run of the fault harness: three seeded schedules against node
-// processes (this test binary standing in for signalmesh), each with a
-// passing verdict, and nothing left behind.
+// processes (this test binary standing in for signalmesh), dealt every
+// fault kind between them, with the workload parts of ciParts: every
+// schedule must PASS, and nothing is left behind.
 func TestChaosShort(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts node processes for about a minute")
+		t.Skip("starts node processes for a few minutes")
 	}
 	out := filepath.Join(t.TempDir(), "chaos.json")
 	var stdout, stderr bytes.Buffer
 	t.Setenv("SIGNALMESH_TEST_RUN", "1") // the nodes are this binary
-	code := run([]string{"chaos", "-short", "-out", out}, &stdout, &stderr)
-	t.Logf("%s", stdout.String())
-	if code != 0 {
+	start := time.Now()
+	// A failed schedule's evidence is kept, here in the test's directory.
+	code := run([]string{"chaos", "-short", "-cover", "-seed", "1", "-parts", ciParts, "-out", out, "-dir", t.TempDir()}, &stdout, &stderr)
+	t.Logf("%s\n(%v)", stdout.String(), time.Since(start).Round(time.Second))
+	if code != 0 || strings.Contains(stderr.String(), "signalmesh chaos:") {
 		t.Fatalf("exit %d\n%s", code, stderr.String())
 	}
 	b, err := os.ReadFile(out)
@@ -43,16 +52,58 @@ func TestChaosShort(t *testing.T) {
 	if len(results) != 3 {
 		t.Fatalf("%d schedules, want 3", len(results))
 	}
+	assertCoverage(t, results)
 	for _, r := range results {
 		v := r.Verdict
-		if !v.OK || len(r.Faults) == 0 || v.Journaled == 0 || v.Deliveries < v.Journaled*r.Nodes {
-			t.Fatalf("seed %d: %+v", r.Seed, r)
+		if v.Journaled == 0 || v.Published == 0 {
+			t.Fatalf("seed %d: nothing published or journaled: %+v", r.Seed, v)
+		}
+		for _, a := range v.Anomalies {
+			t.Errorf("seed %d: %s", r.Seed, a)
 		}
 	}
 	if !strings.Contains(stdout.String(), "3 schedules") {
 		t.Fatalf("no summary:\n%s", stdout.String())
 	}
 	assertNothingLeft(t, os.Getpid())
+}
+
+// assertCoverage checks that the run exercised every fault kind the
+// network allows and every workload part.
+func assertCoverage(t *testing.T, results []chaos.Result) {
+	t.Helper()
+	kinds := map[chaos.Kind]bool{}
+	parts := map[string]int{}
+	setup := map[string]bool{}
+	netns := false
+	for _, r := range results {
+		for _, f := range r.Faults {
+			kinds[f.Kind] = true
+		}
+		for p, n := range r.Verdict.Parts {
+			parts[p] += n
+		}
+		netns = netns || strings.HasPrefix(r.Network, "network namespaces")
+		setup["slow handler"] = setup["slow handler"] || r.Setup.RecordDelay != ""
+		setup["small queue"] = setup["small queue"] || r.Setup.SubscriberQueue > 0
+		setup["small causal buffer"] = setup["small causal buffer"] || r.Setup.CausalBuffer > 0
+		setup["chain bootstrap"] = setup["chain bootstrap"] || r.Setup.Chain
+	}
+	for _, k := range chaos.AllKinds {
+		if !kinds[k] && (k != chaos.Slow || netns) {
+			t.Errorf("fault kind %s never ran", k)
+		}
+	}
+	for _, p := range []string{"out_of_band", "reuse", "retry", "probe", "effect"} {
+		if parts[p] == 0 {
+			t.Errorf("workload part %s never ran (%v)", p, parts)
+		}
+	}
+	for s, ok := range setup {
+		if !ok {
+			t.Errorf("no schedule with a %s", s)
+		}
+	}
 }
 
 // Interrupted in the middle of a schedule, the harness removes its

@@ -38,6 +38,10 @@ type daemonConfig struct {
 	// delivers, one JSON line each (package chaos reads it).
 	Record        string `json:"record"`
 	RecordPattern string `json:"record_pattern"`
+	// RecordDelay makes the record's handler slow, "MIN-MAX" (such as
+	// "300us-200ms"): each signal waits a time drawn log-uniformly from
+	// the range by a hash of its identity (fault injection).
+	RecordDelay string `json:"record_delay"`
 	// FaultAPI serves /v1/fault/block and /v1/fault/heal, which cut this
 	// node off from chosen peers with a connection gater (the fault
 	// harness's fallback when it cannot use network namespaces).
@@ -141,6 +145,9 @@ func loadDaemonConfig(fs *flag.FlagSet, args []string) (*daemonConfig, error) {
 	fs.StringVar(&f.Bridge.Secret, "ingress-secret", "", "HMAC secret the bridge ingress accepts")
 	fs.StringVar(&f.Record, "record", "", "append every delivered signal matching -record-pattern to this file, one JSON line each (a persistent subscription)")
 	fs.StringVar(&f.RecordPattern, "record-pattern", "", "pattern of -record (default **)")
+	fs.StringVar(&f.RecordDelay, "record-delay", "", "make the -record handler slow: MIN-MAX, such as 300us-200ms, log-uniform per signal (fault injection)")
+	fs.IntVar(&f.Params.CausalBuffer, "causal-buffer", 0, "signals that may wait for a cause (Params.CausalBuffer; default the node's)")
+	fs.IntVar(&f.Params.SubscriberQueue, "subscriber-queue", 0, "signals queued per subscription (Params.SubscriberQueue; default the node's)")
 	fs.BoolVar(&f.FaultAPI, "fault-api", false, "serve /v1/fault/block and /v1/fault/heal (fault injection; never on an exposed address)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -220,6 +227,18 @@ func (c *daemonConfig) set(name, v string) error {
 		c.Record = v
 	case "record-pattern":
 		c.RecordPattern = v
+	case "record-delay":
+		c.RecordDelay = v
+	case "causal-buffer", "subscriber-queue":
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return fmt.Errorf("%s: want a count: %q", name, v)
+		}
+		if name == "causal-buffer" {
+			c.Params.CausalBuffer = n
+		} else {
+			c.Params.SubscriberQueue = n
+		}
 	case "fault-api":
 		b, err := strconv.ParseBool(v)
 		if err != nil {

@@ -210,6 +210,15 @@ func TestDaemonConfigPrecedence(t *testing.T) {
 	if err != nil || nc.Params.JournalDelay != 20*time.Millisecond {
 		t.Fatalf("node config %+v %v", nc, err)
 	}
+	// The fault harness's limits and slow handler, as flags.
+	c, err = loadDaemonConfig(flag.NewFlagSet("node", flag.ContinueOnError),
+		[]string{"-config", file, "-causal-buffer", "16", "-subscriber-queue", "4", "-record-delay", "300us-200ms"})
+	if err != nil || c.RecordDelay != "300us-200ms" {
+		t.Fatalf("%+v %v", c, err)
+	}
+	if nc, err := c.nodeConfig(); err != nil || nc.Params.CausalBuffer != 16 || nc.Params.SubscriberQueue != 4 {
+		t.Fatalf("node config %+v %v", nc.Params, err)
+	}
 	if _, err := loadDaemonConfig(flag.NewFlagSet("node", flag.ContinueOnError), []string{"-config", file, "stray"}); err == nil {
 		t.Error("a stray argument was accepted")
 	}
@@ -235,6 +244,7 @@ func TestHelpAndBadDaemonFlags(t *testing.T) {
 		{"node", "-mesh", "m", "-psk", "zz"},
 		{"node", "-mesh", "m", "-bootstrap", "/ip4/127.0.0.1/tcp/1"},
 		{"node", "-mesh", "m", "-log-level", "loud"},
+		{"node", "-mesh", "m", "-causal-buffer", "many"},
 		{"publish", "-type", "a.b", "-data", "{"},
 		{"publish"},
 		{"publish", "-type", "a.b", "-consistency", "strong"},

@@ -24,7 +24,11 @@ func startRecord(n *node.Node, cfg *daemonConfig) (func() error, error) {
 	if pattern == "" {
 		pattern = "**"
 	}
-	rec, err := chaos.OpenRecorder(filepath.Clean(cfg.Record))
+	delay, err := chaos.ParseDelay(cfg.RecordDelay)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	rec, err := chaos.OpenRecorder(filepath.Clean(cfg.Record), delay)
 	if err != nil {
 		return nil, err
 	}

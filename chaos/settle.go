@@ -1,0 +1,275 @@
+package chaos
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/signalmesh/signalmesh"
+)
+
+// finish heals everything, brings back any process that died by itself,
+// runs the settle kill if the schedule has one, waits for quiescence,
+// probes every node, and returns the history (ops, journals, records,
+// process ends) with the probe and settle failures.
+func (c *cluster) finish(ctx context.Context, w *workload, faults []Fault, res *Result) (h History, probeErr, settleErr error, err error) {
+	c.cutMu.Lock()
+	clear(c.cuts)
+	c.cutMu.Unlock()
+	_ = c.net.cut(ctx, nil, c)
+	for i, p := range c.procs {
+		if !p.running() {
+			c.kill(i) // records how it ended
+			if err := c.start(ctx, i); err != nil {
+				return h, nil, nil, err
+			}
+		}
+	}
+	healed := time.Now()
+	killed := make(chan error, 1)
+	killed <- nil
+	for _, f := range faults {
+		if f.Kind == SettleKill {
+			<-killed
+			go func() {
+				c.procs[f.Node].life.Lock()
+				defer c.procs[f.Node].life.Unlock()
+				c.log("fault %s", f)
+				c.kill(f.Node)
+				select { // the node stays down this long while the others settle
+				case <-time.After(f.For):
+				case <-ctx.Done():
+				}
+				killed <- c.start(ctx, f.Node)
+			}()
+		}
+	}
+	ready := func() (bool, error) {
+		select {
+		case err := <-killed:
+			killed <- err
+			return true, err
+		default:
+			return false, nil
+		}
+	}
+	_, settleErr = c.settle(ctx, c.spec.Settle, ready)
+	if err := <-killed; err != nil {
+		return h, nil, nil, err
+	}
+	killed <- nil
+	// The probes run also when the mesh did not settle: a node that
+	// cannot publish or deliver shows there too.
+	probeErr = c.probe(ctx, w)
+	again := time.Duration(0) // not quiescent: read the journals as they are
+	if settleErr == nil {
+		again = min(15*time.Second, c.spec.Settle)
+	}
+	journals, err2 := c.settle(ctx, again, ready)
+	settleErr = errors.Join(settleErr, err2)
+	res.Settled = time.Since(healed)
+	if settleErr != nil {
+		c.spec.logf("  not quiescent after %v: %v", c.spec.Settle, settleErr)
+	}
+	h = History{Nodes: len(c.procs), Ops: w.ops(), Journals: journals}
+	return h, probeErr, settleErr, ctx.Err()
+}
+
+// probe publishes one signal at each node and waits up to 10 s until each
+// is acknowledged and delivered to every node's subscription.
+func (c *cluster) probe(ctx context.Context, w *workload) error {
+	var keys []Key
+	var errs []error
+	for i, p := range c.procs {
+		op := w.publish(Op{Source: srcMain, ID: fmt.Sprintf("probe-%d-%d", w.seed, i), Type: "chaos.probe", Node: i,
+			Consistency: "eventual", At: time.Since(w.start), Probe: true}, c.net.api(i), p)
+		if op.Outcome != Acked {
+			errs = append(errs, fmt.Errorf("node %d did not acknowledge its probe: %s %s", i, op.Outcome, op.Err))
+		}
+		keys = append(keys, op.Key())
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		missing := ""
+		for i, p := range c.procs {
+			rec, err := ReadRecord(p.record)
+			if err != nil {
+				return err
+			}
+			have := map[Key]bool{}
+			for _, e := range rec {
+				have[e.Key()] = true
+			}
+			for _, k := range keys {
+				if !have[k] && missing == "" {
+					missing = fmt.Sprintf("node %d has not delivered %s", i, k)
+				}
+			}
+		}
+		if missing == "" {
+			return errors.Join(errs...)
+		}
+		if time.Now().After(deadline) {
+			return errors.Join(append(errs, errors.New("10 s after the probes: "+missing))...)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// settle waits until every journal has the same digest on two polls in a
+// row, every node's record holds every journaled signal, and ready says
+// the harness has no fault left to inject, then returns the journals. On
+// timeout it returns them as they are, with the reason.
+func (c *cluster) settle(ctx context.Context, limit time.Duration, ready func() (bool, error)) ([][]Entry, error) {
+	deadline := time.Now().Add(limit)
+	last := ""
+	var why error
+	for {
+		digest, same, err := c.digests(ctx)
+		done, _ := ready()
+		switch {
+		case err != nil:
+			why = err
+		case !done:
+			why = errors.New("a settle kill is under way")
+		case !same:
+			why = errors.New("the journals differ")
+		case digest != last:
+			why = errors.New("the journals still change")
+		default:
+			journals, err := c.journals(ctx)
+			if err == nil {
+				err = c.recorded(journals)
+			}
+			if why = err; err == nil {
+				return journals, nil
+			}
+		}
+		last = digest
+		if time.Now().After(deadline) {
+			journals, err := c.journals(ctx)
+			return journals, errors.Join(why, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// digests returns node 0's journal size and digest, and whether every node
+// has the same.
+func (c *cluster) digests(ctx context.Context) (string, bool, error) {
+	common, same := "", true
+	for i := range c.procs {
+		var d struct {
+			Count  int    `json:"count"`
+			Digest string `json:"digest"`
+		}
+		if err := c.get(ctx, i, "/v1/digest", &d); err != nil {
+			return "", false, err
+		}
+		key := fmt.Sprint(d.Count, " ", d.Digest)
+		if i == 0 {
+			common = key
+		} else if key != common {
+			same = false
+		}
+	}
+	return common, same, nil
+}
+
+// journals reads every node's journal through its API, in replay order,
+// with each signal's full content.
+func (c *cluster) journals(ctx context.Context) ([][]Entry, error) {
+	out := make([][]Entry, len(c.procs))
+	for i := range c.procs {
+		var sigs []json.RawMessage
+		if err := c.get(ctx, i, "/v1/replay", &sigs); err != nil {
+			return out, err
+		}
+		for _, raw := range sigs {
+			var s signalmesh.Signal
+			if err := s.UnmarshalJSON(raw); err != nil {
+				return out, fmt.Errorf("node %d: replay: %w", i, err)
+			}
+			out[i] = append(out[i], entryOf(&s))
+		}
+	}
+	return out, nil
+}
+
+// entryOf is what the checker compares of a signal.
+func entryOf(s *signalmesh.Signal) Entry {
+	str := func(name string) string { v, _ := s.Extensions[name].(string); return v }
+	return Entry{Source: s.Source, ID: s.ID, Type: s.Type, Cause: s.CauseID(), Peer: str(signalmesh.ExtPeer),
+		Clock: str("meshclock"), Causal: str(ExtCausal), Sum: DataSum(s.Data)}
+}
+
+func (c *cluster) recorded(journals [][]Entry) error {
+	for i, p := range c.procs {
+		rec, err := ReadRecord(p.record)
+		if err != nil {
+			return err
+		}
+		have := map[Key]bool{}
+		for _, e := range rec {
+			have[e.Key()] = true
+		}
+		for _, e := range journals[i] {
+			if !have[e.Key()] {
+				return fmt.Errorf("node %d has not delivered %s yet", i, e.Key())
+			}
+		}
+	}
+	return nil
+}
+
+// collect adds, after shutdown, the records, process ends, drop counters
+// and WARN/ERROR log lines of every node.
+func (c *cluster) collect(h *History) error {
+	for _, p := range c.procs {
+		rec, err := ReadRecord(p.record)
+		if err != nil {
+			return err
+		}
+		h.Records = append(h.Records, rec)
+		h.Ends = append(h.Ends, p.ends)
+		h.Counters = append(h.Counters, p.dropped)
+		lines, err := warnings(filepath.Join(p.dir, "node.log"))
+		if err != nil {
+			return err
+		}
+		h.Logs = append(h.Logs, lines)
+	}
+	return nil
+}
+
+// warnings returns a node log's WARN and ERROR lines.
+func warnings(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if l := sc.Text(); strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+			out = append(out, l)
+		}
+	}
+	return out, sc.Err()
+}

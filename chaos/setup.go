@@ -1,0 +1,134 @@
+package chaos
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+)
+
+// Parts are the parts of the workload, each switchable. A schedule draws,
+// from its seed, which of the optional ones it runs (Setup).
+type Parts struct {
+	// Ephemeral nodes per schedule: in memory (no data directory, a fresh
+	// identity), each joins, publishes 1-3 signals and, after the answers,
+	// leaves by SIGTERM or kill -9, never to return. 0: none.
+	Ephemeral int `json:"ephemeral"`
+	// OutOfBand: half of the causes are other nodes' publishes (learned
+	// by the client, not by the node), the rest the publishing node's own
+	// deliveries; both biased to the most recent.
+	OutOfBand bool `json:"out_of_band"`
+	// SlowSubscriber: on some schedules the recording handler is slow
+	// (0.3 ms to 20-200 ms, log-uniform) and the subscriber queue small
+	// (4-64).
+	SlowSubscriber bool `json:"slow_subscriber"`
+	// Limits: on some schedules the causal buffer is scaled down (16-256).
+	Limits bool `json:"limits"`
+	// Reuse: 2 % of the ops publish an id published before on another
+	// node, under another source.
+	Reuse bool `json:"reuse"`
+	// Retry: a publish whose outcome is unknown is retried once, with the
+	// same (source, id) and content, on another node.
+	Retry bool `json:"retry"`
+	// PartialMesh: on some schedules the nodes bootstrap a chain (each to
+	// its predecessor), not a full mesh: gossip goes over several hops.
+	PartialMesh bool `json:"partial_mesh"`
+	// Outage, when positive, is the long-outage schedule: one node is
+	// isolated while Outage signals are published (in batches), then
+	// healed; no other faults. Not for CI.
+	Outage int `json:"outage,omitempty"`
+	// None says every part is off on purpose (the zero Parts means
+	// DefaultParts).
+	None bool `json:"none,omitempty"`
+}
+
+// DefaultParts is every part on: 32 ephemeral nodes a schedule (4 short).
+func DefaultParts(short bool) Parts {
+	p := Parts{Ephemeral: 32, OutOfBand: true, SlowSubscriber: true, Limits: true, Reuse: true, Retry: true, PartialMesh: true}
+	if short {
+		p.Ephemeral = 4
+	}
+	return p
+}
+
+// Setup is what one schedule drew from its seed: the node parameters and
+// the optional parts it runs.
+type Setup struct {
+	Ephemeral       int    `json:"ephemeral"`
+	OutOfBand       bool   `json:"out_of_band"`
+	Reuse           bool   `json:"reuse"`
+	Retry           bool   `json:"retry"`
+	RecordDelay     string `json:"record_delay,omitempty"`     // the daemon's -record-delay
+	SubscriberQueue int    `json:"subscriber_queue,omitempty"` // 0: the node's default
+	CausalBuffer    int    `json:"causal_buffer,omitempty"`    // 0: the node's default
+	Chain           bool   `json:"chain,omitempty"`            // partial-mesh bootstrap
+	Outage          int    `json:"outage,omitempty"`
+}
+
+// drawSetup draws a schedule's setup. The draws are the same whatever the
+// parts (a part switched off ignores its draw), so switching one part off
+// leaves the others' draws alone. With cover (the CI run), every optional
+// part is on in every schedule but the chain, which is on in schedule 0.
+func drawSetup(seed uint64, index int, p Parts, cover bool) Setup {
+	rng := rand.New(rand.NewPCG(seed, 0x5e70b))
+	slow, small, limit, chain := rng.IntN(2) == 0, rng.IntN(2) == 0, rng.IntN(2) == 0, rng.IntN(3) == 0
+	hi := []time.Duration{20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond}[rng.IntN(4)]
+	queue, buffer := 4+rng.IntN(61), 16+rng.IntN(241)
+	if cover {
+		slow, small, limit, chain = true, true, true, index == 0
+	}
+	s := Setup{Ephemeral: p.Ephemeral, OutOfBand: p.OutOfBand, Reuse: p.Reuse, Retry: p.Retry, Outage: p.Outage}
+	if p.SlowSubscriber && slow {
+		s.RecordDelay = Delay{300 * time.Microsecond, hi}.String()
+	}
+	if p.SlowSubscriber && small {
+		s.SubscriberQueue = queue
+	}
+	if p.Limits && limit {
+		s.CausalBuffer = buffer
+	}
+	s.Chain = p.PartialMesh && chain
+	if s.Outage > 0 { // the outage alone
+		s = Setup{Outage: p.Outage, CausalBuffer: s.CausalBuffer}
+	}
+	return s
+}
+
+// expect is what a schedule's faults and setup explain: counters and log
+// lines that are not anomalies there.
+func expect(setup Setup, faults []Fault) Expect {
+	// A redial that finds its peer down, and a DAG walk cut short by the
+	// node's own shutdown, are no faults.
+	e := Expect{Logs: []string{"bootstrap peer unreachable", "context canceled"}}
+	disrupt := slices.ContainsFunc(faults, func(f Fault) bool { return f.Kind != Slow })
+	if disrupt || setup.Outage > 0 {
+		// A cause on the far side of a cut, or on a killed or paused node,
+		// may be missing past the cause timeout.
+		e.Counters = append(e.Counters, "missing_cause")
+		e.Logs = append(e.Logs, "signals wait for causes", "sync before ack")
+	}
+	if setup.CausalBuffer > 0 {
+		e.Counters = append(e.Counters, "causal_buffer_full")
+	}
+	return e
+}
+
+func (s Setup) String() string {
+	out := fmt.Sprintf("%d ephemeral nodes", s.Ephemeral)
+	if s.RecordDelay != "" {
+		out += ", slow handler " + s.RecordDelay
+	}
+	if s.SubscriberQueue > 0 {
+		out += fmt.Sprintf(", subscriber queue %d", s.SubscriberQueue)
+	}
+	if s.CausalBuffer > 0 {
+		out += fmt.Sprintf(", causal buffer %d", s.CausalBuffer)
+	}
+	if s.Chain {
+		out += ", chain bootstrap"
+	}
+	if s.Outage > 0 {
+		out += fmt.Sprintf(", outage of %d signals", s.Outage)
+	}
+	return out
+}
