@@ -7,8 +7,8 @@
 // # Keys
 //
 // A signal is one entry (in the replicated store) and one index entry (in
-// a store of the replica's own, which a node fills from the CRDT's put hook
-// and rebuilds after a crash):
+// a store of the replica's own, which a node writes as signals reach its
+// journal and rewrites after a crash):
 //
 //	/s/<peer ref>/<sequence, 16 hex digits>      → the signal's binary wire form
 //	/i/<id, base64url>/<peer ref>.<sequence hex> → content digest (8 bytes) + source

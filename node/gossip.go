@@ -15,6 +15,7 @@ import (
 	"github.com/multiformats/go-multiaddr"
 
 	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/causal"
 	"github.com/signalmesh/signalmesh/journal"
 )
 
@@ -118,20 +119,36 @@ func (n *Node) putHook(key ds.Key, value []byte) {
 		n.m.reject("journal_entry")
 		return
 	}
-	m, err := journal.MetaOf(s)
-	if err != nil || m.Origin != ref || m.Seq != seq {
+	if r, q := journal.Place(s); r != ref || q != seq {
 		n.m.reject("journal_entry")
 		return
 	}
+	n.m.journaled.Add(1)
+	n.seen.add(s.ID)
+	n.wantsAck(s)
+	if n.refusing.Load() {
+		// The core has no room (a large catch-up): it would refuse this
+		// one, and read it from the journal when its turn comes (the pull
+		// indexes it then). Tell it the signal exists; spare the rest.
+		n.send(inbound{known: &causal.Ref{Origin: ref, Seq: seq}})
+		return
+	}
+	m, err := journal.MetaOf(s)
+	if err != nil {
+		n.m.reject("journal_entry")
+		return
+	}
+	n.indexPut(m)
+	n.send(inbound{s: s, via: viaJournal, meta: &m})
+}
+
+// indexPut writes the journal's id index entry of a journaled signal.
+func (n *Node) indexPut(m causal.Meta) {
 	e := journal.IndexEntry(m)
 	if err := n.index.Put(context.WithoutCancel(n.ctx), e.Key, e.Value); err != nil {
 		n.log.Error("node: write the journal index", "err", err)
 		n.m.drop("index_write")
 	}
-	n.m.journaled.Add(1)
-	n.seen.add(s.ID)
-	n.wantsAck(s)
-	n.send(inbound{s: s, via: viaJournal, meta: &m})
 }
 
 // gater implements the Allow list and chains to Config.Gater.

@@ -22,9 +22,10 @@ const (
 )
 
 type inbound struct {
-	s    *signalmesh.Signal
-	via  via
-	meta *causal.Meta // when the sender read it already
+	s     *signalmesh.Signal
+	via   via
+	meta  *causal.Meta // when the sender read it already
+	known *causal.Ref  // only this: a journaled signal the core lacks room for
 }
 
 // stampBase is what the committer stamps new signals with: the causal
@@ -126,6 +127,11 @@ func (n *Node) checkCauses() {
 }
 
 func (n *Node) handle(in inbound) {
+	if in.known != nil {
+		n.core.Know(*in.known)
+		n.pullWanted = true
+		return
+	}
 	if in.meta != nil {
 		n.noteOrigin(in.meta.Origin, in.s)
 		_ = n.offer(*in.meta, in.s)
@@ -170,6 +176,7 @@ func (n *Node) offer(m causal.Meta, s *signalmesh.Signal) error {
 	case errors.Is(err, causal.ErrFull):
 		n.m.drop("causal_buffer_full")
 		n.pullWanted = true
+		n.refusing.Store(true)
 	case err != nil:
 		n.m.reject("stamp")
 	}
@@ -225,6 +232,21 @@ func (n *Node) publishBase() {
 func (n *Node) pullStep(ctx context.Context, budget int) (bool, error) {
 	refs := n.core.Pull()
 	progress := false
+	var idx ds.Batch // index entries of what it reads: its put hook may have passed it by (refusing)
+	if n.indexing && len(refs) > 0 {
+		var err error
+		if idx, err = n.index.Batch(ctx); err != nil {
+			return false, err
+		}
+	}
+	defer func() {
+		if idx != nil {
+			if err := idx.Commit(context.WithoutCancel(ctx)); err != nil {
+				n.log.Error("node: write the journal index", "err", err)
+				n.m.drop("index_write")
+			}
+		}
+	}()
 	for _, r := range refs {
 		for seq := r.Seq; budget > 0; seq++ {
 			raw, err := n.repl.Get(ctx, journal.SignalKey(r.Origin, seq))
@@ -246,6 +268,10 @@ func (n *Node) pullStep(ctx context.Context, budget int) (bool, error) {
 				break
 			}
 			n.seen.add(s.ID)
+			if idx != nil {
+				e := journal.IndexEntry(m)
+				_ = idx.Put(ctx, e.Key, e.Value) // a batch in memory: its Commit reports
+			}
 			err = n.offer(m, s)
 			if err != nil && !errors.Is(err, causal.ErrDuplicate) {
 				break // full, or a bad stamp: this origin's next cannot go on
@@ -253,13 +279,16 @@ func (n *Node) pullStep(ctx context.Context, budget int) (bool, error) {
 			progress = progress || err == nil
 		}
 	}
+	if n.core.Len() < n.p.CausalBuffer/2 {
+		n.refusing.Store(false) // room again: the put hook sends whole signals
+	}
 	return progress, nil
 }
 
 // catchUp pulls until the core lacks nothing the journal holds (at start).
 func (n *Node) catchUp(ctx context.Context) error {
 	for {
-		more, err := n.pullStep(ctx, 1<<20)
+		more, err := n.pullStep(ctx, 1<<16)
 		if err != nil || !more {
 			return err
 		}

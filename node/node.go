@@ -76,8 +76,10 @@ type Node struct {
 	repl     *crdt.Replica // the journal
 	subset   *crdt.Replica // the mesh-wide subscription set
 	jr       *journal.Journal
-	index    ds.Batching // the journal's id index: local, filled by the put hook
+	index    ds.Batching // the journal's id index: local, written by the put hook and by pulls
 	indexOK  bool        // the index is complete: Close marks it so for the next start
+	indexing bool        // pulls write index entries (off while a clean start replays the journal)
+	refusing atomic.Bool // the core refused a signal for lack of room and has not got room back
 	mdns     mdns.Service
 
 	publish PublishFunc // publishCore inside Config.PublishMiddleware
@@ -345,6 +347,7 @@ func (n *Node) restore(ctx context.Context) error {
 	if err := n.catchUp(ctx); err != nil {
 		return fmt.Errorf("node: read journal: %w", err)
 	}
+	n.indexing = true
 	if n.pending, err = n.readOutbox(ctx); err != nil {
 		return err
 	}
@@ -364,55 +367,22 @@ func (n *Node) restore(ctx context.Context) error {
 
 func (n *Node) cleanKey() ds.Key { return ds.NewKey("/signalmesh/" + n.cfg.Mesh + "/index-complete") }
 
-// checkIndex rebuilds the journal's id index when the last run did not end
-// with Close (the put hook writes an index entry while go-ds-crdt merges a
-// delta, and the two do not commit together: a crash can keep one without
-// the other), then clears the mark until the next Close.
+// checkIndex decides whether the start's replay of the journal writes the
+// journal's id index: only when the last run did not end with Close (the
+// put hook writes an entry while go-ds-crdt merges, and the two do not
+// commit together: a crash can lose entries), then clears the mark until
+// the next Close.
 func (n *Node) checkIndex(ctx context.Context) error {
 	clean, err := n.store.Has(ctx, n.cleanKey())
 	if err != nil {
 		return fmt.Errorf("node: read store: %w", err)
 	}
-	if !clean {
-		if err := n.rebuildIndex(ctx); err != nil {
-			return fmt.Errorf("node: rebuild the journal index: %w", err)
-		}
-	}
+	n.indexing = !clean
 	if err := n.store.Delete(ctx, n.cleanKey()); err != nil {
 		return err
 	}
 	n.indexOK = true
 	return n.store.Sync(ctx, n.cleanKey())
-}
-
-func (n *Node) rebuildIndex(ctx context.Context) error {
-	all, _, err := n.jr.All(ctx)
-	if err != nil {
-		return err
-	}
-	b, err := n.index.Batch(ctx)
-	if err != nil {
-		return err
-	}
-	for i, s := range all {
-		m, err := journal.MetaOf(s)
-		if err != nil {
-			continue
-		}
-		e := journal.IndexEntry(m)
-		if err := b.Put(ctx, e.Key, e.Value); err != nil {
-			return err
-		}
-		if i%10000 == 9999 {
-			if err := b.Commit(ctx); err != nil {
-				return err
-			}
-			if b, err = n.index.Batch(ctx); err != nil {
-				return err
-			}
-		}
-	}
-	return b.Commit(ctx)
 }
 
 func (n *Node) readOutbox(ctx context.Context) ([]outboxed, error) {
@@ -519,7 +489,7 @@ func (n *Node) Close() error {
 			errs = append(errs, n.host.Close())
 		}
 		if n.store != nil {
-			if n.indexOK { // the put hook ran for everything the journal holds
+			if n.indexOK { // every delivered signal is indexed
 				errs = append(errs, n.store.Put(context.Background(), n.cleanKey(), nil))
 			}
 			errs = append(errs, n.store.Sync(context.Background(), ds.NewKey("/")), n.store.Close())
