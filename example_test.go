@@ -23,7 +23,7 @@ func ExampleNew() {
 	b, _ := json.Marshal(s)
 	fmt.Println(string(b))
 	// Output:
-	// {"specversion":"1.0","id":"o-42-created","source":"/shop/eu-1","type":"order.created","time":"2026-11-22T09:00:00Z","datacontenttype":"application/json","data":{"order":"o-42","total":99.5},"causeid":"cart-7","region":"eu"}
+	// {"specversion":"1.0","id":"o-42-created","source":"/shop/eu-1","type":"order.created","time":"2026-11-22T09:00:00Z","datacontenttype":"application/json","data":{"order":"o-42","total":99.5},"causeid":"cart-7","causesource":"/shop/eu-1","region":"eu"}
 }
 
 func ExampleFieldError() {

@@ -132,6 +132,9 @@ func WithCause(cause *Signal) Option {
 		if cause == nil || cause.ID == "" {
 			return fieldErr(ExtCauseID, ErrRequired, "WithCause needs a signal with an id")
 		}
+		if err := o.s.SetExtension(ExtCauseSource, cause.Source); err != nil {
+			return err
+		}
 		return o.s.SetExtension(ExtCauseID, cause.ID)
 	}
 }

@@ -16,6 +16,10 @@ const SpecVersion = "1.0"
 const (
 	// ExtCauseID holds the id of the signal that caused this one (a string).
 	ExtCauseID = "causeid"
+	// ExtCauseSource holds the source of the signal that caused this one
+	// (a string; WithCause sets it): with it, only that (source, id) is
+	// the cause; without it, a signal of any source with the id is.
+	ExtCauseSource = "causesource"
 	// ExtPeer holds the id of the mesh peer that published the signal (a string).
 	ExtPeer = "meshpeer"
 	// ExtCausal holds the signal's causal stamp: its sequence number among
@@ -87,6 +91,13 @@ func (s *Signal) SetExtension(name string, value any) error {
 // CauseID returns the id of the signal that caused s, or "" when s has no cause.
 func (s *Signal) CauseID() string {
 	v, _ := s.Extensions[ExtCauseID].(string)
+	return v
+}
+
+// CauseSource returns the source of the signal's cause, or "" when it
+// names only the cause's id.
+func (s *Signal) CauseSource() string {
+	v, _ := s.Extensions[ExtCauseSource].(string)
 	return v
 }
 

@@ -23,10 +23,13 @@ var (
 type Meta struct {
 	Origin string // PeerRef of the publishing peer
 	Stamp
-	Cause  string // the causeid extension; "" none
-	Source string // CloudEvents source
-	ID     string // CloudEvents id
-	Digest uint64 // of the content; equal for the same content
+	Cause string // the causeid extension; "" none
+	// CauseSource, when set, is the cause's source: only a signal with
+	// this (source, id) is the cause. Empty: any source.
+	CauseSource string
+	Source      string // CloudEvents source
+	ID          string // CloudEvents id
+	Digest      uint64 // of the content; equal for the same content
 }
 
 // Ref is the (origin, sequence) of m.
@@ -217,7 +220,7 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 			if wi == nil {
 				continue
 			}
-			if w.Origin != m.Origin || w.Seq > m.Seq || wi.m.Source != m.Source {
+			if w.Origin != m.Origin || w.Seq > m.Seq || wi.m.laterSource() != m.Source {
 				keep = append(keep, w)
 				continue
 			}
@@ -314,9 +317,9 @@ func (c *Core[T]) blocker(it *item[T]) (*Ref, bool) {
 			return &d, false
 		}
 	}
-	if m.Cause != "" && !it.causeLost && !it.causeLater && !c.causeDelivered(m.Cause) {
+	if m.Cause != "" && !it.causeLost && !it.causeLater && !c.causeDelivered(m.Cause, m.CauseSource) {
 		for _, w := range c.waitID[m.Cause] {
-			if w.Origin == m.Origin && w.Seq > m.Seq && c.waiting[w].m.Source == m.Source { // waits behind it: see Add
+			if w.Origin == m.Origin && w.Seq > m.Seq && c.waiting[w].m.Source == m.laterSource() { // waits behind it: see Add
 				it.causeLater = true
 				return nil, false
 			}
@@ -431,19 +434,32 @@ func (c *Core[T]) identity(m *Meta) (dup, conflict bool) {
 	return false, conflict
 }
 
-func (c *Core[T]) causeDelivered(id string) bool {
+func (c *Core[T]) causeDelivered(id, source string) bool {
 	if !c.mayHave(id) {
 		return false
 	}
-	if _, ok := c.recent[id]; ok {
-		return true
+	if rs, ok := c.recent[id]; ok {
+		for _, r := range rs {
+			if source == "" || r.source == source {
+				return true
+			}
+		}
 	}
 	for _, cp := range c.ix.ByID(id) {
-		if c.delivered[cp.Ref.Origin] >= cp.Ref.Seq {
+		if (source == "" || cp.Source == source) && c.delivered[cp.Ref.Origin] >= cp.Ref.Seq {
 			return true
 		}
 	}
 	return false
+}
+
+// laterSource is the source a later signal of m's own origin must have to
+// be m's cause (see Add): the cause's source when m names it, else m's own.
+func (m *Meta) laterSource() string {
+	if m.CauseSource != "" {
+		return m.CauseSource
+	}
+	return m.Source
 }
 
 // Weak reports whether a signal delivered outside the core (a Weak one:

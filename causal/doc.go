@@ -17,9 +17,11 @@
 //     had delivered that no later delivered signal named (Core.Frontier),
 //     so that whatever a handler saw before publishing is delivered before
 //     what it published, everywhere;
-//   - its causeid, by id: an effect whose cause was learned out of band (a
+//   - its causeid: an effect whose cause was learned out of band (a
 //     client, HTTP, another service) waits for it on every replica,
-//     the publisher included.
+//     the publisher included. With a causesource (signalmesh.WithCause
+//     sets both) only that (source, id) is the cause; a bare causeid is
+//     satisfied by a signal of any source with that id.
 //
 // Why direct dependencies and not a vector clock: a clock gains an entry
 // per origin and never loses one, so its size grows with every peer a mesh
@@ -61,9 +63,8 @@
 // the cause follows the effect in its origin's order. The origin's order
 // wins, on every replica: the effect is released without waiting
 // (Release.CauseLater), and replay orders them the same way. This holds
-// for a later signal with the cause's id and the effect's own source; a
-// causeid names an id only, and a later signal of another source with that
-// id does not count as the cause.
+// for a later signal with the cause's id and the cause's source (the
+// effect's own source when the effect names no causesource).
 //
 // # Lamport times are bounded
 //

@@ -199,6 +199,9 @@ func (op Op) body() ([]byte, string) {
 	ev := map[string]any{"specversion": "1.0", "id": op.ID, "source": op.Source, "type": op.Type, "data": json.RawMessage(data)}
 	if op.Cause != "" {
 		ev["causeid"] = op.Cause
+		if op.CauseSource != "" {
+			ev["causesource"] = op.CauseSource
+		}
 	}
 	b, _ := json.Marshal(ev)
 	return b, DataSum(data)

@@ -125,7 +125,7 @@ func MetaOf(s *signalmesh.Signal) (causal.Meta, error) {
 	if err != nil {
 		return causal.Meta{}, err
 	}
-	return causal.Meta{Origin: causal.PeerRef(peer), Stamp: st, Cause: s.CauseID(),
+	return causal.Meta{Origin: causal.PeerRef(peer), Stamp: st, Cause: s.CauseID(), CauseSource: s.CauseSource(),
 		Source: s.Source, ID: s.ID, Digest: ContentDigest(s)}, nil
 }
 
@@ -520,7 +520,14 @@ func Order(sigs []*signalmesh.Signal) {
 		if nd.m.Cause != "" {
 			for _, p := range byID[nd.m.Cause] {
 				c := &nodes[p]
-				if c.s.ID == nd.s.ID || c.ok && c.m.Origin == nd.m.Origin && c.m.Seq > nd.m.Seq && c.s.Source == nd.s.Source {
+				if nd.m.CauseSource != "" && c.s.Source != nd.m.CauseSource {
+					continue // another source's signal with that id
+				}
+				later := nd.m.CauseSource
+				if later == "" {
+					later = nd.s.Source
+				}
+				if c.s.ID == nd.s.ID || c.ok && c.m.Origin == nd.m.Origin && c.m.Seq > nd.m.Seq && c.s.Source == later {
 					continue // not a dependency: the origin's own order wins (see package causal)
 				}
 				edge(p, i)
