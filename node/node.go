@@ -86,6 +86,7 @@ type Node struct {
 	subs    *router.Router[*Subscription]
 	subMu   sync.Mutex     // orders Subscribe against Close
 	subWG   sync.WaitGroup // subscription goroutines
+	clogs   []*cursorLog   // named subscriptions' cursor logs (guarded by subMu)
 
 	inbox    chan inbound   // gossip reader and CRDT put hook → loop
 	reqs     chan func()    // closures run on the loop

@@ -147,7 +147,8 @@ type Subscription struct {
 	// persistent subscriptions only; cursor is owned by the run goroutine
 	name   string
 	cursor vclock.Clock
-	spill  *spill // guarded by mu
+	spill  *spill     // guarded by mu
+	clog   *cursorLog // on disk only; owned by the run goroutine
 }
 
 // Subscribe calls h for every signal whose type matches pattern (router
@@ -191,6 +192,20 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 		c, found, err := n.loadCursor(cfg.name)
 		if err != nil {
 			return nil, err
+		}
+		if n.cfg.DataDir != "" {
+			log, logged, err := openCursorLog(n.cfg.DataDir, n.cfg.Mesh, cfg.name)
+			if err != nil {
+				return nil, err
+			}
+			s.clog = log
+			n.subMu.Lock()
+			n.clogs = append(n.clogs, log) // closed by Close if the subscription is not
+			n.subMu.Unlock()
+			for _, e := range logged.Entries() { // advances after the last checkpoint
+				c = c.Set(e.Peer, max(c.Get(e.Peer), e.N))
+				found = true
+			}
 		}
 		if found {
 			start = StartAfter(c)
@@ -375,10 +390,32 @@ func (s *Subscription) handle(sig *signalmesh.Signal, covered bool) {
 		return
 	}
 	s.cursor = s.cursor.Set(origin, seq)
+	if s.clog != nil {
+		err := s.clog.add(origin, seq)
+		if err == nil && s.clog.n >= cursorCheckpoint {
+			if err = s.saveCursor(); err == nil {
+				err = s.clog.reset()
+			}
+		}
+		if err != nil {
+			s.n.log.Error("node: save subscription cursor", "name", s.name, "err", err)
+		}
+		return
+	}
 	b, _ := s.cursor.MarshalBinary()
 	if err := s.n.store.Put(context.WithoutCancel(s.n.ctx), s.n.cursorKey(s.name), b); err != nil {
 		s.n.log.Error("node: save subscription cursor", "name", s.name, "err", err)
 	}
+}
+
+// saveCursor writes the whole cursor to the store and syncs it.
+func (s *Subscription) saveCursor() error {
+	ctx := context.WithoutCancel(s.n.ctx)
+	b, _ := s.cursor.MarshalBinary()
+	if err := s.n.store.Put(ctx, s.n.cursorKey(s.name), b); err != nil {
+		return err
+	}
+	return s.n.store.Sync(ctx, s.n.cursorKey(s.name))
 }
 
 // call runs the handler under the retry policy; after the last failure it
@@ -510,7 +547,17 @@ func (s *Subscription) Close() error {
 	if s.name != "" {
 		// What is still spilled comes again from the journal, after the
 		// cursor, when the subscription is next opened.
-		return errors.Join(s.n.clearSpill(s.spill), s.n.store.Sync(context.WithoutCancel(s.n.ctx), s.n.cursorKey(s.name)))
+		errs := []error{s.n.clearSpill(s.spill)}
+		if s.clog != nil {
+			if err := s.saveCursor(); err != nil {
+				errs = append(errs, err, s.clog.close())
+			} else {
+				errs = append(errs, s.clog.remove())
+			}
+		} else {
+			errs = append(errs, s.n.store.Sync(context.WithoutCancel(s.n.ctx), s.n.cursorKey(s.name)))
+		}
+		return errors.Join(errs...)
 	}
 	return nil
 }
@@ -538,4 +585,7 @@ func (n *Node) closeSubscriptions() {
 	n.subMu.Lock()
 	defer n.subMu.Unlock()
 	n.subWG.Wait()
+	for _, l := range n.clogs { // what they hold is read at the next open
+		_ = l.close()
+	}
 }
