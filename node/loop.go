@@ -128,13 +128,15 @@ func (n *Node) checkCauses() {
 
 func (n *Node) handle(in inbound) {
 	if in.known != nil {
+		n.fresh.forget(*in.known)
 		n.core.Know(*in.known)
 		n.pullWanted = true
 		return
 	}
-	if in.meta != nil {
+	if in.meta != nil { // from the journal
 		n.noteOrigin(in.meta.Origin, in.s)
 		_ = n.offer(*in.meta, in.s)
+		n.fresh.forget(in.meta.Ref())
 		return
 	}
 	m, err := journal.MetaOf(in.s)
@@ -206,6 +208,7 @@ func (n *Node) deliver(out []causal.Release[*signalmesh.Signal]) {
 		if r.LamportClamped {
 			n.m.reject("lamport")
 		}
+		n.fresh.add(r.Meta.Ref(), r.V) // until its journal entry is seen
 		if r.Dup {
 			n.m.deduped.Add(1)
 			n.dispatchCovered(r.V) // named subscriptions move their cursor past it
@@ -273,6 +276,7 @@ func (n *Node) pullStep(ctx context.Context, budget int) (bool, error) {
 				_ = idx.Put(ctx, e.Key, e.Value) // a batch in memory: its Commit reports
 			}
 			err = n.offer(m, s)
+			n.fresh.forget(m.Ref())
 			if err != nil && !errors.Is(err, causal.ErrDuplicate) {
 				break // full, or a bad stamp: this origin's next cannot go on
 			}

@@ -106,6 +106,7 @@ type Node struct {
 	// owned by the loop goroutine
 	core         *causal.Core[*signalmesh.Signal]
 	origins      map[string]string // peer ref -> peer id, of the origins seen
+	fresh        *freshSet         // delivered, journal entry not seen yet
 	pulling      bool              // a pull from the journal is under way
 	pullWanted   bool              // the core refused a signal for lack of room: pull at the next tick
 	waitingSince time.Time         // since when the buffer has been non-empty
@@ -326,6 +327,7 @@ func (n *Node) restore(ctx context.Context) error {
 	var err error
 	n.selfRef = causal.PeerRef(n.self.String())
 	n.origins = map[string]string{n.selfRef: n.self.String()}
+	n.fresh = newFreshSet(1 << 16)
 	n.core, err = causal.New[*signalmesh.Signal](causal.Params{Limit: n.p.CausalBuffer,
 		CauseWait: int64(n.p.CauseWait)}, n.jr)
 	if err != nil {

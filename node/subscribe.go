@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -267,12 +268,40 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 // backlog lists, in replay order, the journaled signals matching pattern that
 // the node has delivered and that start asks for. It runs on the loop.
 func (n *Node) backlog(pattern string, start Start) ([]*signalmesh.Signal, error) {
-	sigs, err := n.jr.Replay(n.ctx, func(s *signalmesh.Signal) bool { return router.Matches(pattern, s.Type) })
+	all, _, err := n.jr.All(n.ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := sigs[:0]
-	for _, s := range sigs {
+	// Delivered signals whose journal entry has not arrived yet (they came
+	// by gossip, or were published here moments ago) are part of it too.
+	inJournal := make(map[causal.Ref]bool, len(all))
+	for _, s := range all {
+		origin, seq := journal.Place(s)
+		inJournal[causal.Ref{Origin: origin, Seq: seq}] = true
+	}
+	for r, s := range n.fresh.all() {
+		if !inJournal[r] {
+			all = append(all, s)
+		}
+	}
+	all = slices.DeleteFunc(all, func(s *signalmesh.Signal) bool { return !router.Matches(pattern, s.Type) })
+	journal.Order(all)
+	// One event with copies at two places (a retry published on two
+	// peers) is handed over once: not at all if the cursor covers a copy.
+	type ident struct {
+		source, id string
+		digest     uint64
+	}
+	seen := map[ident]bool{}
+	if start.kind == 3 {
+		for _, s := range all {
+			if origin, seq := journal.Place(s); seq != 0 && seq <= start.after.Get(origin) {
+				seen[ident{s.Source, s.ID, journal.ContentDigest(s)}] = true
+			}
+		}
+	}
+	out := all[:0]
+	for _, s := range all {
 		origin, seq := journal.Place(s)
 		if seq == 0 || seq > n.core.DeliveredOf(origin) {
 			continue // not delivered yet: it will come live
@@ -287,6 +316,11 @@ func (n *Node) backlog(pattern string, start Start) ([]*signalmesh.Signal, error
 				continue
 			}
 		}
+		k := ident{s.Source, s.ID, journal.ContentDigest(s)}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
 		out = append(out, s)
 	}
 	return out, nil
