@@ -141,6 +141,13 @@ type Params struct {
 	// causal order when many peers publish at once; fewer is smaller
 	// metadata. Stamps that left some out are counted ("deps_truncated").
 	MaxDeps int
+	// Adopt is how long after delivering a signal whose journal entry has
+	// not reached this replica the node journals it itself (and at a clean
+	// Close, at once). Default 5 s. A signal delivered by gossip stays in
+	// the mesh even if its origin leaves before any replica fetched its
+	// delta; shorter adopts more copies when the journal path is merely slow.
+	// Negative: never (then such a signal is only as durable as its origin).
+	Adopt time.Duration
 	// StoreCache is the block cache of the on-disk store, in bytes.
 	// Default 32 MiB (pebble's own default is 8 MiB). go-ds-crdt reads
 	// several keys for every journal entry it merges, so a peer catching
@@ -179,6 +186,9 @@ func (p Params) withDefaults() Params {
 	}
 	if p.Rebroadcast == 0 {
 		p.Rebroadcast = 2 * time.Second
+	}
+	if p.Adopt == 0 {
+		p.Adopt = 5 * time.Second
 	}
 	if p.CauseWait == 0 {
 		p.CauseWait = 2 * time.Minute

@@ -104,9 +104,76 @@ func (n *Node) loop() {
 			if n.core.Len() > 0 || n.pullWanted || len(n.core.Pull()) > 0 {
 				n.pullWanted, n.pulling = false, true
 			}
+			n.adoptOld()
 			n.checkCauses()
 		}
 	}
+}
+
+// adoptOld hands the adopter the signals this node delivered whose journal
+// entry has not arrived within Params.Adopt: their origin may be gone (an
+// edge peer that published and left) or its delta lost; journaled here,
+// they reach every replica from this one. When the adopter is busy they
+// wait for the next tick.
+func (n *Node) adoptOld() {
+	if len(n.fresh.sigs) == 0 || n.p.Adopt < 0 {
+		return
+	}
+	sigs := n.fresh.take(time.Now().Add(-n.p.Adopt), n.p.JournalBatch)
+	if len(sigs) == 0 {
+		return
+	}
+	select {
+	case n.adoptQ <- sigs:
+	default:
+		for _, s := range sigs { // next time
+			if m, err := journal.MetaOf(s); err == nil {
+				n.fresh.add(m.Ref(), s, time.Now().Add(-n.p.Adopt))
+			}
+		}
+	}
+}
+
+// adopter journals what adoptOld hands it (the same key and value as the
+// origin's entry: go-ds-crdt keeps one), until the node closes.
+func (n *Node) adopter() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case sigs := <-n.adoptQ:
+			if err := n.adopt(sigs); err != nil && n.ctx.Err() == nil {
+				n.log.Warn("node: adopt signals into the journal", "err", err)
+			}
+		}
+	}
+}
+
+func (n *Node) adopt(sigs []*signalmesh.Signal) error {
+	ctx := context.WithoutCancel(n.ctx)
+	b, err := n.repl.Batch(ctx)
+	if err != nil {
+		return err
+	}
+	for _, s := range sigs {
+		w, err := s.MarshalBinary()
+		if err != nil {
+			continue
+		}
+		e, _, err := journal.Entries(s, w)
+		if err != nil {
+			continue
+		}
+		if err := b.Put(ctx, e.Key, e.Value); err != nil {
+			return err
+		}
+	}
+	if err := b.Commit(ctx); err != nil {
+		return err
+	}
+	n.m.adopted.Add(int64(len(sigs)))
+	return n.repl.Sync(ctx, ds.NewKey("/"))
 }
 
 // checkCauses reports signals that have waited longer than CauseTimeout for
@@ -208,7 +275,7 @@ func (n *Node) deliver(out []causal.Release[*signalmesh.Signal]) {
 		if r.LamportClamped {
 			n.m.reject("lamport")
 		}
-		n.fresh.add(r.Meta.Ref(), r.V) // until its journal entry is seen
+		n.fresh.add(r.Meta.Ref(), r.V, time.Now()) // until its journal entry is seen
 		if r.Dup {
 			n.m.deduped.Add(1)
 			n.dispatchCovered(r.V) // named subscriptions move their cursor past it

@@ -12,7 +12,7 @@ import (
 // Prometheus when a Registerer is configured.
 type metrics struct {
 	published, delivered, deduped, journaled, handlerErrors atomic.Int64
-	buffered, conflicts, spilled                            atomic.Int64
+	buffered, conflicts, spilled, adopted                   atomic.Int64
 	rpcsIn, rpcsOut                                         atomic.Int64 // GossipSub RPCs, all topics
 
 	mu       sync.Mutex // guards the two maps
@@ -41,6 +41,7 @@ func (m *metrics) init(reg prometheus.Registerer) {
 		counterFunc("deduped_total", "Signal copies dropped as duplicates.", &m.deduped),
 		counterFunc("journaled_total", "Journal entries seen by this replica.", &m.journaled),
 		counterFunc("handler_errors_total", "Handler errors and panics.", &m.handlerErrors),
+		counterFunc("adopted_total", "Signals delivered here by gossip and journaled here because their journal entry did not come.", &m.adopted),
 		counterFunc("spilled_total", "Signals a slow named subscription kept in its log on disk.", &m.spilled),
 		counterFunc("conflicts_total", "Signals delivered whose (source, id) another signal with other content had.", &m.conflicts),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "signalmesh", Name: "buffered",

@@ -88,15 +88,17 @@ type Node struct {
 	subWG   sync.WaitGroup // subscription goroutines
 	clogs   []*cursorLog   // named subscriptions' cursor logs (guarded by subMu)
 
-	inbox    chan inbound   // gossip reader and CRDT put hook → loop
-	reqs     chan func()    // closures run on the loop
-	commitQ  chan commitReq // Publish → committer
-	journalQ chan outboxed  // committer → journaler
-	gossipQ  chan [][]byte  // committer → gossiper: wire forms
-	ownSeq   uint64         // the last sequence number this node used, at start
-	recent   *idSet         // ids the committer stamped lately (owned by the committer)
-	seen     *bloom         // ids that reached the journal (concurrent)
-	pending  []outboxed     // outbox entries found at start, journaled first
+	inbox    chan inbound              // gossip reader and CRDT put hook → loop
+	reqs     chan func()               // closures run on the loop
+	commitQ  chan commitReq            // Publish → committer
+	journalQ chan outboxed             // committer → journaler
+	gossipQ  chan [][]byte             // committer → gossiper: wire forms
+	adoptQ   chan []*signalmesh.Signal // loop → adopter: delivered signals to journal here (full: wait for the next tick)
+	live     bool                      // New started the node's goroutines
+	ownSeq   uint64                    // the last sequence number this node used, at start
+	recent   *idSet                    // ids the committer stamped lately (owned by the committer)
+	seen     *bloom                    // ids that reached the journal (concurrent)
+	pending  []outboxed                // outbox entries found at start, journaled first
 
 	selfRef string                    // causal.PeerRef(self)
 	base    atomic.Pointer[stampBase] // published by the loop after each release
@@ -140,6 +142,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.seen = newBloom(1 << 24) // 2 MiB
 	n.gossipQ = make(chan [][]byte, 256)
 	n.ackQ = make(chan string, 65536)
+	n.adoptQ = make(chan []*signalmesh.Signal, 4)
 	n.quorum.waiting = map[string]*ackWaiter{}
 	n.m.init(cfg.Registerer)
 	defer func() {
@@ -162,7 +165,9 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.restore(ctx); err != nil {
 		return nil, err
 	}
-	n.wg.Add(7)
+	n.live = true // the loop runs: Close may ask it for what to adopt
+	n.wg.Add(8)
+	go n.adopter()
 	go n.acker()
 	go n.readAcks()
 	go n.gossiper()
@@ -460,6 +465,7 @@ func (n *Node) Peers() []peer.ID { return n.host.Network().Peers() }
 func (n *Node) Close() error {
 	n.once.Do(func() {
 		var errs []error
+		n.adoptAll()
 		n.cancel()
 		n.wg.Wait()
 		n.closeSubscriptions()
@@ -503,6 +509,24 @@ func (n *Node) Close() error {
 		n.closeErr = errors.Join(errs...)
 	})
 	return n.closeErr
+}
+
+// adoptAll journals, before a clean stop, every signal this node delivered
+// whose journal entry has not arrived (at most a few seconds' worth): after
+// the restart it is journaled here, known as delivered and findable.
+func (n *Node) adoptAll() {
+	if !n.live || n.p.Adopt < 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var sigs []*signalmesh.Signal
+	if err := n.do(ctx, func() { sigs = n.fresh.take(time.Time{}, 1<<20) }); err != nil || len(sigs) == 0 {
+		return
+	}
+	if err := n.adopt(sigs); err != nil {
+		n.log.Warn("node: adopt signals into the journal at close", "err", err)
+	}
 }
 
 type mdnsNotifee struct{ n *Node }

@@ -538,3 +538,57 @@ func TestBacklogHoldsDeliveredButUnjournaled(t *testing.T) {
 		t.Fatalf("x reached the journal (%d entries): the test no longer tries the window", c)
 	}
 }
+
+// An edge peer publishes, a hub delivers its signal by gossip, and the edge
+// peer leaves before any replica fetched its journal delta: the hub adopts
+// the signal (journals it itself), so a peer that joins later still gets
+// it. Before, the signal existed only in the departed peer's journal.
+func TestGossipedSignalOutlivesItsOrigin(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	nodes := cluster(t, 2, func(i int, c *node.Config) {
+		if i == 0 {
+			c.Params.JournalDelay = time.Hour // the edge peer's delta never leaves it
+		} else {
+			c.Params.Adopt = 200 * time.Millisecond
+		}
+	})
+	edge, hub := nodes[0], nodes[1]
+	got := newRecorder()
+	if _, err := hub.Subscribe("edge.**", got.handle); err != nil {
+		t.Fatal(err)
+	}
+	warm := newRecorder() // the edge's gossip reaches the hub once its GossipSub knows it
+	if _, err := hub.Subscribe("warmup", warm.handle); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "gossip from the edge reaches the hub", func() bool {
+		_ = edge.PublishWith(ctx, node.Weak, mustSignal(t, "warmup"))
+		return warm.count() > 0
+	})
+	x := mustSignal(t, "edge.reading")
+	if err := edge.Publish(ctx, x); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the hub delivers the reading", func() bool { return got.count() == 1 })
+	if err := edge.Close(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the hub journals the reading", func() bool {
+		c, _, err := hub.JournalDigest(ctx)
+		return err == nil && c == 1
+	})
+	late, err := node.New(ctx, node.Config{Mesh: hub.Mesh(), ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = late.Close() })
+	rec := newRecorder()
+	if _, err := late.Subscribe("edge.**", rec.handle); err != nil {
+		t.Fatal(err)
+	}
+	if err := late.Connect(ctx, hub.AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "a peer that joins later gets the reading", func() bool { return rec.count() == 1 })
+}

@@ -122,6 +122,7 @@ func TestRestartKeepsSequenceAfterUndeliveredOwnSignals(t *testing.T) {
 			c.Params.JournalDelay = time.Hour // a's signals reach b by gossip only
 		} else {
 			c.DataDir = dir
+			c.Params.Adopt = -1 // and b does not journal them itself
 		}
 	})
 	a, b := nodes[0], nodes[1]
