@@ -105,10 +105,11 @@
 // inside the mesh (it holds the PSK, or there is none) could write a journal
 // entry in another peer's name. Gossip is checked; the journal path trusts
 // mesh members, and a member can fill the causal buffer with signals whose
-// dependencies never come (they hold their place until they do). A signal
-// only its origin journaled is only as durable as the origin's presence:
-// if the origin leaves before any peer fetched its delta, replicas that got
-// it by gossip deliver it, the others never do, and its origin's later
-// signals wait. History only grows
+// dependencies never come (they hold their place until they do). A peer
+// that delivered a signal by gossip and does not see its journal entry
+// within Params.Adopt journals it itself (and at a clean Close), so it
+// outlives an origin that left early; a signal nobody received by gossip
+// is only as durable as its origin until a replica fetched its delta, and a
+// replica may wait on fetching a departed peer's delta for a while. History only grows
 // (go-ds-crdt keeps every delta); retention is later work.
 package node
