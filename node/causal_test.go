@@ -350,6 +350,6 @@ func TestCatchUpBeyondCausalBuffer(t *testing.T) {
 	if err := fresh.Connect(ctx, nodes[0].AddrInfo()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 60*time.Second, "the fresh peer delivers everything", func() bool { return rec.count() >= batches*size })
+	eventually(t, 3*time.Minute, "the fresh peer delivers everything", func() bool { return rec.count() >= batches*size })
 	checkCausal(t, "fresh peer", rec.snapshot(), batches*size)
 }
