@@ -222,13 +222,7 @@ func TestSameIDFromTwoSources(t *testing.T) {
 	checkLeaks(t)
 	ctx := context.Background()
 	nodes := cluster(t, 3, nil)
-	recs := make([]*recorder, 3)
-	for i, n := range nodes {
-		recs[i] = newRecorder()
-		if _, err := n.Subscribe("**", recs[i].handle); err != nil {
-			t.Fatal(err)
-		}
-	}
+	recs := recordAll(t, nodes)
 	cut(nodes[:1], nodes[1:2], nodes[2:])
 	for i, source := range []string{"/billing", "/shipping"} {
 		sigs := []*signalmesh.Signal{}
@@ -257,13 +251,7 @@ func TestRetryOnTwoPeersIsOneCopy(t *testing.T) {
 	checkLeaks(t)
 	ctx := context.Background()
 	nodes := cluster(t, 3, nil)
-	recs := make([]*recorder, 3)
-	for i, n := range nodes {
-		recs[i] = newRecorder()
-		if _, err := n.Subscribe("**", recs[i].handle); err != nil {
-			t.Fatal(err)
-		}
-	}
+	recs := recordAll(t, nodes)
 	cut(nodes[:1], nodes[1:2], nodes[2:])
 	ev, _ := signalmesh.New("order.created", "/shop", map[string]int{"total": 42}, signalmesh.WithID("o-1"))
 	for _, n := range nodes[:2] {
@@ -352,4 +340,17 @@ func TestCatchUpBeyondCausalBuffer(t *testing.T) {
 	}
 	eventually(t, 3*time.Minute, "the fresh peer delivers everything", func() bool { return rec.count() >= batches*size })
 	checkCausal(t, "fresh peer", rec.snapshot(), batches*size)
+}
+
+// recordAll subscribes a recorder to everything on each node.
+func recordAll(t *testing.T, nodes []*peerNode) []*recorder {
+	t.Helper()
+	recs := make([]*recorder, len(nodes))
+	for i, n := range nodes {
+		recs[i] = newRecorder()
+		if _, err := n.Subscribe("**", recs[i].handle); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return recs
 }
