@@ -57,7 +57,13 @@
 // journaled, not ordered, best effort. Quorum(k) is Eventual, and Publish
 // also waits until k other peers acknowledge the signals are durably in their
 // journal, or fails with a *QuorumError when its context ends (the signals
-// still converge). Quorum is a durability promise, not linearizability.
+// still converge). A peer acknowledges a signal's journal place (origin,
+// sequence) only once the entry is committed in its store and the store is
+// synced; acks count once per peer, never from this node, and only from the
+// Allow list when one is set. Publishing the same signals again after a
+// *QuorumError publishes nothing twice and waits for acks again: it succeeds
+// once k peers hold them, on this node or another. Quorum is a durability
+// promise, not linearizability.
 //
 // # Subscriptions
 //

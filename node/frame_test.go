@@ -90,13 +90,17 @@ func FuzzDecodeFrame(f *testing.F) {
 }
 
 func FuzzDecodeAck(f *testing.F) {
-	f.Add(encodeAck([]string{"a", "bc"}))
+	f.Add(encodeAck(ackAck, []place{{Origin: "AAAAAAAAAAA", Seq: 1}, {Origin: "BBBBBBBBBBA", Seq: 1 << 40}}))
+	f.Add(encodeAck(ackAsk, []place{{Origin: "AAAAAAAAAAA", Seq: 7}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ids, err := decodeAck(b)
+		m, err := decodeAck(b)
 		if err != nil {
 			return
 		}
-		if !bytes.Equal(encodeAck(ids), b) {
+		if len(m.places) == 0 || len(m.places) > maxAckPlaces {
+			t.Fatalf("decoded %d places", len(m.places))
+		}
+		if !bytes.Equal(encodeAck(m.kind, m.places), b) {
 			t.Fatalf("ack not canonical: %x", b)
 		}
 	})

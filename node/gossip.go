@@ -125,7 +125,7 @@ func (n *Node) putHook(key ds.Key, value []byte) {
 	}
 	n.m.journaled.Add(1)
 	n.seen.add(s.ID)
-	n.wantsAck(s)
+	n.wantsAck(s, ref, seq)
 	if n.refusing.Load() {
 		// The core has no room (a large catch-up): it would refuse this
 		// one, and read it from the journal when its turn comes (the pull

@@ -70,7 +70,7 @@ type Node struct {
 
 	ackTopic *pubsub.Topic
 	ackSub   *pubsub.Subscription
-	ackQ     chan string // put hook → acker
+	ackQ     chan place // put hook and asks → acker
 	quorum   quorum
 	dag      *ipfslite.Peer
 	repl     *crdt.Replica // the journal
@@ -141,9 +141,9 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.base.Store(&stampBase{})
 	n.seen = newBloom(1 << 24) // 2 MiB
 	n.gossipQ = make(chan [][]byte, 256)
-	n.ackQ = make(chan string, 65536)
+	n.ackQ = make(chan place, 65536)
 	n.adoptQ = make(chan []*signalmesh.Signal, 4)
-	n.quorum.waiting = map[string]*ackWaiter{}
+	n.quorum.init()
 	n.m.init(cfg.Registerer)
 	defer func() {
 		if err != nil {
@@ -193,7 +193,20 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	return n, nil
 }
 
+// testWrapStore, when set (tests only), wraps every node's store.
+var testWrapStore func(ds.Batching) ds.Batching
+
 func (n *Node) openStore() error {
+	if err := n.openStoreRaw(); err != nil {
+		return err
+	}
+	if testWrapStore != nil {
+		n.store = testWrapStore(n.store)
+	}
+	return nil
+}
+
+func (n *Node) openStoreRaw() error {
 	if n.cfg.DataDir == "" {
 		n.store = dssync.MutexWrap(ds.NewMapDatastore())
 		return nil
@@ -364,7 +377,7 @@ func (n *Node) restore(ctx context.Context) error {
 			_ = n.offer(m, o.sigs[0]) // a duplicate if it reached the journal before the stop
 			n.lamport = max(n.lamport, m.Lamport)
 		}
-		n.recent.add(identityOf(o.sigs[0]), journal.ContentDigest(o.sigs[0]))
+		n.recent.add(identityOf(o.sigs[0]), journal.ContentDigest(o.sigs[0]), place{Origin: n.selfRef, Seq: o.first})
 		n.seen.add(o.sigs[0].ID)
 		n.ownSeq = max(n.ownSeq, o.first)
 	}

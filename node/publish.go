@@ -49,8 +49,9 @@ func (c Consistency) String() string {
 }
 
 type commitReq struct {
-	sigs []*signalmesh.Signal
-	done chan error // buffer 1
+	sigs   []*signalmesh.Signal
+	places []place    // set by the committer before done: each signal's place in the journal (an earlier copy's, for a retry)
+	done   chan error // buffer 1
 }
 
 // PublishFunc publishes signals; it is what PublishMiddleware wraps.
@@ -102,23 +103,18 @@ func (n *Node) publishCore(ctx context.Context, c Consistency, sigs []*signalmes
 	if c.weak {
 		return n.publishWeak(ctx, cp)
 	}
-	var ids []string
-	var waiters []*ackWaiter
 	if c.quorum < 0 {
 		return fmt.Errorf("node: Quorum(%d)", c.quorum)
 	}
 	if c.quorum > 0 {
 		for _, s := range cp {
 			s.Extensions[extQuorum] = int32(c.quorum)
-			ids = append(ids, s.ID)
 		}
-		waiters = n.quorum.register(ids, c.quorum)
 	}
-	req := commitReq{sigs: cp, done: make(chan error, 1)}
+	req := commitReq{sigs: cp, places: make([]place, len(cp)), done: make(chan error, 1)}
 	select {
 	case n.commitQ <- req:
 	case <-ctx.Done():
-		n.quorum.forget(ids)
 		return ctx.Err()
 	case <-n.ctx.Done():
 		return ErrClosed
@@ -126,7 +122,6 @@ func (n *Node) publishCore(ctx context.Context, c Consistency, sigs []*signalmes
 	select {
 	case err := <-req.done:
 		if err != nil {
-			n.quorum.forget(ids)
 			return err
 		}
 	case <-n.ctx.Done():
@@ -134,7 +129,11 @@ func (n *Node) publishCore(ctx context.Context, c Consistency, sigs []*signalmes
 	}
 	n.m.published.Add(int64(len(cp)))
 	if c.quorum > 0 {
-		return n.awaitQuorum(ctx, ids, waiters, c.quorum)
+		ids := make([]string, len(cp))
+		for i, s := range cp {
+			ids[i] = s.ID
+		}
+		return n.awaitQuorum(ctx, ids, req.places, c.quorum)
 	}
 	return nil
 }
@@ -270,14 +269,18 @@ func (n *Node) commit(batch []commitReq, seq uint64) uint64 {
 	}
 	var all []*signalmesh.Signal
 	var added []identity
+	type slot struct{ req, i int }
+	var slots []slot // of each signal in all: where its place goes
 	errs := make([]error, len(batch))
 	for i, r := range batch {
 		mark, stamped := len(added), len(all)
-		for _, s := range r.sigs {
+		for j, s := range r.sigs {
 			id, digest := identityOf(s), journal.ContentDigest(s)
-			switch n.published(id, digest) {
+			state, at := n.published(id, digest)
+			switch state {
 			case pubSame:
 				n.m.deduped.Add(1) // publishing is idempotent: a retry publishes nothing twice
+				r.places[j] = at
 				continue
 			case pubConflict:
 				errs[i] = fmt.Errorf("%w: source %q, id %q", ErrConflict, s.Source, s.ID)
@@ -285,22 +288,35 @@ func (n *Node) commit(batch []commitReq, seq uint64) uint64 {
 			if errs[i] != nil {
 				break
 			}
-			n.recent.add(id, digest)
+			n.recent.add(id, digest, place{}) // the place once stamped
 			added = append(added, id)
 			all = append(all, s)
+			slots = append(slots, slot{i, j})
 		}
 		if errs[i] != nil { // the whole call fails: forget what it stamped
 			for _, id := range added[mark:] {
 				n.recent.forget(id)
 			}
-			added, all = added[:mark], all[:stamped]
+			added, all, slots = added[:mark], all[:stamped], slots[:stamped]
 		}
 	}
-	for _, s := range all {
+	for k, s := range all {
 		seq++
 		n.lamport = max(n.lamport, base.lamport) + 1
 		s.Extensions[signalmesh.ExtPeer] = self
 		s.Extensions[signalmesh.ExtCausal] = causal.Stamp{Seq: seq, Lamport: n.lamport, Deps: base.deps}.Format()
+		at := place{Origin: n.selfRef, Seq: seq}
+		batch[slots[k].req].places[slots[k].i] = at
+		n.recent.add(added[k], journal.ContentDigest(s), at)
+	}
+	for _, r := range batch { // a signal given twice in one batch: the place of its first copy
+		for j, at := range r.places {
+			if at == (place{}) && len(all) > 0 {
+				if e, ok := n.recent.get(identityOf(r.sigs[j])); ok {
+					r.places[j] = e.at
+				}
+			}
+		}
 	}
 	first := seq - uint64(len(all)) + 1
 	wires, err := encodeAll(all) // once, for the outbox, the gossip and the journal
@@ -362,19 +378,19 @@ const (
 // it committed lately (the last 65,536) and asks the journal's index for
 // older ones that the Bloom filter of journaled ids may hold.
 // Only the committer calls it.
-func (n *Node) published(id identity, digest uint64) pubState {
-	if d, ok := n.recent.get(id); ok {
-		if d == digest {
-			return pubSame
+func (n *Node) published(id identity, digest uint64) (pubState, place) {
+	if e, ok := n.recent.get(id); ok {
+		if e.digest == digest {
+			return pubSame, e.at
 		}
-		return pubConflict
+		return pubConflict, place{}
 	}
 	if !n.seen.mayHave(id.id) {
-		return pubNew
+		return pubNew, place{}
 	}
 	cs, err := n.jr.Copies(context.WithoutCancel(n.ctx), id.id)
 	if err != nil {
-		return pubNew
+		return pubNew, place{}
 	}
 	state := pubNew
 	for _, c := range cs {
@@ -382,34 +398,39 @@ func (n *Node) published(id identity, digest uint64) pubState {
 			continue
 		}
 		if c.Digest == digest {
-			return pubSame
+			return pubSame, c.Ref
 		}
 		state = pubConflict
 	}
-	return state
+	return state, place{}
 }
 
-// idSet is a bounded map of identities to content digests: past its size
-// the oldest are forgotten.
+// idSet is a bounded map of identities to content digests and journal
+// places: past its size the oldest are forgotten.
 type idSet struct {
-	ids  map[identity]uint64
+	ids  map[identity]idEntry
 	ring []identity
 	next int
 }
 
+type idEntry struct {
+	digest uint64
+	at     place
+}
+
 func newIDSet(size int) *idSet {
-	return &idSet{ids: make(map[identity]uint64, size), ring: make([]identity, size)}
+	return &idSet{ids: make(map[identity]idEntry, size), ring: make([]identity, size)}
 }
 
-func (s *idSet) get(id identity) (uint64, bool) {
-	d, ok := s.ids[id]
-	return d, ok
+func (s *idSet) get(id identity) (idEntry, bool) {
+	e, ok := s.ids[id]
+	return e, ok
 }
 
-// add adds id with its digest.
-func (s *idSet) add(id identity, digest uint64) {
+// add adds id with its digest and place.
+func (s *idSet) add(id identity, digest uint64, at place) {
 	if _, ok := s.ids[id]; ok {
-		s.ids[id] = digest
+		s.ids[id] = idEntry{digest, at}
 		return
 	}
 	if old := s.ring[s.next]; old != (identity{}) {
@@ -417,7 +438,7 @@ func (s *idSet) add(id identity, digest uint64) {
 	}
 	s.ring[s.next] = id
 	s.next = (s.next + 1) % len(s.ring)
-	s.ids[id] = digest
+	s.ids[id] = idEntry{digest, at}
 }
 
 func (s *idSet) forget(id identity) { delete(s.ids, id) }

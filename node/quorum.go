@@ -1,10 +1,12 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -12,6 +14,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/causal"
+	"github.com/signalmesh/signalmesh/journal"
 )
 
 // extQuorum marks a signal published with Quorum(k): replicas acknowledge
@@ -23,10 +27,12 @@ var ErrQuorum = errors.New("node: quorum not reached")
 
 // QuorumError is returned by a Quorum(k) publish whose context ended before
 // k other peers acknowledged every signal. The signals are journaled
-// locally all the same and still converge.
+// locally all the same and still converge; publishing them again (the same
+// source, id and content) publishes nothing twice and waits for the
+// acknowledgements again, so a retry succeeds once k peers hold them.
 type QuorumError struct {
 	Want  int
-	Acked map[string]int // signal id -> peers that acknowledged it
+	Acked map[string]int // signal id -> peers that acknowledged it (the fewest, for an id given twice)
 	Err   error          // the context's error
 }
 
@@ -40,126 +46,236 @@ func (e *QuorumError) Error() string {
 
 func (e *QuorumError) Unwrap() []error { return []error{ErrQuorum, e.Err} }
 
-// quorum tracks the acknowledgements Quorum publishes wait for. A leaf type
-// with its own lock: acks arrive on the ack reader, waits happen in Publish.
+// How acknowledgements work.
+//
+// An ack names journal places, (origin ref, sequence): a place is one
+// signal, whatever its id, so two signals with one id (in one call, in
+// concurrent calls, or from two sources) cannot be confused. A replica
+// acknowledges a place only after the journal entry is committed in its
+// store (go-ds-crdt calls its put hook before it commits the batch, so the
+// acker reads the entry back) and the store is synced. Acks count only
+// from distinct peers other than this one and, when Config.Allow is set,
+// only from peers on it.
+//
+// A publisher that waits asks for the places still short of k acks, at
+// 250 ms and then at doubling intervals up to 4 s: every replica that holds
+// a place acknowledges it again. That makes up for lost acks, and lets a
+// retry of a signal journaled long ago (deduplicated, so nobody journals
+// it anew) gather the acks of the replicas that hold it.
+
+// place is a signal's place in the journal.
+type place = causal.Ref
+
+// quorum counts acknowledgements for the places Quorum publishes wait for.
+// A leaf type with its own lock: acks arrive on the ack reader, waits happen
+// in Publish.
 type quorum struct {
 	mu      sync.Mutex
-	waiting map[string]*ackWaiter
+	acks    map[place]*ackCount
+	changed chan struct{} // closed (and replaced) when a waited-for place gains an ack
 }
 
-type ackWaiter struct {
-	need  int
-	peers map[peer.ID]bool
-	done  chan struct{} // closed when need peers acknowledged
+type ackCount struct {
+	peers map[peer.ID]struct{}
+	refs  int // waiting calls
 }
 
-func (q *quorum) register(ids []string, k int) []*ackWaiter {
+func (q *quorum) init() {
+	q.acks = map[place]*ackCount{}
+	q.changed = make(chan struct{})
+}
+
+func (q *quorum) register(ps []place) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	ws := make([]*ackWaiter, len(ids))
-	for i, id := range ids {
-		w := &ackWaiter{need: k, peers: map[peer.ID]bool{}, done: make(chan struct{})}
-		q.waiting[id] = w
-		ws[i] = w
-	}
-	return ws
-}
-
-func (q *quorum) forget(ids []string) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for _, id := range ids {
-		delete(q.waiting, id)
-	}
-}
-
-func (q *quorum) ack(from peer.ID, ids []string) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for _, id := range ids {
-		w := q.waiting[id]
-		if w == nil || w.peers[from] {
-			continue
+	for _, p := range ps {
+		c := q.acks[p]
+		if c == nil {
+			c = &ackCount{peers: map[peer.ID]struct{}{}}
+			q.acks[p] = c
 		}
-		w.peers[from] = true
-		if len(w.peers) == w.need {
-			close(w.done)
+		c.refs++
+	}
+}
+
+func (q *quorum) release(ps []place) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, p := range ps {
+		if c := q.acks[p]; c != nil {
+			if c.refs--; c.refs <= 0 {
+				delete(q.acks, p)
+			}
 		}
 	}
 }
 
-func (q *quorum) counts(ids []string) map[string]int {
+func (q *quorum) ack(from peer.ID, ps []place) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	out := make(map[string]int, len(ids))
-	for _, id := range ids {
-		if w := q.waiting[id]; w != nil {
-			out[id] = len(w.peers)
+	more := false
+	for _, p := range ps {
+		if c := q.acks[p]; c != nil {
+			if _, ok := c.peers[from]; !ok {
+				c.peers[from] = struct{}{}
+				more = true
+			}
 		}
 	}
-	return out
+	if more {
+		close(q.changed)
+		q.changed = make(chan struct{})
+	}
 }
 
-// awaitQuorum waits until k peers acknowledged every signal.
-func (n *Node) awaitQuorum(ctx context.Context, ids []string, ws []*ackWaiter, k int) error {
-	defer n.quorum.forget(ids)
-	for _, w := range ws {
+// short returns the places with fewer than k acks, and a channel closed at
+// the next new ack.
+func (q *quorum) short(ps []place, k int) ([]place, <-chan struct{}) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []place
+	for _, p := range ps {
+		if c := q.acks[p]; c == nil || len(c.peers) < k {
+			out = append(out, p)
+		}
+	}
+	return out, q.changed
+}
+
+func (q *quorum) count(p place) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if c := q.acks[p]; c != nil {
+		return len(c.peers)
+	}
+	return 0
+}
+
+// awaitQuorum waits until k peers acknowledged every place; ids are the
+// signals' ids, for the error.
+func (n *Node) awaitQuorum(ctx context.Context, ids []string, places []place, k int) error {
+	ps := slices.Clone(places)
+	slices.SortFunc(ps, func(a, b place) int { return cmp.Or(cmp.Compare(a.Origin, b.Origin), cmp.Compare(a.Seq, b.Seq)) })
+	ps = slices.Compact(ps)
+	n.quorum.register(ps)
+	defer n.quorum.release(ps)
+	wait := 250 * time.Millisecond
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		missing, changed := n.quorum.short(ps, k)
+		if len(missing) == 0 {
+			return nil
+		}
 		select {
-		case <-w.done:
+		case <-changed:
+		case <-timer.C:
+			n.ask(missing)
+			wait = min(2*wait, 4*time.Second)
+			timer.Reset(wait)
 		case <-ctx.Done():
-			return &QuorumError{Want: k, Acked: n.quorum.counts(ids), Err: ctx.Err()}
+			acked := make(map[string]int, len(ids))
+			for i, id := range ids {
+				c := n.quorum.count(places[i])
+				if old, ok := acked[id]; !ok || c < old {
+					acked[id] = c
+				}
+			}
+			return &QuorumError{Want: k, Acked: acked, Err: ctx.Err()}
 		case <-n.ctx.Done():
 			return ErrClosed
 		}
 	}
-	return nil
 }
 
-// Acks travel on their own topic as a list of signal ids: a uvarint count,
-// then per id a uvarint length and the id.
-const maxAckIDs = 10000
+// ask asks the mesh to acknowledge places again.
+func (n *Node) ask(ps []place) {
+	for len(ps) > 0 {
+		m := min(len(ps), maxAckPlaces)
+		if err := n.ackTopic.Publish(n.ctx, encodeAck(ackAsk, ps[:m])); err != nil && n.ctx.Err() == nil {
+			n.m.drop("ack_publish")
+		}
+		ps = ps[m:]
+	}
+}
 
-func encodeAck(ids []string) []byte {
-	b := binary.AppendUvarint(nil, uint64(len(ids)))
-	for _, id := range ids {
-		b = binary.AppendUvarint(b, uint64(len(id)))
-		b = append(b, id...)
+// Messages on the ack topic: a kind byte ('A' acknowledges, 'Q' asks),
+// a uvarint count, then per place a uvarint length, the origin ref and a
+// uvarint sequence number.
+const (
+	ackAck       = 'A'
+	ackAsk       = 'Q'
+	maxAckPlaces = 4096
+)
+
+type ackMsg struct {
+	kind   byte
+	places []place
+}
+
+func encodeAck(kind byte, ps []place) []byte {
+	b := append(make([]byte, 0, 1+len(ps)*(causal.RefLen+4)), kind)
+	b = binary.AppendUvarint(b, uint64(len(ps)))
+	for _, p := range ps {
+		b = binary.AppendUvarint(b, uint64(len(p.Origin)))
+		b = append(b, p.Origin...)
+		b = binary.AppendUvarint(b, p.Seq)
 	}
 	return b
 }
 
-func decodeAck(b []byte) ([]string, error) {
+var errBadAck = errors.New("node: malformed ack")
+
+func decodeAck(b []byte) (ackMsg, error) {
+	if len(b) < 2 || (b[0] != ackAck && b[0] != ackAsk) {
+		return ackMsg{}, errBadAck
+	}
+	m := ackMsg{kind: b[0]}
+	b = b[1:]
 	n, k := uvarint(b)
-	if k <= 0 || n == 0 || n > maxAckIDs || n > uint64(len(b)) {
-		return nil, errors.New("node: malformed ack")
+	if k <= 0 || n == 0 || n > maxAckPlaces || n > uint64(len(b)) {
+		return ackMsg{}, errBadAck
 	}
 	b = b[k:]
-	ids := make([]string, 0, n)
+	m.places = make([]place, 0, n)
 	for i := uint64(0); i < n; i++ {
 		l, k := uvarint(b)
-		if k <= 0 || l == 0 || l > uint64(len(b)-k) || l > 4096 {
-			return nil, errors.New("node: malformed ack")
+		if k <= 0 || l != causal.RefLen || l > uint64(len(b)-k) {
+			return ackMsg{}, errBadAck
 		}
-		ids = append(ids, string(b[k:k+int(l)]))
+		ref := string(b[k : k+int(l)])
 		b = b[k+int(l):]
+		seq, k := uvarint(b)
+		if k <= 0 || seq == 0 {
+			return ackMsg{}, errBadAck
+		}
+		b = b[k:]
+		m.places = append(m.places, place{Origin: ref, Seq: seq})
 	}
 	if len(b) != 0 {
-		return nil, errors.New("node: malformed ack")
+		return ackMsg{}, errBadAck
 	}
-	return ids, nil
+	return m, nil
 }
 
 func (n *Node) validateAck(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
-	ids, err := decodeAck(msg.Data)
+	m, err := decodeAck(msg.Data)
 	if err != nil {
 		n.m.reject("ack")
 		return pubsub.ValidationReject
 	}
-	msg.ValidatorData = ids
+	msg.ValidatorData = m
 	return pubsub.ValidationAccept
 }
 
-// readAcks records acknowledgements from other peers.
+// member reports whether p's acks count: another peer, on the allowlist
+// when there is one.
+func (n *Node) member(p peer.ID) bool {
+	return p != n.self && (&gater{allow: n.cfg.Allow}).allowed(p)
+}
+
+// readAcks records acknowledgements from other peers and passes their
+// asks to the acker.
 func (n *Node) readAcks() {
 	defer n.wg.Done()
 	for {
@@ -167,30 +283,51 @@ func (n *Node) readAcks() {
 		if err != nil {
 			return
 		}
-		if ids, ok := msg.ValidatorData.([]string); ok && msg.GetFrom() != n.self {
-			n.quorum.ack(msg.GetFrom(), ids)
+		m, ok := msg.ValidatorData.(ackMsg)
+		if !ok || msg.GetFrom() == n.self {
+			continue
+		}
+		if !n.member(msg.GetFrom()) {
+			n.m.reject("ack_not_member")
+			continue
+		}
+		if m.kind == ackAck {
+			n.quorum.ack(msg.GetFrom(), m.places)
+			continue
+		}
+		for _, p := range m.places {
+			n.wantsAckAt(p)
 		}
 	}
 }
 
-// acker acknowledges Quorum signals that reached this replica's journal:
-// it gathers ids for 5 ms, syncs the store (durable), then publishes them.
+// acker acknowledges places once they are committed in this replica's
+// journal and the store is synced. It gathers places for 5 ms; a place
+// whose entry is not readable yet (the put hook runs before go-ds-crdt
+// commits the batch) waits for a later round, up to ackPatience.
 func (n *Node) acker() {
 	defer n.wg.Done()
+	const ackPatience = 30 * time.Second
+	pending := map[place]time.Time{} // bounded by the queue: at most cap(ackQ) more per round
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
 	for {
-		var ids []string
-		select {
-		case <-n.ctx.Done():
-			return
-		case id := <-n.ackQ:
-			ids = append(ids, id)
+		if len(pending) == 0 {
+			select {
+			case <-n.ctx.Done():
+				return
+			case p := <-n.ackQ:
+				pending[p] = time.Now()
+			}
 		}
 		timer := time.NewTimer(5 * time.Millisecond)
 	gather:
-		for len(ids) < maxAckIDs {
+		for len(pending) < 4*maxAckPlaces {
 			select {
-			case id := <-n.ackQ:
-				ids = append(ids, id)
+			case p := <-n.ackQ:
+				if _, ok := pending[p]; !ok {
+					pending[p] = time.Now()
+				}
 			case <-timer.C:
 				break gather
 			case <-n.ctx.Done():
@@ -199,28 +336,55 @@ func (n *Node) acker() {
 			}
 		}
 		timer.Stop()
-		if err := n.repl.Sync(n.ctx, dsRoot); err != nil {
-			n.log.Warn("node: sync before ack", "err", err)
-			continue
+		var ready []place
+		now := time.Now()
+		for p, since := range pending {
+			ok, err := n.repl.Has(n.ctx, journal.SignalKey(p.Origin, p.Seq))
+			switch {
+			case err == nil && ok:
+				ready = append(ready, p)
+				delete(pending, p)
+			case now.Sub(since) > ackPatience:
+				delete(pending, p) // not here: an ask for a signal this replica lacks
+			}
 		}
-		if err := n.ackTopic.Publish(n.ctx, encodeAck(ids)); err != nil && n.ctx.Err() == nil {
-			n.m.drop("ack_publish")
+		if len(ready) > 0 {
+			if err := n.repl.Sync(n.ctx, dsRoot); err != nil {
+				n.log.Warn("node: sync before ack", "err", err)
+				continue
+			}
+			for len(ready) > 0 {
+				m := min(len(ready), maxAckPlaces)
+				if err := n.ackTopic.Publish(n.ctx, encodeAck(ackAck, ready[:m])); err != nil && n.ctx.Err() == nil {
+					n.m.drop("ack_publish")
+				}
+				ready = ready[m:]
+			}
+		}
+		if len(pending) > 0 { // entries not committed yet: look again shortly
+			select {
+			case <-tick.C:
+			case <-n.ctx.Done():
+				return
+			}
 		}
 	}
 }
 
 // wantsAck queues an ack for a Quorum signal from another peer that just
 // reached the journal. It never blocks the put hook: when the queue is
-// full, the ack is dropped (counted) and the publisher times out.
-func (n *Node) wantsAck(s *signalmesh.Signal) {
-	if _, ok := s.Extensions[extQuorum]; !ok {
+// full, the ack is dropped (counted) and the publisher's next ask brings
+// it back.
+func (n *Node) wantsAck(s *signalmesh.Signal, ref string, seq uint64) {
+	if _, ok := s.Extensions[extQuorum]; !ok || ref == n.selfRef {
 		return
 	}
-	if origin, _ := s.Extensions[signalmesh.ExtPeer].(string); origin == n.self.String() {
-		return
-	}
+	n.wantsAckAt(place{Origin: ref, Seq: seq})
+}
+
+func (n *Node) wantsAckAt(p place) {
 	select {
-	case n.ackQ <- s.ID:
+	case n.ackQ <- p:
 	default:
 		n.m.drop("ack_queue_full")
 	}

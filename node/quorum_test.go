@@ -3,10 +3,18 @@ package node_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	ds "github.com/ipfs/go-datastore"
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/journal"
 	"github.com/signalmesh/signalmesh/node"
 )
 
@@ -56,4 +64,253 @@ func TestQuorum(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// A retry after a QuorumError (the usual reaction to a timeout) publishes
+// nothing twice, and succeeds once a peer holds the signal: the waiting
+// publisher asks the mesh for acks of the signal's journal place.
+func TestQuorumRetryAfterTimeoutSucceedsOncePeerIsBack(t *testing.T) {
+	checkLeaks(t)
+	nodes := cluster(t, 3, nil)
+	for _, o := range nodes[1:] { // both other peers away
+		nodes[0].gater.Block(o.ID())
+		_ = nodes[0].Disconnect(o.ID())
+	}
+	x := mustSignal(t, "order.placed")
+	short, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	var qe *node.QuorumError
+	if err := nodes[0].PublishWith(short, node.Quorum(2), x); !errors.As(err, &qe) || qe.Acked[x.ID] != 0 {
+		t.Fatalf("Quorum(2) with no peer: %v", err)
+	}
+	nodes[0].gater.Clear()
+	connectAll(t, nodes)
+	ctx, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel2()
+	if err := nodes[0].PublishWith(ctx, node.Quorum(2), x); err != nil {
+		t.Fatalf("retry once the peers are back: %v", err)
+	}
+	for _, n := range nodes[1:] {
+		if _, err := n.Get(ctx, x.ID); err != nil {
+			t.Fatalf("acknowledged but not journaled on %s: %v", n.ID(), err)
+		}
+	}
+	// A retry of an acknowledged signal is acknowledged again.
+	if err := nodes[0].PublishWith(ctx, node.Quorum(2), x); err != nil {
+		t.Fatalf("retry of an acknowledged signal: %v", err)
+	}
+	journalsConverge(t, nodes, 1, 30*time.Second)
+}
+
+// A retry on another peer (the client did not know whether its first try
+// went through) waits for acks of the first copy, wherever it was
+// published, and does not count the peer it is on.
+func TestQuorumRetryOnAnotherPeer(t *testing.T) {
+	checkLeaks(t)
+	nodes := cluster(t, 3, nil)
+	x := mustSignal(t, "order.placed")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := nodes[0].PublishWith(ctx, node.Quorum(2), x); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[1].PublishWith(ctx, node.Quorum(2), x); err != nil { // node 1 holds it: acks from 0 and 2
+		t.Fatalf("retry on another peer: %v", err)
+	}
+	journalsConverge(t, nodes, 1, 30*time.Second)
+}
+
+// Two signals with one id (two sources) in one call, and the same signal
+// in two concurrent calls: each waiter needs acks of its own signals.
+func TestQuorumSameIDTwiceInOneCall(t *testing.T) {
+	checkLeaks(t)
+	nodes := cluster(t, 2, nil)
+	a, err := signalmesh.New("order.placed", "/shop/a", nil, signalmesh.WithID("42"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := signalmesh.New("order.placed", "/shop/b", nil, signalmesh.WithID("42"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	errs := make(chan error, 2)
+	go func() { errs <- nodes[0].PublishWith(ctx, node.Quorum(1), a, b, a) }()
+	go func() { errs <- nodes[0].PublishWith(ctx, node.Quorum(1), b) }()
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	sources := map[string]bool{}
+	for s, err := range nodes[1].Replay(ctx, "order.placed") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		sources[s.Source] = true
+	}
+	if !sources[a.Source] || !sources[b.Source] {
+		t.Fatalf("both acknowledged, node 1 holds %v", sources)
+	}
+}
+
+// Acks count only from the allowlist: a peer outside it that reaches the
+// acks topic through an allowed relay is rejected, not counted.
+func TestQuorumCountsOnlyMembers(t *testing.T) {
+	checkLeaks(t)
+	mesh := fmt.Sprintf("test-%d", time.Now().UnixNano())
+	start := func(allow []peer.ID) *node.Node {
+		n, err := node.New(context.Background(), node.Config{Mesh: mesh, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Allow: allow, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = n.Close() })
+		return n
+	}
+	relay, outsider := start(nil), start(nil)
+	a := start([]peer.ID{relay.ID()})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, c := range [][2]*node.Node{{a, relay}, {outsider, relay}} {
+		if err := c[0].Connect(ctx, c[1].AddrInfo()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	x := mustSignal(t, "order.placed")
+	wait, cancelWait := context.WithCancel(ctx)
+	defer cancelWait()
+	res := make(chan error, 1)
+	go func() { res <- a.PublishWith(wait, node.Quorum(2), x) }()
+	eventually(t, 30*time.Second, "the outsider's ack rejected", func() bool {
+		st, err := a.Status(ctx)
+		return err == nil && st.Rejected["ack_not_member"] > 0
+	})
+	cancelWait()
+	var qe *node.QuorumError
+	if err := <-res; !errors.As(err, &qe) || qe.Acked[x.ID] != 1 {
+		t.Fatalf("Quorum(2) with one member and one outsider: %v", err)
+	}
+}
+
+// slowCommitStore is an instrumented store: it holds every batch that
+// writes a journal entry for 150 ms before committing it (go-ds-crdt calls
+// its put hook before it commits), and records which keys were committed
+// and which of them a Sync made durable.
+type slowCommitStore struct {
+	ds.Batching
+	mu        sync.Mutex
+	committed map[string]bool
+	durable   map[string]bool
+}
+
+func (s *slowCommitStore) Batch(ctx context.Context) (ds.Batch, error) {
+	b, err := s.Batching.Batch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &slowBatch{Batch: b, s: s}, nil
+}
+
+func (s *slowCommitStore) Sync(ctx context.Context, prefix ds.Key) error {
+	s.mu.Lock()
+	done := maps.Clone(s.committed)
+	s.mu.Unlock()
+	if err := s.Batching.Sync(ctx, prefix); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	maps.Copy(s.durable, done)
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *slowCommitStore) isDurable(suffix string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k := range s.durable {
+		if strings.HasSuffix(k, suffix) {
+			return true
+		}
+	}
+	return false
+}
+
+type slowBatch struct {
+	ds.Batch
+	s    *slowCommitStore
+	keys []string
+}
+
+func (b *slowBatch) Put(ctx context.Context, k ds.Key, v []byte) error {
+	b.keys = append(b.keys, k.String())
+	return b.Batch.Put(ctx, k, v)
+}
+
+func (b *slowBatch) Commit(ctx context.Context) error {
+	for _, k := range b.keys {
+		if strings.Contains(k, "/journal/") && strings.HasSuffix(k, "/v") {
+			time.Sleep(150 * time.Millisecond) // the window between put hook and commit, widened
+			break
+		}
+	}
+	if err := b.Batch.Commit(ctx); err != nil {
+		return err
+	}
+	b.s.mu.Lock()
+	for _, k := range b.keys {
+		b.s.committed[k] = true
+	}
+	b.s.mu.Unlock()
+	return nil
+}
+
+// A Quorum(k) publish returns only once k peers have the signal's journal
+// entry committed and synced: the instrumented stores of the acking peers
+// are read the moment PublishWith returns.
+func TestQuorumAckFollowsSyncedCommit(t *testing.T) {
+	checkLeaks(t)
+	var mu sync.Mutex
+	var stores []*slowCommitStore
+	node.SetTestWrapStore(func(b ds.Batching) ds.Batching {
+		s := &slowCommitStore{Batching: b, committed: map[string]bool{}, durable: map[string]bool{}}
+		mu.Lock()
+		stores = append(stores, s)
+		mu.Unlock()
+		return s
+	})
+	t.Cleanup(func() { node.SetTestWrapStore(nil) })
+	nodes := cluster(t, 3, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for round := range 5 {
+		var sigs []*signalmesh.Signal
+		for range 3 {
+			sigs = append(sigs, mustSignal(t, "payment.captured"))
+		}
+		if err := nodes[0].PublishWith(ctx, node.Quorum(2), sigs...); err != nil {
+			t.Fatal(err)
+		}
+		for i, s := range stores[1:] {
+			for _, sig := range sigs {
+				ref, seq := journal.Place(sig)
+				if ref == "" {
+					ref, seq = journalPlace(t, nodes[0].Node, sig.ID)
+				}
+				if key := "/k" + journal.SignalKey(ref, seq).String() + "/v"; !s.isDurable(key) {
+					t.Fatalf("round %d: Quorum(2) returned before node %d synced the commit of %s", round, i+1, key)
+				}
+			}
+		}
+	}
+}
+
+// journalPlace is the place of a signal in n's journal.
+func journalPlace(t *testing.T, n *node.Node, id string) (string, uint64) {
+	t.Helper()
+	s, err := n.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return journal.Place(s)
 }
