@@ -287,14 +287,7 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 		defer cancel()
 	}
 	if err := a.n.PublishWith(ctx, c, sigs...); err != nil {
-		status := http.StatusBadRequest
-		switch {
-		case errors.Is(err, node.ErrClosed):
-			status = http.StatusServiceUnavailable
-		case errors.Is(err, node.ErrQuorum):
-			status = http.StatusGatewayTimeout
-		}
-		apiError(w, status, "%v", err)
+		apiError(w, publishStatus(err), "%v", err)
 		return
 	}
 	ids := make([]string, len(sigs))
@@ -302,6 +295,22 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 		ids[i] = s.ID
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"published": len(sigs), "ids": ids})
+}
+
+// publishStatus is the HTTP status of a failed publish: 4xx only for what
+// the client must change (a conflict, an invalid signal).
+func publishStatus(err error) int {
+	switch {
+	case errors.Is(err, node.ErrClosed):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, node.ErrQuorum), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout // the signals may be published: retrying is safe
+	case errors.Is(err, context.Canceled):
+		return 499 // the client gave up (nginx's "client closed request"); nobody reads it
+	case errors.Is(err, node.ErrConflict):
+		return http.StatusConflict
+	}
+	return http.StatusBadRequest
 }
 
 // tail streams the signals matching a pattern as server-sent events. A

@@ -161,6 +161,30 @@ wait:
 		}
 	}
 
+	// Failed publishes: 409 for a conflict, 504 for a quorum not reached
+	// (nothing the client must change: a retry is safe), 400 for bad input.
+	post := func(query, body string) int {
+		resp, err := http.Post(url+"/v1/publish"+query, "application/cloudevents+json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, c := range []struct {
+		query, body string
+		want        int
+	}{
+		{"", `{"specversion":"1.0","id":"dup-1","source":"/s","type":"a.b","data":1}`, 202},
+		{"", `{"specversion":"1.0","id":"dup-1","source":"/s","type":"a.b","data":2}`, 409},
+		{"?consistency=quorum:1&timeout=200ms", `{"specversion":"1.0","id":"q-1","source":"/s","type":"a.b"}`, 504},
+		{"", `{"specversion":"1.0","id":"","source":"/s","type":"a.b"}`, 400},
+	} {
+		if got := post(c.query, c.body); got != c.want {
+			t.Errorf("publish %s %s: %d, want %d", c.query, c.body, got, c.want)
+		}
+	}
+
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
