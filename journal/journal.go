@@ -346,31 +346,29 @@ func (j *Journal) Replay(ctx context.Context, match func(*signalmesh.Signal) boo
 		return nil, err
 	}
 	Order(all)
-	type ident struct {
-		source, id string
-		digest     uint64
-	}
-	seen := map[ident]bool{}
-	out := all[:0]
-	for _, s := range all {
-		if match != nil && !match(s) {
-			continue
+	if match != nil {
+		kept := all[:0]
+		for _, s := range all {
+			if match(s) {
+				kept = append(kept, s)
+			}
 		}
-		k := ident{s.Source, s.ID, ContentDigest(s)}
-		if seen[k] {
-			continue
-		}
-		seen[k] = true
-		out = append(out, s)
+		all = kept
 	}
-	return out, nil
+	return Unique(all), nil // the order of Order on all survives the filter
 }
 
 // Causes follows causeid links from id back to the root cause and returns
 // the chain, cause first, ending with the signal itself. A cause that is not
 // in the journal (yet) ends the chain early.
 func (j *Journal) Causes(ctx context.Context, id string) ([]*signalmesh.Signal, error) {
-	s, err := j.Get(ctx, id)
+	return CausesVia(ctx, j.Get, id)
+}
+
+// CausesVia is Causes over any lookup by id that answers ErrNotFound for
+// what it lacks (a journal with signals not yet journaled beside it).
+func CausesVia(ctx context.Context, get func(context.Context, string) (*signalmesh.Signal, error), id string) ([]*signalmesh.Signal, error) {
+	s, err := get(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -378,7 +376,7 @@ func (j *Journal) Causes(ctx context.Context, id string) ([]*signalmesh.Signal, 
 	seen := map[string]bool{id: true}
 	for c := s.CauseID(); c != "" && !seen[c]; c = chain[0].CauseID() {
 		seen[c] = true
-		cs, err := j.Get(ctx, c)
+		cs, err := get(ctx, c)
 		if errors.Is(err, ErrNotFound) {
 			break
 		}
@@ -406,12 +404,19 @@ func (j *Journal) Trace(ctx context.Context, id string) (causes, effects []*sign
 	if err != nil {
 		return nil, nil, err
 	}
+	return causes, Descendants(all, id), nil
+}
+
+// Descendants returns the signals of all that descend from id through
+// causeid links, in the order of Order.
+func Descendants(all []*signalmesh.Signal, id string) []*signalmesh.Signal {
 	children := map[string][]*signalmesh.Signal{}
 	for _, s := range all {
 		if c := s.CauseID(); c != "" {
 			children[c] = append(children[c], s)
 		}
 	}
+	var effects []*signalmesh.Signal
 	seen := map[string]bool{id: true}
 	for queue := []string{id}; len(queue) > 0; queue = queue[1:] {
 		for _, c := range children[queue[0]] {
@@ -423,7 +428,26 @@ func (j *Journal) Trace(ctx context.Context, id string) (causes, effects []*sign
 		}
 	}
 	Order(effects)
-	return causes, effects, nil
+	return effects
+}
+
+// Unique keeps one copy of each identity in sigs, the first: a later copy
+// of the same (source, id) and content is left out, as Replay does.
+func Unique(sigs []*signalmesh.Signal) []*signalmesh.Signal {
+	type ident struct {
+		source, id string
+		digest     uint64
+	}
+	seen := map[ident]bool{}
+	out := sigs[:0]
+	for _, s := range sigs {
+		k := ident{s.Source, s.ID, ContentDigest(s)}
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // Digest is a SHA-256 over the ids of sigs, in order, in hex.

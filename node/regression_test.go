@@ -592,3 +592,68 @@ func TestGossipedSignalOutlivesItsOrigin(t *testing.T) {
 	}
 	eventually(t, 20*time.Second, "a peer that joins later gets the reading", func() bool { return rec.count() == 1 })
 }
+
+// A handler reads what it was handed, and its causes and effects, at once:
+// on the publishing peer (the signals wait in the outbox) and on a peer
+// that got them by gossip (their journal delta has not come). Before, Get,
+// Causes, Effects and Trace answered not-found until the journal batch
+// landed.
+func TestReadWhatYouDelivered(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	nodes := cluster(t, 2, func(i int, c *node.Config) {
+		c.Params.JournalDelay = time.Hour // nothing reaches the journal while the test reads
+		c.Params.JournalBatch = 1 << 20
+	})
+	warm := newRecorder()
+	if _, err := nodes[1].Subscribe("warmup", warm.handle); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "gossip reaches node 1", func() bool {
+		_ = nodes[0].PublishWith(ctx, node.Weak, mustSignal(t, "warmup"))
+		return warm.count() > 0
+	})
+	cause := mustSignal(t, "order.placed")
+	effect := mustSignal(t, "order.paid", signalmesh.WithCause(cause))
+	type result struct {
+		node int
+		err  error
+	}
+	results := make(chan result, 4)
+	for i, n := range nodes {
+		check := func(_ context.Context, s *signalmesh.Signal) error {
+			var err error
+			switch s.ID {
+			case cause.ID:
+				_, err = n.Get(ctx, s.ID)
+			case effect.ID:
+				var chain, effects, tree []*signalmesh.Signal
+				if chain, err = n.Causes(ctx, s.ID); err == nil && (len(chain) != 2 || chain[0].ID != cause.ID) {
+					err = fmt.Errorf("causes of the effect: %d signals", len(chain))
+				}
+				if effects, err = n.Effects(ctx, cause.ID); err == nil && (len(effects) != 1 || effects[0].ID != effect.ID) {
+					err = fmt.Errorf("effects of the cause: %d signals", len(effects))
+				}
+				if _, tree, err = n.Trace(ctx, cause.ID); err == nil && len(tree) != 1 {
+					err = fmt.Errorf("trace of the cause: %d effects", len(tree))
+				}
+			}
+			results <- result{i, err}
+			return nil
+		}
+		if _, err := n.Subscribe("order.**", check); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nodes[0].Publish(ctx, cause, effect); err != nil {
+		t.Fatal(err)
+	}
+	for range 4 {
+		if r := <-results; r.err != nil {
+			t.Errorf("node %d: %v", r.node, r.err)
+		}
+	}
+	if c, _, _ := nodes[1].JournalDigest(ctx); c != 0 {
+		t.Fatalf("the signals reached the journal (%d entries): the test no longer tries the window", c)
+	}
+}

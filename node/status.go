@@ -2,9 +2,12 @@ package node
 
 import (
 	"context"
+	"errors"
 	"iter"
 
 	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/causal"
+	"github.com/signalmesh/signalmesh/journal"
 	"github.com/signalmesh/signalmesh/router"
 	"github.com/signalmesh/signalmesh/vclock"
 )
@@ -61,9 +64,49 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 // poll, and a lower bound on the journal's size (JournalDigest counts it).
 func (n *Node) Arrived() int64 { return n.m.journaled.Load() }
 
-// Get returns a journaled signal by id (journal.ErrNotFound if absent).
+// Get returns a signal by id (journal.ErrNotFound if absent): from the
+// journal, or, for a signal this node delivered whose journal entry has not
+// landed yet, from the delivered signals. When several sources used the id,
+// the first in replay order.
 func (n *Node) Get(ctx context.Context, id string) (*signalmesh.Signal, error) {
-	return n.jr.Get(ctx, id)
+	s, err := n.jr.Get(ctx, id)
+	if !errors.Is(err, journal.ErrNotFound) {
+		return s, err
+	}
+	var fresh []*signalmesh.Signal
+	if derr := n.do(ctx, func() { fresh = n.fresh.readable(id) }); derr != nil || len(fresh) == 0 {
+		if s, err2 := n.jr.Get(ctx, id); err2 == nil { // it landed meanwhile
+			return s, nil
+		}
+		return nil, err
+	}
+	journal.Order(fresh)
+	return fresh[0], nil
+}
+
+// readable is the journal (in replay order, each identity once) with the
+// signals this node delivered that are not journaled yet.
+func (n *Node) readable(ctx context.Context) ([]*signalmesh.Signal, error) {
+	var fresh []*signalmesh.Signal
+	if err := n.do(ctx, func() { fresh = n.fresh.readable("") }); err != nil {
+		return nil, err
+	}
+	all, _, err := n.jr.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	places := make(map[causal.Ref]bool, len(all))
+	for _, s := range all {
+		r, q := journal.Place(s)
+		places[causal.Ref{Origin: r, Seq: q}] = true
+	}
+	for _, s := range fresh {
+		if r, q := journal.Place(s); !places[causal.Ref{Origin: r, Seq: q}] {
+			all = append(all, s)
+		}
+	}
+	journal.Order(all)
+	return journal.Unique(all), nil
 }
 
 // Replay yields every journaled signal whose type matches pattern, in the
@@ -89,20 +132,38 @@ func (n *Node) Replay(ctx context.Context, pattern string) iter.Seq2[*signalmesh
 }
 
 // Causes returns the chain of causes of a signal, root cause first, ending
-// with the signal itself.
+// with the signal itself. Like Get, it sees the signals this node delivered
+// before their journal entries land.
 func (n *Node) Causes(ctx context.Context, id string) ([]*signalmesh.Signal, error) {
-	return n.jr.Causes(ctx, id)
+	return journal.CausesVia(ctx, n.Get, id)
 }
 
-// Effects returns the signals directly caused by id.
+// Effects returns the signals directly caused by id, in replay order.
 func (n *Node) Effects(ctx context.Context, id string) ([]*signalmesh.Signal, error) {
-	return n.jr.Effects(ctx, id)
+	all, err := n.readable(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []*signalmesh.Signal
+	for _, s := range all {
+		if s.CauseID() == id {
+			out = append(out, s)
+		}
+	}
+	return out, nil
 }
 
 // Trace returns the cause→effect tree around a signal: its causes back to
 // the root (root first, ending with the signal) and all its descendants.
 func (n *Node) Trace(ctx context.Context, id string) (causes, effects []*signalmesh.Signal, err error) {
-	return n.jr.Trace(ctx, id)
+	if causes, err = n.Causes(ctx, id); err != nil {
+		return nil, nil, err
+	}
+	all, err := n.readable(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return causes, journal.Descendants(all, id), nil
 }
 
 // JournalDigest returns the number of journal entries and a digest of their
