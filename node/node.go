@@ -82,11 +82,12 @@ type Node struct {
 	refusing atomic.Bool // the core refused a signal for lack of room and has not got room back
 	mdns     mdns.Service
 
-	publish PublishFunc // publishCore inside Config.PublishMiddleware
-	subs    *router.Router[*Subscription]
-	subMu   sync.Mutex     // orders Subscribe against Close
-	subWG   sync.WaitGroup // subscription goroutines
-	clogs   []*cursorLog   // named subscriptions' cursor logs (guarded by subMu)
+	publish     PublishFunc // publishCore inside Config.PublishMiddleware
+	subs        *router.Router[*Subscription]
+	subMu       sync.Mutex     // orders Subscribe against Close
+	subWG       sync.WaitGroup // subscription goroutines
+	clogs       []*cursorLog   // named subscriptions' cursor logs (guarded by subMu)
+	storeClosed bool           // Close is done with subscriptions and closes the store (guarded by subMu)
 
 	inbox    chan inbound              // gossip reader and CRDT put hook → loop
 	reqs     chan func()               // closures run on the loop

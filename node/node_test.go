@@ -100,3 +100,33 @@ func TestPublishIsIdempotent(t *testing.T) {
 		}
 	}
 }
+
+// Closing a subscription after its node: no panic on the closed store, and
+// an answer that says the node is closed (its cursor was saved by Close).
+func TestSubscriptionCloseAfterNodeClose(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	n, err := node.New(ctx, node.Config{Mesh: "sub-close", DataDir: t.TempDir(), ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	named, err := n.Subscribe("**", newRecorder().handle, node.WithName("billing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := n.Subscribe("**", newRecorder().handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Publish(ctx, mustSignal(t, "a.b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*node.Subscription{named, plain} {
+		if err := s.Close(); err != nil && !errors.Is(err, node.ErrClosed) {
+			t.Fatalf("Subscription.Close after Node.Close: %v", err)
+		}
+	}
+}

@@ -569,7 +569,9 @@ func (s *Subscription) Dropped() int64 { return s.dropped.Load() }
 func (s *Subscription) Close() error {
 	s.closeOnce.Do(func() {
 		s.n.subs.RemoveFunc(s.pattern, func(t *Subscription) bool { return t == s })
-		if err := s.n.withdrawSub(s.id); err != nil {
+		if s.n.ctx.Err() != nil {
+			// the node is closing: its Close saves cursors and withdraws nothing
+		} else if err := s.n.withdrawSub(s.id); err != nil {
 			s.n.log.Warn("node: withdraw subscription", "id", s.id, "err", err)
 		}
 		s.mu.Lock()
@@ -578,6 +580,11 @@ func (s *Subscription) Close() error {
 		close(s.quit)
 	})
 	<-s.stopped
+	s.n.subMu.Lock() // the node's Close closes the store under it
+	defer s.n.subMu.Unlock()
+	if s.n.storeClosed {
+		return ErrClosed // the node's Close saved what the subscription held
+	}
 	if s.name != "" {
 		// What is still spilled comes again from the journal, after the
 		// cursor, when the subscription is next opened.
@@ -622,4 +629,5 @@ func (n *Node) closeSubscriptions() {
 	for _, l := range n.clogs { // what they hold is read at the next open
 		_ = l.close()
 	}
+	n.storeClosed = true // from now on Subscription.Close leaves the store alone
 }
