@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -101,10 +102,11 @@ type Node struct {
 	seen     *bloom                    // ids that reached the journal (concurrent)
 	pending  []outboxed                // outbox entries found at start, journaled first
 
-	selfRef string                    // causal.PeerRef(self)
-	base    atomic.Pointer[stampBase] // published by the loop after each release
-	lamport uint64                    // the last Lamport time stamped (owned by the committer)
-	m       metrics
+	selfRef      string                    // causal.PeerRef(self)
+	largestStamp string                    // the longest stamp the committer can write, for Publish to validate with
+	base         atomic.Pointer[stampBase] // published by the loop after each release
+	lamport      uint64                    // the last Lamport time stamped (owned by the committer)
+	m            metrics
 
 	// owned by the loop goroutine
 	core         *causal.Core[*signalmesh.Signal]
@@ -145,6 +147,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.ackQ = make(chan place, 65536)
 	n.adoptQ = make(chan []*signalmesh.Signal, 4)
 	n.quorum.init()
+	n.largestStamp = largestStamp(n.p.MaxDeps)
 	n.m.init(cfg.Registerer)
 	defer func() {
 		if err != nil {
@@ -552,4 +555,13 @@ func (m *mdnsNotifee) HandlePeerFound(ai peer.AddrInfo) {
 	if err := m.n.Connect(m.n.ctx, ai); err != nil {
 		m.n.log.Debug("node: mdns peer unreachable", "peer", ai.ID, "err", err)
 	}
+}
+
+// largestStamp is the longest stamp with up to maxDeps dependencies.
+func largestStamp(maxDeps int) string {
+	st := causal.Stamp{Seq: math.MaxUint64, Lamport: math.MaxUint64}
+	for i := range maxDeps {
+		st.Deps = append(st.Deps, causal.Ref{Origin: causal.PeerRef(fmt.Sprint(i)), Seq: math.MaxUint64})
+	}
+	return st.Format()
 }

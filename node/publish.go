@@ -86,6 +86,9 @@ func (n *Node) publishCore(ctx context.Context, c Consistency, sigs []*signalmes
 	if len(sigs) == 0 {
 		return nil
 	}
+	if c.quorum < 0 {
+		return fmt.Errorf("node: Quorum(%d)", c.quorum)
+	}
 	cp := make([]*signalmesh.Signal, len(sigs))
 	for i, s := range sigs {
 		if err := s.Validate(); err != nil {
@@ -95,21 +98,20 @@ func (n *Node) publishCore(ctx context.Context, c Consistency, sigs []*signalmes
 		if cp[i].Extensions == nil {
 			cp[i].Extensions = make(map[string]any, 2)
 		}
-		delete(cp[i].Extensions, signalmesh.ExtCausal)
-		if c.weak {
-			cp[i].Extensions[signalmesh.ExtPeer] = n.self.String()
+		cp[i].Extensions[signalmesh.ExtPeer] = n.self.String()
+		if !c.weak { // with what the committer adds, at its largest: valid there, or refused here
+			cp[i].Extensions[signalmesh.ExtCausal] = n.largestStamp
+			if c.quorum > 0 {
+				cp[i].Extensions[extQuorum] = int32(c.quorum)
+			}
+			if err := cp[i].Validate(); err != nil {
+				return fmt.Errorf("node: publish signal %d, with the node's extensions (%s, %s): %w", i, signalmesh.ExtPeer, signalmesh.ExtCausal, err)
+			}
+			delete(cp[i].Extensions, signalmesh.ExtCausal)
 		}
 	}
 	if c.weak {
 		return n.publishWeak(ctx, cp)
-	}
-	if c.quorum < 0 {
-		return fmt.Errorf("node: Quorum(%d)", c.quorum)
-	}
-	if c.quorum > 0 {
-		for _, s := range cp {
-			s.Extensions[extQuorum] = int32(c.quorum)
-		}
 	}
 	req := commitReq{sigs: cp, places: make([]place, len(cp)), done: make(chan error, 1)}
 	select {

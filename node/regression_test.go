@@ -657,3 +657,28 @@ func TestReadWhatYouDelivered(t *testing.T) {
 		t.Fatalf("the signals reached the journal (%d entries): the test no longer tries the window", c)
 	}
 }
+
+// A signal that is valid as given but not once the node adds its own
+// extensions fails its own publish only, never the publishes committed in
+// the same batch.
+func TestOneBadSignalFailsOnlyItsOwnPublish(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	n := cluster(t, 1, func(_ int, c *node.Config) { c.Params.MaxBatchDelay = 300 * time.Millisecond })[0]
+	bad := mustSignal(t, "a.bad")
+	bad.Extensions = map[string]any{}
+	for i := range signalmesh.DefaultLimits().MaxExtensions - 1 { // room for one more, not for the node's two
+		bad.Extensions[fmt.Sprintf("x%d", i)] = "v"
+	}
+	if err := bad.Validate(); err != nil {
+		t.Fatalf("the test's signal is invalid as given: %v", err)
+	}
+	good := make(chan error, 1)
+	go func() { good <- n.Publish(ctx, mustSignal(t, "a.good")) }()
+	if err := n.Publish(ctx, bad); !errors.Is(err, signalmesh.ErrTooLarge) {
+		t.Fatalf("publish of a signal with too many extensions once stamped: %v", err)
+	}
+	if err := <-good; err != nil {
+		t.Fatalf("a good signal's publish failed with a bad one's: %v", err)
+	}
+}
