@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	dscrdt "github.com/ipfs/go-ds-crdt"
 	"github.com/ipfs/go-ds-crdt/pb"
@@ -39,6 +40,10 @@ type Params struct {
 	// PutHook is called for every key that gets a value, local or remote.
 	// It runs on go-ds-crdt's goroutines and may block to push back.
 	PutHook func(key ds.Key, value []byte)
+	// Has reports whether a block is in the local blockstore. When set,
+	// announced heads reach go-ds-crdt only once their block is local (see
+	// the prefetcher), so that a head nobody can serve holds up nothing.
+	Has func(context.Context, cid.Cid) (bool, error)
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -46,6 +51,7 @@ type Params struct {
 // Replica is a go-ds-crdt store with its broadcaster.
 type Replica struct {
 	*dscrdt.Datastore
+	pf     *prefetcher // nil without Params.Has
 	topic  *pubsub.Topic
 	bc     *broadcaster
 	log    *slog.Logger
@@ -91,20 +97,26 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Replica{topic: topic, log: p.Logger, cancel: cancel}
 	r.bc = &broadcaster{ctx: ctx, topic: topic, sub: sub}
+	if p.Has != nil {
+		r.pf = newPrefetcher(dag, p.Has, p.Logger)
+		r.bc.ready = r.pf.out
+		r.pf.start(ctx, &r.wg, sub)
+	}
 
 	opts := dscrdt.DefaultOptions()
 	opts.Logger = logAdapter{p.Logger}
 	opts.RebroadcastInterval = p.RebroadcastInterval
 	opts.MaxBatchDeltaSize = p.MaxBatchDeltaSize
 	opts.NumWorkers = p.Workers
-	opts.DAGSyncerTimeout = time.Minute
-	opts.RepairInterval = 10 * time.Second // walks the DAG only when a fetch failed and marked the store dirty
+	opts.DAGSyncerTimeout = 20 * time.Second // a block only a departed peer had fails here, and is retried by the repair walk
+	opts.RepairInterval = 10 * time.Second   // walks the DAG only when a fetch failed and marked the store dirty
 	if p.PutHook != nil {
 		opts.PutHook = p.PutHook
 	}
 	d, err := dscrdt.New(store, p.Namespace, dag, r.bc, opts)
 	if err != nil {
 		cancel()
+		r.wg.Wait()
 		events.Cancel()
 		sub.Cancel()
 		_ = topic.Close()
@@ -180,6 +192,15 @@ func (r *Replica) Announce(ctx context.Context) error {
 	return r.bc.Broadcast(ctx, b)
 }
 
+// HeadFetches counts announced heads whose block could not be fetched
+// (given up after retries) and heads dropped because too many waited.
+func (r *Replica) HeadFetches() (failed, dropped int64) {
+	if r.pf == nil {
+		return 0, 0
+	}
+	return r.pf.failed.Load(), r.pf.dropped.Load()
+}
+
 // Heads is the number of DAG heads.
 func (r *Replica) Heads(ctx context.Context) int { return len(r.InternalStats(ctx).Heads) }
 
@@ -205,6 +226,7 @@ type broadcaster struct {
 	ctx   context.Context
 	topic *pubsub.Topic
 	sub   *pubsub.Subscription
+	ready <-chan []byte // from the prefetcher, which reads sub; nil: read sub here
 }
 
 func (b *broadcaster) Broadcast(ctx context.Context, data []byte) error {
@@ -217,6 +239,14 @@ func (b *broadcaster) Next(ctx context.Context) ([]byte, error) {
 	}
 	ctx, cancel := mergeCancel(ctx, b.ctx)
 	defer cancel()
+	if b.ready != nil {
+		select {
+		case data := <-b.ready:
+			return data, nil
+		case <-ctx.Done():
+			return nil, dscrdt.ErrNoMoreBroadcast
+		}
+	}
 	msg, err := b.sub.Next(ctx)
 	if err != nil {
 		return nil, dscrdt.ErrNoMoreBroadcast

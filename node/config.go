@@ -154,6 +154,13 @@ type Params struct {
 	// up on a large history is bound by these reads: 32 MiB made catching
 	// up on 300,000 signals 1.8x faster here. Ignored in memory.
 	StoreCache int
+	// HandOff bounds how long Close waits for a connected peer to hold this
+	// node's last journal deltas (the last entry of each of its latest 64
+	// journal batches, and what Close adopted), so that a peer that
+	// publishes and leaves at once leaves nothing only it holds. Default
+	// 5 s; negative: Close does not wait. Close waits only while a peer is
+	// connected, and only for what was published before Close was called.
+	HandOff time.Duration
 	// Rebroadcast is go-ds-crdt's head re-announcement interval. Default
 	// 2 s; heads are also announced whenever a peer joins.
 	Rebroadcast time.Duration
@@ -186,6 +193,9 @@ func (p Params) withDefaults() Params {
 	}
 	if p.Rebroadcast == 0 {
 		p.Rebroadcast = 2 * time.Second
+	}
+	if p.HandOff == 0 {
+		p.HandOff = 5 * time.Second
 	}
 	if p.Adopt == 0 {
 		p.Adopt = 5 * time.Second

@@ -98,14 +98,15 @@ func (f *freshSet) all() map[causal.Ref]*signalmesh.Signal {
 }
 
 // take removes and returns the signals added before cutoff (all of them
-// with a zero cutoff), at most max.
-func (f *freshSet) take(cutoff time.Time, max int) []*signalmesh.Signal {
+// with a zero cutoff), at most max, except those of origin self: this
+// node's own signals wait in its outbox, which journals them.
+func (f *freshSet) take(cutoff time.Time, self string, max int) []*signalmesh.Signal {
 	var out []*signalmesh.Signal
 	for r, e := range f.sigs {
 		if len(out) == max {
 			break
 		}
-		if cutoff.IsZero() || e.at.Before(cutoff) {
+		if r.Origin != self && (cutoff.IsZero() || e.at.Before(cutoff)) {
 			out = append(out, e.s)
 			delete(f.sigs, r)
 			f.settle(r, e.s)

@@ -119,7 +119,7 @@ func (n *Node) adoptOld() {
 	if len(n.fresh.sigs) == 0 || n.p.Adopt < 0 {
 		return
 	}
-	sigs := n.fresh.take(time.Now().Add(-n.p.Adopt), n.p.JournalBatch)
+	sigs := n.fresh.take(time.Now().Add(-n.p.Adopt), n.selfRef, n.p.JournalBatch)
 	if len(sigs) == 0 {
 		return
 	}

@@ -81,6 +81,8 @@ type Node struct {
 	indexOK  bool        // the index is complete: Close marks it so for the next start
 	indexing bool        // pulls write index entries (off while a clean start replays the journal)
 	refusing atomic.Bool // the core refused a signal for lack of room and has not got room back
+	closing  atomic.Bool // Close has begun: Publish refuses
+	handed   handOff     // what Close waits for peers to hold
 	mdns     mdns.Service
 
 	publish     PublishFunc // publishCore inside Config.PublishMiddleware
@@ -329,6 +331,7 @@ func (n *Node) startJournal(ctx context.Context) error {
 		Topic:               n.topicName("journal"),
 		RebroadcastInterval: n.p.Rebroadcast,
 		PutHook:             n.putHook,
+		Has:                 dag.HasBlock,
 		Logger:              n.log,
 	})
 	if err != nil {
@@ -482,7 +485,8 @@ func (n *Node) Peers() []peer.ID { return n.host.Network().Peers() }
 func (n *Node) Close() error {
 	n.once.Do(func() {
 		var errs []error
-		n.adoptAll()
+		n.closing.Store(true)
+		n.handOff(n.adoptAll())
 		n.cancel()
 		n.wg.Wait()
 		n.closeSubscriptions()
@@ -531,19 +535,26 @@ func (n *Node) Close() error {
 // adoptAll journals, before a clean stop, every signal this node delivered
 // whose journal entry has not arrived (at most a few seconds' worth): after
 // the restart it is journaled here, known as delivered and findable.
-func (n *Node) adoptAll() {
+// It returns the places it journaled.
+func (n *Node) adoptAll() []place {
 	if !n.live || n.p.Adopt < 0 {
-		return
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var sigs []*signalmesh.Signal
-	if err := n.do(ctx, func() { sigs = n.fresh.take(time.Time{}, 1<<20) }); err != nil || len(sigs) == 0 {
-		return
+	if err := n.do(ctx, func() { sigs = n.fresh.take(time.Time{}, n.selfRef, 1<<20) }); err != nil || len(sigs) == 0 {
+		return nil
 	}
 	if err := n.adopt(sigs); err != nil {
 		n.log.Warn("node: adopt signals into the journal at close", "err", err)
+		return nil
 	}
+	out := make([]place, len(sigs))
+	for i, s := range sigs {
+		out[i].Origin, out[i].Seq = journal.Place(s)
+	}
+	return out
 }
 
 type mdnsNotifee struct{ n *Node }

@@ -80,7 +80,7 @@ func (n *Node) PublishWith(ctx context.Context, c Consistency, sigs ...*signalme
 }
 
 func (n *Node) publishCore(ctx context.Context, c Consistency, sigs []*signalmesh.Signal) error {
-	if n.ctx.Err() != nil {
+	if n.ctx.Err() != nil || n.closing.Load() {
 		return ErrClosed
 	}
 	if len(sigs) == 0 {
@@ -135,7 +135,7 @@ func (n *Node) publishCore(ctx context.Context, c Consistency, sigs []*signalmes
 		for i, s := range cp {
 			ids[i] = s.ID
 		}
-		return n.awaitQuorum(ctx, ids, req.places, c.quorum)
+		return n.awaitQuorum(ctx, ids, req.places, c.quorum, 250*time.Millisecond)
 	}
 	return nil
 }
@@ -330,6 +330,9 @@ func (n *Node) commit(batch []commitReq, seq uint64) uint64 {
 		for _, id := range added {
 			n.recent.forget(id)
 		}
+	}
+	if err == nil && len(all) > 0 {
+		n.handed.committed.Store(seq)
 	}
 	for i, r := range batch {
 		r.done <- cmp.Or(errs[i], err)
@@ -538,6 +541,11 @@ func (n *Node) journalWrite(batch []outboxed) error {
 	if err := n.repl.Sync(ctx, ds.NewKey("/")); err != nil {
 		return err
 	}
+	last := uint64(0)
+	for _, o := range batch {
+		last = max(last, o.first+uint64(len(o.sigs))-1)
+	}
+	n.handed.wrote(last)
 	del, err := n.store.Batch(ctx)
 	if err != nil {
 		return err

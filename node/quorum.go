@@ -152,15 +152,17 @@ func (q *quorum) count(p place) int {
 }
 
 // awaitQuorum waits until k peers acknowledged every place; ids are the
-// signals' ids, for the error.
-func (n *Node) awaitQuorum(ctx context.Context, ids []string, places []place, k int) error {
+// signals' ids, for the error. It first asks after firstAsk, and then
+// announces the journal heads with every ask when firstAsk is 0 (Close's
+// hand-off: the peers may not know the heads yet).
+func (n *Node) awaitQuorum(ctx context.Context, ids []string, places []place, k int, firstAsk time.Duration) error {
 	ps := slices.Clone(places)
 	slices.SortFunc(ps, func(a, b place) int { return cmp.Or(cmp.Compare(a.Origin, b.Origin), cmp.Compare(a.Seq, b.Seq)) })
 	ps = slices.Compact(ps)
 	n.quorum.register(ps)
 	defer n.quorum.release(ps)
-	wait := 250 * time.Millisecond
-	timer := time.NewTimer(wait)
+	wait := max(firstAsk, 250*time.Millisecond)
+	timer := time.NewTimer(firstAsk)
 	defer timer.Stop()
 	for {
 		missing, changed := n.quorum.short(ps, k)
@@ -170,6 +172,9 @@ func (n *Node) awaitQuorum(ctx context.Context, ids []string, places []place, k 
 		select {
 		case <-changed:
 		case <-timer.C:
+			if firstAsk == 0 {
+				_ = n.repl.Announce(ctx)
+			}
 			n.ask(missing)
 			wait = min(2*wait, 4*time.Second)
 			timer.Reset(wait)

@@ -41,6 +41,12 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 		Published: n.m.published.Load(), Delivered: n.m.delivered.Load(), Deduped: n.m.deduped.Load(),
 		RPCsIn: n.m.rpcsIn.Load(), RPCsOut: n.m.rpcsOut.Load(), Conflicts: n.m.conflicts.Load()}
 	st.Dropped, st.Rejected = n.m.snapshot()
+	if failed, dropped := n.repl.HeadFetches(); failed+dropped > 0 {
+		if st.Dropped == nil {
+			st.Dropped = map[string]int64{}
+		}
+		st.Dropped["head_fetch_failed"], st.Dropped["head_fetch_dropped"] = failed, dropped
+	}
 	err := n.do(ctx, func() {
 		for o, seq := range n.core.Delivered() {
 			st.Clock = st.Clock.Set(n.originName(o), seq)

@@ -27,6 +27,7 @@ func (n *Node) startSubscriptionSet() error {
 		Namespace:           ds.NewKey("/mesh/" + n.cfg.Mesh + "/subscriptions"),
 		Topic:               n.topicName("subscriptions"),
 		RebroadcastInterval: n.p.Rebroadcast,
+		Has:                 n.dag.HasBlock,
 		Logger:              n.log,
 	})
 	if err != nil {

@@ -1,0 +1,204 @@
+package crdt
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/ipfs/go-ds-crdt/pb"
+	ipld "github.com/ipfs/go-ipld-format"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"google.golang.org/protobuf/proto"
+)
+
+// Head fetching. go-ds-crdt walks the heads of a broadcast one after the
+// other, each until its whole branch is fetched: a head whose block only a
+// departed peer had holds up every head announced after it, for a fetch
+// timeout per block. So the prefetcher sits between the topic and
+// go-ds-crdt: it hands go-ds-crdt a head only once the head's block is in
+// the local blockstore (at once when it already is), fetching at most
+// prefetchWorkers blocks at a time, each for at most prefetchTimeout. A
+// head that cannot be fetched is tried again after 5 s and 30 s, then
+// given up (counted; a live peer that holds it announces it again).
+const (
+	prefetchWorkers = 8
+	prefetchTimeout = 10 * time.Second
+	prefetchQueue   = 1024 // heads waiting for a worker; past it they are dropped (counted)
+)
+
+var prefetchRetries = []time.Duration{5 * time.Second, 30 * time.Second}
+
+type prefetcher struct {
+	dag ipld.NodeGetter
+	has func(context.Context, cid.Cid) (bool, error)
+	log *slog.Logger
+	out chan []byte // heads ready for go-ds-crdt, one per message
+	// want holds heads to fetch, with the number of tries so far.
+	want chan fetch
+
+	mu       sync.Mutex
+	inflight map[cid.Cid]bool // queued, being fetched or waiting for a retry
+	later    []retry          // heads to try again (at most prefetchQueue)
+
+	failed  atomic.Int64 // heads given up
+	dropped atomic.Int64 // heads dropped because the queue was full
+}
+
+type fetch struct {
+	c     cid.Cid
+	tries int
+}
+
+type retry struct {
+	f  fetch
+	at time.Time
+}
+
+func newPrefetcher(dag ipld.NodeGetter, has func(context.Context, cid.Cid) (bool, error), log *slog.Logger) *prefetcher {
+	return &prefetcher{dag: dag, has: has, log: log, out: make(chan []byte), want: make(chan fetch, prefetchQueue), inflight: map[cid.Cid]bool{}}
+}
+
+// start runs the reader and the workers until ctx ends; wg tracks them.
+func (p *prefetcher) start(ctx context.Context, wg *sync.WaitGroup, sub *pubsub.Subscription) {
+	wg.Add(2 + prefetchWorkers)
+	go p.read(ctx, wg, sub)
+	go p.retry(ctx, wg)
+	for range prefetchWorkers {
+		go p.work(ctx, wg)
+	}
+}
+
+func (p *prefetcher) read(ctx context.Context, wg *sync.WaitGroup, sub *pubsub.Subscription) {
+	defer wg.Done()
+	for {
+		msg, err := sub.Next(ctx)
+		if err != nil {
+			return
+		}
+		var b pb.CRDTBroadcast
+		if err := proto.Unmarshal(msg.Data, &b); err != nil {
+			p.log.Debug("crdt: undecodable head announcement", "from", msg.ReceivedFrom, "err", err)
+			continue
+		}
+		for _, h := range b.Heads {
+			c, err := cid.Cast(h.Cid)
+			if err != nil {
+				continue
+			}
+			if ok, err := p.has(ctx, c); err == nil && ok {
+				if !p.forward(ctx, c) {
+					return
+				}
+				continue
+			}
+			p.enqueue(fetch{c: c})
+		}
+	}
+}
+
+// enqueue queues a head to fetch, unless it is queued or in flight.
+func (p *prefetcher) enqueue(f fetch) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if f.tries == 0 && p.inflight[f.c] {
+		return
+	}
+	select {
+	case p.want <- f:
+		p.inflight[f.c] = true
+	default:
+		delete(p.inflight, f.c)
+		p.dropped.Add(1)
+	}
+}
+
+func (p *prefetcher) done(c cid.Cid) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.inflight, c)
+}
+
+func (p *prefetcher) work(ctx context.Context, wg *sync.WaitGroup) {
+	defer wg.Done()
+	for {
+		var f fetch
+		select {
+		case <-ctx.Done():
+			return
+		case f = <-p.want:
+		}
+		fctx, cancel := context.WithTimeout(ctx, prefetchTimeout)
+		_, err := p.dag.Get(fctx, f.c)
+		cancel()
+		if err == nil {
+			p.done(f.c)
+			if !p.forward(ctx, f.c) {
+				return
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if f.tries >= len(prefetchRetries) {
+			p.done(f.c)
+			p.failed.Add(1)
+			p.log.Debug("crdt: gave up fetching a head", "cid", f.c, "err", err)
+			continue
+		}
+		p.mu.Lock()
+		if len(p.later) < prefetchQueue {
+			p.later = append(p.later, retry{fetch{c: f.c, tries: f.tries + 1}, time.Now().Add(prefetchRetries[f.tries])})
+		} else {
+			delete(p.inflight, f.c)
+			p.dropped.Add(1)
+		}
+		p.mu.Unlock()
+	}
+}
+
+// retry queues again, once a second, the heads whose time has come.
+func (p *prefetcher) retry(ctx context.Context, wg *sync.WaitGroup) {
+	defer wg.Done()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			p.mu.Lock()
+			var due []fetch
+			kept := p.later[:0]
+			for _, r := range p.later {
+				if now.After(r.at) {
+					due = append(due, r.f)
+				} else {
+					kept = append(kept, r)
+				}
+			}
+			p.later = kept
+			p.mu.Unlock()
+			for _, f := range due {
+				p.enqueue(f)
+			}
+		}
+	}
+}
+
+// forward hands go-ds-crdt one head; false once ctx ends.
+func (p *prefetcher) forward(ctx context.Context, c cid.Cid) bool {
+	b, err := proto.Marshal(&pb.CRDTBroadcast{Heads: []*pb.Head{{Cid: c.Bytes()}}})
+	if err != nil {
+		return true
+	}
+	select {
+	case p.out <- b:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
