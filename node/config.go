@@ -60,8 +60,20 @@ type Config struct {
 	// Logger receives the node's logs. Nil: slog.Default().
 	Logger *slog.Logger
 
-	// Registerer receives the node's Prometheus metrics. Nil: none are
-	// registered (Status still reports the counts).
+	// Registerer receives the node's Prometheus metrics (counters, the
+	// histograms signalmesh_publish_seconds by consistency and
+	// signalmesh_delivery_lag_seconds) and libp2p's own metrics (passed
+	// as libp2p.PrometheusRegisterer; do not pass that in HostOptions
+	// too). Nil: none are registered (Status still reports the counts),
+	// and libp2p uses its default, the global registry.
+	//
+	// Several nodes in one process need one label set each on a shared
+	// registry, or New fails (the metric names are the same):
+	//
+	//	node.Config{Registerer: prometheus.WrapRegistererWith(prometheus.Labels{"node": "a"}, reg)}
+	//
+	// libp2p's metrics are process-wide: under each label set they show
+	// the counts of every host in the process.
 	Registerer prometheus.Registerer
 
 	// PublishMiddleware wraps every Publish, outermost first: validation,

@@ -144,7 +144,14 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.ackQ = make(chan string, 65536)
 	n.adoptQ = make(chan []*signalmesh.Signal, 4)
 	n.quorum.waiting = map[string]*ackWaiter{}
-	n.m.init(cfg.Registerer)
+	if err := n.m.init(cfg.Registerer); err != nil {
+		n.cancel()
+		n.netEnd()
+		return nil, err
+	}
+	if n.m.hist != nil {
+		n.publish = n.m.hist.timePublish(n.publish)
+	}
 	defer func() {
 		if err != nil {
 			_ = n.Close()
@@ -256,6 +263,9 @@ func (n *Node) startHost(ctx context.Context) error {
 		opts = append(opts, libp2p.PrivateNetwork(n.cfg.PSK), libp2p.Transport(tcp.NewTCPTransport))
 	}
 	opts = append(opts, libp2p.ListenAddrStrings(addrs...))
+	if n.cfg.Registerer != nil {
+		opts = append(opts, libp2p.PrometheusRegisterer(n.cfg.Registerer))
+	}
 	opts = append(opts, n.cfg.HostOptions...)
 	h, err := libp2p.New(opts...)
 	if err != nil {

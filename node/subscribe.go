@@ -172,6 +172,9 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 		}
 	}
 	mw := append(append([]Middleware(nil), n.cfg.DispatchMiddleware...), cfg.mw...)
+	if n.m.hist != nil {
+		mw = append([]Middleware{n.m.hist.observeLag}, mw...)
+	}
 	for i := len(mw) - 1; i >= 0; i-- {
 		h = mw[i](h)
 	}

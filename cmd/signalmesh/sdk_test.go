@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"io"
+	"strings"
 	"net/http"
 	"testing"
 
@@ -60,6 +62,18 @@ func TestDaemonTakesSDKClient(t *testing.T) {
 		getJSON(t, url+"/v1/replay?pattern=order.created", &got)
 		return len(got) == len(sent)
 	})
+	// The daemon's /metrics has the publish histogram and libp2p's metrics.
+	resp, err = http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`signalmesh_publish_seconds_count{consistency="eventual"} 3`, "signalmesh_delivery_lag_seconds", "\nlibp2p_"} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
 	for _, s := range got {
 		want := sent[s.ID]
 		if want == nil {
