@@ -3,8 +3,8 @@ package main
 import (
 	"context"
 	"io"
-	"strings"
 	"net/http"
+	"strings"
 	"testing"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
