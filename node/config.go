@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	ds "github.com/ipfs/go-datastore"
 	"log/slog"
 	"regexp"
 	"time"
@@ -28,6 +29,18 @@ type Config struct {
 	// embedded on-disk store (pebble). Empty: everything in memory, gone on
 	// Close (tests, demos).
 	DataDir string
+
+	// Datastore, when set, is the store of everything DataDir would hold
+	// in pebble (identity, blocks, CRDT state, journal, cursors): any
+	// go-datastore Batching store, such as badger (go-ds-badger4) or
+	// leveldb (go-ds-leveldb), for embedders that have one or want a
+	// smaller binary footprint on a device. The caller opens it and closes
+	// it after the node's Close, which syncs it but does not close it; one
+	// node at a time may use it, and it must be safe for concurrent use
+	// (badger and leveldb are). DataDir may still be set: it then holds
+	// only the directory lock and the named subscriptions' cursor logs.
+	// Nil: pebble in DataDir, or memory.
+	Datastore ds.Batching
 
 	// ListenAddrs are libp2p multiaddrs to listen on. Default: TCP and QUIC
 	// on 127.0.0.1 with ports chosen by the system. Use /ip4/0.0.0.0/... to

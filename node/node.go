@@ -201,6 +201,9 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 }
 
 func (n *Node) openStore() error {
+	if n.cfg.Datastore != nil {
+		return n.useStore()
+	}
 	if n.cfg.DataDir == "" {
 		n.store = dssync.MutexWrap(ds.NewMapDatastore())
 		return nil
@@ -511,7 +514,10 @@ func (n *Node) Close() error {
 			if n.indexOK { // every delivered signal is indexed
 				errs = append(errs, n.store.Put(context.Background(), n.cleanKey(), nil))
 			}
-			errs = append(errs, n.store.Sync(context.Background(), ds.NewKey("/")), n.store.Close())
+			errs = append(errs, n.store.Sync(context.Background(), ds.NewKey("/")))
+			if n.cfg.Datastore == nil { // the caller's store is the caller's to close
+				errs = append(errs, n.store.Close())
+			}
 		}
 		if n.unlock != nil {
 			n.unlock()
