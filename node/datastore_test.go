@@ -3,6 +3,8 @@ package node_test
 import (
 	"context"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,8 +36,11 @@ var stores = []struct {
 // up to 1 s after the DB's Close (it waits that long for a pooled buffer).
 func checkStoreLeaks(t *testing.T) {
 	t.Cleanup(func() {
-		goleak.VerifyNone(t, append(nodetest.IgnoredGoroutines(),
-			goleak.IgnoreTopFunction("github.com/syndtr/goleveldb/leveldb.(*DB).mpoolDrain"))...)
+		eventually(t, 5*time.Second, "goleveldb's mpoolDrain to end", func() bool {
+			buf := make([]byte, 1<<20)
+			return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "leveldb.(*DB).mpoolDrain")
+		})
+		goleak.VerifyNone(t, nodetest.IgnoredGoroutines()...)
 	})
 }
 
