@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	ds "github.com/ipfs/go-datastore"
 	"log/slog"
 	"regexp"
 	"time"
@@ -28,6 +29,18 @@ type Config struct {
 	// embedded on-disk store (pebble). Empty: everything in memory, gone on
 	// Close (tests, demos).
 	DataDir string
+
+	// Datastore, when set, is the store of everything DataDir would hold
+	// in pebble (identity, blocks, CRDT state, journal, cursors): any
+	// go-datastore Batching store, such as badger (go-ds-badger4) or
+	// leveldb (go-ds-leveldb), for embedders that have one or want a
+	// smaller binary footprint on a device. The caller opens it and closes
+	// it after the node's Close, which syncs it but does not close it; one
+	// node at a time may use it, and it must be safe for concurrent use
+	// (badger and leveldb are). DataDir may still be set: it then holds
+	// only the directory lock and the named subscriptions' cursor logs.
+	// Nil: pebble in DataDir, or memory.
+	Datastore ds.Batching
 
 	// ListenAddrs are libp2p multiaddrs to listen on. Default: TCP and QUIC
 	// on 127.0.0.1 with ports chosen by the system. Use /ip4/0.0.0.0/... to
@@ -60,8 +73,20 @@ type Config struct {
 	// Logger receives the node's logs. Nil: slog.Default().
 	Logger *slog.Logger
 
-	// Registerer receives the node's Prometheus metrics. Nil: none are
-	// registered (Status still reports the counts).
+	// Registerer receives the node's Prometheus metrics (counters, the
+	// histograms signalmesh_publish_seconds by consistency and
+	// signalmesh_delivery_lag_seconds) and libp2p's own metrics (passed
+	// as libp2p.PrometheusRegisterer; do not pass that in HostOptions
+	// too). Nil: none are registered (Status still reports the counts),
+	// and libp2p uses its default, the global registry.
+	//
+	// Several nodes in one process need one label set each on a shared
+	// registry, or New fails (the metric names are the same):
+	//
+	//	node.Config{Registerer: prometheus.WrapRegistererWith(prometheus.Labels{"node": "a"}, reg)}
+	//
+	// libp2p's metrics are process-wide: under each label set they show
+	// the counts of every host in the process.
 	Registerer prometheus.Registerer
 
 	// PublishMiddleware wraps every Publish, outermost first: validation,

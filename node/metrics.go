@@ -1,6 +1,7 @@
 package node
 
 import (
+	"fmt"
 	"maps"
 	"sync"
 	"sync/atomic"
@@ -24,18 +25,23 @@ type metrics struct {
 		dropped  *prometheus.CounterVec
 		rejected *prometheus.CounterVec
 	}
+	hist *histograms // nil without a Registerer
 }
 
-func (m *metrics) init(reg prometheus.Registerer) {
+// init makes the maps and registers the metrics with reg (none when reg is
+// nil). A Registerer that already holds signalmesh metrics (another node's)
+// is an error, not a panic: see Config.Registerer.
+func (m *metrics) init(reg prometheus.Registerer) error {
 	m.dropped, m.rejected = map[string]int64{}, map[string]int64{}
 	if reg == nil {
-		return
+		return nil
 	}
 	m.prom.dropped = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "signalmesh",
 		Name: "dropped_total", Help: "Signals dropped, by reason."}, []string{"reason"})
 	m.prom.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "signalmesh",
 		Name: "rejected_total", Help: "Malformed or hostile messages rejected, by reason."}, []string{"reason"})
-	reg.MustRegister(m.prom.dropped, m.prom.rejected,
+	m.hist = newHistograms()
+	cs := append([]prometheus.Collector{m.prom.dropped, m.prom.rejected,
 		counterFunc("published_total", "Signals published by this node.", &m.published),
 		counterFunc("delivered_total", "Signals handled by subscriptions.", &m.delivered),
 		counterFunc("deduped_total", "Signal copies dropped as duplicates.", &m.deduped),
@@ -45,7 +51,19 @@ func (m *metrics) init(reg prometheus.Registerer) {
 		counterFunc("spilled_total", "Signals a slow named subscription kept in its log on disk.", &m.spilled),
 		counterFunc("conflicts_total", "Signals delivered whose (source, id) another signal with other content had.", &m.conflicts),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "signalmesh", Name: "buffered",
-			Help: "Signals waiting for a cause."}, func() float64 { return float64(m.buffered.Load()) }))
+			Help: "Signals waiting for a cause."}, func() float64 { return float64(m.buffered.Load()) })},
+		m.hist.collectors()...)
+	for i, c := range cs {
+		if err := reg.Register(c); err != nil {
+			for _, done := range cs[:i] {
+				reg.Unregister(done)
+			}
+			m.prom.dropped, m.prom.rejected, m.hist = nil, nil, nil
+			return fmt.Errorf("node: Config.Registerer: %w (several nodes on one registry: give each its own labels "+
+				"with prometheus.WrapRegistererWith)", err)
+		}
+	}
+	return nil
 }
 
 func counterFunc(name, help string, v *atomic.Int64) prometheus.Collector {

@@ -150,7 +150,14 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.adoptQ = make(chan []*signalmesh.Signal, 4)
 	n.quorum.init()
 	n.largestStamp = largestStamp(n.p.MaxDeps)
-	n.m.init(cfg.Registerer)
+	if err := n.m.init(cfg.Registerer); err != nil {
+		n.cancel()
+		n.netEnd()
+		return nil, err
+	}
+	if n.m.hist != nil {
+		n.publish = n.m.hist.timePublish(n.publish)
+	}
 	defer func() {
 		if err != nil {
 			_ = n.Close()
@@ -213,6 +220,9 @@ func (n *Node) openStore() error {
 }
 
 func (n *Node) openStoreRaw() error {
+	if n.cfg.Datastore != nil {
+		return n.useStore()
+	}
 	if n.cfg.DataDir == "" {
 		n.store = dssync.MutexWrap(ds.NewMapDatastore())
 		return nil
@@ -275,6 +285,9 @@ func (n *Node) startHost(ctx context.Context) error {
 		opts = append(opts, libp2p.PrivateNetwork(n.cfg.PSK), libp2p.Transport(tcp.NewTCPTransport))
 	}
 	opts = append(opts, libp2p.ListenAddrStrings(addrs...))
+	if n.cfg.Registerer != nil {
+		opts = append(opts, libp2p.PrometheusRegisterer(n.cfg.Registerer))
+	}
 	opts = append(opts, n.cfg.HostOptions...)
 	h, err := libp2p.New(opts...)
 	if err != nil {
@@ -522,7 +535,10 @@ func (n *Node) Close() error {
 			if n.indexOK { // every delivered signal is indexed
 				errs = append(errs, n.store.Put(context.Background(), n.cleanKey(), nil))
 			}
-			errs = append(errs, n.store.Sync(context.Background(), ds.NewKey("/")), n.store.Close())
+			errs = append(errs, n.store.Sync(context.Background(), ds.NewKey("/")))
+			if n.cfg.Datastore == nil { // the caller's store is the caller's to close
+				errs = append(errs, n.store.Close())
+			}
 		}
 		if n.unlock != nil {
 			n.unlock()

@@ -172,6 +172,9 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 		}
 	}
 	mw := append(append([]Middleware(nil), n.cfg.DispatchMiddleware...), cfg.mw...)
+	if n.m.hist != nil {
+		mw = append([]Middleware{n.m.hist.observeLag}, mw...)
+	}
 	for i := len(mw) - 1; i >= 0; i-- {
 		h = mw[i](h)
 	}
@@ -417,8 +420,8 @@ func (s *Subscription) handle(sig *signalmesh.Signal, covered bool) {
 	if seq != 0 && seq <= s.cursor.Get(origin) {
 		return
 	}
-	if !covered {
-		s.call(sig)
+	if !covered && !s.call(sig) {
+		return // cut short by Close: not handled, it comes again after the cursor
 	}
 	if seq == 0 {
 		return
@@ -453,8 +456,10 @@ func (s *Subscription) saveCursor() error {
 }
 
 // call runs the handler under the retry policy; after the last failure it
-// publishes a dead-letter signal (never for a dead letter itself).
-func (s *Subscription) call(sig *signalmesh.Signal) {
+// publishes a dead-letter signal (never for a dead letter itself). It
+// reports false when Close or the node's Close cut the retries short: the
+// signal was not handled.
+func (s *Subscription) call(sig *signalmesh.Signal) bool {
 	r := s.retry
 	if r == nil {
 		d := defaultRetry()
@@ -466,7 +471,7 @@ func (s *Subscription) call(sig *signalmesh.Signal) {
 		if err = s.callOnce(sig); err == nil {
 			s.delivered.Add(1)
 			s.n.m.delivered.Add(1)
-			return
+			return true
 		}
 		s.failed.Add(1)
 		s.n.m.handlerErrors.Add(1)
@@ -478,18 +483,19 @@ func (s *Subscription) call(sig *signalmesh.Signal) {
 		case <-t.C:
 		case <-s.quit:
 			t.Stop()
-			return
+			return false
 		case <-s.n.ctx.Done():
 			t.Stop()
-			return
+			return false
 		}
 		backoff = min(2*backoff, r.MaxBackoff)
 	}
 	s.n.log.Warn("node: handler failed", "pattern", s.pattern, "signal", sig.ID, "attempts", r.Attempts, "err", err)
 	if r.NoDeadLetter || sig.Type == DeadLetterType {
-		return
+		return true
 	}
 	s.deadLetter(sig, r.Attempts, err)
+	return true
 }
 
 func (s *Subscription) callOnce(sig *signalmesh.Signal) (err error) {
