@@ -682,3 +682,67 @@ func TestOneBadSignalFailsOnlyItsOwnPublish(t *testing.T) {
 		t.Fatalf("a good signal's publish failed with a bad one's: %v", err)
 	}
 }
+
+// A named subscription handles an event's first copy (by gossip, never
+// journaled on its node), its node restarts, and the client's retry of the
+// event on another peer arrives as a second copy: it is not handed over
+// again. Before, the cursor covered the first copy's place only, which the
+// restarted node did not know.
+func TestNamedSubscriptionSkipsRetryCopyAfterRestart(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	nodes := cluster(t, 3, func(i int, c *node.Config) {
+		switch i {
+		case 0:
+			c.Params.JournalDelay = time.Hour // the first copy never leaves by the journal
+		case 2:
+			c.DataDir = dir
+			c.Params.Adopt = -1 // and b does not journal it itself
+		}
+	})
+	x, y, b := nodes[0], nodes[1], nodes[2]
+	first := newRecorder()
+	if _, err := b.Subscribe("order.**", first.handle, node.WithName("billing")); err != nil {
+		t.Fatal(err)
+	}
+	warm := newRecorder()
+	if _, err := b.Subscribe("warmup", warm.handle); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "x's gossip reaches b", func() bool {
+		_ = x.PublishWith(ctx, node.Weak, mustSignal(t, "warmup"))
+		return warm.count() > 0
+	})
+	c := mustSignal(t, "order.placed")
+	if err := x.Publish(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "b handles the first copy", func() bool { return first.count() == 1 })
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b2, err := node.New(ctx, node.Config{Mesh: b.Mesh(), DataDir: dir, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: testLogger(t),
+		Params: node.Params{Adopt: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b2.Close() })
+	again := newRecorder()
+	if _, err := b2.Subscribe("order.**", again.handle, node.WithName("billing")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.Connect(ctx, y.AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	mark := mustSignal(t, "order.marker")
+	if err := y.Publish(ctx, c, mark); err != nil { // the retry, then a marker
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "b handles the marker", func() bool { return again.count() >= 1 })
+	for _, s := range again.snapshot() {
+		if s.ID == c.ID {
+			t.Fatalf("the retried event was handed over again after the restart")
+		}
+	}
+}

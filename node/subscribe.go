@@ -146,10 +146,11 @@ type Subscription struct {
 	retry *Retry
 
 	// persistent subscriptions only; cursor is owned by the run goroutine
-	name   string
-	cursor vclock.Clock
-	spill  *spill     // guarded by mu
-	clog   *cursorLog // on disk only; owned by the run goroutine
+	name    string
+	cursor  vclock.Clock
+	spill   *spill      // guarded by mu
+	clog    *cursorLog  // on disk only; owned by the run goroutine
+	handled *handledSet // named only; owned by the run goroutine (see handledSet)
 }
 
 // Subscribe calls h for every signal whose type matches pattern (router
@@ -197,11 +198,18 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 		if err != nil {
 			return nil, err
 		}
+		var handled []uint64
+		if b, err := n.store.Get(n.ctx, n.handledKey(cfg.name)); err == nil {
+			handled = unmarshalHandled(b)
+		} else if !errors.Is(err, ds.ErrNotFound) {
+			return nil, err
+		}
 		if n.cfg.DataDir != "" {
-			log, logged, err := openCursorLog(n.cfg.DataDir, n.cfg.Mesh, cfg.name)
+			log, logged, ids, err := openCursorLog(n.cfg.DataDir, n.cfg.Mesh, cfg.name)
 			if err != nil {
 				return nil, err
 			}
+			handled = append(handled, ids...)
 			s.clog = log
 			n.subMu.Lock()
 			n.clogs = append(n.clogs, log) // closed by Close if the subscription is not
@@ -211,6 +219,7 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 				found = true
 			}
 		}
+		s.handled = newHandledSet(handled)
 		if found {
 			start = StartAfter(c)
 		}
@@ -329,6 +338,11 @@ func (n *Node) backlog(pattern string, start Start) ([]*signalmesh.Signal, error
 	return out, nil
 }
 
+// handledKey holds a named subscription's handledSet, saved with its cursor.
+func (n *Node) handledKey(name string) ds.Key {
+	return ds.NewKey("/signalmesh/" + n.cfg.Mesh + "/handled/" + name)
+}
+
 func (n *Node) cursorKey(name string) ds.Key {
 	return ds.NewKey("/signalmesh/" + n.cfg.Mesh + "/cursor/" + name)
 }
@@ -420,15 +434,20 @@ func (s *Subscription) handle(sig *signalmesh.Signal, covered bool) {
 	if seq != 0 && seq <= s.cursor.Get(origin) {
 		return
 	}
+	id := identityHash(sig)
+	if s.handled.has(id) {
+		covered = true // another copy of an event it handled, maybe in an earlier process
+	}
 	if !covered && !s.call(sig) {
 		return // cut short by Close: not handled, it comes again after the cursor
 	}
+	s.handled.add(id)
 	if seq == 0 {
 		return
 	}
 	s.cursor = s.cursor.Set(origin, seq)
 	if s.clog != nil {
-		err := s.clog.add(origin, seq)
+		err := s.clog.add(origin, seq, id)
 		if err == nil && s.clog.n >= cursorCheckpoint {
 			if err = s.saveCursor(); err == nil {
 				err = s.clog.reset()
@@ -452,7 +471,10 @@ func (s *Subscription) saveCursor() error {
 	if err := s.n.store.Put(ctx, s.n.cursorKey(s.name), b); err != nil {
 		return err
 	}
-	return s.n.store.Sync(ctx, s.n.cursorKey(s.name))
+	if err := s.n.store.Put(ctx, s.n.handledKey(s.name), s.handled.marshal()); err != nil {
+		return err
+	}
+	return s.n.store.Sync(ctx, ds.NewKey("/signalmesh/"+s.n.cfg.Mesh))
 }
 
 // call runs the handler under the retry policy; after the last failure it
@@ -602,7 +624,7 @@ func (s *Subscription) Close() error {
 				errs = append(errs, s.clog.remove())
 			}
 		} else {
-			errs = append(errs, s.n.store.Sync(context.WithoutCancel(s.n.ctx), s.n.cursorKey(s.name)))
+			errs = append(errs, s.saveCursor())
 		}
 		return errors.Join(errs...)
 	}
