@@ -1,10 +1,16 @@
 package node
 
 import (
+	"context"
+	"fmt"
 	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
 
 	"github.com/signalmesh/signalmesh"
 	"github.com/signalmesh/signalmesh/causal"
+	"github.com/signalmesh/signalmesh/journal"
 )
 
 // freshSet holds the signals the node delivered whose journal entry has
@@ -81,12 +87,15 @@ func (f *freshSet) add(r causal.Ref, s *signalmesh.Signal, now time.Time) {
 	f.sigs[r] = freshSig{s, now}
 }
 
-// forget drops r: its journal entry arrived.
-func (f *freshSet) forget(r causal.Ref) {
-	if e, ok := f.sigs[r]; ok {
+// forget drops r: its journal entry arrived. It reports whether r was
+// there.
+func (f *freshSet) forget(r causal.Ref) bool {
+	e, ok := f.sigs[r]
+	if ok {
 		delete(f.sigs, r)
 		f.settle(r, e.s)
 	}
+	return ok
 }
 
 func (f *freshSet) all() map[causal.Ref]*signalmesh.Signal {
@@ -113,4 +122,95 @@ func (f *freshSet) take(cutoff time.Time, self string, max int) []*signalmesh.Si
 		}
 	}
 	return out
+}
+
+// The durable side of the fresh set. A signal of another origin that the
+// node delivered before its journal entry arrived is written to a local
+// (not replicated) part of the store before any handler sees it, without
+// an fsync: the kernel keeps the write when the process is killed. Its
+// key goes when the journal entry arrives or the node adopts it; at the
+// next start, what is left (the node was killed in between) is adopted
+// first thing, so a signal a handler saw ends in the journal even if both
+// its origin and this node die before anyone fetched it.
+
+func (n *Node) freshKey(r causal.Ref) ds.Key {
+	return ds.RawKey(fmt.Sprintf("/signalmesh/%s/fresh/%s/%016x", n.cfg.Mesh, r.Origin, r.Seq))
+}
+
+// keepFresh writes sigs to the durable fresh area.
+func (n *Node) keepFresh(sigs []*signalmesh.Signal) {
+	ctx := context.WithoutCancel(n.ctx)
+	b, err := n.store.Batch(ctx)
+	if err == nil {
+		for _, s := range sigs {
+			w, werr := s.MarshalBinary()
+			if werr != nil {
+				continue
+			}
+			origin, seq := journal.Place(s)
+			if err = b.Put(ctx, n.freshKey(causal.Ref{Origin: origin, Seq: seq}), w); err != nil {
+				break
+			}
+		}
+	}
+	if err == nil {
+		err = b.Commit(ctx)
+	}
+	if err != nil {
+		n.m.drop("fresh_write")
+		n.log.Error("node: keep delivered signals until they are journaled", "err", err)
+	}
+}
+
+// dropFresh deletes refs from the durable fresh area.
+func (n *Node) dropFresh(refs []causal.Ref) {
+	if len(refs) == 0 {
+		return
+	}
+	ctx := context.WithoutCancel(n.ctx)
+	b, err := n.store.Batch(ctx)
+	if err == nil {
+		for _, r := range refs {
+			if err = b.Delete(ctx, n.freshKey(r)); err != nil {
+				break
+			}
+		}
+	}
+	if err == nil {
+		err = b.Commit(ctx)
+	}
+	if err != nil {
+		n.log.Warn("node: clear delivered signals that reached the journal", "err", err)
+	}
+}
+
+// readFresh returns what the durable fresh area holds that the journal
+// does not (the last process was killed before they reached it), and
+// clears the rest.
+func (n *Node) readFresh(ctx context.Context) ([]*signalmesh.Signal, error) {
+	res, err := n.store.Query(ctx, query.Query{Prefix: "/signalmesh/" + n.cfg.Mesh + "/fresh"})
+	if err != nil {
+		return nil, err
+	}
+	defer res.Close()
+	var orphans []*signalmesh.Signal
+	var done []causal.Ref
+	for r := range res.Next() {
+		if r.Error != nil {
+			return nil, r.Error
+		}
+		s, err := signalmesh.DecodeBinary(r.Value, signalmesh.Limits{})
+		if err != nil {
+			_ = n.store.Delete(ctx, ds.RawKey(r.Key))
+			continue
+		}
+		origin, seq := journal.Place(s)
+		if ok, err := n.repl.Has(ctx, journal.SignalKey(origin, seq)); err == nil && ok {
+			done = append(done, causal.Ref{Origin: origin, Seq: seq})
+			continue
+		}
+		orphans = append(orphans, s)
+	}
+	n.dropFresh(done)
+	return orphans, nil
 }

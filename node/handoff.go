@@ -46,7 +46,7 @@ func (h *handOff) places(ref string) []place {
 // entries of its latest journal batches and the adopted places: a peer
 // that publishes and leaves at once does not take the only copy with it.
 func (n *Node) handOff(adopted []place) {
-	if !n.live || n.p.HandOff < 0 {
+	if !n.live || n.p.HandOff < 0 || testCrashClose {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), n.p.HandOff)

@@ -106,6 +106,7 @@ func (n *Node) loop() {
 			}
 			n.adoptOld()
 			n.checkCauses()
+			n.sweepFresh()
 		}
 	}
 }
@@ -138,6 +139,12 @@ func (n *Node) adoptOld() {
 // origin's entry: go-ds-crdt keeps one), until the node closes.
 func (n *Node) adopter() {
 	defer n.wg.Done()
+	if len(n.orphans) > 0 { // delivered by the last process, never journaled
+		if err := n.adopt(n.orphans); err != nil {
+			n.log.Warn("node: adopt what the last process delivered", "err", err)
+		}
+		n.orphans = nil
+	}
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -173,7 +180,15 @@ func (n *Node) adopt(sigs []*signalmesh.Signal) error {
 		return err
 	}
 	n.m.adopted.Add(int64(len(sigs)))
-	return n.repl.Sync(ctx, ds.NewKey("/"))
+	if err := n.repl.Sync(ctx, ds.NewKey("/")); err != nil {
+		return err
+	}
+	refs := make([]causal.Ref, len(sigs))
+	for i, s := range sigs {
+		refs[i].Origin, refs[i].Seq = journal.Place(s)
+	}
+	n.dropFresh(refs)
+	return nil
 }
 
 // checkCauses reports signals that have waited longer than CauseTimeout for
@@ -195,15 +210,14 @@ func (n *Node) checkCauses() {
 
 func (n *Node) handle(in inbound) {
 	if in.known != nil {
-		n.fresh.forget(*in.known)
+		n.forgetFresh(*in.known)
 		n.core.Know(*in.known)
 		n.pullWanted = true
 		return
 	}
 	if in.meta != nil { // from the journal
 		n.noteOrigin(in.meta.Origin, in.s)
-		_ = n.offer(*in.meta, in.s)
-		n.fresh.forget(in.meta.Ref())
+		_ = n.offerJournaled(*in.meta, in.s)
 		return
 	}
 	m, err := journal.MetaOf(in.s)
@@ -253,16 +267,64 @@ func (n *Node) offer(m causal.Meta, s *signalmesh.Signal) error {
 	return err
 }
 
+// offerJournaled offers a signal read from the journal: when the core
+// releases it, it is journaled already, so it is not kept as fresh.
+func (n *Node) offerJournaled(m causal.Meta, s *signalmesh.Signal) error {
+	r := m.Ref()
+	n.journalRefs[r] = struct{}{}
+	err := n.offer(m, s)
+	if err != nil || n.core.DeliveredOf(m.Origin) >= m.Seq {
+		delete(n.journalRefs, r) // delivered (or refused): nothing waits
+	}
+	n.forgetFresh(r)
+	return err
+}
+
+// forgetFresh drops r from the fresh set (its journal entry arrived), and
+// from the durable fresh area at the next tick.
+func (n *Node) forgetFresh(r causal.Ref) {
+	if n.fresh.forget(r) && r.Origin != n.selfRef {
+		n.freshDel = append(n.freshDel, r)
+	}
+}
+
+// sweepFresh clears what the durable fresh area no longer needs, and the
+// journal marks of signals the core released some other way.
+func (n *Node) sweepFresh() {
+	n.dropFresh(n.freshDel)
+	n.freshDel = n.freshDel[:0]
+	for r := range n.journalRefs {
+		if n.core.DeliveredOf(r.Origin) >= r.Seq {
+			delete(n.journalRefs, r)
+		}
+	}
+}
+
 // deliver dispatches released signals, counts what the core says of them
-// and publishes the new stamp base.
+// and publishes the new stamp base. Signals of other origins that did not
+// come from the journal are made durable here first (see keepFresh).
 func (n *Node) deliver(out []causal.Release[*signalmesh.Signal]) {
 	if len(out) == 0 {
 		return
 	}
+	journaled := make([]bool, len(out))
+	var keep []*signalmesh.Signal
+	for i, r := range out {
+		ref := r.Meta.Ref()
+		if _, ok := n.journalRefs[ref]; ok {
+			delete(n.journalRefs, ref)
+			journaled[i] = true
+		} else if ref.Origin != n.selfRef {
+			keep = append(keep, r.V)
+		}
+	}
+	if len(keep) > 0 && n.p.Adopt >= 0 {
+		n.keepFresh(keep)
+	}
 	// First the stamp base: a handler that publishes in reaction to one
 	// of these signals must name it (the core has delivered them all).
 	n.publishBase()
-	for _, r := range out {
+	for i, r := range out {
 		if r.CauseLost {
 			n.m.drop("cause_not_found")
 			n.log.Warn("node: delivered a signal without its cause, which did not arrive within CauseWait",
@@ -275,7 +337,9 @@ func (n *Node) deliver(out []causal.Release[*signalmesh.Signal]) {
 		if r.LamportClamped {
 			n.m.reject("lamport")
 		}
-		n.fresh.add(r.Meta.Ref(), r.V, time.Now()) // until its journal entry is seen
+		if !journaled[i] {
+			n.fresh.add(r.Meta.Ref(), r.V, time.Now()) // until its journal entry is seen
+		}
 		if r.Dup {
 			n.m.deduped.Add(1)
 			n.dispatchCovered(r.V) // named subscriptions move their cursor past it
@@ -342,8 +406,7 @@ func (n *Node) pullStep(ctx context.Context, budget int) (bool, error) {
 				e := journal.IndexEntry(m)
 				_ = idx.Put(ctx, e.Key, e.Value) // a batch in memory: its Commit reports
 			}
-			err = n.offer(m, s)
-			n.fresh.forget(m.Ref())
+			err = n.offerJournaled(m, s)
 			if err != nil && !errors.Is(err, causal.ErrDuplicate) {
 				break // full, or a bad stamp: this origin's next cannot go on
 			}

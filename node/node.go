@@ -103,6 +103,7 @@ type Node struct {
 	recent   *idSet                    // ids the committer stamped lately (owned by the committer)
 	seen     *bloom                    // ids that reached the journal (concurrent)
 	pending  []outboxed                // outbox entries found at start, journaled first
+	orphans  []*signalmesh.Signal      // the last process delivered them, nobody journaled them: adopted first
 
 	selfRef      string                    // causal.PeerRef(self)
 	largestStamp string                    // the longest stamp the committer can write, for Publish to validate with
@@ -112,12 +113,14 @@ type Node struct {
 
 	// owned by the loop goroutine
 	core         *causal.Core[*signalmesh.Signal]
-	origins      map[string]string // peer ref -> peer id, of the origins seen
-	fresh        *freshSet         // delivered, journal entry not seen yet
-	pulling      bool              // a pull from the journal is under way
-	pullWanted   bool              // the core refused a signal for lack of room: pull at the next tick
-	waitingSince time.Time         // since when the buffer has been non-empty
-	reported     bool              // the current wait was reported
+	origins      map[string]string       // peer ref -> peer id, of the origins seen
+	fresh        *freshSet               // delivered, journal entry not seen yet
+	journalRefs  map[causal.Ref]struct{} // offered from the journal, waiting in the core
+	freshDel     []causal.Ref            // to clear from the durable fresh area at the next tick
+	pulling      bool                    // a pull from the journal is under way
+	pullWanted   bool                    // the core refused a signal for lack of room: pull at the next tick
+	waitingSince time.Time               // since when the buffer has been non-empty
+	reported     bool                    // the current wait was reported
 }
 
 // New starts a node: its store, identity, libp2p host, GossipSub, DAG
@@ -205,6 +208,10 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	return n, nil
 }
+
+// testCrashClose, when set (tests only), makes Close leave what a kill -9
+// would: no adoption, no hand-off.
+var testCrashClose bool
 
 // testWrapStore, when set (tests only), wraps every node's store.
 var testWrapStore func(ds.Batching) ds.Batching
@@ -366,6 +373,7 @@ func (n *Node) restore(ctx context.Context) error {
 	n.selfRef = causal.PeerRef(n.self.String())
 	n.origins = map[string]string{n.selfRef: n.self.String()}
 	n.fresh = newFreshSet(1 << 16)
+	n.journalRefs = map[causal.Ref]struct{}{}
 	n.core, err = causal.New[*signalmesh.Signal](causal.Params{Limit: n.p.CausalBuffer,
 		CauseWait: int64(n.p.CauseWait)}, n.jr)
 	if err != nil {
@@ -391,6 +399,11 @@ func (n *Node) restore(ctx context.Context) error {
 	n.indexing = true
 	if n.pending, err = n.readOutbox(ctx); err != nil {
 		return err
+	}
+	if n.p.Adopt >= 0 {
+		if n.orphans, err = n.readFresh(ctx); err != nil {
+			return err
+		}
 	}
 	for _, o := range n.pending {
 		if m, err := journal.MetaOf(o.sigs[0]); err == nil {
@@ -553,7 +566,7 @@ func (n *Node) Close() error {
 // the restart it is journaled here, known as delivered and findable.
 // It returns the places it journaled.
 func (n *Node) adoptAll() []place {
-	if !n.live || n.p.Adopt < 0 {
+	if !n.live || n.p.Adopt < 0 || testCrashClose {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

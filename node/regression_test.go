@@ -752,3 +752,59 @@ func TestNamedSubscriptionSkipsRetryCopyAfterRestart(t *testing.T) {
 		}
 	}
 }
+
+// A node delivers a signal by gossip, its origin leaves without anyone
+// having fetched it, and the node is killed before it adopts it: at its
+// next start it journals the signal first thing (it was kept on disk
+// before any handler saw it), so the signal a handler saw is not lost.
+func TestDeliveredSignalSurvivesKill(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	nodes := cluster(t, 2, func(i int, c *node.Config) {
+		if i == 0 {
+			c.Params.JournalDelay = time.Hour // the origin's delta never leaves it
+			c.Params.HandOff = -1
+		} else {
+			c.DataDir = dir
+			c.Params.Adopt = time.Hour // no adoption before the kill
+		}
+	})
+	edge, b := nodes[0], nodes[1]
+	got := newRecorder()
+	if _, err := b.Subscribe("edge.**", got.handle); err != nil {
+		t.Fatal(err)
+	}
+	warm := newRecorder()
+	if _, err := b.Subscribe("warmup", warm.handle); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the edge's gossip reaches b", func() bool {
+		_ = edge.PublishWith(ctx, node.Weak, mustSignal(t, "warmup"))
+		return warm.count() > 0
+	})
+	x := mustSignal(t, "edge.reading")
+	if err := edge.Publish(ctx, x); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "b delivers the reading", func() bool { return got.count() == 1 })
+	if err := edge.Close(); err != nil {
+		t.Fatal(err)
+	}
+	node.SetTestCrashClose(true)
+	err := b.Close()
+	node.SetTestCrashClose(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2, err := node.New(ctx, node.Config{Mesh: b.Mesh(), DataDir: dir, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b2.Close() })
+	eventually(t, 10*time.Second, "the restarted node journals the reading", func() bool {
+		_, err := b2.Get(ctx, x.ID)
+		c, _, _ := b2.JournalDigest(ctx)
+		return err == nil && c == 1
+	})
+}
