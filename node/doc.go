@@ -79,6 +79,37 @@
 // (Config.PublishMiddleware). The mesh-wide set of subscriptions is a second
 // go-ds-crdt store (Subscriptions).
 //
+// # Nothing delivered is lost
+//
+// A signal that any replica delivered ends in the mesh's journal, also
+// when its origin leaves for good:
+//
+//   - A signal of another origin delivered before its journal entry
+//     arrived (it came by gossip) is written to a local part of the store
+//     before any handler sees it (no fsync: a kill -9 keeps it), and
+//     cleared when its journal entry arrives. A replica that does not see
+//     the entry within Params.Adopt journals the signal itself, under the
+//     same (origin, sequence) (go-ds-crdt keeps one entry); at a clean
+//     Close at once, after a kill -9 first thing at the next start.
+//   - Close hands off: it waits, bounded by Params.HandOff (5 s), until a
+//     connected peer acknowledges it holds this node's last journal
+//     batches and what Close adopted, so a peer that publishes and leaves
+//     at once takes no only copy with it.
+//   - Announced DAG heads reach go-ds-crdt only once their block is local:
+//     a head whose block only a departed peer had is fetched by bounded
+//     workers with a timeout, retried twice, then given up and counted
+//     (Status.Dropped "head_fetch_failed"); it holds up no other head.
+//   - Get, Causes, Effects and Trace see every signal the node delivered,
+//     also before its journal entry lands.
+//   - A named subscription never skips: it lags (spilling to the store),
+//     its cursor moves only past handled or dead-lettered signals, each
+//     advance is one write(2) to its cursor log (kept across kill -9,
+//     checkpointed to the store every 4,096), and it remembers the
+//     identities of the last 4,096 events it handled, so another copy of
+//     one (a retry published on another peer) is not handed over again
+//     after a restart. Exactly once across a clean restart; at least once
+//     across a crash (a power loss can lose the last log writes).
+//
 // # Offline
 //
 // A node with no peers publishes, journals and delivers locally; when it
@@ -111,11 +142,8 @@
 // inside the mesh (it holds the PSK, or there is none) could write a journal
 // entry in another peer's name. Gossip is checked; the journal path trusts
 // mesh members, and a member can fill the causal buffer with signals whose
-// dependencies never come (they hold their place until they do). A peer
-// that delivered a signal by gossip and does not see its journal entry
-// within Params.Adopt journals it itself (and at a clean Close), so it
-// outlives an origin that left early; a signal nobody received by gossip
-// is only as durable as its origin until a replica fetched its delta, and a
-// replica may wait on fetching a departed peer's delta for a while. History only grows
-// (go-ds-crdt keeps every delta); retention is later work.
+// dependencies never come (they hold their place until they do). A signal
+// nobody received by gossip is only as durable as its origin until a
+// replica fetched its delta (Close hands off; a kill -9 does not). History
+// only grows (go-ds-crdt keeps every delta); retention is later work.
 package node
