@@ -83,8 +83,13 @@ func durableMesh(ctx context.Context, env Env, total, batch, writers int) (journ
 		return 0, 0, fmt.Errorf("journal: %w", err)
 	}
 	in := time.Since(start)
-	if n, _, err := p.Digest(ctx); err != nil || n != total {
-		return 0, 0, fmt.Errorf("journal holds %d entries, want %d (%v)", n, total, err)
+	// The put hook runs as go-ds-crdt merges an entry, just before the
+	// merge's writes land: the count is checked after, off the clock.
+	if _, err := Await(ctx, time.Minute, func() bool {
+		n, _, err := p.Digest(ctx)
+		return err == nil && n == total
+	}); err != nil {
+		return 0, 0, fmt.Errorf("journal does not hold %d entries: %w", total, err)
 	}
 	return float64(total) / in.Seconds(), float64(total) / ret.Seconds(), nil
 }
@@ -123,8 +128,11 @@ func durableCRDT(ctx context.Context, env Env, total, batch, writers int) (float
 		return 0, fmt.Errorf("put hook: %w", err)
 	}
 	took := time.Since(start)
-	if n, err := p.Count(ctx); err != nil || n != total {
-		return 0, fmt.Errorf("store holds %d keys, want %d (%v)", n, total, err)
+	if _, err := Await(ctx, time.Minute, func() bool {
+		n, err := p.Count(ctx)
+		return err == nil && n == total
+	}); err != nil {
+		return 0, fmt.Errorf("store does not hold %d keys: %w", total, err)
 	}
 	return float64(total) / took.Seconds(), nil
 }

@@ -43,11 +43,11 @@ type Spec struct {
 	// Signals in each durable-publish run. Default 100,000 (short 1,000).
 	Durable int `json:"durable"`
 	// Rate (signals/s) and Seconds of the steady, mixed and churn
-	// scenarios. Default 1,000 for 10 s (short: 200 for 2 s).
+	// scenarios. Default 1,000 for 10 s (short: 200 for 1 s).
 	Rate    int     `json:"rate"`
 	Seconds float64 `json:"seconds"`
 	// ScaleN are the peer counts of the scale sweep. Default 2, 4, 8, 16,
-	// 32 (short 2, 4); ScalePerSide and ScaleBurst its sizes: default 1,000
+	// 32 (short 2, 3); ScalePerSide and ScaleBurst its sizes: default 1,000
 	// and 2,000 (short 50 and 200).
 	ScaleN       []int `json:"scale_n"`
 	ScalePerSide int   `json:"scale_per_side"`
@@ -104,13 +104,13 @@ func (s Spec) WithDefaults() Spec {
 	if s.Seconds == 0 {
 		s.Seconds = 10
 		if s.Short {
-			s.Seconds = 2
+			s.Seconds = 1
 		}
 	}
 	if len(s.ScaleN) == 0 {
 		s.ScaleN = []int{2, 4, 8, 16, 32}
 		if s.Short {
-			s.ScaleN = []int{2, 4}
+			s.ScaleN = []int{2, 3}
 		}
 	}
 	if len(s.CatchUp) == 0 {
