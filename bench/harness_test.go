@@ -271,3 +271,21 @@ func TestAggregate(t *testing.T) {
 		t.Errorf("rotate: %v", r)
 	}
 }
+
+// Curves over repeated runs get error bars: the plot is drawn from the
+// medians with the runs' range.
+func TestPlotWithErrorBars(t *testing.T) {
+	runs := [][]Series{
+		{{Plot: "convergence-vs-n", System: KindMesh, X: []float64{2, 4}, Y: []float64{100, 200}}},
+		{{Plot: "convergence-vs-n", System: KindMesh, X: []float64{2, 4}, Y: []float64{120, 150}}},
+		{{Plot: "convergence-vs-n", System: KindMesh, X: []float64{2, 4}, Y: []float64{110, 400}}},
+	}
+	s := aggregateSeries(runs)
+	if len(s) != 1 || s[0].Y[0] != 110 || s[0].Y[1] != 200 || s[0].YMin[1] != 150 || s[0].YMax[1] != 400 {
+		t.Fatalf("aggregated series %+v", s)
+	}
+	files, err := (&Result{Series: s}).Plot(t.TempDir())
+	if err != nil || len(files) != 2 {
+		t.Fatalf("plot: %v %v", files, err)
+	}
+}
