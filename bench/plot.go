@@ -102,4 +102,6 @@ type errPoints struct {
 	lo, hi []float64
 }
 
-func (e errPoints) YError(i int) (float64, float64) { return e.XYs[i].Y - e.lo[i], e.hi[i] - e.XYs[i].Y }
+func (e errPoints) YError(i int) (float64, float64) {
+	return e.XYs[i].Y - e.lo[i], e.hi[i] - e.XYs[i].Y
+}

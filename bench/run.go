@@ -242,15 +242,21 @@ func (s Spec) scenarios() []scenario {
 				return Partition(ctx, env, s.Peers, s.PerSide, s.Groups, s.Short)
 			}
 		case "rejoin":
-			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) { return Rejoin(ctx, env, s.Peers, s.Rejoin) }
+			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {
+				return Rejoin(ctx, env, s.Peers, s.Rejoin)
+			}
 		case "burst":
-			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) { return Burst(ctx, env, s.Peers, s.Burst) }
+			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {
+				return Burst(ctx, env, s.Peers, s.Burst)
+			}
 		case "steady":
 			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {
 				return Steady(ctx, env, s.Peers, s.Rate, dur)
 			}
 		case "mixed":
-			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) { return Mixed(ctx, env, s.Peers, s.Rate, dur) }
+			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {
+				return Mixed(ctx, env, s.Peers, s.Rate, dur)
+			}
 		case "churn":
 			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {
 				return Churn(ctx, env, s.Peers, s.Rate, dur, max(dur/8, 200*time.Millisecond))
@@ -265,9 +271,13 @@ func (s Spec) scenarios() []scenario {
 				return History(ctx, env, s.Peers, s.ScalePerSide, s.History)
 			}
 		case "durable":
-			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) { return Durable(ctx, env, s.Durable) }
+			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {
+				return Durable(ctx, env, s.Durable)
+			}
 		case "catchup":
-			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) { return CatchUp(ctx, env, s.CatchUp) }
+			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {
+				return CatchUp(ctx, env, s.CatchUp)
+			}
 		}
 		out = append(out, sc)
 	}
