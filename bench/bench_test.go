@@ -57,7 +57,7 @@ func BenchmarkPartitionHeal(b *testing.B) { benchRun(b, bench.Spec{Scenarios: []
 // BenchmarkBurst: 10,000 signals from one peer to 7 others.
 func BenchmarkBurst(b *testing.B) { benchRun(b, bench.Spec{Scenarios: []string{"burst"}}) }
 
-// BenchmarkSteady: 1,000 signals/s for 10 s from one peer to 7 others.
+// BenchmarkSteady: 1,000 signals/s for 5 s from one peer to 7 others.
 func BenchmarkSteady(b *testing.B) { benchRun(b, bench.Spec{Scenarios: []string{"steady"}}) }
 
 // BenchmarkSteadyProcesses: the same, one OS process per peer.

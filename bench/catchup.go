@@ -63,7 +63,7 @@ func rawCatchUp(ctx context.Context, n, payload int) (time.Duration, error) {
 	}
 	defer rc.Close()
 	rc.cut([]int{0}, []int{1})
-	if err := rawWrite(ctx, raw[0], "w", n, true, payload); err != nil {
+	if err := rawWrite(ctx, raw[0], "w", n, payload); err != nil {
 		return 0, err
 	}
 	if _, err := Await(ctx, 10*time.Minute, func() bool { return raw[0].Puts.Load() >= int64(n) }); err != nil {

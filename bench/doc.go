@@ -2,8 +2,8 @@
 // mesh converges and what it costs, next to baselines run in the same run
 // on the same loopback hosts and payloads: raw go-libp2p-pubsub GossipSub
 // (what you get with no journal), once with its default options and once
-// with signalmesh's own (gossipsub-tuned), raw go-ds-crdt with unbatched
-// and batched Puts (the same DAG service and broadcaster), and NATS core
+// with signalmesh's own (gossipsub-tuned), raw go-ds-crdt with batched Puts
+// (the same DAG service and broadcaster), and NATS core
 // through an embedded nats-server (the brokered reference). Result.Systems
 // says what each is and what its payload is.
 //

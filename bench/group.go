@@ -28,7 +28,9 @@ type Env struct {
 	// Settle is how long a scenario lets a new GossipSub mesh form (one
 	// heartbeat and more) before it publishes, so that every system starts
 	// on a formed mesh. Quiet is how long with no new delivery ends the
-	// wait for a lossy system's last messages. Default 1.5 s and 5 s.
+	// wait for a lossy system's last messages: what has not arrived by
+	// then is lost (GossipSub's gossip repairs within a heartbeat or two,
+	// 1 s each). Default 1.5 s and 2 s.
 	Settle, Quiet time.Duration
 	// Round is the run's number among a scenario's repeats: the systems
 	// run in the order rotate(systems, Round).
@@ -54,7 +56,7 @@ func (e Env) withDefaults() Env {
 		e.Settle = 1500 * time.Millisecond
 	}
 	if e.Quiet == 0 {
-		e.Quiet = 5 * time.Second
+		e.Quiet = 2 * time.Second
 	}
 	return e
 }

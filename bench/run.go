@@ -43,7 +43,7 @@ type Spec struct {
 	// Signals in each durable-publish run. Default 100,000 (short 1,000).
 	Durable int `json:"durable"`
 	// Rate (signals/s) and Seconds of the steady, mixed and churn
-	// scenarios. Default 1,000 for 10 s (short: 200 for 1 s).
+	// scenarios. Default 1,000 for 5 s (short: 200 for 1 s).
 	Rate    int     `json:"rate"`
 	Seconds float64 `json:"seconds"`
 	// ScaleN are the peer counts of the scale sweep. Default 2, 4, 8, 16,
@@ -102,7 +102,7 @@ func (s Spec) WithDefaults() Spec {
 	def(&s.ScalePerSide, 1000, 50)
 	def(&s.ScaleBurst, 2000, 200)
 	if s.Seconds == 0 {
-		s.Seconds = 10
+		s.Seconds = 5
 		if s.Short {
 			s.Seconds = 1
 		}
@@ -183,9 +183,8 @@ func systemNotes(payload int) map[string]string {
 			"subscription buffer 4,096), one message per signal (no batching frames); a message is \"<id> <%d bytes>\"", payload),
 		KindNATS: fmt.Sprintf("NATS core client of an embedded nats-server on loopback; a message is \"<id> <%d bytes>\"; "+
 			"its bytes are the client's only (the server's are not counted)", payload),
-		"crdt-batched": fmt.Sprintf("raw go-ds-crdt (ipfs-lite DAG service, PubSubBroadcaster, rebroadcast 2 s), Puts in batches; "+
-			"a value is %d bytes under a short key", payload),
-		"crdt-unbatched": fmt.Sprintf("raw go-ds-crdt as crdt-batched, one Put per key; a value is %d bytes", payload),
+		"crdt-batched": fmt.Sprintf("raw go-ds-crdt (ipfs-lite DAG service, PubSubBroadcaster; rebroadcast 2 s in the heals), "+
+			"Puts in batches (durable: one Put per call for writers16); a value is %d bytes under a short key", payload),
 	}
 }
 

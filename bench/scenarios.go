@@ -18,7 +18,7 @@ import (
 // one value; Run reports, for each figure, the median over the repeated
 // runs (Value) with their range (Min, Max) and every run's value (Runs).
 type Figure struct {
-	System  string `json:"system"`            // "signalmesh", "gossipsub", "gossipsub-tuned", "nats", "crdt-batched", "crdt-unbatched"
+	System  string `json:"system"`            // "signalmesh", "gossipsub", "gossipsub-tuned", "nats", "crdt-batched"
 	Variant string `json:"variant,omitempty"` // a point of a sweep (N=8, history=10000) or a way of driving the system
 	Metric  string `json:"metric"`
 	Unit    string `json:"unit"`
@@ -121,14 +121,13 @@ func sideWrite(ctx context.Context, g *group, side []int, perSide int, env Env) 
 // put hook has counted every signal (timeHeal: the same clock for every
 // system; the journals' digests, or the stores' keys, are compared after,
 // outside the clock), and the bytes, messages and CPU the heal cost.
-// Baselines: raw go-ds-crdt batched and unbatched (unbatched with at most
-// 1,000 signals a side: more takes minutes), with a 2 s rebroadcast, and
-// raw GossipSub, default and tuned, which never converge (the share of the
-// other side's messages that ever arrives).
+// Baselines: raw go-ds-crdt with batched Puts (each writer one batch) and
+// a 2 s rebroadcast, and raw GossipSub, default and tuned, which never
+// converge (the share of the other side's messages that ever arrives).
 func Partition(ctx context.Context, env Env, peers, perSide, groups int, short bool) (*Outcome, error) {
 	o := &Outcome{}
 	sides := split(env.rng(1), peers, groups)
-	systems := []string{KindMesh, "crdt-batched", "crdt-unbatched", KindGossip, KindGossipTuned}
+	systems := []string{KindMesh, "crdt-batched", KindGossip, KindGossipTuned}
 	if short {
 		systems = systems[:2]
 	}
@@ -136,27 +135,19 @@ func Partition(ctx context.Context, env Env, peers, perSide, groups int, short b
 		err := o.measured(env, sys, "", func() error {
 			switch sys {
 			case KindMesh:
-				ms, st, err := partitionMesh(ctx, env, peers, perSide, sides)
+				h, st, err := partitionMesh(ctx, env, peers, perSide, sides)
 				if err != nil {
 					return err
 				}
-				o.add(Figure{System: sys, Metric: "heal-to-identical", Unit: "ms", Value: ms})
+				o.add(h.figure(sys, "", "heal-to-identical", ""))
 				o.costs(sys, "", env, peers, st)
 				o.add(Figure{System: sys, Metric: "dag-heads-after", Unit: "heads", Value: float64(st.Heads), Note: "most on any peer"})
-			case "crdt-batched", "crdt-unbatched":
-				n := perSide
-				if sys == "crdt-unbatched" {
-					n = min(perSide, 1000)
-				}
-				ms, err := partitionCRDT(ctx, env, peers, n, sides, sys == "crdt-batched")
+			case "crdt-batched":
+				h, err := partitionCRDT(ctx, env, peers, perSide, sides)
 				if err != nil {
 					return err
 				}
-				f := Figure{System: sys, Metric: "heal-to-identical", Unit: "ms", Value: ms, Note: "rebroadcast 2 s"}
-				if n != perSide {
-					f.Workload = fmt.Sprintf("%d signals a side, not %d", n, perSide)
-				}
-				o.add(f)
+				o.add(h.figure(sys, "", "heal-to-identical", "rebroadcast 2 s"))
 			default:
 				n := min(perSide, 1000)
 				pct, err := partitionGossip(ctx, env, sys, peers, n, sides)
@@ -178,35 +169,35 @@ func Partition(ctx context.Context, env Env, peers, perSide, groups int, short b
 	return o, nil
 }
 
-func partitionMesh(ctx context.Context, env Env, peers, perSide int, sides [][]int) (float64, Stats, error) {
+func partitionMesh(ctx context.Context, env Env, peers, perSide int, sides [][]int) (healed, Stats, error) {
 	g, err := startGroup(ctx, env, KindMesh, peers)
 	if err != nil {
-		return 0, Stats{}, err
+		return healed{}, Stats{}, err
 	}
 	defer g.Close()
 	if err := g.cut(sides...); err != nil {
-		return 0, Stats{}, err
+		return healed{}, Stats{}, err
 	}
 	for _, side := range sides {
 		if err := sideWrite(ctx, g, side, perSide, env); err != nil {
-			return 0, Stats{}, err
+			return healed{}, Stats{}, err
 		}
 	}
 	for _, side := range sides {
 		if _, err := g.awaitIdentical(ctx, side, perSide, 5*time.Minute); err != nil {
-			return 0, Stats{}, fmt.Errorf("sides: %w", err)
+			return healed{}, Stats{}, fmt.Errorf("sides: %w", err)
 		}
 	}
 	before, err := g.stats(ctx, env)
 	if err != nil {
-		return 0, Stats{}, err
+		return healed{}, Stats{}, err
 	}
-	took, err := timeHeal(ctx, meshHealer{g}, len(sides)*perSide, 5*time.Minute)
+	h, err := timeHeal(ctx, meshHealer{g}, len(sides)*perSide, 5*time.Minute)
 	if err != nil {
-		return 0, Stats{}, err
+		return healed{}, Stats{}, err
 	}
 	after, err := g.stats(ctx, env)
-	return took, after.minus(before), err
+	return h, after.minus(before), err
 }
 
 // minus is the cost between two snapshots (memory and heads: the later).
@@ -261,10 +252,10 @@ func partitionGossip(ctx context.Context, env Env, kind string, peers, perSide i
 	return 100 * float64(other) / float64(peers*perSide*(len(sides)-1)), nil
 }
 
-func partitionCRDT(ctx context.Context, env Env, peers, perSide int, sides [][]int, batched bool) (float64, error) {
+func partitionCRDT(ctx context.Context, env Env, peers, perSide int, sides [][]int) (healed, error) {
 	raw, c, err := newRaw(ctx, peers, RawOptions{CRDT: true, Topic: "raw", Rebroadcast: 2 * time.Second}, "")
 	if err != nil {
-		return 0, err
+		return healed{}, err
 	}
 	defer c.Close()
 	for a := range sides {
@@ -280,30 +271,22 @@ func partitionCRDT(ctx context.Context, env Env, peers, perSide int, sides [][]i
 			if k == len(writers)-1 {
 				n = perSide - per*k
 			}
-			if err := rawWrite(ctx, raw[i], fmt.Sprintf("%d-%d", s, k), n, batched, env.Payload); err != nil {
-				return 0, err
+			if err := rawWrite(ctx, raw[i], fmt.Sprintf("%d-%d", s, k), n, env.Payload); err != nil {
+				return healed{}, err
 			}
 		}
 	}
 	for _, side := range sides {
 		if _, err := Await(ctx, 10*time.Minute, func() bool { return rawAll(ctx, pick(raw, side), perSide) }); err != nil {
-			return 0, fmt.Errorf("sides: %w", err)
+			return healed{}, fmt.Errorf("sides: %w", err)
 		}
 	}
 	return timeHeal(ctx, rawHealer{c, raw}, len(sides)*perSide, 10*time.Minute)
 }
 
-// rawWrite Puts n keys with payload-byte values, in one batch or one by one.
-func rawWrite(ctx context.Context, p *RawPeer, prefix string, n int, batched bool, payload int) error {
+// rawWrite Puts n keys with payload-byte values in one batch.
+func rawWrite(ctx context.Context, p *RawPeer, prefix string, n, payload int) error {
 	val := make([]byte, payload)
-	if !batched {
-		for i := 0; i < n; i++ {
-			if err := p.CRDT.Put(ctx, ds.NewKey(fmt.Sprintf("/%s/%d", prefix, i)), val); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
 	bt, err := p.CRDT.Batch(ctx)
 	if err != nil {
 		return err
@@ -330,57 +313,57 @@ func Rejoin(ctx context.Context, env Env, peers, n int) (*Outcome, error) {
 	}
 	o := &Outcome{}
 	for _, sys := range rotate([]string{KindMesh, "crdt-batched"}, env.Round) {
-		var took float64
+		var h healed
 		err := o.measured(env, sys, "", func() (err error) {
 			if sys == KindMesh {
-				took, err = rejoinMesh(ctx, env, peers, n, others, away)
+				h, err = rejoinMesh(ctx, env, peers, n, others, away)
 			} else {
-				took, err = rejoinCRDT(ctx, env, peers, n, others, away)
+				h, err = rejoinCRDT(ctx, env, peers, n, others, away)
 			}
 			return err
 		})
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", sys, err)
 		}
-		f := Figure{System: sys, Metric: "rejoin-to-identical", Unit: "ms", Value: took}
+		note := ""
 		if sys != KindMesh {
-			f.Note = "rebroadcast 2 s"
+			note = "rebroadcast 2 s"
 		}
-		o.add(f)
+		o.add(h.figure(sys, "", "rejoin-to-identical", note))
 	}
 	return o, nil
 }
 
-func rejoinMesh(ctx context.Context, env Env, peers, n int, others []int, away int) (float64, error) {
+func rejoinMesh(ctx context.Context, env Env, peers, n int, others []int, away int) (healed, error) {
 	g, err := startGroup(ctx, env, KindMesh, peers)
 	if err != nil {
-		return 0, err
+		return healed{}, err
 	}
 	defer g.Close()
 	if err := g.cut(others, []int{away}); err != nil {
-		return 0, err
+		return healed{}, err
 	}
 	if err := g.peers[0].Publish(ctx, PublishReq{Type: writeType, N: n, Batch: 1000, Payload: env.Payload}); err != nil {
-		return 0, err
+		return healed{}, err
 	}
 	if _, err := g.awaitIdentical(ctx, others, n, 5*time.Minute); err != nil {
-		return 0, fmt.Errorf("others: %w", err)
+		return healed{}, fmt.Errorf("others: %w", err)
 	}
 	return timeHeal(ctx, meshHealer{g}, n, 5*time.Minute)
 }
 
-func rejoinCRDT(ctx context.Context, env Env, peers, n int, others []int, away int) (float64, error) {
+func rejoinCRDT(ctx context.Context, env Env, peers, n int, others []int, away int) (healed, error) {
 	raw, rc, err := newRaw(ctx, peers, RawOptions{CRDT: true, Topic: "rejoin", Rebroadcast: 2 * time.Second}, "")
 	if err != nil {
-		return 0, err
+		return healed{}, err
 	}
 	defer rc.Close()
 	rc.cut(others, []int{away})
-	if err := rawWrite(ctx, raw[0], "w", n, true, env.Payload); err != nil {
-		return 0, err
+	if err := rawWrite(ctx, raw[0], "w", n, env.Payload); err != nil {
+		return healed{}, err
 	}
 	if _, err := Await(ctx, 5*time.Minute, func() bool { return rawAll(ctx, pick(raw, others), n) }); err != nil {
-		return 0, fmt.Errorf("others: %w", err)
+		return healed{}, fmt.Errorf("others: %w", err)
 	}
 	return timeHeal(ctx, rawHealer{rc, raw}, n, 5*time.Minute)
 }
@@ -864,26 +847,24 @@ func Scale(ctx context.Context, env Env, ns []int, perSide, burstN int, crdt boo
 		sides := split(env.rng(uint64(n)), n, 2)
 		for _, sys := range rotate(healers, env.Round) {
 			err := o.measured(env, sys, v+" heal", func() error {
-				var ms float64
+				var h healed
 				var st Stats
 				var err error
 				if sys == KindMesh {
-					ms, st, err = partitionMesh(ctx, env, n, perSide, sides)
+					h, st, err = partitionMesh(ctx, env, n, perSide, sides)
 				} else {
-					ms, err = partitionCRDT(ctx, env, n, perSide, sides, true)
+					h, err = partitionCRDT(ctx, env, n, perSide, sides)
 				}
 				if err != nil {
 					return err
 				}
-				f := Figure{System: sys, Variant: v, Metric: "heal-to-identical", Unit: "ms", Value: ms}
 				if sys == KindMesh {
-					o.add(f)
+					o.add(h.figure(sys, v, "heal-to-identical", ""))
 					o.costs(sys, v, env, n, st)
 				} else {
-					f.Note = "rebroadcast 2 s"
-					o.add(f)
+					o.add(h.figure(sys, v, "heal-to-identical", "rebroadcast 2 s"))
 				}
-				point(conv, "convergence-vs-n", sys, float64(n), ms)
+				point(conv, "convergence-vs-n", sys, float64(n), h.ms)
 				return nil
 			})
 			if err != nil {
@@ -925,41 +906,48 @@ func History(ctx context.Context, env Env, peers, perSide int, hs []int) (*Outco
 	o := &Outcome{}
 	sides := split(env.rng(4), peers, 2)
 	for _, h := range hs {
-		g, err := startGroup(ctx, env, KindMesh, peers)
+		v := fmt.Sprintf("history=%d", h)
+		var took healed
+		err := o.measured(env, KindMesh, v, func() (err error) {
+			took, err = historyHeal(ctx, env, peers, perSide, h, sides)
+			return err
+		})
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s: %w", v, err)
 		}
-		ms, err := func() (float64, error) {
-			defer g.Close()
-			if h > 0 {
-				if err := g.peers[0].Publish(ctx, PublishReq{Type: "bench.history", N: h, Batch: 1000, Payload: env.Payload}); err != nil {
-					return 0, err
-				}
-				if _, err := g.awaitIdentical(ctx, all(peers), h, 5*time.Minute); err != nil {
-					return 0, fmt.Errorf("history: %w", err)
-				}
-			}
-			if err := g.cut(sides...); err != nil {
-				return 0, err
-			}
-			for _, side := range sides {
-				if err := sideWrite(ctx, g, side, perSide, env); err != nil {
-					return 0, err
-				}
-			}
-			for _, side := range sides {
-				if _, err := g.awaitIdentical(ctx, side, h+perSide, 5*time.Minute); err != nil {
-					return 0, fmt.Errorf("sides: %w", err)
-				}
-			}
-			return timeHeal(ctx, meshHealer{g}, h+2*perSide, 5*time.Minute)
-		}()
-		if err != nil {
-			return nil, fmt.Errorf("history=%d: %w", h, err)
-		}
-		o.add(Figure{System: KindMesh, Variant: fmt.Sprintf("history=%d", h), Metric: "heal-to-identical", Unit: "ms", Value: ms})
+		o.add(took.figure(KindMesh, v, "heal-to-identical", ""))
 	}
 	return o, nil
+}
+
+func historyHeal(ctx context.Context, env Env, peers, perSide, h int, sides [][]int) (healed, error) {
+	g, err := startGroup(ctx, env, KindMesh, peers)
+	if err != nil {
+		return healed{}, err
+	}
+	defer g.Close()
+	if h > 0 {
+		if err := g.peers[0].Publish(ctx, PublishReq{Type: "bench.history", N: h, Batch: 1000, Payload: env.Payload}); err != nil {
+			return healed{}, err
+		}
+		if _, err := g.awaitIdentical(ctx, all(peers), h, 5*time.Minute); err != nil {
+			return healed{}, fmt.Errorf("history: %w", err)
+		}
+	}
+	if err := g.cut(sides...); err != nil {
+		return healed{}, err
+	}
+	for _, side := range sides {
+		if err := sideWrite(ctx, g, side, perSide, env); err != nil {
+			return healed{}, err
+		}
+	}
+	for _, side := range sides {
+		if _, err := g.awaitIdentical(ctx, side, h+perSide, 5*time.Minute); err != nil {
+			return healed{}, fmt.Errorf("sides: %w", err)
+		}
+	}
+	return timeHeal(ctx, meshHealer{g}, h+2*perSide, 5*time.Minute)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
