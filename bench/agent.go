@@ -28,7 +28,10 @@ import (
 const (
 	KindMesh   = "signalmesh" // a signalmesh node
 	KindGossip = "gossipsub"  // raw GossipSub, default options, no journal
-	KindNATS   = "nats"       // a NATS core client of a local nats-server
+	// KindGossipTuned is raw GossipSub with signalmesh's own GossipSub
+	// options (RawOptions.Tuned), no journal.
+	KindGossipTuned = "gossipsub-tuned"
+	KindNATS        = "nats" // a NATS core client of a local nats-server
 )
 
 // AgentConfig says what an agent runs.
@@ -130,8 +133,8 @@ func newAgent(ctx context.Context, cfg AgentConfig) (*agent, error) {
 	case KindMesh:
 		a.node, err = node.New(ctx, node.Config{Mesh: cfg.Mesh, DataDir: cfg.DataDir, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"},
 			Gater: a.gater, Logger: Quiet(), HostOptions: []libp2p.Option{libp2p.BandwidthReporter(&a.bytes)}})
-	case KindGossip:
-		a.raw, err = NewRawPeer(RawOptions{Topic: cfg.Mesh, Gater: a.gater, Reporter: &a.bytes})
+	case KindGossip, KindGossipTuned:
+		a.raw, err = NewRawPeer(RawOptions{Topic: cfg.Mesh, Gater: a.gater, Reporter: &a.bytes, Tuned: cfg.Kind == KindGossipTuned})
 	case KindNATS:
 		a.nc, err = nats.Connect(cfg.NATSURL, nats.Name("signalmesh-bench"))
 	default:
@@ -411,6 +414,9 @@ func (a *agent) Stats(ctx context.Context) (Stats, error) {
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 		st.CPU = tvSeconds(ru.Utime) + tvSeconds(ru.Stime)
 		st.MaxRSS = float64(ru.Maxrss) / 1024 // KiB on Linux
+	}
+	if hwm := peakRSS(); hwm > 0 { // since the last resetPeakRSS: per run in this process
+		st.MaxRSS = float64(hwm) / (1 << 20)
 	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)

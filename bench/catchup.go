@@ -38,7 +38,7 @@ func CatchUp(ctx context.Context, env Env, sizes []int) (*Outcome, error) {
 		f.Note += fmt.Sprintf("peak RSS %d MiB", rss>>20)
 		o.add(f)
 		o.add(Figure{System: "signalmesh", Variant: fmt.Sprintf("n=%d", n), Metric: "catchup-peak-rss", Unit: "MiB", Value: float64(rss >> 20)})
-		took, err = rawCatchUp(ctx, n)
+		took, err = rawCatchUp(ctx, n, env.Payload)
 		if err != nil {
 			return nil, fmt.Errorf("crdt-batched catch-up of %d: %w", n, err)
 		}
@@ -51,7 +51,7 @@ func CatchUp(ctx context.Context, env Env, sizes []int) (*Outcome, error) {
 // rawCatchUp is the baseline: two raw go-ds-crdt replicas on disk, cut;
 // one writes n keys (batched), then they reconnect; the time from
 // reconnecting until the other's put hook saw all n.
-func rawCatchUp(ctx context.Context, n int) (time.Duration, error) {
+func rawCatchUp(ctx context.Context, n, payload int) (time.Duration, error) {
 	dir, err := tempDirFor("catchup-raw")
 	if err != nil {
 		return 0, err
@@ -63,7 +63,7 @@ func rawCatchUp(ctx context.Context, n int) (time.Duration, error) {
 	}
 	defer rc.Close()
 	rc.cut([]int{0}, []int{1})
-	if err := rawWrite(ctx, raw[0], "w", n, true); err != nil {
+	if err := rawWrite(ctx, raw[0], "w", n, payload); err != nil {
 		return 0, err
 	}
 	if _, err := Await(ctx, 10*time.Minute, func() bool { return raw[0].Puts.Load() >= int64(n) }); err != nil {

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,8 +28,27 @@ type Env struct {
 	// Settle is how long a scenario lets a new GossipSub mesh form (one
 	// heartbeat and more) before it publishes, so that every system starts
 	// on a formed mesh. Quiet is how long with no new delivery ends the
-	// wait for a lossy system's last messages. Default 1.5 s and 5 s.
+	// wait for a lossy system's last messages: what has not arrived by
+	// then is lost (GossipSub's gossip repairs within a heartbeat or two,
+	// 1 s each). Default 1.5 s and 2 s.
 	Settle, Quiet time.Duration
+	// Round is the run's number among a scenario's repeats: the systems
+	// run in the order rotate(systems, Round).
+	Round int
+
+	// newPeer, when set, makes every peer instead of an agent (tests).
+	newPeer func(ctx context.Context, cfg AgentConfig) (Peer, error)
+}
+
+// rotate returns xs rotated left by r: the order in which run r of a
+// repeated scenario runs its systems, so that each system runs first, and
+// after each other, as often as the others.
+func rotate[T any](xs []T, r int) []T {
+	if len(xs) == 0 {
+		return xs
+	}
+	r %= len(xs)
+	return append(slices.Clone(xs[r:]), xs[:r]...)
 }
 
 func (e Env) withDefaults() Env {
@@ -36,7 +56,7 @@ func (e Env) withDefaults() Env {
 		e.Settle = 1500 * time.Millisecond
 	}
 	if e.Quiet == 0 {
-		e.Quiet = 5 * time.Second
+		e.Quiet = 2 * time.Second
 	}
 	return e
 }
@@ -90,11 +110,23 @@ func startGroup(ctx context.Context, env Env, kind string, n int) (*group, error
 			if dir != "" {
 				c.DataDir = filepath.Join(dir, fmt.Sprint(i))
 			}
-			if env.Processes {
-				g.peers[i], errs[i] = startRemote(ctx, c)
-			} else {
-				g.peers[i], errs[i] = newAgent(ctx, c)
+			var p Peer
+			var err error
+			switch {
+			case env.newPeer != nil:
+				p, err = env.newPeer(ctx, c)
+			case env.Processes:
+				var r *remote
+				if r, err = startRemote(ctx, c); err == nil {
+					p = r
+				}
+			default:
+				var a *agent
+				if a, err = newAgent(ctx, c); err == nil {
+					p = a
+				}
 			}
+			g.peers[i], errs[i] = p, err
 		}()
 	}
 	wg.Wait()

@@ -17,10 +17,10 @@ var plots = []struct {
 	name, title, x, y string
 	logY              bool
 }{
-	{"latency-cdf", "Steady rate: publish-to-all-peers latency", "latency to the last peer (ms)", "fraction of signals", false},
-	{"convergence-vs-n", "Two-sided partition: heal to identical journals", "peers", "ms (log)", true},
-	{"throughput-vs-n", "Burst: deliveries per second to all subscribers", "peers", "signals/s (log)", true},
-	{"completeness-vs-n", "Burst: share the worst subscriber got", "peers", "%", false},
+	{"latency-cdf", "Steady rate: latency to all peers (first run; lost signals: the curve ends below 1)", "latency to the last peer (ms)", "fraction of signals", false},
+	{"convergence-vs-n", "Two-sided partition heal (median, bars: min-max over runs)", "peers", "ms (log)", true},
+	{"throughput-vs-n", "Burst: deliveries/s to all subscribers (median, min-max)", "peers", "signals/s (log)", true},
+	{"completeness-vs-n", "Burst: share the worst subscriber got (median, min-max)", "peers", "%", false},
 }
 
 // Plot draws the result's series as PNG and SVG files in dir, one chart per
@@ -32,6 +32,7 @@ func (r *Result) Plot(dir string) ([]string, error) {
 	var files []string
 	for _, pl := range plots {
 		var args []any
+		var bars []plot.Plotter
 		for _, s := range r.Series {
 			if s.Plot != pl.name || len(s.X) == 0 {
 				continue
@@ -44,6 +45,19 @@ func (r *Result) Plot(dir string) ([]string, error) {
 				}
 			}
 			args = append(args, s.System, xy)
+			if len(s.YMin) == len(s.X) && len(s.YMax) == len(s.X) {
+				e := errPoints{XYs: xy, lo: slices.Clone(s.YMin), hi: slices.Clone(s.YMax)}
+				for i := range e.lo {
+					if pl.logY {
+						e.lo[i], e.hi[i] = max(e.lo[i], 1), max(e.hi[i], 1)
+					}
+				}
+				b, err := plotter.NewYErrorBars(e)
+				if err != nil {
+					return files, fmt.Errorf("bench: plot %s: %w", pl.name, err)
+				}
+				bars = append(bars, b)
+			}
 		}
 		if len(args) == 0 {
 			continue
@@ -68,6 +82,7 @@ func (r *Result) Plot(dir string) ([]string, error) {
 		if err != nil {
 			return files, fmt.Errorf("bench: plot %s: %w", pl.name, err)
 		}
+		p.Add(bars...) // the range over the repeated runs
 		for _, ext := range []string{".png", ".svg"} {
 			f := filepath.Join(dir, pl.name+ext)
 			if err := p.Save(16*vg.Centimeter, 10*vg.Centimeter, f); err != nil {
@@ -78,4 +93,15 @@ func (r *Result) Plot(dir string) ([]string, error) {
 	}
 	slices.Sort(files)
 	return files, nil
+}
+
+// errPoints are a curve's medians with the smallest and largest run's
+// values as error bars.
+type errPoints struct {
+	plotter.XYs
+	lo, hi []float64
+}
+
+func (e errPoints) YError(i int) (float64, float64) {
+	return e.XYs[i].Y - e.lo[i], e.hi[i] - e.XYs[i].Y
 }

@@ -44,10 +44,29 @@ type RawOptions struct {
 	Topic string
 	// Reporter, optional, counts the host's bytes.
 	Reporter metrics.Reporter
+	// Tuned gives GossipSub the options a signalmesh node gives its own
+	// (node.startPubSub): flood publish, 1,024-deep peer outbound and
+	// validation queues, and a 4,096-deep subscription buffer. What it
+	// cannot copy is signalmesh's framing (one GossipSub message per commit
+	// batch): a baseline message is one signal.
+	Tuned bool
 }
 
+// tunedOptions are signalmesh's own GossipSub options (node.startPubSub),
+// minus its message id function, validators and tracer.
+func tunedOptions() []pubsub.Option {
+	return []pubsub.Option{
+		pubsub.WithFloodPublish(true),
+		pubsub.WithPeerOutboundQueueSize(1024),
+		pubsub.WithValidateQueueSize(1024),
+	}
+}
+
+// tunedBuffer is signalmesh's subscription buffer (node.startPubSub).
+const tunedBuffer = 4096
+
 // RawPeer is a baseline peer: a libp2p host with GossipSub (default
-// options), and optionally a go-ds-crdt store, built the way their own
+// options, or signalmesh's with RawOptions.Tuned), and optionally a go-ds-crdt store, built the way their own
 // documentation shows, with no signalmesh code.
 type RawPeer struct {
 	Host  host.Host
@@ -57,6 +76,7 @@ type RawPeer struct {
 	RPCs  RPCCounter   // GossipSub RPCs sent and received
 	Puts  atomic.Int64 // keys the CRDT put hook reported (local and remote)
 
+	tuned  bool
 	store  ds.Batching
 	dag    *ipfslite.Peer
 	cancel context.CancelFunc
@@ -65,7 +85,7 @@ type RawPeer struct {
 // NewRawPeer starts a baseline peer; connect peers only after all are started.
 func NewRawPeer(o RawOptions) (*RawPeer, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &RawPeer{cancel: cancel}
+	p := &RawPeer{cancel: cancel, tuned: o.Tuned}
 	opts := []libp2p.Option{libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay()}
 	if o.Gater != nil {
 		opts = append(opts, libp2p.ConnectionGater(o.Gater))
@@ -78,7 +98,11 @@ func NewRawPeer(o RawOptions) (*RawPeer, error) {
 		cancel()
 		return nil, err
 	}
-	if p.PS, err = pubsub.NewGossipSub(ctx, p.Host, pubsub.WithRawTracer(&p.RPCs)); err != nil {
+	psOpts := []pubsub.Option{pubsub.WithRawTracer(&p.RPCs)}
+	if o.Tuned {
+		psOpts = append(psOpts, tunedOptions()...)
+	}
+	if p.PS, err = pubsub.NewGossipSub(ctx, p.Host, psOpts...); err != nil {
 		p.Close()
 		return nil, err
 	}
@@ -155,7 +179,11 @@ func (p *RawPeer) Count(ctx context.Context) (int, error) {
 // Consume subscribes to the peer's topic and calls f with each message's
 // data until ctx ends; wg tracks the consuming goroutine.
 func (p *RawPeer) Consume(ctx context.Context, wg *sync.WaitGroup, f func(data []byte)) error {
-	sub, err := p.Topic.Subscribe()
+	var subOpts []pubsub.SubOpt
+	if p.tuned {
+		subOpts = append(subOpts, pubsub.WithBufferSize(tunedBuffer))
+	}
+	sub, err := p.Topic.Subscribe(subOpts...)
 	if err != nil {
 		return err
 	}

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"maps"
 	"math"
 	"os"
 	"os/exec"
@@ -15,7 +13,6 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 )
 
@@ -43,14 +40,14 @@ type Spec struct {
 	Rejoin int `json:"rejoin"`
 	// Signals in the burst. Default 10,000 (short 500).
 	Burst int `json:"burst"`
-	// Signals in the durable-publish run. Default 20,000 (short 1,000).
+	// Signals in each durable-publish run. Default 100,000 (short 1,000).
 	Durable int `json:"durable"`
 	// Rate (signals/s) and Seconds of the steady, mixed and churn
-	// scenarios. Default 1,000 for 10 s (short: 200 for 2 s).
+	// scenarios. Default 1,000 for 5 s (short: 200 for 1 s).
 	Rate    int     `json:"rate"`
 	Seconds float64 `json:"seconds"`
 	// ScaleN are the peer counts of the scale sweep. Default 2, 4, 8, 16,
-	// 32 (short 2, 4); ScalePerSide and ScaleBurst its sizes: default 1,000
+	// 32 (short 2, 3); ScalePerSide and ScaleBurst its sizes: default 1,000
 	// and 2,000 (short 50 and 200).
 	ScaleN       []int `json:"scale_n"`
 	ScalePerSide int   `json:"scale_per_side"`
@@ -62,6 +59,10 @@ type Spec struct {
 	// catchup scenario (not in the standard suite: name it). Default
 	// 100,000 and 1,000,000 (short 2,000).
 	CatchUp []int `json:"catch_up,omitempty"`
+	// Repeat runs each scenario this many times, the systems' order
+	// rotated by one each time, and reports each figure's median, minimum
+	// and maximum. Default 5 (short 1).
+	Repeat int `json:"repeat"`
 	// Short runs small counts and skips the slowest baselines, for CI.
 	Short bool `json:"short"`
 }
@@ -95,20 +96,21 @@ func (s Spec) WithDefaults() Spec {
 	def(&s.PerSide, 10000, 100)
 	def(&s.Rejoin, 1000, 100)
 	def(&s.Burst, 10000, 500)
-	def(&s.Durable, 20000, 1000)
+	def(&s.Durable, 100000, 1000)
+	def(&s.Repeat, 5, 1)
 	def(&s.Rate, 1000, 200)
 	def(&s.ScalePerSide, 1000, 50)
 	def(&s.ScaleBurst, 2000, 200)
 	if s.Seconds == 0 {
-		s.Seconds = 10
+		s.Seconds = 5
 		if s.Short {
-			s.Seconds = 2
+			s.Seconds = 1
 		}
 	}
 	if len(s.ScaleN) == 0 {
 		s.ScaleN = []int{2, 4, 8, 16, 32}
 		if s.Short {
-			s.ScaleN = []int{2, 4}
+			s.ScaleN = []int{2, 3}
 		}
 	}
 	if len(s.CatchUp) == 0 {
@@ -146,7 +148,7 @@ func (s Spec) Validate() error {
 			return fmt.Errorf("bench: negative history %d", h)
 		}
 	}
-	if s.PerSide < 1 || s.Rejoin < 1 || s.Burst < 1 || s.Durable < 1 || s.Rate < 1 || s.Seconds <= 0 || s.Payload < 0 ||
+	if s.PerSide < 1 || s.Repeat < 1 || s.Rejoin < 1 || s.Burst < 1 || s.Durable < 1 || s.Rate < 1 || s.Seconds <= 0 || s.Payload < 0 ||
 		s.ScalePerSide < 1 || s.ScaleBurst < 1 {
 		return errors.New("bench: counts, rate and seconds must be positive")
 	}
@@ -165,8 +167,25 @@ type Result struct {
 	Figures []Figure `json:"figures"`
 	Series  []Series `json:"series"`
 	// Missing names every signal a subscriber never got, per scenario,
-	// system and peer.
+	// run, system and peer.
 	Missing []Missing `json:"missing"`
+	// Systems says what each system is: its options and its payload.
+	Systems map[string]string `json:"systems"`
+}
+
+// systemNotes describe every system a scenario may run, payload included.
+func systemNotes(payload int) map[string]string {
+	return map[string]string{
+		KindMesh: fmt.Sprintf("a signalmesh node (node.New, default Params): a CloudEvents signal with %d bytes of data, "+
+			"binary-encoded with its id, type, source, time and causal stamp; gossip frames carry a commit batch each", payload),
+		KindGossip: fmt.Sprintf("raw go-libp2p-pubsub GossipSub, default options; a message is \"<id> <%d bytes>\"", payload),
+		KindGossipTuned: fmt.Sprintf("raw GossipSub with signalmesh's options (flood publish, peer outbound and validation queues 1,024, "+
+			"subscription buffer 4,096), one message per signal (no batching frames); a message is \"<id> <%d bytes>\"", payload),
+		KindNATS: fmt.Sprintf("NATS core client of an embedded nats-server on loopback; a message is \"<id> <%d bytes>\"; "+
+			"its bytes are the client's only (the server's are not counted)", payload),
+		"crdt-batched": fmt.Sprintf("raw go-ds-crdt (ipfs-lite DAG service, PubSubBroadcaster; rebroadcast 2 s in the heals), "+
+			"Puts in batches (durable: one Put per call for writers16); a value is %d bytes under a short key", payload),
+	}
 }
 
 // Machine describes where a result was measured.
@@ -179,71 +198,132 @@ type Machine struct {
 // Steps is how many progress steps Run reports for spec.
 func (s Spec) Steps() int {
 	s = s.WithDefaults()
-	n := len(s.Scenarios)
-	if slices.Contains(s.Scenarios, "scale") {
-		n += len(s.ScaleN) - 1
+	n := 0
+	for _, sc := range s.scenarios() {
+		n += sc.steps
 	}
-	return n
+	return n * s.Repeat
 }
 
-// Run runs the scenarios of spec one after another; progress, when not
-// nil, is told what starts next (Steps() calls in all).
+// Run runs the scenarios of spec one after another, each spec.Repeat
+// times; progress, when not nil, is told what starts next (Steps() calls
+// in all).
 func Run(ctx context.Context, spec Spec, progress func(step string)) (*Result, error) {
 	spec = spec.WithDefaults()
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
-	host, _ := os.Hostname()
-	res := &Result{Spec: spec, Started: time.Now().UTC(), Revision: revision(),
-		Machine: Machine{GOOS: runtime.GOOS, GOARCH: runtime.GOARCH, Go: runtime.Version(), CPUs: runtime.NumCPU(), Host: host}}
 	env := Env{Processes: spec.Processes, Seed: spec.Seed, Payload: spec.Payload}
 	if spec.Short {
-		env.Settle, env.Quiet = 1100*time.Millisecond, 2*time.Second
+		env.Settle, env.Quiet = 1100*time.Millisecond, 1500*time.Millisecond
 	}
-	env = env.withDefaults()
-	dur := time.Duration(spec.Seconds * float64(time.Second))
-	tell := func(s string) {
-		if progress != nil {
-			progress(s)
-		}
-	}
-	for _, sc := range spec.Scenarios {
-		var o *Outcome
-		var err error
-		if sc != "scale" {
-			tell(sc)
-		}
-		switch sc {
+	return runScenarios(ctx, spec, env, spec.scenarios(), progress)
+}
+
+// scenario is one scenario of a suite; run measures every system once, in
+// the order env.Round rotates them to, and tells progress of any step past
+// its first.
+type scenario struct {
+	name  string
+	steps int
+	run   func(ctx context.Context, env Env, tell func(string)) (*Outcome, error)
+}
+
+// scenarios builds the scenarios spec names.
+func (s Spec) scenarios() []scenario {
+	dur := time.Duration(s.Seconds * float64(time.Second))
+	var out []scenario
+	for _, name := range s.Scenarios {
+		sc := scenario{name: name, steps: 1}
+		switch name {
 		case "partition":
-			o, err = Partition(ctx, env, spec.Peers, spec.PerSide, spec.Groups, spec.Short)
+			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {
+				return Partition(ctx, env, s.Peers, s.PerSide, s.Groups, s.Short)
+			}
 		case "rejoin":
-			o, err = Rejoin(ctx, env, spec.Peers, spec.Rejoin)
+			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {
+				return Rejoin(ctx, env, s.Peers, s.Rejoin)
+			}
 		case "burst":
-			o, err = Burst(ctx, env, spec.Peers, spec.Burst)
+			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {
+				return Burst(ctx, env, s.Peers, s.Burst)
+			}
 		case "steady":
-			o, err = Steady(ctx, env, spec.Peers, spec.Rate, dur)
+			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {
+				return Steady(ctx, env, s.Peers, s.Rate, dur)
+			}
 		case "mixed":
-			o, err = Mixed(ctx, env, spec.Peers, spec.Rate, dur)
+			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {
+				return Mixed(ctx, env, s.Peers, s.Rate, dur)
+			}
 		case "churn":
-			o, err = Churn(ctx, env, spec.Peers, spec.Rate, dur, max(dur/8, 200*time.Millisecond))
+			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {
+				return Churn(ctx, env, s.Peers, s.Rate, dur, max(dur/8, 200*time.Millisecond))
+			}
 		case "scale":
-			o, err = Scale(ctx, env, spec.ScaleN, spec.ScalePerSide, spec.ScaleBurst, !spec.Short, tell)
+			sc.steps = len(s.ScaleN)
+			sc.run = func(ctx context.Context, env Env, tell func(string)) (*Outcome, error) {
+				return Scale(ctx, env, s.ScaleN, s.ScalePerSide, s.ScaleBurst, !s.Short, tell)
+			}
 		case "history":
-			o, err = History(ctx, env, spec.Peers, spec.ScalePerSide, spec.History)
+			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {
+				return History(ctx, env, s.Peers, s.ScalePerSide, s.History)
+			}
 		case "durable":
-			o, err = Durable(ctx, env, spec.Durable)
+			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {
+				return Durable(ctx, env, s.Durable)
+			}
 		case "catchup":
-			o, err = CatchUp(ctx, env, spec.CatchUp)
+			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {
+				return CatchUp(ctx, env, s.CatchUp)
+			}
 		}
-		if err != nil {
-			return nil, fmt.Errorf("bench: %s: %w", sc, err)
+		out = append(out, sc)
+	}
+	return out
+}
+
+// runScenarios runs each scenario spec.Repeat times (run r with env.Round
+// r, which rotates the systems' order) and aggregates each scenario's
+// figures and curves over its runs. An error in any run fails the whole.
+func runScenarios(ctx context.Context, spec Spec, env Env, scs []scenario, progress func(string)) (*Result, error) {
+	host, _ := os.Hostname()
+	res := &Result{Spec: spec, Started: time.Now().UTC(), Revision: revision(), Systems: systemNotes(spec.Payload),
+		Machine: Machine{GOOS: runtime.GOOS, GOARCH: runtime.GOARCH, Go: runtime.Version(), CPUs: runtime.NumCPU(), Host: host}}
+	env = env.withDefaults()
+	for _, sc := range scs {
+		var figs [][]Figure
+		var series [][]Series
+		for r := range spec.Repeat {
+			env.Round = r
+			suffix := ""
+			if spec.Repeat > 1 {
+				suffix = fmt.Sprintf(" %d/%d", r+1, spec.Repeat)
+			}
+			tell := func(s string) {
+				if progress != nil {
+					progress(s + suffix)
+				}
+			}
+			if sc.name != "scale" { // the sweep tells each of its points
+				tell(sc.name)
+			}
+			o, err := sc.run(ctx, env, tell)
+			if err != nil {
+				return nil, fmt.Errorf("bench: %s (run %d of %d): %w", sc.name, r+1, spec.Repeat, err)
+			}
+			for k := range o.Figures {
+				o.Figures[k].Metric = sc.name + "/" + o.Figures[k].Metric
+			}
+			for k := range o.Missing {
+				o.Missing[k].Run = r
+			}
+			figs = append(figs, o.Figures)
+			series = append(series, o.Series)
+			res.Missing = append(res.Missing, o.Missing...)
 		}
-		for k := range o.Figures {
-			o.Figures[k].Metric = sc + "/" + o.Figures[k].Metric
-		}
-		res.Figures = append(res.Figures, o.Figures...)
-		res.Series = append(res.Series, o.Series...)
-		res.Missing = append(res.Missing, o.Missing...)
+		res.Figures = append(res.Figures, aggregate(figs)...)
+		res.Series = append(res.Series, aggregateSeries(series)...)
 	}
 	res.Seconds = time.Since(res.Started).Seconds()
 	return res, nil
@@ -277,48 +357,6 @@ func (r *Result) WriteJSON(dir string) (string, error) {
 		return "", err
 	}
 	return path, os.WriteFile(path, append(b, '\n'), 0o644)
-}
-
-// Summary prints one line per figure, with each baseline's value as a ratio
-// to signalmesh's for the same metric.
-func (r *Result) Summary(w io.Writer) {
-	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "metric\tsystem\tvalue\tvs signalmesh\tnote\n")
-	ours := map[string]float64{} // the first signalmesh figure of each metric and variant
-	for _, f := range r.Figures {
-		if _, seen := ours[f.Metric+f.Variant]; f.System == "signalmesh" && !seen {
-			ours[f.Metric+f.Variant] = f.Value
-		}
-	}
-	for _, f := range r.Figures {
-		ratio := ""
-		if base := ours[f.Metric+f.Variant]; f.System != "signalmesh" && base != 0 {
-			ratio = fmt.Sprintf("%.2fx", f.Value/base)
-		}
-		sys := f.System
-		if f.Variant != "" {
-			sys += " " + f.Variant
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s\t%s\n", f.Metric, sys, trim(f.Value), f.Unit, ratio, f.Note)
-	}
-	_ = tw.Flush()
-	missing := map[string]int{}
-	for _, m := range r.Missing {
-		missing[m.Scenario+" "+m.System] += len(m.IDs)
-	}
-	for _, k := range slices.Sorted(maps.Keys(missing)) {
-		fmt.Fprintf(w, "missing: %s: %d deliveries (named in the JSON result)\n", k, missing[k])
-	}
-	links := "loopback"
-	if r.Shape != "" {
-		links = "loopback shaped by " + r.Shape
-	}
-	mode := "all peers in one process"
-	if r.Spec.Processes {
-		mode = "one process per peer"
-	}
-	fmt.Fprintf(w, "%d figures in %.0f s on %d CPUs (%s/%s, %s), %s, %s, seed %d, revision %s\n",
-		len(r.Figures), r.Seconds, r.Machine.CPUs, r.Machine.GOOS, r.Machine.GOARCH, r.Machine.Go, mode, links, r.Spec.Seed, shortRev(r.Revision))
 }
 
 // trim prints v with about three significant digits, no exponent.

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -13,27 +14,47 @@ import (
 	ds "github.com/ipfs/go-datastore"
 )
 
-// Figure is one measured value of one system.
+// Figure is one measured value of one system. A scenario's run gives
+// one value; Run reports, for each figure, the median over the repeated
+// runs (Value) with their range (Min, Max) and every run's value (Runs).
 type Figure struct {
-	System  string  `json:"system"`            // "signalmesh", "gossipsub", "nats", "crdt-batched", "crdt-unbatched"
-	Variant string  `json:"variant,omitempty"` // a point of a sweep (N=8, history=10000) or a way of driving the system
-	Metric  string  `json:"metric"`
-	Unit    string  `json:"unit"`
-	Value   float64 `json:"value"`
-	Note    string  `json:"note,omitempty"`
+	System  string `json:"system"`            // "signalmesh", "gossipsub", "gossipsub-tuned", "nats", "crdt-batched"
+	Variant string `json:"variant,omitempty"` // a point of a sweep (N=8, history=10000) or a way of driving the system
+	Metric  string `json:"metric"`
+	Unit    string `json:"unit"`
+	// Value is the median over the runs. When NotReached, the percentile
+	// fell on a signal that was lost (never arrived within the wait), and
+	// Value is 0.
+	Value      float64 `json:"value"`
+	NotReached bool    `json:"not_reached,omitempty"`
+	// Min and Max are the smallest and largest run's values (Max 0 and
+	// MaxNotReached when some run's percentile was not reached).
+	Min           float64 `json:"min"`
+	Max           float64 `json:"max"`
+	MaxNotReached bool    `json:"max_not_reached,omitempty"`
+	// Runs are the values of the runs, in run order; null: not reached.
+	Runs []*float64 `json:"runs,omitempty"`
+	// Workload is set when the figure's system ran a workload other than
+	// its scenario's (fewer signals): no ratio is printed against it.
+	Workload string `json:"workload,omitempty"`
+	Note     string `json:"note,omitempty"`
 }
 
-// Series is a curve for a plot.
+// Series is a curve for a plot; YMin and YMax, when set, are error bars
+// (the smallest and largest run's value at each X; Y is the median).
 type Series struct {
 	Plot   string    `json:"plot"` // latency-cdf, convergence-vs-n, throughput-vs-n, completeness-vs-n
 	System string    `json:"system"`
 	X      []float64 `json:"x"`
 	Y      []float64 `json:"y"`
+	YMin   []float64 `json:"y_min,omitempty"`
+	YMax   []float64 `json:"y_max,omitempty"`
 }
 
-// Missing names, per system and peer, the signals a subscriber never got.
+// Missing names, per run, system and peer, the signals a subscriber never got.
 type Missing struct {
 	Scenario string   `json:"scenario"`
+	Run      int      `json:"run"`
 	System   string   `json:"system"`
 	Peer     int      `json:"peer"`
 	IDs      []string `json:"ids"`
@@ -49,16 +70,23 @@ type Outcome struct {
 func (o *Outcome) add(f ...Figure) { o.Figures = append(o.Figures, f...) }
 
 // costs adds a scenario's costs per peer: bytes and GossipSub RPCs sent,
-// CPU, and the largest process's memory.
+// CPU, and, with one process per peer, the largest agent's peak memory
+// (each agent is a fresh process; in one process, measured reports it).
 func (o *Outcome) costs(sys, variant string, env Env, n int, st Stats) {
 	cpuNote := "per process"
 	if !env.Processes {
 		cpuNote = "whole process / peers (peers share one process)"
 	}
-	o.add(Figure{System: sys, Variant: variant, Metric: "bytes-sent-per-peer", Unit: "KiB", Value: float64(st.BytesOut) / 1024 / float64(n)},
+	bytesNote := ""
+	if sys == KindNATS {
+		bytesNote = "client side only: the server's bytes are not counted"
+	}
+	o.add(Figure{System: sys, Variant: variant, Metric: "bytes-sent-per-peer", Unit: "KiB", Value: float64(st.BytesOut) / 1024 / float64(n), Note: bytesNote},
 		Figure{System: sys, Variant: variant, Metric: "messages-sent-per-peer", Unit: "rpcs", Value: float64(st.RPCsOut) / float64(n)},
-		Figure{System: sys, Variant: variant, Metric: "cpu-per-peer", Unit: "s", Value: st.CPU / float64(n), Note: cpuNote},
-		Figure{System: sys, Variant: variant, Metric: "max-rss", Unit: "MiB", Value: st.MaxRSS, Note: "largest process"})
+		Figure{System: sys, Variant: variant, Metric: "cpu-per-peer", Unit: "s", Value: st.CPU / float64(n), Note: cpuNote})
+	if env.Processes {
+		o.add(Figure{System: sys, Variant: variant, Metric: "peak-rss", Unit: "MiB", Value: st.MaxRSS, Note: "largest agent process (fresh for this run)"})
+	}
 }
 
 const writeType = "bench.write"
@@ -89,88 +117,87 @@ func sideWrite(ctx context.Context, g *group, side []int, perSide int, env Env) 
 
 // Partition: the peers are dealt into `groups` sides at random (seeded),
 // perSide signals are written on every side while cut, then everything
-// heals; measures the time from reconnecting to identical journals, and the
-// bytes, messages and CPU the heal cost. Baselines: raw go-ds-crdt batched
-// and unbatched (unbatched with at most 1,000 signals a side: more takes
-// minutes), with the same 2 s rebroadcast, and raw GossipSub, which never
-// converges.
+// heals; measures the time from the start of the heal until every peer's
+// put hook has counted every signal (timeHeal: the same clock for every
+// system; the journals' digests, or the stores' keys, are compared after,
+// outside the clock), and the bytes, messages and CPU the heal cost.
+// Baselines: raw go-ds-crdt with batched Puts (each writer one batch) and
+// a 2 s rebroadcast, and raw GossipSub, default and tuned, which never
+// converge (the share of the other side's messages that ever arrives).
 func Partition(ctx context.Context, env Env, peers, perSide, groups int, short bool) (*Outcome, error) {
 	o := &Outcome{}
 	sides := split(env.rng(1), peers, groups)
-	ms, st, err := partitionMesh(ctx, env, peers, perSide, sides)
-	if err != nil {
-		return nil, fmt.Errorf("signalmesh: %w", err)
+	systems := []string{KindMesh, "crdt-batched", KindGossip, KindGossipTuned}
+	if short {
+		systems = systems[:2]
 	}
-	o.add(Figure{System: "signalmesh", Metric: "heal-to-identical", Unit: "ms", Value: ms})
-	o.costs("signalmesh", "", env, peers, st)
-	o.add(Figure{System: "signalmesh", Metric: "dag-heads-after", Unit: "heads", Value: float64(st.Heads), Note: "most on any peer"})
-	type mode struct {
-		batched bool
-		n       int
-	}
-	modes := []mode{{true, perSide}}
-	if !short {
-		modes = append(modes, mode{false, min(perSide, 1000)})
-	}
-	for _, m := range modes {
-		ms, err := partitionCRDT(ctx, peers, m.n, sides, m.batched)
-		name, note := "crdt-unbatched", "rebroadcast 2 s"
-		if m.batched {
-			name = "crdt-batched"
-		}
-		if m.n != perSide {
-			note += fmt.Sprintf("; %d signals a side, not %d", m.n, perSide)
-		}
+	for _, sys := range rotate(systems, env.Round) {
+		err := o.measured(env, sys, "", func() error {
+			switch sys {
+			case KindMesh:
+				h, st, err := partitionMesh(ctx, env, peers, perSide, sides)
+				if err != nil {
+					return err
+				}
+				o.add(h.figure(sys, "", "heal-to-identical", ""))
+				o.costs(sys, "", env, peers, st)
+				o.add(Figure{System: sys, Metric: "dag-heads-after", Unit: "heads", Value: float64(st.Heads), Note: "most on any peer"})
+			case "crdt-batched":
+				h, err := partitionCRDT(ctx, env, peers, perSide, sides)
+				if err != nil {
+					return err
+				}
+				o.add(h.figure(sys, "", "heal-to-identical", "rebroadcast 2 s"))
+			default:
+				n := min(perSide, 1000)
+				pct, err := partitionGossip(ctx, env, sys, peers, n, sides)
+				if err != nil {
+					return err
+				}
+				f := Figure{System: sys, Metric: "other-side-delivered-after-heal", Unit: "%", Value: pct, Note: "heal-to-identical: never"}
+				if n != perSide {
+					f.Workload = fmt.Sprintf("%d signals a side, not %d", n, perSide)
+				}
+				o.add(f)
+			}
+			return nil
+		})
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
+			return nil, fmt.Errorf("%s: %w", sys, err)
 		}
-		o.add(Figure{System: name, Metric: "heal-to-identical", Unit: "ms", Value: ms, Note: note})
-	}
-	if !short {
-		pct, err := partitionGossip(ctx, env, peers, min(perSide, 1000), sides)
-		if err != nil {
-			return nil, fmt.Errorf("gossipsub: %w", err)
-		}
-		o.add(Figure{System: "gossipsub", Metric: "other-side-delivered-after-heal", Unit: "%", Value: pct,
-			Note: "heal-to-identical: never"})
 	}
 	return o, nil
 }
 
-func partitionMesh(ctx context.Context, env Env, peers, perSide int, sides [][]int) (float64, Stats, error) {
+func partitionMesh(ctx context.Context, env Env, peers, perSide int, sides [][]int) (healed, Stats, error) {
 	g, err := startGroup(ctx, env, KindMesh, peers)
 	if err != nil {
-		return 0, Stats{}, err
+		return healed{}, Stats{}, err
 	}
 	defer g.Close()
 	if err := g.cut(sides...); err != nil {
-		return 0, Stats{}, err
+		return healed{}, Stats{}, err
 	}
 	for _, side := range sides {
 		if err := sideWrite(ctx, g, side, perSide, env); err != nil {
-			return 0, Stats{}, err
+			return healed{}, Stats{}, err
 		}
 	}
 	for _, side := range sides {
 		if _, err := g.awaitIdentical(ctx, side, perSide, 5*time.Minute); err != nil {
-			return 0, Stats{}, fmt.Errorf("sides: %w", err)
+			return healed{}, Stats{}, fmt.Errorf("sides: %w", err)
 		}
 	}
 	before, err := g.stats(ctx, env)
 	if err != nil {
-		return 0, Stats{}, err
+		return healed{}, Stats{}, err
 	}
-	healed := time.Now() // the clock runs from the start of the heal: peers sync while the others connect
-	if err := g.heal(ctx); err != nil {
-		return 0, Stats{}, err
-	}
-	at, err := g.awaitIdentical(ctx, all(peers), len(sides)*perSide, 5*time.Minute)
-	took := at.Sub(healed)
+	h, err := timeHeal(ctx, meshHealer{g}, len(sides)*perSide, 5*time.Minute)
 	if err != nil {
-		return 0, Stats{}, err
+		return healed{}, Stats{}, err
 	}
 	after, err := g.stats(ctx, env)
-	return float64(took.Microseconds()) / 1000, after.minus(before), err
+	return h, after.minus(before), err
 }
 
 // minus is the cost between two snapshots (memory and heads: the later).
@@ -184,10 +211,11 @@ func (s Stats) minus(b Stats) Stats {
 }
 
 // partitionGossip: what each side publishes while cut never reaches the
-// other side with raw GossipSub, heal or not. Returns the share of the
-// other sides' messages the peers have 5 s after the heal.
-func partitionGossip(ctx context.Context, env Env, peers, perSide int, sides [][]int) (float64, error) {
-	g, err := startGroup(ctx, env, KindGossip, peers)
+// other side with raw GossipSub (kind: default or tuned), heal or not.
+// Returns the share of the other sides' messages the peers have env.Quiet
+// after the heal.
+func partitionGossip(ctx context.Context, env Env, kind string, peers, perSide int, sides [][]int) (float64, error) {
+	g, err := startGroup(ctx, env, kind, peers)
 	if err != nil {
 		return 0, err
 	}
@@ -224,10 +252,10 @@ func partitionGossip(ctx context.Context, env Env, peers, perSide int, sides [][
 	return 100 * float64(other) / float64(peers*perSide*(len(sides)-1)), nil
 }
 
-func partitionCRDT(ctx context.Context, peers, perSide int, sides [][]int, batched bool) (float64, error) {
+func partitionCRDT(ctx context.Context, env Env, peers, perSide int, sides [][]int) (healed, error) {
 	raw, c, err := newRaw(ctx, peers, RawOptions{CRDT: true, Topic: "raw", Rebroadcast: 2 * time.Second}, "")
 	if err != nil {
-		return 0, err
+		return healed{}, err
 	}
 	defer c.Close()
 	for a := range sides {
@@ -243,34 +271,22 @@ func partitionCRDT(ctx context.Context, peers, perSide int, sides [][]int, batch
 			if k == len(writers)-1 {
 				n = perSide - per*k
 			}
-			if err := rawWrite(ctx, raw[i], fmt.Sprintf("%d-%d", s, k), n, batched); err != nil {
-				return 0, err
+			if err := rawWrite(ctx, raw[i], fmt.Sprintf("%d-%d", s, k), n, env.Payload); err != nil {
+				return healed{}, err
 			}
 		}
 	}
 	for _, side := range sides {
 		if _, err := Await(ctx, 10*time.Minute, func() bool { return rawAll(ctx, pick(raw, side), perSide) }); err != nil {
-			return 0, fmt.Errorf("sides: %w", err)
+			return healed{}, fmt.Errorf("sides: %w", err)
 		}
 	}
-	healed := time.Now()
-	if err := c.heal(ctx); err != nil {
-		return 0, err
-	}
-	_, err = Await(ctx, 10*time.Minute, func() bool { return rawAll(ctx, raw, len(sides)*perSide) })
-	return ms(time.Since(healed)), err
+	return timeHeal(ctx, rawHealer{c, raw}, len(sides)*perSide, 10*time.Minute)
 }
 
-func rawWrite(ctx context.Context, p *RawPeer, prefix string, n int, batched bool) error {
-	val := make([]byte, 200)
-	if !batched {
-		for i := 0; i < n; i++ {
-			if err := p.CRDT.Put(ctx, ds.NewKey(fmt.Sprintf("/%s/%d", prefix, i)), val); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
+// rawWrite Puts n keys with payload-byte values in one batch.
+func rawWrite(ctx context.Context, p *RawPeer, prefix string, n, payload int) error {
+	val := make([]byte, payload)
 	bt, err := p.CRDT.Batch(ctx)
 	if err != nil {
 		return err
@@ -284,8 +300,9 @@ func rawWrite(ctx context.Context, p *RawPeer, prefix string, n int, batched boo
 }
 
 // Rejoin: one peer (chosen by the seed) is cut off while the others write
-// n signals, then it reconnects; measures the time from reconnecting to
-// identical journals. Baseline: raw go-ds-crdt with batched Puts.
+// n signals, then it reconnects; measures the time from reconnecting until
+// every put hook counted n (timeHeal). Baseline: raw go-ds-crdt with
+// batched Puts.
 func Rejoin(ctx context.Context, env Env, peers, n int) (*Outcome, error) {
 	away := env.rng(2).IntN(peers-1) + 1
 	var others []int
@@ -294,56 +311,61 @@ func Rejoin(ctx context.Context, env Env, peers, n int) (*Outcome, error) {
 			others = append(others, i)
 		}
 	}
+	o := &Outcome{}
+	for _, sys := range rotate([]string{KindMesh, "crdt-batched"}, env.Round) {
+		var h healed
+		err := o.measured(env, sys, "", func() (err error) {
+			if sys == KindMesh {
+				h, err = rejoinMesh(ctx, env, peers, n, others, away)
+			} else {
+				h, err = rejoinCRDT(ctx, env, peers, n, others, away)
+			}
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", sys, err)
+		}
+		note := ""
+		if sys != KindMesh {
+			note = "rebroadcast 2 s"
+		}
+		o.add(h.figure(sys, "", "rejoin-to-identical", note))
+	}
+	return o, nil
+}
+
+func rejoinMesh(ctx context.Context, env Env, peers, n int, others []int, away int) (healed, error) {
 	g, err := startGroup(ctx, env, KindMesh, peers)
 	if err != nil {
-		return nil, err
+		return healed{}, err
 	}
 	defer g.Close()
 	if err := g.cut(others, []int{away}); err != nil {
-		return nil, err
+		return healed{}, err
 	}
 	if err := g.peers[0].Publish(ctx, PublishReq{Type: writeType, N: n, Batch: 1000, Payload: env.Payload}); err != nil {
-		return nil, err
+		return healed{}, err
 	}
 	if _, err := g.awaitIdentical(ctx, others, n, 5*time.Minute); err != nil {
-		return nil, fmt.Errorf("signalmesh: others: %w", err)
+		return healed{}, fmt.Errorf("others: %w", err)
 	}
-	healed := time.Now()
-	if err := g.heal(ctx); err != nil {
-		return nil, err
-	}
-	at, err := g.awaitIdentical(ctx, all(peers), n, 5*time.Minute)
-	took := at.Sub(healed)
-	if err != nil {
-		return nil, fmt.Errorf("signalmesh: %w", err)
-	}
-	o := &Outcome{}
-	o.add(Figure{System: "signalmesh", Metric: "rejoin-to-identical", Unit: "ms", Value: float64(took.Microseconds()) / 1000})
+	return timeHeal(ctx, meshHealer{g}, n, 5*time.Minute)
+}
 
+func rejoinCRDT(ctx context.Context, env Env, peers, n int, others []int, away int) (healed, error) {
 	raw, rc, err := newRaw(ctx, peers, RawOptions{CRDT: true, Topic: "rejoin", Rebroadcast: 2 * time.Second}, "")
 	if err != nil {
-		return nil, err
+		return healed{}, err
 	}
 	defer rc.Close()
 	rc.cut(others, []int{away})
-	if err := rawWrite(ctx, raw[0], "w", n, true); err != nil {
-		return nil, err
+	if err := rawWrite(ctx, raw[0], "w", n, env.Payload); err != nil {
+		return healed{}, err
 	}
 	if _, err := Await(ctx, 5*time.Minute, func() bool { return rawAll(ctx, pick(raw, others), n) }); err != nil {
-		return nil, fmt.Errorf("crdt-batched: others: %w", err)
+		return healed{}, fmt.Errorf("others: %w", err)
 	}
-	healed = time.Now()
-	if err := rc.heal(ctx); err != nil {
-		return nil, err
-	}
-	_, err = Await(ctx, 5*time.Minute, func() bool { return rawAll(ctx, raw, n) })
-	took = time.Since(healed)
-	if err != nil {
-		return nil, fmt.Errorf("crdt-batched: %w", err)
-	}
-	o.add(Figure{System: "crdt-batched", Metric: "rejoin-to-identical", Unit: "ms",
-		Value: float64(took.Microseconds()) / 1000, Note: "rebroadcast 2 s"})
-	return o, nil
+	return timeHeal(ctx, rawHealer{rc, raw}, n, 5*time.Minute)
 }
 
 func pick[T any](all []T, idx []int) []T {
@@ -412,9 +434,11 @@ func (d *deliveries) missing(scenario, sys string) []Missing {
 }
 
 // latencies: from the Publish call to each arrival, and to the last
-// subscriber for the signals every subscriber got (ms); level filters by
-// consistency level when not empty.
+// subscriber (ms); level filters by consistency level when not empty. A
+// signal a subscriber never got (by the end of the wait) counts as +Inf:
+// lost signals stay in the sample, after every delivered one.
 func (d *deliveries) latencies(level string) (each, toAll []float64, delivered, expected int) {
+	inf := math.Inf(1)
 	for id, s := range d.sent {
 		if level != "" && s.Level != level {
 			continue
@@ -426,11 +450,15 @@ func (d *deliveries) latencies(level string) (each, toAll []float64, delivered, 
 				got++
 				each = append(each, float64(t-s.At)/1e6)
 				last = max(last, t)
+			} else {
+				each = append(each, inf)
 			}
 		}
 		delivered += got
 		if got == len(d.arrivals) {
 			toAll = append(toAll, float64(last-s.At)/1e6)
+		} else {
+			toAll = append(toAll, inf)
 		}
 	}
 	return each, toAll, delivered, expected
@@ -481,18 +509,24 @@ func awaitArrivals(ctx context.Context, g *group, subs []int, want int, quiet ti
 	return false
 }
 
-// broadcast kinds, in the order they run: signalmesh and its two baselines.
-var broadcastKinds = []string{KindMesh, KindGossip, KindNATS}
+// broadcastKinds are signalmesh and its broadcast baselines, in the order
+// the first run runs them.
+var broadcastKinds = []string{KindMesh, KindGossip, KindGossipTuned, KindNATS}
 
 // Burst: peer 0 publishes total signals from 16 concurrent writers, one
 // signal per call, to subscribers on every other peer; measures the share
 // the worst subscriber got, the time to the last delivery and the delivered
-// throughput. Baselines: raw GossipSub (defaults, mesh formed first) and
-// NATS core through a local nats-server.
+// throughput. Baselines: raw GossipSub (defaults, and tuned like
+// signalmesh's; mesh formed first) and NATS core through a local
+// nats-server.
 func Burst(ctx context.Context, env Env, peers, total int) (*Outcome, error) {
 	o := &Outcome{}
-	for _, kind := range broadcastKinds {
-		d, err := burst(ctx, env, kind, peers, total)
+	for _, kind := range rotate(broadcastKinds, env.Round) {
+		var d *deliveries
+		err := o.measured(env, kind, "", func() (err error) {
+			d, err = burst(ctx, env, kind, peers, total)
+			return err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", kind, err)
 		}
@@ -534,13 +568,22 @@ func burst(ctx context.Context, env Env, kind string, peers, total int) (*delive
 // messaging path; Durable measures the disk.
 func Steady(ctx context.Context, env Env, peers, rate int, dur time.Duration) (*Outcome, error) {
 	o := &Outcome{}
-	for _, kind := range broadcastKinds {
-		d, st, err := steady(ctx, env, kind, peers, rate, dur, "")
+	for _, kind := range rotate(broadcastKinds, env.Round) {
+		var d *deliveries
+		var st Stats
+		err := o.measured(env, kind, "", func() (err error) {
+			d, st, err = steady(ctx, env, kind, peers, rate, dur, "")
+			return err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", kind, err)
 		}
 		each, toAll, delivered, expected := d.latencies("")
-		o.add(latencyFigures(kind, "", each, toAll, delivered, expected)...)
+		figs, err := latencyFigures(kind, "", each, toAll, delivered, expected)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", kind, err)
+		}
+		o.add(figs...)
 		o.add(Figure{System: kind, Metric: "published", Unit: "signals/s", Value: float64(len(d.sent)) / dur.Seconds()})
 		o.costs(kind, "", env, peers, st)
 		o.Series = append(o.Series, cdf("latency-cdf", kind, toAll))
@@ -549,29 +592,54 @@ func Steady(ctx context.Context, env Env, peers, rate int, dur time.Duration) (*
 	return o, nil
 }
 
-func latencyFigures(sys, variant string, each, toAll []float64, delivered, expected int) []Figure {
-	figs := []Figure{{System: sys, Variant: variant, Metric: "delivered", Unit: "%", Value: 100 * float64(delivered) / float64(max(expected, 1))}}
+// ErrEmptySample fails a run whose percentiles would be taken over no
+// signal at all.
+var ErrEmptySample = errors.New("bench: empty sample")
+
+// latencyFigures are the delivered share and the latency percentiles. Lost
+// signals are in the samples as +Inf, so a percentile that falls on one is
+// NotReached; an empty sample is ErrEmptySample.
+func latencyFigures(sys, variant string, each, toAll []float64, delivered, expected int) ([]Figure, error) {
+	if len(each) == 0 || len(toAll) == 0 || expected == 0 {
+		return nil, fmt.Errorf("%w: no signal published or no subscriber", ErrEmptySample)
+	}
+	figs := []Figure{{System: sys, Variant: variant, Metric: "delivered", Unit: "%", Value: 100 * float64(delivered) / float64(expected)}}
+	pct := func(metric string, xs []float64, q float64) {
+		v := quantile(xs, q)
+		f := Figure{System: sys, Variant: variant, Metric: metric, Unit: "ms", Value: v}
+		if math.IsInf(v, 1) {
+			f.Value, f.NotReached = 0, true
+		}
+		figs = append(figs, f)
+	}
 	for _, p := range []struct {
 		name string
 		q    float64
 	}{{"p50", 0.5}, {"p90", 0.9}, {"p99", 0.99}, {"max", 1}} {
-		figs = append(figs, Figure{System: sys, Variant: variant, Metric: "latency-to-all-" + p.name, Unit: "ms", Value: quantile(toAll, p.q)})
+		pct("latency-to-all-"+p.name, toAll, p.q)
 	}
-	return append(figs, Figure{System: sys, Variant: variant, Metric: "latency-each-p50", Unit: "ms", Value: quantile(each, 0.5)})
+	pct("latency-each-p50", each, 0.5)
+	return figs, nil
 }
 
-// cdf samples the distribution of xs at 200 points.
+// cdf samples the distribution of xs at 200 points; lost signals (+Inf)
+// are not drawn but count in the total, so that the curve of a lossy
+// system ends below 1.
 func cdf(plot, sys string, xs []float64) Series {
 	s := Series{Plot: plot, System: sys}
 	xs = slices.Clone(xs)
 	slices.Sort(xs)
+	total := float64(len(xs))
+	for len(xs) > 0 && math.IsInf(xs[len(xs)-1], 1) {
+		xs = xs[:len(xs)-1]
+	}
 	for k := 0; k < len(xs); k += max(1, len(xs)/200) {
 		s.X = append(s.X, xs[k])
-		s.Y = append(s.Y, float64(k+1)/float64(len(xs)))
+		s.Y = append(s.Y, float64(k+1)/total)
 	}
 	if n := len(xs); n > 0 {
 		s.X = append(s.X, xs[n-1])
-		s.Y = append(s.Y, 1)
+		s.Y = append(s.Y, float64(n)/total)
 	}
 	return s
 }
@@ -610,11 +678,15 @@ func steady(ctx context.Context, env Env, kind string, peers, rate int, dur time
 // call took, latency to all peers and the delivered share. The baseline of
 // each level is the Eventual signals of the same run.
 func Mixed(ctx context.Context, env Env, peers, rate int, dur time.Duration) (*Outcome, error) {
-	d, _, err := steady(ctx, env, KindMesh, peers, rate, dur, "mixed")
+	o := &Outcome{}
+	var d *deliveries
+	err := o.measured(env, KindMesh, "", func() (err error) {
+		d, _, err = steady(ctx, env, KindMesh, peers, rate, dur, "mixed")
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	o := &Outcome{}
 	for _, lvl := range levels {
 		var took []float64
 		for _, s := range d.sent {
@@ -623,12 +695,16 @@ func Mixed(ctx context.Context, env Env, peers, rate int, dur time.Duration) (*O
 			}
 		}
 		each, toAll, delivered, expected := d.latencies(lvl)
-		for _, f := range latencyFigures("signalmesh", lvl, each, toAll, delivered, expected) {
+		figs, err := latencyFigures(KindMesh, lvl, each, toAll, delivered, expected)
+		if err != nil || len(took) == 0 {
+			return nil, fmt.Errorf("level %s: %w", lvl, errors.Join(err, ErrEmptySample))
+		}
+		for _, f := range figs {
 			f.Metric = lvl + "/" + f.Metric
 			o.add(f)
 		}
-		o.add(Figure{System: "signalmesh", Variant: lvl, Metric: lvl + "/publish-call-p50", Unit: "ms", Value: quantile(took, 0.5)},
-			Figure{System: "signalmesh", Variant: lvl, Metric: lvl + "/publish-call-p99", Unit: "ms", Value: quantile(took, 0.99)})
+		o.add(Figure{System: KindMesh, Variant: lvl, Metric: lvl + "/publish-call-p50", Unit: "ms", Value: quantile(took, 0.5)},
+			Figure{System: KindMesh, Variant: lvl, Metric: lvl + "/publish-call-p99", Unit: "ms", Value: quantile(took, 0.99)})
 	}
 	return o, nil
 }
@@ -637,12 +713,18 @@ func Mixed(ctx context.Context, env Env, peers, rate int, dur time.Duration) (*O
 // peer (chosen by the seed) is cut off from everyone for half a period and
 // then reconnected; after the writes everything heals. Measures delivered
 // share per subscriber and, for signalmesh, time from the last heal to
-// identical journals and complete deliveries. Baseline: raw GossipSub under
-// the same schedule.
+// identical journals and complete deliveries. Baselines: raw GossipSub,
+// default and tuned, under the same schedule.
 func Churn(ctx context.Context, env Env, peers, rate int, dur, period time.Duration) (*Outcome, error) {
 	o := &Outcome{}
-	for _, kind := range []string{KindMesh, KindGossip} {
-		d, settle, cuts, err := churn(ctx, env, kind, peers, rate, dur, period)
+	for _, kind := range rotate([]string{KindMesh, KindGossip, KindGossipTuned}, env.Round) {
+		var d *deliveries
+		var settle time.Duration
+		var cuts int
+		err := o.measured(env, kind, "", func() (err error) {
+			d, settle, cuts, err = churn(ctx, env, kind, peers, rate, dur, period)
+			return err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", kind, err)
 		}
@@ -738,9 +820,9 @@ func churn(ctx context.Context, env Env, kind string, peers, rate int, dur, peri
 }
 
 // Scale runs, for each peer count, a two-sided partition heal (perSide
-// signals a side; baseline go-ds-crdt batched, unless crdt is false) and a burst (baselines
-// GossipSub and NATS), so that the report shows how convergence,
-// throughput and completeness grow with N.
+// signals a side; baseline go-ds-crdt batched, unless crdt is false) and a
+// burst (baselines GossipSub, default and tuned, and NATS), so that the
+// report shows how convergence, throughput and completeness grow with N.
 func Scale(ctx context.Context, env Env, ns []int, perSide, burstN int, crdt bool, progress func(string)) (*Outcome, error) {
 	o := &Outcome{}
 	conv := map[string]*Series{}
@@ -753,29 +835,48 @@ func Scale(ctx context.Context, env Env, ns []int, perSide, burstN int, crdt boo
 		m[sys].X = append(m[sys].X, x)
 		m[sys].Y = append(m[sys].Y, y)
 	}
+	healers := []string{KindMesh}
+	if crdt {
+		healers = append(healers, "crdt-batched")
+	}
 	for _, n := range ns {
 		if progress != nil {
 			progress(fmt.Sprintf("scale N=%d", n))
 		}
 		v := fmt.Sprintf("N=%d", n)
 		sides := split(env.rng(uint64(n)), n, 2)
-		ms, st, err := partitionMesh(ctx, env, n, perSide, sides)
-		if err != nil {
-			return nil, fmt.Errorf("%s signalmesh: %w", v, err)
-		}
-		o.add(Figure{System: "signalmesh", Variant: v, Metric: "heal-to-identical", Unit: "ms", Value: ms})
-		o.costs("signalmesh", v, env, n, st)
-		point(conv, "convergence-vs-n", "signalmesh", float64(n), ms)
-		if crdt {
-			ms, err = partitionCRDT(ctx, n, perSide, sides, true)
+		for _, sys := range rotate(healers, env.Round) {
+			err := o.measured(env, sys, v+" heal", func() error {
+				var h healed
+				var st Stats
+				var err error
+				if sys == KindMesh {
+					h, st, err = partitionMesh(ctx, env, n, perSide, sides)
+				} else {
+					h, err = partitionCRDT(ctx, env, n, perSide, sides)
+				}
+				if err != nil {
+					return err
+				}
+				if sys == KindMesh {
+					o.add(h.figure(sys, v, "heal-to-identical", ""))
+					o.costs(sys, v, env, n, st)
+				} else {
+					o.add(h.figure(sys, v, "heal-to-identical", "rebroadcast 2 s"))
+				}
+				point(conv, "convergence-vs-n", sys, float64(n), h.ms)
+				return nil
+			})
 			if err != nil {
-				return nil, fmt.Errorf("%s crdt-batched: %w", v, err)
+				return nil, fmt.Errorf("%s %s: %w", v, sys, err)
 			}
-			o.add(Figure{System: "crdt-batched", Variant: v, Metric: "heal-to-identical", Unit: "ms", Value: ms, Note: "rebroadcast 2 s"})
-			point(conv, "convergence-vs-n", "crdt-batched", float64(n), ms)
 		}
-		for _, kind := range broadcastKinds {
-			d, err := burst(ctx, env, kind, n, burstN)
+		for _, kind := range rotate(broadcastKinds, env.Round) {
+			var d *deliveries
+			err := o.measured(env, kind, v+" burst", func() (err error) {
+				d, err = burst(ctx, env, kind, n, burstN)
+				return err
+			})
 			if err != nil {
 				return nil, fmt.Errorf("%s %s: %w", v, kind, err)
 			}
@@ -799,129 +900,63 @@ func Scale(ctx context.Context, env Env, ns []int, perSide, burstN int, crdt boo
 }
 
 // History: the heal of a two-sided partition (perSide signals a side) when
-// the journal already holds h signals, for each h; the baseline of each
-// point is the heal with no history.
+// the journal already holds h signals, for each h (timeHeal; signalmesh
+// only: compare the points with each other).
 func History(ctx context.Context, env Env, peers, perSide int, hs []int) (*Outcome, error) {
 	o := &Outcome{}
 	sides := split(env.rng(4), peers, 2)
 	for _, h := range hs {
-		g, err := startGroup(ctx, env, KindMesh, peers)
+		v := fmt.Sprintf("history=%d", h)
+		var took healed
+		err := o.measured(env, KindMesh, v, func() (err error) {
+			took, err = historyHeal(ctx, env, peers, perSide, h, sides)
+			return err
+		})
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s: %w", v, err)
 		}
-		ms, err := func() (float64, error) {
-			defer g.Close()
-			if h > 0 {
-				if err := g.peers[0].Publish(ctx, PublishReq{Type: "bench.history", N: h, Batch: 1000, Payload: env.Payload}); err != nil {
-					return 0, err
-				}
-				if _, err := g.awaitIdentical(ctx, all(peers), h, 5*time.Minute); err != nil {
-					return 0, fmt.Errorf("history: %w", err)
-				}
-			}
-			if err := g.cut(sides...); err != nil {
-				return 0, err
-			}
-			for _, side := range sides {
-				if err := sideWrite(ctx, g, side, perSide, env); err != nil {
-					return 0, err
-				}
-			}
-			for _, side := range sides {
-				if _, err := g.awaitIdentical(ctx, side, h+perSide, 5*time.Minute); err != nil {
-					return 0, fmt.Errorf("sides: %w", err)
-				}
-			}
-			healed := time.Now()
-			if err := g.heal(ctx); err != nil {
-				return 0, err
-			}
-			at, err := g.awaitIdentical(ctx, all(peers), h+2*perSide, 5*time.Minute)
-			return ms(at.Sub(healed)), err
-		}()
-		if err != nil {
-			return nil, fmt.Errorf("history=%d: %w", h, err)
-		}
-		f := Figure{System: "signalmesh", Variant: fmt.Sprintf("history=%d", h), Metric: "heal-to-identical", Unit: "ms", Value: ms}
-		if len(o.Figures) > 0 && o.Figures[0].Value > 0 {
-			f.Note = fmt.Sprintf("%.2fx the heal with history=%d", ms/o.Figures[0].Value, hs[0])
-		}
-		o.add(f)
+		o.add(took.figure(KindMesh, v, "heal-to-identical", ""))
 	}
 	return o, nil
 }
 
-// Durable: one peer with the on-disk store publishes total signals: one
-// writer in batches of 100, four writers in batches of 100 (their
-// publishes share commits), and 16 single-signal writers; measures signals
-// per second made durable (fsynced before Publish returns). Baseline: raw
-// go-ds-crdt unbatched Puts on pebble (a tenth of the count; go-ds-crdt
-// does not fsync them).
-func Durable(ctx context.Context, env Env, total int) (*Outcome, error) {
-	o := &Outcome{}
-	env.Disk = true
-	for _, v := range []struct {
-		name, note     string
-		batch, writers int
-	}{
-		{"batch100", "Publish with 100 signals per call", 100, 1},
-		{"batch100x4", "4 goroutines, Publish with 100 signals per call", 100, 4},
-		{"writers16", "16 goroutines, one signal per call", 1, 16},
-	} {
-		rate, err := durableMesh(ctx, env, total, v.batch, v.writers)
-		if err != nil {
-			return nil, fmt.Errorf("signalmesh: %w", err)
-		}
-		o.add(Figure{System: "signalmesh", Variant: v.name, Metric: "durable-publish", Unit: "signals/s", Value: rate, Note: v.note})
-	}
-	rate, err := durableCRDT(ctx, max(total/10, 1))
+func historyHeal(ctx context.Context, env Env, peers, perSide, h int, sides [][]int) (healed, error) {
+	g, err := startGroup(ctx, env, KindMesh, peers)
 	if err != nil {
-		return nil, fmt.Errorf("crdt-unbatched: %w", err)
-	}
-	o.add(Figure{System: "crdt-unbatched", Metric: "durable-publish", Unit: "signals/s", Value: rate,
-		Note: "a tenth of the count; not fsynced"})
-	return o, nil
-}
-
-func durableMesh(ctx context.Context, env Env, total, batch, writers int) (float64, error) {
-	g, err := startGroup(ctx, env, KindMesh, 1)
-	if err != nil {
-		return 0, err
+		return healed{}, err
 	}
 	defer g.Close()
-	req := PublishReq{Type: "durable.write", N: total, Batch: batch, Writers: writers, Payload: env.Payload}
-	start := time.Now()
-	err = g.peers[0].Publish(ctx, req)
-	return float64(total) / time.Since(start).Seconds(), err
-}
-
-func durableCRDT(ctx context.Context, total int) (float64, error) {
-	dir, err := tempDirFor("crdt")
-	if err != nil {
-		return 0, err
-	}
-	defer removeAll(dir)
-	raw, c, err := newRaw(ctx, 1, RawOptions{CRDT: true, Topic: "durable"}, dir)
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	val := make([]byte, 300)
-	start := time.Now()
-	for i := 0; i < total; i++ {
-		if err := raw[0].CRDT.Put(ctx, ds.NewKey(fmt.Sprint(i)), val); err != nil {
-			return 0, err
+	if h > 0 {
+		if err := g.peers[0].Publish(ctx, PublishReq{Type: "bench.history", N: h, Batch: 1000, Payload: env.Payload}); err != nil {
+			return healed{}, err
+		}
+		if _, err := g.awaitIdentical(ctx, all(peers), h, 5*time.Minute); err != nil {
+			return healed{}, fmt.Errorf("history: %w", err)
 		}
 	}
-	return float64(total) / time.Since(start).Seconds(), nil
+	if err := g.cut(sides...); err != nil {
+		return healed{}, err
+	}
+	for _, side := range sides {
+		if err := sideWrite(ctx, g, side, perSide, env); err != nil {
+			return healed{}, err
+		}
+	}
+	for _, side := range sides {
+		if _, err := g.awaitIdentical(ctx, side, h+perSide, 5*time.Minute); err != nil {
+			return healed{}, fmt.Errorf("sides: %w", err)
+		}
+	}
+	return timeHeal(ctx, meshHealer{g}, h+2*perSide, 5*time.Minute)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// quantile of xs (sorted in place), nearest rank; 0 when empty.
+// quantile of xs (sorted in place), nearest rank; callers check that xs
+// is not empty (ErrEmptySample). +Inf values (lost signals) sort last.
 func quantile(xs []float64, q float64) float64 {
 	if len(xs) == 0 {
-		return 0
+		panic("bench: quantile of an empty sample") // an invariant: latencyFigures refuses empty samples
 	}
 	slices.Sort(xs)
 	i := int(math.Ceil(q*float64(len(xs)))) - 1

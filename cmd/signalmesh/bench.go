@@ -24,11 +24,14 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, `Usage: signalmesh bench [flags]
 
-Runs the convergence benchmarks with their baselines (raw GossipSub, raw
-go-ds-crdt batched and unbatched, NATS core through an embedded nats-server)
-in the same run, prints a summary with each baseline as a ratio, and writes
-a JSON result and PNG/SVG plots under -out. Zero values take the standard
-suite's sizes (with -short, the CI suite's).
+Runs the convergence benchmarks with their baselines (raw GossipSub with
+default options and with signalmesh's, raw go-ds-crdt with batched Puts,
+NATS core through an embedded nats-server) in the same run, each scenario
+-repeat times with the systems' order rotated, prints the median and the
+range of every figure with each baseline's median as a ratio to
+signalmesh's (same workload only), and writes a JSON result and PNG/SVG
+plots under -out. Zero values take the standard suite's sizes (with
+-short, the CI suite's).
 
 Flags:
 `)
@@ -44,10 +47,11 @@ Flags:
 	fs.IntVar(&spec.PerSide, "per-side", 0, "signals per side of the partition (default 10000, short 100)")
 	fs.IntVar(&spec.Rejoin, "rejoin", 0, "signals written while one peer is away (default 1000, short 100)")
 	fs.IntVar(&spec.Burst, "burst", 0, "signals in the burst (default 10000, short 500)")
-	fs.IntVar(&spec.Durable, "durable", 0, "signals in the durable-publish run (default 20000, short 1000)")
+	fs.IntVar(&spec.Durable, "durable", 0, "signals in each durable-publish run (default 100000, short 1000)")
+	fs.IntVar(&spec.Repeat, "repeat", 0, "runs of each scenario, the systems' order rotated; figures are medians (default 5, short 1)")
 	fs.IntVar(&spec.Rate, "rate", 0, "signals per second in steady, mixed and churn (default 1000, short 200)")
-	fs.Float64Var(&spec.Seconds, "seconds", 0, "length of steady, mixed and churn (default 10, short 2)")
-	scaleN := fs.String("scale-n", "", "peer counts of the scale sweep (default 2,4,8,16,32; short 2,4)")
+	fs.Float64Var(&spec.Seconds, "seconds", 0, "length of steady, mixed and churn in seconds (default 5, short 1)")
+	scaleN := fs.String("scale-n", "", "peer counts of the scale sweep (default 2,4,8,16,32; short 2,3)")
 	fs.IntVar(&spec.ScalePerSide, "scale-per-side", 0, "signals per side in the scale and history sweeps (default 1000, short 50)")
 	fs.IntVar(&spec.ScaleBurst, "scale-burst", 0, "burst size in the scale sweep (default 2000, short 200)")
 	history := fs.String("history", "", "journal lengths of the history sweep (default 0,10000,50000; short 0,500)")

@@ -34,7 +34,7 @@ func TestTourDeliversCausesFirst(t *testing.T) {
 
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{nil, {"nope"}, {"tour", "-seed", "x"}, {"tour", "extra"}, {"demo", "-signals", "1"}, {"bench", "-peers", "1"}, {"bench", "extra"},
-		{"bench", "-scenarios", "nope"}, {"bench", "-scale-n", "2,x"}, {"bench", "-history", "-1"}, {"bench", "-groups", "9"}} {
+		{"bench", "-scenarios", "nope"}, {"bench", "-scale-n", "2,x"}, {"bench", "-history", "-1"}, {"bench", "-groups", "9"}, {"bench", "-repeat", "-1"}} {
 		var out, errb bytes.Buffer
 		if code := run(args, &out, &errb); code != 2 || errb.Len() == 0 {
 			t.Errorf("run(%q) = %d, stderr %q; want 2 and a message", args, code, errb.String())
@@ -54,7 +54,7 @@ func TestBenchWritesResultAndPlots(t *testing.T) {
 	if code := run([]string{"bench", "-short", "-quiet", "-scenarios", "steady", "-seconds", "1", "-out", dir}, &out, &errb); code != 0 {
 		t.Fatalf("exit %d: %s\n%s", code, errb.String(), out.String())
 	}
-	for _, want := range []string{"steady/latency-to-all-p50", "gossipsub", "nats", "result: " + dir, "latency-cdf.png", "latency-cdf.svg", "seed 1"} {
+	for _, want := range []string{"steady/latency-to-all-p50", "gossipsub", "gossipsub-tuned", "nats", "median of 1 runs", "result: " + dir, "latency-cdf.png", "latency-cdf.svg", "seed 1"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
