@@ -129,6 +129,9 @@ type Core[T any] struct {
 	delivered map[string]uint64 // origin -> highest delivered (contiguous)
 	known     map[string]uint64 // origin -> highest sequence heard of
 	waiting   map[Ref]*item[T]
+	latest    latestHeap[T] // the waiting signals, latest Lamport time on top (lazily pruned)
+	evicted   int64
+	onEvict   func(Ref) // tests: told of each eviction
 	waitID    map[string][]Ref // id -> waiting signals with it
 	onRef     map[Ref][]Ref    // undelivered dependency -> waiting items blocked on it
 	onCause   map[string][]Ref // undelivered cause id -> waiting items blocked on it
@@ -254,7 +257,9 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 		c.park(it, blk, onCause)
 		return out, nil
 	}
-	if len(c.waiting) >= c.p.Limit {
+	if len(c.waiting) >= c.p.Limit && c.evict(it) {
+		// room made: it holds the place of a later signal
+	} else if len(c.waiting) >= c.p.Limit {
 		if _, seen := c.refused[r]; onCause && !seen {
 			// Only its cause is missing, and what fills the buffer may all
 			// wait behind it: start its CauseWait now, or it never ends.
@@ -272,6 +277,7 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 
 func (c *Core[T]) hold(r Ref, it *item[T]) {
 	c.waiting[r] = it
+	c.latest.push(it, c.waiting)
 	c.waitID[it.m.ID] = append(c.waitID[it.m.ID], r)
 }
 
@@ -292,6 +298,109 @@ func (c *Core[T]) unhold(r Ref) {
 		delete(c.waitID, it.m.ID)
 	} else {
 		c.waitID[it.m.ID] = rs
+	}
+}
+
+// evict makes room, when the buffer is full, for a signal that waiting
+// signals need (they wait for it or for its id as their cause, or it is
+// their origin's previous one)
+// but that is not ready itself: it drops the waiting signal with the
+// latest Lamport time if that is later than it. A full buffer of signals
+// that wait for earlier ones would otherwise refuse those earlier ones for
+// good (pulled from the journal, each waits for one earlier still): this
+// way the chain of what is missing comes in, one needed signal after the
+// other. The evicted one stays known (Pull names it again); it is counted
+// (Evicted). A signal nothing waits for is refused as before, so a
+// stranger cannot push waiting signals out.
+func (c *Core[T]) evict(it *item[T]) bool {
+	r := it.m.Ref()
+	if len(c.onRef[r]) == 0 && len(c.onCause[it.m.ID]) == 0 && c.waiting[Ref{Origin: r.Origin, Seq: r.Seq + 1}] == nil {
+		return false // nothing waiting needs it: refused as before (no room for strangers)
+	}
+	top := c.latest.top(c.waiting)
+	if top == nil || !laterThan(top.m, it.m) {
+		return false
+	}
+	r = top.m.Ref()
+	if top.causeSet {
+		if _, ok := c.refused[r]; !ok {
+			c.refused[r] = top.causeSince // its CauseWait goes on when it comes back
+		}
+	}
+	c.unhold(r) // what is parked on it or for it finds it gone and skips it
+	c.learn(r)
+	c.evicted++
+	if c.onEvict != nil {
+		c.onEvict(r)
+	}
+	return true
+}
+
+// Evicted counts the waiting signals dropped to make room for earlier ones.
+func (c *Core[T]) Evicted() int64 { return c.evicted }
+
+func laterThan(a, b Meta) bool {
+	return cmp.Or(cmp.Compare(a.Lamport, b.Lamport), cmp.Compare(a.Origin, b.Origin), cmp.Compare(a.Seq, b.Seq)) > 0
+}
+
+// latestHeap is a max-heap of waiting signals by (Lamport, origin, seq).
+// Entries of signals no longer waiting are dropped when they reach the top,
+// and the heap is rebuilt from the waiting set when it holds twice as many
+// entries.
+type latestHeap[T any] struct{ v []*item[T] }
+
+func (h *latestHeap[T]) push(it *item[T], waiting map[Ref]*item[T]) {
+	if len(h.v) > 2*len(waiting)+64 {
+		h.v = h.v[:0]
+		for _, w := range waiting {
+			if w != it {
+				h.v = append(h.v, w)
+			}
+		}
+		for i := len(h.v)/2 - 1; i >= 0; i-- {
+			h.down(i)
+		}
+	}
+	h.v = append(h.v, it)
+	for i := len(h.v) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !laterThan(h.v[i].m, h.v[p].m) {
+			break
+		}
+		h.v[i], h.v[p] = h.v[p], h.v[i]
+		i = p
+	}
+}
+
+// top returns the latest signal still waiting, or nil.
+func (h *latestHeap[T]) top(waiting map[Ref]*item[T]) *item[T] {
+	for len(h.v) > 0 {
+		if it := h.v[0]; waiting[it.m.Ref()] == it {
+			return it
+		}
+		n := len(h.v) - 1
+		h.v[0] = h.v[n]
+		h.v[n] = nil
+		h.v = h.v[:n]
+		h.down(0)
+	}
+	return nil
+}
+
+func (h *latestHeap[T]) down(i int) {
+	for {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < len(h.v) && laterThan(h.v[l].m, h.v[m].m) {
+			m = l
+		}
+		if r < len(h.v) && laterThan(h.v[r].m, h.v[m].m) {
+			m = r
+		}
+		if m == i {
+			return
+		}
+		h.v[i], h.v[m] = h.v[m], h.v[i]
+		i = m
 	}
 }
 

@@ -276,6 +276,7 @@ func runInterleaving(h *history, rng *rand.Rand, st *propStats) error {
 	}
 	c := newCore()
 	md := &model{h: h, released: map[Ref]bool{}, offerAt: map[Ref]int64{}, waiting: map[Ref]bool{}, offered: map[Ref]bool{}, laterCause: map[Ref]Meta{}}
+	c.onEvict = func(r Ref) { delete(md.waiting, r) } // evicted: as if refused, Pull names it again
 	var now int64
 	take := func(rels []Release[int]) error {
 		for _, rel := range rels {
@@ -370,6 +371,7 @@ func runInterleaving(h *history, rng *rand.Rand, st *propStats) error {
 		replayed := 0
 		var extra []Meta
 		readded := map[Ref]bool{}
+		c.onEvict = func(r Ref) { delete(md.waiting, r); delete(readded, r) }
 		inOrder := map[Ref]bool{}
 		for _, m := range md.order {
 			inOrder[m.Ref()] = true

@@ -250,12 +250,12 @@ var scenarios = []scenario{
 		"journal B:1",
 		"add A:4 => -",
 		"add A:3 => -",
-		"add A:2 => ErrFull",
+		"add A:2 => -",
 		"add B:2 deps=A:2 => ErrFull",
 		"len => 2",
 		"pull => A:1 B:1",
-		"missing => gaps=A:1-2,B:1-2 causes=",
-		"catchup => A:1 A:2 A:3 A:4 B:1 B:2",
+		"missing => gaps=A:1-1,A:4-4,B:1-2 causes=",
+		"catchup => A:1 A:2 A:3 B:1 B:2 A:4",
 		"len => 0",
 		"pull => -",
 		"missing => gaps= causes=",
@@ -272,30 +272,45 @@ var scenarios = []scenario{
 		"journal B:1 deps=A:2",
 		"journal B:2",
 		"add B:2 => -",
-		"add B:1 deps=A:2 => ErrFull",
+		"add B:1 deps=A:2 => -",
 		"add A:2 => ErrFull",
-		"pull => A:1 B:1",
+		"pull => A:1",
 		"catchup => A:1 A:2 B:1 B:2",
 	}},
-	{name: "full/a signal refused while only its cause is missing still times out", p: Params{Limit: 1, CauseWait: 10}, steps: []string{
-		// A:2 fills the buffer waiting for A:1; A:1 waits for a cause that
-		// never comes, and there is no room for it to wait in.
+	{name: "full/an earlier signal takes a later one's place, and its missing cause times out", p: Params{Limit: 1, CauseWait: 10}, steps: []string{
+		// A:2 fills the buffer waiting for A:1; A:1, which it needs, takes
+		// its place (A:2 is evicted: known, pulled again) and waits for a
+		// cause that never comes.
 		"add A:2 => -",
-		"add A:1 cause=nowhere => ErrFull",
-		"pull => A:1",
+		"add A:1 cause=nowhere => -",
+		"pull => -",
 		"tick 9 => -",
-		"add A:1 cause=nowhere => ErrFull",
-		"tick 10 => -",
-		"add A:1 cause=nowhere => A:1!lost A:2",
+		"add A:1 cause=nowhere => ErrDuplicate",
+		"tick 10 => A:1!lost",
+		"add A:1 cause=nowhere => ErrDuplicate",
 		"len => 0",
-		"missing => gaps= causes=",
+		"missing => gaps=A:2-2 causes=",
 	}},
-	{name: "full/the refused signal's cause arriving in time is followed", p: Params{Limit: 1, CauseWait: 10}, steps: []string{
+	{name: "full/an earlier signal takes a later one's place, and its cause arriving in time is followed", p: Params{Limit: 1, CauseWait: 10}, steps: []string{
 		"add A:2 => -",
-		"add A:1 cause=x => ErrFull",
+		"add A:1 cause=x => -",
 		"tick 5",
-		"add B:1 id=x => B:1",
-		"add A:1 cause=x => A:1 A:2",
+		"add B:1 id=x => B:1 A:1",
+		"add A:1 cause=x => ErrDuplicate",
+	}},
+	{name: "full/a signal the waiting ones need as their cause gets in, though not ready", p: Params{Limit: 1}, steps: []string{
+		"journal A:1 lam=1",
+		"add C:1 cause=x lam=5 => -",
+		"add B:1 id=x deps=A:1 lam=2 => -", // C:1 (later) is evicted for it
+		"len => 1",
+		"pull => A:1 C:1",
+		"catchup => A:1 B:1 C:1",
+		"len => 0",
+	}},
+	{name: "full/a stranger nothing waits for is refused, not let in", p: Params{Limit: 1}, steps: []string{
+		"add C:2 lam=5 => -",
+		"add D:7 lam=1 => ErrFull",
+		"len => 1",
 	}},
 	{name: "full/know makes Pull name a signal", steps: []string{
 		"journal A:1",

@@ -71,7 +71,7 @@ func (w *workload) ephemerals(ctx context.Context, plan []ephPlan) []Ephemeral {
 
 // ephemeral runs one ephemeral node: start it in memory beside its host,
 // wait until it has a peer, publish, and leave after the answers.
-func (w *workload) ephemeral(ctx context.Context, k int, p ephPlan) Ephemeral {
+func (w *workload) ephemeral(ctx context.Context, k int, p ephPlan) (e Ephemeral) {
 	c := w.c
 	listen, api := c.net.extra(p.host, k)
 	argv := append(append([]string(nil), c.spec.Command...),
@@ -87,7 +87,7 @@ func (w *workload) ephemeral(ctx context.Context, k int, p ephPlan) Ephemeral {
 		c.log("ephemeral %d: %v", k, err)
 		return Ephemeral{Host: p.host, End: "failed"}
 	}
-	e := Ephemeral{Peer: l.id, Host: p.host, End: "term"}
+	e = Ephemeral{Peer: l.id, Host: p.host, End: "term"} // the deferred leave sets how it ended: a named result, or the caller gets "term"
 	acked := 0
 	defer func() {
 		sig := syscall.SIGTERM

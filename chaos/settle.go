@@ -169,7 +169,8 @@ func (c *cluster) settle(ctx context.Context, limit time.Duration, ready func() 
 }
 
 // digests returns node 0's journal size and digest, and whether every node
-// has the same.
+// has the same (and no node holds a delivered signal it has not journaled
+// yet: it adopts it within seconds, so the journals are not final).
 func (c *cluster) digests(ctx context.Context) (string, bool, error) {
 	common, same := "", true
 	for i := range c.procs {
@@ -179,6 +180,17 @@ func (c *cluster) digests(ctx context.Context) (string, bool, error) {
 		}
 		if err := c.get(ctx, i, "/v1/digest", &d); err != nil {
 			return "", false, err
+		}
+		var st struct {
+			Node struct {
+				Unjournaled int
+			} `json:"node"`
+		}
+		if err := c.get(ctx, i, "/v1/status", &st); err != nil {
+			return "", false, err
+		}
+		if st.Node.Unjournaled > 0 {
+			same = false
 		}
 		key := fmt.Sprint(d.Count, " ", d.Digest)
 		if i == 0 {

@@ -14,13 +14,15 @@ import (
 
 // Status is a snapshot of a node.
 type Status struct {
-	Peer      string
-	Peers     int
-	Journaled int64        // journal entries this replica has seen arrive (local and remote)
-	Heads     int          // DAG heads of the journal CRDT
-	Clock     vclock.Clock // what this node delivered: per origin peer id, the highest sequence
-	Buffered  int          // signals waiting for a dependency
-	Missing   []vclock.Gap // sequence ranges they wait for, per origin peer id (its causal.PeerRef when unknown)
+	Peer        string
+	Peers       int
+	Journaled   int64        // journal entries this replica has seen arrive (local and remote)
+	Heads       int          // DAG heads of the journal CRDT
+	Clock       vclock.Clock // what this node delivered: per origin peer id, the highest sequence
+	Buffered    int          // signals waiting for a dependency
+	Unjournaled int          // delivered signals whose journal entry has not arrived here yet (adopted after Params.Adopt)
+	Evicted     int64        // waiting signals dropped from the full causal buffer for earlier ones they needed (read again from the journal)
+	Missing     []vclock.Gap // sequence ranges they wait for, per origin peer id (its causal.PeerRef when unknown)
 	// MissingCauses are the causeids that waiting signals wait for.
 	MissingCauses []string
 	// Conflicts counts signals delivered with a (source, id) that another
@@ -52,6 +54,8 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 			st.Clock = st.Clock.Set(n.originName(o), seq)
 		}
 		st.Buffered = n.core.Len()
+		st.Unjournaled = len(n.fresh.sigs)
+		st.Evicted = n.core.Evicted()
 		gaps, causes := n.core.Missing()
 		for _, g := range gaps {
 			st.Missing = append(st.Missing, vclock.Gap{Origin: n.originName(g.Origin), From: g.From, To: g.To})
