@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -206,4 +207,21 @@ func children(t *testing.T) []string {
 		kids = append(kids, strings.Fields(string(b))...)
 	}
 	return kids
+}
+
+// The slow-consumer scenario: a named subscription whose handler takes
+// 1 ms, with a queue of 1,000, gets a burst of 2,000: it handles every
+// signal once (it spills, it does not drop).
+func TestSlowConsumer(t *testing.T) {
+	defer goleak.VerifyNone(t, nodetest.IgnoredGoroutines()...)
+	o, err := bench.SlowConsumer(context.Background(), bench.Env{Payload: 100}, 2000, time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range o.Figures {
+		t.Logf("%s %s %.0f %s (%s)", f.Metric, f.Variant, f.Value, f.Unit, f.Note)
+		if f.Metric == "handled" && f.Value != 100 {
+			t.Fatalf("handled %.1f %%", f.Value)
+		}
+	}
 }

@@ -21,6 +21,7 @@ type Status struct {
 	Clock       vclock.Clock // what this node delivered: per origin peer id, the highest sequence
 	Buffered    int          // signals waiting for a dependency
 	Unjournaled int          // delivered signals whose journal entry has not arrived here yet (adopted after Params.Adopt)
+	Spilled     int64        // signals slow named subscriptions kept in their log on the store
 	Evicted     int64        // waiting signals dropped from the full causal buffer for earlier ones they needed (read again from the journal)
 	Missing     []vclock.Gap // sequence ranges they wait for, per origin peer id (its causal.PeerRef when unknown)
 	// MissingCauses are the causeids that waiting signals wait for.
@@ -41,7 +42,7 @@ type Status struct {
 func (n *Node) Status(ctx context.Context) (Status, error) {
 	st := Status{Peer: n.self.String(), Peers: len(n.Peers()), Journaled: n.m.journaled.Load(),
 		Published: n.m.published.Load(), Delivered: n.m.delivered.Load(), Deduped: n.m.deduped.Load(),
-		RPCsIn: n.m.rpcsIn.Load(), RPCsOut: n.m.rpcsOut.Load(), Conflicts: n.m.conflicts.Load()}
+		RPCsIn: n.m.rpcsIn.Load(), RPCsOut: n.m.rpcsOut.Load(), Conflicts: n.m.conflicts.Load(), Spilled: n.m.spilled.Load()}
 	st.Dropped, st.Rejected = n.m.snapshot()
 	if failed, dropped := n.repl.HeadFetches(); failed+dropped > 0 {
 		if st.Dropped == nil {
