@@ -190,7 +190,7 @@ func (c *cluster) digests(ctx context.Context) (string, bool, error) {
 			return "", false, err
 		}
 		if st.Node.Unjournaled > 0 {
-			same = false
+			return "", false, fmt.Errorf("node %d holds %d delivered signals it has not journaled", i, st.Node.Unjournaled)
 		}
 		key := fmt.Sprint(d.Count, " ", d.Digest)
 		if i == 0 {
