@@ -37,8 +37,9 @@ type freshSet struct {
 const settledSize = 4096
 
 type freshSig struct {
-	s  *signalmesh.Signal
-	at time.Time
+	s      *signalmesh.Signal
+	at     time.Time
+	warned bool
 }
 
 func newFreshSet(size int) *freshSet {
@@ -84,7 +85,18 @@ func (f *freshSet) add(r causal.Ref, s *signalmesh.Signal, now time.Time) {
 	}
 	f.ring[f.next] = r
 	f.next = (f.next + 1) % len(f.ring)
-	f.sigs[r] = freshSig{s, now}
+	f.sigs[r] = freshSig{s: s, at: now}
+}
+
+// stale returns the refs of origin self added before cutoff.
+func (f *freshSet) stale(cutoff time.Time, self string) []causal.Ref {
+	var out []causal.Ref
+	for r, e := range f.sigs {
+		if r.Origin == self && e.at.Before(cutoff) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // forget drops r: its journal entry arrived. It reports whether r was

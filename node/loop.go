@@ -120,6 +120,18 @@ func (n *Node) adoptOld() {
 	if len(n.fresh.sigs) == 0 || n.p.Adopt < 0 {
 		return
 	}
+	// This node's own signals are journaled from its outbox; one whose
+	// journal entry went by unseen (it arrived while the core had no room,
+	// say) is let go once the journal holds it.
+	for _, r := range n.fresh.stale(time.Now().Add(-n.p.Adopt), n.selfRef) {
+		if ok, err := n.repl.Has(n.ctx, journal.SignalKey(r.Origin, r.Seq)); err == nil && ok {
+			n.fresh.forget(r)
+		} else if e := n.fresh.sigs[r]; time.Since(e.at) > 3*n.p.Adopt && !e.warned {
+			e.warned = true
+			n.fresh.sigs[r] = e
+			n.log.Warn("node: an own signal is still not in the journal", "ref", r.String(), "since", e.at)
+		}
+	}
 	sigs := n.fresh.take(time.Now().Add(-n.p.Adopt), n.selfRef, n.p.JournalBatch)
 	if len(sigs) == 0 {
 		return
