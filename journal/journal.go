@@ -146,8 +146,9 @@ func Place(s *signalmesh.Signal) (ref string, seq uint64) {
 
 // ContentDigest is the first 8 bytes of SHA-256 over the signal's content:
 // every attribute and extension but those a mesh stamps (names starting
-// with "mesh"), in a canonical form. Two publications of the same event
-// have the same digest wherever they were stamped.
+// with "mesh") and the distributed-tracing ones (traceparent, tracestate:
+// a retry is traced anew), in a canonical form. Two publications of the
+// same event have the same digest wherever they were stamped and traced.
 func ContentDigest(s *signalmesh.Signal) uint64 {
 	h := sha256.New()
 	var buf [binary.MaxVarintLen64]byte
@@ -172,7 +173,7 @@ func ContentDigest(s *signalmesh.Signal) uint64 {
 	h.Write(s.Data)
 	names := make([]string, 0, len(s.Extensions))
 	for k := range s.Extensions {
-		if !strings.HasPrefix(k, "mesh") {
+		if !strings.HasPrefix(k, "mesh") && k != "traceparent" && k != "tracestate" {
 			names = append(names, k)
 		}
 	}

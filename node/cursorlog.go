@@ -2,6 +2,7 @@ package node
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -77,7 +78,37 @@ func openCursorLog(dir, mesh, name string) (*cursorLog, vclock.Clock, []uint64, 
 		f.Close()
 		return nil, c, nil, fmt.Errorf("node: cursor log: %w", err)
 	}
+	if err := cutTornTail(f); err != nil { // the next advance must start a line of its own
+		f.Close()
+		return nil, c, nil, fmt.Errorf("node: cursor log: %w", err)
+	}
 	return &cursorLog{path: path, f: f, n: n}, c, ids, nil
+}
+
+// cutTornTail truncates f after its last newline: a line a crash tore
+// is dropped (it was ignored), not continued by the next write.
+func cutTornTail(f *os.File) error {
+	st, err := f.Stat()
+	if err != nil || st.Size() == 0 {
+		return err
+	}
+	size := st.Size()
+	buf := make([]byte, min(size, 4096))
+	for end := size; end > 0; {
+		start := max(end-int64(len(buf)), 0)
+		n, err := f.ReadAt(buf[:end-start], start)
+		if err != nil && n < int(end-start) {
+			return err
+		}
+		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+			if cut := start + int64(i) + 1; cut < size {
+				return f.Truncate(cut)
+			}
+			return nil
+		}
+		end = start
+	}
+	return f.Truncate(0)
 }
 
 // add records that the subscription handled origin's seq, a signal with

@@ -39,6 +39,7 @@ const settledSize = 4096
 type freshSig struct {
 	s      *signalmesh.Signal
 	at     time.Time
+	slot   int // its place in the ring
 	warned bool
 }
 
@@ -81,11 +82,13 @@ func (f *freshSet) readable(id string) []*signalmesh.Signal {
 
 func (f *freshSet) add(r causal.Ref, s *signalmesh.Signal, now time.Time) {
 	if old := f.ring[f.next]; old != (causal.Ref{}) {
-		delete(f.sigs, old)
+		if e, ok := f.sigs[old]; ok && e.slot == f.next { // not an entry added again since, at another slot
+			delete(f.sigs, old)
+		}
 	}
 	f.ring[f.next] = r
+	f.sigs[r] = freshSig{s: s, at: now, slot: f.next}
 	f.next = (f.next + 1) % len(f.ring)
-	f.sigs[r] = freshSig{s: s, at: now}
 }
 
 // stale returns the refs of origin self added before cutoff.

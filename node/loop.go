@@ -285,9 +285,9 @@ func (n *Node) offerJournaled(m causal.Meta, s *signalmesh.Signal) error {
 	r := m.Ref()
 	n.journalRefs[r] = struct{}{}
 	err := n.offer(m, s)
-	if err != nil || n.core.DeliveredOf(m.Origin) >= m.Seq {
-		delete(n.journalRefs, r) // delivered (or refused): nothing waits
-	}
+	if (err != nil && !errors.Is(err, causal.ErrDuplicate)) || n.core.DeliveredOf(m.Origin) >= m.Seq {
+		delete(n.journalRefs, r) // delivered, or refused (pulled again): nothing waits
+	} // a duplicate of a waiting copy (it came by gossip) keeps the mark: journaled when released
 	n.forgetFresh(r)
 	return err
 }

@@ -71,7 +71,7 @@ type Node struct {
 
 	ackTopic *pubsub.Topic
 	ackSub   *pubsub.Subscription
-	ackQ     chan place // put hook and asks → acker
+	ackQ     chan ackWant // put hook and asks → acker
 	quorum   quorum
 	dag      *ipfslite.Peer
 	repl     *crdt.Replica // the journal
@@ -149,7 +149,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.base.Store(&stampBase{})
 	n.seen = newBloom(1 << 24) // 2 MiB
 	n.gossipQ = make(chan [][]byte, 256)
-	n.ackQ = make(chan place, 65536)
+	n.ackQ = make(chan ackWant, 65536)
 	n.adoptQ = make(chan []*signalmesh.Signal, 4)
 	n.quorum.init()
 	n.largestStamp = largestStamp(n.p.MaxDeps)

@@ -213,6 +213,12 @@ const (
 	maxAckPlaces = 4096
 )
 
+// ackWant is a place for the acker, and whether only an ask wants it.
+type ackWant struct {
+	p     place
+	asked bool
+}
+
 type ackMsg struct {
 	kind   byte
 	places []place
@@ -301,7 +307,7 @@ func (n *Node) readAcks() {
 			continue
 		}
 		for _, p := range m.places {
-			n.wantsAckAt(p)
+			n.wantsAckAt(p, true)
 		}
 	}
 }
@@ -314,6 +320,7 @@ func (n *Node) acker() {
 	defer n.wg.Done()
 	const ackPatience = 30 * time.Second
 	pending := map[place]time.Time{} // bounded by the queue: at most cap(ackQ) more per round
+	asked := map[place]bool{}        // pending places that only an ask wants: looked up once
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -321,17 +328,25 @@ func (n *Node) acker() {
 			select {
 			case <-n.ctx.Done():
 				return
-			case p := <-n.ackQ:
-				pending[p] = time.Now()
+			case w := <-n.ackQ:
+				pending[w.p] = time.Now()
+				if w.asked {
+					asked[w.p] = true
+				}
 			}
 		}
 		timer := time.NewTimer(5 * time.Millisecond)
 	gather:
 		for len(pending) < 4*maxAckPlaces {
 			select {
-			case p := <-n.ackQ:
-				if _, ok := pending[p]; !ok {
-					pending[p] = time.Now()
+			case w := <-n.ackQ:
+				if _, ok := pending[w.p]; !ok {
+					pending[w.p] = time.Now()
+					if w.asked {
+						asked[w.p] = true
+					}
+				} else if !w.asked {
+					delete(asked, w.p) // the put hook wants it too: wait for the commit
 				}
 			case <-timer.C:
 				break gather
@@ -349,8 +364,10 @@ func (n *Node) acker() {
 			case err == nil && ok:
 				ready = append(ready, p)
 				delete(pending, p)
-			case now.Sub(since) > ackPatience:
+				delete(asked, p)
+			case asked[p] || now.Sub(since) > ackPatience:
 				delete(pending, p) // not here: an ask for a signal this replica lacks
+				delete(asked, p)
 			}
 		}
 		if len(ready) > 0 {
@@ -384,12 +401,15 @@ func (n *Node) wantsAck(s *signalmesh.Signal, ref string, seq uint64) {
 	if _, ok := s.Extensions[extQuorum]; !ok || ref == n.selfRef {
 		return
 	}
-	n.wantsAckAt(place{Origin: ref, Seq: seq})
+	n.wantsAckAt(place{Origin: ref, Seq: seq}, false)
 }
 
-func (n *Node) wantsAckAt(p place) {
+// wantsAckAt queues p for the acker. An asked place (asked) is looked up
+// once: a replica that lacks it does not keep looking (anyone can ask for
+// anything), while a place from the put hook waits for its commit.
+func (n *Node) wantsAckAt(p place, asked bool) {
 	select {
-	case n.ackQ <- p:
+	case n.ackQ <- ackWant{p, asked}:
 	default:
 		n.m.drop("ack_queue_full")
 	}

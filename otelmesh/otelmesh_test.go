@@ -100,3 +100,32 @@ func TestTraceCrossesPeers(t *testing.T) {
 		t.Fatalf("process span %v", process)
 	}
 }
+
+// A retry of the same event is traced anew, and is still the same event:
+// publishing it again through the middleware is idempotent, not a
+// conflict (the tracing extensions are not part of its content).
+func TestRetryThroughMiddlewareIsIdempotent(t *testing.T) {
+	defer goleak.VerifyNone(t, nodetest.IgnoredGoroutines()...)
+	tp := sdktrace.NewTracerProvider()
+	defer tp.Shutdown(context.Background())
+	n, err := node.New(context.Background(), node.Config{Mesh: "otel-retry", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		ListenAddrs:       []string{"/ip4/127.0.0.1/tcp/0"},
+		PublishMiddleware: []node.PublishMiddleware{otelmesh.Publish(otelmesh.WithTracerProvider(tp))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	s, err := signalmesh.New("order.placed", "/shop", map[string]any{"n": 1}, signalmesh.WithID("order-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for try := range 2 {
+		if err := n.Publish(context.Background(), s); err != nil {
+			t.Fatalf("try %d: %v", try+1, err)
+		}
+	}
+	st, err := n.Status(context.Background())
+	if err != nil || st.Published != 1 && st.Deduped == 0 {
+		t.Fatalf("status %+v, %v", st, err)
+	}
+}
