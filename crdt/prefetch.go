@@ -104,6 +104,13 @@ func (p *prefetcher) enqueue(f fetch) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if f.tries == 0 && p.inflight[f.c] {
+		// Announced again: someone has it now (a cut healed, say). If it
+		// waits for a retry, the retry is due at once.
+		for i := range p.later {
+			if p.later[i].f.c == f.c {
+				p.later[i].at = time.Time{}
+			}
+		}
 		return
 	}
 	select {
@@ -174,7 +181,7 @@ func (p *prefetcher) retry(ctx context.Context, wg *sync.WaitGroup) {
 			var due []fetch
 			kept := p.later[:0]
 			for _, r := range p.later {
-				if now.After(r.at) {
+				if !r.at.After(now) {
 					due = append(due, r.f)
 				} else {
 					kept = append(kept, r)
