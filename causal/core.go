@@ -87,7 +87,8 @@ type Release[T any] struct {
 	// CauseLost: released after Params.CauseWait without its cause.
 	CauseLost bool
 	// CauseLater: its cause is a later signal of its own origin (an effect
-	// published before its cause on one peer); the origin's order won.
+	// published before its cause on one peer); the origin's order won
+	// (only without a CauseWait: see the package doc).
 	CauseLater bool
 	// LamportClamped: its Lamport time was above what its predecessor and
 	// dependencies allow (a buggy or hostile publisher); the core counted
@@ -131,7 +132,7 @@ type Core[T any] struct {
 	waiting   map[Ref]*item[T]
 	latest    latestHeap[T] // the waiting signals, latest Lamport time on top (lazily pruned)
 	evicted   int64
-	onEvict   func(Ref) // tests: told of each eviction
+	onEvict   func(Ref)        // tests: told of each eviction
 	waitID    map[string][]Ref // id -> waiting signals with it
 	onRef     map[Ref][]Ref    // undelivered dependency -> waiting items blocked on it
 	onCause   map[string][]Ref // undelivered cause id -> waiting items blocked on it
@@ -212,10 +213,12 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 	}
 	// A waiting signal whose cause is this one, a later signal of the same
 	// origin, would wait for it forever: this one waits for it in its
-	// origin's order. The publisher's order wins; the causeid is not a
-	// dependency then (the same on every replica).
+	// origin's order. Without a CauseWait the publisher's order wins; the
+	// causeid is not a dependency then (the same on every replica). With
+	// one, it waits for another copy of its cause (the first try, published
+	// elsewhere) until CauseWait ends, like any cause.
 	var out []Release[T]
-	if ws := c.onCause[m.ID]; len(ws) > 0 {
+	if ws := c.onCause[m.ID]; len(ws) > 0 && c.p.CauseWait <= 0 {
 		delete(c.onCause, m.ID) // a release below may park more on it
 		var keep []Ref
 		for _, w := range ws {
@@ -428,7 +431,7 @@ func (c *Core[T]) blocker(it *item[T]) (*Ref, bool) {
 	}
 	if m.Cause != "" && !it.causeLost && !it.causeLater && !c.causeDelivered(m.Cause, m.CauseSource) {
 		for _, w := range c.waitID[m.Cause] {
-			if w.Origin == m.Origin && w.Seq > m.Seq && c.waiting[w].m.Source == m.laterSource() { // waits behind it: see Add
+			if c.p.CauseWait <= 0 && w.Origin == m.Origin && w.Seq > m.Seq && c.waiting[w].m.Source == m.laterSource() { // waits behind it: see Add
 				it.causeLater = true
 				return nil, false
 			}

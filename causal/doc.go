@@ -59,12 +59,17 @@
 // # An effect published before its cause
 //
 // When one peer publishes an effect and then its cause (the cause's id was
-// known out of band first), the two dependencies contradict each other:
-// the cause follows the effect in its origin's order. The origin's order
-// wins, on every replica: the effect is released without waiting
-// (Release.CauseLater), and replay orders them the same way. This holds
-// for a later signal with the cause's id and the cause's source (the
-// effect's own source when the effect names no causesource).
+// known out of band first, and the client retried the cause on the
+// effect's peer), the two contradict each other: the cause follows the
+// effect in its origin's order. The first try of the cause may well exist
+// elsewhere, so with a finite Params.CauseWait the effect waits for another
+// copy of its cause as for any cause: it is released after it, or after
+// CauseWait without it (Release.CauseLost), before the later copy. With
+// no limit (CauseWait 0) it could never be released, so there the origin's
+// order wins at once (Release.CauseLater). Either way every replica
+// decides the same. This holds for a later signal with the cause's id and
+// the cause's source (the effect's own source when the effect names no
+// causesource).
 //
 // # Lamport times are bounded
 //

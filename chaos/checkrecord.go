@@ -140,7 +140,11 @@ func (c *checker) checkHB(i, p int, e Entry, m Meta, pos map[Key]int, at map[[2]
 	if e.Cause != "" {
 		ck := c.causeKey(e)
 		q, ok := pos[ck]
-		if ok || !c.weakCause(ck) {
+		if c.causeOnlyLater(i, ck, m) {
+			// Its only copies follow it in its own origin's order (a retry
+			// of the cause on the effect's node, the first try lost): it
+			// cannot come first.
+		} else if ok || !c.weakCause(ck) {
 			what := "cause " + ck.String()
 			if slices.ContainsFunc(c.ops[e.Key()], func(o Op) bool { return o.OutOfBand }) {
 				what += " (out of band)"
@@ -160,6 +164,23 @@ func (c *checker) checkHB(i, p int, e Entry, m Meta, pos map[Key]int, at map[[2]
 			c.add(Anomaly{Kind: "causal", ID: e.ID, Source: e.Source, Node: i, Detail: fmt.Sprintf("delivered at %d, before its dependency %s at %d", p, d.what, d.at)})
 		}
 	}
+}
+
+// causeOnlyLater reports whether every copy of the cause k in node i's
+// journal is a later signal of the effect's own origin.
+func (c *checker) causeOnlyLater(i int, k Key, m Meta) bool {
+	found := false
+	for _, e := range c.h.Journals[i] {
+		if e.Key() != k {
+			continue
+		}
+		cm, err := e.Meta()
+		if err != nil || cm.Origin != m.Origin || cm.Seq <= m.Seq {
+			return false
+		}
+		found = true
+	}
+	return found
 }
 
 // excusedOf lists the excused dependencies on origin o.

@@ -17,13 +17,12 @@ import (
 	"github.com/signalmesh/signalmesh/chaos"
 )
 
-// ciParts are the workload parts of the CI run. Two are left out until the
-// no-loss work is finished: the ephemeral nodes (a replica can wait long
-// on fetching a departed peer's DAG blocks) and retries on another node (a
-// persistent subscription can hand a retried event's second copy over
-// again after a restart when the first copy never reached that node's
-// journal). "chaos -parts ephemeral,retry" shows both.
-const ciParts = "out-of-band,slow-subscriber,limits,reuse,partial-mesh"
+// ciParts are the workload parts of the CI run: all but retries of one
+// event on another node, left out while the causal core releases an effect
+// whose cause is a later signal of its own origin (the retry) without
+// waiting for the first copy published elsewhere: under a fault the effect
+// can come before that copy. "chaos -parts retry" shows it.
+const ciParts = "ephemeral,out-of-band,slow-subscriber,limits,reuse,partial-mesh"
 
 // The CI run of the fault harness: three seeded schedules against node
 // processes (this test binary standing in for signalmesh), dealt every
@@ -61,13 +60,6 @@ func TestChaosShort(t *testing.T) {
 			t.Fatalf("seed %d: nothing published or journaled: %+v", r.Seed, v)
 		}
 		for _, a := range v.Anomalies {
-			if a.Kind == "duplicate" {
-				// Open (the no-loss work): after a restart a persistent
-				// subscription can hand over again a few signals an earlier
-				// process handled. Reported, not failed, until it is fixed.
-				t.Logf("seed %d (known, open): %s", r.Seed, a)
-				continue
-			}
 			t.Errorf("seed %d: %s", r.Seed, a)
 		}
 	}
