@@ -309,9 +309,9 @@ func newCluster(spec Spec, seed uint64, dir string, nw network, setup Setup) (*c
 		log:    func(f string, a ...any) { spec.logf("  "+f, a...) }}
 	// Short timers so that faults show within a schedule's seconds.
 	// A cause that never comes (an ephemeral node killed before anyone had
-	// its signal) is given up after cause_wait: within the settle time, and
-	// well past what a fault delays a cause.
-	params := map[string]any{"redial": "500ms", "rebroadcast": "1s", "cause_timeout": "5s", "cause_wait": "30s"}
+	// its signal) is given up after cause_wait: half the settle time (30 s,
+	// 10 s short), well past what a fault delays a cause.
+	params := map[string]any{"redial": "500ms", "rebroadcast": "1s", "cause_timeout": "5s", "cause_wait": (spec.Settle / 2).String()}
 	if setup.CausalBuffer > 0 {
 		params["causal_buffer"] = setup.CausalBuffer
 	}
