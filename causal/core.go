@@ -106,7 +106,8 @@ type Gap struct {
 type item[T any] struct {
 	m          Meta
 	v          T
-	causeSince int64 // when it began to wait for its cause, if causeSet
+	arrived    int64 // when it was added
+	causeSince int64 // when its CauseWait began, if causeSet (see park)
 	causeSet   bool
 	causeLater bool // its cause is a later signal of its own origin: not a dependency
 	causeLost  bool
@@ -241,7 +242,7 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 			return out, nil
 		}
 	}
-	it := &item[T]{m: m, v: v}
+	it := &item[T]{m: m, v: v, arrived: now}
 	if t, ok := c.refused[r]; ok {
 		it.causeSince, it.causeSet = t, true // its wait for its cause began when it was first refused
 	}
@@ -444,8 +445,14 @@ func (c *Core[T]) blocker(it *item[T]) (*Ref, bool) {
 func (c *Core[T]) park(it *item[T], blk *Ref, onCause bool) {
 	r := it.m.Ref()
 	if onCause {
-		if !it.causeSet { // CauseWait runs from here, not from arrival
-			it.causeSince, it.causeSet = c.now, true
+		if !it.causeSet {
+			// CauseWait runs from here, not from arrival (its cause may be
+			// on its way behind the predecessor it waited for), but it is
+			// owed only a tenth of it more than it has waited since it
+			// arrived: effects queued behind one another on causes that
+			// never come (their publisher died) are released a tenth of
+			// CauseWait apart, not a whole CauseWait each.
+			it.causeSince, it.causeSet = max(it.arrived, c.now-c.p.CauseWait+c.p.CauseWait/10), true
 		}
 		c.onCause[it.m.Cause] = append(c.onCause[it.m.Cause], r)
 		return

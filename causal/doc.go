@@ -84,7 +84,12 @@
 // A signal waiting for its causeid is released after Params.CauseWait
 // (Release.CauseLost; the node counts "cause_not_found"), so a cause that
 // is not in the mesh at all does not hold its effect, and its origin's
-// later signals, forever. Within CauseWait a replica delivers effects after
-// their causes; a partition longer than CauseWait may deliver an effect
-// whose cause is on the other side first.
+// later signals, forever. The wait counts from when the signal arrived, or
+// from when it began to wait for its cause if that is later (it waited for
+// its predecessor first), but then it is owed only a tenth of CauseWait
+// more: effects queued one behind another in their origin on causes that
+// never come (their publisher died before anyone had them) go a tenth of
+// CauseWait apart, not a whole CauseWait each. Within CauseWait a replica
+// delivers effects after their causes; a partition longer than CauseWait
+// may deliver an effect whose cause is on the other side first.
 package causal

@@ -138,13 +138,13 @@ var scenarios = []scenario{
 		"len => 0",
 		"missing => gaps= causes=",
 	}},
-	{name: "cause/an effect unblocked during Tick that waits on the same cause is not lost", p: Params{CauseWait: 10}, steps: []string{
+	{name: "cause/an effect unblocked during Tick that waits on the same cause is not lost, and goes a tenth of CauseWait later", p: Params{CauseWait: 10}, steps: []string{
 		"add A:1 cause=x => -",
 		"add A:2 cause=x => -", // waits for A:1 first
 		"tick 10 => A:1!lost",
-		"missing => gaps= causes=x", // A:2 now waits for x, since 10
-		"tick 19 => -",
-		"tick 20 => A:2!lost",
+		"missing => gaps= causes=x", // A:2 now waits for x: it waited 10 since it arrived, it is owed 1 more
+		"tick 10 => -",
+		"tick 11 => A:2!lost",
 		"len => 0",
 		"missing => gaps= causes=",
 	}},
@@ -152,10 +152,10 @@ var scenarios = []scenario{
 		"add A:2 id=x cause=y => -", // waits for A:1, then for y
 		"tick 5",
 		"add C:1 cause=y => -",
-		"add A:1 => A:1",             // A:2 now waits for y, after C:1
-		"add B:1 id=y deps=A:2 => -", // y depends on its effect: a cycle
-		"tick 10 => -",               // both wait for y since 5
-		"tick 15 => C:1!lost A:2!lost B:1",
+		"add A:1 => A:1",              // A:2 now waits for y, after C:1
+		"add B:1 id=y deps=A:2 => -",  // y depends on its effect: a cycle
+		"tick 10 => A:2!lost B:1 C:1", // A:2 arrived at 0: CauseWait since then
+		"tick 15 => -",
 		"len => 0",
 		"missing => gaps= causes=",
 	}},
