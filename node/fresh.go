@@ -113,14 +113,6 @@ func (f *freshSet) forget(r causal.Ref) bool {
 	return ok
 }
 
-func (f *freshSet) all() map[causal.Ref]*signalmesh.Signal {
-	out := make(map[causal.Ref]*signalmesh.Signal, len(f.sigs))
-	for r, e := range f.sigs {
-		out[r] = e.s
-	}
-	return out
-}
-
 // take removes and returns the signals added before cutoff (all of them
 // with a zero cutoff), at most max, except those of origin self: this
 // node's own signals wait in its outbox, which journals them.

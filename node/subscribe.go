@@ -291,8 +291,13 @@ func (n *Node) backlog(pattern string, start Start) ([]*signalmesh.Signal, error
 		origin, seq := journal.Place(s)
 		inJournal[causal.Ref{Origin: origin, Seq: seq}] = true
 	}
-	for r, s := range n.fresh.all() {
-		if !inJournal[r] {
+	// And those whose journal entry was announced but may not be committed
+	// yet (go-ds-crdt calls the put hook before it commits): the lately
+	// settled ones.
+	for _, s := range n.fresh.readable("") {
+		origin, seq := journal.Place(s)
+		if r := (causal.Ref{Origin: origin, Seq: seq}); !inJournal[r] {
+			inJournal[r] = true
 			all = append(all, s)
 		}
 	}
