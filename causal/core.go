@@ -245,9 +245,10 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 	it := &item[T]{m: m, v: v, arrived: now}
 	if t, ok := c.refused[r]; ok {
 		it.causeSince, it.causeSet = t, true // its wait for its cause began when it was first refused
+		it.arrived = min(it.arrived, t)
 	}
 	blk, onCause := c.blocker(it)
-	if onCause && c.p.CauseWait > 0 && it.causeSet && now-it.causeSince >= c.p.CauseWait {
+	if onCause && c.p.CauseWait > 0 && it.causeSet && now-it.causeSince >= c.p.CauseWait && !c.causeOnItsWay(it, now) {
 		it.causeLost, blk = true, nil
 	}
 	if blk == nil {
@@ -572,6 +573,64 @@ func (c *Core[T]) causeDelivered(id, source string) bool {
 	return false
 }
 
+// causeOnItsWay reports whether a copy of it's cause waits in the buffer,
+// one that does not follow it in its own origin: the cause exists and waits
+// for something itself (often an effect of its own origin waiting out its
+// CauseWait on a cause that never comes), so it is not given up, until
+// three times CauseWait after it arrived (a cycle through dependencies
+// would hold it for good).
+func (c *Core[T]) causeOnItsWay(it *item[T], now int64) bool {
+	if now-it.arrived >= 3*c.p.CauseWait {
+		return false
+	}
+	for _, w := range c.waitID[it.m.Cause] {
+		cw := c.waiting[w]
+		if cw == nil || (it.m.CauseSource != "" && cw.m.Source != it.m.CauseSource) {
+			continue
+		}
+		if !c.waitsOn(cw, it.m.Ref()) {
+			return true
+		}
+	}
+	return false
+}
+
+// waitsOn reports whether w waits, through the chain of what each waiting
+// signal waits for first, on a signal of r's origin at or after r: a
+// cycle (its cause waits for it). A chain it cannot follow counts as no.
+func (c *Core[T]) waitsOn(w *item[T], r Ref) bool {
+	for range 64 {
+		if w.m.Origin == r.Origin && w.m.Seq >= r.Seq {
+			return true
+		}
+		blk, onCause := c.blocker(w)
+		if blk == nil {
+			return false
+		}
+		if onCause {
+			var next *item[T]
+			for _, x := range c.waitID[w.m.Cause] {
+				if cw := c.waiting[x]; cw != nil {
+					next = cw
+					break
+				}
+			}
+			if next == nil {
+				return false
+			}
+			w = next
+			continue
+		}
+		if blk.Origin == r.Origin && blk.Seq >= r.Seq {
+			return true
+		}
+		if w = c.waiting[*blk]; w == nil {
+			return false
+		}
+	}
+	return false
+}
+
 // laterSource is the source a later signal of m's own origin must have to
 // be m's cause (see Add): the cause's source when m names it, else m's own.
 func (m *Meta) laterSource() string {
@@ -654,7 +713,7 @@ func (c *Core[T]) Tick(now int64) []Release[T] {
 				continue
 			}
 			blk, onCause := c.blocker(it)
-			if blk != nil && (!onCause || now-it.causeSince < c.p.CauseWait) {
+			if blk != nil && (!onCause || now-it.causeSince < c.p.CauseWait || c.causeOnItsWay(it, now)) {
 				c.park(it, blk, onCause)
 				continue
 			}

@@ -89,7 +89,11 @@
 // its predecessor first), but then it is owed only a tenth of CauseWait
 // more: effects queued one behind another in their origin on causes that
 // never come (their publisher died before anyone had them) go a tenth of
-// CauseWait apart, not a whole CauseWait each. Within CauseWait a replica
+// CauseWait apart, not a whole CauseWait each. A cause that is in the buffer
+// itself, waiting for something else (often such an effect), is not given
+// up: its effect follows it, up to three times CauseWait after arriving (a
+// cycle, the cause waiting on its own effect, is released at CauseWait).
+// Within CauseWait a replica
 // delivers effects after their causes; a partition longer than CauseWait
 // may deliver an effect whose cause is on the other side first.
 package causal

@@ -148,6 +148,15 @@ var scenarios = []scenario{
 		"len => 0",
 		"missing => gaps= causes=",
 	}},
+	{name: "cause/a cause that waits in the buffer is not given up: its effect follows it", p: Params{CauseWait: 10}, steps: []string{
+		"add A:1 cause=x => -",
+		"tick 5",
+		"add B:1 cause=nowhere => -", // B:1's cause never comes
+		"add B:2 id=x => -",          // A:1's cause, behind B:1
+		"tick 10 => -",               // A:1's CauseWait is over, but x waits in the buffer
+		"tick 15 => B:1!lost B:2 A:1",
+		"len => 0",
+	}},
 	{name: "cause/a cause delivered during Tick wakes an earlier waiter; no stale cause is left", p: Params{CauseWait: 10}, steps: []string{
 		"add A:2 id=x cause=y => -", // waits for A:1, then for y
 		"tick 5",
