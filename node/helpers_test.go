@@ -148,3 +148,24 @@ func journalsConverge(t *testing.T, nodes []*peerNode, want int, timeout time.Du
 func checkLeaks(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t, nodetest.IgnoredGoroutines()...) })
 }
+
+// joinLate starts a fresh in-memory peer of hub's mesh with a subscription
+// to pattern, connects it to hub, and returns what it records (the peer is
+// closed at the end of the test).
+func joinLate(t *testing.T, hub *node.Node, pattern string) *recorder {
+	t.Helper()
+	ctx := context.Background()
+	late, err := node.New(ctx, node.Config{Mesh: hub.Mesh(), ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = late.Close() })
+	rec := newRecorder()
+	if _, err := late.Subscribe(pattern, rec.handle); err != nil {
+		t.Fatal(err)
+	}
+	if err := late.Connect(ctx, hub.AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}

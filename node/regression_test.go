@@ -579,18 +579,7 @@ func TestGossipedSignalOutlivesItsOrigin(t *testing.T) {
 		c, _, err := hub.JournalDigest(ctx)
 		return err == nil && c == 1
 	})
-	late, err := node.New(ctx, node.Config{Mesh: hub.Mesh(), ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = late.Close() })
-	rec := newRecorder()
-	if _, err := late.Subscribe("edge.**", rec.handle); err != nil {
-		t.Fatal(err)
-	}
-	if err := late.Connect(ctx, hub.AddrInfo()); err != nil {
-		t.Fatal(err)
-	}
+	rec := joinLate(t, hub.Node, "edge.**")
 	eventually(t, 20*time.Second, "a peer that joins later gets the reading", func() bool { return rec.count() == 1 })
 }
 
