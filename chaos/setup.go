@@ -117,7 +117,8 @@ func expect(setup Setup, faults []Fault) Expect {
 		e.Counters = append(e.Counters, "missing_cause")
 		e.Logs = append(e.Logs, "signals wait for causes", "sync before ack",
 			// a DAG fetch across a cut times out; the repair walk fetches it later
-			"GetDeltas did not include all children", "error getting delta", "marking datastore as dirty")
+			"GetDeltas did not include all children", "error getting delta", "marking datastore as dirty",
+			"Starting DAG repair operation", "being closed marked as dirty", "error getting node for reprocessing")
 	}
 	if setup.CausalBuffer > 0 {
 		e.Counters = append(e.Counters, "causal_buffer_full")
