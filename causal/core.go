@@ -51,6 +51,10 @@ type Index interface {
 	// ByID returns every journaled signal whose id is id, of any source
 	// (nil when there is none).
 	ByID(id string) []Copy
+	// Journaled reports whether the signal at r is in the journal: a
+	// dependency that is there is on its way (Pull), never given up (see
+	// Params.DepWait).
+	Journaled(r Ref) bool
 }
 
 // Params bound the core.
@@ -65,6 +69,14 @@ type Params struct {
 	// mesh at all (a typo, an id from outside) must not hold its effect,
 	// and the rest of its origin's signals, forever. 0: wait forever.
 	CauseWait int64
+	// DepWait is how long a signal waits for a dependency (its origin's
+	// previous signal or a named one) that the core has not seen and the
+	// Index does not hold: one lost with the only peers that had it (a
+	// publisher killed before anyone journaled its signal). After that it
+	// is released without it (Release.DepLost); a skipped previous signal
+	// that turns up later is still delivered (Release.Late). 0: wait
+	// forever.
+	DepWait int64
 	// Recent is how many delivered identities the core remembers in memory
 	// (older ones are found through Index). Default 65,536.
 	Recent int
@@ -90,6 +102,14 @@ type Release[T any] struct {
 	// published before its cause on one peer); the origin's order won
 	// (only without a CauseWait: see the package doc).
 	CauseLater bool
+	// DepLost: released after Params.DepWait without a dependency (or its
+	// origin's previous signals) that no peer had offered and the journal
+	// did not hold.
+	DepLost bool
+	// Late: delivered after later signals of its own origin, which were
+	// released without it (DepLost): its place in its origin's order was
+	// given up.
+	Late bool
 	// LamportClamped: its Lamport time was above what its predecessor and
 	// dependencies allow (a buggy or hostile publisher); the core counted
 	// it as the highest allowed. Count it.
@@ -111,6 +131,8 @@ type item[T any] struct {
 	causeSet   bool
 	causeLater bool // its cause is a later signal of its own origin: not a dependency
 	causeLost  bool
+	depLost    []Ref // named dependencies given up (DepWait)
+	gapLost    bool  // its origin's previous signals were given up
 }
 
 type frontierEntry struct {
@@ -143,6 +165,10 @@ type Core[T any] struct {
 	maxLamport  uint64
 	lastLamport map[string]uint64 // origin -> Lamport time of its last delivered signal (as bounded)
 	now         int64             // the latest time given to Add or Tick
+
+	skipped  map[string][]Gap // origin -> sequences given up (DepWait), still deliverable late
+	skipRing []Gap            // the skipped ranges in the order given up, to forget the oldest
+	depScan  int64            // when Tick last looked for dependencies to give up
 
 	bloom  []uint64
 	recent map[string][]recentID // id -> delivered identities with it
@@ -178,14 +204,16 @@ func New[T any](p Params, ix Index) (*Core[T], error) {
 		delivered: map[string]uint64{}, known: map[string]uint64{},
 		waiting: map[Ref]*item[T]{}, waitID: map[string][]Ref{}, onRef: map[Ref][]Ref{}, onCause: map[string][]Ref{}, refused: map[Ref]int64{},
 		frontier: map[string]frontierEntry{}, lastLamport: map[string]uint64{},
-		bloom:  make([]uint64, (p.BloomBits+63)/64),
-		recent: map[string][]recentID{}, ring: make([]string, p.Recent),
+		skipped: map[string][]Gap{},
+		bloom:   make([]uint64, (p.BloomBits+63)/64),
+		recent:  map[string][]recentID{}, ring: make([]string, p.Recent),
 	}, nil
 }
 
 type noIndex struct{}
 
 func (noIndex) ByID(string) []Copy { return nil }
+func (noIndex) Journaled(Ref) bool { return false }
 
 // Add offers a signal, at time now (in the caller's unit, used only for
 // CauseWait). It returns the signals that became deliverable, in causal
@@ -202,6 +230,10 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 	}
 	r := m.Ref()
 	if m.Seq <= c.delivered[m.Origin] {
+		if c.unskip(r) {
+			c.now = max(c.now, now)
+			return []Release[T]{c.deliverLate(&item[T]{m: m, v: v, arrived: now})}, nil
+		}
 		return nil, ErrDuplicate
 	}
 	if _, ok := c.waiting[r]; ok {
@@ -427,7 +459,7 @@ func (c *Core[T]) blocker(it *item[T]) (*Ref, bool) {
 		return &Ref{Origin: m.Origin, Seq: m.Seq - 1}, false
 	}
 	for i := range m.Deps {
-		if d := m.Deps[i]; c.delivered[d.Origin] < d.Seq {
+		if d := m.Deps[i]; c.delivered[d.Origin] < d.Seq && !slices.Contains(it.depLost, d) {
 			return &d, false
 		}
 	}
@@ -504,6 +536,11 @@ func (c *Core[T]) deliver(it *item[T]) Release[T] {
 	for _, d := range m.Deps {
 		bound = max(bound, c.lastLamport[d.Origin])
 	}
+	if len(it.depLost) > 0 || it.gapLost {
+		// What it was given up on had a time this core never saw: allow
+		// a generous step past everything delivered, still bounded.
+		bound = max(bound, c.maxLamport+lostLamportStep)
+	}
 	lam := m.Lamport
 	clamped := lam > bound+1
 	if clamped {
@@ -517,7 +554,9 @@ func (c *Core[T]) deliver(it *item[T]) Release[T] {
 			delete(c.frontier, d.Origin)
 		}
 	}
-	rel := Release[T]{Meta: *m, V: it.v, CauseLost: it.causeLost, CauseLater: it.causeLater, LamportClamped: clamped}
+	rel := Release[T]{Meta: *m, V: it.v, CauseLost: it.causeLost, CauseLater: it.causeLater,
+		DepLost:        len(it.depLost) > 0 || it.gapLost,
+		LamportClamped: clamped && len(it.depLost) == 0 && !it.gapLost} // a lost dependency's time is unknown: not a hostile stamp
 	if c.mayHave(m.ID) {
 		rel.Dup, rel.Conflict = c.identity(m)
 	}
@@ -573,10 +612,11 @@ func (c *Core[T]) causeDelivered(id, source string) bool {
 	return false
 }
 
-// causeOnItsWay reports whether a copy of it's cause waits in the buffer,
-// one that does not follow it in its own origin: the cause exists and waits
-// for something itself (often an effect of its own origin waiting out its
-// CauseWait on a cause that never comes), so it is not given up, until
+// causeOnItsWay reports whether a copy of it's cause waits in the buffer or
+// is in the journal, one that does not follow it in its own origin: the
+// cause exists and waits for something itself (often an effect of its own
+// origin waiting out its CauseWait on a cause that never comes, or room in
+// a full buffer), so it is not given up, until
 // three times CauseWait after it arrived (a cycle through dependencies
 // would hold it for good).
 func (c *Core[T]) causeOnItsWay(it *item[T], now int64) bool {
@@ -591,6 +631,16 @@ func (c *Core[T]) causeOnItsWay(it *item[T], now int64) bool {
 		if !c.waitsOn(cw, it.m.Ref()) {
 			return true
 		}
+	}
+	// Or it is in the journal, not delivered yet: the caller pulls it
+	// (behind a full buffer, a catch-up, a lost dependency given up
+	// after DepWait).
+	for _, cp := range c.ix.ByID(it.m.Cause) {
+		if it.m.CauseSource != "" && cp.Source != it.m.CauseSource || c.delivered[cp.Ref.Origin] >= cp.Ref.Seq || c.waiting[cp.Ref] != nil ||
+			cp.Ref.Origin == it.m.Origin && cp.Ref.Seq > it.m.Seq { // a later copy of its own origin follows it
+			continue
+		}
+		return true
 	}
 	return false
 }
@@ -694,14 +744,19 @@ func (c *Core[T]) remember(m *Meta) {
 }
 
 // Tick releases the signals that have waited for their cause for
-// Params.CauseWait or longer at time now (marked CauseLost), with what they
-// unblock.
+// Params.CauseWait or longer at time now (marked CauseLost), and those that
+// have waited Params.DepWait for a dependency nobody has (DepLost), with
+// what they unblock.
 func (c *Core[T]) Tick(now int64) []Release[T] {
 	c.now = max(c.now, now)
-	if c.p.CauseWait == 0 || len(c.onCause) == 0 {
-		return nil
-	}
 	var out []Release[T]
+	if c.p.DepWait > 0 && len(c.waiting) > 0 && now-c.depScan >= max(c.p.DepWait/8, 1) {
+		c.depScan = now
+		out = c.giveUpDeps(now, out)
+	}
+	if c.p.CauseWait == 0 || len(c.onCause) == 0 {
+		return out
+	}
 	for _, id := range slices.Sorted(maps.Keys(c.onCause)) {
 		// Take the list out first: a release below may deliver id (waking
 		// what is parked on it) or park more signals on it.
@@ -725,6 +780,127 @@ func (c *Core[T]) Tick(now int64) []Release[T] {
 		}
 	}
 	return out
+}
+
+// giveUpDeps releases the waiting signals that have waited DepWait or
+// longer for a dependency that is neither delivered, nor waiting, nor in
+// the journal (lost with the peers that had it). A missing previous signal
+// of the origin is given up only for the lowest waiting signal of that
+// origin, so that no waiting signal is skipped over; the skipped sequences
+// stay deliverable (Late).
+func (c *Core[T]) giveUpDeps(now int64, out []Release[T]) []Release[T] {
+	for {
+		lowest := map[string]uint64{}
+		var due []*item[T]
+		for r, it := range c.waiting {
+			if l, ok := lowest[r.Origin]; !ok || r.Seq < l {
+				lowest[r.Origin] = r.Seq
+			}
+			if now-it.arrived >= c.p.DepWait {
+				due = append(due, it)
+			}
+		}
+		slices.SortFunc(due, func(a, b *item[T]) int {
+			return cmp.Or(cmp.Compare(a.m.Origin, b.m.Origin), cmp.Compare(a.m.Seq, b.m.Seq))
+		})
+		progress := false
+		for _, it := range due {
+			r := it.m.Ref()
+			if c.waiting[r] != it {
+				continue // released by an earlier one
+			}
+			blk, onCause := c.blocker(it)
+			if blk == nil || onCause || c.waiting[*blk] != nil || c.ix.Journaled(*blk) {
+				continue // ready, waiting for its cause (CauseWait), or its dependency is on its way
+			}
+			if blk.Origin == r.Origin {
+				if lowest[r.Origin] != r.Seq {
+					continue // a lower one of its origin waits: its gap comes first
+				}
+				c.skip(Gap{Origin: r.Origin, From: c.delivered[r.Origin] + 1, To: r.Seq - 1})
+				it.gapLost = true
+			} else {
+				it.depLost = append(it.depLost, *blk)
+			}
+			progress = true
+			if blk, onCause := c.blocker(it); blk != nil {
+				c.park(it, blk, onCause)
+				continue
+			}
+			c.unhold(r)
+			out = c.release(it, out)
+		}
+		if !progress {
+			return out
+		}
+	}
+}
+
+// lostLamportStep is how far past every delivered Lamport time a signal
+// released without a dependency may be (its dependency's time is unknown).
+const lostLamportStep = 1 << 20
+
+// maxSkipped bounds the given-up ranges remembered for late delivery; past
+// it the oldest is forgotten (a signal of it that turns up is a duplicate).
+const maxSkipped = 4096
+
+// skip gives up g: its origin counts as delivered past it, and a signal of
+// it that turns up later is delivered late.
+func (c *Core[T]) skip(g Gap) {
+	c.delivered[g.Origin] = g.To
+	c.skipped[g.Origin] = append(c.skipped[g.Origin], g)
+	c.skipRing = append(c.skipRing, g)
+	if len(c.skipRing) > maxSkipped {
+		old := c.skipRing[0]
+		c.skipRing = c.skipRing[1:]
+		gs := slices.DeleteFunc(c.skipped[old.Origin], func(x Gap) bool { return x.From >= old.From && x.To <= old.To }) // its pieces
+		if len(gs) == 0 {
+			delete(c.skipped, old.Origin)
+		} else {
+			c.skipped[old.Origin] = gs
+		}
+	}
+}
+
+// unskip reports whether r was given up (and is no longer): it is
+// delivered late.
+func (c *Core[T]) unskip(r Ref) bool {
+	gs := c.skipped[r.Origin]
+	for i, g := range gs {
+		if r.Seq < g.From || r.Seq > g.To {
+			continue
+		}
+		var rest []Gap
+		if g.From < r.Seq {
+			rest = append(rest, Gap{r.Origin, g.From, r.Seq - 1})
+		}
+		if r.Seq < g.To {
+			rest = append(rest, Gap{r.Origin, r.Seq + 1, g.To})
+		}
+		gs = slices.Replace(gs, i, i+1, rest...)
+		if len(gs) == 0 {
+			delete(c.skipped, r.Origin)
+		} else {
+			c.skipped[r.Origin] = gs
+		}
+		return true
+	}
+	return false
+}
+
+// deliverLate delivers a signal whose place was given up: its origin's
+// order, its frontier and Lamport time are past it; only its identity is
+// checked and remembered.
+func (c *Core[T]) deliverLate(it *item[T]) Release[T] {
+	m := &it.m
+	rel := Release[T]{Meta: *m, V: it.v, Late: true}
+	if c.mayHave(m.ID) {
+		rel.Dup, rel.Conflict = c.identity(m)
+	}
+	if !rel.Dup {
+		c.remember(m)
+	}
+	return rel
 }
 
 // Pull names, per origin, the next signal the core lacks although it knows

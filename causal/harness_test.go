@@ -53,6 +53,8 @@ func (j *journal) put(m Meta) {
 	j.byID[m.ID] = append(j.byID[m.ID], Copy{Ref: m.Ref(), Source: m.Source, Digest: m.Digest})
 }
 
+func (j *journal) Journaled(r Ref) bool { _, ok := j.byRef[r]; return ok }
+
 func (j *journal) ByID(id string) []Copy {
 	j.calls++
 	return j.byID[id]
@@ -253,6 +255,12 @@ func fmtOut[T any](rel []Release[T], err error) string {
 		}
 		if x.LamportClamped {
 			v += "!clamped"
+		}
+		if x.DepLost {
+			v += "!deplost"
+		}
+		if x.Late {
+			v += "!late"
 		}
 		s = append(s, v)
 	}

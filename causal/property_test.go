@@ -409,7 +409,7 @@ func runInterleaving(h *history, rng *rand.Rand, st *propStats) error {
 			}
 		}
 		// pull what was refused, from the journal, ticking as a node does
-		for progress, rounds := true, 0; progress || len(c.Pull()) > 0 && rounds < 4*len(md.order)+4; rounds++ {
+		for progress, rounds := true, 0; (progress || len(c.Pull()) > 0 || c.Len() > 0) && rounds < 4*len(md.order)+4; rounds++ {
 			progress = false
 			for _, r := range c.Pull() {
 				if m, ok := md.h.byRef[r]; ok && inOrder[r] {

@@ -41,6 +41,45 @@ var scenarios = []scenario{
 		"pull => A:2",
 		"add A:2 => A:2 B:1",
 	}},
+	// Dependencies lost with the peers that had them (DepWait).
+	{name: "deps/lost: a previous signal nobody has is given up after DepWait, and delivered late if it comes", p: Params{DepWait: 10}, steps: []string{
+		"add A:2 => -",
+		"tick 9 => -",
+		"missing => gaps=A:1-1 causes=",
+		"tick 10 => A:2!deplost",
+		"missing => gaps= causes=",
+		"add A:3 => A:3",
+		"add A:1 => A:1!late",
+		"add A:1 => ErrDuplicate",
+	}},
+	{name: "deps/lost: a named dependency nobody has; it comes later in its own order", p: Params{DepWait: 10}, steps: []string{
+		"add B:1 deps=A:2 => -",
+		"add A:1 => A:1",
+		"tick 10 => B:1!deplost",
+		"add A:2 => A:2",
+	}},
+	{name: "deps/lost: a dependency in the journal is on its way, never given up", p: Params{DepWait: 10}, steps: []string{
+		"journal A:1 => -",
+		"add A:2 => -",
+		"tick 100 => -",
+		"catchup => A:1 A:2",
+	}},
+	{name: "deps/lost: a dependency that waits itself is not given up; the lowest gap of an origin goes first", p: Params{DepWait: 10}, steps: []string{
+		"add A:4 => -",
+		"add B:1 deps=A:4 => -",
+		"tick 3 => -",
+		"add A:2 => -",
+		"tick 10 => -",
+		"tick 13 => A:2!deplost A:4!deplost B:1",
+		"add A:3 => A:3!late",
+		"add A:1 => A:1!late",
+		"add A:5 => A:5",
+	}},
+	{name: "deps/lost: without DepWait a lost dependency holds for good", steps: []string{
+		"add A:2 => -",
+		"tick 1000000 => -",
+		"len => 1",
+	}},
 	{name: "deps/a dependency already delivered does not hold", steps: []string{
 		"add A:1 => A:1",
 		"add B:1 deps=A:1 => B:1",
@@ -119,6 +158,20 @@ var scenarios = []scenario{
 	}},
 	{name: "cause/self-cause is ignored", steps: []string{
 		"add A:1 id=x cause=x => A:1",
+	}},
+	{name: "cause/a cause in the journal is on its way: its effect is not given up at CauseWait", p: Params{CauseWait: 10}, steps: []string{
+		"journal A:2 id=a1 => -",
+		"know A:2",
+		"add B:1 cause=a1 => -",
+		"tick 10 => -",
+		"add A:1 => A:1",
+		"catchup => A:2 B:1",
+	}},
+	{name: "cause/a journaled cause that never comes is given up at three times CauseWait", p: Params{CauseWait: 10}, steps: []string{
+		"journal A:2 id=a1 => -",
+		"add B:1 cause=a1 => -",
+		"tick 29 => -",
+		"tick 30 => B:1!lost",
 	}},
 	{name: "cause/a cause cycle is broken by CauseWait", p: Params{CauseWait: 10}, steps: []string{
 		// A:1 says it was caused by y, which B published after delivering A:1.

@@ -372,3 +372,33 @@ func TestCheckExcusesRetryAliases(t *testing.T) {
 		}
 	}
 }
+
+// An ephemeral node killed took its first signal along (nobody had it);
+// its second got out, and the nodes delivered it without the first after
+// dep_wait: the missing sequence is excused, one per signal lost that way,
+// and not more.
+func TestCheckExcusesWhatAKillTookAlong(t *testing.T) {
+	withSecond := func(seq uint64) History {
+		h := good()
+		e2 := op("e2", -1, "E", "eventual", "", Acked)
+		e2.Ephemeral = 1
+		h.Ops = append(h.Ops, e2)
+		everywhere(&h, func(s []Entry) []Entry {
+			return append(slices.Clone(s), Entry{Source: srcMain, ID: "e2", Type: "chaos.cause", Peer: "E", Causal: causal(seq), Sum: "sum-e2"})
+		})
+		return h
+	}
+	if v := Check(withSecond(2)); !v.OK {
+		t.Fatalf("a sequence lost with a kill is not excused: %v", v.Anomalies)
+	}
+	v := Check(withSecond(3)) // two missing, one lost
+	if v.OK || !slices.ContainsFunc(v.Anomalies, func(a Anomaly) bool { return a.Kind == "gap" }) ||
+		!slices.ContainsFunc(v.Anomalies, func(a Anomaly) bool { return a.Kind == "fifo" }) {
+		t.Fatalf("two missing sequences, one signal lost with the kill: want gap and fifo, got %v", v.Anomalies)
+	}
+	h := withSecond(2)
+	h.Ephemeral[0].End = "term" // left cleanly: its signals are owed
+	if v := Check(h); v.OK {
+		t.Fatal("an ephemeral node that left cleanly: its missing first signal is not excused")
+	}
+}

@@ -310,10 +310,13 @@ func newCluster(spec Spec, seed uint64, dir string, nw network, setup Setup) (*c
 	// Short timers so that faults show within a schedule's seconds.
 	// A cause that never comes (an ephemeral node killed before anyone had
 	// its signal) is given up after cause_wait: half the settle time (30 s,
-	// 10 s short), well past what a fault delays a cause.
+	// 10 s short), well past what a fault delays a cause; so is a
+	// dependency lost that way (dep_wait: a killed ephemeral node's signal
+	// that another ephemeral node had delivered before it published).
 	params := map[string]any{"redial": "500ms", "rebroadcast": "1s", "cause_timeout": "5s"}
 	if setup.Ephemeral > 0 { // without ephemeral nodes no cause is lost for good: the node's default (2 min)
 		params["cause_wait"] = (spec.Settle / 2).String()
+		params["dep_wait"] = (spec.Settle / 2).String()
 	}
 	if setup.CausalBuffer > 0 {
 		params["causal_buffer"] = setup.CausalBuffer

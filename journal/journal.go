@@ -617,3 +617,10 @@ func (h *idxHeap) Pop() any {
 	h.v = h.v[:len(h.v)-1]
 	return x
 }
+
+// Journaled implements causal.Index: whether an entry is at r (errors read
+// as "no").
+func (j *Journal) Journaled(r causal.Ref) bool {
+	ok, err := j.d.Has(context.Background(), SignalKey(r.Origin, r.Seq))
+	return err == nil && ok
+}

@@ -160,6 +160,17 @@ type Params struct {
 	// first; raise it for meshes that stay partitioned longer. Negative:
 	// wait forever.
 	CauseWait time.Duration
+	// DepWait is how long a signal waits for a dependency (its origin's
+	// previous signal, or a signal its publisher had delivered) that no
+	// peer offered and this replica's journal does not hold: one lost with
+	// the only peers that had it, say a publisher killed right after
+	// another peer delivered its signal and before anyone journaled it.
+	// After that it is delivered without it (counted as
+	// "dependency_not_found", with a warning); a previous signal given up
+	// that turns up later is still delivered, out of its origin's order
+	// ("delivered_late"). A dependency in the journal is never given up.
+	// Default 2 minutes. Negative: wait forever.
+	DepWait time.Duration
 	// MaxDeps caps the direct dependencies a published signal names
 	// (1..48, default 16): the signals this node delivered from other
 	// origins since its previous signal, latest first. More is exact
@@ -229,6 +240,11 @@ func (p Params) withDefaults() Params {
 		p.CauseWait = 2 * time.Minute
 	} else if p.CauseWait < 0 {
 		p.CauseWait = 0 // the core's "forever"
+	}
+	if p.DepWait == 0 {
+		p.DepWait = 2 * time.Minute
+	} else if p.DepWait < 0 {
+		p.DepWait = 0 // the core's "forever"
 	}
 	def(&p.MaxDeps, 16)
 	def(&p.StoreCache, 32<<20)

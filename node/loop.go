@@ -242,7 +242,7 @@ func (n *Node) handle(in inbound) {
 			n.m.deduped.Add(1)
 			return
 		}
-		n.dispatch(in.s)
+		n.dispatch(in.s, markNone)
 		return
 	}
 	if err != nil {
@@ -349,6 +349,11 @@ func (n *Node) deliver(out []causal.Release[*signalmesh.Signal]) {
 		if r.LamportClamped {
 			n.m.reject("lamport")
 		}
+		if r.DepLost {
+			n.m.drop("dependency_not_found")
+			n.log.Warn("node: delivered a signal without a dependency that no peer offered within DepWait",
+				"signal", r.V.ID, "origin", r.Meta.Origin, "seq", r.Meta.Seq)
+		}
 		if !journaled[i] {
 			n.fresh.add(r.Meta.Ref(), r.V, time.Now()) // until its journal entry is seen
 		}
@@ -357,7 +362,14 @@ func (n *Node) deliver(out []causal.Release[*signalmesh.Signal]) {
 			n.dispatchCovered(r.V) // named subscriptions move their cursor past it
 			continue
 		}
-		n.dispatch(r.V)
+		if r.Late {
+			n.m.drop("delivered_late")
+			n.log.Warn("node: delivered a signal after later ones of its origin, which were given up on it (DepWait)",
+				"signal", r.V.ID, "origin", r.Meta.Origin, "seq", r.Meta.Seq)
+			n.dispatch(r.V, markLate)
+			continue
+		}
+		n.dispatch(r.V, markNone)
 	}
 }
 

@@ -375,7 +375,7 @@ func (n *Node) restore(ctx context.Context) error {
 	n.fresh = newFreshSet(1 << 16)
 	n.journalRefs = map[causal.Ref]struct{}{}
 	n.core, err = causal.New[*signalmesh.Signal](causal.Params{Limit: n.p.CausalBuffer,
-		CauseWait: int64(n.p.CauseWait)}, n.jr)
+		CauseWait: int64(n.p.CauseWait), DepWait: int64(n.p.DepWait)}, n.jr)
 	if err != nil {
 		return err
 	}

@@ -54,15 +54,13 @@ func (n *Node) clearSpill(sp *spill) error {
 }
 
 // toSpill appends sig to the log. The caller holds s.mu.
-func (s *Subscription) toSpill(sig *signalmesh.Signal, covered bool) error {
+func (s *Subscription) toSpill(sig *signalmesh.Signal, m mark) error {
 	w, err := sig.MarshalBinary()
 	if err != nil {
 		return err
 	}
 	v := make([]byte, 1, 1+len(w))
-	if covered {
-		v[0] = 1
-	}
+	v[0] = byte(m)
 	v = append(v, w...)
 	if err := s.n.store.Put(context.WithoutCancel(s.n.ctx), s.spill.key(s.spill.tail), v); err != nil {
 		return err
@@ -99,7 +97,7 @@ func (s *Subscription) drainSpill() {
 			if err == nil && len(v) > 0 {
 				var sig *signalmesh.Signal
 				if sig, err = signalmesh.DecodeBinary(v[1:], signalmesh.Limits{}); err == nil {
-					s.handle(sig, v[0] == 1)
+					s.handle(sig, mark(v[0]))
 				}
 			}
 			if err != nil {

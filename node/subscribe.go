@@ -364,15 +364,23 @@ func (n *Node) loadCursor(name string) (vclock.Clock, bool, error) {
 	return c, true, c.UnmarshalBinary(b)
 }
 
-// queued is a signal for the handler, or (covered) one that only moves a
-// named subscription's cursor: another copy of an event it saw.
+// mark says what a queued signal is besides a signal for the handler.
+type mark uint8
+
+const (
+	markNone    mark = iota
+	markCovered      // another copy of an event it saw: it only moves a named subscription's cursor
+	markLate         // delivered after later signals of its origin (causal.Release.Late): the cursor is past it
+)
+
+// queued is a signal for the handler, and its mark.
 type queued struct {
-	sig     *signalmesh.Signal
-	covered bool
+	sig  *signalmesh.Signal
+	mark mark
 }
 
 // enqueue is called by the loop; it never blocks.
-func (s *Subscription) enqueue(sig *signalmesh.Signal, covered bool) {
+func (s *Subscription) enqueue(sig *signalmesh.Signal, covered mark) {
 	s.mu.Lock()
 	switch {
 	case s.closed:
@@ -421,14 +429,15 @@ func (s *Subscription) run() {
 			s.q[0] = queued{}
 			s.q = s.q[1:]
 			s.mu.Unlock()
-			s.handle(q.sig, q.covered)
+			s.handle(q.sig, q.mark)
 		}
 	}
 }
 
 // handle calls the handler unless the cursor says the signal was handled
 // before, then moves the cursor.
-func (s *Subscription) handle(sig *signalmesh.Signal, covered bool) {
+func (s *Subscription) handle(sig *signalmesh.Signal, m mark) {
+	covered := m == markCovered
 	if s.name == "" {
 		if !covered {
 			s.call(sig)
@@ -436,7 +445,7 @@ func (s *Subscription) handle(sig *signalmesh.Signal, covered bool) {
 		return
 	}
 	origin, seq := journal.Place(sig)
-	if seq != 0 && seq <= s.cursor.Get(origin) {
+	if seq != 0 && seq <= s.cursor.Get(origin) && m != markLate {
 		return
 	}
 	id := identityHash(sig)
@@ -447,7 +456,9 @@ func (s *Subscription) handle(sig *signalmesh.Signal, covered bool) {
 		return // cut short by Close: not handled, it comes again after the cursor
 	}
 	s.handled.add(id)
-	if seq == 0 {
+	if seq == 0 || m == markLate {
+		// A late one is behind the cursor already: reopened, the
+		// subscription does not get it again from the journal.
 		return
 	}
 	s.cursor = s.cursor.Set(origin, seq)
@@ -636,9 +647,9 @@ func (s *Subscription) Close() error {
 	return nil
 }
 
-func (n *Node) dispatch(sig *signalmesh.Signal) {
+func (n *Node) dispatch(sig *signalmesh.Signal, m mark) {
 	for _, s := range n.subs.Route(sig) {
-		s.enqueue(sig, false)
+		s.enqueue(sig, m)
 	}
 }
 
@@ -648,7 +659,7 @@ func (n *Node) dispatch(sig *signalmesh.Signal) {
 func (n *Node) dispatchCovered(sig *signalmesh.Signal) {
 	for _, s := range n.subs.Route(sig) {
 		if s.name != "" {
-			s.enqueue(sig, true)
+			s.enqueue(sig, markCovered)
 		}
 	}
 }

@@ -63,7 +63,7 @@ func chaosCmd(args []string, stdout, stderr io.Writer) int {
 	kinds := fs.String("faults", "", "comma-separated faults to draw from (default all: "+kindList()+")")
 	fs.BoolVar(&spec.Short, "short", false, "the CI sizes: 3 schedules of 3 nodes for 12 s, 4 ephemeral nodes each")
 	fs.BoolVar(&spec.Cover, "cover", false, "deal every fault kind to the schedules, each once, instead of drawing kinds")
-	ephemeral := fs.Int("ephemeral", -1, "ephemeral nodes per schedule; -1: 32, short 4")
+	ephemeral := fs.Int("ephemeral", -1, "ephemeral nodes per schedule; -1: 50, short 4")
 	parts := fs.String("parts", "", "workload parts, comma-separated (default all: "+strings.Join(partNames, ",")+"); \"none\" for none")
 	fs.IntVar(&spec.Parts.Outage, "outage", 0, "the long-outage schedule: one node isolated while this many signals are published (no other faults; not for CI)")
 	shrink := fs.String("shrink", "", "after the run, shrink each failed schedule while an anomaly of this kind persists (fewer faults, ephemeral nodes, rate, duration, parts); the smallest specs go to <out>.shrunk.json")

@@ -59,6 +59,7 @@ type params struct {
 	Resync          duration `json:"resync"`
 	CauseTimeout    duration `json:"cause_timeout"`
 	CauseWait       duration `json:"cause_wait"`
+	DepWait         duration `json:"dep_wait"`
 	MaxDeps         int      `json:"max_deps"`
 	Rebroadcast     duration `json:"rebroadcast"`
 	Redial          duration `json:"redial"`
@@ -281,7 +282,7 @@ func (c *daemonConfig) nodeConfig() (node.Config, error) {
 		JournalBatch: p.JournalBatch, JournalDelay: time.Duration(p.JournalDelay), CausalBuffer: p.CausalBuffer,
 		SubscriberQueue: p.SubscriberQueue, Resync: time.Duration(p.Resync), CauseTimeout: time.Duration(p.CauseTimeout),
 		Rebroadcast: time.Duration(p.Rebroadcast), Redial: time.Duration(p.Redial),
-		CauseWait: time.Duration(p.CauseWait), MaxDeps: p.MaxDeps}
+		CauseWait: time.Duration(p.CauseWait), DepWait: time.Duration(p.DepWait), MaxDeps: p.MaxDeps}
 	return nc, nc.Validate()
 }
 
