@@ -126,19 +126,22 @@ func (n *Node) putHook(key ds.Key, value []byte) {
 	n.m.journaled.Add(1)
 	n.seen.add(s.ID)
 	n.wantsAck(s, ref, seq)
-	if n.refusing.Load() {
-		// The core has no room (a large catch-up): it would refuse this
-		// one, and read it from the journal when its turn comes (the pull
-		// indexes it then). Tell it the signal exists; spare the rest.
-		n.send(inbound{known: &causal.Ref{Origin: ref, Seq: seq}})
-		return
-	}
 	m, err := journal.MetaOf(s)
 	if err != nil {
 		n.m.reject("journal_entry")
 		return
 	}
+	// Indexed at once, also while the core has no room: the core asks the
+	// index whether a cause it waits for is journaled (then it is on its
+	// way and the effect keeps waiting).
 	n.indexPut(m)
+	if n.refusing.Load() {
+		// The core has no room (a large catch-up): it would refuse this
+		// one, and read it from the journal when its turn comes. Tell it
+		// the signal exists; spare the rest.
+		n.send(inbound{known: &causal.Ref{Origin: ref, Seq: seq}})
+		return
+	}
 	n.send(inbound{s: s, via: viaJournal, meta: &m})
 }
 
