@@ -169,6 +169,8 @@ type Core[T any] struct {
 	skipped  map[string][]Gap // origin -> sequences given up (DepWait), still deliverable late
 	skipRing []Gap            // the skipped ranges in the order given up, to forget the oldest
 	depScan  int64            // when Tick last looked for dependencies to give up
+	holes    map[string]hole  // origin -> the hole Pull stops at, and since when (see skipHoles)
+	afterGap map[Ref]bool     // the signals right after a hole skipHoles gave up: released DepLost
 
 	bloom  []uint64
 	recent map[string][]recentID // id -> delivered identities with it
@@ -204,9 +206,9 @@ func New[T any](p Params, ix Index) (*Core[T], error) {
 		delivered: map[string]uint64{}, known: map[string]uint64{},
 		waiting: map[Ref]*item[T]{}, waitID: map[string][]Ref{}, onRef: map[Ref][]Ref{}, onCause: map[string][]Ref{}, refused: map[Ref]int64{},
 		frontier: map[string]frontierEntry{}, lastLamport: map[string]uint64{},
-		skipped: map[string][]Gap{},
-		bloom:   make([]uint64, (p.BloomBits+63)/64),
-		recent:  map[string][]recentID{}, ring: make([]string, p.Recent),
+		skipped: map[string][]Gap{}, holes: map[string]hole{}, afterGap: map[Ref]bool{},
+		bloom:  make([]uint64, (p.BloomBits+63)/64),
+		recent: map[string][]recentID{}, ring: make([]string, p.Recent),
 	}, nil
 }
 
@@ -525,6 +527,10 @@ func (c *Core[T]) release(it *item[T], out []Release[T]) []Release[T] {
 
 func (c *Core[T]) deliver(it *item[T]) Release[T] {
 	m := &it.m
+	if c.afterGap[m.Ref()] {
+		delete(c.afterGap, m.Ref())
+		it.gapLost = true
+	}
 	c.delivered[m.Origin] = m.Seq
 	c.learn(m.Ref())
 	delete(c.refused, m.Ref())
@@ -750,7 +756,7 @@ func (c *Core[T]) remember(m *Meta) {
 func (c *Core[T]) Tick(now int64) []Release[T] {
 	c.now = max(c.now, now)
 	var out []Release[T]
-	if c.p.DepWait > 0 && len(c.waiting) > 0 && now-c.depScan >= max(c.p.DepWait/8, 1) {
+	if c.p.DepWait > 0 && now-c.depScan >= max(c.p.DepWait/8, 1) {
 		c.depScan = now
 		out = c.giveUpDeps(now, out)
 	}
@@ -789,6 +795,7 @@ func (c *Core[T]) Tick(now int64) []Release[T] {
 // origin, so that no waiting signal is skipped over; the skipped sequences
 // stay deliverable (Late).
 func (c *Core[T]) giveUpDeps(now int64, out []Release[T]) []Release[T] {
+	out = c.skipHoles(now, out)
 	for {
 		lowest := map[string]uint64{}
 		var due []*item[T]
@@ -810,8 +817,14 @@ func (c *Core[T]) giveUpDeps(now int64, out []Release[T]) []Release[T] {
 				continue // released by an earlier one
 			}
 			blk, onCause := c.blocker(it)
-			if blk == nil || onCause || c.waiting[*blk] != nil || c.ix.Journaled(*blk) {
-				continue // ready, waiting for its cause (CauseWait), or its dependency is on its way
+			if blk == nil { // ready (what it waited on was given up above)
+				c.unhold(r)
+				out = c.release(it, out)
+				progress = true
+				continue
+			}
+			if onCause || c.waiting[*blk] != nil || c.ix.Journaled(*blk) {
+				continue // waiting for its cause (CauseWait), or its dependency is on its way
 			}
 			if blk.Origin == r.Origin {
 				if lowest[r.Origin] != r.Seq {
@@ -839,6 +852,59 @@ func (c *Core[T]) giveUpDeps(now int64, out []Release[T]) []Release[T] {
 // lostLamportStep is how far past every delivered Lamport time a signal
 // released without a dependency may be (its dependency's time is unknown).
 const lostLamportStep = 1 << 20
+
+// maxHoleProbe bounds how far past a hole skipHoles looks for the next
+// signal of its origin in the journal.
+const maxHoleProbe = 4096
+
+// skipHoles gives up a hole in an origin's journal: the next signal Pull
+// names is neither waiting nor journaled, a later one is journaled, and it
+// has been so for DepWait (a signal lost with a killed publisher, whose
+// later signals another peer delivered and journaled). Pull reads an
+// origin in sequence and stops at a hole, so without this the signals
+// after it, journaled, would never be offered (after a restart, say).
+func (c *Core[T]) skipHoles(now int64, out []Release[T]) []Release[T] {
+	for _, r := range c.Pull() {
+		if c.ix.Journaled(r) {
+			delete(c.holes, r.Origin)
+			continue
+		}
+		h, ok := c.holes[r.Origin]
+		if !ok || h.seq != r.Seq {
+			c.holes[r.Origin] = hole{seq: r.Seq, since: now}
+			continue
+		}
+		if now-h.since < c.p.DepWait {
+			continue
+		}
+		for q := r.Seq + 1; q <= c.known[r.Origin] && q-r.Seq <= maxHoleProbe; q++ {
+			nx := Ref{Origin: r.Origin, Seq: q}
+			if c.waiting[nx] == nil && !c.ix.Journaled(nx) {
+				continue
+			}
+			c.skip(Gap{Origin: r.Origin, From: r.Seq, To: q - 1})
+			delete(c.holes, r.Origin)
+			if len(c.afterGap) < maxSkipped {
+				c.afterGap[nx] = true
+			}
+			if it := c.waiting[nx]; it != nil { // it waited on the hole
+				if blk, onCause := c.blocker(it); blk != nil {
+					c.park(it, blk, onCause)
+				} else {
+					c.unhold(nx)
+					out = c.release(it, out)
+				}
+			}
+			break
+		}
+	}
+	return out
+}
+
+type hole struct {
+	seq   uint64
+	since int64
+}
 
 // maxSkipped bounds the given-up ranges remembered for late delivery; past
 // it the oldest is forgotten (a signal of it that turns up is a duplicate).

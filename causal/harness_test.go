@@ -174,7 +174,8 @@ func catchUp[T any](c *Core[T], byRef map[Ref]Meta, now int64) []Release[string]
 				}
 				progress = true
 				for _, x := range rel {
-					out = append(out, Release[string]{Meta: x.Meta, V: x.Meta.ID, Dup: x.Dup, Conflict: x.Conflict, CauseLost: x.CauseLost})
+					out = append(out, Release[string]{Meta: x.Meta, V: x.Meta.ID, Dup: x.Dup, Conflict: x.Conflict, CauseLost: x.CauseLost,
+						DepLost: x.DepLost, Late: x.Late, LamportClamped: x.LamportClamped, CauseLater: x.CauseLater})
 				}
 			}
 		}

@@ -75,6 +75,17 @@ var scenarios = []scenario{
 		"add A:1 => A:1!late",
 		"add A:5 => A:5",
 	}},
+	{name: "deps/lost: a hole in an origin's journal (after a restart, nothing waits) is given up after DepWait; the rest is read on", p: Params{DepWait: 10}, steps: []string{
+		"journal A:2 => -",
+		"journal A:3 => -",
+		"know A:3",
+		"catchup => -",
+		"tick 5 => -",
+		"tick 14 => -",
+		"tick 15 => -",
+		"catchup => A:2!deplost A:3",
+		"add A:1 => A:1!late",
+	}},
 	{name: "deps/lost: without DepWait a lost dependency holds for good", steps: []string{
 		"add A:2 => -",
 		"tick 1000000 => -",
@@ -366,7 +377,7 @@ var scenarios = []scenario{
 		"add B:1 id=x deps=A:1 lam=2 => -", // C:1 (later) is evicted for it
 		"len => 1",
 		"pull => A:1 C:1",
-		"catchup => A:1 B:1 C:1",
+		"catchup => A:1 B:1 C:1!clamped",
 		"len => 0",
 	}},
 	{name: "full/a stranger nothing waits for is refused, not let in", p: Params{Limit: 1}, steps: []string{
