@@ -69,6 +69,13 @@ type Params struct {
 	// mesh at all (a typo, an id from outside) must not hold its effect,
 	// and the rest of its origin's signals, forever. 0: wait forever.
 	CauseWait int64
+	// OriginLimit is the most signals of one origin that may wait (0: up
+	// to Limit). Past it that origin's signals are refused (and pulled
+	// again later) while the others' still get in; and when the buffer is
+	// full, the origin holding the most gives up its highest waiting
+	// signal to one that holds fewer. One origin flooding signals that
+	// never become ready cannot keep the others out.
+	OriginLimit int
 	// DepWait is how long a signal waits for a dependency (its origin's
 	// previous signal or a named one) that the core has not seen and the
 	// Index does not hold: one lost with the only peers that had it (a
@@ -106,6 +113,10 @@ type Release[T any] struct {
 	// origin's previous signals) that no peer had offered and the journal
 	// did not hold.
 	DepLost bool
+	// Decision is what was given up for it (with DepLost or CauseLost): a
+	// caller that records it and hands it back to Decide after a restart
+	// spares the replay of its journal the same waits.
+	Decision Decision
 	// Late: delivered after later signals of its own origin, which were
 	// released without it (DepLost): its place in its origin's order was
 	// given up.
@@ -131,8 +142,9 @@ type item[T any] struct {
 	causeSet   bool
 	causeLater bool // its cause is a later signal of its own origin: not a dependency
 	causeLost  bool
-	depLost    []Ref // named dependencies given up (DepWait)
-	gapLost    bool  // its origin's previous signals were given up
+	depLost    []Ref  // named dependencies given up (DepWait)
+	gapLost    bool   // its origin's previous signals were given up
+	gapFrom    uint64 // the first of them
 }
 
 type frontierEntry struct {
@@ -153,7 +165,8 @@ type Core[T any] struct {
 	delivered map[string]uint64 // origin -> highest delivered (contiguous)
 	known     map[string]uint64 // origin -> highest sequence heard of
 	waiting   map[Ref]*item[T]
-	latest    latestHeap[T] // the waiting signals, latest Lamport time on top (lazily pruned)
+	perOrigin map[string]int // origin -> how many of its signals wait
+	latest    latestHeap[T]  // the waiting signals, latest Lamport time on top (lazily pruned)
 	evicted   int64
 	onEvict   func(Ref)        // tests: told of each eviction
 	waitID    map[string][]Ref // id -> waiting signals with it
@@ -170,7 +183,9 @@ type Core[T any] struct {
 	skipRing []Gap            // the skipped ranges in the order given up, to forget the oldest
 	depScan  int64            // when Tick last looked for dependencies to give up
 	holes    map[string]hole  // origin -> the hole Pull stops at, and since when (see skipHoles)
-	afterGap map[Ref]bool     // the signals right after a hole skipHoles gave up: released DepLost
+	afterGap map[Ref]uint64   // the signals right after a hole skipHoles gave up -> the hole's first sequence
+	decided  map[Ref]Decision // given up before a restart (Decide): not waited for again
+	preSkip  map[Ref]uint64   // (origin, first) of a hole given up before a restart -> its last (see Pull)
 
 	bloom  []uint64
 	recent map[string][]recentID // id -> delivered identities with it
@@ -204,9 +219,9 @@ func New[T any](p Params, ix Index) (*Core[T], error) {
 	return &Core[T]{
 		p: p, ix: ix,
 		delivered: map[string]uint64{}, known: map[string]uint64{},
-		waiting: map[Ref]*item[T]{}, waitID: map[string][]Ref{}, onRef: map[Ref][]Ref{}, onCause: map[string][]Ref{}, refused: map[Ref]int64{},
+		waiting: map[Ref]*item[T]{}, perOrigin: map[string]int{}, waitID: map[string][]Ref{}, onRef: map[Ref][]Ref{}, onCause: map[string][]Ref{}, refused: map[Ref]int64{},
 		frontier: map[string]frontierEntry{}, lastLamport: map[string]uint64{},
-		skipped: map[string][]Gap{}, holes: map[string]hole{}, afterGap: map[Ref]bool{},
+		skipped: map[string][]Gap{}, holes: map[string]hole{}, afterGap: map[Ref]uint64{}, decided: map[Ref]Decision{}, preSkip: map[Ref]uint64{},
 		bloom:  make([]uint64, (p.BloomBits+63)/64),
 		recent: map[string][]recentID{}, ring: make([]string, p.Recent),
 	}, nil
@@ -277,6 +292,22 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 		}
 	}
 	it := &item[T]{m: m, v: v, arrived: now}
+	if d, ok := c.decided[r]; ok { // given up before a restart: not waited for again
+		delete(c.decided, r)
+		it.causeLost = d.Cause && m.Cause != ""
+		if from := d.GapFrom; from > 0 && c.delivered[m.Origin]+1 >= from && c.delivered[m.Origin] < m.Seq-1 {
+			delete(c.preSkip, Ref{Origin: m.Origin, Seq: from})
+			it.gapLost, it.gapFrom = true, c.delivered[m.Origin]+1
+			c.skip(Gap{Origin: m.Origin, From: it.gapFrom, To: m.Seq - 1})
+		}
+		if d.Deps {
+			for _, dep := range m.Deps {
+				if c.delivered[dep.Origin] < dep.Seq && !c.ix.Journaled(dep) {
+					it.depLost = append(it.depLost, dep)
+				}
+			}
+		}
+	}
 	if t, ok := c.refused[r]; ok {
 		it.causeSince, it.causeSet = t, true // its wait for its cause began when it was first refused
 		it.arrived = min(it.arrived, t)
@@ -296,9 +327,7 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 		c.park(it, blk, onCause)
 		return out, nil
 	}
-	if len(c.waiting) >= c.p.Limit && c.evict(it) {
-		// room made: it holds the place of a later signal
-	} else if len(c.waiting) >= c.p.Limit {
+	if !c.room(it) {
 		if _, seen := c.refused[r]; onCause && !seen {
 			// Only its cause is missing, and what fills the buffer may all
 			// wait behind it: start its CauseWait now, or it never ends.
@@ -314,7 +343,17 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 	return nil, nil
 }
 
+// room reports whether it may wait: its origin is under OriginLimit, and
+// the buffer has room or room is made (evict, evictHeaviest).
+func (c *Core[T]) room(it *item[T]) bool {
+	if c.p.OriginLimit > 0 && c.perOrigin[it.m.Origin] >= c.p.OriginLimit {
+		return false // its origin's share is full: it is pulled again later, like any refused signal
+	}
+	return len(c.waiting) < c.p.Limit || c.evict(it) || c.p.OriginLimit > 0 && c.evictHeaviest(it)
+}
+
 func (c *Core[T]) hold(r Ref, it *item[T]) {
+	c.perOrigin[r.Origin]++
 	c.waiting[r] = it
 	c.latest.push(it, c.waiting)
 	c.waitID[it.m.ID] = append(c.waitID[it.m.ID], r)
@@ -326,6 +365,9 @@ func (c *Core[T]) unhold(r Ref) {
 		return
 	}
 	delete(c.waiting, r)
+	if c.perOrigin[r.Origin]--; c.perOrigin[r.Origin] <= 0 {
+		delete(c.perOrigin, r.Origin)
+	}
 	rs := c.waitID[it.m.ID]
 	for i, x := range rs {
 		if x == r {
@@ -360,7 +402,39 @@ func (c *Core[T]) evict(it *item[T]) bool {
 	if top == nil || !laterThan(top.m, it.m) {
 		return false
 	}
-	r = top.m.Ref()
+	c.drop(top)
+	return true
+}
+
+// evictHeaviest makes room, when the buffer is full, by dropping the
+// highest waiting signal of the origin that holds the most, if that origin
+// holds at least two more than it's: one origin flooding signals that
+// never become ready (a hostile or broken peer) cannot keep the others'
+// signals out.
+func (c *Core[T]) evictHeaviest(it *item[T]) bool {
+	heavy, most := "", 0
+	for o, k := range c.perOrigin {
+		if k > most || k == most && o < heavy {
+			heavy, most = o, k
+		}
+	}
+	if most < c.perOrigin[it.m.Origin]+2 {
+		return false
+	}
+	var top *item[T]
+	for r, w := range c.waiting {
+		if r.Origin == heavy && (top == nil || r.Seq > top.m.Seq) {
+			top = w
+		}
+	}
+	c.drop(top)
+	return true
+}
+
+// drop evicts a waiting signal: it stays known (Pull names it again) and
+// is counted.
+func (c *Core[T]) drop(top *item[T]) {
+	r := top.m.Ref()
 	if top.causeSet {
 		if _, ok := c.refused[r]; !ok {
 			c.refused[r] = top.causeSince // its CauseWait goes on when it comes back
@@ -372,7 +446,6 @@ func (c *Core[T]) evict(it *item[T]) bool {
 	if c.onEvict != nil {
 		c.onEvict(r)
 	}
-	return true
 }
 
 // Evicted counts the waiting signals dropped to make room for earlier ones.
@@ -443,6 +516,34 @@ func (h *latestHeap[T]) down(i int) {
 	}
 }
 
+// Decision is what the core gave up for a signal it released: its cause
+// (after CauseWait), its named dependencies (after DepWait), or its
+// origin's sequences from GapFrom to just before it (after DepWait).
+type Decision struct {
+	Cause   bool
+	Deps    bool
+	GapFrom uint64 // 0: none
+}
+
+// Zero reports whether nothing was given up.
+func (d Decision) Zero() bool { return d == Decision{} }
+
+// Decide hands back a decision the core made before a restart (see
+// Release.Decision), so that replaying the journal does not wait again for
+// what was given up: when r comes it is released without its cause or its
+// undelivered named dependencies, and when Pull reaches GapFrom the hole
+// up to r is skipped at once.
+func (c *Core[T]) Decide(r Ref, d Decision) {
+	if d.Zero() || r.Seq == 0 {
+		return
+	}
+	c.decided[r] = d
+	if d.GapFrom > 0 && d.GapFrom < r.Seq {
+		c.preSkip[Ref{Origin: r.Origin, Seq: d.GapFrom}] = r.Seq - 1
+	}
+	c.learn(r)
+}
+
 // Know records that the signal r exists (from a journal listing, say), so
 // that Pull and Missing name it until it is delivered.
 func (c *Core[T]) Know(r Ref) { c.learn(r) }
@@ -505,6 +606,16 @@ func (c *Core[T]) release(it *item[T], out []Release[T]) []Release[T] {
 		r := it.m.Ref()
 		woken := c.onRef[r]
 		delete(c.onRef, r)
+		if to, ok := c.preSkip[Ref{Origin: r.Origin, Seq: r.Seq + 1}]; ok { // a hole given up before a restart follows
+			delete(c.preSkip, Ref{Origin: r.Origin, Seq: r.Seq + 1})
+			c.skip(Gap{Origin: r.Origin, From: r.Seq + 1, To: to})
+			if len(c.afterGap) < maxSkipped {
+				c.afterGap[Ref{Origin: r.Origin, Seq: to + 1}] = r.Seq + 1
+			}
+			last := Ref{Origin: r.Origin, Seq: to}
+			woken = append(woken, c.onRef[last]...)
+			delete(c.onRef, last)
+		}
 		if ws, ok := c.onCause[it.m.ID]; ok {
 			woken = append(woken, ws...)
 			delete(c.onCause, it.m.ID)
@@ -527,9 +638,9 @@ func (c *Core[T]) release(it *item[T], out []Release[T]) []Release[T] {
 
 func (c *Core[T]) deliver(it *item[T]) Release[T] {
 	m := &it.m
-	if c.afterGap[m.Ref()] {
+	if from, ok := c.afterGap[m.Ref()]; ok {
 		delete(c.afterGap, m.Ref())
-		it.gapLost = true
+		it.gapLost, it.gapFrom = true, from
 	}
 	c.delivered[m.Origin] = m.Seq
 	c.learn(m.Ref())
@@ -560,7 +671,11 @@ func (c *Core[T]) deliver(it *item[T]) Release[T] {
 			delete(c.frontier, d.Origin)
 		}
 	}
-	rel := Release[T]{Meta: *m, V: it.v, CauseLost: it.causeLost, CauseLater: it.causeLater,
+	var dec Decision
+	if it.causeLost || len(it.depLost) > 0 || it.gapLost {
+		dec = Decision{Cause: it.causeLost, Deps: len(it.depLost) > 0, GapFrom: it.gapFrom}
+	}
+	rel := Release[T]{Meta: *m, V: it.v, CauseLost: it.causeLost, CauseLater: it.causeLater, Decision: dec,
 		DepLost:        len(it.depLost) > 0 || it.gapLost,
 		LamportClamped: clamped && len(it.depLost) == 0 && !it.gapLost} // a lost dependency's time is unknown: not a hostile stamp
 	if c.mayHave(m.ID) {
@@ -830,8 +945,8 @@ func (c *Core[T]) giveUpDeps(now int64, out []Release[T]) []Release[T] {
 				if lowest[r.Origin] != r.Seq {
 					continue // a lower one of its origin waits: its gap comes first
 				}
-				c.skip(Gap{Origin: r.Origin, From: c.delivered[r.Origin] + 1, To: r.Seq - 1})
-				it.gapLost = true
+				it.gapLost, it.gapFrom = true, c.delivered[r.Origin]+1
+				c.skip(Gap{Origin: r.Origin, From: it.gapFrom, To: r.Seq - 1})
 			} else {
 				it.depLost = append(it.depLost, *blk)
 			}
@@ -885,7 +1000,7 @@ func (c *Core[T]) skipHoles(now int64, out []Release[T]) []Release[T] {
 			c.skip(Gap{Origin: r.Origin, From: r.Seq, To: q - 1})
 			delete(c.holes, r.Origin)
 			if len(c.afterGap) < maxSkipped {
-				c.afterGap[nx] = true
+				c.afterGap[nx] = r.Seq
 			}
 			if it := c.waiting[nx]; it != nil { // it waited on the hole
 				if blk, onCause := c.blocker(it); blk != nil {
@@ -978,6 +1093,14 @@ func (c *Core[T]) Pull() []Ref {
 	var out []Ref
 	for o, k := range c.known {
 		next := c.delivered[o] + 1
+		if to, ok := c.preSkip[Ref{Origin: o, Seq: next}]; ok && c.waiting[Ref{Origin: o, Seq: to + 1}] == nil { // given up before a restart
+			delete(c.preSkip, Ref{Origin: o, Seq: next})
+			c.skip(Gap{Origin: o, From: next, To: to})
+			if len(c.afterGap) < maxSkipped {
+				c.afterGap[Ref{Origin: o, Seq: to + 1}] = next
+			}
+			next = to + 1
+		}
 		if k < next {
 			continue
 		}

@@ -86,6 +86,39 @@ var scenarios = []scenario{
 		"catchup => A:2!deplost A:3",
 		"add A:1 => A:1!late",
 	}},
+	{name: "restart/an effect given up without its cause is not held again when the journal is replayed", p: Params{CauseWait: 10}, steps: []string{
+		"add A:1 cause=x => -",
+		"tick 10 => A:1!lost",
+		"restart",
+		"know A:1",
+		"decide A:1 cause",
+		"catchup => A:1!lost",
+	}},
+	{name: "restart/without the decision it waits again", p: Params{CauseWait: 10}, steps: []string{
+		"add A:1 cause=x => -",
+		"tick 10 => A:1!lost",
+		"restart",
+		"know A:1",
+		"catchup => -",
+	}},
+	{name: "restart/a hole given up before is skipped when the replay reaches it", p: Params{DepWait: 10}, steps: []string{
+		"add A:1 => A:1",
+		"add A:3 => -",
+		"tick 10 => A:3!deplost",
+		"restart",
+		"decide A:3 gap=2",
+		"catchup => A:1 A:3!deplost",
+	}},
+	{name: "restart/a hole given up before: the signal after it waits for the one before it, then follows at once", p: Params{DepWait: 10}, steps: []string{
+		"decide B:3 gap=2",
+		"add B:3 => -",
+		"add B:1 => B:1 B:3!deplost",
+		"add B:2 => B:2!late",
+	}},
+	{name: "restart/a named dependency given up before is not waited for again", p: Params{DepWait: 10}, steps: []string{
+		"decide B:1 deps",
+		"add B:1 deps=A:2 => B:1!deplost",
+	}},
 	{name: "deps/lost: without DepWait a lost dependency holds for good", steps: []string{
 		"add A:2 => -",
 		"tick 1000000 => -",
@@ -379,6 +412,27 @@ var scenarios = []scenario{
 		"pull => A:1 C:1",
 		"catchup => A:1 B:1 C:1!clamped",
 		"len => 0",
+	}},
+	{name: "full/one origin's share is full: its next signal is refused, another origin's still gets in", p: Params{Limit: 10, OriginLimit: 2}, steps: []string{
+		"add A:3 => -",
+		"add A:4 => -",
+		"add A:5 => ErrFull",
+		"add B:2 => -",
+		"len => 3",
+		"add A:1 => A:1",
+		"add A:2 => A:2 A:3 A:4",
+		"pull => A:5 B:1",
+	}},
+	{name: "full/the origin holding the most gives up its highest signal to one holding fewer", p: Params{Limit: 3, OriginLimit: 3}, steps: []string{
+		"add A:2 => -",
+		"add A:3 => -",
+		"add A:4 => -",
+		"add B:2 => -", // nothing waits for it, yet it gets in: A:4 goes
+		"len => 3",
+		"add C:2 => -",       // A holds two more than C: A:3 goes
+		"add D:2 => ErrFull", // A, B and C hold one each: none holds two more than D
+		"add A:1 => A:1 A:2",
+		"pull => A:3 B:1 C:1 D:1",
 	}},
 	{name: "full/a stranger nothing waits for is refused, not let in", p: Params{Limit: 1}, steps: []string{
 		"add C:2 lam=5 => -",

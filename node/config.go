@@ -138,6 +138,17 @@ type Params struct {
 	// per origin in sequence, once the signals it waits for are delivered:
 	// the bound costs time, never a signal.
 	CausalBuffer int
+	// OriginBuffer bounds the signals of one origin waiting in the causal
+	// buffer. Default a quarter of CausalBuffer (all of it below 1,024).
+	// Past it, that origin's signals that are not ready are read again
+	// from the journal later, like those refused when the buffer is full;
+	// and when the buffer is full, the origin holding the most gives up
+	// its highest waiting signal to an origin holding fewer. So one peer
+	// flooding signals that never become ready holds at most this many
+	// (memory: OriginBuffer times the largest signal) and cannot keep the
+	// other peers' signals out. Negative: no per-origin bound (one origin
+	// may fill the buffer).
+	OriginBuffer int
 	// SubscriberQueue bounds the signals queued for one subscription.
 	// Default 100,000. Past it, signals for that subscription are dropped
 	// and counted under "subscriber_overflow".
@@ -217,6 +228,14 @@ func (p Params) withDefaults() Params {
 	def(&p.JournalBatch, 5000)
 	def(&p.CommitQueue, 4096)
 	def(&p.CausalBuffer, 100000)
+	if p.OriginBuffer < 0 {
+		p.OriginBuffer = 0 // the core's "no per-origin bound"
+	} else if p.OriginBuffer == 0 || p.OriginBuffer > p.CausalBuffer {
+		p.OriginBuffer = p.CausalBuffer
+		if p.CausalBuffer >= 1024 {
+			p.OriginBuffer = p.CausalBuffer / 4
+		}
+	}
 	def(&p.SubscriberQueue, 100000)
 	if p.JournalDelay == 0 {
 		p.JournalDelay = 50 * time.Millisecond

@@ -349,6 +349,9 @@ func (n *Node) deliver(out []causal.Release[*signalmesh.Signal]) {
 		if r.LamportClamped {
 			n.m.reject("lamport")
 		}
+		if !r.Decision.Zero() {
+			n.saveDecision(r.Meta.Ref(), r.Decision)
+		}
 		if r.DepLost {
 			n.m.drop("dependency_not_found")
 			n.log.Warn("node: delivered a signal without a dependency that no peer offered within DepWait",

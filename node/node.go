@@ -374,7 +374,7 @@ func (n *Node) restore(ctx context.Context) error {
 	n.origins = map[string]string{n.selfRef: n.self.String()}
 	n.fresh = newFreshSet(1 << 16)
 	n.journalRefs = map[causal.Ref]struct{}{}
-	n.core, err = causal.New[*signalmesh.Signal](causal.Params{Limit: n.p.CausalBuffer,
+	n.core, err = causal.New[*signalmesh.Signal](causal.Params{Limit: n.p.CausalBuffer, OriginLimit: n.p.OriginBuffer,
 		CauseWait: int64(n.p.CauseWait), DepWait: int64(n.p.DepWait)}, n.jr)
 	if err != nil {
 		return err
@@ -393,6 +393,9 @@ func (n *Node) restore(ctx context.Context) error {
 	// and are not journaled here yet: they count for the next sequence
 	// number even though they are not delivered.
 	n.ownSeq = origins[n.selfRef]
+	if err := n.readDecisions(ctx); err != nil {
+		return fmt.Errorf("node: read store: %w", err)
+	}
 	if err := n.catchUp(ctx); err != nil {
 		return fmt.Errorf("node: read journal: %w", err)
 	}

@@ -55,6 +55,7 @@ type params struct {
 	JournalBatch    int      `json:"journal_batch"`
 	JournalDelay    duration `json:"journal_delay"`
 	CausalBuffer    int      `json:"causal_buffer"`
+	OriginBuffer    int      `json:"origin_buffer"`
 	SubscriberQueue int      `json:"subscriber_queue"`
 	Resync          duration `json:"resync"`
 	CauseTimeout    duration `json:"cause_timeout"`
@@ -279,7 +280,7 @@ func (c *daemonConfig) nodeConfig() (node.Config, error) {
 	}
 	p := c.Params
 	nc.Params = node.Params{MaxBatch: p.MaxBatch, MaxBatchDelay: time.Duration(p.MaxBatchDelay), CommitQueue: p.CommitQueue,
-		JournalBatch: p.JournalBatch, JournalDelay: time.Duration(p.JournalDelay), CausalBuffer: p.CausalBuffer,
+		JournalBatch: p.JournalBatch, JournalDelay: time.Duration(p.JournalDelay), CausalBuffer: p.CausalBuffer, OriginBuffer: p.OriginBuffer,
 		SubscriberQueue: p.SubscriberQueue, Resync: time.Duration(p.Resync), CauseTimeout: time.Duration(p.CauseTimeout),
 		Rebroadcast: time.Duration(p.Rebroadcast), Redial: time.Duration(p.Redial),
 		CauseWait: time.Duration(p.CauseWait), DepWait: time.Duration(p.DepWait), MaxDeps: p.MaxDeps}
