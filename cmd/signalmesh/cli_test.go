@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -108,6 +109,23 @@ func TestPublishReplayDigestVersion(t *testing.T) {
 	}
 	if code, _, errs := cli("replay", "-node", url, "-after", "no-such-id"); code != 1 || !strings.Contains(errs, "404") {
 		t.Errorf("replay -after an unknown id: %d %s", code, errs)
+	}
+
+	// A Last-Event-ID from another run of the daemon: the stream says so.
+	req, _ := http.NewRequest(http.MethodGet, url+"/v1/tail", nil)
+	req.Header.Set("Last-Event-ID", "0a0b0c.7")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	var head []string
+	for len(head) < 3 && sc.Scan() {
+		head = append(head, sc.Text())
+	}
+	resp.Body.Close()
+	if !slices.Contains(head, "event: reset") {
+		t.Errorf("no reset event for an unknown Last-Event-ID: %q", head)
 	}
 
 	code, out, _ = cli("version")

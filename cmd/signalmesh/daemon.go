@@ -357,8 +357,8 @@ func (a *api) tail(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	fmt.Fprintf(w, ": tailing %s\n\n", pattern)
 	if !known {
-		fmt.Fprintf(w, "event: reset\ndata: event id %q is not this node process's: signals delivered before it started are not sent again\n\n",
-			r.Header.Get("Last-Event-ID"))
+		fmt.Fprintf(w, "event: reset\ndata: event id %q is not from this run of the node: what it delivered after that event "+
+			"may be missing (signalmesh replay has the journal)\n\n", r.Header.Get("Last-Event-ID"))
 	}
 	fl.Flush()
 	keepalive := time.NewTicker(15 * time.Second)
