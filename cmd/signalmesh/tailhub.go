@@ -29,8 +29,10 @@ type tailHub struct {
 	n     *node.Node
 	epoch string
 
+	subMu sync.Mutex // held while subscribing: not mu, which the handler takes
+	sub   *node.Subscription
+
 	mu   sync.Mutex
-	sub  *node.Subscription
 	ring [tailHistory]*signalmesh.Signal // signal k at ring[(k-1)%tailHistory]
 	next uint64                          // number of the next signal
 	wake chan struct{}                   // closed at the next signal
@@ -44,24 +46,26 @@ func newTailHub(n *node.Node) *tailHub {
 
 // start subscribes the hub, once.
 func (h *tailHub) start() error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.subMu.Lock()
+	defer h.subMu.Unlock()
 	if h.sub != nil {
 		return nil
 	}
 	sub, err := h.n.Subscribe("**", h.add)
+	if err != nil {
+		return err
+	}
 	h.sub = sub
-	return err
+	return nil
 }
 
 func (h *tailHub) close() error {
-	h.mu.Lock()
-	sub := h.sub
-	h.mu.Unlock()
-	if sub == nil {
+	h.subMu.Lock()
+	defer h.subMu.Unlock()
+	if h.sub == nil {
 		return nil
 	}
-	return sub.Close()
+	return h.sub.Close()
 }
 
 func (h *tailHub) add(_ context.Context, s *signalmesh.Signal) error {
