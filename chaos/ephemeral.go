@@ -75,7 +75,7 @@ func (w *workload) ephemeral(ctx context.Context, k int, p ephPlan) (e Ephemeral
 	c := w.c
 	listen, api := c.net.extra(p.host, k)
 	argv := append(append([]string(nil), c.spec.Command...),
-		"-mesh", c.mesh, "-listen", listen, "-http", api, "-log-level", "warn",
+		"-mesh", c.mesh, "-listen", listen, "-http", api, "-log-level", "warn", "-insecure-http",
 		"-config", filepath.Join(c.dir, "params.json"))
 	boot := c.procs[p.host].addr
 	if p.other != p.host {

@@ -74,8 +74,10 @@ type Config struct {
 	Logger *slog.Logger
 
 	// Registerer receives the node's Prometheus metrics (counters, the
-	// histograms signalmesh_publish_seconds by consistency and
-	// signalmesh_delivery_lag_seconds) and libp2p's own metrics (passed
+	// histograms signalmesh_publish_seconds by consistency,
+	// signalmesh_delivery_lag_seconds and signalmesh_heal_seconds, the
+	// time from a first signal this node could not deliver yet to none
+	// waiting: a heal's convergence) and libp2p's own metrics (passed
 	// as libp2p.PrometheusRegisterer; do not pass that in HostOptions
 	// too). Nil: none are registered (Status still reports the counts),
 	// and libp2p uses its default, the global registry.

@@ -108,6 +108,9 @@ func (n *Node) loop() {
 			n.checkCauses()
 			n.sweepFresh()
 		}
+		if n.m.hist != nil {
+			n.heal.note(n.m.hist, n.core.Len() > 0 || n.pulling || n.pullWanted, time.Now())
+		}
 	}
 }
 

@@ -119,6 +119,7 @@ type Node struct {
 	freshDel     []causal.Ref            // to clear from the durable fresh area at the next tick
 	pulling      bool                    // a pull from the journal is under way
 	pullWanted   bool                    // the core refused a signal for lack of room: pull at the next tick
+	heal         healClock               // times waiting episodes (with histograms)
 	waitingSince time.Time               // since when the buffer has been non-empty
 	reported     bool                    // the current wait was reported
 }

@@ -21,15 +21,22 @@ import (
 // config file, then environment variables (SIGNALMESH_<FLAG>, upper case,
 // '-' as '_'), then flags, each overriding the one before.
 type daemonConfig struct {
-	Mesh      string    `json:"mesh"`
-	DataDir   string    `json:"data_dir"`
-	Listen    []string  `json:"listen"`
-	Bootstrap []string  `json:"bootstrap"`
-	MDNS      bool      `json:"mdns"`
-	PSK       string    `json:"psk"` // 64 hex digits
-	Allow     []string  `json:"allow"`
-	HTTP      string    `json:"http"`      // API address
-	APIToken  string    `json:"api_token"` // required on the API's write and read endpoints when set
+	Mesh      string   `json:"mesh"`
+	DataDir   string   `json:"data_dir"`
+	Listen    []string `json:"listen"`
+	Bootstrap []string `json:"bootstrap"`
+	MDNS      bool     `json:"mdns"`
+	PSK       string   `json:"psk"` // 64 hex digits
+	Allow     []string `json:"allow"`
+	HTTP      string   `json:"http"`      // API address
+	APIToken  string   `json:"api_token"` // required on every API endpoint but /healthz and the ingress (own auth) when set
+	// InsecureHTTP lets the API serve a non-loopback address without
+	// APIToken (refused otherwise), with a warning on stderr.
+	InsecureHTTP bool `json:"insecure_http"`
+	// HTTPHosts are the host names the API answers to besides localhost,
+	// IP addresses it listens on, and the name in HTTP: a request with
+	// another Host (a DNS-rebinding web page) is refused.
+	HTTPHosts []string  `json:"http_hosts"`
 	LogLevel  string    `json:"log_level"`
 	Params    params    `json:"params"`
 	Bridge    bridgeCfg `json:"bridge"`
@@ -83,6 +90,7 @@ type destination struct {
 	Name       string   `json:"name"`
 	URL        string   `json:"url"`
 	Mode       string   `json:"mode"`
+	BatchSize  int      `json:"batch_size"` // signals per request in batch mode (default 100)
 	Patterns   []string `json:"patterns"`
 	Token      string   `json:"token"`
 	Secret     string   `json:"secret"`
@@ -140,7 +148,9 @@ func loadDaemonConfig(fs *flag.FlagSet, args []string) (*daemonConfig, error) {
 	fs.StringVar(&f.PSK, "psk", "", "private network key, 64 hex digits (TCP only)")
 	fs.Var((*list)(&f.Allow), "allow", "the only peer IDs to connect with, comma-separated")
 	fs.StringVar(&f.HTTP, "http", "", "address of the HTTP API (default 127.0.0.1:7070)")
-	fs.StringVar(&f.APIToken, "api-token", "", "bearer token the HTTP API requires (default: none, so keep -http on loopback)")
+	fs.StringVar(&f.APIToken, "api-token", "", "bearer token the HTTP API requires (default: none; then -http must be a loopback address)")
+	fs.BoolVar(&f.InsecureHTTP, "insecure-http", false, "serve the HTTP API on a non-loopback address without -api-token (anyone who reaches it can publish and read)")
+	fs.Var((*list)(&f.HTTPHosts), "http-hosts", "host names the HTTP API answers to besides localhost and its IP addresses, comma-separated (other Host headers are refused)")
 	fs.StringVar(&f.LogLevel, "log-level", "", "debug, info, warn or error (default info)")
 	fs.StringVar(&f.Bridge.Cluster, "cluster", "", "this cluster's name for bridging (default: the mesh name)")
 	fs.Var((*list)(&f.Bridge.Tokens), "ingress-tokens", "bearer tokens the bridge ingress accepts, comma-separated")
@@ -217,6 +227,14 @@ func (c *daemonConfig) set(name, v string) error {
 		c.HTTP = v
 	case "api-token":
 		c.APIToken = v
+	case "insecure-http":
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("insecure-http: %w", err)
+		}
+		c.InsecureHTTP = b
+	case "http-hosts":
+		c.HTTPHosts = l
 	case "log-level":
 		c.LogLevel = v
 	case "cluster":
@@ -307,7 +325,10 @@ func parseConsistency(s string) (node.Consistency, error) {
 func (c *daemonConfig) destinations() ([]bridge.Destination, error) {
 	var out []bridge.Destination
 	for _, d := range c.Bridge.Destinations {
-		out = append(out, bridge.Destination{Name: d.Name, URL: d.URL, Mode: bridge.Mode(d.Mode), Patterns: d.Patterns,
+		if d.BatchSize < 0 {
+			return nil, fmt.Errorf("destination %q: batch_size %d: want a positive count", d.Name, d.BatchSize)
+		}
+		out = append(out, bridge.Destination{Name: d.Name, URL: d.URL, Mode: bridge.Mode(d.Mode), BatchSize: d.BatchSize, Patterns: d.Patterns,
 			Token: d.Token, Secret: []byte(d.Secret), Cluster: d.Cluster, Timeout: time.Duration(d.Timeout),
 			Retry:   bridge.Retry{Attempts: d.Attempts, Backoff: time.Duration(d.Backoff), MaxBackoff: time.Duration(d.MaxBackoff)},
 			Breaker: bridge.Breaker{Failures: d.Failures, OpenFor: time.Duration(d.OpenFor)}})
