@@ -61,6 +61,10 @@ func isCircuit(a ma.Multiaddr) bool {
 	return err == nil
 }
 
+// maxObserved bounds the observed addresses a node keeps: one per
+// transport per NAT it sits behind, and some to spare.
+const maxObserved = 8
+
 // nat is the node's relay service, relay reservations and hole punching.
 type nat struct {
 	relay *relayv2.Relay     // nil unless Config.RelayService
@@ -68,7 +72,7 @@ type nat struct {
 	sub   event.Subscription // identify results: our observed addresses
 
 	mu       sync.Mutex
-	observed map[string]ma.Multiaddr // our address as peers see it, by transport ("tcp", "udp")
+	observed []ma.Multiaddr // our addresses as peers saw them, latest last (at most maxObserved)
 	reserved map[peer.ID]time.Time   // relays holding a reservation, until when
 }
 
@@ -86,7 +90,6 @@ func (n *Node) startNAT() error {
 			return fmt.Errorf("node: relay service: %w", err)
 		}
 	}
-	n.nat.observed = map[string]ma.Multiaddr{}
 	n.nat.reserved = map[peer.ID]time.Time{}
 	n.nat.sub, err = n.host.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted))
 	if err != nil {
@@ -117,9 +120,7 @@ func (n *Node) punchAddrs() []ma.Multiaddr {
 		}
 	}
 	n.nat.mu.Lock()
-	for _, a := range n.nat.observed {
-		out = append(out, a)
-	}
+	out = append(out, n.nat.observed...)
 	n.nat.mu.Unlock()
 	return ma.Unique(out)
 }
@@ -140,12 +141,12 @@ func (n *Node) watchIdentify() {
 				ev.Conn == nil || isCircuit(ev.Conn.RemoteMultiaddr()) {
 				continue
 			}
-			kind := "tcp"
-			if _, err := ev.ObservedAddr.ValueForProtocol(ma.P_UDP); err == nil {
-				kind = "udp"
-			}
 			n.nat.mu.Lock()
-			n.nat.observed[kind] = ev.ObservedAddr
+			o := slices.DeleteFunc(n.nat.observed, ev.ObservedAddr.Equal)
+			n.nat.observed = append(o, ev.ObservedAddr)
+			if len(n.nat.observed) > maxObserved {
+				n.nat.observed = n.nat.observed[1:]
+			}
 			n.nat.mu.Unlock()
 		}
 	}
