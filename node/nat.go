@@ -72,8 +72,8 @@ type nat struct {
 	sub   event.Subscription // identify results: our observed addresses
 
 	mu       sync.Mutex
-	observed []ma.Multiaddr // our addresses as peers saw them, latest last (at most maxObserved)
-	reserved map[peer.ID]time.Time   // relays holding a reservation, until when
+	observed []ma.Multiaddr        // our addresses as peers saw them, latest last (at most maxObserved)
+	reserved map[peer.ID]time.Time // relays holding a reservation, until when
 }
 
 // startNAT starts the relay service (Config.RelayService) and hole

@@ -205,9 +205,9 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 // (hole punched, or on the same private network) or relayed; and once the
 // edges of the two networks have a direct link, cutting the relay off does
 // not stop replication between them. Skipped where network namespaces
-// cannot be made (not root, no ip or iptables command): the loopback tests
-// of package node (TestDiscoveryBeyondBootstrap, TestRelayedLink) cover
-// discovery and relaying there.
+// cannot be made (not root, no ip or iptables command); package node's
+// loopback tests still cover discovery (TestDiscoveryBeyondBootstrap) and
+// limits there, not relaying.
 func TestNATTopology(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds network namespaces and starts five node processes")
