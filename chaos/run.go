@@ -318,6 +318,9 @@ func newCluster(spec Spec, seed uint64, dir string, nw network, setup Setup) (*c
 		params["cause_wait"] = (spec.Settle / 2).String()
 		params["dep_wait"] = (spec.Settle / 2).String()
 	}
+	if setup.Chain { // a chain stays a chain: the nodes must not find each other by discovery
+		params["discover"] = "-1s"
+	}
 	if setup.CausalBuffer > 0 {
 		params["causal_buffer"] = setup.CausalBuffer
 	}
