@@ -169,6 +169,12 @@ func Run(ctx context.Context, spec Spec) ([]Result, error) {
 			kinds[a.Kind]++
 		}
 		spec.logf("seed %d: ok=%v, %d origins, anomalies %v", r.Seed, r.Verdict.OK, r.Verdict.Origins, kinds)
+		shown := map[string]int{} // at once, not only in the summary at the end: a long run's first failures can be read while it goes on
+		for _, a := range r.Verdict.Anomalies {
+			if shown[a.Kind]++; shown[a.Kind] <= 3 {
+				spec.logf("  %s: node %d: %s %s %s", a.Kind, a.Node, a.Source, a.ID, a.Detail)
+			}
+		}
 		if spec.OnResult != nil {
 			spec.OnResult(r)
 		}
