@@ -397,6 +397,10 @@ func TestCheckExcusesWhatAKillTookAlong(t *testing.T) {
 		t.Fatalf("two missing sequences, one signal lost with the kill: want gap and fifo, got %v", v.Anomalies)
 	}
 	h := withSecond(2)
+	h.Ephemeral[0].End = "term-unconfirmed" // closed, but no peer confirmed its last signals: like a kill
+	if v := Check(h); !v.OK {
+		t.Fatalf("a hand-off that failed is excused like a kill: %v", v.Anomalies)
+	}
 	h.Ephemeral[0].End = "term" // left cleanly: its signals are owed
 	if v := Check(h); v.OK {
 		t.Fatal("an ephemeral node that left cleanly: its missing first signal is not excused")
