@@ -172,7 +172,7 @@ type Core[T any] struct {
 	waitID    map[string][]Ref // id -> waiting signals with it
 	onRef     map[Ref][]Ref    // undelivered dependency -> waiting items blocked on it
 	onCause   map[string][]Ref // undelivered cause id -> waiting items blocked on it
-	refused   map[Ref]int64    // refused with ErrFull while only its cause was missing -> first time
+	refused   map[Ref]refusal  // refused with ErrFull or evicted -> when first, and whether its CauseWait had begun (bounded: maxRefused)
 
 	frontier    map[string]frontierEntry // delivered signals no later delivered one names
 	maxLamport  uint64
@@ -219,7 +219,7 @@ func New[T any](p Params, ix Index) (*Core[T], error) {
 	return &Core[T]{
 		p: p, ix: ix,
 		delivered: map[string]uint64{}, known: map[string]uint64{},
-		waiting: map[Ref]*item[T]{}, perOrigin: map[string]int{}, waitID: map[string][]Ref{}, onRef: map[Ref][]Ref{}, onCause: map[string][]Ref{}, refused: map[Ref]int64{},
+		waiting: map[Ref]*item[T]{}, perOrigin: map[string]int{}, waitID: map[string][]Ref{}, onRef: map[Ref][]Ref{}, onCause: map[string][]Ref{}, refused: map[Ref]refusal{},
 		frontier: map[string]frontierEntry{}, lastLamport: map[string]uint64{},
 		skipped: map[string][]Gap{}, holes: map[string]hole{}, afterGap: map[Ref]uint64{}, decided: map[Ref]Decision{}, preSkip: map[Ref]uint64{},
 		bloom:  make([]uint64, (p.BloomBits+63)/64),
@@ -308,9 +308,11 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 			}
 		}
 	}
-	if t, ok := c.refused[r]; ok {
-		it.causeSince, it.causeSet = t, true // its wait for its cause began when it was first refused
-		it.arrived = min(it.arrived, t)
+	if f, ok := c.refused[r]; ok {
+		it.arrived = min(it.arrived, f.at) // it has been around since it was first refused
+		if f.cause {
+			it.causeSince, it.causeSet = f.causeSince, true // its wait for its cause began then
+		}
 	}
 	blk, onCause := c.blocker(it)
 	if onCause && c.p.CauseWait > 0 && it.causeSet && now-it.causeSince >= c.p.CauseWait && !c.causeOnItsWay(it, now) {
@@ -328,10 +330,15 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 		return out, nil
 	}
 	if !c.room(it) {
-		if _, seen := c.refused[r]; onCause && !seen {
-			// Only its cause is missing, and what fills the buffer may all
-			// wait behind it: start its CauseWait now, or it never ends.
-			c.refused[r] = now
+		if f, seen := c.refused[r]; !seen && len(c.refused) < maxRefused {
+			// Remember since when it has been around: when it gets in, its
+			// waits count from then. If only its cause is missing (what
+			// fills the buffer may all wait behind it), its CauseWait
+			// starts now, or it never ends.
+			c.refused[r] = refusal{at: it.arrived, cause: onCause, causeSince: now}
+		} else if seen && onCause && !f.cause {
+			f.cause, f.causeSince = true, now
+			c.refused[r] = f
 		}
 		return nil, ErrFull
 	}
@@ -435,10 +442,8 @@ func (c *Core[T]) evictHeaviest(it *item[T]) bool {
 // is counted.
 func (c *Core[T]) drop(top *item[T]) {
 	r := top.m.Ref()
-	if top.causeSet {
-		if _, ok := c.refused[r]; !ok {
-			c.refused[r] = top.causeSince // its CauseWait goes on when it comes back
-		}
+	if _, ok := c.refused[r]; !ok && len(c.refused) < maxRefused {
+		c.refused[r] = refusal{at: top.arrived, cause: top.causeSet, causeSince: top.causeSince} // its waits go on when it comes back
 	}
 	c.unhold(r) // what is parked on it or for it finds it gone and skips it
 	c.learn(r)
@@ -1020,6 +1025,17 @@ type hole struct {
 	seq   uint64
 	since int64
 }
+
+// refusal is what the core remembers of a refused or evicted signal.
+type refusal struct {
+	at         int64 // when it first arrived
+	cause      bool  // its CauseWait had begun
+	causeSince int64 // when
+}
+
+// maxRefused bounds the refusals remembered (a large catch-up refuses
+// many): past it, a refused signal's waits count from when it gets in.
+const maxRefused = 1 << 16
 
 // maxSkipped bounds the given-up ranges remembered for late delivery; past
 // it the oldest is forgotten (a signal of it that turns up is a duplicate).

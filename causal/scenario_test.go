@@ -434,6 +434,17 @@ var scenarios = []scenario{
 		"add A:1 => A:1 A:2",
 		"pull => A:3 B:1 C:1 D:1",
 	}},
+	{name: "full/a signal refused while it waited for its predecessor counts its waits from its first refusal", p: Params{Limit: 1, CauseWait: 10}, steps: []string{
+		"add A:3 => -",
+		"add B:2 cause=x => ErrFull", // it waits for B:1 first; no room
+		"tick 20 => -",
+		"add A:1 => A:1",
+		"add A:2 => A:2 A:3",
+		"add B:1 => B:1",
+		"add B:2 cause=x => -", // around since 0: owed a tenth of CauseWait more, not a whole one
+		"tick 20 => -",
+		"tick 21 => B:2!lost",
+	}},
 	{name: "full/a stranger nothing waits for is refused, not let in", p: Params{Limit: 1}, steps: []string{
 		"add C:2 lam=5 => -",
 		"add D:7 lam=1 => ErrFull",
