@@ -162,8 +162,9 @@ type Core[T any] struct {
 	p  Params
 	ix Index
 
-	delivered map[string]uint64 // origin -> highest delivered (contiguous)
-	known     map[string]uint64 // origin -> highest sequence heard of
+	delivered map[string]uint64      // origin -> highest delivered (contiguous)
+	known     map[string]uint64      // origin -> highest sequence heard of
+	knownAt   map[string][]knownMark // origin -> when its known sequence rose (firstKnown)
 	waiting   map[Ref]*item[T]
 	perOrigin map[string]int // origin -> how many of its signals wait
 	latest    latestHeap[T]  // the waiting signals, latest Lamport time on top (lazily pruned)
@@ -218,7 +219,7 @@ func New[T any](p Params, ix Index) (*Core[T], error) {
 	}
 	return &Core[T]{
 		p: p, ix: ix,
-		delivered: map[string]uint64{}, known: map[string]uint64{},
+		delivered: map[string]uint64{}, known: map[string]uint64{}, knownAt: map[string][]knownMark{},
 		waiting: map[Ref]*item[T]{}, perOrigin: map[string]int{}, waitID: map[string][]Ref{}, onRef: map[Ref][]Ref{}, onCause: map[string][]Ref{}, refused: map[Ref]refusal{},
 		frontier: map[string]frontierEntry{}, lastLamport: map[string]uint64{},
 		skipped: map[string][]Gap{}, holes: map[string]hole{}, afterGap: map[Ref]uint64{}, decided: map[Ref]Decision{}, preSkip: map[Ref]uint64{},
@@ -556,7 +557,47 @@ func (c *Core[T]) Know(r Ref) { c.learn(r) }
 func (c *Core[T]) learn(r Ref) {
 	if r.Seq > c.known[r.Origin] {
 		c.known[r.Origin] = r.Seq
+		ms := c.knownAt[r.Origin]
+		if len(ms) >= maxKnownMarks { // keep every other: a later mark answers for the dropped ones (a later time: a longer wait, never a shorter one)
+			k := 0
+			for i := 1; i < len(ms); i += 2 {
+				ms[k] = ms[i]
+				k++
+			}
+			ms = ms[:k]
+		}
+		c.knownAt[r.Origin] = append(ms, knownMark{seq: r.Seq, at: c.now})
 	}
+}
+
+// maxKnownMarks bounds the marks of when an origin's sequences became
+// known (firstKnown), per origin.
+const maxKnownMarks = 64
+
+type knownMark struct {
+	seq uint64
+	at  int64
+}
+
+// firstKnown is when the core first knew that r exists (from a signal,
+// a dependency, Know or a journal announcement), at the latest now: a
+// signal read from the journal long after the core learnt of it (behind a
+// full buffer, after a restart) has been around since then.
+func (c *Core[T]) firstKnown(r Ref) int64 {
+	ms := c.knownAt[r.Origin]
+	for len(ms) > 0 && ms[0].seq <= c.delivered[r.Origin] { // delivered: no longer asked
+		ms = ms[1:]
+	}
+	if len(ms) == 0 {
+		delete(c.knownAt, r.Origin)
+	} else {
+		c.knownAt[r.Origin] = ms
+	}
+	i, _ := slices.BinarySearchFunc(ms, r.Seq, func(m knownMark, s uint64) int { return cmp.Compare(m.seq, s) })
+	if i < len(ms) {
+		return min(ms[i].at, c.now)
+	}
+	return c.now
 }
 
 // blocker returns what it waits for first: a dependency (nil, false when
@@ -593,7 +634,7 @@ func (c *Core[T]) park(it *item[T], blk *Ref, onCause bool) {
 			// arrived: effects queued behind one another on causes that
 			// never come (their publisher died) are released a tenth of
 			// CauseWait apart, not a whole CauseWait each.
-			it.causeSince, it.causeSet = max(it.arrived, c.now-c.p.CauseWait+c.p.CauseWait/10), true
+			it.causeSince, it.causeSet = max(min(it.arrived, c.firstKnown(r)), c.now-c.p.CauseWait+c.p.CauseWait/10), true
 		}
 		c.onCause[it.m.Cause] = append(c.onCause[it.m.Cause], r)
 		return

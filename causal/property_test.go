@@ -236,7 +236,10 @@ func (md *model) check(rel Release[int], now int64) error {
 			return fmt.Errorf("released %v before its cause %q", r, c)
 		case rel.CauseLost && md.causeReleased(c):
 			return fmt.Errorf("released %v CauseLost, but its cause %q was released", r, c)
-		case rel.CauseLost && (md.h.params.CauseWait == 0 || now-md.offerAt[r] < md.h.params.CauseWait):
+		case rel.CauseLost && (md.h.params.CauseWait == 0 || now-md.offerAt[r] < md.h.params.CauseWait/10):
+			// CauseWait counts from when the core first knew of the signal
+			// (it may have been named long before it was offered), but a
+			// signal is owed at least a tenth of it after it is offered.
 			return fmt.Errorf("released %v CauseLost at %d, offered at %d, CauseWait %d", r, now, md.offerAt[r], md.h.params.CauseWait)
 		}
 	} else if rel.CauseLost {

@@ -94,6 +94,18 @@ var scenarios = []scenario{
 		"decide A:1 cause",
 		"catchup => A:1!lost",
 	}},
+	{name: "restart/effects known since the start and read one after the other are owed a tenth of CauseWait each, not a whole one", p: Params{CauseWait: 10, Limit: 1}, steps: []string{
+		"journal A:1 cause=x => -",
+		"journal A:2 cause=y => -",
+		"tick 5 => -",
+		"know A:2",
+		"tick 20 => -",
+		"catchup => -",
+		"tick 20 => -",
+		"tick 21 => A:1!lost",
+		"catchup => -",
+		"tick 22 => A:2!lost",
+	}},
 	{name: "restart/without the decision it waits again", p: Params{CauseWait: 10}, steps: []string{
 		"add A:1 cause=x => -",
 		"tick 10 => A:1!lost",

@@ -439,6 +439,7 @@ func (n *Node) restore(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	n.core.Tick(time.Now().UnixNano()) // what the journal holds is known from now (see causal's CauseWait)
 	if err := n.checkIndex(ctx); err != nil {
 		return err
 	}
