@@ -2,6 +2,7 @@ package causal
 
 import (
 	"cmp"
+	"container/heap"
 	"errors"
 	"fmt"
 	"maps"
@@ -145,6 +146,7 @@ type item[T any] struct {
 	depLost    []Ref  // named dependencies given up (DepWait)
 	gapLost    bool   // its origin's previous signals were given up
 	gapFrom    uint64 // the first of them
+	hidx       int    // its place in its origin's seqHeap
 }
 
 type frontierEntry struct {
@@ -166,8 +168,9 @@ type Core[T any] struct {
 	known     map[string]uint64      // origin -> highest sequence heard of
 	knownAt   map[string][]knownMark // origin -> when its known sequence rose (firstKnown)
 	waiting   map[Ref]*item[T]
-	perOrigin map[string]int // origin -> how many of its signals wait
-	latest    latestHeap[T]  // the waiting signals, latest Lamport time on top (lazily pruned)
+	perOrigin map[string]int         // origin -> how many of its signals wait
+	bySeq     map[string]*seqHeap[T] // origin -> its waiting signals, highest sequence on top
+	latest    latestHeap[T]          // the waiting signals, latest Lamport time on top (lazily pruned)
 	evicted   int64
 	onEvict   func(Ref)        // tests: told of each eviction
 	waitID    map[string][]Ref // id -> waiting signals with it
@@ -180,13 +183,15 @@ type Core[T any] struct {
 	lastLamport map[string]uint64 // origin -> Lamport time of its last delivered signal (as bounded)
 	now         int64             // the latest time given to Add or Tick
 
-	skipped  map[string][]Gap // origin -> sequences given up (DepWait), still deliverable late
-	skipRing []Gap            // the skipped ranges in the order given up, to forget the oldest
-	depScan  int64            // when Tick last looked for dependencies to give up
-	holes    map[string]hole  // origin -> the hole Pull stops at, and since when (see skipHoles)
-	afterGap map[Ref]uint64   // the signals right after a hole skipHoles gave up -> the hole's first sequence
-	decided  map[Ref]Decision // given up before a restart (Decide): not waited for again
-	preSkip  map[Ref]uint64   // (origin, first) of a hole given up before a restart -> its last (see Pull)
+	skipped   map[string][]Gap  // origin -> sequences given up (DepWait), still deliverable late
+	skipRing  []Gap             // the skipped ranges in the order given up, to forget the oldest
+	depScan   int64             // when Tick last looked for dependencies to give up
+	holes     map[string]hole   // origin -> the hole Pull stops at, and since when (see skipHoles)
+	listed    map[string]uint64 // origin -> highest sequence the journal listed (Know)
+	lateKnown map[Ref]bool      // skipped signals the journal announced (Know): Pull names them
+	afterGap  map[Ref]uint64    // the signals right after a hole skipHoles gave up -> the hole's first sequence
+	decided   map[Ref]Decision  // given up before a restart (Decide): not waited for again
+	preSkip   map[Ref]uint64    // (origin, first) of a hole given up before a restart -> its last (see Pull)
 
 	bloom  []uint64
 	recent map[string][]recentID // id -> delivered identities with it
@@ -220,9 +225,9 @@ func New[T any](p Params, ix Index) (*Core[T], error) {
 	return &Core[T]{
 		p: p, ix: ix,
 		delivered: map[string]uint64{}, known: map[string]uint64{}, knownAt: map[string][]knownMark{},
-		waiting: map[Ref]*item[T]{}, perOrigin: map[string]int{}, waitID: map[string][]Ref{}, onRef: map[Ref][]Ref{}, onCause: map[string][]Ref{}, refused: map[Ref]refusal{},
+		waiting: map[Ref]*item[T]{}, perOrigin: map[string]int{}, bySeq: map[string]*seqHeap[T]{}, waitID: map[string][]Ref{}, onRef: map[Ref][]Ref{}, onCause: map[string][]Ref{}, refused: map[Ref]refusal{},
 		frontier: map[string]frontierEntry{}, lastLamport: map[string]uint64{},
-		skipped: map[string][]Gap{}, holes: map[string]hole{}, afterGap: map[Ref]uint64{}, decided: map[Ref]Decision{}, preSkip: map[Ref]uint64{},
+		skipped: map[string][]Gap{}, holes: map[string]hole{}, listed: map[string]uint64{}, lateKnown: map[Ref]bool{}, afterGap: map[Ref]uint64{}, decided: map[Ref]Decision{}, preSkip: map[Ref]uint64{},
 		bloom:  make([]uint64, (p.BloomBits+63)/64),
 		recent: map[string][]recentID{}, ring: make([]string, p.Recent),
 	}, nil
@@ -250,7 +255,22 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 	if m.Seq <= c.delivered[m.Origin] {
 		if c.unskip(r) {
 			c.now = max(c.now, now)
-			return []Release[T]{c.deliverLate(&item[T]{m: m, v: v, arrived: now})}, nil
+			delete(c.lateKnown, r)
+			out := []Release[T]{c.deliverLate(&item[T]{m: m, v: v, arrived: now})}
+			// Effects that wait for it as their cause follow.
+			ws := c.onCause[m.ID]
+			delete(c.onCause, m.ID)
+			for _, w := range ws {
+				if it := c.waiting[w]; it != nil {
+					if blk, onCause := c.blocker(it); blk != nil {
+						c.park(it, blk, onCause)
+						continue
+					}
+					c.unhold(w)
+					out = c.release(it, out)
+				}
+			}
+			return out, nil
 		}
 		return nil, ErrDuplicate
 	}
@@ -258,7 +278,7 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 		return nil, ErrDuplicate
 	}
 	c.now = max(c.now, now)
-	c.learn(r) // even if refused below: Pull names it again
+	c.mark(r) // even if refused below: Pull names it again
 	if m.Cause == m.ID && m.Cause != "" {
 		m.Cause = "" // a signal is not its own cause
 	}
@@ -293,10 +313,9 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 		}
 	}
 	it := &item[T]{m: m, v: v, arrived: now}
-	if d, ok := c.decided[r]; ok { // given up before a restart: not waited for again
-		delete(c.decided, r)
+	if d, ok := c.decided[r]; ok { // given up before a restart: not waited for again (kept until delivered: it may be refused)
 		it.causeLost = d.Cause && m.Cause != ""
-		if from := d.GapFrom; from > 0 && c.delivered[m.Origin]+1 >= from && c.delivered[m.Origin] < m.Seq-1 {
+		if from := d.GapFrom; from > 0 && c.delivered[m.Origin]+1 >= from && c.delivered[m.Origin] < m.Seq-1 && !c.waitsBetween(m.Origin, c.delivered[m.Origin]+1, m.Seq-1) {
 			delete(c.preSkip, Ref{Origin: m.Origin, Seq: from})
 			it.gapLost, it.gapFrom = true, c.delivered[m.Origin]+1
 			c.skip(Gap{Origin: m.Origin, From: it.gapFrom, To: m.Seq - 1})
@@ -355,13 +374,19 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 // the buffer has room or room is made (evict, evictHeaviest).
 func (c *Core[T]) room(it *item[T]) bool {
 	if c.p.OriginLimit > 0 && c.perOrigin[it.m.Origin] >= c.p.OriginLimit {
-		return false // its origin's share is full: it is pulled again later, like any refused signal
+		return c.evictOwn(it) // its origin's share is full: unless its own wait for it, it is pulled again later, like any refused signal
 	}
 	return len(c.waiting) < c.p.Limit || c.evict(it) || c.p.OriginLimit > 0 && c.evictHeaviest(it)
 }
 
 func (c *Core[T]) hold(r Ref, it *item[T]) {
 	c.perOrigin[r.Origin]++
+	h := c.bySeq[r.Origin]
+	if h == nil {
+		h = &seqHeap[T]{}
+		c.bySeq[r.Origin] = h
+	}
+	heap.Push(h, it)
 	c.waiting[r] = it
 	c.latest.push(it, c.waiting)
 	c.waitID[it.m.ID] = append(c.waitID[it.m.ID], r)
@@ -375,6 +400,12 @@ func (c *Core[T]) unhold(r Ref) {
 	delete(c.waiting, r)
 	if c.perOrigin[r.Origin]--; c.perOrigin[r.Origin] <= 0 {
 		delete(c.perOrigin, r.Origin)
+	}
+	if h := c.bySeq[r.Origin]; h != nil {
+		heap.Remove(h, it.hidx)
+		if h.Len() == 0 {
+			delete(c.bySeq, r.Origin)
+		}
 	}
 	rs := c.waitID[it.m.ID]
 	for i, x := range rs {
@@ -429,14 +460,48 @@ func (c *Core[T]) evictHeaviest(it *item[T]) bool {
 	if most < c.perOrigin[it.m.Origin]+2 {
 		return false
 	}
-	var top *item[T]
-	for r, w := range c.waiting {
-		if r.Origin == heavy && (top == nil || r.Seq > top.m.Seq) {
-			top = w
-		}
-	}
-	c.drop(top)
+	c.drop((*c.bySeq[heavy])[0])
 	return true
+}
+
+// evictOwn makes room, when it's origin holds its whole share, for a
+// signal the waiting ones of its origin need (their predecessor, a
+// dependency, their cause) by dropping that origin's highest waiting
+// signal, if that is later than it: the share never refuses what its own
+// waiting signals wait for (they would wait for good).
+func (c *Core[T]) evictOwn(it *item[T]) bool {
+	r := it.m.Ref()
+	if c.waiting[Ref{Origin: r.Origin, Seq: r.Seq + 1}] == nil && len(c.onRef[r]) == 0 && len(c.onCause[it.m.ID]) == 0 {
+		return false
+	}
+	h := c.bySeq[r.Origin]
+	if h == nil || (*h)[0].m.Seq <= r.Seq {
+		return false
+	}
+	c.drop((*h)[0])
+	return true
+}
+
+// seqHeap holds an origin's waiting signals, the highest sequence on top.
+type seqHeap[T any] []*item[T]
+
+func (h seqHeap[T]) Len() int           { return len(h) }
+func (h seqHeap[T]) Less(i, j int) bool { return h[i].m.Seq > h[j].m.Seq }
+func (h seqHeap[T]) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].hidx, h[j].hidx = i, j
+}
+func (h *seqHeap[T]) Push(x any) {
+	it := x.(*item[T])
+	it.hidx = len(*h)
+	*h = append(*h, it)
+}
+func (h *seqHeap[T]) Pop() any {
+	old := *h
+	it := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return it
 }
 
 // drop evicts a waiting signal: it stays known (Pull names it again) and
@@ -522,6 +587,16 @@ func (h *latestHeap[T]) down(i int) {
 	}
 }
 
+// waitsBetween reports whether a signal of origin o from..to waits.
+func (c *Core[T]) waitsBetween(o string, from, to uint64) bool {
+	for r := range c.waiting {
+		if r.Origin == o && r.Seq >= from && r.Seq <= to {
+			return true
+		}
+	}
+	return false
+}
+
 // Decision is what the core gave up for a signal it released: its cause
 // (after CauseWait), its named dependencies (after DepWait), or its
 // origin's sequences from GapFrom to just before it (after DepWait).
@@ -552,12 +627,39 @@ func (c *Core[T]) Decide(r Ref, d Decision) {
 
 // Know records that the signal r exists (from a journal listing, say), so
 // that Pull and Missing name it until it is delivered.
-func (c *Core[T]) Know(r Ref) { c.learn(r) }
+func (c *Core[T]) Know(r Ref) {
+	c.mark(r)
+	if r.Seq > c.listed[r.Origin] {
+		c.listed[r.Origin] = r.Seq
+	}
+	if c.Skipped(r) && len(c.lateKnown) < maxSkipped {
+		c.lateKnown[r] = true // Pull names it: read from the journal, it is delivered late
+	}
+}
+
+// Skipped reports whether r was given up (DepWait) and not delivered
+// since: offered, it is delivered late.
+func (c *Core[T]) Skipped(r Ref) bool {
+	for _, g := range c.skipped[r.Origin] {
+		if r.Seq >= g.From && r.Seq <= g.To {
+			return true
+		}
+	}
+	return false
+}
 
 func (c *Core[T]) learn(r Ref) {
 	if r.Seq > c.known[r.Origin] {
 		c.known[r.Origin] = r.Seq
-		ms := c.knownAt[r.Origin]
+	}
+}
+
+// mark learns r and notes when: r itself was seen (offered, listed by the
+// journal), not only named by another signal's dependencies (a hostile
+// signal may name any sequence).
+func (c *Core[T]) mark(r Ref) {
+	if ms := c.knownAt[r.Origin]; len(ms) == 0 || r.Seq > ms[len(ms)-1].seq {
+		c.learn(r)
 		if len(ms) >= maxKnownMarks { // keep every other: a later mark answers for the dropped ones (a later time: a longer wait, never a shorter one)
 			k := 0
 			for i := 1; i < len(ms); i += 2 {
@@ -567,7 +669,9 @@ func (c *Core[T]) learn(r Ref) {
 			ms = ms[:k]
 		}
 		c.knownAt[r.Origin] = append(ms, knownMark{seq: r.Seq, at: c.now})
+		return
 	}
+	c.learn(r)
 }
 
 // maxKnownMarks bounds the marks of when an origin's sequences became
@@ -652,15 +756,12 @@ func (c *Core[T]) release(it *item[T], out []Release[T]) []Release[T] {
 		r := it.m.Ref()
 		woken := c.onRef[r]
 		delete(c.onRef, r)
-		if to, ok := c.preSkip[Ref{Origin: r.Origin, Seq: r.Seq + 1}]; ok { // a hole given up before a restart follows
-			delete(c.preSkip, Ref{Origin: r.Origin, Seq: r.Seq + 1})
-			c.skip(Gap{Origin: r.Origin, From: r.Seq + 1, To: to})
-			if len(c.afterGap) < maxSkipped {
-				c.afterGap[Ref{Origin: r.Origin, Seq: to + 1}] = r.Seq + 1
+		if _, ok := c.preSkip[Ref{Origin: r.Origin, Seq: r.Seq + 1}]; ok { // a hole given up before a restart follows
+			if end := c.applyPreSkip(r.Origin, r.Seq+1); end > r.Seq {
+				last := Ref{Origin: r.Origin, Seq: end}
+				woken = append(woken, c.onRef[last]...)
+				delete(c.onRef, last)
 			}
-			last := Ref{Origin: r.Origin, Seq: to}
-			woken = append(woken, c.onRef[last]...)
-			delete(c.onRef, last)
 		}
 		if ws, ok := c.onCause[it.m.ID]; ok {
 			woken = append(woken, ws...)
@@ -684,11 +785,12 @@ func (c *Core[T]) release(it *item[T], out []Release[T]) []Release[T] {
 
 func (c *Core[T]) deliver(it *item[T]) Release[T] {
 	m := &it.m
+	delete(c.decided, m.Ref())
 	if from, ok := c.afterGap[m.Ref()]; ok {
 		delete(c.afterGap, m.Ref())
 		it.gapLost, it.gapFrom = true, from
 	}
-	c.delivered[m.Origin] = m.Seq
+	c.delivered[m.Origin] = max(c.delivered[m.Origin], m.Seq) // never lower (a skip may have passed it: see Late)
 	c.learn(m.Ref())
 	delete(c.refused, m.Ref())
 	// An honest stamp's Lamport time is one more than the highest its
@@ -956,47 +1058,63 @@ func (c *Core[T]) Tick(now int64) []Release[T] {
 // origin, so that no waiting signal is skipped over; the skipped sequences
 // stay deliverable (Late).
 func (c *Core[T]) giveUpDeps(now int64, out []Release[T]) []Release[T] {
-	out = c.skipHoles(now, out)
-	for {
-		lowest := map[string]uint64{}
-		var due []*item[T]
-		for r, it := range c.waiting {
-			if l, ok := lowest[r.Origin]; !ok || r.Seq < l {
-				lowest[r.Origin] = r.Seq
-			}
-			if now-it.arrived >= c.p.DepWait {
-				due = append(due, it)
-			}
+	jr := map[Ref]bool{} // Journaled answers, once per scan
+	journaled := func(r Ref) bool {
+		v, ok := jr[r]
+		if !ok {
+			v = c.ix.Journaled(r)
+			jr[r] = v
 		}
-		slices.SortFunc(due, func(a, b *item[T]) int {
-			return cmp.Or(cmp.Compare(a.m.Origin, b.m.Origin), cmp.Compare(a.m.Seq, b.m.Seq))
-		})
-		progress := false
-		for _, it := range due {
+		return v
+	}
+	c.prune()
+	out = c.skipHoles(now, out, journaled)
+	// Each origin's waiting signals in sequence, once: a missing
+	// predecessor is given up only for the lowest waiting one of its
+	// origin (no waiting signal is skipped over); the ones after it follow
+	// in the same walk.
+	byOrigin := map[string][]*item[T]{}
+	for _, it := range c.waiting {
+		byOrigin[it.m.Origin] = append(byOrigin[it.m.Origin], it)
+	}
+	for _, o := range slices.Sorted(maps.Keys(byOrigin)) {
+		its := byOrigin[o]
+		slices.SortFunc(its, func(a, b *item[T]) int { return cmp.Compare(a.m.Seq, b.m.Seq) })
+		for _, it := range its {
 			r := it.m.Ref()
 			if c.waiting[r] != it {
-				continue // released by an earlier one
+				continue // released above
 			}
 			blk, onCause := c.blocker(it)
-			if blk == nil { // ready (what it waited on was given up above)
+			if blk == nil { // ready: what it waited on was given up above
 				c.unhold(r)
 				out = c.release(it, out)
-				progress = true
 				continue
 			}
-			if onCause || c.waiting[*blk] != nil || c.ix.Journaled(*blk) {
-				continue // waiting for its cause (CauseWait), or its dependency is on its way
+			if onCause {
+				continue // its cause: CauseWait (Tick)
 			}
-			if blk.Origin == r.Origin {
-				if lowest[r.Origin] != r.Seq {
-					continue // a lower one of its origin waits: its gap comes first
+			if blk.Origin == o && c.waiting[*blk] != nil {
+				break // behind a waiting predecessor: the rest of the origin too
+			}
+			_, refused := c.refused[*blk]
+			if now-it.arrived < c.p.DepWait || c.waiting[*blk] != nil || refused || journaled(*blk) {
+				if blk.Origin == o {
+					break // its predecessor is on its way (refused, journaled) or not due: so are the rest
 				}
-				it.gapLost, it.gapFrom = true, c.delivered[r.Origin]+1
-				c.skip(Gap{Origin: r.Origin, From: it.gapFrom, To: r.Seq - 1})
+				continue // a named dependency on its way, or not due yet
+			}
+			if blk.Origin == o {
+				it.gapLost, it.gapFrom = true, c.delivered[o]+1
+				c.skip(Gap{Origin: o, From: it.gapFrom, To: r.Seq - 1})
 			} else {
 				it.depLost = append(it.depLost, *blk)
 			}
-			progress = true
+			if ws := slices.DeleteFunc(c.onRef[*blk], func(w Ref) bool { return w == r }); len(ws) == 0 {
+				delete(c.onRef, *blk) // given up: nothing left to wake there
+			} else {
+				c.onRef[*blk] = ws
+			}
 			if blk, onCause := c.blocker(it); blk != nil {
 				c.park(it, blk, onCause)
 				continue
@@ -1004,8 +1122,30 @@ func (c *Core[T]) giveUpDeps(now int64, out []Release[T]) []Release[T] {
 			c.unhold(r)
 			out = c.release(it, out)
 		}
-		if !progress {
-			return out
+	}
+	return out
+}
+
+// prune drops what delivery or give-ups made moot: dependencies at or
+// below what is delivered (their waiters are woken at the next release or
+// scan) and refusals of signals no longer undelivered.
+func (c *Core[T]) prune() {
+	for r, ws := range c.onRef {
+		if c.delivered[r.Origin] >= r.Seq {
+			delete(c.onRef, r)
+			for _, w := range ws {
+				if it := c.waiting[w]; it != nil {
+					if blk, onCause := c.blocker(it); blk != nil {
+						c.park(it, blk, onCause)
+					}
+					// else: ready; the walk of giveUpDeps releases it
+				}
+			}
+		}
+	}
+	for r := range c.refused {
+		if c.delivered[r.Origin] >= r.Seq {
+			delete(c.refused, r)
 		}
 	}
 }
@@ -1024,39 +1164,60 @@ const maxHoleProbe = 4096
 // later signals another peer delivered and journaled). Pull reads an
 // origin in sequence and stops at a hole, so without this the signals
 // after it, journaled, would never be offered (after a restart, say).
-func (c *Core[T]) skipHoles(now int64, out []Release[T]) []Release[T] {
+func (c *Core[T]) skipHoles(now int64, out []Release[T], journaled func(Ref) bool) []Release[T] {
+	lowest := map[string]uint64{}
+	for r := range c.waiting {
+		if l, ok := lowest[r.Origin]; !ok || r.Seq < l {
+			lowest[r.Origin] = r.Seq
+		}
+	}
 	for _, r := range c.Pull() {
-		if c.ix.Journaled(r) {
+		if journaled(r) {
+			delete(c.holes, r.Origin)
+			continue
+		}
+		if _, refused := c.refused[r]; refused {
+			continue // it exists: pulled when there is room
+		}
+		// What lies past the hole: a waiting signal of the origin, or, for
+		// an origin the journal listed (Know), a journaled one close by. A
+		// hole named only by dependencies (perhaps a hostile one's) is not
+		// probed: nothing waits behind it but those dependents, which
+		// DepWait gives up on their own.
+		next := lowest[r.Origin]
+		if next == 0 && c.listed[r.Origin] > r.Seq {
+			for q := r.Seq + 1; q <= c.listed[r.Origin] && q-r.Seq <= maxHoleProbe; q++ {
+				if journaled(Ref{Origin: r.Origin, Seq: q}) {
+					next = q
+					break
+				}
+			}
+		}
+		if next == 0 {
 			delete(c.holes, r.Origin)
 			continue
 		}
 		h, ok := c.holes[r.Origin]
 		if !ok || h.seq != r.Seq {
-			c.holes[r.Origin] = hole{seq: r.Seq, since: now}
+			c.holes[r.Origin] = hole{seq: r.Seq, since: now} // its wait starts when something is found behind it
 			continue
 		}
 		if now-h.since < c.p.DepWait {
 			continue
 		}
-		for q := r.Seq + 1; q <= c.known[r.Origin] && q-r.Seq <= maxHoleProbe; q++ {
-			nx := Ref{Origin: r.Origin, Seq: q}
-			if c.waiting[nx] == nil && !c.ix.Journaled(nx) {
-				continue
+		nx := Ref{Origin: r.Origin, Seq: next}
+		c.skip(Gap{Origin: r.Origin, From: r.Seq, To: next - 1})
+		delete(c.holes, r.Origin)
+		if len(c.afterGap) < maxSkipped {
+			c.afterGap[nx] = r.Seq
+		}
+		if it := c.waiting[nx]; it != nil { // it waited on the hole
+			if blk, onCause := c.blocker(it); blk != nil {
+				c.park(it, blk, onCause)
+			} else {
+				c.unhold(nx)
+				out = c.release(it, out)
 			}
-			c.skip(Gap{Origin: r.Origin, From: r.Seq, To: q - 1})
-			delete(c.holes, r.Origin)
-			if len(c.afterGap) < maxSkipped {
-				c.afterGap[nx] = r.Seq
-			}
-			if it := c.waiting[nx]; it != nil { // it waited on the hole
-				if blk, onCause := c.blocker(it); blk != nil {
-					c.park(it, blk, onCause)
-				} else {
-					c.unhold(nx)
-					out = c.release(it, out)
-				}
-			}
-			break
 		}
 	}
 	return out
@@ -1085,6 +1246,10 @@ const maxSkipped = 4096
 // skip gives up g: its origin counts as delivered past it, and a signal of
 // it that turns up later is delivered late.
 func (c *Core[T]) skip(g Gap) {
+	g.From = max(g.From, c.delivered[g.Origin]+1) // never below what is delivered
+	if g.From > g.To {
+		return
+	}
 	c.delivered[g.Origin] = g.To
 	c.skipped[g.Origin] = append(c.skipped[g.Origin], g)
 	c.skipRing = append(c.skipRing, g)
@@ -1148,15 +1313,11 @@ func (c *Core[T]) deliverLate(it *item[T]) Release[T] {
 // missing or refused. Sorted by origin.
 func (c *Core[T]) Pull() []Ref {
 	var out []Ref
-	for o, k := range c.known {
+	for _, o := range slices.Sorted(maps.Keys(c.known)) { // in order: applyPreSkip changes state
+		k := c.known[o]
 		next := c.delivered[o] + 1
-		if to, ok := c.preSkip[Ref{Origin: o, Seq: next}]; ok && c.waiting[Ref{Origin: o, Seq: to + 1}] == nil { // given up before a restart
-			delete(c.preSkip, Ref{Origin: o, Seq: next})
-			c.skip(Gap{Origin: o, From: next, To: to})
-			if len(c.afterGap) < maxSkipped {
-				c.afterGap[Ref{Origin: o, Seq: to + 1}] = next
-			}
-			next = to + 1
+		if _, ok := c.preSkip[Ref{Origin: o, Seq: next}]; ok { // given up before a restart
+			next = c.applyPreSkip(o, next) + 1
 		}
 		if k < next {
 			continue
@@ -1166,8 +1327,48 @@ func (c *Core[T]) Pull() []Ref {
 		}
 		out = append(out, Ref{o, next})
 	}
-	slices.SortFunc(out, func(a, b Ref) int { return cmp.Compare(a.Origin, b.Origin) })
+	for r := range c.lateKnown {
+		if !c.Skipped(r) {
+			delete(c.lateKnown, r)
+			continue
+		}
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b Ref) int { return cmp.Or(cmp.Compare(a.Origin, b.Origin), cmp.Compare(a.Seq, b.Seq)) })
 	return out
+}
+
+// applyPreSkip applies the hole given up before a restart that starts at
+// from: it is skipped up to the first signal in it that waits here (that
+// one is delivered in its place, and the rest of the hole is given up
+// after it). It returns the last sequence skipped (from-1: none).
+func (c *Core[T]) applyPreSkip(o string, from uint64) uint64 {
+	to, ok := c.preSkip[Ref{Origin: o, Seq: from}]
+	if !ok {
+		return from - 1
+	}
+	delete(c.preSkip, Ref{Origin: o, Seq: from})
+	var w uint64
+	for r := range c.waiting {
+		if r.Origin == o && r.Seq >= from && r.Seq <= to && (w == 0 || r.Seq < w) {
+			w = r.Seq
+		}
+	}
+	end := to
+	if w != 0 {
+		end = w - 1
+		if w < to {
+			c.preSkip[Ref{Origin: o, Seq: w + 1}] = to
+		}
+	}
+	if end < from {
+		return from - 1
+	}
+	c.skip(Gap{Origin: o, From: from, To: end})
+	if len(c.afterGap) < maxSkipped {
+		c.afterGap[Ref{Origin: o, Seq: end + 1}] = from
+	}
+	return end
 }
 
 // Delivered returns the highest delivered sequence of each origin.

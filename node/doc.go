@@ -42,7 +42,11 @@
 // delivered its signal) is given up after Params.DepWait (default 2
 // minutes, "dependency_not_found"); a previous signal given up that turns
 // up later is still delivered, out of its origin's order
-// ("delivered_late"), also to named subscriptions whose cursor is past it.
+// ("delivered_late"), also to named subscriptions whose cursor is past it
+// (at most once there: a late signal not handled before the subscription
+// or the node stops is not handed over again), at once, without waiting
+// for its own dependencies; the last 4,096 ranges given up are remembered
+// for this, older ones' signals are duplicates.
 // Give-ups are recorded in the store, so a restart's replay of the journal
 // does not wait for them again. Within CauseWait and DepWait every replica
 // delivers in causal order; a partition longer than them may deliver an
