@@ -131,18 +131,60 @@ func (n *Node) putHook(key ds.Key, value []byte) {
 		n.m.reject("journal_entry")
 		return
 	}
-	// Indexed at once, also while the core has no room: the core asks the
-	// index whether a cause it waits for is journaled (then it is on its
-	// way and the effect keeps waiting).
-	n.indexPut(m)
 	if n.refusing.Load() {
 		// The core has no room (a large catch-up): it would refuse this
 		// one, and read it from the journal when its turn comes. Tell it
-		// the signal exists; spare the rest.
+		// the signal exists; spare the rest. It is indexed all the same,
+		// in batches (the core asks the index whether a cause it waits
+		// for is journaled: then it is on its way and the effect waits).
+		n.indexLater(m)
 		n.send(inbound{known: &causal.Ref{Origin: ref, Seq: seq}})
 		return
 	}
+	n.indexPut(m)
 	n.send(inbound{s: s, via: viaJournal, meta: &m})
+}
+
+// indexLater queues the index entry of a journaled signal, written with
+// the others in one batch when 1,024 are queued, at the loop's next tick,
+// or at Close: while the core refuses, a large catch-up's entries arrive
+// by the hundred thousand, and one store write each would slow it.
+func (n *Node) indexLater(m causal.Meta) {
+	e := journal.IndexEntry(m)
+	n.idxMu.Lock()
+	n.idxPending = append(n.idxPending, e)
+	full := len(n.idxPending) >= 1024
+	n.idxMu.Unlock()
+	if full {
+		n.flushIndex()
+	}
+}
+
+// flushIndex writes the queued index entries in one batch.
+func (n *Node) flushIndex() {
+	n.idxMu.Lock()
+	pend := n.idxPending
+	n.idxPending = nil
+	n.idxMu.Unlock()
+	if len(pend) == 0 {
+		return
+	}
+	ctx := context.WithoutCancel(n.ctx)
+	b, err := n.index.Batch(ctx)
+	if err == nil {
+		for _, e := range pend {
+			if err = b.Put(ctx, e.Key, e.Value); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			err = b.Commit(ctx)
+		}
+	}
+	if err != nil {
+		n.log.Error("node: write the journal index", "err", err)
+		n.m.drop("index_write")
+	}
 }
 
 // indexPut writes the journal's id index entry of a journaled signal.

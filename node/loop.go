@@ -107,6 +107,7 @@ func (n *Node) loop() {
 			n.adoptOld()
 			n.checkCauses()
 			n.sweepFresh()
+			n.flushIndex()
 		}
 		if n.m.hist != nil {
 			n.heal.note(n.m.hist, n.core.Len() > 0 || n.pulling || n.pullWanted, time.Now())

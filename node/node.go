@@ -82,11 +82,14 @@ type Node struct {
 	indexOK  bool        // the index is complete: Close marks it so for the next start
 	indexing bool        // pulls write index entries (off while a clean start replays the journal)
 	refusing atomic.Bool // the core refused a signal for lack of room and has not got room back
-	closing  atomic.Bool // Close has begun: Publish refuses
-	handed   handOff     // what Close waits for peers to hold
-	mdns     mdns.Service
-	rm       *rcmgrCloser // the host's resource manager (the host does not close it)
-	nat      nat
+
+	idxMu      sync.Mutex      // guards idxPending
+	idxPending []journal.Entry // index entries queued by the put hook while refusing (flushIndex)
+	closing    atomic.Bool     // Close has begun: Publish refuses
+	handed     handOff         // what Close waits for peers to hold
+	mdns       mdns.Service
+	rm         *rcmgrCloser // the host's resource manager (the host does not close it)
+	nat        nat
 
 	peersTopic *pubsub.Topic // discovery announcements
 	peersSub   *pubsub.Subscription
@@ -619,6 +622,9 @@ func (n *Node) Close() error {
 			errs = append(errs, n.host.Close())
 		}
 		errs = append(errs, n.rm.Close())
+		if n.index != nil {
+			n.flushIndex() // the put hook is done (the replica is closed)
+		}
 		if n.store != nil {
 			if n.indexOK { // every delivered signal is indexed
 				errs = append(errs, n.store.Put(context.Background(), n.cleanKey(), nil))
