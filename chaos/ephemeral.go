@@ -143,5 +143,6 @@ func (w *workload) ephemeral(ctx context.Context, k int, p ephPlan) (e Ephemeral
 func handOffFailed(log string) bool {
 	b, err := os.ReadFile(log)
 	return err == nil && (bytes.Contains(b, []byte("close: no connected peer confirmed")) ||
+		bytes.Contains(b, []byte("close: no connected peer to hand")) ||
 		bytes.Contains(b, []byte("close: the journal did not take the last signals")))
 }

@@ -101,7 +101,7 @@ func expect(setup Setup, faults []Fault) Expect {
 	// node's own shutdown, are no faults.
 	// Nodes stopped together at the end cannot confirm a hand-off to each
 	// other.
-	e := Expect{Logs: []string{"bootstrap peer unreachable", "context canceled", "no connected peer confirmed"}}
+	e := Expect{Logs: []string{"bootstrap peer unreachable", "context canceled", "no connected peer confirmed", "no connected peer to hand"}}
 	disrupt := slices.ContainsFunc(faults, func(f Fault) bool { return f.Kind != Slow })
 	if setup.Ephemeral > 0 {
 		// An out-of-band cause may name a signal of an ephemeral node

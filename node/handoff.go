@@ -63,8 +63,13 @@ func (n *Node) handOff(adopted []place) {
 		}
 	}
 	ps := append(n.handed.places(n.selfRef), adopted...)
-	if len(ps) == 0 || len(n.ps.ListPeers(n.topicName("acks"))) == 0 {
-		return // nothing to hand off, or nobody to hand it to
+	if len(ps) == 0 {
+		return // nothing to hand off
+	}
+	if len(n.ps.ListPeers(n.topicName("acks"))) == 0 {
+		n.m.drop("handoff")
+		n.log.Warn("node: close: no connected peer to hand this node's last journal deltas to (in memory, they go with it; on disk, they replicate at the next start)")
+		return
 	}
 	if err := n.awaitQuorum(ctx, nil, ps, 1, 0); err != nil {
 		n.m.drop("handoff")
