@@ -45,6 +45,8 @@ func (h *handOff) places(ref string) []place {
 // before Close is in its journal and a connected peer holds the last
 // entries of its latest journal batches and the adopted places: a peer
 // that publishes and leaves at once does not take the only copy with it.
+// With no peer connected, a node with bootstrap peers waits for one to
+// come back (the redialer runs until Close ends), within the same bound.
 func (n *Node) handOff(adopted []place) {
 	if !n.live || n.p.HandOff < 0 || testCrashClose {
 		return
@@ -66,10 +68,19 @@ func (n *Node) handOff(adopted []place) {
 	if len(ps) == 0 {
 		return // nothing to hand off
 	}
-	if len(n.ps.ListPeers(n.topicName("acks"))) == 0 {
-		n.m.drop("handoff")
-		n.log.Warn("node: close: no connected peer to hand this node's last journal deltas to (in memory, they go with it; on disk, they replicate at the next start)")
-		return
+	for len(n.ps.ListPeers(n.topicName("acks"))) == 0 {
+		if len(n.cfg.Bootstrap) == 0 {
+			return // a node on its own: nobody to hand it to, nobody expected
+		}
+		// Its peers are away (restarting, cut off): the redialer may
+		// bring one back within the hand-off time.
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			n.m.drop("handoff")
+			n.log.Warn("node: close: no connected peer to hand this node's last journal deltas to (in memory, they go with it; on disk, they replicate at the next start)")
+			return
+		}
 	}
 	if err := n.awaitQuorum(ctx, nil, ps, 1, 0); err != nil {
 		n.m.drop("handoff")

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/signalmesh/signalmesh"
 	"github.com/signalmesh/signalmesh/node"
 )
@@ -61,4 +63,49 @@ func ephemeralPublishers(t *testing.T, handOff time.Duration) {
 			t.Fatalf("%s: hub handled it %d times, the late peer %d", x.ID, got.seen[x.ID], rec.seen[x.ID])
 		}
 	}
+}
+
+// An edge peer in memory publishes while its hub is restarting and closes
+// before the hub is back: Close waits, within HandOff, for the redialer to
+// bring the hub back and hands its signal over. Before, Close returned at
+// once when no peer was connected and the signal went with the edge.
+func TestCloseWaitsForABootstrapPeerToComeBack(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	hubCfg := node.Config{Mesh: "handoff-back", DataDir: dir, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: testLogger(t)}
+	hub, err := node.New(ctx, hubCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ai := hub.AddrInfo()
+	hubCfg.ListenAddrs = []string{ai.Addrs[0].String()} // the same address when it comes back
+	edge, err := node.New(ctx, node.Config{Mesh: "handoff-back", ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: testLogger(t),
+		Bootstrap: []peer.AddrInfo{ai}, Params: node.Params{Redial: 50 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the edge connected", func() bool { return len(edge.Peers()) > 0 })
+	if err := hub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the edge alone", func() bool { return len(edge.Peers()) == 0 })
+	x := mustSignal(t, "edge.reading")
+	if err := edge.Publish(ctx, x); err != nil { // journaled on the edge only
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- edge.Close() }()
+	hub, err = node.New(ctx, hubCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Close()
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the hub holds the edge's signal", func() bool {
+		s, err := hub.Get(ctx, x.ID)
+		return err == nil && s.ID == x.ID
+	})
 }
