@@ -26,6 +26,10 @@ const (
 	// its publishing peer's signals, a Lamport time and its direct
 	// dependencies, in the text form of package causal (a string).
 	ExtCausal = "meshcausal"
+	// ExtSig holds the origin's signature of the signal: its libp2p key
+	// signs the binary wire form of everything else, meshpeer and
+	// meshcausal included (see package node; a string).
+	ExtSig = "meshsig"
 )
 
 // Signal is a CloudEvents 1.0 event.

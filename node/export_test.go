@@ -1,6 +1,14 @@
 package node
 
-import ds "github.com/ipfs/go-datastore"
+import (
+	"os"
+
+	ds "github.com/ipfs/go-datastore"
+)
+
+// SIGNALMESH_TEST_NOVERIFY=1 turns signature and journal-entry checks off,
+// to show what the hostile tests' attacks do without them.
+func init() { testNoVerify = os.Getenv("SIGNALMESH_TEST_NOVERIFY") != "" }
 
 // SetTestWrapStore wraps the store of every node started after it (tests
 // only: set it before starting nodes, reset it to nil in a cleanup).

@@ -53,6 +53,8 @@ type Node struct {
 	p    Params
 	log  *slog.Logger
 	self peer.ID
+	key  crypto.PrivKey // signs what the node publishes
+	ver  *verifier      // checks what others signed
 
 	ctx      context.Context // cancelled first by Close; the node's own goroutines watch it
 	cancel   context.CancelFunc
@@ -137,6 +139,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.netCtx, n.netEnd = context.WithCancel(context.Background())
 	n.subs = router.New[*Subscription]()
+	n.ver = newVerifier(cfg.Mesh)
 	n.publish = n.publishCore
 	for i := len(cfg.PublishMiddleware) - 1; i >= 0; i-- {
 		n.publish = cfg.PublishMiddleware[i](n.publish)
@@ -300,7 +303,7 @@ func (n *Node) startHost(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("node: libp2p host: %w", err)
 	}
-	n.host, n.self = h, h.ID()
+	n.host, n.self, n.key = h, h.ID(), priv
 	return nil
 }
 
