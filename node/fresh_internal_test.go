@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/signalmesh/signalmesh"
 	"github.com/signalmesh/signalmesh/causal"
 	"github.com/signalmesh/signalmesh/journal"
@@ -63,6 +66,20 @@ func TestCursorLogCutsTornTail(t *testing.T) {
 	}
 }
 
+// testPeer is a new key and its peer id.
+func testPeer(t *testing.T) (crypto.PrivKey, string) {
+	t.Helper()
+	priv, pub, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := peer.IDFromPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return priv, id.String()
+}
+
 func stampedSig(t *testing.T, id, peer string, seq, lamport uint64, deps []causal.Ref) *signalmesh.Signal {
 	t.Helper()
 	s, err := signalmesh.New("review.t", "/review", nil, signalmesh.WithID(id))
@@ -85,9 +102,13 @@ func TestJournaledWhileWaitingIsNotAdopted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	const peerA, peerB = "12D3KooWWaitingPeerAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "12D3KooWWaitingPeerBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB"
+	keyA, peerA := testPeer(t)
+	keyB, peerB := testPeer(t)
 	b1 := stampedSig(t, "b1", peerB, 1, 1, nil)
 	a1 := stampedSig(t, "a1", peerA, 1, 2, []causal.Ref{{Origin: causal.PeerRef(peerB), Seq: 1}})
+	if Sign("waiting", keyA, a1) != nil || Sign("waiting", keyB, b1) != nil {
+		t.Fatal("sign")
+	}
 	put := func(s *signalmesh.Signal) {
 		w, err := s.MarshalBinary()
 		if err != nil {

@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"encoding/binary"
+	"errors"
+	"fmt"
 
 	ds "github.com/ipfs/go-datastore"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/signalmesh/signalmesh"
 	"github.com/signalmesh/signalmesh/causal"
+	"github.com/signalmesh/signalmesh/crdt"
 	"github.com/signalmesh/signalmesh/journal"
 )
 
@@ -153,6 +156,49 @@ func (n *Node) putHook(key ds.Key, value []byte) {
 		return
 	}
 	n.send(inbound{s: s, via: viaJournal, meta: &m})
+}
+
+// errEntryKey: a journal entry whose key is not the place (origin ref,
+// sequence) of the signal it holds.
+var errEntryKey = errors.New("node: journal entry not at its signal's place")
+
+// checkEntry vets an entry of a journal delta from another replica before
+// go-ds-crdt merges it (see crdt.Params.CheckEntry): its key is a signal's
+// place, and the value is that signal, signed by its origin, the peer
+// whose ref the key names. With crdt.Params.Immutable, nobody can delete
+// or rewrite an entry either.
+func (n *Node) checkEntry(key string, value []byte) error {
+	ref, seq, ok := journal.ParseSignalKey(ds.NewKey(key))
+	if !ok {
+		return fmt.Errorf("%w: key %q", errEntryKey, key)
+	}
+	s, err := signalmesh.DecodeBinary(value, signalmesh.Limits{})
+	if err != nil {
+		return fmt.Errorf("node: journal entry %s: %w", key, err)
+	}
+	if r, q := journal.Place(s); r != ref || q != seq {
+		return fmt.Errorf("%w: %s holds %s:%d", errEntryKey, key, r, q)
+	}
+	return n.ver.verify(s, value)
+}
+
+// refusedBlock counts a journal block the checks refused, by reason.
+func (n *Node) refusedBlock(e *crdt.RefusedError) {
+	reason := "journal_block"
+	switch {
+	case errors.Is(e, crdt.ErrTombstone):
+		reason = "journal_tombstone"
+	case errors.Is(e, crdt.ErrOverwrite):
+		reason = "journal_overwrite"
+	case errors.Is(e, ErrSignature):
+		reason = "journal_signature"
+	case errors.Is(e, errEntryKey):
+		reason = "journal_key"
+	case errors.Is(e, signalmesh.ErrMalformed), errors.Is(e, signalmesh.ErrTooLarge):
+		reason = "journal_entry"
+	}
+	n.m.reject(reason)
+	n.log.Warn("node: refused a journal block from another replica", "reason", reason, "err", e)
 }
 
 // indexPut writes the journal's id index entry of a journaled signal.

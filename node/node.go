@@ -349,14 +349,18 @@ func (n *Node) startJournal(ctx context.Context) error {
 		return fmt.Errorf("node: dag service: %w", err)
 	}
 	n.dag = dag
-	n.repl, err = crdt.Open(n.store, dag, n.ps, crdt.Params{
+	p := crdt.Params{
 		Namespace:           ds.NewKey("/mesh/" + n.cfg.Mesh + "/journal"),
 		Topic:               n.topicName("journal"),
 		RebroadcastInterval: n.p.Rebroadcast,
 		PutHook:             n.putHook,
 		Has:                 dag.HasBlock,
 		Logger:              n.log,
-	})
+	}
+	if !testNoVerify {
+		p.CheckEntry, p.Immutable, p.OnRefuse = n.checkEntry, true, n.refusedBlock
+	}
+	n.repl, err = crdt.Open(n.store, dag, n.ps, p)
 	if err != nil {
 		return err
 	}
