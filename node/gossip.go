@@ -108,8 +108,9 @@ func (n *Node) readGossip() {
 	}
 }
 
-// testNoVerify, when set (tests only), turns signature and journal checks
-// off: the hostile tests run with it show the attacks they stop.
+// testNoVerify, when set (tests only), turns signing, signature checks and
+// journal checks off: the hostile tests run with it show the attacks they
+// stop, and BenchmarkDurablePublish what signing costs.
 var testNoVerify bool
 
 // putHook receives every journal entry that arrives in the CRDT store, local

@@ -169,6 +169,9 @@ func (n *Node) publishWeak(ctx context.Context, sigs []*signalmesh.Signal) error
 // the verifier then knows: they come back through the put hook.
 func (n *Node) signAll(sigs []*signalmesh.Signal) ([][]byte, error) {
 	for _, s := range sigs {
+		if testNoVerify {
+			break
+		}
 		if err := Sign(n.cfg.Mesh, n.key, s); err != nil {
 			return nil, fmt.Errorf("node: sign %s: %w", s.ID, err)
 		}
