@@ -379,7 +379,7 @@ func (n *Node) restore(ctx context.Context) error {
 	var err error
 	n.selfRef = causal.PeerRef(n.self.String())
 	n.origins = map[string]string{n.selfRef: n.self.String()}
-	n.fresh = newFreshSet(1 << 16)
+	n.fresh = newFreshSet(1<<16, 2*n.p.JournalBatch)
 	n.journalRefs = map[causal.Ref]struct{}{}
 	n.core, err = causal.New[*signalmesh.Signal](causal.Params{Limit: n.p.CausalBuffer,
 		CauseWait: int64(n.p.CauseWait), DepWait: int64(n.p.DepWait)}, n.jr)
