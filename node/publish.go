@@ -154,26 +154,18 @@ func (n *Node) publishWeak(ctx context.Context, sigs []*signalmesh.Signal) error
 			return ErrClosed
 		}
 	}
-	if err != nil {
-		return err
-	}
 	n.m.published.Add(int64(len(sigs)))
-	if err != nil {
-		return err
-	}
 	n.gossip(ctx, wires)
 	return nil
 }
 
-// signAll signs sigs as their origin and returns their wire forms, which
-// the verifier then knows: they come back through the put hook.
+// signAll signs sigs as their origin, as one batch (one signature, a
+// Merkle proof in each), and returns their wire forms, which the verifier
+// then knows: they come back through the put hook.
 func (n *Node) signAll(sigs []*signalmesh.Signal) ([][]byte, error) {
-	for _, s := range sigs {
-		if testNoVerify {
-			break
-		}
-		if err := Sign(n.cfg.Mesh, n.key, s); err != nil {
-			return nil, fmt.Errorf("node: sign %s: %w", s.ID, err)
+	if !testNoVerify {
+		if err := SignBatch(n.cfg.Mesh, n.key, sigs); err != nil {
+			return nil, err
 		}
 	}
 	wires, err := encodeAll(sigs)
