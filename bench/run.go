@@ -72,7 +72,7 @@ type Spec struct {
 var AllScenarios = []string{"partition", "rejoin", "burst", "steady", "mixed", "churn", "scale", "history", "durable"}
 
 // ExtraScenarios run only when named: they take minutes.
-var ExtraScenarios = []string{"catchup", "slow-consumer"}
+var ExtraScenarios = []string{"catchup", "slow-consumer", "flood"}
 
 // WithDefaults fills the zero fields with the standard (or short) suite's values.
 func (s Spec) WithDefaults() Spec {
@@ -276,6 +276,13 @@ func (s Spec) scenarios() []scenario {
 		case "catchup":
 			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {
 				return CatchUp(ctx, env, s.CatchUp)
+			}
+		case "flood":
+			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {
+				if s.Short {
+					return Flood(ctx, env, 10000, 200, 3*time.Second)
+				}
+				return Flood(ctx, env, 100000, 500, 10*time.Second)
 			}
 		case "slow-consumer":
 			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {

@@ -544,3 +544,46 @@ func TestPermanentFailureDeadLetters(t *testing.T) {
 		t.Errorf("dead letter says %+v", dl)
 	}
 }
+
+// A 429 or 503 with Retry-After is retried after the time it asks for, not
+// after the (much shorter) backoff.
+func TestEgressHonoursRetryAfter(t *testing.T) {
+	n := newNode(t, fmt.Sprintf("after-%d", time.Now().UnixNano()), "")
+	defer n.Close()
+	for _, status := range []int{http.StatusTooManyRequests, http.StatusServiceUnavailable} {
+		var mu sync.Mutex
+		var at []time.Time
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			at = append(at, time.Now())
+			first := len(at) == 1
+			mu.Unlock()
+			if first {
+				w.Header().Set("Retry-After", "1")
+				http.Error(w, "busy", status)
+			}
+		}))
+		name := fmt.Sprintf("busy-%d", status)
+		eg, err := bridge.NewEgress(n, bridge.EgressConfig{Cluster: "eu", Store: memStore(), Logger: testLogger(t), Destinations: []bridge.Destination{
+			{Name: name, URL: srv.URL, Patterns: []string{"order.**"}, Retry: bridge.Retry{Backoff: 10 * time.Millisecond}},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, _ := signalmesh.New("order.created", "/shop", nil)
+		if err := n.Publish(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+		await(t, "the destination to accept", func() bool { return eg.Stats()[name].Sent == 1 })
+		if err := eg.Close(); err != nil {
+			t.Error(err)
+		}
+		srv.Close()
+		if len(at) != 2 {
+			t.Fatalf("%d: %d requests, want 2", status, len(at))
+		}
+		if gap := at[1].Sub(at[0]); gap < time.Second {
+			t.Errorf("%d: retried after %v, before the Retry-After of 1 s", status, gap)
+		}
+	}
+}

@@ -57,7 +57,9 @@ type Destination struct {
 // negative value retries forever), waiting Backoff before the second
 // (default 200 ms), doubling up to MaxBackoff (default 30 s), each wait
 // ±20 % jitter. While the breaker is open no attempt is spent. Answers 4xx
-// other than 408 and 429 are not retried.
+// other than 408 and 429 are not retried. A 429 or 503 answer with a
+// Retry-After header (seconds or an HTTP date) waits that long instead of
+// the backoff, at most 5 minutes, and at least the backoff.
 type Retry struct {
 	Attempts   int
 	Backoff    time.Duration
@@ -405,7 +407,8 @@ func (d *dest) deliver(br *breaker, sigs []*signalmesh.Signal) bool {
 				return false
 			}
 		}
-		status, err = d.post(sigs)
+		var after time.Duration
+		status, after, err = d.post(sigs)
 		if err == nil {
 			br.success()
 			d.mu.Lock()
@@ -427,7 +430,7 @@ func (d *dest) deliver(br *breaker, sigs []*signalmesh.Signal) bool {
 			d.deadLetter(sigs, attempt, status, err)
 			return true
 		}
-		if !d.sleep(jitter(backoff)) {
+		if !d.sleep(max(jitter(backoff), after)) {
 			return false
 		}
 		backoff = min(2*backoff, d.Retry.MaxBackoff)
@@ -452,26 +455,52 @@ func (d *dest) sleep(t time.Duration) bool {
 	}
 }
 
-func (d *dest) post(sigs []*signalmesh.Signal) (int, error) {
+// post sends one request. It returns the answer's status and, for a 429
+// or 503, how long its Retry-After asks to wait (0 without one).
+func (d *dest) post(sigs []*signalmesh.Signal) (int, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(d.e.ctx, d.Timeout)
 	defer cancel()
 	req, err := NewRequest(ctx, d.URL, d.Mode, sigs, d.Secret)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if d.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+d.Token)
 	}
 	resp, err := d.e.cfg.Client.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	if resp.StatusCode/100 != 2 {
-		return resp.StatusCode, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(msg)))
+		var after time.Duration
+		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+			after = retryAfter(resp.Header.Get("Retry-After"), time.Now())
+		}
+		return resp.StatusCode, after, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(msg)))
 	}
-	return resp.StatusCode, nil
+	return resp.StatusCode, 0, nil
+}
+
+// maxRetryAfter bounds the wait a destination's Retry-After can ask for.
+const maxRetryAfter = 5 * time.Minute
+
+// retryAfter reads a Retry-After header (RFC 9110 10.2.3): delay seconds
+// or an HTTP date, relative to now. It is 0 when absent or unreadable, and
+// at most maxRetryAfter.
+func retryAfter(h string, now time.Time) time.Duration {
+	h = strings.TrimSpace(h)
+	if h == "" {
+		return 0
+	}
+	var d time.Duration
+	if secs, err := strconv.ParseUint(h, 10, 32); err == nil {
+		d = time.Duration(secs) * time.Second
+	} else if t, err := http.ParseTime(h); err == nil {
+		d = t.Sub(now)
+	}
+	return min(max(d, 0), maxRetryAfter)
 }
 
 func (d *dest) deadLetter(sigs []*signalmesh.Signal, attempts, status int, cause error) {

@@ -2,6 +2,7 @@ package causal
 
 import (
 	"cmp"
+	"container/heap"
 	"errors"
 	"fmt"
 	"maps"
@@ -69,6 +70,13 @@ type Params struct {
 	// mesh at all (a typo, an id from outside) must not hold its effect,
 	// and the rest of its origin's signals, forever. 0: wait forever.
 	CauseWait int64
+	// OriginLimit is the most signals of one origin that may wait (0: up
+	// to Limit). Past it that origin's signals are refused (and pulled
+	// again later) while the others' still get in; and when the buffer is
+	// full, the origin holding the most gives up its highest waiting
+	// signal to one that holds fewer. One origin flooding signals that
+	// never become ready cannot keep the others out.
+	OriginLimit int
 	// DepWait is how long a signal waits for a dependency (its origin's
 	// previous signal or a named one) that the core has not seen and the
 	// Index does not hold: one lost with the only peers that had it (a
@@ -106,6 +114,10 @@ type Release[T any] struct {
 	// origin's previous signals) that no peer had offered and the journal
 	// did not hold.
 	DepLost bool
+	// Decision is what was given up for it (with DepLost or CauseLost): a
+	// caller that records it and hands it back to Decide after a restart
+	// spares the replay of its journal the same waits.
+	Decision Decision
 	// Late: delivered after later signals of its own origin, which were
 	// released without it (DepLost): its place in its origin's order was
 	// given up.
@@ -131,8 +143,10 @@ type item[T any] struct {
 	causeSet   bool
 	causeLater bool // its cause is a later signal of its own origin: not a dependency
 	causeLost  bool
-	depLost    []Ref // named dependencies given up (DepWait)
-	gapLost    bool  // its origin's previous signals were given up
+	depLost    []Ref  // named dependencies given up (DepWait)
+	gapLost    bool   // its origin's previous signals were given up
+	gapFrom    uint64 // the first of them
+	hidx       int    // its place in its origin's seqHeap
 }
 
 type frontierEntry struct {
@@ -150,27 +164,34 @@ type Core[T any] struct {
 	p  Params
 	ix Index
 
-	delivered map[string]uint64 // origin -> highest delivered (contiguous)
-	known     map[string]uint64 // origin -> highest sequence heard of
+	delivered map[string]uint64      // origin -> highest delivered (contiguous)
+	known     map[string]uint64      // origin -> highest sequence heard of
+	knownAt   map[string][]knownMark // origin -> when its known sequence rose (firstKnown)
 	waiting   map[Ref]*item[T]
-	latest    latestHeap[T] // the waiting signals, latest Lamport time on top (lazily pruned)
+	perOrigin map[string]int         // origin -> how many of its signals wait
+	bySeq     map[string]*seqHeap[T] // origin -> its waiting signals, highest sequence on top
+	latest    latestHeap[T]          // the waiting signals, latest Lamport time on top (lazily pruned)
 	evicted   int64
 	onEvict   func(Ref)        // tests: told of each eviction
 	waitID    map[string][]Ref // id -> waiting signals with it
 	onRef     map[Ref][]Ref    // undelivered dependency -> waiting items blocked on it
 	onCause   map[string][]Ref // undelivered cause id -> waiting items blocked on it
-	refused   map[Ref]int64    // refused with ErrFull while only its cause was missing -> first time
+	refused   map[Ref]refusal  // refused with ErrFull or evicted -> when first, and whether its CauseWait had begun (bounded: maxRefused)
 
 	frontier    map[string]frontierEntry // delivered signals no later delivered one names
 	maxLamport  uint64
 	lastLamport map[string]uint64 // origin -> Lamport time of its last delivered signal (as bounded)
 	now         int64             // the latest time given to Add or Tick
 
-	skipped  map[string][]Gap // origin -> sequences given up (DepWait), still deliverable late
-	skipRing []Gap            // the skipped ranges in the order given up, to forget the oldest
-	depScan  int64            // when Tick last looked for dependencies to give up
-	holes    map[string]hole  // origin -> the hole Pull stops at, and since when (see skipHoles)
-	afterGap map[Ref]bool     // the signals right after a hole skipHoles gave up: released DepLost
+	skipped   map[string][]Gap  // origin -> sequences given up (DepWait), still deliverable late
+	skipRing  []Gap             // the skipped ranges in the order given up, to forget the oldest
+	depScan   int64             // when Tick last looked for dependencies to give up
+	holes     map[string]hole   // origin -> the hole Pull stops at, and since when (see skipHoles)
+	listed    map[string]uint64 // origin -> highest sequence the journal listed (Know)
+	lateKnown map[Ref]bool      // skipped signals the journal announced (Know): Pull names them
+	afterGap  map[Ref]uint64    // the signals right after a hole skipHoles gave up -> the hole's first sequence
+	decided   map[Ref]Decision  // given up before a restart (Decide): not waited for again
+	preSkip   map[Ref]uint64    // (origin, first) of a hole given up before a restart -> its last (see Pull)
 
 	bloom  []uint64
 	recent map[string][]recentID // id -> delivered identities with it
@@ -203,10 +224,10 @@ func New[T any](p Params, ix Index) (*Core[T], error) {
 	}
 	return &Core[T]{
 		p: p, ix: ix,
-		delivered: map[string]uint64{}, known: map[string]uint64{},
-		waiting: map[Ref]*item[T]{}, waitID: map[string][]Ref{}, onRef: map[Ref][]Ref{}, onCause: map[string][]Ref{}, refused: map[Ref]int64{},
+		delivered: map[string]uint64{}, known: map[string]uint64{}, knownAt: map[string][]knownMark{},
+		waiting: map[Ref]*item[T]{}, perOrigin: map[string]int{}, bySeq: map[string]*seqHeap[T]{}, waitID: map[string][]Ref{}, onRef: map[Ref][]Ref{}, onCause: map[string][]Ref{}, refused: map[Ref]refusal{},
 		frontier: map[string]frontierEntry{}, lastLamport: map[string]uint64{},
-		skipped: map[string][]Gap{}, holes: map[string]hole{}, afterGap: map[Ref]bool{},
+		skipped: map[string][]Gap{}, holes: map[string]hole{}, listed: map[string]uint64{}, lateKnown: map[Ref]bool{}, afterGap: map[Ref]uint64{}, decided: map[Ref]Decision{}, preSkip: map[Ref]uint64{},
 		bloom:  make([]uint64, (p.BloomBits+63)/64),
 		recent: map[string][]recentID{}, ring: make([]string, p.Recent),
 	}, nil
@@ -234,7 +255,22 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 	if m.Seq <= c.delivered[m.Origin] {
 		if c.unskip(r) {
 			c.now = max(c.now, now)
-			return []Release[T]{c.deliverLate(&item[T]{m: m, v: v, arrived: now})}, nil
+			delete(c.lateKnown, r)
+			out := []Release[T]{c.deliverLate(&item[T]{m: m, v: v, arrived: now})}
+			// Effects that wait for it as their cause follow.
+			ws := c.onCause[m.ID]
+			delete(c.onCause, m.ID)
+			for _, w := range ws {
+				if it := c.waiting[w]; it != nil {
+					if blk, onCause := c.blocker(it); blk != nil {
+						c.park(it, blk, onCause)
+						continue
+					}
+					c.unhold(w)
+					out = c.release(it, out)
+				}
+			}
+			return out, nil
 		}
 		return nil, ErrDuplicate
 	}
@@ -242,7 +278,7 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 		return nil, ErrDuplicate
 	}
 	c.now = max(c.now, now)
-	c.learn(r) // even if refused below: Pull names it again
+	c.mark(r) // even if refused below: Pull names it again
 	if m.Cause == m.ID && m.Cause != "" {
 		m.Cause = "" // a signal is not its own cause
 	}
@@ -277,9 +313,26 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 		}
 	}
 	it := &item[T]{m: m, v: v, arrived: now}
-	if t, ok := c.refused[r]; ok {
-		it.causeSince, it.causeSet = t, true // its wait for its cause began when it was first refused
-		it.arrived = min(it.arrived, t)
+	if d, ok := c.decided[r]; ok { // given up before a restart: not waited for again (kept until delivered: it may be refused)
+		it.causeLost = d.Cause && m.Cause != ""
+		if from := d.GapFrom; from > 0 && c.delivered[m.Origin]+1 >= from && c.delivered[m.Origin] < m.Seq-1 && !c.waitsBetween(m.Origin, c.delivered[m.Origin]+1, m.Seq-1) {
+			delete(c.preSkip, Ref{Origin: m.Origin, Seq: from})
+			it.gapLost, it.gapFrom = true, c.delivered[m.Origin]+1
+			c.skip(Gap{Origin: m.Origin, From: it.gapFrom, To: m.Seq - 1})
+		}
+		if d.Deps {
+			for _, dep := range m.Deps {
+				if c.delivered[dep.Origin] < dep.Seq && !c.ix.Journaled(dep) {
+					it.depLost = append(it.depLost, dep)
+				}
+			}
+		}
+	}
+	if f, ok := c.refused[r]; ok {
+		it.arrived = min(it.arrived, f.at) // it has been around since it was first refused
+		if f.cause {
+			it.causeSince, it.causeSet = f.causeSince, true // its wait for its cause began then
+		}
 	}
 	blk, onCause := c.blocker(it)
 	if onCause && c.p.CauseWait > 0 && it.causeSet && now-it.causeSince >= c.p.CauseWait && !c.causeOnItsWay(it, now) {
@@ -296,13 +349,16 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 		c.park(it, blk, onCause)
 		return out, nil
 	}
-	if len(c.waiting) >= c.p.Limit && c.evict(it) {
-		// room made: it holds the place of a later signal
-	} else if len(c.waiting) >= c.p.Limit {
-		if _, seen := c.refused[r]; onCause && !seen {
-			// Only its cause is missing, and what fills the buffer may all
-			// wait behind it: start its CauseWait now, or it never ends.
-			c.refused[r] = now
+	if !c.room(it) {
+		if f, seen := c.refused[r]; !seen && len(c.refused) < maxRefused {
+			// Remember since when it has been around: when it gets in, its
+			// waits count from then. If only its cause is missing (what
+			// fills the buffer may all wait behind it), its CauseWait
+			// starts now, or it never ends.
+			c.refused[r] = refusal{at: it.arrived, cause: onCause, causeSince: now}
+		} else if seen && onCause && !f.cause {
+			f.cause, f.causeSince = true, now
+			c.refused[r] = f
 		}
 		return nil, ErrFull
 	}
@@ -314,7 +370,23 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 	return nil, nil
 }
 
+// room reports whether it may wait: its origin is under OriginLimit, and
+// the buffer has room or room is made (evict, evictHeaviest).
+func (c *Core[T]) room(it *item[T]) bool {
+	if c.p.OriginLimit > 0 && c.perOrigin[it.m.Origin] >= c.p.OriginLimit {
+		return c.evictOwn(it) // its origin's share is full: unless its own wait for it, it is pulled again later, like any refused signal
+	}
+	return len(c.waiting) < c.p.Limit || c.evict(it) || c.p.OriginLimit > 0 && c.evictHeaviest(it)
+}
+
 func (c *Core[T]) hold(r Ref, it *item[T]) {
+	c.perOrigin[r.Origin]++
+	h := c.bySeq[r.Origin]
+	if h == nil {
+		h = &seqHeap[T]{}
+		c.bySeq[r.Origin] = h
+	}
+	heap.Push(h, it)
 	c.waiting[r] = it
 	c.latest.push(it, c.waiting)
 	c.waitID[it.m.ID] = append(c.waitID[it.m.ID], r)
@@ -326,6 +398,15 @@ func (c *Core[T]) unhold(r Ref) {
 		return
 	}
 	delete(c.waiting, r)
+	if c.perOrigin[r.Origin]--; c.perOrigin[r.Origin] <= 0 {
+		delete(c.perOrigin, r.Origin)
+	}
+	if h := c.bySeq[r.Origin]; h != nil {
+		heap.Remove(h, it.hidx)
+		if h.Len() == 0 {
+			delete(c.bySeq, r.Origin)
+		}
+	}
 	rs := c.waitID[it.m.ID]
 	for i, x := range rs {
 		if x == r {
@@ -360,11 +441,75 @@ func (c *Core[T]) evict(it *item[T]) bool {
 	if top == nil || !laterThan(top.m, it.m) {
 		return false
 	}
-	r = top.m.Ref()
-	if top.causeSet {
-		if _, ok := c.refused[r]; !ok {
-			c.refused[r] = top.causeSince // its CauseWait goes on when it comes back
+	c.drop(top)
+	return true
+}
+
+// evictHeaviest makes room, when the buffer is full, by dropping the
+// highest waiting signal of the origin that holds the most, if that origin
+// holds at least two more than it's: one origin flooding signals that
+// never become ready (a hostile or broken peer) cannot keep the others'
+// signals out.
+func (c *Core[T]) evictHeaviest(it *item[T]) bool {
+	heavy, most := "", 0
+	for o, k := range c.perOrigin {
+		if k > most || k == most && o < heavy {
+			heavy, most = o, k
 		}
+	}
+	if most < c.perOrigin[it.m.Origin]+2 {
+		return false
+	}
+	c.drop((*c.bySeq[heavy])[0])
+	return true
+}
+
+// evictOwn makes room, when it's origin holds its whole share, for a
+// signal the waiting ones of its origin need (their predecessor, a
+// dependency, their cause) by dropping that origin's highest waiting
+// signal, if that is later than it: the share never refuses what its own
+// waiting signals wait for (they would wait for good).
+func (c *Core[T]) evictOwn(it *item[T]) bool {
+	r := it.m.Ref()
+	if c.waiting[Ref{Origin: r.Origin, Seq: r.Seq + 1}] == nil && len(c.onRef[r]) == 0 && len(c.onCause[it.m.ID]) == 0 {
+		return false
+	}
+	h := c.bySeq[r.Origin]
+	if h == nil || (*h)[0].m.Seq <= r.Seq {
+		return false
+	}
+	c.drop((*h)[0])
+	return true
+}
+
+// seqHeap holds an origin's waiting signals, the highest sequence on top.
+type seqHeap[T any] []*item[T]
+
+func (h seqHeap[T]) Len() int           { return len(h) }
+func (h seqHeap[T]) Less(i, j int) bool { return h[i].m.Seq > h[j].m.Seq }
+func (h seqHeap[T]) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].hidx, h[j].hidx = i, j
+}
+func (h *seqHeap[T]) Push(x any) {
+	it := x.(*item[T])
+	it.hidx = len(*h)
+	*h = append(*h, it)
+}
+func (h *seqHeap[T]) Pop() any {
+	old := *h
+	it := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return it
+}
+
+// drop evicts a waiting signal: it stays known (Pull names it again) and
+// is counted.
+func (c *Core[T]) drop(top *item[T]) {
+	r := top.m.Ref()
+	if _, ok := c.refused[r]; !ok && len(c.refused) < maxRefused {
+		c.refused[r] = refusal{at: top.arrived, cause: top.causeSet, causeSince: top.causeSince} // its waits go on when it comes back
 	}
 	c.unhold(r) // what is parked on it or for it finds it gone and skips it
 	c.learn(r)
@@ -372,7 +517,6 @@ func (c *Core[T]) evict(it *item[T]) bool {
 	if c.onEvict != nil {
 		c.onEvict(r)
 	}
-	return true
 }
 
 // Evicted counts the waiting signals dropped to make room for earlier ones.
@@ -443,14 +587,121 @@ func (h *latestHeap[T]) down(i int) {
 	}
 }
 
+// waitsBetween reports whether a signal of origin o from..to waits.
+func (c *Core[T]) waitsBetween(o string, from, to uint64) bool {
+	for r := range c.waiting {
+		if r.Origin == o && r.Seq >= from && r.Seq <= to {
+			return true
+		}
+	}
+	return false
+}
+
+// Decision is what the core gave up for a signal it released: its cause
+// (after CauseWait), its named dependencies (after DepWait), or its
+// origin's sequences from GapFrom to just before it (after DepWait).
+type Decision struct {
+	Cause   bool
+	Deps    bool
+	GapFrom uint64 // 0: none
+}
+
+// Zero reports whether nothing was given up.
+func (d Decision) Zero() bool { return d == Decision{} }
+
+// Decide hands back a decision the core made before a restart (see
+// Release.Decision), so that replaying the journal does not wait again for
+// what was given up: when r comes it is released without its cause or its
+// undelivered named dependencies, and when Pull reaches GapFrom the hole
+// up to r is skipped at once.
+func (c *Core[T]) Decide(r Ref, d Decision) {
+	if d.Zero() || r.Seq == 0 {
+		return
+	}
+	c.decided[r] = d
+	if d.GapFrom > 0 && d.GapFrom < r.Seq {
+		c.preSkip[Ref{Origin: r.Origin, Seq: d.GapFrom}] = r.Seq - 1
+	}
+	c.learn(r)
+}
+
 // Know records that the signal r exists (from a journal listing, say), so
 // that Pull and Missing name it until it is delivered.
-func (c *Core[T]) Know(r Ref) { c.learn(r) }
+func (c *Core[T]) Know(r Ref) {
+	c.mark(r)
+	if r.Seq > c.listed[r.Origin] {
+		c.listed[r.Origin] = r.Seq
+	}
+	if c.Skipped(r) && len(c.lateKnown) < maxSkipped {
+		c.lateKnown[r] = true // Pull names it: read from the journal, it is delivered late
+	}
+}
+
+// Skipped reports whether r was given up (DepWait) and not delivered
+// since: offered, it is delivered late.
+func (c *Core[T]) Skipped(r Ref) bool {
+	for _, g := range c.skipped[r.Origin] {
+		if r.Seq >= g.From && r.Seq <= g.To {
+			return true
+		}
+	}
+	return false
+}
 
 func (c *Core[T]) learn(r Ref) {
 	if r.Seq > c.known[r.Origin] {
 		c.known[r.Origin] = r.Seq
 	}
+}
+
+// mark learns r and notes when: r itself was seen (offered, listed by the
+// journal), not only named by another signal's dependencies (a hostile
+// signal may name any sequence).
+func (c *Core[T]) mark(r Ref) {
+	if ms := c.knownAt[r.Origin]; len(ms) == 0 || r.Seq > ms[len(ms)-1].seq {
+		c.learn(r)
+		if len(ms) >= maxKnownMarks { // keep every other: a later mark answers for the dropped ones (a later time: a longer wait, never a shorter one)
+			k := 0
+			for i := 1; i < len(ms); i += 2 {
+				ms[k] = ms[i]
+				k++
+			}
+			ms = ms[:k]
+		}
+		c.knownAt[r.Origin] = append(ms, knownMark{seq: r.Seq, at: c.now})
+		return
+	}
+	c.learn(r)
+}
+
+// maxKnownMarks bounds the marks of when an origin's sequences became
+// known (firstKnown), per origin.
+const maxKnownMarks = 64
+
+type knownMark struct {
+	seq uint64
+	at  int64
+}
+
+// firstKnown is when the core first knew that r exists (from a signal,
+// a dependency, Know or a journal announcement), at the latest now: a
+// signal read from the journal long after the core learnt of it (behind a
+// full buffer, after a restart) has been around since then.
+func (c *Core[T]) firstKnown(r Ref) int64 {
+	ms := c.knownAt[r.Origin]
+	for len(ms) > 0 && ms[0].seq <= c.delivered[r.Origin] { // delivered: no longer asked
+		ms = ms[1:]
+	}
+	if len(ms) == 0 {
+		delete(c.knownAt, r.Origin)
+	} else {
+		c.knownAt[r.Origin] = ms
+	}
+	i, _ := slices.BinarySearchFunc(ms, r.Seq, func(m knownMark, s uint64) int { return cmp.Compare(m.seq, s) })
+	if i < len(ms) {
+		return min(ms[i].at, c.now)
+	}
+	return c.now
 }
 
 // blocker returns what it waits for first: a dependency (nil, false when
@@ -487,7 +738,7 @@ func (c *Core[T]) park(it *item[T], blk *Ref, onCause bool) {
 			// arrived: effects queued behind one another on causes that
 			// never come (their publisher died) are released a tenth of
 			// CauseWait apart, not a whole CauseWait each.
-			it.causeSince, it.causeSet = max(it.arrived, c.now-c.p.CauseWait+c.p.CauseWait/10), true
+			it.causeSince, it.causeSet = max(min(it.arrived, c.firstKnown(r)), c.now-c.p.CauseWait+c.p.CauseWait/10), true
 		}
 		c.onCause[it.m.Cause] = append(c.onCause[it.m.Cause], r)
 		return
@@ -505,6 +756,13 @@ func (c *Core[T]) release(it *item[T], out []Release[T]) []Release[T] {
 		r := it.m.Ref()
 		woken := c.onRef[r]
 		delete(c.onRef, r)
+		if _, ok := c.preSkip[Ref{Origin: r.Origin, Seq: r.Seq + 1}]; ok { // a hole given up before a restart follows
+			if end := c.applyPreSkip(r.Origin, r.Seq+1); end > r.Seq {
+				last := Ref{Origin: r.Origin, Seq: end}
+				woken = append(woken, c.onRef[last]...)
+				delete(c.onRef, last)
+			}
+		}
 		if ws, ok := c.onCause[it.m.ID]; ok {
 			woken = append(woken, ws...)
 			delete(c.onCause, it.m.ID)
@@ -527,11 +785,12 @@ func (c *Core[T]) release(it *item[T], out []Release[T]) []Release[T] {
 
 func (c *Core[T]) deliver(it *item[T]) Release[T] {
 	m := &it.m
-	if c.afterGap[m.Ref()] {
+	delete(c.decided, m.Ref())
+	if from, ok := c.afterGap[m.Ref()]; ok {
 		delete(c.afterGap, m.Ref())
-		it.gapLost = true
+		it.gapLost, it.gapFrom = true, from
 	}
-	c.delivered[m.Origin] = m.Seq
+	c.delivered[m.Origin] = max(c.delivered[m.Origin], m.Seq) // never lower (a skip may have passed it: see Late)
 	c.learn(m.Ref())
 	delete(c.refused, m.Ref())
 	// An honest stamp's Lamport time is one more than the highest its
@@ -560,7 +819,11 @@ func (c *Core[T]) deliver(it *item[T]) Release[T] {
 			delete(c.frontier, d.Origin)
 		}
 	}
-	rel := Release[T]{Meta: *m, V: it.v, CauseLost: it.causeLost, CauseLater: it.causeLater,
+	var dec Decision
+	if it.causeLost || len(it.depLost) > 0 || it.gapLost {
+		dec = Decision{Cause: it.causeLost, Deps: len(it.depLost) > 0, GapFrom: it.gapFrom}
+	}
+	rel := Release[T]{Meta: *m, V: it.v, CauseLost: it.causeLost, CauseLater: it.causeLater, Decision: dec,
 		DepLost:        len(it.depLost) > 0 || it.gapLost,
 		LamportClamped: clamped && len(it.depLost) == 0 && !it.gapLost} // a lost dependency's time is unknown: not a hostile stamp
 	if c.mayHave(m.ID) {
@@ -795,47 +1058,63 @@ func (c *Core[T]) Tick(now int64) []Release[T] {
 // origin, so that no waiting signal is skipped over; the skipped sequences
 // stay deliverable (Late).
 func (c *Core[T]) giveUpDeps(now int64, out []Release[T]) []Release[T] {
-	out = c.skipHoles(now, out)
-	for {
-		lowest := map[string]uint64{}
-		var due []*item[T]
-		for r, it := range c.waiting {
-			if l, ok := lowest[r.Origin]; !ok || r.Seq < l {
-				lowest[r.Origin] = r.Seq
-			}
-			if now-it.arrived >= c.p.DepWait {
-				due = append(due, it)
-			}
+	jr := map[Ref]bool{} // Journaled answers, once per scan
+	journaled := func(r Ref) bool {
+		v, ok := jr[r]
+		if !ok {
+			v = c.ix.Journaled(r)
+			jr[r] = v
 		}
-		slices.SortFunc(due, func(a, b *item[T]) int {
-			return cmp.Or(cmp.Compare(a.m.Origin, b.m.Origin), cmp.Compare(a.m.Seq, b.m.Seq))
-		})
-		progress := false
-		for _, it := range due {
+		return v
+	}
+	c.prune()
+	out = c.skipHoles(now, out, journaled)
+	// Each origin's waiting signals in sequence, once: a missing
+	// predecessor is given up only for the lowest waiting one of its
+	// origin (no waiting signal is skipped over); the ones after it follow
+	// in the same walk.
+	byOrigin := map[string][]*item[T]{}
+	for _, it := range c.waiting {
+		byOrigin[it.m.Origin] = append(byOrigin[it.m.Origin], it)
+	}
+	for _, o := range slices.Sorted(maps.Keys(byOrigin)) {
+		its := byOrigin[o]
+		slices.SortFunc(its, func(a, b *item[T]) int { return cmp.Compare(a.m.Seq, b.m.Seq) })
+		for _, it := range its {
 			r := it.m.Ref()
 			if c.waiting[r] != it {
-				continue // released by an earlier one
+				continue // released above
 			}
 			blk, onCause := c.blocker(it)
-			if blk == nil { // ready (what it waited on was given up above)
+			if blk == nil { // ready: what it waited on was given up above
 				c.unhold(r)
 				out = c.release(it, out)
-				progress = true
 				continue
 			}
-			if onCause || c.waiting[*blk] != nil || c.ix.Journaled(*blk) {
-				continue // waiting for its cause (CauseWait), or its dependency is on its way
+			if onCause {
+				continue // its cause: CauseWait (Tick)
 			}
-			if blk.Origin == r.Origin {
-				if lowest[r.Origin] != r.Seq {
-					continue // a lower one of its origin waits: its gap comes first
+			if blk.Origin == o && c.waiting[*blk] != nil {
+				break // behind a waiting predecessor: the rest of the origin too
+			}
+			_, refused := c.refused[*blk]
+			if now-it.arrived < c.p.DepWait || c.waiting[*blk] != nil || refused || journaled(*blk) {
+				if blk.Origin == o {
+					break // its predecessor is on its way (refused, journaled) or not due: so are the rest
 				}
-				c.skip(Gap{Origin: r.Origin, From: c.delivered[r.Origin] + 1, To: r.Seq - 1})
-				it.gapLost = true
+				continue // a named dependency on its way, or not due yet
+			}
+			if blk.Origin == o {
+				it.gapLost, it.gapFrom = true, c.delivered[o]+1
+				c.skip(Gap{Origin: o, From: it.gapFrom, To: r.Seq - 1})
 			} else {
 				it.depLost = append(it.depLost, *blk)
 			}
-			progress = true
+			if ws := slices.DeleteFunc(c.onRef[*blk], func(w Ref) bool { return w == r }); len(ws) == 0 {
+				delete(c.onRef, *blk) // given up: nothing left to wake there
+			} else {
+				c.onRef[*blk] = ws
+			}
 			if blk, onCause := c.blocker(it); blk != nil {
 				c.park(it, blk, onCause)
 				continue
@@ -843,8 +1122,30 @@ func (c *Core[T]) giveUpDeps(now int64, out []Release[T]) []Release[T] {
 			c.unhold(r)
 			out = c.release(it, out)
 		}
-		if !progress {
-			return out
+	}
+	return out
+}
+
+// prune drops what delivery or give-ups made moot: dependencies at or
+// below what is delivered (their waiters are woken at the next release or
+// scan) and refusals of signals no longer undelivered.
+func (c *Core[T]) prune() {
+	for r, ws := range c.onRef {
+		if c.delivered[r.Origin] >= r.Seq {
+			delete(c.onRef, r)
+			for _, w := range ws {
+				if it := c.waiting[w]; it != nil {
+					if blk, onCause := c.blocker(it); blk != nil {
+						c.park(it, blk, onCause)
+					}
+					// else: ready; the walk of giveUpDeps releases it
+				}
+			}
+		}
+	}
+	for r := range c.refused {
+		if c.delivered[r.Origin] >= r.Seq {
+			delete(c.refused, r)
 		}
 	}
 }
@@ -863,39 +1164,60 @@ const maxHoleProbe = 4096
 // later signals another peer delivered and journaled). Pull reads an
 // origin in sequence and stops at a hole, so without this the signals
 // after it, journaled, would never be offered (after a restart, say).
-func (c *Core[T]) skipHoles(now int64, out []Release[T]) []Release[T] {
+func (c *Core[T]) skipHoles(now int64, out []Release[T], journaled func(Ref) bool) []Release[T] {
+	lowest := map[string]uint64{}
+	for r := range c.waiting {
+		if l, ok := lowest[r.Origin]; !ok || r.Seq < l {
+			lowest[r.Origin] = r.Seq
+		}
+	}
 	for _, r := range c.Pull() {
-		if c.ix.Journaled(r) {
+		if journaled(r) {
+			delete(c.holes, r.Origin)
+			continue
+		}
+		if _, refused := c.refused[r]; refused {
+			continue // it exists: pulled when there is room
+		}
+		// What lies past the hole: a waiting signal of the origin, or, for
+		// an origin the journal listed (Know), a journaled one close by. A
+		// hole named only by dependencies (perhaps a hostile one's) is not
+		// probed: nothing waits behind it but those dependents, which
+		// DepWait gives up on their own.
+		next := lowest[r.Origin]
+		if next == 0 && c.listed[r.Origin] > r.Seq {
+			for q := r.Seq + 1; q <= c.listed[r.Origin] && q-r.Seq <= maxHoleProbe; q++ {
+				if journaled(Ref{Origin: r.Origin, Seq: q}) {
+					next = q
+					break
+				}
+			}
+		}
+		if next == 0 {
 			delete(c.holes, r.Origin)
 			continue
 		}
 		h, ok := c.holes[r.Origin]
 		if !ok || h.seq != r.Seq {
-			c.holes[r.Origin] = hole{seq: r.Seq, since: now}
+			c.holes[r.Origin] = hole{seq: r.Seq, since: now} // its wait starts when something is found behind it
 			continue
 		}
 		if now-h.since < c.p.DepWait {
 			continue
 		}
-		for q := r.Seq + 1; q <= c.known[r.Origin] && q-r.Seq <= maxHoleProbe; q++ {
-			nx := Ref{Origin: r.Origin, Seq: q}
-			if c.waiting[nx] == nil && !c.ix.Journaled(nx) {
-				continue
+		nx := Ref{Origin: r.Origin, Seq: next}
+		c.skip(Gap{Origin: r.Origin, From: r.Seq, To: next - 1})
+		delete(c.holes, r.Origin)
+		if len(c.afterGap) < maxSkipped {
+			c.afterGap[nx] = r.Seq
+		}
+		if it := c.waiting[nx]; it != nil { // it waited on the hole
+			if blk, onCause := c.blocker(it); blk != nil {
+				c.park(it, blk, onCause)
+			} else {
+				c.unhold(nx)
+				out = c.release(it, out)
 			}
-			c.skip(Gap{Origin: r.Origin, From: r.Seq, To: q - 1})
-			delete(c.holes, r.Origin)
-			if len(c.afterGap) < maxSkipped {
-				c.afterGap[nx] = true
-			}
-			if it := c.waiting[nx]; it != nil { // it waited on the hole
-				if blk, onCause := c.blocker(it); blk != nil {
-					c.park(it, blk, onCause)
-				} else {
-					c.unhold(nx)
-					out = c.release(it, out)
-				}
-			}
-			break
 		}
 	}
 	return out
@@ -906,6 +1228,17 @@ type hole struct {
 	since int64
 }
 
+// refusal is what the core remembers of a refused or evicted signal.
+type refusal struct {
+	at         int64 // when it first arrived
+	cause      bool  // its CauseWait had begun
+	causeSince int64 // when
+}
+
+// maxRefused bounds the refusals remembered (a large catch-up refuses
+// many): past it, a refused signal's waits count from when it gets in.
+const maxRefused = 1 << 16
+
 // maxSkipped bounds the given-up ranges remembered for late delivery; past
 // it the oldest is forgotten (a signal of it that turns up is a duplicate).
 const maxSkipped = 4096
@@ -913,6 +1246,10 @@ const maxSkipped = 4096
 // skip gives up g: its origin counts as delivered past it, and a signal of
 // it that turns up later is delivered late.
 func (c *Core[T]) skip(g Gap) {
+	g.From = max(g.From, c.delivered[g.Origin]+1) // never below what is delivered
+	if g.From > g.To {
+		return
+	}
 	c.delivered[g.Origin] = g.To
 	c.skipped[g.Origin] = append(c.skipped[g.Origin], g)
 	c.skipRing = append(c.skipRing, g)
@@ -976,8 +1313,12 @@ func (c *Core[T]) deliverLate(it *item[T]) Release[T] {
 // missing or refused. Sorted by origin.
 func (c *Core[T]) Pull() []Ref {
 	var out []Ref
-	for o, k := range c.known {
+	for _, o := range slices.Sorted(maps.Keys(c.known)) { // in order: applyPreSkip changes state
+		k := c.known[o]
 		next := c.delivered[o] + 1
+		if _, ok := c.preSkip[Ref{Origin: o, Seq: next}]; ok { // given up before a restart
+			next = c.applyPreSkip(o, next) + 1
+		}
 		if k < next {
 			continue
 		}
@@ -986,8 +1327,48 @@ func (c *Core[T]) Pull() []Ref {
 		}
 		out = append(out, Ref{o, next})
 	}
-	slices.SortFunc(out, func(a, b Ref) int { return cmp.Compare(a.Origin, b.Origin) })
+	for r := range c.lateKnown {
+		if !c.Skipped(r) {
+			delete(c.lateKnown, r)
+			continue
+		}
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b Ref) int { return cmp.Or(cmp.Compare(a.Origin, b.Origin), cmp.Compare(a.Seq, b.Seq)) })
 	return out
+}
+
+// applyPreSkip applies the hole given up before a restart that starts at
+// from: it is skipped up to the first signal in it that waits here (that
+// one is delivered in its place, and the rest of the hole is given up
+// after it). It returns the last sequence skipped (from-1: none).
+func (c *Core[T]) applyPreSkip(o string, from uint64) uint64 {
+	to, ok := c.preSkip[Ref{Origin: o, Seq: from}]
+	if !ok {
+		return from - 1
+	}
+	delete(c.preSkip, Ref{Origin: o, Seq: from})
+	var w uint64
+	for r := range c.waiting {
+		if r.Origin == o && r.Seq >= from && r.Seq <= to && (w == 0 || r.Seq < w) {
+			w = r.Seq
+		}
+	}
+	end := to
+	if w != 0 {
+		end = w - 1
+		if w < to {
+			c.preSkip[Ref{Origin: o, Seq: w + 1}] = to
+		}
+	}
+	if end < from {
+		return from - 1
+	}
+	c.skip(Gap{Origin: o, From: from, To: end})
+	if len(c.afterGap) < maxSkipped {
+		c.afterGap[Ref{Origin: o, Seq: end + 1}] = from
+	}
+	return end
 }
 
 // Delivered returns the highest delivered sequence of each origin.

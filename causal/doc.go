@@ -84,12 +84,15 @@
 // A signal waiting for its causeid is released after Params.CauseWait
 // (Release.CauseLost; the node counts "cause_not_found"), so a cause that
 // is not in the mesh at all does not hold its effect, and its origin's
-// later signals, forever. The wait counts from when the signal arrived, or
-// from when it began to wait for its cause if that is later (it waited for
-// its predecessor first), but then it is owed only a tenth of CauseWait
-// more: effects queued one behind another in their origin on causes that
-// never come (their publisher died before anyone had them) go a tenth of
-// CauseWait apart, not a whole CauseWait each. A cause that is in the buffer
+// later signals, forever. The wait counts from when the core first knew of
+// the signal (it arrived, was named by another, was refused for lack of
+// room, or announced by the journal: at a restart, everything the journal
+// holds is known from the start), or from when it began to wait for its
+// cause if that is later (it waited for its predecessor first), but then
+// it is owed only a tenth of CauseWait more: effects queued one behind
+// another in their origin on causes that never come (their publisher died
+// before anyone had them) go a tenth of CauseWait apart, not a whole
+// CauseWait each, also when a restart reads them one after the other. A cause that is in the buffer
 // itself, waiting for something else (often such an effect), is not given
 // up: its effect follows it, up to three times CauseWait after arriving (a
 // cycle, the cause waiting on its own effect, is released at CauseWait).

@@ -146,6 +146,20 @@ func (r *runner) do(cmd string) string {
 	case "restart":
 		r.restart()
 		return "-"
+	case "decide": // decide <ref> [cause] [deps] [gap=<from>]
+		var d Decision
+		for _, a := range f[2:] {
+			switch k, v, _ := strings.Cut(a, "="); k {
+			case "cause":
+				d.Cause = true
+			case "deps":
+				d.Deps = true
+			case "gap":
+				d.GapFrom = uint64(atoi(r.t, v))
+			}
+		}
+		r.c.Decide(parseRef(r.t, f[1]), d)
+		return "-"
 	case "ixcalls":
 		n := r.j.calls
 		r.j.calls = 0

@@ -54,6 +54,9 @@ func genHistory(rng *rand.Rand) *history {
 	if rng.IntN(4) == 0 {
 		h.params.Limit = 64
 	}
+	if rng.IntN(3) == 0 { // per-origin shares, and the heaviest origin evicted for another
+		h.params.OriginLimit = 1 + rng.IntN(h.params.Limit)
+	}
 	nOrig := 2 + rng.IntN(4)
 	n := 5 + rng.IntN(25)
 	origins := make([]string, nOrig)
@@ -233,7 +236,10 @@ func (md *model) check(rel Release[int], now int64) error {
 			return fmt.Errorf("released %v before its cause %q", r, c)
 		case rel.CauseLost && md.causeReleased(c):
 			return fmt.Errorf("released %v CauseLost, but its cause %q was released", r, c)
-		case rel.CauseLost && (md.h.params.CauseWait == 0 || now-md.offerAt[r] < md.h.params.CauseWait):
+		case rel.CauseLost && (md.h.params.CauseWait == 0 || now-md.offerAt[r] < md.h.params.CauseWait/10):
+			// CauseWait counts from when the core first knew of the signal
+			// (it may have been named long before it was offered), but a
+			// signal is owed at least a tenth of it after it is offered.
 			return fmt.Errorf("released %v CauseLost at %d, offered at %d, CauseWait %d", r, now, md.offerAt[r], md.h.params.CauseWait)
 		}
 	} else if rel.CauseLost {
@@ -318,8 +324,9 @@ func runInterleaving(h *history, rng *rand.Rand, st *propStats) error {
 			return false, fmt.Errorf("Add %v: %v, want ErrDuplicate", r, err)
 		case errors.Is(err, ErrFull):
 			st.full++
-			if c.Len() != h.params.Limit {
-				return false, fmt.Errorf("Add %v: ErrFull with Len %d, Limit %d", r, c.Len(), h.params.Limit)
+			if c.Len() != h.params.Limit && (h.params.OriginLimit == 0 || c.perOrigin[r.Origin] < h.params.OriginLimit) {
+				return false, fmt.Errorf("Add %v: ErrFull with Len %d, Limit %d, %d of its origin waiting (OriginLimit %d)",
+					r, c.Len(), h.params.Limit, c.perOrigin[r.Origin], h.params.OriginLimit)
 			}
 			return false, nil
 		case err != nil:

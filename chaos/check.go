@@ -62,9 +62,13 @@ func (o Op) journaled() bool { return o.Consistency != "weak" }
 // comes back), and its peer id.
 type Ephemeral struct {
 	Peer string `json:"peer"`
-	End  string `json:"end"`
+	End  string `json:"end"` // term, kill, term-unconfirmed (its Close could not hand off), failed
 	Host int    `json:"host"`
 }
+
+// tookAlong reports whether the node may have taken acknowledged signals
+// with it: killed, or closed without a peer confirming its last ones.
+func (e Ephemeral) tookAlong() bool { return e.End == "kill" || e.End == "term-unconfirmed" }
 
 // History is what the checker reads: every publish, every replica's
 // journal (in replay order) and every node's delivery record, the
@@ -278,7 +282,7 @@ func (c *checker) index() {
 			continue
 		}
 		for _, o := range ops {
-			if e := o.Ephemeral - 1; e >= 0 && e < len(h.Ephemeral) && h.Ephemeral[e].End == "kill" && o.Origin != "" && o.Outcome != Refused {
+			if e := o.Ephemeral - 1; e >= 0 && e < len(h.Ephemeral) && h.Ephemeral[e].tookAlong() && o.Origin != "" && o.Outcome != Refused {
 				c.alias[o.Origin]++
 			}
 		}

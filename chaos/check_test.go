@@ -397,8 +397,33 @@ func TestCheckExcusesWhatAKillTookAlong(t *testing.T) {
 		t.Fatalf("two missing sequences, one signal lost with the kill: want gap and fifo, got %v", v.Anomalies)
 	}
 	h := withSecond(2)
+	h.Ephemeral[0].End = "term-unconfirmed" // closed, but no peer confirmed its last signals: like a kill
+	if v := Check(h); !v.OK {
+		t.Fatalf("a hand-off that failed is excused like a kill: %v", v.Anomalies)
+	}
 	h.Ephemeral[0].End = "term" // left cleanly: its signals are owed
 	if v := Check(h); v.OK {
 		t.Fatal("an ephemeral node that left cleanly: its missing first signal is not excused")
+	}
+}
+
+// An effect whose cause's only copies are later signals of its own origin
+// (the client retried the cause on the effect's node, its first try lost)
+// cannot come after its cause: the causal rule excuses it. The same order
+// with the cause on another origin is an anomaly.
+func TestCheckExcusesACauseOnlyLaterInItsOwnOrigin(t *testing.T) {
+	with := func(causeOrigin string, causeSeq uint64) History {
+		h := good()
+		x, y := sig("x", "A", 3, "y"), sig("y", causeOrigin, causeSeq, "")
+		h.Ops = append(h.Ops, op("x", 0, "A", "eventual", "y", Acked), op("y", 0, causeOrigin, "eventual", "", Acked))
+		everywhere(&h, func(s []Entry) []Entry { return append(slices.Clone(s), x, y) })
+		return h
+	}
+	if v := Check(with("A", 4)); !v.OK {
+		t.Fatalf("a cause only later in the effect's own origin is not excused: %v", v.Anomalies)
+	}
+	v := Check(with("B", 2))
+	if v.OK || !slices.ContainsFunc(v.Anomalies, func(a Anomaly) bool { return a.Kind == "causal" }) {
+		t.Fatalf("an effect before its cause on another origin: want causal, got %v", v.Anomalies)
 	}
 }

@@ -103,9 +103,11 @@ func (c *cluster) start(ctx context.Context, i int) error {
 			boot = append(boot, q.addr)
 		}
 	}
+	// -insecure-http: with network namespaces the API listens on the
+	// namespace's address (not loopback), which only this harness reaches.
 	argv := append(append([]string(nil), c.spec.Command...),
 		"-mesh", c.mesh, "-data-dir", filepath.Join(p.dir, "data"), "-listen", c.net.listen(i),
-		"-http", c.net.api(i), "-record", p.record, "-fault-api", "-log-level", "warn",
+		"-http", c.net.api(i), "-record", p.record, "-fault-api", "-log-level", "warn", "-insecure-http",
 		"-config", filepath.Join(c.dir, "params.json"))
 	if c.setup.RecordDelay != "" {
 		argv = append(argv, "-record-delay", c.setup.RecordDelay)

@@ -1,9 +1,11 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -75,7 +77,7 @@ func (w *workload) ephemeral(ctx context.Context, k int, p ephPlan) (e Ephemeral
 	c := w.c
 	listen, api := c.net.extra(p.host, k)
 	argv := append(append([]string(nil), c.spec.Command...),
-		"-mesh", c.mesh, "-listen", listen, "-http", api, "-log-level", "warn",
+		"-mesh", c.mesh, "-listen", listen, "-http", api, "-log-level", "warn", "-insecure-http",
 		"-config", filepath.Join(c.dir, "params.json"))
 	boot := c.procs[p.host].addr
 	if p.other != p.host {
@@ -101,6 +103,12 @@ func (w *workload) ephemeral(ctx context.Context, k int, p ephPlan) (e Ephemeral
 			_ = syscall.Kill(-l.cmd.Process.Pid, syscall.SIGKILL)
 			<-l.exited
 			e.End = "kill"
+		}
+		if e.End == "term" && handOffFailed(filepath.Join(c.dir, fmt.Sprintf("ephemeral-%d.log", k))) {
+			// Its Close said no peer confirmed its last signals within
+			// the hand-off time (a cut, its peer restarting): in memory,
+			// they went with it, as after a kill.
+			e.End = "term-unconfirmed"
 		}
 		c.log("ephemeral %d (%s) beside node %d: %d of %d acked, left by %s", k, l.id, p.host, acked, p.signals, e.End)
 	}()
@@ -128,4 +136,12 @@ func (w *workload) ephemeral(ctx context.Context, k int, p ephPlan) (e Ephemeral
 		}
 	}
 	return e
+}
+
+// handOffFailed reports whether a node's log says its Close could not hand
+// its last signals to a peer (node.Params.HandOff).
+func handOffFailed(log string) bool {
+	b, err := os.ReadFile(log)
+	return err == nil && (bytes.Contains(b, []byte("close: no connected peer confirmed")) ||
+		bytes.Contains(b, []byte("close: the journal did not take the last signals")))
 }

@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/signalmesh/signalmesh/internal/netns"
 )
 
 // network places the nodes and cuts the links between them.
@@ -51,28 +53,11 @@ type netnsNet struct {
 
 const netnsPrefix = "smc"
 
-func ipRun(args ...string) error {
-	out, err := exec.Command("ip", args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
-	}
-	return nil
-}
+var ipRun = netns.IP
 
 // netnsAvailable says whether this process can make namespaces.
 func netnsAvailable() bool {
-	if os.Geteuid() != 0 {
-		return false
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		return false
-	}
-	name := fmt.Sprintf("%sprobe%d", netnsPrefix, os.Getpid())
-	if ipRun("netns", "add", name) != nil {
-		return false
-	}
-	_ = ipRun("netns", "del", name)
-	return true
+	return netns.Available(fmt.Sprintf("%sprobe%d", netnsPrefix, os.Getpid()))
 }
 
 func newNetnsNet(n int) (_ *netnsNet, err error) {
@@ -131,12 +116,10 @@ func (nn *netnsNet) name() string {
 	return fmt.Sprintf("network namespaces (one per node, veth + bridge; cuts are blackhole routes; slow links: %s)", shaping)
 }
 
-func (nn *netnsNet) wrap(i int, argv []string) []string {
-	return append([]string{"ip", "netns", "exec", nn.ns(i)}, argv...)
-}
-func (nn *netnsNet) listen(i int) string { return fmt.Sprintf("/ip4/%s/tcp/4001", nn.ip(i)) }
-func (nn *netnsNet) api(i int) string    { return nn.ip(i) + ":7070" }
-func (nn *netnsNet) canSlow() bool       { return true }
+func (nn *netnsNet) wrap(i int, argv []string) []string { return netns.Cmd(nn.ns(i), argv) }
+func (nn *netnsNet) listen(i int) string                { return fmt.Sprintf("/ip4/%s/tcp/4001", nn.ip(i)) }
+func (nn *netnsNet) api(i int) string                   { return nn.ip(i) + ":7070" }
+func (nn *netnsNet) canSlow() bool                      { return true }
 
 func (nn *netnsNet) cut(_ context.Context, pairs [][2]int, _ *cluster) error {
 	var errs []error

@@ -33,8 +33,10 @@ type Spec struct {
 	Duration time.Duration `json:"duration"`
 	// Rate of publishes per second over all nodes. Default 40 (short 20).
 	Rate int `json:"rate"`
-	// Settle bounds the wait for quiescence after the heal. Default 60 s
-	// (short 20 s).
+	// Settle bounds the wait for quiescence after the heal. Default 90 s
+	// (short 30 s): with ephemeral nodes killed, a lost cause (cause_wait)
+	// and a lost dependency behind it (dep_wait), a third of it each, may
+	// be given up one after the other, after a node's restart too.
 	Settle time.Duration `json:"settle"`
 	// Network: "auto" (namespaces when root and `ip` allow, else
 	// loopback), "netns" or "loopback". Default auto.
@@ -86,9 +88,9 @@ func (s Spec) WithDefaults() Spec {
 		}
 	}
 	if s.Settle == 0 {
-		s.Settle = 60 * time.Second
+		s.Settle = 90 * time.Second
 		if s.Short {
-			s.Settle = 20 * time.Second
+			s.Settle = 30 * time.Second
 		}
 	}
 	if s.Network == "" {
@@ -169,6 +171,12 @@ func Run(ctx context.Context, spec Spec) ([]Result, error) {
 			kinds[a.Kind]++
 		}
 		spec.logf("seed %d: ok=%v, %d origins, anomalies %v", r.Seed, r.Verdict.OK, r.Verdict.Origins, kinds)
+		shown := map[string]int{} // at once, not only in the summary at the end: a long run's first failures can be read while it goes on
+		for _, a := range r.Verdict.Anomalies {
+			if shown[a.Kind]++; shown[a.Kind] <= 3 {
+				spec.logf("  %s: node %d: %s %s %s", a.Kind, a.Node, a.Source, a.ID, a.Detail)
+			}
+		}
 		if spec.OnResult != nil {
 			spec.OnResult(r)
 		}
@@ -309,14 +317,17 @@ func newCluster(spec Spec, seed uint64, dir string, nw network, setup Setup) (*c
 		log:    func(f string, a ...any) { spec.logf("  "+f, a...) }}
 	// Short timers so that faults show within a schedule's seconds.
 	// A cause that never comes (an ephemeral node killed before anyone had
-	// its signal) is given up after cause_wait: half the settle time (30 s,
+	// its signal) is given up after cause_wait: a third of the settle time (30 s,
 	// 10 s short), well past what a fault delays a cause; so is a
 	// dependency lost that way (dep_wait: a killed ephemeral node's signal
 	// that another ephemeral node had delivered before it published).
 	params := map[string]any{"redial": "500ms", "rebroadcast": "1s", "cause_timeout": "5s"}
 	if setup.Ephemeral > 0 { // without ephemeral nodes no cause is lost for good: the node's default (2 min)
-		params["cause_wait"] = (spec.Settle / 2).String()
-		params["dep_wait"] = (spec.Settle / 2).String()
+		params["cause_wait"] = (spec.Settle / 3).String()
+		params["dep_wait"] = (spec.Settle / 3).String()
+	}
+	if setup.Chain { // a chain stays a chain: the nodes must not find each other by discovery
+		params["discover"] = "-1s"
 	}
 	if setup.CausalBuffer > 0 {
 		params["causal_buffer"] = setup.CausalBuffer

@@ -54,6 +54,30 @@ type Config struct {
 	// itself. Other peers are not redialled: call Connect.
 	Bootstrap []peer.AddrInfo
 
+	// RelayService makes this node a circuit relay (libp2p circuit relay
+	// v2) for the mesh: a peer that cannot be reached directly (behind a
+	// NAT) reserves a slot on it and is reached through it. Relayed
+	// connections have no time or data limit, so they carry the mesh
+	// (GossipSub and the DAG sync) until hole punching makes a direct one;
+	// the relay bounds its reservations (128) and circuits (16 per peer).
+	// For nodes with an address every peer can dial. Default off.
+	RelayService bool
+
+	// Relays are relay nodes (RelayService on) on which this node keeps a
+	// reservation, renewed before it expires, so that peers reach it
+	// through them when it is behind a NAT: its discovery announcements
+	// carry its address through each relay. They are protected from
+	// connection trims. Peers connected through a relay try to punch a
+	// direct connection (DCUtR, using the addresses their peers observed
+	// them at); where the NATs allow it the relayed one is then unused.
+	Relays []peer.AddrInfo
+
+	// AnnounceAddrs, when set, replace the listen addresses in what the
+	// node tells its peers (identify and discovery): the addresses of a
+	// port mapping on a router in front of it, say. Multiaddrs without
+	// /p2p.
+	AnnounceAddrs []string
+
 	// MDNS turns on local-network discovery by multicast DNS. Default off.
 	// It multicasts on every non-loopback interface.
 	MDNS bool
@@ -74,8 +98,10 @@ type Config struct {
 	Logger *slog.Logger
 
 	// Registerer receives the node's Prometheus metrics (counters, the
-	// histograms signalmesh_publish_seconds by consistency and
-	// signalmesh_delivery_lag_seconds) and libp2p's own metrics (passed
+	// histograms signalmesh_publish_seconds by consistency,
+	// signalmesh_delivery_lag_seconds and signalmesh_heal_seconds, the
+	// time from a first signal this node could not deliver yet to none
+	// waiting: a heal's convergence) and libp2p's own metrics (passed
 	// as libp2p.PrometheusRegisterer; do not pass that in HostOptions
 	// too). Nil: none are registered (Status still reports the counts),
 	// and libp2p uses its default, the global registry.
@@ -138,6 +164,17 @@ type Params struct {
 	// per origin in sequence, once the signals it waits for are delivered:
 	// the bound costs time, never a signal.
 	CausalBuffer int
+	// OriginBuffer bounds the signals of one origin waiting in the causal
+	// buffer. Default a quarter of CausalBuffer (all of it below 1,024).
+	// Past it, that origin's signals that are not ready are read again
+	// from the journal later, like those refused when the buffer is full;
+	// and when the buffer is full, the origin holding the most gives up
+	// its highest waiting signal to an origin holding fewer. So one peer
+	// flooding signals that never become ready holds at most this many
+	// (memory: OriginBuffer times the largest signal) and cannot keep the
+	// other peers' signals out. Negative: no per-origin bound (one origin
+	// may fill the buffer).
+	OriginBuffer int
 	// SubscriberQueue bounds the signals queued for one subscription.
 	// Default 100,000. Past it, signals for that subscription are dropped
 	// and counted under "subscriber_overflow".
@@ -205,6 +242,39 @@ type Params struct {
 	// Shorter finds a healed peer sooner and costs a failing dial per
 	// absent peer per interval.
 	Redial time.Duration
+
+	// Discover is how often the node announces its addresses to the mesh
+	// (it also does so when a peer joins), so that nodes that know one
+	// peer find the others: a node dials the peers it hears of while it
+	// has fewer than ConnLow connections. Default 10 s; negative: off (the
+	// node neither announces nor dials what it hears). GossipSub peer
+	// exchange (on PRUNE) works either way.
+	Discover time.Duration
+
+	// ConnLow and ConnHigh are the connection manager's low and high
+	// water. When the node has ConnHigh connections or more at a check
+	// (every half ConnGrace, at most 10 s apart), it closes connections,
+	// lowest valued first, until ConnLow are left, counting neither the
+	// connections younger than ConnGrace nor the protected peers
+	// (Bootstrap and Relays). GossipSub mesh peers are closed last (valued,
+	// not protected, so that the high water holds; GossipSub grafts others
+	// at its next heartbeat). So right after a trim the node has at most
+	// ConnLow + protected + young connections; between trims, up to
+	// MaxConns. Discovery dials peers only while the node has fewer than
+	// ConnLow. Defaults 160 and 192 (libp2p's); one set alone: the other
+	// is derived (High = Low*1.2+1, Low = High*5/6). ConnLow must be below
+	// ConnHigh.
+	ConnLow, ConnHigh int
+	// ConnGrace is how long a new connection is safe from trims. Default
+	// 1 minute (libp2p's).
+	ConnGrace time.Duration
+	// MaxConns is the hard limit on the node's connections, inbound and
+	// outbound, held by libp2p's resource manager: past it a dial or an
+	// inbound connection fails at once. Default 0: libp2p's limit scaled
+	// to the machine's memory and file descriptors (DefaultMaxConns; the
+	// resource manager's other limits, streams and memory, are always
+	// libp2p's scaled defaults). At least ConnHigh when set.
+	MaxConns int
 }
 
 func (p Params) withDefaults() Params {
@@ -217,6 +287,14 @@ func (p Params) withDefaults() Params {
 	def(&p.JournalBatch, 5000)
 	def(&p.CommitQueue, 4096)
 	def(&p.CausalBuffer, 100000)
+	if p.OriginBuffer < 0 {
+		p.OriginBuffer = 0 // the core's "no per-origin bound"
+	} else if p.OriginBuffer == 0 || p.OriginBuffer > p.CausalBuffer {
+		p.OriginBuffer = p.CausalBuffer
+		if p.CausalBuffer >= 1024 {
+			p.OriginBuffer = p.CausalBuffer / 4
+		}
+	}
 	def(&p.SubscriberQueue, 100000)
 	if p.JournalDelay == 0 {
 		p.JournalDelay = 50 * time.Millisecond
@@ -251,14 +329,33 @@ func (p Params) withDefaults() Params {
 	if p.Redial == 0 {
 		p.Redial = 2 * time.Second
 	}
+	if p.ConnLow == 0 && p.ConnHigh == 0 {
+		p.ConnLow, p.ConnHigh = 160, 192
+	} else if p.ConnHigh == 0 {
+		p.ConnHigh = p.ConnLow + p.ConnLow/5 + 1
+	} else if p.ConnLow == 0 {
+		p.ConnLow = p.ConnHigh * 5 / 6
+	}
+	if p.ConnGrace == 0 {
+		p.ConnGrace = time.Minute
+	}
+	if p.Discover == 0 {
+		p.Discover = 10 * time.Second
+	}
 	return p
 }
 
 // Validate reports the first bad field.
 func (p Params) Validate() error {
 	if p.MaxBatch < 0 || p.CommitQueue < 0 || p.JournalBatch < 0 || p.JournalDelay < 0 || p.CausalBuffer < 0 || p.SubscriberQueue < 0 ||
-		p.MaxBatchDelay < 0 || p.Resync < 0 || p.CauseTimeout < 0 || p.Rebroadcast < 0 || p.Redial < 0 || p.MaxDeps < 0 || p.StoreCache < 0 {
+		p.MaxBatchDelay < 0 || p.Resync < 0 || p.CauseTimeout < 0 || p.Rebroadcast < 0 || p.Redial < 0 || p.MaxDeps < 0 || p.StoreCache < 0 ||
+		p.ConnLow < 0 || p.ConnHigh < 0 || p.ConnGrace < 0 || p.MaxConns < 0 {
 		return fmt.Errorf("node: negative parameter in %+v", p)
+	}
+	if d := p.withDefaults(); d.ConnLow >= d.ConnHigh {
+		return fmt.Errorf("node: Params.ConnLow %d, want below ConnHigh %d", d.ConnLow, d.ConnHigh)
+	} else if p.MaxConns > 0 && p.MaxConns < d.ConnHigh {
+		return fmt.Errorf("node: Params.MaxConns %d, want at least ConnHigh %d", p.MaxConns, d.ConnHigh)
 	}
 	if p.MaxDeps > causal.MaxDeps {
 		return fmt.Errorf("node: Params.MaxDeps %d, at most %d", p.MaxDeps, causal.MaxDeps)

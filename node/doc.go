@@ -35,10 +35,29 @@
 // (Status.Missing and Status.MissingCauses, a warning after
 // Params.CauseTimeout); after Params.CauseWait (default 2 minutes) the
 // effect is delivered without it and counted ("cause_not_found"), so a
-// typo in a causeid does not hold its publisher's signals forever. When
-// the buffer (Params.CausalBuffer) is full, what does not fit is read again
-// from the journal per origin in sequence: catching up any amount of
-// history takes time linear in it and memory bounded by the buffer.
+// typo in a causeid does not hold its publisher's signals forever; a cause
+// that is journaled but not delivered yet (behind a full buffer, say) is on
+// its way and is waited for longer, up to three times CauseWait. Likewise a
+// dependency that no peer offers and the journal does not hold (lost with
+// the peers that had it: a publisher killed right after another peer
+// delivered its signal) is given up after Params.DepWait (default 2
+// minutes, "dependency_not_found"); a previous signal given up that turns
+// up later is still delivered, out of its origin's order
+// ("delivered_late"), also to named subscriptions whose cursor is past it
+// (at most once there: a late signal not handled before the subscription
+// or the node stops is not handed over again), at once, without waiting
+// for its own dependencies; the last 4,096 ranges given up are remembered
+// for this, older ones' signals are duplicates.
+// Give-ups are recorded in the store, so a restart's replay of the journal
+// does not wait for them again. Within CauseWait and DepWait every replica
+// delivers in causal order; a partition longer than them may deliver an
+// effect before a cause or dependency on the far side. When the buffer
+// (Params.CausalBuffer) is full, what does not fit is read again from the
+// journal per origin in sequence: catching up any amount of history takes
+// time linear in it and memory bounded by the buffer. One origin holds at
+// most Params.OriginBuffer (a quarter) of the buffer, and when it is full
+// the origin holding the most gives way to one holding fewer: a peer
+// flooding signals that never become ready cannot keep the others out.
 //
 // # Identity
 //

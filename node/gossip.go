@@ -255,7 +255,10 @@ func (g *gater) InterceptUpgraded(c network.Conn) (bool, control.DisconnectReaso
 // tracer counts what GossipSub itself drops or rejects: signatures that do
 // not verify, full queues. Rejections by our own validator are counted
 // there, with a finer reason.
-type tracer struct{ m *metrics }
+type tracer struct {
+	m     *metrics
+	topic string // the signals topic, whose mesh the node counts
+}
 
 var _ pubsub.RawTracer = tracer{}
 
@@ -267,14 +270,22 @@ func (t tracer) RejectMessage(_ *pubsub.Message, reason string) {
 func (t tracer) DropRPC(*pubsub.RPC, peer.ID)           { t.m.drop("gossip_rpc_queue_full") }
 func (t tracer) UndeliverableMessage(*pubsub.Message)   { t.m.drop("gossip_subscriber_full") }
 func (tracer) OnNewOutboundStream(peer.ID, protocol.ID) {}
-func (tracer) OnClosedOutboundStream(peer.ID)           {}
+func (t tracer) OnClosedOutboundStream(p peer.ID)       { t.m.meshPeer(p, false) } // the peer is gone
 func (tracer) Join(string)                              {}
 func (tracer) Leave(string)                             {}
-func (tracer) Graft(peer.ID, string)                    {}
-func (tracer) Prune(peer.ID, string)                    {}
-func (tracer) ValidateMessage(*pubsub.Message)          {}
-func (tracer) DeliverMessage(*pubsub.Message)           {}
-func (tracer) DuplicateMessage(*pubsub.Message)         {}
-func (tracer) ThrottlePeer(peer.ID)                     {}
-func (t tracer) RecvRPC(*pubsub.RPC)                    { t.m.rpcsIn.Add(1) }
-func (t tracer) SendRPC(*pubsub.RPC, peer.ID)           { t.m.rpcsOut.Add(1) }
+func (t tracer) Graft(p peer.ID, topic string) {
+	if topic == t.topic {
+		t.m.meshPeer(p, true)
+	}
+}
+func (t tracer) Prune(p peer.ID, topic string) {
+	if topic == t.topic {
+		t.m.meshPeer(p, false)
+	}
+}
+func (tracer) ValidateMessage(*pubsub.Message)  {}
+func (tracer) DeliverMessage(*pubsub.Message)   {}
+func (tracer) DuplicateMessage(*pubsub.Message) {}
+func (tracer) ThrottlePeer(peer.ID)             {}
+func (t tracer) RecvRPC(*pubsub.RPC)            { t.m.rpcsIn.Add(1) }
+func (t tracer) SendRPC(*pubsub.RPC, peer.ID)   { t.m.rpcsOut.Add(1) }

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/journal"
 	"github.com/signalmesh/signalmesh/node"
 	"github.com/signalmesh/signalmesh/vclock"
 )
@@ -346,6 +347,72 @@ func TestUnsignedGossipIsRejectedAndCounted(t *testing.T) {
 	eventually(t, 10*time.Second, "the signed signal delivered", func() bool { return rec.count() >= 1 })
 	if got := rec.snapshot(); len(got) != 1 || got[0].ID != good.ID {
 		t.Fatalf("handler saw %v", got)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A peer flooding signals that never become ready (their first sequence
+// never comes) holds at most OriginBuffer of the causal buffer; another
+// origin's signals that arrive out of order still get in and are
+// delivered once their first arrives. Without the per-origin bound
+// (OriginBuffer -1, as before it), the flood fills the whole buffer and
+// the other origin's early arrivals are refused: gossip-only, they never
+// come back.
+func TestFloodOfNeverReadySignalsCannotKeepOthersOut(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	const buffer, flood = 4000, 20000
+	nodes := cluster(t, 1, func(_ int, c *node.Config) {
+		c.Params.CausalBuffer = buffer
+		c.Params.Resync = 50 * time.Millisecond
+	})
+	n := nodes[0]
+	rec := newRecorder()
+	if _, err := n.Subscribe("honest.*", rec.handle); err != nil {
+		t.Fatal(err)
+	}
+	stamped := func(typ string, id peer.ID, seq int) *signalmesh.Signal {
+		return mustSignal(t, typ, signalmesh.WithExtension(signalmesh.ExtPeer, id.String()),
+			signalmesh.WithExtension(signalmesh.ExtCausal, fmt.Sprintf("%d/%d/", seq, seq)))
+	}
+	flooder, fid, fkey := attacker(t, n, true)
+	floods := make([]*signalmesh.Signal, 0, flood)
+	for k := 2; k <= flood+1; k++ { // sequence 1 never comes
+		floods = append(floods, stamped("flood.never", fid, k))
+	}
+	if err := node.SignBatch(n.Mesh(), fkey, floods); err != nil { // signed: the flooder is a member
+		t.Fatal(err)
+	}
+	for _, s := range floods {
+		wire, _ := s.MarshalBinary()
+		if err := flooder.Publish(ctx, wire); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 60*time.Second, "the flood is in, up to the origin's share", func() bool {
+		st, err := n.Status(ctx)
+		return err == nil && st.Buffered == buffer/4 && st.Dropped["causal_buffer_full"] > 0
+	})
+	honest, hid, hkey := attacker(t, n, true)
+	for _, seq := range []int{5, 4, 3, 2, 1} { // out of order, gossip only
+		if err := honest.Publish(ctx, signedWire(t, n.Mesh(), hkey, stamped("honest.reading", hid, seq))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 30*time.Second, "the other origin's signals, all of them", func() bool { return rec.count() == 5 })
+	for i, s := range rec.snapshot() {
+		if _, seq := journal.Place(s); seq != uint64(i+1) {
+			t.Fatalf("delivery %d has sequence %d", i, seq)
+		}
+	}
+	st, err := n.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Buffered > buffer/4 {
+		t.Fatalf("%d signals wait, more than the flooder's share %d", st.Buffered, buffer/4)
 	}
 	if err := n.Close(); err != nil {
 		t.Fatal(err)

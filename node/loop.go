@@ -108,6 +108,9 @@ func (n *Node) loop() {
 			n.checkCauses()
 			n.sweepFresh()
 		}
+		if n.m.hist != nil {
+			n.heal.note(n.m.hist, n.core.Len() > 0 || n.pulling || n.pullWanted, time.Now())
+		}
 	}
 }
 
@@ -351,6 +354,9 @@ func (n *Node) deliver(out []causal.Release[*signalmesh.Signal]) {
 		}
 		if r.LamportClamped {
 			n.m.reject("lamport")
+		}
+		if !r.Decision.Zero() {
+			n.saveDecision(r.Meta.Ref(), r.Decision)
 		}
 		if r.DepLost {
 			n.m.drop("dependency_not_found")

@@ -6,8 +6,26 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 )
+
+// meshPeer records that p joined (in) or left the signals topic's mesh.
+func (m *metrics) meshPeer(p peer.ID, in bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if in {
+		m.mesh[p] = struct{}{}
+	} else {
+		delete(m.mesh, p)
+	}
+}
+
+func (m *metrics) meshSize() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.mesh)
+}
 
 // metrics are the node's counters: atomics read by Status, mirrored to
 // Prometheus when a Registerer is configured.
@@ -16,9 +34,10 @@ type metrics struct {
 	buffered, conflicts, spilled, adopted                   atomic.Int64
 	rpcsIn, rpcsOut                                         atomic.Int64 // GossipSub RPCs, all topics
 
-	mu       sync.Mutex // guards the two maps
+	mu       sync.Mutex // guards the three maps
 	dropped  map[string]int64
 	rejected map[string]int64
+	mesh     map[peer.ID]struct{} // GossipSub mesh peers of the signals topic
 
 	prom struct {
 		counters *prometheus.CounterVec // published, delivered, ...
@@ -32,7 +51,7 @@ type metrics struct {
 // nil). A Registerer that already holds signalmesh metrics (another node's)
 // is an error, not a panic: see Config.Registerer.
 func (m *metrics) init(reg prometheus.Registerer) error {
-	m.dropped, m.rejected = map[string]int64{}, map[string]int64{}
+	m.dropped, m.rejected, m.mesh = map[string]int64{}, map[string]int64{}, map[peer.ID]struct{}{}
 	if reg == nil {
 		return nil
 	}

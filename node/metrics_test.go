@@ -85,3 +85,58 @@ func hasLabels(m *dto.Metric, want map[string]string) bool {
 	}
 	return n == len(want)
 }
+
+// A partition that heals shows in signalmesh_heal_seconds: the peer that
+// missed signals waits for them, and the episode it times ends once
+// nothing waits, within the time the heal took.
+func TestHealHistogram(t *testing.T) {
+	checkLeaks(t)
+	reg := prometheus.NewRegistry()
+	nodes := cluster(t, 2, func(i int, c *node.Config) {
+		c.Registerer = prometheus.WrapRegistererWith(prometheus.Labels{"node": []string{"a", "b"}[i]}, reg)
+	})
+	got := newRecorder()
+	if _, err := nodes[1].Subscribe("h.**", got.handle); err != nil {
+		t.Fatal(err)
+	}
+	heals := func() (uint64, float64) {
+		t.Helper()
+		families, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			for _, m := range f.GetMetric() {
+				if f.GetName() == "signalmesh_heal_seconds" && hasLabels(m, map[string]string{"node": "b"}) {
+					return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
+				}
+			}
+		}
+		t.Fatal("no signalmesh_heal_seconds{node=b}")
+		return 0, 0
+	}
+	cut(nodes[:1], nodes[1:])
+	eventually(t, 5*time.Second, "the cut", func() bool { return len(nodes[0].Host().Network().ConnsToPeer(nodes[1].ID())) == 0 })
+	for i := range 300 {
+		if err := nodes[0].Publish(context.Background(), mustSignal(t, "h.x")); err != nil {
+			t.Fatal(err)
+		}
+		if i%50 == 49 { // several journal batches
+			eventually(t, 10*time.Second, "the batch journaled", func() bool {
+				c, _, _ := nodes[0].JournalDigest(context.Background())
+				return c == i+1
+			})
+		}
+	}
+	n0, sum0 := heals()
+	healed := time.Now()
+	heal(t, nodes)
+	eventually(t, 60*time.Second, "b to deliver the 300", func() bool { return got.count() == 300 })
+	eventually(t, 10*time.Second, "b's episode to end", func() bool { n, _ := heals(); return n > n0 })
+	took := time.Since(healed)
+	n, sum := heals()
+	if sum-sum0 <= 0 || sum-sum0 > took.Seconds() {
+		t.Errorf("heal_seconds{node=b}: %d new samples summing %.3f s; the heal took %v", n-n0, sum-sum0, took)
+	}
+	t.Logf("heal_seconds{node=b}: %d new samples, %.3f s in all; the heal took %v", n-n0, sum-sum0, took)
+}

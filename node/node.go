@@ -30,6 +30,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/signalmesh/signalmesh"
 	"github.com/signalmesh/signalmesh/causal"
@@ -86,6 +87,12 @@ type Node struct {
 	closing  atomic.Bool // Close has begun: Publish refuses
 	handed   handOff     // what Close waits for peers to hold
 	mdns     mdns.Service
+	rm       *rcmgrCloser // the host's resource manager (the host does not close it)
+	nat      nat
+
+	peersTopic *pubsub.Topic // discovery announcements
+	peersSub   *pubsub.Subscription
+	peersJoins *pubsub.TopicEventHandler
 
 	publish     PublishFunc // publishCore inside Config.PublishMiddleware
 	subs        *router.Router[*Subscription]
@@ -121,6 +128,7 @@ type Node struct {
 	freshDel     []causal.Ref            // to clear from the durable fresh area at the next tick
 	pulling      bool                    // a pull from the journal is under way
 	pullWanted   bool                    // the core refused a signal for lack of room: pull at the next tick
+	heal         healClock               // times waiting episodes (with histograms)
 	waitingSince time.Time               // since when the buffer has been non-empty
 	reported     bool                    // the current wait was reported
 }
@@ -178,6 +186,9 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.startPubSub(); err != nil {
 		return nil, err
 	}
+	if err := n.startNAT(); err != nil {
+		return nil, err
+	}
 	if err := n.startJournal(ctx); err != nil {
 		return nil, err
 	}
@@ -185,7 +196,8 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.live = true // the loop runs: Close may ask it for what to adopt
-	n.wg.Add(8)
+	n.wg.Add(9)
+	go n.watchIdentify()
 	go n.adopter()
 	go n.acker()
 	go n.readAcks()
@@ -200,6 +212,17 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, fmt.Errorf("node: mdns: %w", err)
 		}
 	}
+	if n.p.Discover > 0 {
+		n.wg.Add(2)
+		go n.announcer(n.peersJoins)
+		go n.discoverer()
+	}
+	for _, ai := range cfg.Bootstrap {
+		n.host.ConnManager().Protect(ai.ID, protectBootstrap)
+	}
+	for _, ai := range cfg.Relays {
+		n.host.ConnManager().Protect(ai.ID, protectRelay)
+	}
 	for _, ai := range cfg.Bootstrap {
 		if err := n.host.Connect(ctx, ai); err != nil {
 			n.log.Warn("node: bootstrap peer unreachable", "peer", ai.ID, "err", err)
@@ -208,6 +231,10 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if len(cfg.Bootstrap) > 0 {
 		n.wg.Add(1)
 		go n.redialer()
+	}
+	if len(cfg.Relays) > 0 {
+		n.wg.Add(1)
+		go n.reserver()
 	}
 	return n, nil
 }
@@ -282,8 +309,27 @@ func (n *Node) startHost(ctx context.Context) error {
 	if len(addrs) == 0 {
 		addrs = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
 	}
-	opts := []libp2p.Option{libp2p.Identity(priv), libp2p.DisableRelay(),
-		libp2p.ConnectionGater(&gater{allow: n.cfg.Allow, next: n.cfg.Gater})}
+	limits, rm, err := limitOptions(n.p)
+	if err != nil {
+		return fmt.Errorf("node: limits: %w", err)
+	}
+	n.rm = rm
+	// The relay transport is on (libp2p's default): the node dials peers
+	// through relays; the relay service and hole punching are the node's
+	// own (startNAT).
+	opts := append([]libp2p.Option{libp2p.Identity(priv),
+		libp2p.ConnectionGater(&gater{allow: n.cfg.Allow, next: n.cfg.Gater})}, limits...)
+	if len(n.cfg.AnnounceAddrs) > 0 {
+		announce := make([]ma.Multiaddr, 0, len(n.cfg.AnnounceAddrs))
+		for _, a := range n.cfg.AnnounceAddrs {
+			m, err := ma.NewMultiaddr(a)
+			if err != nil {
+				return fmt.Errorf("node: announce address %q: %w", a, err)
+			}
+			announce = append(announce, m)
+		}
+		opts = append(opts, libp2p.AddrsFactory(func([]ma.Multiaddr) []ma.Multiaddr { return announce }))
+	}
 	if n.cfg.PSK != nil {
 		var tcpOnly []string
 		for _, a := range addrs {
@@ -317,7 +363,8 @@ func (n *Node) startPubSub() error {
 		pubsub.WithMessageIdFn(func(m *pb.Message) string { return messageID(sigTopic, m) }),
 		pubsub.WithPeerOutboundQueueSize(1024),
 		pubsub.WithValidateQueueSize(1024),
-		pubsub.WithRawTracer(tracer{&n.m}),
+		pubsub.WithRawTracer(tracer{m: &n.m, topic: sigTopic}),
+		pubsub.WithPeerExchange(true),
 	)
 	if err != nil {
 		return fmt.Errorf("node: gossipsub: %w", err)
@@ -339,7 +386,20 @@ func (n *Node) startPubSub() error {
 	if n.ackTopic, err = ps.Join(ackTopic); err != nil {
 		return err
 	}
-	n.ackSub, err = n.ackTopic.Subscribe(pubsub.WithBufferSize(1024))
+	if n.ackSub, err = n.ackTopic.Subscribe(pubsub.WithBufferSize(1024)); err != nil {
+		return err
+	}
+	peersTopic := n.topicName("peers")
+	if err := ps.RegisterTopicValidator(peersTopic, n.validatePeers); err != nil {
+		return err
+	}
+	if n.peersTopic, err = ps.Join(peersTopic); err != nil {
+		return err
+	}
+	if n.peersSub, err = n.peersTopic.Subscribe(pubsub.WithBufferSize(256)); err != nil {
+		return err
+	}
+	n.peersJoins, err = n.peersTopic.EventHandler()
 	return err
 }
 
@@ -381,11 +441,12 @@ func (n *Node) restore(ctx context.Context) error {
 	n.origins = map[string]string{n.selfRef: n.self.String()}
 	n.fresh = newFreshSet(1<<16, 2*n.p.JournalBatch)
 	n.journalRefs = map[causal.Ref]struct{}{}
-	n.core, err = causal.New[*signalmesh.Signal](causal.Params{Limit: n.p.CausalBuffer,
+	n.core, err = causal.New[*signalmesh.Signal](causal.Params{Limit: n.p.CausalBuffer, OriginLimit: n.p.OriginBuffer,
 		CauseWait: int64(n.p.CauseWait), DepWait: int64(n.p.DepWait)}, n.jr)
 	if err != nil {
 		return err
 	}
+	n.core.Tick(time.Now().UnixNano()) // what the journal holds is known from now (see causal's CauseWait)
 	if err := n.checkIndex(ctx); err != nil {
 		return err
 	}
@@ -400,6 +461,9 @@ func (n *Node) restore(ctx context.Context) error {
 	// and are not journaled here yet: they count for the next sequence
 	// number even though they are not delivered.
 	n.ownSeq = origins[n.selfRef]
+	if err := n.readDecisions(ctx); err != nil {
+		return fmt.Errorf("node: read store: %w", err)
+	}
 	if err := n.catchUp(ctx); err != nil {
 		return fmt.Errorf("node: read journal: %w", err)
 	}
@@ -541,6 +605,15 @@ func (n *Node) Close() error {
 		if n.ackTopic != nil {
 			_ = n.ackTopic.Close()
 		}
+		if n.peersJoins != nil {
+			n.peersJoins.Cancel()
+		}
+		if n.peersSub != nil {
+			n.peersSub.Cancel()
+		}
+		if n.peersTopic != nil {
+			_ = n.peersTopic.Close()
+		}
 		if n.topic != nil {
 			_ = n.topic.Close()
 		}
@@ -548,9 +621,11 @@ func (n *Node) Close() error {
 		if n.dag != nil {
 			errs = append(errs, n.dag.BlockService().Close())
 		}
+		errs = append(errs, n.closeNAT())
 		if n.host != nil {
 			errs = append(errs, n.host.Close())
 		}
+		errs = append(errs, n.rm.Close())
 		if n.store != nil {
 			if n.indexOK { // every delivered signal is indexed
 				errs = append(errs, n.store.Put(context.Background(), n.cleanKey(), nil))

@@ -38,6 +38,9 @@ type QuorumError struct {
 
 func (e *QuorumError) Error() string {
 	low := e.Want
+	if len(e.Acked) == 0 {
+		low = 0 // nothing named (a hand-off): say so, not the quorum
+	}
 	for _, n := range e.Acked {
 		low = min(low, n)
 	}

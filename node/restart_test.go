@@ -194,3 +194,45 @@ func TestRestartKeepsSequenceAfterUndeliveredOwnSignals(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, "a delivers b's signal from after the restart", func() bool { return recA.count() == 7 })
 }
+
+// An effect released without its cause (CauseWait) is not held again when
+// the node restarts and replays its journal: the give-up is recorded.
+// Restarted with a CauseWait of an hour, the replay would otherwise hold
+// the effect, and every later signal of its origin, for that hour.
+func TestRestartDoesNotWaitAgainForAGivenUpCause(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	cfg := node.Config{Mesh: "restart-decided", DataDir: dir, Logger: testLogger(t), Params: node.Params{CauseWait: 200 * time.Millisecond, Resync: 20 * time.Millisecond}}
+	n, err := node.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	if _, err := n.Subscribe("**", rec.handle); err != nil {
+		t.Fatal(err)
+	}
+	effect := mustSignal(t, "order.shipped", signalmesh.WithCauseID("an-order-nobody-published"))
+	after := mustSignal(t, "order.closed")
+	if err := n.Publish(ctx, effect, after); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the effect delivered without its cause", func() bool { return rec.count() == 2 })
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Params.CauseWait = time.Hour
+	n, err = node.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	replay := newRecorder()
+	if _, err := n.Subscribe("**", replay.handle, node.WithStart(node.StartBeginning)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "both in the replay after the restart", func() bool { return replay.count() == 2 })
+	if st, err := n.Status(ctx); err != nil || st.Buffered != 0 {
+		t.Fatalf("after the restart: %d waiting (%v)", st.Buffered, err)
+	}
+}

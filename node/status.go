@@ -14,8 +14,14 @@ import (
 
 // Status is a snapshot of a node.
 type Status struct {
-	Peer        string
-	Peers       int
+	Peer  string
+	Peers int
+	// Mesh is the number of peers in this node's GossipSub mesh of the
+	// signals topic (GossipSub keeps it between D_lo 5 and D_hi 12 when
+	// it has enough peers).
+	Mesh int
+	// Links are the connected peers, each direct or relayed.
+	Links       []Link
 	Journaled   int64        // journal entries this replica has seen arrive (local and remote)
 	Heads       int          // DAG heads of the journal CRDT
 	Clock       vclock.Clock // what this node delivered: per origin peer id, the highest sequence
@@ -40,7 +46,7 @@ type Status struct {
 
 // Status reports the node's state.
 func (n *Node) Status(ctx context.Context) (Status, error) {
-	st := Status{Peer: n.self.String(), Peers: len(n.Peers()), Journaled: n.m.journaled.Load(),
+	st := Status{Peer: n.self.String(), Peers: len(n.Peers()), Mesh: n.m.meshSize(), Links: n.Links(), Journaled: n.m.journaled.Load(),
 		Published: n.m.published.Load(), Delivered: n.m.delivered.Load(), Deduped: n.m.deduped.Load(),
 		RPCsIn: n.m.rpcsIn.Load(), RPCsOut: n.m.rpcsOut.Load(), Conflicts: n.m.conflicts.Load(), Spilled: n.m.spilled.Load()}
 	st.Dropped, st.Rejected = n.m.snapshot()

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -9,12 +8,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/signalmesh/signalmesh"
@@ -38,13 +36,21 @@ func addClientFlags(fs *flag.FlagSet) clientFlags {
 }
 
 func (c clientFlags) do(ctx context.Context, method, path string, body []byte, ctype string) (*http.Response, error) {
+	h := http.Header{}
+	if ctype != "" {
+		h.Set("Content-Type", ctype)
+	}
+	return c.doHeader(ctx, method, path, body, h)
+}
+
+// doHeader sends a request with these headers; an answer other than 2xx
+// is an error that quotes the node's message.
+func (c clientFlags) doHeader(ctx context.Context, method, path string, body []byte, h http.Header) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(*c.node, "/")+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
-	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
-	}
+	maps.Copy(req.Header, h)
 	if *c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+*c.token)
 	}
@@ -68,53 +74,80 @@ func publishCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("publish", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: signalmesh publish [flags] -type TYPE [-data JSON]
+		fmt.Fprint(stderr, `Usage: signalmesh publish [flags] TYPE [DATA]
+       signalmesh publish [flags] -type TYPE [-data JSON]
        signalmesh publish [flags] -file EVENT.json   (a CloudEvent in JSON; - for stdin)
 
-Publishes one signal through a running node and prints its id.
+Publishes a signal through a running node and prints its id. DATA is sent
+as JSON when it is valid JSON, else as text. Flags may come before or after
+TYPE and DATA.
 
 Flags:
 `)
 		fs.PrintDefaults()
 	}
 	cf := addClientFlags(fs)
-	typ := fs.String("type", "", "signal type, e.g. order.eu.created")
+	typ := fs.String("type", "", "signal type, e.g. order.eu.created (or the first argument)")
 	source := fs.String("source", "/signalmesh/cli", "source URI")
 	subject := fs.String("subject", "", "subject")
-	data := fs.String("data", "", "data, JSON")
+	data := fs.String("data", "", "data, JSON (or the second argument)")
 	cause := fs.String("cause", "", "id of the signal that caused this one")
 	file := fs.String("file", "", "a CloudEvent in JSON to publish instead (- for stdin)")
 	consistency := fs.String("consistency", "eventual", "eventual, weak or quorum:K")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
+	count := fs.Int("count", 1, "publish this many signals, each with its own id (up to 1,000 a request)")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return helpOr2(err)
+	}
+	var posData *string
+	switch {
+	case len(pos) > 2:
+		fmt.Fprintln(stderr, "signalmesh publish: at most two arguments, TYPE and DATA")
+		return 2
+	case len(pos) > 0 && (*typ != "" || *file != "" || *data != ""):
+		fmt.Fprintln(stderr, "signalmesh publish: give TYPE [DATA] as arguments or as -type/-data, not both")
+		return 2
+	case len(pos) == 2:
+		posData = &pos[1]
+		fallthrough
+	case len(pos) == 1:
+		*typ = pos[0]
+	}
+	if (*file == "") == (*typ == "") {
+		fmt.Fprintln(stderr, "signalmesh publish: give TYPE (or -type) or -file")
 		return 2
 	}
-	if fs.NArg() > 0 || (*file == "") == (*typ == "") {
-		fmt.Fprintln(stderr, "signalmesh publish: give -type (with optional -data) or -file, and no arguments")
+	if *count < 1 || (*file != "" && *count != 1) {
+		fmt.Fprintln(stderr, "signalmesh publish: -count must be at least 1, and 1 with -file (its one id)")
 		return 2
 	}
 	if _, err := parseConsistency(*consistency); err != nil {
 		fmt.Fprintln(stderr, "signalmesh publish:", err)
 		return 2
 	}
-	var body []byte
-	var err error
+	var bodies [][]byte
+	var ctype string
 	if *file != "" {
+		var body []byte
 		if *file == "-" {
 			body, err = io.ReadAll(os.Stdin)
 		} else {
 			body, err = os.ReadFile(*file)
 		}
+		bodies, ctype = [][]byte{body}, "application/cloudevents+json"
 	} else {
 		var d any
-		if *data != "" {
-			d = json.RawMessage(*data)
+		switch {
+		case posData != nil && json.Valid([]byte(*posData)):
+			d = json.RawMessage(*posData)
+		case posData != nil:
+			d = *posData
+		case *data != "":
 			if !json.Valid([]byte(*data)) {
 				fmt.Fprintln(stderr, "signalmesh publish: -data is not valid JSON")
 				return 2
 			}
+			d = json.RawMessage(*data)
 		}
 		opts := []signalmesh.Option{}
 		if *subject != "" {
@@ -123,10 +156,7 @@ Flags:
 		if *cause != "" {
 			opts = append(opts, signalmesh.WithCauseID(*cause))
 		}
-		var s *signalmesh.Signal
-		if s, err = signalmesh.New(*typ, *source, d, opts...); err == nil {
-			body, err = s.MarshalJSON()
-		}
+		bodies, ctype, err = publishBodies(*typ, *source, d, opts, *count)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "signalmesh publish:", err)
@@ -134,82 +164,76 @@ Flags:
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	resp, err := cf.do(ctx, http.MethodPost, "/v1/publish?consistency="+url.QueryEscape(*consistency), body, "application/cloudevents+json")
-	if err != nil {
-		fmt.Fprintln(stderr, "signalmesh publish:", err)
-		return 1
-	}
-	defer resp.Body.Close()
-	var out struct{ IDs []string }
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		fmt.Fprintln(stderr, "signalmesh publish: reading the answer:", err)
-		return 1
-	}
-	for _, id := range out.IDs {
-		fmt.Fprintln(stdout, id)
+	for _, body := range bodies {
+		ids, err := cf.publish(ctx, *consistency, body, ctype)
+		if err != nil {
+			fmt.Fprintln(stderr, "signalmesh publish:", err)
+			return 1
+		}
+		for _, id := range ids {
+			fmt.Fprintln(stdout, id)
+		}
 	}
 	return 0
 }
 
-func tailCmd(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: signalmesh tail [flags] [PATTERN]
-
-Prints every signal matching PATTERN (default **) as a running node delivers
-it, one JSON CloudEvent a line, until interrupted or -n signals.
-
-Flags:
-`)
-		fs.PrintDefaults()
-	}
-	cf := addClientFlags(fs)
-	limit := fs.Int("n", 0, "exit after this many signals (0: run until interrupted)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
+// publishBodies makes count signals, as one structured CloudEvent or as
+// batches of up to 1,000.
+func publishBodies(typ, source string, data any, opts []signalmesh.Option, count int) ([][]byte, string, error) {
+	var sigs []*signalmesh.Signal
+	for range count {
+		s, err := signalmesh.New(typ, source, data, opts...)
+		if err != nil {
+			return nil, "", err
 		}
-		return 2
+		sigs = append(sigs, s)
 	}
-	if fs.NArg() > 1 {
-		fmt.Fprintln(stderr, "signalmesh tail: one pattern at most")
-		return 2
+	if count == 1 {
+		b, err := sigs[0].MarshalJSON()
+		return [][]byte{b}, "application/cloudevents+json", err
 	}
-	pattern := fs.Arg(0)
-	if pattern == "" {
-		pattern = "**"
+	var bodies [][]byte
+	for len(sigs) > 0 {
+		k := min(len(sigs), 1000)
+		b, err := json.Marshal(sigs[:k])
+		if err != nil {
+			return nil, "", err
+		}
+		bodies, sigs = append(bodies, b), sigs[k:]
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	resp, err := cf.do(ctx, http.MethodGet, "/v1/tail?pattern="+url.QueryEscape(pattern), nil, "")
+	return bodies, "application/cloudevents-batch+json", nil
+}
+
+func (c clientFlags) publish(ctx context.Context, consistency string, body []byte, ctype string) ([]string, error) {
+	resp, err := c.do(ctx, http.MethodPost, "/v1/publish?consistency="+url.QueryEscape(consistency), body, ctype)
 	if err != nil {
-		fmt.Fprintln(stderr, "signalmesh tail:", err)
-		return 1
+		return nil, err
 	}
 	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 8<<20)
-	n, event := 0, ""
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case strings.HasPrefix(line, "event: "):
-			event = strings.TrimPrefix(line, "event: ")
-		case strings.HasPrefix(line, "data: ") && event == "dropped":
-			fmt.Fprintf(stderr, "signalmesh tail: %s signals dropped (reading too slowly)\n", strings.TrimPrefix(line, "data: "))
-		case strings.HasPrefix(line, "data: "):
-			fmt.Fprintln(stdout, strings.TrimPrefix(line, "data: "))
-			if n++; *limit > 0 && n >= *limit {
-				return 0
-			}
+	var out struct{ IDs []string }
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, fmt.Errorf("reading the answer: %w", err)
+	}
+	return out.IDs, nil
+}
+
+// parseInterleaved parses flags that may come before, between or after
+// the positional arguments, and returns those.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
 		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		rest := fs.Args()
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			return append(pos, rest...), nil // everything after -- is an argument
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
 	}
-	if ctx.Err() != nil {
-		return 0 // interrupted
-	}
-	fmt.Fprintln(stderr, "signalmesh tail: the node closed the stream")
-	return 1
 }
 
 func statusCmd(args []string, stdout, stderr io.Writer) int {

@@ -21,15 +21,30 @@ import (
 // config file, then environment variables (SIGNALMESH_<FLAG>, upper case,
 // '-' as '_'), then flags, each overriding the one before.
 type daemonConfig struct {
-	Mesh      string    `json:"mesh"`
-	DataDir   string    `json:"data_dir"`
-	Listen    []string  `json:"listen"`
-	Bootstrap []string  `json:"bootstrap"`
-	MDNS      bool      `json:"mdns"`
-	PSK       string    `json:"psk"` // 64 hex digits
-	Allow     []string  `json:"allow"`
-	HTTP      string    `json:"http"`      // API address
-	APIToken  string    `json:"api_token"` // required on the API's write and read endpoints when set
+	Mesh      string   `json:"mesh"`
+	DataDir   string   `json:"data_dir"`
+	Listen    []string `json:"listen"`
+	Bootstrap []string `json:"bootstrap"`
+	MDNS      bool     `json:"mdns"`
+	// Relay offers circuit relay service (node.Config.RelayService).
+	Relay bool `json:"relay"`
+	// Relays are relay nodes to keep a reservation on, as multiaddrs
+	// ending in /p2p/<id> (node.Config.Relays).
+	Relays []string `json:"relays"`
+	// Announce replaces the listen addresses in what the node tells its
+	// peers (node.Config.AnnounceAddrs).
+	Announce []string `json:"announce"`
+	PSK      string   `json:"psk"` // 64 hex digits
+	Allow    []string `json:"allow"`
+	HTTP     string   `json:"http"`      // API address
+	APIToken string   `json:"api_token"` // required on every API endpoint but /healthz and the ingress (own auth) when set
+	// InsecureHTTP lets the API serve a non-loopback address without
+	// APIToken (refused otherwise), with a warning on stderr.
+	InsecureHTTP bool `json:"insecure_http"`
+	// HTTPHosts are the host names the API answers to besides localhost,
+	// IP addresses it listens on, and the name in HTTP: a request with
+	// another Host (a DNS-rebinding web page) is refused.
+	HTTPHosts []string  `json:"http_hosts"`
 	LogLevel  string    `json:"log_level"`
 	Params    params    `json:"params"`
 	Bridge    bridgeCfg `json:"bridge"`
@@ -55,6 +70,7 @@ type params struct {
 	JournalBatch    int      `json:"journal_batch"`
 	JournalDelay    duration `json:"journal_delay"`
 	CausalBuffer    int      `json:"causal_buffer"`
+	OriginBuffer    int      `json:"origin_buffer"`
 	SubscriberQueue int      `json:"subscriber_queue"`
 	Resync          duration `json:"resync"`
 	CauseTimeout    duration `json:"cause_timeout"`
@@ -63,6 +79,11 @@ type params struct {
 	MaxDeps         int      `json:"max_deps"`
 	Rebroadcast     duration `json:"rebroadcast"`
 	Redial          duration `json:"redial"`
+	Discover        duration `json:"discover"`
+	ConnLow         int      `json:"conn_low"`
+	ConnHigh        int      `json:"conn_high"`
+	ConnGrace       duration `json:"conn_grace"`
+	MaxConns        int      `json:"max_conns"`
 }
 
 type bridgeCfg struct {
@@ -82,6 +103,7 @@ type destination struct {
 	Name       string   `json:"name"`
 	URL        string   `json:"url"`
 	Mode       string   `json:"mode"`
+	BatchSize  int      `json:"batch_size"` // signals per request in batch mode (default 100)
 	Patterns   []string `json:"patterns"`
 	Token      string   `json:"token"`
 	Secret     string   `json:"secret"`
@@ -108,6 +130,16 @@ func (d *duration) UnmarshalJSON(b []byte) error {
 }
 
 func (d duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// durationFlag is a duration flag that writes into a config field.
+type durationFlag duration
+
+func (d *durationFlag) String() string { return time.Duration(*d).String() }
+func (d *durationFlag) Set(s string) error {
+	v, err := time.ParseDuration(s)
+	*d = durationFlag(v)
+	return err
+}
 
 // list is a comma-separated flag.
 type list []string
@@ -136,10 +168,20 @@ func loadDaemonConfig(fs *flag.FlagSet, args []string) (*daemonConfig, error) {
 	fs.Var((*list)(&f.Listen), "listen", "libp2p listen multiaddrs, comma-separated (default TCP and QUIC on 127.0.0.1)")
 	fs.Var((*list)(&f.Bootstrap), "bootstrap", "peers to dial at start, as multiaddrs ending in /p2p/<id>, comma-separated")
 	fs.BoolVar(&f.MDNS, "mdns", false, "discover peers on the local network by multicast DNS")
+	fs.BoolVar(&f.Relay, "relay", false, "offer circuit relay service to peers behind NATs (for a node every peer can dial)")
+	fs.Var((*list)(&f.Relays), "relays", "relay nodes to keep a reservation on, as multiaddrs ending in /p2p/<id>, comma-separated")
+	fs.Var((*list)(&f.Announce), "announce", "addresses to tell peers instead of the listen addresses (a port mapping), comma-separated")
+	fs.IntVar(&f.Params.ConnLow, "conn-low", 0, "connection manager low water (Params.ConnLow; default 160)")
+	fs.IntVar(&f.Params.ConnHigh, "conn-high", 0, "connection manager high water (Params.ConnHigh; default 192)")
+	fs.IntVar(&f.Params.MaxConns, "max-conns", 0, "hard connection limit of the resource manager (Params.MaxConns; default scaled to the machine)")
+	fs.Var((*durationFlag)(&f.Params.ConnGrace), "conn-grace", "how long a new connection is safe from trims (Params.ConnGrace; default 1m)")
+	fs.Var((*durationFlag)(&f.Params.Discover), "discover", "interval of address announcements, negative: off (Params.Discover; default 10s)")
 	fs.StringVar(&f.PSK, "psk", "", "private network key, 64 hex digits (TCP only)")
 	fs.Var((*list)(&f.Allow), "allow", "the only peer IDs to connect with, comma-separated")
 	fs.StringVar(&f.HTTP, "http", "", "address of the HTTP API (default 127.0.0.1:7070)")
-	fs.StringVar(&f.APIToken, "api-token", "", "bearer token the HTTP API requires (default: none, so keep -http on loopback)")
+	fs.StringVar(&f.APIToken, "api-token", "", "bearer token the HTTP API requires (default: none; then -http must be a loopback address)")
+	fs.BoolVar(&f.InsecureHTTP, "insecure-http", false, "serve the HTTP API on a non-loopback address without -api-token (anyone who reaches it can publish and read)")
+	fs.Var((*list)(&f.HTTPHosts), "http-hosts", "host names the HTTP API answers to besides localhost and its IP addresses, comma-separated (other Host headers are refused)")
 	fs.StringVar(&f.LogLevel, "log-level", "", "debug, info, warn or error (default info)")
 	fs.StringVar(&f.Bridge.Cluster, "cluster", "", "this cluster's name for bridging (default: the mesh name)")
 	fs.Var((*list)(&f.Bridge.Tokens), "ingress-tokens", "bearer tokens the bridge ingress accepts, comma-separated")
@@ -216,6 +258,14 @@ func (c *daemonConfig) set(name, v string) error {
 		c.HTTP = v
 	case "api-token":
 		c.APIToken = v
+	case "insecure-http":
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("insecure-http: %w", err)
+		}
+		c.InsecureHTTP = b
+	case "http-hosts":
+		c.HTTPHosts = l
 	case "log-level":
 		c.LogLevel = v
 	case "cluster":
@@ -240,6 +290,39 @@ func (c *daemonConfig) set(name, v string) error {
 		} else {
 			c.Params.SubscriberQueue = n
 		}
+	case "relay":
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("relay: %w", err)
+		}
+		c.Relay = b
+	case "relays":
+		c.Relays = l
+	case "announce":
+		c.Announce = l
+	case "conn-low", "conn-high", "max-conns":
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return fmt.Errorf("%s: want a count: %q", name, v)
+		}
+		switch name {
+		case "conn-low":
+			c.Params.ConnLow = n
+		case "conn-high":
+			c.Params.ConnHigh = n
+		default:
+			c.Params.MaxConns = n
+		}
+	case "conn-grace", "discover":
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		if name == "conn-grace" {
+			c.Params.ConnGrace = duration(d)
+		} else {
+			c.Params.Discover = duration(d)
+		}
 	case "fault-api":
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -252,7 +335,8 @@ func (c *daemonConfig) set(name, v string) error {
 
 // nodeConfig turns the daemon config into a node.Config.
 func (c *daemonConfig) nodeConfig() (node.Config, error) {
-	nc := node.Config{Mesh: c.Mesh, DataDir: c.DataDir, ListenAddrs: c.Listen, MDNS: c.MDNS}
+	nc := node.Config{Mesh: c.Mesh, DataDir: c.DataDir, ListenAddrs: c.Listen, MDNS: c.MDNS,
+		RelayService: c.Relay, AnnounceAddrs: c.Announce}
 	if c.Mesh == "" {
 		return nc, errors.New("a mesh name is required (-mesh, SIGNALMESH_MESH or \"mesh\" in the config)")
 	}
@@ -262,6 +346,13 @@ func (c *daemonConfig) nodeConfig() (node.Config, error) {
 			return nc, fmt.Errorf("bootstrap %q: %w", b, err)
 		}
 		nc.Bootstrap = append(nc.Bootstrap, *ai)
+	}
+	for _, r := range c.Relays {
+		ai, err := peer.AddrInfoFromString(r)
+		if err != nil {
+			return nc, fmt.Errorf("relay %q: %w", r, err)
+		}
+		nc.Relays = append(nc.Relays, *ai)
 	}
 	if c.PSK != "" {
 		k, err := hex.DecodeString(c.PSK)
@@ -279,10 +370,12 @@ func (c *daemonConfig) nodeConfig() (node.Config, error) {
 	}
 	p := c.Params
 	nc.Params = node.Params{MaxBatch: p.MaxBatch, MaxBatchDelay: time.Duration(p.MaxBatchDelay), CommitQueue: p.CommitQueue,
-		JournalBatch: p.JournalBatch, JournalDelay: time.Duration(p.JournalDelay), CausalBuffer: p.CausalBuffer,
+		JournalBatch: p.JournalBatch, JournalDelay: time.Duration(p.JournalDelay), CausalBuffer: p.CausalBuffer, OriginBuffer: p.OriginBuffer,
 		SubscriberQueue: p.SubscriberQueue, Resync: time.Duration(p.Resync), CauseTimeout: time.Duration(p.CauseTimeout),
 		Rebroadcast: time.Duration(p.Rebroadcast), Redial: time.Duration(p.Redial),
-		CauseWait: time.Duration(p.CauseWait), DepWait: time.Duration(p.DepWait), MaxDeps: p.MaxDeps}
+		CauseWait: time.Duration(p.CauseWait), DepWait: time.Duration(p.DepWait), MaxDeps: p.MaxDeps,
+		Discover: time.Duration(p.Discover), ConnLow: p.ConnLow, ConnHigh: p.ConnHigh, ConnGrace: time.Duration(p.ConnGrace),
+		MaxConns: p.MaxConns}
 	return nc, nc.Validate()
 }
 
@@ -306,7 +399,10 @@ func parseConsistency(s string) (node.Consistency, error) {
 func (c *daemonConfig) destinations() ([]bridge.Destination, error) {
 	var out []bridge.Destination
 	for _, d := range c.Bridge.Destinations {
-		out = append(out, bridge.Destination{Name: d.Name, URL: d.URL, Mode: bridge.Mode(d.Mode), Patterns: d.Patterns,
+		if d.BatchSize < 0 {
+			return nil, fmt.Errorf("destination %q: batch_size %d: want a positive count", d.Name, d.BatchSize)
+		}
+		out = append(out, bridge.Destination{Name: d.Name, URL: d.URL, Mode: bridge.Mode(d.Mode), BatchSize: d.BatchSize, Patterns: d.Patterns,
 			Token: d.Token, Secret: []byte(d.Secret), Cluster: d.Cluster, Timeout: time.Duration(d.Timeout),
 			Retry:   bridge.Retry{Attempts: d.Attempts, Backoff: time.Duration(d.Backoff), MaxBackoff: time.Duration(d.MaxBackoff)},
 			Breaker: bridge.Breaker{Failures: d.Failures, OpenFor: time.Duration(d.OpenFor)}})

@@ -15,7 +15,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -40,18 +39,27 @@ Runs a peer until SIGINT or SIGTERM, with an HTTP API:
                                   (structured, binary or batch mode); answers
                                   {"published":n,"ids":[...]}; a quorum publish not
                                   acknowledged within D answers 504 (it stays journaled)
-  GET  /v1/tail?pattern=P         server-sent events: every signal matching P as it is delivered
+  GET  /v1/tail?pattern=P         server-sent events: every signal matching P as it is
+                                  delivered; with Last-Event-ID, resumes after that event
   GET  /v1/status                 the node's status, peers and bridge counts (JSON)
-  GET  /v1/replay?pattern=P       the journal's signals matching P, in replay order (JSON array)
+  GET  /v1/replay?pattern=P&after=ID&since=T   the journal's signals matching P, in
+                                  replay order, streamed as a JSON array; after the first
+                                  signal with id ID; not older than T (RFC 3339)
   GET  /v1/digest                 the journal's size and digest (JSON)
   POST /v1/fault/block, /heal     cut the node off from peers, and heal (with -fault-api)
   POST /v1/ingest                 the bridge ingress (when tokens or a secret are set)
   GET  /metrics                   Prometheus metrics
   GET  /healthz                   200 once the node runs
 
+With -api-token every endpoint but /healthz and /v1/ingest (which has its
+own tokens) requires "Authorization: Bearer TOKEN", /metrics included.
+Without a token, -http must be a loopback address (-insecure-http
+overrides). Requests whose Host is not localhost, an address the API
+listens on, or a name in -http-hosts are refused (DNS rebinding).
+
 Every setting can come from a JSON config file (-config), from environment
-variables SIGNALMESH_<FLAG> (upper case, '-' as '_'), or from flags, each
-overriding the one before. Bridge routes and destinations are set in the
+variables SIGNALMESH_<FLAG> (upper case, '-' as '_'), or from flags:
+flags win over the environment, which wins over the file. Bridge routes and destinations are set in the
 config file ("bridge": {"cluster", "tokens", "secret", "routes",
 "destinations"}); see README.
 
@@ -115,6 +123,9 @@ func runDaemon(ctx context.Context, cfg *daemonConfig, stdout, stderr io.Writer)
 	if err != nil {
 		return usageError{err}
 	}
+	if err := checkExposure(cfg, stderr); err != nil {
+		return usageError{err}
+	}
 	ln, err := net.Listen("tcp", cfg.HTTP)
 	if err != nil {
 		return fmt.Errorf("HTTP API: %w", err)
@@ -142,12 +153,13 @@ func runDaemon(ctx context.Context, cfg *daemonConfig, stdout, stderr io.Writer)
 			return fmt.Errorf("bridge store: %w", err)
 		}
 	}
+	hub := newTailHub(n)
 	closeAll := func(eg *bridge.Egress) error {
 		var errs []error
 		if eg != nil {
 			errs = append(errs, eg.Close())
 		}
-		errs = append(errs, stopRecord(), n.Close(), store.Close())
+		errs = append(errs, hub.close(), stopRecord(), n.Close(), store.Close())
 		return errors.Join(errs...)
 	}
 	var eg *bridge.Egress
@@ -165,12 +177,12 @@ func runDaemon(ctx context.Context, cfg *daemonConfig, stdout, stderr io.Writer)
 			return usageError{err}
 		}
 	}
-	api := &api{n: n, eg: eg, in: in, gate: gate, token: cfg.APIToken, log: log, reg: reg}
+	api := &api{n: n, eg: eg, in: in, gate: gate, hub: hub, token: cfg.APIToken, log: log, reg: reg}
 	// Requests' contexts end when the daemon stops, so that streams (tail)
 	// end and Shutdown need not wait for them.
 	reqCtx, endRequests := context.WithCancel(context.Background())
 	defer endRequests()
-	srv := &http.Server{Handler: api.routes(), ReadHeaderTimeout: 10 * time.Second,
+	srv := &http.Server{Handler: newHostGuard(cfg, ln.Addr()).wrap(api.routes()), ReadHeaderTimeout: 10 * time.Second,
 		BaseContext: func(net.Listener) context.Context { return reqCtx }}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -206,6 +218,7 @@ type api struct {
 	eg    *bridge.Egress
 	in    *bridge.Ingress
 	gate  *node.Blocklist // with -fault-api
+	hub   *tailHub
 	token string
 	log   *slog.Logger
 	reg   *prometheus.Registry
@@ -222,7 +235,7 @@ func (a *api) routes() http.Handler {
 		mux.HandleFunc("POST /v1/fault/block", a.auth(a.block))
 		mux.HandleFunc("POST /v1/fault/heal", a.auth(a.heal))
 	}
-	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /metrics", a.auth(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}).ServeHTTP))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	if a.in != nil {
 		mux.Handle("/v1/ingest", a.in) // its own authentication
@@ -313,9 +326,13 @@ func publishStatus(err error) int {
 	return http.StatusBadRequest
 }
 
-// tail streams the signals matching a pattern as server-sent events. A
-// client that reads too slowly loses signals (up to 4,096 wait for it): it
-// is told how many in a "dropped" event.
+// tail streams the signals matching a pattern as server-sent events, each
+// with an id; a client that reconnects with Last-Event-ID gets what was
+// delivered after that event first (see tailHub). A client that reads
+// more than tailHistory signals behind loses the oldest: it is told how
+// many in a "dropped" event. After a daemon restart the ids are unknown:
+// the stream says so in a "reset" event and starts at the new process's
+// first signal.
 func (a *api) tail(w http.ResponseWriter, r *http.Request) {
 	pattern := r.URL.Query().Get("pattern")
 	if pattern == "" {
@@ -330,44 +347,46 @@ func (a *api) tail(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusInternalServerError, "streaming unsupported")
 		return
 	}
-	ch := make(chan *signalmesh.Signal, 4096)
-	var dropped atomic.Int64
-	sub, err := a.n.Subscribe(pattern, func(_ context.Context, s *signalmesh.Signal) error {
-		select {
-		case ch <- s:
-		default:
-			dropped.Add(1)
-		}
-		return nil
-	})
-	if err != nil {
+	if err := a.hub.start(); err != nil {
 		apiError(w, http.StatusServiceUnavailable, "%v", err)
 		return
 	}
-	defer sub.Close()
+	next, known := a.hub.resume(r.Header.Get("Last-Event-ID"))
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
 	fmt.Fprintf(w, ": tailing %s\n\n", pattern)
+	if !known {
+		fmt.Fprintf(w, "event: reset\ndata: event id %q is not from this run of the node: what it delivered after that event "+
+			"may be missing (signalmesh replay has the journal)\n\n", r.Header.Get("Last-Event-ID"))
+	}
 	fl.Flush()
 	keepalive := time.NewTicker(15 * time.Second)
 	defer keepalive.Stop()
-	var told int64
 	for {
+		sigs, first, lost, wake := a.hub.read(next, 256)
+		if lost > 0 {
+			fmt.Fprintf(w, "event: dropped\ndata: %d\n\n", lost)
+		}
+		for i, s := range sigs {
+			if router.Matches(pattern, s.Type) {
+				b, _ := s.MarshalJSON()
+				fmt.Fprintf(w, "id: %s\nevent: signal\ndata: %s\n\n", a.hub.id(first+uint64(i)), b)
+			}
+		}
+		next = first + uint64(len(sigs))
+		if lost > 0 || len(sigs) > 0 {
+			fl.Flush()
+			continue
+		}
 		select {
 		case <-r.Context().Done():
 			return
 		case <-keepalive.C:
 			fmt.Fprint(w, ": keepalive\n\n")
-		case s := <-ch:
-			b, _ := s.MarshalJSON()
-			fmt.Fprintf(w, "id: %s\nevent: signal\ndata: %s\n\n", s.ID, b)
+			fl.Flush()
+		case <-wake:
 		}
-		if d := dropped.Load(); d != told {
-			fmt.Fprintf(w, "event: dropped\ndata: %d\n\n", d-told)
-			told = d
-		}
-		fl.Flush()
 	}
 }
 
@@ -387,22 +406,69 @@ func (a *api) status(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// replay streams the journal's signals matching a pattern, in replay
+// order, as one JSON array: after=ID starts after the first signal with
+// that id, since=TIME (RFC 3339) keeps the signals whose time is not
+// before it. A read error cuts the array short (the client sees invalid
+// JSON) once it has begun.
 func (a *api) replay(w http.ResponseWriter, r *http.Request) {
-	pattern := r.URL.Query().Get("pattern")
+	q := r.URL.Query()
+	pattern := q.Get("pattern")
 	if pattern == "" {
 		pattern = "**"
 	}
-	var out []json.RawMessage
-	for s, err := range a.n.Replay(r.Context(), pattern) {
+	if err := router.Validate(pattern); err != nil {
+		apiError(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	var since time.Time
+	if v := q.Get("since"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
 		if err != nil {
-			apiError(w, http.StatusBadRequest, "%v", err)
+			apiError(w, http.StatusBadRequest, "since %q: want an RFC 3339 time", v)
 			return
 		}
+		since = t
+	}
+	after := q.Get("after")
+	fl, _ := w.(http.Flusher)
+	n := 0
+	for s, err := range a.n.Replay(r.Context(), pattern) {
+		if err != nil {
+			if n == 0 {
+				apiError(w, http.StatusServiceUnavailable, "%v", err)
+			}
+			return
+		}
+		if after != "" {
+			if s.ID == after {
+				after = ""
+			}
+			continue
+		}
+		if !since.IsZero() && s.Time.Before(since) {
+			continue
+		}
+		if n == 0 {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusOK)
+			fmt.Fprint(w, "[")
+		} else {
+			fmt.Fprint(w, ",")
+		}
 		b, _ := s.MarshalJSON()
-		out = append(out, b)
+		_, _ = w.Write(b)
+		if n++; n%256 == 0 && fl != nil {
+			fl.Flush()
+		}
 	}
-	if out == nil {
-		out = []json.RawMessage{}
+	if n == 0 && after != "" {
+		apiError(w, http.StatusNotFound, "after: no signal with id %q matches %s in the journal", after, pattern)
+		return
 	}
-	writeJSON(w, http.StatusOK, out)
+	if n == 0 {
+		writeJSON(w, http.StatusOK, []json.RawMessage{})
+		return
+	}
+	fmt.Fprintln(w, "]")
 }

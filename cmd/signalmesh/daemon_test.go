@@ -217,7 +217,7 @@ func TestDaemonConfigPrecedence(t *testing.T) {
 	_ = os.WriteFile(file, []byte(`{"mesh":"from-file","http":"127.0.0.1:1","data_dir":"/file",
 		"params":{"journal_delay":"20ms"},
 		"bridge":{"cluster":"eu","tokens":["a"],"routes":[{"pattern":"payment.**","consistency":"quorum:1"}],
-		"destinations":[{"name":"us","url":"http://127.0.0.1:9/v1/ingest","patterns":["order.**"],"cluster":"us","backoff":"1s"}]}}`), 0o644)
+		"destinations":[{"name":"us","url":"http://127.0.0.1:9/v1/ingest","mode":"batch","batch_size":7,"patterns":["order.**"],"cluster":"us","backoff":"1s"}]}}`), 0o644)
 	t.Setenv("SIGNALMESH_HTTP", "127.0.0.1:2")
 	t.Setenv("SIGNALMESH_DATA_DIR", "/env")
 	fs := flag.NewFlagSet("node", flag.ContinueOnError)
@@ -233,6 +233,9 @@ func TestDaemonConfigPrecedence(t *testing.T) {
 	nc, err := c.nodeConfig()
 	if err != nil || nc.Params.JournalDelay != 20*time.Millisecond {
 		t.Fatalf("node config %+v %v", nc, err)
+	}
+	if ds, err := c.destinations(); err != nil || len(ds) != 1 || ds[0].Mode != "batch" || ds[0].BatchSize != 7 {
+		t.Fatalf("destinations %+v %v", ds, err)
 	}
 	// The fault harness's limits and slow handler, as flags.
 	c, err = loadDaemonConfig(flag.NewFlagSet("node", flag.ContinueOnError),
@@ -256,7 +259,8 @@ func TestDaemonConfigPrecedence(t *testing.T) {
 // Every command's help exits 0 and names its flags; bad daemon settings
 // exit 2 with a message.
 func TestHelpAndBadDaemonFlags(t *testing.T) {
-	for cmd, want := range map[string]string{"node": "-mesh", "publish": "-type", "tail": "-n", "status": "-node", "demo": "-signals", "tour": "-seed", "bench": "-processes"} {
+	for cmd, want := range map[string]string{"node": "-api-token", "publish": "-count", "tail": "-reconnect", "status": "-node",
+		"replay": "-after", "digest": "-node", "demo": "-signals", "tour": "-seed", "bench": "-processes"} {
 		var out, errb bytes.Buffer
 		if code := run([]string{cmd, "-h"}, &out, &errb); code != 0 || !strings.Contains(errb.String(), want) {
 			t.Errorf("%s -h: %d, %q", cmd, code, errb.String())
@@ -272,6 +276,17 @@ func TestHelpAndBadDaemonFlags(t *testing.T) {
 		{"publish", "-type", "a.b", "-data", "{"},
 		{"publish"},
 		{"publish", "-type", "a.b", "-consistency", "strong"},
+		{"publish", "a.b", "1", "extra"},
+		{"publish", "a.b", "-type", "a.c"},
+		{"publish", "a.b", "--count", "0"},
+		{"publish", "-file", "-", "-count", "2"},
+		{"publish", "a..b"},
+		{"node", "-mesh", "m", "-http", "0.0.0.0:7070"},
+		{"node", "-mesh", "m", "-insecure-http", "maybe"},
+		{"tail", "a.*", "b.*"},
+		{"replay", "-since", "yesterday"},
+		{"digest", "extra"},
+		{"version", "extra"},
 	} {
 		var out, errb bytes.Buffer
 		if code := run(args, &out, &errb); code != 2 || errb.Len() == 0 {

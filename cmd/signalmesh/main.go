@@ -3,9 +3,12 @@
 // the benchmark harness.
 //
 //	signalmesh node [flags]          run a peer until SIGINT/SIGTERM
-//	signalmesh publish -type T ...   publish through a running node
-//	signalmesh tail [PATTERN]        stream what a node delivers
+//	signalmesh publish TYPE [DATA]   publish through a running node
+//	signalmesh tail [PATTERN]        stream what a node delivers (reconnects, resumes)
+//	signalmesh replay [PATTERN]      stream a node's journal
+//	signalmesh digest                a node's journal digest
 //	signalmesh status                a node's status
+//	signalmesh version               the build's module version
 //	signalmesh demo [-signals N]     a local mesh of 4 peers: publish, partition, heal
 //	signalmesh tour [-seed N]        the pure core: signals, router, causal delivery
 //	signalmesh bench [flags]         benchmarks with baselines, JSON results, plots
@@ -32,8 +35,14 @@ const usage = `signalmesh: event signals that replicate peer-to-peer
 Usage:
   signalmesh node [flags]       run a peer with an HTTP API (publish, tail, status,
                                 metrics, bridge ingress) until SIGINT or SIGTERM
-  signalmesh publish [flags]    publish a signal through a running node
-  signalmesh tail [PATTERN]     print the signals a running node delivers
+  signalmesh publish TYPE [DATA] [flags]
+                                publish a signal through a running node
+                                (-count N: N signals)
+  signalmesh tail [PATTERN]     print the signals a running node delivers;
+                                reconnects and resumes where it left off
+  signalmesh replay [PATTERN]   print a running node's journal in replay order
+                                (-after ID, -since TIME)
+  signalmesh digest             print a running node's journal digest and size
   signalmesh status             print a running node's status
   signalmesh demo [-signals N]  run a local mesh of 4 peers: publish, cut it in
                                 two, publish on both sides, heal, show what converged
@@ -42,6 +51,7 @@ Usage:
                                 go-ds-crdt and NATS in the same run
   signalmesh chaos [flags]      fault injection: node processes, network cuts,
                                 kill -9, pauses; a checker that nothing was lost
+  signalmesh version            the module version and VCS revision of this build
   signalmesh help               this text
 
 Each command takes -h. Exit codes: 0 success, 1 failure, 2 bad usage.
@@ -108,6 +118,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return tailCmd(args[1:], stdout, stderr)
 	case "status":
 		return statusCmd(args[1:], stdout, stderr)
+	case "replay":
+		return replayCmd(args[1:], stdout, stderr)
+	case "digest":
+		return digestCmd(args[1:], stdout, stderr)
+	case "version", "-version", "--version":
+		return versionCmd(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

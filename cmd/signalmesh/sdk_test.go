@@ -62,14 +62,14 @@ func TestDaemonTakesSDKClient(t *testing.T) {
 		getJSON(t, url+"/v1/replay?pattern=order.created", &got)
 		return len(got) == len(sent)
 	})
-	// The daemon's /metrics has the publish histogram and libp2p's metrics.
+	// The daemon's /metrics has the histograms and libp2p's metrics.
 	resp, err = http.Get(url + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{`signalmesh_publish_seconds_count{consistency="eventual"} 3`, "signalmesh_delivery_lag_seconds", "\nlibp2p_"} {
+	for _, want := range []string{`signalmesh_publish_seconds_count{consistency="eventual"} 3`, "signalmesh_delivery_lag_seconds", "signalmesh_heal_seconds_count", "\nlibp2p_"} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("/metrics lacks %q", want)
 		}

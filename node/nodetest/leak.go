@@ -20,5 +20,9 @@ func IgnoredGoroutines() []goleak.Option {
 		goleak.IgnoreTopFunction("github.com/libp2p/go-libp2p/p2p/net/connmgr.(*decayer).process"),
 		goleak.IgnoreTopFunction("github.com/libp2p/go-libp2p/p2p/net/connmgr.(*BasicConnMgr).background"),
 		goleak.IgnoreTopFunction("github.com/libp2p/go-libp2p/p2p/host/resource-manager.(*resourceManager).background"),
+		// GossipSub retries a subscription announcement to a peer whose
+		// queue was full in a goroutine of its own that sleeps up to 1 s
+		// and then ends (also after the PubSub is gone); nothing owns it.
+		goleak.IgnoreAnyFunction("github.com/libp2p/go-libp2p-pubsub.(*PubSub).announceRetry"),
 	}
 }

@@ -1,0 +1,302 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func tailCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: signalmesh tail [flags] [PATTERN]
+
+Prints every signal matching PATTERN (default **) as a running node delivers
+it, one JSON CloudEvent a line, until interrupted or -n signals. When the
+stream ends (the node restarts, the network drops), tail reconnects and
+resumes after the last signal it printed (Last-Event-ID); the node keeps
+the last 4,096 signals for that.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	cf := addClientFlags(fs)
+	limit := fs.Int("n", 0, "exit after this many signals (0: run until interrupted)")
+	reconnect := fs.Bool("reconnect", true, "reconnect when the stream ends, resuming after the last signal printed")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return helpOr2(err)
+	}
+	if len(pos) > 1 {
+		fmt.Fprintln(stderr, "signalmesh tail: one pattern at most")
+		return 2
+	}
+	pattern := "**"
+	if len(pos) == 1 {
+		pattern = pos[0]
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	t := &tailer{cf: cf, path: "/v1/tail?pattern=" + url.QueryEscape(pattern), limit: *limit, stdout: stdout, stderr: stderr}
+	backoff, ever := 100*time.Millisecond, false
+	for {
+		err := t.stream(ctx)
+		if err == nil || ctx.Err() != nil {
+			return 0 // -n reached, or interrupted
+		}
+		ever = ever || t.connected
+		if !ever || !*reconnect {
+			fmt.Fprintln(stderr, "signalmesh tail:", err)
+			return 1
+		}
+		if t.connected { // a stream ended: say so once, until the next one opens
+			t.connected, backoff = false, 100*time.Millisecond
+			fmt.Fprintf(stderr, "signalmesh tail: %v; reconnecting after %q\n", err, t.lastID)
+		}
+		select {
+		case <-ctx.Done():
+			return 0
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// tailer reads one node's event stream, and again after it ends, from
+// the last event it printed.
+type tailer struct {
+	cf        clientFlags
+	path      string
+	limit     int
+	printed   int
+	lastID    string
+	connected bool // the last stream was opened
+	stdout    io.Writer
+	stderr    io.Writer
+}
+
+// stream opens the stream and prints its signals. It returns nil once
+// limit signals are printed, else why the stream ended.
+func (t *tailer) stream(ctx context.Context) error {
+	h := http.Header{"Accept": {"text/event-stream"}}
+	if t.lastID != "" {
+		h.Set("Last-Event-ID", t.lastID)
+	}
+	resp, err := t.cf.doHeader(ctx, http.MethodGet, t.path, nil, h)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	t.connected = true
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 8<<20)
+	id, event := "", ""
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "": // the end of an event
+			id, event = "", ""
+		case strings.HasPrefix(line, "id: "):
+			id = strings.TrimPrefix(line, "id: ")
+		case strings.HasPrefix(line, "event: "):
+			event = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "data: ") && event == "dropped":
+			fmt.Fprintf(t.stderr, "signalmesh tail: %s signals dropped (reading too slowly)\n", strings.TrimPrefix(line, "data: "))
+		case strings.HasPrefix(line, "data: ") && event == "reset":
+			fmt.Fprintf(t.stderr, "signalmesh tail: the node restarted: %s\n", strings.TrimPrefix(line, "data: "))
+		case strings.HasPrefix(line, "data: "):
+			fmt.Fprintln(t.stdout, strings.TrimPrefix(line, "data: "))
+			if id != "" {
+				t.lastID = id
+			}
+			if t.printed++; t.limit > 0 && t.printed >= t.limit {
+				return nil
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("the stream broke: %w", err)
+	}
+	return errors.New("the node closed the stream")
+}
+
+func replayCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: signalmesh replay [flags] [PATTERN]
+
+Prints the signals matching PATTERN (default **) in a running node's
+journal, in replay order (causes before effects; one order on every replica
+with the same journal), one JSON CloudEvent a line, as the node streams
+them. -after resumes a replay that was cut short: signals journaled since
+may sort before that point.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	cf := addClientFlags(fs)
+	after := fs.String("after", "", "start after the first signal with this id")
+	since := fs.String("since", "", "only signals whose time is not before this: RFC 3339, or a duration back from now such as 1h")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return helpOr2(err)
+	}
+	if len(pos) > 1 {
+		fmt.Fprintln(stderr, "signalmesh replay: one pattern at most")
+		return 2
+	}
+	q := url.Values{"pattern": {"**"}}
+	if len(pos) == 1 {
+		q.Set("pattern", pos[0])
+	}
+	if *after != "" {
+		q.Set("after", *after)
+	}
+	if *since != "" {
+		t, err := parseSince(*since, time.Now())
+		if err != nil {
+			fmt.Fprintln(stderr, "signalmesh replay:", err)
+			return 2
+		}
+		q.Set("since", t.Format(time.RFC3339Nano))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	resp, err := cf.do(ctx, http.MethodGet, "/v1/replay?"+q.Encode(), nil, "")
+	if err != nil {
+		fmt.Fprintln(stderr, "signalmesh replay:", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	if err := printArray(json.NewDecoder(resp.Body), stdout); err != nil {
+		if ctx.Err() != nil {
+			return 0
+		}
+		fmt.Fprintln(stderr, "signalmesh replay: the stream broke:", err)
+		return 1
+	}
+	return 0
+}
+
+// printArray prints the elements of a JSON array one a line as they are read.
+func printArray(dec *json.Decoder, w io.Writer) error {
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
+		return fmt.Errorf("not a JSON array (%v)", err)
+	}
+	for dec.More() {
+		var ev json.RawMessage
+		if err := dec.Decode(&ev); err != nil {
+			return err
+		}
+		fmt.Fprintln(w, string(ev))
+	}
+	_, err := dec.Token()
+	return err
+}
+
+// parseSince reads an RFC 3339 time or a duration back from now.
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return t, fmt.Errorf("-since %q: want an RFC 3339 time or a duration such as 1h", s)
+	}
+	return t, nil
+}
+
+func digestCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("digest", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: signalmesh digest [flags]
+
+Prints a running node's journal digest and its number of entries, as
+"DIGEST COUNT": nodes whose journals have converged print the same line.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	cf := addClientFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return helpOr2(err)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "signalmesh digest: no arguments")
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := cf.do(ctx, http.MethodGet, "/v1/digest", nil, "")
+	if err != nil {
+		fmt.Fprintln(stderr, "signalmesh digest:", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	var d struct {
+		Count  int
+		Digest string
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
+		fmt.Fprintln(stderr, "signalmesh digest:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s %d\n", d.Digest, d.Count)
+	return 0
+}
+
+// versionCmd prints the module version and VCS stamp the binary was built
+// with (runtime/debug.ReadBuildInfo).
+func versionCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		fmt.Fprintln(stderr, "signalmesh version: no arguments")
+		return 2
+	}
+	fmt.Fprintln(stdout, versionLine())
+	return 0
+}
+
+func versionLine() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "signalmesh (no build information) " + runtime.Version()
+	}
+	v := bi.Main.Version
+	if v == "" {
+		v = "(unknown)"
+	}
+	line := "signalmesh " + v
+	settings := map[string]string{}
+	for _, s := range bi.Settings {
+		settings[s.Key] = s.Value
+	}
+	if rev := settings["vcs.revision"]; rev != "" {
+		line += " " + rev[:min(12, len(rev))]
+		if settings["vcs.modified"] == "true" {
+			line += "+modified"
+		}
+		if t := settings["vcs.time"]; t != "" {
+			line += " " + t
+		}
+	}
+	return line + " " + bi.GoVersion + " " + runtime.GOOS + "/" + runtime.GOARCH
+}

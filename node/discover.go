@@ -1,0 +1,193 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
+)
+
+// Discovery: every node announces its own addresses on the mesh's "peers"
+// topic, when a peer joins the topic and every Params.Discover; a node
+// with fewer connections than Params.ConnLow dials the peers it hears of.
+// GossipSub carries an announcement to the whole mesh, so a node that
+// knows one peer learns of every other. The announcement names no peer
+// id: it is the GossipSub message's signed author (StrictSign), so a peer
+// can announce only itself.
+
+const (
+	maxAnnounceAddrs = 32
+	maxAnnounceBytes = 4096
+	dialsInFlight    = 4
+)
+
+type announcement struct {
+	Addrs []string `json:"addrs"`
+}
+
+// announceAddrs are the addresses the node tells others: announce or
+// listen addresses, and its addresses through relays.
+func (n *Node) announceAddrs() []ma.Multiaddr {
+	addrs := n.host.Addrs()
+	if len(n.cfg.AnnounceAddrs) == 0 {
+		addrs = append(addrs, n.punchAddrs()...)
+	}
+	addrs = append(addrs, n.relayAddrs()...)
+	addrs = ma.Unique(addrs)
+	if len(addrs) > maxAnnounceAddrs {
+		addrs = addrs[:maxAnnounceAddrs]
+	}
+	return addrs
+}
+
+func (n *Node) validatePeers(_ context.Context, _ peer.ID, m *pubsub.Message) pubsub.ValidationResult {
+	if len(m.Data) > maxAnnounceBytes {
+		return pubsub.ValidationReject
+	}
+	if _, err := decodeAnnouncement(m.Data); err != nil {
+		return pubsub.ValidationReject
+	}
+	return pubsub.ValidationAccept
+}
+
+func decodeAnnouncement(b []byte) ([]ma.Multiaddr, error) {
+	var a announcement
+	if err := json.Unmarshal(b, &a); err != nil {
+		return nil, err
+	}
+	out := make([]ma.Multiaddr, 0, len(a.Addrs))
+	for _, s := range a.Addrs[:min(len(a.Addrs), maxAnnounceAddrs)] {
+		m, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// announcer publishes the node's addresses every Params.Discover, and soon
+// after a peer joins the topic (coalesced). It stops with the node.
+func (n *Node) announcer(joins *pubsub.TopicEventHandler) {
+	defer n.wg.Done()
+	joined := make(chan struct{}, 1)
+	n.wg.Add(1)
+	go func() { // the event handler has no channel: a goroutine turns it into one
+		defer n.wg.Done()
+		for {
+			ev, err := joins.NextPeerEvent(n.ctx)
+			if err != nil {
+				return
+			}
+			if ev.Type == pubsub.PeerJoin {
+				select {
+				case joined <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	t := time.NewTicker(n.p.Discover)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-joined:
+		case <-t.C:
+		}
+		var a announcement
+		for _, m := range n.announceAddrs() {
+			a.Addrs = append(a.Addrs, m.String())
+		}
+		b, _ := json.Marshal(a)
+		if err := n.peersTopic.Publish(n.ctx, b); err != nil && n.ctx.Err() == nil {
+			n.log.Debug("node: announce addresses", "err", err)
+		}
+	}
+}
+
+// discoverer reads announcements and dials the peers it is not connected
+// to while the node has fewer than Params.ConnLow connections, at most
+// dialsInFlight at once, each peer at most once per three Discover
+// intervals. It stops with the node.
+func (n *Node) discoverer() {
+	defer n.wg.Done()
+	sem := make(chan struct{}, dialsInFlight)
+	tried := map[peer.ID]time.Time{}
+	for {
+		m, err := n.peersSub.Next(n.ctx)
+		if err != nil {
+			return
+		}
+		from := m.GetFrom()
+
+		if from == n.self {
+			continue
+		}
+		addrs, err := decodeAnnouncement(m.Data)
+		if err != nil {
+			continue
+		}
+		addrs = usable(addrs, n.host.Network().ListenAddresses())
+		if len(addrs) == 0 {
+			continue
+		}
+		n.host.Peerstore().AddAddrs(from, addrs, peerstore.RecentlyConnectedAddrTTL)
+		if n.host.Network().Connectedness(from) == network.Connected || len(n.host.Network().Peers()) >= n.p.ConnLow {
+			continue
+		}
+		if last, ok := tried[from]; ok && time.Since(last) < 3*n.p.Discover {
+			continue
+		}
+		tried[from] = time.Now()
+		for p, at := range tried { // forget old attempts
+			if time.Since(at) > 3*n.p.Discover {
+				delete(tried, p)
+			}
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-n.ctx.Done():
+			return
+		}
+		n.wg.Add(1)
+		go func(ai peer.AddrInfo) {
+			defer n.wg.Done()
+			defer func() { <-sem }()
+			ctx, cancel := context.WithTimeout(n.ctx, 2*n.p.Discover)
+			defer cancel()
+			ClearDialBackoff(n.host, ai.ID)
+			if err := n.host.Connect(ctx, ai); err != nil {
+				n.log.Debug("node: discovered peer unreachable", "peer", ai.ID, "err", err)
+			}
+		}(peer.AddrInfo{ID: from, Addrs: addrs})
+	}
+}
+
+// usable drops loopback addresses unless the node itself listens only on
+// loopback (a peer's loopback is not ours).
+func usable(addrs, own []ma.Multiaddr) []ma.Multiaddr {
+	local := true
+	for _, a := range own {
+		if !manet.IsIPLoopback(a) && !isCircuit(a) {
+			local = false
+		}
+	}
+	if local {
+		return addrs
+	}
+	out := addrs[:0]
+	for _, a := range addrs {
+		if !manet.IsIPLoopback(a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
