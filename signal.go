@@ -27,8 +27,10 @@ const (
 	// dependencies, in the text form of package causal (a string).
 	ExtCausal = "meshcausal"
 	// ExtSig holds the origin's signature of the signal: its libp2p key
-	// signs the binary wire form of everything else, meshpeer and
-	// meshcausal included (see package node; a string).
+	// signs, once per batch, the Merkle root of the binary wire forms of
+	// the batch's signals without meshsig (meshpeer and meshcausal
+	// included), and meshsig is the signal's proof: that signature, its
+	// index and its Merkle path (see package node; a string).
 	ExtSig = "meshsig"
 )
 
