@@ -1,8 +1,10 @@
 package node
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"testing"
 	"time"
 
@@ -111,8 +113,18 @@ func TestVerifierRemembersWireForms(t *testing.T) {
 // batchOf returns n stamped signals of one new origin (sequences 1..n),
 // unsigned, and the origin's key.
 func batchOf(t testing.TB, n int) ([]*signalmesh.Signal, crypto.PrivKey) {
+	return batchWith(t, n, nil)
+}
+
+// fixedBatch is batchOf with a fixed key, ids and times: the same in every
+// process (a fuzz worker rebuilds it and must get the coordinator's).
+func fixedBatch(t testing.TB, n int) ([]*signalmesh.Signal, crypto.PrivKey) {
+	return batchWith(t, n, bytes.NewReader(make([]byte, 32)))
+}
+
+func batchWith(t testing.TB, n int, seed io.Reader) ([]*signalmesh.Signal, crypto.PrivKey) {
 	t.Helper()
-	priv, pub, err := crypto.GenerateEd25519Key(nil)
+	priv, pub, err := crypto.GenerateEd25519Key(seed)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,6 +132,7 @@ func batchOf(t testing.TB, n int) ([]*signalmesh.Signal, crypto.PrivKey) {
 	sigs := make([]*signalmesh.Signal, n)
 	for i := range sigs {
 		s, err := signalmesh.New("order.line.created", "/shop/eu-1", []byte(`{"sku":"A-1","qty":2,"price":"19.90","note":"0123456789012345678901234567890123456789"}`),
+			signalmesh.WithID(fmt.Sprint("id-", i)), signalmesh.WithTime(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)),
 			signalmesh.WithSubject(fmt.Sprint("order-", i)),
 			signalmesh.WithExtension(signalmesh.ExtPeer, id.String()),
 			signalmesh.WithExtension(signalmesh.ExtCausal, causal.Stamp{Seq: uint64(i + 1), Lamport: uint64(i + 9), Deps: []causal.Ref{{Origin: "AAAAAAAAAAA", Seq: 3}}}.Format()))
@@ -294,7 +307,7 @@ func BenchmarkSignVerify(b *testing.B) {
 // FuzzDecodeProof: a meshsig decodes to a proof only in its canonical
 // form (encoding the proof gives the text back), and never panics.
 func FuzzDecodeProof(f *testing.F) {
-	sigs, priv := batchOf(f, 5)
+	sigs, priv := fixedBatch(f, 5)
 	if err := SignBatch("m", priv, sigs); err != nil {
 		f.Fatal(err)
 	}
@@ -328,7 +341,11 @@ func FuzzDecodeProof(f *testing.F) {
 // FuzzVerify: whatever a peer sends, decoding and verifying it neither
 // panics nor accepts a signal nobody signed.
 func FuzzVerify(f *testing.F) {
-	s, _ := signedSignal(f, "m")
+	sigs, priv := fixedBatch(f, 3)
+	if err := SignBatch("m", priv, sigs); err != nil {
+		f.Fatal(err)
+	}
+	s := sigs[1]
 	w, _ := s.MarshalBinary()
 	f.Add(w)
 	f.Add(w[:len(w)-1])
