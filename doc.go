@@ -5,7 +5,7 @@
 // source, specversion ("1.0") and type; the optional subject, time,
 // datacontenttype and dataschema; a payload (data); and extension attributes.
 // signalmesh's own attributes are extensions as well (ExtCauseID, ExtPeer,
-// ExtCausal), so a signal read or written as JSON is a valid CloudEvent that
+// ExtCausal, ExtSig), so a signal read or written as JSON is a valid CloudEvent that
 // any CloudEvents tool understands, and nothing is lost on the way.
 //
 // A signal's type is a dot-separated path (order.created, user.123.updated)

@@ -26,6 +26,12 @@ const (
 	// its publishing peer's signals, a Lamport time and its direct
 	// dependencies, in the text form of package causal (a string).
 	ExtCausal = "meshcausal"
+	// ExtSig holds the origin's signature of the signal: its libp2p key
+	// signs, once per batch, the Merkle root of the binary wire forms of
+	// the batch's signals without meshsig (meshpeer and meshcausal
+	// included), and meshsig is the signal's proof: that signature, its
+	// index and its Merkle path (see package node; a string).
+	ExtSig = "meshsig"
 )
 
 // Signal is a CloudEvents 1.0 event.

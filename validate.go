@@ -212,7 +212,7 @@ func (l Limits) checkExtensions(ext map[string]any) error {
 				return err
 			}
 		case bool, int32:
-			if name == ExtCauseID || name == ExtCauseSource || name == ExtPeer || name == ExtCausal {
+			if name == ExtCauseID || name == ExtCauseSource || name == ExtPeer || name == ExtCausal || name == ExtSig {
 				return fieldErr(name, ErrBadValue, "must be a string")
 			}
 		default:

@@ -46,7 +46,13 @@ const (
 func (s *Signal) MarshalBinary() ([]byte, error) { return s.AppendBinary(nil) }
 
 // AppendBinary appends the binary wire form of s to b.
-func (s *Signal) AppendBinary(b []byte) ([]byte, error) {
+func (s *Signal) AppendBinary(b []byte) ([]byte, error) { return s.AppendBinaryWithout(b, "") }
+
+// AppendBinaryWithout appends the binary wire form of s without the
+// extension named ext (when s has it) to b: the wire form of a copy of s
+// that lacks it, without making the copy. Signatures carried in an
+// extension are made over this form.
+func (s *Signal) AppendBinaryWithout(b []byte, ext string) ([]byte, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
@@ -80,8 +86,15 @@ func (s *Signal) AppendBinary(b []byte) ([]byte, error) {
 		b = binary.AppendUvarint(b, uint64(len(s.Data)))
 		b = append(b, s.Data...)
 	}
-	b = binary.AppendUvarint(b, uint64(len(s.Extensions)))
+	count := len(s.Extensions)
+	if _, ok := s.Extensions[ext]; ok {
+		count--
+	}
+	b = binary.AppendUvarint(b, uint64(count))
 	for _, name := range slices.Sorted(maps.Keys(s.Extensions)) {
+		if name == ext {
+			continue
+		}
 		b = appendStr(b, name)
 		switch v := s.Extensions[name].(type) {
 		case string:

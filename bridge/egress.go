@@ -292,6 +292,7 @@ func (d *dest) take(ctx context.Context, s *signalmesh.Signal) error {
 	// stamps its own.
 	delete(out.Extensions, signalmesh.ExtPeer)
 	delete(out.Extensions, signalmesh.ExtCausal)
+	delete(out.Extensions, signalmesh.ExtSig)
 	if origin == "" {
 		_ = out.SetExtension(ExtCluster, d.e.cfg.Cluster)
 	}

@@ -32,10 +32,11 @@ const (
 var prefetchRetries = []time.Duration{5 * time.Second, 30 * time.Second}
 
 type prefetcher struct {
-	dag ipld.NodeGetter
-	has func(context.Context, cid.Cid) (bool, error)
-	log *slog.Logger
-	out chan []byte // heads ready for go-ds-crdt, one per message
+	dag   ipld.NodeGetter
+	has   func(context.Context, cid.Cid) (bool, error)
+	check *checker // nil: every head goes to go-ds-crdt
+	log   *slog.Logger
+	out   chan []byte // heads ready for go-ds-crdt, one per message
 	// want holds heads to fetch, with the number of tries so far.
 	want chan fetch
 
@@ -57,8 +58,8 @@ type retry struct {
 	at time.Time
 }
 
-func newPrefetcher(dag ipld.NodeGetter, has func(context.Context, cid.Cid) (bool, error), log *slog.Logger) *prefetcher {
-	return &prefetcher{dag: dag, has: has, log: log, out: make(chan []byte), want: make(chan fetch, prefetchQueue), inflight: map[cid.Cid]bool{}}
+func newPrefetcher(dag ipld.NodeGetter, has func(context.Context, cid.Cid) (bool, error), check *checker, log *slog.Logger) *prefetcher {
+	return &prefetcher{dag: dag, has: has, check: check, log: log, out: make(chan []byte), want: make(chan fetch, prefetchQueue), inflight: map[cid.Cid]bool{}}
 }
 
 // start runs the reader and the workers until ctx ends; wg tracks them.
@@ -89,6 +90,9 @@ func (p *prefetcher) read(ctx context.Context, wg *sync.WaitGroup, sub *pubsub.S
 				continue
 			}
 			if ok, err := p.has(ctx, c); err == nil && ok {
+				if p.refused(ctx, c, nil) {
+					continue
+				}
 				if !p.forward(ctx, c) {
 					return
 				}
@@ -138,10 +142,13 @@ func (p *prefetcher) work(ctx context.Context, wg *sync.WaitGroup) {
 		case f = <-p.want:
 		}
 		fctx, cancel := context.WithTimeout(ctx, prefetchTimeout)
-		_, err := p.dag.Get(fctx, f.c)
+		nd, err := p.dag.Get(fctx, f.c)
 		cancel()
 		if err == nil {
 			p.done(f.c)
+			if p.refused(ctx, f.c, nd) {
+				continue
+			}
 			if !p.forward(ctx, f.c) {
 				return
 			}
@@ -194,6 +201,21 @@ func (p *prefetcher) retry(ctx context.Context, wg *sync.WaitGroup) {
 			}
 		}
 	}
+}
+
+// refused vets a head whose block is local (nd, or read from the
+// blockstore when nil): a refused head never reaches go-ds-crdt.
+func (p *prefetcher) refused(ctx context.Context, c cid.Cid, nd ipld.Node) bool {
+	if p.check == nil {
+		return false
+	}
+	if nd == nil {
+		var err error
+		if nd, err = p.dag.Get(ctx, c); err != nil {
+			return false // go-ds-crdt will fetch it, through the check
+		}
+	}
+	return p.check.vet(ctx, nd) != nil
 }
 
 // forward hands go-ds-crdt one head; false once ctx ends.

@@ -44,6 +44,19 @@ type Params struct {
 	// announced heads reach go-ds-crdt only once their block is local (see
 	// the prefetcher), so that a head nobody can serve holds up nothing.
 	Has func(context.Context, cid.Cid) (bool, error)
+	// CheckEntry, when set, vets every entry (key and value) of a delta
+	// that comes from another replica, before go-ds-crdt merges it: a
+	// block with one entry it refuses is not merged at all (see
+	// check.go). It is called from go-ds-crdt's and the prefetcher's
+	// goroutines, concurrently.
+	CheckEntry func(key string, value []byte) error
+	// Immutable makes entries write-once: a delta from another replica
+	// that tombstones a key, or gives a key that has a value another
+	// value, is refused.
+	Immutable bool
+	// OnRefuse is told of each refused block, once (while the replica
+	// remembers it: the last 1,024). It must not block.
+	OnRefuse func(*RefusedError)
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -97,8 +110,14 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Replica{topic: topic, log: p.Logger, cancel: cancel}
 	r.bc = &broadcaster{ctx: ctx, topic: topic, sub: sub}
+	var check *checker
+	crdtDAG := dag
+	if p.CheckEntry != nil || p.Immutable {
+		check = newChecker(p, store)
+		crdtDAG = checked(dag, check)
+	}
 	if p.Has != nil {
-		r.pf = newPrefetcher(dag, p.Has, p.Logger)
+		r.pf = newPrefetcher(dag, p.Has, check, p.Logger)
 		r.bc.ready = r.pf.out
 		r.pf.start(ctx, &r.wg, sub)
 	}
@@ -113,7 +132,14 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 	if p.PutHook != nil {
 		opts.PutHook = p.PutHook
 	}
-	d, err := dscrdt.New(store, p.Namespace, dag, r.bc, opts)
+	d, err := dscrdt.New(store, p.Namespace, crdtDAG, r.bc, opts)
+	if check != nil {
+		if err != nil {
+			check.start(nil)
+		} else {
+			check.start(d)
+		}
+	}
 	if err != nil {
 		cancel()
 		r.wg.Wait()

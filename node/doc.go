@@ -6,15 +6,16 @@
 // Publish validates the signals and hands them to the committer, which
 // stamps each (publishing peer, and a causal stamp: the peer's sequence
 // number, assigned in commit order, a Lamport time and the signal's direct
-// dependencies, see package causal) and writes them to a local outbox in
-// one batch and one fsync. Then Publish returns: the signals survive a
+// dependencies, see package causal), signs each with the node's key (see
+// Trust) and writes them to a local outbox in one batch and one fsync. Then Publish returns: the signals survive a
 // restart.
 //
 //  1. Fast path: the committer's batch is gossiped over GossipSub in frames
-//     (one signature per frame), with flood publish. Each peer's validator
-//     decodes and bounds every message and checks that a journaled signal's
-//     origin is the peer that signed it; rejects are counted by reason and
-//     never forwarded.
+//     (one GossipSub signature per frame, and each signal signed by its
+//     origin, see Trust), with flood publish. Each peer's validator
+//     decodes and bounds every message and checks that each signal's
+//     origin is the peer that signed the message and signed the signal;
+//     rejects are counted by reason and never forwarded.
 //  2. Durable path: a journaler moves outbox batches (up to 5,000 signals or
 //     50 ms) into the journal, a go-ds-crdt store. Each batch is one DAG
 //     node; heads are announced when peers join the topic (a partition
@@ -155,14 +156,75 @@
 // for a journaled signal with that id (anyone may gossip a Weak signal with
 // any id).
 //
+// # Trust
+//
+// Every signal is signed by its origin, once per commit batch: the
+// committer builds a Merkle tree (SHA-256) over the binary wire forms,
+// without meshsig, of the batch's signals, and signs its root, with the
+// mesh name and the batch size, with its libp2p key. Each signal's meshsig
+// extension holds its proof: that signature, its index in the batch and
+// its Merkle path (log2 of the batch size hashes; 435 bytes at 1000
+// signals, at most 638 at the signer's split of 4096). So its content, its
+// meshpeer and its causal stamp (sequence, Lamport time, dependencies) are
+// all signed, and each signal verifies on its own, whatever became of the
+// rest of its batch; a replica that adopts or re-journals it keeps its
+// bytes, proof included. The key comes from the meshpeer peer id (Ed25519
+// ids embed it). A replica checks a signal's path and verifies a root's
+// signature once per batch (it remembers the last 4,096 roots it
+// verified). Replicas verify on both paths before a signal is delivered or
+// counted:
+//
+//   - Gossip: the validator rejects a signal, Weak ones included, whose
+//     meshpeer is not the GossipSub signer of the message or whose meshsig
+//     does not verify (Status.Rejected "origin", "signature").
+//   - Journal: go-ds-crdt gets blocks from other replicas only through a
+//     check (package crdt): a block is refused, before go-ds-crdt merges
+//     it, when an entry's key is not the place (origin ref, sequence) of
+//     the signal it holds ("journal_key"), the signal is not signed by that
+//     origin ("journal_signature"), an entry would get another value than
+//     the one this replica holds ("journal_overwrite"), or the delta
+//     deletes anything ("journal_tombstone"); each refused block is
+//     counted once. The put hook verifies once more (a hash lookup: the
+//     node remembers the last 65,536 wire forms it verified or signed, so
+//     a signal that came by gossip is not verified again).
+//
+// What a member of the mesh (a peer that holds the PSK, or any peer when
+// there is none) can no longer do: write a journal entry or gossip a
+// signal in another peer's name, Weak ones included; change, overwrite or
+// delete another peer's journal entries; take another peer's next
+// (origin, sequence) so that its real signal is dropped as a duplicate;
+// replay a signal of another mesh. What it still can: publish anything in
+// its own name, at its own places (signed, so attributable to its key);
+// equivocate on its own places, giving two replicas two different signals
+// for one (origin, sequence): a replica that already holds one refuses
+// the other (counted "journal_overwrite"), but one that had neither keeps
+// the first it gets, so replicas can disagree on that origin's entry and
+// nothing detects it unless both versions meet one replica; withhold or
+// delay its own signals; build its blocks on refused ones (what is above
+// is merged, the refused block is not, and the receiving store is marked
+// dirty until go-ds-crdt's repair walk, one local DAG read at most every
+// 10 s); and flood (see below). Anyone with the key of a peer is that
+// peer. A signal's journal ref is 64 bits of a hash of its origin's peer
+// id: finding another key with the same ref takes about 2^64 work.
+//
 // # Known limits
 //
-// Journal entries that arrive by DAG sync are not signed per signal: a peer
-// inside the mesh (it holds the PSK, or there is none) could write a journal
-// entry in another peer's name. Gossip is checked; the journal path trusts
-// mesh members, and a member can fill the causal buffer with signals whose
-// dependencies never come (they hold their place until they do). A signal
-// nobody received by gossip is only as durable as its origin until a
-// replica fetched its delta (Close hands off; a kill -9 does not). History
-// only grows (go-ds-crdt keeps every delta); retention is later work.
+// Signing changes the wire protocol: peers that do not sign are refused,
+// and a journal written by an older version is not re-verified (entries
+// already in the store are trusted). Signing costs an Ed25519 signature
+// (about 25 µs) per commit batch and, per signal, a few µs of hashing and
+// a larger wire form (its proof); each replica verifies one signature per
+// batch (about 57 µs) and a path per signal (BenchmarkSignVerify,
+// BenchmarkDurablePublish). A
+// member can fill the causal buffer with signals whose dependencies never
+// come (they hold their place until they do), and announce heads nobody
+// can serve (each ties up a fetch). Two blocks that give one entry two
+// values, checked at the same moment, both pass (only an equivocating
+// origin can make them). A fresh replica whose first announcement came
+// from a hostile member takes that head at once (go-ds-crdt does so
+// before walking it): a refused block below it then stops its repair walk
+// until another replica's heads replace it. A signal nobody received by
+// gossip is only as durable as its origin until a replica fetched its
+// delta (Close hands off; a kill -9 does not). History only grows
+// (go-ds-crdt keeps every delta); retention is later work.
 package node

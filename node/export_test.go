@@ -1,6 +1,16 @@
 package node
 
-import ds "github.com/ipfs/go-datastore"
+import (
+	"context"
+	"os"
+
+	ds "github.com/ipfs/go-datastore"
+	"github.com/libp2p/go-libp2p/core/crypto"
+)
+
+// SIGNALMESH_TEST_NOVERIFY=1 turns signature and journal-entry checks off,
+// to show what the hostile tests' attacks do without them.
+func init() { testNoVerify = os.Getenv("SIGNALMESH_TEST_NOVERIFY") != "" }
 
 // SetTestWrapStore wraps the store of every node started after it (tests
 // only: set it before starting nodes, reset it to nil in a cleanup).
@@ -9,3 +19,21 @@ func SetTestWrapStore(wrap func(ds.Batching) ds.Batching) { testWrapStore = wrap
 // SetTestCrashClose makes Close leave what a kill -9 would (no adoption,
 // no hand-off): the durable parts are what they were.
 func SetTestCrashClose(on bool) { testCrashClose = on }
+
+// JournalPut writes a raw entry into the node's replicated journal, as a
+// hostile member could (tests only).
+func (n *Node) JournalPut(ctx context.Context, key ds.Key, value []byte) error {
+	return n.repl.Put(ctx, key, value)
+}
+
+// JournalDelete deletes a raw entry of the node's replicated journal
+// (tests only).
+func (n *Node) JournalDelete(ctx context.Context, key ds.Key) error { return n.repl.Delete(ctx, key) }
+
+// JournalGet reads a raw entry of the node's replicated journal.
+func (n *Node) JournalGet(ctx context.Context, key ds.Key) ([]byte, error) {
+	return n.repl.Get(ctx, key)
+}
+
+// Key is the node's private key (tests only).
+func (n *Node) Key() crypto.PrivKey { return n.key }

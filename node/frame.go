@@ -72,39 +72,49 @@ func frameWires(wires [][]byte) [][]byte {
 // decodeFrame decodes a gossip message into its signals, validating each
 // with lim. Any bad signal rejects the whole message.
 func decodeFrame(b []byte, lim signalmesh.Limits) ([]*signalmesh.Signal, error) {
+	sigs, _, err := decodeFrameWires(b, lim)
+	return sigs, err
+}
+
+// decodeFrameWires is decodeFrame that also returns each signal's wire
+// form (slices of b).
+func decodeFrameWires(b []byte, lim signalmesh.Limits) ([]*signalmesh.Signal, [][]byte, error) {
 	if len(b) == 0 {
-		return nil, errFrame
+		return nil, nil, errFrame
 	}
 	if b[0] != frameMagic {
 		s, err := signalmesh.DecodeBinary(b, lim)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return []*signalmesh.Signal{s}, nil
+		return []*signalmesh.Signal{s}, [][]byte{b}, nil
 	}
 	b = b[1:]
 	n, k := uvarint(b)
 	if k <= 0 || n < 2 || n > maxFrameSignals || n > uint64(len(b)) {
-		return nil, fmt.Errorf("%w: bad count", errFrame)
+		return nil, nil, fmt.Errorf("%w: bad count", errFrame)
 	}
 	b = b[k:]
 	sigs := make([]*signalmesh.Signal, 0, n)
+	wires := make([][]byte, 0, n)
 	for i := uint64(0); i < n; i++ {
 		l, k := uvarint(b)
 		if k <= 0 || l > uint64(len(b)-k) {
-			return nil, fmt.Errorf("%w: bad length", errFrame)
+			return nil, nil, fmt.Errorf("%w: bad length", errFrame)
 		}
-		s, err := signalmesh.DecodeBinary(b[k:k+int(l)], lim)
+		w := b[k : k+int(l)]
+		s, err := signalmesh.DecodeBinary(w, lim)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		sigs = append(sigs, s)
+		wires = append(wires, w)
 		b = b[k+int(l):]
 	}
 	if len(b) != 0 {
-		return nil, fmt.Errorf("%w: trailing bytes", errFrame)
+		return nil, nil, fmt.Errorf("%w: trailing bytes", errFrame)
 	}
-	return sigs, nil
+	return sigs, wires, nil
 }
 
 // frameID is the GossipSub message id: the signal id for a single signal

@@ -20,10 +20,15 @@ import (
 // forgotten (a subscription opened while more than that many deliveries
 // wait for their journal entries may miss those). Only the loop uses it.
 //
-// It also keeps the last settledSize signals that left it (their journal
-// entry arrived, or they were handed to the adopter) for reads: go-ds-crdt
-// announces an entry to the put hook before it commits it, so for a moment
-// a signal is neither fresh nor readable from the journal.
+// It also keeps the last signals (at least settledSize, and two journal
+// deltas' worth) that left it (their journal entry arrived, or they were
+// handed to the adopter) or that the core released from the journal, for
+// reads: go-ds-crdt announces an entry to the put hook before it commits
+// it, so for a moment a signal is neither fresh nor readable from the
+// journal. (A signal that came first through the put hook, an entry of a
+// remote delta or one the adopter wrote after a restart, was never fresh:
+// delivered before a Subscribe and read from the journal by its backlog
+// before the commit, it was missed.)
 type freshSet struct {
 	sigs map[causal.Ref]freshSig
 	ring []causal.Ref
@@ -43,9 +48,9 @@ type freshSig struct {
 	warned bool
 }
 
-func newFreshSet(size int) *freshSet {
+func newFreshSet(size, settled int) *freshSet {
 	return &freshSet{sigs: make(map[causal.Ref]freshSig), ring: make([]causal.Ref, size),
-		settled: make(map[causal.Ref]*signalmesh.Signal), settledRing: make([]causal.Ref, settledSize)}
+		settled: make(map[causal.Ref]*signalmesh.Signal), settledRing: make([]causal.Ref, max(settled, settledSize))}
 }
 
 // settle keeps s, which left the set, for reads for a while.

@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/signalmesh/signalmesh"
 	"github.com/signalmesh/signalmesh/causal"
 	"github.com/signalmesh/signalmesh/journal"
@@ -15,7 +18,7 @@ import (
 // An entry taken out of the fresh set and put back (the adopter was busy)
 // is not dropped when the ring comes round to its old slot.
 func TestFreshRingKeepsReaddedEntry(t *testing.T) {
-	f := newFreshSet(4)
+	f := newFreshSet(4, 0)
 	sig := func(i uint64) *signalmesh.Signal {
 		s, err := signalmesh.New("x.y", "/t", nil)
 		if err != nil {
@@ -63,6 +66,20 @@ func TestCursorLogCutsTornTail(t *testing.T) {
 	}
 }
 
+// testPeer is a new key and its peer id.
+func testPeer(t *testing.T) (crypto.PrivKey, string) {
+	t.Helper()
+	priv, pub, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := peer.IDFromPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return priv, id.String()
+}
+
 func stampedSig(t *testing.T, id, peer string, seq, lamport uint64, deps []causal.Ref) *signalmesh.Signal {
 	t.Helper()
 	s, err := signalmesh.New("review.t", "/review", nil, signalmesh.WithID(id))
@@ -85,9 +102,13 @@ func TestJournaledWhileWaitingIsNotAdopted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	const peerA, peerB = "12D3KooWWaitingPeerAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "12D3KooWWaitingPeerBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB"
+	keyA, peerA := testPeer(t)
+	keyB, peerB := testPeer(t)
 	b1 := stampedSig(t, "b1", peerB, 1, 1, nil)
 	a1 := stampedSig(t, "a1", peerA, 1, 2, []causal.Ref{{Origin: causal.PeerRef(peerB), Seq: 1}})
+	if Sign("waiting", keyA, a1) != nil || Sign("waiting", keyB, b1) != nil {
+		t.Fatal("sign")
+	}
 	put := func(s *signalmesh.Signal) {
 		w, err := s.MarshalBinary()
 		if err != nil {
@@ -119,5 +140,63 @@ func TestJournaledWhileWaitingIsNotAdopted(t *testing.T) {
 	// did, and was adopted after Params.Adopt).
 	if a := n.m.adopted.Load(); a > 0 || st.Unjournaled > 0 {
 		t.Fatalf("journaled signals adopted again: %d, unjournaled %d", a, st.Unjournaled)
+	}
+}
+
+// go-ds-crdt announces a journal entry to the put hook before it commits
+// it. A signal delivered from such an entry (here, announced and never
+// committed: the moment before the commit, held still) is in the backlog
+// of a subscription opened then: before, it was neither fresh nor in the
+// journal, and the subscription missed it for good (TestRestartResumes,
+// now and then: the adopter journaled what the last process delivered
+// right before the test subscribed again).
+func TestBacklogHasEntryAnnouncedBeforeCommit(t *testing.T) {
+	ctx := context.Background()
+	n, err := New(ctx, Config{Mesh: "announced", ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	key, id := testPeer(t)
+	s := stampedSig(t, "b1", id, 1, 1, nil)
+	if err := Sign("announced", key, s); err != nil {
+		t.Fatal(err)
+	}
+	w, err := s.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.putHook(journal.SignalKey(causal.PeerRef(id), 1), w)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := n.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Clock.Get(id) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not delivered: %+v", st)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	got := make(chan string, 1)
+	sub, err := n.Subscribe("review.**", func(_ context.Context, s *signalmesh.Signal) error { got <- s.ID; return nil },
+		WithStart(StartBeginning))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	select {
+	case g := <-got:
+		if g != "b1" {
+			t.Fatalf("handled %s", g)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the delivered signal is not in the backlog")
+	}
+	if ok, _ := n.repl.Has(ctx, journal.SignalKey(causal.PeerRef(id), 1)); ok {
+		t.Fatal("the entry is in the journal: the test shows nothing")
 	}
 }

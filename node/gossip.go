@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"encoding/binary"
+	"errors"
+	"fmt"
 
 	ds "github.com/ipfs/go-datastore"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/signalmesh/signalmesh"
 	"github.com/signalmesh/signalmesh/causal"
+	"github.com/signalmesh/signalmesh/crdt"
 	"github.com/signalmesh/signalmesh/journal"
 )
 
@@ -50,34 +53,33 @@ func wireID(b []byte) (string, bool) {
 }
 
 // validate is the GossipSub validator of the signals topic: it decodes and
-// bounds the signal and checks that a journaled signal's origin is the peer
-// that signed the message. Rejected messages are counted by reason and never
-// forwarded.
+// bounds the signals, checks that each one's origin (meshpeer, Weak signals
+// too) is the peer that signed the message and that the origin signed the
+// signal (meshsig), and that a journaled signal's stamp parses. Rejected
+// messages are counted by reason and never forwarded.
 func (n *Node) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 	if msg.ReceivedFrom == n.self {
 		return pubsub.ValidationAccept // our own, built from validated signals
 	}
-	sigs, err := decodeFrame(msg.Data, signalmesh.Limits{})
+	sigs, wires, err := decodeFrameWires(msg.Data, signalmesh.Limits{})
 	if err != nil {
 		n.m.reject("decode")
 		return pubsub.ValidationReject
 	}
 	from := msg.GetFrom().String()
-	for _, s := range sigs {
-		origin, _ := s.Extensions[signalmesh.ExtPeer].(string)
-		if _, journaled := s.Extensions[signalmesh.ExtCausal]; !journaled {
-			if origin != "" && origin != from { // a Weak signal names its publisher truly too
-				n.m.reject("origin")
-				return pubsub.ValidationReject
-			}
-			continue
-		}
-		if origin != from {
+	for i, s := range sigs {
+		if origin, _ := s.Extensions[signalmesh.ExtPeer].(string); origin != from {
 			n.m.reject("origin")
 			return pubsub.ValidationReject
 		}
-		if _, err := journal.MetaOf(s); err != nil {
-			n.m.reject("stamp")
+		if _, journaled := s.Extensions[signalmesh.ExtCausal]; journaled {
+			if _, err := journal.MetaOf(s); err != nil {
+				n.m.reject("stamp")
+				return pubsub.ValidationReject
+			}
+		}
+		if !testNoVerify && n.ver.verify(s, wires[i]) != nil {
+			n.m.reject("signature")
 			return pubsub.ValidationReject
 		}
 	}
@@ -106,6 +108,11 @@ func (n *Node) readGossip() {
 	}
 }
 
+// testNoVerify, when set (tests only), turns signing, signature checks and
+// journal checks off: the hostile tests run with it show the attacks they
+// stop, and BenchmarkDurablePublish what signing costs.
+var testNoVerify bool
+
 // putHook receives every journal entry that arrives in the CRDT store, local
 // or remote. It blocks while the loop's inbox is full (back-pressure on DAG
 // sync), and gives up only when the node closes.
@@ -121,6 +128,13 @@ func (n *Node) putHook(key ds.Key, value []byte) {
 	}
 	if r, q := journal.Place(s); r != ref || q != seq {
 		n.m.reject("journal_entry")
+		return
+	}
+	// Remote entries were checked before go-ds-crdt merged their block
+	// (checkEntry); this catches what got past (and costs a hash: the
+	// verifier knows the wire forms it checked or signed).
+	if !testNoVerify && n.ver.verify(s, value) != nil {
+		n.m.reject("journal_signature")
 		return
 	}
 	n.m.journaled.Add(1)
@@ -185,6 +199,49 @@ func (n *Node) flushIndex() {
 		n.log.Error("node: write the journal index", "err", err)
 		n.m.drop("index_write")
 	}
+}
+
+// errEntryKey: a journal entry whose key is not the place (origin ref,
+// sequence) of the signal it holds.
+var errEntryKey = errors.New("node: journal entry not at its signal's place")
+
+// checkEntry vets an entry of a journal delta from another replica before
+// go-ds-crdt merges it (see crdt.Params.CheckEntry): its key is a signal's
+// place, and the value is that signal, signed by its origin, the peer
+// whose ref the key names. With crdt.Params.Immutable, nobody can delete
+// or rewrite an entry either.
+func (n *Node) checkEntry(key string, value []byte) error {
+	ref, seq, ok := journal.ParseSignalKey(ds.NewKey(key))
+	if !ok {
+		return fmt.Errorf("%w: key %q", errEntryKey, key)
+	}
+	s, err := signalmesh.DecodeBinary(value, signalmesh.Limits{})
+	if err != nil {
+		return fmt.Errorf("node: journal entry %s: %w", key, err)
+	}
+	if r, q := journal.Place(s); r != ref || q != seq {
+		return fmt.Errorf("%w: %s holds %s:%d", errEntryKey, key, r, q)
+	}
+	return n.ver.verify(s, value)
+}
+
+// refusedBlock counts a journal block the checks refused, by reason.
+func (n *Node) refusedBlock(e *crdt.RefusedError) {
+	reason := "journal_block"
+	switch {
+	case errors.Is(e, crdt.ErrTombstone):
+		reason = "journal_tombstone"
+	case errors.Is(e, crdt.ErrOverwrite):
+		reason = "journal_overwrite"
+	case errors.Is(e, ErrSignature):
+		reason = "journal_signature"
+	case errors.Is(e, errEntryKey):
+		reason = "journal_key"
+	case errors.Is(e, signalmesh.ErrMalformed), errors.Is(e, signalmesh.ErrTooLarge):
+		reason = "journal_entry"
+	}
+	n.m.reject(reason)
+	n.log.Warn("node: refused a journal block from another replica", "reason", reason, "err", e)
 }
 
 // indexPut writes the journal's id index entry of a journaled signal.

@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
 
@@ -23,8 +24,9 @@ import (
 	"github.com/signalmesh/signalmesh/vclock"
 )
 
-// attacker is a bare libp2p peer on the mesh's signals topic.
-func attacker(t *testing.T, target *peerNode, signing bool) (*pubsub.Topic, peer.ID) {
+// attacker is a bare libp2p peer on the mesh's signals topic; it returns
+// the topic, its peer id and its key.
+func attacker(t *testing.T, target *peerNode, signing bool) (*pubsub.Topic, peer.ID, crypto.PrivKey) {
 	t.Helper()
 	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
 	if err != nil {
@@ -48,7 +50,20 @@ func attacker(t *testing.T, target *peerNode, signing bool) (*pubsub.Topic, peer
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "attacker in the topic mesh", func() bool { return len(topic.ListPeers()) > 0 })
-	return topic, h.ID()
+	return topic, h.ID(), h.Peerstore().PrivKey(h.ID())
+}
+
+// signedWire signs s with key, as a peer of mesh, and returns its wire form.
+func signedWire(t testing.TB, mesh string, key crypto.PrivKey, s *signalmesh.Signal) []byte {
+	t.Helper()
+	if err := node.Sign(mesh, key, s); err != nil {
+		t.Fatal(err)
+	}
+	w, err := s.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
 }
 
 func TestHostileGossipIsRejectedAndCounted(t *testing.T) {
@@ -61,7 +76,7 @@ func TestHostileGossipIsRejectedAndCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	bad, _ := attacker(t, victim, true)
+	bad, _, _ := attacker(t, victim, true)
 	if err := bad.Publish(ctx, []byte("not a signal")); err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +94,7 @@ func TestHostileGossipIsRejectedAndCounted(t *testing.T) {
 	if err := bad.Publish(ctx, wire); err != nil {
 		t.Fatal(err)
 	}
-	unsigned, _ := attacker(t, victim, false)
+	unsigned, _, _ := attacker(t, victim, false)
 	weak, _ := mustSignal(t, "presence.ping").MarshalBinary()
 	if err := unsigned.Publish(ctx, weak); err != nil {
 		t.Fatal(err)
@@ -164,11 +179,11 @@ func TestMissingCauseIsReported(t *testing.T) {
 	if _, err := n.Subscribe("**", rec.handle); err != nil {
 		t.Fatal(err)
 	}
-	topic, id := attacker(t, n, true)
+	topic, id, key := attacker(t, n, true)
 	orphan := mustSignal(t, "orphan.effect",
 		signalmesh.WithExtension(signalmesh.ExtPeer, id.String()),
 		signalmesh.WithExtension(signalmesh.ExtCausal, "5/5/"))
-	wire, _ := orphan.MarshalBinary()
+	wire := signedWire(t, n.Mesh(), key, orphan)
 	if err := topic.Publish(ctx, wire); err != nil {
 		t.Fatal(err)
 	}
@@ -252,13 +267,13 @@ func TestLostPredecessorIsGivenUpAfterDepWait(t *testing.T) {
 	if _, err := n.Subscribe("**", rec.handle, node.WithName("audit")); err != nil {
 		t.Fatal(err)
 	}
-	topic, id := attacker(t, n, true)
+	topic, id, key := attacker(t, n, true)
 	send := func(seq int) *signalmesh.Signal {
 		t.Helper()
 		s := mustSignal(t, "edge.reading",
 			signalmesh.WithExtension(signalmesh.ExtPeer, id.String()),
 			signalmesh.WithExtension(signalmesh.ExtCausal, fmt.Sprintf("%d/%d/", seq, seq)))
-		wire, _ := s.MarshalBinary()
+		wire := signedWire(t, n.Mesh(), key, s)
 		if err := topic.Publish(ctx, wire); err != nil {
 			t.Fatal(err)
 		}
@@ -287,6 +302,57 @@ func TestLostPredecessorIsGivenUpAfterDepWait(t *testing.T) {
 	}
 }
 
+// Every gossiped signal, Weak ones included, carries its origin's
+// signature over its content and stamp (meshsig): one without, one signed
+// by another key, and one changed after signing are rejected and counted;
+// the signed one is delivered.
+func TestUnsignedGossipIsRejectedAndCounted(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	n := cluster(t, 1, nil)[0]
+	rec := newRecorder()
+	if _, err := n.Subscribe("**", rec.handle); err != nil {
+		t.Fatal(err)
+	}
+	topic, id, key := attacker(t, n, true)
+	other, _, _ := crypto.GenerateEd25519Key(nil)
+	mk := func(typ string, seq int) *signalmesh.Signal {
+		opts := []signalmesh.Option{signalmesh.WithExtension(signalmesh.ExtPeer, id.String())}
+		if seq > 0 {
+			opts = append(opts, signalmesh.WithExtension(signalmesh.ExtCausal, fmt.Sprintf("%d/%d/", seq, seq)))
+		}
+		return mustSignal(t, typ, opts...)
+	}
+	unsigned, _ := mk("bad.unsigned", 1).MarshalBinary()
+	weak, _ := mk("bad.weak", 0).MarshalBinary()
+	otherKey := signedWire(t, n.Mesh(), other, mk("bad.otherkey", 1))
+	changed := mk("bad.changed", 1)
+	signedWire(t, n.Mesh(), key, changed)
+	changed.Data = []byte(`"changed"`)
+	changedWire, _ := changed.MarshalBinary()
+	otherMesh := signedWire(t, "another-mesh", key, mk("bad.othermesh", 1))
+	for _, w := range [][]byte{unsigned, weak, otherKey, changedWire, otherMesh} {
+		if err := topic.Publish(ctx, w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 10*time.Second, "every unsigned signal counted", func() bool {
+		st, err := n.Status(ctx)
+		return err == nil && st.Rejected["signature"] == 5
+	})
+	good := mk("good.signed", 1)
+	if err := topic.Publish(ctx, signedWire(t, n.Mesh(), key, good)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the signed signal delivered", func() bool { return rec.count() >= 1 })
+	if got := rec.snapshot(); len(got) != 1 || got[0].ID != good.ID {
+		t.Fatalf("handler saw %v", got)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A peer flooding signals that never become ready (their first sequence
 // never comes) holds at most OriginBuffer of the causal buffer; another
 // origin's signals that arrive out of order still get in and are
@@ -307,15 +373,21 @@ func TestFloodOfNeverReadySignalsCannotKeepOthersOut(t *testing.T) {
 	if _, err := n.Subscribe("honest.*", rec.handle); err != nil {
 		t.Fatal(err)
 	}
-	stamped := func(typ string, id peer.ID, seq int) []byte {
-		s := mustSignal(t, typ, signalmesh.WithExtension(signalmesh.ExtPeer, id.String()),
+	stamped := func(typ string, id peer.ID, seq int) *signalmesh.Signal {
+		return mustSignal(t, typ, signalmesh.WithExtension(signalmesh.ExtPeer, id.String()),
 			signalmesh.WithExtension(signalmesh.ExtCausal, fmt.Sprintf("%d/%d/", seq, seq)))
-		wire, _ := s.MarshalBinary()
-		return wire
 	}
-	flooder, fid := attacker(t, n, true)
+	flooder, fid, fkey := attacker(t, n, true)
+	floods := make([]*signalmesh.Signal, 0, flood)
 	for k := 2; k <= flood+1; k++ { // sequence 1 never comes
-		if err := flooder.Publish(ctx, stamped("flood.never", fid, k)); err != nil {
+		floods = append(floods, stamped("flood.never", fid, k))
+	}
+	if err := node.SignBatch(n.Mesh(), fkey, floods); err != nil { // signed: the flooder is a member
+		t.Fatal(err)
+	}
+	for _, s := range floods {
+		wire, _ := s.MarshalBinary()
+		if err := flooder.Publish(ctx, wire); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -323,9 +395,9 @@ func TestFloodOfNeverReadySignalsCannotKeepOthersOut(t *testing.T) {
 		st, err := n.Status(ctx)
 		return err == nil && st.Buffered == buffer/4 && st.Dropped["causal_buffer_full"] > 0
 	})
-	honest, hid := attacker(t, n, true)
+	honest, hid, hkey := attacker(t, n, true)
 	for _, seq := range []int{5, 4, 3, 2, 1} { // out of order, gossip only
-		if err := honest.Publish(ctx, stamped("honest.reading", hid, seq)); err != nil {
+		if err := honest.Publish(ctx, signedWire(t, n.Mesh(), hkey, stamped("honest.reading", hid, seq))); err != nil {
 			t.Fatal(err)
 		}
 	}

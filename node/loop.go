@@ -330,6 +330,9 @@ func (n *Node) deliver(out []causal.Release[*signalmesh.Signal]) {
 		if _, ok := n.journalRefs[ref]; ok {
 			delete(n.journalRefs, ref)
 			journaled[i] = true
+			// Its entry came through the put hook, maybe before go-ds-crdt
+			// committed it: readable until then (a Subscribe's backlog).
+			n.fresh.settle(ref, r.V)
 		} else if ref.Origin != n.selfRef {
 			keep = append(keep, r.V)
 		}

@@ -54,6 +54,8 @@ type Node struct {
 	p    Params
 	log  *slog.Logger
 	self peer.ID
+	key  crypto.PrivKey // signs what the node publishes
+	ver  *verifier      // checks what others signed
 
 	ctx      context.Context // cancelled first by Close; the node's own goroutines watch it
 	cancel   context.CancelFunc
@@ -148,6 +150,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.netCtx, n.netEnd = context.WithCancel(context.Background())
 	n.subs = router.New[*Subscription]()
+	n.ver = newVerifier(cfg.Mesh)
 	n.publish = n.publishCore
 	for i := len(cfg.PublishMiddleware) - 1; i >= 0; i-- {
 		n.publish = cfg.PublishMiddleware[i](n.publish)
@@ -349,7 +352,7 @@ func (n *Node) startHost(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("node: libp2p host: %w", err)
 	}
-	n.host, n.self = h, h.ID()
+	n.host, n.self, n.key = h, h.ID(), priv
 	return nil
 }
 
@@ -409,14 +412,18 @@ func (n *Node) startJournal(ctx context.Context) error {
 		return fmt.Errorf("node: dag service: %w", err)
 	}
 	n.dag = dag
-	n.repl, err = crdt.Open(n.store, dag, n.ps, crdt.Params{
+	p := crdt.Params{
 		Namespace:           ds.NewKey("/mesh/" + n.cfg.Mesh + "/journal"),
 		Topic:               n.topicName("journal"),
 		RebroadcastInterval: n.p.Rebroadcast,
 		PutHook:             n.putHook,
 		Has:                 dag.HasBlock,
 		Logger:              n.log,
-	})
+	}
+	if !testNoVerify {
+		p.CheckEntry, p.Immutable, p.OnRefuse = n.checkEntry, true, n.refusedBlock
+	}
+	n.repl, err = crdt.Open(n.store, dag, n.ps, p)
 	if err != nil {
 		return err
 	}
@@ -435,7 +442,7 @@ func (n *Node) restore(ctx context.Context) error {
 	var err error
 	n.selfRef = causal.PeerRef(n.self.String())
 	n.origins = map[string]string{n.selfRef: n.self.String()}
-	n.fresh = newFreshSet(1 << 16)
+	n.fresh = newFreshSet(1<<16, 2*n.p.JournalBatch)
 	n.journalRefs = map[causal.Ref]struct{}{}
 	n.core, err = causal.New[*signalmesh.Signal](causal.Params{Limit: n.p.CausalBuffer, OriginLimit: n.p.OriginBuffer,
 		CauseWait: int64(n.p.CauseWait), DepWait: int64(n.p.DepWait)}, n.jr)

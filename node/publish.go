@@ -99,16 +99,20 @@ func (n *Node) publishCore(ctx context.Context, c Consistency, sigs []*signalmes
 			cp[i].Extensions = make(map[string]any, 2)
 		}
 		cp[i].Extensions[signalmesh.ExtPeer] = n.self.String()
-		if !c.weak { // with what the committer adds, at its largest: valid there, or refused here
+		// With what the committer adds, at its largest: valid there, or refused here.
+		cp[i].Extensions[signalmesh.ExtSig] = sigPlaceholder
+		if !c.weak {
 			cp[i].Extensions[signalmesh.ExtCausal] = n.largestStamp
 			if c.quorum > 0 {
 				cp[i].Extensions[extQuorum] = int32(c.quorum)
 			}
-			if err := cp[i].Validate(); err != nil {
-				return fmt.Errorf("node: publish signal %d, with the node's extensions (%s, %s): %w", i, signalmesh.ExtPeer, signalmesh.ExtCausal, err)
-			}
-			delete(cp[i].Extensions, signalmesh.ExtCausal)
 		}
+		if err := cp[i].Validate(); err != nil {
+			return fmt.Errorf("node: publish signal %d, with the node's extensions (%s, %s, %s): %w", i,
+				signalmesh.ExtPeer, signalmesh.ExtCausal, signalmesh.ExtSig, err)
+		}
+		delete(cp[i].Extensions, signalmesh.ExtCausal)
+		delete(cp[i].Extensions, signalmesh.ExtSig)
 	}
 	if c.weak {
 		return n.publishWeak(ctx, cp)
@@ -141,18 +145,37 @@ func (n *Node) publishCore(ctx context.Context, c Consistency, sigs []*signalmes
 }
 
 func (n *Node) publishWeak(ctx context.Context, sigs []*signalmesh.Signal) error {
+	wires, err := n.signAll(sigs)
+	if err != nil {
+		return err
+	}
 	for _, s := range sigs {
 		if !n.send(inbound{s: s, via: viaLocal}) {
 			return ErrClosed
 		}
 	}
 	n.m.published.Add(int64(len(sigs)))
-	wires, err := encodeAll(sigs)
-	if err != nil {
-		return err
-	}
 	n.gossip(ctx, wires)
 	return nil
+}
+
+// signAll signs sigs as their origin, as one batch (one signature, a
+// Merkle proof in each), and returns their wire forms, which the verifier
+// then knows: they come back through the put hook.
+func (n *Node) signAll(sigs []*signalmesh.Signal) ([][]byte, error) {
+	if !testNoVerify {
+		if err := SignBatch(n.cfg.Mesh, n.key, sigs); err != nil {
+			return nil, err
+		}
+	}
+	wires, err := encodeAll(sigs)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range wires {
+		n.ver.known(w)
+	}
+	return wires, nil
 }
 
 // encodeAll returns the wire forms of sigs.
@@ -321,7 +344,7 @@ func (n *Node) commit(batch []commitReq, seq uint64) uint64 {
 		}
 	}
 	first := seq - uint64(len(all)) + 1
-	wires, err := encodeAll(all) // once, for the outbox, the gossip and the journal
+	wires, err := n.signAll(all) // once, for the outbox, the gossip and the journal
 	if err == nil && len(all) > 0 {
 		err = n.outboxWrite(wires, first)
 	}

@@ -130,9 +130,9 @@ func TestHostileLamportDoesNotStopPublishing(t *testing.T) {
 	bomb := mustSignal(t, "feed.bomb",
 		signalmesh.WithExtension(signalmesh.ExtPeer, id.String()),
 		signalmesh.WithExtension(signalmesh.ExtCausal, "1/18446744073709551615/"))
-	wire, _ := bomb.MarshalBinary()
+	wire := signedWire(t, victim.Mesh(), priv, bomb)
 	for _, target := range nodes {
-		topic, _ := attacker(t, target, true)
+		topic, _, _ := attacker(t, target, true)
 		if err := topic.Publish(ctx, wire, pubsub.WithSecretKeyAndPeerId(priv, id)); err != nil {
 			t.Fatal(err)
 		}
@@ -175,12 +175,13 @@ func TestWeakSignalIsNotACause(t *testing.T) {
 	if err := n.Publish(ctx, effect); err != nil {
 		t.Fatal(err)
 	}
-	topic, _ := attacker(t, n, true)
-	forged, err := signalmesh.New("spam.ping", "/attacker", nil, signalmesh.WithID("cause-1"))
+	topic, id, key := attacker(t, n, true)
+	forged, err := signalmesh.New("spam.ping", "/attacker", nil, signalmesh.WithID("cause-1"),
+		signalmesh.WithExtension(signalmesh.ExtPeer, id.String()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	wire, _ := forged.MarshalBinary()
+	wire := signedWire(t, n.Mesh(), key, forged)
 	if err := topic.Publish(ctx, wire); err != nil {
 		t.Fatal(err)
 	}
@@ -212,11 +213,11 @@ func TestRestartAfterHostileLamport(t *testing.T) {
 	if _, err := victim.Subscribe("feed.**", self.handle); err != nil {
 		t.Fatal(err)
 	}
-	topic, id := attacker(t, victim, true)
+	topic, id, key := attacker(t, victim, true)
 	bomb := mustSignal(t, "feed.bomb",
 		signalmesh.WithExtension(signalmesh.ExtPeer, id.String()),
 		signalmesh.WithExtension(signalmesh.ExtCausal, "1/18446744073709551615/"))
-	wire, _ := bomb.MarshalBinary()
+	wire := signedWire(t, victim.Mesh(), key, bomb)
 	if err := topic.Publish(ctx, wire); err != nil {
 		t.Fatal(err)
 	}
@@ -336,11 +337,15 @@ func TestHandlerPublishNamesWhatItSaw(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	topic, id := attacker(t, n, true)
+	topic, id, key := attacker(t, n, true)
 	const N = 6000
 	mk := func(seq int, typ string) *signalmesh.Signal {
-		return mustSignal(t, typ, signalmesh.WithExtension(signalmesh.ExtPeer, id.String()),
+		s := mustSignal(t, typ, signalmesh.WithExtension(signalmesh.ExtPeer, id.String()),
 			signalmesh.WithExtension(signalmesh.ExtCausal, fmt.Sprintf("%d/%d/", seq, seq)))
+		if err := node.Sign(n.Mesh(), key, s); err != nil {
+			t.Fatal(err)
+		}
+		return s
 	}
 	var batch []*signalmesh.Signal
 	for seq := 2; seq <= N; seq++ {

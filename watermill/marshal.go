@@ -60,7 +60,7 @@ func ToSignal(topic, source string, msg *message.Message) (*signalmesh.Signal, e
 			}
 			s.Time = t
 		default:
-			if k == signalmesh.ExtPeer || k == signalmesh.ExtCausal || k == ExtMetadata || s.SetExtension(k, v) != nil {
+			if k == signalmesh.ExtPeer || k == signalmesh.ExtCausal || k == signalmesh.ExtSig || k == ExtMetadata || s.SetExtension(k, v) != nil {
 				if rest == nil {
 					rest = map[string]string{}
 				}
@@ -98,7 +98,7 @@ func FromSignal(s *signalmesh.Signal) *message.Message {
 	}
 	for k, v := range s.Extensions {
 		switch k {
-		case signalmesh.ExtPeer, signalmesh.ExtCausal:
+		case signalmesh.ExtPeer, signalmesh.ExtCausal, signalmesh.ExtSig:
 			continue
 		case ExtMetadata:
 			if str, ok := v.(string); ok {
