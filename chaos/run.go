@@ -324,7 +324,7 @@ func newCluster(spec Spec, seed uint64, dir string, nw network, setup Setup) (*c
 	params := map[string]any{"redial": "500ms", "rebroadcast": "1s", "cause_timeout": "5s"}
 	if setup.Ephemeral > 0 { // without ephemeral nodes no cause is lost for good: the node's default (2 min)
 		params["cause_wait"] = (spec.Settle / 3).String()
-		params["dep_wait"] = (spec.Settle / 3).String()
+		params["dep_wait"] = (spec.Settle / 6).String() // below cause_wait: a cause held by a lost dependency comes before its effects give it up
 	}
 	if setup.Chain { // a chain stays a chain: the nodes must not find each other by discovery
 		params["discover"] = "-1s"

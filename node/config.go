@@ -206,7 +206,9 @@ type Params struct {
 	// "dependency_not_found", with a warning); a previous signal given up
 	// that turns up later is still delivered, out of its origin's order
 	// ("delivered_late"). A dependency in the journal is never given up.
-	// Default 2 minutes. Negative: wait forever.
+	// Default 1 minute: well below CauseWait, so that a cause held by a
+	// lost dependency elsewhere is given up, adopted and here before its
+	// effects' CauseWait ends. Negative: wait forever.
 	DepWait time.Duration
 	// MaxDeps caps the direct dependencies a published signal names
 	// (1..48, default 16): the signals this node delivered from other
@@ -320,7 +322,7 @@ func (p Params) withDefaults() Params {
 		p.CauseWait = 0 // the core's "forever"
 	}
 	if p.DepWait == 0 {
-		p.DepWait = 2 * time.Minute
+		p.DepWait = time.Minute
 	} else if p.DepWait < 0 {
 		p.DepWait = 0 // the core's "forever"
 	}

@@ -71,7 +71,9 @@ func openCursorLog(dir, mesh, name string) (*cursorLog, vclock.Clock, []uint64, 
 			}
 			ids = append(ids, h)
 		}
-		c = c.Set(fields[0], max(c.Get(fields[0]), seq))
+		if fields[0] != "-" { // "-": a Weak signal handled (no place)
+			c = c.Set(fields[0], max(c.Get(fields[0]), seq))
+		}
 		n++
 	}
 	if err := sc.Err(); err != nil {

@@ -40,8 +40,8 @@
 // its way and is waited for longer, up to three times CauseWait. Likewise a
 // dependency that no peer offers and the journal does not hold (lost with
 // the peers that had it: a publisher killed right after another peer
-// delivered its signal) is given up after Params.DepWait (default 2
-// minutes, "dependency_not_found"); a previous signal given up that turns
+// delivered its signal) is given up after Params.DepWait (default 1
+// minute, below CauseWait, "dependency_not_found"); a previous signal given up that turns
 // up later is still delivered, out of its origin's order
 // ("delivered_late"), also to named subscriptions whose cursor is past it
 // (at most once there: a late signal not handled before the subscription

@@ -832,3 +832,52 @@ func TestSubscribeWhileJournalCommitPending(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, "x in the late subscription", func() bool { return late.count() == 1 })
 }
+
+// A Weak signal a named subscription handled is not handed over again when
+// the same event is gossiped again after the node stopped without a
+// checkpoint (as after a kill -9): its cursor-log line records it (fault
+// harness seeds 6012, 6034: a Weak signal handled twice across a restart).
+func TestNamedSubscriptionRemembersWeakSignalsAcrossRestart(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	nodes := cluster(t, 2, func(i int, c *node.Config) {
+		if i == 1 {
+			c.DataDir = dir
+		}
+	})
+	x, b := nodes[0], nodes[1]
+	first := newRecorder()
+	if _, err := b.Subscribe("weak.**", first.handle, node.WithName("audit")); err != nil {
+		t.Fatal(err)
+	}
+	w := mustSignal(t, "weak.reading")
+	eventually(t, 10*time.Second, "b handles the Weak signal", func() bool {
+		_ = x.PublishWith(ctx, node.Weak, w, mustSignal(t, "other.warmup")) // gossip only: again, in a new frame, until it gets through
+		return first.count() > 0
+	})
+	if err := b.Close(); err != nil { // no Subscription.Close: no checkpoint, only the log's lines
+		t.Fatal(err)
+	}
+	b2, err := node.New(ctx, node.Config{Mesh: b.Mesh(), DataDir: dir, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	again := newRecorder()
+	if _, err := b2.Subscribe("weak.**", again.handle, node.WithName("audit")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.Connect(ctx, x.AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "b handles a marker after the repeat", func() bool {
+		_ = x.PublishWith(ctx, node.Weak, w, mustSignal(t, "weak.marker")) // a new frame each time
+		return again.count() > 0
+	})
+	for _, s := range again.snapshot() {
+		if s.ID == w.ID {
+			t.Fatal("the Weak signal was handed over again after the restart")
+		}
+	}
+}

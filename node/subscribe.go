@@ -456,14 +456,20 @@ func (s *Subscription) handle(sig *signalmesh.Signal, m mark) {
 		return // cut short by Close: not handled, it comes again after the cursor
 	}
 	s.handled.add(id)
-	if seq == 0 || m == markLate {
-		// A late one is behind the cursor already: reopened, the
-		// subscription does not get it again from the journal.
-		return
+	if seq != 0 && m != markLate {
+		s.cursor = s.cursor.Set(origin, seq)
 	}
-	s.cursor = s.cursor.Set(origin, seq)
+	// A Weak signal has no place, and a late one is behind the cursor
+	// already (reopened, the subscription does not get it again from the
+	// journal): their log line only records that they were handled, so
+	// that a copy met again after a crash (a Weak signal gossiped again)
+	// is not handed over twice.
+	lineOrigin := origin
+	if seq == 0 {
+		lineOrigin = "-"
+	}
 	if s.clog != nil {
-		err := s.clog.add(origin, seq, id)
+		err := s.clog.add(lineOrigin, seq, id)
 		if err == nil && s.clog.n >= cursorCheckpoint {
 			if err = s.saveCursor(); err == nil {
 				err = s.clog.reset()
@@ -472,6 +478,9 @@ func (s *Subscription) handle(sig *signalmesh.Signal, m mark) {
 		if err != nil {
 			s.n.log.Error("node: save subscription cursor", "name", s.name, "err", err)
 		}
+		return
+	}
+	if seq == 0 || m == markLate {
 		return
 	}
 	b, _ := s.cursor.MarshalBinary()
