@@ -257,20 +257,7 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 			c.now = max(c.now, now)
 			delete(c.lateKnown, r)
 			out := []Release[T]{c.deliverLate(&item[T]{m: m, v: v, arrived: now})}
-			// Effects that wait for it as their cause follow.
-			ws := c.onCause[m.ID]
-			delete(c.onCause, m.ID)
-			for _, w := range ws {
-				if it := c.waiting[w]; it != nil {
-					if blk, onCause := c.blocker(it); blk != nil {
-						c.park(it, blk, onCause)
-						continue
-					}
-					c.unhold(w)
-					out = c.release(it, out)
-				}
-			}
-			return out, nil
+			return c.wakeCause(m.ID, out), nil // effects that wait for it as their cause follow
 		}
 		return nil, ErrDuplicate
 	}
@@ -980,22 +967,30 @@ func (c *Core[T]) Weak(source, id string, digest uint64) (dup bool) {
 // releases: the signals that waited for it as their cause, in causal order.
 func (c *Core[T]) Note(source, id string, digest uint64) []Release[T] {
 	c.remember(&Meta{Source: source, ID: id, Digest: digest})
+	return c.wakeCause(id, nil)
+}
+
+// wakeCause looks again at the signals that wait for id as their cause.
+func (c *Core[T]) wakeCause(id string, out []Release[T]) []Release[T] {
 	ws := c.onCause[id]
 	delete(c.onCause, id)
-	var out []Release[T]
-	for _, r := range ws {
-		it := c.waiting[r]
-		if it == nil {
-			continue
+	for _, w := range ws {
+		if it := c.waiting[w]; it != nil {
+			out = c.recheck(it, out)
 		}
-		if blk, onCause := c.blocker(it); blk != nil {
-			c.park(it, blk, onCause)
-			continue
-		}
-		c.unhold(r)
-		out = c.release(it, out)
 	}
 	return out
+}
+
+// recheck looks again at a waiting signal whose wait may be over: it is
+// parked on what it waits for now, or released with what it unblocks.
+func (c *Core[T]) recheck(it *item[T], out []Release[T]) []Release[T] {
+	if blk, onCause := c.blocker(it); blk != nil {
+		c.park(it, blk, onCause)
+		return out
+	}
+	c.unhold(it.m.Ref())
+	return c.release(it, out)
 }
 
 func (c *Core[T]) remember(m *Meta) {
@@ -1115,12 +1110,7 @@ func (c *Core[T]) giveUpDeps(now int64, out []Release[T]) []Release[T] {
 			} else {
 				c.onRef[*blk] = ws
 			}
-			if blk, onCause := c.blocker(it); blk != nil {
-				c.park(it, blk, onCause)
-				continue
-			}
-			c.unhold(r)
-			out = c.release(it, out)
+			out = c.recheck(it, out)
 		}
 	}
 	return out
@@ -1212,12 +1202,7 @@ func (c *Core[T]) skipHoles(now int64, out []Release[T], journaled func(Ref) boo
 			c.afterGap[nx] = r.Seq
 		}
 		if it := c.waiting[nx]; it != nil { // it waited on the hole
-			if blk, onCause := c.blocker(it); blk != nil {
-				c.park(it, blk, onCause)
-			} else {
-				c.unhold(nx)
-				out = c.release(it, out)
-			}
+			out = c.recheck(it, out)
 		}
 	}
 	return out
