@@ -101,7 +101,14 @@ func expect(setup Setup, faults []Fault) Expect {
 	// node's own shutdown, are no faults.
 	// Nodes stopped together at the end cannot confirm a hand-off to each
 	// other.
-	e := Expect{Logs: []string{"bootstrap peer unreachable", "context canceled", "no connected peer confirmed", "no connected peer to hand"}}
+	// A node that starts with no DAG heads takes the first heads it hears
+	// as its own before it has merged them (go-ds-crdt v0.6.8, crdt.go's
+	// "if we have no heads" shortcut); a commit in that window links a
+	// block not yet merged and go-ds-crdt warns "bug: created a block to
+	// unknown children". The head is merged all the same by the walk its
+	// broadcast started (seed 6045: node-3's first commit, nothing missing).
+	e := Expect{Logs: []string{"bootstrap peer unreachable", "context canceled", "no connected peer confirmed", "no connected peer to hand",
+		"created a block to unknown children"}}
 	disrupt := slices.ContainsFunc(faults, func(f Fault) bool { return f.Kind != Slow })
 	if setup.Ephemeral > 0 {
 		// An out-of-band cause may name a signal of an ephemeral node
