@@ -231,3 +231,28 @@ func (p *prefetcher) forward(ctx context.Context, c cid.Cid) bool {
 		return false
 	}
 }
+
+// wantHole asks for a block that a merged block links and go-ds-crdt never
+// merged (see recover): handed over at once when it is local, else fetched
+// like an announced head. False once ctx ends.
+func (p *prefetcher) wantHole(ctx context.Context, c cid.Cid) bool {
+	if ok, err := p.has(ctx, c); err == nil && ok {
+		if p.refused(ctx, c, nil) {
+			return true
+		}
+		return p.forward(ctx, c)
+	}
+	p.enqueue(fetch{c: c})
+	return true
+}
+
+// refusedHole reports whether a local block is refused by the checker.
+func (p *prefetcher) refusedHole(ctx context.Context, c cid.Cid) bool {
+	if p.check == nil {
+		return false
+	}
+	if ok, err := p.has(ctx, c); err != nil || !ok {
+		return false
+	}
+	return p.refused(ctx, c, nil)
+}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -71,6 +72,15 @@ type Replica struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	once   sync.Once
+
+	// recovery after an unclean stop (recover.go)
+	store    ds.Batching
+	ns       ds.Key
+	dag      ipld.DAGService
+	has      func(context.Context, cid.Cid) (bool, error)
+	scan     bool         // a scan for holes was due at open
+	scanDone atomic.Bool  // it found none left
+	unmerged atomic.Int64 // holes not merged yet
 }
 
 // Open starts a replica. Every protocol the DAG service needs (bitswap) must
@@ -108,7 +118,16 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &Replica{topic: topic, log: p.Logger, cancel: cancel}
+	r := &Replica{topic: topic, log: p.Logger, cancel: cancel, store: store, ns: p.Namespace, dag: dag, has: p.Has}
+	scan, err := r.markOpen(ctx)
+	if err != nil {
+		cancel()
+		events.Cancel()
+		sub.Cancel()
+		_ = topic.Close()
+		return nil, fmt.Errorf("crdt: %w", err)
+	}
+	r.scan = scan && p.Has != nil
 	r.bc = &broadcaster{ctx: ctx, topic: topic, sub: sub}
 	var check *checker
 	crdtDAG := dag
@@ -151,6 +170,10 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 	r.Datastore = d
 	r.wg.Add(1)
 	go r.announceOnJoin(ctx, events)
+	if r.scan {
+		r.wg.Add(1)
+		go r.recover(ctx)
+	}
 	return r, nil
 }
 
@@ -238,6 +261,12 @@ func (r *Replica) Close() error {
 		r.cancel()
 		r.wg.Wait()
 		err = r.Datastore.Close()
+		if !r.scan || r.scanDone.Load() {
+			// A clean stop; go-ds-crdt's dirty mark says if a walk was cut short.
+			if derr := r.store.Delete(context.Background(), r.openKey()); derr == nil {
+				_ = r.store.Sync(context.Background(), r.openKey())
+			}
+		}
 		r.bc.sub.Cancel()
 		if cerr := r.topic.Close(); err == nil && cerr != nil && !errors.Is(cerr, context.Canceled) {
 			err = cerr

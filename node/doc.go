@@ -119,6 +119,11 @@
 //     a head whose block only a departed peer had is fetched by bounded
 //     workers with a timeout, retried twice, then given up and counted
 //     (Status.Dropped "head_fetch_failed"); it holds up no other head.
+//   - A DAG walk cut short by a kill -9 (go-ds-crdt merges a branch from
+//     its top down and marks each block as it goes, so the top would hide
+//     the rest for good) is finished after the restart: the journal finds
+//     the links of merged blocks that were never merged and fetches and
+//     merges them (see package crdt).
 //   - Get, Causes, Effects and Trace see every signal the node delivered,
 //     also before its journal entry lands.
 //   - A named subscription never skips: it lags (spilling to the store),
