@@ -59,7 +59,7 @@ func (s *stallDAG) GetMany(ctx context.Context, cids []cid.Cid) <-chan *ipld.Nod
 }
 
 // openOn starts a replica on store, its walks going through wrap(dag).
-func openOn(t *testing.T, store ds.Batching, wrap func(ipld.DAGService) ipld.DAGService) *replica {
+func openOn(t *testing.T, store ds.Batching, wrap func(ipld.DAGService) ipld.DAGService, mut ...func(*crdt.Params)) *replica {
 	t.Helper()
 	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
 	if err != nil {
@@ -78,11 +78,15 @@ func openOn(t *testing.T, store ds.Batching, wrap func(ipld.DAGService) ipld.DAG
 	if wrap != nil {
 		walk = wrap(dag)
 	}
-	r, err := crdt.Open(store, walk, ps, crdt.Params{
+	p := crdt.Params{
 		Namespace: ds.NewKey("/test"), Topic: "test-heads",
 		RebroadcastInterval: time.Hour, // only the join announcement can help
 		Has:                 dag.HasBlock,
-	})
+	}
+	for _, m := range mut {
+		m(&p)
+	}
+	r, err := crdt.Open(store, walk, ps, p)
 	if err != nil {
 		t.Fatal(err)
 	}

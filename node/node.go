@@ -122,6 +122,8 @@ type Node struct {
 	base         atomic.Pointer[stampBase] // published by the loop after each release
 	lamport      uint64                    // the last Lamport time stamped (owned by the committer)
 	m            metrics
+	scores       atomic.Pointer[map[peer.ID]float64] // GossipSub peer scores, refreshed every second
+	allowRefs    map[string]bool                     // with Config.Allow: the refs of the allowed origins and this node's
 
 	// owned by the loop goroutine
 	core         *causal.Core[*signalmesh.Signal]
@@ -353,6 +355,14 @@ func (n *Node) startHost(ctx context.Context) error {
 		return fmt.Errorf("node: libp2p host: %w", err)
 	}
 	n.host, n.self, n.key = h, h.ID(), priv
+	if len(n.cfg.Allow) > 0 {
+		n.ver.allow = map[string]bool{n.self.String(): true}
+		n.allowRefs = map[string]bool{causal.PeerRef(n.self.String()): true}
+		for _, p := range n.cfg.Allow {
+			n.ver.allow[p.String()] = true
+			n.allowRefs[causal.PeerRef(p.String())] = true
+		}
+	}
 	return nil
 }
 
@@ -360,7 +370,10 @@ func (n *Node) topicName(kind string) string { return "/signalmesh/" + n.cfg.Mes
 
 func (n *Node) startPubSub() error {
 	sigTopic := n.topicName("signals")
+	score, thresholds := peerScore(sigTopic, n.topicName("acks"), n.topicName("peers"), n.topicName("journal"), n.topicName("subscriptions"))
 	ps, err := pubsub.NewGossipSub(n.netCtx, n.host,
+		pubsub.WithPeerScore(score, thresholds),
+		pubsub.WithPeerScoreInspect(func(m map[peer.ID]float64) { n.scores.Store(&m) }, time.Second),
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
 		pubsub.WithFloodPublish(true),
 		pubsub.WithMessageIdFn(func(m *pb.Message) string { return messageID(sigTopic, m) }),
@@ -418,7 +431,12 @@ func (n *Node) startJournal(ctx context.Context) error {
 		RebroadcastInterval: n.p.Rebroadcast,
 		PutHook:             n.putHook,
 		Has:                 dag.HasBlock,
+		Self:                n.self,
+		OnReject:            n.m.reject,
 		Logger:              n.log,
+	}
+	if len(n.cfg.Allow) > 0 {
+		p.Member = (&gater{allow: append([]peer.ID{n.self}, n.cfg.Allow...)}).allowed
 	}
 	if !testNoVerify {
 		p.CheckEntry, p.Immutable, p.OnRefuse = n.checkEntry, true, n.refusedBlock
