@@ -124,6 +124,7 @@ type Node struct {
 	m            metrics
 	scores       atomic.Pointer[map[peer.ID]float64] // GossipSub peer scores, refreshed every second
 	allowRefs    map[string]bool                     // with Config.Allow: the refs of the allowed origins and this node's
+	known        knownPeers                          // mesh members seen, for a node left alone (redial.go)
 
 	// owned by the loop goroutine
 	core         *causal.Core[*signalmesh.Signal]
@@ -233,10 +234,8 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 			n.log.Warn("node: bootstrap peer unreachable", "peer", ai.ID, "err", err)
 		}
 	}
-	if len(cfg.Bootstrap) > 0 {
-		n.wg.Add(1)
-		go n.redialer()
-	}
+	n.wg.Add(1)
+	go n.redialer()
 	if len(cfg.Relays) > 0 {
 		n.wg.Add(1)
 		go n.reserver()
