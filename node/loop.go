@@ -409,7 +409,7 @@ func (n *Node) publishBase() {
 func (n *Node) pullStep(ctx context.Context, budget int) (bool, error) {
 	refs := n.core.Pull()
 	progress := false
-	var idx ds.Batch // index entries of what it reads: its put hook may have passed it by (refusing)
+	var idx ds.Batch // index entries of what it reads, while a start after a crash replays the journal (the put hook's last entries may be lost)
 	if n.indexing && len(refs) > 0 {
 		var err error
 		if idx, err = n.index.Batch(ctx); err != nil {

@@ -82,7 +82,7 @@ type Node struct {
 	jr       *journal.Journal
 	index    ds.Batching // the journal's id index: local, written by the put hook and by pulls
 	indexOK  bool        // the index is complete: Close marks it so for the next start
-	indexing bool        // pulls write index entries (off while a clean start replays the journal)
+	indexing bool        // pulls write index entries: only while a start after a crash replays the journal
 	refusing atomic.Bool // the core refused a signal for lack of room and has not got room back
 
 	idxMu      sync.Mutex      // guards idxPending
@@ -487,7 +487,9 @@ func (n *Node) restore(ctx context.Context) error {
 	if err := n.catchUp(ctx); err != nil {
 		return fmt.Errorf("node: read journal: %w", err)
 	}
-	n.indexing = true
+	// From now on the put hook indexes every entry that arrives (at once,
+	// or batched while the core refuses): pulls need not index again.
+	n.indexing = false
 	if n.pending, err = n.readOutbox(ctx); err != nil {
 		return err
 	}
