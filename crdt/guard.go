@@ -14,11 +14,10 @@ import (
 )
 
 // Head announcements are checked before anything acts on them. The
-// topic's validator rejects (and GossipSub's peer scoring, when the host
-// has it on, penalises the sender of) an announcement that does not
-// decode, that names more than maxAnnouncedHeads heads or a head that is
-// not a go-ds-crdt block id (CIDv1, dag-pb, SHA2-256), or that comes from
-// a peer Params.Member refuses. An announcer gets headRate heads a second
+// topic's validator rejects an announcement that does not decode, that
+// names more than maxAnnouncedHeads heads or a head that is not a
+// go-ds-crdt block id (CIDv1, dag-pb, SHA2-256), and ignores one from a
+// peer Params.Member refuses. An announcer gets headRate heads a second
 // (burst headBurst); past that its announcements are ignored (not
 // forwarded, counted "heads_rate"): an honest replica announces its few
 // heads every couple of seconds and on joins. Then the prefetcher holds at
@@ -27,8 +26,8 @@ import (
 // can serve tie up at most that many of its workers.
 const (
 	maxAnnouncedHeads = 1024
-	headRate          = 16
-	headBurst         = 256
+	headRate          = 64
+	headBurst         = maxAnnouncedHeads
 	maxAnnouncers     = 4096 // rate buckets kept; past it the map starts again
 )
 
@@ -70,7 +69,7 @@ func (g *headsGuard) validate(_ context.Context, _ peer.ID, msg *pubsub.Message)
 	}
 	if g.member != nil && !g.member(from) {
 		g.reject("heads_not_member")
-		return pubsub.ValidationReject
+		return pubsub.ValidationIgnore // policy: the relay may have another list
 	}
 	var b pb.CRDTBroadcast
 	if err := proto.Unmarshal(msg.Data, &b); err != nil || len(b.Heads) == 0 {
@@ -114,5 +113,5 @@ func (g *headsGuard) take(from peer.ID, n int) bool {
 		return false
 	}
 	b.tokens -= float64(n)
-	return true
+	return true // (n is at most headBurst: the validator refuses larger announcements)
 }

@@ -186,8 +186,9 @@
 //     it (nor this node) is refused on both paths, also when an allowed
 //     peer relays it ("origin_not_allowed", "journal_not_allowed"); so are
 //     head announcements ("heads_not_member"). Give every member the same
-//     list: a member without one relays outsiders' signals, and peers
-//     with it count them and lower that member's score.
+//     list: a member without one relays outsiders' signals (counted and
+//     ignored by peers with it), and its own signals that depend on an
+//     outsider's wait Params.DepWait there.
 //   - Journal: go-ds-crdt gets blocks from other replicas only through a
 //     check (package crdt): a block is refused, before go-ds-crdt merges
 //     it, when an entry's key is not the place (origin ref, sequence) of
@@ -221,23 +222,28 @@
 // Head announcements of the journal are checked before anything acts on
 // them (package crdt): one that does not decode, names more than 1,024
 // heads or a head that is no go-ds-crdt block id is rejected ("heads_decode",
-// "heads_too_many", "heads_cid"); an announcer gets 16 heads a second
-// (burst 256), past which its announcements are ignored ("heads_rate");
+// "heads_too_many", "heads_cid"); an announcer gets 64 heads a second
+// (burst 1,024), past which its announcements are ignored ("heads_rate");
 // and the prefetcher keeps at most 64 heads of one announcer and fetches
 // at most 2 of them at a time, so heads nobody can serve tie up 2 of its 8
 // workers, not all.
 //
-// GossipSub peer scoring is on. A peer's score falls with each of its
-// messages that a validator rejects (-100 times the squared count, decaying
-// by 0.9 a second, on every topic of the mesh) and with repeated protocol
-// misbehaviour (unanswered IWANTs, GRAFTs during a backoff; the first 6
-// are free). Below -10 nothing is gossiped to it, below -50 nothing
-// published to it, below -80 its messages are ignored unread (graylisted:
-// one rejected message does it, for about 2 s; ten, for about 30 s).
-// Time in mesh, delivery counts and IP colocation do not count: a slow or
-// quiet peer keeps 0, and edge peers behind one NAT share an address.
-// Status.Links shows each peer's score, Status.Graylisted how many are
-// below -80.
+// GossipSub peer scoring is on. A peer's score falls when it hands this
+// node a message no honest peer could pass on: a signal whose origin is not
+// the message's signer or whose signature does not verify, or a message of
+// its own that does not decode (-100 times the squared count, decaying by
+// 0.9 a second), and with repeated protocol misbehaviour (unanswered
+// IWANTs, GRAFTs during a backoff; the first 6 are free). Below -10
+// nothing is gossiped to it, below -50 nothing published to it, below -80
+// its messages are ignored unread (graylisted: one such message does it,
+// for about 2 s; ten, for about 30 s). What is refused by policy (an origin
+// outside the allow list, a non-member's or an over-rate head
+// announcement) is ignored, not penalised; GossipSub's own count of
+// rejected messages is off, since it also charges honest neighbours that
+// hand a restarted node its own earlier messages. Time in mesh, delivery
+// counts and IP colocation do not count: a slow or quiet peer keeps 0, and
+// edge peers behind one NAT share an address. Status.Links shows each
+// peer's score, Status.Graylisted how many are below -80.
 //
 // # Known limits
 //

@@ -58,19 +58,23 @@ func wireID(b []byte) (string, bool) {
 // set (a message relayed by an allowed peer is no way in), and signed the
 // signal (meshsig), and that a journaled signal's stamp parses. Rejected
 // messages are counted by reason and never forwarded.
-func (n *Node) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+func (n *Node) validate(_ context.Context, fwd peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 	if msg.ReceivedFrom == n.self {
 		return pubsub.ValidationAccept // our own, built from validated signals
 	}
 	sigs, wires, err := decodeFrameWires(msg.Data, signalmesh.Limits{})
 	if err != nil {
 		n.m.reject("decode")
+		if msg.GetFrom() == fwd {
+			n.penalties.add(fwd) // its own message (a relay may just be older or newer)
+		}
 		return pubsub.ValidationReject
 	}
 	from := msg.GetFrom().String()
 	for i, s := range sigs {
 		if origin, _ := s.Extensions[signalmesh.ExtPeer].(string); origin != from {
 			n.m.reject("origin")
+			n.penalties.add(fwd)
 			return pubsub.ValidationReject
 		}
 		if _, journaled := s.Extensions[signalmesh.ExtCausal]; journaled {
@@ -82,9 +86,10 @@ func (n *Node) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsu
 		if !testNoVerify {
 			if err := n.ver.verify(s, wires[i]); errors.Is(err, ErrNotAllowed) {
 				n.m.reject("origin_not_allowed")
-				return pubsub.ValidationReject
+				return pubsub.ValidationIgnore // policy: the relay may have another list
 			} else if err != nil {
 				n.m.reject("signature")
+				n.penalties.add(fwd)
 				return pubsub.ValidationReject
 			}
 		}

@@ -123,8 +123,8 @@ type Node struct {
 	lamport      uint64                    // the last Lamport time stamped (owned by the committer)
 	m            metrics
 	scores       atomic.Pointer[map[peer.ID]float64] // GossipSub peer scores, refreshed every second
-	allowRefs    map[string]bool                     // with Config.Allow: the refs of the allowed origins and this node's
 	known        knownPeers                          // mesh members seen, for a node left alone (redial.go)
+	penalties    penalties                           // GossipSub application-specific scores (score.go)
 
 	// owned by the loop goroutine
 	core         *causal.Core[*signalmesh.Signal]
@@ -356,10 +356,8 @@ func (n *Node) startHost(ctx context.Context) error {
 	n.host, n.self, n.key = h, h.ID(), priv
 	if len(n.cfg.Allow) > 0 {
 		n.ver.allow = map[string]bool{n.self.String(): true}
-		n.allowRefs = map[string]bool{causal.PeerRef(n.self.String()): true}
 		for _, p := range n.cfg.Allow {
 			n.ver.allow[p.String()] = true
-			n.allowRefs[causal.PeerRef(p.String())] = true
 		}
 	}
 	return nil
@@ -369,7 +367,7 @@ func (n *Node) topicName(kind string) string { return "/signalmesh/" + n.cfg.Mes
 
 func (n *Node) startPubSub() error {
 	sigTopic := n.topicName("signals")
-	score, thresholds := peerScore(sigTopic, n.topicName("acks"), n.topicName("peers"), n.topicName("journal"), n.topicName("subscriptions"))
+	score, thresholds := n.peerScore(sigTopic, n.topicName("acks"), n.topicName("peers"), n.topicName("journal"), n.topicName("subscriptions"))
 	ps, err := pubsub.NewGossipSub(n.netCtx, n.host,
 		pubsub.WithPeerScore(score, thresholds),
 		pubsub.WithPeerScoreInspect(func(m map[peer.ID]float64) { n.scores.Store(&m) }, time.Second),

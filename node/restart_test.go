@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+
 	"github.com/signalmesh/signalmesh"
 	"github.com/signalmesh/signalmesh/journal"
 	"github.com/signalmesh/signalmesh/node"
@@ -234,5 +236,60 @@ func TestRestartDoesNotWaitAgainForAGivenUpCause(t *testing.T) {
 	eventually(t, 30*time.Second, "both in the replay after the restart", func() bool { return replay.count() == 2 })
 	if st, err := n.Status(ctx); err != nil || st.Buffered != 0 {
 		t.Fatalf("after the restart: %d waiting (%v)", st.Buffered, err)
+	}
+}
+
+// A node that restarts gets its own earlier messages back from its
+// neighbours (its GossipSub seen-cache is new; they offer what they hold),
+// which GossipSub rejects as self-originated. That must not count against
+// the neighbours: they are not graylisted.
+func TestRestartDoesNotGraylistNeighbours(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	nodes := cluster(t, 4, func(i int, c *node.Config) {
+		if i == 3 {
+			c.DataDir = dir
+		}
+	})
+	disk := nodes[3]
+	for i := range 100 {
+		if err := disk.Publish(ctx, mustSignal(t, "tick", signalmesh.WithSubject(fmt.Sprint(i)))); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond) // a stream, not a batch: many messages in the neighbours' caches
+	}
+	if err := disk.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := node.New(ctx, node.Config{Mesh: disk.Mesh(), DataDir: dir, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	for _, o := range nodes[:3] {
+		if err := again.Connect(ctx, o.AddrInfo()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const self = "gossip: " + pubsub.RejectSelfOrigin
+	eventually(t, 15*time.Second, "its own messages handed back", func() bool {
+		st, err := again.Status(ctx)
+		return err == nil && st.Rejected[self] > 0
+	})
+	// Scores are refreshed every second: watch three refreshes.
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		st, err := again.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range st.Links {
+			if l.Score < 0 || st.Graylisted > 0 {
+				t.Fatalf("after %d self-originated messages handed back, %s scores %.0f (%d graylisted)", st.Rejected[self], l.Peer, l.Score, st.Graylisted)
+			}
+		}
+	}
+	if err := again.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
