@@ -214,6 +214,7 @@ func (n *Node) flushIndex() {
 	if err != nil {
 		n.log.Error("node: write the journal index", "err", err)
 		n.m.drop("index_write")
+		n.indexBad.Store(true)
 	}
 }
 
@@ -268,6 +269,7 @@ func (n *Node) indexPut(m causal.Meta) {
 	if err := n.index.Put(context.WithoutCancel(n.ctx), e.Key, e.Value); err != nil {
 		n.log.Error("node: write the journal index", "err", err)
 		n.m.drop("index_write")
+		n.indexBad.Store(true)
 	}
 }
 

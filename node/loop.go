@@ -400,7 +400,7 @@ func (n *Node) publishBase() {
 func (n *Node) pullStep(ctx context.Context, budget int) (bool, error) {
 	refs := n.core.Pull()
 	progress := false
-	var idx ds.Batch // index entries of what it reads, while a start after a crash replays the journal (the put hook's last entries may be lost)
+	var idx ds.Batch // index entries of what it reads, after a crash (the put hook's last entries may be lost)
 	if n.indexing && len(refs) > 0 {
 		var err error
 		if idx, err = n.index.Batch(ctx); err != nil {
@@ -412,6 +412,7 @@ func (n *Node) pullStep(ctx context.Context, budget int) (bool, error) {
 			if err := idx.Commit(context.WithoutCancel(ctx)); err != nil {
 				n.log.Error("node: write the journal index", "err", err)
 				n.m.drop("index_write")
+				n.indexBad.Store(true)
 			}
 		}
 	}()

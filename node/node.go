@@ -82,7 +82,8 @@ type Node struct {
 	jr       *journal.Journal
 	index    ds.Batching // the journal's id index: local, written by the put hook and by pulls
 	indexOK  bool        // the index is complete: Close marks it so for the next start
-	indexing bool        // pulls write index entries: only while a start after a crash replays the journal
+	indexBad atomic.Bool // an index write failed: it is not complete
+	indexing bool        // pulls write index entries: after a crash (see restore)
 	refusing atomic.Bool // the core refused a signal for lack of room and has not got room back
 
 	idxMu      sync.Mutex      // guards idxPending
@@ -485,9 +486,15 @@ func (n *Node) restore(ctx context.Context) error {
 	if err := n.catchUp(ctx); err != nil {
 		return fmt.Errorf("node: read journal: %w", err)
 	}
-	// From now on the put hook indexes every entry that arrives (at once,
-	// or batched while the core refuses): pulls need not index again.
-	n.indexing = false
+	// The put hook indexes every entry that arrives (at once, or batched
+	// while the core refuses), so after a clean stop, and on a fresh store,
+	// pulls need not index again. After a crash they go on indexing what
+	// they read for the whole run: the put hook's last batches may be lost,
+	// and the replay above need not reach every entry (an origin held by a
+	// missing dependency is pulled later).
+	if len(origins) == 0 {
+		n.indexing = false
+	}
 	if n.pending, err = n.readOutbox(ctx); err != nil {
 		return err
 	}
@@ -650,7 +657,7 @@ func (n *Node) Close() error {
 			n.flushIndex() // the put hook is done (the replica is closed)
 		}
 		if n.store != nil {
-			if n.indexOK { // every delivered signal is indexed
+			if n.indexOK && !n.indexBad.Load() { // every delivered signal is indexed
 				errs = append(errs, n.store.Put(context.Background(), n.cleanKey(), nil))
 			}
 			errs = append(errs, n.store.Sync(context.Background(), ds.NewKey("/")))
