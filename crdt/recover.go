@@ -26,7 +26,10 @@ import (
 // did not close) or go-ds-crdt's dirty mark (a walk was cut short), it reads
 // every merged block's links: a link to a block not merged is a hole, and
 // it hands each hole to go-ds-crdt as an announced head (through the
-// prefetcher, which fetches it from whoever has it). It looks again every
+// prefetcher, which fetches it from whoever has it). Once the holes are
+// merged, the tops of the cut branches (merged blocks that no merged block
+// links and that are not heads) are merged again, so that they become
+// heads. It looks again every
 // look (1 s, doubling up to recoverRetry) until every hole is merged or
 // refused; the open record stays until then, so a restart in the meantime
 // scans again.
@@ -64,18 +67,21 @@ func (r *Replica) merged(ctx context.Context, c cid.Cid) bool {
 	return err == nil && ok
 }
 
-// holes returns the links of merged blocks that are not merged.
-func (r *Replica) holes(ctx context.Context) ([]cid.Cid, error) {
+// holes returns the links of merged blocks that are not merged, and the
+// merged blocks that no merged block links and that are not heads: the tops
+// of cut walks (go-ds-crdt makes a branch's top a head only when its walk
+// reaches a merged block).
+func (r *Replica) holes(ctx context.Context) (holes, tops []cid.Cid, err error) {
 	res, err := r.store.Query(ctx, query.Query{Prefix: r.mergedPrefix(), KeysOnly: true})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer res.Close()
 	seen := cid.NewSet()
-	var holes []cid.Cid
+	var merged []cid.Cid
 	for e := range res.Next() {
 		if e.Error != nil {
-			return nil, e.Error
+			return nil, nil, e.Error
 		}
 		mh, err := dshelp.DsKeyToMultihash(ds.NewKey(ds.NewKey(e.Key).BaseNamespace()))
 		if err != nil {
@@ -89,31 +95,56 @@ func (r *Replica) holes(ctx context.Context) ([]cid.Cid, error) {
 		if err != nil {
 			continue
 		}
+		merged = append(merged, c)
 		for _, l := range nd.Links() {
 			if seen.Visit(l.Cid) && !r.merged(ctx, l.Cid) {
 				holes = append(holes, l.Cid)
 			}
 		}
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
 	}
-	return holes, nil
+	heads := cid.NewSet()
+	for _, h := range r.InternalStats(ctx).Heads {
+		heads.Add(h)
+	}
+	for _, c := range merged {
+		if !seen.Has(c) && !heads.Has(c) {
+			tops = append(tops, c)
+		}
+	}
+	return holes, tops, nil
+}
+
+// reHead makes the tops of cut walks heads: their merged mark is removed
+// and go-ds-crdt merges them again (the same delta: nothing changes) and,
+// their links being merged, makes each a head, which later commits link
+// and announcements name.
+func (r *Replica) reHead(ctx context.Context, tops []cid.Cid) {
+	for _, c := range tops {
+		if err := r.store.Delete(ctx, r.ns.ChildString("b").ChildString(dshelp.MultihashToDsKey(c.Hash()).String())); err != nil {
+			continue
+		}
+		if !r.pf.wantHole(ctx, c) {
+			return
+		}
+	}
 }
 
 // recover hands the holes to go-ds-crdt until each is merged or refused.
 // It needs the prefetcher (Params.Has).
 func (r *Replica) recover(ctx context.Context) {
 	defer r.wg.Done()
-	holes, err := r.holes(ctx)
+	holes, tops, err := r.holes(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
 			r.log.Warn("crdt: could not look for blocks a cut-short walk left unmerged", "err", err)
 		}
 		return
 	}
-	if len(holes) > 0 {
-		r.log.Warn("crdt: merging blocks an unclean stop left unmerged", "blocks", len(holes))
+	if len(holes)+len(tops) > 0 {
+		r.log.Warn("crdt: merging blocks an unclean stop left unmerged", "blocks", len(holes), "tops", len(tops))
 	}
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -129,6 +160,7 @@ func (r *Replica) recover(ctx context.Context) {
 		holes = left
 		r.unmerged.Store(int64(len(holes)))
 		if len(holes) == 0 {
+			r.reHead(ctx, tops)
 			r.scanDone.Store(true)
 			return
 		}

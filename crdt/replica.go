@@ -278,11 +278,13 @@ func (r *Replica) Heads(ctx context.Context) int { return len(r.InternalStats(ct
 func (r *Replica) Close() error {
 	var err error
 	r.once.Do(func() {
+		walking := r.bc.busy.Load()
 		r.cancel()
 		r.wg.Wait()
 		err = r.Datastore.Close()
-		if !r.scan || r.scanDone.Load() {
-			// A clean stop; go-ds-crdt's dirty mark says if a walk was cut short.
+		if !walking && (!r.scan || r.scanDone.Load()) {
+			// A clean stop with no walk cut short (go-ds-crdt drops a
+			// walk's queued blocks at its Close without a dirty mark).
 			if derr := r.store.Delete(context.Background(), r.openKey()); derr == nil {
 				_ = r.store.Sync(context.Background(), r.openKey())
 			}
@@ -303,6 +305,10 @@ type broadcaster struct {
 	topic *pubsub.Topic
 	sub   *pubsub.Subscription
 	ready <-chan []byte // from the prefetcher, which reads sub; nil: read sub here
+	// busy is true from the moment Next hands go-ds-crdt an announcement
+	// until it asks for the next one: it is walking that announcement's
+	// heads.
+	busy atomic.Bool
 }
 
 func (b *broadcaster) Broadcast(ctx context.Context, data []byte) error {
@@ -310,6 +316,15 @@ func (b *broadcaster) Broadcast(ctx context.Context, data []byte) error {
 }
 
 func (b *broadcaster) Next(ctx context.Context) ([]byte, error) {
+	b.busy.Store(false)
+	data, err := b.next(ctx)
+	if err == nil {
+		b.busy.Store(true)
+	}
+	return data, err
+}
+
+func (b *broadcaster) next(ctx context.Context) ([]byte, error) {
 	if b.ctx.Err() != nil {
 		return nil, dscrdt.ErrNoMoreBroadcast
 	}
