@@ -24,12 +24,18 @@ import (
 // prefetchWorkers blocks at a time, each for at most prefetchTimeout. A
 // head that cannot be fetched is tried again after 5 s and 30 s, then
 // given up (counted; a live peer that holds it announces it again).
+//
+// Heads wait in one queue per announcer, and the workers take from the
+// announcers in turn, at most perPeerFetches of one announcer at a time: a
+// peer whose heads nobody can serve (a departed ephemeral node, a hostile
+// one) ties up at most that many workers, and a live peer's heads do not
+// wait behind its heads.
 const (
 	prefetchWorkers = 8
 	prefetchTimeout = 10 * time.Second
 	prefetchQueue   = 1024 // heads waiting for a worker; past it they are dropped (counted)
 	perPeerQueued   = 64   // heads of one announcer queued, in flight or waiting to retry; past it dropped (counted)
-	perPeerFetches  = 2    // heads of one announcer fetched at a time; the next waits a second
+	perPeerFetches  = 2    // heads of one announcer fetched at a time
 )
 
 var prefetchRetries = []time.Duration{5 * time.Second, 30 * time.Second}
@@ -39,18 +45,20 @@ type prefetcher struct {
 	has   func(context.Context, cid.Cid) (bool, error)
 	check *checker // nil: every head goes to go-ds-crdt
 	log   *slog.Logger
-	out   chan []byte // heads ready for go-ds-crdt, one per message
-	// want holds heads to fetch, with the number of tries so far.
-	want chan fetch
+	out   chan []byte   // heads ready for go-ds-crdt, one per message
+	wake  chan struct{} // a head was queued or a fetch ended (one token)
 
 	mu       sync.Mutex
-	inflight map[cid.Cid]bool // queued, being fetched or waiting for a retry
-	later    []retry          // heads to try again (at most prefetchQueue)
-	queued   map[peer.ID]int  // inflight heads by announcer
-	active   map[peer.ID]int  // heads being fetched, by announcer
+	inflight map[cid.Cid]bool    // queued, being fetched or waiting for a retry
+	queues   map[peer.ID][]fetch // heads waiting for a worker, by announcer
+	turn     []peer.ID           // announcers with queued heads, in turn order
+	queued   int                 // heads in queues
+	held     map[peer.ID]int     // inflight heads by announcer
+	active   map[peer.ID]int     // heads being fetched, by announcer
+	later    []retry             // heads to try again (at most prefetchQueue)
 
 	failed  atomic.Int64 // heads given up
-	dropped atomic.Int64 // heads dropped because the queue was full
+	dropped atomic.Int64 // heads dropped because too many waited
 }
 
 type fetch struct {
@@ -65,7 +73,8 @@ type retry struct {
 }
 
 func newPrefetcher(dag ipld.NodeGetter, has func(context.Context, cid.Cid) (bool, error), check *checker, log *slog.Logger) *prefetcher {
-	return &prefetcher{dag: dag, has: has, check: check, log: log, out: make(chan []byte), want: make(chan fetch, prefetchQueue), inflight: map[cid.Cid]bool{}, queued: map[peer.ID]int{}, active: map[peer.ID]int{}}
+	return &prefetcher{dag: dag, has: has, check: check, log: log, out: make(chan []byte), wake: make(chan struct{}, 1),
+		inflight: map[cid.Cid]bool{}, queues: map[peer.ID][]fetch{}, held: map[peer.ID]int{}, active: map[peer.ID]int{}}
 }
 
 // start runs the reader and the workers until ctx ends; wg tracks them.
@@ -109,6 +118,13 @@ func (p *prefetcher) read(ctx context.Context, wg *sync.WaitGroup, sub *pubsub.S
 	}
 }
 
+func (p *prefetcher) signal() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
 // enqueue queues an announced head to fetch, unless it is queued or in
 // flight.
 func (p *prefetcher) enqueue(f fetch) {
@@ -124,17 +140,63 @@ func (p *prefetcher) enqueue(f fetch) {
 		}
 		return
 	}
-	if f.from != "" && p.queued[f.from] >= perPeerQueued {
+	if p.queued >= prefetchQueue || (f.from != "" && p.held[f.from] >= perPeerQueued) {
 		p.dropped.Add(1)
 		return
 	}
-	select {
-	case p.want <- f:
-		p.inflight[f.c] = true
-		p.queued[f.from]++
-	default:
-		p.dropped.Add(1)
+	p.inflight[f.c] = true
+	p.held[f.from]++
+	p.push(f)
+}
+
+// push appends f to its announcer's queue; p.mu held.
+func (p *prefetcher) push(f fetch) {
+	if len(p.queues[f.from]) == 0 {
+		p.turn = append(p.turn, f.from)
 	}
+	p.queues[f.from] = append(p.queues[f.from], f)
+	p.queued++
+	p.signal()
+}
+
+// requeue queues again a head that waited for a retry.
+func (p *prefetcher) requeue(f fetch) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.queued >= prefetchQueue {
+		p.forget(f)
+		p.dropped.Add(1)
+		return
+	}
+	p.push(f)
+}
+
+// next takes the next head to fetch: from the first announcer in turn that
+// has fewer than perPeerFetches in flight, which then goes last.
+func (p *prefetcher) next() (fetch, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, a := range p.turn {
+		if p.active[a] >= perPeerFetches && a != "" {
+			continue
+		}
+		q := p.queues[a]
+		f := q[0]
+		p.queued--
+		p.active[a]++
+		p.turn = append(p.turn[:i:i], p.turn[i+1:]...)
+		if len(q) == 1 {
+			delete(p.queues, a)
+		} else {
+			p.queues[a] = q[1:]
+			p.turn = append(p.turn, a)
+		}
+		if p.queued > 0 {
+			p.signal() // another worker may take the next
+		}
+		return f, true
+	}
+	return fetch{}, false
 }
 
 // forget ends a head's stay (fetched, given up or dropped); p.mu held.
@@ -143,73 +205,41 @@ func (p *prefetcher) forget(f fetch) {
 		return
 	}
 	delete(p.inflight, f.c)
-	if p.queued[f.from]--; p.queued[f.from] <= 0 {
-		delete(p.queued, f.from)
+	if p.held[f.from]--; p.held[f.from] <= 0 {
+		delete(p.held, f.from)
 	}
 }
 
-func (p *prefetcher) done(f fetch) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.forget(f)
-}
-
-// begin reports whether f may be fetched now (its announcer has fewer
-// than perPeerFetches in flight); else f waits a second.
-func (p *prefetcher) begin(f fetch) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if f.from == "" || p.active[f.from] < perPeerFetches {
-		p.active[f.from]++
-		return true
-	}
-	if len(p.later) < prefetchQueue {
-		p.later = append(p.later, retry{f, time.Now().Add(time.Second)})
-	} else {
-		p.forget(f)
-		p.dropped.Add(1)
-	}
-	return false
-}
-
-// requeue queues again a head that waited (for a retry, or its turn).
-func (p *prefetcher) requeue(f fetch) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	select {
-	case p.want <- f:
-	default:
-		p.forget(f)
-		p.dropped.Add(1)
-	}
-}
-
-func (p *prefetcher) end(f fetch) {
+// end records that a fetch of f ended; done also forgets f.
+func (p *prefetcher) end(f fetch, done bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.active[f.from]--; p.active[f.from] <= 0 {
 		delete(p.active, f.from)
 	}
+	if done {
+		p.forget(f)
+	}
+	p.signal() // its announcer may have more
 }
 
 func (p *prefetcher) work(ctx context.Context, wg *sync.WaitGroup) {
 	defer wg.Done()
 	for {
-		var f fetch
-		select {
-		case <-ctx.Done():
-			return
-		case f = <-p.want:
-		}
-		if !p.begin(f) {
+		f, ok := p.next()
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return
+			case <-p.wake:
+			}
 			continue
 		}
 		fctx, cancel := context.WithTimeout(ctx, prefetchTimeout)
 		nd, err := p.dag.Get(fctx, f.c)
 		cancel()
-		p.end(f)
 		if err == nil {
-			p.done(f)
+			p.end(f, true)
 			if p.refused(ctx, f.c, nd) {
 				continue
 			}
@@ -219,10 +249,11 @@ func (p *prefetcher) work(ctx context.Context, wg *sync.WaitGroup) {
 			continue
 		}
 		if ctx.Err() != nil {
+			p.end(f, true)
 			return
 		}
 		if f.tries >= len(prefetchRetries) {
-			p.done(f)
+			p.end(f, true)
 			p.failed.Add(1)
 			p.log.Debug("crdt: gave up fetching a head", "cid", f.c, "err", err)
 			continue
@@ -230,11 +261,13 @@ func (p *prefetcher) work(ctx context.Context, wg *sync.WaitGroup) {
 		p.mu.Lock()
 		if len(p.later) < prefetchQueue {
 			p.later = append(p.later, retry{fetch{c: f.c, from: f.from, tries: f.tries + 1}, time.Now().Add(prefetchRetries[f.tries])})
+			p.mu.Unlock()
+			p.end(f, false)
 		} else {
-			p.forget(f)
+			p.mu.Unlock()
+			p.end(f, true)
 			p.dropped.Add(1)
 		}
-		p.mu.Unlock()
 	}
 }
 
