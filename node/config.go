@@ -51,10 +51,11 @@ type Config struct {
 	// Bootstrap peers are dialled once the node has started, and again
 	// every Params.Redial while the node is not connected to them: after a
 	// partition heals, or after a peer restarts, the node finds it again by
-	// itself. A node connected to nobody at all also redials, every
-	// Params.Redial, up to 4 of the last 64 mesh members it was connected
-	// to or heard announce themselves (a node a hub trimmed, or whose
-	// peers all left for a while); to keep a node apart, use Config.Gater.
+	// itself. A node with no mesh member connected also redials, every
+	// Params.Redial, up to 4 of the last 32 mesh members it was connected
+	// to, then of the last 32 it heard announce themselves (a node a hub
+	// trimmed, or whose peers all left for a while; with Params.Discover
+	// on); to keep a node apart, use Config.Gater.
 	Bootstrap []peer.AddrInfo
 
 	// RelayService makes this node a circuit relay (libp2p circuit relay

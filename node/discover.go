@@ -86,7 +86,7 @@ func (n *Node) announcer(joins *pubsub.TopicEventHandler) {
 				return
 			}
 			if ev.Type == pubsub.PeerJoin {
-				n.known.add(ev.Peer)
+				n.known.addMet(peer.AddrInfo{ID: ev.Peer, Addrs: n.host.Peerstore().Addrs(ev.Peer)})
 				select {
 				case joined <- struct{}{}:
 				default:
@@ -141,7 +141,7 @@ func (n *Node) discoverer() {
 			continue
 		}
 		n.host.Peerstore().AddAddrs(from, addrs, peerstore.RecentlyConnectedAddrTTL)
-		n.known.add(from)
+		n.known.addHeard(peer.AddrInfo{ID: from, Addrs: addrs})
 		if n.host.Network().Connectedness(from) == network.Connected || len(n.host.Network().Peers()) >= n.p.ConnLow {
 			continue
 		}

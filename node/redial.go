@@ -14,7 +14,8 @@ import (
 // connected to, all at once, each dial bounded by the interval; and when
 // the node is connected to nobody at all (its peers left, or trimmed it,
 // and it has no bootstrap peer or none answers), up to alonePeers of the
-// mesh members it knew (see knownPeers). It waits for a round's dials
+// mesh members it knew (see knownPeers; learned only while Params.Discover
+// is on). It waits for a round's dials
 // before the next tick, so at most len(Bootstrap)+alonePeers dials are ever
 // in flight. It stops with the node.
 func (n *Node) redialer() {
@@ -48,10 +49,10 @@ func (n *Node) redialer() {
 			}
 			dial(ai, "bootstrap peer")
 		}
-		if len(n.host.Network().Peers()) == 0 {
-			for _, p := range n.known.pick(alonePeers) {
-				if addrs := n.host.Peerstore().Addrs(p); len(addrs) > 0 {
-					dial(peer.AddrInfo{ID: p, Addrs: addrs}, "known peer")
+		if len(n.topic.ListPeers()) == 0 { // no mesh member (a relay outside the mesh does not count)
+			for _, ai := range n.known.pick(alonePeers) {
+				if ai.ID != n.self {
+					dial(ai, "known peer")
 				}
 			}
 		}
@@ -61,40 +62,67 @@ func (n *Node) redialer() {
 
 const (
 	alonePeers = 4  // known peers a node left alone dials each Redial
-	knownMax   = 64 // mesh members a node remembers
+	knownMax   = 32 // mesh members a node remembers, of each kind
 )
 
-// knownPeers remembers the last knownMax mesh members the node was
-// connected to or heard announce themselves, for a node left with no
-// peer to find its way back without a bootstrap list.
+// knownPeers remembers, with their addresses, the last knownMax mesh
+// members the node was connected to (they joined its signals topic) and
+// the last knownMax it heard announce themselves, for a node left with no
+// peer to find its way back without a bootstrap list. It tries the first
+// kind first: announcements cannot push them out.
 type knownPeers struct {
-	mu   sync.Mutex
-	ids  []peer.ID // oldest first
-	next int       // where pick starts, so that successive picks rotate
+	mu    sync.Mutex
+	met   []peer.AddrInfo // oldest first
+	heard []peer.AddrInfo
+	next  int // where pick starts, so that successive picks rotate
 }
 
-func (k *knownPeers) add(p peer.ID) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if i := slices.Index(k.ids, p); i >= 0 {
-		k.ids = slices.Delete(k.ids, i, i+1)
+func remember(list []peer.AddrInfo, ai peer.AddrInfo) []peer.AddrInfo {
+	if len(ai.Addrs) == 0 {
+		return list
 	}
-	k.ids = append(k.ids, p)
-	if len(k.ids) > knownMax {
-		k.ids = k.ids[1:]
+	list = slices.DeleteFunc(list, func(o peer.AddrInfo) bool { return o.ID == ai.ID })
+	list = append(list, ai)
+	if len(list) > knownMax {
+		list = list[1:]
 	}
+	return list
 }
 
-// pick returns up to max known peers, newest first, rotating between calls.
-func (k *knownPeers) pick(max int) []peer.ID {
+// met records a peer the node is connected to.
+func (k *knownPeers) addMet(ai peer.AddrInfo) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	var out []peer.ID
-	for i := 0; i < len(k.ids) && len(out) < max; i++ {
-		out = append(out, k.ids[len(k.ids)-1-(k.next+i)%len(k.ids)])
+	k.met = remember(k.met, ai)
+}
+
+// heard records a peer that announced itself.
+func (k *knownPeers) addHeard(ai peer.AddrInfo) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.heard = remember(k.heard, ai)
+}
+
+// pick returns up to max known peers, those it met before those it heard
+// of, newest first, rotating between calls.
+func (k *knownPeers) pick(max int) []peer.AddrInfo {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	all := make([]peer.AddrInfo, 0, len(k.met)+len(k.heard))
+	for i := len(k.met) - 1; i >= 0; i-- {
+		all = append(all, k.met[i])
 	}
-	if len(k.ids) > 0 {
-		k.next = (k.next + max) % len(k.ids)
+	for i := len(k.heard) - 1; i >= 0; i-- {
+		if !slices.ContainsFunc(k.met, func(o peer.AddrInfo) bool { return o.ID == k.heard[i].ID }) {
+			all = append(all, k.heard[i])
+		}
+	}
+	var out []peer.AddrInfo
+	for i := 0; i < len(all) && len(out) < max; i++ {
+		out = append(out, all[(k.next+i)%len(all)])
+	}
+	if len(all) > 0 {
+		k.next = (k.next + max) % len(all)
 	}
 	return out
 }
