@@ -159,6 +159,7 @@ var Rules = map[string]string{
 // checker carries one Check's state.
 type checker struct {
 	h     History
+	jix   map[int]*journalIndex // by node, built on demand (causeAfterEffect)
 	v     *Verdict
 	count map[string]int
 	ops   map[Key][]Op // every op of a key (a retry makes two)

@@ -140,10 +140,13 @@ func (c *checker) checkHB(i, p int, e Entry, m Meta, pos map[Key]int, at map[[2]
 	if e.Cause != "" {
 		ck := c.causeKey(e)
 		q, ok := pos[ck]
-		if c.causeOnlyLater(i, ck, m) {
+		if c.causeOnlyLater(i, ck, m) || (!ok || q > p) && c.causeAfterEffect(i, ck, m) {
 			// Its only copies follow it in its own origin's order (a retry
-			// of the cause on the effect's node, the first try lost): it
-			// cannot come first.
+			// of the cause on the effect's node, the first try lost), or
+			// the cause's own causal past holds a signal of the effect's
+			// origin at or after the effect (a cycle: the cause waits,
+			// through causes and predecessors, for a retry published on
+			// the effect's node after it): it cannot come first.
 		} else if ok || !c.weakCause(ck) {
 			what := "cause " + ck.String()
 			if slices.ContainsFunc(c.ops[e.Key()], func(o Op) bool { return o.OutOfBand }) {
@@ -181,6 +184,101 @@ func (c *checker) causeOnlyLater(i int, k Key, m Meta) bool {
 		found = true
 	}
 	return found
+}
+
+// causeAfterEffect reports whether the causal past of every copy of the
+// cause k in node i's journal (each origin's earlier signals, their
+// dependencies and their causes, transitively) holds a signal of the
+// effect's origin at or after the effect itself: then no order delivers
+// the cause first.
+func (c *checker) causeAfterEffect(i int, k Key, m Meta) bool {
+	ix := c.journalIndex(i)
+	copies := ix.copies[k]
+	if len(copies) == 0 {
+		return false
+	}
+	for _, start := range copies {
+		reach := map[string]uint64{} // per origin, the highest sequence in the past
+		done := map[string]uint64{}  // per origin, the sequences expanded so far
+		todo := []place{start}
+		for len(todo) > 0 {
+			pl := todo[len(todo)-1]
+			todo = todo[:len(todo)-1]
+			if pl.q <= reach[pl.o] {
+				continue
+			}
+			reach[pl.o] = pl.q
+			for q := done[pl.o] + 1; q <= pl.q; q++ {
+				e, ok := ix.at[place{pl.o, q}]
+				if !ok {
+					continue
+				}
+				for _, d := range e.deps {
+					todo = append(todo, d)
+				}
+				if cs := ix.copies[e.cause]; e.cause != (Key{}) && len(cs) == 1 {
+					// Any copy satisfies a cause: only a cause with one
+					// copy surely holds its effect back.
+					todo = append(todo, cs[0])
+				}
+			}
+			done[pl.o] = max(done[pl.o], pl.q)
+		}
+		if reach[m.Origin] < m.Seq {
+			return false // this copy's past does not hold the effect: it could come first
+		}
+	}
+	return true
+}
+
+type place struct {
+	o string
+	q uint64
+}
+
+type indexed struct {
+	deps  []place
+	cause Key
+}
+
+type journalIndex struct {
+	at     map[place]indexed
+	copies map[Key][]place
+}
+
+// journalIndex indexes node i's journal by place and by key (built once).
+func (c *checker) journalIndex(i int) *journalIndex {
+	if c.jix == nil {
+		c.jix = map[int]*journalIndex{}
+	}
+	if ix := c.jix[i]; ix != nil {
+		return ix
+	}
+	ix := &journalIndex{at: map[place]indexed{}, copies: map[Key][]place{}}
+	for _, e := range c.h.Journals[i] {
+		em, err := e.Meta()
+		if err != nil || em.Origin == "" {
+			continue
+		}
+		pl := place{em.Origin, em.Seq}
+		var x indexed
+		for _, d := range em.Deps {
+			o := d.Origin
+			if o == "" {
+				o = c.refs[d.Ref]
+			}
+			if o != "" {
+				x.deps = append(x.deps, place{o, d.Seq})
+			}
+		}
+		if e.Cause != "" {
+			x.cause = c.causeKey(e)
+		}
+		ix.at[pl] = x
+		ix.copies[e.Key()] = append(ix.copies[e.Key()], pl)
+	}
+	c.jix[i] = ix
+	return ix
 }
 
 // excusedOf lists the excused dependencies on origin o.
