@@ -22,17 +22,19 @@ import (
 // would stay short of the rest of the branch for good.
 //
 // So a replica records in its namespace that it is open, and Close removes
-// the record. When a replica opens and finds the record (the last process
-// did not close) or go-ds-crdt's dirty mark (a walk was cut short), it reads
-// every merged block's links: a link to a block not merged is a hole, and
-// it hands each hole to go-ds-crdt as an announced head (through the
-// prefetcher, which fetches it from whoever has it). Once the holes are
-// merged, the tops of the cut branches (merged blocks that no merged block
-// links and that are not heads) are merged again, so that they become
-// heads. It looks again every
-// look (1 s, doubling up to recoverRetry) until every hole is merged or
-// refused; the open record stays until then, so a restart in the meantime
-// scans again.
+// the record (unless go-ds-crdt was walking an announcement: it drops a
+// walk's queued blocks at Close without a dirty mark). When a replica opens
+// and finds the record (the last process did not close) or go-ds-crdt's
+// dirty mark, it reads every merged block's links, in the background: a
+// link to a block not merged is a hole, and it hands each hole to
+// go-ds-crdt as an announced head (through the prefetcher, which fetches
+// it from whoever has it), looking again (1 s, doubling up to
+// recoverRetry) until every hole is merged or refused. Then the tops of
+// the cut branches (merged blocks that no merged block links and that are
+// not heads) are merged again, so that they become heads. The open record
+// stays until then, so a restart in the meantime scans again. The scan
+// reads every merged block once: its cost follows the DAG's size (one
+// block per journal batch), and it is logged.
 const recoverRetry = 10 * time.Second
 
 func (r *Replica) openKey() ds.Key      { return r.ns.ChildString("open") }
@@ -136,7 +138,9 @@ func (r *Replica) reHead(ctx context.Context, tops []cid.Cid) {
 // It needs the prefetcher (Params.Has).
 func (r *Replica) recover(ctx context.Context) {
 	defer r.wg.Done()
+	start := time.Now()
 	holes, tops, err := r.holes(ctx)
+	r.log.Info("crdt: looked for blocks an unclean stop left unmerged", "took", time.Since(start), "holes", len(holes), "tops", len(tops))
 	if err != nil {
 		if ctx.Err() == nil {
 			r.log.Warn("crdt: could not look for blocks a cut-short walk left unmerged", "err", err)
