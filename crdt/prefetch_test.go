@@ -82,7 +82,7 @@ func TestPrefetcherTakesAnnouncersInTurn(t *testing.T) {
 		p.enqueue(fetch{c: c, from: peer.ID("live")})
 	}
 	got := map[cid.Cid]bool{}
-	deadline := time.After(5 * time.Second)
+	deadline := time.After(20 * time.Second) // first-come order: 80 s (64 dead heads of 10 s, 8 workers)
 	for len(got) < len(live) {
 		select {
 		case b := <-p.out:
@@ -96,7 +96,7 @@ func TestPrefetcherTakesAnnouncersInTurn(t *testing.T) {
 			}
 			got[c] = true
 		case <-deadline:
-			t.Fatalf("%d of %d live heads after 5 s", len(got), len(live))
+			t.Fatalf("%d of %d live heads after 20 s", len(got), len(live))
 		}
 	}
 	// 64 fetches of 10 ms, by the workers the departed peer leaves free.
