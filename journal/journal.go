@@ -1,25 +1,3 @@
-// Package journal is the replicated signal log: signals stored by their
-// place (origin, sequence) in a go-datastore (in a mesh, the Merkle-CRDT
-// store), found by id through an index kept in the same store, read back as
-// cause→effect chains, or replayed in one deterministic causal order that
-// is the same on every replica holding the same signals.
-//
-// # Keys
-//
-// A signal is one entry (in the replicated store) and one index entry (in
-// a store of the replica's own, which a node writes as signals reach its
-// journal and rewrites after a crash):
-//
-//	/s/<peer ref>/<sequence, 16 hex digits>      → the signal's binary wire form
-//	/i/<id, base64url>/<peer ref>.<sequence hex> → content digest (8 bytes) + source
-//
-// The index is local because every key in a go-ds-crdt store costs several
-// reads and writes on every replica; a local index entry costs one write.
-// Keys by place never collide: two different signals with one id (two
-// sources, or a conflicting retry) are two entries, and every (origin,
-// sequence) a replica learns of stays resolvable. go-ds-crdt keeps one
-// value per key (the highest DAG node's), so a key by id alone would hide
-// one of them for good.
 package journal
 
 import (
