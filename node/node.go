@@ -104,18 +104,21 @@ type Node struct {
 	clogs       []*cursorLog   // named subscriptions' cursor logs (guarded by subMu)
 	storeClosed bool           // Close is done with subscriptions and closes the store (guarded by subMu)
 
-	inbox    chan inbound              // gossip reader and CRDT put hook → loop
-	reqs     chan func()               // closures run on the loop
-	commitQ  chan commitReq            // Publish → committer
-	journalQ chan outboxed             // committer → journaler
-	gossipQ  chan [][]byte             // committer → gossiper: wire forms
-	adoptQ   chan []*signalmesh.Signal // loop → adopter: delivered signals to journal here (full: wait for the next tick)
-	live     bool                      // New started the node's goroutines
-	ownSeq   uint64                    // the last sequence number this node used, at start
-	recent   *idSet                    // ids the committer stamped lately (owned by the committer)
-	seen     *bloom                    // ids that reached the journal (concurrent)
-	pending  []outboxed                // outbox entries found at start, journaled first
-	orphans  []*signalmesh.Signal      // the last process delivered them, nobody journaled them: adopted first
+	inbox     chan inbound              // gossip reader and CRDT put hook → loop
+	reqs      chan func()               // closures run on the loop
+	commitQ   chan commitReq            // Publish → committer
+	journalQ  chan outboxed             // committer → journaler
+	gossipQ   chan [][]byte             // committer → gossiper: wire forms
+	adoptQ    chan []*signalmesh.Signal // loop → adopter: delivered signals to journal here (full: wait for the next tick)
+	live      bool                      // New started the node's goroutines
+	ownSeq    uint64                    // the last sequence number this node used, at start
+	recent    *idSet                    // ids the committer stamped lately (owned by the committer)
+	seen      *bloom                    // ids that reached the journal (concurrent)
+	tops      tops                      // highest journaled sequence per origin (put hook; concurrent)
+	pulled    int64                     // journal entries pullStep read (loop; the start before it)
+	startRead int64                     // of which the start read (tests: a clean reopen reads none)
+	pending   []outboxed                // outbox entries found at start, journaled first
+	orphans   []*signalmesh.Signal      // the last process delivered them, nobody journaled them: adopted first
 
 	selfRef      string                    // causal.PeerRef(self)
 	largestStamp string                    // the longest stamp the committer can write, for Publish to validate with
@@ -162,6 +165,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.recent = newIDSet(1 << 16)
 	n.base.Store(&stampBase{})
 	n.seen = newBloom(1 << 24) // 2 MiB
+	n.tops.m = map[string]uint64{}
 	n.gossipQ = make(chan [][]byte, 256)
 	n.ackQ = make(chan ackWant, 65536)
 	n.adoptQ = make(chan []*signalmesh.Signal, 4)
@@ -450,14 +454,21 @@ func (n *Node) restore(ctx context.Context) error {
 		return err
 	}
 	n.core.Tick(time.Now().UnixNano()) // what the journal holds is known from now (see causal's CauseWait)
-	if err := n.checkIndex(ctx); err != nil {
+	st, haveState, err := n.readState(ctx)
+	if err != nil {
+		return fmt.Errorf("node: read store: %w", err)
+	}
+	if err := n.checkIndex(ctx); err != nil { // syncs the deletion of the state record too
 		return err
 	}
-	origins, err := n.jr.Origins(ctx)
-	if err != nil {
-		return fmt.Errorf("node: read journal: %w", err)
+	origins := n.restoreState(st, haveState && !n.indexing)
+	if origins == nil { // no usable record: list the journal, and replay it below
+		if origins, err = n.jr.Origins(ctx); err != nil {
+			return fmt.Errorf("node: read journal: %w", err)
+		}
 	}
 	for ref, seq := range origins {
+		n.tops.note(ref, seq)
 		n.core.Know(causal.Ref{Origin: ref, Seq: seq})
 	}
 	// Own signals in the journal may wait for causes that came by gossip
@@ -470,6 +481,7 @@ func (n *Node) restore(ctx context.Context) error {
 	if err := n.catchUp(ctx); err != nil {
 		return fmt.Errorf("node: read journal: %w", err)
 	}
+	n.startRead = n.pulled
 	n.indexing = true
 	if n.pending, err = n.readOutbox(ctx); err != nil {
 		return err
@@ -633,6 +645,9 @@ func (n *Node) Close() error {
 			n.flushIndex() // the put hook is done (the replica is closed)
 		}
 		if n.store != nil {
+			if n.indexOK && n.live && !testCrashClose { // the loop and the put hook are done: core and tops are final
+				errs = append(errs, n.writeState(context.Background()))
+			}
 			if n.indexOK { // every delivered signal is indexed
 				errs = append(errs, n.store.Put(context.Background(), n.cleanKey(), nil))
 			}
