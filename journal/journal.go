@@ -475,7 +475,8 @@ func digest(ids iter.Seq[string]) string {
 }
 
 // Order sorts signals for replay: a linear extension of the causal order
-// (an origin's signals in sequence, each after its direct dependencies and
+// (an origin's signals in sequence, also across a hole in its sequence
+// numbers, each after its direct dependencies and
 // after every signal whose id is its causeid) that depends only on the set
 // of signals: among the signals whose predecessors are all placed, the one
 // with the lowest (Lamport time, origin ref, sequence) goes first. Signals
@@ -507,13 +508,26 @@ func Order(sigs []*signalmesh.Signal) {
 			nodes[to].indeg++
 		}
 	}
+	// An origin's signals in sequence, across holes too: each after the
+	// origin's previous signal in the set.
+	byOrigin := map[string][]int{}
+	for i := range nodes {
+		if nodes[i].ok {
+			byOrigin[nodes[i].m.Origin] = append(byOrigin[nodes[i].m.Origin], i)
+		}
+	}
+	for _, idx := range byOrigin {
+		slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(nodes[a].m.Seq, nodes[b].m.Seq) })
+		for k := 1; k < len(idx); k++ {
+			if nodes[idx[k-1]].m.Seq != nodes[idx[k]].m.Seq {
+				edge(idx[k-1], idx[k])
+			}
+		}
+	}
 	for i := range nodes {
 		nd := &nodes[i]
 		if !nd.ok {
 			continue
-		}
-		if p, ok := at[causal.Ref{Origin: nd.m.Origin, Seq: nd.m.Seq - 1}]; ok {
-			edge(p, i)
 		}
 		for _, d := range nd.m.Deps {
 			if p, ok := at[d]; ok {

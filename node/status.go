@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"iter"
+	"maps"
 
 	"github.com/signalmesh/signalmesh"
 	"github.com/signalmesh/signalmesh/causal"
@@ -128,22 +129,49 @@ func (n *Node) readable(ctx context.Context) ([]*signalmesh.Signal, error) {
 
 // Replay yields every journaled signal whose type matches pattern, in the
 // journal's causal replay order, which is the same on every replica that
-// holds the same signals.
+// holds the same signals. It reads the journal as it goes (one signal per
+// origin at a time): its memory follows the number of origins, not the
+// journal's length.
 func (n *Node) Replay(ctx context.Context, pattern string) iter.Seq2[*signalmesh.Signal, error] {
 	return func(yield func(*signalmesh.Signal, error) bool) {
-		if err := router.Validate(pattern); err != nil {
-			yield(nil, err)
-			return
-		}
-		sigs, err := n.jr.Replay(ctx, func(s *signalmesh.Signal) bool { return router.Matches(pattern, s.Type) })
-		if err != nil {
-			yield(nil, err)
-			return
-		}
-		for _, s := range sigs {
-			if !yield(s, nil) {
+		for st, err := range n.ReplayAfter(ctx, pattern, nil) {
+			if !yield(st.Signal, err) {
 				return
 			}
+		}
+	}
+}
+
+// ReplayStep is one signal of ReplayAfter and how far the replay went.
+type ReplayStep struct {
+	Signal *signalmesh.Signal
+	cursor journal.Cursor // the replay's own, live
+}
+
+// Cursor returns (a copy of) the cursor just past the step's signal: a
+// later ReplayAfter from it goes on with the next signal. Call it during
+// the step.
+func (s ReplayStep) Cursor() journal.Cursor { return maps.Clone(s.cursor) }
+
+// ReplayAfter is Replay from a cursor (nil: from the start), each signal
+// with the cursor just past it, for a replay in pages (the daemon's
+// /v1/replay with cursor and limit). Signals journaled since the cursor
+// was taken that sort before it (late ones, of another origin) are not
+// replayed from it.
+func (n *Node) ReplayAfter(ctx context.Context, pattern string, after journal.Cursor) iter.Seq2[ReplayStep, error] {
+	return func(yield func(ReplayStep, error) bool) {
+		if err := router.Validate(pattern); err != nil {
+			yield(ReplayStep{}, err)
+			return
+		}
+		stopped := false
+		err := n.jr.Stream(ctx, n.tops.all(), after, func(s *signalmesh.Signal) bool { return router.Matches(pattern, s.Type) },
+			func(s *signalmesh.Signal, c journal.Cursor) bool {
+				stopped = !yield(ReplayStep{Signal: s, cursor: c}, nil)
+				return !stopped
+			})
+		if err != nil && !stopped {
+			yield(ReplayStep{}, err)
 		}
 	}
 }

@@ -1,0 +1,301 @@
+package journal
+
+import (
+	"cmp"
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"maps"
+	"slices"
+
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
+
+	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/causal"
+)
+
+// Cursor is how far a streamed replay went: per origin ref, the highest
+// sequence it has passed (an origin's signals come in sequence, so this
+// is all a replay needs to go on from where it stopped). Its size follows
+// the number of origins, not the journal's length.
+type Cursor map[string]uint64
+
+// String encodes the cursor as an opaque token (base64url, no padding);
+// an empty cursor is "".
+func (c Cursor) String() string {
+	if len(c) == 0 {
+		return ""
+	}
+	b := []byte{cursorVersion}
+	for _, o := range slices.Sorted(maps.Keys(c)) {
+		b = binary.AppendUvarint(b, uint64(len(o)))
+		b = append(b, o...)
+		b = binary.AppendUvarint(b, c[o])
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+const (
+	cursorVersion    = 1
+	maxCursorOrigins = 1 << 16
+)
+
+// ErrCursor: a token that is not a Cursor's String.
+var ErrCursor = errors.New("journal: bad cursor")
+
+// ParseCursor decodes what Cursor.String wrote ("" is the empty cursor).
+func ParseCursor(s string) (Cursor, error) {
+	c := Cursor{}
+	if s == "" {
+		return c, nil
+	}
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
+	if err != nil || len(b) == 0 || b[0] != cursorVersion {
+		return nil, ErrCursor
+	}
+	b = b[1:]
+	if len(b) == 0 {
+		return nil, ErrCursor // String writes "" for the empty cursor
+	}
+	prev := ""
+	for len(b) > 0 {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n != causal.RefLen || uint64(len(b)-k) < n || len(c) >= maxCursorOrigins {
+			return nil, ErrCursor
+		}
+		o := string(b[k : k+int(n)])
+		b = b[k+int(n):]
+		seq, k := binary.Uvarint(b)
+		if k <= 0 || seq == 0 || (len(c) > 0 && o <= prev) {
+			return nil, ErrCursor
+		}
+		b = b[k:]
+		c[o], prev = seq, o
+	}
+	return c, nil
+}
+
+// maxHoleProbe is how many missing sequences Stream reads past, one at a
+// time, before it lists the origin's keys to find the next one.
+const maxHoleProbe = 64
+
+// Stream calls yield with every journaled signal whose type match accepts
+// (nil: all), in the order of Replay (Order, each identity once), after
+// the cursor after (nil: from the start), until yield returns false. It
+// reads one signal per origin at a time and asks the index for causes and
+// copies: its memory follows the number of origins, not the journal's
+// length, where Replay reads every signal first. tops names the origins
+// and each one's highest journaled sequence (Origins lists them; a node
+// keeps them). yield gets each signal and the cursor just past it, which
+// is the Stream's own: valid during the call, copy it to keep it.
+//
+// The order is Replay's for every history an honest mesh writes. It
+// differs only where Order breaks a cycle of causeids (which no honest
+// history has): Stream then takes the least waiting origin's next signal,
+// never a signal ahead of its origin's earlier ones.
+func (j *Journal) Stream(ctx context.Context, tops map[string]uint64, after Cursor, match func(*signalmesh.Signal) bool,
+	yield func(*signalmesh.Signal, Cursor) bool) error {
+	st := &stream{j: j, ctx: ctx, tops: tops, cur: maps.Clone(after), heads: map[string]*streamHead{}}
+	if st.cur == nil {
+		st.cur = Cursor{}
+	}
+	for o := range tops {
+		if err := st.load(o); err != nil {
+			return err
+		}
+	}
+	for len(st.heads) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		h, err := st.pick()
+		if err != nil {
+			return err
+		}
+		o := h.m.Origin
+		st.cur[o] = h.m.Seq
+		delete(st.heads, o)
+		keep := match == nil || match(h.s)
+		if keep {
+			dup, err := st.copied(h)
+			if err != nil {
+				return err
+			}
+			keep = !dup
+		}
+		if keep && !yield(h.s, st.cur) {
+			return nil
+		}
+		if err := st.load(o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type stream struct {
+	j     *Journal
+	ctx   context.Context
+	tops  map[string]uint64
+	cur   Cursor
+	heads map[string]*streamHead // origin -> its next signal
+}
+
+type streamHead struct {
+	s      *signalmesh.Signal
+	m      causal.Meta
+	waitOn causal.Ref // a place it waits for; zero: ready (as of the last check)
+	fresh  bool       // waitOn not computed yet
+}
+
+// load reads origin o's next signal after the cursor into heads (none
+// when the origin has no more).
+func (st *stream) load(o string) error {
+	for seq := st.cur[o] + 1; seq <= st.tops[o]; {
+		raw, err := st.j.d.Get(st.ctx, SignalKey(o, seq))
+		if errors.Is(err, ds.ErrNotFound) {
+			if seq-st.cur[o] > maxHoleProbe {
+				next, err := st.nextKey(o, seq)
+				if err != nil || next == 0 {
+					return err
+				}
+				seq = next
+				continue
+			}
+			seq++
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		s, err := signalmesh.DecodeBinary(raw, st.j.lim)
+		m, merr := causal.Meta{}, err
+		if err == nil {
+			m, merr = MetaOf(s)
+		}
+		if merr != nil || m.Origin != o || m.Seq != seq {
+			st.cur[o] = seq // a bad entry: passed over, as All skips it
+			seq++
+			continue
+		}
+		st.heads[o] = &streamHead{s: s, m: m, fresh: true}
+		return nil
+	}
+	return nil
+}
+
+// nextKey lists origin o's keys for the least sequence at or above from
+// (0: none).
+func (st *stream) nextKey(o string, from uint64) (uint64, error) {
+	res, err := st.j.d.Query(st.ctx, query.Query{Prefix: signalsNS + "/" + o, KeysOnly: true})
+	if err != nil {
+		return 0, err
+	}
+	defer res.Close()
+	var best uint64
+	for r := range res.Next() {
+		if r.Error != nil {
+			return 0, r.Error
+		}
+		if ref, seq, ok := ParseSignalKey(ds.RawKey(r.Key)); ok && ref == o && seq >= from && (best == 0 || seq < best) {
+			best = seq
+		}
+	}
+	return best, nil
+}
+
+// pick returns the ready head with the least (Lamport time, origin,
+// sequence), or the least head when none is ready (a cycle).
+func (st *stream) pick() (*streamHead, error) {
+	var best, least *streamHead
+	for _, h := range st.heads {
+		if least == nil || headLess(h, least) {
+			least = h
+		}
+		if h.fresh || h.waitOn != (causal.Ref{}) && st.cur[h.waitOn.Origin] >= h.waitOn.Seq {
+			w, err := st.waitsOn(h) // what it waited for was passed: look again
+			if err != nil {
+				return nil, err
+			}
+			h.waitOn, h.fresh = w, false
+		}
+		if h.waitOn == (causal.Ref{}) && (best == nil || headLess(h, best)) {
+			best = h
+		}
+	}
+	if best == nil {
+		best = least
+	}
+	return best, nil
+}
+
+func headLess(a, b *streamHead) bool {
+	return cmp.Or(cmp.Compare(a.m.Lamport, b.m.Lamport), cmp.Compare(a.m.Origin, b.m.Origin), cmp.Compare(a.m.Seq, b.m.Seq)) < 0
+}
+
+// waitsOn returns a journaled place that h's signal comes after in Order
+// and the stream has not passed: a direct dependency, or a copy of its
+// cause (Order's edges); zero when there is none.
+func (st *stream) waitsOn(h *streamHead) (causal.Ref, error) {
+	m := &h.m
+	for _, d := range m.Deps {
+		if d.Seq > st.cur[d.Origin] && d.Seq <= st.tops[d.Origin] {
+			ok, err := st.j.d.Has(st.ctx, SignalKey(d.Origin, d.Seq))
+			if err != nil {
+				return causal.Ref{}, err
+			}
+			if ok {
+				return d, nil
+			}
+		}
+	}
+	if m.Cause == "" || m.Cause == m.ID {
+		return causal.Ref{}, nil
+	}
+	copies, err := st.j.Copies(st.ctx, m.Cause)
+	if err != nil {
+		return causal.Ref{}, err
+	}
+	later := m.CauseSource
+	if later == "" {
+		later = m.Source
+	}
+	for _, c := range copies {
+		if m.CauseSource != "" && c.Source != m.CauseSource {
+			continue // another source's signal with that id
+		}
+		if c.Ref.Origin == m.Origin && c.Ref.Seq > m.Seq && c.Source == later {
+			continue // not a dependency: the origin's own order wins
+		}
+		if c.Ref.Seq > st.cur[c.Ref.Origin] {
+			ok, err := st.j.d.Has(st.ctx, SignalKey(c.Ref.Origin, c.Ref.Seq))
+			if err != nil {
+				return causal.Ref{}, err
+			}
+			if ok { // an index entry ahead of its signal is no edge: Order sees signals only
+				return c.Ref, nil
+			}
+		}
+	}
+	return causal.Ref{}, nil
+}
+
+// copied reports whether another copy of h's identity (same source, id
+// and content) was passed already: Replay keeps the first copy only.
+func (st *stream) copied(h *streamHead) (bool, error) {
+	copies, err := st.j.Copies(st.ctx, h.s.ID)
+	if err != nil {
+		return false, err
+	}
+	for _, c := range copies {
+		if c.Ref != h.m.Ref() && c.Source == h.s.Source && c.Digest == h.m.Digest && c.Ref.Seq <= st.cur[c.Ref.Origin] {
+			ok, err := st.j.d.Has(st.ctx, SignalKey(c.Ref.Origin, c.Ref.Seq))
+			if err != nil || ok {
+				return ok, err
+			}
+		}
+	}
+	return false, nil
+}
