@@ -149,8 +149,9 @@ type ReplayStep struct {
 }
 
 // Cursor returns (a copy of) the cursor just past the step's signal: a
-// later ReplayAfter from it goes on with the next signal. Call it during
-// the step.
+// later ReplayAfter from it goes on with the next signal. Called after the
+// replay went on, it is the cursor where the replay is now: of the last
+// step, once the replay ended, where it ended (past every signal).
 func (s ReplayStep) Cursor() journal.Cursor { return maps.Clone(s.cursor) }
 
 // ReplayAfter is Replay from a cursor (nil: from the start), each signal

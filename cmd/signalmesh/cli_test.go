@@ -110,6 +110,34 @@ func TestPublishReplayDigestVersion(t *testing.T) {
 	if code, _, errs := cli("replay", "-node", url, "-after", "no-such-id"); code != 1 || !strings.Contains(errs, "404") {
 		t.Errorf("replay -after an unknown id: %d %s", code, errs)
 	}
+	// In pages: -limit prints the cursor to go on from; the pages make
+	// the whole replay. The JSON array of /v1/replay is the same.
+	all := replay()
+	code, out, errs = cli("replay", "-node", url, "-limit", "3")
+	first := strings.Split(strings.TrimSpace(out), "\n")
+	_, cursor, found := strings.Cut(strings.TrimSpace(errs), "-cursor ")
+	if code != 0 || len(first) != 3 || !found {
+		t.Fatalf("replay -limit 3: %d, %d lines, stderr %q", code, len(first), errs)
+	}
+	rest := replay("-cursor", cursor)
+	if len(rest) != 1 || rest[0]["id"] != all[3]["id"] {
+		t.Errorf("replay -cursor: %v, want the last of %v", rest, all)
+	}
+	if _, _, errs := cli("replay", "-node", url, "-limit", "4"); errs != "" {
+		t.Errorf("replay -limit 4 of 4 says more follow: %q", errs)
+	}
+	var arr []map[string]any
+	getJSON(t, url+"/v1/replay", &arr)
+	if len(arr) != 4 || arr[0]["id"] != all[0]["id"] || arr[3]["id"] != all[3]["id"] {
+		t.Errorf("/v1/replay as an array: %v", arr)
+	}
+	for _, q := range []string{"cursor=nope&format=ndjson", "limit=0&format=ndjson", "limit=2"} {
+		if resp, err := http.Get(url + "/v1/replay?" + q); err != nil || resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("/v1/replay?%s: %v, want 400", q, resp.Status)
+		} else {
+			resp.Body.Close()
+		}
+	}
 
 	// A Last-Event-ID from another run of the daemon: the stream says so.
 	req, _ := http.NewRequest(http.MethodGet, url+"/v1/tail", nil)
