@@ -28,6 +28,7 @@ import (
 
 	"github.com/signalmesh/signalmesh"
 	"github.com/signalmesh/signalmesh/bridge"
+	"github.com/signalmesh/signalmesh/internal/liblog"
 	"github.com/signalmesh/signalmesh/journal"
 	"github.com/signalmesh/signalmesh/node"
 	"github.com/signalmesh/signalmesh/router"
@@ -108,6 +109,13 @@ func runDaemon(ctx context.Context, cfg *daemonConfig, stdout, stderr io.Writer)
 		return usageError{fmt.Errorf("log-level %q: %w", cfg.LogLevel, err)}
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if f, ok := stderr.(*os.File); ok && f == os.Stderr {
+		// The process's own daemon: the libraries' logs (go-libp2p, bitswap,
+		// go-log) go through its logger too, from warnings up (they say
+		// much at info). Not for a daemon a test runs in-process: the
+		// routing is process-wide.
+		liblog.Route(log, max(level, slog.LevelWarn))
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	nc.Logger, nc.Registerer = log, reg
