@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
@@ -185,6 +186,8 @@ func ContentDigest(s *signalmesh.Signal) uint64 {
 type Journal struct {
 	d, ix ds.Read
 	lim   signalmesh.Limits
+	ret   Retention        // what the views keep (SetRetention)
+	now   func() time.Time // the views' clock
 }
 
 // New returns a journal over d that keeps its index in d as well.
@@ -288,6 +291,7 @@ func (j *Journal) Origins(ctx context.Context) (map[string]uint64, error) {
 
 // All returns every signal, in no particular order. Entries that do not
 // decode, or whose key is not their place, are skipped and counted in bad.
+// With a Retention (SetRetention), the signals past it are left out.
 func (j *Journal) All(ctx context.Context) (sigs []*signalmesh.Signal, bad int, err error) {
 	res, err := j.d.Query(ctx, query.Query{Prefix: signalsNS})
 	if err != nil {
@@ -313,6 +317,7 @@ func (j *Journal) All(ctx context.Context) (sigs []*signalmesh.Signal, bad int, 
 		}
 		sigs = append(sigs, s)
 	}
+	sigs, _ = j.retain(sigs)
 	return sigs, bad, nil
 }
 

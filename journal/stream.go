@@ -8,6 +8,7 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"time"
 
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
@@ -81,31 +82,55 @@ func ParseCursor(s string) (Cursor, error) {
 // time, before it lists the origin's keys to find the next one.
 const maxHoleProbe = 64
 
-// Stream calls yield with every journaled signal whose type match accepts
-// (nil: all), in the order of Replay (Order, each identity once), after
-// the cursor after (nil: from the start), until yield returns false. It
-// reads one signal per origin at a time and asks the index for causes and
-// copies: its memory follows the number of origins, not the journal's
-// length, where Replay reads every signal first. tops names the origins
-// and each one's highest journaled sequence (Origins lists them; a node
-// keeps them). yield gets each signal and the cursor just past it, which
-// is the Stream's own: valid during the call, copy it to keep it.
+// StreamOptions say what Stream yields.
+type StreamOptions struct {
+	// Match keeps the signals it accepts (nil: all).
+	Match func(*signalmesh.Signal) bool
+}
+
+// StreamStep is one step of Stream.
+type StreamStep struct {
+	// Signal is the next signal; nil on a last step that only reports
+	// Truncated.
+	Signal *signalmesh.Signal
+	// Cursor is the stream's own cursor, just past Signal: valid during
+	// the call, copy it to keep it.
+	Cursor Cursor
+	// Truncated counts the signals Match accepts that the stream passed
+	// over since the previous step because they are past the journal's
+	// Retention (SetRetention): the replay says where it lost history.
+	Truncated int
+}
+
+// Stream calls yield with every journaled signal that o.Match accepts,
+// in the order of Replay (Order, each identity once), after the cursor
+// after (nil: from the start), until yield returns false. It reads one
+// signal per origin at a time and asks the index for causes and copies:
+// its memory follows the number of origins, not the journal's length,
+// where Replay reads every signal first. tops names the origins and each
+// one's highest journaled sequence (Origins lists them; a node keeps
+// them). With a Retention that has count rules it first reads the journal
+// once to count (time, not memory, in its length).
 //
 // The order is Replay's for every history an honest mesh writes. It
 // differs only where Order breaks a cycle of causeids (which no honest
 // history has): Stream then takes the least waiting origin's next signal,
 // never a signal ahead of its origin's earlier ones.
-func (j *Journal) Stream(ctx context.Context, tops map[string]uint64, after Cursor, match func(*signalmesh.Signal) bool,
-	yield func(*signalmesh.Signal, Cursor) bool) error {
+func (j *Journal) Stream(ctx context.Context, tops map[string]uint64, after Cursor, o StreamOptions, yield func(StreamStep) bool) error {
 	st := &stream{j: j, ctx: ctx, tops: tops, cur: maps.Clone(after), heads: map[string]*streamHead{}}
 	if st.cur == nil {
 		st.cur = Cursor{}
+	}
+	ret, err := st.retention()
+	if err != nil {
+		return err
 	}
 	for o := range tops {
 		if err := st.load(o); err != nil {
 			return err
 		}
 	}
+	truncated := 0
 	for len(st.heads) > 0 {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -114,10 +139,15 @@ func (j *Journal) Stream(ctx context.Context, tops map[string]uint64, after Curs
 		if err != nil {
 			return err
 		}
-		o := h.m.Origin
-		st.cur[o] = h.m.Seq
-		delete(st.heads, o)
-		keep := match == nil || match(h.s)
+		origin := h.m.Origin
+		st.cur[origin] = h.m.Seq
+		delete(st.heads, origin)
+		gone := ret.left(h.s) // counted for every signal of its rule
+		keep := o.Match == nil || o.Match(h.s)
+		if keep && gone {
+			truncated++
+			keep = false
+		}
 		if keep {
 			dup, err := st.copied(h)
 			if err != nil {
@@ -125,14 +155,83 @@ func (j *Journal) Stream(ctx context.Context, tops map[string]uint64, after Curs
 			}
 			keep = !dup
 		}
-		if keep && !yield(h.s, st.cur) {
-			return nil
+		if keep {
+			if !yield(StreamStep{Signal: h.s, Cursor: st.cur, Truncated: truncated}) {
+				return nil
+			}
+			truncated = 0
 		}
-		if err := st.load(o); err != nil {
+		if err := st.load(origin); err != nil {
 			return err
 		}
 	}
+	if truncated > 0 {
+		yield(StreamStep{Cursor: st.cur, Truncated: truncated})
+	}
 	return nil
+}
+
+// streamRetention applies a Retention along a stream: by age at the
+// stream's start, and by count from the totals a first pass counted.
+type streamRetention struct {
+	r       Retention
+	now     time.Time
+	total   []int // per rule, signals within age
+	passed  []int // per rule, of them passed so far (the cursor's included)
+	enabled bool
+}
+
+func (st *stream) retention() (*streamRetention, error) {
+	j := st.j
+	if len(j.ret) == 0 {
+		return &streamRetention{}, nil
+	}
+	sr := &streamRetention{r: j.ret, now: j.now(), enabled: true}
+	if !j.ret.counts() {
+		return sr, nil
+	}
+	sr.total, sr.passed = make([]int, len(j.ret)), make([]int, len(j.ret))
+	res, err := j.d.Query(st.ctx, query.Query{Prefix: signalsNS})
+	if err != nil {
+		return nil, err
+	}
+	defer res.Close()
+	for r := range res.Next() {
+		if r.Error != nil {
+			return nil, r.Error
+		}
+		ref, seq, ok := ParseSignalKey(ds.RawKey(r.Key))
+		if !ok {
+			continue
+		}
+		s, err := signalmesh.DecodeBinary(r.Value, j.lim)
+		if err != nil || j.ret.expired(s, sr.now) {
+			continue
+		}
+		if i := j.ret.ruleOf(s.Type); i >= 0 {
+			sr.total[i]++
+			if seq <= st.cur[ref] {
+				sr.passed[i]++
+			}
+		}
+	}
+	return sr, nil
+}
+
+// left reports whether s, the stream's next signal, is past retention.
+func (sr *streamRetention) left(s *signalmesh.Signal) bool {
+	if !sr.enabled {
+		return false
+	}
+	if sr.r.expired(s, sr.now) {
+		return true
+	}
+	i := sr.r.ruleOf(s.Type)
+	if i < 0 || sr.r[i].MaxCount == 0 || sr.total == nil {
+		return false
+	}
+	sr.passed[i]++
+	return sr.passed[i] <= sr.total[i]-sr.r[i].MaxCount
 }
 
 type stream struct {

@@ -22,9 +22,12 @@ func streamed(t *testing.T, j *journal.Journal, tops map[string]uint64, after jo
 	t.Helper()
 	var ids []string
 	var cur journal.Cursor
-	err := j.Stream(context.Background(), tops, after, match, func(s *signalmesh.Signal, c journal.Cursor) bool {
-		ids = append(ids, s.ID)
-		cur = maps.Clone(c)
+	err := j.Stream(context.Background(), tops, after, journal.StreamOptions{Match: match}, func(st journal.StreamStep) bool {
+		if st.Signal == nil {
+			return true
+		}
+		ids = append(ids, st.Signal.ID)
+		cur = maps.Clone(st.Cursor)
 		return limit == 0 || len(ids) < limit
 	})
 	if err != nil {

@@ -433,6 +433,7 @@ func (n *Node) startJournal(ctx context.Context) error {
 	}
 	n.index = namespace.Wrap(n.store, ds.NewKey("/signalmesh/"+n.cfg.Mesh+"/index"))
 	n.jr = journal.NewWithIndex(n.repl, n.index)
+	n.jr.SetRetention(n.cfg.Retention, nil)
 	return n.startSubscriptionSet()
 }
 

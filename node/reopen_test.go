@@ -2,7 +2,9 @@ package node_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -107,5 +109,48 @@ func TestReopenReadsNoJournal(t *testing.T) {
 		t.Fatal(err)
 	} else if _, seq := journal.Place(got); seq != sent+2 {
 		t.Fatalf("sequence %d after the replay, want %d", seq, sent+2)
+	}
+}
+
+// Config.Retention bounds the local view: Replay says where it left out
+// signals past retention (a *TruncatedError, then it goes on), and leaves
+// them out.
+func TestReplaySaysWhereRetentionCut(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	n, err := node.New(ctx, node.Config{Mesh: "retention", ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: testLogger(t),
+		Retention: journal.Retention{{Pattern: "sensor.**", MaxAge: time.Hour}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	old := mustSignal(t, "sensor.temp", signalmesh.WithTime(time.Now().Add(-2*time.Hour)))
+	fresh := mustSignal(t, "sensor.temp", signalmesh.WithCause(old))
+	other := mustSignal(t, "audit.login", signalmesh.WithTime(time.Now().Add(-100*time.Hour)))
+	if err := n.Publish(ctx, old, fresh, other); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "the journal holds them", func() bool {
+		c, _, err := n.JournalDigest(ctx)
+		return err == nil && c == 3
+	})
+	var got []string
+	for s, err := range n.Replay(ctx, "**") {
+		var trunc *node.TruncatedError
+		switch {
+		case errors.As(err, &trunc):
+			got = append(got, fmt.Sprintf("truncated %d", trunc.Left))
+		case err != nil:
+			t.Fatal(err)
+		default:
+			got = append(got, s.Type)
+		}
+	}
+	want := []string{"truncated 1", "sensor.temp", "audit.login"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("replay gave %v, want %v", got, want)
+	}
+	if _, err := n.Get(ctx, old.ID); err != nil {
+		t.Fatalf("a signal past retention is still on disk and found by id (until epochs reclaim it): %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"iter"
 	"maps"
 
@@ -129,13 +130,18 @@ func (n *Node) readable(ctx context.Context) ([]*signalmesh.Signal, error) {
 
 // Replay yields every journaled signal whose type matches pattern, in the
 // journal's causal replay order, which is the same on every replica that
-// holds the same signals. It reads the journal as it goes (one signal per
+// holds the same signals. Where it passed over signals past
+// Config.Retention it yields a *TruncatedError (and no signal) first, and
+// goes on: a caller that stops at it stops where history was cut. It reads the journal as it goes (one signal per
 // origin at a time): its memory follows the number of origins, not the
 // journal's length.
 func (n *Node) Replay(ctx context.Context, pattern string) iter.Seq2[*signalmesh.Signal, error] {
 	return func(yield func(*signalmesh.Signal, error) bool) {
 		for st, err := range n.ReplayAfter(ctx, pattern, nil) {
-			if !yield(st.Signal, err) {
+			if st.Truncated > 0 && !yield(nil, &TruncatedError{Left: st.Truncated}) {
+				return
+			}
+			if (st.Signal != nil || err != nil) && !yield(st.Signal, err) {
 				return
 			}
 		}
@@ -144,8 +150,14 @@ func (n *Node) Replay(ctx context.Context, pattern string) iter.Seq2[*signalmesh
 
 // ReplayStep is one signal of ReplayAfter and how far the replay went.
 type ReplayStep struct {
+	// Signal is the next signal; nil on a last step that only reports
+	// Truncated.
 	Signal *signalmesh.Signal
-	cursor journal.Cursor // the replay's own, live
+	// Truncated counts the signals matching the pattern that the replay
+	// passed over since the previous step because they are past
+	// Config.Retention: they left the journal's view.
+	Truncated int
+	cursor    journal.Cursor // the replay's own, live
 }
 
 // Cursor returns (a copy of) the cursor just past the step's signal: a
@@ -166,11 +178,11 @@ func (n *Node) ReplayAfter(ctx context.Context, pattern string, after journal.Cu
 			return
 		}
 		stopped := false
-		err := n.jr.Stream(ctx, n.tops.all(), after, func(s *signalmesh.Signal) bool { return router.Matches(pattern, s.Type) },
-			func(s *signalmesh.Signal, c journal.Cursor) bool {
-				stopped = !yield(ReplayStep{Signal: s, cursor: c}, nil)
-				return !stopped
-			})
+		match := func(s *signalmesh.Signal) bool { return router.Matches(pattern, s.Type) }
+		err := n.jr.Stream(ctx, n.tops.all(), after, journal.StreamOptions{Match: match}, func(st journal.StreamStep) bool {
+			stopped = !yield(ReplayStep{Signal: st.Signal, Truncated: st.Truncated, cursor: st.Cursor}, nil)
+			return !stopped
+		})
 		if err != nil && !stopped {
 			yield(ReplayStep{}, err)
 		}
@@ -226,4 +238,13 @@ func (n *Node) originName(ref string) string {
 		return id
 	}
 	return ref
+}
+
+// TruncatedError is what Replay yields where it passed over signals that
+// left the journal's view (Config.Retention): Left of them matched its
+// pattern. The replay goes on after it.
+type TruncatedError struct{ Left int }
+
+func (e *TruncatedError) Error() string {
+	return fmt.Sprintf("node: %d signals before this point are past retention", e.Left)
 }

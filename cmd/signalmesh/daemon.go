@@ -66,7 +66,10 @@ Every setting can come from a JSON config file (-config), from environment
 variables SIGNALMESH_<FLAG> (upper case, '-' as '_'), or from flags:
 flags win over the environment, which wins over the file. Bridge routes and destinations are set in the
 config file ("bridge": {"cluster", "tokens", "secret", "routes",
-"destinations"}); see README.
+"destinations"}); see README. So is retention ("retention": [{"pattern":
+"sensor.**", "max_age": "1h"}, {"pattern": "**", "max_count": 100000}]):
+replay and new subscriptions leave out what is past it, and /v1/replay's
+NDJSON says where, with a line {"past_retention": N}.
 
 Flags:
 `
@@ -475,12 +478,18 @@ func (a *api) replay(w http.ResponseWriter, r *http.Request) {
 	var stop journal.Cursor  // where the page stopped, when it is full
 	for st, err := range a.n.ReplayAfter(r.Context(), pattern, cursor) {
 		if err != nil {
-			if out.n == 0 {
+			if !out.begun {
 				apiError(w, http.StatusServiceUnavailable, "%v", err)
 			}
 			return
 		}
+		if st.Truncated > 0 {
+			out.truncated(st.Truncated)
+		}
 		s := st.Signal
+		if s == nil {
+			continue // the last step: only a truncation
+		}
 		if limit > 0 && out.n == limit { // one more: the page is full, and goes on before this one
 			stop = st.Cursor()
 			ref, seq := journal.Place(s)
@@ -499,7 +508,7 @@ func (a *api) replay(w http.ResponseWriter, r *http.Request) {
 		}
 		out.signal(s)
 	}
-	if out.n == 0 && after != "" {
+	if out.n == 0 && after != "" && !out.begun {
 		apiError(w, http.StatusNotFound, "after: no signal with id %q matches %s in the journal", after, pattern)
 		return
 	}
@@ -520,9 +529,11 @@ type replayWriter struct {
 	fl     http.Flusher
 	ndjson bool
 	n      int
+	begun  bool
 }
 
 func (o *replayWriter) begin() {
+	o.begun = true
 	if o.ndjson {
 		o.w.Header().Set("Content-Type", "application/x-ndjson")
 	} else {
@@ -536,9 +547,9 @@ func (o *replayWriter) begin() {
 
 func (o *replayWriter) signal(s *signalmesh.Signal) {
 	switch {
-	case o.n == 0:
+	case o.n == 0 && !o.begun:
 		o.begin()
-	case !o.ndjson:
+	case o.n > 0 && !o.ndjson:
 		fmt.Fprint(o.w, ",")
 	}
 	b, _ := s.MarshalJSON()
@@ -551,8 +562,21 @@ func (o *replayWriter) signal(s *signalmesh.Signal) {
 	}
 }
 
+// truncated writes, in NDJSON, a line saying that n signals matching the
+// pattern were passed over here because they are past retention.
+func (o *replayWriter) truncated(n int) {
+	if !o.ndjson {
+		return // an array has no room for it: NDJSON says it
+	}
+	if o.n == 0 && !o.begun {
+		o.begin()
+	}
+	b, _ := json.Marshal(map[string]any{"past_retention": n}) // no CloudEvents attribute has a "_"
+	_, _ = o.w.Write(append(b, '\n'))
+}
+
 func (o *replayWriter) end(c journal.Cursor, more bool) {
-	if o.n == 0 {
+	if !o.begun {
 		o.begin()
 	}
 	if !o.ndjson {

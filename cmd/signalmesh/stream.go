@@ -199,7 +199,7 @@ Flags:
 		return 1
 	}
 	defer resp.Body.Close()
-	next, more, err := printNDJSON(resp.Body, stdout)
+	next, more, err := printNDJSON(resp.Body, stdout, stderr)
 	if err != nil {
 		if ctx.Err() != nil {
 			return 0
@@ -214,19 +214,27 @@ Flags:
 }
 
 // printNDJSON prints the signal lines of a /v1/replay NDJSON stream as
-// they are read, and returns its closing cursor line's cursor and more; a
-// stream without one was cut short.
-func printNDJSON(r io.Reader, w io.Writer) (cursor string, more bool, err error) {
+// they are read, tells note of signals past retention, and returns its
+// closing cursor line's cursor and more; a stream without one was cut
+// short.
+func printNDJSON(r io.Reader, w, note io.Writer) (cursor string, more bool, err error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	for sc.Scan() {
 		line := sc.Bytes()
-		var end struct { // "next_cursor" is no CloudEvents attribute name (a-z, 0-9 only)
+		var end struct { // keys with '_' are no CloudEvents attribute names (a-z, 0-9 only)
 			Cursor *string `json:"next_cursor"`
 			More   bool    `json:"more"`
+			Past   int     `json:"past_retention"`
 		}
-		if json.Unmarshal(line, &end) == nil && end.Cursor != nil {
-			return *end.Cursor, end.More, nil
+		if json.Unmarshal(line, &end) == nil {
+			if end.Cursor != nil {
+				return *end.Cursor, end.More, nil
+			}
+			if end.Past > 0 {
+				fmt.Fprintf(note, "signalmesh replay: %d signals here are past retention (left out)\n", end.Past)
+				continue
+			}
 		}
 		fmt.Fprintln(w, string(line))
 	}
