@@ -121,6 +121,9 @@ func (j *Journal) Stream(ctx context.Context, tops map[string]uint64, after Curs
 	if st.cur == nil {
 		st.cur = Cursor{}
 	}
+	if len(st.cur) == 0 { // from the start: what was passed is what the filter saw
+		st.passed = make([]uint64, streamFilterWords)
+	}
 	ret, err := st.retention()
 	if err != nil {
 		return err
@@ -235,11 +238,55 @@ func (sr *streamRetention) left(s *signalmesh.Signal) bool {
 }
 
 type stream struct {
-	j     *Journal
-	ctx   context.Context
-	tops  map[string]uint64
-	cur   Cursor
-	heads map[string]*streamHead // origin -> its next signal
+	j      *Journal
+	ctx    context.Context
+	tops   map[string]uint64
+	cur    Cursor
+	heads  map[string]*streamHead // origin -> its next signal
+	passed []uint64               // a Bloom filter of the identities passed (nil: resumed, ask the index)
+}
+
+// streamFilterWords sizes a stream's filter of identities passed (1 MiB:
+// about 2 % false "maybe" at a million signals, each costing one index
+// lookup).
+const streamFilterWords = 1 << 17
+
+// mark adds an identity to the filter and reports whether it may have
+// been there already (always true without a filter).
+func (st *stream) mark(h *streamHead) bool {
+	if st.passed == nil {
+		return true
+	}
+	x := fnv(h.s.Source, h.s.ID, h.m.Digest)
+	h1, h2 := x&0xffffffff, x>>32|1
+	n := uint64(len(st.passed) * 64)
+	all := true
+	for i := uint64(0); i < 4; i++ {
+		p := (h1 + i*h2) % n
+		if st.passed[p/64]&(1<<(p%64)) == 0 {
+			all = false
+			st.passed[p/64] |= 1 << (p % 64)
+		}
+	}
+	return all
+}
+
+func fnv(source, id string, digest uint64) uint64 {
+	h := uint64(14695981039346656037)
+	for _, s := range [2]string{source, id} {
+		for i := 0; i < len(s); i++ {
+			h ^= uint64(s[i])
+			h *= 1099511628211
+		}
+		h ^= 0xff
+		h *= 1099511628211
+	}
+	h ^= digest
+	h *= 1099511628211
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	return h
 }
 
 type streamHead struct {
@@ -382,8 +429,12 @@ func (st *stream) waitsOn(h *streamHead) (causal.Ref, error) {
 }
 
 // copied reports whether another copy of h's identity (same source, id
-// and content) was passed already: Replay keeps the first copy only.
+// and content) was passed already: Replay keeps the first copy only. The
+// index is asked only when the filter of identities passed cannot say no.
 func (st *stream) copied(h *streamHead) (bool, error) {
+	if !st.mark(h) {
+		return false, nil
+	}
 	copies, err := st.j.Copies(st.ctx, h.s.ID)
 	if err != nil {
 		return false, err
