@@ -49,7 +49,7 @@ func AgentMain() int {
 		fmt.Fprintln(os.Stderr, "bench agent: config:", err)
 		return 2
 	}
-	if cfg.Kind == KindReopen {
+	if cfg.Kind == KindReopen || cfg.Kind == KindReopenRaw {
 		return reopenMain(cfg)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -16,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	ds "github.com/ipfs/go-datastore"
+
 	"github.com/signalmesh/signalmesh"
 	"github.com/signalmesh/signalmesh/node"
 )
@@ -25,6 +28,10 @@ import (
 // on stdout, closes and exits. It runs in a process of its own so that its
 // memory is the reopened node's alone.
 const KindReopen = "reopen"
+
+// KindReopenRaw is the same for a raw go-ds-crdt store on disk (the
+// baseline): NewRawPeer, then one Put.
+const KindReopenRaw = "reopen-raw"
 
 // reopenReport is what a reopen agent measured.
 type reopenReport struct {
@@ -52,6 +59,9 @@ func reopenMain(cfg AgentConfig) int {
 }
 
 func reopenOnce(cfg AgentConfig, rep *reopenReport) error {
+	if cfg.Kind == KindReopenRaw {
+		return reopenRaw(cfg, rep)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -79,6 +89,47 @@ func reopenOnce(cfg AgentConfig, rep *reopenReport) error {
 	return err
 }
 
+func reopenRaw(cfg AgentConfig, rep *reopenReport) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	start := time.Now()
+	p, err := NewRawPeer(RawOptions{CRDT: true, DataDir: cfg.DataDir, Topic: cfg.Mesh})
+	if err != nil {
+		return err
+	}
+	rep.OpenMS = ms(time.Since(start))
+	err = p.CRDT.Put(ctx, ds.NewKey("/first/after/reopen"), []byte("x"))
+	rep.FirstMS = ms(time.Since(start))
+	rep.RSS, rep.HWM = procStatus("VmRSS:"), procStatus("VmHWM:")
+	rep.Goroutines = runtime.NumGoroutine()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	rep.HeapInuse = m.HeapInuse
+	closed := time.Now()
+	if cerr := p.Close(); err == nil {
+		err = cerr
+	}
+	rep.CloseMS = ms(time.Since(closed))
+	return err
+}
+
+// rawOnDisk has a raw go-ds-crdt store on disk in dir write n keys (in
+// batches of 1,000) and close.
+func rawOnDisk(ctx context.Context, topic, dir string, n, payload int) error {
+	p, err := NewRawPeer(RawOptions{CRDT: true, DataDir: dir, Topic: topic})
+	if err != nil {
+		return err
+	}
+	for sent := 0; sent < n && err == nil; sent += 1000 {
+		err = rawWrite(ctx, p, fmt.Sprintf("b%d", sent), min(1000, n-sent), payload)
+	}
+	if err == nil {
+		_, err = Await(ctx, 10*time.Minute, func() bool { return p.Puts.Load() >= int64(n) })
+	}
+	return errors.Join(err, p.Close()) // Close is not idempotent
+}
+
 // Reopen: for each n in sizes, one peer on disk journals n signals (in
 // Publish calls of 1,000) and closes; then reopens times times, each in a
 // fresh process (KindReopen), and reports the median time from node.New
@@ -101,8 +152,39 @@ func Reopen(ctx context.Context, env Env, sizes []int, times int) (*Outcome, err
 			Note: fmt.Sprintf("runs %s; disk %d MiB", list(first), disk>>20)})
 		o.add(Figure{System: KindMesh, Variant: v, Metric: "reopen-rss", Unit: "MiB", Value: median(rss), Note: "runs " + list(rss)})
 		o.add(Figure{System: KindMesh, Variant: v, Metric: "reopen-heap", Unit: "MiB", Value: median(heap), Note: "runs " + list(heap)})
+		if reps, disk, err = rawReopenRuns(ctx, env, n, times); err != nil {
+			return nil, fmt.Errorf("raw reopen of %d: %w", n, err)
+		}
+		first = reportsOf(reps, func(r reopenReport) float64 { return r.FirstMS })
+		rss = reportsOf(reps, func(r reopenReport) float64 { return float64(r.RSS >> 20) })
+		o.add(Figure{System: "crdt-batched", Variant: v, Metric: "reopen-first-publish", Unit: "ms", Value: median(first),
+			Note: fmt.Sprintf("to the first Put; runs %s; disk %d MiB", list(first), disk>>20)})
+		o.add(Figure{System: "crdt-batched", Variant: v, Metric: "reopen-rss", Unit: "MiB", Value: median(rss), Note: "runs " + list(rss)})
 	}
 	return o, nil
+}
+
+// rawReopenRuns is reopenRuns for the raw go-ds-crdt baseline.
+func rawReopenRuns(ctx context.Context, env Env, n, times int) ([]reopenReport, int64, error) {
+	dir, err := tempDirFor("reopen-raw")
+	if err != nil {
+		return nil, 0, err
+	}
+	defer removeAll(dir)
+	topic := fmt.Sprintf("reopen-raw-%d-%d", n, time.Now().UnixNano())
+	if err := rawOnDisk(ctx, topic, dir, n, env.Payload); err != nil {
+		return nil, 0, err
+	}
+	disk := dirSize(dir)
+	var reps []reopenReport
+	for range times {
+		rep, err := runReopenAgent(ctx, AgentConfig{Kind: KindReopenRaw, Mesh: topic, DataDir: dir})
+		if err != nil {
+			return nil, 0, err
+		}
+		reps = append(reps, rep)
+	}
+	return reps, disk, nil
 }
 
 func reportsOf(reps []reopenReport, f func(reopenReport) float64) []float64 {
