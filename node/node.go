@@ -117,6 +117,7 @@ type Node struct {
 	tops      tops                      // highest journaled sequence per origin (put hook; concurrent)
 	pulled    int64                     // journal entries pullStep read (loop; the start before it)
 	startRead int64                     // of which the start read (tests: a clean reopen reads none)
+	reopen    *reopenState              // the record a clean Close left, until restore uses it
 	pending   []outboxed                // outbox entries found at start, journaled first
 	orphans   []*signalmesh.Signal      // the last process delivered them, nobody journaled them: adopted first
 
@@ -186,6 +187,11 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}()
 	if err := n.openStore(); err != nil {
 		return nil, err
+	}
+	// The reopen state is taken (read and deleted, synced) before anything
+	// can write to the journal: a crash from here on leaves none.
+	if n.reopen, err = n.readState(ctx); err != nil {
+		return nil, fmt.Errorf("node: read store: %w", err)
 	}
 	if err := n.startHost(ctx); err != nil {
 		return nil, err
@@ -455,14 +461,11 @@ func (n *Node) restore(ctx context.Context) error {
 		return err
 	}
 	n.core.Tick(time.Now().UnixNano()) // what the journal holds is known from now (see causal's CauseWait)
-	st, haveState, err := n.readState(ctx)
-	if err != nil {
-		return fmt.Errorf("node: read store: %w", err)
-	}
-	if err := n.checkIndex(ctx); err != nil { // syncs the deletion of the state record too
+	if err := n.checkIndex(ctx); err != nil {
 		return err
 	}
-	origins := n.restoreState(st, haveState && !n.indexing)
+	origins := n.restoreState(n.reopen, n.reopen != nil && !n.indexing)
+	n.reopen = nil
 	if origins == nil { // no usable record: list the journal, and replay it below
 		if origins, err = n.jr.Origins(ctx); err != nil {
 			return fmt.Errorf("node: read journal: %w", err)

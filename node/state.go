@@ -58,27 +58,31 @@ func (t *tops) all() map[string]uint64 {
 	return maps.Clone(t.m)
 }
 
-// readState reads the reopen record and deletes it (the caller syncs the
-// store before the node runs). ok is false when there is none; a record
-// that does not decode is counted, logged and ignored (the start replays
-// the journal instead).
-func (n *Node) readState(ctx context.Context) (st reopenState, ok bool, err error) {
+// readState reads the reopen record and deletes it, synced: a crash after
+// this start leaves none. It returns nil when there is none; a record that
+// does not decode is counted, logged and ignored (the start replays the
+// journal instead).
+func (n *Node) readState(ctx context.Context) (*reopenState, error) {
 	b, err := n.store.Get(ctx, n.stateKey())
 	if errors.Is(err, ds.ErrNotFound) {
-		return st, false, nil
+		return nil, nil
 	}
 	if err != nil {
-		return st, false, err
+		return nil, err
 	}
 	if err := n.store.Delete(ctx, n.stateKey()); err != nil {
-		return st, false, err
+		return nil, err
 	}
-	if st, err = decodeState(b); err != nil {
+	if err := n.store.Sync(ctx, n.stateKey()); err != nil {
+		return nil, err
+	}
+	st, err := decodeState(b)
+	if err != nil {
 		n.m.reject("reopen_state")
 		n.log.Warn("node: the reopen state does not decode; replaying the journal", "err", err)
-		return st, false, nil
+		return nil, nil
 	}
-	return st, true, nil
+	return &st, nil
 }
 
 // writeState writes the reopen record (at Close, after the loop and the
@@ -218,8 +222,8 @@ func (d *stateReader) bytes(limit uint64) []byte {
 // restoreState restores the core and the seen filter from st when use is
 // set and st fits this node, and returns the journal's tops it recorded;
 // nil when it did not restore (the caller replays the journal).
-func (n *Node) restoreState(st reopenState, use bool) map[string]uint64 {
-	if !use {
+func (n *Node) restoreState(st *reopenState, use bool) map[string]uint64 {
+	if !use || st == nil {
 		return nil
 	}
 	if len(st.seen) != len(n.seen.words) {
