@@ -2,6 +2,7 @@ package journal
 
 import (
 	"cmp"
+	"container/heap"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
@@ -117,7 +118,7 @@ type StreamStep struct {
 // history has): Stream then takes the least waiting origin's next signal,
 // never a signal ahead of its origin's earlier ones.
 func (j *Journal) Stream(ctx context.Context, tops map[string]uint64, after Cursor, o StreamOptions, yield func(StreamStep) bool) error {
-	st := &stream{j: j, ctx: ctx, tops: tops, cur: maps.Clone(after), heads: map[string]*streamHead{}}
+	st := &stream{j: j, ctx: ctx, tops: tops, cur: maps.Clone(after), heads: map[string]*streamHead{}, waiting: map[string][]*streamHead{}}
 	if st.cur == nil {
 		st.cur = Cursor{}
 	}
@@ -138,13 +139,13 @@ func (j *Journal) Stream(ctx context.Context, tops map[string]uint64, after Curs
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		h, err := st.pick()
-		if err != nil {
-			return err
-		}
+		h := st.pick()
 		origin := h.m.Origin
 		st.cur[origin] = h.m.Seq
 		delete(st.heads, origin)
+		if err := st.wake(origin); err != nil {
+			return err
+		}
 		gone := ret.left(h.s) // counted for every signal of its rule
 		keep := o.Match == nil || o.Match(h.s)
 		if keep && gone {
@@ -238,12 +239,14 @@ func (sr *streamRetention) left(s *signalmesh.Signal) bool {
 }
 
 type stream struct {
-	j      *Journal
-	ctx    context.Context
-	tops   map[string]uint64
-	cur    Cursor
-	heads  map[string]*streamHead // origin -> its next signal
-	passed []uint64               // a Bloom filter of the identities passed (nil: resumed, ask the index)
+	j       *Journal
+	ctx     context.Context
+	tops    map[string]uint64
+	cur     Cursor
+	heads   map[string]*streamHead   // origin -> its next signal
+	ready   headHeap                 // the heads that wait for nothing
+	waiting map[string][]*streamHead // origin -> the heads waiting for one of its places
+	passed  []uint64                 // a Bloom filter of the identities passed (nil: resumed, ask the index)
 }
 
 // streamFilterWords sizes a stream's filter of identities passed (1 MiB:
@@ -292,13 +295,21 @@ func fnv(source, id string, digest uint64) uint64 {
 type streamHead struct {
 	s      *signalmesh.Signal
 	m      causal.Meta
-	waitOn causal.Ref // a place it waits for; zero: ready (as of the last check)
-	fresh  bool       // waitOn not computed yet
+	waitOn causal.Ref // the place it waits for; zero: ready
 }
 
 // load reads origin o's next signal after the cursor into heads (none
 // when the origin has no more).
 func (st *stream) load(o string) error {
+	before := st.cur[o]
+	err := st.loadNext(o)
+	if err == nil && st.cur[o] != before {
+		err = st.wake(o) // it passed bad entries: what waited for them goes on
+	}
+	return err
+}
+
+func (st *stream) loadNext(o string) error {
 	for seq := st.cur[o] + 1; seq <= st.tops[o]; {
 		raw, err := st.j.d.Get(st.ctx, SignalKey(o, seq))
 		if errors.Is(err, ds.ErrNotFound) {
@@ -326,8 +337,9 @@ func (st *stream) load(o string) error {
 			seq++
 			continue
 		}
-		st.heads[o] = &streamHead{s: s, m: m, fresh: true}
-		return nil
+		h := &streamHead{s: s, m: m}
+		st.heads[o] = h
+		return st.classify(h)
 	}
 	return nil
 }
@@ -352,29 +364,85 @@ func (st *stream) nextKey(o string, from uint64) (uint64, error) {
 	return best, nil
 }
 
-// pick returns the ready head with the least (Lamport time, origin,
-// sequence), or the least head when none is ready (a cycle).
-func (st *stream) pick() (*streamHead, error) {
-	var best, least *streamHead
-	for _, h := range st.heads {
-		if least == nil || headLess(h, least) {
-			least = h
+// classify files a new head, or one whose awaited place was passed, as
+// ready or as waiting for the place it waits on now.
+func (st *stream) classify(h *streamHead) error {
+	w, err := st.waitsOn(h)
+	if err != nil {
+		return err
+	}
+	h.waitOn = w
+	if w == (causal.Ref{}) {
+		heap.Push(&st.ready, h)
+		return nil
+	}
+	st.waiting[w.Origin] = append(st.waiting[w.Origin], h)
+	return nil
+}
+
+// wake files again the heads that waited for a place of origin o the
+// stream has now passed.
+func (st *stream) wake(o string) error {
+	ws := st.waiting[o]
+	if len(ws) == 0 {
+		return nil
+	}
+	var still, woken []*streamHead
+	for _, h := range ws {
+		if h.waitOn.Seq <= st.cur[o] {
+			woken = append(woken, h)
+		} else {
+			still = append(still, h)
 		}
-		if h.fresh || h.waitOn != (causal.Ref{}) && st.cur[h.waitOn.Origin] >= h.waitOn.Seq {
-			w, err := st.waitsOn(h) // what it waited for was passed: look again
-			if err != nil {
-				return nil, err
+	}
+	if len(still) == 0 {
+		delete(st.waiting, o)
+	} else {
+		st.waiting[o] = still
+	}
+	for _, h := range woken {
+		if err := st.classify(h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pick takes the ready head with the least (Lamport time, origin,
+// sequence), or, when none is ready (a cycle), the least waiting head.
+func (st *stream) pick() *streamHead {
+	if st.ready.Len() > 0 {
+		return heap.Pop(&st.ready).(*streamHead)
+	}
+	var least *streamHead
+	for _, ws := range st.waiting {
+		for _, h := range ws {
+			if least == nil || headLess(h, least) {
+				least = h
 			}
-			h.waitOn, h.fresh = w, false
-		}
-		if h.waitOn == (causal.Ref{}) && (best == nil || headLess(h, best)) {
-			best = h
 		}
 	}
-	if best == nil {
-		best = least
+	o := least.waitOn.Origin
+	st.waiting[o] = slices.DeleteFunc(st.waiting[o], func(h *streamHead) bool { return h == least })
+	if len(st.waiting[o]) == 0 {
+		delete(st.waiting, o)
 	}
-	return best, nil
+	return least
+}
+
+// headHeap orders ready heads, least (Lamport time, origin, sequence) on
+// top.
+type headHeap []*streamHead
+
+func (h headHeap) Len() int           { return len(h) }
+func (h headHeap) Less(i, j int) bool { return headLess(h[i], h[j]) }
+func (h headHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *headHeap) Push(x any)        { *h = append(*h, x.(*streamHead)) }
+func (h *headHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 func headLess(a, b *streamHead) bool {
@@ -388,7 +456,7 @@ func (st *stream) waitsOn(h *streamHead) (causal.Ref, error) {
 	m := &h.m
 	for _, d := range m.Deps {
 		if d.Seq > st.cur[d.Origin] && d.Seq <= st.tops[d.Origin] {
-			ok, err := st.j.d.Has(st.ctx, SignalKey(d.Origin, d.Seq))
+			ok, err := st.holds(d)
 			if err != nil {
 				return causal.Ref{}, err
 			}
@@ -416,7 +484,7 @@ func (st *stream) waitsOn(h *streamHead) (causal.Ref, error) {
 			continue // not a dependency: the origin's own order wins
 		}
 		if c.Ref.Seq > st.cur[c.Ref.Origin] {
-			ok, err := st.j.d.Has(st.ctx, SignalKey(c.Ref.Origin, c.Ref.Seq))
+			ok, err := st.holds(c.Ref)
 			if err != nil {
 				return causal.Ref{}, err
 			}
@@ -441,11 +509,29 @@ func (st *stream) copied(h *streamHead) (bool, error) {
 	}
 	for _, c := range copies {
 		if c.Ref != h.m.Ref() && c.Source == h.s.Source && c.Digest == h.m.Digest && c.Ref.Seq <= st.cur[c.Ref.Origin] {
-			ok, err := st.j.d.Has(st.ctx, SignalKey(c.Ref.Origin, c.Ref.Seq))
+			ok, err := st.holds(c.Ref)
 			if err != nil || ok {
 				return ok, err
 			}
 		}
 	}
 	return false, nil
+}
+
+// holds reports whether the journal holds a signal at r: an entry that
+// decodes and is at its place (a bad entry is no signal, as All skips it).
+func (st *stream) holds(r causal.Ref) (bool, error) {
+	raw, err := st.j.d.Get(st.ctx, SignalKey(r.Origin, r.Seq))
+	if errors.Is(err, ds.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	s, err := signalmesh.DecodeBinary(raw, st.j.lim)
+	if err != nil {
+		return false, nil
+	}
+	ref, seq := Place(s)
+	return ref == r.Origin && seq == r.Seq, nil
 }

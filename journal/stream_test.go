@@ -45,7 +45,7 @@ func idsOf(sigs []*signalmesh.Signal) []string {
 }
 
 // Stream gives Replay's order and identities, reading one signal per
-// origin at a time, with holes in origins' sequences, retry copies
+// origin at a time, with holes in origins' sequences, bad entries, retry copies
 // journaled by two peers, out-of-band causes, and a filter; and a stream
 // cut anywhere and resumed from its cursor gives the rest.
 func TestStreamIsReplay(t *testing.T) {
@@ -75,6 +75,13 @@ func TestStreamIsReplay(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		// Bad entries: a value that is no signal at a signal's place.
+		for i := 0; i < 2; i++ {
+			ref, q := journal.Place(hist[r.IntN(len(hist))])
+			if err := d.Put(ctx, journal.SignalKey(ref, q), []byte("nope")); err != nil {
+				t.Fatal(err)
+			}
+		}
 		j := journal.New(d)
 		tops, err := j.Origins(ctx)
 		if err != nil {
@@ -87,18 +94,7 @@ func TestStreamIsReplay(t *testing.T) {
 			}
 			got, _ := streamed(t, j, tops, nil, match, 0)
 			if !slices.Equal(got, idsOf(want)) {
-				w := idsOf(want)
-				for k := range min(len(got), len(w)) {
-					if got[k] != w[k] {
-						for _, id := range []string{got[k], w[k]} {
-							cs, _ := j.Copies(ctx, id)
-							s, _ := j.Get(ctx, id)
-							m, _ := journal.MetaOf(s)
-							t.Logf("at %d: %s copies %v meta %+v", k, id, cs, m)
-						}
-						break
-					}
-				}
+				explain(t, j, got, idsOf(want))
 				t.Fatalf("seed %d: Stream differs from Replay:\n got %v\nwant %v", seed, got, idsOf(want))
 			}
 			cut := 1 + r.IntN(len(got)-1)
@@ -108,7 +104,8 @@ func TestStreamIsReplay(t *testing.T) {
 				t.Fatal(err)
 			}
 			rest, _ := streamed(t, j, tops, back, match, 0)
-			if !slices.Equal(append(head, rest...), got) {
+			if all := append(head, rest...); !slices.Equal(all, got) {
+				explain(t, j, all, got)
 				t.Fatalf("seed %d: cut at %d and resumed, the stream differs", seed, cut)
 			}
 		}
@@ -143,4 +140,20 @@ func FuzzParseCursor(f *testing.F) {
 			t.Fatalf("%q parsed and printed as %q", s, got)
 		}
 	})
+}
+
+// explain logs the first place where two replays differ, and what the
+// journal says of the two signals there.
+func explain(t *testing.T, j *journal.Journal, got, want []string) {
+	t.Helper()
+	for k := range min(len(got), len(want)) {
+		if got[k] == want[k] {
+			continue
+		}
+		for _, id := range []string{got[k], want[k]} {
+			cs, _ := j.Copies(context.Background(), id)
+			t.Logf("first difference at %d of %d/%d: %s, copies %v", k, len(got), len(want), id, cs)
+		}
+		return
+	}
 }
