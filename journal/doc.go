@@ -148,10 +148,19 @@
 //
 // Truncation is reported, never silent. Replay and a subscription's
 // backlog start at the oldest retained signal and say so with a typed
-// result (Truncation: the rule, the cut time, and per origin the highest
-// sequence that left), the daemon's /v1/replay as its first line, a named
-// subscription as a TruncatedType signal handed to its handler before the
-// first retained one.
+// result, a named subscription as a signal of a truncation type handed to
+// its handler before the first retained one. Built so far (the local view,
+// Retention): Stream reports, where it passed over signals past retention,
+// how many (StreamStep.Truncated); a node's Replay yields a typed error
+// there and the daemon's /v1/replay an NDJSON line; a new subscription's
+// backlog leaves them out (its notice is not built yet). Still to build:
+// the rule and the cut time in the report, and the notice.
+//
+// Replay streams (built). Stream gives Replay's order reading one signal
+// per origin at a time (the next of each origin, a heap of the ready ones,
+// the index for causes and copies): a replay's memory follows the number
+// of origins, not the journal, and a Cursor (per origin, the highest
+// sequence passed) goes on where it stopped.
 //
 // Per-origin state of departed peers. The per-origin maps of the causal
 // core (delivered, frontier, Lamport) keep an entry per origin ever seen.
@@ -166,6 +175,8 @@
 // ranges given up, and the filters of delivered ids) as one record, and the
 // next start reads it and the journal only above it. After a crash the
 // record is gone (it is deleted at start) and the whole journal is read as
-// before; a periodic record that bounds that too is next. See package
-// node, Known limits, for what is built and what is not.
+// before; a periodic record that bounds that too is next (taken after the
+// index is flushed and the store synced, and naming the signals delivered
+// but not yet journaled, whose index entries a crash may lose). See
+// package node, Bounded history, for what is built and what is not.
 package journal
