@@ -298,6 +298,7 @@ func (j *Journal) All(ctx context.Context) (sigs []*signalmesh.Signal, bad int, 
 		return nil, 0, err
 	}
 	defer res.Close()
+	size := map[*signalmesh.Signal]int{} // stored sizes, for byte limits
 	for r := range res.Next() {
 		if r.Error != nil {
 			return nil, bad, r.Error
@@ -316,8 +317,11 @@ func (j *Journal) All(ctx context.Context) (sigs []*signalmesh.Signal, bad int, 
 			continue
 		}
 		sigs = append(sigs, s)
+		if len(j.ret) > 0 {
+			size[s] = len(r.Value)
+		}
 	}
-	sigs, _ = j.retain(sigs)
+	sigs, _ = j.retain(sigs, size)
 	return sigs, bad, nil
 }
 

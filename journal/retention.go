@@ -10,7 +10,8 @@ import (
 )
 
 // Rule keeps the signals whose type matches Pattern for MaxAge and, of
-// them, the newest MaxCount (see the package doc, Bounded history).
+// them, the newest MaxCount and MaxBytes (see the package doc, Bounded
+// history); each limit left at 0 does not apply.
 type Rule struct {
 	// Pattern is a router pattern over the signal type ("sensor.**").
 	Pattern string `json:"pattern"`
@@ -22,6 +23,10 @@ type Rule struct {
 	// order (the oldest leave first; a copy of a retried event counts).
 	// 0: no count limit.
 	MaxCount int `json:"max_count"`
+	// MaxBytes keeps the newest signals of the rule whose stored forms
+	// add up to at most MaxBytes, in replay order (the oldest leave
+	// first). 0: no byte limit.
+	MaxBytes int64 `json:"max_bytes"`
 }
 
 // Retention is a list of rules: the first whose pattern matches a
@@ -45,10 +50,10 @@ func (r Retention) Validate() error {
 		if err := router.Validate(rule.Pattern); err != nil {
 			return fmt.Errorf("%w %d: %w", ErrRetention, i, err)
 		}
-		if rule.MaxAge < 0 || rule.MaxCount < 0 {
+		if rule.MaxAge < 0 || rule.MaxCount < 0 || rule.MaxBytes < 0 {
 			return fmt.Errorf("%w %d (%s): negative limit", ErrRetention, i, rule.Pattern)
 		}
-		if rule.MaxAge == 0 && rule.MaxCount == 0 {
+		if rule.MaxAge == 0 && rule.MaxCount == 0 && rule.MaxBytes == 0 {
 			return fmt.Errorf("%w %d (%s): no limit (leave it out to keep everything)", ErrRetention, i, rule.Pattern)
 		}
 	}
@@ -65,9 +70,11 @@ func (r Retention) ruleOf(typ string) int {
 	return -1
 }
 
+// counts reports whether a rule limits a count or bytes: what leaves then
+// depends on the newer signals, not on the signal alone.
 func (r Retention) counts() bool {
 	for _, rule := range r {
-		if rule.MaxCount > 0 {
+		if rule.MaxCount > 0 || rule.MaxBytes > 0 {
 			return true
 		}
 	}
@@ -90,11 +97,11 @@ func (j *Journal) SetRetention(r Retention, now func() time.Time) {
 	j.ret, j.now = r, now
 }
 
-// retain drops from sigs what is past retention: by age, then, by count,
-// the oldest in replay order. It returns the signals kept, in replay
-// order when there are count rules (else in sigs' order), and how many
-// left.
-func (j *Journal) retain(sigs []*signalmesh.Signal) ([]*signalmesh.Signal, int) {
+// retain drops from sigs what is past retention: by age, then, by count
+// and bytes (size gives each signal's stored size), the oldest in replay
+// order. It returns the signals kept, in replay order when there are
+// count or byte rules (else in sigs' order), and how many left.
+func (j *Journal) retain(sigs []*signalmesh.Signal, size map[*signalmesh.Signal]int) ([]*signalmesh.Signal, int) {
 	if len(j.ret) == 0 {
 		return sigs, 0
 	}
@@ -110,22 +117,51 @@ func (j *Journal) retain(sigs []*signalmesh.Signal) ([]*signalmesh.Signal, int) 
 		return kept, left
 	}
 	Order(kept)
-	total := make([]int, len(j.ret))
+	lim := newLimits(j.ret)
 	for _, s := range kept {
-		if i := j.ret.ruleOf(s.Type); i >= 0 {
-			total[i]++
-		}
+		lim.count(s, size[s])
 	}
-	passed := make([]int, len(j.ret))
 	out := kept[:0]
 	for _, s := range kept {
-		if i := j.ret.ruleOf(s.Type); i >= 0 && j.ret[i].MaxCount > 0 {
-			if passed[i]++; passed[i] <= total[i]-j.ret[i].MaxCount {
-				left++
-				continue
-			}
+		if lim.pass(s, size[s]) {
+			left++
+			continue
 		}
 		out = append(out, s)
 	}
 	return out, left
+}
+
+// limits applies the count and byte limits of a Retention: count every
+// signal within age first (count), then pass them in replay order (pass).
+type limits struct {
+	r               Retention
+	total, passed   []int
+	totalB, passedB []int64
+}
+
+func newLimits(r Retention) *limits {
+	return &limits{r: r, total: make([]int, len(r)), passed: make([]int, len(r)), totalB: make([]int64, len(r)), passedB: make([]int64, len(r))}
+}
+
+func (l *limits) count(s *signalmesh.Signal, size int) {
+	if i := l.r.ruleOf(s.Type); i >= 0 {
+		l.total[i]++
+		l.totalB[i] += int64(size)
+	}
+}
+
+// pass passes s, the next signal within age in replay order, and reports
+// whether it is beyond its rule's count or bytes.
+func (l *limits) pass(s *signalmesh.Signal, size int) bool {
+	i := l.r.ruleOf(s.Type)
+	if i < 0 {
+		return false
+	}
+	rule := l.r[i]
+	l.passed[i]++
+	gone := rule.MaxCount > 0 && l.passed[i] <= l.total[i]-rule.MaxCount
+	gone = gone || rule.MaxBytes > 0 && l.totalB[i]-l.passedB[i] > rule.MaxBytes
+	l.passedB[i] += int64(size)
+	return gone
 }

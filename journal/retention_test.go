@@ -17,8 +17,8 @@ import (
 )
 
 // The local view of retention: Replay and Stream leave out what is past
-// an age or beyond a count, per type pattern, the oldest in replay order
-// first; Stream says how many it passed over, and where; a stream resumed
+// an age or beyond a count or a size, per type pattern, the oldest in
+// replay order first; Stream says how many it passed over, and where; a stream resumed
 // from a cursor keeps the same view.
 func TestRetentionView(t *testing.T) {
 	ctx := context.Background()
@@ -41,9 +41,17 @@ func TestRetentionView(t *testing.T) {
 	add("sensor.temp", 30*time.Minute, true)
 	add("audit.login", 100*time.Hour, true) // no rule: kept
 	add("sensor.temp", -time.Hour, true)    // dated in the future: kept
+	var logSize int
+	for i := range 4 {
+		add("log.line", time.Duration(4-i)*time.Minute, i >= 2) // the newest that fit in 2.5 of their sizes
+		b, _ := journal.New(d).At(ctx, causal.PeerRef("peer-a"), seq)
+		w, _ := b.MarshalBinary()
+		logSize = max(logSize, len(w))
+	}
 
 	j := journal.New(d)
-	ret := journal.Retention{{Pattern: "sensor.**", MaxAge: time.Hour}, {Pattern: "order.**", MaxCount: 2}}
+	ret := journal.Retention{{Pattern: "sensor.**", MaxAge: time.Hour}, {Pattern: "order.**", MaxCount: 2},
+		{Pattern: "log.**", MaxBytes: int64(logSize*5/2 + 1)}}
 	if err := ret.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -72,8 +80,8 @@ func TestRetentionView(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(ids, want) || !slices.Equal(cuts, []int{4, 0, 0, 0, 0}) {
-		t.Fatalf("Stream gave %v with truncations %v, want %v with [4 0 0 0 0]", ids, cuts, want)
+	if wantCuts := []int{4, 0, 0, 0, 0, 2, 0}; !slices.Equal(ids, want) || !slices.Equal(cuts, wantCuts) {
+		t.Fatalf("Stream gave %v with truncations %v, want %v with %v", ids, cuts, want, wantCuts)
 	}
 	var rest []string
 	if err := j.Stream(ctx, tops, mid, journal.StreamOptions{}, func(st journal.StreamStep) bool {

@@ -146,7 +146,7 @@ func (j *Journal) Stream(ctx context.Context, tops map[string]uint64, after Curs
 		if err := st.wake(origin); err != nil {
 			return err
 		}
-		gone := ret.left(h.s) // counted for every signal of its rule
+		gone := ret.left(h.s, h.size) // counted for every signal of its rule
 		keep := o.Match == nil || o.Match(h.s)
 		if keep && gone {
 			truncated++
@@ -176,12 +176,12 @@ func (j *Journal) Stream(ctx context.Context, tops map[string]uint64, after Curs
 }
 
 // streamRetention applies a Retention along a stream: by age at the
-// stream's start, and by count from the totals a first pass counted.
+// stream's start, and by count and bytes from the totals a first pass
+// counted.
 type streamRetention struct {
 	r       Retention
 	now     time.Time
-	total   []int // per rule, signals within age
-	passed  []int // per rule, of them passed so far (the cursor's included)
+	lim     *limits // nil: no count or byte rule
 	enabled bool
 }
 
@@ -194,7 +194,7 @@ func (st *stream) retention() (*streamRetention, error) {
 	if !j.ret.counts() {
 		return sr, nil
 	}
-	sr.total, sr.passed = make([]int, len(j.ret)), make([]int, len(j.ret))
+	sr.lim = newLimits(j.ret)
 	res, err := j.d.Query(st.ctx, query.Query{Prefix: signalsNS})
 	if err != nil {
 		return nil, err
@@ -212,30 +212,25 @@ func (st *stream) retention() (*streamRetention, error) {
 		if err != nil || j.ret.expired(s, sr.now) {
 			continue
 		}
-		if i := j.ret.ruleOf(s.Type); i >= 0 {
-			sr.total[i]++
-			if seq <= st.cur[ref] {
-				sr.passed[i]++
-			}
+		sr.lim.count(s, len(r.Value))
+		if i := j.ret.ruleOf(s.Type); i >= 0 && seq <= st.cur[ref] { // at or below the cursor: passed already
+			sr.lim.passed[i]++
+			sr.lim.passedB[i] += int64(len(r.Value))
 		}
 	}
 	return sr, nil
 }
 
-// left reports whether s, the stream's next signal, is past retention.
-func (sr *streamRetention) left(s *signalmesh.Signal) bool {
+// left reports whether s, the stream's next signal (size bytes stored),
+// is past retention.
+func (sr *streamRetention) left(s *signalmesh.Signal, size int) bool {
 	if !sr.enabled {
 		return false
 	}
 	if sr.r.expired(s, sr.now) {
 		return true
 	}
-	i := sr.r.ruleOf(s.Type)
-	if i < 0 || sr.r[i].MaxCount == 0 || sr.total == nil {
-		return false
-	}
-	sr.passed[i]++
-	return sr.passed[i] <= sr.total[i]-sr.r[i].MaxCount
+	return sr.lim != nil && sr.lim.pass(s, size)
 }
 
 type stream struct {
@@ -295,6 +290,7 @@ func fnv(source, id string, digest uint64) uint64 {
 type streamHead struct {
 	s      *signalmesh.Signal
 	m      causal.Meta
+	size   int        // its stored form's
 	waitOn causal.Ref // the place it waits for; zero: ready
 }
 
@@ -337,7 +333,7 @@ func (st *stream) loadNext(o string) error {
 			seq++
 			continue
 		}
-		h := &streamHead{s: s, m: m}
+		h := &streamHead{s: s, m: m, size: len(raw)}
 		st.heads[o] = h
 		return st.classify(h)
 	}

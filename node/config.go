@@ -117,7 +117,7 @@ type Config struct {
 	Registerer prometheus.Registerer
 
 	// Retention is how long the journal keeps signals, per type pattern
-	// (journal.Rule: an age, a count, or both; the first rule that
+	// (journal.Rule: an age, a count, a size, or several; the first rule that
 	// matches applies; nil keeps everything). So far it bounds the local
 	// view: Replay (which says where it cut, a *TruncatedError), the
 	// daemon's /v1/replay and the backlog of a new subscription leave out

@@ -64,7 +64,7 @@ type daemonConfig struct {
 	FaultAPI bool `json:"fault_api"`
 	// Retention keeps signals per type pattern (node.Config.Retention),
 	// config file only: [{"pattern": "sensor.**", "max_age": "1h"},
-	// {"pattern": "**", "max_count": 1000000}].
+	// {"pattern": "**", "max_count": 1000000, "max_bytes": 10737418240}].
 	Retention []retentionRule `json:"retention"`
 }
 
@@ -72,6 +72,7 @@ type retentionRule struct {
 	Pattern  string   `json:"pattern"`
 	MaxAge   duration `json:"max_age"`
 	MaxCount int      `json:"max_count"`
+	MaxBytes int64    `json:"max_bytes"`
 }
 
 type params struct {
@@ -388,7 +389,7 @@ func (c *daemonConfig) nodeConfig() (node.Config, error) {
 		Discover: time.Duration(p.Discover), ConnLow: p.ConnLow, ConnHigh: p.ConnHigh, ConnGrace: time.Duration(p.ConnGrace),
 		MaxConns: p.MaxConns}
 	for _, r := range c.Retention {
-		nc.Retention = append(nc.Retention, journal.Rule{Pattern: r.Pattern, MaxAge: time.Duration(r.MaxAge), MaxCount: r.MaxCount})
+		nc.Retention = append(nc.Retention, journal.Rule{Pattern: r.Pattern, MaxAge: time.Duration(r.MaxAge), MaxCount: r.MaxCount, MaxBytes: r.MaxBytes})
 	}
 	return nc, nc.Validate()
 }
