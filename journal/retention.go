@@ -81,6 +81,10 @@ func (r Retention) counts() bool {
 	return false
 }
 
+// Expired reports whether s is past its rule's age at now (count and
+// byte limits depend on the other signals: the views apply them).
+func (r Retention) Expired(s *signalmesh.Signal, now time.Time) bool { return r.expired(s, now) }
+
 // expired reports whether s is past its rule's age at now.
 func (r Retention) expired(s *signalmesh.Signal, now time.Time) bool {
 	i := r.ruleOf(s.Type)

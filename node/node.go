@@ -454,6 +454,9 @@ func (n *Node) restore(ctx context.Context) error {
 	n.selfRef = causal.PeerRef(n.self.String())
 	n.origins = map[string]string{n.selfRef: n.self.String()}
 	n.fresh = newFreshSet(1<<16, 2*n.p.JournalBatch)
+	if ret := n.cfg.Retention; len(ret) > 0 {
+		n.fresh.past = func(s *signalmesh.Signal) bool { return ret.Expired(s, time.Now()) }
+	}
 	n.journalRefs = map[causal.Ref]struct{}{}
 	n.core, err = causal.New[*signalmesh.Signal](causal.Params{Limit: n.p.CausalBuffer, OriginLimit: n.p.OriginBuffer,
 		CauseWait: int64(n.p.CauseWait), DepWait: int64(n.p.DepWait)}, n.jr)

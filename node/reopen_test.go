@@ -153,4 +153,14 @@ func TestReplaySaysWhereRetentionCut(t *testing.T) {
 	if _, err := n.Get(ctx, old.ID); err != nil {
 		t.Fatalf("a signal past retention is still on disk and found by id (until epochs reclaim it): %v", err)
 	}
+	// A subscription from the beginning starts at the oldest retained
+	// signal.
+	rec := newRecorder()
+	if _, err := n.Subscribe("sensor.**", rec.handle, node.WithStart(node.StartBeginning)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the retained signal handed over", func() bool { return rec.count() == 1 })
+	if got := rec.snapshot(); got[0].ID != fresh.ID {
+		t.Fatalf("the backlog began with %s, want the retained %s", got[0].ID, fresh.ID)
+	}
 }
