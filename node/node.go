@@ -498,6 +498,16 @@ func (n *Node) restore(ctx context.Context) error {
 			return err
 		}
 	}
+	// An orphan the last process delivered counts as delivered when the
+	// core was restored from the reopen state (a signal delivered after
+	// Close's adoption, say): adopted, it is a duplicate and comes live to
+	// no subscription. Until then it is fresh, so that a subscription's
+	// backlog (a named one behind it) has it.
+	for _, s := range n.orphans {
+		if m, err := journal.MetaOf(s); err == nil && n.core.DeliveredOf(m.Origin) >= m.Seq {
+			n.fresh.add(m.Ref(), s, time.Now())
+		}
+	}
 	for _, o := range n.pending {
 		if m, err := journal.MetaOf(o.sigs[0]); err == nil {
 			_ = n.offer(m, o.sigs[0]) // a duplicate if it reached the journal before the stop
