@@ -662,7 +662,10 @@ func (n *Node) Close() error {
 			n.flushIndex() // the put hook is done (the replica is closed)
 		}
 		if n.store != nil {
-			if n.indexOK && n.live && !testCrashClose { // the loop and the put hook are done: core and tops are final
+			// The loop and the put hook are done: core and tops are final.
+			// An in-memory store ends here: nothing to write.
+			durable := n.cfg.DataDir != "" || n.cfg.Datastore != nil
+			if durable && n.indexOK && n.live && !testCrashClose {
 				errs = append(errs, n.writeState(context.Background()))
 			}
 			if n.indexOK { // every delivered signal is indexed
