@@ -225,3 +225,33 @@ func TestSlowConsumer(t *testing.T) {
 		}
 	}
 }
+
+// TestReopenShort: the reopen scenario runs (its agents are fresh
+// processes of this binary) and reports every figure for both systems. It
+// asserts no speed.
+func TestReopenShort(t *testing.T) {
+	defer goleak.VerifyNone(t, nodetest.IgnoredGoroutines()...)
+	res, err := bench.Run(context.Background(), bench.Spec{Short: true, Scenarios: []string{"reopen"}, Reopen: []int{300}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, f := range res.Figures {
+		if f.Value <= 0 && f.Metric != "reopen/reopen-heap" {
+			t.Errorf("%s %s %s = %v", f.System, f.Variant, f.Metric, f.Value)
+		}
+		got[f.System+" "+f.Metric] = true
+	}
+	for _, want := range []string{"signalmesh reopen/reopen-first-publish", "signalmesh reopen/reopen-rss", "signalmesh reopen/reopen-heap",
+		"crdt-batched reopen/reopen-first-publish", "crdt-batched reopen/reopen-rss"} {
+		if !got[want] {
+			t.Errorf("no %s figure in %v", want, res.Figures)
+		}
+	}
+}
+
+// BenchmarkReopen: journals of 20,000 and 200,000 signals on disk,
+// reopened in fresh processes (see bench.Reopen).
+func BenchmarkReopen(b *testing.B) {
+	benchRun(b, bench.Spec{Scenarios: []string{"reopen"}, Repeat: 1, Payload: 200})
+}

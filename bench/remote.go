@@ -49,6 +49,9 @@ func AgentMain() int {
 		fmt.Fprintln(os.Stderr, "bench agent: config:", err)
 		return 2
 	}
+	if cfg.Kind == KindReopen || cfg.Kind == KindReopenRaw {
+		return reopenMain(cfg)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	a, err := newAgent(ctx, cfg)

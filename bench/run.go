@@ -59,6 +59,10 @@ type Spec struct {
 	// catchup scenario (not in the standard suite: name it). Default
 	// 100,000 and 1,000,000 (short 2,000).
 	CatchUp []int `json:"catch_up,omitempty"`
+	// Reopen are the journal sizes the reopen scenario (not in the
+	// standard suite: name it) journals on disk, then reopens three times,
+	// each in a fresh process. Default 20,000 and 200,000 (short 2,000).
+	Reopen []int `json:"reopen,omitempty"`
 	// Repeat runs each scenario this many times, the systems' order
 	// rotated by one each time, and reports each figure's median, minimum
 	// and maximum. Default 5 (short 1).
@@ -72,7 +76,7 @@ type Spec struct {
 var AllScenarios = []string{"partition", "rejoin", "burst", "steady", "mixed", "churn", "scale", "history", "durable"}
 
 // ExtraScenarios run only when named: they take minutes.
-var ExtraScenarios = []string{"catchup", "slow-consumer", "flood"}
+var ExtraScenarios = []string{"catchup", "slow-consumer", "flood", "reopen"}
 
 // WithDefaults fills the zero fields with the standard (or short) suite's values.
 func (s Spec) WithDefaults() Spec {
@@ -117,6 +121,12 @@ func (s Spec) WithDefaults() Spec {
 		s.CatchUp = []int{100000, 1000000}
 		if s.Short {
 			s.CatchUp = []int{2000}
+		}
+	}
+	if len(s.Reopen) == 0 {
+		s.Reopen = []int{20000, 200000}
+		if s.Short {
+			s.Reopen = []int{2000}
 		}
 	}
 	if len(s.History) == 0 {
@@ -276,6 +286,10 @@ func (s Spec) scenarios() []scenario {
 		case "catchup":
 			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {
 				return CatchUp(ctx, env, s.CatchUp)
+			}
+		case "reopen":
+			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {
+				return Reopen(ctx, env, s.Reopen, 3)
 			}
 		case "flood":
 			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {

@@ -25,6 +25,9 @@ import (
 //	len                        => 2
 //	delivered A                => 3
 //	restart                    (a new Core over the same journal)
+//	reopen                     (a new Core restored from the old one's
+//	                            encoded State, told the journal's highest
+//	                            sequence per origin, as a node reopens)
 //	ixcalls                    => 1 (Index lookups since the last ixcalls)
 //
 // A released signal is printed as its ref with flags: !dup, !conflict,
@@ -106,6 +109,31 @@ func (r *runner) restart() {
 	r.c = c
 }
 
+// reopen replaces the core with a new one restored from the old one's
+// State, through its binary encoding, and tells it the highest journaled
+// sequence of each origin (Know), as a node does when it reopens.
+func (r *runner) reopen() {
+	b, err := r.c.State().MarshalBinary()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	var st State
+	if err := st.UnmarshalBinary(b); err != nil {
+		r.t.Fatal(err)
+	}
+	r.restart()
+	if err := r.c.Restore(st); err != nil {
+		r.t.Fatal(err)
+	}
+	top := map[string]uint64{}
+	for ref := range r.j.byRef {
+		top[ref.Origin] = max(top[ref.Origin], ref.Seq)
+	}
+	for o, seq := range top {
+		r.c.Know(Ref{Origin: o, Seq: seq})
+	}
+}
+
 func (r *runner) do(cmd string) string {
 	f := strings.Fields(cmd)
 	switch f[0] {
@@ -145,6 +173,9 @@ func (r *runner) do(cmd string) string {
 		return strconv.FormatUint(r.c.DeliveredOf(f[1]), 10)
 	case "restart":
 		r.restart()
+		return "-"
+	case "reopen":
+		r.reopen()
 		return "-"
 	case "decide": // decide <ref> [cause] [deps] [gap=<from>]
 		var d Decision

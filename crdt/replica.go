@@ -365,8 +365,19 @@ func (a logAdapter) Info(args ...any)             { a.l.Debug(fmt.Sprint(args...
 func (a logAdapter) Infof(f string, args ...any)  { a.l.Debug(fmt.Sprintf(f, args...)) }
 func (a logAdapter) Panic(args ...any)            { a.l.Error(fmt.Sprint(args...)) }
 func (a logAdapter) Panicf(f string, args ...any) { a.l.Error(fmt.Sprintf(f, args...)) }
-func (a logAdapter) Warn(args ...any)             { a.l.Warn(fmt.Sprint(args...)) }
-func (a logAdapter) Warnf(f string, args ...any)  { a.l.Warn(fmt.Sprintf(f, args...)) }
+func (a logAdapter) Warn(args ...any)             { a.warn(fmt.Sprint(args...)) }
+func (a logAdapter) Warnf(f string, args ...any)  { a.warn(fmt.Sprintf(f, args...)) }
+
+// warn logs go-ds-crdt's warnings, except the one it gives for every batch
+// larger than MaxBatchDeltaSize: a journal batch of thousands of signals
+// is meant to be split into several deltas (debug).
+func (a logAdapter) warn(msg string) {
+	if strings.HasPrefix(msg, "delta size over MaxBatchDeltaSize") {
+		a.l.Debug(msg)
+		return
+	}
+	a.l.Warn(msg)
+}
 
 // err logs go-ds-crdt's errors, except the ones it reports for work cut
 // short by Close, which are expected.

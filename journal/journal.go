@@ -1,25 +1,3 @@
-// Package journal is the replicated signal log: signals stored by their
-// place (origin, sequence) in a go-datastore (in a mesh, the Merkle-CRDT
-// store), found by id through an index kept in the same store, read back as
-// cause→effect chains, or replayed in one deterministic causal order that
-// is the same on every replica holding the same signals.
-//
-// # Keys
-//
-// A signal is one entry (in the replicated store) and one index entry (in
-// a store of the replica's own, which a node writes as signals reach its
-// journal and rewrites after a crash):
-//
-//	/s/<peer ref>/<sequence, 16 hex digits>      → the signal's binary wire form
-//	/i/<id, base64url>/<peer ref>.<sequence hex> → content digest (8 bytes) + source
-//
-// The index is local because every key in a go-ds-crdt store costs several
-// reads and writes on every replica; a local index entry costs one write.
-// Keys by place never collide: two different signals with one id (two
-// sources, or a conflicting retry) are two entries, and every (origin,
-// sequence) a replica learns of stays resolvable. go-ds-crdt keeps one
-// value per key (the highest DAG node's), so a key by id alone would hide
-// one of them for good.
 package journal
 
 import (
@@ -37,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
@@ -207,6 +186,8 @@ func ContentDigest(s *signalmesh.Signal) uint64 {
 type Journal struct {
 	d, ix ds.Read
 	lim   signalmesh.Limits
+	ret   Retention        // what the views keep (SetRetention)
+	now   func() time.Time // the views' clock
 }
 
 // New returns a journal over d that keeps its index in d as well.
@@ -310,12 +291,14 @@ func (j *Journal) Origins(ctx context.Context) (map[string]uint64, error) {
 
 // All returns every signal, in no particular order. Entries that do not
 // decode, or whose key is not their place, are skipped and counted in bad.
+// With a Retention (SetRetention), the signals past it are left out.
 func (j *Journal) All(ctx context.Context) (sigs []*signalmesh.Signal, bad int, err error) {
 	res, err := j.d.Query(ctx, query.Query{Prefix: signalsNS})
 	if err != nil {
 		return nil, 0, err
 	}
 	defer res.Close()
+	size := map[*signalmesh.Signal]int{} // stored sizes, for byte limits
 	for r := range res.Next() {
 		if r.Error != nil {
 			return nil, bad, r.Error
@@ -334,7 +317,11 @@ func (j *Journal) All(ctx context.Context) (sigs []*signalmesh.Signal, bad int, 
 			continue
 		}
 		sigs = append(sigs, s)
+		if len(j.ret) > 0 {
+			size[s] = len(r.Value)
+		}
 	}
+	sigs, _ = j.retain(sigs, size)
 	return sigs, bad, nil
 }
 
@@ -497,7 +484,8 @@ func digest(ids iter.Seq[string]) string {
 }
 
 // Order sorts signals for replay: a linear extension of the causal order
-// (an origin's signals in sequence, each after its direct dependencies and
+// (an origin's signals in sequence, also across a hole in its sequence
+// numbers, each after its direct dependencies and
 // after every signal whose id is its causeid) that depends only on the set
 // of signals: among the signals whose predecessors are all placed, the one
 // with the lowest (Lamport time, origin ref, sequence) goes first. Signals
@@ -529,13 +517,26 @@ func Order(sigs []*signalmesh.Signal) {
 			nodes[to].indeg++
 		}
 	}
+	// An origin's signals in sequence, across holes too: each after the
+	// origin's previous signal in the set.
+	byOrigin := map[string][]int{}
+	for i := range nodes {
+		if nodes[i].ok {
+			byOrigin[nodes[i].m.Origin] = append(byOrigin[nodes[i].m.Origin], i)
+		}
+	}
+	for _, idx := range byOrigin {
+		slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(nodes[a].m.Seq, nodes[b].m.Seq) })
+		for k := 1; k < len(idx); k++ {
+			if nodes[idx[k-1]].m.Seq != nodes[idx[k]].m.Seq {
+				edge(idx[k-1], idx[k])
+			}
+		}
+	}
 	for i := range nodes {
 		nd := &nodes[i]
 		if !nd.ok {
 			continue
-		}
-		if p, ok := at[causal.Ref{Origin: nd.m.Origin, Seq: nd.m.Seq - 1}]; ok {
-			edge(p, i)
 		}
 		for _, d := range nd.m.Deps {
 			if p, ok := at[d]; ok {

@@ -16,7 +16,7 @@ import (
 )
 
 // stamp gives s the extensions a node would: publisher and causal stamp.
-func stamp(t *testing.T, s *signalmesh.Signal, peer string, st causal.Stamp) *signalmesh.Signal {
+func stamp(t testing.TB, s *signalmesh.Signal, peer string, st causal.Stamp) *signalmesh.Signal {
 	t.Helper()
 	if err := s.SetExtension(signalmesh.ExtPeer, peer); err != nil {
 		t.Fatal(err)
@@ -27,7 +27,7 @@ func stamp(t *testing.T, s *signalmesh.Signal, peer string, st causal.Stamp) *si
 	return s
 }
 
-func put(t *testing.T, d ds.Datastore, sigs ...*signalmesh.Signal) {
+func put(t testing.TB, d ds.Datastore, sigs ...*signalmesh.Signal) {
 	t.Helper()
 	for _, s := range sigs {
 		b, err := s.MarshalBinary()

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"hash/maphash"
 	"sync/atomic"
 )
 
@@ -11,19 +10,21 @@ import (
 // idempotent. A "no" is certain, so a fresh id (the usual case) costs no
 // lookup; a "maybe" (about 0.1 % of fresh ids at a million signals) costs
 // one.
+//
+// Its hash is fixed (FNV-1a with a final mix, not a random seed), so that
+// Close can store its words and the next start load them (see state.go).
 type bloom struct {
-	seed  maphash.Seed
 	words []atomic.Uint64
 }
 
 const bloomHashes = 4
 
 func newBloom(bits int) *bloom {
-	return &bloom{seed: maphash.MakeSeed(), words: make([]atomic.Uint64, bits/64)}
+	return &bloom{words: make([]atomic.Uint64, bits/64)}
 }
 
 func (b *bloom) positions(id string, f func(word int, bit uint64)) {
-	h := maphash.String(b.seed, id)
+	h := idHash(id)
 	h1, h2 := h&0xffffffff, h>>32|1
 	n := uint64(len(b.words) * 64)
 	for i := uint64(0); i < bloomHashes; i++ {
@@ -44,4 +45,38 @@ func (b *bloom) mayHave(id string) bool {
 		}
 	})
 	return all
+}
+
+// idHash is FNV-1a with a final mix (murmur3's fmix64).
+func idHash(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	return h
+}
+
+// snapshot returns a copy of the filter's words.
+func (b *bloom) snapshot() []uint64 {
+	out := make([]uint64, len(b.words))
+	for i := range b.words {
+		out[i] = b.words[i].Load()
+	}
+	return out
+}
+
+// load ORs words into the filter; false (and nothing loaded) when their
+// number is not the filter's.
+func (b *bloom) load(words []uint64) bool {
+	if len(words) != len(b.words) {
+		return false
+	}
+	for i, w := range words {
+		b.words[i].Or(w)
+	}
+	return true
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/signalmesh/signalmesh/causal"
+	"github.com/signalmesh/signalmesh/journal"
 )
 
 // Config configures a Node. The zero value, with a Mesh name, is a working
@@ -118,6 +119,16 @@ type Config struct {
 	// libp2p's metrics are process-wide: under each label set they show
 	// the counts of every host in the process.
 	Registerer prometheus.Registerer
+
+	// Retention is how long the journal keeps signals, per type pattern
+	// (journal.Rule: an age, a count, a size, or several; the first rule that
+	// matches applies; nil keeps everything). So far it bounds the local
+	// view: Replay (which says where it cut, a *TruncatedError), the
+	// daemon's /v1/replay and the backlog of a new subscription leave out
+	// what is past it; the signals stay on disk and still count for
+	// dedup and causes until the epochs of package journal's design
+	// reclaim them. Every peer of a mesh should have the same rules.
+	Retention journal.Retention
 
 	// PublishMiddleware wraps every Publish, outermost first: validation,
 	// enrichment, auditing, rate limits. It sees the caller's signals before
@@ -379,6 +390,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PSK != nil && len(c.PSK) != 32 {
 		return fmt.Errorf("node: Config.PSK is %d bytes, want 32", len(c.PSK))
+	}
+	if err := c.Retention.Validate(); err != nil {
+		return fmt.Errorf("node: Config.Retention: %w", err)
 	}
 	return c.Params.Validate()
 }

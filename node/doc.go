@@ -264,6 +264,22 @@
 // before walking it): a refused block below it then stops its repair walk
 // until another replica's heads replace it. A signal nobody received by
 // gossip is only as durable as its origin until a replica fetched its
-// delta (Close hands off; a kill -9 does not). History only grows
-// (go-ds-crdt keeps every delta); retention is later work.
+// delta (Close hands off; a kill -9 does not).
+//
+// # Bounded history (first part)
+//
+// The design, and its argument, is in package journal's doc (Bounded
+// history). Built so far: a clean Close writes the node's causal state
+// (per origin, not per signal) and the next start restores it instead of
+// reading the journal, so reopening costs the same at any journal length
+// (after a crash the start still reads the whole journal); Replay and the
+// daemon's /v1/replay read the journal as they stream it (memory per
+// origin), from a cursor, in pages; Config.Retention (age and count per
+// type pattern) bounds the local view: Replay and a new subscription's
+// backlog leave out what is past it, Replay and /v1/replay say where (a
+// *TruncatedError, a {"past_retention": N} line). Not built yet: signals
+// past retention still fill the disk (go-ds-crdt keeps every delta:
+// epochs reclaim it), a named subscription does not get a truncation
+// notice, a fresh peer still fetches the whole history, and a
+// subscription's backlog still reads the journal into memory.
 package node

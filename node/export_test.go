@@ -37,3 +37,7 @@ func (n *Node) JournalGet(ctx context.Context, key ds.Key) ([]byte, error) {
 
 // Key is the node's private key (tests only).
 func (n *Node) Key() crypto.PrivKey { return n.key }
+
+// StartRead is how many journal entries the node's start read (a clean
+// reopen reads none but what was journaled and not delivered).
+func (n *Node) StartRead() int64 { return n.startRead }

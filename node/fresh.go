@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
@@ -37,6 +38,8 @@ type freshSet struct {
 	settled     map[causal.Ref]*signalmesh.Signal
 	settledRing []causal.Ref
 	settledNext int
+
+	past func(*signalmesh.Signal) bool // past retention (nil: none)
 }
 
 const settledSize = 4096
@@ -67,7 +70,9 @@ func (f *freshSet) settle(r causal.Ref, s *signalmesh.Signal) {
 }
 
 // readable returns the signals reads must see beside the journal, with
-// the given id (all of them for ""), fresh and lately settled.
+// the given id (all of them for ""), fresh and lately settled. The listing
+// of all of them leaves out what the view says is past retention, as the
+// journal's listing does (a lookup by id finds it still).
 func (f *freshSet) readable(id string) []*signalmesh.Signal {
 	var out []*signalmesh.Signal
 	seen := map[causal.Ref]bool{}
@@ -81,6 +86,9 @@ func (f *freshSet) readable(id string) []*signalmesh.Signal {
 		if !seen[r] && (id == "" || s.ID == id) {
 			out = append(out, s)
 		}
+	}
+	if id == "" && f.past != nil {
+		out = slices.DeleteFunc(out, f.past)
 	}
 	return out
 }

@@ -155,6 +155,7 @@ func (n *Node) putHook(key ds.Key, value []byte) {
 	}
 	n.m.journaled.Add(1)
 	n.seen.add(s.ID)
+	n.tops.note(ref, seq)
 	n.wantsAck(s, ref, seq)
 	m, err := journal.MetaOf(s)
 	if err != nil {

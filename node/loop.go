@@ -426,6 +426,7 @@ func (n *Node) pullStep(ctx context.Context, budget int) (bool, error) {
 				return progress, fmt.Errorf("node: read journal entry %s:%d: %w", r.Origin, seq, err)
 			}
 			budget--
+			n.pulled++
 			s, err := signalmesh.DecodeBinary(raw, signalmesh.Limits{})
 			if err != nil {
 				n.m.reject("journal_entry")

@@ -105,18 +105,22 @@ type Node struct {
 	clogs       []*cursorLog   // named subscriptions' cursor logs (guarded by subMu)
 	storeClosed bool           // Close is done with subscriptions and closes the store (guarded by subMu)
 
-	inbox    chan inbound              // gossip reader and CRDT put hook → loop
-	reqs     chan func()               // closures run on the loop
-	commitQ  chan commitReq            // Publish → committer
-	journalQ chan outboxed             // committer → journaler
-	gossipQ  chan [][]byte             // committer → gossiper: wire forms
-	adoptQ   chan []*signalmesh.Signal // loop → adopter: delivered signals to journal here (full: wait for the next tick)
-	live     bool                      // New started the node's goroutines
-	ownSeq   uint64                    // the last sequence number this node used, at start
-	recent   *idSet                    // ids the committer stamped lately (owned by the committer)
-	seen     *bloom                    // ids that reached the journal (concurrent)
-	pending  []outboxed                // outbox entries found at start, journaled first
-	orphans  []*signalmesh.Signal      // the last process delivered them, nobody journaled them: adopted first
+	inbox     chan inbound              // gossip reader and CRDT put hook → loop
+	reqs      chan func()               // closures run on the loop
+	commitQ   chan commitReq            // Publish → committer
+	journalQ  chan outboxed             // committer → journaler
+	gossipQ   chan [][]byte             // committer → gossiper: wire forms
+	adoptQ    chan []*signalmesh.Signal // loop → adopter: delivered signals to journal here (full: wait for the next tick)
+	live      bool                      // New started the node's goroutines
+	ownSeq    uint64                    // the last sequence number this node used, at start
+	recent    *idSet                    // ids the committer stamped lately (owned by the committer)
+	seen      *bloom                    // ids that reached the journal (concurrent)
+	tops      tops                      // highest journaled sequence per origin (put hook; concurrent)
+	pulled    int64                     // journal entries pullStep read (loop; the start before it)
+	startRead int64                     // of which the start read (tests: a clean reopen reads none)
+	reopen    *reopenState              // the record a clean Close left, until restore uses it
+	pending   []outboxed                // outbox entries found at start, journaled first
+	orphans   []*signalmesh.Signal      // the last process delivered them, nobody journaled them: adopted first
 
 	selfRef      string                    // causal.PeerRef(self)
 	largestStamp string                    // the longest stamp the committer can write, for Publish to validate with
@@ -166,6 +170,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.recent = newIDSet(1 << 16)
 	n.base.Store(&stampBase{})
 	n.seen = newBloom(1 << 24) // 2 MiB
+	n.tops.m = map[string]uint64{}
 	n.gossipQ = make(chan [][]byte, 256)
 	n.ackQ = make(chan ackWant, 65536)
 	n.adoptQ = make(chan []*signalmesh.Signal, 4)
@@ -186,6 +191,11 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}()
 	if err := n.openStore(); err != nil {
 		return nil, err
+	}
+	// The reopen state is taken (read and deleted, synced) before anything
+	// can write to the journal: a crash from here on leaves none.
+	if n.reopen, err = n.readState(ctx); err != nil {
+		return nil, fmt.Errorf("node: read store: %w", err)
 	}
 	if err := n.startHost(ctx); err != nil {
 		return nil, err
@@ -445,6 +455,7 @@ func (n *Node) startJournal(ctx context.Context) error {
 	}
 	n.index = namespace.Wrap(n.store, ds.NewKey("/signalmesh/"+n.cfg.Mesh+"/index"))
 	n.jr = journal.NewWithIndex(n.repl, n.index)
+	n.jr.SetRetention(n.cfg.Retention, nil)
 	return n.startSubscriptionSet()
 }
 
@@ -459,6 +470,9 @@ func (n *Node) restore(ctx context.Context) error {
 	n.selfRef = causal.PeerRef(n.self.String())
 	n.origins = map[string]string{n.selfRef: n.self.String()}
 	n.fresh = newFreshSet(1<<16, 2*n.p.JournalBatch)
+	if ret := n.cfg.Retention; len(ret) > 0 {
+		n.fresh.past = func(s *signalmesh.Signal) bool { return ret.Expired(s, time.Now()) }
+	}
 	n.journalRefs = map[causal.Ref]struct{}{}
 	n.core, err = causal.New[*signalmesh.Signal](causal.Params{Limit: n.p.CausalBuffer, OriginLimit: n.p.OriginBuffer,
 		CauseWait: int64(n.p.CauseWait), DepWait: int64(n.p.DepWait)}, n.jr)
@@ -469,11 +483,15 @@ func (n *Node) restore(ctx context.Context) error {
 	if err := n.checkIndex(ctx); err != nil {
 		return err
 	}
-	origins, err := n.jr.Origins(ctx)
-	if err != nil {
-		return fmt.Errorf("node: read journal: %w", err)
+	origins := n.restoreState(n.reopen, n.reopen != nil && !n.indexing)
+	n.reopen = nil
+	if origins == nil { // no usable record: list the journal, and replay it below
+		if origins, err = n.jr.Origins(ctx); err != nil {
+			return fmt.Errorf("node: read journal: %w", err)
+		}
 	}
 	for ref, seq := range origins {
+		n.tops.note(ref, seq)
 		n.core.Know(causal.Ref{Origin: ref, Seq: seq})
 	}
 	// Own signals in the journal may wait for causes that came by gossip
@@ -486,6 +504,7 @@ func (n *Node) restore(ctx context.Context) error {
 	if err := n.catchUp(ctx); err != nil {
 		return fmt.Errorf("node: read journal: %w", err)
 	}
+	n.startRead = n.pulled
 	// The put hook indexes every entry that arrives (at once, or batched
 	// while the core refuses), so after a clean stop, and on a fresh store,
 	// pulls need not index again. After a crash they go on indexing what
@@ -501,6 +520,16 @@ func (n *Node) restore(ctx context.Context) error {
 	if n.p.Adopt >= 0 {
 		if n.orphans, err = n.readFresh(ctx); err != nil {
 			return err
+		}
+	}
+	// An orphan the last process delivered counts as delivered when the
+	// core was restored from the reopen state (a signal delivered after
+	// Close's adoption, say): adopted, it is a duplicate and comes live to
+	// no subscription. Until then it is fresh, so that a subscription's
+	// backlog (a named one behind it) has it.
+	for _, s := range n.orphans {
+		if m, err := journal.MetaOf(s); err == nil && n.core.DeliveredOf(m.Origin) >= m.Seq {
+			n.fresh.add(m.Ref(), s, time.Now())
 		}
 	}
 	for _, o := range n.pending {
@@ -657,6 +686,12 @@ func (n *Node) Close() error {
 			n.flushIndex() // the put hook is done (the replica is closed)
 		}
 		if n.store != nil {
+			// The loop and the put hook are done: core and tops are final.
+			// An in-memory store ends here: nothing to write.
+			durable := n.cfg.DataDir != "" || n.cfg.Datastore != nil
+			if durable && n.indexOK && !n.indexBad.Load() && n.live && !testCrashClose {
+				errs = append(errs, n.writeState(context.Background()))
+			}
 			if n.indexOK && !n.indexBad.Load() { // every delivered signal is indexed
 				errs = append(errs, n.store.Put(context.Background(), n.cleanKey(), nil))
 			}

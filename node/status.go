@@ -3,7 +3,9 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"iter"
+	"maps"
 
 	"github.com/signalmesh/signalmesh"
 	"github.com/signalmesh/signalmesh/causal"
@@ -140,22 +142,61 @@ func (n *Node) readable(ctx context.Context) ([]*signalmesh.Signal, error) {
 
 // Replay yields every journaled signal whose type matches pattern, in the
 // journal's causal replay order, which is the same on every replica that
-// holds the same signals.
+// holds the same signals. Where it passed over signals past
+// Config.Retention it yields a *TruncatedError (and no signal) first, and
+// goes on: a caller that stops at it stops where history was cut. It reads the journal as it goes (one signal per
+// origin at a time): its memory follows the number of origins, not the
+// journal's length.
 func (n *Node) Replay(ctx context.Context, pattern string) iter.Seq2[*signalmesh.Signal, error] {
 	return func(yield func(*signalmesh.Signal, error) bool) {
-		if err := router.Validate(pattern); err != nil {
-			yield(nil, err)
-			return
-		}
-		sigs, err := n.jr.Replay(ctx, func(s *signalmesh.Signal) bool { return router.Matches(pattern, s.Type) })
-		if err != nil {
-			yield(nil, err)
-			return
-		}
-		for _, s := range sigs {
-			if !yield(s, nil) {
+		for st, err := range n.ReplayAfter(ctx, pattern, nil) {
+			if st.Truncated > 0 && !yield(nil, &TruncatedError{Left: st.Truncated}) {
 				return
 			}
+			if (st.Signal != nil || err != nil) && !yield(st.Signal, err) {
+				return
+			}
+		}
+	}
+}
+
+// ReplayStep is one signal of ReplayAfter and how far the replay went.
+type ReplayStep struct {
+	// Signal is the next signal; nil on a last step that only reports
+	// Truncated.
+	Signal *signalmesh.Signal
+	// Truncated counts the signals matching the pattern that the replay
+	// passed over since the previous step because they are past
+	// Config.Retention: they left the journal's view.
+	Truncated int
+	cursor    journal.Cursor // the replay's own, live
+}
+
+// Cursor returns (a copy of) the cursor just past the step's signal: a
+// later ReplayAfter from it goes on with the next signal. Called after the
+// replay went on, it is the cursor where the replay is now: of the last
+// step, once the replay ended, where it ended (past every signal).
+func (s ReplayStep) Cursor() journal.Cursor { return maps.Clone(s.cursor) }
+
+// ReplayAfter is Replay from a cursor (nil: from the start), each signal
+// with the cursor just past it, for a replay in pages (the daemon's
+// /v1/replay with cursor and limit). Signals journaled since the cursor
+// was taken that sort before it (late ones, of another origin) are not
+// replayed from it.
+func (n *Node) ReplayAfter(ctx context.Context, pattern string, after journal.Cursor) iter.Seq2[ReplayStep, error] {
+	return func(yield func(ReplayStep, error) bool) {
+		if err := router.Validate(pattern); err != nil {
+			yield(ReplayStep{}, err)
+			return
+		}
+		stopped := false
+		match := func(s *signalmesh.Signal) bool { return router.Matches(pattern, s.Type) }
+		err := n.jr.Stream(ctx, n.tops.all(), after, journal.StreamOptions{Match: match}, func(st journal.StreamStep) bool {
+			stopped = !yield(ReplayStep{Signal: st.Signal, Truncated: st.Truncated, cursor: st.Cursor}, nil)
+			return !stopped
+		})
+		if err != nil && !stopped {
+			yield(ReplayStep{}, err)
 		}
 	}
 }
@@ -209,4 +250,13 @@ func (n *Node) originName(ref string) string {
 		return id
 	}
 	return ref
+}
+
+// TruncatedError is what Replay yields where it passed over signals that
+// left the journal's view (Config.Retention): Left of them matched its
+// pattern. The replay goes on after it.
+type TruncatedError struct{ Left int }
+
+func (e *TruncatedError) Error() string {
+	return fmt.Sprintf("node: %d signals before this point are past retention", e.Left)
 }

@@ -56,6 +56,7 @@ Flags:
 	fs.IntVar(&spec.ScaleBurst, "scale-burst", 0, "burst size in the scale sweep (default 2000, short 200)")
 	history := fs.String("history", "", "journal lengths of the history sweep (default 0,10000,50000; short 0,500)")
 	catchUp := fs.String("catchup", "", "journal sizes a fresh peer catches up on in the catchup scenario (default 100000,1000000; short 2000)")
+	reopen := fs.String("reopen", "", "journal sizes the reopen scenario reopens (default 20000,200000; short 2000)")
 	fs.BoolVar(&spec.Short, "short", false, "small counts, slowest baselines skipped (CI)")
 	out := fs.String("out", "bench-results", "directory for the JSON result and the plots")
 	quiet := fs.Bool("quiet", false, "no progress bar")
@@ -79,6 +80,9 @@ kernel's sch_netem)`)
 	}
 	if err == nil {
 		spec.CatchUp, err = ints(*catchUp)
+	}
+	if err == nil {
+		spec.Reopen, err = ints(*reopen)
 	}
 	if err == nil {
 		err = spec.WithDefaults().Validate()

@@ -110,6 +110,34 @@ func TestPublishReplayDigestVersion(t *testing.T) {
 	if code, _, errs := cli("replay", "-node", url, "-after", "no-such-id"); code != 1 || !strings.Contains(errs, "404") {
 		t.Errorf("replay -after an unknown id: %d %s", code, errs)
 	}
+	// In pages: -limit prints the cursor to go on from; the pages make
+	// the whole replay. The JSON array of /v1/replay is the same.
+	all := replay()
+	code, out, errs = cli("replay", "-node", url, "-limit", "3")
+	first := strings.Split(strings.TrimSpace(out), "\n")
+	_, cursor, found := strings.Cut(strings.TrimSpace(errs), "-cursor ")
+	if code != 0 || len(first) != 3 || !found {
+		t.Fatalf("replay -limit 3: %d, %d lines, stderr %q", code, len(first), errs)
+	}
+	rest := replay("-cursor", cursor)
+	if len(rest) != 1 || rest[0]["id"] != all[3]["id"] {
+		t.Errorf("replay -cursor: %v, want the last of %v", rest, all)
+	}
+	if _, _, errs := cli("replay", "-node", url, "-limit", "4"); errs != "" {
+		t.Errorf("replay -limit 4 of 4 says more follow: %q", errs)
+	}
+	var arr []map[string]any
+	getJSON(t, url+"/v1/replay", &arr)
+	if len(arr) != 4 || arr[0]["id"] != all[0]["id"] || arr[3]["id"] != all[3]["id"] {
+		t.Errorf("/v1/replay as an array: %v", arr)
+	}
+	for _, q := range []string{"cursor=nope&format=ndjson", "limit=0&format=ndjson", "limit=2"} {
+		if resp, err := http.Get(url + "/v1/replay?" + q); err != nil || resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("/v1/replay?%s: %v, want 400", q, resp.Status)
+		} else {
+			resp.Body.Close()
+		}
+	}
 
 	// A Last-Event-ID from another run of the daemon: the stream says so.
 	req, _ := http.NewRequest(http.MethodGet, url+"/v1/tail", nil)
@@ -326,4 +354,40 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// With retention in the config file, /v1/replay's NDJSON says where it
+// left out signals past it, and signalmesh replay tells so on stderr.
+func TestReplaySaysWhereRetentionCut(t *testing.T) {
+	cfg := writeConfig(t, `{"retention":[{"pattern":"sensor.**","max_age":"1h"}]}`)
+	_, url, _ := daemon(t, "-mesh", "cli-retention", "-listen", "/ip4/127.0.0.1/tcp/0", "-http", "127.0.0.1:0", "-config", cfg)
+	old := `{"specversion":"1.0","type":"sensor.temp","source":"/t","id":"old-1","time":"` +
+		time.Now().Add(-2*time.Hour).UTC().Format(time.RFC3339) + `","data":1}`
+	resp, err := http.Post(url+"/v1/publish", "application/cloudevents+json", strings.NewReader(old))
+	if err != nil || resp.StatusCode/100 != 2 {
+		t.Fatalf("publish: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if code, _, errs := cli("publish", "-node", url, "sensor.temp", "2"); code != 0 {
+		t.Fatalf("publish: %s", errs)
+	}
+	awaitCond(t, "the journal to hold 2 signals", func() bool {
+		_, out, _ := cli("digest", "-node", url)
+		f := strings.Fields(out)
+		return len(f) == 2 && f[1] == "2"
+	})
+	resp, err = http.Get(url + "/v1/replay?format=ndjson")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	lines := strings.Split(strings.TrimSpace(string(body)), "\n")
+	if len(lines) != 3 || lines[0] != `{"past_retention":1}` || strings.Contains(lines[1], "old-1") || !strings.Contains(lines[2], `"more":false`) {
+		t.Fatalf("NDJSON replay:\n%s", body)
+	}
+	code, out, errs := cli("replay", "-node", url)
+	if code != 0 || strings.Count(out, "\n") != 1 || !strings.Contains(errs, "1 signals here are past retention") {
+		t.Fatalf("replay: %d %q %q", code, out, errs)
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/signalmesh/signalmesh/bridge"
+	"github.com/signalmesh/signalmesh/journal"
 	"github.com/signalmesh/signalmesh/node"
 )
 
@@ -61,6 +62,17 @@ type daemonConfig struct {
 	// node off from chosen peers with a connection gater (the fault
 	// harness's fallback when it cannot use network namespaces).
 	FaultAPI bool `json:"fault_api"`
+	// Retention keeps signals per type pattern (node.Config.Retention),
+	// config file only: [{"pattern": "sensor.**", "max_age": "1h"},
+	// {"pattern": "**", "max_count": 1000000, "max_bytes": 10737418240}].
+	Retention []retentionRule `json:"retention"`
+}
+
+type retentionRule struct {
+	Pattern  string   `json:"pattern"`
+	MaxAge   duration `json:"max_age"`
+	MaxCount int      `json:"max_count"`
+	MaxBytes int64    `json:"max_bytes"`
 }
 
 type params struct {
@@ -376,6 +388,9 @@ func (c *daemonConfig) nodeConfig() (node.Config, error) {
 		CauseWait: time.Duration(p.CauseWait), DepWait: time.Duration(p.DepWait), MaxDeps: p.MaxDeps,
 		Discover: time.Duration(p.Discover), ConnLow: p.ConnLow, ConnHigh: p.ConnHigh, ConnGrace: time.Duration(p.ConnGrace),
 		MaxConns: p.MaxConns}
+	for _, r := range c.Retention {
+		nc.Retention = append(nc.Retention, journal.Rule{Pattern: r.Pattern, MaxAge: time.Duration(r.MaxAge), MaxCount: r.MaxCount, MaxBytes: r.MaxBytes})
+	}
 	return nc, nc.Validate()
 }
 

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -27,6 +28,8 @@ import (
 
 	"github.com/signalmesh/signalmesh"
 	"github.com/signalmesh/signalmesh/bridge"
+	"github.com/signalmesh/signalmesh/internal/liblog"
+	"github.com/signalmesh/signalmesh/journal"
 	"github.com/signalmesh/signalmesh/node"
 	"github.com/signalmesh/signalmesh/router"
 )
@@ -44,7 +47,9 @@ Runs a peer until SIGINT or SIGTERM, with an HTTP API:
   GET  /v1/status                 the node's status, peers and bridge counts (JSON)
   GET  /v1/replay?pattern=P&after=ID&since=T   the journal's signals matching P, in
                                   replay order, streamed as a JSON array; after the first
-                                  signal with id ID; not older than T (RFC 3339)
+                                  signal with id ID; not older than T (RFC 3339);
+                                  with format=ndjson one a line, then {"next_cursor","more"};
+                                  &cursor=C goes on from a cursor, &limit=N pages
   GET  /v1/digest                 the journal's size and digest (JSON)
   POST /v1/fault/block, /heal     cut the node off from peers, and heal (with -fault-api)
   POST /v1/ingest                 the bridge ingress (when tokens or a secret are set)
@@ -61,7 +66,10 @@ Every setting can come from a JSON config file (-config), from environment
 variables SIGNALMESH_<FLAG> (upper case, '-' as '_'), or from flags:
 flags win over the environment, which wins over the file. Bridge routes and destinations are set in the
 config file ("bridge": {"cluster", "tokens", "secret", "routes",
-"destinations"}); see README.
+"destinations"}); see README. So is retention ("retention": [{"pattern":
+"sensor.**", "max_age": "1h"}, {"pattern": "**", "max_count": 100000}]):
+replay and new subscriptions leave out what is past it, and /v1/replay's
+NDJSON says where, with a line {"past_retention": N}.
 
 Flags:
 `
@@ -104,6 +112,13 @@ func runDaemon(ctx context.Context, cfg *daemonConfig, stdout, stderr io.Writer)
 		return usageError{fmt.Errorf("log-level %q: %w", cfg.LogLevel, err)}
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if f, ok := stderr.(*os.File); ok && f == os.Stderr {
+		// The process's own daemon: the libraries' logs (go-libp2p, bitswap,
+		// go-log) go through its logger too, from warnings up (they say
+		// much at info). Not for a daemon a test runs in-process: the
+		// routing is process-wide.
+		liblog.Route(log, max(level, slog.LevelWarn))
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	nc.Logger, nc.Registerer = log, reg
@@ -406,11 +421,20 @@ func (a *api) status(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// replayLimitMax bounds limit=: one response holds at most this many
+// signals (a client pages on with the cursor).
+const replayLimitMax = 100000
+
 // replay streams the journal's signals matching a pattern, in replay
-// order, as one JSON array: after=ID starts after the first signal with
-// that id, since=TIME (RFC 3339) keeps the signals whose time is not
-// before it. A read error cuts the array short (the client sees invalid
-// JSON) once it has begun.
+// order, read from the journal as they are written out (the node keeps one
+// signal per origin in memory, not the journal): after=ID starts after the
+// first signal with that id, since=TIME (RFC 3339) keeps the signals whose
+// time is not before it. With format=ndjson (or Accept:
+// application/x-ndjson) it writes one CloudEvent a line and, last, a line
+// {"next_cursor": C, "more": B}: cursor=C goes on from there, limit=N stops
+// after N signals (more is true when it stopped there). Without it, one
+// JSON array (no cursor). A read error cuts the stream short once it has
+// begun (an NDJSON stream then lacks its cursor line).
 func (a *api) replay(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	pattern := q.Get("pattern")
@@ -430,16 +454,49 @@ func (a *api) replay(w http.ResponseWriter, r *http.Request) {
 		}
 		since = t
 	}
+	cursor, err := journal.ParseCursor(q.Get("cursor"))
+	if err != nil {
+		apiError(w, http.StatusBadRequest, "cursor %q: not a cursor this API gave", q.Get("cursor"))
+		return
+	}
+	limit := 0
+	if v := q.Get("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > replayLimitMax {
+			apiError(w, http.StatusBadRequest, "limit %q: want 1 to %d", v, replayLimitMax)
+			return
+		}
+	}
+	ndjson := q.Get("format") == "ndjson" || strings.Contains(r.Header.Get("Accept"), "application/x-ndjson")
+	if !ndjson && (limit > 0 || len(cursor) > 0) {
+		apiError(w, http.StatusBadRequest, "cursor and limit need format=ndjson (the cursor is its last line)")
+		return
+	}
+	out := replayWriter{w: w, ndjson: ndjson}
+	out.fl, _ = w.(http.Flusher)
 	after := q.Get("after")
-	fl, _ := w.(http.Flusher)
-	n := 0
-	for s, err := range a.n.Replay(r.Context(), pattern) {
+	var last node.ReplayStep // its Cursor, once the replay ended, is where it ended
+	var stop journal.Cursor  // where the page stopped, when it is full
+	for st, err := range a.n.ReplayAfter(r.Context(), pattern, cursor) {
 		if err != nil {
-			if n == 0 {
+			if !out.begun {
 				apiError(w, http.StatusServiceUnavailable, "%v", err)
 			}
 			return
 		}
+		if st.Truncated > 0 {
+			out.truncated(st.Truncated)
+		}
+		s := st.Signal
+		if s == nil {
+			continue // the last step: only a truncation
+		}
+		if limit > 0 && out.n == limit { // one more: the page is full, and goes on before this one
+			stop = st.Cursor()
+			ref, seq := journal.Place(s)
+			stop[ref] = seq - 1
+			break
+		}
+		last = st
 		if after != "" {
 			if s.ID == after {
 				after = ""
@@ -449,26 +506,83 @@ func (a *api) replay(w http.ResponseWriter, r *http.Request) {
 		if !since.IsZero() && s.Time.Before(since) {
 			continue
 		}
-		if n == 0 {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusOK)
-			fmt.Fprint(w, "[")
-		} else {
-			fmt.Fprint(w, ",")
-		}
-		b, _ := s.MarshalJSON()
-		_, _ = w.Write(b)
-		if n++; n%256 == 0 && fl != nil {
-			fl.Flush()
-		}
+		out.signal(s)
 	}
-	if n == 0 && after != "" {
+	if out.n == 0 && after != "" && !out.begun {
 		apiError(w, http.StatusNotFound, "after: no signal with id %q matches %s in the journal", after, pattern)
 		return
 	}
-	if n == 0 {
-		writeJSON(w, http.StatusOK, []json.RawMessage{})
+	switch {
+	case stop != nil:
+		out.end(stop, true)
+	case last.Signal != nil:
+		out.end(last.Cursor(), false)
+	default:
+		out.end(cursor, false)
+	}
+}
+
+// replayWriter writes /v1/replay's body: a JSON array, or NDJSON ending
+// with a cursor line.
+type replayWriter struct {
+	w      http.ResponseWriter
+	fl     http.Flusher
+	ndjson bool
+	n      int
+	begun  bool
+}
+
+func (o *replayWriter) begin() {
+	o.begun = true
+	if o.ndjson {
+		o.w.Header().Set("Content-Type", "application/x-ndjson")
+	} else {
+		o.w.Header().Set("Content-Type", "application/json")
+	}
+	o.w.WriteHeader(http.StatusOK)
+	if !o.ndjson {
+		fmt.Fprint(o.w, "[")
+	}
+}
+
+func (o *replayWriter) signal(s *signalmesh.Signal) {
+	switch {
+	case o.n == 0 && !o.begun:
+		o.begin()
+	case o.n > 0 && !o.ndjson:
+		fmt.Fprint(o.w, ",")
+	}
+	b, _ := s.MarshalJSON()
+	_, _ = o.w.Write(b)
+	if o.ndjson {
+		fmt.Fprintln(o.w)
+	}
+	if o.n++; o.n%256 == 0 && o.fl != nil {
+		o.fl.Flush()
+	}
+}
+
+// truncated writes, in NDJSON, a line saying that n signals matching the
+// pattern were passed over here because they are past retention.
+func (o *replayWriter) truncated(n int) {
+	if !o.ndjson {
+		return // an array has no room for it: NDJSON says it
+	}
+	if o.n == 0 && !o.begun {
+		o.begin()
+	}
+	b, _ := json.Marshal(map[string]any{"past_retention": n}) // no CloudEvents attribute has a "_"
+	_, _ = o.w.Write(append(b, '\n'))
+}
+
+func (o *replayWriter) end(c journal.Cursor, more bool) {
+	if !o.begun {
+		o.begin()
+	}
+	if !o.ndjson {
+		fmt.Fprintln(o.w, "]")
 		return
 	}
-	fmt.Fprintln(w, "]")
+	b, _ := json.Marshal(map[string]any{"next_cursor": c.String(), "more": more}) // no CloudEvents attribute has a "_"
+	_, _ = o.w.Write(append(b, '\n'))
 }

@@ -216,6 +216,7 @@ func TestDaemonConfigPrecedence(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "node.json")
 	_ = os.WriteFile(file, []byte(`{"mesh":"from-file","http":"127.0.0.1:1","data_dir":"/file",
 		"params":{"journal_delay":"20ms"},
+		"retention":[{"pattern":"sensor.**","max_age":"1h"},{"pattern":"**","max_count":10,"max_bytes":4096}],
 		"bridge":{"cluster":"eu","tokens":["a"],"routes":[{"pattern":"payment.**","consistency":"quorum:1"}],
 		"destinations":[{"name":"us","url":"http://127.0.0.1:9/v1/ingest","mode":"batch","batch_size":7,"patterns":["order.**"],"cluster":"us","backoff":"1s"}]}}`), 0o644)
 	t.Setenv("SIGNALMESH_HTTP", "127.0.0.1:2")
@@ -231,9 +232,15 @@ func TestDaemonConfigPrecedence(t *testing.T) {
 		t.Fatalf("config %+v", c)
 	}
 	nc, err := c.nodeConfig()
-	if err != nil || nc.Params.JournalDelay != 20*time.Millisecond {
+	if err != nil || nc.Params.JournalDelay != 20*time.Millisecond || len(nc.Retention) != 2 ||
+		nc.Retention[0].MaxAge != time.Hour || nc.Retention[1].MaxCount != 10 || nc.Retention[1].MaxBytes != 4096 {
 		t.Fatalf("node config %+v %v", nc, err)
 	}
+	c.Retention = append(c.Retention, retentionRule{Pattern: "x.**"}) // no limit
+	if _, err := c.nodeConfig(); err == nil {
+		t.Error("a retention rule without a limit was accepted")
+	}
+	c.Retention = nil
 	if ds, err := c.destinations(); err != nil || len(ds) != 1 || ds[0].Mode != "batch" || ds[0].BatchSize != 7 {
 		t.Fatalf("destinations %+v %v", ds, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -145,7 +146,8 @@ Prints the signals matching PATTERN (default **) in a running node's
 journal, in replay order (causes before effects; one order on every replica
 with the same journal), one JSON CloudEvent a line, as the node streams
 them. -after resumes a replay that was cut short: signals journaled since
-may sort before that point.
+may sort before that point. -limit prints at most that many and, when more
+follow, the cursor to go on from on stderr (-cursor).
 
 Flags:
 `)
@@ -154,6 +156,8 @@ Flags:
 	cf := addClientFlags(fs)
 	after := fs.String("after", "", "start after the first signal with this id")
 	since := fs.String("since", "", "only signals whose time is not before this: RFC 3339, or a duration back from now such as 1h")
+	cursor := fs.String("cursor", "", "go on from this cursor (a -limit replay prints it)")
+	limit := fs.Int("limit", 0, "print at most this many signals (0: all)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return helpOr2(err)
@@ -162,7 +166,17 @@ Flags:
 		fmt.Fprintln(stderr, "signalmesh replay: one pattern at most")
 		return 2
 	}
-	q := url.Values{"pattern": {"**"}}
+	q := url.Values{"pattern": {"**"}, "format": {"ndjson"}}
+	if *cursor != "" {
+		q.Set("cursor", *cursor)
+	}
+	if *limit < 0 {
+		fmt.Fprintln(stderr, "signalmesh replay: -limit must not be negative")
+		return 2
+	}
+	if *limit > 0 {
+		q.Set("limit", strconv.Itoa(*limit))
+	}
 	if len(pos) == 1 {
 		q.Set("pattern", pos[0])
 	}
@@ -185,30 +199,49 @@ Flags:
 		return 1
 	}
 	defer resp.Body.Close()
-	if err := printArray(json.NewDecoder(resp.Body), stdout); err != nil {
+	next, more, err := printNDJSON(resp.Body, stdout, stderr)
+	if err != nil {
 		if ctx.Err() != nil {
 			return 0
 		}
 		fmt.Fprintln(stderr, "signalmesh replay: the stream broke:", err)
 		return 1
 	}
+	if more {
+		fmt.Fprintf(stderr, "signalmesh replay: more follow: -cursor %s\n", next)
+	}
 	return 0
 }
 
-// printArray prints the elements of a JSON array one a line as they are read.
-func printArray(dec *json.Decoder, w io.Writer) error {
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
-		return fmt.Errorf("not a JSON array (%v)", err)
-	}
-	for dec.More() {
-		var ev json.RawMessage
-		if err := dec.Decode(&ev); err != nil {
-			return err
+// printNDJSON prints the signal lines of a /v1/replay NDJSON stream as
+// they are read, tells note of signals past retention, and returns its
+// closing cursor line's cursor and more; a stream without one was cut
+// short.
+func printNDJSON(r io.Reader, w, note io.Writer) (cursor string, more bool, err error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		var end struct { // keys with '_' are no CloudEvents attribute names (a-z, 0-9 only)
+			Cursor *string `json:"next_cursor"`
+			More   bool    `json:"more"`
+			Past   int     `json:"past_retention"`
 		}
-		fmt.Fprintln(w, string(ev))
+		if json.Unmarshal(line, &end) == nil {
+			if end.Cursor != nil {
+				return *end.Cursor, end.More, nil
+			}
+			if end.Past > 0 {
+				fmt.Fprintf(note, "signalmesh replay: %d signals here are past retention (left out)\n", end.Past)
+				continue
+			}
+		}
+		fmt.Fprintln(w, string(line))
 	}
-	_, err := dec.Token()
-	return err
+	if err := sc.Err(); err != nil {
+		return "", false, err
+	}
+	return "", false, errors.New("the stream ended without its cursor line")
 }
 
 // parseSince reads an RFC 3339 time or a duration back from now.

@@ -1,0 +1,267 @@
+package causal
+
+import (
+	"cmp"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+)
+
+// State is what a core has delivered, for a caller to store when it stops
+// and hand to a new core when it starts again (Restore), so that the new
+// core need not be fed every signal delivered before: per origin the
+// highest sequence delivered, its frontier entry and its last Lamport
+// time; the ranges given up and still deliverable late; and the filter of
+// delivered ids. Its size follows the number of origins and given-up
+// ranges (at most 4,096) and the filter's fixed size, not the number of
+// signals delivered.
+//
+// What it leaves out costs a lookup, never a wrong answer: the identities
+// delivered lately (Params.Recent) are asked of the Index instead, which
+// holds every journaled signal.
+type State struct {
+	Delivered   map[string]uint64
+	Frontier    map[string]FrontierEntry
+	LastLamport map[string]uint64
+	MaxLamport  uint64
+	Skipped     []Gap    // in the order they were given up
+	Bloom       []uint64 // Params.BloomBits/64 words
+}
+
+// FrontierEntry is an origin's latest delivered signal that no later
+// delivered signal names: its sequence and Lamport time.
+type FrontierEntry struct{ Seq, Lamport uint64 }
+
+// ErrRestore: Restore on a core that has delivered or holds something, or
+// with a filter of another size.
+var ErrRestore = errors.New("causal: restore")
+
+// State returns a copy of what the core has delivered.
+func (c *Core[T]) State() State {
+	s := State{Delivered: maps.Clone(c.delivered), LastLamport: maps.Clone(c.lastLamport), MaxLamport: c.maxLamport,
+		Frontier: make(map[string]FrontierEntry, len(c.frontier)), Skipped: slices.Clone(c.skipRing), Bloom: slices.Clone(c.bloom)}
+	for o, f := range c.frontier {
+		s.Frontier[o] = FrontierEntry{Seq: f.seq, Lamport: f.lamport}
+	}
+	return s
+}
+
+// Restore makes a new core (nothing delivered, nothing waiting) continue
+// from s: what s says was delivered counts as delivered. The filter must
+// have the size Params.BloomBits gives this core.
+func (c *Core[T]) Restore(s State) error {
+	if len(c.delivered) > 0 || len(c.waiting) > 0 || len(c.skipRing) > 0 {
+		return fmt.Errorf("%w: the core is not new", ErrRestore)
+	}
+	if len(s.Bloom) != len(c.bloom) {
+		return fmt.Errorf("%w: filter of %d words, want %d", ErrRestore, len(s.Bloom), len(c.bloom))
+	}
+	for o, seq := range s.Delivered {
+		if seq > 0 {
+			c.delivered[o] = seq
+			c.learn(Ref{Origin: o, Seq: seq})
+		}
+	}
+	for o, f := range s.Frontier {
+		c.frontier[o] = frontierEntry{seq: f.Seq, lamport: f.Lamport}
+	}
+	for o, l := range s.LastLamport {
+		c.lastLamport[o] = l
+	}
+	c.maxLamport = s.MaxLamport
+	for _, g := range s.Skipped {
+		if g.From <= g.To && g.To <= c.delivered[g.Origin] && len(c.skipRing) < maxSkipped {
+			c.skipped[g.Origin] = append(c.skipped[g.Origin], g)
+			c.skipRing = append(c.skipRing, g)
+		}
+	}
+	copy(c.bloom, s.Bloom)
+	return nil
+}
+
+// stateVersion is the first byte of an encoded State.
+const stateVersion = 1
+
+// MarshalBinary encodes s: a version byte, then varints. Origins are
+// sorted, so equal states encode equally.
+func (s State) MarshalBinary() ([]byte, error) {
+	b := []byte{stateVersion}
+	num := func(v uint64) { b = binary.AppendUvarint(b, v) }
+	str := func(v string) { num(uint64(len(v))); b = append(b, v...) }
+	origins := slices.Sorted(maps.Keys(s.Delivered))
+	for o := range s.Frontier {
+		if _, ok := s.Delivered[o]; !ok {
+			origins = append(origins, o)
+		}
+	}
+	for o := range s.LastLamport {
+		if _, ok := s.Delivered[o]; !ok {
+			if _, ok := s.Frontier[o]; !ok {
+				origins = append(origins, o)
+			}
+		}
+	}
+	slices.Sort(origins)
+	num(uint64(len(origins)))
+	for _, o := range origins {
+		str(o)
+		f, inFrontier := s.Frontier[o]
+		num(s.Delivered[o])
+		num(s.LastLamport[o])
+		if inFrontier {
+			num(1)
+			num(f.Seq)
+			num(f.Lamport)
+		} else {
+			num(0)
+		}
+	}
+	num(s.MaxLamport)
+	num(uint64(len(s.Skipped)))
+	for _, g := range s.Skipped {
+		str(g.Origin)
+		num(g.From)
+		num(g.To)
+	}
+	// The filter, sparse: (distance from the previous non-zero word, word).
+	num(uint64(len(s.Bloom)))
+	last := -1
+	for i, w := range s.Bloom {
+		if w != 0 {
+			num(uint64(i - last))
+			b = binary.LittleEndian.AppendUint64(b, w)
+			last = i
+		}
+	}
+	num(0)
+	return b, nil
+}
+
+// Bounds on what UnmarshalBinary accepts.
+const (
+	maxStateOrigins = 1 << 22
+	maxStateWords   = 1 << 26 // 4 Gib of filter
+	maxOriginLen    = 256
+)
+
+var errState = errors.New("causal: bad state encoding")
+
+// UnmarshalBinary decodes what MarshalBinary wrote. It checks every length
+// against what is left of b, so a corrupt or hostile input fails with an
+// error, never a huge allocation or a panic.
+func (s *State) UnmarshalBinary(b []byte) error {
+	if len(b) == 0 || b[0] != stateVersion {
+		return fmt.Errorf("%w: version", errState)
+	}
+	d := stateDecoder{b: b[1:]}
+	n := d.count(maxStateOrigins, 4)
+	st := State{Delivered: make(map[string]uint64, n), Frontier: map[string]FrontierEntry{}, LastLamport: map[string]uint64{}}
+	prev := ""
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		o := d.str()
+		if i > 0 && cmp.Compare(o, prev) <= 0 {
+			d.fail("origins out of order")
+		}
+		prev = o
+		if del := d.num(); del > 0 {
+			st.Delivered[o] = del
+		}
+		if l := d.num(); l > 0 {
+			st.LastLamport[o] = l
+		}
+		switch d.num() {
+		case 0:
+		case 1:
+			st.Frontier[o] = FrontierEntry{Seq: d.num(), Lamport: d.num()}
+		default:
+			d.fail("frontier flag")
+		}
+	}
+	st.MaxLamport = d.num()
+	k := d.count(maxSkipped, 3)
+	for i := uint64(0); i < k && d.err == nil; i++ {
+		g := Gap{Origin: d.str(), From: d.num(), To: d.num()}
+		if g.From == 0 || g.From > g.To {
+			d.fail("gap")
+		}
+		st.Skipped = append(st.Skipped, g)
+	}
+	words := d.num()
+	if words > maxStateWords {
+		d.fail("filter size")
+	}
+	if d.err == nil {
+		st.Bloom = make([]uint64, words)
+	}
+	for at := int64(-1); d.err == nil; {
+		step := d.num()
+		if step == 0 || d.err != nil {
+			break
+		}
+		if at += int64(step); uint64(at) >= words || len(d.b) < 8 {
+			d.fail("filter word")
+			break
+		}
+		st.Bloom[at] = binary.LittleEndian.Uint64(d.b)
+		d.b = d.b[8:]
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("trailing bytes")
+	}
+	if d.err != nil {
+		return d.err
+	}
+	*s = st
+	return nil
+}
+
+type stateDecoder struct {
+	b   []byte
+	err error
+}
+
+func (d *stateDecoder) fail(what string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: %s", errState, what)
+	}
+}
+
+func (d *stateDecoder) num() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, k := binary.Uvarint(d.b)
+	if k <= 0 {
+		d.fail("varint")
+		return 0
+	}
+	d.b = d.b[k:]
+	return v
+}
+
+// count reads a count of items of at least minSize bytes each: at most
+// limit, and no more than what is left could hold.
+func (d *stateDecoder) count(limit uint64, minSize int) uint64 {
+	n := d.num()
+	if n > limit || n > uint64(len(d.b)/minSize) {
+		d.fail("count")
+		return 0
+	}
+	return n
+}
+
+func (d *stateDecoder) str() string {
+	n := d.num()
+	if d.err != nil {
+		return ""
+	}
+	if n > maxOriginLen || n > uint64(len(d.b)) {
+		d.fail("string")
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}

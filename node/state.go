@@ -1,0 +1,242 @@
+package node
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+
+	ds "github.com/ipfs/go-datastore"
+
+	"github.com/signalmesh/signalmesh/causal"
+)
+
+// Reopening without reading the journal. A clean Close writes one record,
+// the reopen state: the causal core's State (what was delivered, per
+// origin), the highest journaled sequence of each origin (tops), and the
+// filter of ids that reached the journal (seen). The next start reads it
+// and deletes it (a crash after that start leaves none), restores the core
+// from it, and reads from the journal only what lies above what was
+// delivered: nothing, after a clean stop, but what was journaled and not
+// yet delivered. Without a record (the first start, or after a crash:
+// Close did not run) the start lists the journal and replays it, as
+// before. The record's size follows the number of origins and the
+// filters' fixed sizes (2 MiB each at most), not the journal's length.
+
+func (n *Node) stateKey() ds.Key { return ds.NewKey("/signalmesh/" + n.cfg.Mesh + "/reopen-state") }
+
+// reopenState is what the record holds.
+type reopenState struct {
+	core causal.State
+	tops map[string]uint64 // origin ref -> highest journaled sequence
+	seen []uint64          // the words of the node's seen filter
+}
+
+// tops tracks the highest journaled sequence of each origin: the put hook
+// notes every journal entry that gets a value (local or remote), so at
+// Close, once the journal is closed, it covers the whole journal. Safe for
+// concurrent use; one entry per origin.
+type tops struct {
+	mu sync.Mutex
+	m  map[string]uint64
+}
+
+func (t *tops) note(ref string, seq uint64) {
+	t.mu.Lock()
+	if seq > t.m[ref] {
+		t.m[ref] = seq
+	}
+	t.mu.Unlock()
+}
+
+func (t *tops) all() map[string]uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return maps.Clone(t.m)
+}
+
+// readState reads the reopen record and deletes it, synced: a crash after
+// this start leaves none. It returns nil when there is none; a record that
+// does not decode is counted, logged and ignored (the start replays the
+// journal instead).
+func (n *Node) readState(ctx context.Context) (*reopenState, error) {
+	b, err := n.store.Get(ctx, n.stateKey())
+	if errors.Is(err, ds.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := n.store.Delete(ctx, n.stateKey()); err != nil {
+		return nil, err
+	}
+	if err := n.store.Sync(ctx, n.stateKey()); err != nil {
+		return nil, err
+	}
+	st, err := decodeState(b)
+	if err != nil {
+		n.m.reject("reopen_state")
+		n.log.Warn("node: the reopen state does not decode; replaying the journal", "err", err)
+		return nil, nil
+	}
+	return &st, nil
+}
+
+// writeState writes the reopen record (at Close, after the loop and the
+// journal stopped: the core and tops are final).
+func (n *Node) writeState(ctx context.Context) error {
+	st := reopenState{core: n.core.State(), tops: n.tops.all(), seen: n.seen.snapshot()}
+	b, err := encodeState(st)
+	if err != nil {
+		return err
+	}
+	return n.store.Put(ctx, n.stateKey(), b)
+}
+
+const stateVersion = 1
+
+func encodeState(st reopenState) ([]byte, error) {
+	core, err := st.core.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	b := []byte{stateVersion}
+	b = binary.AppendUvarint(b, uint64(len(core)))
+	b = append(b, core...)
+	b = binary.AppendUvarint(b, uint64(len(st.tops)))
+	for _, o := range slices.Sorted(maps.Keys(st.tops)) {
+		b = binary.AppendUvarint(b, uint64(len(o)))
+		b = append(b, o...)
+		b = binary.AppendUvarint(b, st.tops[o])
+	}
+	b = binary.AppendUvarint(b, uint64(len(st.seen)))
+	last := -1
+	for i, w := range st.seen {
+		if w != 0 {
+			b = binary.AppendUvarint(b, uint64(i-last))
+			b = binary.LittleEndian.AppendUint64(b, w)
+			last = i
+		}
+	}
+	return binary.AppendUvarint(b, 0), nil
+}
+
+// Bounds on what decodeState accepts.
+const (
+	maxStateWords = 1 << 22 // 32 MiB of filter
+	maxRefLen     = 64
+)
+
+var errStateEncoding = errors.New("node: bad reopen state")
+
+// decodeState decodes what encodeState wrote, checking every length
+// against what is left: a corrupt record fails with an error, never a
+// panic or a huge allocation.
+func decodeState(b []byte) (reopenState, error) {
+	var st reopenState
+	if len(b) == 0 || b[0] != stateVersion {
+		return st, fmt.Errorf("%w: version", errStateEncoding)
+	}
+	d := stateReader{b: b[1:]}
+	if core := d.bytes(uint64(len(d.b))); d.err == nil {
+		if err := st.core.UnmarshalBinary(core); err != nil {
+			return st, err
+		}
+	}
+	n := d.num()
+	if n > uint64(len(d.b)/2) {
+		d.fail("origin count")
+	}
+	st.tops = make(map[string]uint64, min(n, 1<<16))
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		o := string(d.bytes(maxRefLen))
+		st.tops[o] = d.num()
+	}
+	words := d.num()
+	if words > maxStateWords {
+		d.fail("filter size")
+	}
+	if d.err == nil {
+		st.seen = make([]uint64, words)
+	}
+	for at := int64(-1); d.err == nil; {
+		step := d.num()
+		if step == 0 || d.err != nil {
+			break
+		}
+		if at += int64(step); uint64(at) >= words || len(d.b) < 8 {
+			d.fail("filter word")
+			break
+		}
+		st.seen[at] = binary.LittleEndian.Uint64(d.b)
+		d.b = d.b[8:]
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("trailing bytes")
+	}
+	return st, d.err
+}
+
+type stateReader struct {
+	b   []byte
+	err error
+}
+
+func (d *stateReader) fail(what string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: %s", errStateEncoding, what)
+	}
+}
+
+func (d *stateReader) num() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, k := binary.Uvarint(d.b)
+	if k <= 0 {
+		d.fail("varint")
+		return 0
+	}
+	d.b = d.b[k:]
+	return v
+}
+
+// bytes reads a length-prefixed string of at most limit bytes.
+func (d *stateReader) bytes(limit uint64) []byte {
+	n := d.num()
+	if d.err != nil {
+		return nil
+	}
+	if n > limit || n > uint64(len(d.b)) {
+		d.fail("length")
+		return nil
+	}
+	v := d.b[:n]
+	d.b = d.b[n:]
+	return v
+}
+
+// restoreState restores the core and the seen filter from st when use is
+// set and st fits this node, and returns the journal's tops it recorded;
+// nil when it did not restore (the caller replays the journal).
+func (n *Node) restoreState(st *reopenState, use bool) map[string]uint64 {
+	if !use || st == nil {
+		return nil
+	}
+	if len(st.seen) != len(n.seen.words) {
+		n.log.Warn("node: the reopen state's filter has another size; replaying the journal")
+		return nil
+	}
+	if err := n.core.Restore(st.core); err != nil {
+		n.log.Warn("node: the reopen state does not fit; replaying the journal", "err", err)
+		return nil
+	}
+	n.seen.load(st.seen)
+	if st.tops == nil {
+		st.tops = map[string]uint64{}
+	}
+	return st.tops
+}
