@@ -37,3 +37,11 @@ func (n *Node) JournalGet(ctx context.Context, key ds.Key) ([]byte, error) {
 
 // Key is the node's private key (tests only).
 func (n *Node) Key() crypto.PrivKey { return n.key }
+
+// CloseAsCrash closes the node leaving what a kill -9 would: no hand-off,
+// no adoption, its consumer group members leave no final mark (their
+// leases run out). Tests only.
+func (n *Node) CloseAsCrash() error {
+	n.crash.Store(true)
+	return n.Close()
+}

@@ -79,6 +79,7 @@ type Node struct {
 	dag      *ipfslite.Peer
 	repl     *crdt.Replica // the journal
 	subset   *crdt.Replica // the mesh-wide subscription set
+	reg      *registry     // this node's view of it
 	jr       *journal.Journal
 	index    ds.Batching // the journal's id index: local, written by the put hook and by pulls
 	indexOK  bool        // the index is complete: Close marks it so for the next start
@@ -88,6 +89,7 @@ type Node struct {
 	idxMu      sync.Mutex      // guards idxPending
 	idxPending []journal.Entry // index entries queued by the put hook while refusing (flushIndex)
 	closing    atomic.Bool     // Close has begun: Publish refuses
+	crash      atomic.Bool     // tests: Close leaves what a kill -9 would
 	handed     handOff         // what Close waits for peers to hold
 	mdns       mdns.Service
 	rm         *rcmgrCloser // the host's resource manager (the host does not close it)
@@ -199,7 +201,8 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.live = true // the loop runs: Close may ask it for what to adopt
-	n.wg.Add(9)
+	n.wg.Add(10)
+	go n.registrar()
 	go n.watchIdentify()
 	go n.adopter()
 	go n.acker()
@@ -245,6 +248,10 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 // testCrashClose, when set (tests only), makes Close leave what a kill -9
 // would: no adoption, no hand-off.
 var testCrashClose bool
+
+// crashing reports whether Close is to leave what a kill -9 would (tests
+// only: testCrashClose, or this node's crash flag).
+func (n *Node) crashing() bool { return testCrashClose || n.crash.Load() }
 
 // testWrapStore, when set (tests only), wraps every node's store.
 var testWrapStore func(ds.Batching) ds.Batching
@@ -585,10 +592,14 @@ func (n *Node) Peers() []peer.ID { return n.host.Network().Peers() }
 func (n *Node) Close() error {
 	n.once.Do(func() {
 		var errs []error
+		if n.live && !n.crashing() {
+			n.leaveGroups()
+		}
 		n.closing.Store(true)
 		n.handOff(n.adoptAll())
 		n.cancel()
 		n.wg.Wait()
+		n.closeWatches()
 		n.closeSubscriptions()
 		if n.mdns != nil {
 			errs = append(errs, n.mdns.Close())
@@ -654,7 +665,7 @@ func (n *Node) Close() error {
 // the restart it is journaled here, known as delivered and findable.
 // It returns the places it journaled.
 func (n *Node) adoptAll() []place {
-	if !n.live || n.p.Adopt < 0 || testCrashClose {
+	if !n.live || n.p.Adopt < 0 || n.crashing() {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
