@@ -45,3 +45,15 @@ func (n *Node) CloseAsCrash() error {
 	n.crash.Store(true)
 	return n.Close()
 }
+
+// RegistryPut writes a raw entry into the node's replicated subscription
+// set, as a hostile member could (tests only).
+func (n *Node) RegistryPut(ctx context.Context, key ds.Key, value []byte) error {
+	return n.subset.Put(ctx, key, value)
+}
+
+// RegistryHas reports whether the node's replica of the subscription set
+// holds key (tests only).
+func (n *Node) RegistryHas(ctx context.Context, key ds.Key) (bool, error) {
+	return n.subset.Has(ctx, key)
+}

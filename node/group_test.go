@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	ds "github.com/ipfs/go-datastore"
 
 	"github.com/signalmesh/signalmesh"
 	"github.com/signalmesh/signalmesh/node"
@@ -357,5 +360,109 @@ func TestRoutesAcrossTheMesh(t *testing.T) {
 	}
 	if !nodes[0].CanRoute("audit.x.y") || nodes[0].CanRoute("user.created") {
 		t.Fatal("audit.x.y routes nowhere, or user.created somewhere (the local subscription leaked)")
+	}
+}
+
+// Malformed entries in the subscription set, as a hostile member could
+// write them, are refused and counted, deleted everywhere, and change
+// nothing: the group goes on handling each signal once.
+func TestRegistryRefusesMalformedEntries(t *testing.T) {
+	checkLeaks(t)
+	nodes := groupCluster(t, 3, nil)
+	log := newGroupLog()
+	for i, n := range nodes[:2] {
+		if _, err := n.Subscribe("order.**", log.handler(i), node.WithGroup("g")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitGroup(t, nodes, "g", 2)
+	ctx := context.Background()
+	bad := nodes[2].ID().String()
+	victim := nodes[0].ID().String()
+	hostile := map[string]string{
+		"/sub/" + bad + "/x":          `{"peer":"` + bad + `","id":"x","pattern":"order..**","lease":1000000000}`,               // bad pattern
+		"/sub/" + bad + "/y":          `{"peer":"` + bad + `","id":"y","pattern":"**","group":"g","strategy":"nope","lease":1}`, // bad strategy
+		"/sub/" + victim + "/z":       `{"peer":"` + bad + `","id":"z","pattern":"**","lease":1000000000}`,                      // another's key
+		"/sub/" + bad + "/w":          `not json`,
+		"/sub/" + bad + "/v":          `{"peer":"` + bad + `","id":"v","pattern":"**","lease":100000000000000}`, // a lease of a day
+		"/peer/not-a-peer-id":         `{"peer":"not-a-peer-id","lease":1000000000}`,
+		"/elsewhere/" + bad:           `{}`,
+		"/sub/" + bad + "/" + "big":   `{"peer":"` + bad + `","id":"big","pattern":"**","lease":1000000000,"region":"` + string(make([]byte, 17<<10)) + `"}`,
+		"/sub/" + bad + "/g2":         `{"peer":"` + bad + `","id":"g2","pattern":"**","group":"a/b","lease":1000000000}`,
+		"/sub/" + bad + "/prio":       `{"peer":"` + bad + `","id":"prio","pattern":"**","priority":1000,"lease":1000000000}`,
+		"/sub/" + bad + "/mark-x":     `{"peer":"` + bad + `","id":"mark-x","pattern":"**","mark":{"x":"y"},"lease":1000000000}`,
+		"/sub/" + bad + "/no-lease-x": `{"peer":"` + bad + `","id":"no-lease-x","pattern":"**"}`,
+	}
+	for k, v := range hostile {
+		if err := nodes[2].RegistryPut(ctx, ds.NewKey(k), []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refused := func() string {
+		var out []string
+		sum := int64(0)
+		for _, n := range nodes {
+			st, _ := n.Status(ctx)
+			sum += st.Rejected["registry_entry"]
+			for k := range hostile {
+				if ok, _ := n.RegistryHas(ctx, ds.NewKey(k)); ok {
+					out = append(out, fmt.Sprintf("%s holds %s", n.ID(), k))
+				}
+			}
+		}
+		if sum < int64(len(hostile)) { // a peer that reads an entry only once another deleted it never sees it
+			out = append(out, fmt.Sprintf("refused %d of %d", sum, len(hostile)))
+		}
+		return strings.Join(out, "; ")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for left := refused(); left != ""; left = refused() {
+		if time.Now().After(deadline) {
+			t.Fatalf("malformed entries: %s", left)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	sigs, _ := publishSpread(t, nodes, "order.created", 600, 10)
+	eventually(t, 30*time.Second, "every signal handled", func() bool { h, _, _ := log.counts(sigs); return h == len(sigs) })
+	awaitMarks(t, nodes[:2], uint64(len(sigs)))
+	if handled, dups, _ := log.counts(sigs); handled != len(sigs) || dups != 0 {
+		t.Fatalf("handled %d of %d, %d duplicates", handled, len(sigs), dups)
+	}
+	if st, _ := nodes[0].Status(ctx); len(st.Groups["g"]) != 2 || len(nodes[0].Routes("x")) != 0 {
+		t.Fatalf("groups %v, routes of x %+v", st.Groups, nodes[0].Routes("x"))
+	}
+}
+
+// A partition that splits a group: both sides handle what they get, and
+// after the heal every signal has been handled (duplicates are the price
+// of availability: a side that lost the other takes its share over).
+func TestGroupPartitionBothSidesHandle(t *testing.T) {
+	checkLeaks(t)
+	nodes := groupCluster(t, 4, nil)
+	log := newGroupLog()
+	for i, n := range nodes {
+		if _, err := n.Subscribe("order.**", log.handler(i), node.WithGroup("g")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitGroup(t, nodes, "g", 4)
+	before, _ := publishSpread(t, nodes, "order.created", 400, 10)
+	eventually(t, 30*time.Second, "the signals before the cut handled", func() bool { h, _, _ := log.counts(before); return h == len(before) })
+	cut(nodes[:2], nodes[2:])
+	a, _ := publishSpread(t, nodes[:2], "order.created", 1000, 10)
+	b, _ := publishSpread(t, nodes[2:], "order.created", 1000, 10)
+	eventually(t, 30*time.Second, "each side handles its own signals", func() bool {
+		ha, _, _ := log.counts(a)
+		hb, _, _ := log.counts(b)
+		return ha == len(a) && hb == len(b)
+	})
+	heal(t, nodes)
+	awaitGroup(t, nodes, "g", 4)
+	all := append(append(before, a...), b...)
+	awaitMarks(t, nodes, uint64(len(all)))
+	handled, dups, per := log.counts(all)
+	t.Logf("handled %d of %d, duplicates %d, per member %v", handled, len(all), dups, per)
+	if handled != len(all) {
+		t.Fatalf("handled %d of %d", handled, len(all))
 	}
 }
