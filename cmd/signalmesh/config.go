@@ -37,7 +37,7 @@ type daemonConfig struct {
 	PSK      string   `json:"psk"` // 64 hex digits
 	Allow    []string `json:"allow"`
 	HTTP     string   `json:"http"`      // API address
-	APIToken string   `json:"api_token"` // required on every API endpoint but /healthz and the ingress (own auth) when set
+	APIToken string   `json:"api_token"` // required on every API endpoint but /healthz, /readyz and the ingress (own auth) when set
 	// InsecureHTTP lets the API serve a non-loopback address without
 	// APIToken (refused otherwise), with a warning on stderr.
 	InsecureHTTP bool `json:"insecure_http"`
