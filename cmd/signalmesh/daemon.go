@@ -400,7 +400,7 @@ func (a *api) status(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusServiceUnavailable, "%v", err)
 		return
 	}
-	out := map[string]any{"node": st, "peers": a.n.Peers(), "mesh": a.n.Mesh()}
+	out := map[string]any{"node": st, "peers": a.n.Peers(), "mesh": a.n.Mesh(), "members": a.n.Members()}
 	if a.eg != nil {
 		out["egress"] = a.eg.Stats()
 	}
