@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"slices"
@@ -9,7 +10,9 @@ import (
 	"sync/atomic"
 
 	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/causal"
 	"github.com/signalmesh/signalmesh/journal"
+	"github.com/signalmesh/signalmesh/router"
 	"github.com/signalmesh/signalmesh/vclock"
 )
 
@@ -333,13 +336,11 @@ func (s *Subscription) takeOver(old, cur *groupView, removed map[string]bool) {
 			after = meet(after, cur.marks[id])
 		}
 	}
-	var sigs []*signalmesh.Signal
-	var err error
-	if derr := s.n.do(s.n.ctx, func() { sigs, err = s.n.backlog(s.pattern, Start{kind: 3, after: after}) }); derr != nil {
-		return // closing
-	}
+	sigs, err := s.n.window(s.pattern, after, s.cursor)
 	if err != nil {
-		s.n.log.Error("node: read the journal to take over a departed member's share", "group", s.info.Group, "err", err)
+		if s.n.ctx.Err() == nil {
+			s.n.log.Error("node: read the journal to take over a departed member's share", "group", s.info.Group, "err", err)
+		}
 		return
 	}
 	for _, sig := range sigs {
@@ -381,4 +382,46 @@ func meet(a, b vclock.Clock) vclock.Clock {
 		}
 	}
 	return out
+}
+
+// window returns the signals matching pattern that upto covers and after
+// does not, in replay order: read from the journal by place (the cost is
+// the window's size, not the journal's), and, for those whose journal
+// entry has not arrived, from the signals the node delivered.
+func (n *Node) window(pattern string, after, upto vclock.Clock) ([]*signalmesh.Signal, error) {
+	var out []*signalmesh.Signal
+	var missing []causal.Ref
+	for _, e := range upto.Entries() {
+		for seq := after.Get(e.Peer) + 1; seq <= e.N; seq++ {
+			sig, err := n.jr.At(n.ctx, e.Peer, seq)
+			if errors.Is(err, journal.ErrNotFound) {
+				missing = append(missing, causal.Ref{Origin: e.Peer, Seq: seq})
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			if router.Matches(pattern, sig.Type) {
+				out = append(out, sig)
+			}
+		}
+	}
+	if len(missing) > 0 {
+		err := n.do(n.ctx, func() {
+			for _, r := range missing {
+				sig := n.fresh.settled[r]
+				if f, ok := n.fresh.sigs[r]; ok {
+					sig = f.s
+				}
+				if sig != nil && router.Matches(pattern, sig.Type) {
+					out = append(out, sig)
+				}
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	journal.Order(out)
+	return out, nil
 }

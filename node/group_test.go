@@ -268,27 +268,43 @@ func TestGroupMemberDeathFailsOver(t *testing.T) {
 		}
 	}
 	awaitGroup(t, nodes, "fulfilment", 3)
-	const half = 3000
-	first, _ := publishSpread(t, nodes[:2], "order.created", half, 50)
-	// The victim has handled some of its share when it dies.
-	eventually(t, 30*time.Second, "the victim handles", func() bool { _, _, per := log.counts(first); return per[2] > 0 })
+	const third = 2000
+	first, _ := publishSpread(t, nodes[:2], "order.created", third, 50)
+	// The victim's progress reaches the others: it handled its share of
+	// the first third, and its renewals say so.
+	eventually(t, 30*time.Second, "the victim's mark at the first third, seen by the others", func() bool {
+		subs, _ := nodes[0].Subscriptions(context.Background())
+		for _, s := range subs {
+			if s.Peer == nodes[2].ID().String() && s.Mark.Sum() >= third {
+				return true
+			}
+		}
+		return false
+	})
+	second, _ := publishSpread(t, nodes[:2], "order.created", third, 50)
+	_, _, before := log.counts(first)
+	eventually(t, 30*time.Second, "the victim handles some of the second third", func() bool { _, _, per := log.counts(second); return per[2] > 0 })
 	died := time.Now()
 	if err := nodes[2].CloseAsCrash(); err != nil {
 		t.Fatal(err)
 	}
-	second, _ := publishSpread(t, nodes[:2], "order.created", half, 50)
-	all := append(first, second...)
+	last, _ := publishSpread(t, nodes[:2], "order.created", third, 50)
+	all := append(append(first, second...), last...)
 	eventually(t, 60*time.Second, "every signal handled", func() bool { h, _, _ := log.counts(all); return h == len(all) })
 	failover := time.Since(died)
 	awaitMarks(t, nodes[:2], uint64(len(all)))
 	handled, dups, per := log.counts(all)
 	taken := subs[0].Taken() + subs[1].Taken()
-	t.Logf("handled %d, duplicates %d, taken over %d, per member %v, all handled %v after the death", handled, dups, taken, per, failover.Round(time.Millisecond))
+	t.Logf("handled %d, duplicates %d, taken over %d, per member %v (the victim %d before its last known mark), all handled %v after the death",
+		handled, dups, taken, per, before[2], failover.Round(time.Millisecond))
 	if handled != len(all) {
 		t.Fatalf("handled %d of %d", handled, len(all))
 	}
 	if int64(dups) > taken {
 		t.Fatalf("%d duplicates, more than the %d signals taken over", dups, taken)
+	}
+	if dups > per[2]-before[2] {
+		t.Fatalf("%d duplicates: more than the victim handled after its mark (%d)", dups, per[2]-before[2])
 	}
 }
 

@@ -95,6 +95,9 @@ type Node struct {
 	rm         *rcmgrCloser // the host's resource manager (the host does not close it)
 	nat        nat
 
+	leaseTopic *pubsub.Topic // lease renewals of the subscription set (leases.go)
+	leaseSub   *pubsub.Subscription
+
 	peersTopic *pubsub.Topic // discovery announcements
 	peersSub   *pubsub.Subscription
 	peersJoins *pubsub.TopicEventHandler
@@ -201,8 +204,9 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.live = true // the loop runs: Close may ask it for what to adopt
-	n.wg.Add(10)
+	n.wg.Add(11)
 	go n.registrar()
+	go n.readLeases()
 	go n.watchIdentify()
 	go n.adopter()
 	go n.acker()
@@ -618,6 +622,12 @@ func (n *Node) Close() error {
 		}
 		if n.ackTopic != nil {
 			_ = n.ackTopic.Close()
+		}
+		if n.leaseSub != nil {
+			n.leaseSub.Cancel()
+		}
+		if n.leaseTopic != nil {
+			_ = n.leaseTopic.Close()
 		}
 		if n.peersJoins != nil {
 			n.peersJoins.Cancel()

@@ -157,9 +157,10 @@ type Subscription struct {
 	clog    *cursorLog  // on disk only; owned by the run goroutine
 	handled *handledSet // named only; owned by the run goroutine (see handledSet)
 
-	info  SubscriptionInfo // its entry in the subscription set (lease and mark aside)
-	local bool             // not in the subscription set (WithLocal)
-	group *groupMember     // WithGroup only
+	info    SubscriptionInfo // its entry in the subscription set (lease and mark aside)
+	local   bool             // not in the subscription set (WithLocal)
+	leaving atomic.Bool      // withdrawn: renewals leave it alone
+	group   *groupMember     // WithGroup only
 }
 
 // Subscribe calls h for every signal whose type matches pattern (router

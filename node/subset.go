@@ -91,6 +91,7 @@ type registry struct {
 	watchers map[*memberWatch]struct{}
 	full     bool                     // the last read found more than MaxRegistry entries
 	departed map[string]departedEntry // group member id -> its last mark, kept 10 leases
+	gossiped map[string]gossiped      // entries lease messages carried, by key (readLeases)
 
 	// owned by the registrar
 	seen  map[string]*seenEntry
@@ -114,7 +115,10 @@ func (n *Node) startSubscriptionSet() error {
 	n.reg = &registry{kick: make(chan struct{}, 1), local: map[string]*Subscription{},
 		members: map[string]*Member{}, watchers: map[*memberWatch]struct{}{},
 		seen: map[string]*seenEntry{}, views: map[string]*groupView{}, sigs: map[string]string{},
-		departed: map[string]departedEntry{}}
+		departed: map[string]departedEntry{}, gossiped: map[string]gossiped{}}
+	if err := n.joinLeases(); err != nil {
+		return err
+	}
 	var err error
 	n.subset, err = crdt.Open(n.store, n.dag, n.ps, crdt.Params{
 		Namespace:           ds.NewKey("/mesh/" + n.cfg.Mesh + "/subscriptions"),
@@ -162,26 +166,31 @@ func (n *Node) announceSub(s *Subscription) error {
 
 // withdrawSub removes s from the set; a group member leaves its final
 // mark instead (the entry is deleted a lease later), so that the members
-// that take its share over know exactly what it handled.
+// that take its share over know exactly what it handled. The leave is
+// gossiped too (the others see it at once) before the node forgets s.
 func (n *Node) withdrawSub(s *Subscription) error {
+	s.leaving.Store(true) // renewals leave it alone
 	info := n.entry(s, time.Now())
 	info.Left = true
+	b, _ := json.Marshal(info)
+	key := subKey(s.info.Peer, s.info.ID)
+	var err error
+	if n.ctx.Err() == nil { // closing: the entry expires
+		n.gossipLeases([]ds.Key{key}, [][]byte{b})
+		if s.group == nil {
+			err = n.subset.Delete(n.ctx, key)
+		} else {
+			err = n.subset.Put(n.ctx, key, b)
+		}
+	}
 	n.reg.mu.Lock()
 	delete(n.reg.local, s.info.ID)
 	if s.group != nil { // the other local members take over after its final mark
 		n.reg.departed[info.memberID()] = departedEntry{mark: n.reg.departed[info.memberID()].mark.Merge(info.Mark), at: time.Now()}
 	}
 	n.reg.mu.Unlock()
-	if n.ctx.Err() != nil {
-		return nil // closing: the entry expires
-	}
-	defer n.kickRegistry()
-	key := subKey(s.info.Peer, s.info.ID)
-	if s.group == nil {
-		return n.subset.Delete(n.ctx, key)
-	}
-	b, _ := json.Marshal(info)
-	return n.subset.Put(n.ctx, key, b)
+	n.kickRegistry()
+	return err
 }
 
 func (n *Node) kickRegistry() {
@@ -224,7 +233,9 @@ func (n *Node) renew(now time.Time) error {
 	n.reg.mu.Lock()
 	local := make([]*Subscription, 0, len(n.reg.local))
 	for _, s := range n.reg.local {
-		local = append(local, s)
+		if !s.leaving.Load() {
+			local = append(local, s)
+		}
 	}
 	n.reg.mu.Unlock()
 	b, err := n.subset.Batch(n.ctx)
@@ -232,16 +243,18 @@ func (n *Node) renew(now time.Time) error {
 		return err
 	}
 	rec, _ := json.Marshal(peerRecord{Peer: n.self.String(), Region: n.cfg.Region, Lease: n.p.Lease, Expires: now.Add(n.p.Lease)})
-	if err := b.Put(n.ctx, ds.NewKey(regPeer+n.self.String()), rec); err != nil {
-		return err
-	}
-	size := len(rec)
+	keys, vals := []ds.Key{ds.NewKey(regPeer + n.self.String())}, [][]byte{rec}
 	for _, s := range local {
 		v, _ := json.Marshal(n.entry(s, now))
-		if err := b.Put(n.ctx, subKey(s.info.Peer, s.info.ID), v); err != nil {
+		keys, vals = append(keys, subKey(s.info.Peer, s.info.ID)), append(vals, v)
+	}
+	n.gossipLeases(keys, vals)
+	size := 0
+	for i, k := range keys {
+		if err := b.Put(n.ctx, k, vals[i]); err != nil {
 			return err
 		}
-		size += len(v)
+		size += len(vals[i])
 	}
 	if err := b.Commit(n.ctx); err != nil {
 		return err
@@ -267,29 +280,34 @@ func (n *Node) readRegistry(now time.Time) error {
 	if err != nil {
 		return err
 	}
-	var entries []regEntry
-	var stale []ds.Key
-	keys := map[string]bool{}
+	vals := map[string][]byte{}
 	full := false
 	for r := range res.Next() {
 		if r.Error != nil {
 			res.Close()
 			return r.Error
 		}
-		if len(keys) >= n.p.MaxRegistry {
+		if len(vals) >= n.p.MaxRegistry {
 			full = true
 			continue
 		}
-		keys[r.Key] = true
-		e, del := n.noteEntry(r.Key, r.Value, now)
-		if del {
-			stale = append(stale, ds.NewKey(r.Key))
+		vals[r.Key] = r.Value
+	}
+	res.Close()
+	vals, gossipOnly := n.mergeGossiped(vals, now)
+	var entries []regEntry
+	var stale []ds.Key
+	keys := map[string]bool{}
+	for k, v := range vals {
+		keys[k] = true
+		e, del := n.noteEntry(k, v, now)
+		if del && !gossipOnly[k] {
+			stale = append(stale, ds.NewKey(k))
 		}
 		if e.rec != nil || e.sub != nil {
 			entries = append(entries, e)
 		}
 	}
-	res.Close()
 	for k := range n.reg.seen {
 		if !keys[k] && !full {
 			delete(n.reg.seen, k)
