@@ -103,7 +103,7 @@ func validAttr(a string) bool {
 // Strategy (WithStrategy; default Hash), each signal handled by one member.
 // A member is a named subscription (its name defaults to "group.<name>"):
 // it keeps a cursor, resumes after a restart and spills rather than
-// drops. See Subscribe for failover.
+// drops. See the package doc, Consumer groups, for failover.
 func WithGroup(name string) SubOption {
 	return func(c *subConfig) error {
 		if name == "" || len(name) > 128 || strings.ContainsAny(name, "/\x00") {
