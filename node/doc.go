@@ -149,14 +149,17 @@
 //   - A member that dies (kill -9, a cut) is dropped once its lease runs
 //     out, and its share moves: nothing is lost; what it handled after its
 //     last renewal that reached the others (at most Lease/3 of its work,
-//     plus the renewal's travel) is handled again. Subscription.Taken and
-//     Status.TakenOver count the signals handed over: the duplicates are
-//     at most those.
+//     plus the renewal's travel) is handled again.
 //   - During a partition each side drops the other's members after the
 //     lease and handles everything it gets, availability first; after the
 //     heal, signals published on the far side during the cut that arrive
 //     before the far members' renewals are handled again here: the
-//     duplicates grow with what the far side published during the cut.
+//     duplicates grow with what the far side published during the cut,
+//     not with the lease.
+//
+// Subscription.Taken and Status.TakenOver count the signals a member
+// handled for departed members (handed over, or theirs by the assignment
+// within 10 leases of their departure): the duplicates are at most those.
 //
 // Handlers get the signal, whose identity (IdempotencyKey: source and
 // id) is the same for every copy: a handler that records the keys it

@@ -159,6 +159,9 @@ type groupView struct {
 	// marks is each member's last known progress mark, the departed ones
 	// included: what it handled its share of.
 	marks map[string]vclock.Clock
+	// gone are the members that departed lately (10 leases): a signal
+	// that would be theirs is counted as handled for them (Taken).
+	gone []viewMember
 }
 
 // covers reports whether clock c covers the journaled signal s.
@@ -169,10 +172,17 @@ func covers(c vclock.Clock, s *signalmesh.Signal) bool {
 
 // owner is the id of the member that handles s under st, "" for none.
 func (v *groupView) owner(st Strategy, s *signalmesh.Signal) string {
+	return v.ownerAmong(st, s, v.members, nil)
+}
+
+// ownerAmong is owner over the members and extra.
+func (v *groupView) ownerAmong(st Strategy, s *signalmesh.Signal, members, extra []viewMember) string {
 	var cands []*viewMember
-	for i := range v.members {
-		if !covers(v.members[i].from, s) {
-			cands = append(cands, &v.members[i])
+	for _, ms := range [][]viewMember{members, extra} {
+		for i := range ms {
+			if !covers(ms[i].from, s) {
+				cands = append(cands, &ms[i])
+			}
 		}
 	}
 	key := s.Source + "\x00" + s.ID
@@ -284,8 +294,11 @@ func (s *Subscription) kick() {
 }
 
 // Taken is the number of signals this group member handled for members
-// that departed (their share since their last progress mark): the upper
-// bound of the duplicates a failover caused here. Zero outside groups.
+// that departed: their share since their last progress mark, handed over,
+// and, for 10 leases after they departed, the signals that would have
+// been theirs (a member cut off by a partition handles those too). It
+// bounds the duplicates failovers and partitions caused here. Zero
+// outside groups.
 func (s *Subscription) Taken() int64 {
 	if s.group == nil {
 		return 0

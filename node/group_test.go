@@ -451,7 +451,8 @@ func TestRegistryRefusesMalformedEntries(t *testing.T) {
 
 // A partition that splits a group: both sides handle what they get, and
 // after the heal every signal has been handled (duplicates are the price
-// of availability: a side that lost the other takes its share over).
+// of availability: a side that lost the other takes its share over), and
+// counted.
 func TestGroupPartitionBothSidesHandle(t *testing.T) {
 	checkLeaks(t)
 	nodes := groupCluster(t, 4, nil)
@@ -477,8 +478,16 @@ func TestGroupPartitionBothSidesHandle(t *testing.T) {
 	all := append(append(before, a...), b...)
 	awaitMarks(t, nodes, uint64(len(all)))
 	handled, dups, per := log.counts(all)
-	t.Logf("handled %d of %d, duplicates %d, per member %v", handled, len(all), dups, per)
+	taken := int64(0)
+	for _, n := range nodes {
+		st, _ := n.Status(context.Background())
+		taken += st.TakenOver
+	}
+	t.Logf("handled %d of %d, duplicates %d (counted at most %d), per member %v", handled, len(all), dups, taken, per)
 	if handled != len(all) {
 		t.Fatalf("handled %d of %d", handled, len(all))
+	}
+	if int64(dups) > taken {
+		t.Fatalf("%d duplicates, more than the %d signals counted as handled for departed members", dups, taken)
 	}
 }

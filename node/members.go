@@ -249,7 +249,7 @@ func (n *Node) publishViews(remote []SubscriptionInfo, regions map[string]string
 			marks[id] = d.mark
 		}
 		n.reg.mu.Unlock()
-		v := &groupView{members: ms, regions: regions, marks: marks}
+		v := &groupView{members: ms, regions: regions, marks: marks, gone: n.goneMembers(g, ms)}
 		n.reg.sigs[g], n.reg.views[g] = sig.String(), v
 		for _, s := range locals {
 			s.group.view.Store(v)
@@ -260,6 +260,7 @@ func (n *Node) publishViews(remote []SubscriptionInfo, regions map[string]string
 		if byGroup[g] == nil {
 			delete(n.reg.sigs, g)
 			delete(n.reg.views, g)
+			delete(n.reg.gone, g)
 		}
 	}
 }
@@ -301,4 +302,39 @@ func (n *Node) leaveGroups() {
 			n.log.Warn("node: leave consumer group", "group", s.info.Group, "err", err)
 		}
 	}
+}
+
+// goneMembers notes the members of group g that were in its last view and
+// are not in ms, and returns those gone within the last 10 leases. It
+// runs on the registrar.
+func (n *Node) goneMembers(g string, ms []viewMember) []viewMember {
+	now := time.Now()
+	gone := n.reg.gone[g]
+	if gone == nil {
+		gone = map[string]goneMember{}
+		n.reg.gone[g] = gone
+	}
+	if old := n.reg.views[g]; old != nil {
+		for _, m := range old.members {
+			if !slices.ContainsFunc(ms, func(x viewMember) bool { return x.id == m.id }) {
+				gone[m.id] = goneMember{m: m, at: now}
+			}
+		}
+	}
+	var out []viewMember
+	for id, gm := range gone {
+		switch {
+		case slices.ContainsFunc(ms, func(x viewMember) bool { return x.id == id }), now.Sub(gm.at) > 10*n.p.Lease:
+			delete(gone, id) // back, or long gone
+		default:
+			out = append(out, gm.m)
+		}
+	}
+	slices.SortFunc(out, func(a, b viewMember) int { return strings.Compare(a.id, b.id) })
+	return out
+}
+
+type goneMember struct {
+	m  viewMember
+	at time.Time
 }

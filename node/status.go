@@ -42,7 +42,7 @@ type Status struct {
 	RPCsOut   int64
 	// TakenOver counts signals this node's consumer group members
 	// handled for members that departed (Subscription.Taken): the bound
-	// of the duplicates failovers caused here.
+	// of the duplicates failovers and partitions caused here.
 	TakenOver int64
 	// LeaseRenewals and LeaseBytes are this node's renewals of its entries
 	// in the subscription set (one delta each) and the bytes of the entries

@@ -506,6 +506,10 @@ func (s *Subscription) handle(sig *signalmesh.Signal, m mark) {
 			s.skip(origin, seq, m) // another member's
 			return
 		}
+		if !covered && len(g.cur.gone) > 0 && g.cur.ownerAmong(g.strategy, sig, g.cur.members, g.cur.gone) != g.id {
+			g.taken.Add(1) // a departed member's: if it is alive (a partition), it handles it too
+			s.n.m.takenOver.Add(1)
+		}
 	}
 	id := identityHash(sig)
 	if s.handled.has(id) {

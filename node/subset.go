@@ -95,8 +95,9 @@ type registry struct {
 
 	// owned by the registrar
 	seen  map[string]*seenEntry
-	views map[string]*groupView // by group, as last published
-	sigs  map[string]string     // by group, the published view's signature
+	views map[string]*groupView            // by group, as last published
+	sigs  map[string]string                // by group, the published view's signature
+	gone  map[string]map[string]goneMember // by group, members departed lately
 }
 
 type seenEntry struct {
@@ -115,6 +116,7 @@ func (n *Node) startSubscriptionSet() error {
 	n.reg = &registry{kick: make(chan struct{}, 1), local: map[string]*Subscription{},
 		members: map[string]*Member{}, watchers: map[*memberWatch]struct{}{},
 		seen: map[string]*seenEntry{}, views: map[string]*groupView{}, sigs: map[string]string{},
+		gone:     map[string]map[string]goneMember{},
 		departed: map[string]departedEntry{}, gossiped: map[string]gossiped{}}
 	if err := n.joinLeases(); err != nil {
 		return err
