@@ -71,7 +71,11 @@ func (st Strategy) String() string {
 	return "broadcast"
 }
 
-// parseStrategy reads String's form.
+// ParseStrategy reads a strategy's String form: "broadcast",
+// "hash:<attr>", "balanced" or "local-first".
+func ParseStrategy(s string) (Strategy, error) { return parseStrategy(s) }
+
+// parseStrategy reads String's form ("" is Broadcast).
 func parseStrategy(s string) (Strategy, error) {
 	switch {
 	case s == "" || s == "broadcast":
@@ -368,12 +372,12 @@ func (s *Subscription) takeOver(old, cur *groupView, removed map[string]bool) {
 		if s.handled.has(id) {
 			continue
 		}
+		g.taken.Add(1) // before the handler: Taken bounds the duplicates at any moment
+		s.n.m.takenOver.Add(1)
 		if !s.call(sig) {
 			return // closed
 		}
 		s.handled.add(id)
-		g.taken.Add(1)
-		s.n.m.takenOver.Add(1)
 	}
 }
 

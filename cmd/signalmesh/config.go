@@ -26,6 +26,8 @@ type daemonConfig struct {
 	Listen    []string `json:"listen"`
 	Bootstrap []string `json:"bootstrap"`
 	MDNS      bool     `json:"mdns"`
+	// Region tags the node for consumer groups' LocalFirst (node.Config.Region).
+	Region string `json:"region"`
 	// Relay offers circuit relay service (node.Config.RelayService).
 	Relay bool `json:"relay"`
 	// Relays are relay nodes to keep a reservation on, as multiaddrs
@@ -57,6 +59,11 @@ type daemonConfig struct {
 	// "300us-200ms"): each signal waits a time drawn log-uniformly from
 	// the range by a hash of its identity (fault injection).
 	RecordDelay string `json:"record_delay"`
+	// RecordGroup makes the record subscription a member of this consumer
+	// group (node.WithGroup), with RecordStrategy ("hash:subject", the
+	// default; "balanced", "local-first", "broadcast").
+	RecordGroup    string `json:"record_group"`
+	RecordStrategy string `json:"record_strategy"`
 	// FaultAPI serves /v1/fault/block and /v1/fault/heal, which cut this
 	// node off from chosen peers with a connection gater (the fault
 	// harness's fallback when it cannot use network namespaces).
@@ -84,6 +91,7 @@ type params struct {
 	ConnHigh        int      `json:"conn_high"`
 	ConnGrace       duration `json:"conn_grace"`
 	MaxConns        int      `json:"max_conns"`
+	Lease           duration `json:"lease"`
 }
 
 type bridgeCfg struct {
@@ -188,6 +196,10 @@ func loadDaemonConfig(fs *flag.FlagSet, args []string) (*daemonConfig, error) {
 	fs.StringVar(&f.Bridge.Secret, "ingress-secret", "", "HMAC secret the bridge ingress accepts")
 	fs.StringVar(&f.Record, "record", "", "append every delivered signal matching -record-pattern to this file, one JSON line each (a persistent subscription)")
 	fs.StringVar(&f.RecordPattern, "record-pattern", "", "pattern of -record (default **)")
+	fs.StringVar(&f.RecordGroup, "record-group", "", "make the -record subscription a member of this consumer group (each signal recorded by one member across the mesh)")
+	fs.StringVar(&f.RecordStrategy, "record-strategy", "", "the -record-group's strategy: hash:ATTR (default hash:subject), balanced, local-first or broadcast")
+	fs.StringVar(&f.Region, "region", "", "the node's region tag, for consumer groups' local-first strategy")
+	fs.Var((*durationFlag)(&f.Params.Lease), "lease", "lease of the node's entries in the subscription set: a dead consumer group member's share moves after it (Params.Lease; default 10s)")
 	fs.StringVar(&f.RecordDelay, "record-delay", "", "make the -record handler slow: MIN-MAX, such as 300us-200ms, log-uniform per signal (fault injection)")
 	fs.IntVar(&f.Params.CausalBuffer, "causal-buffer", 0, "signals that may wait for a cause (Params.CausalBuffer; default the node's)")
 	fs.IntVar(&f.Params.SubscriberQueue, "subscriber-queue", 0, "signals queued per subscription (Params.SubscriberQueue; default the node's)")
@@ -280,6 +292,18 @@ func (c *daemonConfig) set(name, v string) error {
 		c.RecordPattern = v
 	case "record-delay":
 		c.RecordDelay = v
+	case "record-group":
+		c.RecordGroup = v
+	case "record-strategy":
+		c.RecordStrategy = v
+	case "region":
+		c.Region = v
+	case "lease":
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return fmt.Errorf("lease: want a duration: %q", v)
+		}
+		c.Params.Lease = duration(d)
 	case "causal-buffer", "subscriber-queue":
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
@@ -336,7 +360,7 @@ func (c *daemonConfig) set(name, v string) error {
 // nodeConfig turns the daemon config into a node.Config.
 func (c *daemonConfig) nodeConfig() (node.Config, error) {
 	nc := node.Config{Mesh: c.Mesh, DataDir: c.DataDir, ListenAddrs: c.Listen, MDNS: c.MDNS,
-		RelayService: c.Relay, AnnounceAddrs: c.Announce}
+		RelayService: c.Relay, AnnounceAddrs: c.Announce, Region: c.Region}
 	if c.Mesh == "" {
 		return nc, errors.New("a mesh name is required (-mesh, SIGNALMESH_MESH or \"mesh\" in the config)")
 	}
@@ -375,7 +399,7 @@ func (c *daemonConfig) nodeConfig() (node.Config, error) {
 		Rebroadcast: time.Duration(p.Rebroadcast), Redial: time.Duration(p.Redial),
 		CauseWait: time.Duration(p.CauseWait), DepWait: time.Duration(p.DepWait), MaxDeps: p.MaxDeps,
 		Discover: time.Duration(p.Discover), ConnLow: p.ConnLow, ConnHigh: p.ConnHigh, ConnGrace: time.Duration(p.ConnGrace),
-		MaxConns: p.MaxConns}
+		MaxConns: p.MaxConns, Lease: time.Duration(p.Lease)}
 	return nc, nc.Validate()
 }
 

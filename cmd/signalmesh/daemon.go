@@ -400,7 +400,12 @@ func (a *api) status(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusServiceUnavailable, "%v", err)
 		return
 	}
-	out := map[string]any{"node": st, "peers": a.n.Peers(), "mesh": a.n.Mesh(), "members": a.n.Members()}
+	subs, err := a.n.Subscriptions(r.Context())
+	if err != nil {
+		apiError(w, http.StatusServiceUnavailable, "%v", err)
+		return
+	}
+	out := map[string]any{"node": st, "peers": a.n.Peers(), "mesh": a.n.Mesh(), "members": a.n.Members(), "subscriptions": subs}
 	if a.eg != nil {
 		out["egress"] = a.eg.Stats()
 	}
