@@ -491,3 +491,34 @@ func TestGroupPartitionBothSidesHandle(t *testing.T) {
 		t.Fatalf("%d duplicates, more than the %d signals counted as handled for departed members", dups, taken)
 	}
 }
+
+// A node that closes cleanly mid-stream takes its member out of the group
+// first, with its final mark: the others hand its share over with no
+// signal lost and none handled twice.
+func TestGroupNodeCloseHandsOff(t *testing.T) {
+	checkLeaks(t)
+	nodes := groupCluster(t, 3, nil)
+	log := newGroupLog()
+	for i, n := range nodes {
+		if _, err := n.Subscribe("order.**", log.handler(i), node.WithGroup("fulfilment")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitGroup(t, nodes, "fulfilment", 3)
+	const half = 3000
+	first, _ := publishSpread(t, nodes[:2], "order.created", half, 50)
+	eventually(t, 30*time.Second, "the leaving member handles", func() bool { _, _, per := log.counts(first); return per[2] > 0 })
+	if err := nodes[2].Close(); err != nil {
+		t.Fatal(err)
+	}
+	second, _ := publishSpread(t, nodes[:2], "order.created", half, 50)
+	all := append(first, second...)
+	eventually(t, 60*time.Second, "every signal handled", func() bool { h, _, _ := log.counts(all); return h == len(all) })
+	awaitGroup(t, nodes[:2], "fulfilment", 2)
+	awaitMarks(t, nodes[:2], uint64(len(all)))
+	handled, dups, per := log.counts(all)
+	t.Logf("handled %d, duplicates %d, per member %v", handled, dups, per)
+	if handled != len(all) || dups != 0 {
+		t.Fatalf("handled %d of %d, %d duplicates", handled, len(all), dups)
+	}
+}
