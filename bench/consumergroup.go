@@ -11,7 +11,7 @@ import (
 )
 
 // ConsumerGroup: four peers in this process; a consumer group (Hash by
-// subject, 64 subjects) of each size in sizes, its members on the first
+// subject, 1,024 subjects: a member's share is even within a few %) of each size in sizes, its members on the first
 // peers, each handler costing per; n signals published on the last peer
 // in Publish calls of 100. Measures, per size, the group's throughput
 // (signals handled per second, from the first Publish to the last
@@ -96,7 +96,7 @@ func groupRun(ctx context.Context, env Env, size, n int, per time.Duration) (flo
 		batch := make([]*signalmesh.Signal, min(100, n-sent))
 		for i := range batch {
 			var err error
-			if batch[i], err = signalmesh.New("bench.group", "/bench", payload, signalmesh.WithSubject(fmt.Sprint("s", (sent+i)%64))); err != nil {
+			if batch[i], err = signalmesh.New("bench.group", "/bench", payload, signalmesh.WithSubject(fmt.Sprint("s", (sent+i)%1024))); err != nil {
 				return 0, 0, err
 			}
 		}
