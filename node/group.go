@@ -381,6 +381,50 @@ func (s *Subscription) takeOver(old, cur *groupView, removed map[string]bool) {
 	}
 }
 
+// groupDefaults completes a group member's configuration: Hash, and the
+// name "group.<group>", unless given; one member of a name per node.
+func (n *Node) groupDefaults(cfg *subConfig) error {
+	if cfg.group == "" {
+		return nil
+	}
+	if cfg.local {
+		return fmt.Errorf("node: a group member cannot be WithLocal")
+	}
+	if !cfg.strategySet {
+		cfg.strategy = Hash
+	}
+	if cfg.name == "" {
+		cfg.name = "group." + cfg.group
+	}
+	n.reg.mu.Lock()
+	_, taken := n.reg.local[cfg.name]
+	n.reg.mu.Unlock()
+	if taken {
+		return fmt.Errorf("node: subscription %q exists on this node (give members of one group on one node names of their own)", cfg.name)
+	}
+	return nil
+}
+
+// passOver reports whether sig is another member's (the cursor moves past
+// it); a signal of its own that would be a departed member's is counted
+// in Taken. It runs on the run goroutine.
+func (s *Subscription) passOver(sig *signalmesh.Signal, origin string, seq uint64, m mark) bool {
+	g := s.group
+	if !g.shares() {
+		return false
+	}
+	s.syncView()
+	if g.cur.owner(g.strategy, sig) != g.id {
+		s.skip(origin, seq, m)
+		return true
+	}
+	if len(g.cur.gone) > 0 && g.cur.ownerAmong(g.strategy, sig, g.cur.members, g.cur.gone) != g.id {
+		g.taken.Add(1) // a departed member's: if it is alive (a partition), it handles it too
+		s.n.m.takenOver.Add(1)
+	}
+	return false
+}
+
 // skip passes over another member's signal: the cursor moves past it (in
 // memory; a crash judges it again after the restart).
 func (s *Subscription) skip(origin string, seq uint64, m mark) {

@@ -185,6 +185,12 @@ func (n *Node) publishRegistry(entries []regEntry, full bool, now time.Time) {
 	}
 	n.publishViews(remote, regions)
 
+	n.noteMembers(members, remote, full, now)
+}
+
+// noteMembers publishes the members and the remote subscriptions a read
+// found, and tells the watchers what changed.
+func (n *Node) noteMembers(members map[string]*Member, remote []SubscriptionInfo, full bool, now time.Time) {
 	n.reg.mu.Lock()
 	defer n.reg.mu.Unlock()
 	if full && !n.reg.full {

@@ -182,22 +182,8 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 			return nil, err
 		}
 	}
-	if cfg.group != "" {
-		if cfg.local {
-			return nil, fmt.Errorf("node: a group member cannot be WithLocal")
-		}
-		if !cfg.strategySet {
-			cfg.strategy = Hash
-		}
-		if cfg.name == "" {
-			cfg.name = "group." + cfg.group
-		}
-		n.reg.mu.Lock()
-		_, taken := n.reg.local[cfg.name]
-		n.reg.mu.Unlock()
-		if taken {
-			return nil, fmt.Errorf("node: subscription %q exists on this node (give members of one group on one node names of their own)", cfg.name)
-		}
+	if err := n.groupDefaults(&cfg); err != nil {
+		return nil, err
 	}
 	mw := append(append([]Middleware(nil), n.cfg.DispatchMiddleware...), cfg.mw...)
 	if n.m.hist != nil {
@@ -500,16 +486,8 @@ func (s *Subscription) handle(sig *signalmesh.Signal, m mark) {
 	if seq != 0 && seq <= s.cursor.Get(origin) && m != markLate {
 		return
 	}
-	if g := s.group; g != nil && g.shares() {
-		s.syncView()
-		if !covered && g.cur.owner(g.strategy, sig) != g.id {
-			s.skip(origin, seq, m) // another member's
-			return
-		}
-		if !covered && len(g.cur.gone) > 0 && g.cur.ownerAmong(g.strategy, sig, g.cur.members, g.cur.gone) != g.id {
-			g.taken.Add(1) // a departed member's: if it is alive (a partition), it handles it too
-			s.n.m.takenOver.Add(1)
-		}
+	if s.group != nil && !covered && s.passOver(sig, origin, seq, m) {
+		return // another member's
 	}
 	id := identityHash(sig)
 	if s.handled.has(id) {
