@@ -403,7 +403,7 @@ func TestRegistryRefusesMalformedEntries(t *testing.T) {
 		"/sub/" + bad + "/v":          `{"peer":"` + bad + `","id":"v","pattern":"**","lease":100000000000000}`, // a lease of a day
 		"/peer/not-a-peer-id":         `{"peer":"not-a-peer-id","lease":1000000000}`,
 		"/elsewhere/" + bad:           `{}`,
-		"/sub/" + bad + "/" + "big":   `{"peer":"` + bad + `","id":"big","pattern":"**","lease":1000000000,"region":"` + string(make([]byte, 17<<10)) + `"}`,
+		"/sub/" + bad + "/" + "big":   `{"peer":"` + bad + `","id":"big","pattern":"**","lease":1000000000,"name":"` + strings.Repeat("x", 300<<10) + `"}`, // over 256 KiB
 		"/sub/" + bad + "/g2":         `{"peer":"` + bad + `","id":"g2","pattern":"**","group":"a/b","lease":1000000000}`,
 		"/sub/" + bad + "/prio":       `{"peer":"` + bad + `","id":"prio","pattern":"**","priority":1000,"lease":1000000000}`,
 		"/sub/" + bad + "/mark-x":     `{"peer":"` + bad + `","id":"mark-x","pattern":"**","mark":{"x":"y"},"lease":1000000000}`,

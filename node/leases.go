@@ -24,7 +24,7 @@ import (
 // decode, or holds an entry that is malformed or not its author's.
 
 const (
-	maxLeaseMsgBytes   = 256 << 10
+	maxLeaseMsgBytes   = 1 << 20 // GossipSub's default message limit
 	maxLeaseMsgEntries = 1024
 )
 
@@ -98,16 +98,30 @@ func decodeLeases(b []byte, author peer.ID) ([]regEntry, []json.RawMessage, erro
 	return out, vals, nil
 }
 
-// gossipLeases publishes entries (keys and values) of this node.
+// gossipLeases publishes entries (keys and values) of this node, in
+// messages of at most half the limits.
 func (n *Node) gossipLeases(keys []ds.Key, values [][]byte) {
-	msg := leaseMsg{Entries: make([]leaseEntry, len(keys))}
+	var msg leaseMsg
+	size := 0
+	flush := func() {
+		if len(msg.Entries) == 0 {
+			return
+		}
+		b, _ := json.Marshal(msg)
+		if err := n.leaseTopic.Publish(n.ctx, b); err != nil && n.ctx.Err() == nil {
+			n.log.Debug("node: gossip leases", "err", err)
+		}
+		msg.Entries, size = nil, 0
+	}
 	for i, k := range keys {
-		msg.Entries[i] = leaseEntry{Key: k.String(), Value: values[i]}
+		e := leaseEntry{Key: k.String(), Value: values[i]}
+		if size+len(e.Key)+len(e.Value) > maxLeaseMsgBytes/2 || len(msg.Entries) >= maxLeaseMsgEntries/2 {
+			flush()
+		}
+		msg.Entries = append(msg.Entries, e)
+		size += len(e.Key) + len(e.Value) + 16
 	}
-	b, _ := json.Marshal(msg)
-	if err := n.leaseTopic.Publish(n.ctx, b); err != nil && n.ctx.Err() == nil {
-		n.log.Debug("node: gossip leases", "err", err)
-	}
+	flush()
 }
 
 // readLeases keeps the entries other peers gossip (the newest of each

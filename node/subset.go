@@ -38,7 +38,7 @@ import (
 const (
 	regPeer       = "/peer/"
 	regSub        = "/sub/"
-	maxEntryBytes = 16 << 10
+	maxEntryBytes = 256 << 10 // a mark names each origin a member saw: about 4,500 origins (From and Mark)
 	maxLease      = time.Hour
 )
 
