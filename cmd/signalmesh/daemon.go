@@ -41,7 +41,8 @@ Runs a peer until SIGINT or SIGTERM, with an HTTP API:
                                   acknowledged within D answers 504 (it stays journaled)
   GET  /v1/tail?pattern=P         server-sent events: every signal matching P as it is
                                   delivered; with Last-Event-ID, resumes after that event
-  GET  /v1/status                 the node's status, peers and bridge counts (JSON)
+  GET  /v1/status                 the node's status (consumer groups included), peers,
+                                  members, the mesh's subscriptions, bridge counts (JSON)
   GET  /v1/replay?pattern=P&after=ID&since=T   the journal's signals matching P, in
                                   replay order, streamed as a JSON array; after the first
                                   signal with id ID; not older than T (RFC 3339)
