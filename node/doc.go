@@ -157,6 +157,11 @@
 //     duplicates grow with what the far side published during the cut,
 //     not with the lease.
 //
+// A member that joins takes its share of what its node delivers from
+// then on; a signal delivered between its joining and another member's
+// hearing of it (its entry is gossiped at once) can be handled by both,
+// not counted.
+//
 // Subscription.Taken and Status.TakenOver count the signals a member
 // handled for departed members (handed over, or theirs by the assignment
 // within 10 leases of their departure): the duplicates are at most those.

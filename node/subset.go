@@ -156,7 +156,9 @@ func (n *Node) announceSub(s *Subscription) error {
 	n.reg.local[s.info.ID] = s // before the put: the registrar deletes own entries it does not know
 	n.reg.mu.Unlock()
 	b, _ := json.Marshal(n.entry(s, time.Now()))
-	if err := n.subset.Put(context.WithoutCancel(n.ctx), subKey(s.info.Peer, s.info.ID), b); err != nil {
+	key := subKey(s.info.Peer, s.info.ID)
+	n.gossipLeases([]ds.Key{key}, [][]byte{b}) // the other members count it in at once
+	if err := n.subset.Put(context.WithoutCancel(n.ctx), key, b); err != nil {
 		n.reg.mu.Lock()
 		delete(n.reg.local, s.info.ID)
 		n.reg.mu.Unlock()
