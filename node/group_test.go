@@ -524,3 +524,35 @@ func TestGroupNodeCloseHandsOff(t *testing.T) {
 		t.Fatalf("handled %d of %d, %d duplicates", handled, len(all), dups)
 	}
 }
+
+// A member that joins mid-stream takes its share of what its node
+// delivers from then on: nothing is lost; the duplicates of the join
+// (signals handled before the others heard of it) are logged.
+func TestGroupJoinMidStream(t *testing.T) {
+	checkLeaks(t)
+	nodes := groupCluster(t, 3, nil)
+	log := newGroupLog()
+	for i, n := range nodes[:2] {
+		if _, err := n.Subscribe("order.**", log.handler(i), node.WithGroup("g")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitGroup(t, nodes, "g", 2)
+	first, _ := publishSpread(t, nodes[:2], "order.created", 2000, 50)
+	if _, err := nodes[2].Subscribe("order.**", log.handler(2), node.WithGroup("g")); err != nil {
+		t.Fatal(err)
+	}
+	second, _ := publishSpread(t, nodes[:2], "order.created", 2000, 50)
+	all := append(first, second...)
+	eventually(t, 60*time.Second, "every signal handled", func() bool { h, _, _ := log.counts(all); return h == len(all) })
+	awaitGroup(t, nodes, "g", 3)
+	awaitMarks(t, nodes[:2], uint64(len(all)))
+	handled, dups, per := log.counts(all)
+	t.Logf("handled %d of %d, duplicates %d, per member %v", handled, len(all), dups, per)
+	if handled != len(all) {
+		t.Fatalf("handled %d of %d", handled, len(all))
+	}
+	if per[2] == 0 {
+		t.Fatal("the new member took no share")
+	}
+}
