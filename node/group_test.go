@@ -556,3 +556,33 @@ func TestGroupJoinMidStream(t *testing.T) {
 		t.Fatal("the new member took no share")
 	}
 }
+
+// A group member stuck in its handler until the node's context ends does
+// not hold Close up past Params.HandOff: the member leaves by its lease.
+func TestNodeCloseWithBusyGroupMember(t *testing.T) {
+	checkLeaks(t)
+	nodes := groupCluster(t, 2, func(_ int, c *node.Config) { c.Params.HandOff = 200 * time.Millisecond })
+	entered := make(chan struct{}, 1)
+	busy := func(ctx context.Context, _ *signalmesh.Signal) error {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	if _, err := nodes[0].Subscribe("order.**", busy, node.WithGroup("g"), node.WithStrategy(node.LocalFirst)); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[0].Publish(context.Background(), mustSignal(t, "order.created")); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	start := time.Now()
+	if err := nodes[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("Close took %v with a busy member", d)
+	}
+}

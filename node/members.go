@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -293,8 +294,12 @@ func (n *Node) groups() map[string][]string {
 }
 
 // leaveGroups closes this node's consumer group members before the node
-// stops, so that each leaves its final progress mark in the set.
-func (n *Node) leaveGroups() {
+// stops, so that each leaves its final progress mark in the set. A
+// handler that does not return within Params.HandOff holds up no more of
+// Close: the leave goes on once the node's context ends (the member's
+// lease runs out instead). The function it returns waits for the leave;
+// Close calls it once the node's context is cancelled.
+func (n *Node) leaveGroups() (wait func()) {
 	n.reg.mu.Lock()
 	var members []*Subscription
 	for _, s := range n.reg.local {
@@ -303,11 +308,26 @@ func (n *Node) leaveGroups() {
 		}
 	}
 	n.reg.mu.Unlock()
-	for _, s := range members {
-		if err := s.Close(); err != nil {
-			n.log.Warn("node: leave consumer group", "group", s.info.Group, "err", err)
-		}
+	if len(members) == 0 {
+		return func() {}
 	}
+	done := make(chan struct{})
+	go func() { // owned by Close, which waits for it
+		defer close(done)
+		for _, s := range members {
+			if err := s.Close(); err != nil && !errors.Is(err, ErrClosed) {
+				n.log.Warn("node: leave consumer group", "group", s.info.Group, "err", err)
+			}
+		}
+	}()
+	t := time.NewTimer(max(n.p.HandOff, 0))
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		n.log.Warn("node: close: consumer group members still handling after the hand-off time; their leases run out instead")
+	}
+	return func() { <-done }
 }
 
 // goneMembers notes the members of group g that were in its last view and

@@ -596,13 +596,15 @@ func (n *Node) Peers() []peer.ID { return n.host.Network().Peers() }
 func (n *Node) Close() error {
 	n.once.Do(func() {
 		var errs []error
+		waitLeave := func() {}
 		if n.live && !n.crashing() {
-			n.leaveGroups()
+			waitLeave = n.leaveGroups()
 		}
 		n.closing.Store(true)
 		n.handOff(n.adoptAll())
 		n.cancel()
 		n.wg.Wait()
+		waitLeave() // its context over, a member still in a handler is on its way out
 		n.closeWatches()
 		n.closeSubscriptions()
 		if n.mdns != nil {

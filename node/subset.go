@@ -205,21 +205,34 @@ func (n *Node) kickRegistry() {
 }
 
 // registrar renews this node's entries every Lease/3 and reads the set
-// every Lease/8 and when a delta arrives: it publishes the groups' views,
-// the members and their events, and deletes expired and malformed entries.
+// every Lease/8 and when a delta or a lease message arrives (at most once
+// every Lease/40: in a large mesh renewals arrive all the time): it
+// publishes the groups' views, the members and their events, and deletes
+// expired and malformed entries.
 func (n *Node) registrar() {
 	defer n.wg.Done()
 	t := time.NewTicker(max(n.p.Lease/8, 10*time.Millisecond))
 	defer t.Stop()
-	var renewed time.Time
+	gap := max(n.p.Lease/40, 10*time.Millisecond)
+	var renewed, read time.Time
+	var later <-chan time.Time // a kick came too soon after the last read
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-t.C:
+		case <-later:
+			later = nil
 		case <-n.reg.kick:
+			if d := time.Since(read); d < gap {
+				if later == nil {
+					later = time.After(gap - d)
+				}
+				continue
+			}
 		}
 		now := time.Now()
+		read = now
 		if now.Sub(renewed) >= n.p.Lease/3 {
 			if err := n.renew(now); err != nil && n.ctx.Err() == nil {
 				n.log.Warn("node: renew subscription leases", "err", err)
