@@ -11,6 +11,7 @@ import (
 	"github.com/ipfs/go-ds-crdt/pb"
 	ipld "github.com/ipfs/go-ipld-format"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -27,6 +28,8 @@ const (
 	prefetchWorkers = 8
 	prefetchTimeout = 10 * time.Second
 	prefetchQueue   = 1024 // heads waiting for a worker; past it they are dropped (counted)
+	perPeerQueued   = 64   // heads of one announcer queued, in flight or waiting to retry; past it dropped (counted)
+	perPeerFetches  = 2    // heads of one announcer fetched at a time; the next waits a second
 )
 
 var prefetchRetries = []time.Duration{5 * time.Second, 30 * time.Second}
@@ -43,6 +46,8 @@ type prefetcher struct {
 	mu       sync.Mutex
 	inflight map[cid.Cid]bool // queued, being fetched or waiting for a retry
 	later    []retry          // heads to try again (at most prefetchQueue)
+	queued   map[peer.ID]int  // inflight heads by announcer
+	active   map[peer.ID]int  // heads being fetched, by announcer
 
 	failed  atomic.Int64 // heads given up
 	dropped atomic.Int64 // heads dropped because the queue was full
@@ -50,6 +55,7 @@ type prefetcher struct {
 
 type fetch struct {
 	c     cid.Cid
+	from  peer.ID // the announcer ("" for this replica's own wants)
 	tries int
 }
 
@@ -59,7 +65,7 @@ type retry struct {
 }
 
 func newPrefetcher(dag ipld.NodeGetter, has func(context.Context, cid.Cid) (bool, error), check *checker, log *slog.Logger) *prefetcher {
-	return &prefetcher{dag: dag, has: has, check: check, log: log, out: make(chan []byte), want: make(chan fetch, prefetchQueue), inflight: map[cid.Cid]bool{}}
+	return &prefetcher{dag: dag, has: has, check: check, log: log, out: make(chan []byte), want: make(chan fetch, prefetchQueue), inflight: map[cid.Cid]bool{}, queued: map[peer.ID]int{}, active: map[peer.ID]int{}}
 }
 
 // start runs the reader and the workers until ctx ends; wg tracks them.
@@ -98,16 +104,17 @@ func (p *prefetcher) read(ctx context.Context, wg *sync.WaitGroup, sub *pubsub.S
 				}
 				continue
 			}
-			p.enqueue(fetch{c: c})
+			p.enqueue(fetch{c: c, from: msg.GetFrom()})
 		}
 	}
 }
 
-// enqueue queues a head to fetch, unless it is queued or in flight.
+// enqueue queues an announced head to fetch, unless it is queued or in
+// flight.
 func (p *prefetcher) enqueue(f fetch) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if f.tries == 0 && p.inflight[f.c] {
+	if p.inflight[f.c] {
 		// Announced again: someone has it now (a cut healed, say). If it
 		// waits for a retry, the retry is due at once.
 		for i := range p.later {
@@ -117,19 +124,72 @@ func (p *prefetcher) enqueue(f fetch) {
 		}
 		return
 	}
+	if f.from != "" && p.queued[f.from] >= perPeerQueued {
+		p.dropped.Add(1)
+		return
+	}
 	select {
 	case p.want <- f:
 		p.inflight[f.c] = true
+		p.queued[f.from]++
 	default:
-		delete(p.inflight, f.c)
 		p.dropped.Add(1)
 	}
 }
 
-func (p *prefetcher) done(c cid.Cid) {
+// forget ends a head's stay (fetched, given up or dropped); p.mu held.
+func (p *prefetcher) forget(f fetch) {
+	if !p.inflight[f.c] {
+		return
+	}
+	delete(p.inflight, f.c)
+	if p.queued[f.from]--; p.queued[f.from] <= 0 {
+		delete(p.queued, f.from)
+	}
+}
+
+func (p *prefetcher) done(f fetch) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	delete(p.inflight, c)
+	p.forget(f)
+}
+
+// begin reports whether f may be fetched now (its announcer has fewer
+// than perPeerFetches in flight); else f waits a second.
+func (p *prefetcher) begin(f fetch) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if f.from == "" || p.active[f.from] < perPeerFetches {
+		p.active[f.from]++
+		return true
+	}
+	if len(p.later) < prefetchQueue {
+		p.later = append(p.later, retry{f, time.Now().Add(time.Second)})
+	} else {
+		p.forget(f)
+		p.dropped.Add(1)
+	}
+	return false
+}
+
+// requeue queues again a head that waited (for a retry, or its turn).
+func (p *prefetcher) requeue(f fetch) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case p.want <- f:
+	default:
+		p.forget(f)
+		p.dropped.Add(1)
+	}
+}
+
+func (p *prefetcher) end(f fetch) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.active[f.from]--; p.active[f.from] <= 0 {
+		delete(p.active, f.from)
+	}
 }
 
 func (p *prefetcher) work(ctx context.Context, wg *sync.WaitGroup) {
@@ -141,11 +201,15 @@ func (p *prefetcher) work(ctx context.Context, wg *sync.WaitGroup) {
 			return
 		case f = <-p.want:
 		}
+		if !p.begin(f) {
+			continue
+		}
 		fctx, cancel := context.WithTimeout(ctx, prefetchTimeout)
 		nd, err := p.dag.Get(fctx, f.c)
 		cancel()
+		p.end(f)
 		if err == nil {
-			p.done(f.c)
+			p.done(f)
 			if p.refused(ctx, f.c, nd) {
 				continue
 			}
@@ -158,16 +222,16 @@ func (p *prefetcher) work(ctx context.Context, wg *sync.WaitGroup) {
 			return
 		}
 		if f.tries >= len(prefetchRetries) {
-			p.done(f.c)
+			p.done(f)
 			p.failed.Add(1)
 			p.log.Debug("crdt: gave up fetching a head", "cid", f.c, "err", err)
 			continue
 		}
 		p.mu.Lock()
 		if len(p.later) < prefetchQueue {
-			p.later = append(p.later, retry{fetch{c: f.c, tries: f.tries + 1}, time.Now().Add(prefetchRetries[f.tries])})
+			p.later = append(p.later, retry{fetch{c: f.c, from: f.from, tries: f.tries + 1}, time.Now().Add(prefetchRetries[f.tries])})
 		} else {
-			delete(p.inflight, f.c)
+			p.forget(f)
 			p.dropped.Add(1)
 		}
 		p.mu.Unlock()
@@ -197,7 +261,7 @@ func (p *prefetcher) retry(ctx context.Context, wg *sync.WaitGroup) {
 			p.later = kept
 			p.mu.Unlock()
 			for _, f := range due {
-				p.enqueue(f)
+				p.requeue(f)
 			}
 		}
 	}
@@ -230,4 +294,29 @@ func (p *prefetcher) forward(ctx context.Context, c cid.Cid) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// wantHole asks for a block that a merged block links and go-ds-crdt never
+// merged (see recover): handed over at once when it is local, else fetched
+// like an announced head. False once ctx ends.
+func (p *prefetcher) wantHole(ctx context.Context, c cid.Cid) bool {
+	if ok, err := p.has(ctx, c); err == nil && ok {
+		if p.refused(ctx, c, nil) {
+			return true
+		}
+		return p.forward(ctx, c)
+	}
+	p.enqueue(fetch{c: c})
+	return true
+}
+
+// refusedHole reports whether a local block is refused by the checker.
+func (p *prefetcher) refusedHole(ctx context.Context, c cid.Cid) bool {
+	if p.check == nil {
+		return false
+	}
+	if ok, err := p.has(ctx, c); err != nil || !ok {
+		return false
+	}
+	return p.refused(ctx, c, nil)
 }

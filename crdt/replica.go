@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -19,6 +20,7 @@ import (
 	"github.com/ipfs/go-ds-crdt/pb"
 	ipld "github.com/ipfs/go-ipld-format"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -57,6 +59,16 @@ type Params struct {
 	// OnRefuse is told of each refused block, once (while the replica
 	// remembers it: the last 1,024). It must not block.
 	OnRefuse func(*RefusedError)
+	// Self is this host's peer id: its own head announcements skip the
+	// topic validator's limits. Empty: they are checked like any other.
+	Self peer.ID
+	// Member, when set, says which peers may announce heads (see
+	// guard.go): an announcement from another is rejected.
+	Member func(peer.ID) bool
+	// OnReject is told of each head announcement the topic's validator
+	// rejects or ignores, by reason ("heads_decode", "heads_too_many",
+	// "heads_cid", "heads_not_member", "heads_rate"). It must not block.
+	OnReject func(reason string)
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -66,11 +78,21 @@ type Replica struct {
 	*dscrdt.Datastore
 	pf     *prefetcher // nil without Params.Has
 	topic  *pubsub.Topic
+	ps     *pubsub.PubSub
 	bc     *broadcaster
 	log    *slog.Logger
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	once   sync.Once
+
+	// recovery after an unclean stop (recover.go)
+	store    ds.Batching
+	ns       ds.Key
+	dag      ipld.DAGService
+	has      func(context.Context, cid.Cid) (bool, error)
+	scan     bool         // a scan for holes was due at open
+	scanDone atomic.Bool  // it found none left
+	unmerged atomic.Int64 // holes not merged yet
 }
 
 // Open starts a replica. Every protocol the DAG service needs (bitswap) must
@@ -92,23 +114,39 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 	if p.Logger == nil {
 		p.Logger = slog.Default()
 	}
+	if err := ps.RegisterTopicValidator(p.Topic, newHeadsGuard(p).validate); err != nil {
+		return nil, fmt.Errorf("crdt: validator for %s: %w", p.Topic, err)
+	}
 	topic, err := ps.Join(p.Topic)
 	if err != nil {
+		_ = ps.UnregisterTopicValidator(p.Topic)
 		return nil, fmt.Errorf("crdt: join %s: %w", p.Topic, err)
 	}
 	sub, err := topic.Subscribe(pubsub.WithBufferSize(256))
 	if err != nil {
 		_ = topic.Close()
+		_ = ps.UnregisterTopicValidator(p.Topic)
 		return nil, fmt.Errorf("crdt: subscribe %s: %w", p.Topic, err)
 	}
 	events, err := topic.EventHandler()
 	if err != nil {
 		sub.Cancel()
 		_ = topic.Close()
+		_ = ps.UnregisterTopicValidator(p.Topic)
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &Replica{topic: topic, log: p.Logger, cancel: cancel}
+	r := &Replica{topic: topic, ps: ps, log: p.Logger, cancel: cancel, store: store, ns: p.Namespace, dag: dag, has: p.Has}
+	scan, err := r.markOpen(ctx)
+	if err != nil {
+		cancel()
+		events.Cancel()
+		sub.Cancel()
+		_ = topic.Close()
+		_ = ps.UnregisterTopicValidator(p.Topic)
+		return nil, fmt.Errorf("crdt: %w", err)
+	}
+	r.scan = scan && p.Has != nil
 	r.bc = &broadcaster{ctx: ctx, topic: topic, sub: sub}
 	var check *checker
 	crdtDAG := dag
@@ -146,11 +184,16 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 		events.Cancel()
 		sub.Cancel()
 		_ = topic.Close()
+		_ = ps.UnregisterTopicValidator(p.Topic)
 		return nil, fmt.Errorf("crdt: %w", err)
 	}
 	r.Datastore = d
 	r.wg.Add(1)
 	go r.announceOnJoin(ctx, events)
+	if r.scan {
+		r.wg.Add(1)
+		go r.recover(ctx)
+	}
 	return r, nil
 }
 
@@ -238,7 +281,14 @@ func (r *Replica) Close() error {
 		r.cancel()
 		r.wg.Wait()
 		err = r.Datastore.Close()
+		if !r.scan || r.scanDone.Load() {
+			// A clean stop; go-ds-crdt's dirty mark says if a walk was cut short.
+			if derr := r.store.Delete(context.Background(), r.openKey()); derr == nil {
+				_ = r.store.Sync(context.Background(), r.openKey())
+			}
+		}
 		r.bc.sub.Cancel()
+		_ = r.ps.UnregisterTopicValidator(r.topic.String())
 		if cerr := r.topic.Close(); err == nil && cerr != nil && !errors.Is(cerr, context.Canceled) {
 			err = cerr
 		}

@@ -52,7 +52,10 @@ type Config struct {
 	// Bootstrap peers are dialled once the node has started, and again
 	// every Params.Redial while the node is not connected to them: after a
 	// partition heals, or after a peer restarts, the node finds it again by
-	// itself. Other peers are not redialled: call Connect.
+	// itself. A node connected to nobody at all also redials, every
+	// Params.Redial, up to 4 of the last 64 mesh members it was connected
+	// to or heard announce themselves (a node a hub trimmed, or whose
+	// peers all left for a while); to keep a node apart, use Config.Gater.
 	Bootstrap []peer.AddrInfo
 
 	// RelayService makes this node a circuit relay (libp2p circuit relay
@@ -247,7 +250,8 @@ type Params struct {
 	// 2 s; heads are also announced whenever a peer joins.
 	Rebroadcast time.Duration
 	// Redial is how often the node dials the Bootstrap peers it is not
-	// connected to (each dial bounded by the same duration). Default 2 s.
+	// connected to, and known peers while it is connected to none (each
+	// dial bounded by the same duration). Default 2 s.
 	// Shorter finds a healed peer sooner and costs a failing dial per
 	// absent peer per interval.
 	Redial time.Duration

@@ -86,6 +86,7 @@ func (n *Node) announcer(joins *pubsub.TopicEventHandler) {
 				return
 			}
 			if ev.Type == pubsub.PeerJoin {
+				n.known.add(ev.Peer)
 				select {
 				case joined <- struct{}{}:
 				default:
@@ -140,6 +141,7 @@ func (n *Node) discoverer() {
 			continue
 		}
 		n.host.Peerstore().AddAddrs(from, addrs, peerstore.RecentlyConnectedAddrTTL)
+		n.known.add(from)
 		if n.host.Network().Connectedness(from) == network.Connected || len(n.host.Network().Peers()) >= n.p.ConnLow {
 			continue
 		}

@@ -191,6 +191,11 @@
 //     a head whose block only a departed peer had is fetched by bounded
 //     workers with a timeout, retried twice, then given up and counted
 //     (Status.Dropped "head_fetch_failed"); it holds up no other head.
+//   - A DAG walk cut short by a kill -9 (go-ds-crdt merges a branch from
+//     its top down and marks each block as it goes, so the top would hide
+//     the rest for good) is finished after the restart: the journal finds
+//     the links of merged blocks that were never merged and fetches and
+//     merges them (see package crdt).
 //   - Get, Causes, Effects and Trace see every signal the node delivered,
 //     also before its journal entry lands.
 //   - A named subscription never skips: it lags (spilling to the store),
@@ -249,6 +254,12 @@
 //   - Gossip: the validator rejects a signal, Weak ones included, whose
 //     meshpeer is not the GossipSub signer of the message or whose meshsig
 //     does not verify (Status.Rejected "origin", "signature").
+//   - Allow list: with Config.Allow set, a signal whose origin is not in
+//     it (nor this node) is refused on both paths, also when an allowed
+//     peer relays it ("origin_not_allowed", "journal_not_allowed"); so are
+//     head announcements ("heads_not_member"). Give every member the same
+//     list: a member without one relays outsiders' signals, and peers
+//     with it count them and lower that member's score.
 //   - Journal: go-ds-crdt gets blocks from other replicas only through a
 //     check (package crdt): a block is refused, before go-ds-crdt merges
 //     it, when an entry's key is not the place (origin ref, sequence) of
@@ -279,6 +290,27 @@
 // peer. A signal's journal ref is 64 bits of a hash of its origin's peer
 // id: finding another key with the same ref takes about 2^64 work.
 //
+// Head announcements of the journal are checked before anything acts on
+// them (package crdt): one that does not decode, names more than 1,024
+// heads or a head that is no go-ds-crdt block id is rejected ("heads_decode",
+// "heads_too_many", "heads_cid"); an announcer gets 16 heads a second
+// (burst 256), past which its announcements are ignored ("heads_rate");
+// and the prefetcher keeps at most 64 heads of one announcer and fetches
+// at most 2 of them at a time, so heads nobody can serve tie up 2 of its 8
+// workers, not all.
+//
+// GossipSub peer scoring is on. A peer's score falls with each of its
+// messages that a validator rejects (-100 times the squared count, decaying
+// by 0.9 a second, on every topic of the mesh) and with repeated protocol
+// misbehaviour (unanswered IWANTs, GRAFTs during a backoff; the first 6
+// are free). Below -10 nothing is gossiped to it, below -50 nothing
+// published to it, below -80 its messages are ignored unread (graylisted:
+// one rejected message does it, for about 2 s; ten, for about 30 s).
+// Time in mesh, delivery counts and IP colocation do not count: a slow or
+// quiet peer keeps 0, and edge peers behind one NAT share an address.
+// Status.Links shows each peer's score, Status.Graylisted how many are
+// below -80.
+//
 // # Known limits
 //
 // Signing changes the wire protocol: peers that do not sign are refused,
@@ -290,7 +322,8 @@
 // BenchmarkDurablePublish). A
 // member can fill the causal buffer with signals whose dependencies never
 // come (they hold their place until they do), and announce heads nobody
-// can serve (each ties up a fetch). Two blocks that give one entry two
+// can serve (within its rate, each ties up one of its 2 fetches for 10
+// s). Two blocks that give one entry two
 // values, checked at the same moment, both pass (only an equivocating
 // origin can make them). A fresh replica whose first announcement came
 // from a hostile member takes that head at once (go-ds-crdt does so

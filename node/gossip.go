@@ -54,7 +54,8 @@ func wireID(b []byte) (string, bool) {
 
 // validate is the GossipSub validator of the signals topic: it decodes and
 // bounds the signals, checks that each one's origin (meshpeer, Weak signals
-// too) is the peer that signed the message and that the origin signed the
+// too) is the peer that signed the message, is in Config.Allow when that is
+// set (a message relayed by an allowed peer is no way in), and signed the
 // signal (meshsig), and that a journaled signal's stamp parses. Rejected
 // messages are counted by reason and never forwarded.
 func (n *Node) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
@@ -78,9 +79,14 @@ func (n *Node) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsu
 				return pubsub.ValidationReject
 			}
 		}
-		if !testNoVerify && n.ver.verify(s, wires[i]) != nil {
-			n.m.reject("signature")
-			return pubsub.ValidationReject
+		if !testNoVerify {
+			if err := n.ver.verify(s, wires[i]); errors.Is(err, ErrNotAllowed) {
+				n.m.reject("origin_not_allowed")
+				return pubsub.ValidationReject
+			} else if err != nil {
+				n.m.reject("signature")
+				return pubsub.ValidationReject
+			}
 		}
 	}
 	msg.ValidatorData = sigs
@@ -133,9 +139,14 @@ func (n *Node) putHook(key ds.Key, value []byte) {
 	// Remote entries were checked before go-ds-crdt merged their block
 	// (checkEntry); this catches what got past (and costs a hash: the
 	// verifier knows the wire forms it checked or signed).
-	if !testNoVerify && n.ver.verify(s, value) != nil {
-		n.m.reject("journal_signature")
-		return
+	if !testNoVerify {
+		if err := n.ver.verify(s, value); errors.Is(err, ErrNotAllowed) {
+			n.m.reject("journal_not_allowed")
+			return
+		} else if err != nil {
+			n.m.reject("journal_signature")
+			return
+		}
 	}
 	n.m.journaled.Add(1)
 	n.seen.add(s.ID)
@@ -233,6 +244,8 @@ func (n *Node) refusedBlock(e *crdt.RefusedError) {
 		reason = "journal_tombstone"
 	case errors.Is(e, crdt.ErrOverwrite):
 		reason = "journal_overwrite"
+	case errors.Is(e, ErrNotAllowed):
+		reason = "journal_not_allowed"
 	case errors.Is(e, ErrSignature):
 		reason = "journal_signature"
 	case errors.Is(e, errEntryKey):

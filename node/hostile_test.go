@@ -76,23 +76,21 @@ func TestHostileGossipIsRejectedAndCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	bad, _, _ := attacker(t, victim, true)
-	if err := bad.Publish(ctx, []byte("not a signal")); err != nil {
-		t.Fatal(err)
-	}
+	// One attacker per message: the first rejected message of a peer
+	// graylists it (peer scoring), and GossipSub ignores the rest unread.
 	oversized := make([]byte, 600<<10)
 	_, _ = rand.Read(oversized)
 	oversized[0] = 1
-	if err := bad.Publish(ctx, oversized); err != nil {
-		t.Fatal(err)
-	}
 	// A well-formed signal that claims to come from the bystander.
 	forged := mustSignal(t, "order.created",
 		signalmesh.WithExtension(signalmesh.ExtPeer, bystander.ID().String()),
 		signalmesh.WithExtension(signalmesh.ExtCausal, "1/1/"))
 	wire, _ := forged.MarshalBinary()
-	if err := bad.Publish(ctx, wire); err != nil {
-		t.Fatal(err)
+	for _, m := range [][]byte{[]byte("not a signal"), oversized, wire} {
+		bad, _, _ := attacker(t, victim, true)
+		if err := bad.Publish(ctx, m); err != nil {
+			t.Fatal(err)
+		}
 	}
 	unsigned, _, _ := attacker(t, victim, false)
 	weak, _ := mustSignal(t, "presence.ping").MarshalBinary()
@@ -314,25 +312,36 @@ func TestUnsignedGossipIsRejectedAndCounted(t *testing.T) {
 	if _, err := n.Subscribe("**", rec.handle); err != nil {
 		t.Fatal(err)
 	}
-	topic, id, key := attacker(t, n, true)
 	other, _, _ := crypto.GenerateEd25519Key(nil)
-	mk := func(typ string, seq int) *signalmesh.Signal {
+	mk := func(id peer.ID, typ string, seq int) *signalmesh.Signal {
 		opts := []signalmesh.Option{signalmesh.WithExtension(signalmesh.ExtPeer, id.String())}
 		if seq > 0 {
 			opts = append(opts, signalmesh.WithExtension(signalmesh.ExtCausal, fmt.Sprintf("%d/%d/", seq, seq)))
 		}
 		return mustSignal(t, typ, opts...)
 	}
-	unsigned, _ := mk("bad.unsigned", 1).MarshalBinary()
-	weak, _ := mk("bad.weak", 0).MarshalBinary()
-	otherKey := signedWire(t, n.Mesh(), other, mk("bad.otherkey", 1))
-	changed := mk("bad.changed", 1)
-	signedWire(t, n.Mesh(), key, changed)
-	changed.Data = []byte(`"changed"`)
-	changedWire, _ := changed.MarshalBinary()
-	otherMesh := signedWire(t, "another-mesh", key, mk("bad.othermesh", 1))
-	for _, w := range [][]byte{unsigned, weak, otherKey, changedWire, otherMesh} {
-		if err := topic.Publish(ctx, w); err != nil {
+	// One attacker per message: the first rejected message of a peer
+	// graylists it (peer scoring), and GossipSub ignores the rest unread.
+	bad := []func(id peer.ID, key crypto.PrivKey) []byte{
+		func(id peer.ID, _ crypto.PrivKey) []byte { w, _ := mk(id, "bad.unsigned", 1).MarshalBinary(); return w },
+		func(id peer.ID, _ crypto.PrivKey) []byte { w, _ := mk(id, "bad.weak", 0).MarshalBinary(); return w },
+		func(id peer.ID, _ crypto.PrivKey) []byte {
+			return signedWire(t, n.Mesh(), other, mk(id, "bad.otherkey", 1))
+		},
+		func(id peer.ID, key crypto.PrivKey) []byte {
+			changed := mk(id, "bad.changed", 1)
+			signedWire(t, n.Mesh(), key, changed)
+			changed.Data = []byte(`"changed"`)
+			w, _ := changed.MarshalBinary()
+			return w
+		},
+		func(id peer.ID, key crypto.PrivKey) []byte {
+			return signedWire(t, "another-mesh", key, mk(id, "bad.othermesh", 1))
+		},
+	}
+	for _, b := range bad {
+		topic, id, key := attacker(t, n, true)
+		if err := topic.Publish(ctx, b(id, key)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -340,7 +349,8 @@ func TestUnsignedGossipIsRejectedAndCounted(t *testing.T) {
 		st, err := n.Status(ctx)
 		return err == nil && st.Rejected["signature"] == 5
 	})
-	good := mk("good.signed", 1)
+	topic, id, key := attacker(t, n, true)
+	good := mk(id, "good.signed", 1)
 	if err := topic.Publish(ctx, signedWire(t, n.Mesh(), key, good)); err != nil {
 		t.Fatal(err)
 	}
@@ -414,6 +424,42 @@ func TestFloodOfNeverReadySignalsCannotKeepOthersOut(t *testing.T) {
 	if st.Buffered > buffer/4 {
 		t.Fatalf("%d signals wait, more than the flooder's share %d", st.Buffered, buffer/4)
 	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// GossipSub peer scoring is on: a peer whose message a validator rejects
+// is graylisted (its next messages are ignored unread, its score shown in
+// Status.Links), and recovers as the count decays.
+func TestRejectedSenderIsGraylistedThenRecovers(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	n := cluster(t, 1, nil)[0]
+	topic, id, _ := attacker(t, n, true)
+	if err := topic.Publish(ctx, []byte("not a signal")); err != nil {
+		t.Fatal(err)
+	}
+	score := func() (float64, int) {
+		st, err := n.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range st.Links {
+			if l.Peer == id.String() {
+				return l.Score, st.Graylisted
+			}
+		}
+		return 0, st.Graylisted
+	}
+	eventually(t, 10*time.Second, "the sender graylisted", func() bool {
+		s, g := score()
+		return s < -80 && g == 1
+	})
+	eventually(t, 30*time.Second, "the sender's score recovered", func() bool {
+		s, g := score()
+		return s > -80 && g == 0
+	})
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
@@ -268,6 +269,11 @@ func (n *Node) noteOrigin(ref string, s *signalmesh.Signal) {
 // returns Add's error: nil when the signal was new to the core (released
 // or waiting).
 func (n *Node) offer(m causal.Meta, s *signalmesh.Signal) error {
+	if n.allowRefs != nil && slices.ContainsFunc(m.Deps, n.outsider) {
+		// A dependency on an origin outside the allow list never comes
+		// here (such signals are refused): do not wait for it.
+		m.Deps = slices.DeleteFunc(slices.Clone(m.Deps), n.outsider)
+	}
 	out, err := n.core.Add(m, s, time.Now().UnixNano())
 	switch {
 	case errors.Is(err, causal.ErrDuplicate):
@@ -282,6 +288,9 @@ func (n *Node) offer(m causal.Meta, s *signalmesh.Signal) error {
 	n.deliver(out)
 	return err
 }
+
+// outsider reports whether r's origin is outside Config.Allow.
+func (n *Node) outsider(r causal.Ref) bool { return !n.allowRefs[r.Origin] }
 
 // offerJournaled offers a signal read from the journal: when the core
 // releases it, it is journaled already, so it is not kept as fresh.
@@ -400,7 +409,7 @@ func (n *Node) publishBase() {
 func (n *Node) pullStep(ctx context.Context, budget int) (bool, error) {
 	refs := n.core.Pull()
 	progress := false
-	var idx ds.Batch // index entries of what it reads: its put hook may have passed it by (refusing)
+	var idx ds.Batch // index entries of what it reads, while a start after a crash replays the journal (the put hook's last entries may be lost)
 	if n.indexing && len(refs) > 0 {
 		var err error
 		if idx, err = n.index.Batch(ctx); err != nil {

@@ -28,13 +28,21 @@ type Link struct {
 	// Addr is the remote address of the connection in use (the direct
 	// one when there is one).
 	Addr string
+	// Score is the peer's GossipSub score (see Config's peer scoring): 0
+	// for a peer that behaves, negative for one whose messages were
+	// rejected; below -80 GossipSub ignores it (graylisted).
+	Score float64
 }
 
 // Links lists the connected peers, each direct or relayed, sorted by peer.
 func (n *Node) Links() []Link {
 	var out []Link
+	var scores map[peer.ID]float64
+	if m := n.scores.Load(); m != nil {
+		scores = *m
+	}
 	for _, p := range n.host.Network().Peers() {
-		l := Link{Peer: p.String()}
+		l := Link{Peer: p.String(), Score: scores[p]}
 		for _, c := range n.host.Network().ConnsToPeer(p) {
 			if !isCircuit(c.RemoteMultiaddr()) {
 				l.Direct, l.Addr = true, c.RemoteMultiaddr().String()

@@ -83,7 +83,7 @@ type Node struct {
 	jr       *journal.Journal
 	index    ds.Batching // the journal's id index: local, written by the put hook and by pulls
 	indexOK  bool        // the index is complete: Close marks it so for the next start
-	indexing bool        // pulls write index entries (off while a clean start replays the journal)
+	indexing bool        // pulls write index entries: only while a start after a crash replays the journal
 	refusing atomic.Bool // the core refused a signal for lack of room and has not got room back
 
 	idxMu      sync.Mutex      // guards idxPending
@@ -127,6 +127,9 @@ type Node struct {
 	base         atomic.Pointer[stampBase] // published by the loop after each release
 	lamport      uint64                    // the last Lamport time stamped (owned by the committer)
 	m            metrics
+	scores       atomic.Pointer[map[peer.ID]float64] // GossipSub peer scores, refreshed every second
+	allowRefs    map[string]bool                     // with Config.Allow: the refs of the allowed origins and this node's
+	known        knownPeers                          // mesh members seen, for a node left alone (redial.go)
 
 	// owned by the loop goroutine
 	core         *causal.Core[*signalmesh.Signal]
@@ -238,10 +241,8 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 			n.log.Warn("node: bootstrap peer unreachable", "peer", ai.ID, "err", err)
 		}
 	}
-	if len(cfg.Bootstrap) > 0 {
-		n.wg.Add(1)
-		go n.redialer()
-	}
+	n.wg.Add(1)
+	go n.redialer()
 	if len(cfg.Relays) > 0 {
 		n.wg.Add(1)
 		go n.reserver()
@@ -364,6 +365,14 @@ func (n *Node) startHost(ctx context.Context) error {
 		return fmt.Errorf("node: libp2p host: %w", err)
 	}
 	n.host, n.self, n.key = h, h.ID(), priv
+	if len(n.cfg.Allow) > 0 {
+		n.ver.allow = map[string]bool{n.self.String(): true}
+		n.allowRefs = map[string]bool{causal.PeerRef(n.self.String()): true}
+		for _, p := range n.cfg.Allow {
+			n.ver.allow[p.String()] = true
+			n.allowRefs[causal.PeerRef(p.String())] = true
+		}
+	}
 	return nil
 }
 
@@ -371,7 +380,10 @@ func (n *Node) topicName(kind string) string { return "/signalmesh/" + n.cfg.Mes
 
 func (n *Node) startPubSub() error {
 	sigTopic := n.topicName("signals")
+	score, thresholds := peerScore(sigTopic, n.topicName("acks"), n.topicName("peers"), n.topicName("journal"), n.topicName("subscriptions"))
 	ps, err := pubsub.NewGossipSub(n.netCtx, n.host,
+		pubsub.WithPeerScore(score, thresholds),
+		pubsub.WithPeerScoreInspect(func(m map[peer.ID]float64) { n.scores.Store(&m) }, time.Second),
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
 		pubsub.WithFloodPublish(true),
 		pubsub.WithMessageIdFn(func(m *pb.Message) string { return messageID(sigTopic, m) }),
@@ -429,7 +441,12 @@ func (n *Node) startJournal(ctx context.Context) error {
 		RebroadcastInterval: n.p.Rebroadcast,
 		PutHook:             n.putHook,
 		Has:                 dag.HasBlock,
+		Self:                n.self,
+		OnReject:            n.m.reject,
 		Logger:              n.log,
+	}
+	if len(n.cfg.Allow) > 0 {
+		p.Member = (&gater{allow: append([]peer.ID{n.self}, n.cfg.Allow...)}).allowed
 	}
 	if !testNoVerify {
 		p.CheckEntry, p.Immutable, p.OnRefuse = n.checkEntry, true, n.refusedBlock
@@ -481,7 +498,9 @@ func (n *Node) restore(ctx context.Context) error {
 	if err := n.catchUp(ctx); err != nil {
 		return fmt.Errorf("node: read journal: %w", err)
 	}
-	n.indexing = true
+	// From now on the put hook indexes every entry that arrives (at once,
+	// or batched while the core refuses): pulls need not index again.
+	n.indexing = false
 	if n.pending, err = n.readOutbox(ctx); err != nil {
 		return err
 	}

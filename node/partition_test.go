@@ -176,3 +176,33 @@ func TestPartitionHeal(t *testing.T) {
 		}
 	}
 }
+
+// A node whose peers all went away (here: it was disconnected from each)
+// finds its way back by itself, though it has no bootstrap list: it
+// redials the mesh members it knew.
+func TestNodeLeftAloneRedialsKnownPeers(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	nodes := cluster(t, 3, nil)
+	alone := nodes[2]
+	for _, o := range nodes[:2] {
+		if err := alone.Disconnect(o.ID()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 30*time.Second, "the lone node connected again", func() bool { return len(alone.Peers()) > 0 })
+	s := mustSignal(t, "back.again")
+	rec := newRecorder()
+	if _, err := nodes[0].Subscribe("**", rec.handle); err != nil {
+		t.Fatal(err)
+	}
+	if err := alone.Publish(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "its signal delivered elsewhere", func() bool { return rec.count() == 1 })
+	for _, n := range nodes {
+		if err := n.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

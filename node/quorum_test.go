@@ -314,3 +314,75 @@ func journalPlace(t *testing.T, n *node.Node, id string) (string, uint64) {
 	}
 	return journal.Place(s)
 }
+
+// The allow list holds on a signal's origin, not only on connections: an
+// outsider's signal that an allowed peer relays (by gossip, or in its
+// journal) is refused and counted, never delivered or journaled.
+func TestAllowListHoldsOnRelayedSignals(t *testing.T) {
+	checkLeaks(t)
+	mesh := fmt.Sprintf("test-%d", time.Now().UnixNano())
+	start := func(allow []peer.ID) *node.Node {
+		n, err := node.New(context.Background(), node.Config{Mesh: mesh, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Allow: allow, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = n.Close() })
+		return n
+	}
+	relay, outsider := start(nil), start(nil)
+	a := start([]peer.ID{relay.ID()})
+	recA, recRelay := newRecorder(), newRecorder()
+	for _, s := range []struct {
+		n *node.Node
+		r *recorder
+	}{{a, recA}, {relay, recRelay}} {
+		if _, err := s.n.Subscribe("**", s.r.handle); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, c := range [][2]*node.Node{{a, relay}, {outsider, relay}} {
+		if err := c[0].Connect(ctx, c[1].AddrInfo()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The relay forwards gossip to the peers in its GossipSub mesh: once
+	// both are in it, the outsider publishes. Each rejection lowers the
+	// relay's score at a (it forwarded the outsider's signal and head
+	// announcements) and graylists it for a few seconds; then its heads,
+	// which name the outsider's blocks, come through and a refuses those.
+	eventually(t, 30*time.Second, "the relay's mesh holds both peers", func() bool {
+		st, err := relay.Status(ctx)
+		return err == nil && st.Mesh == 2
+	})
+	out := mustSignal(t, "intruder.says")
+	if err := outsider.Publish(ctx, out); err != nil {
+		t.Fatal(err)
+	}
+	outs := []string{out.ID}
+	eventually(t, 30*time.Second, "a refuses the outsider's gossip", func() bool {
+		st, err := a.Status(ctx)
+		return err == nil && st.Rejected["origin_not_allowed"] > 0
+	})
+	mine := mustSignal(t, "member.says")
+	if err := relay.Publish(ctx, mine); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the relay delivers them all", func() bool { return recRelay.count() == 1+len(outs) })
+	t0 := time.Now()
+	eventually(t, 60*time.Second, "a delivers the member's signal", func() bool { return recA.count() >= 1 })
+	t.Logf("a delivered the member's signal after %v (%d outsider signals)", time.Since(t0), len(outs))
+	eventually(t, 60*time.Second, "a refuses the outsider's journal blocks", func() bool {
+		st, err := a.Status(ctx)
+		return err == nil && st.Rejected["journal_not_allowed"] > 0
+	})
+	if got := recA.snapshot(); len(got) != 1 || got[0].ID != mine.ID {
+		t.Fatalf("a delivered %d signals, want only the member's", len(got))
+	}
+	for _, id := range outs {
+		if got, err := a.Get(ctx, id); err == nil {
+			t.Fatalf("a holds the outsider's signal %s", got.ID)
+		}
+	}
+}

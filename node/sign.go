@@ -72,6 +72,10 @@ const maxProofSize = 1 + 2*binary.MaxVarintLen64 + 1 + maxSigLen + maxPathLen*sh
 // verify with the key of its meshpeer.
 var ErrSignature = errors.New("node: bad signal signature")
 
+// ErrNotAllowed: a signal whose origin is not in Config.Allow (it reached
+// this node through a peer that is).
+var ErrNotAllowed = errors.New("node: signal of an origin not in the allow list")
+
 // proof is what a signal's meshsig carries.
 type proof struct {
 	size, index int        // the batch's size and the signal's index in it
@@ -334,7 +338,8 @@ func verifyRoot(mesh string, pub crypto.PubKey, p *proof, root [32]byte) error {
 // GossipSub validator, go-ds-crdt's workers and the put hook call it at
 // once).
 type verifier struct {
-	mesh string
+	mesh  string
+	allow map[string]bool // Config.Allow and this node, by meshpeer; nil: every origin
 
 	mu    sync.Mutex
 	keys  map[string]crypto.PubKey // by meshpeer; cleared when it reaches maxKeys
@@ -411,6 +416,11 @@ func rootSum(origin string, p *proof, root [32]byte) wireSum {
 
 // verify checks the proof of s, whose wire form is wire.
 func (v *verifier) verify(s *signalmesh.Signal, wire []byte) error {
+	if v.allow != nil {
+		if origin, _ := s.Extensions[signalmesh.ExtPeer].(string); !v.allow[origin] {
+			return fmt.Errorf("%w: %q", ErrNotAllowed, origin)
+		}
+	}
 	sum := sumOf(wire)
 	v.mu.Lock()
 	done := v.ok.has(sum)

@@ -20,8 +20,13 @@ type Status struct {
 	// signals topic (GossipSub keeps it between D_lo 5 and D_hi 12 when
 	// it has enough peers).
 	Mesh int
-	// Links are the connected peers, each direct or relayed.
-	Links       []Link
+	// Links are the connected peers, each direct or relayed, with its
+	// GossipSub score.
+	Links []Link
+	// Graylisted counts the peers whose GossipSub score is below
+	// the graylist threshold (-80): their messages are ignored unread
+	// until the score recovers (see peer scoring in the package doc).
+	Graylisted  int
 	Journaled   int64        // journal entries this replica has seen arrive (local and remote)
 	Heads       int          // DAG heads of the journal CRDT
 	Clock       vclock.Clock // what this node delivered: per origin peer id, the highest sequence
@@ -62,6 +67,13 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 		RPCsIn: n.m.rpcsIn.Load(), RPCsOut: n.m.rpcsOut.Load(), Conflicts: n.m.conflicts.Load(), Spilled: n.m.spilled.Load(),
 		TakenOver: n.m.takenOver.Load(), LeaseRenewals: n.m.leaseRenewals.Load(), LeaseBytes: n.m.leaseBytes.Load(), Groups: n.groups()}
 	st.Dropped, st.Rejected = n.m.snapshot()
+	if m := n.scores.Load(); m != nil {
+		for _, sc := range *m {
+			if sc < scoreGraylist {
+				st.Graylisted++
+			}
+		}
+	}
 	if failed, dropped := n.repl.HeadFetches(); failed+dropped > 0 {
 		if st.Dropped == nil {
 			st.Dropped = map[string]int64{}

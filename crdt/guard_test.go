@@ -1,0 +1,136 @@
+package crdt_test
+
+import (
+	"context"
+	"crypto/rand"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
+	"github.com/ipfs/go-ds-crdt/pb"
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/multiformats/go-multihash"
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/signalmesh/signalmesh/crdt"
+	"github.com/signalmesh/signalmesh/node/nodetest"
+)
+
+type reasons struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (r *reasons) add(reason string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.n[reason]++
+}
+
+func (r *reasons) get(reason string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n[reason]
+}
+
+func randomHead(t *testing.T, codec uint64) *pb.Head {
+	t.Helper()
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	mh, err := multihash.Sum(b, multihash.SHA2_256, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &pb.Head{Cid: cid.NewCidV1(codec, mh).Bytes()}
+}
+
+// A peer announcing heads nobody has, by the thousand, and malformed
+// announcements, holds up nothing: the topic's validator rejects what is
+// malformed, rate-limits the announcer, and the prefetcher fetches at most
+// a couple of its heads at a time, so an honest replica's head still gets
+// through at once. Without the limits the bogus heads fill the prefetch
+// queue and the honest announcement is dropped.
+func TestBogusHeadAnnouncementsHoldUpNothing(t *testing.T) {
+	defer goleak.VerifyNone(t, nodetest.IgnoredGoroutines()...)
+	ctx := context.Background()
+	seen := &reasons{n: map[string]int{}}
+	victim := openOn(t, dssync.MutexWrap(ds.NewMapDatastore()), nil, func(p *crdt.Params) { p.OnReject = seen.add })
+	honest := openOn(t, dssync.MutexWrap(ds.NewMapDatastore()), nil)
+	if err := honest.h.Connect(ctx, victim.h.Peerstore().PeerInfo(victim.h.ID())); err != nil {
+		t.Fatal(err)
+	}
+
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, cancel := context.WithCancel(ctx)
+	ps, err := pubsub.NewGossipSub(actx, h, pubsub.WithFloodPublish(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, err := ps.Join("test-heads")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = topic.Close(); cancel(); _ = h.Close() }()
+	if err := h.Connect(ctx, victim.h.Peerstore().PeerInfo(victim.h.ID())); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(topic.ListPeers()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	publish := func(heads ...*pb.Head) {
+		t.Helper()
+		b, err := proto.Marshal(&pb.CRDTBroadcast{Heads: heads})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := topic.Publish(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := topic.Publish(ctx, []byte("not an announcement")); err != nil {
+		t.Fatal(err)
+	}
+	publish(randomHead(t, cid.Raw))
+	// 40 announcements of 50 heads nobody has: 2,000 fetches of 10 s each.
+	for range 40 {
+		heads := make([]*pb.Head, 50)
+		for i := range heads {
+			heads[i] = randomHead(t, cid.DagProtobuf)
+		}
+		publish(heads...)
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	// The first two are refused at once; the rest go through the rate
+	// limit, which the attacker passes only for its burst.
+	waitFor("the malformed announcements rejected and the flood limited", func() bool {
+		return seen.get("heads_decode") == 1 && seen.get("heads_cid") == 1 && seen.get("heads_rate") > 0
+	})
+
+	if err := honest.r.Put(ctx, ds.NewKey("/honest"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitHas(t, victim, "/honest", 5*time.Second)
+	t.Logf("the honest head arrived %v after its write", time.Since(start))
+	victim.close()
+	honest.close()
+}
