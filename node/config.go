@@ -391,8 +391,8 @@ func (p Params) Validate() error {
 	} else if p.MaxConns > 0 && p.MaxConns < d.ConnHigh {
 		return fmt.Errorf("node: Params.MaxConns %d, want at least ConnHigh %d", p.MaxConns, d.ConnHigh)
 	}
-	if p.Lease > 0 && p.Lease < 100*time.Millisecond {
-		return fmt.Errorf("node: Params.Lease %v, at least 100ms", p.Lease)
+	if p.Lease > 0 && (p.Lease < 100*time.Millisecond || p.Lease > maxLease) {
+		return fmt.Errorf("node: Params.Lease %v, from 100ms to 1h", p.Lease)
 	}
 	if p.MaxDeps > causal.MaxDeps {
 		return fmt.Errorf("node: Params.MaxDeps %d, at most %d", p.MaxDeps, causal.MaxDeps)

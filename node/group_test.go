@@ -398,18 +398,18 @@ func TestRegistryRefusesMalformedEntries(t *testing.T) {
 	bad := nodes[2].ID().String()
 	victim := nodes[0].ID().String()
 	hostile := map[string]string{
-		"/sub/" + bad + "/x":          `{"peer":"` + bad + `","id":"x","pattern":"order..**","lease":1000000000}`,               // bad pattern
-		"/sub/" + bad + "/y":          `{"peer":"` + bad + `","id":"y","pattern":"**","group":"g","strategy":"nope","lease":1}`, // bad strategy
-		"/sub/" + victim + "/z":       `{"peer":"` + bad + `","id":"z","pattern":"**","lease":1000000000}`,                      // another's key
-		"/sub/" + bad + "/w":          `not json`,
-		"/sub/" + bad + "/v":          `{"peer":"` + bad + `","id":"v","pattern":"**","lease":100000000000000}`, // a lease of a day
-		"/peer/not-a-peer-id":         `{"peer":"not-a-peer-id","lease":1000000000}`,
-		"/elsewhere/" + bad:           `{}`,
-		"/sub/" + bad + "/" + "big":   `{"peer":"` + bad + `","id":"big","pattern":"**","lease":1000000000,"name":"` + strings.Repeat("x", 300<<10) + `"}`, // over 256 KiB
-		"/sub/" + bad + "/g2":         `{"peer":"` + bad + `","id":"g2","pattern":"**","group":"a/b","lease":1000000000}`,
-		"/sub/" + bad + "/prio":       `{"peer":"` + bad + `","id":"prio","pattern":"**","priority":1000,"lease":1000000000}`,
-		"/sub/" + bad + "/mark-x":     `{"peer":"` + bad + `","id":"mark-x","pattern":"**","mark":{"x":"y"},"lease":1000000000}`,
-		"/sub/" + bad + "/no-lease-x": `{"peer":"` + bad + `","id":"no-lease-x","pattern":"**"}`,
+		"/sub/" + bad + "/x":                            `{"peer":"` + bad + `","id":"x","pattern":"order..**","lease":1000000000}`,               // bad pattern
+		"/sub/" + bad + "/y":                            `{"peer":"` + bad + `","id":"y","pattern":"**","group":"g","strategy":"nope","lease":1}`, // bad strategy
+		"/sub/" + victim + "/z":                         `{"peer":"` + bad + `","id":"z","pattern":"**","lease":1000000000}`,                      // another's key
+		"/sub/" + bad + "/w":                            `not json`,
+		"/sub/" + bad + "/v":                            `{"peer":"` + bad + `","id":"v","pattern":"**","lease":100000000000000}`, // a lease of a day
+		"/peer/not-a-peer-id":                           `{"peer":"not-a-peer-id","lease":1000000000}`,
+		"/elsewhere/" + bad:                             `{}`,
+		"/sub/" + bad + "/" + "big":                     `{"peer":"` + bad + `","id":"big","pattern":"**","lease":1000000000,"name":"` + strings.Repeat("x", 300<<10) + `"}`, // over 256 KiB
+		"/sub/" + bad + "/g2":                           `{"peer":"` + bad + `","id":"g2","pattern":"**","group":"a/b","lease":1000000000}`,
+		"/sub/" + bad + "/" + strings.Repeat("l", 1025): `{"peer":"` + bad + `","id":"` + strings.Repeat("l", 1025) + `","pattern":"**","lease":1000000000}`, // an id too long
+		"/sub/" + bad + "/mark-x":                       `{"peer":"` + bad + `","id":"mark-x","pattern":"**","mark":{"x":"y"},"lease":1000000000}`,
+		"/sub/" + bad + "/no-lease-x":                   `{"peer":"` + bad + `","id":"no-lease-x","pattern":"**"}`,
 	}
 	for k, v := range hostile {
 		if err := nodes[2].RegistryPut(ctx, ds.NewKey(k), []byte(v)); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
@@ -21,7 +22,9 @@ import (
 //
 // A lease message is signed by GossipSub (StrictSign); its validator
 // refuses, counted ("lease_message"), one that is too large, does not
-// decode, or holds an entry that is malformed or not its author's.
+// decode, holds an entry that is malformed or not its author's, or (with
+// Config.Allow) comes from a peer outside the list. A refusal lowers the
+// sender's GossipSub score like any invalid message.
 
 const (
 	maxLeaseMsgBytes   = 1 << 20 // GossipSub's default message limit
@@ -59,6 +62,10 @@ func (n *Node) joinLeases() error {
 }
 
 func (n *Node) validateLeases(_ context.Context, _ peer.ID, m *pubsub.Message) pubsub.ValidationResult {
+	if len(n.cfg.Allow) > 0 && m.GetFrom() != n.self && !slices.Contains(n.cfg.Allow, m.GetFrom()) {
+		n.m.reject("lease_message") // relayed from outside the allow list
+		return pubsub.ValidationReject
+	}
 	if _, _, err := decodeLeases(m.Data, m.GetFrom()); err != nil {
 		n.m.reject("lease_message")
 		return pubsub.ValidationReject

@@ -380,7 +380,8 @@ func (n *Node) topicName(kind string) string { return "/signalmesh/" + n.cfg.Mes
 
 func (n *Node) startPubSub() error {
 	sigTopic := n.topicName("signals")
-	score, thresholds := peerScore(sigTopic, n.topicName("acks"), n.topicName("peers"), n.topicName("journal"), n.topicName("subscriptions"))
+	score, thresholds := peerScore(sigTopic, n.topicName("acks"), n.topicName("peers"), n.topicName("journal"), n.topicName("subscriptions"),
+		n.topicName("leases"))
 	ps, err := pubsub.NewGossipSub(n.netCtx, n.host,
 		pubsub.WithPeerScore(score, thresholds),
 		pubsub.WithPeerScoreInspect(func(m map[peer.ID]float64) { n.scores.Store(&m) }, time.Second),

@@ -88,8 +88,8 @@ func byRef(c vclock.Clock) vclock.Clock {
 // crash: the cursor is written after each handled signal and synced on Close.
 func WithName(name string) SubOption {
 	return func(c *subConfig) error {
-		if name == "" || strings.ContainsAny(name, "/\x00") {
-			return fmt.Errorf("node: subscription name %q: non-empty, no '/'", name)
+		if name == "" || len(name) > maxNameBytes || strings.ContainsAny(name, "/\x00") {
+			return fmt.Errorf("node: subscription name %q: 1-1024 bytes, no '/'", name)
 		}
 		c.name = name
 		return nil

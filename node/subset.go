@@ -40,6 +40,7 @@ const (
 	regSub        = "/sub/"
 	maxEntryBytes = 256 << 10 // a mark names each origin a member saw: about 4,500 origins (From and Mark)
 	maxLease      = time.Hour
+	maxNameBytes  = 1024 // a subscription's name (WithName) or id
 )
 
 // SubscriptionInfo is one entry of the mesh-wide subscription set.
@@ -121,12 +122,13 @@ func (n *Node) startSubscriptionSet() error {
 	if err := n.joinLeases(); err != nil {
 		return err
 	}
-	var err error
-	n.subset, err = crdt.Open(n.store, n.dag, n.ps, crdt.Params{
+	p := crdt.Params{
 		Namespace:           ds.NewKey("/mesh/" + n.cfg.Mesh + "/subscriptions"),
 		Topic:               n.topicName("subscriptions"),
 		RebroadcastInterval: n.p.Rebroadcast,
 		Has:                 n.dag.HasBlock,
+		Self:                n.self,
+		OnReject:            n.m.reject,
 		Logger:              n.log,
 		PutHook: func(ds.Key, []byte) {
 			select {
@@ -134,7 +136,12 @@ func (n *Node) startSubscriptionSet() error {
 			default: // a read is due already
 			}
 		},
-	})
+	}
+	if len(n.cfg.Allow) > 0 { // like the journal's: only members announce heads
+		p.Member = (&gater{allow: append([]peer.ID{n.self}, n.cfg.Allow...)}).allowed
+	}
+	var err error
+	n.subset, err = crdt.Open(n.store, n.dag, n.ps, p)
 	return err
 }
 
@@ -440,7 +447,7 @@ func parseEntry(key string, val []byte) (regEntry, error) {
 }
 
 func (i *SubscriptionInfo) check(owner, id string) error {
-	if i.Peer != owner || i.ID != id || id == "" || len(id) > 128 || strings.ContainsAny(id, "/\x00") {
+	if i.Peer != owner || i.ID != id || id == "" || len(id) > maxNameBytes || strings.ContainsAny(id, "/\x00") {
 		return errors.New("peer or id")
 	}
 	if err := router.Validate(i.Pattern); err != nil {
@@ -451,9 +458,6 @@ func (i *SubscriptionInfo) check(owner, id string) error {
 	}
 	if _, err := parseStrategy(i.Strategy); err != nil {
 		return err
-	}
-	if i.Priority < -100 || i.Priority > 100 {
-		return errors.New("priority")
 	}
 	return nil
 }
