@@ -143,9 +143,10 @@
 //
 //   - A member that leaves cleanly (Subscription.Close) stops, then
 //     publishes its final mark: nothing is lost, nothing handled twice.
-//     Node.Close does the same for its members first; the final mark then
-//     reaches the others if they receive it before the host closes (they
-//     take the lease's way otherwise, below).
+//     Node.Close does the same for its members first (waiting at most
+//     Params.HandOff for their handlers); the final mark then reaches the
+//     others if they receive it before the host closes (they take the
+//     lease's way otherwise, below).
 //   - A member that dies (kill -9, a cut) is dropped once its lease runs
 //     out, and its share moves: nothing is lost; what it handled after its
 //     last renewal that reached the others (at most Lease/3 of its work,
@@ -156,6 +157,10 @@
 //     before the far members' renewals are handled again here: the
 //     duplicates grow with what the far side published during the cut,
 //     not with the lease.
+//
+// The lease is the node's: a member whose handler is slow or stuck keeps
+// its share (with Hash, its subjects' signals wait for it, in order); the
+// lease detects dead nodes and cut links, not slow handlers.
 //
 // A member that joins takes its share of what its node delivers from
 // then on; a signal delivered between its joining and another member's
