@@ -238,6 +238,7 @@ func TestGroupCleanLeaveHandsOff(t *testing.T) {
 	awaitGroup(t, nodes, "fulfilment", 3)
 	const half = 3000
 	first, _ := publishSpread(t, nodes[:2], "order.created", half, 50)
+	eventually(t, 30*time.Second, "the leaving member handles", func() bool { _, _, per := log.counts(first); return per[2] > 0 })
 	if err := subs[2].Close(); err != nil { // its queue may hold signals it has not handled
 		t.Fatal(err)
 	}

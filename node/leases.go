@@ -57,8 +57,44 @@ func (n *Node) joinLeases() error {
 	if n.leaseTopic, err = n.ps.Join(topic); err != nil {
 		return err
 	}
-	n.leaseSub, err = n.leaseTopic.Subscribe(pubsub.WithBufferSize(256))
+	if n.leaseSub, err = n.leaseTopic.Subscribe(pubsub.WithBufferSize(256)); err != nil {
+		return err
+	}
+	n.leaseJoins, err = n.leaseTopic.EventHandler()
 	return err
+}
+
+// watchLeaseJoins asks the registrar for a renewal at once when a peer
+// joins the leases topic (a node started, a cut healed): the newcomer
+// learns who is live without waiting for the next round.
+func (n *Node) watchLeaseJoins() {
+	defer n.wg.Done()
+	for {
+		ev, err := n.leaseJoins.NextPeerEvent(n.ctx)
+		if err != nil {
+			return
+		}
+		if ev.Type == pubsub.PeerJoin {
+			select {
+			case n.reg.renewNow <- struct{}{}:
+			default: // one is due already
+			}
+		}
+	}
+}
+
+// heardAll reports whether every peer on the leases topic has gossiped
+// its node record since the registrar started: the node knows who is
+// live. Called by the registrar.
+func (n *Node) heardAll() bool {
+	n.reg.mu.Lock()
+	defer n.reg.mu.Unlock()
+	for _, p := range n.leaseTopic.ListPeers() {
+		if g, ok := n.reg.gossiped[regPeer+p.String()]; !ok || g.at.Before(n.reg.started) {
+			return false
+		}
+	}
+	return true
 }
 
 func (n *Node) validateLeases(_ context.Context, _ peer.ID, m *pubsub.Message) pubsub.ValidationResult {

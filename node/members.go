@@ -222,8 +222,16 @@ func (n *Node) noteMembers(members map[string]*Member, remote []SubscriptionInfo
 }
 
 // publishViews gives each local group member its group's live members,
-// when they changed.
+// when they changed. Not before the node has heard every peer on the
+// leases topic renew (each renews when a peer joins), Lease/8 at least
+// (peers dialled at the start join the topic meanwhile), or half a lease
+// passed: the CRDT's copies of the entries can be old, and a member that
+// judged signals before hearing of the others would take their shares
+// too.
 func (n *Node) publishViews(remote []SubscriptionInfo, regions map[string]string) {
+	if up := time.Since(n.reg.started); up < n.p.Lease/2 && (up < n.p.Lease/8 || !n.heardAll()) {
+		return
+	}
 	n.reg.mu.Lock()
 	byGroup := map[string][]*Subscription{}
 	for _, s := range n.reg.local {

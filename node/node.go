@@ -97,6 +97,7 @@ type Node struct {
 
 	leaseTopic *pubsub.Topic // lease renewals of the subscription set (leases.go)
 	leaseSub   *pubsub.Subscription
+	leaseJoins *pubsub.TopicEventHandler
 
 	peersTopic *pubsub.Topic // discovery announcements
 	peersSub   *pubsub.Subscription
@@ -207,9 +208,10 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.live = true // the loop runs: Close may ask it for what to adopt
-	n.wg.Add(11)
+	n.wg.Add(12)
 	go n.registrar()
 	go n.readLeases()
+	go n.watchLeaseJoins()
 	go n.watchIdentify()
 	go n.adopter()
 	go n.acker()
@@ -644,6 +646,9 @@ func (n *Node) Close() error {
 		}
 		if n.ackTopic != nil {
 			_ = n.ackTopic.Close()
+		}
+		if n.leaseJoins != nil {
+			n.leaseJoins.Cancel()
 		}
 		if n.leaseSub != nil {
 			n.leaseSub.Cancel()

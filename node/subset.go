@@ -83,7 +83,8 @@ type peerRecord struct {
 // goroutine reads the set and writes the fields under mu; API calls read
 // them.
 type registry struct {
-	kick chan struct{} // buffer 1: read the set again soon (a delta arrived)
+	kick     chan struct{} // buffer 1: read the set again soon (a delta arrived)
+	renewNow chan struct{} // buffer 1: renew at once (a peer joined the leases topic)
 
 	mu       sync.Mutex
 	local    map[string]*Subscription // this node's replicated subscriptions, by id
@@ -99,6 +100,10 @@ type registry struct {
 	views map[string]*groupView            // by group, as last published
 	sigs  map[string]string                // by group, the published view's signature
 	gone  map[string]map[string]goneMember // by group, members departed lately
+	// written is when each of this node's entries was last written to
+	// the CRDT (renew: the registrar only).
+	written map[string]time.Time
+	started time.Time // the registrar's start: views wait for a round of renewals
 }
 
 type seenEntry struct {
@@ -114,10 +119,10 @@ type departedEntry struct {
 }
 
 func (n *Node) startSubscriptionSet() error {
-	n.reg = &registry{kick: make(chan struct{}, 1), local: map[string]*Subscription{},
+	n.reg = &registry{kick: make(chan struct{}, 1), renewNow: make(chan struct{}, 1), local: map[string]*Subscription{},
 		members: map[string]*Member{}, watchers: map[*memberWatch]struct{}{},
 		seen: map[string]*seenEntry{}, views: map[string]*groupView{}, sigs: map[string]string{},
-		gone:     map[string]map[string]goneMember{},
+		gone: map[string]map[string]goneMember{}, written: map[string]time.Time{},
 		departed: map[string]departedEntry{}, gossiped: map[string]gossiped{}}
 	if err := n.joinLeases(); err != nil {
 		return err
@@ -221,6 +226,7 @@ func (n *Node) registrar() {
 	t := time.NewTicker(max(n.p.Lease/8, 10*time.Millisecond))
 	defer t.Stop()
 	gap := max(n.p.Lease/40, 10*time.Millisecond)
+	n.reg.started = time.Now()
 	var renewed, read time.Time
 	var later <-chan time.Time // a kick came too soon after the last read
 	for {
@@ -230,6 +236,8 @@ func (n *Node) registrar() {
 		case <-t.C:
 		case <-later:
 			later = nil
+		case <-n.reg.renewNow:
+			renewed = time.Time{}
 		case <-n.reg.kick:
 			if d := time.Since(read); d < gap {
 				if later == nil {
@@ -252,7 +260,17 @@ func (n *Node) registrar() {
 	}
 }
 
-// renew writes this node's record and its subscriptions' entries, in one delta.
+// checkpointLeases is how many leases apart a node writes an unchanged
+// entry to the set's CRDT: renewals travel by gossip (liveness), the CRDT
+// keeps what a node that missed them or joins later reads (every entry,
+// each leave, marks at most this old). Each CRDT write is a delta that
+// every replica fetches and keeps: writing each renewal made the set's
+// DAG grow by a delta per node every Lease/3, fetched by every node.
+const checkpointLeases = 10
+
+// renew gossips this node's record and its subscriptions' entries, and
+// writes those not written for checkpointLeases leases to the CRDT, in
+// one delta.
 func (n *Node) renew(now time.Time) error {
 	n.reg.mu.Lock()
 	local := make([]*Subscription, 0, len(n.reg.local))
@@ -262,10 +280,6 @@ func (n *Node) renew(now time.Time) error {
 		}
 	}
 	n.reg.mu.Unlock()
-	b, err := n.subset.Batch(n.ctx)
-	if err != nil {
-		return err
-	}
 	rec, _ := json.Marshal(peerRecord{Peer: n.self.String(), Region: n.cfg.Region, Lease: n.p.Lease, Expires: now.Add(n.p.Lease)})
 	keys, vals := []ds.Key{ds.NewKey(regPeer + n.self.String())}, [][]byte{rec}
 	for _, s := range local {
@@ -273,18 +287,38 @@ func (n *Node) renew(now time.Time) error {
 		keys, vals = append(keys, subKey(s.info.Peer, s.info.ID)), append(vals, v)
 	}
 	n.gossipLeases(keys, vals)
+	n.m.leaseRenewals.Add(1)
+	var b ds.Batch
 	size := 0
 	for i, k := range keys {
+		n.m.leaseGossip.Add(int64(len(vals[i])))
+		if now.Sub(n.reg.written[k.String()]) < checkpointLeases*n.p.Lease {
+			continue
+		}
+		if b == nil {
+			var err error
+			if b, err = n.subset.Batch(n.ctx); err != nil {
+				return err
+			}
+		}
 		if err := b.Put(n.ctx, k, vals[i]); err != nil {
 			return err
 		}
+		n.reg.written[k.String()] = now
 		size += len(vals[i])
+	}
+	for k, at := range n.reg.written { // forget withdrawn ones
+		if now.Sub(at) > 2*checkpointLeases*n.p.Lease {
+			delete(n.reg.written, k)
+		}
+	}
+	if b == nil {
+		return nil
 	}
 	if err := b.Commit(n.ctx); err != nil {
 		return err
 	}
 	n.m.leaseBytes.Add(int64(size))
-	n.m.leaseRenewals.Add(1)
 	return nil
 }
 
