@@ -169,7 +169,8 @@ func (n *Node) gossipLeases(keys []ds.Key, values [][]byte) {
 
 // readLeases keeps the entries other peers gossip (the newest of each
 // key, by its owner's expiry; at most MaxRegistry keys, the rest dropped
-// and counted "registry_full") for the registrar, and wakes it.
+// and counted "registry_full") for the registrar, and wakes it for a new
+// entry or a leave (renewals wait for its next read, every Lease/8).
 func (n *Node) readLeases() {
 	defer n.wg.Done()
 	for {
@@ -185,9 +186,10 @@ func (n *Node) readLeases() {
 			continue
 		}
 		now := time.Now()
+		news := false // a new entry or a leave: read the set now, not at the next tick
 		n.reg.mu.Lock()
 		for i, e := range entries {
-			lease, expires, _, _ := e.lease()
+			lease, expires, left, _ := e.lease()
 			old, ok := n.reg.gossiped[e.key]
 			switch {
 			case ok && !expires.After(old.expires):
@@ -195,10 +197,13 @@ func (n *Node) readLeases() {
 				n.m.drop("registry_full")
 			default:
 				n.reg.gossiped[e.key] = gossiped{value: vals[i], expires: expires, lease: lease, at: now}
+				news = news || !ok || left
 			}
 		}
 		n.reg.mu.Unlock()
-		n.kickRegistry()
+		if news {
+			n.kickRegistry()
+		}
 	}
 }
 
