@@ -22,9 +22,11 @@ import (
 //
 // A lease message is signed by GossipSub (StrictSign); its validator
 // refuses, counted ("lease_message"), one that is too large, does not
-// decode, holds an entry that is malformed or not its author's, or (with
-// Config.Allow) comes from a peer outside the list. A refusal lowers the
-// sender's GossipSub score like any invalid message.
+// decode, or holds an entry that is malformed or not its author's; a
+// refusal lowers the sender's GossipSub score like any invalid message.
+// With Config.Allow, a message from a peer outside the list is dropped
+// and counted ("lease_not_member"), not refused: the member that relayed
+// it is not to blame.
 
 const (
 	maxLeaseMsgBytes   = 1 << 20 // GossipSub's default message limit
@@ -98,10 +100,6 @@ func (n *Node) heardAll() bool {
 }
 
 func (n *Node) validateLeases(_ context.Context, _ peer.ID, m *pubsub.Message) pubsub.ValidationResult {
-	if len(n.cfg.Allow) > 0 && m.GetFrom() != n.self && !slices.Contains(n.cfg.Allow, m.GetFrom()) {
-		n.m.reject("lease_message") // relayed from outside the allow list
-		return pubsub.ValidationReject
-	}
 	if _, _, err := decodeLeases(m.Data, m.GetFrom()); err != nil {
 		n.m.reject("lease_message")
 		return pubsub.ValidationReject
@@ -179,6 +177,12 @@ func (n *Node) readLeases() {
 			return
 		}
 		if m.GetFrom() == n.self {
+			continue
+		}
+		if len(n.cfg.Allow) > 0 && !slices.Contains(n.cfg.Allow, m.GetFrom()) {
+			// Dropped here, not refused by the validator: that would lower
+			// the score of the member that relayed it (like acks).
+			n.m.reject("lease_not_member")
 			continue
 		}
 		entries, vals, err := decodeLeases(m.Data, m.GetFrom()) // valid: the validator checked it
