@@ -85,14 +85,11 @@ func (n *Node) watchLeaseJoins() {
 	}
 }
 
-// heardAll reports whether every peer on the leases topic has gossiped
-// its node record since the registrar started: the node knows who is
-// live. Called by the registrar.
-func (n *Node) heardAll() bool {
-	n.reg.mu.Lock()
-	defer n.reg.mu.Unlock()
+// heardAll reports whether every peer on the leases topic has a live
+// entry in members (a read's result): the node knows who is live.
+func (n *Node) heardAll(members map[string]*Member) bool {
 	for _, p := range n.leaseTopic.ListPeers() {
-		if g, ok := n.reg.gossiped[regPeer+p.String()]; !ok || g.at.Before(n.reg.started) {
+		if members[p.String()] == nil {
 			return false
 		}
 	}

@@ -184,7 +184,7 @@ func (n *Node) publishRegistry(entries []regEntry, full bool, now time.Time) {
 		m.Connected = n.host.Network().Connectedness(m.Peer) == network.Connected
 		m.Suspected = !m.Connected
 	}
-	n.publishViews(remote, regions)
+	n.publishViews(remote, regions, members)
 
 	n.noteMembers(members, remote, full, now)
 }
@@ -222,15 +222,19 @@ func (n *Node) noteMembers(members map[string]*Member, remote []SubscriptionInfo
 }
 
 // publishViews gives each local group member its group's live members,
-// when they changed. Not before the node has heard every peer on the
-// leases topic renew (each renews when a peer joins), Lease/8 at least
+// when they changed. Not before every peer on the leases topic has a
+// live entry (each renews when a peer joins the topic), Lease/20 at least
 // (peers dialled at the start join the topic meanwhile), or half a lease
 // passed: the CRDT's copies of the entries can be old, and a member that
 // judged signals before hearing of the others would take their shares
 // too.
-func (n *Node) publishViews(remote []SubscriptionInfo, regions map[string]string) {
-	if up := time.Since(n.reg.started); up < n.p.Lease/2 && (up < n.p.Lease/8 || !n.heardAll()) {
-		return
+func (n *Node) publishViews(remote []SubscriptionInfo, regions map[string]string, members map[string]*Member) {
+	if !n.reg.ready {
+		up := time.Since(n.reg.started)
+		if up < n.p.Lease/2 && (up < n.p.Lease/20 || !n.heardAll(members)) {
+			return
+		}
+		n.reg.ready = true
 	}
 	n.reg.mu.Lock()
 	byGroup := map[string][]*Subscription{}

@@ -104,6 +104,7 @@ type registry struct {
 	// the CRDT (renew: the registrar only).
 	written map[string]time.Time
 	started time.Time // the registrar's start: views wait for a round of renewals
+	ready   bool      // views are published (publishViews)
 }
 
 type seenEntry struct {
@@ -225,6 +226,8 @@ func (n *Node) registrar() {
 	defer n.wg.Done()
 	t := time.NewTicker(max(n.p.Lease/8, 10*time.Millisecond))
 	defer t.Stop()
+	warm := time.NewTicker(max(n.p.Lease/40, 10*time.Millisecond)) // reads while views wait (publishViews)
+	defer warm.Stop()
 	gap := max(n.p.Lease/40, 10*time.Millisecond)
 	n.reg.started = time.Now()
 	var renewed, read time.Time
@@ -236,6 +239,11 @@ func (n *Node) registrar() {
 		case <-t.C:
 		case <-later:
 			later = nil
+		case <-warm.C:
+			if n.reg.ready {
+				warm.Stop()
+				continue
+			}
 		case <-n.reg.renewNow:
 			renewed = time.Time{}
 		case <-n.reg.kick:
