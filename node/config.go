@@ -291,15 +291,16 @@ type Params struct {
 
 	// Lease is how long an entry of the subscription set (a node's record,
 	// a subscription, a consumer group's member) stays live without being
-	// renewed. Each node renews its own every Lease/3, in one CRDT delta,
-	// and reads the set every Lease/8 (and when a delta arrives). A member
+	// renewed. Each node renews its own every Lease/3 by gossip (and
+	// writes them to the set's CRDT every 10 leases, in one delta), and
+	// reads the set every Lease/8 (and when an entry comes or goes). A member
 	// of a consumer group whose renewals stop (a kill -9, a cut link) is
 	// dropped after Lease as this replica sees it, and its share moves to
 	// the others: Lease is the failover time, and the window in which a
 	// dead member's last handlings may be handled again (see Subscribe).
 	// Any node deletes entries not renewed for two leases. Default 10 s.
-	// Shorter fails over sooner and writes more deltas (each renewal is
-	// one, kept in the set's history).
+	// Shorter fails over sooner, and gossips and writes more (each CRDT
+	// write is a delta kept in the set's history).
 	Lease time.Duration
 	// MaxRegistry bounds the entries of the subscription set a node reads:
 	// past it the rest are ignored and counted ("registry_full").

@@ -105,10 +105,13 @@
 // store: each node's record (its Config.Region) and each subscription
 // (pattern, group, strategy, region, and a group member's progress), each
 // with a lease (Params.Lease, default 10 s). A node renews its entries
-// every Lease/3, both ways, like signals: gossiped on a "leases" topic (the
-// entries themselves, GossipSub-signed, each refused unless it is its
-// author's) and written to the CRDT in one delta. Each node reads the set
-// every Lease/8 and when a delta or a lease message arrives; an entry not
+// every Lease/3 by gossip on a "leases" topic (the entries themselves,
+// GossipSub-signed, each refused unless it is its author's), and writes
+// them to the CRDT, in one delta, when made, when left, and every 10
+// leases: the CRDT is what a node that missed the gossip or joins later
+// reads. Each node reads the set every Lease/8 and when an entry comes or
+// goes; a new node's group members start once every peer it is connected
+// to on that topic has a live entry (at most half a lease). An entry not
 // renewed within its lease (four leases while its owner is connected: a
 // busy peer's renewals can lag, a dead process drops its connections) is
 // dead, and any node deletes it after two. A malformed entry is refused
@@ -340,10 +343,14 @@
 // gossip is only as durable as its origin until a replica fetched its
 // delta (Close hands off; a kill -9 does not). History only grows
 // (go-ds-crdt keeps every delta); retention is later work: this includes
-// the subscription set, where each renewal is a delta (one per node every
-// Lease/3, a few hundred bytes per entry). A consumer group member's
-// hand-over reads the window between the departed member's mark and its
-// own cursor from the store by place: a member that lags far behind reads
-// that much. A member restarted after its lease ran out joins again from
-// its cursor, and handles again what the others took over meanwhile.
+// the subscription set, where a node writes a delta every 10 leases (a
+// few hundred bytes per entry, plus about 28 bytes per origin in a group
+// member's marks). A consumer group member's hand-over reads the window
+// between the departed member's mark and its own cursor from the store by
+// place: a member that lags far behind reads that much. A member
+// restarted after its lease ran out joins again from its cursor, and
+// handles again what the others took over meanwhile. A member that joins
+// a group mid-stream can cause duplicates, not counted (see Consumer
+// groups): per-member acknowledgements of a joiner (the cursor at which
+// each member started to count it in) would make joins exact, later work.
 package node
