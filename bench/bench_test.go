@@ -255,3 +255,30 @@ func TestReopenShort(t *testing.T) {
 func BenchmarkReopen(b *testing.B) {
 	benchRun(b, bench.Spec{Scenarios: []string{"reopen"}, Repeat: 1, Payload: 200})
 }
+
+// BenchmarkConsumerGroup: a group of 1, 2 and 4 members on 4 peers, a
+// 1 ms handler, 4,000 signals; the median of 3 runs.
+func BenchmarkConsumerGroup(b *testing.B) {
+	benchRun(b, bench.Spec{Scenarios: []string{"consumer-group"}, Repeat: 3})
+}
+
+// The consumer-group scenario, small: groups of 1, 2 and 4 members share
+// 1,000 signals with a 1 ms handler, each signal handled once (the
+// scenario fails otherwise); more members are faster.
+func TestConsumerGroup(t *testing.T) {
+	defer goleak.VerifyNone(t, nodetest.IgnoredGoroutines()...)
+	o, err := bench.ConsumerGroup(context.Background(), bench.Env{Payload: 100}, []int{1, 2, 4}, 1000, time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	speedup := map[string]float64{}
+	for _, f := range o.Figures {
+		t.Logf("%s %s %.1f %s (%s)", f.Metric, f.Variant, f.Value, f.Unit, f.Note)
+		if f.Metric == "group-speedup" {
+			speedup[f.Variant] = f.Value
+		}
+	}
+	if s := speedup["members=4,peers=4,n=1000,handler=1ms"]; s < 1.5 {
+		t.Errorf("4 members %.2fx one: the group does not share the work", s)
+	}
+}

@@ -76,7 +76,7 @@ type Spec struct {
 var AllScenarios = []string{"partition", "rejoin", "burst", "steady", "mixed", "churn", "scale", "history", "durable"}
 
 // ExtraScenarios run only when named: they take minutes.
-var ExtraScenarios = []string{"catchup", "slow-consumer", "flood", "reopen"}
+var ExtraScenarios = []string{"catchup", "slow-consumer", "flood", "reopen", "consumer-group"}
 
 // WithDefaults fills the zero fields with the standard (or short) suite's values.
 func (s Spec) WithDefaults() Spec {
@@ -297,6 +297,13 @@ func (s Spec) scenarios() []scenario {
 					return Flood(ctx, env, 10000, 200, 3*time.Second)
 				}
 				return Flood(ctx, env, 100000, 500, 10*time.Second)
+			}
+		case "consumer-group":
+			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {
+				if s.Short {
+					return ConsumerGroup(ctx, env, []int{1, 2, 4}, 400, time.Millisecond)
+				}
+				return ConsumerGroup(ctx, env, []int{1, 2, 4}, 4000, time.Millisecond)
 			}
 		case "slow-consumer":
 			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {

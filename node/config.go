@@ -6,6 +6,7 @@ import (
 	ds "github.com/ipfs/go-datastore"
 	"log/slog"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -144,6 +145,12 @@ type Config struct {
 	// contradicts the node's (identity, gater, private network) wins and is
 	// the caller's responsibility.
 	HostOptions []libp2p.Option
+
+	// Region tags the node (a data centre, a zone: "eu-west"). It is
+	// published with the node's entries in the subscription set, and the
+	// LocalFirst strategy of consumer groups prefers a member in the
+	// region of the peer that published a signal. Empty: no region.
+	Region string
 
 	// Params tune the node's queues and timers; zero fields take defaults.
 	Params Params
@@ -293,6 +300,24 @@ type Params struct {
 	// resource manager's other limits, streams and memory, are always
 	// libp2p's scaled defaults). At least ConnHigh when set.
 	MaxConns int
+
+	// Lease is how long an entry of the subscription set (a node's record,
+	// a subscription, a consumer group's member) stays live without being
+	// renewed. Each node renews its own every Lease/3 by gossip (and
+	// writes them to the set's CRDT every 10 leases, in one delta), and
+	// reads the set every Lease/8 (and when an entry comes or goes). A member
+	// of a consumer group whose renewals stop (a kill -9, a cut link) is
+	// dropped after Lease as this replica sees it, and its share moves to
+	// the others: Lease is the failover time, and the window in which a
+	// dead member's last handlings may be handled again (see Subscribe).
+	// Any node deletes entries not renewed for two leases. Default 10 s.
+	// Shorter fails over sooner, and gossips and writes more (each CRDT
+	// write is a delta kept in the set's history).
+	Lease time.Duration
+	// MaxRegistry bounds the entries of the subscription set a node reads:
+	// past it the rest are ignored and counted ("registry_full").
+	// Default 4,096.
+	MaxRegistry int
 }
 
 func (p Params) withDefaults() Params {
@@ -360,6 +385,10 @@ func (p Params) withDefaults() Params {
 	if p.Discover == 0 {
 		p.Discover = 10 * time.Second
 	}
+	if p.Lease == 0 {
+		p.Lease = 10 * time.Second
+	}
+	def(&p.MaxRegistry, 4096)
 	return p
 }
 
@@ -367,13 +396,16 @@ func (p Params) withDefaults() Params {
 func (p Params) Validate() error {
 	if p.MaxBatch < 0 || p.CommitQueue < 0 || p.JournalBatch < 0 || p.JournalDelay < 0 || p.CausalBuffer < 0 || p.SubscriberQueue < 0 ||
 		p.MaxBatchDelay < 0 || p.Resync < 0 || p.CauseTimeout < 0 || p.Rebroadcast < 0 || p.Redial < 0 || p.MaxDeps < 0 || p.StoreCache < 0 ||
-		p.ConnLow < 0 || p.ConnHigh < 0 || p.ConnGrace < 0 || p.MaxConns < 0 {
+		p.ConnLow < 0 || p.ConnHigh < 0 || p.ConnGrace < 0 || p.MaxConns < 0 || p.Lease < 0 || p.MaxRegistry < 0 {
 		return fmt.Errorf("node: negative parameter in %+v", p)
 	}
 	if d := p.withDefaults(); d.ConnLow >= d.ConnHigh {
 		return fmt.Errorf("node: Params.ConnLow %d, want below ConnHigh %d", d.ConnLow, d.ConnHigh)
 	} else if p.MaxConns > 0 && p.MaxConns < d.ConnHigh {
 		return fmt.Errorf("node: Params.MaxConns %d, want at least ConnHigh %d", p.MaxConns, d.ConnHigh)
+	}
+	if p.Lease > 0 && (p.Lease < 100*time.Millisecond || p.Lease > maxLease) {
+		return fmt.Errorf("node: Params.Lease %v, from 100ms to 1h", p.Lease)
 	}
 	if p.MaxDeps > causal.MaxDeps {
 		return fmt.Errorf("node: Params.MaxDeps %d, at most %d", p.MaxDeps, causal.MaxDeps)
@@ -387,6 +419,9 @@ var meshName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 func (c *Config) Validate() error {
 	if !meshName.MatchString(c.Mesh) {
 		return errors.New("node: Config.Mesh must be 1-64 letters, digits, '.', '_' or '-'")
+	}
+	if len(c.Region) > 64 || strings.ContainsAny(c.Region, "/\x00") {
+		return errors.New("node: Config.Region: at most 64 bytes, no '/'")
 	}
 	if c.PSK != nil && len(c.PSK) != 32 {
 		return fmt.Errorf("node: Config.PSK is %d bytes, want 32", len(c.PSK))

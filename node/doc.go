@@ -96,8 +96,88 @@
 // restart, each signal handled once. A failing handler is retried with
 // backoff, then a DeadLetterType signal is published. Middleware wraps
 // handlers (WithMiddleware, Config.DispatchMiddleware) and publishing
-// (Config.PublishMiddleware). The mesh-wide set of subscriptions is a second
-// go-ds-crdt store (Subscriptions).
+// (Config.PublishMiddleware). WithLocal keeps a short-lived subscription
+// (a tail) to this node; the others are in the mesh-wide subscription set.
+//
+// # The subscription set
+//
+// The mesh-wide subscription set is a registry in a second go-ds-crdt
+// store: each node's record (its Config.Region) and each subscription
+// (pattern, group, strategy, region, and a group member's progress), each
+// with a lease (Params.Lease, default 10 s). A node renews its entries
+// every Lease/3 by gossip on a "leases" topic (the entries themselves,
+// GossipSub-signed, each refused unless it is its author's), and writes
+// them to the CRDT, in one delta, when made, when left, and every 10
+// leases: the CRDT is what a node that missed the gossip or joins later
+// reads. Each node reads the set every Lease/8 and when an entry comes or
+// goes; a new node's group members start once every peer it is connected
+// to on that topic has a live entry (at most half a lease). An entry not
+// renewed within its lease (four leases while its owner is connected: a
+// busy peer's renewals can lag, a dead process drops its connections) is
+// dead, and any node deletes it after two. A malformed entry is refused
+// and counted (Status.Rejected "registry_entry"), deleted, and never
+// read; past Params.MaxRegistry entries the rest are ignored
+// ("registry_full"). Subscriptions, Routes and CanRoute answer from it for
+// the whole mesh; Members lists the peers with a live entry, and
+// WatchMembers reports them coming up, going down, and suspected (a live
+// lease and no connection: a partition, or a death not yet a lease old).
+// Health checks the store, the loop and the causal buffer.
+//
+// # Consumer groups
+//
+// Subscribe(pattern, h, WithGroup("fulfilment"), WithStrategy(Hash)) makes
+// a member of a group; members on any peers share its signals, with no
+// leader: every node delivers every signal, and each member decides for
+// itself, from the live members in the set, whether a signal is its own.
+// Strategies: Hash (the default: by subject, or HashBy; one subject's
+// signals to one member, in causal order), Balanced (spread by identity),
+// LocalFirst (a member on the publishing peer, else in its region, else
+// any), Broadcast (every member). Assignment is rendezvous hashing over the
+// live members eligible for the signal (a member takes only signals its
+// node delivered after it joined): a member that joins takes keys only for
+// itself, one that departs gives up only its own.
+//
+// A member is a named subscription (its name defaults to
+// "group.<group>"): it keeps a cursor (what it handled or passed over as
+// another's) and announces it as its progress mark with each renewal.
+// When a member departs, each other member hands over, from the journal,
+// the signals it had passed over as the departed member's, that the
+// departed member's mark does not cover and that are now its own:
+//
+//   - A member that leaves cleanly (Subscription.Close) stops, then
+//     publishes its final mark: nothing is lost, nothing handled twice.
+//     Node.Close does the same for its members first (waiting at most
+//     Params.HandOff for their handlers); the final mark then reaches the
+//     others if they receive it before the host closes (they take the
+//     lease's way otherwise, below).
+//   - A member that dies (kill -9, a cut) is dropped once its lease runs
+//     out, and its share moves: nothing is lost; what it handled after its
+//     last renewal that reached the others (at most Lease/3 of its work,
+//     plus the renewal's travel) is handled again.
+//   - During a partition each side drops the other's members after the
+//     lease and handles everything it gets, availability first; after the
+//     heal, signals published on the far side during the cut that arrive
+//     before the far members' renewals are handled again here: the
+//     duplicates grow with what the far side published during the cut,
+//     not with the lease.
+//
+// The lease is the node's: a member whose handler is slow or stuck keeps
+// its share (with Hash, its subjects' signals wait for it, in order); the
+// lease detects dead nodes and cut links, not slow handlers.
+//
+// A member that joins takes its share of what its node delivers from
+// then on; a signal delivered between its joining and another member's
+// hearing of it (its entry is gossiped at once) can be handled by both,
+// not counted.
+//
+// Subscription.Taken and Status.TakenOver count the signals a member
+// handled for departed members (handed over, or theirs by the assignment
+// within 10 leases of their departure): the duplicates are at most those.
+//
+// Handlers get the signal, whose identity (IdempotencyKey: source and
+// id) is the same for every copy: a handler that records the keys it
+// handled with its effects makes duplicates harmless. All members of a
+// group must use the same strategy and pattern.
 //
 // # Nothing delivered is lost
 //
@@ -262,9 +342,23 @@
 // origin can make them). A fresh replica whose first announcement came
 // from a hostile member takes that head at once (go-ds-crdt does so
 // before walking it): a refused block below it then stops its repair walk
-// until another replica's heads replace it. A signal nobody received by
-// gossip is only as durable as its origin until a replica fetched its
-// delta (Close hands off; a kill -9 does not).
+// until another replica's heads replace it. The subscription set is not
+// signed: a member can write, or delete, entries in another peer's name
+// there (the lease messages are signed, and the owner's next renewal puts
+// its entries back), and so join or leave a group for another peer. A
+// signal nobody received by gossip is only as durable as its origin until a replica fetched its
+// delta (Close hands off; a kill -9 does not). History only grows
+// (go-ds-crdt keeps every delta; see Bounded history): this includes the
+// subscription set, where a node writes a delta every 10 leases (a few
+// hundred bytes per entry, plus about 28 bytes per origin in a group
+// member's marks). A consumer group member's hand-over reads the window
+// between the departed member's mark and its own cursor from the store by
+// place: a member that lags far behind reads that much. A member
+// restarted after its lease ran out joins again from its cursor, and
+// handles again what the others took over meanwhile. A member that joins
+// a group mid-stream can cause duplicates, not counted (see Consumer
+// groups): per-member acknowledgements of a joiner (the cursor at which
+// each member started to count it in) would make joins exact, later work.
 //
 // # Bounded history (first part)
 //

@@ -41,3 +41,23 @@ func (n *Node) Key() crypto.PrivKey { return n.key }
 // StartRead is how many journal entries the node's start read (a clean
 // reopen reads none but what was journaled and not delivered).
 func (n *Node) StartRead() int64 { return n.startRead }
+
+// CloseAsCrash closes the node leaving what a kill -9 would: no hand-off,
+// no adoption, its consumer group members leave no final mark (their
+// leases run out). Tests only.
+func (n *Node) CloseAsCrash() error {
+	n.crash.Store(true)
+	return n.Close()
+}
+
+// RegistryPut writes a raw entry into the node's replicated subscription
+// set, as a hostile member could (tests only).
+func (n *Node) RegistryPut(ctx context.Context, key ds.Key, value []byte) error {
+	return n.subset.Put(ctx, key, value)
+}
+
+// RegistryHas reports whether the node's replica of the subscription set
+// holds key (tests only).
+func (n *Node) RegistryHas(ctx context.Context, key ds.Key) (bool, error) {
+	return n.subset.Has(ctx, key)
+}

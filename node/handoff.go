@@ -48,7 +48,7 @@ func (h *handOff) places(ref string) []place {
 // With no peer connected, a node with bootstrap peers waits for one to
 // come back (the redialer runs until Close ends), within the same bound.
 func (n *Node) handOff(adopted []place) {
-	if !n.live || n.p.HandOff < 0 || testCrashClose {
+	if !n.live || n.p.HandOff < 0 || n.crashing() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), n.p.HandOff)

@@ -79,6 +79,7 @@ type Node struct {
 	dag      *ipfslite.Peer
 	repl     *crdt.Replica // the journal
 	subset   *crdt.Replica // the mesh-wide subscription set
+	reg      *registry     // this node's view of it
 	jr       *journal.Journal
 	index    ds.Batching // the journal's id index: local, written by the put hook and by pulls
 	indexOK  bool        // the index is complete: Close marks it so for the next start
@@ -89,10 +90,15 @@ type Node struct {
 	idxMu      sync.Mutex      // guards idxPending
 	idxPending []journal.Entry // index entries queued by the put hook while refusing (flushIndex)
 	closing    atomic.Bool     // Close has begun: Publish refuses
+	crash      atomic.Bool     // tests: Close leaves what a kill -9 would
 	handed     handOff         // what Close waits for peers to hold
 	mdns       mdns.Service
 	rm         *rcmgrCloser // the host's resource manager (the host does not close it)
 	nat        nat
+
+	leaseTopic *pubsub.Topic // lease renewals of the subscription set (leases.go)
+	leaseSub   *pubsub.Subscription
+	leaseJoins *pubsub.TopicEventHandler
 
 	peersTopic *pubsub.Topic // discovery announcements
 	peersSub   *pubsub.Subscription
@@ -213,7 +219,10 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.live = true // the loop runs: Close may ask it for what to adopt
-	n.wg.Add(9)
+	n.wg.Add(12)
+	go n.registrar()
+	go n.readLeases()
+	go n.watchLeaseJoins()
 	go n.watchIdentify()
 	go n.adopter()
 	go n.acker()
@@ -257,6 +266,10 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 // testCrashClose, when set (tests only), makes Close leave what a kill -9
 // would: no adoption, no hand-off.
 var testCrashClose bool
+
+// crashing reports whether Close is to leave what a kill -9 would (tests
+// only: testCrashClose, or this node's crash flag).
+func (n *Node) crashing() bool { return testCrashClose || n.crash.Load() }
 
 // testWrapStore, when set (tests only), wraps every node's store.
 var testWrapStore func(ds.Batching) ds.Batching
@@ -378,7 +391,8 @@ func (n *Node) topicName(kind string) string { return "/signalmesh/" + n.cfg.Mes
 
 func (n *Node) startPubSub() error {
 	sigTopic := n.topicName("signals")
-	score, thresholds := n.peerScore(sigTopic, n.topicName("acks"), n.topicName("peers"), n.topicName("journal"), n.topicName("subscriptions"))
+	score, thresholds := n.peerScore(sigTopic, n.topicName("acks"), n.topicName("peers"), n.topicName("journal"), n.topicName("subscriptions"),
+		n.topicName("leases"))
 	ps, err := pubsub.NewGossipSub(n.netCtx, n.host,
 		pubsub.WithPeerScore(score, thresholds),
 		pubsub.WithPeerScoreInspect(func(m map[peer.ID]float64) { n.scores.Store(&m) }, time.Second),
@@ -638,10 +652,16 @@ func (n *Node) Peers() []peer.ID { return n.host.Network().Peers() }
 func (n *Node) Close() error {
 	n.once.Do(func() {
 		var errs []error
+		waitLeave := func() {}
+		if n.live && !n.crashing() {
+			waitLeave = n.leaveGroups()
+		}
 		n.closing.Store(true)
 		n.handOff(n.adoptAll())
 		n.cancel()
 		n.wg.Wait()
+		waitLeave() // its context over, a member still in a handler is on its way out
+		n.closeWatches()
 		n.closeSubscriptions()
 		if n.mdns != nil {
 			errs = append(errs, n.mdns.Close())
@@ -660,6 +680,15 @@ func (n *Node) Close() error {
 		}
 		if n.ackTopic != nil {
 			_ = n.ackTopic.Close()
+		}
+		if n.leaseJoins != nil {
+			n.leaseJoins.Cancel()
+		}
+		if n.leaseSub != nil {
+			n.leaseSub.Cancel()
+		}
+		if n.leaseTopic != nil {
+			_ = n.leaseTopic.Close()
 		}
 		if n.peersJoins != nil {
 			n.peersJoins.Cancel()
@@ -689,7 +718,7 @@ func (n *Node) Close() error {
 			// The loop and the put hook are done: core and tops are final.
 			// An in-memory store ends here: nothing to write.
 			durable := n.cfg.DataDir != "" || n.cfg.Datastore != nil
-			if durable && n.indexOK && !n.indexBad.Load() && n.live && !testCrashClose {
+			if durable && n.indexOK && !n.indexBad.Load() && n.live && !n.crashing() {
 				errs = append(errs, n.writeState(context.Background()))
 			}
 			if n.indexOK && !n.indexBad.Load() { // every delivered signal is indexed
@@ -713,7 +742,7 @@ func (n *Node) Close() error {
 // the restart it is journaled here, known as delivered and findable.
 // It returns the places it journaled.
 func (n *Node) adoptAll() []place {
-	if !n.live || n.p.Adopt < 0 || testCrashClose {
+	if !n.live || n.p.Adopt < 0 || n.crashing() {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -47,15 +47,28 @@ type Status struct {
 	Deduped   int64
 	RPCsIn    int64 // GossipSub RPCs received and sent (all of the node's topics)
 	RPCsOut   int64
-	Dropped   map[string]int64 // by reason
-	Rejected  map[string]int64 // by reason
+	// TakenOver counts signals this node's consumer group members
+	// handled for members that departed (Subscription.Taken): the bound
+	// of the duplicates failovers and partitions caused here.
+	TakenOver int64
+	// LeaseRenewals are this node's renewals of its entries in the
+	// subscription set (every Params.Lease/3); LeaseGossipBytes the bytes
+	// of the entries they gossiped, LeaseBytes those written to the set's
+	// CRDT (an unchanged entry every 10 leases, a delta each time).
+	LeaseRenewals, LeaseGossipBytes, LeaseBytes int64
+	// Groups are this node's consumer group members' groups with the
+	// live members of each, at the registry's last read.
+	Groups   map[string][]string
+	Dropped  map[string]int64 // by reason
+	Rejected map[string]int64 // by reason
 }
 
 // Status reports the node's state.
 func (n *Node) Status(ctx context.Context) (Status, error) {
 	st := Status{Peer: n.self.String(), Peers: len(n.Peers()), Mesh: n.m.meshSize(), Links: n.Links(), Journaled: n.m.journaled.Load(),
 		Published: n.m.published.Load(), Delivered: n.m.delivered.Load(), Deduped: n.m.deduped.Load(),
-		RPCsIn: n.m.rpcsIn.Load(), RPCsOut: n.m.rpcsOut.Load(), Conflicts: n.m.conflicts.Load(), Spilled: n.m.spilled.Load()}
+		RPCsIn: n.m.rpcsIn.Load(), RPCsOut: n.m.rpcsOut.Load(), Conflicts: n.m.conflicts.Load(), Spilled: n.m.spilled.Load(),
+		TakenOver: n.m.takenOver.Load(), LeaseRenewals: n.m.leaseRenewals.Load(), LeaseGossipBytes: n.m.leaseGossip.Load(), LeaseBytes: n.m.leaseBytes.Load(), Groups: n.groups()}
 	st.Dropped, st.Rejected = n.m.snapshot()
 	if m := n.scores.Load(); m != nil {
 		for _, sc := range *m {

@@ -38,6 +38,11 @@ type subConfig struct {
 	retry    *Retry
 	name     string
 	start    Start
+
+	group       string
+	strategy    Strategy
+	strategySet bool
+	local       bool
 }
 
 // Start says where a subscription begins.
@@ -83,8 +88,8 @@ func byRef(c vclock.Clock) vclock.Clock {
 // crash: the cursor is written after each handled signal and synced on Close.
 func WithName(name string) SubOption {
 	return func(c *subConfig) error {
-		if name == "" || strings.ContainsAny(name, "/\x00") {
-			return fmt.Errorf("node: subscription name %q: non-empty, no '/'", name)
+		if name == "" || len(name) > maxNameBytes || strings.ContainsAny(name, "/\x00") {
+			return fmt.Errorf("node: subscription name %q: 1-1024 bytes, no '/'", name)
 		}
 		c.name = name
 		return nil
@@ -151,6 +156,11 @@ type Subscription struct {
 	spill   *spill      // guarded by mu
 	clog    *cursorLog  // on disk only; owned by the run goroutine
 	handled *handledSet // named only; owned by the run goroutine (see handledSet)
+
+	info    SubscriptionInfo // its entry in the subscription set (lease and mark aside)
+	local   bool             // not in the subscription set (WithLocal)
+	leaving atomic.Bool      // withdrawn: renewals leave it alone
+	group   *groupMember     // WithGroup only
 }
 
 // Subscribe calls h for every signal whose type matches pattern (router
@@ -171,6 +181,9 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 		if err := o(&cfg); err != nil {
 			return nil, err
 		}
+	}
+	if err := n.groupDefaults(&cfg); err != nil {
+		return nil, err
 	}
 	mw := append(append([]Middleware(nil), n.cfg.DispatchMiddleware...), cfg.mw...)
 	if n.m.hist != nil {
@@ -227,6 +240,7 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 			s.cursor = start.after
 		}
 	}
+	var from vclock.Clock // a group member takes the signals after it
 	n.subMu.Lock()
 	defer n.subMu.Unlock()
 	if n.ctx.Err() != nil {
@@ -250,6 +264,14 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 			s.q = append(s.q, queued{sig: b})
 		}
 		pending = len(backlog) > 0
+		switch start.kind {
+		case 0:
+			for o, seq := range n.core.Delivered() {
+				from = from.Set(o, seq)
+			}
+		case 3:
+			from = start.after
+		}
 		if addErr = n.subs.Add(pattern, s, router.WithPriority(cfg.priority)); addErr != nil {
 			s.q = nil
 			return
@@ -262,9 +284,22 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 		return nil, err
 	}
 	s.id = newSubID(cfg.name)
-	if err := n.announceSub(SubscriptionInfo{Peer: n.self.String(), ID: s.id, Pattern: pattern, Name: cfg.name, Priority: cfg.priority}); err != nil {
-		n.subs.RemoveFunc(pattern, func(t *Subscription) bool { return t == s })
-		return nil, fmt.Errorf("node: announce subscription: %w", err)
+	s.local = cfg.local
+	s.info = SubscriptionInfo{Peer: n.self.String(), ID: s.id, Pattern: pattern, Name: cfg.name, Priority: cfg.priority,
+		Group: cfg.group, Region: n.cfg.Region}
+	if cfg.group != "" {
+		s.info.Strategy, s.info.From = cfg.strategy.String(), from
+		s.group = newGroupMember(s.info, cfg.strategy)
+		if s.cursor.Len() == 0 {
+			s.cursor = from // it never gets what its node delivered before it joined
+		}
+		s.group.publish(s.cursor)
+	}
+	if !s.local {
+		if err := n.announceSub(s); err != nil {
+			n.subs.RemoveFunc(pattern, func(t *Subscription) bool { return t == s })
+			return nil, fmt.Errorf("node: announce subscription: %w", err)
+		}
 	}
 	n.subWG.Add(1)
 	go s.run()
@@ -414,6 +449,9 @@ func (s *Subscription) run() {
 			return
 		case <-s.wake:
 		}
+		if s.group != nil && !s.syncView() {
+			continue // no view of its group yet: the registrar wakes it with one
+		}
 		for {
 			s.mu.Lock()
 			if len(s.q) == 0 || s.closed {
@@ -448,6 +486,9 @@ func (s *Subscription) handle(sig *signalmesh.Signal, m mark) {
 	if seq != 0 && seq <= s.cursor.Get(origin) && m != markLate {
 		return
 	}
+	if s.group != nil && !covered && s.passOver(sig, origin, seq, m) {
+		return // another member's
+	}
 	id := identityHash(sig)
 	if s.handled.has(id) {
 		covered = true // another copy of an event it handled, maybe in an earlier process
@@ -458,6 +499,9 @@ func (s *Subscription) handle(sig *signalmesh.Signal, m mark) {
 	s.handled.add(id)
 	if seq != 0 && m != markLate {
 		s.cursor = s.cursor.Set(origin, seq)
+	}
+	if s.group != nil {
+		s.group.publish(s.cursor)
 	}
 	// A Weak signal has no place, and a late one is behind the cursor
 	// already (reopened, the subscription does not get it again from the
@@ -622,15 +666,23 @@ func (s *Subscription) Dropped() int64 { return s.dropped.Load() }
 func (s *Subscription) Close() error {
 	s.closeOnce.Do(func() {
 		s.n.subs.RemoveFunc(s.pattern, func(t *Subscription) bool { return t == s })
-		if s.n.ctx.Err() != nil {
-			// the node is closing: its Close saves cursors and withdraws nothing
-		} else if err := s.n.withdrawSub(s.id); err != nil {
-			s.n.log.Warn("node: withdraw subscription", "id", s.id, "err", err)
+		if s.group == nil && !s.local {
+			if err := s.n.withdrawSub(s); err != nil {
+				s.n.log.Warn("node: withdraw subscription", "id", s.id, "err", err)
+			}
 		}
 		s.mu.Lock()
 		s.closed = true
 		s.mu.Unlock()
 		close(s.quit)
+		if s.group != nil {
+			// Once it has stopped: its mark is final, and the members
+			// that take its share over start after it (no duplicate).
+			<-s.stopped
+			if err := s.n.withdrawSub(s); err != nil {
+				s.n.log.Warn("node: leave consumer group", "id", s.id, "err", err)
+			}
+		}
 	})
 	<-s.stopped
 	s.n.subMu.Lock() // the node's Close closes the store under it

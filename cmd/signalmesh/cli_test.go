@@ -223,6 +223,7 @@ func TestDaemonSafeByDefault(t *testing.T) {
 		{"/metrics", "", "", 401},
 		{"/metrics", "attacker.example", "sesame", 421},
 		{"/healthz", "", "", 200},
+		{"/readyz", "", "", 503}, // a node alone
 	} {
 		if got, body := get(c.path, c.host, c.token); got != c.want {
 			t.Errorf("GET %s Host %q token %q: %d %s, want %d", c.path, c.host, c.token, got, body, c.want)

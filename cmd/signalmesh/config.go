@@ -27,6 +27,8 @@ type daemonConfig struct {
 	Listen    []string `json:"listen"`
 	Bootstrap []string `json:"bootstrap"`
 	MDNS      bool     `json:"mdns"`
+	// Region tags the node for consumer groups' LocalFirst (node.Config.Region).
+	Region string `json:"region"`
 	// Relay offers circuit relay service (node.Config.RelayService).
 	Relay bool `json:"relay"`
 	// Relays are relay nodes to keep a reservation on, as multiaddrs
@@ -38,7 +40,7 @@ type daemonConfig struct {
 	PSK      string   `json:"psk"` // 64 hex digits
 	Allow    []string `json:"allow"`
 	HTTP     string   `json:"http"`      // API address
-	APIToken string   `json:"api_token"` // required on every API endpoint but /healthz and the ingress (own auth) when set
+	APIToken string   `json:"api_token"` // required on every API endpoint but /healthz, /readyz and the ingress (own auth) when set
 	// InsecureHTTP lets the API serve a non-loopback address without
 	// APIToken (refused otherwise), with a warning on stderr.
 	InsecureHTTP bool `json:"insecure_http"`
@@ -58,6 +60,11 @@ type daemonConfig struct {
 	// "300us-200ms"): each signal waits a time drawn log-uniformly from
 	// the range by a hash of its identity (fault injection).
 	RecordDelay string `json:"record_delay"`
+	// RecordGroup makes the record subscription a member of this consumer
+	// group (node.WithGroup), with RecordStrategy ("hash:subject", the
+	// default; "balanced", "local-first", "broadcast").
+	RecordGroup    string `json:"record_group"`
+	RecordStrategy string `json:"record_strategy"`
 	// FaultAPI serves /v1/fault/block and /v1/fault/heal, which cut this
 	// node off from chosen peers with a connection gater (the fault
 	// harness's fallback when it cannot use network namespaces).
@@ -96,6 +103,7 @@ type params struct {
 	ConnHigh        int      `json:"conn_high"`
 	ConnGrace       duration `json:"conn_grace"`
 	MaxConns        int      `json:"max_conns"`
+	Lease           duration `json:"lease"`
 }
 
 type bridgeCfg struct {
@@ -200,6 +208,10 @@ func loadDaemonConfig(fs *flag.FlagSet, args []string) (*daemonConfig, error) {
 	fs.StringVar(&f.Bridge.Secret, "ingress-secret", "", "HMAC secret the bridge ingress accepts")
 	fs.StringVar(&f.Record, "record", "", "append every delivered signal matching -record-pattern to this file, one JSON line each (a persistent subscription)")
 	fs.StringVar(&f.RecordPattern, "record-pattern", "", "pattern of -record (default **)")
+	fs.StringVar(&f.RecordGroup, "record-group", "", "make the -record subscription a member of this consumer group (each signal recorded by one member across the mesh)")
+	fs.StringVar(&f.RecordStrategy, "record-strategy", "", "the -record-group's strategy: hash:ATTR (default hash:subject), balanced, local-first or broadcast")
+	fs.StringVar(&f.Region, "region", "", "the node's region tag, for consumer groups' local-first strategy")
+	fs.Var((*durationFlag)(&f.Params.Lease), "lease", "lease of the node's entries in the subscription set: a dead consumer group member's share moves after it (Params.Lease; default 10s)")
 	fs.StringVar(&f.RecordDelay, "record-delay", "", "make the -record handler slow: MIN-MAX, such as 300us-200ms, log-uniform per signal (fault injection)")
 	fs.IntVar(&f.Params.CausalBuffer, "causal-buffer", 0, "signals that may wait for a cause (Params.CausalBuffer; default the node's)")
 	fs.IntVar(&f.Params.SubscriberQueue, "subscriber-queue", 0, "signals queued per subscription (Params.SubscriberQueue; default the node's)")
@@ -292,6 +304,18 @@ func (c *daemonConfig) set(name, v string) error {
 		c.RecordPattern = v
 	case "record-delay":
 		c.RecordDelay = v
+	case "record-group":
+		c.RecordGroup = v
+	case "record-strategy":
+		c.RecordStrategy = v
+	case "region":
+		c.Region = v
+	case "lease":
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return fmt.Errorf("lease: want a duration: %q", v)
+		}
+		c.Params.Lease = duration(d)
 	case "causal-buffer", "subscriber-queue":
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
@@ -348,7 +372,7 @@ func (c *daemonConfig) set(name, v string) error {
 // nodeConfig turns the daemon config into a node.Config.
 func (c *daemonConfig) nodeConfig() (node.Config, error) {
 	nc := node.Config{Mesh: c.Mesh, DataDir: c.DataDir, ListenAddrs: c.Listen, MDNS: c.MDNS,
-		RelayService: c.Relay, AnnounceAddrs: c.Announce}
+		RelayService: c.Relay, AnnounceAddrs: c.Announce, Region: c.Region}
 	if c.Mesh == "" {
 		return nc, errors.New("a mesh name is required (-mesh, SIGNALMESH_MESH or \"mesh\" in the config)")
 	}
@@ -387,7 +411,7 @@ func (c *daemonConfig) nodeConfig() (node.Config, error) {
 		Rebroadcast: time.Duration(p.Rebroadcast), Redial: time.Duration(p.Redial),
 		CauseWait: time.Duration(p.CauseWait), DepWait: time.Duration(p.DepWait), MaxDeps: p.MaxDeps,
 		Discover: time.Duration(p.Discover), ConnLow: p.ConnLow, ConnHigh: p.ConnHigh, ConnGrace: time.Duration(p.ConnGrace),
-		MaxConns: p.MaxConns}
+		MaxConns: p.MaxConns, Lease: time.Duration(p.Lease)}
 	for _, r := range c.Retention {
 		nc.Retention = append(nc.Retention, journal.Rule{Pattern: r.Pattern, MaxAge: time.Duration(r.MaxAge), MaxCount: r.MaxCount, MaxBytes: r.MaxBytes})
 	}

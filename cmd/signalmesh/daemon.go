@@ -44,7 +44,8 @@ Runs a peer until SIGINT or SIGTERM, with an HTTP API:
                                   acknowledged within D answers 504 (it stays journaled)
   GET  /v1/tail?pattern=P         server-sent events: every signal matching P as it is
                                   delivered; with Last-Event-ID, resumes after that event
-  GET  /v1/status                 the node's status, peers and bridge counts (JSON)
+  GET  /v1/status                 the node's status (consumer groups included), peers,
+                                  members, the mesh's subscriptions, bridge counts (JSON)
   GET  /v1/replay?pattern=P&after=ID&since=T   the journal's signals matching P, in
                                   replay order, streamed as a JSON array; after the first
                                   signal with id ID; not older than T (RFC 3339);
@@ -54,9 +55,12 @@ Runs a peer until SIGINT or SIGTERM, with an HTTP API:
   POST /v1/fault/block, /heal     cut the node off from peers, and heal (with -fault-api)
   POST /v1/ingest                 the bridge ingress (when tokens or a secret are set)
   GET  /metrics                   Prometheus metrics
-  GET  /healthz                   200 once the node runs
+  GET  /healthz                   200 "ok" while the node's store takes writes, its loop
+                                  answers and no signal waits past -cause-timeout; else
+                                  503 saying what is wrong
+  GET  /readyz                    200 once the node has a peer, else 503
 
-With -api-token every endpoint but /healthz and /v1/ingest (which has its
+With -api-token every endpoint but /healthz, /readyz and /v1/ingest (which has its
 own tokens) requires "Authorization: Bearer TOKEN", /metrics included.
 Without a token, -http must be a loopback address (-insecure-http
 overrides). Requests whose Host is not localhost, an address the API
@@ -251,7 +255,8 @@ func (a *api) routes() http.Handler {
 		mux.HandleFunc("POST /v1/fault/heal", a.auth(a.heal))
 	}
 	mux.HandleFunc("GET /metrics", a.auth(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}).ServeHTTP))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /healthz", a.healthz)
+	mux.HandleFunc("GET /readyz", a.readyz)
 	if a.in != nil {
 		mux.Handle("/v1/ingest", a.in) // its own authentication
 	}
@@ -411,7 +416,12 @@ func (a *api) status(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusServiceUnavailable, "%v", err)
 		return
 	}
-	out := map[string]any{"node": st, "peers": a.n.Peers(), "mesh": a.n.Mesh()}
+	subs, err := a.n.Subscriptions(r.Context())
+	if err != nil {
+		apiError(w, http.StatusServiceUnavailable, "%v", err)
+		return
+	}
+	out := map[string]any{"node": st, "peers": a.n.Peers(), "mesh": a.n.Mesh(), "members": a.n.Members(), "subscriptions": subs}
 	if a.eg != nil {
 		out["egress"] = a.eg.Stats()
 	}
@@ -585,4 +595,24 @@ func (o *replayWriter) end(c journal.Cursor, more bool) {
 	}
 	b, _ := json.Marshal(map[string]any{"next_cursor": c.String(), "more": more}) // no CloudEvents attribute has a "_"
 	_, _ = o.w.Write(append(b, '\n'))
+}
+
+// healthz answers 200 while the node is healthy (node.Health), 503 with
+// what is wrong otherwise.
+func (a *api) healthz(w http.ResponseWriter, r *http.Request) {
+	h := a.n.Health(r.Context())
+	if !h.OK() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	fmt.Fprintln(w, h)
+}
+
+// readyz answers 200 once the node has a peer: it is part of a mesh.
+func (a *api) readyz(w http.ResponseWriter, _ *http.Request) {
+	if p := len(a.n.Peers()); p == 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "no peers")
+	} else {
+		fmt.Fprintf(w, "ok: %d peers\n", p)
+	}
 }

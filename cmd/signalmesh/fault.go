@@ -32,7 +32,21 @@ func startRecord(n *node.Node, cfg *daemonConfig) (func() error, error) {
 	if err != nil {
 		return nil, err
 	}
-	sub, err := n.Subscribe(pattern, rec.Handle, node.WithName("record"), node.WithStart(node.StartBeginning))
+	opts := []node.SubOption{node.WithName("record"), node.WithStart(node.StartBeginning)}
+	if cfg.RecordGroup != "" {
+		st := node.Hash
+		if cfg.RecordStrategy != "" {
+			if st, err = node.ParseStrategy(cfg.RecordStrategy); err != nil {
+				_ = rec.Close()
+				return nil, usageError{err}
+			}
+		}
+		opts = append(opts, node.WithGroup(cfg.RecordGroup), node.WithStrategy(st))
+	} else if cfg.RecordStrategy != "" {
+		_ = rec.Close()
+		return nil, usageError{errors.New("-record-strategy without -record-group")}
+	}
+	sub, err := n.Subscribe(pattern, rec.Handle, opts...)
 	if err != nil {
 		_ = rec.Close()
 		return nil, fmt.Errorf("record: %w", err)

@@ -51,7 +51,7 @@ func (h *tailHub) start() error {
 	if h.sub != nil {
 		return nil
 	}
-	sub, err := h.n.Subscribe("**", h.add)
+	sub, err := h.n.Subscribe("**", h.add, node.WithLocal()) // short-lived: not in the mesh-wide set
 	if err != nil {
 		return err
 	}

@@ -3,9 +3,13 @@
 // HTTP. Orders are Eventual (journaled, never lost), payments Quorum(1)
 // (acknowledged by a second peer of the region before the call returns),
 // fraud alerts Weak (gossip only: fast, may be lost), and inventory is a
-// latest-per-product view that every region resolves the same way. One
-// region is cut off for a while and keeps taking orders; when the link
-// heals, every region ends with every order, once.
+// latest-per-product view that every region resolves the same way. In
+// each region a fulfilment consumer group (LocalFirst: the member on the
+// peer where the order came in) and a payments group (Hash by order:
+// each order's payments on one member) handle each signal once between
+// the region's two peers. One region is cut off for a while and keeps
+// taking orders; when the link heals, every region ends with every order,
+// once.
 //
 //	go run ./examples/commerce [-short]
 package main
@@ -51,6 +55,58 @@ type region struct {
 	cut    atomic.Bool // its link to the other regions is down
 	orders sync.Map    // order id -> times handled
 	stock  *bridge.Latest
+
+	paid      int // payments published here
+	mu        sync.Mutex
+	fulfilled map[string][]int // order id -> the peers whose group member fulfilled it
+	captured  map[string][]int // payment id -> the peers whose member captured it
+}
+
+// groups makes the region's consumer groups, a member on each peer, and
+// waits until both peers see both members of each.
+func (r *region) groups(ctx context.Context) error {
+	r.fulfilled, r.captured = map[string][]int{}, map[string][]int{}
+	record := func(m map[string][]int, peer int) node.Handler {
+		return func(_ context.Context, s *signalmesh.Signal) error {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			m[node.IdempotencyKey(s)] = append(m[node.IdempotencyKey(s)], peer)
+			return nil
+		}
+	}
+	for i, p := range r.peers {
+		if _, err := p.Subscribe("order.**", record(r.fulfilled, i), node.WithGroup("fulfilment"), node.WithStrategy(node.LocalFirst)); err != nil {
+			return err
+		}
+		if _, err := p.Subscribe("payment.**", record(r.captured, i), node.WithGroup("payments"), node.WithStrategy(node.Hash)); err != nil {
+			return err
+		}
+	}
+	return await(ctx, func() bool {
+		for _, p := range r.peers {
+			st, err := p.Status(ctx)
+			if err != nil || len(st.Groups["fulfilment"]) != 2 || len(st.Groups["payments"]) != 2 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// groupWork says how the region's groups shared the work: every signal
+// handled once, and by which peer.
+func (r *region) groupWork() (fulfilled, captured [2]int, twice int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, ps := range r.fulfilled {
+		fulfilled[ps[0]]++
+		twice += len(ps) - 1
+	}
+	for _, ps := range r.captured {
+		captured[ps[0]]++
+		twice += len(ps) - 1
+	}
+	return fulfilled, captured, twice
 }
 
 func (r *region) ordersHandled() (distinct, dups int) {
@@ -74,7 +130,7 @@ func run(ctx context.Context, w io.Writer, short bool) error {
 		byName[r.name] = r
 		mesh := fmt.Sprintf("%s-%d", r.name, time.Now().UnixNano())
 		for i := range r.peers {
-			n, err := node.New(ctx, node.Config{Mesh: mesh, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: quiet})
+			n, err := node.New(ctx, node.Config{Mesh: mesh, Region: r.name, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: quiet})
 			if err != nil {
 				return err
 			}
@@ -82,6 +138,9 @@ func run(ctx context.Context, w io.Writer, short bool) error {
 			r.peers[i] = n
 		}
 		if err := r.peers[0].Connect(ctx, r.peers[1].AddrInfo()); err != nil {
+			return err
+		}
+		if err := r.groups(ctx); err != nil {
 			return err
 		}
 		in, err := bridge.NewIngress(r.peers[0], bridge.IngressConfig{Cluster: r.name, Tokens: []string{"eu", "us", "ap"}, Logger: quiet,
@@ -141,13 +200,15 @@ func run(ctx context.Context, w io.Writer, short bool) error {
 			if err := r.peers[0].Publish(ctx, order); err != nil { // Eventual: journaled, never lost
 				return err
 			}
-			pay, _ := signalmesh.New("payment."+r.name+".captured", "/pay/"+r.name, map[string]any{"order": order.ID}, signalmesh.WithCause(order))
+			pay, _ := signalmesh.New("payment."+r.name+".captured", "/pay/"+r.name, map[string]any{"order": order.ID},
+				signalmesh.WithCause(order), signalmesh.WithSubject(order.Subject)) // Hash: an order's payments on one member
 			qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			err := r.peers[0].PublishWith(qctx, node.Quorum(1), pay) // a second peer has it on disk
 			cancel()
 			if err != nil {
 				return fmt.Errorf("payment: %w", err)
 			}
+			r.paid++
 			if i%10 == 0 {
 				alert, _ := signalmesh.New("fraud."+r.name+".score", "/fraud", map[string]float64{"score": 0.1}, signalmesh.WithCause(order))
 				_ = r.peers[0].PublishWith(ctx, node.Weak, alert) // best effort
@@ -225,6 +286,22 @@ func run(ctx context.Context, w io.Writer, short bool) error {
 					return fmt.Errorf("%s->%s dead-lettered %d", r.name, o.name, st.DeadLettered)
 				}
 			}
+		}
+	}
+	for _, r := range regions {
+		var f, c [2]int
+		var twice int
+		if err := await(ctx, func() bool {
+			f, c, twice = r.groupWork()
+			return f[0]+f[1] == total && c[0]+c[1] == r.paid // payments stay in their region
+		}); err != nil {
+			return fmt.Errorf("%s: fulfilled %v, captured %v: %w", r.name, f, c, err)
+		}
+		if twice != 0 {
+			return fmt.Errorf("%s: %d signals handled twice by its groups", r.name, twice)
+		}
+		if r.name == "eu" {
+			fmt.Fprintf(w, "eu's groups: fulfilment (LocalFirst) on the peer where orders come in %v, payments (Hash by order) split %v, each once\n", f, c)
 		}
 	}
 	fmt.Fprintln(w, "ok: no order lost, none twice, in any region")

@@ -1,0 +1,589 @@
+package node_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+
+	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/node"
+)
+
+// groupLease is the lease of the consumer group tests: failover in about a
+// second.
+const groupLease = time.Second
+
+func groupCluster(t *testing.T, n int, mut func(i int, c *node.Config)) []*peerNode {
+	return cluster(t, n, func(i int, c *node.Config) {
+		c.Params.Lease = groupLease
+		if mut != nil {
+			mut(i, c)
+		}
+	})
+}
+
+// groupLog records which member handled which signal, in order.
+type groupLog struct {
+	mu        sync.Mutex
+	by        map[string][]int    // signal id -> members that handled it
+	bySubject map[string][]string // subject -> ids in the order handled
+	subjectBy map[string]map[int]bool
+	total     int
+}
+
+func newGroupLog() *groupLog {
+	return &groupLog{by: map[string][]int{}, bySubject: map[string][]string{}, subjectBy: map[string]map[int]bool{}}
+}
+
+func (g *groupLog) handler(member int) node.Handler {
+	return func(_ context.Context, s *signalmesh.Signal) error {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		g.by[s.ID] = append(g.by[s.ID], member)
+		g.bySubject[s.Subject] = append(g.bySubject[s.Subject], s.ID)
+		if g.subjectBy[s.Subject] == nil {
+			g.subjectBy[s.Subject] = map[int]bool{}
+		}
+		g.subjectBy[s.Subject][member] = true
+		g.total++
+		return nil
+	}
+}
+
+// counts: signals of want handled at least once, more than once, and
+// handlings by member.
+func (g *groupLog) counts(want []*signalmesh.Signal) (handled, dups int, per map[int]int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	per = map[int]int{}
+	for _, s := range want {
+		ms := g.by[s.ID]
+		if len(ms) > 0 {
+			handled++
+		}
+		dups += max(len(ms)-1, 0)
+		for _, m := range ms {
+			per[m]++
+		}
+	}
+	return handled, dups, per
+}
+
+// awaitGroup waits until every node sees the members of group live.
+func awaitGroup(t *testing.T, nodes []*peerNode, group string, members int) {
+	t.Helper()
+	eventually(t, 20*time.Second, fmt.Sprintf("%d members of %s everywhere", members, group), func() bool {
+		for _, n := range nodes {
+			st, err := n.Status(context.Background())
+			if err != nil || len(st.Groups[group]) != members {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// awaitMarks waits until each member's progress mark covers total signals:
+// each has judged every signal, so nothing more will be handled.
+func awaitMarks(t *testing.T, members []*peerNode, total uint64) {
+	t.Helper()
+	eventually(t, 60*time.Second, fmt.Sprintf("members' marks at %d", total), func() bool {
+		for _, n := range members {
+			subs, _ := n.Subscriptions(context.Background())
+			ok := false
+			for _, s := range subs {
+				if s.Peer == n.ID().String() && s.Group != "" && s.Mark.Sum() >= total {
+					ok = true
+				}
+			}
+			if !ok {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// publishSpread publishes count signals of type typ, a third from each
+// node in turn, in batches of 100; subject k%subjects of its publisher.
+// It returns them and, per subject, its ids in publish order.
+func publishSpread(t *testing.T, pubs []*peerNode, typ string, count, subjects int) ([]*signalmesh.Signal, map[string][]string) {
+	t.Helper()
+	ctx := context.Background()
+	var all []*signalmesh.Signal
+	order := map[string][]string{}
+	for k := 0; k < count; k += 100 {
+		p := (k / 100) % len(pubs)
+		batch := make([]*signalmesh.Signal, 0, 100)
+		for i := k; i < min(k+100, count); i++ {
+			subj := fmt.Sprintf("p%d-s%d", p, i%subjects)
+			s := mustSignal(t, typ, signalmesh.WithSubject(subj))
+			batch = append(batch, s)
+			order[subj] = append(order[subj], s.ID)
+		}
+		if err := pubs[p].Publish(ctx, batch...); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, batch...)
+	}
+	return all, order
+}
+
+// Three members of a Hash group on three peers share 10,000 signals: each
+// is handled once in all, every signal of one subject by one member, in
+// the order published.
+func TestGroupHashSharesWorkExactlyOnce(t *testing.T) {
+	checkLeaks(t)
+	nodes := groupCluster(t, 3, nil)
+	log := newGroupLog()
+	for i, n := range nodes {
+		if _, err := n.Subscribe("order.**", log.handler(i), node.WithGroup("fulfilment"), node.WithStrategy(node.Hash)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitGroup(t, nodes, "fulfilment", 3)
+	const total = 10000
+	sigs, order := publishSpread(t, nodes, "order.created", total, 50)
+	eventually(t, 60*time.Second, "every signal handled", func() bool { h, _, _ := log.counts(sigs); return h == total })
+	awaitMarks(t, nodes, total)
+	handled, dups, per := log.counts(sigs)
+	t.Logf("handled %d, duplicates %d, per member %v", handled, dups, per)
+	for _, n := range nodes {
+		st, _ := n.Status(context.Background())
+		t.Logf("%s: taken over %d, renewals %d (%d bytes), rejected %v", n.ID(), st.TakenOver, st.LeaseRenewals, st.LeaseBytes, st.Rejected)
+	}
+	if handled != total || dups != 0 {
+		t.Fatalf("handled %d of %d, %d duplicates", handled, total, dups)
+	}
+	for m, c := range per {
+		if c < total/6 {
+			t.Errorf("member %d handled %d of %d: the hash spreads poorly", m, c, total)
+		}
+	}
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	for subj, ids := range order {
+		if len(log.subjectBy[subj]) != 1 {
+			t.Errorf("subject %s handled by members %v", subj, log.subjectBy[subj])
+		}
+		if !slices.Equal(log.bySubject[subj], ids) {
+			t.Errorf("subject %s handled out of publish order", subj)
+		}
+	}
+	for _, n := range nodes {
+		if st, _ := n.Status(context.Background()); st.Rejected["registry_entry"] != 0 || st.TakenOver != 0 {
+			t.Errorf("%s: registry rejects %d, taken over %d", n.ID(), st.Rejected["registry_entry"], st.TakenOver)
+		}
+	}
+}
+
+// Balanced and LocalFirst share the work too, each signal once; LocalFirst
+// keeps each signal on the member of the peer that published it.
+func TestGroupBalancedAndLocalFirst(t *testing.T) {
+	checkLeaks(t)
+	nodes := groupCluster(t, 3, func(i int, c *node.Config) { c.Region = []string{"eu", "eu", "us"}[i] })
+	bal, local := newGroupLog(), newGroupLog()
+	for i, n := range nodes {
+		if _, err := n.Subscribe("order.**", bal.handler(i), node.WithGroup("audit"), node.WithStrategy(node.Balanced)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.Subscribe("order.**", local.handler(i), node.WithGroup("ship"), node.WithStrategy(node.LocalFirst)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitGroup(t, nodes, "audit", 3)
+	awaitGroup(t, nodes, "ship", 3)
+	const total = 3000
+	sigs, _ := publishSpread(t, nodes, "order.created", total, 10)
+	for name, lg := range map[string]*groupLog{"balanced": bal, "local-first": local} {
+		eventually(t, 60*time.Second, name+": every signal handled", func() bool { h, _, _ := lg.counts(sigs); return h == total })
+	}
+	awaitMarks(t, nodes, total)
+	for name, lg := range map[string]*groupLog{"balanced": bal, "local-first": local} {
+		handled, dups, per := lg.counts(sigs)
+		t.Logf("%s: handled %d, duplicates %d, per member %v", name, handled, dups, per)
+		if handled != total || dups != 0 {
+			t.Errorf("%s: handled %d of %d, %d duplicates", name, handled, total, dups)
+		}
+	}
+	// publishSpread publishes batch k on node k%3: LocalFirst handles it there.
+	local.mu.Lock()
+	defer local.mu.Unlock()
+	for i, s := range sigs {
+		if want := (i / 100) % 3; !slices.Equal(local.by[s.ID], []int{want}) {
+			t.Fatalf("signal %d published on node %d handled by %v", i, want, local.by[s.ID])
+		}
+	}
+}
+
+// A member that leaves cleanly mid-stream hands its share over with no
+// signal lost and none handled twice.
+func TestGroupCleanLeaveHandsOff(t *testing.T) {
+	checkLeaks(t)
+	nodes := groupCluster(t, 3, nil)
+	log := newGroupLog()
+	subs := make([]*node.Subscription, 3)
+	for i, n := range nodes {
+		var err error
+		if subs[i], err = n.Subscribe("order.**", log.handler(i), node.WithGroup("fulfilment")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitGroup(t, nodes, "fulfilment", 3)
+	const half = 3000
+	first, _ := publishSpread(t, nodes[:2], "order.created", half, 50)
+	eventually(t, 30*time.Second, "the leaving member handles", func() bool { _, _, per := log.counts(first); return per[2] > 0 })
+	if err := subs[2].Close(); err != nil { // its queue may hold signals it has not handled
+		t.Fatal(err)
+	}
+	second, _ := publishSpread(t, nodes[:2], "order.created", half, 50)
+	all := append(first, second...)
+	eventually(t, 60*time.Second, "every signal handled", func() bool { h, _, _ := log.counts(all); return h == len(all) })
+	awaitGroup(t, nodes, "fulfilment", 2)
+	awaitMarks(t, nodes[:2], uint64(len(all)))
+	handled, dups, per := log.counts(all)
+	t.Logf("handled %d, duplicates %d, per member %v, taken over %d+%d", handled, dups, per, subs[0].Taken(), subs[1].Taken())
+	if handled != len(all) || dups != 0 {
+		t.Fatalf("handled %d of %d, %d duplicates", handled, len(all), dups)
+	}
+}
+
+// A member whose node dies mid-stream (no hand-off, no final mark): after
+// its lease its share is handled by the others, none lost; the duplicates
+// (what it handled after its last renewal) are counted by the survivors.
+func TestGroupMemberDeathFailsOver(t *testing.T) {
+	checkLeaks(t)
+	nodes := groupCluster(t, 3, nil)
+	log := newGroupLog()
+	subs := make([]*node.Subscription, 3)
+	for i, n := range nodes {
+		var err error
+		if subs[i], err = n.Subscribe("order.**", log.handler(i), node.WithGroup("fulfilment")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitGroup(t, nodes, "fulfilment", 3)
+	const third = 2000
+	first, _ := publishSpread(t, nodes[:2], "order.created", third, 50)
+	// The victim's progress reaches the others: it handled its share of
+	// the first third, and its renewals say so.
+	eventually(t, 30*time.Second, "the victim's mark at the first third, seen by the others", func() bool {
+		subs, _ := nodes[0].Subscriptions(context.Background())
+		for _, s := range subs {
+			if s.Peer == nodes[2].ID().String() && s.Mark.Sum() >= third {
+				return true
+			}
+		}
+		return false
+	})
+	second, _ := publishSpread(t, nodes[:2], "order.created", third, 50)
+	_, _, before := log.counts(first)
+	eventually(t, 30*time.Second, "the victim handles some of the second third", func() bool { _, _, per := log.counts(second); return per[2] > 0 })
+	died := time.Now()
+	if err := nodes[2].CloseAsCrash(); err != nil {
+		t.Fatal(err)
+	}
+	last, _ := publishSpread(t, nodes[:2], "order.created", third, 50)
+	all := append(append(first, second...), last...)
+	eventually(t, 60*time.Second, "every signal handled", func() bool { h, _, _ := log.counts(all); return h == len(all) })
+	failover := time.Since(died)
+	awaitMarks(t, nodes[:2], uint64(len(all)))
+	handled, dups, per := log.counts(all)
+	taken := subs[0].Taken() + subs[1].Taken()
+	t.Logf("handled %d, duplicates %d, taken over %d, per member %v (the victim %d before its last known mark), all handled %v after the death",
+		handled, dups, taken, per, before[2], failover.Round(time.Millisecond))
+	if handled != len(all) {
+		t.Fatalf("handled %d of %d", handled, len(all))
+	}
+	if int64(dups) > taken {
+		t.Fatalf("%d duplicates, more than the %d signals taken over", dups, taken)
+	}
+	if dups > per[2]-before[2] {
+		t.Fatalf("%d duplicates: more than the victim handled after its mark (%d)", dups, per[2]-before[2])
+	}
+}
+
+// Members and their events: up when a peer's entry is live, suspected
+// when it is live and unreachable, down when its lease runs out.
+func TestMembersAndEvents(t *testing.T) {
+	checkLeaks(t)
+	nodes := groupCluster(t, 3, func(i int, c *node.Config) { c.Region = fmt.Sprint("r", i) })
+	events, stop := nodes[0].WatchMembers(64)
+	defer stop()
+	eventually(t, 20*time.Second, "two members", func() bool {
+		ms := nodes[0].Members()
+		return len(ms) == 2 && ms[0].Connected && ms[1].Connected
+	})
+	victim := nodes[2].ID()
+	nodes[0].gater.Block(victim)
+	_ = nodes[0].Disconnect(victim)
+	nodes[1].gater.Block(victim)
+	_ = nodes[1].Disconnect(victim)
+	want := []node.MemberEventKind{node.MemberUp, node.MemberSuspected, node.MemberDown}
+	var got []node.MemberEventKind
+	timeout := time.After(30 * time.Second)
+	for len(got) < len(want) {
+		select {
+		case ev := <-events:
+			if ev.Peer == victim {
+				if len(got) > 0 && got[len(got)-1] == ev.Kind {
+					continue
+				}
+				got = append(got, ev.Kind)
+				if ev.Region != "r2" {
+					t.Errorf("event %v with region %q", ev.Kind, ev.Region)
+				}
+			}
+		case <-timeout:
+			t.Fatalf("events for the cut peer: %v, want %v", got, want)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("events for the cut peer: %v, want %v", got, want)
+	}
+	if ms := nodes[0].Members(); len(ms) != 1 || ms[0].Peer != nodes[1].ID() {
+		t.Fatalf("members after the cut: %+v", ms)
+	}
+}
+
+// CanRoute and Routes answer for the whole mesh; WithLocal subscriptions
+// stay out of the set.
+func TestRoutesAcrossTheMesh(t *testing.T) {
+	checkLeaks(t)
+	nodes := groupCluster(t, 2, nil)
+	noop := func(context.Context, *signalmesh.Signal) error { return nil }
+	if _, err := nodes[1].Subscribe("payment.*", noop, node.WithGroup("payments")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nodes[1].Subscribe("audit.**", noop); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nodes[1].Subscribe("**", noop, node.WithLocal()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nodes[1].Subscribe("x", noop, node.WithGroup("g"), node.WithLocal()); err == nil {
+		t.Fatal("a local group member was accepted")
+	}
+	eventually(t, 20*time.Second, "node 0 routes payments and audits", func() bool {
+		return nodes[0].CanRoute("payment.captured") && nodes[0].CanRoute("audit.x.y")
+	})
+	r := nodes[0].Routes("payment.captured")
+	if len(r) != 1 || r[0].Group != "payments" || r[0].Strategy != "hash:subject" || len(r[0].Members) != 1 {
+		t.Fatalf("routes %+v", r)
+	}
+	if nodes[0].CanRoute("user.created") {
+		t.Fatal("user.created routes somewhere: the local subscription leaked")
+	}
+}
+
+// Malformed entries in the subscription set, as a hostile member could
+// write them, are refused and counted, deleted everywhere, and change
+// nothing: the group goes on handling each signal once.
+func TestRegistryRefusesMalformedEntries(t *testing.T) {
+	checkLeaks(t)
+	nodes := groupCluster(t, 3, nil)
+	log := newGroupLog()
+	for i, n := range nodes[:2] {
+		if _, err := n.Subscribe("order.**", log.handler(i), node.WithGroup("g")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitGroup(t, nodes, "g", 2)
+	ctx := context.Background()
+	bad := nodes[2].ID().String()
+	victim := nodes[0].ID().String()
+	hostile := map[string]string{
+		"/sub/" + bad + "/x":                            `{"peer":"` + bad + `","id":"x","pattern":"order..**","lease":1000000000}`,               // bad pattern
+		"/sub/" + bad + "/y":                            `{"peer":"` + bad + `","id":"y","pattern":"**","group":"g","strategy":"nope","lease":1}`, // bad strategy
+		"/sub/" + victim + "/z":                         `{"peer":"` + bad + `","id":"z","pattern":"**","lease":1000000000}`,                      // another's key
+		"/sub/" + bad + "/w":                            `not json`,
+		"/sub/" + bad + "/v":                            `{"peer":"` + bad + `","id":"v","pattern":"**","lease":100000000000000}`, // a lease of a day
+		"/peer/not-a-peer-id":                           `{"peer":"not-a-peer-id","lease":1000000000}`,
+		"/elsewhere/" + bad:                             `{}`,
+		"/sub/" + bad + "/" + "big":                     `{"peer":"` + bad + `","id":"big","pattern":"**","lease":1000000000,"name":"` + strings.Repeat("x", 300<<10) + `"}`, // over 256 KiB
+		"/sub/" + bad + "/g2":                           `{"peer":"` + bad + `","id":"g2","pattern":"**","group":"a/b","lease":1000000000}`,
+		"/sub/" + bad + "/" + strings.Repeat("l", 1025): `{"peer":"` + bad + `","id":"` + strings.Repeat("l", 1025) + `","pattern":"**","lease":1000000000}`, // an id too long
+		"/sub/" + bad + "/mark-x":                       `{"peer":"` + bad + `","id":"mark-x","pattern":"**","mark":{"x":"y"},"lease":1000000000}`,
+		"/sub/" + bad + "/no-lease-x":                   `{"peer":"` + bad + `","id":"no-lease-x","pattern":"**"}`,
+	}
+	for k, v := range hostile {
+		if err := nodes[2].RegistryPut(ctx, ds.NewKey(k), []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refused := func() string {
+		var out []string
+		sum := int64(0)
+		for _, n := range nodes {
+			st, _ := n.Status(ctx)
+			sum += st.Rejected["registry_entry"]
+			for k := range hostile {
+				if ok, _ := n.RegistryHas(ctx, ds.NewKey(k)); ok {
+					out = append(out, fmt.Sprintf("%s holds %s", n.ID(), k))
+				}
+			}
+		}
+		if sum < int64(len(hostile)) { // a peer that reads an entry only once another deleted it never sees it
+			out = append(out, fmt.Sprintf("refused %d of %d", sum, len(hostile)))
+		}
+		return strings.Join(out, "; ")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for left := refused(); left != ""; left = refused() {
+		if time.Now().After(deadline) {
+			t.Fatalf("malformed entries: %s", left)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	sigs, _ := publishSpread(t, nodes, "order.created", 600, 10)
+	eventually(t, 30*time.Second, "every signal handled", func() bool { h, _, _ := log.counts(sigs); return h == len(sigs) })
+	awaitMarks(t, nodes[:2], uint64(len(sigs)))
+	if handled, dups, _ := log.counts(sigs); handled != len(sigs) || dups != 0 {
+		t.Fatalf("handled %d of %d, %d duplicates", handled, len(sigs), dups)
+	}
+	if st, _ := nodes[0].Status(ctx); len(st.Groups["g"]) != 2 || len(nodes[0].Routes("x")) != 0 {
+		t.Fatalf("groups %v, routes of x %+v", st.Groups, nodes[0].Routes("x"))
+	}
+}
+
+// A partition that splits a group: both sides handle what they get, and
+// after the heal every signal has been handled (duplicates are the price
+// of availability: a side that lost the other takes its share over), and
+// counted.
+func TestGroupPartitionBothSidesHandle(t *testing.T) {
+	checkLeaks(t)
+	nodes := groupCluster(t, 4, nil)
+	log := newGroupLog()
+	for i, n := range nodes {
+		if _, err := n.Subscribe("order.**", log.handler(i), node.WithGroup("g")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitGroup(t, nodes, "g", 4)
+	before, _ := publishSpread(t, nodes, "order.created", 400, 10)
+	eventually(t, 30*time.Second, "the signals before the cut handled", func() bool { h, _, _ := log.counts(before); return h == len(before) })
+	cut(nodes[:2], nodes[2:])
+	a, _ := publishSpread(t, nodes[:2], "order.created", 1000, 10)
+	b, _ := publishSpread(t, nodes[2:], "order.created", 1000, 10)
+	eventually(t, 30*time.Second, "each side handles its own signals", func() bool {
+		ha, _, _ := log.counts(a)
+		hb, _, _ := log.counts(b)
+		return ha == len(a) && hb == len(b)
+	})
+	heal(t, nodes)
+	awaitGroup(t, nodes, "g", 4)
+	all := append(append(before, a...), b...)
+	awaitMarks(t, nodes, uint64(len(all)))
+	handled, dups, per := log.counts(all)
+	taken := int64(0)
+	for _, n := range nodes {
+		st, _ := n.Status(context.Background())
+		taken += st.TakenOver
+	}
+	t.Logf("handled %d of %d, duplicates %d (counted at most %d), per member %v", handled, len(all), dups, taken, per)
+	if handled != len(all) {
+		t.Fatalf("handled %d of %d", handled, len(all))
+	}
+	if int64(dups) > taken {
+		t.Fatalf("%d duplicates, more than the %d signals counted as handled for departed members", dups, taken)
+	}
+}
+
+// A node that closes cleanly mid-stream takes its member out of the group
+// first, with its final mark: the others hand its share over with no
+// signal lost and none handled twice.
+func TestGroupNodeCloseHandsOff(t *testing.T) {
+	checkLeaks(t)
+	nodes := groupCluster(t, 3, nil)
+	log := newGroupLog()
+	for i, n := range nodes {
+		if _, err := n.Subscribe("order.**", log.handler(i), node.WithGroup("fulfilment")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitGroup(t, nodes, "fulfilment", 3)
+	const half = 3000
+	first, _ := publishSpread(t, nodes[:2], "order.created", half, 50)
+	eventually(t, 30*time.Second, "the leaving member handles", func() bool { _, _, per := log.counts(first); return per[2] > 0 })
+	if err := nodes[2].Close(); err != nil {
+		t.Fatal(err)
+	}
+	second, _ := publishSpread(t, nodes[:2], "order.created", half, 50)
+	all := append(first, second...)
+	eventually(t, 60*time.Second, "every signal handled", func() bool { h, _, _ := log.counts(all); return h == len(all) })
+	awaitGroup(t, nodes[:2], "fulfilment", 2)
+	awaitMarks(t, nodes[:2], uint64(len(all)))
+	handled, dups, per := log.counts(all)
+	t.Logf("handled %d, duplicates %d, per member %v", handled, dups, per)
+	if handled != len(all) || dups != 0 {
+		t.Fatalf("handled %d of %d, %d duplicates", handled, len(all), dups)
+	}
+}
+
+// A member that joins mid-stream takes its share of what its node
+// delivers from then on: nothing is lost; the duplicates of the join
+// (signals handled before the others heard of it) are logged.
+func TestGroupJoinMidStream(t *testing.T) {
+	checkLeaks(t)
+	nodes := groupCluster(t, 3, nil)
+	log := newGroupLog()
+	for i, n := range nodes[:2] {
+		if _, err := n.Subscribe("order.**", log.handler(i), node.WithGroup("g")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitGroup(t, nodes, "g", 2)
+	first, _ := publishSpread(t, nodes[:2], "order.created", 2000, 50)
+	if _, err := nodes[2].Subscribe("order.**", log.handler(2), node.WithGroup("g")); err != nil {
+		t.Fatal(err)
+	}
+	second, _ := publishSpread(t, nodes[:2], "order.created", 2000, 50)
+	all := append(first, second...)
+	eventually(t, 60*time.Second, "every signal handled", func() bool { h, _, _ := log.counts(all); return h == len(all) })
+	awaitGroup(t, nodes, "g", 3)
+	awaitMarks(t, nodes[:2], uint64(len(all)))
+	handled, dups, per := log.counts(all)
+	t.Logf("handled %d of %d, duplicates %d, per member %v", handled, len(all), dups, per)
+	if handled != len(all) {
+		t.Fatalf("handled %d of %d", handled, len(all))
+	}
+	if per[2] == 0 {
+		t.Fatal("the new member took no share")
+	}
+}
+
+// A group member stuck in its handler until the node's context ends does
+// not hold Close up past Params.HandOff: the member leaves by its lease.
+func TestNodeCloseWithBusyGroupMember(t *testing.T) {
+	checkLeaks(t)
+	nodes := groupCluster(t, 2, func(_ int, c *node.Config) { c.Params.HandOff = 200 * time.Millisecond })
+	entered := make(chan struct{}, 1)
+	busy := func(ctx context.Context, _ *signalmesh.Signal) error {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	if _, err := nodes[0].Subscribe("order.**", busy, node.WithGroup("g"), node.WithStrategy(node.LocalFirst)); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[0].Publish(context.Background(), mustSignal(t, "order.created")); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	start := time.Now()
+	if err := nodes[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("Close took %v with a busy member", d)
+	}
+}

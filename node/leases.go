@@ -1,0 +1,236 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Leases travel two ways, like signals: each renewal (and a leave) is
+// gossiped on the mesh's "leases" topic, the entries themselves, so that
+// peers see it at once; and written to the subscription set's CRDT, so
+// that a peer that missed the gossip, or joins later, converges. On a busy
+// peer the CRDT's blocks wait behind the journal's for seconds: without
+// the gossip a member's progress mark reached the others late, and a
+// failover handled again what the dead member had handled meanwhile.
+//
+// A lease message is signed by GossipSub (StrictSign); its validator
+// refuses, counted ("lease_message"), one that is too large, does not
+// decode, or holds an entry that is malformed or not its author's; a
+// refusal lowers the sender's GossipSub score like any invalid message.
+// With Config.Allow, a message from a peer outside the list is dropped
+// and counted ("lease_not_member"), not refused: the member that relayed
+// it is not to blame.
+
+const (
+	maxLeaseMsgBytes   = 1 << 20 // GossipSub's default message limit
+	maxLeaseMsgEntries = 1024
+)
+
+type leaseMsg struct {
+	Entries []leaseEntry `json:"e"`
+}
+
+type leaseEntry struct {
+	Key   string          `json:"k"`
+	Value json.RawMessage `json:"v"`
+}
+
+// gossiped is an entry as a lease message carried it.
+type gossiped struct {
+	value   []byte
+	expires time.Time
+	lease   time.Duration
+	at      time.Time // received
+}
+
+func (n *Node) joinLeases() error {
+	topic := n.topicName("leases")
+	if err := n.ps.RegisterTopicValidator(topic, n.validateLeases); err != nil {
+		return err
+	}
+	var err error
+	if n.leaseTopic, err = n.ps.Join(topic); err != nil {
+		return err
+	}
+	if n.leaseSub, err = n.leaseTopic.Subscribe(pubsub.WithBufferSize(256)); err != nil {
+		return err
+	}
+	n.leaseJoins, err = n.leaseTopic.EventHandler()
+	return err
+}
+
+// watchLeaseJoins asks the registrar for a renewal at once when a peer
+// joins the leases topic (a node started, a cut healed): the newcomer
+// learns who is live without waiting for the next round.
+func (n *Node) watchLeaseJoins() {
+	defer n.wg.Done()
+	for {
+		ev, err := n.leaseJoins.NextPeerEvent(n.ctx)
+		if err != nil {
+			return
+		}
+		if ev.Type == pubsub.PeerJoin {
+			select {
+			case n.reg.renewNow <- struct{}{}:
+			default: // one is due already
+			}
+		}
+	}
+}
+
+// heardAll reports whether every peer on the leases topic has a live
+// entry in members (a read's result): the node knows who is live.
+func (n *Node) heardAll(members map[string]*Member) bool {
+	for _, p := range n.leaseTopic.ListPeers() {
+		if members[p.String()] == nil {
+			return false
+		}
+	}
+	return true
+}
+
+func (n *Node) validateLeases(_ context.Context, _ peer.ID, m *pubsub.Message) pubsub.ValidationResult {
+	if _, _, err := decodeLeases(m.Data, m.GetFrom()); err != nil {
+		n.m.reject("lease_message")
+		return pubsub.ValidationReject
+	}
+	return pubsub.ValidationAccept
+}
+
+var (
+	errTooLarge  = errors.New("node: lease message too large")
+	errNotAuthor = errors.New("node: lease message entry of another peer")
+)
+
+// decodeLeases decodes a lease message of author and checks each entry.
+func decodeLeases(b []byte, author peer.ID) ([]regEntry, []json.RawMessage, error) {
+	if len(b) > maxLeaseMsgBytes {
+		return nil, nil, errTooLarge
+	}
+	var msg leaseMsg
+	if err := json.Unmarshal(b, &msg); err != nil {
+		return nil, nil, err
+	}
+	if len(msg.Entries) > maxLeaseMsgEntries {
+		return nil, nil, errTooLarge
+	}
+	out := make([]regEntry, 0, len(msg.Entries))
+	vals := make([]json.RawMessage, 0, len(msg.Entries))
+	for _, le := range msg.Entries {
+		e, err := parseEntry(le.Key, le.Value)
+		if err != nil {
+			return nil, nil, err
+		}
+		if e.owner != author {
+			return nil, nil, errNotAuthor
+		}
+		out, vals = append(out, e), append(vals, le.Value)
+	}
+	return out, vals, nil
+}
+
+// gossipLeases publishes entries (keys and values) of this node, in
+// messages of at most half the limits.
+func (n *Node) gossipLeases(keys []ds.Key, values [][]byte) {
+	var msg leaseMsg
+	size := 0
+	flush := func() {
+		if len(msg.Entries) == 0 {
+			return
+		}
+		b, _ := json.Marshal(msg)
+		if err := n.leaseTopic.Publish(n.ctx, b); err != nil && n.ctx.Err() == nil {
+			n.log.Debug("node: gossip leases", "err", err)
+		}
+		msg.Entries, size = nil, 0
+	}
+	for i, k := range keys {
+		e := leaseEntry{Key: k.String(), Value: values[i]}
+		if size+len(e.Key)+len(e.Value) > maxLeaseMsgBytes/2 || len(msg.Entries) >= maxLeaseMsgEntries/2 {
+			flush()
+		}
+		msg.Entries = append(msg.Entries, e)
+		size += len(e.Key) + len(e.Value) + 16
+	}
+	flush()
+}
+
+// readLeases keeps the entries other peers gossip (the newest of each
+// key, by its owner's expiry; at most MaxRegistry keys, the rest dropped
+// and counted "registry_full") for the registrar, and wakes it for a new
+// entry or a leave (renewals wait for its next read, every Lease/8).
+func (n *Node) readLeases() {
+	defer n.wg.Done()
+	for {
+		m, err := n.leaseSub.Next(n.ctx)
+		if err != nil {
+			return
+		}
+		if m.GetFrom() == n.self {
+			continue
+		}
+		if len(n.cfg.Allow) > 0 && !slices.Contains(n.cfg.Allow, m.GetFrom()) {
+			// Dropped here, not refused by the validator: that would lower
+			// the score of the member that relayed it (like acks).
+			n.m.reject("lease_not_member")
+			continue
+		}
+		entries, vals, err := decodeLeases(m.Data, m.GetFrom()) // valid: the validator checked it
+		if err != nil {
+			continue
+		}
+		now := time.Now()
+		news := false // a new entry or a leave: read the set now, not at the next tick
+		n.reg.mu.Lock()
+		for i, e := range entries {
+			lease, expires, left, _ := e.lease()
+			old, ok := n.reg.gossiped[e.key]
+			switch {
+			case ok && !expires.After(old.expires):
+			case !ok && len(n.reg.gossiped) >= n.p.MaxRegistry:
+				n.m.drop("registry_full")
+			default:
+				n.reg.gossiped[e.key] = gossiped{value: vals[i], expires: expires, lease: lease, at: now}
+				news = news || !ok || left
+			}
+		}
+		n.reg.mu.Unlock()
+		if news {
+			n.kickRegistry()
+		}
+	}
+}
+
+// merge gives, for each key, the newer of the CRDT's value and the
+// gossiped one (by the owner's expiry); keys only gossiped are added. It
+// forgets gossiped entries older than two of its leases. It runs on the
+// registrar.
+func (n *Node) mergeGossiped(crdtVals map[string][]byte, now time.Time) (vals map[string][]byte, gossipOnly map[string]bool) {
+	gossipOnly = map[string]bool{}
+	n.reg.mu.Lock()
+	defer n.reg.mu.Unlock()
+	for k, g := range n.reg.gossiped {
+		if now.Sub(g.at) > 2*g.lease {
+			delete(n.reg.gossiped, k)
+			continue
+		}
+		cur, ok := crdtVals[k]
+		if !ok {
+			crdtVals[k], gossipOnly[k] = g.value, true
+			continue
+		}
+		if e, err := parseEntry(k, cur); err == nil {
+			if _, exp, _, _ := e.lease(); g.expires.After(exp) {
+				crdtVals[k] = g.value
+			}
+		}
+	}
+	return crdtVals, gossipOnly
+}
