@@ -118,10 +118,11 @@ func runDaemon(ctx context.Context, cfg *daemonConfig, stdout, stderr io.Writer)
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if f, ok := stderr.(*os.File); ok && f == os.Stderr {
 		// The process's own daemon: the libraries' logs (go-libp2p, bitswap,
-		// go-log) go through its logger too, from warnings up (they say
-		// much at info). Not for a daemon a test runs in-process: the
-		// routing is process-wide.
-		liblog.Route(log, max(level, slog.LevelWarn))
+		// go-log) go through its logger too, from errors up, as go-log
+		// printed them before (at warn, libp2p reports every reset stream
+		// of a cut connection: "error reading identify message"). Not for
+		// a daemon a test runs in-process: the routing is process-wide.
+		liblog.Route(log, max(level, slog.LevelError))
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
