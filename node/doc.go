@@ -268,7 +268,8 @@
 //     head announcements ("heads_not_member"). Give every member the same
 //     list: a member without one relays outsiders' signals (counted and
 //     ignored by peers with it), and its own signals that depend on an
-//     outsider's wait Params.DepWait there.
+//     outsider's wait Params.DepWait there. Entries journaled before the
+//     list was set stay in the journal and are replayed at a restart.
 //   - Journal: go-ds-crdt gets blocks from other replicas only through a
 //     check (package crdt): a block is refused, before go-ds-crdt merges
 //     it, when an entry's key is not the place (origin ref, sequence) of
