@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+
+	"github.com/signalmesh/signalmesh/internal/varint"
 )
 
 // State is what a core has delivered, for a caller to store when it stops
@@ -155,113 +157,64 @@ func (s *State) UnmarshalBinary(b []byte) error {
 	if len(b) == 0 || b[0] != stateVersion {
 		return fmt.Errorf("%w: version", errState)
 	}
-	d := stateDecoder{b: b[1:]}
-	n := d.count(maxStateOrigins, 4)
+	d := varint.Reader{B: b[1:], Base: errState}
+	n := d.Count(maxStateOrigins, 4)
 	st := State{Delivered: make(map[string]uint64, n), Frontier: map[string]FrontierEntry{}, LastLamport: map[string]uint64{}}
 	prev := ""
-	for i := uint64(0); i < n && d.err == nil; i++ {
-		o := d.str()
+	for i := uint64(0); i < n && d.Err == nil; i++ {
+		o := string(d.Bytes(maxOriginLen))
 		if i > 0 && cmp.Compare(o, prev) <= 0 {
-			d.fail("origins out of order")
+			d.Fail("origins out of order")
 		}
 		prev = o
-		if del := d.num(); del > 0 {
+		if del := d.Num(); del > 0 {
 			st.Delivered[o] = del
 		}
-		if l := d.num(); l > 0 {
+		if l := d.Num(); l > 0 {
 			st.LastLamport[o] = l
 		}
-		switch d.num() {
+		switch d.Num() {
 		case 0:
 		case 1:
-			st.Frontier[o] = FrontierEntry{Seq: d.num(), Lamport: d.num()}
+			st.Frontier[o] = FrontierEntry{Seq: d.Num(), Lamport: d.Num()}
 		default:
-			d.fail("frontier flag")
+			d.Fail("frontier flag")
 		}
 	}
-	st.MaxLamport = d.num()
-	k := d.count(maxSkipped, 3)
-	for i := uint64(0); i < k && d.err == nil; i++ {
-		g := Gap{Origin: d.str(), From: d.num(), To: d.num()}
+	st.MaxLamport = d.Num()
+	k := d.Count(maxSkipped, 3)
+	for i := uint64(0); i < k && d.Err == nil; i++ {
+		g := Gap{Origin: string(d.Bytes(maxOriginLen)), From: d.Num(), To: d.Num()}
 		if g.From == 0 || g.From > g.To {
-			d.fail("gap")
+			d.Fail("gap")
 		}
 		st.Skipped = append(st.Skipped, g)
 	}
-	words := d.num()
+	words := d.Num()
 	if words > maxStateWords {
-		d.fail("filter size")
+		d.Fail("filter size")
 	}
-	if d.err == nil {
+	if d.Err == nil {
 		st.Bloom = make([]uint64, words)
 	}
-	for at := int64(-1); d.err == nil; {
-		step := d.num()
-		if step == 0 || d.err != nil {
+	for at := int64(-1); d.Err == nil; {
+		step := d.Num()
+		if step == 0 || d.Err != nil {
 			break
 		}
-		if at += int64(step); uint64(at) >= words || len(d.b) < 8 {
-			d.fail("filter word")
+		if at += int64(step); uint64(at) >= words || len(d.B) < 8 {
+			d.Fail("filter word")
 			break
 		}
-		st.Bloom[at] = binary.LittleEndian.Uint64(d.b)
-		d.b = d.b[8:]
+		st.Bloom[at] = binary.LittleEndian.Uint64(d.B)
+		d.B = d.B[8:]
 	}
-	if d.err == nil && len(d.b) != 0 {
-		d.fail("trailing bytes")
+	if d.Err == nil && len(d.B) != 0 {
+		d.Fail("trailing bytes")
 	}
-	if d.err != nil {
-		return d.err
+	if d.Err != nil {
+		return d.Err
 	}
 	*s = st
 	return nil
-}
-
-type stateDecoder struct {
-	b   []byte
-	err error
-}
-
-func (d *stateDecoder) fail(what string) {
-	if d.err == nil {
-		d.err = fmt.Errorf("%w: %s", errState, what)
-	}
-}
-
-func (d *stateDecoder) num() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, k := binary.Uvarint(d.b)
-	if k <= 0 {
-		d.fail("varint")
-		return 0
-	}
-	d.b = d.b[k:]
-	return v
-}
-
-// count reads a count of items of at least minSize bytes each: at most
-// limit, and no more than what is left could hold.
-func (d *stateDecoder) count(limit uint64, minSize int) uint64 {
-	n := d.num()
-	if n > limit || n > uint64(len(d.b)/minSize) {
-		d.fail("count")
-		return 0
-	}
-	return n
-}
-
-func (d *stateDecoder) str() string {
-	n := d.num()
-	if d.err != nil {
-		return ""
-	}
-	if n > maxOriginLen || n > uint64(len(d.b)) {
-		d.fail("string")
-		return ""
-	}
-	s := string(d.b[:n])
-	d.b = d.b[n:]
-	return s
 }

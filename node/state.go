@@ -12,6 +12,7 @@ import (
 	ds "github.com/ipfs/go-datastore"
 
 	"github.com/signalmesh/signalmesh/causal"
+	"github.com/signalmesh/signalmesh/internal/varint"
 )
 
 // Reopening without reading the journal. A clean Close writes one record,
@@ -140,83 +141,44 @@ func decodeState(b []byte) (reopenState, error) {
 	if len(b) == 0 || b[0] != stateVersion {
 		return st, fmt.Errorf("%w: version", errStateEncoding)
 	}
-	d := stateReader{b: b[1:]}
-	if core := d.bytes(uint64(len(d.b))); d.err == nil {
+	d := varint.Reader{B: b[1:], Base: errStateEncoding}
+	if core := d.Bytes(uint64(len(d.B))); d.Err == nil {
 		if err := st.core.UnmarshalBinary(core); err != nil {
 			return st, err
 		}
 	}
-	n := d.num()
-	if n > uint64(len(d.b)/2) {
-		d.fail("origin count")
+	n := d.Num()
+	if n > uint64(len(d.B)/2) {
+		d.Fail("origin count")
 	}
 	st.tops = make(map[string]uint64, min(n, 1<<16))
-	for i := uint64(0); i < n && d.err == nil; i++ {
-		o := string(d.bytes(maxRefLen))
-		st.tops[o] = d.num()
+	for i := uint64(0); i < n && d.Err == nil; i++ {
+		o := string(d.Bytes(maxRefLen))
+		st.tops[o] = d.Num()
 	}
-	words := d.num()
+	words := d.Num()
 	if words > maxStateWords {
-		d.fail("filter size")
+		d.Fail("filter size")
 	}
-	if d.err == nil {
+	if d.Err == nil {
 		st.seen = make([]uint64, words)
 	}
-	for at := int64(-1); d.err == nil; {
-		step := d.num()
-		if step == 0 || d.err != nil {
+	for at := int64(-1); d.Err == nil; {
+		step := d.Num()
+		if step == 0 || d.Err != nil {
 			break
 		}
-		if at += int64(step); uint64(at) >= words || len(d.b) < 8 {
-			d.fail("filter word")
+		if at += int64(step); uint64(at) >= words || len(d.B) < 8 {
+			d.Fail("filter word")
 			break
 		}
-		st.seen[at] = binary.LittleEndian.Uint64(d.b)
-		d.b = d.b[8:]
+		st.seen[at] = binary.LittleEndian.Uint64(d.B)
+		d.B = d.B[8:]
 	}
-	if d.err == nil && len(d.b) != 0 {
-		d.fail("trailing bytes")
+	if d.Err == nil && len(d.B) != 0 {
+		d.Fail("trailing bytes")
 	}
-	return st, d.err
-}
-
-type stateReader struct {
-	b   []byte
-	err error
-}
-
-func (d *stateReader) fail(what string) {
-	if d.err == nil {
-		d.err = fmt.Errorf("%w: %s", errStateEncoding, what)
-	}
-}
-
-func (d *stateReader) num() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, k := binary.Uvarint(d.b)
-	if k <= 0 {
-		d.fail("varint")
-		return 0
-	}
-	d.b = d.b[k:]
-	return v
-}
-
-// bytes reads a length-prefixed string of at most limit bytes.
-func (d *stateReader) bytes(limit uint64) []byte {
-	n := d.num()
-	if d.err != nil {
-		return nil
-	}
-	if n > limit || n > uint64(len(d.b)) {
-		d.fail("length")
-		return nil
-	}
-	v := d.b[:n]
-	d.b = d.b[n:]
-	return v
+	return st, d.Err
 }
 
 // restoreState restores the core and the seen filter from st when use is
