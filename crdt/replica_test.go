@@ -9,8 +9,6 @@ import (
 	ipfslite "github.com/hsanjuan/ipfs-lite"
 	ds "github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
-	"github.com/libp2p/go-libp2p"
-	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
 	"go.uber.org/goleak"
 
@@ -27,30 +25,8 @@ type replica struct {
 
 func newReplica(t *testing.T) *replica {
 	t.Helper()
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ps, err := pubsub.NewGossipSub(ctx, h, pubsub.WithFloodPublish(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := dssync.MutexWrap(ds.NewMapDatastore())
-	dag, err := ipfslite.New(ctx, store, nil, h, nil, &ipfslite.Config{ReprovideInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := crdt.Open(store, dag, ps, crdt.Params{
-		Namespace: ds.NewKey("/test"), Topic: "test-heads",
-		RebroadcastInterval: time.Hour, // only the join announcement can help
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep := &replica{h: h, r: r, dag: dag, cancel: cancel}
-	t.Cleanup(rep.close)
-	return rep
+	// No prefetcher (Has unset): announced heads go to go-ds-crdt as they come.
+	return openOn(t, dssync.MutexWrap(ds.NewMapDatastore()), nil, func(p *crdt.Params) { p.Has = nil })
 }
 
 func (r *replica) close() {
