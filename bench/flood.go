@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"math"
 	"runtime"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 
 	"github.com/signalmesh/signalmesh"
 	"github.com/signalmesh/signalmesh/node"
@@ -60,9 +62,9 @@ func floodRun(ctx context.Context, env Env, flood, rate int, dur time.Duration) 
 	}); err != nil {
 		return nil, err
 	}
-	// The flooder: a bare libp2p peer on the signals topic, its messages
-	// signed by itself (GossipSub's signing), its signals stamped and
-	// signed (meshsig) in its own name from sequence 2 on: a member.
+	// The flooder: a bare libp2p peer on the signals topic, its GossipSub
+	// signing nothing (as a node's), its signals stamped and signed
+	// (meshsig) in its own name from sequence 2 on: a member.
 	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
 	if err != nil {
 		return nil, err
@@ -70,7 +72,9 @@ func floodRun(ctx context.Context, env Env, flood, rate int, dur time.Duration) 
 	defer h.Close()
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ps, err := pubsub.NewGossipSub(fctx, h, pubsub.WithFloodPublish(true), pubsub.WithPeerOutboundQueueSize(4096))
+	ps, err := pubsub.NewGossipSub(fctx, h, pubsub.WithFloodPublish(true), pubsub.WithPeerOutboundQueueSize(4096),
+		pubsub.WithNoAuthor(), pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
+		pubsub.WithMessageIdFn(func(m *pb.Message) string { h := sha256.Sum256(m.Data); return string(h[:]) }))
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multihash"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/signalmesh/signalmesh/internal/seal"
 )
 
 // Head announcements are checked before anything acts on them. The
@@ -38,6 +40,7 @@ type bucket struct {
 
 type headsGuard struct {
 	self     peer.ID
+	sealed   bool // announcements are sealed (Params.Key)
 	member   func(peer.ID) bool
 	onReject func(reason string)
 
@@ -47,7 +50,7 @@ type headsGuard struct {
 }
 
 func newHeadsGuard(p Params) *headsGuard {
-	return &headsGuard{self: p.Self, member: p.Member, onReject: p.OnReject, buckets: map[peer.ID]*bucket{}, now: time.Now}
+	return &headsGuard{self: p.Self, sealed: p.Key != nil, member: p.Member, onReject: p.OnReject, buckets: map[peer.ID]*bucket{}, now: time.Now}
 }
 
 func (g *headsGuard) reject(reason string) {
@@ -62,17 +65,47 @@ func validCid(c cid.Cid) bool {
 	return p.Version == 1 && p.Codec == cid.DagProtobuf && p.MhType == multihash.SHA2_256
 }
 
+// announcement is a head announcement's announcer and content (the
+// validator's data for what the reader and go-ds-crdt take).
+type announcement struct {
+	from peer.ID
+	data []byte
+}
+
+// announced returns what msg announces, as its validator found it.
+func announced(msg *pubsub.Message) announcement {
+	if a, ok := msg.ValidatorData.(announcement); ok {
+		return a
+	}
+	return announcement{msg.GetFrom(), msg.Data}
+}
+
 func (g *headsGuard) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
-	from := msg.GetFrom()
-	if g.self != "" && from == g.self && msg.ReceivedFrom == g.self {
+	a := announcement{msg.GetFrom(), msg.Data}
+	if g.sealed {
+		var e *seal.Envelope
+		var err error
+		if msg.ReceivedFrom == g.self && g.self != "" {
+			e, err = seal.Parse(msg.Data)
+		} else {
+			e, err = seal.Open(msg.GetTopic(), msg.Data)
+		}
+		if err != nil {
+			g.reject("heads_seal")
+			return pubsub.ValidationReject
+		}
+		a = announcement{e.Signer, e.Body}
+	}
+	msg.ValidatorData = a
+	if g.self != "" && a.from == g.self && msg.ReceivedFrom == g.self {
 		return pubsub.ValidationAccept // our own announcement
 	}
-	if g.member != nil && !g.member(from) {
+	if g.member != nil && !g.member(a.from) {
 		g.reject("heads_not_member")
 		return pubsub.ValidationIgnore // policy: the relay may have another list
 	}
 	var b pb.CRDTBroadcast
-	if err := proto.Unmarshal(msg.Data, &b); err != nil || len(b.Heads) == 0 {
+	if err := proto.Unmarshal(a.data, &b); err != nil || len(b.Heads) == 0 {
 		g.reject("heads_decode")
 		return pubsub.ValidationReject
 	}
@@ -87,7 +120,7 @@ func (g *headsGuard) validate(_ context.Context, _ peer.ID, msg *pubsub.Message)
 			return pubsub.ValidationReject
 		}
 	}
-	if !g.take(from, len(b.Heads)) {
+	if !g.take(a.from, len(b.Heads)) {
 		g.reject("heads_rate")
 		return pubsub.ValidationIgnore
 	}

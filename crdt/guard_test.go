@@ -13,11 +13,13 @@ import (
 	"github.com/ipfs/go-ds-crdt/pb"
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multihash"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/signalmesh/signalmesh/crdt"
+	"github.com/signalmesh/signalmesh/internal/seal"
 	"github.com/signalmesh/signalmesh/node/nodetest"
 )
 
@@ -131,6 +133,82 @@ func TestBogusHeadAnnouncementsHoldUpNothing(t *testing.T) {
 	start := time.Now()
 	waitHas(t, victim, "/honest", 15*time.Second) // without the limits: never (its announcement dropped, the next an hour away)
 	t.Logf("the honest head arrived %v after its write", time.Since(start))
+	victim.close()
+	honest.close()
+}
+
+// With Params.Key, on a GossipSub that signs nothing (as a node runs it),
+// announcements are sealed by their announcer: replicas still sync, and an
+// announcement without a seal, sealed for another topic, or sealed by a
+// peer Member refuses, moves nothing (counted by reason).
+func TestSealedHeadAnnouncements(t *testing.T) {
+	defer goleak.VerifyNone(t, nodetest.IgnoredGoroutines()...)
+	ctx := context.Background()
+	seen := &reasons{n: map[string]int{}}
+	honest := openWith(t, dssync.MutexWrap(ds.NewMapDatastore()), nil, true)
+	member := honest.h.ID()
+	victim := openWith(t, dssync.MutexWrap(ds.NewMapDatastore()), nil, true, func(p *crdt.Params) {
+		p.OnReject = seen.add
+		p.Member = func(id peer.ID) bool { return id == member }
+	})
+	if err := honest.h.Connect(ctx, victim.h.Peerstore().PeerInfo(victim.h.ID())); err != nil {
+		t.Fatal(err)
+	}
+	if err := honest.r.Put(ctx, ds.NewKey("/first"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	waitHas(t, victim, "/first", 15*time.Second)
+
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, cancel := context.WithCancel(ctx)
+	ps, err := pubsub.NewGossipSub(actx, h, append(noSign(), pubsub.WithFloodPublish(true))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, err := ps.Join("test-heads")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = topic.Close(); cancel(); _ = h.Close() }()
+	if err := h.Connect(ctx, victim.h.Peerstore().PeerInfo(victim.h.ID())); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(topic.ListPeers()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	b, err := proto.Marshal(&pb.CRDTBroadcast{Heads: []*pb.Head{randomHead(t, cid.DagProtobuf)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := h.Peerstore().PrivKey(h.ID())
+	otherTopic, err := seal.Seal(key, "another-topic", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := seal.Seal(key, "test-heads", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range [][]byte{b, otherTopic, own} {
+		if err := topic.Publish(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for seen.get("heads_seal") != 2 || seen.get("heads_not_member") != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("refused: seal %d, not member %d; want 2 and 1", seen.get("heads_seal"), seen.get("heads_not_member"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := honest.r.Put(ctx, ds.NewKey("/second"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	waitHas(t, victim, "/second", 15*time.Second)
 	victim.close()
 	honest.close()
 }

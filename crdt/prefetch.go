@@ -94,8 +94,9 @@ func (p *prefetcher) read(ctx context.Context, wg *sync.WaitGroup, sub *pubsub.S
 		if err != nil {
 			return
 		}
+		a := announced(msg)
 		var b pb.CRDTBroadcast
-		if err := proto.Unmarshal(msg.Data, &b); err != nil {
+		if err := proto.Unmarshal(a.data, &b); err != nil {
 			p.log.Debug("crdt: undecodable head announcement", "from", msg.ReceivedFrom, "err", err)
 			continue
 		}
@@ -113,7 +114,7 @@ func (p *prefetcher) read(ctx context.Context, wg *sync.WaitGroup, sub *pubsub.S
 				}
 				continue
 			}
-			p.enqueue(fetch{c: c, from: msg.GetFrom()})
+			p.enqueue(fetch{c: c, from: a.from})
 		}
 	}
 }

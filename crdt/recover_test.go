@@ -2,6 +2,7 @@ package crdt_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pubsubpb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"go.uber.org/goleak"
 
 	"github.com/signalmesh/signalmesh/crdt"
@@ -61,12 +63,24 @@ func (s *stallDAG) GetMany(ctx context.Context, cids []cid.Cid) <-chan *ipld.Nod
 // openOn starts a replica on store, its walks going through wrap(dag).
 func openOn(t *testing.T, store ds.Batching, wrap func(ipld.DAGService) ipld.DAGService, mut ...func(*crdt.Params)) *replica {
 	t.Helper()
+	return openWith(t, store, wrap, false, mut...)
+}
+
+// openWith opens a replica; sealed: on a GossipSub that signs nothing,
+// its announcements sealed with its host's key (Params.Key), as a node
+// runs it.
+func openWith(t *testing.T, store ds.Batching, wrap func(ipld.DAGService) ipld.DAGService, sealed bool, mut ...func(*crdt.Params)) *replica {
+	t.Helper()
 	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ps, err := pubsub.NewGossipSub(ctx, h, pubsub.WithFloodPublish(true))
+	opts := []pubsub.Option{pubsub.WithFloodPublish(true)}
+	if sealed {
+		opts = append(opts, noSign()...)
+	}
+	ps, err := pubsub.NewGossipSub(ctx, h, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,6 +97,9 @@ func openOn(t *testing.T, store ds.Batching, wrap func(ipld.DAGService) ipld.DAG
 		RebroadcastInterval: time.Hour, // only the join announcement can help
 		Has:                 dag.HasBlock,
 	}
+	if sealed {
+		p.Key, p.Self = h.Peerstore().PrivKey(h.ID()), h.ID()
+	}
 	for _, m := range mut {
 		m(&p)
 	}
@@ -93,6 +110,13 @@ func openOn(t *testing.T, store ds.Batching, wrap func(ipld.DAGService) ipld.DAG
 	rep := &replica{h: h, r: r, dag: dag, cancel: cancel}
 	t.Cleanup(rep.close)
 	return rep
+}
+
+// noSign are the GossipSub options of a node: no author, no signature,
+// messages named by their content.
+func noSign() []pubsub.Option {
+	return []pubsub.Option{pubsub.WithNoAuthor(), pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
+		pubsub.WithMessageIdFn(func(m *pubsubpb.Message) string { h := sha256.Sum256(m.Data); return string(h[:]) })}
 }
 
 func waitHas(t *testing.T, r *replica, key string, within time.Duration) {

@@ -20,8 +20,11 @@ import (
 	"github.com/ipfs/go-ds-crdt/pb"
 	ipld "github.com/ipfs/go-ipld-format"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/signalmesh/signalmesh/internal/seal"
 )
 
 // Params configure a Replica.
@@ -65,8 +68,15 @@ type Params struct {
 	// Member, when set, says which peers may announce heads (see
 	// guard.go): an announcement from another is rejected.
 	Member func(peer.ID) bool
+	// Key, when set, seals this replica's head announcements (package
+	// seal: signed by this key for the topic) and makes the validator
+	// require a seal, whose signer is then the announcer: for a PubSub
+	// that signs nothing (StrictNoSign, as a node runs it). Without a Key
+	// the PubSub must sign its messages (StrictSign, its default), and the
+	// announcer is the message's author.
+	Key crypto.PrivKey
 	// OnReject is told of each head announcement the topic's validator
-	// rejects or ignores, by reason ("heads_decode", "heads_too_many",
+	// rejects or ignores, by reason ("heads_seal", "heads_decode", "heads_too_many",
 	// "heads_cid", "heads_not_member", "heads_rate"). It must not block.
 	OnReject func(reason string)
 	// Logger; default slog.Default().
@@ -147,7 +157,7 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 		return nil, fmt.Errorf("crdt: %w", err)
 	}
 	r.scan = scan && p.Has != nil
-	r.bc = &broadcaster{ctx: ctx, topic: topic, sub: sub}
+	r.bc = &broadcaster{ctx: ctx, topic: topic, sub: sub, key: p.Key}
 	var check *checker
 	crdtDAG := dag
 	if p.CheckEntry != nil || p.Immutable {
@@ -304,7 +314,8 @@ type broadcaster struct {
 	ctx   context.Context
 	topic *pubsub.Topic
 	sub   *pubsub.Subscription
-	ready <-chan []byte // from the prefetcher, which reads sub; nil: read sub here
+	ready <-chan []byte  // from the prefetcher, which reads sub; nil: read sub here
+	key   crypto.PrivKey // seals announcements when set (Params.Key)
 	// busy is true from the moment Next hands go-ds-crdt an announcement
 	// until it asks for the next one: it is walking that announcement's
 	// heads.
@@ -312,6 +323,12 @@ type broadcaster struct {
 }
 
 func (b *broadcaster) Broadcast(ctx context.Context, data []byte) error {
+	if b.key != nil {
+		var err error
+		if data, err = seal.Seal(b.key, b.topic.String(), data); err != nil {
+			return err
+		}
+	}
 	return b.topic.Publish(ctx, data)
 }
 
@@ -342,7 +359,7 @@ func (b *broadcaster) next(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, dscrdt.ErrNoMoreBroadcast
 	}
-	return msg.Data, nil
+	return announced(msg).data, nil
 }
 
 // mergeCancel returns a context done when either a or b is.

@@ -11,6 +11,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
+
+	"github.com/signalmesh/signalmesh/internal/seal"
 )
 
 // Discovery: every node announces its own addresses on the mesh's "peers"
@@ -18,8 +20,8 @@ import (
 // with fewer connections than Params.ConnLow dials the peers it hears of.
 // GossipSub carries an announcement to the whole mesh, so a node that
 // knows one peer learns of every other. The announcement names no peer
-// id: it is the GossipSub message's signed author (StrictSign), so a peer
-// can announce only itself.
+// id: it is the sealed message's signer (package seal), so a peer can
+// announce only itself.
 
 const (
 	maxAnnounceAddrs = 32
@@ -47,12 +49,18 @@ func (n *Node) announceAddrs() []ma.Multiaddr {
 }
 
 func (n *Node) validatePeers(_ context.Context, _ peer.ID, m *pubsub.Message) pubsub.ValidationResult {
-	if len(m.Data) > maxAnnounceBytes {
+	if len(m.Data) > maxAnnounceBytes+seal.Overhead {
 		return pubsub.ValidationReject
 	}
-	if _, err := decodeAnnouncement(m.Data); err != nil {
+	from, body, err := n.openSealed(m)
+	if err != nil {
 		return pubsub.ValidationReject
 	}
+	addrs, err := decodeAnnouncement(body)
+	if err != nil {
+		return pubsub.ValidationReject
+	}
+	m.ValidatorData = opened[[]ma.Multiaddr]{from, addrs}
 	return pubsub.ValidationAccept
 }
 
@@ -108,7 +116,7 @@ func (n *Node) announcer(joins *pubsub.TopicEventHandler) {
 			a.Addrs = append(a.Addrs, m.String())
 		}
 		b, _ := json.Marshal(a)
-		if err := n.peersTopic.Publish(n.ctx, b); err != nil && n.ctx.Err() == nil {
+		if err := n.publishSealed(n.peersTopic, b); err != nil && n.ctx.Err() == nil {
 			n.log.Debug("node: announce addresses", "err", err)
 		}
 	}
@@ -127,16 +135,12 @@ func (n *Node) discoverer() {
 		if err != nil {
 			return
 		}
-		from := m.GetFrom()
-
-		if from == n.self {
+		o, ok := m.ValidatorData.(opened[[]ma.Multiaddr])
+		if !ok || o.from == n.self {
 			continue
 		}
-		addrs, err := decodeAnnouncement(m.Data)
-		if err != nil {
-			continue
-		}
-		addrs = usable(addrs, n.host.Network().ListenAddresses())
+		from := o.from
+		addrs := usable(o.v, n.host.Network().ListenAddresses())
 		if len(addrs) == 0 {
 			continue
 		}

@@ -11,10 +11,10 @@
 // restart.
 //
 //  1. Fast path: the committer's batch is gossiped over GossipSub in frames
-//     (one GossipSub signature per frame, and each signal signed by its
-//     origin, see Trust), with flood publish. Each peer's validator
-//     decodes and bounds every message and checks that each signal's
-//     origin is the peer that signed the message and signed the signal;
+//     (each signal signed by its origin, see Trust; GossipSub itself signs
+//     nothing, so each hop verifies a batch once, not twice), with flood
+//     publish. Each peer's validator decodes and bounds every message and
+//     checks that a frame's signals have one origin, which signed them;
 //     rejects are counted by reason and never forwarded.
 //  2. Durable path: a journaler moves outbox batches (up to 5,000 signals or
 //     50 ms) into the journal, a go-ds-crdt store. Each batch is one DAG
@@ -259,9 +259,16 @@
 // verified). Replicas verify on both paths before a signal is delivered or
 // counted:
 //
-//   - Gossip: the validator rejects a signal, Weak ones included, whose
-//     meshpeer is not the GossipSub signer of the message or whose meshsig
-//     does not verify (Status.Rejected "origin", "signature").
+//   - Gossip: the validator rejects a frame whose signals name more than
+//     one meshpeer, and a signal, Weak ones included, whose meshsig does
+//     not verify (Status.Rejected "origin", "signature"). GossipSub
+//     messages carry no author, sequence number or signature of their own
+//     (StrictNoSign; one with any is refused, "gossip: unexpected ..."):
+//     the signals' signatures make a second one per message redundant. The
+//     control topics (quorum acks, address announcements, leases, journal
+//     head announcements) seal each message with the sender's key instead
+//     (a signed envelope for that topic), and their validators refuse one
+//     whose seal does not verify ("ack", "lease_message", "heads_seal").
 //   - Allow list: with Config.Allow set, a signal whose origin is not in
 //     it (nor this node) is refused on both paths, also when an allowed
 //     peer relays it ("origin_not_allowed", "journal_not_allowed"); so are
@@ -301,8 +308,9 @@
 // id: finding another key with the same ref takes about 2^64 work.
 //
 // Head announcements of the journal are checked before anything acts on
-// them (package crdt): one that does not decode, names more than 1,024
-// heads or a head that is no go-ds-crdt block id is rejected ("heads_decode",
+// them (package crdt): one whose seal does not verify, that does not
+// decode, names more than 1,024 heads or a head that is no go-ds-crdt
+// block id is rejected ("heads_seal", "heads_decode",
 // "heads_too_many", "heads_cid"); an announcer gets 64 heads a second
 // (burst 1,024), past which its announcements are ignored ("heads_rate");
 // and the prefetcher keeps at most 64 heads of one announcer and fetches
@@ -310,26 +318,27 @@
 // workers, not all.
 //
 // GossipSub peer scoring is on. A peer's score falls when it hands this
-// node a message no honest peer could pass on: a signal whose origin is not
-// the message's signer or whose signature does not verify, or a message of
-// its own that does not decode (-100 times the squared count, decaying by
-// 0.9 a second), and with repeated protocol misbehaviour (unanswered
+// node a message no honest peer could pass on: a frame of more than one
+// origin, or a signal whose signature does not verify (-100 times the
+// squared count, decaying by 0.9 a second; an undecodable message costs
+// nothing, since a relay of a newer version may pass on what this one
+// cannot decode), and with repeated protocol misbehaviour (unanswered
 // IWANTs, GRAFTs during a backoff; the first 6 are free). Below -10
 // nothing is gossiped to it, below -50 nothing published to it, below -80
 // its messages are ignored unread (graylisted: one such message does it,
 // for about 2 s; ten, for about 30 s). What is refused by policy (an origin
 // outside the allow list, a non-member's or an over-rate head
 // announcement) is ignored, not penalised; GossipSub's own count of
-// rejected messages is off, since it also charges honest neighbours that
-// hand a restarted node its own earlier messages. Time in mesh, delivery
-// counts and IP colocation do not count: a slow or quiet peer keeps 0, and
-// edge peers behind one NAT share an address. Status.Links shows each
+// rejected messages is off. Time in mesh, delivery counts and IP
+// colocation do not count: a slow or quiet peer keeps 0, and edge peers
+// behind one NAT share an address. Status.Links shows each
 // peer's score, Status.Graylisted how many are below -80.
 //
 // # Known limits
 //
 // Signing changes the wire protocol: peers that do not sign are refused,
-// and a journal written by an older version is not re-verified (entries
+// so are peers whose GossipSub signs its messages (versions before the
+// control topics were sealed), and a journal written by an older version is not re-verified (entries
 // already in the store are trusted). Signing costs an Ed25519 signature
 // (about 25 µs) per commit batch and, per signal, a few µs of hashing and
 // a larger wire form (its proof); each replica verifies one signature per

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -24,15 +25,17 @@ import (
 
 // messageID makes a signal's GossipSub message id its signal id, read from
 // the wire form without decoding the rest, so that the same signal published
-// twice is one message. Other topics, and malformed payloads, keep
-// GossipSub's default (sender and sequence number).
+// twice is one message. Other topics' messages (sealed, each with its own
+// nonce), and malformed payloads, are named by a hash of their content:
+// messages carry no author or sequence number (StrictNoSign).
 func messageID(sigTopic string, m *pb.Message) string {
 	if m.GetTopic() == sigTopic {
 		if id, ok := frameID(m.Data); ok {
 			return id
 		}
 	}
-	return pubsub.DefaultMsgIdFn(m)
+	h := sha256.Sum256(m.Data)
+	return "\x00" + string(h[:20])
 }
 
 // wireID reads the id from a signal's binary form: version, flags, then id.
@@ -53,11 +56,16 @@ func wireID(b []byte) (string, bool) {
 }
 
 // validate is the GossipSub validator of the signals topic: it decodes and
-// bounds the signals, checks that each one's origin (meshpeer, Weak signals
-// too) is the peer that signed the message, is in Config.Allow when that is
-// set (a message relayed by an allowed peer is no way in), and signed the
-// signal (meshsig), and that a journaled signal's stamp parses. Rejected
-// messages are counted by reason and never forwarded.
+// bounds the signals, checks that they share one origin (meshpeer, Weak
+// signals too: a frame is one origin's batch), that the origin is in
+// Config.Allow when that is set (a message relayed by an allowed peer is no
+// way in), and signed each signal (meshsig), and that a journaled signal's
+// stamp parses. GossipSub messages carry no author of their own
+// (StrictNoSign): the origin's signature is the signals'. Rejected messages
+// are counted by reason and never forwarded; one that fails a check every
+// honest relay makes (mixed origins, a bad signature) costs the peer that
+// handed it over (node/score.go). One that does not decode costs nothing:
+// a relay of another version may decode what this one cannot.
 func (n *Node) validate(_ context.Context, fwd peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 	if msg.ReceivedFrom == n.self {
 		return pubsub.ValidationAccept // our own, built from validated signals
@@ -65,14 +73,15 @@ func (n *Node) validate(_ context.Context, fwd peer.ID, msg *pubsub.Message) pub
 	sigs, wires, err := decodeFrameWires(msg.Data, signalmesh.Limits{})
 	if err != nil {
 		n.m.reject("decode")
-		if msg.GetFrom() == fwd {
-			n.penalties.add(fwd) // its own message (a relay may just be older or newer)
-		}
 		return pubsub.ValidationReject
 	}
-	from := msg.GetFrom().String()
+	var from string
 	for i, s := range sigs {
-		if origin, _ := s.Extensions[signalmesh.ExtPeer].(string); origin != from {
+		origin, _ := s.Extensions[signalmesh.ExtPeer].(string)
+		if i == 0 {
+			from = origin
+		}
+		if origin != from || origin == "" {
 			n.m.reject("origin")
 			n.penalties.add(fwd)
 			return pubsub.ValidationReject

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"testing"
@@ -19,14 +20,24 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/internal/seal"
 	"github.com/signalmesh/signalmesh/journal"
 	"github.com/signalmesh/signalmesh/node"
 	"github.com/signalmesh/signalmesh/vclock"
 )
 
 // attacker is a bare libp2p peer on the mesh's signals topic; it returns
-// the topic, its peer id and its key.
-func attacker(t *testing.T, target *peerNode, signing bool) (*pubsub.Topic, peer.ID, crypto.PrivKey) {
+// the topic, its peer id and its key. Its GossipSub signs nothing, as a
+// node's does, unless gossipSigning (an older node's StrictSign), whose
+// messages nodes refuse.
+func attacker(t *testing.T, target *peerNode, gossipSigning bool) (*pubsub.Topic, peer.ID, crypto.PrivKey) {
+	t.Helper()
+	return attackerOn(t, target, "signals", gossipSigning)
+}
+
+// attackerOn is attacker on another of the mesh's topics (kind: "acks",
+// "leases", ...).
+func attackerOn(t *testing.T, target *peerNode, kind string, gossipSigning bool) (*pubsub.Topic, peer.ID, crypto.PrivKey) {
 	t.Helper()
 	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
 	if err != nil {
@@ -34,14 +45,15 @@ func attacker(t *testing.T, target *peerNode, signing bool) (*pubsub.Topic, peer
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	opts := []pubsub.Option{pubsub.WithFloodPublish(true)}
-	if !signing {
-		opts = append(opts, pubsub.WithMessageSigning(false), pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign))
+	if !gossipSigning {
+		opts = append(opts, pubsub.WithNoAuthor(), pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
+			pubsub.WithMessageIdFn(func(m *pb.Message) string { h := sha256.Sum256(m.Data); return string(h[:]) }))
 	}
 	ps, err := pubsub.NewGossipSub(ctx, h, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	topic, err := ps.Join("/signalmesh/" + target.Mesh() + "/signals")
+	topic, err := ps.Join("/signalmesh/" + target.Mesh() + "/" + kind)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,27 +93,28 @@ func TestHostileGossipIsRejectedAndCounted(t *testing.T) {
 	oversized := make([]byte, 600<<10)
 	_, _ = rand.Read(oversized)
 	oversized[0] = 1
-	// A well-formed signal that claims to come from the bystander.
+	// A well-formed signal that claims to come from the bystander, which
+	// did not sign it.
 	forged := mustSignal(t, "order.created",
 		signalmesh.WithExtension(signalmesh.ExtPeer, bystander.ID().String()),
 		signalmesh.WithExtension(signalmesh.ExtCausal, "1/1/"))
 	wire, _ := forged.MarshalBinary()
 	for _, m := range [][]byte{[]byte("not a signal"), oversized, wire} {
-		bad, _, _ := attacker(t, victim, true)
+		bad, _, _ := attacker(t, victim, false)
 		if err := bad.Publish(ctx, m); err != nil {
 			t.Fatal(err)
 		}
 	}
-	unsigned, _, _ := attacker(t, victim, false)
+	gossipSigned, _, _ := attacker(t, victim, true)
 	weak, _ := mustSignal(t, "presence.ping").MarshalBinary()
-	if err := unsigned.Publish(ctx, weak); err != nil {
+	if err := gossipSigned.Publish(ctx, weak); err != nil {
 		t.Fatal(err)
 	}
 
 	eventually(t, 10*time.Second, "every hostile message counted", func() bool {
 		st, err := victim.Status(ctx)
-		return err == nil && st.Rejected["decode"] >= 2 && st.Rejected["origin"] >= 1 &&
-			st.Rejected["gossip: "+pubsub.RejectMissingSignature] >= 1
+		return err == nil && st.Rejected["decode"] >= 2 && st.Rejected["signature"] >= 1 &&
+			st.Rejected["gossip: "+pubsub.RejectUnexpectedSignature] >= 1
 	})
 	// The victim still works, and nothing hostile reached a handler or was forwarded.
 	good := mustSignal(t, "order.paid")
@@ -177,7 +190,7 @@ func TestMissingCauseIsReported(t *testing.T) {
 	if _, err := n.Subscribe("**", rec.handle); err != nil {
 		t.Fatal(err)
 	}
-	topic, id, key := attacker(t, n, true)
+	topic, id, key := attacker(t, n, false)
 	orphan := mustSignal(t, "orphan.effect",
 		signalmesh.WithExtension(signalmesh.ExtPeer, id.String()),
 		signalmesh.WithExtension(signalmesh.ExtCausal, "5/5/"))
@@ -202,7 +215,39 @@ func TestMissingCauseIsReported(t *testing.T) {
 // A message whose signature does not verify, written straight onto a
 // GossipSub stream by a peer without pubsub, is rejected by GossipSub and
 // counted; it reaches no handler.
-func TestBadSignatureIsRejectedAndCounted(t *testing.T) {
+// Control messages (acks, leases, address announcements) are sealed by
+// their sender: one without a seal, or sealed for another topic, is
+// refused and counted.
+func TestUnsealedControlMessagesAreRejected(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	n := cluster(t, 1, nil)[0]
+	acks, _, key := attackerOn(t, n, "acks", false)
+	leases, _, _ := attackerOn(t, n, "leases", false)
+	elsewhere, err := seal.Seal(key, "/signalmesh/"+n.Mesh()+"/peers", []byte{'A', 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range [][]byte{{'A', 0}, elsewhere} {
+		if err := acks.Publish(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := leases.Publish(ctx, []byte(`{"entries":[]}`)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the unsealed control messages refused", func() bool {
+		st, err := n.Status(ctx)
+		return err == nil && st.Rejected["ack"] == 2 && st.Rejected["lease_message"] == 1
+	})
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A GossipSub message with a signature, or an author and sequence number,
+// is refused (nodes run StrictNoSign) and counted, and reaches no handler.
+func TestGossipAuthorOrSignatureIsRejectedAndCounted(t *testing.T) {
 	checkLeaks(t)
 	ctx := context.Background()
 	nodes := cluster(t, 1, nil)
@@ -225,9 +270,13 @@ func TestBadSignatureIsRejectedAndCounted(t *testing.T) {
 	}
 	data, _ := mustSignal(t, "forged.thing").MarshalBinary()
 	topic := "/signalmesh/" + n.Mesh() + "/signals"
+	// Messages carry no author, sequence number or signature: the
+	// signals are signed by their origin.
 	rpc := &pb.RPC{Publish: []*pb.Message{{
 		From: []byte(h.ID()), Data: data, Seqno: []byte{0, 0, 0, 0, 0, 0, 0, 1}, Topic: &topic,
 		Signature: bytes.Repeat([]byte{7}, 64),
+	}, {
+		From: []byte(h.ID()), Data: data, Seqno: []byte{0, 0, 0, 0, 0, 0, 0, 2}, Topic: &topic,
 	}}}
 	b, err := proto.Marshal(rpc)
 	if err != nil {
@@ -236,9 +285,10 @@ func TestBadSignatureIsRejectedAndCounted(t *testing.T) {
 	if _, err := st.Write(append(binary.AppendUvarint(nil, uint64(len(b))), b...)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the bad signature counted", func() bool {
+	eventually(t, 10*time.Second, "the signed and the authored message counted", func() bool {
 		s, err := n.Status(ctx)
-		return err == nil && s.Rejected["gossip: "+pubsub.RejectInvalidSignature] == 1
+		return err == nil && s.Rejected["gossip: "+pubsub.RejectUnexpectedSignature] == 1 &&
+			s.Rejected["gossip: "+pubsub.RejectUnexpectedAuthInfo] == 1
 	})
 	_ = st.Close()
 	if rec.count() != 0 {
@@ -265,7 +315,7 @@ func TestLostPredecessorIsGivenUpAfterDepWait(t *testing.T) {
 	if _, err := n.Subscribe("**", rec.handle, node.WithName("audit")); err != nil {
 		t.Fatal(err)
 	}
-	topic, id, key := attacker(t, n, true)
+	topic, id, key := attacker(t, n, false)
 	send := func(seq int) *signalmesh.Signal {
 		t.Helper()
 		s := mustSignal(t, "edge.reading",
@@ -340,7 +390,7 @@ func TestUnsignedGossipIsRejectedAndCounted(t *testing.T) {
 		},
 	}
 	for _, b := range bad {
-		topic, id, key := attacker(t, n, true)
+		topic, id, key := attacker(t, n, false)
 		if err := topic.Publish(ctx, b(id, key)); err != nil {
 			t.Fatal(err)
 		}
@@ -349,7 +399,7 @@ func TestUnsignedGossipIsRejectedAndCounted(t *testing.T) {
 		st, err := n.Status(ctx)
 		return err == nil && st.Rejected["signature"] == 5
 	})
-	topic, id, key := attacker(t, n, true)
+	topic, id, key := attacker(t, n, false)
 	good := mk(id, "good.signed", 1)
 	if err := topic.Publish(ctx, signedWire(t, n.Mesh(), key, good)); err != nil {
 		t.Fatal(err)
@@ -387,7 +437,7 @@ func TestFloodOfNeverReadySignalsCannotKeepOthersOut(t *testing.T) {
 		return mustSignal(t, typ, signalmesh.WithExtension(signalmesh.ExtPeer, id.String()),
 			signalmesh.WithExtension(signalmesh.ExtCausal, fmt.Sprintf("%d/%d/", seq, seq)))
 	}
-	flooder, fid, fkey := attacker(t, n, true)
+	flooder, fid, fkey := attacker(t, n, false)
 	floods := make([]*signalmesh.Signal, 0, flood)
 	for k := 2; k <= flood+1; k++ { // sequence 1 never comes
 		floods = append(floods, stamped("flood.never", fid, k))
@@ -405,7 +455,7 @@ func TestFloodOfNeverReadySignalsCannotKeepOthersOut(t *testing.T) {
 		st, err := n.Status(ctx)
 		return err == nil && st.Buffered == buffer/4 && st.Dropped["causal_buffer_full"] > 0
 	})
-	honest, hid, hkey := attacker(t, n, true)
+	honest, hid, hkey := attacker(t, n, false)
 	for _, seq := range []int{5, 4, 3, 2, 1} { // out of order, gossip only
 		if err := honest.Publish(ctx, signedWire(t, n.Mesh(), hkey, stamped("honest.reading", hid, seq))); err != nil {
 			t.Fatal(err)
@@ -436,8 +486,13 @@ func TestRejectedSenderIsGraylistedThenRecovers(t *testing.T) {
 	checkLeaks(t)
 	ctx := context.Background()
 	n := cluster(t, 1, nil)[0]
-	topic, id, _ := attacker(t, n, true)
-	if err := topic.Publish(ctx, []byte("not a signal")); err != nil {
+	topic, id, _ := attacker(t, n, false)
+	// A signal in its own name that it did not sign: no honest peer passes
+	// one on (an undecodable message costs nothing: a newer relay may pass
+	// on what this node cannot decode).
+	forged, _ := mustSignal(t, "order.created", signalmesh.WithExtension(signalmesh.ExtPeer, id.String()),
+		signalmesh.WithExtension(signalmesh.ExtCausal, "1/1/")).MarshalBinary()
+	if err := topic.Publish(ctx, forged); err != nil {
 		t.Fatal(err)
 	}
 	score := func() (float64, int) {

@@ -20,10 +20,10 @@ import (
 // the gossip a member's progress mark reached the others late, and a
 // failover handled again what the dead member had handled meanwhile.
 //
-// A lease message is signed by GossipSub (StrictSign); its validator
-// refuses, counted ("lease_message"), one that is too large, does not
-// decode, or holds an entry that is malformed or not its author's; a
-// refusal lowers the sender's GossipSub score like any invalid message.
+// A lease message is sealed by its sender (package seal); its validator
+// refuses, counted ("lease_message"), one whose seal does not verify, that
+// is too large, does not decode, or holds an entry that is malformed or
+// not its signer's.
 // With Config.Allow, a message from a peer outside the list is dropped
 // and counted ("lease_not_member"), not refused: the member that relayed
 // it is not to blame.
@@ -96,11 +96,24 @@ func (n *Node) heardAll(members map[string]*Member) bool {
 	return true
 }
 
+// leaseMsgOf is a lease message as its validator decoded it.
+type leaseMsgOf struct {
+	entries []regEntry
+	vals    []json.RawMessage
+}
+
 func (n *Node) validateLeases(_ context.Context, _ peer.ID, m *pubsub.Message) pubsub.ValidationResult {
-	if _, _, err := decodeLeases(m.Data, m.GetFrom()); err != nil {
+	from, body, err := n.openSealed(m)
+	if err != nil {
 		n.m.reject("lease_message")
 		return pubsub.ValidationReject
 	}
+	entries, vals, err := decodeLeases(body, from)
+	if err != nil {
+		n.m.reject("lease_message")
+		return pubsub.ValidationReject
+	}
+	m.ValidatorData = opened[leaseMsgOf]{from, leaseMsgOf{entries, vals}}
 	return pubsub.ValidationAccept
 }
 
@@ -146,7 +159,7 @@ func (n *Node) gossipLeases(keys []ds.Key, values [][]byte) {
 			return
 		}
 		b, _ := json.Marshal(msg)
-		if err := n.leaseTopic.Publish(n.ctx, b); err != nil && n.ctx.Err() == nil {
+		if err := n.publishSealed(n.leaseTopic, b); err != nil && n.ctx.Err() == nil {
 			n.log.Debug("node: gossip leases", "err", err)
 		}
 		msg.Entries, size = nil, 0
@@ -173,19 +186,17 @@ func (n *Node) readLeases() {
 		if err != nil {
 			return
 		}
-		if m.GetFrom() == n.self {
+		o, ok := m.ValidatorData.(opened[leaseMsgOf])
+		if !ok || o.from == n.self {
 			continue
 		}
-		if len(n.cfg.Allow) > 0 && !slices.Contains(n.cfg.Allow, m.GetFrom()) {
+		if len(n.cfg.Allow) > 0 && !slices.Contains(n.cfg.Allow, o.from) {
 			// Dropped here, not refused by the validator: that would lower
 			// the score of the member that relayed it (like acks).
 			n.m.reject("lease_not_member")
 			continue
 		}
-		entries, vals, err := decodeLeases(m.Data, m.GetFrom()) // valid: the validator checked it
-		if err != nil {
-			continue
-		}
+		entries, vals := o.v.entries, o.v.vals
 		now := time.Now()
 		news := false // a new entry or a leave: read the set now, not at the next tick
 		n.reg.mu.Lock()

@@ -396,7 +396,8 @@ func (n *Node) startPubSub() error {
 	ps, err := pubsub.NewGossipSub(n.netCtx, n.host,
 		pubsub.WithPeerScore(score, thresholds),
 		pubsub.WithPeerScoreInspect(func(m map[peer.ID]float64) { n.scores.Store(&m) }, time.Second),
-		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign), // signals and control messages are signed by their authors (sealed.go)
+		pubsub.WithNoAuthor(),
 		pubsub.WithFloodPublish(true),
 		pubsub.WithMessageIdFn(func(m *pb.Message) string { return messageID(sigTopic, m) }),
 		pubsub.WithPeerOutboundQueueSize(1024),
@@ -454,6 +455,7 @@ func (n *Node) startJournal(ctx context.Context) error {
 		PutHook:             n.putHook,
 		Has:                 dag.HasBlock,
 		Self:                n.self,
+		Key:                 n.key,
 		OnReject:            n.m.reject,
 		Logger:              n.log,
 	}

@@ -200,7 +200,7 @@ func (n *Node) awaitQuorum(ctx context.Context, ids []string, places []place, k 
 func (n *Node) ask(ps []place) {
 	for len(ps) > 0 {
 		m := min(len(ps), maxAckPlaces)
-		if err := n.ackTopic.Publish(n.ctx, encodeAck(ackAsk, ps[:m])); err != nil && n.ctx.Err() == nil {
+		if err := n.publishSealed(n.ackTopic, encodeAck(ackAsk, ps[:m])); err != nil && n.ctx.Err() == nil {
 			n.m.drop("ack_publish")
 		}
 		ps = ps[m:]
@@ -272,13 +272,19 @@ func decodeAck(b []byte) (ackMsg, error) {
 	return m, nil
 }
 
+// validateAck checks an ack message's seal (its sender) and decodes it.
 func (n *Node) validateAck(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
-	m, err := decodeAck(msg.Data)
+	from, body, err := n.openSealed(msg)
 	if err != nil {
 		n.m.reject("ack")
 		return pubsub.ValidationReject
 	}
-	msg.ValidatorData = m
+	m, err := decodeAck(body)
+	if err != nil {
+		n.m.reject("ack")
+		return pubsub.ValidationReject
+	}
+	msg.ValidatorData = opened[ackMsg]{from, m}
 	return pubsub.ValidationAccept
 }
 
@@ -297,16 +303,17 @@ func (n *Node) readAcks() {
 		if err != nil {
 			return
 		}
-		m, ok := msg.ValidatorData.(ackMsg)
-		if !ok || msg.GetFrom() == n.self {
+		o, ok := msg.ValidatorData.(opened[ackMsg])
+		if !ok || o.from == n.self {
 			continue
 		}
-		if !n.member(msg.GetFrom()) {
+		if !n.member(o.from) {
 			n.m.reject("ack_not_member")
 			continue
 		}
+		m := o.v
 		if m.kind == ackAck {
-			n.quorum.ack(msg.GetFrom(), m.places)
+			n.quorum.ack(o.from, m.places)
 			continue
 		}
 		for _, p := range m.places {
@@ -380,7 +387,7 @@ func (n *Node) acker() {
 			}
 			for len(ready) > 0 {
 				m := min(len(ready), maxAckPlaces)
-				if err := n.ackTopic.Publish(n.ctx, encodeAck(ackAck, ready[:m])); err != nil && n.ctx.Err() == nil {
+				if err := n.publishSealed(n.ackTopic, encodeAck(ackAck, ready[:m])); err != nil && n.ctx.Err() == nil {
 					n.m.drop("ack_publish")
 				}
 				ready = ready[m:]

@@ -10,9 +10,11 @@ import (
 )
 
 // GossipSub peer scoring. A peer's score falls when it hands this node a
-// message that no honest peer could pass on: a signal whose origin is not
-// the message's signer or whose signature does not verify, or a message it
-// wrote itself that does not decode. Each such message adds 1 to the
+// message that no honest peer could pass on: a frame whose signals have
+// more than one origin, or a signal whose signature does not verify (an
+// undecodable message costs nothing: messages carry no author, and a relay
+// of another version may pass on what this one cannot decode). Each such
+// message adds 1 to the
 // peer's penalty count, which decays by 0.9 a second; the score is -100
 // times the squared count (GossipSub's application-specific score, P5).
 // GossipSub's own count of rejected messages (P4) is off: it also charges a

@@ -134,6 +134,7 @@ func (n *Node) startSubscriptionSet() error {
 		RebroadcastInterval: n.p.Rebroadcast,
 		Has:                 n.dag.HasBlock,
 		Self:                n.self,
+		Key:                 n.key,
 		OnReject:            n.m.reject,
 		Logger:              n.log,
 		PutHook: func(ds.Key, []byte) {
