@@ -9,6 +9,7 @@ import (
 	"hash/fnv"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,72 +20,122 @@ import (
 )
 
 // cursorLog makes a named subscription's cursor survive kill -9 without an
-// fsync per signal: each advance is one write(2) to an append-only file,
-// which the kernel keeps when the process dies (a store write may still sit
-// in the store's own buffer then), and the whole cursor goes to the store,
-// synced, with the log emptied, every cursorCheckpoint advances and when the
-// subscription closes. A power loss can still lose the last advances: the
-// subscription is at least once across a crash. Only the subscription's
-// run goroutine uses it.
+// fsync per signal: it is an append-only file of lines, each written with
+// write(2), which the kernel keeps when the process dies (a store write may
+// still sit in the store's own buffer then), and the whole cursor goes to
+// the store, synced, with the log emptied, every cursorCheckpoint advances
+// and when the subscription closes. A power loss can still lose the last
+// lines: the subscription is at least once across a crash. Only the
+// subscription's run goroutine uses it.
+//
+// Two kinds of line. An advance, "origin seq hash" (before the identity
+// set, "origin seq"), says that the subscription handled the signal at
+// (origin, seq) with identity hash hash (origin "-": a Weak signal, which
+// has no place). A hand-over, "> origin seq hash", is written before the
+// handler is called, so that after a crash the subscription knows which
+// signals the last process handed over without recording them as handled
+// (its handler may have done their work): it hands those over again first,
+// before anything new (see Node.handedBefore). Older versions skip the
+// hand-over lines (four fields) as torn.
+//
+// Cost: one write(2) per signal handed over, as before the hand-over
+// lines. An advance is not written on its own: it waits in buf and goes in
+// the same write as the next hand-over line, or when the subscription has
+// nothing more to handle (flush), or past flushAt bytes. A crash between
+// a handler's return and that write hands its signal over again first
+// after the restart, as a crash between the handler and the advance did.
 type cursorLog struct {
 	path string
 	f    *os.File
-	n    int // advances since the last checkpoint
+	n    int        // advances since the last checkpoint
+	buf  []byte     // lines not written yet: advances
+	open []handover // handed over, not recorded as handled, oldest first
 	once sync.Once
 	err  error
 }
 
-const cursorCheckpoint = 4096
+// handover is the signal of a line: its place (origin "-" and seq 0 for a
+// Weak signal) and identity hash (see handledSet).
+type handover struct {
+	origin string
+	seq    uint64
+	id     uint64
+}
+
+const (
+	cursorCheckpoint = 4096
+	flushAt          = 4096 // bytes of advances held back at most
+)
 
 // openCursorLog opens (or creates) the log of subscription name of mesh
-// under dir and returns the advances it holds (a torn last line, from a
-// crash in the middle of a write, is ignored).
-//
-// Each line is "origin seq" and, since the identity set, " hash": the
-// identity hash of the signal handled (see handledSet), returned in ids.
-func openCursorLog(dir, mesh, name string) (*cursorLog, vclock.Clock, []uint64, error) {
+// under dir and returns the advances it holds, the identity hashes of the
+// signals they name (see handledSet), and the signals handed over and not
+// recorded as handled, in the order they were handed over (a torn last
+// line, from a crash in the middle of a write, is ignored).
+func openCursorLog(dir, mesh, name string) (*cursorLog, vclock.Clock, []uint64, []handover, error) {
 	var c vclock.Clock
-	var ids []uint64
+	fail := func(err error) (*cursorLog, vclock.Clock, []uint64, []handover, error) {
+		return nil, c, nil, nil, fmt.Errorf("node: cursor log: %w", err)
+	}
 	if err := os.MkdirAll(filepath.Join(dir, "cursors"), 0o755); err != nil {
-		return nil, c, nil, fmt.Errorf("node: cursor log: %w", err)
+		return fail(err)
 	}
 	path := filepath.Join(dir, "cursors", mesh+"-"+name+".log")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
-		return nil, c, nil, fmt.Errorf("node: cursor log: %w", err)
+		return fail(err)
 	}
+	l := &cursorLog{path: path, f: f}
+	var ids []uint64
 	sc := bufio.NewScanner(f)
-	n := 0
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
-		if len(fields) < 2 || len(fields) > 3 {
+		if len(fields) > 0 && fields[0] == ">" { // "> origin seq hash"
+			if h, ok := parseHandover(fields[1:]); ok && len(fields) == 4 {
+				l.open = append(l.open, h)
+			}
+			continue // or a torn one
+		}
+		h, ok := parseHandover(fields)
+		if !ok {
 			continue // a torn line
 		}
-		seq, err := strconv.ParseUint(fields[1], 10, 64)
-		if err != nil {
-			continue
-		}
 		if len(fields) == 3 {
-			h, err := strconv.ParseUint(fields[2], 16, 64)
-			if err != nil || len(fields[2]) != 16 {
-				continue
-			}
-			ids = append(ids, h)
+			ids = append(ids, h.id)
+			l.confirm(h.id)
 		}
-		if fields[0] != "-" { // "-": a Weak signal handled (no place)
-			c = c.Set(fields[0], max(c.Get(fields[0]), seq))
+		if h.origin != "-" { // "-": a Weak signal handled (no place)
+			c = c.Set(h.origin, max(c.Get(h.origin), h.seq))
 		}
-		n++
+		l.n++
 	}
 	if err := sc.Err(); err != nil {
 		f.Close()
-		return nil, c, nil, fmt.Errorf("node: cursor log: %w", err)
+		return fail(err)
 	}
-	if err := cutTornTail(f); err != nil { // the next advance must start a line of its own
+	if err := cutTornTail(f); err != nil { // the next write must start a line of its own
 		f.Close()
-		return nil, c, nil, fmt.Errorf("node: cursor log: %w", err)
+		return fail(err)
 	}
-	return &cursorLog{path: path, f: f, n: n}, c, ids, nil
+	return l, c, ids, slices.Clone(l.open), nil
+}
+
+// parseHandover parses "origin seq" or "origin seq hash" (16 hex digits).
+func parseHandover(fields []string) (handover, bool) {
+	if len(fields) < 2 || len(fields) > 3 {
+		return handover{}, false
+	}
+	seq, err := strconv.ParseUint(fields[1], 10, 64)
+	if err != nil {
+		return handover{}, false
+	}
+	h := handover{origin: fields[0], seq: seq}
+	if len(fields) == 3 {
+		if h.id, err = strconv.ParseUint(fields[2], 16, 64); err != nil || len(fields[2]) != 16 {
+			return handover{}, false
+		}
+	}
+	return h, true
 }
 
 // cutTornTail truncates f after its last newline: a line a crash tore
@@ -113,24 +164,67 @@ func cutTornTail(f *os.File) error {
 	return f.Truncate(0)
 }
 
-// add records that the subscription handled origin's seq, a signal with
-// identity hash id.
-func (l *cursorLog) add(origin string, seq, id uint64) error {
-	_, err := fmt.Fprintf(l.f, "%s %d %016x\n", origin, seq, id)
+// handing records that the subscription hands h over to its handler:
+// what waits in buf and the hand-over line, in one write, before the
+// handler is called.
+func (l *cursorLog) handing(h handover) error {
+	l.buf = appendLine(append(l.buf, "> "...), h)
+	l.open = append(l.open, h)
+	return l.flush()
+}
+
+// add records that the subscription handled h (or passed over it, another
+// copy of an event it handled): the line waits for the next write.
+func (l *cursorLog) add(h handover) error {
+	l.buf = appendLine(l.buf, h)
+	l.confirm(h.id)
 	l.n++
+	if len(l.buf) >= flushAt {
+		return l.flush()
+	}
+	return nil
+}
+
+// flush writes what waits in buf.
+func (l *cursorLog) flush() error {
+	if len(l.buf) == 0 {
+		return nil
+	}
+	_, err := l.f.Write(l.buf)
+	l.buf = l.buf[:0]
 	return err
 }
 
-// reset empties the log: the store holds the whole cursor now, synced.
-func (l *cursorLog) reset() error {
-	l.n = 0
-	return l.f.Truncate(0)
+// confirm drops the hand-overs of the event id from open: it is handled.
+func (l *cursorLog) confirm(id uint64) {
+	l.open = slices.DeleteFunc(l.open, func(h handover) bool { return h.id == id })
 }
 
-// close closes the file; idempotent (the subscription's Close and the
-// node's may both call it, once the run goroutine has stopped).
+func appendLine(b []byte, h handover) []byte {
+	return fmt.Appendf(b, "%s %d %016x\n", h.origin, h.seq, h.id)
+}
+
+// reset empties the log: the store holds the whole cursor now, synced.
+// What was handed over and is not handled yet (a handler cut short by
+// Close, a signal the last process handed over that this one could not
+// read) stays in it.
+func (l *cursorLog) reset() error {
+	l.n = 0
+	l.buf = l.buf[:0]
+	if err := l.f.Truncate(0); err != nil {
+		return err
+	}
+	for _, h := range l.open {
+		l.buf = appendLine(append(l.buf, "> "...), h)
+	}
+	return l.flush()
+}
+
+// close writes what waits in buf and closes the file; idempotent (the
+// subscription's Close and the node's may both call it, once the run
+// goroutine has stopped).
 func (l *cursorLog) close() error {
-	l.once.Do(func() { l.err = l.f.Close() })
+	l.once.Do(func() { l.err = errors.Join(l.flush(), l.f.Close()) })
 	return l.err
 }
 

@@ -208,12 +208,15 @@
 //     also before its journal entry lands.
 //   - A named subscription never skips: it lags (spilling to the store),
 //     its cursor moves only past handled or dead-lettered signals, each
-//     advance is one write(2) to its cursor log (kept across kill -9,
-//     checkpointed to the store every 4,096), and it remembers the
+//     hand-over to the handler is one write(2) to its cursor log (kept
+//     across kill -9, checkpointed to the store every 4,096 advances),
+//     which carries the last signal's advance too, and it remembers the
 //     identities of the last 4,096 events it handled, so another copy of
 //     one (a retry published on another peer) is not handed over again
 //     after a restart. Exactly once across a clean restart; at least once
-//     across a crash (a power loss can lose the last log writes).
+//     across a crash (a power loss can lose the last log writes), and
+//     what was handed over but not recorded as handled comes again first,
+//     before anything new.
 //
 // # Offline
 //

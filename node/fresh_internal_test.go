@@ -52,15 +52,15 @@ func TestCursorLogCutsTornTail(t *testing.T) {
 	if err := os.WriteFile(path, []byte("AAAAAAAAAAA 3 00000000000000aa\nAAAAAAAAAAA 4 0000"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	l, c, _, err := openCursorLog(dir, "m", "s")
+	l, c, _, _, err := openCursorLog(dir, "m", "s")
 	if err != nil || c.Get("AAAAAAAAAAA") != 3 {
 		t.Fatalf("open: %v, cursor %v", err, c)
 	}
-	if err := l.add("BBBBBBBBBBB", 9, 0xbb); err != nil {
+	if err := l.add(handover{"BBBBBBBBBBB", 9, 0xbb}); err != nil {
 		t.Fatal(err)
 	}
 	_ = l.close()
-	_, c, ids, err := openCursorLog(dir, "m", "s")
+	_, c, ids, _, err := openCursorLog(dir, "m", "s")
 	if err != nil || c.Get("BBBBBBBBBBB") != 9 || len(ids) != 2 {
 		t.Fatalf("reopen: %v, cursor %v, ids %v", err, c, ids)
 	}

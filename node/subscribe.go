@@ -85,7 +85,15 @@ func byRef(c vclock.Clock) vclock.Clock {
 // handled, per origin) is stored under name in the node's store, and a
 // subscription with the same name made later, also after a restart, resumes
 // after it, each signal handled once. Delivery is at least once across a
-// crash: the cursor is written after each handled signal and synced on Close.
+// crash: the cursor is written after each handled signal and synced on
+// Close. With a Config.DataDir (which holds the cursor log), after a crash
+// what the last process handed over to the handler without recording it
+// as handled is handed over again first, once each, in the order it was
+// handed over, before any signal that process never handed over; only
+// what the node can read then: a Weak signal, or one whose journal entry
+// and local copy were both lost, comes again only if it is delivered
+// again, maybe after new ones. (With a Config.Datastore and no DataDir,
+// such a signal comes again in the backlog's order.)
 func WithName(name string) SubOption {
 	return func(c *subConfig) error {
 		if name == "" || len(name) > maxNameBytes || strings.ContainsAny(name, "/\x00") {
@@ -202,6 +210,7 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 		return nil, err
 	}
 	start := cfg.start
+	var owed []handover // handed over by the last process, not recorded as handled
 	if cfg.name != "" {
 		s.spill = newSpill(n.cfg.Mesh, cfg.name)
 		if err := n.clearSpill(s.spill); err != nil {
@@ -218,11 +227,12 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 			return nil, err
 		}
 		if n.cfg.DataDir != "" {
-			log, logged, ids, err := openCursorLog(n.cfg.DataDir, n.cfg.Mesh, cfg.name)
+			log, logged, ids, open, err := openCursorLog(n.cfg.DataDir, n.cfg.Mesh, cfg.name)
 			if err != nil {
 				return nil, err
 			}
 			handled = append(handled, ids...)
+			owed = open
 			s.clog = log
 			n.subMu.Lock()
 			n.clogs = append(n.clogs, log) // closed by Close if the subscription is not
@@ -258,12 +268,8 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 				return
 			}
 		}
-		// Queued before the registration: from then on the loop appends
-		// (enqueue, under s.mu), and only the loop and run touch s.q.
-		for _, b := range backlog {
-			s.q = append(s.q, queued{sig: b})
-		}
-		pending = len(backlog) > 0
+		s.queueStart(n.handedBefore(pattern, owed), backlog)
+		pending = len(s.q) > 0
 		switch start.kind {
 		case 0:
 			for o, seq := range n.core.Delivered() {
@@ -310,6 +316,25 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 		}
 	}
 	return s, nil
+}
+
+// queueStart queues what the subscription starts with, before its
+// registration (from then on the loop appends, in enqueue under s.mu, and
+// only the loop and run touch s.q): first again, what the last process
+// handed over and did not record as handled (see handedBefore), then the
+// backlog without those.
+func (s *Subscription) queueStart(again, backlog []*signalmesh.Signal) {
+	first := make(map[causal.Ref]bool, len(again))
+	for _, b := range again {
+		s.q = append(s.q, queued{sig: b, mark: markAgain})
+		origin, seq := journal.Place(b)
+		first[causal.Ref{Origin: origin, Seq: seq}] = true
+	}
+	for _, b := range backlog {
+		if origin, seq := journal.Place(b); !first[causal.Ref{Origin: origin, Seq: seq}] {
+			s.q = append(s.q, queued{sig: b})
+		}
+	}
 }
 
 // backlog lists, in replay order, the journaled signals matching pattern that
@@ -378,6 +403,62 @@ func (n *Node) backlog(pattern string, start Start) ([]*signalmesh.Signal, error
 	return out, nil
 }
 
+// handedBefore returns, in order, the signals of owed (what the last
+// process handed over to a named subscription and did not record as
+// handled, see cursorLog) that match pattern and that the node can read
+// by their place: delivered and not journaled yet (the fresh set, in
+// memory or, kept by the last process, in the store), or journaled. It
+// reads them whether or not the core has delivered them again yet: the
+// last process delivered them, after their causal past. One it cannot
+// read (a Weak signal has no place) is logged: it comes again only if it
+// is delivered again, and then maybe after new ones. It runs on the loop.
+func (n *Node) handedBefore(pattern string, owed []handover) []*signalmesh.Signal {
+	var out []*signalmesh.Signal
+	seen := map[uint64]bool{}
+	for _, h := range owed {
+		if seen[h.id] {
+			continue
+		}
+		seen[h.id] = true
+		s := n.readPlace(causal.Ref{Origin: h.origin, Seq: h.seq})
+		if s == nil || identityHash(s) != h.id {
+			n.log.Warn("node: a signal handed over before a crash cannot be read to hand it over again first",
+				"origin", h.origin, "seq", h.seq)
+			continue
+		}
+		if router.Matches(pattern, s.Type) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// readPlace returns the signal the node delivered or journaled at r, or
+// nil. The durable fresh area is read before the journal: the adopter
+// journals a signal, then drops it from there. It runs on the loop.
+func (n *Node) readPlace(r causal.Ref) *signalmesh.Signal {
+	if r.Seq == 0 {
+		return nil
+	}
+	if e, ok := n.fresh.sigs[r]; ok {
+		return e.s
+	}
+	if s, ok := n.fresh.settled[r]; ok {
+		return s
+	}
+	ctx := context.WithoutCancel(n.ctx)
+	if b, err := n.store.Get(ctx, n.freshKey(r)); err == nil {
+		if s, err := signalmesh.DecodeBinary(b, signalmesh.Limits{}); err == nil {
+			return s
+		}
+	}
+	s, err := n.jr.At(ctx, r.Origin, r.Seq)
+	if err != nil {
+		return nil
+	}
+	return s
+}
+
 // handledKey holds a named subscription's handledSet, saved with its cursor.
 func (n *Node) handledKey(name string) ds.Key {
 	return ds.NewKey("/signalmesh/" + n.cfg.Mesh + "/handled/" + name)
@@ -406,6 +487,7 @@ const (
 	markNone    mark = iota
 	markCovered      // another copy of an event it saw: it only moves a named subscription's cursor
 	markLate         // delivered after later signals of its origin (causal.Release.Late): the cursor is past it
+	markAgain        // the last process handed it over and did not record it as handled (see cursorLog)
 )
 
 // queued is a signal for the handler, and its mark.
@@ -442,6 +524,7 @@ func (s *Subscription) run() {
 	defer s.n.subWG.Done()
 	defer close(s.stopped)
 	for {
+		s.flushCursor() // it waits: what it handled is in its cursor log
 		select {
 		case <-s.quit:
 			return
@@ -473,7 +556,11 @@ func (s *Subscription) run() {
 }
 
 // handle calls the handler unless the cursor says the signal was handled
-// before, then moves the cursor.
+// before, then moves the cursor. A signal the last process handed over
+// (markAgain) is handed over again unless its event was handled since,
+// whatever the cursor and the group say: it may be behind the cursor (it
+// was late, or a later one was handled while its handler was cut short),
+// and the last process judged it this member's.
 func (s *Subscription) handle(sig *signalmesh.Signal, m mark) {
 	covered := m == markCovered
 	if s.name == "" {
@@ -483,37 +570,36 @@ func (s *Subscription) handle(sig *signalmesh.Signal, m mark) {
 		return
 	}
 	origin, seq := journal.Place(sig)
-	if seq != 0 && seq <= s.cursor.Get(origin) && m != markLate {
+	if seq != 0 && seq <= s.cursor.Get(origin) && m != markLate && m != markAgain {
 		return
 	}
-	if s.group != nil && !covered && s.passOver(sig, origin, seq, m) {
+	if s.group != nil && !covered && m != markAgain && s.passOver(sig, origin, seq, m) {
 		return // another member's
-	}
-	id := identityHash(sig)
-	if s.handled.has(id) {
-		covered = true // another copy of an event it handled, maybe in an earlier process
-	}
-	if !covered && !s.call(sig) {
-		return // cut short by Close: not handled, it comes again after the cursor
-	}
-	s.handled.add(id)
-	if seq != 0 && m != markLate {
-		s.cursor = s.cursor.Set(origin, seq)
-	}
-	if s.group != nil {
-		s.group.publish(s.cursor)
 	}
 	// A Weak signal has no place, and a late one is behind the cursor
 	// already (reopened, the subscription does not get it again from the
 	// journal): their log line only records that they were handled, so
 	// that a copy met again after a crash (a Weak signal gossiped again)
 	// is not handed over twice.
-	lineOrigin := origin
+	line := handover{origin: origin, seq: seq, id: identityHash(sig)}
 	if seq == 0 {
-		lineOrigin = "-"
+		line.origin = "-"
+	}
+	if s.handled.has(line.id) {
+		covered = true // another copy of an event it handled, maybe in an earlier process
+	}
+	if !covered && !s.handOver(sig, line) {
+		return // cut short by Close: not handled, it comes again (first, after a crash)
+	}
+	s.handled.add(line.id)
+	if seq != 0 && m != markLate {
+		s.cursor = s.cursor.Set(origin, max(s.cursor.Get(origin), seq))
+	}
+	if s.group != nil {
+		s.group.publish(s.cursor)
 	}
 	if s.clog != nil {
-		err := s.clog.add(lineOrigin, seq, id)
+		err := s.clog.add(line)
 		if err == nil && s.clog.n >= cursorCheckpoint {
 			if err = s.saveCursor(); err == nil {
 				err = s.clog.reset()
@@ -529,6 +615,27 @@ func (s *Subscription) handle(sig *signalmesh.Signal, m mark) {
 	}
 	b, _ := s.cursor.MarshalBinary()
 	if err := s.n.store.Put(context.WithoutCancel(s.n.ctx), s.n.cursorKey(s.name), b); err != nil {
+		s.n.log.Error("node: save subscription cursor", "name", s.name, "err", err)
+	}
+}
+
+// handOver calls the handler (see call), with a hand-over line in the
+// cursor log before, if it has one.
+func (s *Subscription) handOver(sig *signalmesh.Signal, line handover) bool {
+	if s.clog != nil {
+		if err := s.clog.handing(line); err != nil {
+			s.n.log.Error("node: save subscription cursor", "name", s.name, "err", err)
+		}
+	}
+	return s.call(sig)
+}
+
+// flushCursor writes the cursor log's held back advances.
+func (s *Subscription) flushCursor() {
+	if s.clog == nil {
+		return
+	}
+	if err := s.clog.flush(); err != nil {
 		s.n.log.Error("node: save subscription cursor", "name", s.name, "err", err)
 	}
 }
