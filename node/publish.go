@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
@@ -254,6 +255,7 @@ func (n *Node) committer() {
 // publishes that arrive while a commit runs wait for the next one.
 func (n *Node) gather(first commitReq) []commitReq {
 	batch, count := []commitReq{first}, len(first.sigs)
+	yielded := false
 	var timeout <-chan time.Time
 	if n.p.MaxBatchDelay > 0 {
 		timer := time.NewTimer(n.p.MaxBatchDelay)
@@ -271,6 +273,14 @@ func (n *Node) gather(first commitReq) []commitReq {
 		default:
 		}
 		if timeout == nil {
+			if !yielded {
+				// Let publishers that are ready to run queue theirs: on a
+				// busy machine they join this batch (one signature, one
+				// frame for all); on an idle one this costs a microsecond.
+				yielded = true
+				runtime.Gosched()
+				continue
+			}
 			return batch
 		}
 		select {

@@ -148,7 +148,11 @@ func (n *Node) startSubscriptionSet() error {
 		p.Member = (&gater{allow: append([]peer.ID{n.self}, n.cfg.Allow...)}).allowed
 	}
 	var err error
-	n.subset, err = crdt.Open(n.store, n.dag, n.ps, p)
+	st := n.store
+	if n.subStore != nil {
+		st = n.subStore
+	}
+	n.subset, err = crdt.Open(st, n.dag, n.ps, p)
 	return err
 }
 
