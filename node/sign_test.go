@@ -165,8 +165,34 @@ func TestBatchProofs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := min(n-i/maxProofBatch*maxProofBatch, maxProofBatch); p.size != want || len(p.path) != pathLen(p.index, p.size) || p.index != i%maxProofBatch {
+			if want := min(n-i/signChunk*signChunk, signChunk); p.size != want || len(p.path) != pathLen(p.index, p.size) || p.index != i%signChunk || p.v != 2 {
 				t.Fatalf("batch %d, signal %d: proof of size %d, index %d, path %d", n, i, p.size, p.index, len(p.path))
+			}
+		}
+	}
+}
+
+// A version 1 proof (32-byte nodes, the batch signed whole) still
+// verifies, and is bound to its version: made version 2 it does not.
+func TestProofVersion1Verifies(t *testing.T) {
+	for _, n := range []int{1, 7, 100} {
+		sigs, priv := batchOf(t, n)
+		if err := signTree(1, "m", priv, sigs); err != nil {
+			t.Fatal(err)
+		}
+		for i, s := range sigs {
+			if err := Verify("m", s); err != nil {
+				t.Fatalf("batch %d, signal %d: %v", n, i, err)
+			}
+			text := s.Extensions[signalmesh.ExtSig].(string)
+			p, err := decodeProof(text)
+			if err != nil || p.v != 1 || p.size != n {
+				t.Fatalf("batch %d: proof %+v, %v", n, p, err)
+			}
+			p.v = 2 // the same signature, the path cut to 16-byte nodes
+			s.Extensions[signalmesh.ExtSig] = p.encode()
+			if err := Verify("m", s); err == nil {
+				t.Fatalf("batch %d, signal %d: a version 1 proof verifies as version 2", n, i)
 			}
 		}
 	}
@@ -178,6 +204,14 @@ func TestBatchProofs(t *testing.T) {
 func TestProofSize(t *testing.T) {
 	for _, n := range []int{1000, maxProofBatch} {
 		sigs, priv := batchOf(t, n)
+		if err := signTree(1, "m", priv, sigs); err != nil { // the largest: one version 1 tree
+			t.Fatal(err)
+		}
+		for _, s := range sigs {
+			if err := s.Validate(); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if err := SignBatch("m", priv, sigs); err != nil {
 			t.Fatal(err)
 		}
