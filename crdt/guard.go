@@ -95,6 +95,11 @@ func (g *headsGuard) validate(_ context.Context, _ peer.ID, msg *pubsub.Message)
 			return pubsub.ValidationReject
 		}
 		a = announcement{e.Signer, e.Body}
+	} else if a.from == "" {
+		// No seal and no author: the PubSub signs nothing, and Params.Key
+		// is missing. Nothing says who announced it.
+		g.reject("heads_unauthenticated")
+		return pubsub.ValidationReject
 	}
 	msg.ValidatorData = a
 	if g.self != "" && a.from == g.self && msg.ReceivedFrom == g.self {

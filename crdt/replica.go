@@ -76,8 +76,9 @@ type Params struct {
 	// announcer is the message's author.
 	Key crypto.PrivKey
 	// OnReject is told of each head announcement the topic's validator
-	// rejects or ignores, by reason ("heads_seal", "heads_decode", "heads_too_many",
-	// "heads_cid", "heads_not_member", "heads_rate"). It must not block.
+	// rejects or ignores, by reason ("heads_seal", "heads_unauthenticated",
+	// "heads_decode", "heads_too_many", "heads_cid", "heads_not_member",
+	// "heads_rate"). It must not block.
 	OnReject func(reason string)
 	// Logger; default slog.Default().
 	Logger *slog.Logger

@@ -50,14 +50,17 @@ func (n *Node) announceAddrs() []ma.Multiaddr {
 
 func (n *Node) validatePeers(_ context.Context, _ peer.ID, m *pubsub.Message) pubsub.ValidationResult {
 	if len(m.Data) > maxAnnounceBytes+seal.Overhead {
+		n.m.reject("announcement")
 		return pubsub.ValidationReject
 	}
 	from, body, err := n.openSealed(m)
 	if err != nil {
+		n.m.reject("announcement")
 		return pubsub.ValidationReject
 	}
 	addrs, err := decodeAnnouncement(body)
 	if err != nil {
+		n.m.reject("announcement")
 		return pubsub.ValidationReject
 	}
 	m.ValidatorData = opened[[]ma.Multiaddr]{from, addrs}

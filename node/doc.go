@@ -106,7 +106,7 @@
 // (pattern, group, strategy, region, and a group member's progress), each
 // with a lease (Params.Lease, default 10 s). A node renews its entries
 // every Lease/3 by gossip on a "leases" topic (the entries themselves,
-// GossipSub-signed, each refused unless it is its author's), and writes
+// sealed by the sender, each refused unless it is its signer's), and writes
 // them to the CRDT, in one delta, when made, when left, and every 10
 // leases: the CRDT is what a node that missed the gossip or joins later
 // reads. Each node reads the set every Lease/8 and when an entry comes or
@@ -272,7 +272,12 @@
 //     control topics (quorum acks, address announcements, leases, journal
 //     head announcements) seal each message with the sender's key instead
 //     (a signed envelope for that topic), and their validators refuse one
-//     whose seal does not verify ("ack", "lease_message", "heads_seal").
+//     whose seal does not verify ("ack", "announcement", "lease_message",
+//     "heads_seal"). Messages are named by a hash of their content. With
+//     no author on a message, any peer can pass on an origin's signals in
+//     frames of its own making (a subset, a repeat): they verify and are
+//     deduplicated like any copy, so this buys a peer nothing but the
+//     bandwidth, as a replay did before; it is not penalised.
 //   - Allow list: with Config.Allow set, a signal whose origin is not in
 //     it (nor this node) is refused on both paths, also when an allowed
 //     peer relays it ("origin_not_allowed", "journal_not_allowed"); so are

@@ -1,9 +1,7 @@
 package node
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 
@@ -13,8 +11,8 @@ import (
 // A gossip message carries one signal in its binary wire form (first byte
 // 1), or a frame of several: frameMagic, a uvarint count, then per signal a
 // uvarint length and its wire form. Framing the signals of one commit means
-// one signature and one verification per frame instead of per signal, which
-// is most of GossipSub's cost.
+// one GossipSub message per frame instead of per signal, which is most of
+// GossipSub's cost.
 const frameMagic = 0xF1
 
 // maxFrame keeps a frame well under GossipSub's 1 MiB message limit.
@@ -115,16 +113,4 @@ func decodeFrameWires(b []byte, lim signalmesh.Limits) ([]*signalmesh.Signal, []
 		return nil, nil, fmt.Errorf("%w: trailing bytes", errFrame)
 	}
 	return sigs, wires, nil
-}
-
-// frameID is the GossipSub message id: the signal id for a single signal
-// (the same signal published twice is one message), a content hash for a
-// frame.
-func frameID(b []byte) (string, bool) {
-	if len(b) > 0 && b[0] == frameMagic {
-		h := sha256.Sum256(b)
-		return "f/" + hex.EncodeToString(h[:16]), true
-	}
-	id, ok := wireID(b)
-	return "s/" + id, ok
 }

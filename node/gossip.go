@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -23,49 +22,31 @@ import (
 	"github.com/signalmesh/signalmesh/journal"
 )
 
-// messageID makes a signal's GossipSub message id its signal id, read from
-// the wire form without decoding the rest, so that the same signal published
-// twice is one message. Other topics' messages (sealed, each with its own
-// nonce), and malformed payloads, are named by a hash of their content:
-// messages carry no author or sequence number (StrictNoSign).
-func messageID(sigTopic string, m *pb.Message) string {
-	if m.GetTopic() == sigTopic {
-		if id, ok := frameID(m.Data); ok {
-			return id
-		}
-	}
+// messageID names a GossipSub message by a hash of its content: messages
+// carry no author or sequence number (StrictNoSign), and a signal's wire
+// form is canonical and includes its proof, so the same frame gossiped
+// twice is one message, and no one can claim an honest message's id
+// before it exists. (A single signal named by its id let an undecodable
+// message carrying that id have the real one dropped as a duplicate:
+// GossipSub marks a message seen before its validators run.)
+func messageID(m *pb.Message) string {
 	h := sha256.Sum256(m.Data)
-	return "\x00" + string(h[:20])
-}
-
-// wireID reads the id from a signal's binary form: version, flags, then id.
-func wireID(b []byte) (string, bool) {
-	if len(b) < 2 || b[0] != 1 {
-		return "", false
-	}
-	_, n := binary.Uvarint(b[1:])
-	if n <= 0 {
-		return "", false
-	}
-	b = b[1+n:]
-	l, n := binary.Uvarint(b)
-	if n <= 0 || l == 0 || l > uint64(len(b)-n) {
-		return "", false
-	}
-	return string(b[n : n+int(l)]), true
+	return string(h[:20])
 }
 
 // validate is the GossipSub validator of the signals topic: it decodes and
 // bounds the signals, checks that they share one origin (meshpeer, Weak
-// signals too: a frame is one origin's batch), that the origin is in
+// signals too: a node frames only its own signals; a relay may make frames
+// of another origin's signals, see Trust in the package doc), that the origin is in
 // Config.Allow when that is set (a message relayed by an allowed peer is no
 // way in), and signed each signal (meshsig), and that a journaled signal's
 // stamp parses. GossipSub messages carry no author of their own
 // (StrictNoSign): the origin's signature is the signals'. Rejected messages
 // are counted by reason and never forwarded; one that fails a check every
 // honest relay makes (mixed origins, a bad signature) costs the peer that
-// handed it over (node/score.go). One that does not decode costs nothing:
-// a relay of another version may decode what this one cannot.
+// handed it over (node/score.go). One that does not decode, or whose proof
+// is of a version this node does not know ("signature_version"), costs
+// nothing: a relay of another version may read what this one cannot.
 func (n *Node) validate(_ context.Context, fwd peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 	if msg.ReceivedFrom == n.self {
 		return pubsub.ValidationAccept // our own, built from validated signals
@@ -96,6 +77,9 @@ func (n *Node) validate(_ context.Context, fwd peer.ID, msg *pubsub.Message) pub
 			if err := n.ver.verify(s, wires[i]); errors.Is(err, ErrNotAllowed) {
 				n.m.reject("origin_not_allowed")
 				return pubsub.ValidationIgnore // policy: the relay may have another list
+			} else if errors.Is(err, errProofVersion) {
+				n.m.reject("signature_version")
+				return pubsub.ValidationReject // a newer relay may know it: no penalty
 			} else if err != nil {
 				n.m.reject("signature")
 				n.penalties.add(fwd)
@@ -324,8 +308,8 @@ func (g *gater) InterceptUpgraded(c network.Conn) (bool, control.DisconnectReaso
 	return g.next.InterceptUpgraded(c)
 }
 
-// tracer counts what GossipSub itself drops or rejects: signatures that do
-// not verify, full queues. Rejections by our own validator are counted
+// tracer counts what GossipSub itself drops or rejects: messages with an
+// author or a signature (StrictNoSign), full queues. Rejections by our own validator are counted
 // there, with a finer reason.
 type tracer struct {
 	m     *metrics

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/binary"
 	"fmt"
 	"testing"
@@ -212,9 +213,6 @@ func TestMissingCauseIsReported(t *testing.T) {
 	}
 }
 
-// A message whose signature does not verify, written straight onto a
-// GossipSub stream by a peer without pubsub, is rejected by GossipSub and
-// counted; it reaches no handler.
 // Control messages (acks, leases, address announcements) are sealed by
 // their sender: one without a seal, or sealed for another topic, is
 // refused and counted.
@@ -515,6 +513,92 @@ func TestRejectedSenderIsGraylistedThenRecovers(t *testing.T) {
 		s, g := score()
 		return s > -80 && g == 0
 	})
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A message cannot claim an honest message's GossipSub id before it exists:
+// messages are named by a hash of their content. When a single signal was
+// named by its signal id, an undecodable message carrying that id made the
+// victim drop the real signal as already seen (GossipSub marks a message
+// seen before its validators run), at no cost to the sender.
+func TestUndecodableCopyCannotPreemptASignal(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	nodes := cluster(t, 2, nil)
+	publisher, victim := nodes[0], nodes[1]
+	rec := newRecorder()
+	if _, err := victim.Subscribe("**", rec.handle); err != nil {
+		t.Fatal(err)
+	}
+	x := mustSignal(t, "order.created", signalmesh.WithID("victim-1"))
+	w, err := x.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	garbage, _, _ := attacker(t, victim, false)
+	if err := garbage.Publish(ctx, w[:len(w)-5]); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the garbage refused", func() bool {
+		st, err := victim.Status(ctx)
+		return err == nil && st.Rejected["decode"] == 1
+	})
+	// Weak: gossip only, so the journal cannot make up for a dropped message.
+	if err := publisher.PublishWith(ctx, node.Weak, x); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the real signal delivered", func() bool { return rec.count() == 1 })
+	for _, n := range nodes {
+		if err := n.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A signal whose proof is of a version this node does not know is refused
+// ("signature_version") without lowering the score of the peer that handed
+// it over: a relay of a newer version may know it.
+func TestUnknownProofVersionIsNotPenalised(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	n := cluster(t, 1, nil)[0]
+	topic, id, key := attacker(t, n, false)
+	s := mustSignal(t, "order.created", signalmesh.WithExtension(signalmesh.ExtPeer, id.String()),
+		signalmesh.WithExtension(signalmesh.ExtCausal, "1/1/"))
+	if err := node.Sign(n.Mesh(), key, s); err != nil {
+		t.Fatal(err)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s.Extensions[signalmesh.ExtSig].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[0] = 99
+	s.Extensions[signalmesh.ExtSig] = base64.RawURLEncoding.EncodeToString(b)
+	w, err := s.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := topic.Publish(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the unknown version refused", func() bool {
+		st, err := n.Status(ctx)
+		return err == nil && st.Rejected["signature_version"] == 1
+	})
+	// Scores are refreshed every second: watch two refreshes.
+	for end := time.Now().Add(2200 * time.Millisecond); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		st, err := n.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range st.Links {
+			if l.Peer == id.String() && l.Score < 0 {
+				t.Fatalf("the relay of an unknown proof version scores %.1f", l.Score)
+			}
+		}
+	}
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,6 @@ import (
 	pebbleds "github.com/ipfs/go-ds-pebble"
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
-	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -406,7 +405,7 @@ func (n *Node) startPubSub() error {
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign), // signals and control messages are signed by their authors (sealed.go)
 		pubsub.WithNoAuthor(),
 		pubsub.WithFloodPublish(true),
-		pubsub.WithMessageIdFn(func(m *pb.Message) string { return messageID(sigTopic, m) }),
+		pubsub.WithMessageIdFn(messageID),
 		pubsub.WithPeerOutboundQueueSize(1024),
 		pubsub.WithValidateQueueSize(1024),
 		pubsub.WithRawTracer(tracer{m: &n.m, topic: sigTopic}),

@@ -206,7 +206,7 @@ func (n *Node) gossip(ctx context.Context, wires [][]byte) {
 // queue is bounded; when it is full the committer drops the gossip for that
 // batch (counted): the journal path still delivers it. What queued up while
 // it published goes out together, in as few frames as fit: under load,
-// fewer and larger GossipSub messages (each one signed once and verified by
+// fewer and larger GossipSub messages (each one decoded and checked once by
 // every peer) keep the CPU per signal down, and so the queues short.
 func (n *Node) gossiper() {
 	defer n.wg.Done()
@@ -275,8 +275,9 @@ func (n *Node) gather(first commitReq) []commitReq {
 		if timeout == nil {
 			if !yielded {
 				// Let publishers that are ready to run queue theirs: on a
-				// busy machine they join this batch (one signature, one
-				// frame for all); on an idle one this costs a microsecond.
+				// busy machine they join this batch (a signature per 32
+				// signals, not per call, one frame); on an idle one this
+				// costs a microsecond.
 				yielded = true
 				runtime.Gosched()
 				continue

@@ -136,7 +136,12 @@ func (p *proof) encode() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-var errProof = fmt.Errorf("%w: malformed %s", ErrSignature, signalmesh.ExtSig)
+var (
+	errProof = fmt.Errorf("%w: malformed %s", ErrSignature, signalmesh.ExtSig)
+	// errProofVersion: a proof of a version this node does not know (a
+	// newer one, maybe): refused, but no sign of a dishonest relay.
+	errProofVersion = fmt.Errorf("%w: %s of an unknown version", ErrSignature, signalmesh.ExtSig)
+)
 
 // decodeProof parses a meshsig. It accepts only the canonical form (the
 // one encode writes): a signal has one wire form.
@@ -145,8 +150,11 @@ func decodeProof(text string) (*proof, error) {
 		return nil, errProof
 	}
 	b, err := base64.RawURLEncoding.Strict().DecodeString(text)
-	if err != nil || len(b) < 1 || (b[0] != 1 && b[0] != 2) {
+	if err != nil || len(b) < 1 {
 		return nil, errProof
+	}
+	if b[0] != 1 && b[0] != 2 {
+		return nil, errProofVersion
 	}
 	v := b[0]
 	b = b[1:]
@@ -432,14 +440,16 @@ func (v *verifier) remember(sum wireSum) {
 	v.mu.Unlock()
 }
 
-// rootSum identifies a verified root: its origin, the root, the batch size
-// and the signature (a signal whose proof carries another signature, even
-// a valid one, is checked again: one signal, one wire form).
+// rootSum identifies a verified root: its proof's version, its origin, the
+// root, the batch size and the signature (a signal whose proof carries
+// another signature, even a valid one, is checked again: one signal, one
+// wire form).
 func rootSum(origin string, p *proof, root [32]byte) wireSum {
 	h := sha256.New()
 	var b [2 * binary.MaxVarintLen64]byte
 	n := binary.PutUvarint(b[:], uint64(len(origin)))
 	n += binary.PutUvarint(b[n:], uint64(p.size))
+	h.Write([]byte{p.v})
 	h.Write(b[:n])
 	h.Write([]byte(origin))
 	h.Write(root[:])
