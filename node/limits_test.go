@@ -134,7 +134,7 @@ func TestConnectionLimits(t *testing.T) {
 			}
 		}
 	}
-	if n := len(hub.Peers()); n > high {
-		t.Errorf("the hub has %d connections, over its high water %d", n, high)
-	}
+	// Peers that dialled the hub again while they converged (discovery,
+	// redial) are safe from trims for a grace period; then it trims.
+	eventually(t, 30*time.Second, "the hub back within its high water", func() bool { return len(hub.Peers()) <= high })
 }
