@@ -13,6 +13,7 @@ import (
 	"github.com/ipfs/go-ds-crdt/pb"
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multihash"
 	"go.uber.org/goleak"
@@ -67,27 +68,8 @@ func TestBogusHeadAnnouncementsHoldUpNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	actx, cancel := context.WithCancel(ctx)
-	ps, err := pubsub.NewGossipSub(actx, h, pubsub.WithFloodPublish(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	topic, err := ps.Join("test-heads")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = topic.Close(); cancel(); _ = h.Close() }()
-	if err := h.Connect(ctx, victim.h.Peerstore().PeerInfo(victim.h.ID())); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for len(topic.ListPeers()) == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	topic, _, stop := headAttacker(t, victim)
+	defer stop()
 
 	publish := func(heads ...*pb.Head) {
 		t.Helper()
@@ -159,32 +141,12 @@ func TestSealedHeadAnnouncements(t *testing.T) {
 	}
 	waitHas(t, victim, "/first", 15*time.Second)
 
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	actx, cancel := context.WithCancel(ctx)
-	ps, err := pubsub.NewGossipSub(actx, h, append(noSign(), pubsub.WithFloodPublish(true))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	topic, err := ps.Join("test-heads")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = topic.Close(); cancel(); _ = h.Close() }()
-	if err := h.Connect(ctx, victim.h.Peerstore().PeerInfo(victim.h.ID())); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for len(topic.ListPeers()) == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	topic, key, stop := headAttacker(t, victim, noSign()...)
+	defer stop()
 	b, err := proto.Marshal(&pb.CRDTBroadcast{Heads: []*pb.Head{randomHead(t, cid.DagProtobuf)}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := h.Peerstore().PrivKey(h.ID())
 	otherTopic, err := seal.Seal(key, "another-topic", b)
 	if err != nil {
 		t.Fatal(err)
@@ -198,7 +160,7 @@ func TestSealedHeadAnnouncements(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline = time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for seen.get("heads_seal") != 2 || seen.get("heads_not_member") != 1 {
 		if time.Now().After(deadline) {
 			t.Fatalf("refused: seal %d, not member %d; want 2 and 1", seen.get("heads_seal"), seen.get("heads_not_member"))
@@ -211,4 +173,34 @@ func TestSealedHeadAnnouncements(t *testing.T) {
 	waitHas(t, victim, "/second", 15*time.Second)
 	victim.close()
 	honest.close()
+}
+
+// headAttacker is a bare libp2p peer with GossipSub (opts besides flood
+// publish) on the test's heads topic, in victim's topic mesh. It returns
+// the topic, its key, and what stops it (before the test checks for
+// leaks).
+func headAttacker(t *testing.T, victim *replica, opts ...pubsub.Option) (*pubsub.Topic, crypto.PrivKey, func()) {
+	t.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ps, err := pubsub.NewGossipSub(ctx, h, append(opts, pubsub.WithFloodPublish(true))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, err := ps.Join("test-heads")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := func() { _ = topic.Close(); cancel(); _ = h.Close() }
+	if err := h.Connect(ctx, victim.h.Peerstore().PeerInfo(victim.h.ID())); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(topic.ListPeers()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return topic, h.Peerstore().PrivKey(h.ID()), stop
 }
