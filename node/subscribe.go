@@ -420,6 +420,11 @@ func (n *Node) handedBefore(pattern string, owed []handover) []*signalmesh.Signa
 			continue
 		}
 		seen[h.id] = true
+		if h.seq == 0 {
+			// Weak: no place to read it from (documented on WithName).
+			n.log.Debug("node: a Weak signal handed over before a crash comes again only if it is delivered again")
+			continue
+		}
 		s := n.readPlace(causal.Ref{Origin: h.origin, Seq: h.seq})
 		if s == nil || identityHash(s) != h.id {
 			n.log.Warn("node: a signal handed over before a crash cannot be read to hand it over again first",
