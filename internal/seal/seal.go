@@ -70,7 +70,12 @@ func Seal(key crypto.PrivKey, domain string, body []byte) ([]byte, error) {
 	if len(sig) == 0 || len(sig) > MaxSig {
 		return nil, fmt.Errorf("seal: a %d-byte signature", len(sig))
 	}
-	b := make([]byte, 0, 1+3*binary.MaxVarintLen64+len(id)+len(body)+len(sig)+binary.MaxVarintLen64)
+	return encode([]byte(id), nonce, body, sig), nil
+}
+
+// encode writes an envelope's fields in their one form.
+func encode(id []byte, nonce uint64, body, sig []byte) []byte {
+	b := make([]byte, 0, 1+4*binary.MaxVarintLen64+len(id)+len(body)+len(sig))
 	b = append(b, version)
 	b = binary.AppendUvarint(b, uint64(len(id)))
 	b = append(b, id...)
@@ -78,7 +83,7 @@ func Seal(key crypto.PrivKey, domain string, body []byte) ([]byte, error) {
 	b = binary.AppendUvarint(b, uint64(len(body)))
 	b = append(b, body...)
 	b = binary.AppendUvarint(b, uint64(len(sig)))
-	return append(b, sig...), nil
+	return append(b, sig...)
 }
 
 // signed is what the signature covers.

@@ -2,7 +2,6 @@ package seal
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"strconv"
 	"testing"
@@ -92,18 +91,6 @@ func mustSign(t *testing.T, k crypto.PrivKey, msg []byte) []byte {
 		t.Fatal(err)
 	}
 	return sig
-}
-
-// encode writes the fields the way Seal does.
-func encode(id []byte, nonce uint64, body, sig []byte) []byte {
-	b := []byte{version}
-	b = binary.AppendUvarint(b, uint64(len(id)))
-	b = append(b, id...)
-	b = binary.AppendUvarint(b, nonce)
-	b = binary.AppendUvarint(b, uint64(len(body)))
-	b = append(b, body...)
-	b = binary.AppendUvarint(b, uint64(len(sig)))
-	return append(b, sig...)
 }
 
 // FuzzOpen: no input panics, and what parses has one form (re-encoding it
