@@ -471,6 +471,10 @@ func TestDestinationDownAcrossRestart(t *testing.T) {
 		t.Fatalf("outbox after restart: %d, want 20", q)
 	}
 	publish(n, 20)
+	// The restarted egress must retry its outbox against the destination
+	// that is still down (a failure it counts) before the destination
+	// comes back; otherwise the check below has nothing to see.
+	await(t, "a refused retry after the restart", func() bool { return eg.Stats()["erp"].Failures > 0 })
 	up.Store(true)
 	await(t, "every signal delivered", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == len(ids) })
 	mu.Lock()
