@@ -97,6 +97,9 @@ func (w *workload) next(k int, at time.Duration) Op {
 	d := draws{node: w.rng.IntN(n), level: w.rng.IntN(100), k: w.rng.IntN(2), cause: w.rng.IntN(100),
 		oob: w.rng.IntN(2), reuse: w.rng.IntN(100), pick: w.rng.Float64()}
 	op := Op{Source: srcMain, ID: fmt.Sprintf("s%d-%d", w.seed, k), Type: "chaos.cause", Node: d.node, At: at}
+	if w.setup.Group != "" { // from the index, not drawn
+		op.Subject = fmt.Sprintf("subj-%d", k%groupSubjects)
+	}
 	switch {
 	case d.level < 15:
 		op.Consistency = "weak"
@@ -197,6 +200,9 @@ func (op Op) body() ([]byte, string) {
 	// Not the node: a retry on another node is the same event, byte for byte.
 	data, _ := json.Marshal(map[string]any{"id": op.ID, "source": op.Source, "eph": op.Ephemeral})
 	ev := map[string]any{"specversion": "1.0", "id": op.ID, "source": op.Source, "type": op.Type, "data": json.RawMessage(data)}
+	if op.Subject != "" {
+		ev["subject"] = op.Subject
+	}
 	if op.Cause != "" {
 		ev["causeid"] = op.Cause
 		if op.CauseSource != "" {
