@@ -15,7 +15,7 @@ import (
 // group beside its persistent subscription.
 const (
 	groupName     = "chaos"
-	groupSubjects = 12 // the workload's subjects, by op index
+	groupSubjects = 12 // the workload's subjects, by a hash of the id
 	// groupMargin widens each failover window: a renewal's travel, a
 	// registrar read, a takeover's journal read and a process's start on
 	// a loaded machine.
@@ -345,6 +345,33 @@ func gapOf(ws []window, t time.Duration) int {
 		}
 	}
 	return n
+}
+
+// explainGroup adds the group records' lines that name keys (10 per
+// node at most).
+func explainGroup(g *GroupHistory, keys map[Key]bool, b *strings.Builder) {
+	if g == nil {
+		return
+	}
+	for i, rec := range g.Records {
+		n := 0
+		for k, e := range rec {
+			if (e.Start || keys[e.Key()]) && n < 10 {
+				n++
+				fmt.Fprintf(b, "  node %d group record line %d at %.3fs: %s\n", i, k+1, g.since(e.T).Seconds(), groupLine(e))
+			}
+		}
+	}
+}
+
+func groupLine(e Entry) string {
+	switch {
+	case e.Start:
+		return "process start"
+	case e.Again:
+		return e.Key().String() + " again"
+	}
+	return e.Key().String()
 }
 
 // groupHandled reports the first journaled signal no group member has

@@ -42,7 +42,8 @@ type Parts struct {
 	// subscription, with a strategy drawn from the seed (hash:subject
 	// mostly, balanced or local-first sometimes) and a short lease (1-2 s)
 	// so that failovers happen within a schedule; the workload's signals
-	// carry one of 12 subjects. The group rule checks it.
+	// carry one of 12 subjects (by a hash of the id). The group rule
+	// checks it.
 	Group bool `json:"group,omitempty"`
 	// None says every part is off on purpose (the zero Parts means
 	// DefaultParts).

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -97,9 +98,6 @@ func (w *workload) next(k int, at time.Duration) Op {
 	d := draws{node: w.rng.IntN(n), level: w.rng.IntN(100), k: w.rng.IntN(2), cause: w.rng.IntN(100),
 		oob: w.rng.IntN(2), reuse: w.rng.IntN(100), pick: w.rng.Float64()}
 	op := Op{Source: srcMain, ID: fmt.Sprintf("s%d-%d", w.seed, k), Type: "chaos.cause", Node: d.node, At: at}
-	if w.setup.Group != "" { // from the index, not drawn
-		op.Subject = fmt.Sprintf("subj-%d", k%groupSubjects)
-	}
 	switch {
 	case d.level < 15:
 		op.Consistency = "weak"
@@ -111,9 +109,11 @@ func (w *workload) next(k int, at time.Duration) Op {
 	if w.setup.Reuse && d.reuse < 2 && op.Consistency != "weak" {
 		if prev, ok := w.pickOther(op.Node, d.pick); ok {
 			op.Source, op.ID, op.Reuse = srcAlt, prev.ID, true
+			op.Subject = w.subject(op.ID)
 			return op
 		}
 	}
+	op.Subject = w.subject(op.ID)
 	if op.Consistency != "weak" && d.cause < 35 {
 		if w.setup.OutOfBand && d.oob == 0 {
 			if prev, ok := w.pickOther(op.Node, d.pick); ok {
@@ -128,6 +128,18 @@ func (w *workload) next(k int, at time.Duration) Op {
 		}
 	}
 	return op
+}
+
+// subject is the subject of the signal id with the group part on (by a
+// hash of the id, not drawn: two publishes of an id carry the same one),
+// "" without it.
+func (w *workload) subject(id string) string {
+	if w.setup.Group == "" {
+		return ""
+	}
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return fmt.Sprintf("subj-%d", h.Sum32()%groupSubjects)
 }
 
 // recent maps u in [0, 1) to an index of n, biased to the last ones.
