@@ -51,6 +51,8 @@ type Op struct {
 	// to its answer: an error status from it is an anomaly.
 	Live bool   `json:"live,omitempty"`
 	Err  string `json:"err,omitempty"`
+	// Subject is the signal's subject (the group part's, by op index).
+	Subject string `json:"subject,omitempty"`
 }
 
 // Key is the op's signal identity.
@@ -89,6 +91,8 @@ type History struct {
 	// Expect names the counters and log messages this schedule's faults
 	// and limits explain (not anomalies).
 	Expect Expect
+	// Group is the consumer group's history (Parts.Group); nil: none.
+	Group *GroupHistory
 }
 
 // Expect is what a schedule may show without it being an anomaly.
@@ -133,6 +137,8 @@ type Verdict struct {
 	Counts map[string]int `json:"counts,omitempty"`
 	// Dropped are the nodes' watched drop counters, expected or not.
 	Dropped []map[string]float64 `json:"dropped,omitempty"`
+	// Group are the consumer group's figures (Parts.Group).
+	Group *GroupFigures `json:"group,omitempty"`
 }
 
 const maxPerKind = 20 // anomalies kept per kind (the count is exact)
@@ -154,6 +160,7 @@ var Rules = map[string]string{
 	"unavailable": "a live, unpaused node answered a publish with a 4xx or 5xx",
 	"metric":      "a watched drop counter the schedule does not expect",
 	"log":         "a WARN or ERROR log line the schedule does not expect",
+	"group":       groupRule,
 }
 
 // checker carries one Check's state.
@@ -190,6 +197,7 @@ func check(h History, off map[string]bool) Verdict {
 	}
 	c.checkAvailability()
 	c.checkCounters()
+	c.checkGroup()
 	kinds := make([]string, 0, len(c.count))
 	for k := range c.count {
 		kinds = append(kinds, k)

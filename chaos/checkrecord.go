@@ -427,5 +427,6 @@ func Explain(h History, faults []Fault, v Verdict) string {
 			fmt.Fprintf(&b, "  node %d processes ended by: %s\n", i, strings.Join(h.Ends[i], ", "))
 		}
 	}
+	explainGroup(h.Group, keys, &b)
 	return b.String()
 }

@@ -26,6 +26,10 @@ type cluster struct {
 	log    func(format string, args ...any)
 	setup  Setup
 
+	// settleKill is when the settle kill (if any) was made, since the
+	// workload started (written before finish reads it).
+	settleKill time.Duration
+
 	cutMu sync.Mutex
 	cuts  map[int][][2]int // directed pairs cut, per fault under way
 }
@@ -35,6 +39,7 @@ type proc struct {
 	i      int
 	dir    string
 	record string
+	group  string // the group member's record (Parts.Group)
 	id     string // libp2p peer id, known after the first start
 	addr   string // libp2p multiaddr with /p2p/<id>
 
@@ -111,6 +116,9 @@ func (c *cluster) start(ctx context.Context, i int) error {
 		"-config", filepath.Join(c.dir, "params.json"))
 	if c.setup.RecordDelay != "" {
 		argv = append(argv, "-record-delay", c.setup.RecordDelay)
+	}
+	if c.setup.Group != "" {
+		argv = append(argv, "-record-group", groupName, "-record-strategy", c.setup.Group, "-record-group-file", p.group)
 	}
 	if len(boot) > 0 {
 		argv = append(argv, "-bootstrap", strings.Join(boot, ","))

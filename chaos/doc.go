@@ -43,6 +43,37 @@
 // records, in order, each signal it delivers with its origin, causal
 // metadata and a digest of its data (Recorder, the daemon's -record).
 //
+// # The consumer group
+//
+// With Parts.Group (on by default; -parts group) every node also runs a
+// member of one consumer group, "chaos", beside that subscription (the
+// daemon's -record-group-file: a second record, in the same format, of
+// this node's share; -record stays a plain subscription, which every
+// other rule reads). The seed draws the group's strategy (hash:subject
+// six times in ten, else balanced or local-first) and a lease of 1, 1.5
+// or 2 s (the nodes' -lease), so that failovers happen within a
+// schedule; the workload's signals carry one of 12 subjects. Record
+// lines carry the time they were written (Entry.T). The group rule
+// (Rules, "group") checks that every signal journaled on every replica is
+// handled by some member (the records of killed processes count up to
+// their kill), and more than once only inside a failover window: a kill
+// -9, pause, settle kill or slow link of node k from its start to its end
+// plus the lease plus 3 s, for signals node k handled; a cut from its
+// start to its heal plus the lease plus 3 s, for any node (both sides
+// handle during a cut, and what the far side published is handled again
+// after the heal); a process start of node k for the lease plus 3 s after
+// it, for signals node k handled (a member that joins shares until the
+// others hear of it). A duplicate is inside a window when the signal's
+// first publish or one of its handlings is. A clean restart opens no
+// window but its start's: the member hands off its final mark. With
+// hash:subject, the signals published and handled outside every window
+// (a clean restart's bounds one too) must go, per subject and stretch
+// between windows, to one member, each origin's in sequence; in a full
+// schedule the windows often cover it all (Verdict.Group.Ordered says how
+// many were checked). The duplicates inside windows are counted
+// (Verdict.Group), not anomalies. Settle also waits until a member has
+// handled every journaled signal.
+//
 // # The checker
 //
 // After the last fault the harness heals everything, waits until every

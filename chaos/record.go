@@ -44,6 +44,10 @@ type Entry struct {
 	// signal), so this may follow a kill -9 and nothing else; the checker
 	// says which.
 	Again bool `json:"again,omitempty"`
+	// T is when the line was written (Unix nanoseconds, the recording
+	// host's clock): the process's start, or the delivery's handling. The
+	// group rule places handlings in failover windows by it.
+	T int64 `json:"t,omitempty"`
 }
 
 // Recorder appends what a persistent subscription delivers to a file, one
@@ -181,6 +185,7 @@ func (r *Recorder) Handle(ctx context.Context, s *signalmesh.Signal) error {
 const ExtCausal = signalmesh.ExtCausal
 
 func (r *Recorder) write(e Entry) error {
+	e.T = time.Now().UnixNano()
 	b, err := json.Marshal(e)
 	if err != nil {
 		return err

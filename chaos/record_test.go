@@ -58,7 +58,13 @@ func TestRecorderAcrossRestarts(t *testing.T) {
 	if len(got) != len(want) {
 		t.Fatalf("got %+v", got)
 	}
+	var last int64
 	for i := range want {
+		if got[i].T < last { // stamped, in order
+			t.Fatalf("line %d: time %d before %d", i+1, got[i].T, last)
+		}
+		last = got[i].T
+		got[i].T = 0
 		if got[i] != want[i] {
 			t.Fatalf("line %d: got %+v, want %+v", i+1, got[i], want[i])
 		}

@@ -261,6 +261,9 @@ func runOne(ctx context.Context, spec Spec, seed uint64, index int) (res Result,
 	if err := c.collect(&h); err != nil {
 		return res, err
 	}
+	if err := c.collectGroup(&h, w.start, res.Faults); err != nil {
+		return res, err
+	}
 	h.Expect = expect(res.Setup, res.Faults)
 	res.Verdict = c.verdict(h, probeErr, settleErr, stopErr)
 	if !res.Verdict.OK {
@@ -335,6 +338,9 @@ func newCluster(spec Spec, seed uint64, dir string, nw network, setup Setup) (*c
 	if setup.SubscriberQueue > 0 {
 		params["subscriber_queue"] = setup.SubscriberQueue
 	}
+	if setup.Lease != "" {
+		params["lease"] = setup.Lease
+	}
 	b, _ := json.Marshal(map[string]any{"params": params})
 	if err := os.WriteFile(filepath.Join(dir, "params.json"), b, 0o644); err != nil {
 		return nil, err
@@ -342,6 +348,7 @@ func newCluster(spec Spec, seed uint64, dir string, nw network, setup Setup) (*c
 	for i := 0; i < spec.Nodes; i++ {
 		p := &proc{i: i, dir: filepath.Join(dir, fmt.Sprintf("node-%d", i))}
 		p.record = filepath.Join(p.dir, "record.jsonl")
+		p.group = filepath.Join(p.dir, "group.jsonl")
 		if err := os.MkdirAll(p.dir, 0o755); err != nil {
 			return nil, err
 		}
@@ -413,7 +420,8 @@ func (c *cluster) verdict(h History, probeErr, settleErr, stopErr error) Verdict
 }
 
 // awaitMesh waits until every node is connected to every other (in a
-// chain, to its neighbours).
+// chain, to its neighbours) and, with the group part, knows every node's
+// group member.
 func (c *cluster) awaitMesh(ctx context.Context) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -428,8 +436,15 @@ func (c *cluster) awaitMesh(ctx context.Context) error {
 			}
 			var st struct {
 				Peers []string `json:"peers"`
+				Node  struct {
+					Groups map[string][]string
+				} `json:"node"`
 			}
-			if err := c.get(ctx, i, "/v1/status", &st); err != nil || len(st.Peers) < want {
+			err := c.get(ctx, i, "/v1/status", &st)
+			if c.setup.Group != "" && len(st.Node.Groups[groupName]) < len(c.procs) {
+				want = len(c.procs) // not every member heard of yet
+			}
+			if err != nil || len(st.Peers) < want {
 				ok = false
 				break
 			}
@@ -438,7 +453,7 @@ func (c *cluster) awaitMesh(ctx context.Context) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return errors.New("the nodes did not connect to each other in 30 s")
+			return errors.New("the nodes did not connect to each other (or hear of every group member) in 30 s")
 		}
 		select {
 		case <-ctx.Done():

@@ -41,6 +41,7 @@ func (c *cluster) finish(ctx context.Context, w *workload, faults []Fault, res *
 				c.procs[f.Node].life.Lock()
 				defer c.procs[f.Node].life.Unlock()
 				c.log("fault %s", f)
+				c.settleKill = time.Since(w.start)
 				c.kill(f.Node)
 				select { // the node stays down this long while the others settle
 				case <-time.After(f.For):
@@ -245,7 +246,7 @@ func (c *cluster) recorded(journals [][]Entry) error {
 			}
 		}
 	}
-	return nil
+	return c.groupHandled(journals)
 }
 
 // collect adds, after shutdown, the records, process ends, drop counters

@@ -37,6 +37,14 @@ type Parts struct {
 	// isolated while Outage signals are published (in batches), then
 	// healed; no other faults. Not for CI.
 	Outage int `json:"outage,omitempty"`
+	// Group: every node also runs a consumer group member (group
+	// "chaos", the daemon's -record-group-file) beside its persistent
+	// subscription, with a strategy drawn from the seed (hash:subject
+	// mostly, balanced or local-first sometimes) and a short lease (1-2 s)
+	// so that failovers happen within a schedule; the workload's signals
+	// carry one of 12 subjects (by a hash of the id). The group rule
+	// checks it.
+	Group bool `json:"group,omitempty"`
 	// None says every part is off on purpose (the zero Parts means
 	// DefaultParts).
 	None bool `json:"none,omitempty"`
@@ -44,7 +52,7 @@ type Parts struct {
 
 // DefaultParts is every part on: 50 ephemeral nodes a schedule (at least 50 identities) (4 short).
 func DefaultParts(short bool) Parts {
-	p := Parts{Ephemeral: 50, OutOfBand: true, SlowSubscriber: true, Limits: true, Reuse: true, Retry: true, PartialMesh: true}
+	p := Parts{Ephemeral: 50, OutOfBand: true, SlowSubscriber: true, Limits: true, Reuse: true, Retry: true, PartialMesh: true, Group: true}
 	if short {
 		p.Ephemeral = 4
 	}
@@ -63,6 +71,10 @@ type Setup struct {
 	CausalBuffer    int    `json:"causal_buffer,omitempty"`    // 0: the node's default
 	Chain           bool   `json:"chain,omitempty"`            // partial-mesh bootstrap
 	Outage          int    `json:"outage,omitempty"`
+	// Group is the consumer group's strategy (Parts.Group), "" for no
+	// group; Lease the nodes' lease (-lease), set with it.
+	Group string `json:"group,omitempty"`
+	Lease string `json:"lease,omitempty"`
 }
 
 // drawSetup draws a schedule's setup. The draws are the same whatever the
@@ -88,6 +100,9 @@ func drawSetup(seed uint64, index int, p Parts, cover bool) Setup {
 		s.CausalBuffer = buffer
 	}
 	s.Chain = p.PartialMesh && chain
+	if p.Group {
+		s.Group, s.Lease = drawGroup(seed)
+	}
 	if s.Outage > 0 { // the outage alone
 		s = Setup{Outage: p.Outage, CausalBuffer: s.CausalBuffer}
 	}
@@ -154,6 +169,9 @@ func (s Setup) String() string {
 	}
 	if s.Outage > 0 {
 		out += fmt.Sprintf(", outage of %d signals", s.Outage)
+	}
+	if s.Group != "" {
+		out += fmt.Sprintf(", group %s lease %s", s.Group, s.Lease)
 	}
 	return out
 }

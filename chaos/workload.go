@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -108,9 +109,11 @@ func (w *workload) next(k int, at time.Duration) Op {
 	if w.setup.Reuse && d.reuse < 2 && op.Consistency != "weak" {
 		if prev, ok := w.pickOther(op.Node, d.pick); ok {
 			op.Source, op.ID, op.Reuse = srcAlt, prev.ID, true
+			op.Subject = w.subject(op.ID)
 			return op
 		}
 	}
+	op.Subject = w.subject(op.ID)
 	if op.Consistency != "weak" && d.cause < 35 {
 		if w.setup.OutOfBand && d.oob == 0 {
 			if prev, ok := w.pickOther(op.Node, d.pick); ok {
@@ -125,6 +128,18 @@ func (w *workload) next(k int, at time.Duration) Op {
 		}
 	}
 	return op
+}
+
+// subject is the subject of the signal id with the group part on (by a
+// hash of the id, not drawn: two publishes of an id carry the same one),
+// "" without it.
+func (w *workload) subject(id string) string {
+	if w.setup.Group == "" {
+		return ""
+	}
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return fmt.Sprintf("subj-%d", h.Sum32()%groupSubjects)
 }
 
 // recent maps u in [0, 1) to an index of n, biased to the last ones.
@@ -197,6 +212,9 @@ func (op Op) body() ([]byte, string) {
 	// Not the node: a retry on another node is the same event, byte for byte.
 	data, _ := json.Marshal(map[string]any{"id": op.ID, "source": op.Source, "eph": op.Ephemeral})
 	ev := map[string]any{"specversion": "1.0", "id": op.ID, "source": op.Source, "type": op.Type, "data": json.RawMessage(data)}
+	if op.Subject != "" {
+		ev["subject"] = op.Subject
+	}
 	if op.Cause != "" {
 		ev["causeid"] = op.Cause
 		if op.CauseSource != "" {

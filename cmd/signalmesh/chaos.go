@@ -30,14 +30,16 @@ level with cause->effect chains, and its parts (-parts) are drawn from the
 seed: ephemeral in-memory nodes that publish and leave for good,
 out-of-band causes, slow subscribers with small queues, a small causal
 buffer, ids reused under another source, retries of unknown outcomes on
-another node, a chain bootstrap. Then it heals, waits for quiescence,
+another node, a chain bootstrap, a consumer group member on every node
+(a drawn strategy, a 1-2 s lease). Then it heals, waits for quiescence,
 probes every node, and checks by (source, id), from the journals, what
 every node's persistent subscription recorded, its counters and its logs:
 nothing acknowledged is lost, journals are identical and hold what was
 published, each origin's sequences in order and complete, every delivery
 after its causal past and journaled, redeliveries only right after a
-kill -9, no errors from live nodes, no unexplained drops or warnings (see
-package chaos, Rules). It prints a verdict per schedule; on a failure, the
+kill -9, each signal handled by the group at least once and more than
+once only inside a failover window, no errors from live nodes, no
+unexplained drops or warnings (see package chaos, Rules). It prints a verdict per schedule; on a failure, the
 seed and the smallest history that shows it. Exit code 1 if any schedule
 fails. -replay runs a result file's schedules again; -shrink makes failed
 ones smaller.
@@ -154,7 +156,7 @@ func chaosCmd(args []string, stdout, stderr io.Writer) int {
 }
 
 // partNames are the switchable workload parts (-parts).
-var partNames = []string{"ephemeral", "out-of-band", "slow-subscriber", "limits", "reuse", "retry", "partial-mesh"}
+var partNames = []string{"ephemeral", "out-of-band", "slow-subscriber", "limits", "reuse", "retry", "partial-mesh", "group"}
 
 // setParts reads -parts and -ephemeral into spec.Parts.
 func setParts(spec *chaos.Spec, list string, ephemeral int) error {
@@ -180,6 +182,8 @@ func setParts(spec *chaos.Spec, list string, ephemeral int) error {
 				p.Retry = true
 			case "partial-mesh":
 				p.PartialMesh = true
+			case "group":
+				p.Group = true
 			default:
 				return fmt.Errorf("unknown workload part %q (want %s)", name, strings.Join(partNames, ","))
 			}
@@ -294,6 +298,10 @@ func chaosReport(w io.Writer, results []chaos.Result, took time.Duration) int {
 		fmt.Fprintf(w, "seed %d: %s  %s; %d faults, %d origins, %d published (%d acked, %d quorum timeouts, %d unknown, %d refused), %d journaled on every replica, %d effects checked, %d redelivered after kill -9, quiescent %.1fs after the heal\n",
 			r.Seed, verdict, r.Setup, len(r.Faults), v.Origins, v.Published, v.ByOutcome[chaos.Acked], v.ByOutcome[chaos.QuorumTimeout], v.ByOutcome[chaos.Unknown],
 			v.ByOutcome[chaos.Refused], v.Journaled, v.Effects, v.Redelivered, r.Settled.Seconds())
+		if g := v.Group; g != nil {
+			fmt.Fprintf(w, "  group %s: %d required, %d handled (%d handlings), %d duplicates inside failover windows (%d extra handlings), %d failover windows, %d checked for one member and order per subject\n",
+				g.Strategy, g.Required, g.Handled, g.Handlings, g.Duplicates, g.Extra, g.Windows, g.Ordered)
+		}
 		for _, a := range v.Anomalies {
 			anomalies[a.Kind]++
 			fmt.Fprintf(w, "  %s\n", a)

@@ -65,6 +65,13 @@ type daemonConfig struct {
 	// default; "balanced", "local-first", "broadcast").
 	RecordGroup    string `json:"record_group"`
 	RecordStrategy string `json:"record_strategy"`
+	// RecordGroupFile, when set (with RecordGroup), is a second record,
+	// in Record's format, of a subscription of its own (named
+	// "group.<RecordGroup>", over RecordPattern, without RecordDelay) that
+	// is the group member instead of Record's: Record stays a plain
+	// subscription (every signal), this file holds the group's share of
+	// this node (the fault harness's group part).
+	RecordGroupFile string `json:"record_group_file"`
 	// FaultAPI serves /v1/fault/block and /v1/fault/heal, which cut this
 	// node off from chosen peers with a connection gater (the fault
 	// harness's fallback when it cannot use network namespaces).
@@ -208,8 +215,9 @@ func loadDaemonConfig(fs *flag.FlagSet, args []string) (*daemonConfig, error) {
 	fs.StringVar(&f.Bridge.Secret, "ingress-secret", "", "HMAC secret the bridge ingress accepts")
 	fs.StringVar(&f.Record, "record", "", "append every delivered signal matching -record-pattern to this file, one JSON line each (a persistent subscription)")
 	fs.StringVar(&f.RecordPattern, "record-pattern", "", "pattern of -record (default **)")
-	fs.StringVar(&f.RecordGroup, "record-group", "", "make the -record subscription a member of this consumer group (each signal recorded by one member across the mesh)")
+	fs.StringVar(&f.RecordGroup, "record-group", "", "make the -record subscription (with -record-group-file, that file's) a member of this consumer group (each signal recorded by one member across the mesh)")
 	fs.StringVar(&f.RecordStrategy, "record-strategy", "", "the -record-group's strategy: hash:ATTR (default hash:subject), balanced, local-first or broadcast")
+	fs.StringVar(&f.RecordGroupFile, "record-group-file", "", "with -record-group: record this node's share of the group to this file instead (a member of its own, in -record's format, over -record-pattern, no -record-delay); -record then stays a plain subscription")
 	fs.StringVar(&f.Region, "region", "", "the node's region tag, for consumer groups' local-first strategy")
 	fs.Var((*durationFlag)(&f.Params.Lease), "lease", "lease of the node's entries in the subscription set: a dead consumer group member's share moves after it (Params.Lease; default 10s)")
 	fs.StringVar(&f.RecordDelay, "record-delay", "", "make the -record handler slow: MIN-MAX, such as 300us-200ms, log-uniform per signal (fault injection)")
@@ -308,6 +316,8 @@ func (c *daemonConfig) set(name, v string) error {
 		c.RecordGroup = v
 	case "record-strategy":
 		c.RecordStrategy = v
+	case "record-group-file":
+		c.RecordGroupFile = v
 	case "region":
 		c.Region = v
 	case "lease":

@@ -14,37 +14,76 @@ import (
 	"github.com/signalmesh/signalmesh/node"
 )
 
-// startRecord starts the -record subscription; the function it returns
-// closes it and the file.
+// startRecord starts the -record subscription and, with
+// -record-group-file, the group member that records to that file; the
+// function it returns closes them and their files.
 func startRecord(n *node.Node, cfg *daemonConfig) (func() error, error) {
-	if cfg.Record == "" {
-		return func() error { return nil }, nil
-	}
 	pattern := cfg.RecordPattern
 	if pattern == "" {
 		pattern = "**"
+	}
+	st, err := recordStrategy(cfg)
+	if err != nil {
+		return nil, err
 	}
 	delay, err := chaos.ParseDelay(cfg.RecordDelay)
 	if err != nil {
 		return nil, usageError{err}
 	}
-	rec, err := chaos.OpenRecorder(filepath.Clean(cfg.Record), delay)
+	var closers []func() error
+	closeAll := func() error {
+		var errs []error
+		for i := len(closers) - 1; i >= 0; i-- {
+			errs = append(errs, closers[i]())
+		}
+		return errors.Join(errs...)
+	}
+	if cfg.Record != "" {
+		opts := []node.SubOption{node.WithName("record"), node.WithStart(node.StartBeginning)}
+		if cfg.RecordGroup != "" && cfg.RecordGroupFile == "" { // -record is the member
+			opts = append(opts, node.WithGroup(cfg.RecordGroup), node.WithStrategy(st))
+		}
+		c, err := recordTo(n, cfg.Record, pattern, delay, opts)
+		if err != nil {
+			return nil, err
+		}
+		closers = append(closers, c)
+	}
+	if cfg.RecordGroupFile != "" { // a member of its own, beside -record; no delay
+		opts := []node.SubOption{node.WithStart(node.StartBeginning), node.WithGroup(cfg.RecordGroup), node.WithStrategy(st)}
+		c, err := recordTo(n, cfg.RecordGroupFile, pattern, chaos.Delay{}, opts)
+		if err != nil {
+			return nil, errors.Join(err, closeAll())
+		}
+		closers = append(closers, c)
+	}
+	return closeAll, nil
+}
+
+// recordStrategy checks the -record-group flags and returns the group's
+// strategy (Hash unless -record-strategy).
+func recordStrategy(cfg *daemonConfig) (node.Strategy, error) {
+	switch {
+	case cfg.RecordGroup == "" && cfg.RecordStrategy != "":
+		return node.Hash, usageError{errors.New("-record-strategy without -record-group")}
+	case cfg.RecordGroup == "" && cfg.RecordGroupFile != "":
+		return node.Hash, usageError{errors.New("-record-group-file without -record-group")}
+	case cfg.RecordStrategy == "":
+		return node.Hash, nil
+	}
+	st, err := node.ParseStrategy(cfg.RecordStrategy)
+	if err != nil {
+		return st, usageError{err}
+	}
+	return st, nil
+}
+
+// recordTo subscribes a Recorder writing to path; the function it returns
+// closes the subscription and the file.
+func recordTo(n *node.Node, path, pattern string, delay chaos.Delay, opts []node.SubOption) (func() error, error) {
+	rec, err := chaos.OpenRecorder(filepath.Clean(path), delay)
 	if err != nil {
 		return nil, err
-	}
-	opts := []node.SubOption{node.WithName("record"), node.WithStart(node.StartBeginning)}
-	if cfg.RecordGroup != "" {
-		st := node.Hash
-		if cfg.RecordStrategy != "" {
-			if st, err = node.ParseStrategy(cfg.RecordStrategy); err != nil {
-				_ = rec.Close()
-				return nil, usageError{err}
-			}
-		}
-		opts = append(opts, node.WithGroup(cfg.RecordGroup), node.WithStrategy(st))
-	} else if cfg.RecordStrategy != "" {
-		_ = rec.Close()
-		return nil, usageError{errors.New("-record-strategy without -record-group")}
 	}
 	sub, err := n.Subscribe(pattern, rec.Handle, opts...)
 	if err != nil {

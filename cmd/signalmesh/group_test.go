@@ -187,3 +187,65 @@ func awaitWithin(t *testing.T, timeout time.Duration, what string, cond func() b
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// With -record-group-file the daemon runs two subscriptions: -record a
+// plain one (every signal), and a group member of its own recording to
+// that file. A lone member handles every signal; both records stamp
+// their lines.
+func TestGroupRecordFileBesideRecord(t *testing.T) {
+	dir := t.TempDir()
+	plain, group := filepath.Join(dir, "record"), filepath.Join(dir, "group")
+	_, url, _ := daemon(t, "-mesh", fmt.Sprintf("group-file-%d", time.Now().UnixNano()), "-listen", "/ip4/127.0.0.1/tcp/0",
+		"-http", "127.0.0.1:0", "-log-level", "error", "-lease", "1s",
+		"-record", plain, "-record-group", "g", "-record-strategy", "balanced", "-record-group-file", group)
+	var batch []map[string]any
+	for i := range 20 {
+		batch = append(batch, map[string]any{"specversion": "1.0", "id": fmt.Sprint("x-", i), "source": "/t", "type": "t.x"})
+	}
+	b, _ := json.Marshal(batch)
+	resp, err := http.Post(url+"/v1/publish", "application/cloudevents-batch+json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	handled := func(path string) (n int) {
+		entries, _ := chaos.ReadRecord(path)
+		for _, e := range entries {
+			if e.ID != "" && e.T != 0 {
+				n++
+			}
+		}
+		return n
+	}
+	awaitWithin(t, 30*time.Second, "both records hold the 20 signals", func() bool { return handled(plain) == 20 && handled(group) == 20 })
+	resp, err = http.Get(url + "/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Subscriptions []node.SubscriptionInfo `json:"subscriptions"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	groups := map[string]string{}
+	for _, s := range st.Subscriptions {
+		groups[s.Name] = s.Group + " " + s.Strategy
+	}
+	if groups["record"] != " " || groups["group.g"] != "g balanced" {
+		t.Fatalf("subscriptions by name: %q", groups)
+	}
+}
+
+// -record-group-file and -record-strategy need -record-group.
+func TestRecordGroupFlagsNeedAGroup(t *testing.T) {
+	for _, cfg := range []daemonConfig{{RecordGroupFile: "f"}, {RecordStrategy: "balanced"}, {RecordGroup: "g", RecordStrategy: "nope"}} {
+		if _, err := recordStrategy(&cfg); err == nil {
+			t.Errorf("%+v accepted", cfg)
+		}
+	}
+	if st, err := recordStrategy(&daemonConfig{RecordGroup: "g", RecordGroupFile: "f"}); err != nil || st != node.Hash {
+		t.Errorf("default strategy %v %v", st, err)
+	}
+}
