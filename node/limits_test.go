@@ -56,10 +56,15 @@ func startNodes(t *testing.T, mesh string, n int, cfg func(i int, c *node.Config
 // every peer still gets every signal, through the peers it found by
 // discovery (each keeps 6 to 12 connections). 61 nodes in one process
 // take most of a minute of both cores here, so CI runs the same with 24
-// peers and a high water of 10; SIGNALMESH_FULL_LIMITS=1 runs the 60.
+// peers and a high water of 10, and under the race detector (several
+// times slower: 25 nodes took 6 minutes on a loaded machine) with 12 and
+// 6; SIGNALMESH_FULL_LIMITS=1 runs the 60.
 func TestConnectionLimits(t *testing.T) {
 	checkLeaks(t)
 	peers, low, high := 24, 5, 10
+	if raceEnabled {
+		peers, low, high = 12, 3, 6
+	}
 	if os.Getenv("SIGNALMESH_FULL_LIMITS") != "" {
 		peers, low, high = 60, 10, 20
 	}
@@ -116,6 +121,13 @@ func TestConnectionLimits(t *testing.T) {
 	}
 	converged := time.Now()
 	maxAfter := 0
+	defer func() {
+		if t.Failed() {
+			for i, r := range recs {
+				t.Logf("node %d: %d of %d signals, %d connections", i, r.count(), len(nodes), len(nodes[i].Peers()))
+			}
+		}
+	}()
 	eventually(t, 3*time.Minute, "every subscriber has every signal", func() bool {
 		maxAfter = max(maxAfter, len(hub.Peers()))
 		for _, r := range recs {
