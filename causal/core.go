@@ -151,6 +151,10 @@ type item[T any] struct {
 
 type frontierEntry struct {
 	seq, lamport uint64
+	// lossy: delivered without something it waited for (DepWait gave up a
+	// dependency or a hole in its origin's order), or after such a signal
+	// of its origin. Frontier names no lossy entry (see there).
+	lossy bool
 }
 
 // Core decides what a peer delivers and when: dedup by (origin, sequence)
@@ -800,7 +804,9 @@ func (c *Core[T]) deliver(it *item[T]) Release[T] {
 	}
 	c.lastLamport[m.Origin] = lam
 	c.maxLamport = max(c.maxLamport, lam)
-	c.frontier[m.Origin] = frontierEntry{seq: m.Seq, lamport: lam}
+	prev, had := c.frontier[m.Origin]
+	lossy := len(it.depLost) > 0 || it.gapLost || had && prev.lossy
+	c.frontier[m.Origin] = frontierEntry{seq: m.Seq, lamport: lam, lossy: lossy}
 	for _, d := range m.Deps {
 		if f, ok := c.frontier[d.Origin]; ok && f.seq <= d.Seq {
 			delete(c.frontier, d.Origin)
@@ -1268,6 +1274,10 @@ func (c *Core[T]) unskip(r Ref) bool {
 		gs = slices.Replace(gs, i, i+1, rest...)
 		if len(gs) == 0 {
 			delete(c.skipped, r.Origin)
+			if f, ok := c.frontier[r.Origin]; ok { // its order is whole again: it may be named
+				f.lossy = false
+				c.frontier[r.Origin] = f
+			}
 		} else {
 			c.skipped[r.Origin] = gs
 		}
@@ -1370,6 +1380,17 @@ func (c *Core[T]) Len() int { return len(c.waiting) }
 // signal depends on its origin's previous one anyway), at most max of
 // them (the latest by Lamport time), sorted by origin; and the Lamport
 // time the next signal must exceed. truncated counts what was left out.
+//
+// It names no signal of an origin whose order has a hole given up
+// (DepWait), nor one delivered without a dependency or after such a signal
+// of its origin: every replica gives those up only after DepWait, so a
+// signal naming one would wait that long everywhere behind it. A peer
+// that floods signals that never become ready (their predecessors do not
+// exist) would otherwise tie every honest signal published after one of
+// them was delivered to the flood: they would wait behind it wherever it
+// waits, and in a small buffer it can fill, for good. The order such a
+// signal's delivery implies is lost with it (its own past is incomplete
+// on every replica); a causeid on it still holds.
 func (c *Core[T]) Frontier(self string, max int) (deps []Ref, lamport uint64, truncated int) {
 	type fe struct {
 		o string
@@ -1377,7 +1398,7 @@ func (c *Core[T]) Frontier(self string, max int) (deps []Ref, lamport uint64, tr
 	}
 	all := make([]fe, 0, len(c.frontier))
 	for o, f := range c.frontier {
-		if o != self {
+		if o != self && !f.lossy && len(c.skipped[o]) == 0 {
 			all = append(all, fe{o, f})
 		}
 	}
