@@ -154,7 +154,7 @@ func chaosCmd(args []string, stdout, stderr io.Writer) int {
 }
 
 // partNames are the switchable workload parts (-parts).
-var partNames = []string{"ephemeral", "out-of-band", "slow-subscriber", "limits", "reuse", "retry", "partial-mesh"}
+var partNames = []string{"ephemeral", "out-of-band", "slow-subscriber", "limits", "reuse", "retry", "partial-mesh", "hostile"}
 
 // setParts reads -parts and -ephemeral into spec.Parts.
 func setParts(spec *chaos.Spec, list string, ephemeral int) error {
@@ -180,6 +180,8 @@ func setParts(spec *chaos.Spec, list string, ephemeral int) error {
 				p.Retry = true
 			case "partial-mesh":
 				p.PartialMesh = true
+			case "hostile":
+				p.Hostile = true
 			default:
 				return fmt.Errorf("unknown workload part %q (want %s)", name, strings.Join(partNames, ","))
 			}
