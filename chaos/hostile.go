@@ -212,6 +212,10 @@ func (w *workload) hostile(ctx context.Context) *HostileReport {
 		listen = base + "/tcp/0"
 	}
 	report := filepath.Join(c.dir, "hostile.json")
+	flood := 2000 // past the per-origin share of a scaled-down causal buffer
+	if c.spec.Short {
+		flood = 500
+	}
 	var boot, victims []string
 	for j, p := range c.procs {
 		victims = append(victims, p.id)
@@ -220,7 +224,7 @@ func (w *workload) hostile(ctx context.Context) *HostileReport {
 		}
 	}
 	argv := append(c.spec.hostileCommand(), "-mesh", c.mesh, "-listen", listen, "-bootstrap", strings.Join(boot, ","),
-		"-victims", strings.Join(victims, ","), "-seed", fmt.Sprint(w.seed), "-duration", c.spec.Duration.String(), "-report", report)
+		"-victims", strings.Join(victims, ","), "-seed", fmt.Sprint(w.seed), "-duration", c.spec.Duration.String(), "-flood", fmt.Sprint(flood), "-report", report)
 	if err := runHostile(ctx, c.net.wrap(host, argv), filepath.Join(c.dir, "hostile.log"), c.spec.Env); err != nil {
 		c.log("hostile node beside node %d: %v", host, err)
 	}

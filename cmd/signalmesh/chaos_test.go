@@ -18,12 +18,13 @@ import (
 )
 
 // ciParts are the workload parts of the CI run: all but the ephemeral nodes
-// and retries on another node. With ephemeral nodes killed, causes are
+// and retries on another node (the hostile node included: each schedule's
+// verdict then says its attacks were refused and counted). With ephemeral nodes killed, causes are
 // lost for good and the short run's CauseWait (10 s) can also give up a
 // cause a fault delayed (one -race run of five failed so); with retries an
 // effect can wait out CauseWait for a cause's first copy. Both are open;
 // "chaos -parts ephemeral,retry" shows them.
-const ciParts = "out-of-band,slow-subscriber,limits,reuse,partial-mesh"
+const ciParts = "out-of-band,slow-subscriber,limits,reuse,partial-mesh,hostile"
 
 // The CI run of the fault harness: three seeded schedules against node
 // processes (this test binary standing in for signalmesh), dealt every
