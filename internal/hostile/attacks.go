@@ -92,8 +92,10 @@ func (a *attacker) flood(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer sub.Cancel()
+	read := make(chan struct{})
+	defer func() { sub.Cancel(); <-read }()
 	go func() { // ends when sub is cancelled or ctx ends
+		defer close(read)
 		for {
 			msg, err := sub.Next(ctx)
 			if err != nil {
@@ -194,7 +196,7 @@ func randomCid(codec uint64) cid.Cid {
 
 // journal runs a go-ds-crdt replica of the mesh's journal (same namespace
 // and topic as a node's, its announcements sealed) and, from 30 % of the
-// run on, about every 15 % of it, writes a block honest replicas must
+// run on, about every 10 % of it, writes a block honest replicas must
 // refuse: an entry in a victim's name at its next place signed by this
 // key; a signal of its own at a victim's place; another value for a
 // victim's entry; a tombstone of one. The last two need the victim's
@@ -225,7 +227,7 @@ func (a *attacker) journal(ctx context.Context) error {
 	rng := mrand.New(mrand.NewPCG(a.cfg.Seed, 0x10c))
 	kinds := []string{chaos.AttackJournalSig, chaos.AttackJournalKey, chaos.AttackOverwrite, chaos.AttackTombstone}
 	first := rng.IntN(len(kinds))
-	return every(ctx, rng, a.cfg.Duration*15/100, func(k int) error {
+	return every(ctx, rng, a.cfg.Duration/10, func(k int) error {
 		kind := kinds[(first+k)%len(kinds)]
 		victim := a.cfg.Victims[rng.IntN(len(a.cfg.Victims))]
 		before := repl.InternalStats(ctx).Heads
