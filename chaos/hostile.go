@@ -46,10 +46,13 @@ var hostileReasons = map[string][]string{
 	AttackFlood:       {"dropped:dependency_not_found", "dropped:causal_buffer_full"},
 	AttackHeadsOpen:   {"heads_seal"},
 	AttackHeadsBadCid: {"heads_cid"},
-	AttackJournalSig:  {"journal_signature"},
-	AttackJournalKey:  {"journal_key"},
-	AttackOverwrite:   {"journal_overwrite"},
-	AttackTombstone:   {"journal_tombstone"},
+	// At the victim's next place: if the victim has published its own
+	// there by the time a replica checks the block, the overwrite check
+	// (which runs first) refuses it.
+	AttackJournalSig: {"journal_signature", "journal_overwrite"},
+	AttackJournalKey: {"journal_key"},
+	AttackOverwrite:  {"journal_overwrite"},
+	AttackTombstone:  {"journal_tombstone"},
 }
 
 // hostileFamilies must each have been sent at least once: else the
