@@ -45,7 +45,8 @@
 //
 // # The hostile node
 //
-// With Parts.Hostile (on by default, also in CI) a hostile node
+// With Parts.Hostile (on by default; not in CI's parts while the defect
+// it found is open, see cmd/signalmesh's ciParts) a hostile node
 // (`signalmesh hostile`, package internal/hostile) runs beside one node,
 // drawn from the seed, from the workload's start to its end: several
 // libp2p identities in one process, with a GossipSub set up as a node's,

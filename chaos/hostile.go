@@ -51,7 +51,7 @@ var hostileReasons = map[string][]string{
 	// (which runs first) refuses it.
 	AttackJournalSig: {"journal_signature", "journal_overwrite"},
 	AttackJournalKey: {"journal_key"},
-	AttackOverwrite:  {"journal_overwrite"},
+	AttackOverwrite:  {"journal_overwrite", "journal_signature"}, // a replica that lacks the entry yet checks the signature
 	AttackTombstone:  {"journal_tombstone"},
 }
 

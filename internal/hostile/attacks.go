@@ -44,8 +44,8 @@ func (a *attacker) forge(ctx context.Context) error {
 			return err
 		}
 		ms = append(ms, m)
-		if _, err := m.join(ctx, a.topic("signals")); err != nil {
-			return nil // ended while joining
+		if _, err := m.join(a.topic("signals")); err != nil {
+			return err
 		}
 	}
 	rng := mrand.New(mrand.NewPCG(a.cfg.Seed, 0xf06e))
@@ -53,6 +53,10 @@ func (a *attacker) forge(ctx context.Context) error {
 	return every(ctx, rng, 2500*time.Millisecond, func(k int) error {
 		m := ms[k%len(ms)]
 		victim := a.cfg.Victims[rng.IntN(len(a.cfg.Victims))]
+		t := m.topics[a.topic("signals")]
+		if !reaches(t) {
+			return nil // its host is down or cut: next turn
+		}
 		kind := kinds[(k/len(ms)+k)%len(kinds)]
 		forged := a.signal(fmt.Sprintf("hostile-forged-%d-%d", a.cfg.Seed, k), victim, a.next(victim))
 		msg, err := a.wire(m, forged, kind != chaos.AttackUnsigned)
@@ -66,7 +70,7 @@ func (a *attacker) forge(ctx context.Context) error {
 			}
 			msg = frame(own, msg)
 		}
-		if err := m.topics[a.topic("signals")].Publish(ctx, msg); err != nil {
+		if err := t.Publish(ctx, msg); err != nil {
 			return err
 		}
 		a.sent(kind, 1)
@@ -84,9 +88,9 @@ func (a *attacker) flood(ctx context.Context) error {
 		return err
 	}
 	defer m.close()
-	t, err := m.join(ctx, a.topic("signals"))
+	t, err := m.join(a.topic("signals"))
 	if err != nil {
-		return nil
+		return err
 	}
 	sub, err := t.Subscribe()
 	if err != nil {
@@ -116,6 +120,9 @@ func (a *attacker) flood(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+		}
+		if !reaches(t) {
+			continue
 		}
 		batch := make([]*signalmesh.Signal, 0, per)
 		for j := 0; j < per && done+j < a.cfg.Flood; j++ {
@@ -150,14 +157,17 @@ func (a *attacker) herald(ctx context.Context) error {
 	}
 	defer m.close()
 	topic := a.topic("journal")
-	t, err := m.join(ctx, topic)
+	t, err := m.join(topic)
 	if err != nil {
-		return nil
+		return err
 	}
 	rng := mrand.New(mrand.NewPCG(a.cfg.Seed, 0x4ead))
 	kinds := []string{chaos.AttackHeadsOpen, chaos.AttackHeadsBadCid, chaos.AttackHeadsAbsent}
 	return every(ctx, rng, 3*time.Second, func(k int) error {
 		kind := kinds[k%len(kinds)]
+		if !reaches(t) {
+			return nil
+		}
 		var heads []cid.Cid
 		switch kind {
 		case chaos.AttackHeadsBadCid:
