@@ -88,6 +88,13 @@ type History struct {
 	// summed over its processes; Logs its WARN and ERROR lines.
 	Counters []map[string]float64
 	Logs     [][]string
+	// Rejected are, per node, the rejected_total counters by reason,
+	// summed over its processes.
+	Rejected []map[string]float64
+	// Hostile is the hostile node's report; HostileOn says one was to
+	// run (then a missing report is an anomaly).
+	Hostile   *HostileReport
+	HostileOn bool
 	// Expect names the counters and log messages this schedule's faults
 	// and limits explain (not anomalies).
 	Expect Expect
@@ -139,6 +146,9 @@ type Verdict struct {
 	Dropped []map[string]float64 `json:"dropped,omitempty"`
 	// Group are the consumer group's figures (Parts.Group).
 	Group *GroupFigures `json:"group,omitempty"`
+	// Rejected are the nodes' rejected_total counters (hostile messages
+	// refused, by reason).
+	Rejected []map[string]float64 `json:"rejected,omitempty"`
 }
 
 const maxPerKind = 20 // anomalies kept per kind (the count is exact)
@@ -161,6 +171,7 @@ var Rules = map[string]string{
 	"metric":      "a watched drop counter the schedule does not expect",
 	"log":         "a WARN or ERROR log line the schedule does not expect",
 	"group":       groupRule,
+	"hostile":     "a signal the hostile node forged in another's name is journaled or delivered; or an attack it sent no honest node refused and counted; or it did not run",
 }
 
 // checker carries one Check's state.
@@ -189,7 +200,7 @@ func check(h History, off map[string]bool) Verdict {
 	v := Verdict{ByOutcome: map[Outcome]int{}, Parts: map[string]int{}}
 	c := &checker{h: h, v: &v, count: map[string]int{}, ops: map[Key][]Op{}, refs: map[string]string{}, off: off}
 	c.index()
-	v.Dropped = h.Counters
+	v.Dropped, v.Rejected = h.Counters, h.Rejected
 	c.checkDurable()
 	c.checkJournals()
 	for i := 0; i < h.Nodes; i++ {
@@ -198,6 +209,7 @@ func check(h History, off map[string]bool) Verdict {
 	c.checkAvailability()
 	c.checkCounters()
 	c.checkGroup()
+	c.checkHostile()
 	kinds := make([]string, 0, len(c.count))
 	for k := range c.count {
 		kinds = append(kinds, k)
@@ -386,8 +398,8 @@ func (c *checker) checkJournals() {
 		for _, e := range c.h.Journals[i] {
 			c.checkEntry(i, e, "journal")
 			m, err := e.Meta()
-			if err != nil || m.Weak() {
-				continue
+			if err != nil || m.Weak() || c.ownHostile(e) {
+				continue // the hostile node's sequences have holes on purpose
 			}
 			if seqs[m.Origin] == nil {
 				seqs[m.Origin] = map[uint64]Key{}
@@ -436,6 +448,12 @@ func (c *checker) checkJournals() {
 
 // checkEntry checks one journaled or delivered signal against its publishes.
 func (c *checker) checkEntry(i int, e Entry, where string) {
+	if e.Source == HostileSource {
+		if !c.ownHostile(e) {
+			c.checkHostileEntry(i, e, where)
+		}
+		return
+	}
 	ops, ok := c.ops[e.Key()]
 	if !ok {
 		c.add(Anomaly{Kind: "phantom", ID: e.ID, Source: e.Source, Node: i, Detail: "in the " + where + ", never published"})

@@ -62,8 +62,9 @@ type proc struct {
 	// resumes: a publish answered in the epoch it was sent in, by a
 	// running process, was answered by a live, unpaused node.
 	epoch int
-	// dropped sums the dropped_total counters of the ended processes.
-	dropped map[string]float64
+	// dropped sums the dropped_total counters of the ended processes;
+	// rejected their rejected_total counters.
+	dropped, rejected map[string]float64
 }
 
 // live returns the epoch and whether the process runs unpaused.
@@ -317,17 +318,20 @@ func (c *cluster) scrape(i int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.dropped == nil {
-		p.dropped = map[string]float64{}
+		p.dropped, p.rejected = map[string]float64{}, map[string]float64{}
 	}
 	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), `signalmesh_dropped_total{reason="`)
-		if !ok {
-			continue
-		}
-		reason, val, _ := strings.Cut(rest, `"} `)
-		var v float64
-		if _, err := fmt.Sscan(val, &v); err == nil {
-			p.dropped[reason] += v
+		for prefix, sums := range map[string]map[string]float64{`signalmesh_dropped_total{reason="`: p.dropped,
+			`signalmesh_rejected_total{reason="`: p.rejected} {
+			rest, ok := strings.CutPrefix(sc.Text(), prefix)
+			if !ok {
+				continue
+			}
+			reason, val, _ := strings.Cut(rest, `"} `)
+			var v float64
+			if _, err := fmt.Sscan(val, &v); err == nil {
+				sums[reason] += v
+			}
 		}
 	}
 }

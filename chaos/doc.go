@@ -74,6 +74,32 @@
 // (Verdict.Group), not anomalies. Settle also waits until a member has
 // handled every journaled signal.
 //
+// # The hostile node
+//
+// With Parts.Hostile (on by default, and in CI's parts) a hostile node
+// (`signalmesh hostile`, package internal/hostile) runs beside one node,
+// drawn from the seed, from the workload's start to its end: several
+// libp2p identities in one process, with a GossipSub set up as a node's,
+// on the mesh's topics. At a modest rate it gossips signals in honest
+// nodes' names at their next sequence, signed by its own key, unsigned, or
+// in a frame after a signal of its own (the forgers take turns: a forged
+// message graylists its sender for a while); floods signals of its own,
+// signed, whose sequences skip numbers (2,000, 500 short); announces
+// bogus journal heads (unsealed, a CID that cannot name a block, blocks
+// that exist nowhere); and, through a go-ds-crdt replica of the journal
+// (same namespace and topic), writes blocks with an entry in an honest
+// origin's name at its next place signed by its key, a signal of its own
+// at an honest origin's place, another value for an honest entry, a
+// tombstone of one. It reports what it sent (HostileReport, kept in the
+// Result). Its flood is legitimately delivered after dep_wait gives up
+// the missing predecessors, and adopted into the journals: its own
+// signals are held to no honest rule (a dependency on one need not be
+// delivered first either). The hostile rule says a signal of its source in
+// another's name is never journaled or delivered, that each attack kind it
+// sent was counted by an honest node (rejected_total by reason, or the
+// flood's dropped_total), and that it ran; WARN lines its attacks cause
+// are excused only when they name it (its peer ids, signal ids, blocks).
+//
 // # The checker
 //
 // After the last fault the harness heals everything, waits until every
@@ -87,11 +113,11 @@
 // peer ref). The rules are listed in Rules: lost, quorum, phantom,
 // divergent, content, origin, gap, undelivered, unjournaled, duplicate,
 // fifo, causal (happens-before: the origin's previous sequence, the
-// cause, the metadata's dependencies), unavailable, metric and log; the
-// harness adds crash, probe, quiescence and stop. On a failure, Explain
-// gives the seed and the smallest history that shows it: the publishes of
-// the signals involved and their causes, the faults around them, and the
-// record lines that name them. A result holds its spec and setup: the
+// cause, the metadata's dependencies), unavailable, metric, log and
+// hostile; the harness adds crash, probe, quiescence and stop. On a
+// failure, Explain gives the seed and the smallest history that shows it:
+// the publishes of the signals involved and their causes, the faults
+// around them, and the record lines that name them. A result holds its spec and setup: the
 // command's -replay runs it again.
 //
 // # Cleanup

@@ -19,6 +19,9 @@ type Spec struct {
 	// Command starts a node: it is followed by `signalmesh node` flags.
 	// Required; `signalmesh chaos` passes itself and "node".
 	Command []string `json:"-"`
+	// HostileCommand starts a hostile node (Parts.Hostile); empty:
+	// Command with its last word "node" made "hostile".
+	HostileCommand []string `json:"-"`
 	// Env is added to the nodes' environment.
 	Env []string `json:"-"`
 	// Nodes is how many node processes run, 3 to 9. Default 5 (short 3).
@@ -113,6 +116,8 @@ func (s Spec) Validate() error {
 		return errors.New("chaos: given faults are for one schedule")
 	case s.Parts.Ephemeral < 0 || s.Parts.Ephemeral > 200:
 		return fmt.Errorf("chaos: %d ephemeral nodes, want 0 to 200", s.Parts.Ephemeral)
+	case s.Parts.Hostile && len(s.hostileCommand()) == 0:
+		return errors.New("chaos: a hostile node needs Spec.HostileCommand")
 	case s.Duration < 4*time.Second:
 		return fmt.Errorf("chaos: duration %v, want at least 4s", s.Duration)
 	case s.Rate <= 0 || s.Schedules <= 0 || s.Settle <= 0:
@@ -140,6 +145,8 @@ type Result struct {
 	Faults  []Fault       `json:"faults"`
 	Verdict Verdict       `json:"verdict"`
 	Settled time.Duration `json:"settled"` // from the end of the workload to quiescence
+	// Hostile is the hostile node's report, when one ran.
+	Hostile *HostileReport `json:"hostile,omitempty"`
 	// Explain is the smallest history showing the anomalies, if any.
 	Explain string `json:"explain,omitempty"`
 	// Dir holds the nodes' data, logs and records when they were kept
@@ -258,6 +265,7 @@ func runOne(ctx context.Context, spec Spec, seed uint64, index int) (res Result,
 		return res, err
 	}
 	h.Ephemeral = eph
+	h.Hostile, h.HostileOn, res.Hostile = w.hostileReport, res.Setup.Hostile, w.hostileReport
 	if err := c.collect(&h); err != nil {
 		return res, err
 	}
@@ -325,7 +333,9 @@ func newCluster(spec Spec, seed uint64, dir string, nw network, setup Setup) (*c
 	// dependency lost that way (dep_wait: a killed ephemeral node's signal
 	// that another ephemeral node had delivered before it published).
 	params := map[string]any{"redial": "500ms", "rebroadcast": "1s", "cause_timeout": "5s"}
-	if setup.Ephemeral > 0 { // without ephemeral nodes no cause is lost for good: the node's default (2 min)
+	// A hostile node's flood waits for predecessors that never exist: it
+	// is given up after dep_wait, too.
+	if setup.Ephemeral > 0 || setup.Hostile { // without them no cause is lost for good: the node's default (2 min)
 		params["cause_wait"] = (spec.Settle / 3).String()
 		params["dep_wait"] = (spec.Settle / 6).String() // below cause_wait: a cause held by a lost dependency comes before its effects give it up
 	}
@@ -370,6 +380,10 @@ func (c *cluster) exercise(ctx context.Context, w *workload, faults []Fault) ([]
 	}
 	wg.Add(2)
 	go func() { defer wg.Done(); w.run(wctx) }()
+	if w.setup.Hostile {
+		wg.Add(1)
+		go func() { defer wg.Done(); w.hostileReport = w.hostile(wctx) }()
+	}
 	go func() {
 		defer wg.Done()
 		eph = w.ephemerals(wctx, planEphemeral(w.seed, w.setup.Ephemeral, len(c.procs), c.spec.Duration))

@@ -260,6 +260,7 @@ func (c *cluster) collect(h *History) error {
 		h.Records = append(h.Records, rec)
 		h.Ends = append(h.Ends, p.ends)
 		h.Counters = append(h.Counters, p.dropped)
+		h.Rejected = append(h.Rejected, p.rejected)
 		lines, err := warnings(filepath.Join(p.dir, "node.log"))
 		if err != nil {
 			return err

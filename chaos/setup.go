@@ -33,6 +33,11 @@ type Parts struct {
 	// PartialMesh: on some schedules the nodes bootstrap a chain (each to
 	// its predecessor), not a full mesh: gossip goes over several hops.
 	PartialMesh bool `json:"partial_mesh"`
+	// Hostile: a hostile node runs beside one node for the workload
+	// (forged, unsigned and mixed-origin gossip, a flood of never-ready
+	// signals, bogus head announcements, journal blocks in others' names);
+	// the honest nodes must refuse and count each attack.
+	Hostile bool `json:"hostile,omitempty"`
 	// Outage, when positive, is the long-outage schedule: one node is
 	// isolated while Outage signals are published (in batches), then
 	// healed; no other faults. Not for CI.
@@ -50,9 +55,10 @@ type Parts struct {
 	None bool `json:"none,omitempty"`
 }
 
-// DefaultParts is every part on: 50 ephemeral nodes a schedule (at least 50 identities) (4 short).
+// DefaultParts is every part on: 50 ephemeral nodes a schedule (at least 50
+// identities) (4 short), and a hostile node.
 func DefaultParts(short bool) Parts {
-	p := Parts{Ephemeral: 50, OutOfBand: true, SlowSubscriber: true, Limits: true, Reuse: true, Retry: true, PartialMesh: true, Group: true}
+	p := Parts{Ephemeral: 50, OutOfBand: true, SlowSubscriber: true, Limits: true, Reuse: true, Retry: true, PartialMesh: true, Group: true, Hostile: true}
 	if short {
 		p.Ephemeral = 4
 	}
@@ -73,8 +79,9 @@ type Setup struct {
 	Outage          int    `json:"outage,omitempty"`
 	// Group is the consumer group's strategy (Parts.Group), "" for no
 	// group; Lease the nodes' lease (-lease), set with it.
-	Group string `json:"group,omitempty"`
-	Lease string `json:"lease,omitempty"`
+	Group   string `json:"group,omitempty"`
+	Lease   string `json:"lease,omitempty"`
+	Hostile bool   `json:"hostile,omitempty"` // a hostile node runs (HostileReport)
 }
 
 // drawSetup draws a schedule's setup. The draws are the same whatever the
@@ -103,6 +110,7 @@ func drawSetup(seed uint64, index int, p Parts, cover bool) Setup {
 	if p.Group {
 		s.Group, s.Lease = drawGroup(seed)
 	}
+	s.Hostile = p.Hostile
 	if s.Outage > 0 { // the outage alone
 		s = Setup{Outage: p.Outage, CausalBuffer: s.CausalBuffer}
 	}
@@ -150,6 +158,17 @@ func expect(setup Setup, faults []Fault) Expect {
 	if setup.CausalBuffer > 0 {
 		e.Counters = append(e.Counters, "causal_buffer_full")
 	}
+	if setup.Hostile {
+		// Its flood waits for predecessors that never come (reported
+		// after cause_timeout) and fills its origin's share of the
+		// causal buffer. Its log lines are excused one by one, only
+		// when they name it (checker.hostileExcused).
+		for _, r := range []string{"missing_cause", "causal_buffer_full"} {
+			if !slices.Contains(e.Counters, r) {
+				e.Counters = append(e.Counters, r)
+			}
+		}
+	}
 	return e
 }
 
@@ -166,6 +185,9 @@ func (s Setup) String() string {
 	}
 	if s.Chain {
 		out += ", chain bootstrap"
+	}
+	if s.Hostile {
+		out += ", a hostile node"
 	}
 	if s.Outage > 0 {
 		out += fmt.Sprintf(", outage of %d signals", s.Outage)

@@ -44,6 +44,8 @@ type workload struct {
 	offset []int64           // per node: how far its record was read
 	causes [][]Key           // per node: journaled signals it delivered
 	acked  []Op              // journaled publishes acknowledged, in order
+
+	hostileReport *HostileReport // set when the hostile node has stopped
 }
 
 func newWorkload(c *cluster, seed uint64, spec Spec, setup Setup) *workload {

@@ -156,7 +156,7 @@ func chaosCmd(args []string, stdout, stderr io.Writer) int {
 }
 
 // partNames are the switchable workload parts (-parts).
-var partNames = []string{"ephemeral", "out-of-band", "slow-subscriber", "limits", "reuse", "retry", "partial-mesh", "group"}
+var partNames = []string{"ephemeral", "out-of-band", "slow-subscriber", "limits", "reuse", "retry", "partial-mesh", "group", "hostile"}
 
 // setParts reads -parts and -ephemeral into spec.Parts.
 func setParts(spec *chaos.Spec, list string, ephemeral int) error {
@@ -184,6 +184,8 @@ func setParts(spec *chaos.Spec, list string, ephemeral int) error {
 				p.PartialMesh = true
 			case "group":
 				p.Group = true
+			case "hostile":
+				p.Hostile = true
 			default:
 				return fmt.Errorf("unknown workload part %q (want %s)", name, strings.Join(partNames, ","))
 			}

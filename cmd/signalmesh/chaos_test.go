@@ -23,7 +23,7 @@ import (
 // cause a fault delayed (one -race run of five failed so); with retries an
 // effect can wait out CauseWait for a cause's first copy. Both are open;
 // "chaos -parts ephemeral,retry" shows them.
-const ciParts = "out-of-band,slow-subscriber,limits,reuse,partial-mesh,group"
+const ciParts = "out-of-band,slow-subscriber,limits,reuse,partial-mesh,group,hostile"
 
 // The CI run of the fault harness: three seeded schedules against node
 // processes (this test binary standing in for signalmesh), dealt every

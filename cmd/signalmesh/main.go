@@ -112,6 +112,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return nodeCmd(args[1:], stdout, stderr)
 	case "chaos":
 		return chaosCmd(args[1:], stdout, stderr)
+	case "hostile": // the fault harness's hostile node; not in the usage
+		return hostileCmd(args[1:], stdout, stderr)
 	case "publish":
 		return publishCmd(args[1:], stdout, stderr)
 	case "tail":
