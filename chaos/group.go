@@ -199,6 +199,9 @@ func (c *checker) checkGroup() {
 		c.groupAtLeastOnce(g, hs, f)
 	}
 	for _, k := range order {
+		if k.Source == HostileSource {
+			continue // the hostile node's: held to no honest rule (forgeries: the hostile rule)
+		}
 		c.groupOnce(k, hs[k], ws, f)
 	}
 	if strings.HasPrefix(g.Strategy, "hash:") {
@@ -218,7 +221,7 @@ func (c *checker) groupAtLeastOnce(g *GroupHistory, hs map[Key][]handling, f *Gr
 	}
 	for _, e := range c.h.Journals[0] {
 		k := e.Key()
-		if !router.Matches(pattern, e.Type) || slices.ContainsFunc(c.inJ, func(j map[Key]Entry) bool { _, ok := j[k]; return !ok }) {
+		if c.ownHostile(e) || !router.Matches(pattern, e.Type) || slices.ContainsFunc(c.inJ, func(j map[Key]Entry) bool { _, ok := j[k]; return !ok }) {
 			continue
 		}
 		f.Required++
@@ -391,7 +394,7 @@ func (c *cluster) groupHandled(journals [][]Entry) error {
 		}
 	}
 	for _, e := range journals[0] {
-		if !have[e.Key()] {
+		if !have[e.Key()] && e.Source != HostileSource {
 			return fmt.Errorf("no group member has handled %s yet", e.Key())
 		}
 	}

@@ -182,7 +182,9 @@ func TestGroupDraws(t *testing.T) {
 	by := map[string]int{}
 	for seed := uint64(1); seed <= 200; seed++ {
 		all := drawSetup(seed, 0, DefaultParts(false), false)
-		noGroup := drawSetup(seed, 0, Parts{OutOfBand: true, SlowSubscriber: true, Limits: true, Reuse: true, Retry: true, PartialMesh: true, Ephemeral: 50}, false)
+		p := DefaultParts(false)
+		p.Group = false
+		noGroup := drawSetup(seed, 0, p, false)
 		if all.Group == "" || all.Lease == "" || noGroup.Group != "" {
 			t.Fatalf("seed %d: %+v vs %+v", seed, all, noGroup)
 		}
