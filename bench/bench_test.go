@@ -264,21 +264,28 @@ func BenchmarkConsumerGroup(b *testing.B) {
 
 // The consumer-group scenario, small: groups of 1, 2 and 4 members share
 // 1,000 signals with a 1 ms handler, each signal handled once (the
-// scenario fails otherwise); more members are faster.
+// scenario fails otherwise), and with 4 members none handles more than
+// half (an even share is a quarter; Hash over 1,024 subjects). How much
+// faster more members are is a timing, for the benchmark
+// (BenchmarkConsumerGroup, BENCHMARKS.md), not for a unit test: on a
+// loaded machine the 4 peers in this process share two cores.
 func TestConsumerGroup(t *testing.T) {
 	defer goleak.VerifyNone(t, nodetest.IgnoredGoroutines()...)
 	o, err := bench.ConsumerGroup(context.Background(), bench.Env{Payload: 100}, []int{1, 2, 4}, 1000, time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
-	speedup := map[string]float64{}
+	share := map[string]float64{}
 	for _, f := range o.Figures {
 		t.Logf("%s %s %.1f %s (%s)", f.Metric, f.Variant, f.Value, f.Unit, f.Note)
-		if f.Metric == "group-speedup" {
-			speedup[f.Variant] = f.Value
+		if f.Metric == "group-largest-share" {
+			share[f.Variant] = f.Value
 		}
 	}
-	if s := speedup["members=4,peers=4,n=1000,handler=1ms"]; s < 1.5 {
-		t.Errorf("4 members %.2fx one: the group does not share the work", s)
+	if s, ok := share["members=4,peers=4,n=1000,handler=1ms"]; !ok || s > 50 {
+		t.Errorf("4 members: the busiest handled %.1f %% of the signals (present: %v): the group does not share the work", s, ok)
+	}
+	if s := share["members=1,peers=4,n=1000,handler=1ms"]; s != 100 {
+		t.Errorf("1 member handled %.1f %% of the signals, want 100", s)
 	}
 }

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,10 +22,11 @@ func ConsumerGroup(ctx context.Context, env Env, sizes []int, n int, per time.Du
 	o := &Outcome{}
 	var base float64
 	for _, size := range sizes {
-		rate, leaseRate, err := groupRun(ctx, env, size, n, per)
+		r, err := groupRun(ctx, env, size, n, per)
 		if err != nil {
 			return o, err
 		}
+		rate, leaseRate := r.rate, r.lease
 		variant := fmt.Sprintf("members=%d,peers=4,n=%d,handler=%v", size, n, per)
 		note := fmt.Sprintf("floor %.0f/s (members / handler cost)", float64(size)/per.Seconds())
 		o.add(Figure{System: "signalmesh", Variant: variant, Metric: "group-throughput", Unit: "signals/s", Value: rate, Note: note})
@@ -32,7 +34,9 @@ func ConsumerGroup(ctx context.Context, env Env, sizes []int, n int, per time.Du
 			base = rate
 		}
 		o.add(Figure{System: "signalmesh", Variant: variant, Metric: "group-speedup", Unit: "x", Value: rate / base,
-			Note: fmt.Sprintf("over %d member(s)", sizes[0])})
+			Note: fmt.Sprintf("over %d member(s)", sizes[0])},
+			Figure{System: "signalmesh", Variant: variant, Metric: "group-largest-share", Unit: "%", Value: r.largest,
+				Note: fmt.Sprintf("of the signals, handled by the busiest member (an even share: %.0f %%)", 100/float64(size))})
 		o.add(Figure{System: "signalmesh", Variant: variant, Metric: "lease-crdt-bytes-per-peer", Unit: "B/min", Value: leaseRate.crdt,
 			Note: "bytes of subscription set entries a peer writes to the set's CRDT renewing its leases (unchanged entries every 10 leases), at the default lease of 10 s"},
 			Figure{System: "signalmesh", Variant: variant, Metric: "lease-gossip-bytes-per-peer", Unit: "B/min", Value: leaseRate.gossip,
@@ -44,19 +48,27 @@ func ConsumerGroup(ctx context.Context, env Env, sizes []int, n int, per time.Du
 // leaseCost is what a peer spends on leases, bytes a minute.
 type leaseCost struct{ crdt, gossip float64 }
 
+// groupResult is one size's run: throughput, lease bytes, and the share
+// of the signals the busiest member handled (%).
+type groupResult struct {
+	rate    float64
+	lease   leaseCost
+	largest float64
+}
+
 // leaseDefault is node.Params.Lease's default.
 const leaseDefault = 10 * time.Second
 
 // groupRun runs one size and returns its throughput and lease bytes per
 // peer per minute.
-func groupRun(ctx context.Context, env Env, size, n int, per time.Duration) (float64, leaseCost, error) {
+func groupRun(ctx context.Context, env Env, size, n int, per time.Duration) (groupResult, error) {
 	mesh := fmt.Sprintf("group-%d", time.Now().UnixNano())
 	quiet := Quiet()
 	peers := make([]*node.Node, 4)
 	for i := range peers {
 		nd, err := node.New(ctx, node.Config{Mesh: mesh, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: quiet})
 		if err != nil {
-			return 0, leaseCost{}, err
+			return groupResult{}, err
 		}
 		defer nd.Close()
 		peers[i] = nd
@@ -64,18 +76,20 @@ func groupRun(ctx context.Context, env Env, size, n int, per time.Duration) (flo
 	for i := range peers {
 		for j := i + 1; j < len(peers); j++ {
 			if err := peers[i].Connect(ctx, peers[j].AddrInfo()); err != nil {
-				return 0, leaseCost{}, err
+				return groupResult{}, err
 			}
 		}
 	}
 	var mu sync.Mutex
 	seen := make(map[string]int, n)
+	byMember := make([]int, size)
 	var first, last time.Time
 	for i := range size {
 		_, err := peers[i].Subscribe("bench.group", func(_ context.Context, s *signalmesh.Signal) error {
 			time.Sleep(per) // the member's own work
 			mu.Lock()
 			seen[s.ID]++
+			byMember[i]++
 			last = time.Now()
 			if first.IsZero() {
 				first = last.Add(-per)
@@ -84,7 +98,7 @@ func groupRun(ctx context.Context, env Env, size, n int, per time.Duration) (flo
 			return nil
 		}, node.WithGroup("workers"), node.WithStrategy(node.Hash))
 		if err != nil {
-			return 0, leaseCost{}, err
+			return groupResult{}, err
 		}
 	}
 	if _, err := Await(ctx, time.Minute, func() bool {
@@ -95,7 +109,7 @@ func groupRun(ctx context.Context, env Env, size, n int, per time.Duration) (flo
 		}
 		return true
 	}); err != nil {
-		return 0, leaseCost{}, fmt.Errorf("bench: the group of %d did not form: %w", size, err)
+		return groupResult{}, fmt.Errorf("bench: the group of %d did not form: %w", size, err)
 	}
 	payload := make([]byte, env.Payload)
 	for sent := 0; sent < n; {
@@ -103,11 +117,11 @@ func groupRun(ctx context.Context, env Env, size, n int, per time.Duration) (flo
 		for i := range batch {
 			var err error
 			if batch[i], err = signalmesh.New("bench.group", "/bench", payload, signalmesh.WithSubject(fmt.Sprint("s", (sent+i)%1024))); err != nil {
-				return 0, leaseCost{}, err
+				return groupResult{}, err
 			}
 		}
 		if err := peers[len(peers)-1].Publish(ctx, batch...); err != nil {
-			return 0, leaseCost{}, err
+			return groupResult{}, err
 		}
 		sent += len(batch)
 	}
@@ -125,13 +139,14 @@ func groupRun(ctx context.Context, env Env, size, n int, per time.Duration) (flo
 	floor := time.Duration(n) * per / time.Duration(size)
 	if _, err := Await(ctx, 4*floor+time.Minute, func() bool { h, _ := handled(); return h == n }); err != nil {
 		h, _ := handled()
-		return 0, leaseCost{}, fmt.Errorf("bench: a group of %d handled %d of %d", size, h, n)
+		return groupResult{}, fmt.Errorf("bench: a group of %d handled %d of %d", size, h, n)
 	}
 	mu.Lock()
 	took := last.Sub(first) // the group's pace, not its start (a member starts once its node heard the others)
+	largest := 100 * float64(slices.Max(byMember)) / float64(n)
 	mu.Unlock()
 	if _, twice := handled(); twice > 0 {
-		return 0, leaseCost{}, fmt.Errorf("bench: a group of %d handled %d signals more than once", size, twice)
+		return groupResult{}, fmt.Errorf("bench: a group of %d handled %d signals more than once", size, twice)
 	}
 	// Bytes per renewal, times the renewals of a minute at the default
 	// lease. A short run renews its CRDT copies more often than a long one
@@ -142,5 +157,5 @@ func groupRun(ctx context.Context, env Env, size, n int, per time.Duration) (flo
 		crdtBytes, gossipBytes, renewals = crdtBytes+st.LeaseBytes, gossipBytes+st.LeaseGossipBytes, renewals+st.LeaseRenewals
 	}
 	perMinute := float64(time.Minute) / float64(leaseDefault/3) / float64(max(renewals, 1))
-	return float64(n) / took.Seconds(), leaseCost{crdt: float64(crdtBytes) * perMinute, gossip: float64(gossipBytes) * perMinute}, nil
+	return groupResult{rate: float64(n) / took.Seconds(), lease: leaseCost{crdt: float64(crdtBytes) * perMinute, gossip: float64(gossipBytes) * perMinute}, largest: largest}, nil
 }
