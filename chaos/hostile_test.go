@@ -46,6 +46,17 @@ func TestCheckPassesAHostileHistory(t *testing.T) {
 	if v := Check(hostileGood()); !v.OK {
 		t.Fatalf("anomalies: %v", v.Anomalies)
 	}
+	// A family that had no peer to send to all along (its host cut or
+	// slow to connect, in a short schedule) tried: not an anomaly.
+	h := hostileGood()
+	for _, k := range []string{AttackHeadsOpen, AttackHeadsBadCid, AttackHeadsAbsent} {
+		delete(h.Hostile.Sent, k)
+	}
+	h.Rejected[0]["heads_seal"], h.Rejected[0]["heads_cid"] = 0, 0
+	h.Hostile.Unreached = map[string]int{AttackHeadsOpen: 4}
+	if v := Check(h); !v.OK {
+		t.Fatalf("a family that found no peer: %v", v.Anomalies)
+	}
 }
 
 // Each way a hostile node could get through, or go untested, is caught

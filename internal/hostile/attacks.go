@@ -55,6 +55,7 @@ func (a *attacker) forge(ctx context.Context) error {
 		victim := a.cfg.Victims[rng.IntN(len(a.cfg.Victims))]
 		t := m.topics[a.topic("signals")]
 		if !reaches(t) {
+			a.unreached(chaos.AttackForgedSig)
 			return nil // its host is down or cut: next turn
 		}
 		kind := kinds[(k/len(ms)+k)%len(kinds)]
@@ -122,6 +123,7 @@ func (a *attacker) flood(ctx context.Context) error {
 		case <-tick.C:
 		}
 		if !reaches(t) {
+			a.unreached(chaos.AttackFlood)
 			continue
 		}
 		batch := make([]*signalmesh.Signal, 0, per)
@@ -166,6 +168,7 @@ func (a *attacker) herald(ctx context.Context) error {
 	return every(ctx, rng, 3*time.Second, func(k int) error {
 		kind := kinds[k%len(kinds)]
 		if !reaches(t) {
+			a.unreached(chaos.AttackHeadsOpen)
 			return nil
 		}
 		var heads []cid.Cid

@@ -85,6 +85,17 @@ func (a *attacker) report() chaos.HostileReport {
 	return a.rep
 }
 
+// unreached counts a turn of the attack family whose first kind is kind
+// skipped for want of a peer.
+func (a *attacker) unreached(kind string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.rep.Unreached == nil {
+		a.rep.Unreached = map[string]int{}
+	}
+	a.rep.Unreached[kind]++
+}
+
 // sent counts n attacks of kind.
 func (a *attacker) sent(kind string, n int) {
 	a.mu.Lock()
