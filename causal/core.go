@@ -151,11 +151,23 @@ type item[T any] struct {
 
 type frontierEntry struct {
 	seq, lamport uint64
-	// lossy: delivered without something it waited for (DepWait gave up a
-	// dependency or a hole in its origin's order), or after such a signal
-	// of its origin. Frontier names no lossy entry (see there).
-	lossy bool
 }
+
+// loss marks an origin whose signals from `from` on were delivered after
+// something given up (DepWait): a dependency, a hole in its order, or a
+// named signal that was itself so marked. Frontier names none of them
+// until lossHold after the last such delivery (see there).
+type loss struct {
+	from uint64
+	at   int64 // the core's time of the last delivery that lost something
+	dep  bool  // a dependency was lost (filling the origin's holes does not clear it)
+}
+
+// lossHold is how long, in DepWait, an origin stays unnamed after its last
+// delivery that lost something: about as long as the other replicas, which
+// learnt of the same signals at about the same time, take to give up the
+// same.
+const lossHold = 2
 
 // Core decides what a peer delivers and when: dedup by (origin, sequence)
 // and by identity, causal readiness (own previous signal, direct
@@ -183,6 +195,7 @@ type Core[T any] struct {
 	refused   map[Ref]refusal  // refused with ErrFull or evicted -> when first, and whether its CauseWait had begun (bounded: maxRefused)
 
 	frontier    map[string]frontierEntry // delivered signals no later delivered one names
+	lost        map[string]loss          // origins Frontier does not name for now (see loss)
 	maxLamport  uint64
 	lastLamport map[string]uint64 // origin -> Lamport time of its last delivered signal (as bounded)
 	now         int64             // the latest time given to Add or Tick
@@ -230,7 +243,7 @@ func New[T any](p Params, ix Index) (*Core[T], error) {
 		p: p, ix: ix,
 		delivered: map[string]uint64{}, known: map[string]uint64{}, knownAt: map[string][]knownMark{},
 		waiting: map[Ref]*item[T]{}, perOrigin: map[string]int{}, bySeq: map[string]*seqHeap[T]{}, waitID: map[string][]Ref{}, onRef: map[Ref][]Ref{}, onCause: map[string][]Ref{}, refused: map[Ref]refusal{},
-		frontier: map[string]frontierEntry{}, lastLamport: map[string]uint64{},
+		frontier: map[string]frontierEntry{}, lost: map[string]loss{}, lastLamport: map[string]uint64{},
 		skipped: map[string][]Gap{}, holes: map[string]hole{}, listed: map[string]uint64{}, lateKnown: map[Ref]bool{}, afterGap: map[Ref]uint64{}, decided: map[Ref]Decision{}, preSkip: map[Ref]uint64{},
 		bloom:  make([]uint64, (p.BloomBits+63)/64),
 		recent: map[string][]recentID{}, ring: make([]string, p.Recent),
@@ -804,9 +817,24 @@ func (c *Core[T]) deliver(it *item[T]) Release[T] {
 	}
 	c.lastLamport[m.Origin] = lam
 	c.maxLamport = max(c.maxLamport, lam)
-	prev, had := c.frontier[m.Origin]
-	lossy := len(it.depLost) > 0 || it.gapLost || had && prev.lossy
-	c.frontier[m.Origin] = frontierEntry{seq: m.Seq, lamport: lam, lossy: lossy}
+	// A signal naming one delivered after a loss is as late elsewhere as
+	// that one (a second origin of a flooding peer would otherwise launder
+	// its flood into the frontier).
+	depLoss := len(it.depLost) > 0
+	for _, d := range m.Deps {
+		if l, ok := c.lossOf(d.Origin); ok && d.Seq >= l.from {
+			depLoss = true
+		}
+	}
+	if depLoss || it.gapLost {
+		l, ok := c.lossOf(m.Origin)
+		if !ok {
+			l = loss{from: m.Seq}
+		}
+		l.at, l.dep = c.now, l.dep || depLoss
+		c.lost[m.Origin] = l
+	}
+	c.frontier[m.Origin] = frontierEntry{seq: m.Seq, lamport: lam}
 	for _, d := range m.Deps {
 		if f, ok := c.frontier[d.Origin]; ok && f.seq <= d.Seq {
 			delete(c.frontier, d.Origin)
@@ -1274,9 +1302,8 @@ func (c *Core[T]) unskip(r Ref) bool {
 		gs = slices.Replace(gs, i, i+1, rest...)
 		if len(gs) == 0 {
 			delete(c.skipped, r.Origin)
-			if f, ok := c.frontier[r.Origin]; ok { // its order is whole again: it may be named
-				f.lossy = false
-				c.frontier[r.Origin] = f
+			if l, ok := c.lost[r.Origin]; ok && !l.dep { // its order is whole again: it may be named
+				delete(c.lost, r.Origin)
 			}
 		} else {
 			c.skipped[r.Origin] = gs
@@ -1381,16 +1408,24 @@ func (c *Core[T]) Len() int { return len(c.waiting) }
 // them (the latest by Lamport time), sorted by origin; and the Lamport
 // time the next signal must exceed. truncated counts what was left out.
 //
-// It names no signal of an origin whose order has a hole given up
-// (DepWait), nor one delivered without a dependency or after such a signal
-// of its origin: every replica gives those up only after DepWait, so a
-// signal naming one would wait that long everywhere behind it. A peer
-// that floods signals that never become ready (their predecessors do not
-// exist) would otherwise tie every honest signal published after one of
-// them was delivered to the flood: they would wait behind it wherever it
-// waits, and in a small buffer it can fill, for good. The order such a
-// signal's delivery implies is lost with it (its own past is incomplete
-// on every replica); a causeid on it still holds.
+// It names no signal of an origin that, within 2×DepWait, had a signal
+// delivered without something given up (a hole in its order, a named
+// dependency, or a named signal so delivered), from that signal on, until
+// then or until its holes are filled (when only holes were given up):
+// every replica gives those up only after DepWait, so a signal naming one
+// would wait that long everywhere behind it. A peer that floods signals
+// that never become ready (their predecessors do not exist) would
+// otherwise tie every honest signal published after one of them was
+// delivered to the flood: they would wait behind it wherever it waits, and
+// in a small buffer it can fill, for good. The order such a signal's
+// delivery implies is lost with it (another replica may deliver what is
+// published now before it); a causeid on it still holds. Past 2×DepWait an
+// honest origin that lost a signal for good is named again.
+//
+// The Lamport time is the highest of the heads it may name (the ones left
+// out by max are below the ones named) and of self's own last signal, not
+// of everything delivered: a stamp above what it names would exceed the
+// bound every replica sets (see Release.LamportClamped).
 func (c *Core[T]) Frontier(self string, max int) (deps []Ref, lamport uint64, truncated int) {
 	type fe struct {
 		o string
@@ -1398,8 +1433,14 @@ func (c *Core[T]) Frontier(self string, max int) (deps []Ref, lamport uint64, tr
 	}
 	all := make([]fe, 0, len(c.frontier))
 	for o, f := range c.frontier {
-		if o != self && !f.lossy && len(c.skipped[o]) == 0 {
+		if _, lossy := c.lossOf(o); o != self && !lossy {
 			all = append(all, fe{o, f})
+		}
+	}
+	lamport = c.lastLamport[self]
+	for _, f := range all {
+		if f.lamport > lamport {
+			lamport = f.lamport
 		}
 	}
 	if max < 0 {
@@ -1417,7 +1458,16 @@ func (c *Core[T]) Frontier(self string, max int) (deps []Ref, lamport uint64, tr
 		deps[i] = Ref{f.o, f.seq}
 	}
 	slices.SortFunc(deps, func(a, b Ref) int { return cmp.Compare(a.Origin, b.Origin) })
-	return deps, c.maxLamport, truncated
+	return deps, lamport, truncated
+}
+
+// lossOf returns o's loss mark while it holds (see loss).
+func (c *Core[T]) lossOf(o string) (loss, bool) {
+	l, ok := c.lost[o]
+	if ok && c.p.DepWait > 0 && c.now-l.at >= lossHold*c.p.DepWait {
+		return loss{}, false
+	}
+	return l, ok
 }
 
 // Missing reports what waiting signals need and the core has not seen:

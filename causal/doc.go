@@ -16,7 +16,10 @@
 //   - each direct dependency: when the origin published it, the signals it
 //     had delivered that no later delivered signal named (Core.Frontier),
 //     so that whatever a handler saw before publishing is delivered before
-//     what it published, everywhere;
+//     what it published, everywhere; except a signal delivered without
+//     something given up after Params.DepWait (see "Dependencies that never
+//     come" and Core.Frontier), which is not named for 2×DepWait, so that
+//     a flood of signals that never become ready cannot tie others to it;
 //   - its causeid: an effect whose cause was learned out of band (a
 //     client, HTTP, another service) waits for it on every replica,
 //     the publisher included. With a causesource (signalmesh.WithCause
@@ -73,9 +76,10 @@
 //
 // # Lamport times are bounded
 //
-// An honest stamp's Lamport time is one more than the highest its
-// publisher had delivered, and that one is its predecessor or one of its
-// dependencies (the frontier keeps the latest). The core counts a larger
+// An honest stamp's Lamport time is one more than the highest of its
+// predecessor and the heads its publisher's frontier may name (the
+// frontier keeps the latest; a signal delivered after something given up
+// is not named, and its time does not count either, see Core.Frontier). The core counts a larger
 // time as that bound (Release.LamportClamped), so one hostile stamp cannot
 // push every later stamp to the end of the range.
 //
@@ -99,4 +103,17 @@
 // Within CauseWait a replica
 // delivers effects after their causes; a partition longer than CauseWait
 // may deliver an effect whose cause is on the other side first.
+//
+// # Dependencies that never come
+//
+// A dependency (an origin's previous signal or a named one) that no peer
+// offered and the Index does not hold is given up after Params.DepWait
+// (Release.DepLost). What is delivered so, what names it, and its origin's
+// signals after it are then not named by Frontier for 2×DepWait after the
+// last such delivery (sooner when only holes in the origin's order were
+// given up and all were filled): every replica gives them up only after
+// DepWait, so naming one would make what is published wait that long
+// everywhere, and a peer flooding never-ready signals would tie honest
+// traffic to its flood. The cost: a signal published in that time may be
+// delivered elsewhere before such a signal its publisher had delivered.
 package causal

@@ -57,7 +57,7 @@ var scenarios = []scenario{
 		"add A:2 => -",
 		"tick 10 => A:2!deplost",
 		"add A:3 => A:3",
-		"frontier Z 16 => B:1 lam=3 trunc=0",
+		"frontier Z 16 => B:1 lam=1 trunc=0",
 		"add A:1 => A:1!late",
 		"frontier Z 16 => A:3 B:1 lam=3 trunc=0",
 	}},
@@ -66,7 +66,7 @@ var scenarios = []scenario{
 		"add B:1 deps=A:2 => -",
 		"tick 10 => B:1!deplost",
 		"add B:2 => B:2",
-		"frontier Z 16 => C:1 lam=2 trunc=0",
+		"frontier Z 16 => C:1 lam=1 trunc=0",
 	}},
 	{name: "deps/lost: a named dependency nobody has; it comes later in its own order", p: Params{DepWait: 10}, steps: []string{
 		"add B:1 deps=A:2 => -",

@@ -30,6 +30,20 @@ type State struct {
 	MaxLamport  uint64
 	Skipped     []Gap    // in the order they were given up
 	Bloom       []uint64 // Params.BloomBits/64 words
+	// Lost: the origins Frontier leaves out for now (see Core.Frontier).
+	// Encoded after the filter, only when there is one, so a state without
+	// any encodes as before.
+	Lost map[string]Loss
+}
+
+// Loss is an origin whose signals from From on were delivered after
+// something given up, the last such at At (the core's time, see Add);
+// Dep: a dependency was among it (filling the origin's holes does not
+// clear it).
+type Loss struct {
+	From uint64
+	At   int64
+	Dep  bool
 }
 
 // FrontierEntry is an origin's latest delivered signal that no later
@@ -46,6 +60,14 @@ func (c *Core[T]) State() State {
 		Frontier: make(map[string]FrontierEntry, len(c.frontier)), Skipped: slices.Clone(c.skipRing), Bloom: slices.Clone(c.bloom)}
 	for o, f := range c.frontier {
 		s.Frontier[o] = FrontierEntry{Seq: f.seq, Lamport: f.lamport}
+	}
+	for o := range c.lost {
+		if l, ok := c.lossOf(o); ok {
+			if s.Lost == nil {
+				s.Lost = map[string]Loss{}
+			}
+			s.Lost[o] = Loss{From: l.from, At: l.at, Dep: l.dep}
+		}
 	}
 	return s
 }
@@ -73,6 +95,9 @@ func (c *Core[T]) Restore(s State) error {
 		c.lastLamport[o] = l
 	}
 	c.maxLamport = s.MaxLamport
+	for o, l := range s.Lost {
+		c.lost[o] = loss{from: l.From, at: l.At, dep: l.Dep}
+	}
 	for _, g := range s.Skipped {
 		if g.From <= g.To && g.To <= c.delivered[g.Origin] && len(c.skipRing) < maxSkipped {
 			c.skipped[g.Origin] = append(c.skipped[g.Origin], g)
@@ -138,6 +163,20 @@ func (s State) MarshalBinary() ([]byte, error) {
 		}
 	}
 	num(0)
+	if len(s.Lost) > 0 {
+		num(uint64(len(s.Lost)))
+		for _, o := range slices.Sorted(maps.Keys(s.Lost)) {
+			l := s.Lost[o]
+			str(o)
+			num(l.From)
+			num(uint64(l.At))
+			if l.Dep {
+				num(1)
+			} else {
+				num(0)
+			}
+		}
+	}
 	return b, nil
 }
 
@@ -208,6 +247,30 @@ func (s *State) UnmarshalBinary(b []byte) error {
 		}
 		st.Bloom[at] = binary.LittleEndian.Uint64(d.B)
 		d.B = d.B[8:]
+	}
+	if d.Err == nil && len(d.B) != 0 { // the origins Frontier leaves out
+		k := d.Count(maxStateOrigins, 4)
+		if k == 0 {
+			d.Fail("lost count")
+		}
+		st.Lost = make(map[string]Loss, k)
+		prev := ""
+		for i := uint64(0); i < k && d.Err == nil; i++ {
+			o := string(d.Bytes(maxOriginLen))
+			if i > 0 && cmp.Compare(o, prev) <= 0 {
+				d.Fail("lost origins out of order")
+			}
+			prev = o
+			l := Loss{From: d.Num(), At: int64(d.Num())}
+			switch d.Num() {
+			case 0:
+			case 1:
+				l.Dep = true
+			default:
+				d.Fail("lost flag")
+			}
+			st.Lost[o] = l
+		}
 	}
 	if d.Err == nil && len(d.B) != 0 {
 		d.Fail("trailing bytes")

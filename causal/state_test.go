@@ -126,3 +126,21 @@ func FuzzStateUnmarshal(f *testing.F) {
 		}
 	})
 }
+
+func TestStateKeepsLost(t *testing.T) {
+	st := State{Delivered: map[string]uint64{"H": 2}, Bloom: []uint64{0},
+		Lost: map[string]Loss{"H": {From: 2, At: 1 << 62, Dep: true}, "G": {From: 1, At: 7}}}
+	b, _ := st.MarshalBinary()
+	var back State
+	if err := back.UnmarshalBinary(b); err != nil {
+		t.Fatal(err)
+	}
+	if len(back.Lost) != 2 || back.Lost["H"] != st.Lost["H"] || back.Lost["G"] != st.Lost["G"] {
+		t.Fatalf("round trip lost Lost: %+v", back.Lost)
+	}
+	st.Lost = nil
+	b2, _ := st.MarshalBinary()
+	if len(b2) >= len(b) || b2[len(b2)-1] != 0 {
+		t.Fatalf("a state without Lost does not encode as before")
+	}
+}

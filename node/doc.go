@@ -51,7 +51,11 @@
 // Give-ups are recorded in the store, so a restart's replay of the journal
 // does not wait for them again. Within CauseWait and DepWait every replica
 // delivers in causal order; a partition longer than them may deliver an
-// effect before a cause or dependency on the far side. When the buffer
+// effect before a cause or dependency on the far side. A signal delivered
+// without something given up, and its origin's later ones, are not named
+// as dependencies for twice DepWait (package causal, Core.Frontier): what
+// is published then may be delivered elsewhere before them (a causeid on
+// them still holds). When the buffer
 // (Params.CausalBuffer) is full, what does not fit is read again from the
 // journal per origin in sequence: catching up any amount of history takes
 // time linear in it and memory bounded by the buffer. One origin holds at
