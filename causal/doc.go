@@ -18,8 +18,9 @@
 //     so that whatever a handler saw before publishing is delivered before
 //     what it published, everywhere; except a signal delivered without
 //     something given up after Params.DepWait (see "Dependencies that never
-//     come" and Core.Frontier), which is not named for 2×DepWait, so that
-//     a flood of signals that never become ready cannot tie others to it;
+//     come" and Core.Frontier), which is not named for a while (2×DepWait,
+//     or while its origin's hole stays given up), so that a flood of
+//     signals that never become ready cannot tie others to it;
 //   - its causeid: an effect whose cause was learned out of band (a
 //     client, HTTP, another service) waits for it on every replica,
 //     the publisher included. With a causesource (signalmesh.WithCause
@@ -111,7 +112,11 @@
 // (Release.DepLost). What is delivered so, what names it, and its origin's
 // signals after it are then not named by Frontier for 2×DepWait after the
 // last such delivery (sooner when only holes in the origin's order were
-// given up and all were filled): every replica gives them up only after
+// given up and all were filled), and an origin is not named at all while a
+// hole in its order stays given up (the last 4,096 give-ups are kept): a
+// flood whose sequence skips numbers would otherwise be named again as
+// soon as it paused, while a replica with a small buffer still works
+// through its holes. Every replica gives them up only after
 // DepWait, so naming one would make what is published wait that long
 // everywhere, and a peer flooding never-ready signals would tie honest
 // traffic to its flood. The cost: a signal published in that time may be

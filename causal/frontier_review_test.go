@@ -93,13 +93,18 @@ var frontierReview = []scenario{
 	// later give-ups evict the gap). A:4 is ready on every replica as soon
 	// as A:3 is; naming it costs nothing, and not naming it lets a replica
 	// deliver Z's reaction to A:4 before A:4 (no metric counts this).
-	// Fails at 930aeac (got -).
-	{name: "honest: an origin that lost a signal for good is named again once the loss is old", p: Params{DepWait: 10}, steps: []string{
+	// Fails at 930aeac (got -). Kept so on purpose after all (a paused
+	// flood with holes would be named again after 2×DepWait, and a probe
+	// named one in CI's fault-harness run): named again once the hole is
+	// filled.
+	{name: "honest: an origin that lost a signal for good is not named while its hole is given up (a paused flood would be)", p: Params{DepWait: 10}, steps: []string{
 		"add A:2 => -",
 		"tick 10 => A:2!deplost",
 		"add A:3 => A:3",
 		"tick 1000 => -",
 		"add A:4 => A:4",
+		"frontier Z 16 => - lam=0 trunc=0",
+		"add A:1 => A:1!late",
 		"frontier Z 16 => A:4 lam=4 trunc=0",
 	}},
 	// The same for a lost named dependency: B's one signal that named a

@@ -53,7 +53,8 @@
 // delivers in causal order; a partition longer than them may deliver an
 // effect before a cause or dependency on the far side. A signal delivered
 // without something given up, and its origin's later ones, are not named
-// as dependencies for twice DepWait (package causal, Core.Frontier): what
+// as dependencies for twice DepWait, nor while a hole in that origin's
+// order stays given up (package causal, Core.Frontier): what
 // is published then may be delivered elsewhere before them (a causeid on
 // them still holds). When the buffer
 // (Params.CausalBuffer) is full, what does not fit is read again from the
