@@ -95,6 +95,9 @@ func TestDelay(t *testing.T) {
 	if short < 200 || long < 100 {
 		t.Fatalf("not spread: %d short, %d long", short, long)
 	}
+	if x := d.For(Key{HostileSource, "hostile-flood-1-1"}); x != 0 {
+		t.Fatalf("the hostile node's signal waits %v, want 0", x)
+	}
 	for _, bad := range []string{"1ms", "2ms-1ms", "x-1ms", "0s-1ms"} {
 		if _, err := ParseDelay(bad); err == nil {
 			t.Errorf("%q parsed", bad)
