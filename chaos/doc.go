@@ -84,7 +84,7 @@
 // nodes' names at their next sequence, signed by its own key, unsigned, or
 // in a frame after a signal of its own (the forgers take turns: a forged
 // message graylists its sender for a while); floods signals of its own,
-// signed, whose sequences skip numbers (2,000, 500 short); announces
+// signed, whose sequences skip numbers (2,000, 200 short); announces
 // bogus journal heads (unsealed, a CID that cannot name a block, blocks
 // that exist nowhere); and, through a go-ds-crdt replica of the journal
 // (same namespace and topic), writes blocks with an entry in an honest

@@ -223,7 +223,10 @@ func (w *workload) hostile(ctx context.Context) *HostileReport {
 	report := filepath.Join(c.dir, "hostile.json")
 	flood := 2000 // past the per-origin share of a scaled-down causal buffer
 	if c.spec.Short {
-		flood = 500
+		// Still past CI's scaled-down buffers (93-177); the honest nodes
+		// adopt what they delivered of it, which under -race on two cores
+		// took past the short settle (30 s) at 500.
+		flood = 200
 	}
 	var boot, victims []string
 	for j, p := range c.procs {
