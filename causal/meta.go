@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 )
 
 // MaxDeps is the most direct dependencies a signal's metadata may carry,
@@ -37,9 +39,32 @@ func (r Ref) String() string { return r.Origin + ":" + strconv.FormatUint(r.Seq,
 // does not carry a 52-character peer id per dependency. Finding a second key
 // whose ref equals a given peer's costs about 2^64 key generations.
 func PeerRef(peerID string) string {
+	if r, ok := peerRefs.Load(peerID); ok {
+		return r.(string)
+	}
 	h := sha256.Sum256([]byte(peerID))
-	return base64.RawURLEncoding.EncodeToString(h[:8])
+	r := base64.RawURLEncoding.EncodeToString(h[:8])
+	if peerRefsN.Load() < maxPeerRefs && len(peerID) <= maxPeerRefKey {
+		if _, had := peerRefs.LoadOrStore(peerID, r); !had {
+			peerRefsN.Add(1)
+		}
+	}
+	return r
 }
+
+// PeerRef remembers the refs of the first maxPeerRefs peer ids it was asked
+// for (every journaled or gossiped signal names its origin's: a hash each
+// was a tenth of a partition heal's loop), and hashes the rest each time:
+// peers that come and go by the million cost time, not memory.
+var (
+	peerRefs  sync.Map // peer id -> ref
+	peerRefsN atomic.Int64
+)
+
+const (
+	maxPeerRefs   = 4096
+	maxPeerRefKey = 128 // longer than any libp2p peer id's text form
+)
 
 // Stamp is the causal metadata a publishing peer puts on a signal (the
 // "meshcausal" extension, next to "meshpeer", the full origin peer id):

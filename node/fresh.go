@@ -157,8 +157,13 @@ func (n *Node) freshKey(r causal.Ref) ds.Key {
 	return ds.RawKey(fmt.Sprintf("/signalmesh/%s/fresh/%s/%016x", n.cfg.Mesh, r.Origin, r.Seq))
 }
 
-// keepFresh writes sigs to the durable fresh area.
+// keepFresh writes sigs to the durable fresh area: not on an in-memory
+// node, whose store dies with the process (there is no next start to adopt
+// them at; Close adopts what is still fresh from the fresh set).
 func (n *Node) keepFresh(sigs []*signalmesh.Signal) {
+	if n.volatile {
+		return
+	}
 	ctx := context.WithoutCancel(n.ctx)
 	b, err := n.store.Batch(ctx)
 	if err == nil {
@@ -184,7 +189,7 @@ func (n *Node) keepFresh(sigs []*signalmesh.Signal) {
 
 // dropFresh deletes refs from the durable fresh area.
 func (n *Node) dropFresh(refs []causal.Ref) {
-	if len(refs) == 0 {
+	if len(refs) == 0 || n.volatile {
 		return
 	}
 	ctx := context.WithoutCancel(n.ctx)

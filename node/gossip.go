@@ -57,6 +57,7 @@ func (n *Node) validate(_ context.Context, fwd peer.ID, msg *pubsub.Message) pub
 		return pubsub.ValidationReject
 	}
 	var from string
+	var metas []*causal.Meta // read once here, not again in the loop
 	for i, s := range sigs {
 		origin, _ := s.Extensions[signalmesh.ExtPeer].(string)
 		if i == 0 {
@@ -68,10 +69,15 @@ func (n *Node) validate(_ context.Context, fwd peer.ID, msg *pubsub.Message) pub
 			return pubsub.ValidationReject
 		}
 		if _, journaled := s.Extensions[signalmesh.ExtCausal]; journaled {
-			if _, err := journal.MetaOf(s); err != nil {
+			m, err := journal.MetaOf(s)
+			if err != nil {
 				n.m.reject("stamp")
 				return pubsub.ValidationReject
 			}
+			if metas == nil {
+				metas = make([]*causal.Meta, len(sigs))
+			}
+			metas[i] = &m
 		}
 		if !testNoVerify {
 			if err := n.ver.verify(s, wires[i]); errors.Is(err, ErrNotAllowed) {
@@ -87,8 +93,15 @@ func (n *Node) validate(_ context.Context, fwd peer.ID, msg *pubsub.Message) pub
 			}
 		}
 	}
-	msg.ValidatorData = sigs
+	msg.ValidatorData = signalMsg{sigs, metas}
 	return pubsub.ValidationAccept
+}
+
+// signalMsg is a signal message's ValidatorData: its signals and, for each
+// with a causal stamp, the meta validate read (nil when metas is).
+type signalMsg struct {
+	sigs  []*signalmesh.Signal
+	metas []*causal.Meta
 }
 
 // readGossip feeds signals from other peers to the loop. Our own
@@ -103,9 +116,13 @@ func (n *Node) readGossip() {
 		if msg.ReceivedFrom == n.self {
 			continue
 		}
-		sigs, _ := msg.ValidatorData.([]*signalmesh.Signal)
-		for _, s := range sigs {
-			if !n.send(inbound{s: s, via: viaGossip}) {
+		g, _ := msg.ValidatorData.(signalMsg)
+		for i, s := range g.sigs {
+			in := inbound{s: s, via: viaGossip}
+			if g.metas != nil {
+				in.meta = g.metas[i]
+			}
+			if !n.send(in) {
 				return
 			}
 		}
@@ -130,7 +147,8 @@ func (n *Node) putHook(key ds.Key, value []byte) {
 		n.m.reject("journal_entry")
 		return
 	}
-	if r, q := journal.Place(s); r != ref || q != seq {
+	m, err := journal.MetaOf(s)
+	if err != nil || m.Origin != ref || m.Seq != seq {
 		n.m.reject("journal_entry")
 		return
 	}
@@ -150,11 +168,6 @@ func (n *Node) putHook(key ds.Key, value []byte) {
 	n.seen.add(s.ID)
 	n.tops.note(ref, seq)
 	n.wantsAck(s, ref, seq)
-	m, err := journal.MetaOf(s)
-	if err != nil {
-		n.m.reject("journal_entry")
-		return
-	}
 	if n.refusing.Load() {
 		// The core has no room (a large catch-up): it would refuse this
 		// one, and read it from the journal when its turn comes. Tell it

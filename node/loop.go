@@ -24,7 +24,7 @@ const (
 type inbound struct {
 	s     *signalmesh.Signal
 	via   via
-	meta  *causal.Meta // when the sender read it already
+	meta  *causal.Meta // when the sender read it already (always from the journal)
 	known *causal.Ref  // only this: a journaled signal the core lacks room for
 }
 
@@ -231,9 +231,14 @@ func (n *Node) handle(in inbound) {
 		n.pullWanted = true
 		return
 	}
-	if in.meta != nil { // from the journal
+	if in.meta != nil && in.via == viaJournal {
 		n.noteOrigin(in.meta.Origin, in.s)
 		_ = n.offerJournaled(*in.meta, in.s)
+		return
+	}
+	if in.meta != nil { // gossip: validate read it
+		n.noteOrigin(in.meta.Origin, in.s)
+		_ = n.offer(*in.meta, in.s)
 		return
 	}
 	m, err := journal.MetaOf(in.s)
@@ -299,7 +304,7 @@ func (n *Node) offerJournaled(m causal.Meta, s *signalmesh.Signal) error {
 // forgetFresh drops r from the fresh set (its journal entry arrived), and
 // from the durable fresh area at the next tick.
 func (n *Node) forgetFresh(r causal.Ref) {
-	if n.fresh.forget(r) && r.Origin != n.selfRef {
+	if n.fresh.forget(r) && r.Origin != n.selfRef && !n.volatile {
 		n.freshDel = append(n.freshDel, r)
 	}
 }

@@ -148,6 +148,7 @@ type Node struct {
 	fresh        *freshSet               // delivered, journal entry not seen yet
 	journalRefs  map[causal.Ref]struct{} // offered from the journal, waiting in the core
 	freshDel     []causal.Ref            // to clear from the durable fresh area at the next tick
+	volatile     bool                    // the store is the in-memory default: nothing outlives the process, so no durable fresh area
 	pulling      bool                    // a pull from the journal is under way
 	pullWanted   bool                    // the core refused a signal for lack of room: pull at the next tick
 	heal         healClock               // times waiting episodes (with histograms)
@@ -294,6 +295,7 @@ func (n *Node) openStoreRaw() error {
 		return n.useStore()
 	}
 	if n.cfg.DataDir == "" {
+		n.volatile = true
 		n.store = dssync.MutexWrap(ds.NewMapDatastore())
 		n.subStore = dssync.MutexWrap(ds.NewMapDatastore())
 		return nil
