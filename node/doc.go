@@ -94,9 +94,15 @@
 //
 // Subscribe takes a router pattern and a Handler. Handlers of one
 // subscription run one at a time, in causal order, on the subscription's own
-// goroutine, behind a bounded queue: past it a named subscription keeps
-// the rest in a log on the node's store and reads it back in order (it
-// falls behind, it loses nothing); an unnamed one drops (counted). A named
+// goroutine, behind a bounded queue (WithMaxInFlight): past it a named
+// subscription keeps the rest in a log on the node's store and reads it
+// back in order (it falls behind, it loses nothing); an unnamed one does
+// what its overflow policy says (WithOverflow): OverflowDrop, the default,
+// drops (counted, "subscriber_overflow"); OverflowBlock makes the node's
+// loop wait for room, which holds up the whole node (every subscription,
+// gossip, the journal's sync, Publish) while it waits: back-pressure, at
+// the pace of the slowest such handler, which must pass its ctx to the
+// node when it calls it (see WithOverflow). A named
 // subscription (WithName) keeps a cursor in the store and resumes after a
 // restart, each signal handled once. A failing handler is retried with
 // backoff, then a DeadLetterType signal is published. Middleware wraps
@@ -222,6 +228,12 @@
 //     across a crash (a power loss can lose the last log writes), and
 //     what was handed over but not recorded as handled comes again first,
 //     before anything new.
+//   - An unnamed subscription WithOverflow(OverflowBlock) never skips
+//     either, while its node runs: the node waits for room in its queue
+//     (holding up the rest of the node meanwhile, see WithOverflow). One
+//     with OverflowDrop, the default, drops what its full queue cannot
+//     take, counted ("subscriber_overflow"). Neither keeps anything across
+//     a Close or a restart: that takes a name.
 //
 // # Offline
 //

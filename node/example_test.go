@@ -50,3 +50,48 @@ func Example() {
 	// order.created
 	// payment.captured
 }
+
+// A consumer that must see every signal: with OverflowBlock, a burst
+// larger than its queue makes the node wait for room instead of dropping.
+// The handler publishes on its node with the ctx it was given, which lets
+// the node tell its calls from others' while it waits for this handler.
+func ExampleWithOverflow() {
+	ctx := context.Background()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	n, err := node.New(ctx, node.Config{Mesh: "example-overflow", ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: quiet})
+	if err != nil {
+		panic(err)
+	}
+	defer n.Close()
+
+	const readings = 1000
+	handled, done := 0, make(chan struct{})
+	sub, err := n.Subscribe("reading.**", func(ctx context.Context, s *signalmesh.Signal) error {
+		handled++ // one call at a time
+		if handled%100 == 0 {
+			total, _ := signalmesh.New("total.counted", "/meter", handled, signalmesh.WithCause(s))
+			if err := n.Publish(ctx, total); err != nil { // ctx: the handler's
+				return err
+			}
+		}
+		if handled == readings {
+			close(done)
+		}
+		return nil
+	}, node.WithMaxInFlight(16), node.WithOverflow(node.OverflowBlock))
+	if err != nil {
+		panic(err)
+	}
+	defer sub.Close()
+
+	batch := make([]*signalmesh.Signal, readings)
+	for i := range batch {
+		batch[i], _ = signalmesh.New("reading.temperature", "/meter", i)
+	}
+	if err := n.Publish(ctx, batch...); err != nil {
+		panic(err)
+	}
+	<-done
+	fmt.Println("handled", handled, "dropped", sub.Dropped())
+	// Output: handled 1000 dropped 0
+}

@@ -61,3 +61,7 @@ func (n *Node) RegistryPut(ctx context.Context, key ds.Key, value []byte) error 
 func (n *Node) RegistryHas(ctx context.Context, key ds.Key) (bool, error) {
 	return n.subset.Has(ctx, key)
 }
+
+// Waiting reports whether the node's loop waits for room in the queue of
+// this OverflowBlock subscription (tests only).
+func (s *Subscription) Waiting() bool { return s.waiting.Load() }

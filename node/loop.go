@@ -50,6 +50,7 @@ func (n *Node) send(in inbound) bool {
 
 // do runs f on the loop and waits for it.
 func (n *Node) do(ctx context.Context, f func()) error {
+	defer n.reenter(ctx)() // called by an OverflowBlock handler: the loop must not wait for it
 	done := make(chan struct{})
 	select {
 	case n.reqs <- func() { f(); close(done) }:
@@ -63,6 +64,17 @@ func (n *Node) do(ctx context.Context, f func()) error {
 		return nil
 	case <-n.ctx.Done():
 		return ErrClosed
+	}
+}
+
+// releasing reports whether Close has begun: from then on the loop waits
+// for no OverflowBlock subscription.
+func (n *Node) releasing() bool {
+	select {
+	case <-n.unblock:
+		return true
+	default:
+		return false
 	}
 }
 

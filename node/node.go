@@ -118,6 +118,7 @@ type Node struct {
 
 	inbox     chan inbound              // gossip reader and CRDT put hook → loop
 	reqs      chan func()               // closures run on the loop
+	unblock   chan struct{}             // closed when Close begins: the loop waits for no OverflowBlock subscription
 	commitQ   chan commitReq            // Publish → committer
 	journalQ  chan outboxed             // committer → journaler
 	gossipQ   chan [][]byte             // committer → gossiper: wire forms
@@ -177,6 +178,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n.inbox = make(chan inbound, 1024)
 	n.reqs = make(chan func())
+	n.unblock = make(chan struct{})
 	n.commitQ = make(chan commitReq, n.p.CommitQueue)
 	n.journalQ = make(chan outboxed, 64)
 	n.recent = newIDSet(1 << 16)
@@ -661,6 +663,7 @@ func (n *Node) Peers() []peer.ID { return n.host.Network().Peers() }
 // call concurrently; every call returns the first call's error.
 func (n *Node) Close() error {
 	n.once.Do(func() {
+		close(n.unblock) // before anything here that needs the loop
 		var errs []error
 		waitLeave := func() {}
 		if n.live && !n.crashing() {

@@ -116,23 +116,12 @@ func (n *Node) publishCore(ctx context.Context, c Consistency, sigs []*signalmes
 		delete(cp[i].Extensions, signalmesh.ExtSig)
 	}
 	if c.weak {
+		defer n.reenter(ctx)() // called by an OverflowBlock handler: the loop must not wait for it
 		return n.publishWeak(ctx, cp)
 	}
 	req := commitReq{sigs: cp, places: make([]place, len(cp)), done: make(chan error, 1)}
-	select {
-	case n.commitQ <- req:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-n.ctx.Done():
-		return ErrClosed
-	}
-	select {
-	case err := <-req.done:
-		if err != nil {
-			return err
-		}
-	case <-n.ctx.Done():
-		return ErrClosed
+	if err := n.toCommitter(ctx, req); err != nil {
+		return err
 	}
 	n.m.published.Add(int64(len(cp)))
 	if c.quorum > 0 {
@@ -143,6 +132,27 @@ func (n *Node) publishCore(ctx context.Context, c Consistency, sigs []*signalmes
 		return n.awaitQuorum(ctx, ids, req.places, c.quorum, 250*time.Millisecond)
 	}
 	return nil
+}
+
+// toCommitter queues req for the committer and waits for its commit.
+func (n *Node) toCommitter(ctx context.Context, req commitReq) error {
+	// The committer hands each batch to the loop before it takes the
+	// next: called by an OverflowBlock handler, the loop must not wait
+	// for that handler meanwhile (a Quorum wait after it needs no loop).
+	defer n.reenter(ctx)()
+	select {
+	case n.commitQ <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.ctx.Done():
+		return ErrClosed
+	}
+	select {
+	case err := <-req.done:
+		return err
+	case <-n.ctx.Done():
+		return ErrClosed
+	}
 }
 
 func (n *Node) publishWeak(ctx context.Context, sigs []*signalmesh.Signal) error {

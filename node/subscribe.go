@@ -23,6 +23,10 @@ import (
 // Handler handles one signal. It runs on the subscription's own goroutine,
 // one signal at a time, in causal order. ctx ends when the node closes. An
 // error (or a panic) is counted and logged; the signal is not redelivered.
+// A handler that calls the node it was called by (Publish, Status, ...)
+// should pass ctx, or a context derived from it: a subscription
+// WithOverflow(OverflowBlock) needs it to tell its handler's calls from
+// others' (see WithOverflow).
 type Handler func(ctx context.Context, s *signalmesh.Signal) error
 
 // Middleware wraps a Handler (logging, timeouts, filtering, ...).
@@ -38,6 +42,9 @@ type subConfig struct {
 	retry    *Retry
 	name     string
 	start    Start
+
+	overflow    Overflow
+	overflowSet bool
 
 	group       string
 	strategy    Strategy
@@ -120,14 +127,110 @@ func WithMiddleware(mw ...Middleware) SubOption {
 // held in memory, not yet handled (default Params.SubscriberQueue). Past
 // it, a named subscription (WithName) keeps the rest in a log in the node's
 // store, in order, and reads it back once it has handled what is in memory:
-// it loses nothing, it falls behind on disk. An unnamed subscription drops
-// them, counted ("subscriber_overflow").
+// it loses nothing, it falls behind on disk. An unnamed subscription does
+// what its Overflow policy says (WithOverflow): by default it drops them,
+// counted ("subscriber_overflow"); with OverflowBlock the node waits for
+// room.
 func WithMaxInFlight(n int) SubOption {
 	return func(c *subConfig) error {
 		if n < 1 {
 			return fmt.Errorf("node: WithMaxInFlight(%d): at least 1", n)
 		}
 		c.inFlight = n
+		return nil
+	}
+}
+
+// Overflow is what an unnamed subscription does with a signal its node
+// delivers while the subscription's queue (Params.SubscriberQueue, or
+// WithMaxInFlight) is full. It is chosen per subscription (WithOverflow).
+type Overflow int
+
+const (
+	// OverflowDrop (the default) drops the signal for this subscription
+	// and counts it: Subscription.Dropped, Status.Dropped and the
+	// signalmesh_dropped_total metric, reason "subscriber_overflow".
+	// Nothing else slows down; the subscription misses what it dropped.
+	OverflowDrop Overflow = iota
+	// OverflowBlock makes the node wait for room in the queue:
+	// back-pressure, nothing dropped. What waits, what that costs the rest
+	// of the node and what ends the wait is told on WithOverflow.
+	OverflowBlock
+)
+
+func (o Overflow) String() string {
+	switch o {
+	case OverflowDrop:
+		return "drop"
+	case OverflowBlock:
+		return "block"
+	}
+	return fmt.Sprintf("Overflow(%d)", int(o))
+}
+
+// WithOverflow sets what the subscription does when its queue is full
+// (default OverflowDrop). Only an unnamed subscription has the choice:
+// with WithName or WithGroup, Subscribe returns an error, since a named
+// subscription neither drops nor holds the node up; past its queue it
+// spills to the node's store and reads back in order (WithMaxInFlight).
+//
+// With OverflowBlock the node's loop, the one goroutine that puts every
+// signal (from gossip, from the journal and published here) in causal
+// order and hands it to the subscriptions, waits, before it queues a
+// signal for this subscription, until the queue has room. The
+// subscription gets every signal the node delivers, each once, in causal
+// order, with at most its queue's bound in memory (but see the handler's
+// own calls, below). While the loop waits, the whole node waits with it:
+//
+//   - every other subscription on the node gets nothing new (what is in
+//     their queues goes on being handled);
+//   - signals from other peers wait: the gossip reader waits for the loop
+//     (its inbox holds 1,024 signals), and what GossipSub receives past
+//     its buffer for the topic (4,096 messages) it drops, so those come
+//     later by the journal; the journal's put hook waits too, so the DAG
+//     sync of the journal slows down, and so do this node's
+//     acknowledgements of other peers' Quorum signals;
+//   - Publish on this node still returns once its signals are durable,
+//     but the committer hands each batch to the loop before it takes the
+//     next: once the loop's inbox is full, Publish calls on every
+//     goroutine wait behind it (ctx ends such a wait only while the call
+//     waits for room in the commit queue, Params.CommitQueue; once
+//     queued, it waits for its commit, like any Publish);
+//   - calls that ask the loop wait: Subscribe, Status, Health (its loop
+//     check fails after 2 s, so the daemon's /healthz answers 503),
+//     Causes, Effects, Trace, and Get for a signal not journaled yet;
+//     their ctx ends the wait (Subscribe has none: Node.Close does);
+//   - so do the loop's periodic work (adoption of unjournaled signals,
+//     cause checks) and its pulls from the journal.
+//
+// So the slowest OverflowBlock handler sets the pace of its node: use it
+// for a consumer that must see everything and keeps up on average (the
+// queue absorbs bursts, the wait the rest), and give a consumer that may
+// stay slow a name instead (it falls behind on disk, holding no one up).
+//
+// The wait ends when the subscription's goroutine takes the next signal
+// from the queue; at once when Subscription.Close is called (Close
+// returns once the handler's call in progress, if any, returns); and at
+// once when Node.Close is called: from then on nothing waits for the
+// subscription, what comes is queued, and what is queued when the node's
+// context ends is not handled.
+//
+// A handler that calls its own node while the loop waits for its queue
+// waits for the loop, which waits for the handler. The node breaks that
+// cycle for calls made with the handler's ctx, or a context derived from
+// it (Publish, PublishWith, Status, Health, Get, Causes, ...): while one
+// is in progress the loop does not wait for this subscription, whose
+// queue may then grow past its bound by what the node delivers meanwhile.
+// The dead letters the subscription publishes after a handler's last
+// failure are such calls too. A handler that calls its node with another
+// context, or calls Subscribe (which takes none), can stall the node
+// until Subscription.Close or Node.Close.
+func WithOverflow(p Overflow) SubOption {
+	return func(c *subConfig) error {
+		if p != OverflowDrop && p != OverflowBlock {
+			return fmt.Errorf("node: WithOverflow(%v): OverflowDrop or OverflowBlock", p)
+		}
+		c.overflow, c.overflowSet = p, true
 		return nil
 	}
 }
@@ -157,6 +260,14 @@ type Subscription struct {
 
 	delivered, failed, dropped atomic.Int64
 
+	// OverflowBlock only (see WithOverflow)
+	block   bool
+	hctx    context.Context // the handler's ctx: the node's, carrying the subscription (see reenter)
+	room    chan struct{}   // buffer 1: the run goroutine took a signal, or the handler called the node
+	calls   atomic.Int32    // calls to the node with hctx in progress: the loop does not wait
+	waiting atomic.Bool     // the loop waits for room
+	blocked atomic.Int64    // signals the loop waited for room for
+
 	retry *Retry
 
 	// persistent subscriptions only; cursor is owned by the run goroutine
@@ -177,7 +288,7 @@ type Subscription struct {
 // any peer, each once, in causal order. Signals wait in a queue of
 // Params.SubscriberQueue (WithMaxInFlight); past that a named subscription
 // spills them to the node's store in order, an unnamed one drops them
-// (counted).
+// (counted), or, WithOverflow(OverflowBlock), makes the node wait for room.
 func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscription, error) {
 	if h == nil {
 		return nil, fmt.Errorf("node: Subscribe with a nil handler")
@@ -194,6 +305,9 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 	if err := n.groupDefaults(&cfg); err != nil {
 		return nil, err
 	}
+	if cfg.overflowSet && cfg.name != "" {
+		return nil, fmt.Errorf("node: WithOverflow(%v) with a named subscription (%q): a named subscription never drops and never holds the node up, it spills past its queue to the store (WithMaxInFlight); WithOverflow is for unnamed subscriptions", cfg.overflow, cfg.name)
+	}
 	mw := append(append([]Middleware(nil), n.cfg.DispatchMiddleware...), cfg.mw...)
 	if n.m.hist != nil {
 		mw = append([]Middleware{n.m.hist.observeLag}, mw...)
@@ -206,7 +320,11 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 		limit = cfg.inFlight
 	}
 	s := &Subscription{n: n, pattern: pattern, h: h, limit: limit, name: cfg.name, retry: cfg.retry,
-		wake: make(chan struct{}, 1), quit: make(chan struct{}), stopped: make(chan struct{})}
+		wake: make(chan struct{}, 1), quit: make(chan struct{}), stopped: make(chan struct{}), hctx: n.ctx}
+	if cfg.overflow == OverflowBlock {
+		s.block, s.room = true, make(chan struct{}, 1)
+		s.hctx = context.WithValue(n.ctx, handlerKey{}, s)
+	}
 	if err := router.Validate(pattern); err != nil {
 		return nil, err
 	}
@@ -505,9 +623,13 @@ type queued struct {
 	mark mark
 }
 
-// enqueue is called by the loop; it never blocks.
+// enqueue is called by the loop. It never blocks, but for an OverflowBlock
+// subscription with a full queue (see awaitRoom).
 func (s *Subscription) enqueue(sig *signalmesh.Signal, covered mark) {
 	s.mu.Lock()
+	if s.block {
+		s.awaitRoom()
+	}
 	switch {
 	case s.closed:
 	case s.spill != nil && (s.spill.on || len(s.q) >= s.limit):
@@ -516,10 +638,10 @@ func (s *Subscription) enqueue(sig *signalmesh.Signal, covered mark) {
 			s.n.m.drop("subscriber_spill")
 			s.n.log.Error("node: spill a signal for a slow subscription", "name", s.name, "signal", sig.ID, "err", err)
 		}
-	case len(s.q) >= s.limit:
+	case len(s.q) >= s.limit && !s.block:
 		s.dropped.Add(1)
 		s.n.m.drop("subscriber_overflow")
-	default:
+	default: // an OverflowBlock subscription past its bound: its handler calls the node, or the node closes
 		s.q = append(s.q, queued{sig, covered})
 	}
 	s.mu.Unlock()
@@ -527,6 +649,56 @@ func (s *Subscription) enqueue(sig *signalmesh.Signal, covered mark) {
 	case s.wake <- struct{}{}:
 	default:
 	}
+}
+
+// awaitRoom waits, on the loop, while the queue of an OverflowBlock
+// subscription is full, until the run goroutine takes a signal from it,
+// the subscription closes, the node's Close begins, or the handler calls
+// the node with its ctx (reenter). It is called, and returns, with s.mu
+// held.
+func (s *Subscription) awaitRoom() {
+	counted := false
+	for len(s.q) >= s.limit && !s.closed && s.calls.Load() == 0 && !s.n.releasing() {
+		s.mu.Unlock()
+		if !counted {
+			counted = true
+			s.blocked.Add(1)
+		}
+		select { // the run goroutine was woken for what is queued; this is cheap insurance
+		case s.wake <- struct{}{}:
+		default:
+		}
+		s.waiting.Store(true)
+		select {
+		case <-s.room:
+		case <-s.quit:
+		case <-s.n.unblock:
+		case <-s.n.ctx.Done():
+		}
+		s.waiting.Store(false)
+		s.mu.Lock()
+	}
+}
+
+// handlerKey is the key of the subscription in its handler's ctx.
+type handlerKey struct{}
+
+// reenter tells an OverflowBlock subscription of n, when ctx is (or
+// derives from) its handler's ctx, that its handler calls the node: until
+// the returned func is called, the loop does not wait for room in its
+// queue (the call may wait for the loop, which would wait for the
+// handler). Any other ctx costs a lookup.
+func (n *Node) reenter(ctx context.Context) (done func()) {
+	s, _ := ctx.Value(handlerKey{}).(*Subscription)
+	if s == nil || s.n != n {
+		return func() {}
+	}
+	s.calls.Add(1)
+	select {
+	case s.room <- struct{}{}: // the loop, if it waits for s, looks again
+	default:
+	}
+	return func() { s.calls.Add(-1) }
 }
 
 func (s *Subscription) run() {
@@ -559,6 +731,12 @@ func (s *Subscription) run() {
 			s.q[0] = queued{}
 			s.q = s.q[1:]
 			s.mu.Unlock()
+			if s.block {
+				select {
+				case s.room <- struct{}{}: // the loop may wait for it
+				default:
+				}
+			}
 			s.handle(q.sig, q.mark)
 		}
 	}
@@ -711,7 +889,7 @@ func (s *Subscription) callOnce(sig *signalmesh.Signal) (err error) {
 			err = fmt.Errorf("handler panicked: %v", p)
 		}
 	}()
-	return s.h(s.n.ctx, sig)
+	return s.h(s.hctx, sig)
 }
 
 // DeadLetterType is the type of the signal a subscription publishes when its
@@ -725,7 +903,7 @@ func (s *Subscription) deadLetter(sig *signalmesh.Signal, attempts int, err erro
 		"attempts": attempts, "error": err.Error(),
 	}, signalmesh.WithCause(sig), signalmesh.WithSubject(sig.Type))
 	if e == nil {
-		e = s.n.Publish(s.n.ctx, dl)
+		e = s.n.Publish(s.hctx, dl) // hctx: an OverflowBlock subscription's loop must not wait for it meanwhile
 	}
 	if e != nil {
 		s.n.log.Error("node: publish dead letter", "signal", sig.ID, "err", e)
@@ -775,6 +953,10 @@ func (s *Subscription) Pattern() string { return s.pattern }
 
 // Dropped is the number of signals dropped because the queue was full.
 func (s *Subscription) Dropped() int64 { return s.dropped.Load() }
+
+// Blocked is the number of signals the node's loop waited for room in
+// the queue to hand over (WithOverflow(OverflowBlock); 0 otherwise).
+func (s *Subscription) Blocked() int64 { return s.blocked.Load() }
 
 // Close ends the subscription: no more calls to its handler once Close
 // returns (a call in progress finishes first; do not call Close from the
