@@ -39,27 +39,33 @@ func (r Ref) String() string { return r.Origin + ":" + strconv.FormatUint(r.Seq,
 // does not carry a 52-character peer id per dependency. Finding a second key
 // whose ref equals a given peer's costs about 2^64 key generations.
 func PeerRef(peerID string) string {
-	if r, ok := peerRefs.Load(peerID); ok {
+	m := peerRefs.Load()
+	if r, ok := m.Load(peerID); ok {
 		return r.(string)
 	}
 	h := sha256.Sum256([]byte(peerID))
 	r := base64.RawURLEncoding.EncodeToString(h[:8])
-	if peerRefsN.Load() < maxPeerRefs && len(peerID) <= maxPeerRefKey {
-		if _, had := peerRefs.LoadOrStore(peerID, r); !had {
-			peerRefsN.Add(1)
+	if len(peerID) <= maxPeerRefKey {
+		if _, had := m.LoadOrStore(peerID, r); !had && peerRefsN.Add(1) >= maxPeerRefs {
+			peerRefs.Store(new(sync.Map)) // full: start again
+			peerRefsN.Store(0)
 		}
 	}
 	return r
 }
 
-// PeerRef remembers the refs of the first maxPeerRefs peer ids it was asked
-// for (every journaled or gossiped signal names its origin's: a hash each
-// was a tenth of a partition heal's loop), and hashes the rest each time:
-// peers that come and go by the million cost time, not memory.
+// PeerRef remembers the refs of the peer ids it was asked for, up to
+// maxPeerRefs, and then forgets them all and starts again (every journaled
+// or gossiped signal names its origin's: a hash each was a tenth of a
+// partition heal's loop). It is asked before a signal's signature is
+// checked, so made-up ids can fill it: they cost the honest peers a hash
+// each again until it has been refilled, never memory.
 var (
-	peerRefs  sync.Map // peer id -> ref
+	peerRefs  atomic.Pointer[sync.Map] // peer id -> ref
 	peerRefsN atomic.Int64
 )
+
+func init() { peerRefs.Store(new(sync.Map)) }
 
 const (
 	maxPeerRefs   = 4096

@@ -449,3 +449,117 @@ func TestOverflowBlockCloseReleases(t *testing.T) {
 		}
 	})
 }
+
+// A handler of an OverflowBlock subscription that publishes with Quorum(1)
+// waits for another peer's ack, which needs this node's journaler, whose
+// commit runs the put hook, which feeds the loop: the loop must not wait
+// for that handler until the publish returns. It waited only until the
+// commit: with the loop's inbox full of another peer's signals, the put
+// hook stalled the journaler, and each effect was acked only once the
+// other peer adopted it from gossip (Params.Adopt, 5 s, later).
+func TestOverflowBlockHandlerPublishesWithQuorum(t *testing.T) {
+	checkLeaks(t)
+	nodes := cluster(t, 2, nil)
+	n, far := nodes[0], nodes[1]
+	var causes, effects atomic.Int64
+	var failed atomic.Pointer[error]
+	sub, err := n.Subscribe("quorum.**", func(ctx context.Context, s *signalmesh.Signal) error {
+		if s.Type == "quorum.effect" {
+			effects.Add(1)
+			return nil
+		}
+		causes.Add(1)
+		e, err := signalmesh.New("quorum.effect", "/test", nil, signalmesh.WithCause(s))
+		if err == nil {
+			err = n.PublishWith(ctx, node.Quorum(1), e)
+		}
+		if err != nil {
+			failed.CompareAndSwap(nil, &err)
+		}
+		return nil
+	}, node.WithMaxInFlight(2), node.WithOverflow(node.OverflowBlock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	// The far peer keeps this node's inbox full while the handler works.
+	noise := publishInBatches(t, far, "noise.x", 30000)
+	const N = 12
+	if err := <-publishInBatches(t, n, "quorum.cause", N); err != nil {
+		t.Fatal(err)
+	}
+	// Each effect waited out the far peer's adoption without the fix:
+	// 12 take a minute or more.
+	eventually(t, 40*time.Second, "every cause handled and every effect acked and handled", func() bool {
+		return (causes.Load() == N && effects.Load() == N) || failed.Load() != nil
+	})
+	if e := failed.Load(); e != nil {
+		t.Fatalf("a Quorum(1) publish from the handler: %v", *e)
+	}
+	if sub.Dropped() != 0 {
+		t.Fatalf("dropped %d", sub.Dropped())
+	}
+	if err := <-noise; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The backlog a start asks for (WithStart) is not counted against an
+// OverflowBlock subscription's bound: a journal longer than the queue
+// holds the node up only while live signals fill the queue, not until
+// the whole backlog is handled.
+func TestOverflowBlockStartBacklogIsNotTheBound(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	n := cluster(t, 1, nil)[0]
+	const old = 200
+	sigs := make([]*signalmesh.Signal, old)
+	for i := range sigs {
+		sigs[i] = mustSignal(t, "old.x")
+	}
+	if err := n.Publish(ctx, sigs...); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the old signals journaled", func() bool {
+		count := 0
+		for _, err := range n.Replay(ctx, "old.*") {
+			if err != nil {
+				return false
+			}
+			count++
+		}
+		return count == old
+	})
+	gate := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(gate) }) }
+	var handled atomic.Int64
+	sub, err := n.Subscribe("old.*", func(ctx context.Context, _ *signalmesh.Signal) error {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+		}
+		handled.Add(1)
+		return nil
+	}, node.WithMaxInFlight(8), node.WithOverflow(node.OverflowBlock), node.WithStart(node.StartBeginning))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	defer release() // first, should the test fail while the handler waits
+	// The backlog (200) is queued and its handler held: the node goes on,
+	// since no live signal waits for room.
+	other := newRecorder()
+	if _, err := n.Subscribe("other.*", other.handle); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Publish(ctx, mustSignal(t, "old.x"), mustSignal(t, "other.x")); err != nil { // a live one for sub first
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "another subscription's signal while the backlog waits", func() bool { return other.count() == 1 })
+	if sub.Waiting() || sub.Blocked() != 0 {
+		t.Fatalf("waiting %v, blocked %d: the backlog alone must not hold the node up", sub.Waiting(), sub.Blocked())
+	}
+	release()
+	eventually(t, 30*time.Second, "the backlog and the live signal handled", func() bool { return handled.Load() == old+1 })
+}

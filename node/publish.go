@@ -115,8 +115,12 @@ func (n *Node) publishCore(ctx context.Context, c Consistency, sigs []*signalmes
 		delete(cp[i].Extensions, signalmesh.ExtCausal)
 		delete(cp[i].Extensions, signalmesh.ExtSig)
 	}
+	// Called by an OverflowBlock handler, the loop must not wait for that
+	// handler until the call returns: the committer hands each batch to
+	// the loop, and a Quorum wait needs the journaler, whose commit runs
+	// the put hook, which feeds the loop.
+	defer n.reenter(ctx)()
 	if c.weak {
-		defer n.reenter(ctx)() // called by an OverflowBlock handler: the loop must not wait for it
 		return n.publishWeak(ctx, cp)
 	}
 	req := commitReq{sigs: cp, places: make([]place, len(cp)), done: make(chan error, 1)}
@@ -136,10 +140,6 @@ func (n *Node) publishCore(ctx context.Context, c Consistency, sigs []*signalmes
 
 // toCommitter queues req for the committer and waits for its commit.
 func (n *Node) toCommitter(ctx context.Context, req commitReq) error {
-	// The committer hands each batch to the loop before it takes the
-	// next: called by an OverflowBlock handler, the loop must not wait
-	// for that handler meanwhile (a Quorum wait after it needs no loop).
-	defer n.reenter(ctx)()
 	select {
 	case n.commitQ <- req:
 	case <-ctx.Done():

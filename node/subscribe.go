@@ -203,6 +203,11 @@ func (o Overflow) String() string {
 //   - so do the loop's periodic work (adoption of unjournaled signals,
 //     cause checks) and its pulls from the journal.
 //
+// The backlog a start asks for (WithStart) is queued whole and is not
+// counted against the bound: only live signals wait for room. The time a
+// handler spends in its retries' backoff (WithRetry) is time the node
+// waits too.
+//
 // So the slowest OverflowBlock handler sets the pace of its node: use it
 // for a consumer that must see everything and keeps up on average (the
 // queue absorbs bursts, the wait the rest), and give a consumer that may
@@ -223,8 +228,11 @@ func (o Overflow) String() string {
 // queue may then grow past its bound by what the node delivers meanwhile.
 // The dead letters the subscription publishes after a handler's last
 // failure are such calls too. A handler that calls its node with another
-// context, or calls Subscribe (which takes none), can stall the node
-// until Subscription.Close or Node.Close.
+// context, calls Subscribe (which takes none) or closes another
+// subscription whose handler waits for the node, or waits for another
+// OverflowBlock subscription's handler (a lock they share), can stall the
+// node until Subscription.Close or Node.Close from elsewhere: the node
+// breaks the cycle only for a handler's own calls with its own ctx.
 func WithOverflow(p Overflow) SubOption {
 	return func(c *subConfig) error {
 		if p != OverflowDrop && p != OverflowBlock {
@@ -266,6 +274,7 @@ type Subscription struct {
 	room    chan struct{}   // buffer 1: the run goroutine took a signal, or the handler called the node
 	calls   atomic.Int32    // calls to the node with hctx in progress: the loop does not wait
 	waiting atomic.Bool     // the loop waits for room
+	started int             // what queueStart queued that is still in q: the backlog a start asked for, not counted against the bound (guarded by mu)
 	blocked atomic.Int64    // signals the loop waited for room for
 
 	retry *Retry
@@ -423,6 +432,10 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 	if !s.local {
 		if err := n.announceSub(s); err != nil {
 			n.subs.RemoveFunc(pattern, func(t *Subscription) bool { return t == s })
+			s.mu.Lock()
+			s.closed = true // the loop may wait for its room (OverflowBlock): no run goroutine will make any
+			s.mu.Unlock()
+			close(s.quit)
 			return nil, fmt.Errorf("node: announce subscription: %w", err)
 		}
 	}
@@ -443,6 +456,7 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 // handed over and did not record as handled (see handedBefore), then the
 // backlog without those.
 func (s *Subscription) queueStart(again, backlog []*signalmesh.Signal) {
+	defer func() { s.started = len(s.q) }() // not counted against an OverflowBlock bound
 	first := make(map[causal.Ref]bool, len(again))
 	for _, b := range again {
 		s.q = append(s.q, queued{sig: b, mark: markAgain})
@@ -658,7 +672,7 @@ func (s *Subscription) enqueue(sig *signalmesh.Signal, covered mark) {
 // held.
 func (s *Subscription) awaitRoom() {
 	counted := false
-	for len(s.q) >= s.limit && !s.closed && s.calls.Load() == 0 && !s.n.releasing() {
+	for len(s.q)-s.started >= s.limit && !s.closed && s.calls.Load() == 0 && !s.n.releasing() && s.n.ctx.Err() == nil {
 		s.mu.Unlock()
 		if !counted {
 			counted = true
@@ -730,6 +744,9 @@ func (s *Subscription) run() {
 			q := s.q[0]
 			s.q[0] = queued{}
 			s.q = s.q[1:]
+			if s.started > 0 {
+				s.started--
+			}
 			s.mu.Unlock()
 			if s.block {
 				select {
@@ -964,15 +981,24 @@ func (s *Subscription) Blocked() int64 { return s.blocked.Load() }
 func (s *Subscription) Close() error {
 	s.closeOnce.Do(func() {
 		s.n.subs.RemoveFunc(s.pattern, func(t *Subscription) bool { return t == s })
-		if s.group == nil && !s.local {
-			if err := s.n.withdrawSub(s); err != nil {
-				s.n.log.Warn("node: withdraw subscription", "id", s.id, "err", err)
+		if s.group == nil {
+			// Stop first: the loop may wait for its room (OverflowBlock),
+			// and the withdrawal below writes to the store.
+			s.mu.Lock()
+			s.closed = true
+			s.mu.Unlock()
+			close(s.quit)
+			if !s.local {
+				if err := s.n.withdrawSub(s); err != nil {
+					s.n.log.Warn("node: withdraw subscription", "id", s.id, "err", err)
+				}
 			}
+		} else {
+			s.mu.Lock()
+			s.closed = true
+			s.mu.Unlock()
+			close(s.quit)
 		}
-		s.mu.Lock()
-		s.closed = true
-		s.mu.Unlock()
-		close(s.quit)
 		if s.group != nil {
 			// Once it has stopped: its mark is final, and the members
 			// that take its share over start after it (no duplicate).
