@@ -191,42 +191,6 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	return 0
 }
 
-func TestMaxInFlightDropsAndCounts(t *testing.T) {
-	checkLeaks(t)
-	nodes := cluster(t, 1, nil)
-	n := nodes[0]
-	release := make(chan struct{})
-	var handled atomic.Int64
-	sub, err := n.Subscribe("flood.*", func(ctx context.Context, _ *signalmesh.Signal) error {
-		select {
-		case <-release:
-		case <-ctx.Done():
-		}
-		handled.Add(1)
-		return nil
-	}, node.WithMaxInFlight(5))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sigs := make([]*signalmesh.Signal, 20)
-	for i := range sigs {
-		sigs[i] = mustSignal(t, "flood.x")
-	}
-	if err := n.Publish(context.Background(), sigs...); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 5*time.Second, "drops counted", func() bool { return sub.Dropped() >= 14 })
-	close(release)
-	eventually(t, 5*time.Second, "the queue drained", func() bool { return handled.Load()+sub.Dropped() == 20 })
-	st, _ := n.Status(context.Background())
-	if st.Dropped["subscriber_overflow"] != sub.Dropped() {
-		t.Fatalf("status dropped %v, subscription %d", st.Dropped, sub.Dropped())
-	}
-	if err := n.Close(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestSubscriptionSetConverges(t *testing.T) {
 	checkLeaks(t)
 	nodes := cluster(t, 3, nil)

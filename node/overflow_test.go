@@ -39,9 +39,19 @@ func droppedMetric(t *testing.T, reg *prometheus.Registry, reason string) float6
 	return 0
 }
 
-// OverflowDrop, chosen explicitly, drops what a full queue cannot take
-// and counts it on the subscription, in Status and in the metric.
+// OverflowDrop, by default or chosen, drops what a full queue
+// (WithMaxInFlight) cannot take and counts it on the subscription, in
+// Status and in the metric.
 func TestOverflowDropLosesAndCounts(t *testing.T) {
+	for name, opts := range map[string][]node.SubOption{
+		"default": {node.WithMaxInFlight(5)},
+		"chosen":  {node.WithMaxInFlight(5), node.WithOverflow(node.OverflowDrop)},
+	} {
+		t.Run(name, func(t *testing.T) { testOverflowDrop(t, opts) })
+	}
+}
+
+func testOverflowDrop(t *testing.T, opts []node.SubOption) {
 	checkLeaks(t)
 	reg := prometheus.NewRegistry()
 	n := cluster(t, 1, func(_ int, c *node.Config) { c.Registerer = reg })[0]
@@ -54,7 +64,7 @@ func TestOverflowDropLosesAndCounts(t *testing.T) {
 		}
 		handled.Add(1)
 		return nil
-	}, node.WithMaxInFlight(5), node.WithOverflow(node.OverflowDrop))
+	}, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
