@@ -36,10 +36,11 @@ type Spec struct {
 	Duration time.Duration `json:"duration"`
 	// Rate of publishes per second over all nodes. Default 40 (short 20).
 	Rate int `json:"rate"`
-	// Settle bounds the wait for quiescence after the heal. Default 90 s
-	// (short 30 s): with ephemeral nodes killed, a lost cause (cause_wait)
-	// and a lost dependency behind it (dep_wait), a third of it each, may
-	// be given up one after the other, after a node's restart too.
+	// Settle bounds the wait for quiescence after the heal. Default 120 s
+	// (short 30 s): with ephemeral nodes killed, a lost cause (cause_wait,
+	// 45 s; short a third) and a lost dependency behind it (dep_wait, 35 s;
+	// short a sixth) may be given up one after the other, after a node's
+	// restart too.
 	Settle time.Duration `json:"settle"`
 	// Network: "auto" (namespaces when root and `ip` allow, else
 	// loopback), "netns" or "loopback". Default auto.
@@ -91,7 +92,7 @@ func (s Spec) WithDefaults() Spec {
 		}
 	}
 	if s.Settle == 0 {
-		s.Settle = 90 * time.Second
+		s.Settle = 120 * time.Second
 		if s.Short {
 			s.Settle = 30 * time.Second
 		}
@@ -328,16 +329,28 @@ func newCluster(spec Spec, seed uint64, dir string, nw network, setup Setup) (*c
 		log:    func(f string, a ...any) { spec.logf("  "+f, a...) }}
 	// Short timers so that faults show within a schedule's seconds.
 	// A cause that never comes (an ephemeral node killed before anyone had
-	// its signal) is given up after cause_wait: a third of the settle time (30 s,
-	// 10 s short), well past what a fault delays a cause; so is a
-	// dependency lost that way (dep_wait: a killed ephemeral node's signal
-	// that another ephemeral node had delivered before it published).
+	// its signal) is given up after cause_wait; so is a dependency lost
+	// that way after dep_wait (a killed ephemeral node's signal that
+	// another ephemeral node had delivered before it published), and a
+	// hostile node's flood, which waits for predecessors that never exist.
+	// dep_wait is below cause_wait (a cause held by a lost dependency
+	// comes before its effects give it up), and above what a dependency
+	// that exists can take to arrive: a DAG fetch that waits for a block
+	// whose holder restarted or left fails after 20 s and the repair walk
+	// fetches it within the next 10 s (crdt), with a fault's own length on
+	// top. At 15 s (a sixth of the old 90 s settle) the harness gave up
+	// dependencies that were on their way and failed its own order checks
+	// (seeds 12069, 12070): a full run takes at least 35 s and 45 s (a
+	// sixth and a third of its settle, as the short one does: its faults
+	// are fewer and shorter).
 	params := map[string]any{"redial": "500ms", "rebroadcast": "1s", "cause_timeout": "5s"}
-	// A hostile node's flood waits for predecessors that never exist: it
-	// is given up after dep_wait, too.
 	if setup.Ephemeral > 0 || setup.Hostile { // without them no cause is lost for good: the node's default (2 min)
-		params["cause_wait"] = (spec.Settle / 3).String()
-		params["dep_wait"] = (spec.Settle / 6).String() // below cause_wait: a cause held by a lost dependency comes before its effects give it up
+		cause, dep := spec.Settle/3, spec.Settle/6
+		if !spec.Short {
+			cause, dep = max(cause, 45*time.Second), max(dep, 35*time.Second)
+		}
+		params["cause_wait"] = cause.String()
+		params["dep_wait"] = dep.String()
 	}
 	if setup.Chain { // a chain stays a chain: the nodes must not find each other by discovery
 		params["discover"] = "-1s"

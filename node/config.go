@@ -230,7 +230,13 @@ type Params struct {
 	// ("delivered_late"). A dependency in the journal is never given up.
 	// Default 1 minute: well below CauseWait, so that a cause held by a
 	// lost dependency elsewhere is given up, adopted and here before its
-	// effects' CauseWait ends. Negative: wait forever.
+	// effects' CauseWait ends. Keep it well above what a dependency that
+	// exists can take to arrive: a journal fetch that waits for a block
+	// whose holder restarted or left fails after 20 s, and the repair walk
+	// fetches it again within the next 10 s, so below about 30 s plus the
+	// longest outage a peer rides out, DepWait gives up signals that were
+	// on their way (they are delivered late, out of order). Negative: wait
+	// forever.
 	DepWait time.Duration
 	// MaxDeps caps the direct dependencies a published signal names
 	// (1..48, default 16): the signals this node delivered from other

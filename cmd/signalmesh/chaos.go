@@ -60,7 +60,7 @@ func chaosCmd(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&spec.Schedules, "schedules", 0, "schedules to run (default 1, short 3)")
 	fs.DurationVar(&spec.Duration, "duration", 0, "workload length of each schedule (default 20s, short 12s)")
 	fs.IntVar(&spec.Rate, "rate", 0, "publishes per second over all nodes (default 40, short 20)")
-	fs.DurationVar(&spec.Settle, "settle", 0, "longest wait for quiescence after the heal (default 90s, short 30s)")
+	fs.DurationVar(&spec.Settle, "settle", 0, "longest wait for quiescence after the heal (default 120s, short 30s)")
 	fs.StringVar(&spec.Network, "network", "auto", "auto, netns or loopback")
 	kinds := fs.String("faults", "", "comma-separated faults to draw from (default all: "+kindList()+")")
 	fs.BoolVar(&spec.Short, "short", false, "the CI sizes: 3 schedules of 3 nodes for 12 s, 4 ephemeral nodes each")
