@@ -61,11 +61,15 @@ func PeerRef(peerID string) string {
 // checked, so made-up ids can fill it: they cost the honest peers a hash
 // each again until it has been refilled, never memory.
 var (
-	peerRefs  atomic.Pointer[sync.Map] // peer id -> ref
+	peerRefs  = newPeerRefs() // -> peer id -> ref; a variable's initializer, not init: other packages' variables (and tests') call PeerRef first
 	peerRefsN atomic.Int64
 )
 
-func init() { peerRefs.Store(new(sync.Map)) }
+func newPeerRefs() *atomic.Pointer[sync.Map] {
+	p := new(atomic.Pointer[sync.Map])
+	p.Store(new(sync.Map))
+	return p
+}
 
 const (
 	maxPeerRefs   = 4096
