@@ -493,7 +493,7 @@ func TestOverflowBlockHandlerPublishesWithQuorum(t *testing.T) {
 	}
 	defer sub.Close()
 	// The far peer keeps this node's inbox full while the handler works.
-	noise := publishInBatches(t, far, "noise.x", 30000)
+	noise := publishInBatches(t, far, "noise.x", 8000)
 	const N = 12
 	if err := <-publishInBatches(t, n, "quorum.cause", N); err != nil {
 		t.Fatal(err)
