@@ -24,7 +24,7 @@ const (
 type inbound struct {
 	s     *signalmesh.Signal
 	via   via
-	meta  *causal.Meta // when the sender read it already (always from the journal)
+	meta  *causal.Meta // when the sender read it already: the put hook (via journal) or validate (via gossip)
 	known *causal.Ref  // only this: a journaled signal the core lacks room for
 }
 
@@ -243,14 +243,13 @@ func (n *Node) handle(in inbound) {
 		n.pullWanted = true
 		return
 	}
-	if in.meta != nil && in.via == viaJournal {
+	if in.meta != nil {
 		n.noteOrigin(in.meta.Origin, in.s)
-		_ = n.offerJournaled(*in.meta, in.s)
-		return
-	}
-	if in.meta != nil { // gossip: validate read it
-		n.noteOrigin(in.meta.Origin, in.s)
-		_ = n.offer(*in.meta, in.s)
+		if in.via == viaJournal {
+			_ = n.offerJournaled(*in.meta, in.s)
+		} else {
+			_ = n.offer(*in.meta, in.s)
+		}
 		return
 	}
 	m, err := journal.MetaOf(in.s)
