@@ -25,6 +25,8 @@ type cluster struct {
 	procs  []*proc
 	log    func(format string, args ...any)
 	setup  Setup
+	// depWait is the nodes' DepWait (0: the node's default).
+	depWait time.Duration
 
 	// settleKill is when the settle kill (if any) was made, since the
 	// workload started (written before finish reads it).
@@ -301,28 +303,47 @@ func (c *cluster) stop(i int) error {
 // counters live as long as it).
 func (c *cluster) scrape(i int) {
 	p := c.procs[i]
-	if _, ok := p.live(); !ok {
+	dropped, rejected, err := c.counters(i)
+	if err != nil {
+		c.log("node %d: metrics: %v", i, err)
 		return
+	}
+	if dropped == nil {
+		return // not running
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.dropped == nil {
+		p.dropped, p.rejected = map[string]float64{}, map[string]float64{}
+	}
+	for r, v := range dropped {
+		p.dropped[r] += v
+	}
+	for r, v := range rejected {
+		p.rejected[r] += v
+	}
+}
+
+// counters reads the dropped_total and rejected_total counters of node
+// i's running process, by reason (nil maps when it is not running).
+func (c *cluster) counters(i int) (dropped, rejected map[string]float64, err error) {
+	if _, ok := c.procs[i].live(); !ok {
+		return nil, nil, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.net.api(i)+"/metrics", nil)
 	resp, err := c.client.Do(req)
 	if err != nil {
-		c.log("node %d: metrics: %v", i, err)
-		return
+		return nil, nil, err
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.dropped == nil {
-		p.dropped, p.rejected = map[string]float64{}, map[string]float64{}
-	}
+	dropped, rejected = map[string]float64{}, map[string]float64{}
 	for sc.Scan() {
-		for prefix, sums := range map[string]map[string]float64{`signalmesh_dropped_total{reason="`: p.dropped,
-			`signalmesh_rejected_total{reason="`: p.rejected} {
+		for prefix, sums := range map[string]map[string]float64{`signalmesh_dropped_total{reason="`: dropped,
+			`signalmesh_rejected_total{reason="`: rejected} {
 			rest, ok := strings.CutPrefix(sc.Text(), prefix)
 			if !ok {
 				continue
@@ -332,6 +353,49 @@ func (c *cluster) scrape(i int) {
 			if _, err := fmt.Sscan(val, &v); err == nil {
 				sums[reason] += v
 			}
+		}
+	}
+	return dropped, rejected, sc.Err()
+}
+
+// awaitFlood waits, until deadline, for some honest node (a process that
+// ended or a running one) to count the hostile node's flood: its signals
+// wait on predecessors that never exist and are given up only DepWait
+// after the first arrived at a process, which may be well after the heal
+// (a node restarted late in the run hears only the flood's last
+// signals). Settling does not wait for them (recorded), so without this
+// a schedule that settled fast read the counters before any node could
+// have counted the flood (seed 12224: quiescent 12 s after the heal,
+// dep_wait 35 s). It reports whether one did; the checker rules on it.
+func (c *cluster) awaitFlood(ctx context.Context, deadline time.Time) bool {
+	reasons := hostileReasons[AttackFlood]
+	counted := func(m map[string]float64) bool {
+		for _, why := range reasons {
+			if m[strings.TrimPrefix(why, "dropped:")] > 0 {
+				return true
+			}
+		}
+		return false
+	}
+	for {
+		for i, p := range c.procs {
+			p.mu.Lock()
+			ended := counted(p.dropped)
+			p.mu.Unlock()
+			if ended {
+				return true
+			}
+			if d, _, err := c.counters(i); err == nil && counted(d) {
+				return true
+			}
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(time.Second):
 		}
 	}
 }

@@ -29,7 +29,7 @@ const groupRule = "a signal journaled on every replica that matches the group's 
 	"a subject's signals went to more than one member, or one member handled an origin's signals of one subject out of sequence. " +
 	"Failover windows, L the lease and M 3 s: a kill -9, pause, long pause, settle kill or slow link of node k, " +
 	"[start-M, end+L+M] for signals node k handled; a cut (halves, isolate, bridge, flap, one-way), [start-M, heal+L+M] for any node " +
-	"(both sides handle during a cut); each start of node k's process (its record's start line at T), [T, T+L+M] for signals node k handled " +
+	"(both sides handle during a cut), and so is a kill -9, pause, long pause, settle kill or slow link in a chain bootstrap (the nodes on either side of node k lose each other); each start of node k's process (its record's start line at T), [T, T+L+M] for signals node k handled " +
 	"(a member that joins may share signals until the others hear of it). A duplicate is inside a window when the signal's first publish " +
 	"or one of its handlings falls in it and, for a window of node k, node k is among its handlers. " +
 	"A clean restart (SIGTERM, a hand-off of the final mark) opens no window but its start's: it must leave no duplicate"
@@ -72,6 +72,10 @@ type GroupHistory struct {
 	// Faults are the schedule's faults, a settle kill at the time it was
 	// made.
 	Faults []Fault
+	// Chain: the nodes were bootstrapped as a chain and do not discover
+	// each other (Setup.Chain), so a node down, paused or slow also cuts
+	// the nodes on one side of it from those on the other.
+	Chain bool
 }
 
 // GroupFigures are the group rule's counts.
@@ -125,7 +129,9 @@ func groupWindows(g *GroupHistory, clean bool) []window {
 		w := window{from: f.At - groupMargin, to: f.At + f.For + g.Lease + groupMargin, why: f.String()}
 		switch f.Kind {
 		case Kill, Pause, LongPause, SettleKill, Slow:
-			w.nodes = []int{f.Node}
+			if !g.Chain { // in a chain it is also a cut: any node
+				w.nodes = []int{f.Node}
+			}
 		case Halves, Isolate, Bridge, Flap, OneWay:
 		case Restart:
 			if !clean {
@@ -410,7 +416,7 @@ func (c *cluster) collectGroup(h *History, start time.Time, faults []Fault) erro
 	if err != nil {
 		return errors.Join(errors.New("chaos: group lease"), err)
 	}
-	g := &GroupHistory{Pattern: "**", Strategy: c.setup.Group, Lease: lease, Start: start, Faults: slices.Clone(faults)}
+	g := &GroupHistory{Pattern: "**", Strategy: c.setup.Group, Lease: lease, Start: start, Faults: slices.Clone(faults), Chain: c.setup.Chain}
 	for i, f := range g.Faults {
 		if f.Kind == SettleKill && c.settleKill > 0 {
 			g.Faults[i].At = c.settleKill

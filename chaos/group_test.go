@@ -85,6 +85,12 @@ func TestGroupFindsEachAnomaly(t *testing.T) {
 			h.Group.Faults = []Fault{{Kind: Kill, At: 4 * sec, For: sec, Node: 1}}
 			h.Group.Records[2] = append(h.Group.Records[2], stamped(h.entry("a2"), 5*sec))
 		}},
+		{"duplicate beside a member killed in a full mesh", "outside every failover window", func(h *History) {
+			// as the chain case of TestGroupExcusesDuplicatesInFailoverWindows,
+			// but the nodes reach each other without node 1
+			h.Group.Faults = []Fault{{Kind: Kill, At: 3500 * time.Millisecond, For: sec, Node: 1}}
+			h.Group.Records[2] = append(h.Group.Records[2], stamped(h.entry("a2"), 4200*time.Millisecond))
+		}},
 		{"duplicate after a clean restart", "outside every failover window", func(h *History) {
 			h.Group.Faults = []Fault{{Kind: Restart, At: 3500 * time.Millisecond, For: sec, Node: 0}}
 			h.Group.Records[1] = append(h.Group.Records[1], stamped(h.entry("a2"), 4500*time.Millisecond))
@@ -131,6 +137,13 @@ func TestGroupExcusesDuplicatesInFailoverWindows(t *testing.T) {
 		}},
 		{"join: a restarted member shares until the others hear of it", func(h *History) {
 			h.Group.Records[1] = append(h.Group.Records[1], stamped(Entry{Start: true}, 3900*time.Millisecond), stamped(h.entry("a2"), 4200*time.Millisecond))
+		}},
+		{"chain: a member down between two others splits them", func(h *History) {
+			// nodes 0 and 2 are chained through node 1, killed at 3.5 s:
+			// each side took subject s1's a2 (seeds 12073, 12208)
+			h.Group.Chain = true
+			h.Group.Faults = []Fault{{Kind: Kill, At: 3500 * time.Millisecond, For: sec, Node: 1}}
+			h.Group.Records[2] = append(h.Group.Records[2], stamped(h.entry("a2"), 4200*time.Millisecond))
 		}},
 		{"pause: the paused member's queue after SIGCONT", func(h *History) {
 			h.Group.Faults = []Fault{{Kind: Pause, At: 5 * sec, For: 2 * sec, Node: 2}}

@@ -351,6 +351,7 @@ func newCluster(spec Spec, seed uint64, dir string, nw network, setup Setup) (*c
 		}
 		params["cause_wait"] = cause.String()
 		params["dep_wait"] = dep.String()
+		c.depWait = dep
 	}
 	if setup.Chain { // a chain stays a chain: the nodes must not find each other by discovery
 		params["discover"] = "-1s"
