@@ -269,6 +269,32 @@ func BenchmarkConsumerGroup(b *testing.B) {
 // faster more members are is a timing, for the benchmark
 // (BenchmarkConsumerGroup, BENCHMARKS.md), not for a unit test: on a
 // loaded machine the 4 peers in this process share two cores.
+// The failover scenario, lease 1 s: a member's node dies as a kill -9
+// would mid-stream and every signal is still handled (the scenario fails
+// otherwise); the signals handled twice are no more than the survivors
+// counted as taken over. How long the failover took is a timing, for the
+// benchmark (BENCHMARKS.md).
+func TestGroupFailover(t *testing.T) {
+	defer goleak.VerifyNone(t, nodetest.IgnoredGoroutines()...)
+	o, err := bench.GroupFailover(context.Background(), bench.Env{Payload: 100}, []time.Duration{time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bench.Figure{}
+	for _, f := range o.Figures {
+		t.Logf("%s %s %.1f %s (%s)", f.Metric, f.Variant, f.Value, f.Unit, f.Note)
+		got[f.Metric] = f
+	}
+	d, ok := got["group-failover-duplicates"]
+	taken, ok2 := got["group-failover-taken"]
+	if !ok || !ok2 || got["group-failover"].Value <= 0 {
+		t.Fatalf("figures missing: %v", o.Figures)
+	}
+	if d.Value > taken.Value {
+		t.Errorf("%.0f signals handled twice, more than the %.0f the survivors took over", d.Value, taken.Value)
+	}
+}
+
 func TestConsumerGroup(t *testing.T) {
 	defer goleak.VerifyNone(t, nodetest.IgnoredGoroutines()...)
 	o, err := bench.ConsumerGroup(context.Background(), bench.Env{Payload: 100}, []int{1, 2, 4}, 1000, time.Millisecond)

@@ -300,10 +300,17 @@ func (s Spec) scenarios() []scenario {
 			}
 		case "consumer-group":
 			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {
+				sizes, n, leases := []int{1, 2, 4}, 4000, []time.Duration{10 * time.Second, 2 * time.Second}
 				if s.Short {
-					return ConsumerGroup(ctx, env, []int{1, 2, 4}, 400, time.Millisecond)
+					n, leases = 400, []time.Duration{time.Second}
 				}
-				return ConsumerGroup(ctx, env, []int{1, 2, 4}, 4000, time.Millisecond)
+				o, err := ConsumerGroup(ctx, env, sizes, n, time.Millisecond)
+				if err != nil {
+					return o, err
+				}
+				f, err := GroupFailover(ctx, env, leases)
+				o.add(f.Figures...)
+				return o, err
 			}
 		case "slow-consumer":
 			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {

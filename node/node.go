@@ -34,6 +34,7 @@ import (
 	"github.com/signalmesh/signalmesh"
 	"github.com/signalmesh/signalmesh/causal"
 	"github.com/signalmesh/signalmesh/crdt"
+	"github.com/signalmesh/signalmesh/internal/crashhook"
 	"github.com/signalmesh/signalmesh/journal"
 	"github.com/signalmesh/signalmesh/router"
 )
@@ -274,6 +275,14 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 // testCrashClose, when set (tests only), makes Close leave what a kill -9
 // would: no adoption, no hand-off.
 var testCrashClose bool
+
+func init() {
+	crashhook.Close = func(v any) error {
+		n := v.(*Node)
+		n.crash.Store(true)
+		return n.Close()
+	}
+}
 
 // crashing reports whether Close is to leave what a kill -9 would (tests
 // only: testCrashClose, or this node's crash flag).
