@@ -190,6 +190,14 @@
 // handled with its effects makes duplicates harmless. All members of a
 // group must use the same strategy and pattern.
 //
+// An event published on two peers (a retry on another peer) has two
+// copies, each at its own place, which nodes may deliver in either
+// order. Each copy is judged by the strategy, also the one a node
+// delivers as a duplicate of the other, and a member hands over a copy
+// that is its share unless it handled the event already: the event is
+// handled at least once, and once by each member that owns one of its
+// copies (with LocalFirst, the members on the two publishing peers).
+//
 // # Nothing delivered is lost
 //
 // A signal that any replica delivered ends in the mesh's journal, also

@@ -594,3 +594,75 @@ func TestNodeCloseWithBusyGroupMember(t *testing.T) {
 		t.Fatalf("Close took %v with a busy member", d)
 	}
 }
+
+// Two copies of one event (one (source, id), one content) published on
+// two peers cut off from each other, as a client's retry on another peer
+// does when it does not know the first try's outcome, are two signals to
+// the group, each with its LocalFirst owner. A member that got the other
+// member's copy first passes that over and then gets its own copy as a
+// duplicate of it (causal.Release.Dup): if it only moved its cursor past
+// that one, and the other member got the copies the other way round, no
+// member would handle the event (fault-harness seed 12072: the owner of
+// each copy had delivered the other copy first). Each member hands over
+// the copy that is its own, unless it handled the event already.
+func TestGroupCopiesOfOneEventHandled(t *testing.T) {
+	checkLeaks(t)
+	// P1 and N1 in region r1, P2 and N2 in r2; members on N1 and N2 only:
+	// a copy published on P1 is N1's, one published on P2 is N2's. The
+	// lease outlasts the cut: each member stays live in the other's view,
+	// so no takeover hands a copy over.
+	nodes := groupCluster(t, 4, func(i int, c *node.Config) {
+		c.Region = []string{"r1", "r1", "r2", "r2"}[i]
+		c.Params.Lease = 10 * time.Second
+	})
+	p1, n1, p2, n2 := nodes[0], nodes[1], nodes[2], nodes[3]
+	log := newGroupLog()
+	for i, n := range []*peerNode{n1, n2} {
+		if _, err := n.Subscribe("order.**", log.handler(i), node.WithGroup("ship"), node.WithStrategy(node.LocalFirst)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// What each node delivered (the first copy only: the other is a
+	// duplicate); these also put P1's and P2's regions in the set.
+	recs := make([]*recorder, len(nodes))
+	for i, n := range nodes {
+		recs[i] = newRecorder()
+		if _, err := n.Subscribe("order.**", recs[i].handle); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitGroup(t, nodes, "ship", 2)
+	ctx := context.Background()
+	ev := mustSignal(t, "order.created", signalmesh.WithSubject("o-1"))
+
+	// Each member's node delivers first the copy that is the other's.
+	cut([]*peerNode{p1, n2}, []*peerNode{p2, n1})
+	if err := p1.Publish(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "N2 delivers P1's copy", func() bool { return recs[3].count() == 1 })
+	if err := p2.Publish(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "N1 delivers P2's copy", func() bool { return recs[1].count() == 1 })
+	for i, r := range []*recorder{recs[1], recs[3]} {
+		got := r.snapshot()[0].Extensions[signalmesh.ExtPeer]
+		if want := []*peerNode{p2, p1}[i].ID().String(); got != want {
+			t.Fatalf("member %d's node delivered first the copy of %v, want %s's", i, got, want)
+		}
+	}
+
+	// After the heal each gets its own copy, a duplicate.
+	heal(t, nodes)
+	awaitMarks(t, []*peerNode{n1, n2}, 2) // each has judged both copies
+	handled, dups, per := log.counts([]*signalmesh.Signal{ev})
+	t.Logf("handled %d, duplicates %d, per member %v", handled, dups, per)
+	if handled != 1 {
+		t.Fatal("no member of the group handled the event")
+	}
+	for m, c := range per {
+		if c > 1 {
+			t.Errorf("member %d handled the event %d times", m, c)
+		}
+	}
+}

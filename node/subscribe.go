@@ -626,7 +626,7 @@ type mark uint8
 
 const (
 	markNone    mark = iota
-	markCovered      // another copy of an event it saw: it only moves a named subscription's cursor
+	markCovered      // another copy of an event it saw: it only moves a named subscription's cursor (a group member judges it: see handle)
 	markLate         // delivered after later signals of its origin (causal.Release.Late): the cursor is past it
 	markAgain        // the last process handed it over and did not record it as handled (see cursorLog)
 )
@@ -777,6 +777,20 @@ func (s *Subscription) handle(sig *signalmesh.Signal, m mark) {
 	if seq != 0 && seq <= s.cursor.Get(origin) && m != markLate && m != markAgain {
 		return
 	}
+	id := identityHash(sig)
+	if covered && s.group != nil && s.group.shares() && !s.handled.has(id) {
+		// Another copy of an event this member has not handled: its node
+		// delivered first a copy that was not this member's share, and
+		// this copy may be (LocalFirst: the copies were published on two
+		// peers; any strategy: a member eligible for one copy's place
+		// only). Another node may have delivered the copies the other way
+		// round, its member passing this one over as this member's: so it
+		// is judged like any signal, as the journal's replay judges each
+		// copy after a restart and takeOver after a departure. Each
+		// (source, id) is handled at least once, by the owner of each of
+		// its copies at most once each.
+		covered = false
+	}
 	if s.group != nil && !covered && m != markAgain && s.passOver(sig, origin, seq, m) {
 		return // another member's
 	}
@@ -785,7 +799,7 @@ func (s *Subscription) handle(sig *signalmesh.Signal, m mark) {
 	// journal): their log line only records that they were handled, so
 	// that a copy met again after a crash (a Weak signal gossiped again)
 	// is not handed over twice.
-	line := handover{origin: origin, seq: seq, id: identityHash(sig)}
+	line := handover{origin: origin, seq: seq, id: id}
 	if seq == 0 {
 		line.origin = "-"
 	}
@@ -1040,7 +1054,8 @@ func (n *Node) dispatch(sig *signalmesh.Signal, m mark) {
 
 // dispatchCovered tells the named subscriptions that match sig, another
 // copy of an event they were given, to move their cursor past it: reopened,
-// they do not get it from the journal as new.
+// they do not get it from the journal as new. A group member hands it over
+// if it is its share of an event it has not handled (see handle).
 func (n *Node) dispatchCovered(sig *signalmesh.Signal) {
 	for _, s := range n.subs.Route(sig) {
 		if s.name != "" {
