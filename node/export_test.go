@@ -65,3 +65,7 @@ func (n *Node) RegistryHas(ctx context.Context, key ds.Key) (bool, error) {
 // Waiting reports whether the node's loop waits for room in the queue of
 // this OverflowBlock subscription (tests only).
 func (s *Subscription) Waiting() bool { return s.waiting.Load() }
+
+// SetKey is the subscription's key in the replicated subscription set
+// (tests only).
+func (s *Subscription) SetKey() ds.Key { return subKey(s.info.Peer, s.info.ID) }

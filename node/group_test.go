@@ -254,6 +254,51 @@ func TestGroupCleanLeaveHandsOff(t *testing.T) {
 	}
 }
 
+// A member that leaves cleanly leaves its final mark in the set for
+// several leases, so that a replica whose copy of the set lags (a loaded
+// machine) still reads it before a peer deletes the entry; then it is
+// deleted. With the entry deleted after one lease, such a replica took
+// the share over from an older mark and handled again what the member had
+// handled (TestGroupCleanLeaveHandsOff: 16 duplicates in one CI run).
+func TestGroupLeftEntryOutlivesALaggingRead(t *testing.T) {
+	checkLeaks(t)
+	const lease = 300 * time.Millisecond
+	nodes := cluster(t, 2, func(i int, c *node.Config) { c.Params.Lease = lease })
+	var subs []*node.Subscription
+	for _, n := range nodes {
+		s, err := n.Subscribe("order.**", func(context.Context, *signalmesh.Signal) error { return nil }, node.WithGroup("fulfilment"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		subs = append(subs, s)
+	}
+	awaitGroup(t, nodes, "fulfilment", 2)
+	key := subs[1].SetKey()
+	if err := subs[1].Close(); err != nil {
+		t.Fatal(err)
+	}
+	awaitGroup(t, nodes[:1], "fulfilment", 1)
+	left := time.Now()
+	// Three leases on, past the one lease a left entry used to stay: both
+	// replicas still hold it (its owner's and the other's registrar both
+	// read the set every lease/8 meanwhile).
+	time.Sleep(3 * lease)
+	for i, n := range nodes {
+		if has, err := n.RegistryHas(context.Background(), key); err != nil || !has {
+			t.Fatalf("node %d: the left entry is gone %v after the leave (err %v)", i, time.Since(left).Round(time.Millisecond), err)
+		}
+	}
+	eventually(t, 30*time.Second, "the left entry deleted everywhere", func() bool {
+		for _, n := range nodes {
+			if has, err := n.RegistryHas(context.Background(), key); err != nil || has {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("the left entry was deleted everywhere %v after the leave (lease %v)", time.Since(left).Round(time.Millisecond), lease)
+}
+
 // A member whose node dies mid-stream (no hand-off, no final mark): after
 // its lease its share is handled by the others, none lost; the duplicates
 // (what it handled after its last renewal) are counted by the survivors.

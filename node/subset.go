@@ -86,6 +86,12 @@ type registry struct {
 	kick     chan struct{} // buffer 1: read the set again soon (a delta arrived)
 	renewNow chan struct{} // buffer 1: renew at once (a peer joined the leases topic)
 
+	// writeMu orders a renewal and a leave of this node's entries: a
+	// renewal that read a member as held before its leave must not write
+	// its live entry (an older mark) after the left one, in the gossip or
+	// in the CRDT, where the later write wins.
+	writeMu sync.Mutex
+
 	mu       sync.Mutex
 	local    map[string]*Subscription // this node's replicated subscriptions, by id
 	remote   []SubscriptionInfo       // other peers' live subscriptions at the last read
@@ -191,6 +197,8 @@ func (n *Node) announceSub(s *Subscription) error {
 // that take its share over know exactly what it handled. The leave is
 // gossiped too (the others see it at once) before the node forgets s.
 func (n *Node) withdrawSub(s *Subscription) error {
+	n.reg.writeMu.Lock()
+	defer n.reg.writeMu.Unlock()
 	s.leaving.Store(true) // renewals leave it alone
 	info := n.entry(s, time.Now())
 	info.Left = true
@@ -285,6 +293,8 @@ const checkpointLeases = 10
 // writes those not written for checkpointLeases leases to the CRDT, in
 // one delta.
 func (n *Node) renew(now time.Time) error {
+	n.reg.writeMu.Lock()
+	defer n.reg.writeMu.Unlock()
 	n.reg.mu.Lock()
 	local := make([]*Subscription, 0, len(n.reg.local))
 	for _, s := range n.reg.local {
@@ -393,6 +403,16 @@ func (n *Node) readRegistry(now time.Time) error {
 	return nil
 }
 
+// leftLeases is how many leases a group member's left entry (its final
+// progress mark) stays in the set before a peer deletes it. At one lease,
+// a replica whose copy of the set lagged more than that (a loaded
+// machine) could fetch the put and the delete together and never read the
+// final mark: it took the member's share over from an older one and
+// handled again what the member had handled (16 signals in a CI run of
+// TestGroupCleanLeaveHandsOff). It matches how long the departed marks
+// are kept (registry.departed).
+const leftLeases = 10
+
 // noteEntry parses one entry, notes a renewal, and says whether it is to
 // be deleted (expired, malformed, or this node's and no longer held).
 func (n *Node) noteEntry(key string, val []byte, now time.Time) (regEntry, bool) {
@@ -432,12 +452,15 @@ func (n *Node) noteEntry(key string, val []byte, now time.Time) (regEntry, bool)
 			_, held := n.reg.local[e.sub.ID]
 			n.reg.mu.Unlock()
 			e.live = held
-			// a left entry stays a lease, for others to read its final mark
-			return e, !held && !(left && unrenewed <= lease)
+			// a left entry stays leftLeases, for others to read its final mark
+			return e, !held && !(left && unrenewed <= leftLeases*lease)
 		}
 		return e, false
 	}
-	gone := (left && unrenewed > lease) || (!e.live && unrenewed > 2*lease && now.After(expires.Add(lease)))
+	if left {
+		return e, unrenewed > leftLeases*lease
+	}
+	gone := !e.live && unrenewed > 2*lease && now.After(expires.Add(lease))
 	return e, gone
 }
 
