@@ -29,7 +29,7 @@ const groupRule = "a signal journaled on every replica that matches the group's 
 	"a subject's signals went to more than one member, or one member handled an origin's signals of one subject out of sequence. " +
 	"Failover windows, L the lease and M 3 s: a kill -9, pause, long pause, settle kill or slow link of node k, " +
 	"[start-M, end+L+M] for signals node k handled; a cut (halves, isolate, bridge, flap, one-way), [start-M, heal+L+M] for any node " +
-	"(both sides handle during a cut), and so is a kill -9, pause, long pause, settle kill or slow link in a chain bootstrap (the nodes on either side of node k lose each other); each start of node k's process (its record's start line at T), [T, T+L+M] for signals node k handled " +
+	"(both sides handle during a cut); in a chain bootstrap, a kill -9, pause, long pause, settle kill, slow link, clean restart or process start of an inner node k also parts the nodes before it from those after it: its window also holds a duplicate with a handler on each side of k; each start of node k's process (its record's start line at T), [T, T+L+M] for signals node k handled " +
 	"(a member that joins may share signals until the others hear of it). A duplicate is inside a window when the signal's first publish " +
 	"or one of its handlings falls in it and, for a window of node k, node k is among its handlers. " +
 	"A clean restart (SIGTERM, a hand-off of the final mark) opens no window but its start's: it must leave no duplicate"
@@ -102,7 +102,11 @@ type GroupFigures struct {
 type window struct {
 	from, to time.Duration
 	nodes    []int
-	why      string
+	// sides: a fault of an inner link of a chain (node k): the window
+	// also excuses a duplicate with a handler on each side of node k
+	// (before it and after it), which lost each other.
+	sides [2][]int
+	why   string
 }
 
 // handling is one line of a group record.
@@ -125,19 +129,37 @@ func (h handling) String() string {
 // excuses for duplicates).
 func groupWindows(g *GroupHistory, clean bool) []window {
 	var out []window
+	n := len(g.Records)
+	// sides: in a chain, node k's process fault or start also parts the
+	// nodes before it from those after it (none at a chain's ends).
+	sides := func(k int) (s [2][]int) {
+		if !g.Chain || k <= 0 || k >= n-1 {
+			return s
+		}
+		for i := range n {
+			if i < k {
+				s[0] = append(s[0], i)
+			} else if i > k {
+				s[1] = append(s[1], i)
+			}
+		}
+		return s
+	}
 	for _, f := range g.Faults {
 		w := window{from: f.At - groupMargin, to: f.At + f.For + g.Lease + groupMargin, why: f.String()}
 		switch f.Kind {
 		case Kill, Pause, LongPause, SettleKill, Slow:
-			if !g.Chain { // in a chain it is also a cut: any node
-				w.nodes = []int{f.Node}
-			}
+			w.nodes, w.sides = []int{f.Node}, sides(f.Node)
 		case Halves, Isolate, Bridge, Flap, OneWay:
 		case Restart:
-			if !clean {
+			// A clean restart leaves no duplicate on its own node; in a
+			// chain it parts the two sides while the node is down.
+			w.sides = sides(f.Node)
+			if clean {
+				w.nodes = []int{f.Node}
+			} else if w.sides[0] == nil {
 				continue
 			}
-			w.nodes = []int{f.Node}
 		default:
 			continue
 		}
@@ -147,7 +169,7 @@ func groupWindows(g *GroupHistory, clean bool) []window {
 		for _, e := range rec {
 			if e.Start && e.T != 0 {
 				at := g.since(e.T)
-				out = append(out, window{from: at, to: at + g.Lease + groupMargin, nodes: []int{i}, why: fmt.Sprintf("node %d started at %.3fs", i, at.Seconds())})
+				out = append(out, window{from: at, to: at + g.Lease + groupMargin, nodes: []int{i}, sides: sides(i), why: fmt.Sprintf("node %d started at %.3fs", i, at.Seconds())})
 			}
 		}
 	}
@@ -163,7 +185,13 @@ func (w window) covers(t time.Duration, hs []handling) bool {
 	if t < w.from || t > w.to {
 		return false
 	}
-	return w.nodes == nil || slices.ContainsFunc(hs, func(h handling) bool { return slices.Contains(w.nodes, h.node) })
+	if w.nodes == nil && w.sides[0] == nil {
+		return true // a cut: any node
+	}
+	among := func(ns []int) bool {
+		return slices.ContainsFunc(hs, func(h handling) bool { return slices.Contains(ns, h.node) })
+	}
+	return among(w.nodes) || w.sides[0] != nil && among(w.sides[0]) && among(w.sides[1])
 }
 
 // groupHandlings indexes every member's handlings by signal.

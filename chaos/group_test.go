@@ -91,6 +91,18 @@ func TestGroupFindsEachAnomaly(t *testing.T) {
 			h.Group.Faults = []Fault{{Kind: Kill, At: 3500 * time.Millisecond, For: sec, Node: 1}}
 			h.Group.Records[2] = append(h.Group.Records[2], stamped(h.entry("a2"), 4200*time.Millisecond))
 		}},
+		{"duplicate beside a chain's end node killed", "outside every failover window", func(h *History) {
+			// the chain is 0-1-2: node 2, an end, parts nobody
+			h.Group.Chain = true
+			h.Group.Faults = []Fault{{Kind: Kill, At: 3500 * time.Millisecond, For: sec, Node: 2}}
+			h.Group.Records[1] = append(h.Group.Records[1], stamped(h.entry("a2"), 4200*time.Millisecond))
+		}},
+		{"duplicate on one side of a chain's inner node killed", "outside every failover window", func(h *History) {
+			// node 1 parts 0 from 2; node 0 handling a2 twice is not that
+			h.Group.Chain = true
+			h.Group.Faults = []Fault{{Kind: Kill, At: 3500 * time.Millisecond, For: sec, Node: 1}}
+			h.Group.Records[0] = append(h.Group.Records[0], stamped(h.entry("a2"), 4200*time.Millisecond))
+		}},
 		{"duplicate after a clean restart", "outside every failover window", func(h *History) {
 			h.Group.Faults = []Fault{{Kind: Restart, At: 3500 * time.Millisecond, For: sec, Node: 0}}
 			h.Group.Records[1] = append(h.Group.Records[1], stamped(h.entry("a2"), 4500*time.Millisecond))
@@ -143,6 +155,11 @@ func TestGroupExcusesDuplicatesInFailoverWindows(t *testing.T) {
 			// each side took subject s1's a2 (seeds 12073, 12208)
 			h.Group.Chain = true
 			h.Group.Faults = []Fault{{Kind: Kill, At: 3500 * time.Millisecond, For: sec, Node: 1}}
+			h.Group.Records[2] = append(h.Group.Records[2], stamped(h.entry("a2"), 4200*time.Millisecond))
+		}},
+		{"chain: a clean restart of an inner member parts the others", func(h *History) {
+			h.Group.Chain = true
+			h.Group.Faults = []Fault{{Kind: Restart, At: 3500 * time.Millisecond, For: sec, Node: 1}}
 			h.Group.Records[2] = append(h.Group.Records[2], stamped(h.entry("a2"), 4200*time.Millisecond))
 		}},
 		{"pause: the paused member's queue after SIGCONT", func(h *History) {

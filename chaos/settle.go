@@ -75,11 +75,11 @@ func (c *cluster) finish(ctx context.Context, w *workload, faults []Fault, res *
 	journals, err2 := c.settle(ctx, again, ready)
 	settleErr = errors.Join(settleErr, err2)
 	res.Settled = time.Since(healed)
-	if c.setup.Hostile && c.depWait > 0 {
+	if r := w.hostileReport; c.setup.Hostile && c.depWait > 0 && (r == nil || r.Sent[AttackFlood] > 0) && ctx.Err() == nil {
 		// A process that started by the heal heard the flood's last
 		// signals by then; it gives up their first hole within a scan
 		// (DepWait/8) of DepWait, with a fault's length on top.
-		if !c.awaitFlood(ctx, healed.Add(c.depWait*9/8+15*time.Second)) {
+		if !c.awaitFlood(ctx, healed.Add(c.depWait*9/8+15*time.Second)) && ctx.Err() == nil {
 			c.spec.logf("  no node counted the hostile node's flood %v after the heal", time.Since(healed).Round(time.Second))
 		}
 	}

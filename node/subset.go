@@ -193,7 +193,7 @@ func (n *Node) announceSub(s *Subscription) error {
 }
 
 // withdrawSub removes s from the set; a group member leaves its final
-// mark instead (the entry is deleted a lease later), so that the members
+// mark instead (the entry is deleted leftLeases later), so that the members
 // that take its share over know exactly what it handled. The leave is
 // gossiped too (the others see it at once) before the node forgets s.
 func (n *Node) withdrawSub(s *Subscription) error {
