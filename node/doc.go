@@ -183,7 +183,8 @@
 //
 // Subscription.Taken and Status.TakenOver count the signals a member
 // handled for departed members (handed over, or theirs by the assignment
-// within 10 leases of their departure): the duplicates are at most those.
+// within 10 leases of their departure) and the second copies of events
+// they handed over (below): the duplicates are at most those.
 //
 // Handlers get the signal, whose identity (IdempotencyKey: source and
 // id) is the same for every copy: a handler that records the keys it
@@ -196,7 +197,10 @@
 // delivers as a duplicate of the other, and a member hands over a copy
 // that is its share unless it handled the event already: the event is
 // handled at least once, and once by each member that owns one of its
-// copies (with LocalFirst, the members on the two publishing peers).
+// copies (with LocalFirst, the members on the two publishing peers); a
+// copy handed over this way is counted in Taken. A member remembers the
+// last 4,096 events it handled: a second copy that comes later than that
+// (a long partition) is handed over again by the same member, counted.
 //
 // # Nothing delivered is lost
 //

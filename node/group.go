@@ -300,9 +300,10 @@ func (s *Subscription) kick() {
 // Taken is the number of signals this group member handled for members
 // that departed: their share since their last progress mark, handed over,
 // and, for 10 leases after they departed, the signals that would have
-// been theirs (a member cut off by a partition handles those too). It
-// bounds the duplicates failovers and partitions caused here. Zero
-// outside groups.
+// been theirs (a member cut off by a partition handles those too); and
+// the second copies of events (published on two peers) it handed over.
+// It bounds the duplicates failovers, partitions and copies caused here.
+// Zero outside groups.
 func (s *Subscription) Taken() int64 {
 	if s.group == nil {
 		return 0

@@ -662,10 +662,13 @@ func TestGroupCopiesOfOneEventHandled(t *testing.T) {
 	})
 	p1, n1, p2, n2 := nodes[0], nodes[1], nodes[2], nodes[3]
 	log := newGroupLog()
+	var subs []*node.Subscription
 	for i, n := range []*peerNode{n1, n2} {
-		if _, err := n.Subscribe("order.**", log.handler(i), node.WithGroup("ship"), node.WithStrategy(node.LocalFirst)); err != nil {
+		sub, err := n.Subscribe("order.**", log.handler(i), node.WithGroup("ship"), node.WithStrategy(node.LocalFirst))
+		if err != nil {
 			t.Fatal(err)
 		}
+		subs = append(subs, sub)
 	}
 	// What each node delivered (the first copy only: the other is a
 	// duplicate); these also put P1's and P2's regions in the set.
@@ -709,5 +712,9 @@ func TestGroupCopiesOfOneEventHandled(t *testing.T) {
 		if c > 1 {
 			t.Errorf("member %d handled the event %d times", m, c)
 		}
+	}
+	// A second copy handed over is counted: Taken bounds the duplicates.
+	if taken := subs[0].Taken() + subs[1].Taken(); int64(dups) > taken {
+		t.Errorf("%d duplicates, %d counted in Taken", dups, taken)
 	}
 }

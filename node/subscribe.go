@@ -778,6 +778,7 @@ func (s *Subscription) handle(sig *signalmesh.Signal, m mark) {
 		return
 	}
 	id := identityHash(sig)
+	copied := false
 	if covered && s.group != nil && s.group.shares() && !s.handled.has(id) {
 		// Another copy of an event this member has not handled: its node
 		// delivered first a copy that was not this member's share, and
@@ -789,10 +790,17 @@ func (s *Subscription) handle(sig *signalmesh.Signal, m mark) {
 		// copy after a restart and takeOver after a departure. Each
 		// (source, id) is handled at least once, by the owner of each of
 		// its copies at most once each.
-		covered = false
+		covered, copied = false, true
 	}
 	if s.group != nil && !covered && m != markAgain && s.passOver(sig, origin, seq, m) {
 		return // another member's
+	}
+	if copied && !s.handled.has(id) {
+		// Its other copy may have been handled by another member (or by
+		// this one, past the handled set's bound): a duplicate Taken
+		// counts.
+		s.group.taken.Add(1)
+		s.n.m.takenOver.Add(1)
 	}
 	// A Weak signal has no place, and a late one is behind the cursor
 	// already (reopened, the subscription does not get it again from the
