@@ -731,6 +731,9 @@ func (s *Subscription) run() {
 			continue // no view of its group yet: the registrar wakes it with one
 		}
 		for {
+			if s.n.ctx.Err() != nil && s.n.crashing() {
+				return // as a kill -9 would: nothing more is handled
+			}
 			s.mu.Lock()
 			if len(s.q) == 0 || s.closed {
 				s.q = nil
