@@ -12,7 +12,10 @@ import (
 	ds "github.com/ipfs/go-datastore"
 
 	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/causal"
+	"github.com/signalmesh/signalmesh/journal"
 	"github.com/signalmesh/signalmesh/node"
+	"github.com/signalmesh/signalmesh/vclock"
 )
 
 // groupLease is the lease of the consumer group tests: failover in about a
@@ -716,5 +719,76 @@ func TestGroupCopiesOfOneEventHandled(t *testing.T) {
 	// A second copy handed over is counted: Taken bounds the duplicates.
 	if taken := subs[0].Taken() + subs[1].Taken(); int64(dups) > taken {
 		t.Errorf("%d duplicates, %d counted in Taken", dups, taken)
+	}
+}
+
+// A member that starts after its cursor holds two copies of one event in
+// its backlog (a retry published on two peers): the copy the cursor
+// covers was judged, the other is judged too, as live (see
+// TestGroupCopiesOfOneEventHandled). With LocalFirst the copy published
+// on the member's own node is its share: the backlog used to keep one
+// copy per event and drop any copy of an event the cursor covered, so a
+// member whose cursor covered the other copy (passed over as another's)
+// never handled its own.
+func TestGroupBacklogJudgesEachCopy(t *testing.T) {
+	checkLeaks(t)
+	nodes := groupCluster(t, 2, func(i int, c *node.Config) {
+		c.Region = []string{"r1", "r2"}[i]
+		c.Params.Lease = 10 * time.Second
+	})
+	a, b := nodes[0], nodes[1]
+	recs := make([]*recorder, 2)
+	for i, n := range nodes {
+		recs[i] = newRecorder()
+		if _, err := n.Subscribe("order.**", recs[i].handle); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	ev := mustSignal(t, "order.created", signalmesh.WithSubject("o-1"))
+	cut([]*peerNode{a}, []*peerNode{b})
+	for _, n := range nodes { // a copy on each side
+		if err := n.Publish(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	heal(t, nodes)
+	// Each delivers the other's copy (a duplicate) before a later signal
+	// of the other's origin: a probe from each, delivered on the other.
+	for i, n := range nodes {
+		probe := mustSignal(t, "order.probe")
+		if err := n.Publish(ctx, probe); err != nil {
+			t.Fatal(err)
+		}
+		other := recs[1-i]
+		eventually(t, 20*time.Second, fmt.Sprintf("node %d's probe delivered on node %d", i, 1-i), func() bool {
+			return slices.ContainsFunc(other.snapshot(), func(s *signalmesh.Signal) bool { return s.ID == probe.ID })
+		})
+	}
+	// B's copy, as A's plain subscription saw it on B: its place.
+	var bCopy *signalmesh.Signal
+	for _, s := range recs[1].snapshot() {
+		if s.ID == ev.ID {
+			bCopy = s
+		}
+	}
+	origin, seq := journal.Place(bCopy)
+	if origin != causal.PeerRef(b.ID().String()) {
+		t.Fatalf("node 1 recorded first a copy from %s", origin)
+	}
+	// A member on A whose cursor covers B's copy: it judged that copy (not
+	// its share: LocalFirst gives it to B's side, had B a member) and
+	// starts after it. A's own copy is its share.
+	log := newGroupLog()
+	if _, err := a.Subscribe("order.created", log.handler(0), node.WithGroup("ship"), node.WithStrategy(node.LocalFirst),
+		node.WithStart(node.StartAfter(vclock.Clock{}.Set(b.ID().String(), seq)))); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "the member on A handles its own copy", func() bool {
+		h, _, _ := log.counts([]*signalmesh.Signal{ev})
+		return h == 1
+	})
+	if _, dups, _ := log.counts([]*signalmesh.Signal{ev}); dups != 0 {
+		t.Fatalf("handled the event %d times more", dups)
 	}
 }

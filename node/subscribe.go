@@ -390,13 +390,20 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 	pending := false // a backlog waits: wake the subscription once it runs
 	err := n.do(context.Background(), func() {
 		var backlog []*signalmesh.Signal
+		var copies []bool
 		if start.kind != 0 {
-			backlog, addErr = n.backlog(pattern, start)
+			if cfg.group != "" && cfg.strategy.kind != kindBroadcast {
+				// Each copy of an event is judged (see handle): a member
+				// may own the copy the cursor does not cover.
+				backlog, copies, addErr = n.backlogCopies(pattern, start)
+			} else {
+				backlog, addErr = n.backlog(pattern, start)
+			}
 			if addErr != nil {
 				return
 			}
 		}
-		s.queueStart(n.handedBefore(pattern, owed), backlog)
+		s.queueStart(n.handedBefore(pattern, owed), backlog, copies)
 		pending = len(s.q) > 0
 		switch start.kind {
 		case 0:
@@ -455,7 +462,7 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 // only the loop and run touch s.q): first again, what the last process
 // handed over and did not record as handled (see handedBefore), then the
 // backlog without those.
-func (s *Subscription) queueStart(again, backlog []*signalmesh.Signal) {
+func (s *Subscription) queueStart(again, backlog []*signalmesh.Signal, copies []bool) {
 	defer func() { s.started = len(s.q) }() // not counted against an OverflowBlock bound
 	first := make(map[causal.Ref]bool, len(again))
 	for _, b := range again {
@@ -463,9 +470,13 @@ func (s *Subscription) queueStart(again, backlog []*signalmesh.Signal) {
 		origin, seq := journal.Place(b)
 		first[causal.Ref{Origin: origin, Seq: seq}] = true
 	}
-	for _, b := range backlog {
+	for i, b := range backlog {
 		if origin, seq := journal.Place(b); !first[causal.Ref{Origin: origin, Seq: seq}] {
-			s.q = append(s.q, queued{sig: b})
+			q := queued{sig: b}
+			if i < len(copies) && copies[i] {
+				q.mark = markCovered // another copy of an event already in the backlog or judged
+			}
+			s.q = append(s.q, q)
 		}
 	}
 }
@@ -473,9 +484,22 @@ func (s *Subscription) queueStart(again, backlog []*signalmesh.Signal) {
 // backlog lists, in replay order, the journaled signals matching pattern that
 // the node has delivered and that start asks for. It runs on the loop.
 func (n *Node) backlog(pattern string, start Start) ([]*signalmesh.Signal, error) {
+	out, _, err := n.backlogOf(pattern, start, false)
+	return out, err
+}
+
+// backlogCopies is backlog for a consumer group member: it keeps every
+// copy of an event (a retry published on two peers) after the cursor,
+// and reports which are copies of an event met before (in the backlog, or
+// at or before the cursor), for the member to judge (see handle).
+func (n *Node) backlogCopies(pattern string, start Start) ([]*signalmesh.Signal, []bool, error) {
+	return n.backlogOf(pattern, start, true)
+}
+
+func (n *Node) backlogOf(pattern string, start Start, keepCopies bool) ([]*signalmesh.Signal, []bool, error) {
 	all, _, err := n.jr.All(n.ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// Delivered signals whose journal entry has not arrived yet (they came
 	// by gossip, or were published here moments ago) are part of it too.
@@ -511,6 +535,7 @@ func (n *Node) backlog(pattern string, start Start) ([]*signalmesh.Signal, error
 		}
 	}
 	out := all[:0]
+	var copies []bool
 	for _, s := range all {
 		origin, seq := journal.Place(s)
 		if seq == 0 || seq > n.core.DeliveredOf(origin) {
@@ -527,13 +552,16 @@ func (n *Node) backlog(pattern string, start Start) ([]*signalmesh.Signal, error
 			}
 		}
 		k := ident{s.Source, s.ID, journal.ContentDigest(s)}
-		if seen[k] {
+		if seen[k] && !keepCopies {
 			continue
+		}
+		if keepCopies {
+			copies = append(copies, seen[k])
 		}
 		seen[k] = true
 		out = append(out, s)
 	}
-	return out, nil
+	return out, copies, nil
 }
 
 // handedBefore returns, in order, the signals of owed (what the last
