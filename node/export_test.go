@@ -18,7 +18,7 @@ func SetTestWrapStore(wrap func(ds.Batching) ds.Batching) { testWrapStore = wrap
 
 // SetTestCrashClose makes Close leave what a kill -9 would (no adoption,
 // no hand-off): the durable parts are what they were.
-func SetTestCrashClose(on bool) { testCrashClose = on }
+func SetTestCrashClose(on bool) { testCrashClose.Store(on) }
 
 // JournalPut writes a raw entry into the node's replicated journal, as a
 // hostile member could (tests only).

@@ -362,6 +362,9 @@ func (s *Subscription) takeOver(old, cur *groupView, removed map[string]bool) {
 		return
 	}
 	for _, sig := range sigs {
+		if s.n.ctx.Err() != nil && s.n.crashing() {
+			return // as a kill -9 would: nothing more is handled
+		}
 		if !covers(s.cursor, sig) {
 			continue // not passed over yet: judged by the new view when it comes
 		}

@@ -792,3 +792,51 @@ func TestGroupBacklogJudgesEachCopy(t *testing.T) {
 		t.Fatalf("handled the event %d times more", dups)
 	}
 }
+
+// Each member's node delivers its own copy first (the plain
+// retry across a cut): both members handle the event, and the second
+// handling is counted in Taken, which bounds the duplicates (a review
+// found it uncounted: duplicates 1, Taken 0).
+func TestGroupCopiesOwnFirstCounted(t *testing.T) {
+	checkLeaks(t)
+	nodes := groupCluster(t, 4, func(i int, c *node.Config) {
+		c.Region = []string{"r1", "r1", "r2", "r2"}[i]
+		c.Params.Lease = 10 * time.Second
+	})
+	p1, n1, p2, n2 := nodes[0], nodes[1], nodes[2], nodes[3]
+	log := newGroupLog()
+	var subs []*node.Subscription
+	for i, n := range []*peerNode{n1, n2} {
+		sub, err := n.Subscribe("order.**", log.handler(i), node.WithGroup("ship"), node.WithStrategy(node.LocalFirst))
+		if err != nil {
+			t.Fatal(err)
+		}
+		subs = append(subs, sub)
+	}
+	recs := make([]*recorder, len(nodes))
+	for i, n := range nodes {
+		recs[i] = newRecorder()
+		if _, err := n.Subscribe("order.**", recs[i].handle); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitGroup(t, nodes, "ship", 2)
+	ctx := context.Background()
+	ev := mustSignal(t, "order.created", signalmesh.WithSubject("o-1"))
+	cut([]*peerNode{p1, n1}, []*peerNode{p2, n2}) // each member's side holds its own copy's publisher
+	if err := p1.Publish(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	if err := p2.Publish(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "both members' nodes deliver", func() bool { return recs[1].count() == 1 && recs[3].count() == 1 })
+	heal(t, nodes)
+	awaitMarks(t, []*peerNode{n1, n2}, 2)
+	handled, dups, per := log.counts([]*signalmesh.Signal{ev})
+	taken := subs[0].Taken() + subs[1].Taken()
+	t.Logf("handled %d, duplicates %d, per member %v, taken %d", handled, dups, per, taken)
+	if int64(dups) > taken {
+		t.Errorf("%d duplicates, %d counted in Taken", dups, taken)
+	}
+}

@@ -274,7 +274,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 
 // testCrashClose, when set (tests only), makes Close leave what a kill -9
 // would: no adoption, no hand-off.
-var testCrashClose bool
+var testCrashClose atomic.Bool
 
 func init() {
 	crashhook.Close = func(v any) error {
@@ -286,7 +286,7 @@ func init() {
 
 // crashing reports whether Close is to leave what a kill -9 would (tests
 // only: testCrashClose, or this node's crash flag).
-func (n *Node) crashing() bool { return testCrashClose || n.crash.Load() }
+func (n *Node) crashing() bool { return testCrashClose.Load() || n.crash.Load() }
 
 // testWrapStore, when set (tests only), wraps every node's store.
 var testWrapStore func(ds.Batching) ds.Batching

@@ -92,6 +92,9 @@ func (s *Subscription) drainSpill() {
 				return
 			default:
 			}
+			if s.n.ctx.Err() != nil && s.n.crashing() {
+				return // as a kill -9 would: nothing more is handled
+			}
 			k := s.spill.key(i)
 			v, err := s.n.store.Get(ctx, k)
 			if err == nil && len(v) > 0 {

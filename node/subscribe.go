@@ -822,11 +822,18 @@ func (s *Subscription) handle(sig *signalmesh.Signal, m mark) {
 		// (source, id) is handled at least once, by the owner of each of
 		// its copies at most once each.
 		covered, copied = false, true
+	} else if covered && s.group != nil && s.group.shares() && s.group.cur != nil &&
+		s.group.cur.owner(s.group.strategy, sig) != s.group.id {
+		// Another copy of an event this member handled, another member's
+		// share: its owner handles it too if its node delivered it first
+		// (each publishing peer delivers its own copy first): count it.
+		s.group.taken.Add(1)
+		s.n.m.takenOver.Add(1)
 	}
 	if s.group != nil && !covered && m != markAgain && s.passOver(sig, origin, seq, m) {
 		return // another member's
 	}
-	if copied && !s.handled.has(id) {
+	if copied && !s.handled.has(id) { // passOver may have handled it (a takeover) meanwhile
 		// Its other copy may have been handled by another member (or by
 		// this one, past the handled set's bound): a duplicate Taken
 		// counts.
