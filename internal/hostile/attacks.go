@@ -243,6 +243,14 @@ func (a *attacker) journal(ctx context.Context) error {
 	return every(ctx, rng, a.cfg.Duration/10, func(k int) error {
 		kind := kinds[(first+k)%len(kinds)]
 		victim := a.cfg.Victims[rng.IntN(len(a.cfg.Victims))]
+		if len(m.ps.ListPeers(a.topic("journal"))) == 0 {
+			// Nobody would hear of the block, nor fetch it from here: a
+			// block made now is not an attack sent (seed 12504: its
+			// bootstrap peers killed or cut, 5 blocks counted as sent
+			// that no honest node ever saw).
+			a.unreached(chaos.AttackJournalSig)
+			return nil
+		}
 		before := repl.InternalStats(ctx).Heads
 		if err := a.write(ctx, repl, m, kind, victim, k); err != nil {
 			return nil // nothing to write yet (no entry synced)

@@ -123,6 +123,7 @@ func (a *attacker) start(ctx context.Context, role string, open func(*member) er
 		m.close()
 		return nil, fmt.Errorf("%s: %w", role, err)
 	}
+	m.redial(a.cfg.Bootstrap)
 	return m, nil
 }
 

@@ -21,6 +21,7 @@ import (
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -33,6 +34,9 @@ type member struct {
 	key    crypto.PrivKey
 	id     peer.ID
 	topics map[string]*pubsub.Topic
+
+	stop chan struct{} // closed by close: ends redial
+	done chan struct{} // closed when redial ended (nil: not started)
 }
 
 // messageID names a message as a node does (node/gossip.go).
@@ -94,8 +98,48 @@ func (m *member) join(topic string) (*pubsub.Topic, error) {
 // attack sent to nobody is not counted as sent.
 func reaches(t *pubsub.Topic) bool { return len(t.ListPeers()) > 0 }
 
-// close leaves the topics and closes the host.
+// redial dials again, every redialEvery, each bootstrap peer it is not
+// connected to (a node killed and restarted, a connection trimmed or cut):
+// an attacker keeps trying. It runs until close.
+func (m *member) redial(boot []peer.AddrInfo) {
+	m.stop, m.done = make(chan struct{}), make(chan struct{})
+	go func() { // owned by the member: close stops it and waits
+		defer close(m.done)
+		t := time.NewTicker(redialEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-m.stop:
+				return
+			case <-t.C:
+			}
+			for _, ai := range boot {
+				if m.h.Network().Connectedness(ai.ID) == network.Connected {
+					continue
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), redialEvery)
+				go func() { // ends the dial when close comes first
+					select {
+					case <-m.stop:
+						cancel()
+					case <-ctx.Done():
+					}
+				}()
+				_ = m.h.Connect(ctx, ai)
+				cancel()
+			}
+		}
+	}()
+}
+
+const redialEvery = time.Second
+
+// close stops redialling, leaves the topics and closes the host.
 func (m *member) close() {
+	if m.done != nil {
+		close(m.stop)
+		<-m.done
+	}
 	for _, t := range m.topics {
 		_ = t.Close()
 	}
