@@ -277,7 +277,9 @@ type Params struct {
 	// Discover is how often the node announces its addresses to the mesh
 	// (it also does so when a peer joins), so that nodes that know one
 	// peer find the others: a node dials the peers it hears of while it
-	// has fewer than ConnLow connections. Default 10 s; negative: off (the
+	// has fewer than ConnLow connections, except a peer disconnected from
+	// it within the last two ConnGrace (at least three Discover): one that
+	// trimmed it, most likely. Default 10 s; negative: off (the
 	// node neither announces nor dials what it hears). GossipSub peer
 	// exchange (on PRUNE) works either way.
 	Discover time.Duration

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"sync"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -27,7 +28,71 @@ const (
 	maxAnnounceAddrs = 32
 	maxAnnounceBytes = 4096
 	dialsInFlight    = 4
+	maxDropped       = 4096 // peers whose last disconnection the discoverer remembers
 )
+
+// dropped remembers when each peer was last disconnected from the node, so
+// that discovery does not dial straight back a peer that has just closed
+// the connection: a hub that trims to its low water would otherwise be
+// dialled again at once by every peer it trimmed that is still below its
+// own low water (they hear the hub announce itself like any peer), and
+// stay over its high water while it lasts. A node connected to nobody
+// still returns to the peers it knew through the redialer.
+type dropped struct {
+	mu sync.Mutex
+	at map[peer.ID]time.Time
+}
+
+func (d *dropped) add(p peer.ID, now time.Time, keep time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.at == nil {
+		d.at = map[peer.ID]time.Time{}
+	}
+	if len(d.at) >= maxDropped {
+		for q, t := range d.at {
+			if now.Sub(t) > keep {
+				delete(d.at, q)
+			}
+		}
+		if len(d.at) >= maxDropped { // still full: the oldest record goes
+			var oldest peer.ID
+			for q, t := range d.at {
+				if oldest == "" || t.Before(d.at[oldest]) {
+					oldest = q
+				}
+			}
+			delete(d.at, oldest)
+		}
+	}
+	d.at[p] = now
+}
+
+// recent reports whether p was disconnected less than keep ago.
+func (d *dropped) recent(p peer.ID, now time.Time, keep time.Duration) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t, ok := d.at[p]
+	return ok && now.Sub(t) < keep
+}
+
+// dropCooldown is how long discovery leaves a peer alone after it was
+// disconnected: two grace periods (a trimming peer's new connections are
+// safe from its trims for one), and at least three announcement intervals.
+func (p Params) dropCooldown() time.Duration {
+	return max(2*p.ConnGrace, 3*p.Discover)
+}
+
+// watchDrops records disconnections for the discoverer. The callback runs
+// on the swarm's goroutine and only takes a short lock.
+func (n *Node) watchDrops() {
+	n.host.Network().Notify(&network.NotifyBundle{DisconnectedF: func(nw network.Network, c network.Conn) {
+		p := c.RemotePeer()
+		if nw.Connectedness(p) != network.Connected {
+			n.drops.add(p, time.Now(), n.p.dropCooldown())
+		}
+	}})
+}
 
 type announcement struct {
 	Addrs []string `json:"addrs"`
@@ -128,7 +193,8 @@ func (n *Node) announcer(joins *pubsub.TopicEventHandler) {
 // discoverer reads announcements and dials the peers it is not connected
 // to while the node has fewer than Params.ConnLow connections, at most
 // dialsInFlight at once, each peer at most once per three Discover
-// intervals. It stops with the node.
+// intervals, and none that was disconnected within Params.dropCooldown.
+// It stops with the node.
 func (n *Node) discoverer() {
 	defer n.wg.Done()
 	sem := make(chan struct{}, dialsInFlight)
@@ -153,6 +219,9 @@ func (n *Node) discoverer() {
 			continue
 		}
 		if last, ok := tried[from]; ok && time.Since(last) < 3*n.p.Discover {
+			continue
+		}
+		if n.drops.recent(from, time.Now(), n.p.dropCooldown()) {
 			continue
 		}
 		tried[from] = time.Now()

@@ -3,9 +3,11 @@ package node_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/signalmesh/signalmesh/node"
@@ -71,4 +73,98 @@ func TestDiscoveryBeyondBootstrap(t *testing.T) {
 	})
 	journalsConverge(t, nodes, len(nodes), 30*time.Second)
 	t.Logf("without the seed, %d signals reached all %d nodes in %v", len(nodes), len(nodes), time.Since(after).Round(time.Millisecond))
+}
+
+// TestDiscoveryLeavesATrimmingPeerAlone: six peers dial a hub whose high
+// water is 3; the hub trims to 2. Each trimmed peer is below its own low
+// water (3) and hears the hub announce itself every 200 ms, as it hears
+// the others; it dials the others, not the hub, for two grace periods
+// after the trim (the hub would otherwise be over its high water again at
+// once: a CI run of TestConnectionLimits saw it stay over for a minute).
+// The redialer, which returns a node connected to nobody to the peers it
+// knew, is slowed to once a minute to leave discovery alone on trial.
+func TestDiscoveryLeavesATrimmingPeerAlone(t *testing.T) {
+	checkLeaks(t)
+	const grace = time.Second
+	mesh := fmt.Sprintf("trimmed-%d", time.Now().UnixNano())
+	nodes, _ := startNodes(t, mesh, 7, func(i int, c *node.Config) {
+		c.Params.Discover = 200 * time.Millisecond
+		c.Params.Redial = time.Minute
+		c.Params.ConnGrace = grace
+		c.Params.ConnLow, c.Params.ConnHigh = 3, 8
+		if i == 0 {
+			c.Params.ConnLow, c.Params.ConnHigh = 2, 3
+		}
+	})
+	hub := nodes[0]
+	type conn struct {
+		up  bool
+		in  bool
+		at  time.Time
+		who peer.ID
+	}
+	var mu sync.Mutex
+	var events []conn
+	hub.Host().Network().Notify(&network.NotifyBundle{
+		ConnectedF: func(_ network.Network, c network.Conn) {
+			mu.Lock()
+			defer mu.Unlock()
+			events = append(events, conn{up: true, in: c.Stat().Direction == network.DirInbound, at: time.Now(), who: c.RemotePeer()})
+		},
+		DisconnectedF: func(nw network.Network, c network.Conn) {
+			if nw.Connectedness(c.RemotePeer()) == network.Connected {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			events = append(events, conn{at: time.Now(), who: c.RemotePeer()})
+		},
+	})
+	for _, nd := range nodes[1:] {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := nd.Connect(ctx, hub.AddrInfo())
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var trimmed time.Time
+	eventually(t, 30*time.Second, "the hub's first trim", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, e := range events {
+			if !e.up {
+				trimmed = e.at
+				return true
+			}
+		}
+		return false
+	})
+	// Watch for two grace periods after the trim, and until every peer
+	// has found two others (they must, by discovery).
+	eventually(t, 30*time.Second, "two grace periods after the trim, every peer with two connections or more", func() bool {
+		if time.Since(trimmed) < 2*grace+200*time.Millisecond {
+			return false
+		}
+		for _, nd := range nodes[1:] {
+			if len(nd.Peers()) < 2 {
+				return false
+			}
+		}
+		return true
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	left := map[peer.ID]time.Time{}
+	for _, e := range events {
+		switch {
+		case !e.up:
+			left[e.who] = e.at
+		case e.in:
+			if at, ok := left[e.who]; ok && e.at.Sub(at) < 2*grace {
+				t.Errorf("peer %s dialled the hub back %v after its trim", e.who.ShortString(), e.at.Sub(at).Round(time.Millisecond))
+			}
+		}
+	}
+	t.Logf("the hub's trims: %d peers; the hub has %d connections", len(left), len(hub.Peers()))
 }

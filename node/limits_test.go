@@ -103,18 +103,28 @@ func TestConnectionLimits(t *testing.T) {
 	t.Logf("%d peers dialled the hub in %v; the hub has %d connections", peers, time.Since(start).Round(time.Millisecond), peak)
 
 	// The trim, and the peers meshed among themselves.
-	eventually(t, 60*time.Second, "the hub within its high water, every peer with another peer than the hub", func() bool {
-		peak = max(peak, len(hub.Peers()))
-		if len(hub.Peers()) > high {
-			return false
-		}
-		for _, nd := range nodes[1:] {
-			if len(nd.Peers()) < 2 {
+	var why string
+	func() {
+		defer func() {
+			if t.Failed() {
+				t.Logf("last unmet: %s", why)
+			}
+		}()
+		eventually(t, 60*time.Second, "the hub within its high water, every peer with another peer than the hub", func() bool {
+			peak = max(peak, len(hub.Peers()))
+			if k := len(hub.Peers()); k > high {
+				why = fmt.Sprintf("the hub has %d connections", k)
 				return false
 			}
-		}
-		return true
-	})
+			for i, nd := range nodes[1:] {
+				if k := len(nd.Peers()); k < 2 {
+					why = fmt.Sprintf("peer %d has %d connections", i+1, k)
+					return false
+				}
+			}
+			return true
+		})
+	}()
 	t.Logf("after %v: the hub has %d connections (high water %d, low %d)", time.Since(start).Round(time.Millisecond), len(hub.Peers()), high, low)
 
 	for i, nd := range nodes {

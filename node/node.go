@@ -142,6 +142,7 @@ type Node struct {
 	m            metrics
 	scores       atomic.Pointer[map[peer.ID]float64] // GossipSub peer scores, refreshed every second
 	known        knownPeers                          // mesh members seen, for a node left alone (redial.go)
+	drops        dropped                             // when peers were last disconnected, for discovery (discover.go)
 	penalties    penalties                           // GossipSub application-specific scores (score.go)
 
 	// owned by the loop goroutine
@@ -248,6 +249,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}
 	if n.p.Discover > 0 {
+		n.watchDrops()
 		n.wg.Add(2)
 		go n.announcer(n.peersJoins)
 		go n.discoverer()
