@@ -179,7 +179,9 @@ func (c *cluster) settle(ctx context.Context, limit time.Duration, ready func() 
 
 // digests returns node 0's journal size and digest, and whether every node
 // has the same (and no node holds a delivered signal it has not journaled
-// yet: it adopts it within seconds, so the journals are not final).
+// yet: it adopts it within seconds, so the journals are not final; nor a
+// signal waiting for a dependency: it is delivered, and maybe journaled,
+// within DepWait).
 func (c *cluster) digests(ctx context.Context) (string, bool, error) {
 	common, same := "", true
 	for i := range c.procs {
@@ -193,6 +195,7 @@ func (c *cluster) digests(ctx context.Context) (string, bool, error) {
 		var st struct {
 			Node struct {
 				Unjournaled int
+				Buffered    int
 			} `json:"node"`
 		}
 		if err := c.get(ctx, i, "/v1/status", &st); err != nil {
@@ -200,6 +203,14 @@ func (c *cluster) digests(ctx context.Context) (string, bool, error) {
 		}
 		if st.Node.Unjournaled > 0 {
 			return "", false, fmt.Errorf("node %d holds %d delivered signals it has not journaled", i, st.Node.Unjournaled)
+		}
+		if st.Node.Buffered > 0 {
+			// Each is delivered once its dependency comes or DepWait
+			// gives it up, then journaled (adopted) if its entry never
+			// came: read before, a journal lacks what a record will hold
+			// (seed 12657: an ephemeral node's signal given up 36 s
+			// after the heal, after the journals were read).
+			return "", false, fmt.Errorf("node %d holds %d signals waiting for a dependency", i, st.Node.Buffered)
 		}
 		key := fmt.Sprint(d.Count, " ", d.Digest)
 		if i == 0 {

@@ -1,0 +1,56 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+)
+
+// fakeNode serves the two endpoints digests reads.
+func fakeNode(t *testing.T, status map[string]int) int {
+	t.Helper()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/digest", func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]any{"count": 3, "digest": "abc"})
+	})
+	mux.HandleFunc("/v1/status", func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]any{"node": status})
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	_, port, err := net.SplitHostPort(srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := strconv.Atoi(port)
+	return p
+}
+
+// The mesh is not quiescent while a node holds a signal waiting for a
+// dependency: DepWait delivers it later, and it is journaled (adopted)
+// after that. Seed 12657 read the journals while three nodes held an
+// ephemeral node's signal so, and found it delivered and in no journal.
+func TestNotQuiescentWhileSignalsWait(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		status  map[string]int
+		settled bool
+	}{
+		{"idle", map[string]int{"Unjournaled": 0, "Buffered": 0}, true},
+		{"unjournaled", map[string]int{"Unjournaled": 2}, false},
+		{"buffered", map[string]int{"Buffered": 1}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln := &loopNet{http: []int{fakeNode(t, map[string]int{}), fakeNode(t, tc.status)}}
+			c := &cluster{net: ln, client: http.DefaultClient, procs: []*proc{{i: 0}, {i: 1}}}
+			_, same, err := c.digests(context.Background())
+			if settled := err == nil && same; settled != tc.settled {
+				t.Fatalf("settled %v (err %v), want %v", settled, err, tc.settled)
+			}
+		})
+	}
+}
