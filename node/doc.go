@@ -181,6 +181,20 @@
 // hearing of it (its entry is gossiped at once) can be handled by both,
 // not counted.
 //
+// A member that comes back (the same name on the same peer: a
+// subscription made again, a process restarted) resumes after its final
+// mark, or its last one; the signals its node delivers after that mark
+// include those the others handled for it while it was away. Each member
+// announces, with its mark, what it handled for departed members (per
+// member, the places up to the last it took of each origin; the last 16
+// members), and a member that comes back passes those over
+// (Status.PassedBack). The members renew at once when one joins or comes
+// back, but it may judge a signal before their renewal reaches it: what
+// they took over in their last renewal interval (Lease/3) can be handled
+// twice, counted in Taken where it was taken. What a member took is held
+// in memory: after its own restart, a member that comes back later
+// handles those signals again, counted in the same way.
+//
 // Subscription.Taken and Status.TakenOver count the signals a member
 // handled for departed members (handed over, or theirs by the assignment
 // within 10 leases of their departure) and the second copies of events

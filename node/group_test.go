@@ -840,3 +840,65 @@ func TestGroupCopiesOwnFirstCounted(t *testing.T) {
 		t.Errorf("%d duplicates, %d counted in Taken", dups, taken)
 	}
 }
+
+// A member that leaves cleanly and comes back (its subscription closed and
+// made again, the node up all along; or its process restarted) resumes
+// from its final mark: its node delivered, meanwhile, signals that the
+// other members handled as theirs (the member was gone). Those are not
+// its to handle again. Before the members told each other what they took
+// over, the returning member handled its share of all of them a second
+// time (fault-harness seed 12643).
+func TestGroupMemberReturnsAfterLeave(t *testing.T) {
+	checkLeaks(t)
+	nodes := groupCluster(t, 3, nil)
+	log := newGroupLog()
+	subs := make([]*node.Subscription, 3)
+	for i, n := range nodes {
+		var err error
+		if subs[i], err = n.Subscribe("order.**", log.handler(i), node.WithGroup("fulfilment")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitGroup(t, nodes, "fulfilment", 3)
+	first, _ := publishSpread(t, nodes, "order.created", 600, 50)
+	eventually(t, 30*time.Second, "the first part handled", func() bool { h, _, _ := log.counts(first); return h == len(first) })
+	if err := subs[2].Close(); err != nil {
+		t.Fatal(err)
+	}
+	awaitGroup(t, nodes[:2], "fulfilment", 2)
+	away, _ := publishSpread(t, nodes, "order.created", 600, 50)
+	eventually(t, 30*time.Second, "what was published while it was away handled", func() bool { h, _, _ := log.counts(away); return h == len(away) })
+	awaitMarks(t, nodes[:2], uint64(len(first)+len(away)))
+	// The others announce what they took over with their renewals (every
+	// lease/3): it comes back once its node has them (within a renewal,
+	// it may handle again what they took in the last one, counted there).
+	eventually(t, 10*time.Second, "the others' renewals since the takeover on its node", func() bool {
+		subs, _ := nodes[2].Subscriptions(context.Background())
+		k := 0
+		for _, s := range subs {
+			if s.Group != "" && s.Peer != nodes[2].ID().String() && s.Mark.Sum() >= uint64(len(first)+len(away)) {
+				k++
+			}
+		}
+		return k == 2
+	})
+	var err error
+	if subs[2], err = nodes[2].Subscribe("order.**", log.handler(2), node.WithGroup("fulfilment")); err != nil {
+		t.Fatal(err)
+	}
+	awaitGroup(t, nodes, "fulfilment", 3)
+	back, _ := publishSpread(t, nodes, "order.created", 600, 50)
+	all := append(append(append([]*signalmesh.Signal(nil), first...), away...), back...)
+	eventually(t, 30*time.Second, "every signal handled", func() bool { h, _, _ := log.counts(all); return h == len(all) })
+	awaitMarks(t, nodes, uint64(len(all)))
+	_, awayDups, _ := log.counts(away)
+	handled, dups, per := log.counts(all)
+	_, _, backPer := log.counts(back)
+	t.Logf("handled %d, duplicates %d (%d of what was published while it was away), per member %v; after its return %v; taken over %d+%d", handled, dups, awayDups, per, backPer, subs[0].Taken(), subs[1].Taken())
+	if handled != len(all) || dups != 0 {
+		t.Fatalf("handled %d of %d, %d duplicates", handled, len(all), dups)
+	}
+	if backPer[2] == 0 {
+		t.Fatal("the returning member handled nothing published after its return")
+	}
+}

@@ -184,9 +184,41 @@ func (n *Node) publishRegistry(entries []regEntry, full bool, now time.Time) {
 		m.Connected = n.host.Network().Connectedness(m.Peer) == network.Connected
 		m.Suspected = !m.Connected
 	}
+	n.publishTook(entries)
 	n.publishViews(remote, regions, members)
 
 	n.noteMembers(members, remote, full, now)
+}
+
+// publishTook gives each local group member what the other members of its
+// group (remote entries, live or left, and local members) announced they
+// handled for it while it was away.
+func (n *Node) publishTook(entries []regEntry) {
+	self := n.self.String()
+	n.reg.mu.Lock()
+	var locals []*Subscription
+	for _, s := range n.reg.local {
+		if s.group != nil && s.group.shares() {
+			locals = append(locals, s)
+		}
+	}
+	n.reg.mu.Unlock()
+	for _, r := range locals {
+		var forMe vclock.Clock
+		for _, e := range entries {
+			if e.sub != nil && e.sub.Peer != self && e.sub.Group == r.info.Group {
+				forMe = forMe.Merge(e.sub.Took[r.group.id])
+			}
+		}
+		for _, o := range locals {
+			if o != r && o.info.Group == r.info.Group {
+				forMe = forMe.Merge(o.group.tookSnapshot()[r.group.id])
+			}
+		}
+		if old := r.group.forMe.Load(); old == nil || old.Compare(forMe) != vclock.Equal {
+			r.group.forMe.Store(&forMe)
+		}
+	}
 }
 
 // noteMembers publishes the members and the remote subscriptions a read
@@ -268,6 +300,20 @@ func (n *Node) publishViews(remote []SubscriptionInfo, regions map[string]string
 			marks[id] = d.mark
 		}
 		n.reg.mu.Unlock()
+		if old := n.reg.views[g]; old != nil {
+			for _, m := range ms {
+				if !slices.ContainsFunc(old.members, func(x viewMember) bool { return x.id == m.id }) {
+					// A member joined or came back: renew at once, so that
+					// it learns soon what this node's members took over
+					// for it while it was away (their Took).
+					select {
+					case n.reg.renewNow <- struct{}{}:
+					default:
+					}
+					break
+				}
+			}
+		}
 		v := &groupView{members: ms, regions: regions, marks: marks, gone: n.goneMembers(g, ms)}
 		n.reg.sigs[g], n.reg.views[g] = sig.String(), v
 		for _, s := range locals {

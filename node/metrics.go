@@ -30,10 +30,10 @@ func (m *metrics) meshSize() int {
 // metrics are the node's counters: atomics read by Status, mirrored to
 // Prometheus when a Registerer is configured.
 type metrics struct {
-	published, delivered, deduped, journaled, handlerErrors atomic.Int64
-	buffered, conflicts, spilled, adopted                   atomic.Int64
-	rpcsIn, rpcsOut                                         atomic.Int64 // GossipSub RPCs, all topics
-	takenOver, leaseRenewals, leaseBytes, leaseGossip       atomic.Int64 // consumer groups and the subscription set
+	published, delivered, deduped, journaled, handlerErrors       atomic.Int64
+	buffered, conflicts, spilled, adopted                         atomic.Int64
+	rpcsIn, rpcsOut                                               atomic.Int64 // GossipSub RPCs, all topics
+	takenOver, passedBack, leaseRenewals, leaseBytes, leaseGossip atomic.Int64 // consumer groups and the subscription set
 
 	mu       sync.Mutex // guards the three maps
 	dropped  map[string]int64

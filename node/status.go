@@ -51,6 +51,10 @@ type Status struct {
 	// handled for members that departed (Subscription.Taken): the bound
 	// of the duplicates failovers and partitions caused here.
 	TakenOver int64
+	// PassedBack counts signals this node's returning group members
+	// passed over because another member had handled them for them while
+	// they were away (see the package doc, Consumer groups).
+	PassedBack int64
 	// LeaseRenewals are this node's renewals of its entries in the
 	// subscription set (every Params.Lease/3); LeaseGossipBytes the bytes
 	// of the entries they gossiped, LeaseBytes those written to the set's
@@ -68,7 +72,7 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 	st := Status{Peer: n.self.String(), Peers: len(n.Peers()), Mesh: n.m.meshSize(), Links: n.Links(), Journaled: n.m.journaled.Load(),
 		Published: n.m.published.Load(), Delivered: n.m.delivered.Load(), Deduped: n.m.deduped.Load(),
 		RPCsIn: n.m.rpcsIn.Load(), RPCsOut: n.m.rpcsOut.Load(), Conflicts: n.m.conflicts.Load(), Spilled: n.m.spilled.Load(),
-		TakenOver: n.m.takenOver.Load(), LeaseRenewals: n.m.leaseRenewals.Load(), LeaseGossipBytes: n.m.leaseGossip.Load(), LeaseBytes: n.m.leaseBytes.Load(), Groups: n.groups()}
+		TakenOver: n.m.takenOver.Load(), PassedBack: n.m.passedBack.Load(), LeaseRenewals: n.m.leaseRenewals.Load(), LeaseGossipBytes: n.m.leaseGossip.Load(), LeaseBytes: n.m.leaseBytes.Load(), Groups: n.groups()}
 	st.Dropped, st.Rejected = n.m.snapshot()
 	if m := n.scores.Load(); m != nil {
 		for _, sc := range *m {

@@ -66,6 +66,10 @@ type SubscriptionInfo struct {
 	From vclock.Clock `json:"from,omitzero"`
 	Mark vclock.Clock `json:"mark,omitzero"`
 	Left bool         `json:"left,omitempty"` // it left cleanly: Mark is final
+	// Took: what this member handled for members of its group that had
+	// departed (member id, "<peer>/<id>", -> the places; the last 16), so
+	// that one that comes back passes them over.
+	Took map[string]vclock.Clock `json:"took,omitempty"`
 }
 
 // memberID names a subscription in a group's assignment.
@@ -170,6 +174,7 @@ func (n *Node) entry(s *Subscription, now time.Time) SubscriptionInfo {
 	info.Lease, info.Expires = n.p.Lease, now.Add(n.p.Lease)
 	if s.group != nil {
 		info.Mark = *s.group.mark.Load()
+		info.Took = s.group.tookSnapshot()
 	}
 	return info
 }
@@ -528,6 +533,14 @@ func (i *SubscriptionInfo) check(owner, id string) error {
 	}
 	if _, err := parseStrategy(i.Strategy); err != nil {
 		return err
+	}
+	if len(i.Took) > maxTook || (len(i.Took) > 0 && i.Group == "") {
+		return errors.New("took")
+	}
+	for id := range i.Took {
+		if p, sub, ok := strings.Cut(id, "/"); !ok || p == "" || sub == "" || len(id) > 128+maxNameBytes {
+			return errors.New("took")
+		}
 	}
 	return nil
 }
