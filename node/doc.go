@@ -157,10 +157,13 @@
 //
 //   - A member that leaves cleanly (Subscription.Close) stops, then
 //     publishes its final mark: nothing is lost, nothing handled twice.
-//     Node.Close does the same for its members first (waiting at most
-//     Params.HandOff for their handlers); the final mark then reaches the
-//     others if they receive it before the host closes (they take the
-//     lease's way otherwise, below).
+//     Node.Close does the same for its members first, then waits until
+//     every connected peer with members in the group has acknowledged the
+//     leave (a peer renews at once when it receives one, and its renewals
+//     name the leaves it received), all within Params.HandOff; a peer
+//     that does not acknowledge in time (cut off, or of an older version)
+//     takes the lease's way, below (counted dropped
+//     "leave_unacknowledged").
 //   - A member that dies (kill -9, a cut) is dropped once its lease runs
 //     out, and its share moves: nothing is lost; what it handled after its
 //     last renewal that reached the others (at most Lease/3 of its work,

@@ -69,3 +69,16 @@ func (s *Subscription) Waiting() bool { return s.waiting.Load() }
 // SetKey is the subscription's key in the replicated subscription set
 // (tests only).
 func (s *Subscription) SetKey() ds.Key { return subKey(s.info.Peer, s.info.ID) }
+
+// HeardLeft reports whether the node received, in a lease message, the
+// left entry (a group member's leave) of key (tests only).
+func (n *Node) HeardLeft(key ds.Key) bool {
+	n.reg.mu.Lock()
+	defer n.reg.mu.Unlock()
+	g, ok := n.reg.gossiped[key.String()]
+	if !ok {
+		return false
+	}
+	e, err := parseEntry(key.String(), g.value)
+	return err == nil && e.sub != nil && e.sub.Left
+}

@@ -35,7 +35,17 @@ const (
 
 type leaseMsg struct {
 	Entries []leaseEntry `json:"e"`
+	// Acks are the keys of group members' leaves (left entries) this node
+	// received within the last lease: a node that closes waits for them
+	// (Node.Close), so that its members' final marks are out before its
+	// host closes.
+	Acks []string `json:"a,omitempty"`
 }
+
+const (
+	maxLeaseAcks   = 64
+	maxLeaseAckLen = 2048
+)
 
 type leaseEntry struct {
 	Key   string          `json:"k"`
@@ -100,6 +110,7 @@ func (n *Node) heardAll(members map[string]*Member) bool {
 type leaseMsgOf struct {
 	entries []regEntry
 	vals    []json.RawMessage
+	acks    []string
 }
 
 func (n *Node) validateLeases(_ context.Context, _ peer.ID, m *pubsub.Message) pubsub.ValidationResult {
@@ -108,12 +119,12 @@ func (n *Node) validateLeases(_ context.Context, _ peer.ID, m *pubsub.Message) p
 		n.m.reject("lease_message")
 		return pubsub.ValidationReject
 	}
-	entries, vals, err := decodeLeases(body, from)
+	entries, vals, acks, err := decodeLeases(body, from)
 	if err != nil {
 		n.m.reject("lease_message")
 		return pubsub.ValidationReject
 	}
-	m.ValidatorData = opened[leaseMsgOf]{from, leaseMsgOf{entries, vals}}
+	m.ValidatorData = opened[leaseMsgOf]{from, leaseMsgOf{entries, vals, acks}}
 	return pubsub.ValidationAccept
 }
 
@@ -123,42 +134,48 @@ var (
 )
 
 // decodeLeases decodes a lease message of author and checks each entry.
-func decodeLeases(b []byte, author peer.ID) ([]regEntry, []json.RawMessage, error) {
+func decodeLeases(b []byte, author peer.ID) ([]regEntry, []json.RawMessage, []string, error) {
 	if len(b) > maxLeaseMsgBytes {
-		return nil, nil, errTooLarge
+		return nil, nil, nil, errTooLarge
 	}
 	var msg leaseMsg
 	if err := json.Unmarshal(b, &msg); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	if len(msg.Entries) > maxLeaseMsgEntries {
-		return nil, nil, errTooLarge
+	if len(msg.Entries) > maxLeaseMsgEntries || len(msg.Acks) > maxLeaseAcks {
+		return nil, nil, nil, errTooLarge
+	}
+	for _, a := range msg.Acks {
+		if len(a) > maxLeaseAckLen {
+			return nil, nil, nil, errTooLarge
+		}
 	}
 	out := make([]regEntry, 0, len(msg.Entries))
 	vals := make([]json.RawMessage, 0, len(msg.Entries))
 	for _, le := range msg.Entries {
 		e, err := parseEntry(le.Key, le.Value)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if e.owner != author {
-			return nil, nil, errNotAuthor
+			return nil, nil, nil, errNotAuthor
 		}
 		out, vals = append(out, e), append(vals, le.Value)
 	}
-	return out, vals, nil
+	return out, vals, msg.Acks, nil
 }
 
 // gossipLeases publishes entries (keys and values) of this node, in
 // messages of at most half the limits.
 func (n *Node) gossipLeases(keys []ds.Key, values [][]byte) {
-	var msg leaseMsg
+	msg := leaseMsg{Acks: n.leaveAcks(time.Now())}
 	size := 0
 	flush := func() {
 		if len(msg.Entries) == 0 {
 			return
 		}
 		b, _ := json.Marshal(msg)
+		msg.Acks = nil // once per round
 		if err := n.publishSealed(n.leaseTopic, b); err != nil && n.ctx.Err() == nil {
 			n.log.Debug("node: gossip leases", "err", err)
 		}
@@ -198,10 +215,20 @@ func (n *Node) readLeases() {
 		}
 		entries, vals := o.v.entries, o.v.vals
 		now := time.Now()
-		news := false // a new entry or a leave: read the set now, not at the next tick
+		news := false  // a new entry or a leave: read the set now, not at the next tick
+		leave := false // a group member's leave: acknowledge it at once
 		n.reg.mu.Lock()
+		for _, k := range o.v.acks {
+			if w := n.reg.leaving[k]; w != nil {
+				w[o.from.String()] = true
+			}
+		}
 		for i, e := range entries {
 			lease, expires, left, _ := e.lease()
+			if left && e.sub != nil && e.sub.Group != "" {
+				n.heardLeave(e.key, now)
+				leave = true
+			}
 			old, ok := n.reg.gossiped[e.key]
 			switch {
 			case ok && !expires.After(old.expires):
@@ -213,10 +240,51 @@ func (n *Node) readLeases() {
 			}
 		}
 		n.reg.mu.Unlock()
-		if news {
+		if leave {
+			select {
+			case n.reg.renewNow <- struct{}{}:
+			default:
+			}
+		}
+		if news || leave {
 			n.kickRegistry()
 		}
 	}
+}
+
+// heardLeave notes a group member's leave this node received, to
+// acknowledge it with its next renewals (at most maxLeaseAcks, the oldest
+// forgotten). Called with reg.mu held.
+func (n *Node) heardLeave(key string, now time.Time) {
+	if n.reg.heard == nil {
+		n.reg.heard = map[string]time.Time{}
+	}
+	n.reg.heard[key] = now
+	for len(n.reg.heard) > maxLeaseAcks {
+		oldest := ""
+		for k, at := range n.reg.heard {
+			if oldest == "" || at.Before(n.reg.heard[oldest]) {
+				oldest = k
+			}
+		}
+		delete(n.reg.heard, oldest)
+	}
+}
+
+// leaveAcks are the leaves heard within the last lease.
+func (n *Node) leaveAcks(now time.Time) []string {
+	n.reg.mu.Lock()
+	defer n.reg.mu.Unlock()
+	var out []string
+	for k, at := range n.reg.heard {
+		if now.Sub(at) > n.p.Lease {
+			delete(n.reg.heard, k)
+			continue
+		}
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // merge gives, for each key, the newer of the CRDT's value and the

@@ -369,6 +369,14 @@ func (n *Node) leaveGroups() (wait func()) {
 	if len(members) == 0 {
 		return func() {}
 	}
+	n.reg.mu.Lock()
+	if n.reg.leaving == nil {
+		n.reg.leaving = map[string]map[string]bool{}
+	}
+	for _, s := range members {
+		n.reg.leaving[subKey(s.info.Peer, s.info.ID).String()] = map[string]bool{}
+	}
+	n.reg.mu.Unlock()
 	done := make(chan struct{})
 	go func() { // owned by Close, which waits for it
 		defer close(done)
@@ -382,10 +390,45 @@ func (n *Node) leaveGroups() (wait func()) {
 	defer t.Stop()
 	select {
 	case <-done:
+		n.awaitLeaveAcks(members, t.C)
 	case <-t.C:
 		n.log.Warn("node: close: consumer group members still handling after the hand-off time; their leases run out instead")
 	}
 	return func() { <-done }
+}
+
+// awaitLeaveAcks waits, until expired, for every connected peer with
+// members in the groups that members left to acknowledge each leave (see
+// leaseMsg.Acks): the final marks must be out before the host closes, or
+// those peers take the members' shares over from older marks and handle
+// again what they handled since.
+func (n *Node) awaitLeaveAcks(members []*Subscription, expired <-chan time.Time) {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		n.reg.mu.Lock()
+		missing := 0
+		for _, s := range members {
+			acked := n.reg.leaving[subKey(s.info.Peer, s.info.ID).String()]
+			for p, m := range n.reg.members {
+				if slices.Contains(m.Groups, s.info.Group) && !acked[p] &&
+					n.host.Network().Connectedness(m.Peer) == network.Connected {
+					missing++
+				}
+			}
+		}
+		n.reg.mu.Unlock()
+		if missing == 0 {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-expired:
+			n.m.drop("leave_unacknowledged")
+			n.log.Warn("node: close: a peer did not acknowledge this node's consumer group members' leave within the hand-off time; it takes their shares over after their leases", "missing", missing)
+			return
+		}
+	}
 }
 
 // goneMembers notes the members of group g that were in its last view and

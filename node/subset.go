@@ -101,9 +101,11 @@ type registry struct {
 	remote   []SubscriptionInfo       // other peers' live subscriptions at the last read
 	members  map[string]*Member       // other peers with a live entry, by peer id
 	watchers map[*memberWatch]struct{}
-	full     bool                     // the last read found more than MaxRegistry entries
-	departed map[string]departedEntry // group member id -> its last mark, kept 10 leases
-	gossiped map[string]gossiped      // entries lease messages carried, by key (readLeases)
+	full     bool                       // the last read found more than MaxRegistry entries
+	departed map[string]departedEntry   // group member id -> its last mark, kept 10 leases
+	gossiped map[string]gossiped        // entries lease messages carried, by key (readLeases)
+	heard    map[string]time.Time       // keys of group members' leaves received, to acknowledge (readLeases)
+	leaving  map[string]map[string]bool // this node's members' leaves in Close: key -> peers that acknowledged it
 
 	// owned by the registrar
 	seen  map[string]*seenEntry
