@@ -188,16 +188,22 @@
 // subscription made again, a process restarted) resumes after its final
 // mark, or its last one; the signals its node delivers after that mark
 // include those the others handled for it while it was away. Each member
-// announces, with its mark, what it handled for departed members (per
-// member, the places up to the last it took of each origin; the last 16
-// members), and a member that comes back passes those over
-// (Status.PassedBack). The members renew at once when one joins or comes
-// back, but it may judge a signal before their renewal reaches it: what
-// they took over in their last renewal interval (Lease/3) can be handled
-// twice, counted in Taken where it was taken. What a member took is held
-// in memory: after its own restart, a member that comes back later
-// handles those signals again, counted in the same way.
+// announces, with its mark, the exact places of the signals it handled
+// for departed members (the last 16 members, 32 KiB of bitmaps), and for
+// 10 leases after it comes back a member passes those over
+// (Status.PassedBack), each only up to the announcer's own mark. It skips
+// nothing another member did not say it handled, so this costs no
+// signal; what it does not learn in time is handled twice, counted in
+// Taken where it was taken:
 //
+//   - what the others took in their last renewal interval before its
+//     return (they renew at once when a member joins or comes back; the
+//     member may judge a signal before that renewal reaches it);
+//   - what a member took before its own restart (held in memory);
+//   - what was handled after the member had been gone 10 leases (it is
+//     no longer another's share then, only the handler's own): a member
+//     away longer handles its share of that again, not counted.
+
 // Subscription.Taken and Status.TakenOver count the signals a member
 // handled for departed members (handed over, or theirs by the assignment
 // within 10 leases of their departure) and the second copies of events
@@ -420,9 +426,13 @@
 // hundred bytes per entry, plus about 28 bytes per origin in a group
 // member's marks). A consumer group member's hand-over reads the window
 // between the departed member's mark and its own cursor from the store by
-// place: a member that lags far behind reads that much. A member
-// restarted after its lease ran out joins again from its cursor, and
-// handles again what the others took over meanwhile. A member that joins
+// place: a member that lags far behind reads that much. A member that
+// comes back more than 10 leases after it departed handles again its
+// share of what the others handled after those 10 leases (see Consumer
+// groups). A group member announces what it took over for others
+// (SubscriptionInfo.Took) and the subscription set is not signed per
+// entry: a peer that can write the set can make a member that has just
+// come back skip signals (up to the announcing entry's mark). A member that joins
 // a group mid-stream can cause duplicates, not counted (see Consumer
 // groups): per-member acknowledgements of a joiner (the cursor at which
 // each member started to count it in) would make joins exact, later work.

@@ -4,10 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -281,99 +281,22 @@ type groupMember struct {
 	taken    atomic.Int64 // signals handled for departed members
 	// took is what this member handled for each departed member (member
 	// id -> the places), announced with its mark, so that a member that
-	// comes back passes them over; a copy is stored at each change. tookAt
-	// is when each was last added to (the run goroutine's).
-	took   atomic.Pointer[map[string]vclock.Clock]
-	tookAt map[string]time.Time
-	// forMe is what the other members announced they handled for this
-	// member while it was away (the registrar stores it).
-	forMe atomic.Pointer[vclock.Clock]
+	// comes back passes them over (took.go); a copy is stored at each
+	// change. tookAt is when each was last added to, pending the departed
+	// member a signal being handled is taken for (the run goroutine's).
+	tookMu  sync.Mutex
+	took    map[string]Places // under tookMu
+	tookAt  map[string]time.Time
+	pending string
+	// returned is when a member that had a cursor (it comes back) joined;
+	// until returnLeases leases after, it passes over what the others
+	// announce they handled for it (forMe, stored by the registrar).
+	returned time.Time
+	forMe    atomic.Pointer[[]tookFrom]
 }
 
 func newGroupMember(info SubscriptionInfo, st Strategy) *groupMember {
 	return &groupMember{id: info.memberID(), strategy: st}
-}
-
-// maxTook is how many departed members' takeovers a member announces;
-// maxTookPlaces bounds the origins they name in all (an entry of the set
-// has a size limit): past either, the oldest are forgotten, and a member
-// that comes back handles those signals again (each counted in Taken
-// where it was handled first).
-const (
-	maxTook       = 16
-	maxTookPlaces = 2048
-)
-
-// tookFor records that this member handled sig for the departed member
-// id. It runs on the run goroutine.
-func (g *groupMember) tookFor(id string, sig *signalmesh.Signal) {
-	origin, seq := journal.Place(sig)
-	if seq == 0 || id == "" || id == g.id {
-		return
-	}
-	m := map[string]vclock.Clock{}
-	if old := g.took.Load(); old != nil {
-		m = maps.Clone(*old)
-	}
-	if m[id].Get(origin) >= seq {
-		return
-	}
-	m[id] = m[id].Set(origin, seq)
-	if g.tookAt == nil {
-		g.tookAt = map[string]time.Time{}
-	}
-	g.tookAt[id] = time.Now()
-	for len(m) > maxTook || tookPlaces(m) > maxTookPlaces {
-		oldest := ""
-		for k := range m {
-			if oldest == "" || g.tookAt[k].Before(g.tookAt[oldest]) {
-				oldest = k
-			}
-		}
-		delete(m, oldest)
-		delete(g.tookAt, oldest)
-	}
-	g.took.Store(&m)
-}
-
-func tookPlaces(m map[string]vclock.Clock) int {
-	n := 0
-	for _, c := range m {
-		n += c.Len()
-	}
-	return n
-}
-
-// pruneTook forgets what this member took for members that are back and
-// whose mark covers it (they have judged all of it). It runs on the run
-// goroutine, when the view changes.
-func (g *groupMember) pruneTook(v *groupView) {
-	old := g.took.Load()
-	if old == nil {
-		return
-	}
-	var m map[string]vclock.Clock
-	for id, c := range *old {
-		live := slices.ContainsFunc(v.members, func(x viewMember) bool { return x.id == id })
-		if mk, ok := v.marks[id]; live && ok && (c.Compare(mk) == vclock.Before || c.Compare(mk) == vclock.Equal) {
-			if m == nil {
-				m = maps.Clone(*old)
-			}
-			delete(m, id)
-			delete(g.tookAt, id)
-		}
-	}
-	if m != nil {
-		g.took.Store(&m)
-	}
-}
-
-// tookSnapshot is what the member announces it took over.
-func (g *groupMember) tookSnapshot() map[string]vclock.Clock {
-	if m := g.took.Load(); m != nil && len(*m) > 0 {
-		return *m
-	}
-	return nil
 }
 
 // shares reports whether members share the signals (not Broadcast).
@@ -476,7 +399,8 @@ func (s *Subscription) takeOver(old, cur *groupView, removed map[string]bool) {
 			return // closed
 		}
 		s.handled.add(id)
-		g.tookFor(o, sig)
+		origin, seq := journal.Place(sig)
+		g.tookFor(o, origin, seq)
 	}
 }
 
@@ -509,6 +433,7 @@ func (n *Node) groupDefaults(cfg *subConfig) error {
 // in Taken. It runs on the run goroutine.
 func (s *Subscription) passOver(sig *signalmesh.Signal, origin string, seq uint64, m mark) bool {
 	g := s.group
+	g.pending = ""
 	if !g.shares() {
 		return false
 	}
@@ -517,12 +442,9 @@ func (s *Subscription) passOver(sig *signalmesh.Signal, origin string, seq uint6
 		s.skip(origin, seq, m)
 		return true
 	}
-	if fm := g.forMe.Load(); fm != nil && covers(*fm, sig) {
-		// This member is back, and another handled this signal for it
-		// while it was away: every signal of an origin up to one another
-		// member handled for it was judged by that member before, each
-		// handled by its owner then (or taken over at this member's
-		// departure, or covered by its final mark).
+	if s.returning() && tookForMe(g.forMe.Load(), origin, seq) {
+		// This member is back, and another says it handled this very
+		// signal for it while it was away.
 		s.skip(origin, seq, m)
 		s.n.m.passedBack.Add(1)
 		return true
@@ -531,7 +453,37 @@ func (s *Subscription) passOver(sig *signalmesh.Signal, origin string, seq uint6
 		if o := g.cur.ownerAmong(g.strategy, sig, g.cur.members, g.cur.gone); o != g.id {
 			g.taken.Add(1) // a departed member's: if it is alive (a partition), it handles it too
 			s.n.m.takenOver.Add(1)
-			g.tookFor(o, sig)
+			g.pending = o // recorded in Took once handled
+		}
+	}
+	return false
+}
+
+// returnLeases is how long after it comes back a member passes over what
+// the others announce they handled for it: its backlog and its node's
+// catch-up are judged by then.
+const returnLeases = 10
+
+// returning reports whether the member came back lately (run goroutine).
+func (s *Subscription) returning() bool {
+	r := s.group.returned
+	return !r.IsZero() && time.Since(r) < returnLeases*s.n.p.Lease
+}
+
+// tookFrom is what one other member announced it handled for this one,
+// believed up to that member's own mark.
+type tookFrom struct {
+	places Places
+	mark   vclock.Clock
+}
+
+func tookForMe(fm *[]tookFrom, origin string, seq uint64) bool {
+	if fm == nil {
+		return false
+	}
+	for _, t := range *fm {
+		if seq <= t.mark.Get(origin) && t.places.has(origin, seq) {
+			return true
 		}
 	}
 	return false

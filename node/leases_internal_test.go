@@ -25,7 +25,7 @@ func FuzzDecodeLeases(f *testing.F) {
 	}
 	info := SubscriptionInfo{Peer: author.String(), ID: "group.g", Pattern: "order.**", Name: "group.g", Group: "g",
 		Strategy: "hash:subject", Lease: time.Second, Expires: time.Unix(1e9, 0),
-		Mark: vclock.Clock{}.Set("abc", 3), Took: map[string]vclock.Clock{"12D3KooWx/group.g": vclock.Clock{}.Set("abc", 2)}, Left: true}
+		Mark: vclock.Clock{}.Set("abc", 3), Took: map[string]Places{"12D3KooWx/group.g": func() Places { p := Places{}; p.add("abc", 2); return p }()}, Left: true}
 	v, _ := json.Marshal(info)
 	good, _ := json.Marshal(leaseMsg{Entries: []leaseEntry{{Key: subKey(info.Peer, info.ID).String(), Value: v}}, Acks: []string{"/s/x/y"}})
 	f.Add(good)

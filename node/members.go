@@ -190,34 +190,40 @@ func (n *Node) publishRegistry(entries []regEntry, full bool, now time.Time) {
 	n.noteMembers(members, remote, full, now)
 }
 
-// publishTook gives each local group member what the other members of its
-// group (remote entries, live or left, and local members) announced they
-// handled for it while it was away.
+// publishTook gives each local group member that came back lately what
+// the other members of its group (remote entries, live or left, and local
+// members) announced they handled for it while it was away, each believed
+// up to the announcer's own mark.
 func (n *Node) publishTook(entries []regEntry) {
 	self := n.self.String()
 	n.reg.mu.Lock()
-	var locals []*Subscription
+	var locals, returning []*Subscription
 	for _, s := range n.reg.local {
 		if s.group != nil && s.group.shares() {
 			locals = append(locals, s)
+			if !s.group.returned.IsZero() && time.Since(s.group.returned) < returnLeases*n.p.Lease {
+				returning = append(returning, s)
+			}
 		}
 	}
 	n.reg.mu.Unlock()
-	for _, r := range locals {
-		var forMe vclock.Clock
+	for _, r := range returning {
+		var forMe []tookFrom
 		for _, e := range entries {
-			if e.sub != nil && e.sub.Peer != self && e.sub.Group == r.info.Group {
-				forMe = forMe.Merge(e.sub.Took[r.group.id])
+			if e.sub != nil && e.sub.Peer != self && e.sub.Group == r.info.Group && e.sub.memberID() != r.group.id {
+				if p := e.sub.Took[r.group.id]; len(p) > 0 {
+					forMe = append(forMe, tookFrom{places: p, mark: e.sub.Mark})
+				}
 			}
 		}
 		for _, o := range locals {
 			if o != r && o.info.Group == r.info.Group {
-				forMe = forMe.Merge(o.group.tookSnapshot()[r.group.id])
+				if p := o.group.tookBy(r.group.id); len(p) > 0 {
+					forMe = append(forMe, tookFrom{places: p, mark: *o.group.mark.Load()})
+				}
 			}
 		}
-		if old := r.group.forMe.Load(); old == nil || old.Compare(forMe) != vclock.Equal {
-			r.group.forMe.Store(&forMe)
-		}
+		r.group.forMe.Store(&forMe)
 	}
 }
 

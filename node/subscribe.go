@@ -433,6 +433,8 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 		s.group = newGroupMember(s.info, cfg.strategy)
 		if s.cursor.Len() == 0 {
 			s.cursor = from // it never gets what its node delivered before it joined
+		} else if cfg.strategy.kind != kindBroadcast {
+			s.group.returned = time.Now() // it comes back: see passOver
 		}
 		s.group.publish(s.cursor)
 	}
@@ -854,6 +856,9 @@ func (s *Subscription) handle(sig *signalmesh.Signal, m mark) {
 	}
 	if !covered && !s.handOver(sig, line) {
 		return // cut short by Close: not handled, it comes again (first, after a crash)
+	}
+	if s.group != nil && s.group.pending != "" && !covered {
+		s.group.tookFor(s.group.pending, origin, seq)
 	}
 	s.handled.add(line.id)
 	if seq != 0 && m != markLate {

@@ -66,10 +66,10 @@ type SubscriptionInfo struct {
 	From vclock.Clock `json:"from,omitzero"`
 	Mark vclock.Clock `json:"mark,omitzero"`
 	Left bool         `json:"left,omitempty"` // it left cleanly: Mark is final
-	// Took: what this member handled for members of its group that had
-	// departed (member id, "<peer>/<id>", -> the places; the last 16), so
-	// that one that comes back passes them over.
-	Took map[string]vclock.Clock `json:"took,omitempty"`
+	// Took: the places of the signals this member handled for members
+	// of its group that had departed (member id, "<peer>/<id>", -> places;
+	// the last 16 members), so that one that comes back passes them over.
+	Took map[string]Places `json:"took,omitempty"`
 }
 
 // memberID names a subscription in a group's assignment.
@@ -176,7 +176,11 @@ func (n *Node) entry(s *Subscription, now time.Time) SubscriptionInfo {
 	info.Lease, info.Expires = n.p.Lease, now.Add(n.p.Lease)
 	if s.group != nil {
 		info.Mark = *s.group.mark.Load()
-		info.Took = s.group.tookSnapshot()
+		if info.Took = s.group.tookSnapshot(); info.Took != nil {
+			if b, _ := json.Marshal(info); len(b) > maxEntryBytes {
+				info.Took = nil // it only saves duplicates: the entry must stay valid
+			}
+		}
 	}
 	return info
 }
@@ -536,15 +540,10 @@ func (i *SubscriptionInfo) check(owner, id string) error {
 	if _, err := parseStrategy(i.Strategy); err != nil {
 		return err
 	}
-	if len(i.Took) > maxTook || (len(i.Took) > 0 && i.Group == "") {
-		return errors.New("took")
+	if len(i.Took) > 0 && i.Group == "" {
+		return errTook
 	}
-	for id := range i.Took {
-		if p, sub, ok := strings.Cut(id, "/"); !ok || p == "" || sub == "" || len(id) > 128+maxNameBytes {
-			return errors.New("took")
-		}
-	}
-	return nil
+	return checkTook(i.Took)
 }
 
 func validRegion(r string) bool { return len(r) <= 64 && !strings.ContainsAny(r, "/\x00") }
@@ -561,9 +560,12 @@ func (n *Node) Subscriptions(ctx context.Context) ([]SubscriptionInfo, error) {
 	defer n.reg.mu.Unlock()
 	out := make([]SubscriptionInfo, 0, len(n.reg.local)+len(n.reg.remote))
 	for _, s := range n.reg.local {
-		out = append(out, n.entry(s, now))
+		out = append(out, n.entry(s, now)) // its Took is a copy
 	}
-	out = append(out, n.reg.remote...)
+	for _, r := range n.reg.remote {
+		r.Took = cloneTook(r.Took)
+		out = append(out, r)
+	}
 	slices.SortFunc(out, func(a, b SubscriptionInfo) int { return strings.Compare(a.memberID(), b.memberID()) })
 	return out, nil
 }
