@@ -192,9 +192,10 @@
 // for departed members (the last 16 members, 32 KiB of bitmaps), and for
 // 10 leases after it comes back a member passes those over
 // (Status.PassedBack), each only up to the announcer's own mark. It skips
-// nothing another member did not say it handled, so this costs no
-// signal; what it does not learn in time is handled twice, counted in
-// Taken where it was taken:
+// nothing another member did not say it handled (a signal whose handler
+// gave up, dead-lettered, counts as handled), so this costs no signal;
+// what it does not learn in time is handled twice, counted in Taken
+// where it was taken:
 //
 //   - what the others took in their last renewal interval before its
 //     return (they renew at once when a member joins or comes back; the

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"strconv"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
@@ -218,29 +219,34 @@ func (n *Node) readLeases() {
 		news := false  // a new entry or a leave: read the set now, not at the next tick
 		leave := false // a group member's leave: acknowledge it at once
 		n.reg.mu.Lock()
-		for _, k := range o.v.acks {
-			if w := n.reg.leaving[k]; w != nil {
+		for _, a := range o.v.acks {
+			if w := n.reg.acked[a]; w != nil {
 				w[o.from.String()] = true
 			}
 		}
 		for i, e := range entries {
 			lease, expires, left, _ := e.lease()
-			if left && e.sub != nil && e.sub.Group != "" {
-				n.heardLeave(e.key, now)
-				leave = true
-			}
 			old, ok := n.reg.gossiped[e.key]
+			held := true // this node holds this value, or a newer one
 			switch {
 			case ok && !expires.After(old.expires):
 			case !ok && len(n.reg.gossiped) >= n.p.MaxRegistry:
 				n.m.drop("registry_full")
+				held = false
 			default:
 				n.reg.gossiped[e.key] = gossiped{value: vals[i], expires: expires, lease: lease, at: now}
 				news = news || !ok || left
 			}
+			if left && held && e.sub != nil && e.sub.Group != "" && n.heardLeave(leaveToken(e.key, expires), now) {
+				leave = true
+			}
 		}
 		n.reg.mu.Unlock()
-		if leave {
+		if leave && time.Since(n.reg.lastAckRenew.Load().(time.Time)) >= n.p.Lease/40 {
+			// At most every Lease/40 (a peer whose members keep leaving
+			// does not make every node renew on each leave); later leaves
+			// go with the next renewal.
+			n.reg.lastAckRenew.Store(now)
 			select {
 			case n.reg.renewNow <- struct{}{}:
 			default:
@@ -252,14 +258,25 @@ func (n *Node) readLeases() {
 	}
 }
 
-// heardLeave notes a group member's leave this node received, to
-// acknowledge it with its next renewals (at most maxLeaseAcks, the oldest
-// forgotten). Called with reg.mu held.
-func (n *Node) heardLeave(key string, now time.Time) {
+// leaveToken names one leave in acknowledgements: its key and its
+// expiry, so that an acknowledgement of an earlier leave of the same
+// member does not pass for this one.
+func leaveToken(key string, expires time.Time) string {
+	return key + "@" + strconv.FormatInt(expires.UnixNano(), 10)
+}
+
+// heardLeave notes a group member's leave this node received (its
+// token), to acknowledge it with its next renewals (at most maxLeaseAcks,
+// the oldest forgotten), and reports whether it is new. Called with
+// reg.mu held.
+func (n *Node) heardLeave(token string, now time.Time) bool {
 	if n.reg.heard == nil {
 		n.reg.heard = map[string]time.Time{}
 	}
-	n.reg.heard[key] = now
+	if _, ok := n.reg.heard[token]; ok {
+		return false
+	}
+	n.reg.heard[token] = now
 	for len(n.reg.heard) > maxLeaseAcks {
 		oldest := ""
 		for k, at := range n.reg.heard {
@@ -269,6 +286,7 @@ func (n *Node) heardLeave(key string, now time.Time) {
 		}
 		delete(n.reg.heard, oldest)
 	}
+	return true
 }
 
 // leaveAcks are the leaves heard within the last lease.

@@ -377,10 +377,10 @@ func (n *Node) leaveGroups() (wait func()) {
 	}
 	n.reg.mu.Lock()
 	if n.reg.leaving == nil {
-		n.reg.leaving = map[string]map[string]bool{}
+		n.reg.leaving, n.reg.acked = map[string]string{}, map[string]map[string]bool{}
 	}
 	for _, s := range members {
-		n.reg.leaving[subKey(s.info.Peer, s.info.ID).String()] = map[string]bool{}
+		n.reg.leaving[subKey(s.info.Peer, s.info.ID).String()] = ""
 	}
 	n.reg.mu.Unlock()
 	done := make(chan struct{})
@@ -415,7 +415,11 @@ func (n *Node) awaitLeaveAcks(members []*Subscription, expired <-chan time.Time)
 		n.reg.mu.Lock()
 		missing := 0
 		for _, s := range members {
-			acked := n.reg.leaving[subKey(s.info.Peer, s.info.ID).String()]
+			t := n.reg.leaving[subKey(s.info.Peer, s.info.ID).String()]
+			if t == "" {
+				continue // not gossiped (the node's context ended first)
+			}
+			acked := n.reg.acked[t]
 			for p, m := range n.reg.members {
 				if slices.Contains(m.Groups, s.info.Group) && !acked[p] &&
 					n.host.Network().Connectedness(m.Peer) == network.Connected {

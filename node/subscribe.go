@@ -799,6 +799,9 @@ func (s *Subscription) run() {
 // was late, or a later one was handled while its handler was cut short),
 // and the last process judged it this member's.
 func (s *Subscription) handle(sig *signalmesh.Signal, m mark) {
+	if s.group != nil {
+		s.group.pending = "" // passOver sets it for this signal
+	}
 	covered := m == markCovered
 	if s.name == "" {
 		if !covered {

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
@@ -101,11 +102,16 @@ type registry struct {
 	remote   []SubscriptionInfo       // other peers' live subscriptions at the last read
 	members  map[string]*Member       // other peers with a live entry, by peer id
 	watchers map[*memberWatch]struct{}
-	full     bool                       // the last read found more than MaxRegistry entries
-	departed map[string]departedEntry   // group member id -> its last mark, kept 10 leases
-	gossiped map[string]gossiped        // entries lease messages carried, by key (readLeases)
-	heard    map[string]time.Time       // keys of group members' leaves received, to acknowledge (readLeases)
-	leaving  map[string]map[string]bool // this node's members' leaves in Close: key -> peers that acknowledged it
+	full     bool                     // the last read found more than MaxRegistry entries
+	departed map[string]departedEntry // group member id -> its last mark, kept 10 leases
+	gossiped map[string]gossiped      // entries lease messages carried, by key (readLeases)
+	heard    map[string]time.Time     // keys of group members' leaves received, to acknowledge (readLeases)
+	// this node's members' leaves in Close: key -> its leave's token
+	// ("" until withdrawSub gossiped it), and token -> the peers that
+	// acknowledged it (readLeases)
+	leaving      map[string]string
+	acked        map[string]map[string]bool
+	lastAckRenew atomic.Value // time.Time: the last renewal a leave asked for (readLeases)
 
 	// owned by the registrar
 	seen  map[string]*seenEntry
@@ -137,6 +143,7 @@ func (n *Node) startSubscriptionSet() error {
 		seen: map[string]*seenEntry{}, views: map[string]*groupView{}, sigs: map[string]string{},
 		gone: map[string]map[string]goneMember{}, written: map[string]time.Time{},
 		departed: map[string]departedEntry{}, gossiped: map[string]gossiped{}}
+	n.reg.lastAckRenew.Store(time.Time{})
 	if err := n.joinLeases(); err != nil {
 		return err
 	}
@@ -177,7 +184,7 @@ func (n *Node) entry(s *Subscription, now time.Time) SubscriptionInfo {
 	if s.group != nil {
 		info.Mark = *s.group.mark.Load()
 		if info.Took = s.group.tookSnapshot(); info.Took != nil {
-			if b, _ := json.Marshal(info); len(b) > maxEntryBytes {
+			if b, _ := json.Marshal(info); len(b) > maxEntryBytes || checkTook(info.Took) != nil {
 				info.Took = nil // it only saves duplicates: the entry must stay valid
 			}
 		}
@@ -215,6 +222,12 @@ func (n *Node) withdrawSub(s *Subscription) error {
 	info.Left = true
 	b, _ := json.Marshal(info)
 	key := subKey(s.info.Peer, s.info.ID)
+	n.reg.mu.Lock()
+	if _, ok := n.reg.leaving[key.String()]; ok { // Node.Close waits for its acknowledgements
+		t := leaveToken(key.String(), info.Expires)
+		n.reg.leaving[key.String()], n.reg.acked[t] = t, map[string]bool{}
+	}
+	n.reg.mu.Unlock()
 	var err error
 	if n.ctx.Err() == nil { // closing: the entry expires
 		n.gossipLeases([]ds.Key{key}, [][]byte{b})

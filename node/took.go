@@ -39,6 +39,7 @@ type PlaceRun struct {
 const (
 	maxTook      = 16
 	maxTookBytes = 32 << 10
+	maxPlace     = 1 << 62 // a signal's sequence can be anything up to 2^64-1 (a hostile origin's): those above are not recorded
 )
 
 func (p Places) has(origin string, seq uint64) bool {
@@ -118,7 +119,7 @@ func checkTook(t map[string]Places) error {
 			return errTook
 		}
 		for o, r := range p {
-			if o == "" || r.Base%8 != 0 || r.Base > 1<<62 {
+			if o == "" || r.Base%8 != 0 || r.Base > maxPlace || uint64(len(r.Bits)) > maxPlace/8 {
 				return errTook
 			}
 		}
@@ -133,7 +134,7 @@ func checkTook(t map[string]Places) error {
 // tookFor records that this member handled (origin, seq) for the departed
 // member id. It runs on the run goroutine, after the handler returned.
 func (g *groupMember) tookFor(id, origin string, seq uint64) {
-	if seq == 0 || id == "" || id == g.id {
+	if seq == 0 || seq > maxPlace || id == "" || id == g.id {
 		return
 	}
 	g.tookMu.Lock()

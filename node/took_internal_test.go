@@ -63,3 +63,22 @@ func TestTookBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A place far out (a hostile origin may number its signals up to 2^64-1)
+// is not recorded, and the entry that announces the rest stays valid; a
+// small place after a far one does not overflow (a review: makeslice
+// panicked on the run goroutine, and a place past 2^62 made the node's
+// own lease messages invalid everywhere).
+func TestTookFarPlaces(t *testing.T) {
+	g := &groupMember{id: "me/g"}
+	g.tookFor("r/g", "o", 9)
+	g.tookFor("r/g", "p", 1<<62+8)
+	g.tookFor("r/g", "o", 1<<64-1)
+	g.tookFor("r/g", "o", 8)
+	if err := checkTook(g.tookSnapshot()); err != nil {
+		t.Fatalf("own entry invalid: %v", err)
+	}
+	if p := g.took["r/g"]; !p.has("o", 9) || !p.has("o", 8) || p.has("p", 1<<62+8) {
+		t.Fatalf("places %v", p)
+	}
+}
