@@ -79,6 +79,22 @@ func (g *groupLog) counts(want []*signalmesh.Signal) (handled, dups int, per map
 	return handled, dups, per
 }
 
+// joinFulfilment makes a member of group "fulfilment" (order.**, Hash) on
+// each node, recording in a new log, and waits until every node sees them.
+func joinFulfilment(t *testing.T, nodes []*peerNode) (*groupLog, []*node.Subscription) {
+	t.Helper()
+	log := newGroupLog()
+	subs := make([]*node.Subscription, len(nodes))
+	for i, n := range nodes {
+		var err error
+		if subs[i], err = n.Subscribe("order.**", log.handler(i), node.WithGroup("fulfilment")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitGroup(t, nodes, "fulfilment", len(nodes))
+	return log, subs
+}
+
 // awaitGroup waits until every node sees the members of group live.
 func awaitGroup(t *testing.T, nodes []*peerNode, group string, members int) {
 	t.Helper()
@@ -231,15 +247,7 @@ func TestGroupBalancedAndLocalFirst(t *testing.T) {
 func TestGroupCleanLeaveHandsOff(t *testing.T) {
 	checkLeaks(t)
 	nodes := groupCluster(t, 3, nil)
-	log := newGroupLog()
-	subs := make([]*node.Subscription, 3)
-	for i, n := range nodes {
-		var err error
-		if subs[i], err = n.Subscribe("order.**", log.handler(i), node.WithGroup("fulfilment")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	awaitGroup(t, nodes, "fulfilment", 3)
+	log, subs := joinFulfilment(t, nodes)
 	const half = 3000
 	first, _ := publishSpread(t, nodes[:2], "order.created", half, 50)
 	eventually(t, 30*time.Second, "the leaving member handles", func() bool { _, _, per := log.counts(first); return per[2] > 0 })
@@ -268,15 +276,7 @@ func TestGroupLeftEntryOutlivesALaggingRead(t *testing.T) {
 	checkLeaks(t)
 	const lease = 300 * time.Millisecond
 	nodes := cluster(t, 2, func(i int, c *node.Config) { c.Params.Lease = lease })
-	var subs []*node.Subscription
-	for _, n := range nodes {
-		s, err := n.Subscribe("order.**", func(context.Context, *signalmesh.Signal) error { return nil }, node.WithGroup("fulfilment"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		subs = append(subs, s)
-	}
-	awaitGroup(t, nodes, "fulfilment", 2)
+	_, subs := joinFulfilment(t, nodes)
 	key := subs[1].SetKey()
 	if err := subs[1].Close(); err != nil {
 		t.Fatal(err)
@@ -309,15 +309,7 @@ func TestGroupLeftEntryOutlivesALaggingRead(t *testing.T) {
 func TestGroupMemberDeathFailsOver(t *testing.T) {
 	checkLeaks(t)
 	nodes := groupCluster(t, 3, nil)
-	log := newGroupLog()
-	subs := make([]*node.Subscription, 3)
-	for i, n := range nodes {
-		var err error
-		if subs[i], err = n.Subscribe("order.**", log.handler(i), node.WithGroup("fulfilment")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	awaitGroup(t, nodes, "fulfilment", 3)
+	log, subs := joinFulfilment(t, nodes)
 	const third = 2000
 	first, _ := publishSpread(t, nodes[:2], "order.created", third, 50)
 	// The victim's progress reaches the others: it handled its share of
@@ -852,15 +844,7 @@ func TestGroupCopiesOwnFirstCounted(t *testing.T) {
 func TestGroupMemberReturnsAfterLeave(t *testing.T) {
 	checkLeaks(t)
 	nodes := groupCluster(t, 3, nil)
-	log := newGroupLog()
-	subs := make([]*node.Subscription, 3)
-	for i, n := range nodes {
-		var err error
-		if subs[i], err = n.Subscribe("order.**", log.handler(i), node.WithGroup("fulfilment")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	awaitGroup(t, nodes, "fulfilment", 3)
+	log, subs := joinFulfilment(t, nodes)
 	first, _ := publishSpread(t, nodes, "order.created", 600, 50)
 	eventually(t, 30*time.Second, "the first part handled", func() bool { h, _, _ := log.counts(first); return h == len(first) })
 	if err := subs[2].Close(); err != nil {
@@ -913,15 +897,7 @@ func TestGroupMemberReturnsAfterLeave(t *testing.T) {
 func TestGroupNodeCloseAwaitsTheLeave(t *testing.T) {
 	checkLeaks(t)
 	nodes := groupCluster(t, 3, nil)
-	var subs []*node.Subscription
-	for _, n := range nodes {
-		s, err := n.Subscribe("order.**", func(context.Context, *signalmesh.Signal) error { return nil }, node.WithGroup("fulfilment"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		subs = append(subs, s)
-	}
-	awaitGroup(t, nodes, "fulfilment", 3)
+	_, subs := joinFulfilment(t, nodes)
 	key := subs[2].SetKey()
 	if err := nodes[2].Close(); err != nil {
 		t.Fatal(err)
