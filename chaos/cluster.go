@@ -31,6 +31,8 @@ type cluster struct {
 	// settleKill is when the settle kill (if any) was made, since the
 	// workload started (written before finish reads it).
 	settleKill time.Duration
+	// hostile is the hostile node's report, once it stopped (finish).
+	hostile *HostileReport
 
 	cutMu sync.Mutex
 	cuts  map[int][][2]int // directed pairs cut, per fault under way

@@ -89,6 +89,20 @@ func (r *HostileReport) peer(id string) bool {
 	return false
 }
 
+// origin reports whether o, a peer id or its ref, is one of the hostile
+// node's (false without a report).
+func (r *HostileReport) origin(o string) bool {
+	if r == nil {
+		return false
+	}
+	for _, p := range r.Peers {
+		if p == o || PeerRef(p) == o {
+			return true
+		}
+	}
+	return false
+}
+
 // names reports whether a log line names the hostile node or its attack:
 // one of its peer ids (or their refs), one of its signal ids, one of its
 // journal blocks.

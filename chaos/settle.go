@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,6 +33,7 @@ func (c *cluster) finish(ctx context.Context, w *workload, faults []Fault, res *
 		}
 	}
 	healed := time.Now()
+	c.hostile = w.hostileReport // its flood waits in the buffers: not the honest mesh's
 	killed := make(chan error, 1)
 	killed <- nil
 	for _, f := range faults {
@@ -196,6 +198,7 @@ func (c *cluster) digests(ctx context.Context) (string, bool, error) {
 			Node struct {
 				Unjournaled int
 				Buffered    int
+				Missing     []struct{ Origin string }
 			} `json:"node"`
 		}
 		if err := c.get(ctx, i, "/v1/status", &st); err != nil {
@@ -204,12 +207,16 @@ func (c *cluster) digests(ctx context.Context) (string, bool, error) {
 		if st.Node.Unjournaled > 0 {
 			return "", false, fmt.Errorf("node %d holds %d delivered signals it has not journaled", i, st.Node.Unjournaled)
 		}
-		if st.Node.Buffered > 0 {
+		honest := slices.ContainsFunc(st.Node.Missing, func(g struct{ Origin string }) bool { return !c.hostile.origin(g.Origin) })
+		if st.Node.Buffered > 0 && honest {
 			// Each is delivered once its dependency comes or DepWait
 			// gives it up, then journaled (adopted) if its entry never
 			// came: read before, a journal lacks what a record will hold
 			// (seed 12657: an ephemeral node's signal given up 36 s
-			// after the heal, after the journals were read).
+			// after the heal, after the journals were read). Signals
+			// waiting only for the hostile node's (its flood's holes,
+			// which never come) are not the honest mesh's: each is
+			// given up in time, delivered and adopted as its own.
 			return "", false, fmt.Errorf("node %d holds %d signals waiting for a dependency", i, st.Node.Buffered)
 		}
 		key := fmt.Sprint(d.Count, " ", d.Digest)
