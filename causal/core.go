@@ -1126,7 +1126,12 @@ func (c *Core[T]) giveUpDeps(now int64, out []Release[T]) []Release[T] {
 			if blk.Origin == o && c.waiting[*blk] != nil {
 				break // behind a waiting predecessor: the rest of the origin too
 			}
-			_, refused := c.refused[*blk]
+			// A refused (or evicted) signal is on its way while the
+			// journal holds it (pulled when there is room), and for
+			// DepWait from its arrival otherwise (sent again, or lost:
+			// one only gossiped held the signals after it for good).
+			f, refused := c.refused[*blk]
+			refused = refused && now-f.at < c.p.DepWait
 			if now-it.arrived < c.p.DepWait || c.waiting[*blk] != nil || refused || journaled(*blk) {
 				if blk.Origin == o {
 					break // its predecessor is on its way (refused, journaled) or not due: so are the rest
@@ -1200,8 +1205,8 @@ func (c *Core[T]) skipHoles(now int64, out []Release[T], journaled func(Ref) boo
 			delete(c.holes, r.Origin)
 			continue
 		}
-		if _, refused := c.refused[r]; refused {
-			continue // it exists: pulled when there is room
+		if f, refused := c.refused[r]; refused && now-f.at < c.p.DepWait {
+			continue // it exists: pulled when there is room, or sent again
 		}
 		// What lies past the hole: a waiting signal of the origin, or, for
 		// an origin the journal listed (Know), a journaled one close by. A

@@ -15,6 +15,7 @@ import (
 //
 //	add A:2 deps=B:1 cause=x id=y src=s dig=1 lam=3  => A:2 A:3
 //	journal B:1 deps=...       (store in the journal only, do not Add)
+//	gossip A:2 deps=...        (Add, not in the journal: only gossiped)
 //	know B:4                   => -
 //	note src id digest         (a Weak signal delivered outside the core)
 //	tick 100                   => A:2!lost
@@ -137,9 +138,11 @@ func (r *runner) reopen() {
 func (r *runner) do(cmd string) string {
 	f := strings.Fields(cmd)
 	switch f[0] {
-	case "add", "journal":
+	case "add", "journal", "gossip":
 		m := parseMeta(r.t, f[1], f[2:])
-		r.j.put(m)
+		if f[0] != "gossip" {
+			r.j.put(m)
+		}
 		if f[0] == "journal" {
 			return "-"
 		}

@@ -161,6 +161,20 @@ var scenarios = []scenario{
 		"add B:1 cause=x => -",
 		"add A:1 id=x => A:1!late B:1",
 	}},
+	// An evicted signal that is not in the journal (gossip only: an
+	// ephemeral origin's, a hostile flood's) comes back only if someone
+	// sends it again: it is on its way for DepWait, then given up like a
+	// missing one. It held the signals after it for good (fault-harness
+	// seeds 12705, 12707: a flood's signals waited on two nodes for two
+	// minutes after the heal).
+	{name: "deps/lost: a signal evicted and not journaled is waited for DepWait, then given up", p: Params{Limit: 100, OriginLimit: 2, DepWait: 10}, steps: []string{
+		"gossip H:2 => -",
+		"gossip H:4 => -",
+		"gossip H:3 => -", // takes H:4's place: H:4 is evicted
+		"tick 10 => H:2!deplost H:3",
+		"gossip H:5 => -",
+		"tick 25 => H:5!deplost",
+	}},
 	{name: "deps/lost: a share full of an origin's signals still lets in what they wait for", p: Params{Limit: 100, OriginLimit: 3, DepWait: 10}, steps: []string{
 		"journal A:1 deps=B:1 => -",
 		"journal A:4 => -",

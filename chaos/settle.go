@@ -70,7 +70,10 @@ func (c *cluster) finish(ctx context.Context, w *workload, faults []Fault, res *
 	// The probes run also when the mesh did not settle: a node that
 	// cannot publish or deliver shows there too.
 	probeErr = c.probe(ctx, w)
-	again := time.Duration(0) // not quiescent: read the journals as they are
+	// Not quiescent: read the journals after a short wait all the same,
+	// so that the probes are journaled (read at once, a node read first
+	// lacked them: seed 12705's "lost" probes were in every store).
+	again := min(5*time.Second, c.spec.Settle)
 	if settleErr == nil {
 		again = min(15*time.Second, c.spec.Settle)
 	}
