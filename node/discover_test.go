@@ -140,18 +140,12 @@ func TestDiscoveryLeavesATrimmingPeerAlone(t *testing.T) {
 		}
 		return false
 	})
-	// Watch for two grace periods after the trim, and until every peer
-	// has found two others (they must, by discovery).
-	eventually(t, 30*time.Second, "two grace periods after the trim, every peer with two connections or more", func() bool {
-		if time.Since(trimmed) < 2*grace+200*time.Millisecond {
-			return false
-		}
-		for _, nd := range nodes[1:] {
-			if len(nd.Peers()) < 2 {
-				return false
-			}
-		}
-		return true
+	// Watch for two grace periods after the trim. (Whether the trimmed
+	// peers find others is TestDiscoveryBeyondBootstrap's and
+	// TestConnectionLimits': one trimmed before it heard of any other is
+	// alone, and its redialer is slowed down here.)
+	eventually(t, 30*time.Second, "two grace periods after the trim", func() bool {
+		return time.Since(trimmed) >= 2*grace+200*time.Millisecond
 	})
 	mu.Lock()
 	defer mu.Unlock()
@@ -166,5 +160,9 @@ func TestDiscoveryLeavesATrimmingPeerAlone(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("the hub's trims: %d peers; the hub has %d connections", len(left), len(hub.Peers()))
+	var conns []int
+	for _, nd := range nodes[1:] {
+		conns = append(conns, len(nd.Peers()))
+	}
+	t.Logf("the hub's trims: %d peers; the hub has %d connections, the peers %v", len(left), len(hub.Peers()), conns)
 }
