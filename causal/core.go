@@ -925,9 +925,17 @@ func (c *Core[T]) causeOnItsWay(it *item[T], now int64) bool {
 	// Or it is in the journal, not delivered yet: the caller pulls it
 	// (behind a full buffer, a catch-up, a lost dependency given up
 	// after DepWait).
-	for _, cp := range c.ix.ByID(it.m.Cause) {
-		if it.m.CauseSource != "" && cp.Source != it.m.CauseSource || c.delivered[cp.Ref.Origin] >= cp.Ref.Seq || c.waiting[cp.Ref] != nil ||
-			cp.Ref.Origin == it.m.Origin && cp.Ref.Seq > it.m.Seq { // a later copy of its own origin follows it
+	return c.causeJournaled(&it.m, it.m.Ref())
+}
+
+// causeJournaled reports whether the journal holds a copy of m's cause that
+// is neither delivered nor waiting (the caller pulls it), and that follows
+// neither m in m's origin nor r in r's.
+func (c *Core[T]) causeJournaled(m *Meta, r Ref) bool {
+	for _, cp := range c.ix.ByID(m.Cause) {
+		if m.CauseSource != "" && cp.Source != m.CauseSource || c.delivered[cp.Ref.Origin] >= cp.Ref.Seq || c.waiting[cp.Ref] != nil ||
+			cp.Ref.Origin == m.Origin && cp.Ref.Seq > m.Seq || // a later copy of its own origin follows it
+			cp.Ref.Origin == r.Origin && cp.Ref.Seq >= r.Seq {
 			continue
 		}
 		return true
@@ -948,14 +956,22 @@ func (c *Core[T]) waitsOn(w *item[T], r Ref) bool {
 			return false
 		}
 		if onCause {
+			// Its cause is any copy of the id of the named source: a
+			// cycle only if the one copy there is waits on r. A signal of
+			// another source is not its cause; a second waiting copy, or
+			// a journaled one, may come without r.
 			var next *item[T]
 			for _, x := range c.waitID[w.m.Cause] {
-				if cw := c.waiting[x]; cw != nil {
-					next = cw
-					break
+				cw := c.waiting[x]
+				if cw == nil || w.m.CauseSource != "" && cw.m.Source != w.m.CauseSource {
+					continue
 				}
+				if next != nil {
+					return false
+				}
+				next = cw
 			}
-			if next == nil {
+			if next == nil || c.causeJournaled(&w.m, r) {
 				return false
 			}
 			w = next

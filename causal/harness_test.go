@@ -13,7 +13,7 @@ import (
 // raft's datadriven interaction tests (without the dependency). A scenario
 // is a list of steps, each "command args => expected output":
 //
-//	add A:2 deps=B:1 cause=x id=y src=s dig=1 lam=3  => A:2 A:3
+//	add A:2 deps=B:1 cause=x csrc=s id=y src=s dig=1 lam=3  => A:2 A:3
 //	journal B:1 deps=...       (store in the journal only, do not Add)
 //	gossip A:2 deps=...        (Add, not in the journal: only gossiped)
 //	know B:4                   => -
@@ -249,6 +249,8 @@ func parseMeta(t *testing.T, ref string, args []string) Meta {
 			m.ID = v
 		case "src":
 			m.Source = v
+		case "csrc":
+			m.CauseSource = v
 		case "dig":
 			m.Digest = uint64(atoi(t, v))
 		case "lam":
