@@ -10,11 +10,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"iter"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
@@ -129,10 +129,10 @@ func Place(s *signalmesh.Signal) (ref string, seq uint64) {
 // a retry is traced anew), in a canonical form. Two publications of the
 // same event have the same digest wherever they were stamped and traced.
 func ContentDigest(s *signalmesh.Signal) uint64 {
-	h := sha256.New()
-	var buf [binary.MaxVarintLen64]byte
-	num := func(v uint64) { h.Write(buf[:binary.PutUvarint(buf[:], v)]) }
-	str := func(v string) { num(uint64(len(v))); io.WriteString(h, v) }
+	bp := digestBufs.Get().(*[]byte)
+	b := (*bp)[:0]
+	num := func(v uint64) { b = binary.AppendUvarint(b, v) }
+	str := func(v string) { num(uint64(len(v))); b = append(b, v...) }
 	str(s.ID)
 	str(s.Source)
 	str(s.Type)
@@ -149,7 +149,7 @@ func ContentDigest(s *signalmesh.Signal) uint64 {
 	str(s.DataContentType)
 	str(s.DataSchema)
 	num(uint64(len(s.Data)))
-	h.Write(s.Data)
+	b = append(b, s.Data...)
 	names := make([]string, 0, len(s.Extensions))
 	for k := range s.Extensions {
 		if !strings.HasPrefix(k, "mesh") && k != "traceparent" && k != "tracestate" {
@@ -176,8 +176,17 @@ func ContentDigest(s *signalmesh.Signal) uint64 {
 			str(fmt.Sprint(v))
 		}
 	}
-	return binary.BigEndian.Uint64(h.Sum(buf[:0])[:8])
+	sum := sha256.Sum256(b)
+	if cap(b) <= 64<<10 { // a huge signal's buffer is not kept
+		*bp = b
+		digestBufs.Put(bp)
+	}
+	return binary.BigEndian.Uint64(sum[:8])
 }
+
+// digestBufs holds ContentDigest's buffers: the canonical form is hashed in
+// one call, with no allocation per signal.
+var digestBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // Journal reads signals from a datastore and finds them by id through an
 // index. Writing is the caller's (batched) business: put both Entries of

@@ -5,8 +5,10 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 
 	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/connmgr"
@@ -142,20 +144,24 @@ func (n *Node) putHook(key ds.Key, value []byte) {
 	if !ok {
 		return // an index entry
 	}
-	s, err := signalmesh.DecodeBinary(value, signalmesh.Limits{})
-	if err != nil {
-		n.m.reject("journal_entry")
-		return
+	// Remote entries were checked before go-ds-crdt merged their block
+	// (checkEntry), which hands over what it decoded; others (this node's
+	// own, or ones it could not keep) are decoded and checked here (which
+	// costs a hash: the verifier knows the wire forms it checked or signed).
+	s, checked := n.vetted.take(key.String(), value)
+	if !checked {
+		var err error
+		if s, err = signalmesh.DecodeBinary(value, signalmesh.Limits{}); err != nil {
+			n.m.reject("journal_entry")
+			return
+		}
 	}
 	m, err := journal.MetaOf(s)
 	if err != nil || m.Origin != ref || m.Seq != seq {
 		n.m.reject("journal_entry")
 		return
 	}
-	// Remote entries were checked before go-ds-crdt merged their block
-	// (checkEntry); this catches what got past (and costs a hash: the
-	// verifier knows the wire forms it checked or signed).
-	if !testNoVerify {
+	if !testNoVerify && !checked {
 		if err := n.ver.verify(s, value); errors.Is(err, ErrNotAllowed) {
 			n.m.reject("journal_not_allowed")
 			return
@@ -178,18 +184,25 @@ func (n *Node) putHook(key ds.Key, value []byte) {
 		n.send(inbound{known: &causal.Ref{Origin: ref, Seq: seq}})
 		return
 	}
-	n.indexPut(m)
+	n.indexLater(m)
 	n.send(inbound{s: s, via: viaJournal, meta: &m})
 }
 
 // indexLater queues the index entry of a journaled signal, written with
 // the others in one batch when 1,024 are queued, at the loop's next tick,
-// or at Close: while the core refuses, a large catch-up's entries arrive
-// by the hundred thousand, and one store write each would slow it.
+// or at Close: one store write per entry would slow a heal or a large
+// catch-up, whose entries arrive by the ten thousand. Until its batch is
+// committed a queued entry is read through idxView, so the core and
+// Journal.Get see it at once.
 func (n *Node) indexLater(m causal.Meta) {
 	e := journal.IndexEntry(m)
+	dir := e.Key.Parent().String()
 	n.idxMu.Lock()
 	n.idxPending = append(n.idxPending, e)
+	if n.idxShown == nil {
+		n.idxShown = map[string][]journal.Entry{}
+	}
+	n.idxShown[dir] = append(n.idxShown[dir], e)
 	full := len(n.idxPending) >= 1024
 	n.idxMu.Unlock()
 	if full {
@@ -222,7 +235,58 @@ func (n *Node) flushIndex() {
 		n.log.Error("node: write the journal index", "err", err)
 		n.m.drop("index_write")
 		n.indexBad.Store(true)
+		return // what failed stays readable through idxView for this run
 	}
+	n.idxMu.Lock()
+	for _, e := range pend {
+		dir := e.Key.Parent().String()
+		es := n.idxShown[dir]
+		if i := slices.IndexFunc(es, func(x journal.Entry) bool { return x.Key == e.Key }); i >= 0 {
+			es = slices.Delete(es, i, i+1)
+		}
+		if len(es) == 0 {
+			delete(n.idxShown, dir)
+		} else {
+			n.idxShown[dir] = es
+		}
+	}
+	n.idxMu.Unlock()
+}
+
+// idxView is the journal's index as the node reads it: the store, and the
+// entries queued by indexLater that are not committed yet.
+type idxView struct{ n *Node }
+
+func (v idxView) Get(ctx context.Context, k ds.Key) ([]byte, error) { return v.n.index.Get(ctx, k) }
+func (v idxView) Has(ctx context.Context, k ds.Key) (bool, error)   { return v.n.index.Has(ctx, k) }
+func (v idxView) GetSize(ctx context.Context, k ds.Key) (int, error) {
+	return v.n.index.GetSize(ctx, k)
+}
+
+// Query adds to the store's results the queued entries directly under
+// q.Prefix (the journal asks for one id's entries: its directory).
+func (v idxView) Query(ctx context.Context, q query.Query) (query.Results, error) {
+	v.n.idxMu.Lock()
+	queued := slices.Clone(v.n.idxShown[ds.NewKey(q.Prefix).String()])
+	v.n.idxMu.Unlock()
+	res, err := v.n.index.Query(ctx, q)
+	if err != nil || len(queued) == 0 {
+		return res, err
+	}
+	got, err := res.Rest()
+	if err != nil {
+		return nil, err
+	}
+	have := make(map[string]bool, len(got))
+	for _, e := range got {
+		have[e.Key] = true
+	}
+	for _, e := range queued {
+		if k := e.Key.String(); !have[k] {
+			got = append(got, query.Entry{Key: k, Value: e.Value, Size: len(e.Value)})
+		}
+	}
+	return query.ResultsWithEntries(q, got), nil
 }
 
 // errEntryKey: a journal entry whose key is not the place (origin ref,
@@ -235,7 +299,8 @@ var errEntryKey = errors.New("node: journal entry not at its signal's place")
 // whose ref the key names. With crdt.Params.Immutable, nobody can delete
 // or rewrite an entry either.
 func (n *Node) checkEntry(key string, value []byte) error {
-	ref, seq, ok := journal.ParseSignalKey(ds.NewKey(key))
+	k := ds.NewKey(key)
+	ref, seq, ok := journal.ParseSignalKey(k)
 	if !ok {
 		return fmt.Errorf("%w: key %q", errEntryKey, key)
 	}
@@ -246,7 +311,11 @@ func (n *Node) checkEntry(key string, value []byte) error {
 	if r, q := journal.Place(s); r != ref || q != seq {
 		return fmt.Errorf("%w: %s holds %s:%d", errEntryKey, key, r, q)
 	}
-	return n.ver.verify(s, value)
+	if err := n.ver.verify(s, value); err != nil {
+		return err
+	}
+	n.vetted.put(k.String(), value, s)
+	return nil
 }
 
 // refusedBlock counts a journal block the checks refused, by reason.
@@ -268,16 +337,6 @@ func (n *Node) refusedBlock(e *crdt.RefusedError) {
 	}
 	n.m.reject(reason)
 	n.log.Warn("node: refused a journal block from another replica", "reason", reason, "err", e)
-}
-
-// indexPut writes the journal's id index entry of a journaled signal.
-func (n *Node) indexPut(m causal.Meta) {
-	e := journal.IndexEntry(m)
-	if err := n.index.Put(context.WithoutCancel(n.ctx), e.Key, e.Value); err != nil {
-		n.log.Error("node: write the journal index", "err", err)
-		n.m.drop("index_write")
-		n.indexBad.Store(true)
-	}
 }
 
 // gater implements the Allow list and chains to Config.Gater.

@@ -50,12 +50,13 @@ var (
 // Node is a signalmesh peer. Create it with New and stop it with Close.
 // Its methods are safe for concurrent use.
 type Node struct {
-	cfg  Config
-	p    Params
-	log  *slog.Logger
-	self peer.ID
-	key  crypto.PrivKey // signs what the node publishes
-	ver  *verifier      // checks what others signed
+	cfg    Config
+	p      Params
+	log    *slog.Logger
+	self   peer.ID
+	key    crypto.PrivKey // signs what the node publishes
+	ver    *verifier      // checks what others signed
+	vetted vetted         // journal entries checkEntry decoded and verified, for the put hook
 
 	ctx      context.Context // cancelled first by Close; the node's own goroutines watch it
 	cancel   context.CancelFunc
@@ -93,11 +94,12 @@ type Node struct {
 	indexing bool        // pulls write index entries: after a crash (see restore)
 	refusing atomic.Bool // the core refused a signal for lack of room and has not got room back
 
-	idxMu      sync.Mutex      // guards idxPending
-	idxPending []journal.Entry // index entries queued by the put hook while refusing (flushIndex)
-	closing    atomic.Bool     // Close has begun: Publish refuses
-	crash      atomic.Bool     // tests: Close leaves what a kill -9 would
-	handed     handOff         // what Close waits for peers to hold
+	idxMu      sync.Mutex                 // guards idxPending and idxShown
+	idxPending []journal.Entry            // index entries queued by the put hook (flushIndex)
+	idxShown   map[string][]journal.Entry // queued or being written, by id directory: read by idxView
+	closing    atomic.Bool                // Close has begun: Publish refuses
+	crash      atomic.Bool                // tests: Close leaves what a kill -9 would
+	handed     handOff                    // what Close waits for peers to hold
 	mdns       mdns.Service
 	rm         *rcmgrCloser // the host's resource manager (the host does not close it)
 	nat        nat
@@ -491,7 +493,7 @@ func (n *Node) startJournal(ctx context.Context) error {
 		return err
 	}
 	n.index = namespace.Wrap(n.store, ds.NewKey("/signalmesh/"+n.cfg.Mesh+"/index"))
-	n.jr = journal.NewWithIndex(n.repl, n.index)
+	n.jr = journal.NewWithIndex(n.repl, idxView{n})
 	n.jr.SetRetention(n.cfg.Retention, nil)
 	return n.startSubscriptionSet()
 }

@@ -1,0 +1,72 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"testing"
+
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/namespace"
+
+	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/causal"
+	"github.com/signalmesh/signalmesh/journal"
+)
+
+// An index entry the put hook queued is found by id at once (the core
+// asks whether a cause is journaled, Journal.Get reads it), before and
+// after its batch is written, and once.
+func TestQueuedIndexEntriesAreRead(t *testing.T) {
+	store := ds.NewMapDatastore()
+	n := &Node{ctx: context.Background(), log: slog.New(slog.DiscardHandler),
+		index: namespace.Wrap(store, ds.NewKey("/index"))}
+	jr := journal.NewWithIndex(store, idxView{n})
+	m := causal.Meta{Origin: causal.PeerRef("peer"), Stamp: causal.Stamp{Seq: 7}, Source: "/a", ID: "42", Digest: 9}
+	n.indexLater(m)
+	n.indexLater(causal.Meta{Origin: m.Origin, Stamp: causal.Stamp{Seq: 8}, Source: "/b", ID: "43", Digest: 1})
+	want := []causal.Copy{{Ref: m.Ref(), Source: "/a", Digest: 9}}
+	if got := jr.ByID("42"); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("queued: ByID = %v, want %v", got, want)
+	}
+	n.flushIndex()
+	if got := jr.ByID("42"); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("written: ByID = %v, want %v", got, want)
+	}
+	if len(n.idxShown) != 0 || len(n.idxPending) != 0 {
+		t.Fatalf("after the write %d ids still shown, %d queued", len(n.idxShown), len(n.idxPending))
+	}
+	if got := journal.NewWithIndex(store, n.index).ByID("43"); len(got) != 1 {
+		t.Fatalf("the store's index holds %v for 43, want one entry", got)
+	}
+}
+
+// checkEntry's decoded signal is handed to the put hook only for the same
+// key and value, once, and at most maxVetted are kept.
+func TestVettedEntries(t *testing.T) {
+	var v vetted
+	s := &signalmesh.Signal{ID: "1"}
+	v.put("/k", []byte("value"), s)
+	if _, ok := v.take("/k", []byte("other")); ok {
+		t.Fatal("taken for another value")
+	}
+	v.put("/k", []byte("value"), s)
+	if got, ok := v.take("/k", []byte("value")); !ok || got != s {
+		t.Fatal("not taken for its key and value")
+	}
+	if _, ok := v.take("/k", []byte("value")); ok {
+		t.Fatal("taken twice")
+	}
+	for i := range 3 * maxVetted {
+		v.put(fmt.Sprint("/k", i), []byte("v"), s)
+	}
+	if len(v.m) > maxVetted || len(v.ring) > maxVetted {
+		t.Fatalf("%d kept (%d in the ring), bound %d", len(v.m), len(v.ring), maxVetted)
+	}
+	if _, ok := v.take(fmt.Sprint("/k", 3*maxVetted-1), []byte("v")); !ok {
+		t.Fatal("the newest was evicted")
+	}
+	if _, ok := v.take("/k0", []byte("v")); ok {
+		t.Fatal("the oldest was kept")
+	}
+}
