@@ -28,3 +28,17 @@ func TestContentDigestIsStable(t *testing.T) {
 		t.Fatalf("ContentDigest = %#x, want %#x", got, want)
 	}
 }
+
+// Keys are stored by every replica: their form must never change.
+func TestKeysAreStable(t *testing.T) {
+	for _, c := range []struct{ got, want string }{
+		{journal.SignalKey("abcdEFGH1234", 0x1f).String(), "/s/abcdEFGH1234/000000000000001f"},
+		{journal.SignalKey("r", 1<<63+5).String(), "/s/r/8000000000000005"},
+		{journal.IndexKey("42", "abcdEFGH1234", 0xabc).String(), "/i/NDI/abcdEFGH1234.0000000000000abc"},
+		{journal.IndexKey("a/b?é", "r", 0).String(), "/i/YS9iP8Op/r.0000000000000000"},
+	} {
+		if c.got != c.want {
+			t.Errorf("key %q, want %q", c.got, c.want)
+		}
+	}
+}

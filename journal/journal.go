@@ -39,12 +39,27 @@ const (
 // SignalKey is the key of the signal with sequence seq of the peer whose
 // ref is ref.
 func SignalKey(ref string, seq uint64) ds.Key {
-	return ds.RawKey(fmt.Sprintf("%s/%s/%016x", signalsNS, ref, seq))
+	b := make([]byte, 0, len(signalsNS)+len(ref)+18)
+	b = append(append(append(b, signalsNS...), '/'), ref...)
+	return ds.RawKey(string(appendHex16(append(b, '/'), seq)))
 }
 
 // IndexKey is the key of the index entry of a signal with id at (ref, seq).
 func IndexKey(id, ref string, seq uint64) ds.Key {
-	return ds.RawKey(fmt.Sprintf("%s/%s/%s.%016x", indexNS, base64.RawURLEncoding.EncodeToString([]byte(id)), ref, seq))
+	enc := base64.RawURLEncoding
+	b := make([]byte, 0, len(indexNS)+enc.EncodedLen(len(id))+len(ref)+19)
+	b = enc.AppendEncode(append(append(b, indexNS...), '/'), []byte(id))
+	b = append(append(append(b, '/'), ref...), '.')
+	return ds.RawKey(string(appendHex16(b, seq)))
+}
+
+// appendHex16 appends v in 16 lower-case hexadecimal digits (%016x).
+func appendHex16(b []byte, v uint64) []byte {
+	const digits = "0123456789abcdef"
+	for i := 60; i >= 0; i -= 4 {
+		b = append(b, digits[v>>uint(i)&0xf])
+	}
+	return b
 }
 
 func indexPrefix(id string) string {

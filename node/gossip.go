@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
@@ -196,7 +197,7 @@ func (n *Node) putHook(key ds.Key, value []byte) {
 // Journal.Get see it at once.
 func (n *Node) indexLater(m causal.Meta) {
 	e := journal.IndexEntry(m)
-	dir := e.Key.Parent().String()
+	dir := idxDir(e.Key)
 	n.idxMu.Lock()
 	n.idxPending = append(n.idxPending, e)
 	if n.idxShown == nil {
@@ -232,14 +233,16 @@ func (n *Node) flushIndex() {
 		}
 	}
 	if err != nil {
+		// As when a single write failed: the index is incomplete until the
+		// next start rebuilds it (indexBad), and these entries are not
+		// kept in memory for the rest of the run.
 		n.log.Error("node: write the journal index", "err", err)
 		n.m.drop("index_write")
 		n.indexBad.Store(true)
-		return // what failed stays readable through idxView for this run
 	}
 	n.idxMu.Lock()
 	for _, e := range pend {
-		dir := e.Key.Parent().String()
+		dir := idxDir(e.Key)
 		es := n.idxShown[dir]
 		if i := slices.IndexFunc(es, func(x journal.Entry) bool { return x.Key == e.Key }); i >= 0 {
 			es = slices.Delete(es, i, i+1)
@@ -253,8 +256,17 @@ func (n *Node) flushIndex() {
 	n.idxMu.Unlock()
 }
 
+// idxDir is an index key's directory: the id's entries (Key.Parent
+// without its cost).
+func idxDir(k ds.Key) string {
+	s := k.String()
+	return s[:max(0, strings.LastIndexByte(s, '/'))]
+}
+
 // idxView is the journal's index as the node reads it: the store, and the
-// entries queued by indexLater that are not committed yet.
+// entries queued by indexLater that are not committed yet. The journal
+// reads it only through Query, by one id's directory (Journal.Copies);
+// Get and Has read the store alone.
 type idxView struct{ n *Node }
 
 func (v idxView) Get(ctx context.Context, k ds.Key) ([]byte, error) { return v.n.index.Get(ctx, k) }
@@ -267,7 +279,7 @@ func (v idxView) GetSize(ctx context.Context, k ds.Key) (int, error) {
 // q.Prefix (the journal asks for one id's entries: its directory).
 func (v idxView) Query(ctx context.Context, q query.Query) (query.Results, error) {
 	v.n.idxMu.Lock()
-	queued := slices.Clone(v.n.idxShown[ds.NewKey(q.Prefix).String()])
+	queued := slices.Clone(v.n.idxShown[strings.TrimSuffix(q.Prefix, "/")])
 	v.n.idxMu.Unlock()
 	res, err := v.n.index.Query(ctx, q)
 	if err != nil || len(queued) == 0 {
@@ -275,6 +287,7 @@ func (v idxView) Query(ctx context.Context, q query.Query) (query.Results, error
 	}
 	got, err := res.Rest()
 	if err != nil {
+		res.Close()
 		return nil, err
 	}
 	have := make(map[string]bool, len(got))

@@ -59,14 +59,34 @@ func TestVettedEntries(t *testing.T) {
 	}
 	for i := range 3 * maxVetted {
 		v.put(fmt.Sprint("/k", i), []byte("v"), s)
+		if i%2 == 1 { // taken: its place in the order must not cost a newer one
+			v.take(fmt.Sprint("/k", i), []byte("v"))
+		}
 	}
-	if len(v.m) > maxVetted || len(v.ring) > maxVetted {
-		t.Fatalf("%d kept (%d in the ring), bound %d", len(v.m), len(v.ring), maxVetted)
+	if len(v.m) > maxVetted || len(v.fifo)-v.head > 2*maxVetted+1 {
+		t.Fatalf("%d kept (%d in the order), bound %d", len(v.m), len(v.fifo)-v.head, maxVetted)
 	}
-	if _, ok := v.take(fmt.Sprint("/k", 3*maxVetted-1), []byte("v")); !ok {
-		t.Fatal("the newest was evicted")
+	v.put("/again", []byte("v"), s)
+	v.take("/again", []byte("v"))
+	v.put("/again", []byte("v"), s) // vetted again: the newest, whatever its old place
+	for i := range maxVetted - 1 {
+		v.put(fmt.Sprint("/n", i), []byte("v"), s)
 	}
-	if _, ok := v.take("/k0", []byte("v")); ok {
-		t.Fatal("the oldest was kept")
+	if _, ok := v.take("/again", []byte("v")); !ok {
+		t.Fatal("an entry vetted again was evicted before older ones")
+	}
+	if _, ok := v.take(fmt.Sprint("/k", 3*maxVetted-2), []byte("v")); ok {
+		t.Fatal("the oldest were kept past the bound")
+	}
+	big := make([]byte, maxVettedValue)
+	for i := range 2 * maxVettedBytes / maxVettedValue {
+		v.put(fmt.Sprint("/big", i), big, s)
+	}
+	if v.bytes > maxVettedBytes {
+		t.Fatalf("%d bytes kept, bound %d", v.bytes, maxVettedBytes)
+	}
+	v.put("/huge", make([]byte, maxVettedValue+1), s)
+	if _, ok := v.take("/huge", make([]byte, maxVettedValue+1)); ok {
+		t.Fatal("a value over maxVettedValue was kept")
 	}
 }

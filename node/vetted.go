@@ -7,10 +7,17 @@ import (
 	"github.com/signalmesh/signalmesh"
 )
 
-// maxVetted bounds the vetted entries waiting for the put hook: a delta's
-// entries are merged soon after they are vetted, and one that never is
-// (its delta refused for another entry) is evicted oldest first.
-const maxVetted = 4096
+// Bounds of the vetted entries waiting for the put hook: a delta's entries
+// are merged soon after they are vetted, and one that never is (its delta
+// refused for another entry, or a copy that loses to the value already
+// merged) is evicted oldest first. Large values are not kept at all: they
+// are rare, and a peer sending them in deltas that are refused must not pin
+// memory.
+const (
+	maxVetted      = 4096
+	maxVettedBytes = 8 << 20
+	maxVettedValue = 16 << 10
+)
 
 // vetted hands the put hook what checkEntry decoded and verified of a
 // journal entry from another replica: go-ds-crdt vets every entry of a
@@ -18,34 +25,71 @@ const maxVetted = 4096
 // value. The put hook takes the signal instead of decoding and verifying
 // the same bytes again. Safe for concurrent use (go-ds-crdt's workers).
 type vetted struct {
-	mu   sync.Mutex
-	m    map[string]vettedEntry
-	ring []string // keys in the order they were vetted
-	next int      // the ring's oldest when it is full
+	mu    sync.Mutex
+	m     map[string]vettedEntry
+	fifo  []vettedKey // oldest first from head; stale items (taken, replaced) are skipped
+	head  int
+	gen   uint64
+	bytes int // of the values kept
 }
 
 type vettedEntry struct {
 	value []byte
 	s     *signalmesh.Signal
+	gen   uint64
+}
+
+type vettedKey struct {
+	key string
+	gen uint64
 }
 
 // put remembers the decoded signal s of the checked entry (key, value).
 func (v *vetted) put(key string, value []byte, s *signalmesh.Signal) {
+	if len(value) > maxVettedValue {
+		return
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.m == nil {
-		v.m = make(map[string]vettedEntry, maxVetted)
+		v.m = make(map[string]vettedEntry)
 	}
-	if _, ok := v.m[key]; !ok {
-		if len(v.ring) < maxVetted {
-			v.ring = append(v.ring, key)
-		} else {
-			delete(v.m, v.ring[v.next])
-			v.ring[v.next] = key
-			v.next = (v.next + 1) % maxVetted
+	v.forget(key)
+	v.gen++
+	v.fifo = append(v.fifo, vettedKey{key, v.gen})
+	v.m[key] = vettedEntry{value, s, v.gen}
+	v.bytes += len(value)
+	for len(v.m) > maxVetted || v.bytes > maxVettedBytes {
+		v.evictOldest()
+	}
+	if len(v.fifo)-v.head > 2*maxVetted { // mostly stale: keep the live ones
+		live := make([]vettedKey, 0, len(v.m))
+		for _, k := range v.fifo[v.head:] {
+			if e, ok := v.m[k.key]; ok && e.gen == k.gen {
+				live = append(live, k)
+			}
+		}
+		v.fifo, v.head = live, 0
+	}
+}
+
+func (v *vetted) evictOldest() {
+	for v.head < len(v.fifo) {
+		k := v.fifo[v.head]
+		v.fifo[v.head] = vettedKey{}
+		v.head++
+		if e, ok := v.m[k.key]; ok && e.gen == k.gen {
+			v.forget(k.key)
+			return
 		}
 	}
-	v.m[key] = vettedEntry{value, s}
+}
+
+func (v *vetted) forget(key string) {
+	if e, ok := v.m[key]; ok {
+		delete(v.m, key)
+		v.bytes -= len(e.value)
+	}
 }
 
 // take returns the signal vetted at key if its value is value, and forgets
@@ -54,7 +98,7 @@ func (v *vetted) take(key string, value []byte) (*signalmesh.Signal, bool) {
 	v.mu.Lock()
 	e, ok := v.m[key]
 	if ok {
-		delete(v.m, key) // its ring slot is reused when its turn comes
+		v.forget(key)
 	}
 	v.mu.Unlock()
 	if !ok || !bytes.Equal(e.value, value) {
