@@ -544,8 +544,8 @@ func (n *Node) restore(ctx context.Context) error {
 		return fmt.Errorf("node: read journal: %w", err)
 	}
 	n.startRead = n.pulled
-	// The put hook indexes every entry that arrives (at once, or batched
-	// while the core refuses), so after a clean stop, and on a fresh store,
+	// The put hook indexes every entry that arrives (in batches, written by
+	// Close at the latest), so after a clean stop, and on a fresh store,
 	// pulls need not index again. After a crash they go on indexing what
 	// they read for the whole run: the put hook's last batches may be lost,
 	// and the replay above need not reach every entry (an origin held by a
