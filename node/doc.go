@@ -237,7 +237,8 @@
 //     cleared when its journal entry arrives. A replica that does not see
 //     the entry within Params.Adopt journals the signal itself, under the
 //     same (origin, sequence) (go-ds-crdt keeps one entry); at a clean
-//     Close at once, after a kill -9 first thing at the next start.
+//     Close at once, after a kill -9 first thing at the next start. An
+//     adoption that fails to write is tried again one Params.Adopt later.
 //   - Close hands off: it waits, bounded by Params.HandOff (5 s), until a
 //     connected peer acknowledges it holds this node's last journal
 //     batches and what Close adopted, so a peer that publishes and leaves

@@ -168,8 +168,11 @@ func (n *Node) adoptOld() {
 func (n *Node) adopter() {
 	defer n.wg.Done()
 	if len(n.orphans) > 0 { // delivered by the last process, never journaled
-		if err := n.adopt(n.orphans); err != nil {
+		if committed, err := n.adopt(n.orphans); err != nil {
 			n.log.Warn("node: adopt what the last process delivered", "err", err)
+			if !committed {
+				n.readopt(n.orphans)
+			}
 		}
 		n.orphans = nil
 	}
@@ -178,18 +181,52 @@ func (n *Node) adopter() {
 		case <-n.ctx.Done():
 			return
 		case sigs := <-n.adoptQ:
-			if err := n.adopt(sigs); err != nil && n.ctx.Err() == nil {
+			committed, err := n.adopt(sigs)
+			if err != nil && n.ctx.Err() == nil {
 				n.log.Warn("node: adopt signals into the journal", "err", err)
+			}
+			if err != nil && !committed {
+				n.readopt(sigs)
 			}
 		}
 	}
 }
 
-func (n *Node) adopt(sigs []*signalmesh.Signal) error {
+// readopt hands signals whose adoption failed back to the fresh set: the
+// next try is one Params.Adopt later (and none for a signal whose journal
+// entry arrived meanwhile). Until the node closes, a delivered signal is
+// never dropped from the set because a store write failed.
+func (n *Node) readopt(sigs []*signalmesh.Signal) {
+	_ = n.do(n.ctx, func() {
+		for _, s := range sigs {
+			m, err := journal.MetaOf(s)
+			if err != nil {
+				continue
+			}
+			if ok, err := n.repl.Has(n.ctx, journal.SignalKey(m.Origin, m.Seq)); err == nil && ok {
+				continue
+			}
+			n.fresh.add(m.Ref(), s, time.Now())
+		}
+	})
+}
+
+// testAdoptFault, when set (tests only), makes an adoption fail before it
+// writes anything.
+var testAdoptFault func() error
+
+// adopt journals sigs in one batch; committed reports whether the batch
+// was committed (a later Sync may still fail).
+func (n *Node) adopt(sigs []*signalmesh.Signal) (committed bool, _ error) {
+	if testAdoptFault != nil {
+		if err := testAdoptFault(); err != nil {
+			return false, err
+		}
+	}
 	ctx := context.WithoutCancel(n.ctx)
 	b, err := n.repl.Batch(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	for _, s := range sigs {
 		w, err := s.MarshalBinary()
@@ -201,22 +238,22 @@ func (n *Node) adopt(sigs []*signalmesh.Signal) error {
 			continue
 		}
 		if err := b.Put(ctx, e.Key, e.Value); err != nil {
-			return err
+			return false, err
 		}
 	}
 	if err := b.Commit(ctx); err != nil {
-		return err
+		return false, err
 	}
 	n.m.adopted.Add(int64(len(sigs)))
 	if err := n.repl.Sync(ctx, ds.NewKey("/")); err != nil {
-		return err
+		return true, err
 	}
 	refs := make([]causal.Ref, len(sigs))
 	for i, s := range sigs {
 		refs[i].Origin, refs[i].Seq = journal.Place(s)
 	}
 	n.dropFresh(refs)
-	return nil
+	return true, nil
 }
 
 // checkCauses reports signals that have waited longer than CauseTimeout for

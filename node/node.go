@@ -777,7 +777,7 @@ func (n *Node) adoptAll() []place {
 	if err := n.do(ctx, func() { sigs = n.fresh.take(time.Time{}, n.selfRef, 1<<20) }); err != nil || len(sigs) == 0 {
 		return nil
 	}
-	if err := n.adopt(sigs); err != nil {
+	if _, err := n.adopt(sigs); err != nil {
 		n.log.Warn("node: adopt signals into the journal at close", "err", err)
 		return nil
 	}
