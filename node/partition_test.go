@@ -185,6 +185,12 @@ func TestNodeLeftAloneRedialsKnownPeers(t *testing.T) {
 	ctx := context.Background()
 	nodes := cluster(t, 3, nil)
 	alone := nodes[2]
+	// It knows them as mesh members once their subscriptions reached it
+	// (a connection alone, cut at once, teaches it nothing to redial).
+	eventually(t, 30*time.Second, "the lone node in a mesh with both", func() bool {
+		st, err := alone.Status(ctx)
+		return err == nil && st.Mesh == 2
+	})
 	for _, o := range nodes[:2] {
 		if err := alone.Disconnect(o.ID()); err != nil {
 			t.Fatal(err)
