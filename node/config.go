@@ -72,10 +72,29 @@ type Config struct {
 	// Relays are relay nodes (RelayService on) on which this node keeps a
 	// reservation, renewed before it expires, so that peers reach it
 	// through them when it is behind a NAT: its discovery announcements
-	// carry its address through each relay. They are protected from
-	// connection trims. Peers connected through a relay try to punch a
-	// direct connection (DCUtR, using the addresses their peers observed
-	// them at); where the NATs allow it the relayed one is then unused.
+	// carry its address through each relay, and its listen addresses,
+	// but not the addresses its peers observed it at (its NAT's mappings,
+	// which it leaves to hole punching; a node without Relays announces
+	// them). They are protected from connection trims.
+	//
+	// Peers connected through a relay punch a direct connection (DCUtR:
+	// each tells the other the addresses its peers observed it at, and
+	// both dial them at once from their listen port, over each transport
+	// a peer observed them on), when the relayed connection comes in and,
+	// while it is still the only one, again 15 s later, then at doubling
+	// intervals up to 8 minutes. That works through NATs that keep a
+	// host's mapping for every destination (endpoint-independent mapping:
+	// Linux MASQUERADE, most home routers) and drop unsolicited packets (a
+	// router that answers an unsolicited SYN with a reset defeats it where
+	// the direct path is much shorter than the relayed round trip that
+	// times the two dials: one SYN gets there before the other side's has
+	// opened the mapping); it fails through NATs that map each flow to a
+	// port of its own ("symmetric": carrier NATs, MASQUERADE
+	// --random-fully), and the peers stay relayed.
+	// Once a direct connection is up, the node closes its relayed ones to
+	// that peer, so the two no longer depend on the relay.
+	// Status.Links reports each link direct or relayed, and how the last
+	// hole punch ended (Link.Punch).
 	Relays []peer.AddrInfo
 
 	// AnnounceAddrs, when set, replace the listen addresses in what the

@@ -76,6 +76,49 @@ func (d *dropped) recent(p peer.ID, now time.Time, keep time.Duration) bool {
 	return ok && now.Sub(t) < keep
 }
 
+// dialing holds the cancel functions of the discoverer's dials in flight,
+// by peer. A dial is cancelled as soon as the peer is connected some other
+// way (it dialled this node, through a relay say), so that no plain dial
+// to the peer's direct addresses is left in flight when a hole punch with
+// the peer begins: libp2p's swarm would join the hole punch's dial to the
+// address to it, and a TCP simultaneous open would then meet two security
+// handshake clients (the hole punch fails: "received unexpected handshake
+// message").
+type dialing struct {
+	mu sync.Mutex
+	m  map[peer.ID]*context.CancelFunc
+}
+
+// start records the dial to p in flight; done(p, what start returned)
+// forgets it.
+func (d *dialing) start(p peer.ID, cancel context.CancelFunc) *context.CancelFunc {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.m == nil {
+		d.m = map[peer.ID]*context.CancelFunc{}
+	}
+	d.m[p] = &cancel
+	return &cancel
+}
+
+func (d *dialing) done(p peer.ID, c *context.CancelFunc) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.m[p] == c {
+		delete(d.m, p)
+	}
+}
+
+// cancel cancels the dial to p in flight, if any.
+func (d *dialing) cancel(p peer.ID) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if c, ok := d.m[p]; ok {
+		(*c)()
+		delete(d.m, p)
+	}
+}
+
 // dropCooldown is how long discovery leaves a peer alone after it was
 // disconnected: two grace periods (a trimming peer's new connections are
 // safe from its trims for one), and at least three announcement intervals.
@@ -83,15 +126,19 @@ func (p Params) dropCooldown() time.Duration {
 	return max(2*p.ConnGrace, 3*p.Discover)
 }
 
-// watchDrops records disconnections for the discoverer. The callback runs
-// on the swarm's goroutine and only takes a short lock.
+// watchDrops records disconnections for the discoverer, and cancels its
+// dial to a peer that connected otherwise. The callbacks run on the
+// swarm's goroutines and only take a short lock.
 func (n *Node) watchDrops() {
-	n.host.Network().Notify(&network.NotifyBundle{DisconnectedF: func(nw network.Network, c network.Conn) {
-		p := c.RemotePeer()
-		if nw.Connectedness(p) != network.Connected {
-			n.drops.add(p, time.Now(), n.p.dropCooldown())
-		}
-	}})
+	n.host.Network().Notify(&network.NotifyBundle{
+		ConnectedF: func(_ network.Network, c network.Conn) { n.dialing.cancel(c.RemotePeer()) },
+		DisconnectedF: func(nw network.Network, c network.Conn) {
+			p := c.RemotePeer()
+			if nw.Connectedness(p) != network.Connected {
+				n.drops.add(p, time.Now(), n.p.dropCooldown())
+			}
+		},
+	})
 }
 
 type announcement struct {
@@ -99,10 +146,21 @@ type announcement struct {
 }
 
 // announceAddrs are the addresses the node tells others: announce or
-// listen addresses, and its addresses through relays.
+// listen addresses, and its addresses through relays holding a
+// reservation. A node without Config.Relays adds the addresses its peers
+// observed it at (behind a one-to-one NAT, a cloud host's, they are how it
+// is reached); a node with relays is taken to be behind a NAT, and leaves
+// them to hole punching. Peers would dial them the way they dial announced
+// addresses, with SYNs the NAT drops; two peers behind NATs that dialled
+// each other's at once would pass their NATs (a hole punch without the
+// coordination) and meet as two security handshake clients; either way
+// the connection attempt leaves a socket or a NAT mapping on the address
+// pair for a minute or more, and the hole punch that follows can no
+// longer dial from the port its peer observed (the kernel refuses the
+// pair, and libp2p dials from another port).
 func (n *Node) announceAddrs() []ma.Multiaddr {
 	addrs := n.host.Addrs()
-	if len(n.cfg.AnnounceAddrs) == 0 {
+	if len(n.cfg.AnnounceAddrs) == 0 && len(n.cfg.Relays) == 0 {
 		addrs = append(addrs, n.punchAddrs()...)
 	}
 	addrs = append(addrs, n.relayAddrs()...)
@@ -241,6 +299,10 @@ func (n *Node) discoverer() {
 			defer func() { <-sem }()
 			ctx, cancel := context.WithTimeout(n.ctx, 2*n.p.Discover)
 			defer cancel()
+			defer n.dialing.done(ai.ID, n.dialing.start(ai.ID, cancel))
+			if n.host.Network().Connectedness(ai.ID) == network.Connected {
+				return // it connected while this dial waited for its turn
+			}
 			ClearDialBackoff(n.host, ai.ID)
 			if err := n.host.Connect(ctx, ai); err != nil {
 				n.log.Debug("node: discovered peer unreachable", "peer", ai.ID, "err", err)

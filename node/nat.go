@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,6 +30,13 @@ type Link struct {
 	// Addr is the remote address of the connection in use (the direct
 	// one when there is one).
 	Addr string
+	// Punch is the outcome of the last hole punch (DCUtR) with the peer
+	// that this node took part in: "" if none; "direct" when it made a
+	// direct connection; "dials failed: " and the error when the two
+	// sides' simultaneous dials did not meet (the NATs in between do not
+	// allow it, or the timing was off); "protocol: " and the error when
+	// the exchange over the relayed connection failed.
+	Punch string
 	// Score is the peer's GossipSub score (see Config's peer scoring): 0
 	// for a peer that behaves, negative for one whose messages were
 	// rejected; below -80 GossipSub ignores it (graylisted).
@@ -41,8 +50,11 @@ func (n *Node) Links() []Link {
 	if m := n.scores.Load(); m != nil {
 		scores = *m
 	}
+	n.nat.mu.Lock()
+	punched := maps.Clone(n.nat.punched)
+	n.nat.mu.Unlock()
 	for _, p := range n.host.Network().Peers() {
-		l := Link{Peer: p.String(), Score: scores[p]}
+		l := Link{Peer: p.String(), Score: scores[p], Punch: punched[p].outcome}
 		for _, c := range n.host.Network().ConnsToPeer(p) {
 			if !isCircuit(c.RemoteMultiaddr()) {
 				l.Direct, l.Addr = true, c.RemoteMultiaddr().String()
@@ -82,6 +94,56 @@ type nat struct {
 	mu       sync.Mutex
 	observed []ma.Multiaddr        // our addresses as peers saw them, latest last (at most maxObserved)
 	reserved map[peer.ID]time.Time // relays holding a reservation, until when
+	punched  map[peer.ID]punch     // the last hole punch with each peer (at most maxPunched)
+	joined   map[peer.ID]bool      // peers with a new connection, for relayed
+	wake     chan struct{}         // relayed has peers to look at (capacity 1)
+
+	punches  chan struct{}  // hole punches relayed started that are running (capacity punchesInFlight)
+	punching sync.WaitGroup // those hole punches
+}
+
+// maxPunched bounds the hole punch outcomes a node remembers.
+const maxPunched = 1024
+
+// punch is how the last hole punch with a peer ended.
+type punch struct {
+	at      time.Time
+	outcome string // "direct" or the error
+}
+
+// punchTracer records how each hole punch ends (Link.Punch).
+type punchTracer nat
+
+func (t *punchTracer) Trace(e *holepunch.Event) {
+	var outcome string
+	switch ev := e.Evt.(type) {
+	case *holepunch.EndHolePunchEvt:
+		outcome = "direct"
+		if !ev.Success {
+			outcome = "dials failed: " + ev.Error
+		}
+	case *holepunch.DirectDialEvt:
+		if !ev.Success {
+			return // a hole punch follows
+		}
+		outcome = "direct"
+	case *holepunch.ProtocolErrorEvt:
+		outcome = "protocol: " + ev.Error
+	default:
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.punched[e.Remote]; !ok && len(t.punched) >= maxPunched {
+		var oldest peer.ID
+		for p, o := range t.punched {
+			if oldest == "" || o.at.Before(t.punched[oldest].at) {
+				oldest = p
+			}
+		}
+		delete(t.punched, oldest)
+	}
+	t.punched[e.Remote] = punch{at: time.Now(), outcome: strings.Join(strings.Fields(outcome), " ")} // one line
 }
 
 // startNAT starts the relay service (Config.RelayService) and hole
@@ -99,6 +161,19 @@ func (n *Node) startNAT() error {
 		}
 	}
 	n.nat.reserved = map[peer.ID]time.Time{}
+	n.nat.punched = map[peer.ID]punch{}
+	n.nat.joined = map[peer.ID]bool{}
+	n.nat.wake = make(chan struct{}, 1)
+	n.nat.punches = make(chan struct{}, punchesInFlight)
+	n.host.Network().Notify(&network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+		n.nat.mu.Lock()
+		n.nat.joined[c.RemotePeer()] = true
+		n.nat.mu.Unlock()
+		select {
+		case n.nat.wake <- struct{}{}:
+		default:
+		}
+	}})
 	n.nat.sub, err = n.host.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted))
 	if err != nil {
 		return err
@@ -107,7 +182,7 @@ func (n *Node) startNAT() error {
 	if !ok {
 		return errors.New("node: libp2p host without an identify service")
 	}
-	n.nat.hps, err = holepunch.NewService(n.host, ider.IDService(), n.punchAddrs)
+	n.nat.hps, err = holepunch.NewService(n.host, ider.IDService(), n.punchAddrs, holepunch.WithTracer((*punchTracer)(&n.nat)))
 	return err
 }
 
@@ -158,6 +233,143 @@ func (n *Node) watchIdentify() {
 			n.nat.mu.Unlock()
 		}
 	}
+}
+
+// Hole punching again. libp2p's hole punching service starts a hole
+// punch when a relayed connection comes in (three attempts, each dial
+// bounded by 10 s), and never again on that connection. The node tries
+// again on a peer it still reaches only through a relay, from the side
+// the relayed connection is inbound to (the side DCUtR starts from),
+// punchRetry after the connection opened, then at doubling intervals up to
+// punchRetryMax, at most punchesInFlight at once.
+const (
+	punchRetry      = 15 * time.Second
+	punchRetryMax   = 8 * time.Minute
+	punchesInFlight = 4
+)
+
+// punchAgain is when to try a hole punch with a peer again.
+type punchAgain struct {
+	next time.Time
+	wait time.Duration
+}
+
+// relayed looks after the peers the node reaches through a relay. When a
+// peer is connected directly too (a hole punch made a direct connection,
+// or either side dialled the other's direct address), it closes the
+// relayed connections to it: streams opened on a relayed connection,
+// GossipSub's among them, stay on it for as long as it lasts, so without
+// this the two would keep depending on the relay, and hold one of its
+// circuits, although they can do without (GossipSub and the DAG sync open
+// their streams again on the direct connection). When the two dialled
+// each other through relays at once, the side with the lower peer id
+// closes all their relayed connections but the oldest: a hole punch's
+// stream goes on the connection libp2p deems best, and the peer refuses
+// one that came on a connection it dialled. And it tries hole punching
+// again (punchRetry). It looks at the peers with a new connection when
+// they connect, and at every peer every Params.Redial. It stops with the
+// node; the hole punches it started end when the hole punching service
+// and the host are closed (Close waits for them).
+func (n *Node) relayed() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.p.Redial)
+	defer t.Stop()
+	again := map[peer.ID]*punchAgain{}
+	for {
+		var peers []peer.ID
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-n.nat.wake:
+			n.nat.mu.Lock()
+			for p := range n.nat.joined {
+				peers = append(peers, p)
+			}
+			clear(n.nat.joined)
+			n.nat.mu.Unlock()
+		case <-t.C:
+			peers = n.host.Network().Peers()
+			for p := range again {
+				if n.host.Network().Connectedness(p) != network.Connected {
+					delete(again, p)
+				}
+			}
+		}
+		for _, p := range peers {
+			shut, relay := planLink(n.self, p, n.host.Network().ConnsToPeer(p))
+			for _, c := range shut {
+				n.log.Debug("node: closing a relayed connection", "peer", p, "addr", c.RemoteMultiaddr())
+				_ = c.Close()
+			}
+			if relay == nil || relay.Stat().Direction != network.DirInbound {
+				delete(again, p)
+				continue
+			}
+			a := again[p]
+			if a == nil {
+				a = &punchAgain{next: relay.Stat().Opened.Add(punchRetry), wait: punchRetry}
+				again[p] = a
+			}
+			if time.Now().Before(a.next) || !n.punchReady() {
+				continue
+			}
+			select {
+			case n.nat.punches <- struct{}{}:
+			default:
+				continue // punchesInFlight: next time
+			}
+			a.wait = min(2*a.wait, punchRetryMax)
+			a.next = time.Now().Add(a.wait)
+			n.nat.punching.Add(1)
+			go func() {
+				defer n.nat.punching.Done()
+				defer func() { <-n.nat.punches }()
+				if err := n.nat.hps.DirectConnect(p); err != nil {
+					n.log.Debug("node: hole punch", "peer", p, "err", err)
+				}
+			}()
+		}
+	}
+}
+
+// planLink decides, from self's open connections to peer p, which relayed
+// ones to close (all of them when a direct one is open; when there are
+// several and self's peer id is the lower, all but the oldest), and
+// returns the relayed connection left when p is reached only through one:
+// relayed tries a hole punch on it if it is inbound.
+func planLink(self, p peer.ID, conns []network.Conn) (shut []network.Conn, relay network.Conn) {
+	var direct bool
+	var circuits []network.Conn
+	for _, c := range conns {
+		if c.IsClosed() {
+			continue
+		}
+		if isCircuit(c.RemoteMultiaddr()) {
+			circuits = append(circuits, c)
+		} else {
+			direct = true
+		}
+	}
+	switch {
+	case len(circuits) == 0:
+		return nil, nil
+	case direct:
+		return circuits, nil
+	case len(circuits) > 1:
+		if self > p {
+			return nil, nil // p closes the others
+		}
+		slices.SortStableFunc(circuits, func(a, b network.Conn) int { return a.Stat().Opened.Compare(b.Stat().Opened) })
+		return circuits[1:], nil
+	}
+	return nil, circuits[0]
+}
+
+// punchReady reports whether the hole punching service serves DCUtR: it
+// does once the node has an address to offer (punchAddrs), and until
+// then its DirectConnect waits, whatever happens to the service.
+func (n *Node) punchReady() bool {
+	return slices.Contains(n.host.Mux().Protocols(), holepunch.Protocol)
 }
 
 // relayAddrs are our addresses through the relays holding a reservation.

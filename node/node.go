@@ -145,6 +145,7 @@ type Node struct {
 	scores       atomic.Pointer[map[peer.ID]float64] // GossipSub peer scores, refreshed every second
 	known        knownPeers                          // mesh members seen, for a node left alone (redial.go)
 	drops        dropped                             // when peers were last disconnected, for discovery (discover.go)
+	dialing      dialing                             // the discoverer's dials in flight (discover.go)
 	penalties    penalties                           // GossipSub application-specific scores (score.go)
 
 	// owned by the loop goroutine
@@ -231,11 +232,12 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.live = true // the loop runs: Close may ask it for what to adopt
-	n.wg.Add(12)
+	n.wg.Add(13)
 	go n.registrar()
 	go n.readLeases()
 	go n.watchLeaseJoins()
 	go n.watchIdentify()
+	go n.relayed()
 	go n.adopter()
 	go n.acker()
 	go n.readAcks()
@@ -736,6 +738,7 @@ func (n *Node) Close() error {
 		if n.host != nil {
 			errs = append(errs, n.host.Close())
 		}
+		n.nat.punching.Wait() // hole punches started by relayed: their service and streams are closed
 		errs = append(errs, n.rm.Close())
 		if n.index != nil {
 			n.flushIndex() // the put hook is done (the replica is closed)

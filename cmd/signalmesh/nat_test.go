@@ -7,9 +7,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,9 +21,9 @@ import (
 )
 
 // natNet is the NAT topology: a public network (a bridge) with a relay
-// node and two NAT routers; behind each router a private network with two
+// node and three NAT routers; behind each router a private network with
 // edge nodes. Every address is one the test makes in its own namespaces:
-// 10.231.0.0/24 public, 10.231.1.0/24 and 10.231.2.0/24 private.
+// 10.231.0.0/24 public, 10.231.1.0/24 to 10.231.3.0/24 private.
 type natNet struct {
 	t      *testing.T
 	prefix string
@@ -38,13 +40,45 @@ func (n *natNet) must(err error) {
 	}
 }
 
-// build makes the namespaces pub (the relay), r1, r2 (routers), a1, a2
-// behind r1 and b1, b2 behind r2; t.Cleanup removes them.
+// natRouter is a private network behind a NAT router: its namespace, its
+// edges' namespaces, and whether it maps every flow to a port of its own.
+type natRouter struct {
+	name      string
+	edges     []string
+	symmetric bool
+}
+
+// The routers: r1 and r2 as Linux MASQUERADE does by default, keeping a
+// flow's source port when it is free and reusing a host's mapping for its
+// later flows from the same port (endpoint-independent mapping), so hole
+// punching works across them; r3 with --random-fully, a fresh random port
+// for every flow (endpoint-dependent, "symmetric"), so the port its edge
+// was observed at is not the one its hole punch comes from and a hole
+// punch across it fails. Each router's firewall lets in from the public
+// side only the packets of flows a private host opened (ESTABLISHED,
+// RELATED), and drops the rest, to it or through it, as a home router
+// does: a router that answered an unsolicited SYN to its public address
+// with a reset (Linux with no INPUT rule, a REJECT) would fail a hole
+// punch whose SYN arrived before the other side's SYN had made the
+// mapping; on these sub-millisecond links that is every one (a relayed
+// round trip, which times the two dials, takes a few milliseconds).
+var natRouters = []natRouter{
+	{name: "r1", edges: []string{"a1", "a2"}},
+	{name: "r2", edges: []string{"b1", "b2"}},
+	{name: "r3", edges: []string{"c1"}, symmetric: true},
+}
+
+// build makes the namespaces pub (the relay), the routers and their
+// edges; t.Cleanup removes them.
 func (n *natNet) build() {
 	br := n.prefix + "br"
 	n.t.Cleanup(func() {
-		for _, s := range []string{"pub", "r1", "r2", "a1", "a2", "b1", "b2"} {
-			_ = netns.IP("netns", "del", n.ns(s))
+		_ = netns.IP("netns", "del", n.ns("pub"))
+		for _, r := range natRouters {
+			_ = netns.IP("netns", "del", n.ns(r.name))
+			for _, e := range r.edges {
+				_ = netns.IP("netns", "del", n.ns(e))
+			}
 		}
 		_ = netns.IP("link", "del", br)
 	})
@@ -68,22 +102,26 @@ func (n *natNet) build() {
 		}
 	}
 	veth(n.ns("pub"), "eth0", "10.231.0.10/24", "", br, n.prefix+"vp")
-	for i, r := range []string{"r1", "r2"} {
-		rns := n.ns(r)
-		veth(rns, "eth0", fmt.Sprintf("10.231.0.%d/24", 21+i), "", br, n.prefix+"v"+r)
+	for i, r := range natRouters {
+		rns := n.ns(r.name)
+		veth(rns, "eth0", fmt.Sprintf("10.231.0.%d/24", 21+i), "", br, n.prefix+"v"+r.name)
 		// The private side: a bridge inside the router's namespace.
 		n.must(netns.IP("-n", rns, "link", "add", "lan", "type", "bridge"))
 		n.must(netns.IP("-n", rns, "addr", "add", fmt.Sprintf("10.231.%d.1/24", i+1), "dev", "lan"))
 		n.must(netns.IP("-n", rns, "link", "set", "lan", "up"))
 		n.must(netns.In(rns, "sysctl", "-qw", "net.ipv4.ip_forward=1"))
-		lan := fmt.Sprintf("10.231.%d.0/24", i+1)
-		n.must(netns.In(rns, "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", lan, "-o", "eth0", "-j", "MASQUERADE"))
-		n.must(netns.In(rns, "iptables", "-A", "FORWARD", "-i", "eth0", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"))
-		n.must(netns.In(rns, "iptables", "-A", "FORWARD", "-i", "eth0", "-j", "DROP"))
-		for j, e := range []string{"1", "2"} {
-			name := string("ab"[i]) + e
-			veth(n.ns(name), "eth0", fmt.Sprintf("10.231.%d.%d/24", i+1, 10+j), rns, "lan", n.prefix+"v"+name)
-			n.must(netns.IP("-n", n.ns(name), "route", "add", "default", "via", fmt.Sprintf("10.231.%d.1", i+1)))
+		masq := []string{"iptables", "-t", "nat", "-A", "POSTROUTING", "-s", fmt.Sprintf("10.231.%d.0/24", i+1), "-o", "eth0", "-j", "MASQUERADE"}
+		if r.symmetric {
+			masq = append(masq, "--random-fully")
+		}
+		n.must(netns.In(rns, masq[0], masq[1:]...))
+		for _, chain := range []string{"FORWARD", "INPUT"} {
+			n.must(netns.In(rns, "iptables", "-A", chain, "-i", "eth0", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"))
+			n.must(netns.In(rns, "iptables", "-A", chain, "-i", "eth0", "-j", "DROP"))
+		}
+		for j, e := range r.edges {
+			veth(n.ns(e), "eth0", fmt.Sprintf("10.231.%d.%d/24", i+1, 10+j), rns, "lan", n.prefix+"v"+e)
+			n.must(netns.IP("-n", n.ns(e), "route", "add", "default", "via", fmt.Sprintf("10.231.%d.1", i+1)))
 		}
 	}
 }
@@ -158,6 +196,7 @@ type natStatus struct {
 			Peer   string
 			Direct bool
 			Addr   string
+			Punch  string
 		}
 	} `json:"node"`
 }
@@ -169,6 +208,85 @@ func (n *natNet) status(p *proc) (natStatus, error) {
 		return st, err
 	}
 	return st, json.Unmarshal(out, &st)
+}
+
+// digest is p's journal digest and size ("DIGEST COUNT"), "" when p does
+// not answer.
+func (n *natNet) digest(p *proc) string {
+	out, err := n.cli(p, "digest", "-node", "http://127.0.0.1:7070")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// edgeLink is how two edges reach each other, as both of them report it.
+type edgeLink struct {
+	sides, direct int    // how many of the two report the link, and report it direct
+	addr          string // the address of the connection in use (a direct one if any)
+	punch         string // the last hole punch's outcome, as either side recorded it
+}
+
+func (l edgeLink) String() string {
+	k := "relayed"
+	if l.direct > 0 {
+		k = "direct"
+	}
+	s := k + " " + l.addr
+	if l.sides < 2 {
+		s += " (reported by one side only)"
+	}
+	if l.punch != "" {
+		s += "; hole punch: " + l.punch
+	}
+	return s
+}
+
+// punchRank orders the outcomes of hole punches (node.Link.Punch), the
+// most telling first: a direct connection, dials that failed, a failed
+// exchange (the hole punch did not get as far as the NATs), none.
+func punchRank(outcome string) int {
+	switch {
+	case outcome == "direct":
+		return 3
+	case strings.HasPrefix(outcome, "dials failed"):
+		return 2
+	case outcome != "":
+		return 1
+	}
+	return 0
+}
+
+// edgeLinks reports each pair of edges that is connected, keyed "a1-b2"
+// (names in order).
+func (n *natNet) edgeLinks(edges []*proc, names map[string]string) map[string]edgeLink {
+	out := map[string]edgeLink{}
+	for _, p := range edges {
+		st, err := n.status(p)
+		if err != nil {
+			continue
+		}
+		for _, l := range st.Node.Links {
+			q := names[l.Peer]
+			if q == "" || q == "pub" {
+				continue
+			}
+			pair := min(p.name, q) + "-" + max(p.name, q)
+			e := out[pair]
+			e.sides++
+			if l.Direct {
+				e.direct++
+				e.addr = l.Addr
+			} else if e.direct == 0 {
+				e.addr = l.Addr
+			}
+			if punchRank(l.Punch) > punchRank(e.punch) {
+				e.punch = l.Punch
+			}
+			out[pair] = e
+		}
+	}
+	return out
 }
 
 // recorded is the set of signal types p's persistent subscription recorded.
@@ -198,19 +316,24 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	return time.Since(start)
 }
 
-// TestNATTopology: a relay node on a public network; two private networks,
-// each behind a NAT router (iptables MASQUERADE, inbound only for
-// established flows), each with two edge nodes that know only the relay's
-// address. All five converge; each edge-to-edge link is reported direct
-// (hole punched, or on the same private network) or relayed; and once the
-// edges of the two networks have a direct link, cutting the relay off does
-// not stop replication between them. Skipped where network namespaces
-// cannot be made (not root, no ip or iptables command); package node's
-// loopback tests still cover discovery (TestDiscoveryBeyondBootstrap) and
-// limits there, not relaying.
+// TestNATTopology: a relay node on a public network; three private
+// networks, each behind a NAT router (iptables MASQUERADE, inbound only for
+// the flows a private host opened): a1 and a2 behind r1, b1 and b2 behind
+// r2, both endpoint-independent mappings, and c1 behind r3, which maps each
+// flow to a random port of its own. The edges know only the relay's
+// address. All six converge. Then each pair of edges is reported, direct
+// or relayed: edges on one private network connect directly, edges behind
+// r1 and r2 become direct by hole punching (DCUtR), and c1's links stay
+// relayed once a hole punch with each of its peers has failed. Then the
+// relay is cut off the public network: a signal published on an edge
+// behind r1 reaches the edges behind r2 and the other way round, and the
+// journals of the four converge, with no relay in between. Skipped where
+// network namespaces cannot be made (not root, no ip or iptables
+// command); package node's loopback tests still cover discovery
+// (TestDiscoveryBeyondBootstrap) and limits there, not relaying.
 func TestNATTopology(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds network namespaces and starts five node processes")
+		t.Skip("builds network namespaces and starts six node processes")
 	}
 	prefix := fmt.Sprintf("smn%d", os.Getpid()%100000)
 	if !netns.Available(prefix + "probe") {
@@ -227,12 +350,14 @@ func TestNATTopology(t *testing.T) {
 	n.build()
 	pub := n.start("pub", "-relay")
 	relay := "/ip4/10.231.0.10/tcp/4001/p2p/" + pub.id
-	edges := []*proc{}
-	for _, e := range []string{"a1", "a2", "b1", "b2"} {
-		edges = append(edges, n.start(e, "-bootstrap", relay, "-relays", relay))
+	var edges []*proc
+	for _, r := range natRouters {
+		for _, e := range r.edges {
+			edges = append(edges, n.start(e, "-bootstrap", relay, "-relays", relay))
+		}
 	}
 	all := append([]*proc{pub}, edges...)
-	start := time.Now()
+	start := time.Now() // the last node started
 	for _, p := range all {
 		if _, err := n.cli(p, "publish", "-node", "http://127.0.0.1:7070", "-type", "nat."+p.name); err != nil {
 			t.Fatal(err)
@@ -246,84 +371,85 @@ func TestNATTopology(t *testing.T) {
 		}
 		return true
 	})
-	t.Logf("five nodes converged %v after the last publish", took.Round(time.Millisecond))
+	t.Logf("%d nodes converged %v after the last publish", len(all), took.Round(time.Millisecond))
 
-	// How each edge reaches the others.
-	ids := map[string]string{}
+	// How each edge reaches the others: a hole punch with c1 fails when
+	// its dials time out (seconds).
+	names := map[string]string{}
 	for _, p := range all {
-		ids[p.id] = p.name
+		names[p.id] = p.name
 	}
-	kind := func() map[string]string {
-		out := map[string]string{}
-		for _, p := range edges {
-			st, err := n.status(p)
-			if err != nil {
-				continue
-			}
-			for _, l := range st.Node.Links {
-				if q := ids[l.Peer]; q != "" && q != "pub" && p.name < q {
-					k := "relayed"
-					if l.Direct {
-						k = "direct " + l.Addr
+	var links map[string]edgeLink
+	var punched time.Duration // when every link among a1, a2, b1, b2 was direct
+	settled := func() bool {
+		links = n.edgeLinks(edges, names)
+		done := true
+		for i, p := range edges {
+			for _, q := range edges[i+1:] {
+				l := links[p.name+"-"+q.name]
+				switch {
+				case p.name[0] == 'c' || q.name[0] == 'c':
+					if l.sides < 2 || l.direct > 0 || punchRank(l.punch) != 2 {
+						done = false
 					}
-					out[p.name+"-"+q] = k
+				case l.direct < 2, p.name[0] != q.name[0] && punchRank(l.punch) != 3:
+					return false // across r1 and r2: direct by a hole punch
 				}
 			}
 		}
-		return out
-	}
-	crossDirect := func(m map[string]string) bool {
-		for pair, k := range m {
-			if pair[0] != pair[3] && strings.HasPrefix(k, "direct") {
-				return true
-			}
+		if punched == 0 {
+			punched = time.Since(start)
 		}
-		return false
+		return done
 	}
-	var links map[string]string
-	punched := false
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		links = kind()
-		if crossDirect(links) {
-			punched = true
-			break
-		}
-		time.Sleep(500 * time.Millisecond)
+	deadline := time.Now().Add(60 * time.Second)
+	ok := settled()
+	for !ok && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+		ok = settled()
 	}
-	for pair, k := range links {
-		t.Logf("edge link %s: %s", pair, k)
+	for _, pair := range slices.Sorted(maps.Keys(links)) {
+		t.Logf("edge link %s: %v", pair, links[pair])
 	}
-	if !punched {
-		t.Logf("no link across the two NATs became direct within 30 s: replication between the private networks goes through the relay")
-		return
+	if !ok {
+		t.Fatalf("after 60 s, want the links among a1, a2, b1, b2 direct (across r1 and r2 by a hole punch) and c1's relayed after a hole punch whose dials failed")
 	}
-	t.Logf("a link across the NATs is direct after %v", time.Since(start).Round(time.Millisecond))
+	t.Logf("the links across r1 and r2 were all direct %v after the last node started; c1's all relayed, each after a hole punch whose dials failed, %v after it",
+		punched.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 
-	// Cut the relay off the public network and publish on each side.
+	// Cut the relay off the public network and publish on each side of it.
 	n.must(netns.IP("-n", pub.ns, "link", "set", "eth0", "down"))
-	var a, b *proc
-	for pair, k := range links {
-		if pair[0] != pair[3] && strings.HasPrefix(k, "direct") {
-			for _, p := range edges {
-				if p.name == pair[:2] {
-					a = p
-				}
-				if p.name == pair[3:] {
-					b = p
-				}
-			}
-			break
-		}
+	byName := map[string]*proc{}
+	for _, p := range edges {
+		byName[p.name] = p
 	}
-	for _, p := range []*proc{a, b} {
+	four := []*proc{byName["a1"], byName["a2"], byName["b1"], byName["b2"]}
+	cut := time.Now()
+	for _, p := range []*proc{byName["a1"], byName["b2"]} {
 		if _, err := n.cli(p, "publish", "-node", "http://127.0.0.1:7070", "-type", "nat.cut."+p.name); err != nil {
 			t.Fatal(err)
 		}
 	}
-	took = waitFor(t, 30*time.Second, "the direct pair replicating without the relay", func() bool {
-		ga, gb := recorded(a), recorded(b)
-		return ga["nat.cut."+b.name] && gb["nat.cut."+a.name]
+	waitFor(t, 30*time.Second, "a1's and b2's signals on a1, a2, b1, b2 without the relay", func() bool {
+		for _, p := range four {
+			if got := recorded(p); !got["nat.cut.a1"] || !got["nat.cut.b2"] {
+				return false
+			}
+		}
+		return true
 	})
-	t.Logf("with the relay cut off, %s and %s exchanged signals in %v", a.name, b.name, took.Round(time.Millisecond))
+	t.Logf("with the relay cut off, a1's and b2's signals reached a1, a2, b1 and b2 in %v", time.Since(cut).Round(time.Millisecond))
+	// Their journals hold the same signals: the six published before the
+	// cut and the two after it.
+	want := fmt.Sprint(len(all) + 2)
+	var digests []string
+	waitFor(t, 30*time.Second, "the journals of a1, a2, b1, b2 converging on "+want+" entries", func() bool {
+		digests = digests[:0]
+		for _, p := range four {
+			digests = append(digests, n.digest(p))
+		}
+		_, count, _ := strings.Cut(digests[0], " ")
+		return count == want && slices.Equal(digests, slices.Repeat(digests[:1], len(digests)))
+	})
+	t.Logf("their journals converged %v after the cut: %s", time.Since(cut).Round(time.Millisecond), digests[0])
 }
