@@ -212,6 +212,7 @@ type Core[T any] struct {
 
 	bloom  []uint64
 	recent map[string][]recentID // id -> delivered identities with it
+	slab   []recentID            // where remember takes the next id's slice from
 	ring   []string
 	next   int
 }
@@ -316,6 +317,8 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 			return out, nil
 		}
 	}
+	// It lives on the stack unless it has to wait (most signals come
+	// ready): release does not keep it, and w below is its copy that waits.
 	it := &item[T]{m: m, v: v, arrived: now}
 	if d, ok := c.decided[r]; ok { // given up before a restart: not waited for again (kept until delivered: it may be refused)
 		it.causeLost = d.Cause && m.Cause != ""
@@ -345,15 +348,17 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 	if blk == nil {
 		return c.release(it, out), nil
 	}
+	w := new(item[T])
+	*w = *it
 	if len(out) > 0 { // room was made; it waits for more than that
-		c.hold(r, it)
+		c.hold(r, w)
 		for _, d := range m.Deps {
 			c.learn(d)
 		}
-		c.park(it, blk, onCause)
+		c.park(w, blk, onCause)
 		return out, nil
 	}
-	if !c.room(it) {
+	if !c.room(w) {
 		if f, seen := c.refused[r]; !seen && len(c.refused) < maxRefused {
 			// Remember since when it has been around: when it gets in, its
 			// waits count from then. If only its cause is missing (what
@@ -369,8 +374,8 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 	for _, d := range m.Deps { // only a waiting signal's dependencies: a refused one names no phantom origins
 		c.learn(d)
 	}
-	c.hold(r, it)
-	c.park(it, blk, onCause)
+	c.hold(r, w)
+	c.park(w, blk, onCause)
 	return nil, nil
 }
 
@@ -716,8 +721,8 @@ func (c *Core[T]) blocker(it *item[T]) (*Ref, bool) {
 		return &Ref{Origin: m.Origin, Seq: m.Seq - 1}, false
 	}
 	for i := range m.Deps {
-		if d := m.Deps[i]; c.delivered[d.Origin] < d.Seq && !slices.Contains(it.depLost, d) {
-			return &d, false
+		if d := &m.Deps[i]; c.delivered[d.Origin] < d.Seq && !slices.Contains(it.depLost, *d) {
+			return d, false // not a copy: one allocation per dependency looked at
 		}
 	}
 	if m.Cause != "" && !it.causeLost && !it.causeLater && !c.causeDelivered(m.Cause, m.CauseSource) {
@@ -752,39 +757,49 @@ func (c *Core[T]) park(it *item[T], blk *Ref, onCause bool) {
 
 // release delivers it and everything it unblocks, appending to out.
 func (c *Core[T]) release(it *item[T], out []Release[T]) []Release[T] {
-	queue := []*item[T]{it}
+	// it is not kept (Add's may live on its stack): only the waiting
+	// signals it wakes are queued.
+	out = append(out, c.deliver(it))
+	queue := c.wake(it, nil)
 	for len(queue) > 0 {
 		it := queue[0]
 		queue = queue[1:]
 		out = append(out, c.deliver(it))
-		r := it.m.Ref()
-		woken := c.onRef[r]
-		delete(c.onRef, r)
-		if _, ok := c.preSkip[Ref{Origin: r.Origin, Seq: r.Seq + 1}]; ok { // a hole given up before a restart follows
-			if end := c.applyPreSkip(r.Origin, r.Seq+1); end > r.Seq {
-				last := Ref{Origin: r.Origin, Seq: end}
-				woken = append(woken, c.onRef[last]...)
-				delete(c.onRef, last)
-			}
-		}
-		if ws, ok := c.onCause[it.m.ID]; ok {
-			woken = append(woken, ws...)
-			delete(c.onCause, it.m.ID)
-		}
-		for _, w := range woken {
-			wi := c.waiting[w]
-			if wi == nil {
-				continue
-			}
-			if blk, onCause := c.blocker(wi); blk != nil {
-				c.park(wi, blk, onCause)
-				continue
-			}
-			c.unhold(w)
-			queue = append(queue, wi)
-		}
+		queue = c.wake(it, queue)
 	}
 	return out
+}
+
+// wake appends to queue the waiting signals that it, just delivered,
+// makes ready (parking again those that now wait for something else).
+func (c *Core[T]) wake(it *item[T], queue []*item[T]) []*item[T] {
+	r := it.m.Ref()
+	woken := c.onRef[r]
+	delete(c.onRef, r)
+	if _, ok := c.preSkip[Ref{Origin: r.Origin, Seq: r.Seq + 1}]; ok { // a hole given up before a restart follows
+		if end := c.applyPreSkip(r.Origin, r.Seq+1); end > r.Seq {
+			last := Ref{Origin: r.Origin, Seq: end}
+			woken = append(woken, c.onRef[last]...)
+			delete(c.onRef, last)
+		}
+	}
+	if ws, ok := c.onCause[it.m.ID]; ok {
+		woken = append(woken, ws...)
+		delete(c.onCause, it.m.ID)
+	}
+	for _, w := range woken {
+		wi := c.waiting[w]
+		if wi == nil {
+			continue
+		}
+		if blk, onCause := c.blocker(wi); blk != nil {
+			c.park(wi, blk, onCause)
+			continue
+		}
+		c.unhold(w)
+		queue = append(queue, wi)
+	}
+	return queue
 }
 
 func (c *Core[T]) deliver(it *item[T]) Release[T] {
@@ -847,11 +862,12 @@ func (c *Core[T]) deliver(it *item[T]) Release[T] {
 	rel := Release[T]{Meta: *m, V: it.v, CauseLost: it.causeLost, CauseLater: it.causeLater, Decision: dec,
 		DepLost:        len(it.depLost) > 0 || it.gapLost,
 		LamportClamped: clamped && len(it.depLost) == 0 && !it.gapLost} // a lost dependency's time is unknown: not a hostile stamp
-	if c.mayHave(m.ID) {
+	h := fnv64(m.ID)
+	if c.mayHaveHash(h) {
 		rel.Dup, rel.Conflict = c.identity(m)
 	}
 	if !rel.Dup {
-		c.remember(m)
+		c.rememberHash(m, h)
 	}
 	return rel
 }
@@ -1043,8 +1059,11 @@ func (c *Core[T]) recheck(it *item[T], out []Release[T]) []Release[T] {
 	return c.release(it, out)
 }
 
-func (c *Core[T]) remember(m *Meta) {
-	c.bloomAdd(m.ID)
+func (c *Core[T]) remember(m *Meta) { c.rememberHash(m, fnv64(m.ID)) }
+
+// rememberHash is remember given the fnv64 of m's id.
+func (c *Core[T]) rememberHash(m *Meta, h uint64) {
+	c.bloomAdd(h)
 	if rs, ok := c.recent[m.ID]; ok {
 		c.recent[m.ID] = append(rs, recentID{m.Source, m.Digest})
 		return
@@ -1054,7 +1073,13 @@ func (c *Core[T]) remember(m *Meta) {
 	}
 	c.ring[c.next] = m.ID
 	c.next = (c.next + 1) % len(c.ring)
-	c.recent[m.ID] = []recentID{{m.Source, m.Digest}}
+	if len(c.slab) == 0 {
+		c.slab = make([]recentID, 1024)
+	}
+	rs := c.slab[:1:1] // a piece of a shared array: one allocation per 1,024 ids, freed as the ring moves on
+	c.slab = c.slab[1:]
+	rs[0] = recentID{m.Source, m.Digest}
+	c.recent[m.ID] = rs
 }
 
 // Tick releases the signals that have waited for their cause for
@@ -1417,6 +1442,17 @@ func (c *Core[T]) applyPreSkip(o string, from uint64) uint64 {
 // Delivered returns the highest delivered sequence of each origin.
 func (c *Core[T]) Delivered() map[string]uint64 { return maps.Clone(c.delivered) }
 
+// Settled is the sequence up to which every signal of origin was
+// delivered, none given up on (a given-up signal may still be delivered
+// late): Delivered's, or less when a range was skipped.
+func (c *Core[T]) Settled(origin string) uint64 {
+	s := c.delivered[origin]
+	for _, g := range c.skipped[origin] {
+		s = min(s, g.From-1)
+	}
+	return s
+}
+
 // DeliveredOf is the highest delivered sequence of origin.
 func (c *Core[T]) DeliveredOf(origin string) uint64 { return c.delivered[origin] }
 
@@ -1526,8 +1562,7 @@ func (c *Core[T]) Missing() (gaps []Gap, causes []string) {
 	return gaps, causes
 }
 
-func (c *Core[T]) bloomPos(id string, f func(w int, bit uint64)) {
-	h := fnv64(id)
+func (c *Core[T]) bloomPos(h uint64, f func(w int, bit uint64)) {
 	h1, h2 := h&0xffffffff, h>>32|1
 	n := uint64(len(c.bloom) * 64)
 	for i := uint64(0); i < 4; i++ {
@@ -1536,13 +1571,17 @@ func (c *Core[T]) bloomPos(id string, f func(w int, bit uint64)) {
 	}
 }
 
-func (c *Core[T]) bloomAdd(id string) {
-	c.bloomPos(id, func(w int, bit uint64) { c.bloom[w] |= bit })
+// bloomAdd adds the id whose fnv64 is h.
+func (c *Core[T]) bloomAdd(h uint64) {
+	c.bloomPos(h, func(w int, bit uint64) { c.bloom[w] |= bit })
 }
 
-func (c *Core[T]) mayHave(id string) bool {
+func (c *Core[T]) mayHave(id string) bool { return c.mayHaveHash(fnv64(id)) }
+
+// mayHaveHash is mayHave of the id whose fnv64 is h.
+func (c *Core[T]) mayHaveHash(h uint64) bool {
 	all := true
-	c.bloomPos(id, func(w int, bit uint64) { all = all && c.bloom[w]&bit != 0 })
+	c.bloomPos(h, func(w int, bit uint64) { all = all && c.bloom[w]&bit != 0 })
 	return all
 }
 

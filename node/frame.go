@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/journal"
 )
 
 // A gossip message carries one signal in its binary wire form (first byte
@@ -77,13 +78,22 @@ func decodeFrame(b []byte, lim signalmesh.Limits) ([]*signalmesh.Signal, error) 
 // decodeFrameWires is decodeFrame that also returns each signal's wire
 // form (slices of b).
 func decodeFrameWires(b []byte, lim signalmesh.Limits) ([]*signalmesh.Signal, [][]byte, error) {
+	return decodeFrameEnds(b, lim, [2]*signalmesh.Signal{})
+}
+
+// decodeFrameEnds is decodeFrameWires given the first and last signals
+// decoded already with lim (each nil when not).
+func decodeFrameEnds(b []byte, lim signalmesh.Limits, ends [2]*signalmesh.Signal) ([]*signalmesh.Signal, [][]byte, error) {
 	if len(b) == 0 {
 		return nil, nil, errFrame
 	}
 	if b[0] != frameMagic {
-		s, err := signalmesh.DecodeBinary(b, lim)
-		if err != nil {
-			return nil, nil, err
+		s := ends[0]
+		if s == nil {
+			var err error
+			if s, err = signalmesh.DecodeBinary(b, lim); err != nil {
+				return nil, nil, err
+			}
 		}
 		return []*signalmesh.Signal{s}, [][]byte{b}, nil
 	}
@@ -101,9 +111,17 @@ func decodeFrameWires(b []byte, lim signalmesh.Limits) ([]*signalmesh.Signal, []
 			return nil, nil, fmt.Errorf("%w: bad length", errFrame)
 		}
 		w := b[k : k+int(l)]
-		s, err := signalmesh.DecodeBinary(w, lim)
-		if err != nil {
-			return nil, nil, err
+		var s *signalmesh.Signal
+		switch {
+		case i == 0 && ends[0] != nil:
+			s = ends[0]
+		case i == n-1 && ends[1] != nil:
+			s = ends[1]
+		default:
+			var err error
+			if s, err = signalmesh.DecodeBinary(w, lim); err != nil {
+				return nil, nil, err
+			}
 		}
 		sigs = append(sigs, s)
 		wires = append(wires, w)
@@ -113,4 +131,70 @@ func decodeFrameWires(b []byte, lim signalmesh.Limits) ([]*signalmesh.Signal, []
 		return nil, nil, fmt.Errorf("%w: trailing bytes", errFrame)
 	}
 	return sigs, wires, nil
+}
+
+// frameEnds returns the wire forms of the first and last signals of a
+// gossip message (one signal: both are it) and the count, without decoding
+// any; ok is false when b does not read as a message.
+func frameEnds(b []byte) (first, last []byte, count uint64, ok bool) {
+	if len(b) == 0 {
+		return nil, nil, 0, false
+	}
+	if b[0] != frameMagic {
+		return b, b, 1, true
+	}
+	b = b[1:]
+	n, k := uvarint(b)
+	if k <= 0 || n < 2 || n > maxFrameSignals || n > uint64(len(b)) {
+		return nil, nil, 0, false
+	}
+	b = b[k:]
+	for i := uint64(0); i < n; i++ {
+		l, k := uvarint(b)
+		if k <= 0 || l > uint64(len(b)-k) {
+			return nil, nil, 0, false
+		}
+		w := b[k : k+int(l)]
+		if i == 0 {
+			first = w
+		}
+		last = w
+		b = b[k+int(l):]
+	}
+	return first, last, n, len(b) == 0
+}
+
+// staleFrame reports whether every signal of a gossip message lies at or
+// below its origin's settled sequence (see settled), and how many it
+// holds. It decodes only the first and last signals, and returns them for
+// decodeFrameWires to use: an honest frame holds consecutive signals of
+// one origin (one commit), so their places and the count tell. A message
+// that does not read so is not stale: it is decoded and checked in full.
+func (n *Node) staleFrame(b []byte) (count uint64, stale bool, ends [2]*signalmesh.Signal) {
+	first, last, count, ok := frameEnds(b)
+	if !ok {
+		return 0, false, ends
+	}
+	s, err := signalmesh.DecodeBinary(first, signalmesh.Limits{})
+	if err != nil {
+		return 0, false, ends
+	}
+	ends[0] = s
+	origin, from := journal.Place(s)
+	if origin == "" {
+		return 0, false, ends
+	}
+	top := n.settled.get(origin)
+	if from > top {
+		return 0, false, ends
+	}
+	if count == 1 {
+		return 1, true, ends
+	}
+	if s, err = signalmesh.DecodeBinary(last, signalmesh.Limits{}); err != nil {
+		return 0, false, ends
+	}
+	ends[1] = s
+	o, to := journal.Place(s)
+	return count, o == origin && to >= from && to-from+1 == count && to <= top, ends
 }

@@ -54,7 +54,12 @@ func (n *Node) validate(_ context.Context, fwd peer.ID, msg *pubsub.Message) pub
 	if msg.ReceivedFrom == n.self {
 		return pubsub.ValidationAccept // our own, built from validated signals
 	}
-	sigs, wires, err := decodeFrameWires(msg.Data, signalmesh.Limits{})
+	k, stale, ends := n.staleFrame(msg.Data)
+	if stale {
+		n.m.deduped.Add(int64(k)) // delivered already (by the journal): neither decoded again nor passed on
+		return pubsub.ValidationIgnore
+	}
+	sigs, wires, err := decodeFrameEnds(msg.Data, signalmesh.Limits{}, ends)
 	if err != nil {
 		n.m.reject("decode")
 		return pubsub.ValidationReject

@@ -393,6 +393,11 @@ func (n *Node) deliver(out []causal.Release[*signalmesh.Signal]) {
 	if len(keep) > 0 && n.p.Adopt >= 0 {
 		n.keepFresh(keep)
 	}
+	for i, r := range out {
+		if o := r.Meta.Origin; i == 0 || o != out[i-1].Meta.Origin {
+			n.settled.set(o, n.core.Settled(o))
+		}
+	}
 	// First the stamp base: a handler that publishes in reaction to one
 	// of these signals must name it (the core has delivered them all).
 	n.publishBase()

@@ -131,6 +131,7 @@ type Node struct {
 	recent    *idSet                    // ids the committer stamped lately (owned by the committer)
 	seen      *bloom                    // ids that reached the journal (concurrent)
 	tops      tops                      // highest journaled sequence per origin (put hook; concurrent)
+	settled   settled                   // per origin, delivered up to here without a gap (loop; read by validate)
 	pulled    int64                     // journal entries pullStep read (loop; the start before it)
 	startRead int64                     // of which the start read (tests: a clean reopen reads none)
 	reopen    *reopenState              // the record a clean Close left, until restore uses it

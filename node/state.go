@@ -202,3 +202,36 @@ func (n *Node) restoreState(st *reopenState, use bool) map[string]uint64 {
 	}
 	return st.tops
 }
+
+// settled is, per origin, the sequence up to which the core has delivered
+// every signal, none given up on (those may still come late): the loop
+// writes it after each delivery, and the gossip validator ignores a frame
+// whose signals all lie at or below it (staleFrame). They came first by
+// the journal: after a heal, GossipSub's gossip brings the frames of its
+// last seconds again, and decoding, verifying and offering them again
+// cost a third of the heal's CPU. Safe for concurrent use. Only a hint: it
+// forgets every origin when it holds maxSettled (a flood of origins), and
+// an origin missing from it means no frame of it is ignored.
+type settled struct {
+	mu sync.RWMutex
+	m  map[string]uint64
+}
+
+const maxSettled = 4096
+
+func (s *settled) set(origin string, seq uint64) {
+	s.mu.Lock()
+	if s.m == nil || len(s.m) >= maxSettled {
+		s.m = map[string]uint64{}
+	}
+	if seq > s.m[origin] {
+		s.m[origin] = seq
+	}
+	s.mu.Unlock()
+}
+
+func (s *settled) get(origin string) uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.m[origin]
+}

@@ -1,0 +1,106 @@
+package node
+
+import (
+	"strconv"
+	"testing"
+
+	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/causal"
+)
+
+// stampedWires encodes signals of peer with sequences from..to, stamped.
+func stampedWires(t *testing.T, peer string, from, to uint64) [][]byte {
+	t.Helper()
+	var sigs []*signalmesh.Signal
+	for seq := from; seq <= to; seq++ {
+		s, err := signalmesh.New("order.created", "/shop", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.ID = "id-" + strconv.FormatUint(seq, 10)
+		if s.Extensions == nil {
+			s.Extensions = map[string]any{}
+		}
+		s.Extensions[signalmesh.ExtPeer] = peer
+		s.Extensions[signalmesh.ExtCausal] = causal.Stamp{Seq: seq, Lamport: seq}.Format()
+		sigs = append(sigs, s)
+	}
+	w, err := encodeAll(sigs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// A gossip message whose signals all lie at or below what the node has
+// delivered of their origin without a gap is stale (validate ignores it
+// without decoding the rest); one reaching past it, one whose first and
+// last signals do not span its count, or one of an origin given up on
+// below it, is not. A stale message's ends are decoded once: a message that
+// is not stale reuses them.
+func TestStaleFrame(t *testing.T) {
+	const peer = "12D3KooWStalePeer"
+	origin := causal.PeerRef(peer)
+	n := &Node{}
+	frame := func(w [][]byte) []byte {
+		fs := frameWires(w)
+		if len(fs) != 1 {
+			t.Fatalf("%d messages, want 1", len(fs))
+		}
+		return fs[0]
+	}
+	ten := frame(stampedWires(t, peer, 1, 10))
+	if _, stale, _ := n.staleFrame(ten); stale {
+		t.Fatal("stale before anything was delivered")
+	}
+	n.settled.set(origin, 9)
+	if _, stale, _ := n.staleFrame(ten); stale {
+		t.Fatal("stale with its last signal above the settled sequence")
+	}
+	n.settled.set(origin, 10)
+	k, stale, ends := n.staleFrame(ten)
+	if !stale || k != 10 {
+		t.Fatalf("staleFrame = %d, %v; want 10, true", k, stale)
+	}
+	sigs, _, err := decodeFrameEnds(ten, signalmesh.Limits{}, ends)
+	if err != nil || len(sigs) != 10 || sigs[0] != ends[0] || sigs[9] != ends[1] || sigs[4].ID != "id-5" {
+		t.Fatalf("decodeFrameEnds: %d signals, %v", len(sigs), err)
+	}
+	one := stampedWires(t, peer, 3, 3)[0]
+	if k, stale, _ := n.staleFrame(one); !stale || k != 1 {
+		t.Fatalf("one settled signal: %d, %v; want 1, true", k, stale)
+	}
+	// first 1 and last 10 but 3 signals: not an honest frame, checked in full
+	w := stampedWires(t, peer, 1, 10)
+	if _, stale, _ := n.staleFrame(frame([][]byte{w[0], w[4], w[9]})); stale {
+		t.Fatal("a frame whose ends do not span its count is stale")
+	}
+	other := stampedWires(t, "12D3KooWOtherPeer", 10, 10)
+	if _, stale, _ := n.staleFrame(frame([][]byte{w[8], other[0]})); stale {
+		t.Fatal("a frame of two origins is stale")
+	}
+	if _, stale, _ := n.staleFrame([]byte{frameMagic, 3, 1}); stale {
+		t.Fatal("a malformed frame is stale")
+	}
+
+	// What the core gave up on can still come late: settled stops below it.
+	c, err := causal.New[int](causal.Params{Limit: 100}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := uint64(1); seq <= 3; seq++ {
+		if _, err := c.Add(causal.Meta{Origin: origin, Stamp: causal.Stamp{Seq: seq, Lamport: seq}, ID: strconv.FormatUint(seq, 10)}, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := c.Settled(origin); got != 3 {
+		t.Fatalf("Settled = %d, want 3", got)
+	}
+	c.Decide(causal.Ref{Origin: origin, Seq: 6}, causal.Decision{GapFrom: 4}) // given up on 4-5 before a restart
+	if _, err := c.Add(causal.Meta{Origin: origin, Stamp: causal.Stamp{Seq: 6, Lamport: 6}, ID: "6"}, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if c.DeliveredOf(origin) != 6 || c.Settled(origin) != 3 {
+		t.Fatalf("after skipping 4-5: Delivered %d, Settled %d; want 6, 3", c.DeliveredOf(origin), c.Settled(origin))
+	}
+}
