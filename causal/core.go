@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+
+	"github.com/signalmesh/signalmesh/internal/bloomline"
 )
 
 // Errors from Core.Add. Neither changes what the core delivers.
@@ -240,13 +242,15 @@ func New[T any](p Params, ix Index) (*Core[T], error) {
 	if ix == nil {
 		ix = noIndex{}
 	}
+	bloom := make([]uint64, (p.BloomBits+63)/64)
+	bloomline.Touch(bloom)
 	return &Core[T]{
 		p: p, ix: ix,
 		delivered: map[string]uint64{}, known: map[string]uint64{}, knownAt: map[string][]knownMark{},
 		waiting: map[Ref]*item[T]{}, perOrigin: map[string]int{}, bySeq: map[string]*seqHeap[T]{}, waitID: map[string][]Ref{}, onRef: map[Ref][]Ref{}, onCause: map[string][]Ref{}, refused: map[Ref]refusal{},
 		frontier: map[string]frontierEntry{}, lost: map[string]loss{}, lastLamport: map[string]uint64{},
 		skipped: map[string][]Gap{}, holes: map[string]hole{}, listed: map[string]uint64{}, lateKnown: map[Ref]bool{}, afterGap: map[Ref]uint64{}, decided: map[Ref]Decision{}, preSkip: map[Ref]uint64{},
-		bloom:  make([]uint64, (p.BloomBits+63)/64),
+		bloom:  bloom,
 		recent: map[string][]recentID{}, ring: make([]string, p.Recent),
 	}, nil
 }
@@ -1563,11 +1567,8 @@ func (c *Core[T]) Missing() (gaps []Gap, causes []string) {
 }
 
 func (c *Core[T]) bloomPos(h uint64, f func(w int, bit uint64)) {
-	h1, h2 := h&0xffffffff, h>>32|1
-	n := uint64(len(c.bloom) * 64)
-	for i := uint64(0); i < 4; i++ {
-		p := (h1 + i*h2) % n
-		f(int(p/64), 1<<(p%64))
+	for _, x := range bloomline.Slots(h, len(c.bloom)) {
+		f(x.Word, x.Bit)
 	}
 }
 

@@ -108,8 +108,9 @@ func (c *Core[T]) Restore(s State) error {
 	return nil
 }
 
-// stateVersion is the first byte of an encoded State.
-const stateVersion = 1
+// stateVersion is the first byte of an encoded State. 2: the filter's
+// bits of an id lie in one cache line (package bloomline).
+const stateVersion = 2
 
 // MarshalBinary encodes s: a version byte, then varints. Origins are
 // sorted, so equal states encode equally.

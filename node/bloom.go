@@ -2,6 +2,8 @@ package node
 
 import (
 	"sync/atomic"
+
+	"github.com/signalmesh/signalmesh/internal/bloomline"
 )
 
 // bloom is a fixed-size Bloom filter over signal ids, safe for concurrent
@@ -17,19 +19,19 @@ type bloom struct {
 	words []atomic.Uint64
 }
 
-const bloomHashes = 4
-
 func newBloom(bits int) *bloom {
-	return &bloom{words: make([]atomic.Uint64, bits/64)}
+	b := &bloom{words: make([]atomic.Uint64, bits/64)}
+	for i := 0; i < len(b.words); i += 4096 / 8 {
+		b.words[i].Store(0) // commit the memory now (see bloomline.Touch)
+	}
+	return b
 }
 
+// positions calls f with each of id's bits, all in one cache line (see
+// package bloomline).
 func (b *bloom) positions(id string, f func(word int, bit uint64)) {
-	h := idHash(id)
-	h1, h2 := h&0xffffffff, h>>32|1
-	n := uint64(len(b.words) * 64)
-	for i := uint64(0); i < bloomHashes; i++ {
-		p := (h1 + i*h2) % n
-		f(int(p/64), 1<<(p%64))
+	for _, x := range bloomline.Slots(idHash(id), len(b.words)) {
+		f(x.Word, x.Bit)
 	}
 }
 

@@ -88,7 +88,12 @@
 // Allow list when one is set. Publishing the same signals again after a
 // *QuorumError publishes nothing twice and waits for acks again: it succeeds
 // once k peers hold them, on this node or another. Quorum is a durability
-// promise, not linearizability.
+// promise, not linearizability. Only peers with their journal on disk
+// (Config.DataDir, or a Config.Datastore) count: an in-memory peer
+// acknowledges too, but says its journal is in memory, and only
+// QuorumInMemory(k) counts that (its copy lasts as long as its process).
+// Close's hand-off of a node's last journal deltas takes any peer that
+// holds them, in memory or on disk.
 //
 // # Subscriptions
 //

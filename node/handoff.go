@@ -82,7 +82,7 @@ func (n *Node) handOff(adopted []place) {
 			return
 		}
 	}
-	if err := n.awaitQuorum(ctx, nil, ps, 1, 0); err != nil {
+	if err := n.awaitQuorum(ctx, nil, ps, 1, true, 0); err != nil { // a holder in memory too: see Close
 		n.m.drop("handoff")
 		n.log.Warn("node: close: no connected peer confirmed it holds this node's last journal deltas", "err", err)
 	}

@@ -169,3 +169,9 @@ func joinLate(t *testing.T, hub *node.Node, pattern string) *recorder {
 	}
 	return rec
 }
+
+// onDisk gives each node of a cluster its own data directory: a journal on
+// disk, whose acknowledgements Quorum counts.
+func onDisk(t *testing.T) func(int, *node.Config) {
+	return func(_ int, c *node.Config) { c.DataDir = t.TempDir() }
+}

@@ -460,7 +460,7 @@ func TestOverflowBlockCloseReleases(t *testing.T) {
 	})
 }
 
-// A handler of an OverflowBlock subscription that publishes with Quorum(1)
+// A handler of an OverflowBlock subscription that publishes with QuorumInMemory(1)
 // waits for another peer's ack, which needs this node's journaler, whose
 // commit runs the put hook, which feeds the loop: the loop must not wait
 // for that handler until the publish returns. It waited only until the
@@ -481,7 +481,7 @@ func TestOverflowBlockHandlerPublishesWithQuorum(t *testing.T) {
 		causes.Add(1)
 		e, err := signalmesh.New("quorum.effect", "/test", nil, signalmesh.WithCause(s))
 		if err == nil {
-			err = n.PublishWith(ctx, node.Quorum(1), e)
+			err = n.PublishWith(ctx, node.QuorumInMemory(1), e)
 		}
 		if err != nil {
 			failed.CompareAndSwap(nil, &err)

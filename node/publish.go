@@ -19,6 +19,7 @@ import (
 type Consistency struct {
 	weak   bool
 	quorum int
+	memory bool // QuorumInMemory: acks of in-memory replicas count
 }
 
 // Quorum(k) signals are Eventual, and PublishWith returns only once k other
@@ -27,7 +28,19 @@ type Consistency struct {
 // signals stay journaled and still converge either way. It is a durability
 // promise, not linearizability: readers elsewhere may see the signals before
 // or after PublishWith returns, and concurrent publishers are not ordered.
+//
+// Only replicas that keep their journal on disk (Config.DataDir)
+// acknowledge in a way Quorum counts: an in-memory replica's journal is
+// gone with its process, so its acknowledgement is no durability. A mesh
+// of in-memory peers (tests, demos, caches) that wants the wait anyway
+// uses QuorumInMemory.
 func Quorum(k int) Consistency { return Consistency{quorum: k} }
+
+// QuorumInMemory(k) is Quorum(k) that also counts the acknowledgements of
+// replicas whose journal is in memory (no Config.DataDir): PublishWith
+// returns once k other peers hold every signal in their journal, which
+// for those lasts only while they run.
+func QuorumInMemory(k int) Consistency { return Consistency{quorum: k, memory: true} }
 
 var (
 	// Weak signals are gossiped only: not journaled, not causally ordered,
@@ -43,6 +56,8 @@ func (c Consistency) String() string {
 	switch {
 	case c.weak:
 		return "weak"
+	case c.quorum > 0 && c.memory:
+		return fmt.Sprintf("quorum-in-memory(%d)", c.quorum)
 	case c.quorum > 0:
 		return fmt.Sprintf("quorum(%d)", c.quorum)
 	}
@@ -133,7 +148,7 @@ func (n *Node) publishCore(ctx context.Context, c Consistency, sigs []*signalmes
 		for i, s := range cp {
 			ids[i] = s.ID
 		}
-		return n.awaitQuorum(ctx, ids, req.places, c.quorum, 250*time.Millisecond)
+		return n.awaitQuorum(ctx, ids, req.places, c.quorum, c.memory, 250*time.Millisecond)
 	}
 	return nil
 }

@@ -58,7 +58,9 @@ func (e *QuorumError) Unwrap() []error { return []error{ErrQuorum, e.Err} }
 // store (go-ds-crdt calls its put hook before it commits the batch, so the
 // acker reads the entry back) and the store is synced. Acks count only
 // from distinct peers other than this one and, when Config.Allow is set,
-// only from peers on it.
+// only from peers on it. A replica whose store is the in-memory default
+// acknowledges with another kind (ackHeld): its Sync keeps nothing, so
+// Quorum does not count it; QuorumInMemory and Close's hand-off do.
 //
 // A publisher that waits asks for the places still short of k acks, at
 // 250 ms and then at doubling intervals up to 4 s: every replica that holds
@@ -79,8 +81,20 @@ type quorum struct {
 }
 
 type ackCount struct {
-	peers map[peer.ID]struct{}
-	refs  int // waiting calls
+	peers map[peer.ID]bool // acked, true: on disk (a memory ack may be followed by none better)
+	disk  int              // peers that acked it on disk
+	refs  int              // waiting calls
+}
+
+// held is how many peers acked: on disk, or also in memory.
+func (c *ackCount) held(memory bool) int {
+	if c == nil {
+		return 0
+	}
+	if memory {
+		return len(c.peers)
+	}
+	return c.disk
 }
 
 func (q *quorum) init() {
@@ -94,7 +108,7 @@ func (q *quorum) register(ps []place) {
 	for _, p := range ps {
 		c := q.acks[p]
 		if c == nil {
-			c = &ackCount{peers: map[peer.ID]struct{}{}}
+			c = &ackCount{peers: map[peer.ID]bool{}}
 			q.acks[p] = c
 		}
 		c.refs++
@@ -113,14 +127,19 @@ func (q *quorum) release(ps []place) {
 	}
 }
 
-func (q *quorum) ack(from peer.ID, ps []place) {
+// ack records from's acknowledgement of ps: on disk (disk), or held in
+// memory only.
+func (q *quorum) ack(from peer.ID, ps []place, disk bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	more := false
 	for _, p := range ps {
 		if c := q.acks[p]; c != nil {
-			if _, ok := c.peers[from]; !ok {
-				c.peers[from] = struct{}{}
+			if was, ok := c.peers[from]; !ok || disk && !was {
+				c.peers[from] = disk
+				if disk {
+					c.disk++
+				}
 				more = true
 			}
 		}
@@ -131,34 +150,32 @@ func (q *quorum) ack(from peer.ID, ps []place) {
 	}
 }
 
-// short returns the places with fewer than k acks, and a channel closed at
-// the next new ack.
-func (q *quorum) short(ps []place, k int) ([]place, <-chan struct{}) {
+// short returns the places with fewer than k acks (on disk, or also in
+// memory), and a channel closed at the next new ack.
+func (q *quorum) short(ps []place, k int, memory bool) ([]place, <-chan struct{}) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	var out []place
 	for _, p := range ps {
-		if c := q.acks[p]; c == nil || len(c.peers) < k {
+		if q.acks[p].held(memory) < k {
 			out = append(out, p)
 		}
 	}
 	return out, q.changed
 }
 
-func (q *quorum) count(p place) int {
+func (q *quorum) count(p place, memory bool) int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if c := q.acks[p]; c != nil {
-		return len(c.peers)
-	}
-	return 0
+	return q.acks[p].held(memory)
 }
 
-// awaitQuorum waits until k peers acknowledged every place; ids are the
-// signals' ids, for the error. It first asks after firstAsk, and then
-// announces the journal heads with every ask when firstAsk is 0 (Close's
-// hand-off: the peers may not know the heads yet).
-func (n *Node) awaitQuorum(ctx context.Context, ids []string, places []place, k int, firstAsk time.Duration) error {
+// awaitQuorum waits until k peers acknowledged every place, on disk or,
+// with memory, also in memory; ids are the signals' ids, for the error.
+// It first asks after firstAsk, and then announces the journal heads with
+// every ask when firstAsk is 0 (Close's hand-off: the peers may not know
+// the heads yet).
+func (n *Node) awaitQuorum(ctx context.Context, ids []string, places []place, k int, memory bool, firstAsk time.Duration) error {
 	ps := slices.Clone(places)
 	slices.SortFunc(ps, func(a, b place) int { return cmp.Or(cmp.Compare(a.Origin, b.Origin), cmp.Compare(a.Seq, b.Seq)) })
 	ps = slices.Compact(ps)
@@ -168,7 +185,7 @@ func (n *Node) awaitQuorum(ctx context.Context, ids []string, places []place, k 
 	timer := time.NewTimer(firstAsk)
 	defer timer.Stop()
 	for {
-		missing, changed := n.quorum.short(ps, k)
+		missing, changed := n.quorum.short(ps, k, memory)
 		if len(missing) == 0 {
 			return nil
 		}
@@ -184,7 +201,7 @@ func (n *Node) awaitQuorum(ctx context.Context, ids []string, places []place, k 
 		case <-ctx.Done():
 			acked := make(map[string]int, len(ids))
 			for i, id := range ids {
-				c := n.quorum.count(places[i])
+				c := n.quorum.count(places[i], memory)
 				if old, ok := acked[id]; !ok || c < old {
 					acked[id] = c
 				}
@@ -211,7 +228,8 @@ func (n *Node) ask(ps []place) {
 // a uvarint count, then per place a uvarint length, the origin ref and a
 // uvarint sequence number.
 const (
-	ackAck       = 'A'
+	ackAck       = 'A' // on disk: committed and synced
+	ackHeld      = 'M' // committed in a replica whose store is in memory: gone with its process
 	ackAsk       = 'Q'
 	maxAckPlaces = 4096
 )
@@ -241,7 +259,7 @@ func encodeAck(kind byte, ps []place) []byte {
 var errBadAck = errors.New("node: malformed ack")
 
 func decodeAck(b []byte) (ackMsg, error) {
-	if len(b) < 2 || (b[0] != ackAck && b[0] != ackAsk) {
+	if len(b) < 2 || (b[0] != ackAck && b[0] != ackHeld && b[0] != ackAsk) {
 		return ackMsg{}, errBadAck
 	}
 	m := ackMsg{kind: b[0]}
@@ -312,8 +330,8 @@ func (n *Node) readAcks() {
 			continue
 		}
 		m := o.v
-		if m.kind == ackAck {
-			n.quorum.ack(o.from, m.places)
+		if m.kind == ackAck || m.kind == ackHeld {
+			n.quorum.ack(o.from, m.places, m.kind == ackAck)
 			continue
 		}
 		for _, p := range m.places {
@@ -329,6 +347,10 @@ func (n *Node) readAcks() {
 func (n *Node) acker() {
 	defer n.wg.Done()
 	const ackPatience = 30 * time.Second
+	kind := byte(ackAck)
+	if n.volatile {
+		kind = ackHeld // an in-memory store's Sync keeps nothing: say so (Quorum does not count it)
+	}
 	pending := map[place]time.Time{} // bounded by the queue: at most cap(ackQ) more per round
 	asked := map[place]bool{}        // pending places that only an ask wants: looked up once
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -387,7 +409,7 @@ func (n *Node) acker() {
 			}
 			for len(ready) > 0 {
 				m := min(len(ready), maxAckPlaces)
-				if err := n.publishSealed(n.ackTopic, encodeAck(ackAck, ready[:m])); err != nil && n.ctx.Err() == nil {
+				if err := n.publishSealed(n.ackTopic, encodeAck(kind, ready[:m])); err != nil && n.ctx.Err() == nil {
 					n.m.drop("ack_publish")
 				}
 				ready = ready[m:]

@@ -20,7 +20,7 @@ import (
 
 func TestQuorum(t *testing.T) {
 	checkLeaks(t)
-	nodes := cluster(t, 4, nil)
+	nodes := cluster(t, 4, onDisk(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	sigs := []*signalmesh.Signal{mustSignal(t, "payment.captured"), mustSignal(t, "payment.settled")}
@@ -71,7 +71,7 @@ func TestQuorum(t *testing.T) {
 // publisher asks the mesh for acks of the signal's journal place.
 func TestQuorumRetryAfterTimeoutSucceedsOncePeerIsBack(t *testing.T) {
 	checkLeaks(t)
-	nodes := cluster(t, 3, nil)
+	nodes := cluster(t, 3, onDisk(t))
 	for _, o := range nodes[1:] { // both other peers away
 		nodes[0].gater.Block(o.ID())
 		_ = nodes[0].Disconnect(o.ID())
@@ -107,7 +107,7 @@ func TestQuorumRetryAfterTimeoutSucceedsOncePeerIsBack(t *testing.T) {
 // published, and does not count the peer it is on.
 func TestQuorumRetryOnAnotherPeer(t *testing.T) {
 	checkLeaks(t)
-	nodes := cluster(t, 3, nil)
+	nodes := cluster(t, 3, onDisk(t))
 	x := mustSignal(t, "order.placed")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -124,7 +124,7 @@ func TestQuorumRetryOnAnotherPeer(t *testing.T) {
 // in two concurrent calls: each waiter needs acks of its own signals.
 func TestQuorumSameIDTwiceInOneCall(t *testing.T) {
 	checkLeaks(t)
-	nodes := cluster(t, 2, nil)
+	nodes := cluster(t, 2, onDisk(t))
 	a, err := signalmesh.New("order.placed", "/shop/a", nil, signalmesh.WithID("42"))
 	if err != nil {
 		t.Fatal(err)
@@ -155,13 +155,49 @@ func TestQuorumSameIDTwiceInOneCall(t *testing.T) {
 	}
 }
 
+// An in-memory replica's journal is gone with its process: its ack is not
+// counted by Quorum(k), only by QuorumInMemory(k). Once a peer on disk
+// holds the signal, the same Quorum publish (a retry) succeeds.
+func TestQuorumCountsOnlyDisk(t *testing.T) {
+	checkLeaks(t)
+	nodes := cluster(t, 2, nil) // both in memory
+	x := mustSignal(t, "payment.captured")
+	short, cancelShort := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancelShort()
+	var qe *node.QuorumError
+	if err := nodes[0].PublishWith(short, node.Quorum(1), x); !errors.As(err, &qe) || qe.Acked[x.ID] != 0 {
+		t.Fatalf("Quorum(1) with only an in-memory peer: %v, want a QuorumError with no ack", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := nodes[0].PublishWith(ctx, node.QuorumInMemory(1), x); err != nil {
+		t.Fatalf("QuorumInMemory(1) with an in-memory peer: %v", err)
+	}
+	disk, err := node.New(context.Background(), node.Config{Mesh: nodes[0].Mesh(), ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"},
+		Logger: testLogger(t), DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = disk.Close() })
+	if err := disk.Connect(ctx, nodes[0].AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[0].PublishWith(ctx, node.Quorum(1), x); err != nil {
+		t.Fatalf("Quorum(1) once a peer on disk is connected: %v", err)
+	}
+	if got := node.Quorum(1).String() + " " + node.QuorumInMemory(2).String(); got != "quorum(1) quorum-in-memory(2)" {
+		t.Fatalf("String: %s", got)
+	}
+}
+
 // Acks count only from the allowlist: a peer outside it that reaches the
 // acks topic through an allowed relay is rejected, not counted.
 func TestQuorumCountsOnlyMembers(t *testing.T) {
 	checkLeaks(t)
 	mesh := fmt.Sprintf("test-%d", time.Now().UnixNano())
 	start := func(allow []peer.ID) *node.Node {
-		n, err := node.New(context.Background(), node.Config{Mesh: mesh, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Allow: allow, Logger: testLogger(t)})
+		n, err := node.New(context.Background(), node.Config{Mesh: mesh, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Allow: allow, Logger: testLogger(t),
+			DataDir: t.TempDir()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -280,7 +316,7 @@ func TestQuorumAckFollowsSyncedCommit(t *testing.T) {
 		return s
 	})
 	t.Cleanup(func() { node.SetTestWrapStore(nil) })
-	nodes := cluster(t, 3, nil)
+	nodes := cluster(t, 3, onDisk(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for round := range 5 {

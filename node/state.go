@@ -97,7 +97,7 @@ func (n *Node) writeState(ctx context.Context) error {
 	return n.store.Put(ctx, n.stateKey(), b)
 }
 
-const stateVersion = 1
+const stateVersion = 2 // 2: the seen filter's bits of an id lie in one cache line (package bloomline)
 
 func encodeState(st reopenState) ([]byte, error) {
 	core, err := st.core.MarshalBinary()

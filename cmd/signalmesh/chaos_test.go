@@ -183,7 +183,7 @@ func assertNothingLeft(t *testing.T, pid int) {
 // timeout is validated.
 func TestDaemonFaultAPI(t *testing.T) {
 	mesh := fmt.Sprintf("fault-%d", time.Now().UnixNano())
-	_, urlA, outA := daemon(t, "-mesh", mesh, "-listen", "/ip4/127.0.0.1/tcp/0", "-http", "127.0.0.1:0", "-fault-api")
+	_, urlA, outA := daemon(t, "-mesh", mesh, "-listen", "/ip4/127.0.0.1/tcp/0", "-http", "127.0.0.1:0", "-fault-api", "-data-dir", t.TempDir())
 	var p2pA, idA string
 	for _, l := range strings.Split(outA.String(), "\n") {
 		if rest, ok := strings.CutPrefix(strings.TrimSpace(l), "libp2p: "); ok {
@@ -193,7 +193,7 @@ func TestDaemonFaultAPI(t *testing.T) {
 			idA, _, _ = strings.Cut(rest, ":")
 		}
 	}
-	_, urlB, _ := daemon(t, "-mesh", mesh, "-listen", "/ip4/127.0.0.1/tcp/0", "-http", "127.0.0.1:0", "-fault-api",
+	_, urlB, _ := daemon(t, "-mesh", mesh, "-listen", "/ip4/127.0.0.1/tcp/0", "-http", "127.0.0.1:0", "-fault-api", "-data-dir", t.TempDir(), // quorum acks come from disk
 		"-bootstrap", p2pA, "-config", writeConfig(t, `{"params": {"redial": "100ms"}}`))
 	peers := func(url string) int {
 		var st struct{ Peers []string }

@@ -93,7 +93,7 @@ Flags:
 	data := fs.String("data", "", "data, JSON (or the second argument)")
 	cause := fs.String("cause", "", "id of the signal that caused this one")
 	file := fs.String("file", "", "a CloudEvent in JSON to publish instead (- for stdin)")
-	consistency := fs.String("consistency", "eventual", "eventual, weak or quorum:K")
+	consistency := fs.String("consistency", "eventual", "eventual, weak, quorum:K or quorum-in-memory:K")
 	count := fs.Int("count", 1, "publish this many signals, each with its own id (up to 1,000 a request)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {

@@ -123,7 +123,7 @@ type bridgeCfg struct {
 
 type routeCfg struct {
 	Pattern     string `json:"pattern"`
-	Consistency string `json:"consistency"` // eventual, weak, quorum:K
+	Consistency string `json:"consistency"` // eventual, weak, quorum:K, quorum-in-memory:K
 }
 
 type destination struct {
@@ -428,7 +428,8 @@ func (c *daemonConfig) nodeConfig() (node.Config, error) {
 	return nc, nc.Validate()
 }
 
-// parseConsistency reads "eventual", "weak" or "quorum:K".
+// parseConsistency reads "eventual", "weak", "quorum:K" or
+// "quorum-in-memory:K" (see node.QuorumInMemory).
 func parseConsistency(s string) (node.Consistency, error) {
 	switch s {
 	case "", "eventual":
@@ -442,7 +443,13 @@ func parseConsistency(s string) (node.Consistency, error) {
 			return node.Quorum(n), nil
 		}
 	}
-	return node.Eventual, fmt.Errorf("consistency %q: want eventual, weak or quorum:K", s)
+	if k, ok := strings.CutPrefix(s, "quorum-in-memory:"); ok {
+		n, err := strconv.Atoi(k)
+		if err == nil && n > 0 {
+			return node.QuorumInMemory(n), nil
+		}
+	}
+	return node.Eventual, fmt.Errorf("consistency %q: want eventual, weak, quorum:K or quorum-in-memory:K", s)
 }
 
 func (c *daemonConfig) destinations() ([]bridge.Destination, error) {

@@ -38,7 +38,7 @@ const nodeUsage = `Usage: signalmesh node [flags]
 
 Runs a peer until SIGINT or SIGTERM, with an HTTP API:
 
-  POST /v1/publish?consistency=eventual|weak|quorum:K&timeout=D   a CloudEvent
+  POST /v1/publish?consistency=eventual|weak|quorum:K|quorum-in-memory:K&timeout=D   a CloudEvent
                                   (structured, binary or batch mode); answers
                                   {"published":n,"ids":[...]}; a quorum publish not
                                   acknowledged within D answers 504 (it stays journaled)

@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -124,13 +125,21 @@ func run(ctx context.Context, w io.Writer, short bool) error {
 		perRegion, whileCut = 20, 40
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	// Each peer keeps its journal on disk: a Quorum(1) payment is then on
+	// the disk of a second peer when PublishWith returns.
+	dir, err := os.MkdirTemp("", "commerce-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
 	regions := []*region{{name: "eu"}, {name: "us"}, {name: "ap"}}
 	byName := map[string]*region{}
 	for _, r := range regions {
 		byName[r.name] = r
 		mesh := fmt.Sprintf("%s-%d", r.name, time.Now().UnixNano())
 		for i := range r.peers {
-			n, err := node.New(ctx, node.Config{Mesh: mesh, Region: r.name, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: quiet})
+			n, err := node.New(ctx, node.Config{Mesh: mesh, Region: r.name, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: quiet,
+				DataDir: filepath.Join(dir, fmt.Sprintf("%s-%d", r.name, i))})
 			if err != nil {
 				return err
 			}
