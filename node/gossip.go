@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -101,6 +102,13 @@ func (n *Node) validate(_ context.Context, fwd peer.ID, msg *pubsub.Message) pub
 			}
 		}
 	}
+	for i, m := range metas {
+		if m != nil && len(wires[i]) <= maxVettedValue {
+			// Kept for its journal entry (vetted): a copy, not a slice of
+			// the frame, which it would keep in memory.
+			n.vetted.put(journal.SignalKey(m.Origin, m.Seq).String(), bytes.Clone(wires[i]), sigs[i], m)
+		}
+	}
 	msg.ValidatorData = signalMsg{sigs, metas}
 	return pubsub.ValidationAccept
 }
@@ -154,7 +162,7 @@ func (n *Node) putHook(key ds.Key, value []byte) {
 	// (checkEntry), which hands over what it decoded; others (this node's
 	// own, or ones it could not keep) are decoded and checked here (which
 	// costs a hash: the verifier knows the wire forms it checked or signed).
-	s, checked := n.vetted.take(key.String(), value)
+	s, vm, checked := n.vetted.take(key.String(), value)
 	if !checked {
 		var err error
 		if s, err = signalmesh.DecodeBinary(value, signalmesh.Limits{}); err != nil {
@@ -162,8 +170,17 @@ func (n *Node) putHook(key ds.Key, value []byte) {
 			return
 		}
 	}
-	m, err := journal.MetaOf(s)
-	if err != nil || m.Origin != ref || m.Seq != seq {
+	var m causal.Meta
+	if vm != nil {
+		m = *vm // read by the gossip validator from these bytes
+	} else {
+		var err error
+		if m, err = journal.MetaOf(s); err != nil {
+			n.m.reject("journal_entry")
+			return
+		}
+	}
+	if m.Origin != ref || m.Seq != seq {
 		n.m.reject("journal_entry")
 		return
 	}
@@ -317,6 +334,9 @@ var errEntryKey = errors.New("node: journal entry not at its signal's place")
 // whose ref the key names. With crdt.Params.Immutable, nobody can delete
 // or rewrite an entry either.
 func (n *Node) checkEntry(key string, value []byte) error {
+	if n.vetted.has(key, value) {
+		return nil // the same bytes came by gossip, decoded and verified there, at this key (their place)
+	}
 	k := ds.NewKey(key)
 	ref, seq, ok := journal.ParseSignalKey(k)
 	if !ok {
@@ -332,7 +352,7 @@ func (n *Node) checkEntry(key string, value []byte) error {
 	if err := n.ver.verify(s, value); err != nil {
 		return err
 	}
-	n.vetted.put(k.String(), value, s)
+	n.vetted.put(k.String(), value, s, nil)
 	return nil
 }
 

@@ -41,24 +41,25 @@ func TestQueuedIndexEntriesAreRead(t *testing.T) {
 	}
 }
 
-// checkEntry's decoded signal is handed to the put hook only for the same
-// key and value, once, and at most maxVetted are kept.
+// checkEntry's (or the gossip validator's) decoded signal is handed to the
+// put hook only for the same key and value, once, and at most maxVetted
+// are kept.
 func TestVettedEntries(t *testing.T) {
 	var v vetted
 	s := &signalmesh.Signal{ID: "1"}
-	v.put("/k", []byte("value"), s)
-	if _, ok := v.take("/k", []byte("other")); ok {
+	v.put("/k", []byte("value"), s, nil)
+	if _, _, ok := v.take("/k", []byte("other")); ok {
 		t.Fatal("taken for another value")
 	}
-	v.put("/k", []byte("value"), s)
-	if got, ok := v.take("/k", []byte("value")); !ok || got != s {
+	v.put("/k", []byte("value"), s, nil)
+	if got, m, ok := v.take("/k", []byte("value")); !ok || got != s || m != nil {
 		t.Fatal("not taken for its key and value")
 	}
-	if _, ok := v.take("/k", []byte("value")); ok {
+	if _, _, ok := v.take("/k", []byte("value")); ok {
 		t.Fatal("taken twice")
 	}
 	for i := range 3 * maxVetted {
-		v.put(fmt.Sprint("/k", i), []byte("v"), s)
+		v.put(fmt.Sprint("/k", i), []byte("v"), s, nil)
 		if i%2 == 1 { // taken: its place in the order must not cost a newer one
 			v.take(fmt.Sprint("/k", i), []byte("v"))
 		}
@@ -66,27 +67,37 @@ func TestVettedEntries(t *testing.T) {
 	if len(v.m) > maxVetted || len(v.fifo)-v.head > 2*maxVetted+1 {
 		t.Fatalf("%d kept (%d in the order), bound %d", len(v.m), len(v.fifo)-v.head, maxVetted)
 	}
-	v.put("/again", []byte("v"), s)
+	v.put("/again", []byte("v"), s, nil)
 	v.take("/again", []byte("v"))
-	v.put("/again", []byte("v"), s) // vetted again: the newest, whatever its old place
+	v.put("/again", []byte("v"), s, nil) // vetted again: the newest, whatever its old place
 	for i := range maxVetted - 1 {
-		v.put(fmt.Sprint("/n", i), []byte("v"), s)
+		v.put(fmt.Sprint("/n", i), []byte("v"), s, nil)
 	}
-	if _, ok := v.take("/again", []byte("v")); !ok {
+	if _, _, ok := v.take("/again", []byte("v")); !ok {
 		t.Fatal("an entry vetted again was evicted before older ones")
 	}
-	if _, ok := v.take(fmt.Sprint("/k", 3*maxVetted-2), []byte("v")); ok {
+	if _, _, ok := v.take(fmt.Sprint("/k", 3*maxVetted-2), []byte("v")); ok {
 		t.Fatal("the oldest were kept past the bound")
 	}
 	big := make([]byte, maxVettedValue)
 	for i := range 2 * maxVettedBytes / maxVettedValue {
-		v.put(fmt.Sprint("/big", i), big, s)
+		v.put(fmt.Sprint("/big", i), big, s, nil)
 	}
 	if v.bytes > maxVettedBytes {
 		t.Fatalf("%d bytes kept, bound %d", v.bytes, maxVettedBytes)
 	}
-	v.put("/huge", make([]byte, maxVettedValue+1), s)
-	if _, ok := v.take("/huge", make([]byte, maxVettedValue+1)); ok {
+	v.put("/huge", make([]byte, maxVettedValue+1), s, nil)
+	if _, _, ok := v.take("/huge", make([]byte, maxVettedValue+1)); ok {
 		t.Fatal("a value over maxVettedValue was kept")
+	}
+	// What the gossip validator read: checkEntry finds the same bytes (and
+	// not others) and leaves them; the put hook takes the signal and meta.
+	m := &causal.Meta{Origin: causal.PeerRef("p"), Stamp: causal.Stamp{Seq: 3}, ID: "1"}
+	v.put("/gossip", []byte("wire"), s, m)
+	if v.has("/gossip", []byte("other")) || !v.has("/gossip", []byte("wire")) || !v.has("/gossip", []byte("wire")) {
+		t.Fatal("has: wrong answer for the same or other bytes, or it forgot the entry")
+	}
+	if got, gm, ok := v.take("/gossip", []byte("wire")); !ok || got != s || gm != m {
+		t.Fatalf("take after has: %v %v %v", got, gm, ok)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/causal"
 )
 
 // Bounds of the vetted entries waiting for the put hook: a delta's entries
@@ -23,7 +24,12 @@ const (
 // journal entry from another replica: go-ds-crdt vets every entry of a
 // delta before it merges it, then calls the put hook with the same key and
 // value. The put hook takes the signal instead of decoding and verifying
-// the same bytes again. Safe for concurrent use (go-ds-crdt's workers).
+// the same bytes again. The gossip validator puts the journaled signals it
+// decoded and verified too, with their meta, under their journal keys: the
+// same wire form comes again in a journal delta, and checkEntry and the put
+// hook find it decoded (each signal is decoded and verified once on the
+// two paths, when its delta comes while it is kept). Safe for concurrent
+// use (go-ds-crdt's workers, GossipSub's validators).
 type vetted struct {
 	mu    sync.Mutex
 	m     map[string]vettedEntry
@@ -36,6 +42,7 @@ type vetted struct {
 type vettedEntry struct {
 	value []byte
 	s     *signalmesh.Signal
+	m     *causal.Meta // nil: not read yet
 	gen   uint64
 }
 
@@ -44,8 +51,9 @@ type vettedKey struct {
 	gen uint64
 }
 
-// put remembers the decoded signal s of the checked entry (key, value).
-func (v *vetted) put(key string, value []byte, s *signalmesh.Signal) {
+// put remembers the decoded signal s of the checked entry (key, value),
+// and its meta when m is not nil.
+func (v *vetted) put(key string, value []byte, s *signalmesh.Signal, m *causal.Meta) {
 	if len(value) > maxVettedValue {
 		return
 	}
@@ -57,7 +65,7 @@ func (v *vetted) put(key string, value []byte, s *signalmesh.Signal) {
 	v.forget(key)
 	v.gen++
 	v.fifo = append(v.fifo, vettedKey{key, v.gen})
-	v.m[key] = vettedEntry{value, s, v.gen}
+	v.m[key] = vettedEntry{value, s, m, v.gen}
 	v.bytes += len(value)
 	for len(v.m) > maxVetted || v.bytes > maxVettedBytes {
 		v.evictOldest()
@@ -92,9 +100,9 @@ func (v *vetted) forget(key string) {
 	}
 }
 
-// take returns the signal vetted at key if its value is value, and forgets
-// it.
-func (v *vetted) take(key string, value []byte) (*signalmesh.Signal, bool) {
+// take returns the signal vetted at key, and its meta when known, if its
+// value is value, and forgets it.
+func (v *vetted) take(key string, value []byte) (*signalmesh.Signal, *causal.Meta, bool) {
 	v.mu.Lock()
 	e, ok := v.m[key]
 	if ok {
@@ -102,7 +110,15 @@ func (v *vetted) take(key string, value []byte) (*signalmesh.Signal, bool) {
 	}
 	v.mu.Unlock()
 	if !ok || !bytes.Equal(e.value, value) {
-		return nil, false
+		return nil, nil, false
 	}
-	return e.s, true
+	return e.s, e.m, true
+}
+
+// has reports whether (key, value) is vetted, and keeps it for take.
+func (v *vetted) has(key string, value []byte) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	e, ok := v.m[key]
+	return ok && bytes.Equal(e.value, value)
 }
