@@ -340,6 +340,13 @@ func (n *Node) offer(m causal.Meta, s *signalmesh.Signal) error {
 // releases it, it is journaled already, so it is not kept as fresh.
 func (n *Node) offerJournaled(m causal.Meta, s *signalmesh.Signal) error {
 	r := m.Ref()
+	if m.Seq <= n.core.Settled(m.Origin) {
+		// Delivered already (by gossip, most often): what the core would
+		// say, without its bookkeeping.
+		n.m.deduped.Add(1)
+		n.forgetFresh(r)
+		return causal.ErrDuplicate
+	}
 	n.journalRefs[r] = struct{}{}
 	err := n.offer(m, s)
 	if (err != nil && !errors.Is(err, causal.ErrDuplicate)) || n.core.DeliveredOf(m.Origin) >= m.Seq {

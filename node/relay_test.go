@@ -27,7 +27,8 @@ func relayedConns(a, b *node.Node) int {
 }
 
 // TestRelayedLinkGivesWayToDirect: two nodes that keep a reservation on a
-// relay node are connected through it (reported relayed); once they
+// relay node are connected through it (reported relayed), and a signal
+// goes from one to the other through it; once they
 // connect directly too, both close the relayed connection (so nothing of
 // theirs depends on the relay any more), the link is reported direct, and
 // a signal published on one reaches the other after the relay is gone.
@@ -63,6 +64,21 @@ func TestRelayedLinkGivesWayToDirect(t *testing.T) {
 	}
 	if relayedConns(a, b) != 1 || relayedConns(b, a) != 1 {
 		t.Fatalf("relayed connections a to b %d, b to a %d; want 1 each", relayedConns(a, b), relayedConns(b, a))
+	}
+	// The relayed connection carries the mesh: gossip and the journal.
+	if err := a.Publish(ctx, mustSignal(t, "relayed.through")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "b delivered a's signal through the relay", func() bool {
+		return slices.ContainsFunc(recs[1].snapshot(), func(s *signalmesh.Signal) bool { return s.Type == "relayed.through" })
+	})
+	if relayedConns(a, b) != 1 {
+		t.Fatalf("a and b connected otherwise than through the relay (%d relayed connections)", relayedConns(a, b))
+	}
+	for _, l := range a.Links() {
+		if l.Peer == b.ID().String() && l.Direct {
+			t.Fatalf("a's link to b became direct without a direct dial: %+v", l)
+		}
 	}
 
 	if err := a.Host().Connect(network.WithForceDirectDial(ctx, "test"), b.AddrInfo()); err != nil {
