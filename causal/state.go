@@ -28,7 +28,7 @@ type State struct {
 	Frontier    map[string]FrontierEntry
 	LastLamport map[string]uint64
 	MaxLamport  uint64
-	Skipped     []Gap    // in the order they were given up
+	Skipped     []Gap    // what is still given up (not delivered late since), in the order it was given up
 	Bloom       []uint64 // Params.BloomBits/64 words
 	// Lost: the origins Frontier leaves out for now (see Core.Frontier).
 	// Encoded after the filter, only when there is one, so a state without
@@ -57,7 +57,7 @@ var ErrRestore = errors.New("causal: restore")
 // State returns a copy of what the core has delivered.
 func (c *Core[T]) State() State {
 	s := State{Delivered: maps.Clone(c.delivered), LastLamport: maps.Clone(c.lastLamport), MaxLamport: c.maxLamport,
-		Frontier: make(map[string]FrontierEntry, len(c.frontier)), Skipped: slices.Clone(c.skipRing), Bloom: slices.Clone(c.bloom)}
+		Frontier: make(map[string]FrontierEntry, len(c.frontier)), Skipped: c.skippedNow(), Bloom: slices.Clone(c.bloom)}
 	for o, f := range c.frontier {
 		s.Frontier[o] = FrontierEntry{Seq: f.seq, Lamport: f.lamport}
 	}
@@ -281,4 +281,21 @@ func (s *State) UnmarshalBinary(b []byte) error {
 	}
 	*s = st
 	return nil
+}
+
+// skippedNow is what is given up and not delivered late since: the pieces
+// of each skipped range still in skipped, in the order the ranges were
+// given up (skipRing keeps whole ranges; a late delivery splits skipped).
+// Saving the ranges would make a restored core give up again a signal it
+// delivered late, and deliver it late a second time.
+func (c *Core[T]) skippedNow() []Gap {
+	var out []Gap
+	for _, g := range c.skipRing {
+		for _, p := range c.skipped[g.Origin] {
+			if p.From >= g.From && p.To <= g.To {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
 }

@@ -92,6 +92,9 @@
 // (Config.DataDir, or a Config.Datastore) count: an in-memory peer
 // acknowledges too, but says its journal is in memory, and only
 // QuorumInMemory(k) counts that (its copy lasts as long as its process).
+// That an ack is from disk is the acking peer's word, as its holding the
+// signal at all is; a peer of a version before this distinction acks
+// every place as from disk, and a Config.Datastore counts as disk.
 // Close's hand-off of a node's last journal deltas takes any peer that
 // holds them, in memory or on disk.
 //

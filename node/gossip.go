@@ -429,7 +429,10 @@ type tracer struct {
 var _ pubsub.RawTracer = tracer{}
 
 func (t tracer) RejectMessage(_ *pubsub.Message, reason string) {
-	if reason != pubsub.RejectValidationFailed {
+	// Failed and ignored validations are counted by validate, by reason
+	// (an ignored stale frame is no rejection: its signals count as
+	// deduplicated).
+	if reason != pubsub.RejectValidationFailed && reason != pubsub.RejectValidationIgnored {
 		t.m.reject("gossip: " + reason)
 	}
 }

@@ -1,15 +1,34 @@
 package node
 
 import (
+	"context"
+	"slices"
 	"strconv"
 	"testing"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	peerpkg "github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/signalmesh/signalmesh"
 	"github.com/signalmesh/signalmesh/causal"
 )
 
-// stampedWires encodes signals of peer with sequences from..to, stamped.
-func stampedWires(t *testing.T, peer string, from, to uint64) [][]byte {
+// stampedWires encodes signals of the peer whose key is key, with
+// sequences from..to, stamped and signed.
+func stampedWires(t *testing.T, key crypto.PrivKey, from, to uint64) [][]byte {
+	t.Helper()
+	id, err := peerpkg.IDFromPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stampedAs(t, id.String(), key, from, to)
+}
+
+// stampedAs is stampedWires with the signals naming peer as their origin,
+// signed with key (nil: not signed).
+func stampedAs(t *testing.T, peer string, key crypto.PrivKey, from, to uint64) [][]byte {
 	t.Helper()
 	var sigs []*signalmesh.Signal
 	for seq := from; seq <= to; seq++ {
@@ -25,6 +44,11 @@ func stampedWires(t *testing.T, peer string, from, to uint64) [][]byte {
 		s.Extensions[signalmesh.ExtCausal] = causal.Stamp{Seq: seq, Lamport: seq}.Format()
 		sigs = append(sigs, s)
 	}
+	if key != nil {
+		if err := SignBatch("m", key, sigs); err != nil {
+			t.Fatal(err)
+		}
+	}
 	w, err := encodeAll(sigs)
 	if err != nil {
 		t.Fatal(err)
@@ -39,9 +63,14 @@ func stampedWires(t *testing.T, peer string, from, to uint64) [][]byte {
 // below it, is not. A stale message's ends are decoded once: a message that
 // is not stale reuses them.
 func TestStaleFrame(t *testing.T) {
-	const peer = "12D3KooWStalePeer"
-	origin := causal.PeerRef(peer)
-	n := &Node{}
+	key, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := peerpkg.IDFromPrivateKey(key)
+	origin := causal.PeerRef(id.String())
+	n := &Node{ver: newVerifier("m")}
+	n.m.init(nil)
 	frame := func(w [][]byte) []byte {
 		fs := frameWires(w)
 		if len(fs) != 1 {
@@ -49,7 +78,7 @@ func TestStaleFrame(t *testing.T) {
 		}
 		return fs[0]
 	}
-	ten := frame(stampedWires(t, peer, 1, 10))
+	ten := frame(stampedWires(t, key, 1, 10))
 	if _, stale, _ := n.staleFrame(ten); stale {
 		t.Fatal("stale before anything was delivered")
 	}
@@ -66,18 +95,35 @@ func TestStaleFrame(t *testing.T) {
 	if err != nil || len(sigs) != 10 || sigs[0] != ends[0] || sigs[9] != ends[1] || sigs[4].ID != "id-5" {
 		t.Fatalf("decodeFrameEnds: %d signals, %v", len(sigs), err)
 	}
-	one := stampedWires(t, peer, 3, 3)[0]
+	one := stampedWires(t, key, 3, 3)[0]
 	if k, stale, _ := n.staleFrame(one); !stale || k != 1 {
 		t.Fatalf("one settled signal: %d, %v; want 1, true", k, stale)
 	}
 	// first 1 and last 10 but 3 signals: not an honest frame, checked in full
-	w := stampedWires(t, peer, 1, 10)
+	w := stampedWires(t, key, 1, 10)
 	if _, stale, _ := n.staleFrame(frame([][]byte{w[0], w[4], w[9]})); stale {
 		t.Fatal("a frame whose ends do not span its count is stale")
 	}
-	other := stampedWires(t, "12D3KooWOtherPeer", 10, 10)
+	otherKey, _, _ := crypto.GenerateEd25519Key(nil)
+	other := stampedWires(t, otherKey, 10, 10)
 	if _, stale, _ := n.staleFrame(frame([][]byte{w[8], other[0]})); stale {
 		t.Fatal("a frame of two origins is stale")
+	}
+	// Forged ends (unsigned, or changed after signing) are not stale: the
+	// message is checked in full, and its sender pays for it.
+	forged := stampedAs(t, id.String(), nil, 2, 2)[0]
+	if _, stale, _ := n.staleFrame(forged); stale {
+		t.Fatal("an unsigned signal at a settled place is stale")
+	}
+	bad := append([]byte(nil), w[9]...)
+	bad[len(bad)/2] ^= 1
+	if _, stale, _ := n.staleFrame(frame(append(slices.Clone(w[:9]), bad))); stale {
+		t.Fatal("a frame whose last signal does not verify is stale")
+	}
+	fwd := peerpkg.ID("relay")
+	res := n.validate(context.Background(), fwd, &pubsub.Message{Message: &pb.Message{Data: forged}, ReceivedFrom: fwd})
+	if _, rej := n.m.snapshot(); res != pubsub.ValidationReject || rej["signature"] != 1 || n.penalties.score(fwd) >= 0 {
+		t.Fatalf("a forged signal at a settled place: %v, rejected %v, score %v; want rejected for its signature, a penalty", res, rej, n.penalties.score(fwd))
 	}
 	if _, stale, _ := n.staleFrame([]byte{frameMagic, 3, 1}); stale {
 		t.Fatal("a malformed frame is stale")

@@ -77,6 +77,12 @@ func (n *Node) readState(ctx context.Context) (*reopenState, error) {
 	if err := n.store.Sync(ctx, n.stateKey()); err != nil {
 		return nil, err
 	}
+	if len(b) > 0 && b[0] != stateVersion {
+		// Written by another version (its filters or core laid out
+		// otherwise): not an error, the journal is replayed.
+		n.log.Info("node: the reopen state is of another version; replaying the journal", "version", b[0], "want", stateVersion)
+		return nil, nil
+	}
 	st, err := decodeState(b)
 	if err != nil {
 		n.m.reject("reopen_state")

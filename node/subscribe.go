@@ -26,7 +26,9 @@ import (
 // A handler that calls the node it was called by (Publish, Status, ...)
 // should pass ctx, or a context derived from it: a subscription
 // WithOverflow(OverflowBlock) needs it to tell its handler's calls from
-// others' (see WithOverflow).
+// others' (see WithOverflow). The signal is shared (with other
+// subscriptions, and with the node, which reads it on other goroutines):
+// a handler reads it and must not modify it; Clone it to change a copy.
 type Handler func(ctx context.Context, s *signalmesh.Signal) error
 
 // Middleware wraps a Handler (logging, timeouts, filtering, ...).
