@@ -161,7 +161,11 @@
 // another's) and announces it as its progress mark with each renewal.
 // When a member departs, each other member hands over, from the journal,
 // the signals it had passed over as the departed member's, that the
-// departed member's mark does not cover and that are now its own:
+// departed member's mark does not cover and that are now its own; and,
+// for 10 leases, of the signals it judges from then on, it passes over
+// those that were the departed member's and that its mark covers (a
+// member that lags behind the departed one reaches them after the
+// departure: the departed member handled them):
 //
 //   - A member that leaves cleanly (Subscription.Close) stops, then
 //     publishes its final mark: nothing is lost, nothing handled twice.
@@ -215,8 +219,9 @@
 
 // Subscription.Taken and Status.TakenOver count the signals a member
 // handled for departed members (handed over, or theirs by the assignment
-// within 10 leases of their departure) and the second copies of events
-// they handed over (below): the duplicates are at most those.
+// within 10 leases of their departure that their mark does not cover)
+// and the second copies of events they handed over (below): the
+// duplicates are at most those.
 //
 // Handlers get the signal, whose identity (IdempotencyKey: source and
 // id) is the same for every copy: a handler that records the keys it
@@ -436,11 +441,14 @@
 // hundred bytes per entry, plus about 28 bytes per origin in a group
 // member's marks). A consumer group member's hand-over reads the window
 // between the departed member's mark and its own cursor from the store by
-// place: a member that lags far behind reads that much. A member that
-// comes back more than 10 leases after it departed handles again its
-// share of what the others handled after those 10 leases (see Consumer
-// groups). A group member announces what it took over for others
-// (SubscriptionInfo.Took) and the subscription set is not signed per
+// place: a member that lags far behind reads that much; one that lags
+// more than 10 leases behind a member that departed ahead of it handles
+// again, not counted, the departed member's share of what it judges
+// after those 10 leases. A member that comes back more than 10 leases
+// after it departed handles again its share of what the others handled
+// after those 10 leases (see Consumer groups). A group member announces
+// what it took over for others (SubscriptionInfo.Took) and the
+// subscription set is not signed per
 // entry: a peer that can write the set can make a member that has just
 // come back skip signals (up to the announcing entry's mark). A member that joins
 // a group mid-stream can cause duplicates, not counted (see Consumer

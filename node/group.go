@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -183,6 +184,13 @@ func (v *groupView) owner(st Strategy, s *signalmesh.Signal) string {
 
 // ownerAmong is owner over the members and extra.
 func (v *groupView) ownerAmong(st Strategy, s *signalmesh.Signal, members, extra []viewMember) string {
+	cands, key := v.candidates(st, s, members, extra)
+	return rendezvous(cands, key)
+}
+
+// candidates is the members and extra eligible for s under st, and the
+// key rendezvous hashing places s by.
+func (v *groupView) candidates(st Strategy, s *signalmesh.Signal, members, extra []viewMember) ([]*viewMember, string) {
 	var cands []*viewMember
 	for _, ms := range [][]viewMember{members, extra} {
 		for i := range ms {
@@ -204,7 +212,47 @@ func (v *groupView) ownerAmong(st Strategy, s *signalmesh.Signal, members, extra
 		origin, _ := s.Extensions[signalmesh.ExtPeer].(string)
 		cands = localTier(cands, origin, v.regions[origin])
 	}
-	return rendezvous(cands, key)
+	return cands, key
+}
+
+// goneOwner judges a signal a live member owns by the view, for the
+// members that departed lately (gone) and would have been its owner
+// before they left: those ranked above every live member for it, taken
+// in the assignment's order, each left out in turn as a departure does.
+// The first whose progress mark covers it judged it as its own (those
+// above it had not judged it yet) and handled it: handled is true. Else
+// owner is the first of them, the member it is handled for, "" for none
+// (it is a live member's own). A late signal (delivered after later
+// ones of its origin) lies below marks that never judged it: for it,
+// marks say nothing.
+func (v *groupView) goneOwner(st Strategy, s *signalmesh.Signal, late bool) (owner string, handled bool) {
+	if len(v.gone) == 0 {
+		return "", false
+	}
+	cands, key := v.candidates(st, s, v.members, v.gone)
+	type ranked struct {
+		id    string
+		score uint64
+		gone  bool
+	}
+	rs := make([]ranked, len(cands))
+	for i, m := range cands {
+		gone := slices.ContainsFunc(v.gone, func(x viewMember) bool { return x.id == m.id })
+		rs[i] = ranked{m.id, score(key, m.id), gone}
+	}
+	slices.SortStableFunc(rs, func(a, b ranked) int { return cmp.Compare(b.score, a.score) })
+	for _, r := range rs {
+		if !r.gone {
+			break // a live member's, as the view says
+		}
+		if !late && covers(v.marks[r.id], s) {
+			return "", true
+		}
+		if owner == "" {
+			owner = r.id
+		}
+	}
+	return owner, false
 }
 
 // localTier is the members on peer origin if any, else those of its
@@ -251,15 +299,20 @@ func attrOf(attr string, s *signalmesh.Signal) string {
 func rendezvous(cands []*viewMember, key string) string {
 	best, bestScore := "", uint64(0)
 	for _, m := range cands {
-		h := fnv.New64a()
-		h.Write([]byte(key))
-		h.Write([]byte{0})
-		h.Write([]byte(m.id))
-		if sc := mix64(h.Sum64()); best == "" || sc > bestScore {
+		if sc := score(key, m.id); best == "" || sc > bestScore {
 			best, bestScore = m.id, sc
 		}
 	}
 	return best
+}
+
+// score is member id's rendezvous score for key.
+func score(key, id string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(key))
+	h.Write([]byte{0})
+	h.Write([]byte(id))
+	return mix64(h.Sum64())
 }
 
 // mix64 is splitmix64's finaliser: FNV's low bits alone spread poorly.
@@ -316,7 +369,8 @@ func (s *Subscription) kick() {
 // Taken is the number of signals this group member handled for members
 // that departed: their share since their last progress mark, handed over,
 // and, for 10 leases after they departed, the signals that would have
-// been theirs (a member cut off by a partition handles those too); and
+// been theirs and that their mark does not cover (a member cut off by a
+// partition handles those too); and
 // the second copies of events (published on two peers) it handed over.
 // It bounds the duplicates failovers, partitions and copies caused here.
 // Zero outside groups.
@@ -359,7 +413,8 @@ func (s *Subscription) syncView() bool {
 // already passed over as theirs and owns now. A member that left cleanly
 // left its final mark: nothing is handled twice. One that died marked
 // its progress at its last renewal: what it handled after that is
-// handled again here (counted in Taken).
+// handled again here (counted in Taken). What its mark covers beyond
+// this member's cursor (this member lags behind it) passOver passes over.
 func (s *Subscription) takeOver(old, cur *groupView, removed map[string]bool) {
 	g := s.group
 	var after vclock.Clock
@@ -429,8 +484,9 @@ func (n *Node) groupDefaults(cfg *subConfig) error {
 }
 
 // passOver reports whether sig is another member's (the cursor moves past
-// it); a signal of its own that would be a departed member's is counted
-// in Taken. It runs on the run goroutine.
+// it), or was a departed member's that handled it (its mark covers it); a
+// signal of its own that would be a departed member's is counted in
+// Taken. It runs on the run goroutine.
 func (s *Subscription) passOver(sig *signalmesh.Signal, origin string, seq uint64, m mark) bool {
 	g := s.group
 	g.pending = ""
@@ -449,12 +505,19 @@ func (s *Subscription) passOver(sig *signalmesh.Signal, origin string, seq uint6
 		s.n.m.passedBack.Add(1)
 		return true
 	}
-	if len(g.cur.gone) > 0 {
-		if o := g.cur.ownerAmong(g.strategy, sig, g.cur.members, g.cur.gone); o != g.id {
-			g.taken.Add(1) // a departed member's: if it is alive (a partition), it handles it too
-			s.n.m.takenOver.Add(1)
-			g.pending = o // recorded in Took once handled
-		}
+	switch o, handled := g.cur.goneOwner(g.strategy, sig, m == markLate); {
+	case handled:
+		// A member that departed lately judged it as its own before it
+		// left (its mark covers it) and handled it: this member lags
+		// behind it, and takeOver, which hands over what the departed
+		// member's mark does not cover, does not see what it has not
+		// judged yet.
+		s.skip(origin, seq, m)
+		return true
+	case o != "":
+		g.taken.Add(1) // a departed member's: if it is alive (a partition), it handles it too
+		s.n.m.takenOver.Add(1)
+		g.pending = o // recorded in Took once handled
 	}
 	return false
 }

@@ -980,3 +980,46 @@ func TestGroupReturnWithALaggingMemberLosesNothing(t *testing.T) {
 		t.Fatalf("%d of %d handled by no member", len(away)-handled, len(away))
 	}
 }
+
+// A member that leaves ahead of another (it judged signals the other has
+// not yet reached) handled its share of them: the lagging member, judging
+// them after the leave by the new view, passes over those the departed
+// member's final mark covers and that were its share, rather than handling
+// them again.
+func TestGroupLeaveAheadOfALaggingMember(t *testing.T) {
+	checkLeaks(t)
+	nodes := groupCluster(t, 3, leaveLease)
+	log := newGroupLog()
+	gate := make(chan struct{})
+	lagging := func(ctx context.Context, s *signalmesh.Signal) error {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+		}
+		return log.handler(1)(ctx, s)
+	}
+	for i, h := range []node.Handler{log.handler(0), lagging, log.handler(2)} {
+		if _, err := nodes[i].Subscribe("order.**", h, node.WithGroup("fulfilment")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitGroup(t, nodes, "fulfilment", 3)
+	first, _ := publishSpread(t, nodes[:2], "order.created", 600, 50)
+	// Members 0 and 2 have judged every signal; member 1 is held in its
+	// handler at its first one.
+	awaitMarks(t, []*peerNode{nodes[0], nodes[2]}, uint64(len(first)))
+	if err := nodes[2].Close(); err != nil {
+		t.Fatal(err)
+	}
+	awaitGroup(t, nodes[:2], "fulfilment", 2) // node 1's member judges the rest without member 2
+	close(gate)
+	second, _ := publishSpread(t, nodes[:2], "order.created", 600, 50)
+	all := append(first, second...)
+	eventually(t, 30*time.Second, "every signal handled", func() bool { h, _, _ := log.counts(all); return h == len(all) })
+	awaitMarks(t, nodes[:2], uint64(len(all)))
+	handled, dups, per := log.counts(all)
+	t.Logf("handled %d, duplicates %d, per member %v", handled, dups, per)
+	if handled != len(all) || dups != 0 {
+		t.Fatalf("handled %d of %d, %d duplicates", handled, len(all), dups)
+	}
+}
