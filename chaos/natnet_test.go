@@ -193,9 +193,16 @@ func TestNATNetCuts(t *testing.T) {
 			ln.Close()
 		}
 	}()
-	dial := func(from int, addr string) error {
+	// dial connects from node from's namespace; a connection expected to
+	// fail is given 300 ms (a dropped SYN times out), one expected to
+	// work 5 s (a loaded machine).
+	dial := func(from int, addr string, want bool) error {
+		wait := 300 * time.Millisecond
+		if want {
+			wait = 5 * time.Second
+		}
 		return inNS(nn.ns(from), func() error {
-			c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
+			c, err := net.DialTimeout("tcp", addr, wait)
 			if err == nil {
 				c.Close()
 			}
@@ -204,7 +211,7 @@ func TestNATNetCuts(t *testing.T) {
 	}
 	tcp := func(a, b int, want bool) {
 		t.Helper()
-		if err := dial(a, nn.ip(b)+":4001"); (err == nil) != want {
+		if err := dial(a, nn.ip(b)+":4001", want); (err == nil) != want {
 			t.Fatalf("node %d to node %d: %v, want connected %v", a, b, err, want)
 		}
 	}
@@ -309,12 +316,12 @@ func TestNATNetCuts(t *testing.T) {
 			c.Close()
 		}
 	}()
-	if c, err := net.DialTimeout("tcp", nn.api(1), time.Second); err != nil {
+	if c, err := net.DialTimeout("tcp", nn.api(1), 5*time.Second); err != nil {
 		t.Fatalf("the harness to node 1's API: %v", err)
 	} else {
 		c.Close()
 	}
-	if err := dial(2, nn.api(1)); err == nil {
+	if err := dial(2, nn.api(1), false); err == nil {
 		t.Fatal("node 2 reached node 1's API over the management link")
 	}
 	if _, err := net.DialTimeout("tcp", nn.mgmtIP(1)+":4001", 300*time.Millisecond); err == nil {
