@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -104,12 +105,21 @@ func (p *proc) running() bool {
 // API answers. In a full mesh every node bootstraps to every node started
 // before it, and a restarted node to all the others, so that each pair
 // has one side that redials the other; in a chain (Setup.Chain) node i
-// bootstraps to i-1, and a restarted one to i-1 and i+1.
+// bootstraps to i-1, and a restarted one to i-1 and i+1. In the NAT
+// topology the nodes bootstrap to the public nodes alone (which start
+// first), and find each other by discovery.
 func (c *cluster) start(ctx context.Context, i int) error {
 	p := c.procs[i]
 	var boot []string
+	relays := c.net.relays()
 	for j, q := range c.procs {
-		if j != i && q.addr != "" && (!c.setup.Chain || j == i-1 || j == i+1) {
+		switch {
+		case j == i || q.addr == "":
+		case relays != nil: // the NAT topology: to the public nodes alone
+			if slices.Contains(relays, j) {
+				boot = append(boot, q.addr)
+			}
+		case !c.setup.Chain || j == i-1 || j == i+1:
 			boot = append(boot, q.addr)
 		}
 	}
@@ -128,6 +138,10 @@ func (c *cluster) start(ctx context.Context, i int) error {
 	if len(boot) > 0 {
 		argv = append(argv, "-bootstrap", strings.Join(boot, ","))
 	}
+	if slices.Contains(relays, i) {
+		argv = append(argv, "-relay") // a public node of the NAT topology
+	}
+	argv = append(argv, c.edgeRelays(i)...)
 	l, err := c.launch(ctx, c.net.wrap(i, argv), filepath.Join(p.dir, "node.log"))
 	if err != nil {
 		return fmt.Errorf("chaos: node %d: %w", i, err)
@@ -410,4 +424,39 @@ func (c *cluster) shutdown() error {
 		errs = append(errs, c.stop(i))
 	}
 	return errors.Join(errs...)
+}
+
+// edgeRelays are the flags of a node in node i's place (itself or a
+// process beside it) when i is an edge of the NAT topology: a
+// reservation on every public node (nil elsewhere).
+func (c *cluster) edgeRelays(i int) []string {
+	relays := c.net.relays()
+	if relays == nil || slices.Contains(relays, i) {
+		return nil
+	}
+	var addrs []string
+	for _, r := range relays {
+		if a := c.procs[r].addr; a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	if len(addrs) == 0 {
+		return nil
+	}
+	return []string{"-relays", strings.Join(addrs, ",")}
+}
+
+// bootBeside is the bootstrap list of a process beside node host that
+// would also bootstrap to node other: host, and other when a process
+// there can dial it, else (the NAT topology) a public node in its place.
+func (c *cluster) bootBeside(host, other int) []string {
+	boot := []string{c.procs[host].addr}
+	if !c.net.reach(host, other) {
+		relays := c.net.relays()
+		other = relays[other%len(relays)]
+	}
+	if other != host && c.procs[other].addr != "" {
+		boot = append(boot, c.procs[other].addr)
+	}
+	return boot
 }

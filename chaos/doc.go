@@ -14,6 +14,46 @@
 // -fault-api): connections are refused and closed, but packets are not cut,
 // and there are no slow links. The report says which was used.
 //
+// # The NAT topology
+//
+// With Spec.Topology "nat" (`signalmesh chaos -topology nat`; root, ip
+// and iptables, no fallback) the namespaces form the network edge
+// devices live on (layoutNAT): the first node (the first two from 7
+// nodes) is public, on a public bridge, and offers circuit relay service
+// (the daemon's -relay); the others, the edges, sit on private networks,
+// each behind a NAT router namespace (netns.Router: MASQUERADE, and a
+// firewall that drops unsolicited inbound packets, as home routers do):
+// two routers that keep a host's port for every destination, so hole
+// punching (DCUtR) can make the links across them direct, and from four
+// edges a third with one edge, symmetric (--random-fully), whose links
+// stay relayed. Five nodes: 0 public; 1 and 2 behind r0; 3 behind r1; 4
+// behind r2. The edges bootstrap to the public nodes alone, keep a
+// reservation on each (-relays), and find each other by discovery
+// (announcements every second). Ephemeral and hostile nodes run beside
+// a node, in its namespace, and bootstrap to it and to a node they can
+// dial (a public one for an edge's). A second link per node namespace,
+// to the harness, carries only the HTTP API (its firewall takes in only
+// connections to the API ports and lets out only their answers), so
+// slow links shape only the node's network link, not the harness's
+// requests. There is no chain bootstrap (Setup.Chain is off).
+//
+// A cut "a cannot send to b" drops, in b's namespace, every packet that
+// comes in marked as a's: each node namespace sets a DSCP value of its
+// own on what it sends (the NATs leave it alone). So it cuts every path
+// from a to b: on a LAN, through the NATs to or from a public node, and
+// a hole-punched one between two NATs, whoever opened it. A circuit
+// relayed by a public node r is r's own traffic, and is cut when r is
+// cut from a or from b, which every cut the harness draws does (halves,
+// isolate, one-way, flap: the relay is on one side), except a bridge cut
+// whose bridge node is r: the two sides then reach each other through r,
+// relayed, which is what a bridge cut is. A process fault of a public
+// node (kill, pause, restart, slow) cuts every edge that reaches another
+// only through it (behind the symmetric NAT, or before a hole punch), so
+// the group rule counts it, and its process starts, as a failover window
+// for every node, as it does a cut. After the probes the harness reads
+// every edge's links (Status.Links) and the result reports each pair of
+// edges direct, relayed or not connected (Result.Links).
+//
 // # A schedule
 //
 // Plan draws, from a seed, faults one after another, each 1-3 s, some

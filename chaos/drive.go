@@ -51,18 +51,14 @@ func (c *cluster) apply(ctx context.Context, k int, f Fault, end time.Time) erro
 		defer c.procs[f.Node].life.Unlock()
 	}
 	switch f.Kind {
-	case Halves, Bridge:
-		return c.hold(ctx, k, directed(cutPairs(n, f.Groups)), end)
-	case Isolate:
-		return c.hold(ctx, k, directed(cutPairs(n, isolateGroups(n, f.Node))), end)
-	case OneWay:
-		return c.hold(ctx, k, oneWayPairs(f.Groups), end)
+	case Halves, Bridge, Isolate, OneWay:
+		return c.hold(ctx, k, faultPairs(n, f), end)
 	case Flap:
 		var err error
 		for on := true; time.Now().Before(end) && ctx.Err() == nil; on = !on {
 			var pairs [][2]int
 			if on {
-				pairs = directed(cutPairs(n, f.Groups))
+				pairs = faultPairs(n, f)
 			}
 			err = errors.Join(err, c.setCut(ctx, k, pairs))
 			waitUntil(ctx, minTime(end, time.Now().Add(f.Period)))
@@ -87,6 +83,20 @@ func (c *cluster) apply(ctx context.Context, k int, f Fault, end time.Time) erro
 		err := c.net.slow(f.Node, true)
 		waitUntil(ctx, end)
 		return errors.Join(err, c.net.slow(f.Node, false))
+	}
+	return nil
+}
+
+// faultPairs are the directed pairs a cut fault of n nodes cuts (a
+// flap's while it is on); nil for other faults.
+func faultPairs(n int, f Fault) [][2]int {
+	switch f.Kind {
+	case Halves, Bridge, Flap:
+		return directed(cutPairs(n, f.Groups))
+	case Isolate:
+		return directed(cutPairs(n, isolateGroups(n, f.Node)))
+	case OneWay:
+		return oneWayPairs(f.Groups)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -79,11 +80,8 @@ func (w *workload) ephemeral(ctx context.Context, k int, p ephPlan) (e Ephemeral
 	argv := append(append([]string(nil), c.spec.Command...),
 		"-mesh", c.mesh, "-listen", listen, "-http", api, "-log-level", "warn", "-insecure-http",
 		"-config", filepath.Join(c.dir, "params.json"))
-	boot := c.procs[p.host].addr
-	if p.other != p.host {
-		boot += "," + c.procs[p.other].addr
-	}
-	argv = append(argv, "-bootstrap", boot)
+	argv = append(argv, "-bootstrap", strings.Join(c.bootBeside(p.host, p.other), ","))
+	argv = append(argv, c.edgeRelays(p.host)...)
 	l, err := c.launch(ctx, c.net.wrap(p.host, argv), filepath.Join(c.dir, fmt.Sprintf("ephemeral-%d.log", k)))
 	if err != nil {
 		c.log("ephemeral %d: %v", k, err)

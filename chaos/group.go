@@ -76,6 +76,12 @@ type GroupHistory struct {
 	// each other (Setup.Chain), so a node down, paused or slow also cuts
 	// the nodes on one side of it from those on the other.
 	Chain bool
+	// Relays are the NAT topology's public nodes: the edges that reach
+	// each other only through them (behind a symmetric NAT, or not yet
+	// hole-punched) lose each other while one is down, paused or slow, so
+	// a process fault or start of a relay is a failover window for every
+	// node, as a cut is.
+	Relays []int `json:",omitempty"`
 }
 
 // GroupFigures are the group rule's counts.
@@ -147,11 +153,12 @@ func groupWindows(g *GroupHistory, clean bool) []window {
 	}
 	for _, f := range g.Faults {
 		w := window{from: f.At - groupMargin, to: f.At + f.For + g.Lease + groupMargin, why: f.String()}
-		switch f.Kind {
-		case Kill, Pause, LongPause, SettleKill, Slow:
+		switch {
+		case nodeKind(f.Kind) && slices.Contains(g.Relays, f.Node): // any node
+		case f.Kind == Kill, f.Kind == Pause, f.Kind == LongPause, f.Kind == SettleKill, f.Kind == Slow:
 			w.nodes, w.sides = []int{f.Node}, sides(f.Node)
-		case Halves, Isolate, Bridge, Flap, OneWay:
-		case Restart:
+		case f.Kind == Halves, f.Kind == Isolate, f.Kind == Bridge, f.Kind == Flap, f.Kind == OneWay:
+		case f.Kind == Restart:
 			// A clean restart leaves no duplicate on its own node; in a
 			// chain it parts the two sides while the node is down.
 			w.sides = sides(f.Node)
@@ -169,7 +176,11 @@ func groupWindows(g *GroupHistory, clean bool) []window {
 		for _, e := range rec {
 			if e.Start && e.T != 0 {
 				at := g.since(e.T)
-				out = append(out, window{from: at, to: at + g.Lease + groupMargin, nodes: []int{i}, sides: sides(i), why: fmt.Sprintf("node %d started at %.3fs", i, at.Seconds())})
+				w := window{from: at, to: at + g.Lease + groupMargin, nodes: []int{i}, sides: sides(i), why: fmt.Sprintf("node %d started at %.3fs", i, at.Seconds())}
+				if slices.Contains(g.Relays, i) {
+					w.nodes = nil // any node
+				}
+				out = append(out, w)
 			}
 		}
 	}
@@ -444,7 +455,8 @@ func (c *cluster) collectGroup(h *History, start time.Time, faults []Fault) erro
 	if err != nil {
 		return errors.Join(errors.New("chaos: group lease"), err)
 	}
-	g := &GroupHistory{Pattern: "**", Strategy: c.setup.Group, Lease: lease, Start: start, Faults: slices.Clone(faults), Chain: c.setup.Chain}
+	g := &GroupHistory{Pattern: "**", Strategy: c.setup.Group, Lease: lease, Start: start, Faults: slices.Clone(faults), Chain: c.setup.Chain,
+		Relays: c.net.relays()}
 	for i, f := range g.Faults {
 		if f.Kind == SettleKill && c.settleKill > 0 {
 			g.Faults[i].At = c.settleKill

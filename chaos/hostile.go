@@ -242,13 +242,11 @@ func (w *workload) hostile(ctx context.Context) *HostileReport {
 		// took past the short settle (30 s) at 500.
 		flood = 200
 	}
-	var boot, victims []string
-	for j, p := range c.procs {
+	var victims []string
+	for _, p := range c.procs {
 		victims = append(victims, p.id)
-		if j == host || j == (host+1)%len(c.procs) {
-			boot = append(boot, p.addr)
-		}
 	}
+	boot := c.bootBeside(host, (host+1)%len(c.procs))
 	argv := append(c.spec.hostileCommand(), "-mesh", c.mesh, "-listen", listen, "-bootstrap", strings.Join(boot, ","),
 		"-victims", strings.Join(victims, ","), "-seed", fmt.Sprint(w.seed), "-duration", c.spec.Duration.String(), "-flood", fmt.Sprint(flood), "-report", report)
 	if err := runHostile(ctx, c.net.wrap(host, argv), filepath.Join(c.dir, "hostile.log"), c.spec.Env); err != nil {

@@ -38,6 +38,13 @@ type network interface {
 	// slow shapes node i's link (on) or lifts the shaping.
 	slow(i int, on bool) error
 	canSlow() bool
+	// relays are the nodes that relay for the others (the NAT topology's
+	// public nodes; nil: every node reaches every other directly): the
+	// others bootstrap to them alone and keep a reservation on them.
+	relays() []int
+	// reach says whether a process beside node from can dial node to's
+	// listen address.
+	reach(from, to int) bool
 	close() error
 }
 
@@ -120,6 +127,8 @@ func (nn *netnsNet) wrap(i int, argv []string) []string { return netns.Cmd(nn.ns
 func (nn *netnsNet) listen(i int) string                { return fmt.Sprintf("/ip4/%s/tcp/4001", nn.ip(i)) }
 func (nn *netnsNet) api(i int) string                   { return nn.ip(i) + ":7070" }
 func (nn *netnsNet) canSlow() bool                      { return true }
+func (nn *netnsNet) relays() []int                      { return nil }
+func (nn *netnsNet) reach(int, int) bool                { return true }
 
 func (nn *netnsNet) cut(_ context.Context, pairs [][2]int, _ *cluster) error {
 	var errs []error
@@ -165,7 +174,9 @@ func (nn *netnsNet) close() error {
 	return errors.Join(errs...)
 }
 
-var staleName = regexp.MustCompile(`^` + netnsPrefix + `(\d+)(?:n\d+|br|h\d+|probe)$`)
+// staleName matches the names of both topologies' namespaces and links:
+// node (n), router (r), veth ends (h, m, u; p while being made), bridges.
+var staleName = regexp.MustCompile(`^` + netnsPrefix + `(\d+)(?:[nrhmu]\d+p?|p\d+|br|mb|probe)$`)
 
 // CleanStale removes the namespaces, links and temporary directories that
 // an earlier run left behind when it was killed (its pid is gone), and
@@ -257,6 +268,8 @@ func (l *loopNet) wrap(_ int, argv []string) []string { return argv }
 func (l *loopNet) listen(i int) string                { return fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", l.p2p[i]) }
 func (l *loopNet) api(i int) string                   { return fmt.Sprintf("127.0.0.1:%d", l.http[i]) }
 func (l *loopNet) canSlow() bool                      { return false }
+func (l *loopNet) relays() []int                      { return nil }
+func (l *loopNet) reach(int, int) bool                { return true }
 func (l *loopNet) slow(int, bool) error               { return errors.New("chaos: no slow links on loopback") }
 func (l *loopNet) close() error                       { return nil }
 

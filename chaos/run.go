@@ -45,6 +45,11 @@ type Spec struct {
 	// Network: "auto" (namespaces when root and `ip` allow, else
 	// loopback), "netns" or "loopback". Default auto.
 	Network string `json:"network"`
+	// Topology of the namespaces: "flat" (the default: one bridge, every
+	// node reaches every other) or "nat" (TopologyNAT: public relay
+	// nodes, the others behind NAT routers; see the package doc). "nat"
+	// needs network namespaces and iptables: it does not fall back.
+	Topology string `json:"topology,omitempty"`
 	// Kinds of faults to draw from. Empty: all the network allows.
 	Kinds []Kind `json:"kinds,omitempty"`
 	// Dir holds the nodes' data; empty: a temporary directory. It is
@@ -125,6 +130,10 @@ func (s Spec) Validate() error {
 		return errors.New("chaos: rate, schedules and settle must be positive")
 	case s.Network != "auto" && s.Network != "netns" && s.Network != "loopback":
 		return fmt.Errorf("chaos: network %q, want auto, netns or loopback", s.Network)
+	case s.Topology != "" && s.Topology != TopologyFlat && s.Topology != TopologyNAT:
+		return fmt.Errorf("chaos: topology %q, want flat or nat", s.Topology)
+	case s.Topology == TopologyNAT && s.Network == "loopback":
+		return errors.New("chaos: the NAT topology needs network namespaces, not loopback")
 	}
 	for _, k := range s.Kinds {
 		if !slices.Contains(AllKinds, k) {
@@ -148,6 +157,9 @@ type Result struct {
 	Settled time.Duration `json:"settled"` // from the end of the workload to quiescence
 	// Hostile is the hostile node's report, when one ran.
 	Hostile *HostileReport `json:"hostile,omitempty"`
+	// Links is how the edge nodes reached each other at the end (the NAT
+	// topology only).
+	Links *Links `json:"links,omitempty"`
 	// Explain is the smallest history showing the anomalies, if any.
 	Explain string `json:"explain,omitempty"`
 	// Dir holds the nodes' data, logs and records when they were kept
@@ -223,6 +235,11 @@ func runOne(ctx context.Context, spec Spec, seed uint64, index int) (res Result,
 		return res, err
 	}
 	res = Result{Seed: seed, Nodes: spec.Nodes, Network: nw.name(), Spec: spec, Setup: drawSetup(seed, index, spec.Parts, spec.Cover)}
+	if nw.relays() != nil {
+		// The edges bootstrap to the relays alone and find each other by
+		// discovery: there is no chain to keep.
+		res.Setup.Chain = false
+	}
 	if spec.Cover {
 		kinds = Deal(spec.Seed, kinds, spec.Schedules)[index]
 	}
@@ -260,6 +277,10 @@ func runOne(ctx context.Context, spec Spec, seed uint64, index int) (res Result,
 		return res, err
 	}
 	h, probeErr, settleErr, err := c.finish(ctx, w, res.Faults, &res)
+	if err == nil && nw.relays() != nil {
+		res.Links = c.links(ctx)
+		spec.logf("seed %d: edge links at the end: %s", seed, res.Links)
+	}
 	stopErr := c.shutdown()
 	stopped = true
 	if err != nil {
@@ -293,6 +314,12 @@ func workDir(spec Spec, seed uint64) (string, error) {
 // openNetwork makes namespaces when the spec asks for them or, with
 // "auto", when this process can; loopback otherwise.
 func openNetwork(spec Spec) (network, error) {
+	if spec.Topology == TopologyNAT {
+		if !netnsAvailable() {
+			return nil, errors.New("the NAT topology needs network namespaces (root and the ip command)")
+		}
+		return newNATNet(spec.Nodes)
+	}
 	if spec.Network == "netns" || (spec.Network == "auto" && netnsAvailable()) {
 		nn, err := newNetnsNet(spec.Nodes)
 		if err != nil {
@@ -355,6 +382,12 @@ func newCluster(spec Spec, seed uint64, dir string, nw network, setup Setup) (*c
 	}
 	if setup.Chain { // a chain stays a chain: the nodes must not find each other by discovery
 		params["discover"] = "-1s"
+	}
+	if nw.relays() != nil {
+		// The edges know only the relays: they find each other by the
+		// announcements, which go every second (as in the node tests'
+		// NAT topology), not every 10 s.
+		params["discover"] = "1s"
 	}
 	if setup.CausalBuffer > 0 {
 		params["causal_buffer"] = setup.CausalBuffer
@@ -451,7 +484,11 @@ func (c *cluster) verdict(h History, probeErr, settleErr, stopErr error) Verdict
 // chain, to its neighbours) and, with the group part, knows every node's
 // group member.
 func (c *cluster) awaitMesh(ctx context.Context) error {
-	deadline := time.Now().Add(30 * time.Second)
+	wait := 30 * time.Second
+	if c.net.relays() != nil {
+		wait = 60 * time.Second // the edges find each other by discovery, through the relays
+	}
+	deadline := time.Now().Add(wait)
 	for {
 		ok := true
 		for i := range c.procs {
@@ -481,7 +518,7 @@ func (c *cluster) awaitMesh(ctx context.Context) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return errors.New("the nodes did not connect to each other (or hear of every group member) in 30 s")
+			return fmt.Errorf("the nodes did not connect to each other (or hear of every group member) in %v", wait)
 		}
 		select {
 		case <-ctx.Done():

@@ -44,6 +44,19 @@ seed and the smallest history that shows it. Exit code 1 if any schedule
 fails. -replay runs a result file's schedules again; -shrink makes failed
 ones smaller.
 
+-topology nat runs the nodes in a NAT topology of namespaces (root, ip and
+iptables; no fallback): the first node public (the first two from 7
+nodes), a circuit relay every other node bootstraps to and keeps a
+reservation on; the others, the edges, behind two NAT routers that keep
+a host's port (hole punching can make their links direct) and, from five
+nodes, one edge behind a symmetric one (its links stay relayed); the
+routers drop unsolicited inbound packets. A cut drops what the cut-off
+node sends wherever it goes (on a LAN, through the NATs, hole-punched),
+at the receiver; a circuit through a relay is cut with the relay's own
+links, which every fault but a bridge on a relay node cuts too. The
+report says, per schedule, which links between edges were direct (on a
+LAN, hole-punched) and which relayed at the end.
+
 Everything it starts (processes, namespaces, links, directories) is removed
 when it ends, also on SIGINT; -cleanup removes what a killed run left.
 
@@ -62,6 +75,7 @@ func chaosCmd(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&spec.Rate, "rate", 0, "publishes per second over all nodes (default 40, short 20)")
 	fs.DurationVar(&spec.Settle, "settle", 0, "longest wait for quiescence after the heal (default 120s, short 30s)")
 	fs.StringVar(&spec.Network, "network", "auto", "auto, netns or loopback")
+	fs.StringVar(&spec.Topology, "topology", "flat", "flat (one bridge) or nat (public relays, edges behind NAT routers; namespaces and iptables)")
 	kinds := fs.String("faults", "", "comma-separated faults to draw from (default all: "+kindList()+")")
 	fs.BoolVar(&spec.Short, "short", false, "the CI sizes: 3 schedules of 3 nodes for 12 s, 4 ephemeral nodes each")
 	fs.BoolVar(&spec.Cover, "cover", false, "deal every fault kind to the schedules, each once, instead of drawing kinds")
@@ -278,6 +292,8 @@ func chaosReport(w io.Writer, results []chaos.Result, took time.Duration) int {
 	anomalies := map[string]int{}
 	parts := map[string]int{}
 	origins := 0
+	var links chaos.Links // summed over the NAT topology's schedules
+	nat := false
 	for _, r := range results {
 		verdict := "PASS"
 		if !r.Verdict.OK {
@@ -300,6 +316,14 @@ func chaosReport(w io.Writer, results []chaos.Result, took time.Duration) int {
 		fmt.Fprintf(w, "seed %d: %s  %s; %d faults, %d origins, %d published (%d acked, %d quorum timeouts, %d unknown, %d refused), %d journaled on every replica, %d effects checked, %d redelivered after kill -9, quiescent %.1fs after the heal\n",
 			r.Seed, verdict, r.Setup, len(r.Faults), v.Origins, v.Published, v.ByOutcome[chaos.Acked], v.ByOutcome[chaos.QuorumTimeout], v.ByOutcome[chaos.Unknown],
 			v.ByOutcome[chaos.Refused], v.Journaled, v.Effects, v.Redelivered, r.Settled.Seconds())
+		if r.Links != nil {
+			fmt.Fprintf(w, "  edge links at the end: %s\n", r.Links)
+			links.Direct += r.Links.Direct
+			links.Relayed += r.Links.Relayed
+			links.None += r.Links.None
+			links.Punched += r.Links.Punched
+			nat = true
+		}
 		if g := v.Group; g != nil {
 			fmt.Fprintf(w, "  group %s: %d required, %d handled (%d handlings), %d duplicates inside failover windows (%d extra handlings), %d failover windows, %d checked for one member and order per subject\n",
 				g.Strategy, g.Required, g.Handled, g.Handlings, g.Duplicates, g.Extra, g.Windows, g.Ordered)
@@ -327,5 +351,9 @@ func chaosReport(w io.Writer, results []chaos.Result, took time.Duration) int {
 	}
 	fmt.Fprintf(w, "\n%d schedules in %.0fs, %d failed; network: %s\nfaults: %s\nworkload parts (ops): %v; most origins in one schedule: %d\nsignals: %d published, %d acked, %d journaled, %d effects checked, %d redelivered after kill -9\nanomalies: %v\n",
 		len(results), took.Seconds(), failed, net, strings.Join(fk, ", "), parts, origins, published, acked, journaled, effects, redelivered, anomalies)
+	if nat {
+		fmt.Fprintf(w, "edge links at the ends of the schedules: %d direct (%d hole-punched across two NATs), %d relayed, %d not connected\n",
+			links.Direct, links.Punched, links.Relayed, links.None)
+	}
 	return failed
 }

@@ -285,3 +285,64 @@ func awaitCond(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// The fault harness in the NAT topology: one short schedule of five nodes
+// (a public relay; two edges behind one port-preserving NAT, one behind
+// another, one behind a symmetric NAT), dealt every fault kind, with the
+// workload parts of ciParts: it must PASS, report each of the six pairs
+// of edges direct, relayed or not connected, and leave nothing behind.
+// Skipped where namespaces or iptables are unavailable (the NAT topology
+// has no fallback: package chaos's TestRelayLeaks and TestCutRules cover
+// its cut plan there).
+func TestChaosNATShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts node processes in network namespaces")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("the NAT topology needs network namespaces (root)")
+	}
+	for _, c := range []string{"ip", "iptables", "iptables-restore"} {
+		if _, err := exec.LookPath(c); err != nil {
+			t.Skipf("the NAT topology needs the %s command", c)
+		}
+	}
+	out := filepath.Join(t.TempDir(), "chaos.json")
+	var stdout, stderr bytes.Buffer
+	t.Setenv("SIGNALMESH_TEST_RUN", "1") // the nodes are this binary
+	start := time.Now()
+	code := run([]string{"chaos", "-topology", "nat", "-short", "-cover", "-nodes", "5", "-schedules", "1", "-seed", "1",
+		"-parts", ciParts, "-out", out, "-dir", t.TempDir()}, &stdout, &stderr)
+	t.Logf("%s\n(%v)", stdout.String(), time.Since(start).Round(time.Second))
+	if code > 1 || strings.Contains(stderr.String(), "signalmesh chaos:") {
+		t.Fatalf("exit %d\n%s", code, stderr.String())
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var results []chaos.Result
+	if err := json.Unmarshal(b, &results); err != nil {
+		t.Fatal(err)
+	}
+	if len(results) != 1 {
+		t.Fatalf("%d schedules, want 1", len(results))
+	}
+	r := results[0]
+	if !strings.Contains(r.Network, "NAT topology") || r.Spec.Topology != "nat" {
+		t.Fatalf("network %q, topology %q", r.Network, r.Spec.Topology)
+	}
+	if r.Verdict.Journaled == 0 || r.Verdict.Published == 0 {
+		t.Fatalf("nothing published or journaled: %+v", r.Verdict)
+	}
+	for _, a := range r.Verdict.Anomalies {
+		t.Errorf("seed %d: %s", r.Seed, a)
+	}
+	l := r.Links
+	if l == nil || len(l.Pairs) != 6 || l.Direct+l.Relayed+l.None != 6 {
+		t.Fatalf("edge links: %+v, want the six pairs of edges", l)
+	}
+	if !strings.Contains(stdout.String(), "edge links at the end:") {
+		t.Fatalf("no edge links in the report:\n%s", stdout.String())
+	}
+	assertNothingLeft(t, os.Getpid())
+}

@@ -54,14 +54,9 @@ type natRouter struct {
 // punching works across them; r3 with --random-fully, a fresh random port
 // for every flow (endpoint-dependent, "symmetric"), so the port its edge
 // was observed at is not the one its hole punch comes from and a hole
-// punch across it fails. Each router's firewall lets in from the public
-// side only the packets of flows a private host opened (ESTABLISHED,
-// RELATED), and drops the rest, to it or through it, as a home router
-// does: a router that answered an unsolicited SYN to its public address
-// with a reset (Linux with no INPUT rule, a REJECT) would fail a hole
-// punch whose SYN arrived before the other side's SYN had made the
-// mapping; on these sub-millisecond links that is every one (a relayed
-// round trip, which times the two dials, takes a few milliseconds).
+// punch across it fails. Each router lets in from the public side only the
+// packets of flows a private host opened, as a home router does (netns.Router
+// says why hole punching needs that).
 var natRouters = []natRouter{
 	{name: "r1", edges: []string{"a1", "a2"}},
 	{name: "r2", edges: []string{"b1", "b2"}},
@@ -82,45 +77,16 @@ func (n *natNet) build() {
 		}
 		_ = netns.IP("link", "del", br)
 	})
-	n.must(netns.IP("link", "add", br, "type", "bridge"))
-	n.must(netns.IP("link", "set", br, "up"))
-	// veth joins namespace ns (as dev) to the bridge br (in root, or in
-	// namespace brNS when set).
-	veth := func(ns, dev, addr, brNS, brName, hostEnd string) {
-		n.must(netns.IP("netns", "add", ns))
-		n.must(netns.IP("link", "add", hostEnd, "type", "veth", "peer", "name", hostEnd+"p"))
-		n.must(netns.IP("link", "set", hostEnd+"p", "netns", ns))
-		n.must(netns.IP("-n", ns, "link", "set", hostEnd+"p", "name", dev))
-		n.must(netns.IP("-n", ns, "addr", "add", addr, "dev", dev))
-		n.must(netns.IP("-n", ns, "link", "set", dev, "up"))
-		n.must(netns.IP("-n", ns, "link", "set", "lo", "up"))
-		if brNS != "" {
-			n.must(netns.IP("link", "set", hostEnd, "netns", brNS))
-			n.must(netns.IP("-n", brNS, "link", "set", hostEnd, "master", brName, "up"))
-		} else {
-			n.must(netns.IP("link", "set", hostEnd, "master", brName, "up"))
-		}
-	}
-	veth(n.ns("pub"), "eth0", "10.231.0.10/24", "", br, n.prefix+"vp")
+	n.must(netns.Bridge("", br, ""))
+	n.must(netns.Join(n.ns("pub"), "eth0", "10.231.0.10/24", "", br, n.prefix+"vp"))
 	for i, r := range natRouters {
 		rns := n.ns(r.name)
-		veth(rns, "eth0", fmt.Sprintf("10.231.0.%d/24", 21+i), "", br, n.prefix+"v"+r.name)
+		n.must(netns.Join(rns, "eth0", fmt.Sprintf("10.231.0.%d/24", 21+i), "", br, n.prefix+"v"+r.name))
 		// The private side: a bridge inside the router's namespace.
-		n.must(netns.IP("-n", rns, "link", "add", "lan", "type", "bridge"))
-		n.must(netns.IP("-n", rns, "addr", "add", fmt.Sprintf("10.231.%d.1/24", i+1), "dev", "lan"))
-		n.must(netns.IP("-n", rns, "link", "set", "lan", "up"))
-		n.must(netns.In(rns, "sysctl", "-qw", "net.ipv4.ip_forward=1"))
-		masq := []string{"iptables", "-t", "nat", "-A", "POSTROUTING", "-s", fmt.Sprintf("10.231.%d.0/24", i+1), "-o", "eth0", "-j", "MASQUERADE"}
-		if r.symmetric {
-			masq = append(masq, "--random-fully")
-		}
-		n.must(netns.In(rns, masq[0], masq[1:]...))
-		for _, chain := range []string{"FORWARD", "INPUT"} {
-			n.must(netns.In(rns, "iptables", "-A", chain, "-i", "eth0", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"))
-			n.must(netns.In(rns, "iptables", "-A", chain, "-i", "eth0", "-j", "DROP"))
-		}
+		n.must(netns.Bridge(rns, "lan", fmt.Sprintf("10.231.%d.1/24", i+1)))
+		n.must(netns.Router(rns, "eth0", "lan", fmt.Sprintf("10.231.%d.0/24", i+1), r.symmetric))
 		for j, e := range r.edges {
-			veth(n.ns(e), "eth0", fmt.Sprintf("10.231.%d.%d/24", i+1, 10+j), rns, "lan", n.prefix+"v"+e)
+			n.must(netns.Join(n.ns(e), "eth0", fmt.Sprintf("10.231.%d.%d/24", i+1, 10+j), rns, "lan", n.prefix+"v"+e))
 			n.must(netns.IP("-n", n.ns(e), "route", "add", "default", "via", fmt.Sprintf("10.231.%d.1", i+1)))
 		}
 	}
