@@ -25,7 +25,7 @@ import (
 // edge nodes. Every address is one the test makes in its own namespaces:
 // 10.231.0.0/24 public, 10.231.1.0/24 to 10.231.3.0/24 private.
 type natNet struct {
-	t      *testing.T
+	t      testing.TB
 	prefix string
 	exe    string
 	dir    string
@@ -270,7 +270,7 @@ func recorded(p *proc) map[string]bool {
 	return got
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for !cond() {
