@@ -46,6 +46,10 @@ type metrics struct {
 		rejected *prometheus.CounterVec
 	}
 	hist *histograms // nil without a Registerer
+
+	// links counts the connected peers reached directly and only through
+	// a relay (set by the node before init; read at each scrape).
+	links func() (direct, relayed int)
 }
 
 // init makes the maps and registers the metrics with reg (none when reg is
@@ -71,7 +75,11 @@ func (m *metrics) init(reg prometheus.Registerer) error {
 		counterFunc("spilled_total", "Signals a slow named subscription kept in its log on disk.", &m.spilled),
 		counterFunc("conflicts_total", "Signals delivered whose (source, id) another signal with other content had.", &m.conflicts),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "signalmesh", Name: "buffered",
-			Help: "Signals waiting for a cause."}, func() float64 { return float64(m.buffered.Load()) })},
+			Help: "Signals waiting for a cause."}, func() float64 { return float64(m.buffered.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "signalmesh", Name: "peers_direct",
+			Help: "Connected peers with a direct connection."}, func() float64 { d, _ := m.linkCounts(); return float64(d) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "signalmesh", Name: "peers_relayed",
+			Help: "Connected peers reached only through a relay (circuit relay v2)."}, func() float64 { _, r := m.linkCounts(); return float64(r) })},
 		m.hist.collectors()...)
 	for i, c := range cs {
 		if err := reg.Register(c); err != nil {
@@ -113,4 +121,11 @@ func (m *metrics) snapshot() (dropped, rejected map[string]int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return maps.Clone(m.dropped), maps.Clone(m.rejected)
+}
+
+func (m *metrics) linkCounts() (direct, relayed int) {
+	if m.links == nil {
+		return 0, 0
+	}
+	return m.links()
 }

@@ -43,6 +43,26 @@ type Link struct {
 	Score float64
 }
 
+// linkCounts counts the connected peers reached directly and only through
+// a relay (the peers_direct and peers_relayed metrics).
+func (n *Node) linkCounts() (direct, relayed int) {
+	if n.host == nil {
+		return 0, 0
+	}
+	for _, p := range n.host.Network().Peers() {
+		d := false
+		for _, c := range n.host.Network().ConnsToPeer(p) {
+			d = d || !isCircuit(c.RemoteMultiaddr())
+		}
+		if d {
+			direct++
+		} else {
+			relayed++
+		}
+	}
+	return direct, relayed
+}
+
 // Links lists the connected peers, each direct or relayed, sorted by peer.
 func (n *Node) Links() []Link {
 	var out []Link

@@ -196,6 +196,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.adoptQ = make(chan []*signalmesh.Signal, 4)
 	n.quorum.init()
 	n.largestStamp = largestStamp(n.p.MaxDeps)
+	n.m.links = n.linkCounts
 	if err := n.m.init(cfg.Registerer); err != nil {
 		n.cancel()
 		n.netEnd()

@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/signalmesh/signalmesh"
 	"github.com/signalmesh/signalmesh/node"
@@ -40,11 +41,33 @@ func TestRelayedLinkGivesWayToDirect(t *testing.T) {
 		c.RelayService = true
 		c.Params.Discover = -1
 	})
-	nodes, recs := startNodes(t, mesh, 2, func(_ int, c *node.Config) {
+	reg := prometheus.NewRegistry()
+	nodes, recs := startNodes(t, mesh, 2, func(i int, c *node.Config) {
 		c.Relays = []peer.AddrInfo{relay[0].AddrInfo()}
 		c.Params.Discover = -1
 		c.Params.Redial = 100 * time.Millisecond
+		if i == 0 {
+			c.Registerer = reg
+		}
 	})
+	// gauges reads a's peers_direct and peers_relayed metrics.
+	gauges := func() (direct, relayed float64) {
+		families, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			for _, m := range f.GetMetric() {
+				switch f.GetName() {
+				case "signalmesh_peers_direct":
+					direct = m.GetGauge().GetValue()
+				case "signalmesh_peers_relayed":
+					relayed = m.GetGauge().GetValue()
+				}
+			}
+		}
+		return direct, relayed
+	}
 	a, b := nodes[0].Node, nodes[1].Node
 	circuit := ma.StringCast("/p2p/" + relay[0].ID().String() + "/p2p-circuit")
 	var through []ma.Multiaddr
@@ -75,6 +98,9 @@ func TestRelayedLinkGivesWayToDirect(t *testing.T) {
 	if relayedConns(a, b) != 1 {
 		t.Fatalf("a and b connected otherwise than through the relay (%d relayed connections)", relayedConns(a, b))
 	}
+	if d, r := gauges(); d != 1 || r != 1 { // the relay node direct, b through it
+		t.Fatalf("a's metrics: peers_direct %v, peers_relayed %v; want 1, 1", d, r)
+	}
 	for _, l := range a.Links() {
 		if l.Peer == b.ID().String() && l.Direct {
 			t.Fatalf("a's link to b became direct without a direct dial: %+v", l)
@@ -93,6 +119,9 @@ func TestRelayedLinkGivesWayToDirect(t *testing.T) {
 	}
 	if !direct {
 		t.Fatalf("a's links %+v: b not direct", a.Links())
+	}
+	if d, r := gauges(); d != 2 || r != 0 {
+		t.Fatalf("a's metrics once b is direct: peers_direct %v, peers_relayed %v; want 2, 0", d, r)
 	}
 
 	if err := relay[0].Close(); err != nil {
