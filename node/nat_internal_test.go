@@ -159,3 +159,14 @@ func TestObservedAddrsAnnouncedWithoutRelays(t *testing.T) {
 		}
 	}
 }
+
+// TestCoolsDown: losing a direct connection keeps discovery away from the
+// peer for a while (a hub that trims); losing a relayed one does not (its
+// relay went away, most often).
+func TestCoolsDown(t *testing.T) {
+	direct := ma.StringCast("/ip4/10.0.0.2/tcp/4001")
+	relayed := ma.StringCast("/ip4/10.0.0.1/tcp/4001/p2p/12D3KooWNai8xar84cd2cBsNSTbpV88T8WYnaeEYDbcATqBKeMjz/p2p-circuit")
+	if !coolsDown(direct) || coolsDown(relayed) {
+		t.Fatalf("coolsDown: direct %v, relayed %v; want true, false", coolsDown(direct), coolsDown(relayed))
+	}
+}
