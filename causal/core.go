@@ -866,7 +866,7 @@ func (c *Core[T]) deliver(it *item[T]) Release[T] {
 	rel := Release[T]{Meta: *m, V: it.v, CauseLost: it.causeLost, CauseLater: it.causeLater, Decision: dec,
 		DepLost:        len(it.depLost) > 0 || it.gapLost,
 		LamportClamped: clamped && len(it.depLost) == 0 && !it.gapLost} // a lost dependency's time is unknown: not a hostile stamp
-	h := fnv64(m.ID)
+	h := bloomline.Hash(m.ID)
 	if c.mayHaveHash(h) {
 		rel.Dup, rel.Conflict = c.identity(m)
 	}
@@ -1063,9 +1063,9 @@ func (c *Core[T]) recheck(it *item[T], out []Release[T]) []Release[T] {
 	return c.release(it, out)
 }
 
-func (c *Core[T]) remember(m *Meta) { c.rememberHash(m, fnv64(m.ID)) }
+func (c *Core[T]) remember(m *Meta) { c.rememberHash(m, bloomline.Hash(m.ID)) }
 
-// rememberHash is remember given the fnv64 of m's id.
+// rememberHash is remember given the bloomline.Hash of m's id.
 func (c *Core[T]) rememberHash(m *Meta, h uint64) {
 	c.bloomAdd(h)
 	if rs, ok := c.recent[m.ID]; ok {
@@ -1572,30 +1572,16 @@ func (c *Core[T]) bloomPos(h uint64, f func(w int, bit uint64)) {
 	}
 }
 
-// bloomAdd adds the id whose fnv64 is h.
+// bloomAdd adds the id whose bloomline.Hash is h.
 func (c *Core[T]) bloomAdd(h uint64) {
 	c.bloomPos(h, func(w int, bit uint64) { c.bloom[w] |= bit })
 }
 
-func (c *Core[T]) mayHave(id string) bool { return c.mayHaveHash(fnv64(id)) }
+func (c *Core[T]) mayHave(id string) bool { return c.mayHaveHash(bloomline.Hash(id)) }
 
-// mayHaveHash is mayHave of the id whose fnv64 is h.
+// mayHaveHash is mayHave of the id whose bloomline.Hash is h.
 func (c *Core[T]) mayHaveHash(h uint64) bool {
 	all := true
 	c.bloomPos(h, func(w int, bit uint64) { all = all && c.bloom[w]&bit != 0 })
 	return all
-}
-
-// fnv64 is FNV-1a with a final mix: deterministic (the core's answers must
-// not depend on a random seed).
-func fnv64(s string) uint64 {
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(s); i++ {
-		h ^= uint64(s[i])
-		h *= 1099511628211
-	}
-	h ^= h >> 33
-	h *= 0xff51afd7ed558ccd
-	h ^= h >> 33
-	return h
 }

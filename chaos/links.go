@@ -55,9 +55,11 @@ func (l *Links) String() string {
 	return s
 }
 
-// punchRank orders hole punch outcomes, the most telling first: a direct
-// connection, dials that failed, a failed exchange, none.
-func punchRank(outcome string) int {
+// PunchRank orders the outcomes of hole punches (node.Link.Punch), the
+// most telling first: a direct connection (3), dials that failed (2), a
+// failed exchange (1: the hole punch did not get as far as the NATs),
+// none (0).
+func PunchRank(outcome string) int {
 	switch {
 	case outcome == "direct":
 		return 3
@@ -127,7 +129,7 @@ func (c *cluster) links(ctx context.Context) *Links {
 			if l.Direct {
 				s.direct++
 			}
-			if punchRank(l.Punch) > punchRank(s.punch) {
+			if PunchRank(l.Punch) > PunchRank(s.punch) {
 				s.punch = l.Punch
 			}
 		}

@@ -30,7 +30,7 @@ func newBloom(bits int) *bloom {
 // positions calls f with each of id's bits, all in one cache line (see
 // package bloomline).
 func (b *bloom) positions(id string, f func(word int, bit uint64)) {
-	for _, x := range bloomline.Slots(idHash(id), len(b.words)) {
+	for _, x := range bloomline.Slots(bloomline.Hash(id), len(b.words)) {
 		f(x.Word, x.Bit)
 	}
 }
@@ -47,19 +47,6 @@ func (b *bloom) mayHave(id string) bool {
 		}
 	})
 	return all
-}
-
-// idHash is FNV-1a with a final mix (murmur3's fmix64).
-func idHash(s string) uint64 {
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(s); i++ {
-		h ^= uint64(s[i])
-		h *= 1099511628211
-	}
-	h ^= h >> 33
-	h *= 0xff51afd7ed558ccd
-	h ^= h >> 33
-	return h
 }
 
 // snapshot returns a copy of the filter's words.

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/signalmesh/signalmesh/chaos"
 	"github.com/signalmesh/signalmesh/internal/netns"
 )
 
@@ -208,21 +209,6 @@ func (l edgeLink) String() string {
 	return s
 }
 
-// punchRank orders the outcomes of hole punches (node.Link.Punch), the
-// most telling first: a direct connection, dials that failed, a failed
-// exchange (the hole punch did not get as far as the NATs), none.
-func punchRank(outcome string) int {
-	switch {
-	case outcome == "direct":
-		return 3
-	case strings.HasPrefix(outcome, "dials failed"):
-		return 2
-	case outcome != "":
-		return 1
-	}
-	return 0
-}
-
 // edgeLinks reports each pair of edges that is connected, keyed "a1-b2"
 // (names in order).
 func (n *natNet) edgeLinks(edges []*proc, names map[string]string) map[string]edgeLink {
@@ -246,7 +232,7 @@ func (n *natNet) edgeLinks(edges []*proc, names map[string]string) map[string]ed
 			} else if e.direct == 0 {
 				e.addr = l.Addr
 			}
-			if punchRank(l.Punch) > punchRank(e.punch) {
+			if chaos.PunchRank(l.Punch) > chaos.PunchRank(e.punch) {
 				e.punch = l.Punch
 			}
 			out[pair] = e
@@ -355,10 +341,10 @@ func TestNATTopology(t *testing.T) {
 				l := links[p.name+"-"+q.name]
 				switch {
 				case p.name[0] == 'c' || q.name[0] == 'c':
-					if l.sides < 2 || l.direct > 0 || punchRank(l.punch) != 2 {
+					if l.sides < 2 || l.direct > 0 || chaos.PunchRank(l.punch) != 2 {
 						done = false
 					}
-				case l.direct < 2, p.name[0] != q.name[0] && punchRank(l.punch) != 3:
+				case l.direct < 2, p.name[0] != q.name[0] && chaos.PunchRank(l.punch) != 3:
 					return false // across r1 and r2: direct by a hole punch
 				}
 			}

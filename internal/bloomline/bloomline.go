@@ -20,6 +20,21 @@ type Slot struct {
 	Bit  uint64
 }
 
+// Hash is FNV-1a of s with a final mix (murmur3's fmix64): deterministic
+// across processes and runs (a filter's answers may be saved and
+// replayed), and well mixed in both halves, as Slots needs.
+func Hash(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	return h
+}
+
 // Slots returns the Hashes bits of the key whose 64-bit hash is h, in a
 // filter of words 64-bit words (at least 1). The hash must be well mixed
 // (both halves are used).
