@@ -41,12 +41,14 @@ const (
 var prefetchRetries = []time.Duration{5 * time.Second, 30 * time.Second}
 
 type prefetcher struct {
-	dag   ipld.NodeGetter
-	has   func(context.Context, cid.Cid) (bool, error)
-	check *checker // nil: every head goes to go-ds-crdt
-	log   *slog.Logger
-	out   chan []byte   // heads ready for go-ds-crdt, one per message
-	wake  chan struct{} // a head was queued or a fetch ended (one token)
+	dag       ipld.NodeGetter
+	has       func(context.Context, cid.Cid) (bool, error)
+	check     *checker // nil: every head goes to go-ds-crdt
+	log       *slog.Logger
+	slow      func(peer.ID, bool) // told of an announcer whose head is slow to come, and when it came (nil: nobody)
+	slowAfter time.Duration
+	out       chan []byte   // heads ready for go-ds-crdt, one per message
+	wake      chan struct{} // a head was queued or a fetch ended (one token)
 
 	mu       sync.Mutex
 	inflight map[cid.Cid]bool    // queued, being fetched or waiting for a retry
@@ -237,7 +239,15 @@ func (p *prefetcher) work(ctx context.Context, wg *sync.WaitGroup) {
 			continue
 		}
 		fctx, cancel := context.WithTimeout(ctx, prefetchTimeout)
+		var slow *time.Timer
+		if p.slow != nil && f.from != "" {
+			from := f.from
+			slow = time.AfterFunc(p.slowAfter, func() { p.slow(from, true) })
+		}
 		nd, err := p.dag.Get(fctx, f.c)
+		if slow != nil && !slow.Stop() && err == nil {
+			p.slow(f.from, false) // it came after all
+		}
 		cancel()
 		if err == nil {
 			p.end(f, true)

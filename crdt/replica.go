@@ -5,6 +5,7 @@
 package crdt
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -62,6 +63,15 @@ type Params struct {
 	// OnRefuse is told of each refused block, once (while the replica
 	// remembers it: the last 1,024). It must not block.
 	OnRefuse func(*RefusedError)
+	// OnSlowFetch, when set, is told (slow true) of an announcer whose
+	// head block has not arrived SlowFetch after the fetch began (once
+	// per fetch; the fetch goes on), and (slow false) when such a fetch
+	// ends with the block. A connected peer whose blocks do not come may
+	// be one the DAG service lost track of (see node's relinker). It
+	// must not block.
+	OnSlowFetch func(announcer peer.ID, slow bool)
+	// SlowFetch is when OnSlowFetch is told. Default 5 s.
+	SlowFetch time.Duration
 	// Self is this host's peer id: its own head announcements skip the
 	// topic validator's limits. Empty: they are checked like any other.
 	Self peer.ID
@@ -167,6 +177,7 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 	}
 	if p.Has != nil {
 		r.pf = newPrefetcher(dag, p.Has, check, p.Logger)
+		r.pf.slow, r.pf.slowAfter = p.OnSlowFetch, cmp.Or(p.SlowFetch, 5*time.Second)
 		r.bc.ready = r.pf.out
 		r.pf.start(ctx, &r.wg, sub)
 	}

@@ -130,7 +130,7 @@ func (p Params) dropCooldown() time.Duration {
 // dial to a peer that connected otherwise. The callbacks run on the
 // swarm's goroutines and only take a short lock.
 func (n *Node) watchDrops() {
-	n.host.Network().Notify(&network.NotifyBundle{
+	n.dropWatch = &network.NotifyBundle{
 		ConnectedF: func(_ network.Network, c network.Conn) { n.dialing.cancel(c.RemotePeer()) },
 		DisconnectedF: func(nw network.Network, c network.Conn) {
 			p := c.RemotePeer()
@@ -138,7 +138,19 @@ func (n *Node) watchDrops() {
 				n.drops.add(p, time.Now(), n.p.dropCooldown())
 			}
 		},
-	})
+	}
+	n.host.Network().Notify(n.dropWatch)
+}
+
+// directTo reports whether the node has a direct (not relayed) connection
+// to p.
+func (n *Node) directTo(p peer.ID) bool {
+	for _, c := range n.host.Network().ConnsToPeer(p) {
+		if coolsDown(c.RemoteMultiaddr()) {
+			return true
+		}
+	}
+	return false
 }
 
 // coolsDown reports whether losing the last connection to a peer at
@@ -268,6 +280,13 @@ func (n *Node) discoverer() {
 	defer n.wg.Done()
 	sem := make(chan struct{}, dialsInFlight)
 	tried := map[peer.ID]time.Time{}
+	// linked holds the peers connected directly when they last announced.
+	// One that is no longer connected at its next announcement was dropped
+	// in between, whether or not the swarm has told watchDrops yet (its
+	// notifications run on their own goroutine, after the connection is
+	// gone: under load a trimmed peer heard the hub's next announcement
+	// first, and dialled it back at once).
+	linked := map[peer.ID]time.Time{}
 	for {
 		m, err := n.peersSub.Next(n.ctx)
 		if err != nil {
@@ -284,13 +303,29 @@ func (n *Node) discoverer() {
 		}
 		n.host.Peerstore().AddAddrs(from, addrs, peerstore.RecentlyConnectedAddrTTL)
 		n.known.addHeard(peer.AddrInfo{ID: from, Addrs: addrs})
-		if n.host.Network().Connectedness(from) == network.Connected || len(n.host.Network().Peers()) >= n.p.ConnLow {
+		now, cooldown := time.Now(), n.p.dropCooldown()
+		if n.host.Network().Connectedness(from) == network.Connected {
+			if n.directTo(from) {
+				if len(linked) >= maxDropped {
+					clear(linked)
+				}
+				linked[from] = now
+			}
+			continue
+		}
+		if at, ok := linked[from]; ok {
+			delete(linked, from)
+			if now.Sub(at) < cooldown && !n.drops.recent(from, now, cooldown) {
+				n.drops.add(from, now, cooldown)
+			}
+		}
+		if len(n.host.Network().Peers()) >= n.p.ConnLow {
 			continue
 		}
 		if last, ok := tried[from]; ok && time.Since(last) < 3*n.p.Discover {
 			continue
 		}
-		if n.drops.recent(from, time.Now(), n.p.dropCooldown()) {
+		if n.drops.recent(from, now, cooldown) {
 			continue
 		}
 		tried[from] = time.Now()

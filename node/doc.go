@@ -295,6 +295,16 @@
 // without anyone calling Connect. The fault harness (package chaos) checks
 // all of this across real network cuts, kill -9 and restarts.
 //
+// GossipSub can stop sending to a peer that stays connected when one of
+// two connections to it closes (a relayed one giving way to a direct one,
+// a cut healed quickly): it gives up opening new streams after four
+// within ten minutes, or forgets the peer's subscriptions; bitswap, which
+// fetches the journal's blocks, can likewise stop asking the peer. The
+// node notices (a stream that stays closed, a peer that stays outside the
+// signals topic while connected, for two seconds; a journal head the peer
+// announced that has not come for seven) and connects to that peer again,
+// which starts GossipSub and bitswap afresh; Status.Relinked counts it.
+//
 // # Lifecycle
 //
 //	n, err := node.New(ctx, node.Config{Mesh: "shop", DataDir: "/var/lib/shop"})

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
@@ -422,8 +423,9 @@ func (g *gater) InterceptUpgraded(c network.Conn) (bool, control.DisconnectReaso
 // author or a signature (StrictNoSign), full queues. Rejections by our own validator are counted
 // there, with a finer reason.
 type tracer struct {
-	m     *metrics
-	topic string // the signals topic, whose mesh the node counts
+	m       *metrics
+	topic   string   // the signals topic, whose mesh the node counts
+	writers *writers // outbound streams closed and not opened again (relink.go)
 }
 
 var _ pubsub.RawTracer = tracer{}
@@ -436,12 +438,15 @@ func (t tracer) RejectMessage(_ *pubsub.Message, reason string) {
 		t.m.reject("gossip: " + reason)
 	}
 }
-func (t tracer) DropRPC(*pubsub.RPC, peer.ID)           { t.m.drop("gossip_rpc_queue_full") }
-func (t tracer) UndeliverableMessage(*pubsub.Message)   { t.m.drop("gossip_subscriber_full") }
-func (tracer) OnNewOutboundStream(peer.ID, protocol.ID) {}
-func (t tracer) OnClosedOutboundStream(p peer.ID)       { t.m.meshPeer(p, false) } // the peer is gone
-func (tracer) Join(string)                              {}
-func (tracer) Leave(string)                             {}
+func (t tracer) DropRPC(*pubsub.RPC, peer.ID)                 { t.m.drop("gossip_rpc_queue_full") }
+func (t tracer) UndeliverableMessage(*pubsub.Message)         { t.m.drop("gossip_subscriber_full") }
+func (t tracer) OnNewOutboundStream(p peer.ID, _ protocol.ID) { t.writers.opened(p) }
+func (t tracer) OnClosedOutboundStream(p peer.ID) { // the peer is gone, or GossipSub opens another stream
+	t.m.meshPeer(p, false)
+	t.writers.closed(p, time.Now())
+}
+func (tracer) Join(string)  {}
+func (tracer) Leave(string) {}
 func (t tracer) Graft(p peer.ID, topic string) {
 	if topic == t.topic {
 		t.m.meshPeer(p, true)

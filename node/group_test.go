@@ -763,7 +763,7 @@ func TestGroupBacklogJudgesEachCopy(t *testing.T) {
 			t.Fatal(err)
 		}
 		other := recs[1-i]
-		eventually(t, 20*time.Second, fmt.Sprintf("node %d's probe delivered on node %d", i, 1-i), func() bool {
+		eventuallyNodes(t, nodes, 20*time.Second, fmt.Sprintf("node %d's probe delivered on node %d", i, 1-i), func() bool {
 			return slices.ContainsFunc(other.snapshot(), func(s *signalmesh.Signal) bool { return s.ID == probe.ID })
 		})
 	}

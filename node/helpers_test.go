@@ -75,6 +75,33 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 	}
 }
 
+// eventuallyNodes is eventually, and on a timeout it reports what each
+// node's Status says it waits for.
+func eventuallyNodes(t *testing.T, nodes []*peerNode, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			var b strings.Builder
+			for i, n := range nodes {
+				st, _ := n.Status(context.Background())
+				fmt.Fprintf(&b, "\nnode %d %s: peers %d mesh %d subscribed %d relinked %d journaled %d heads %d buffered %d unjournaled %d evicted %d clock %v missing %v causes %v links %+v rpcs in %d out %d dropped %v rejected %v deduped %d",
+					i, n.ID(), st.Peers, st.Mesh, st.Subscribed, st.Relinked, st.Journaled, st.Heads, st.Buffered, st.Unjournaled, st.Evicted, st.Clock, st.Missing, st.MissingCauses, st.Links, st.RPCsIn, st.RPCsOut, st.Dropped, st.Rejected, st.Deduped)
+			}
+			for i, n := range nodes {
+				for _, c := range n.Host().Network().Conns() {
+					fmt.Fprintf(&b, "\nnode %d conn to %s at %s (%s, closed %v):", i, c.RemotePeer().ShortString(), c.RemoteMultiaddr(), c.Stat().Direction, c.IsClosed())
+					for _, s := range c.GetStreams() {
+						fmt.Fprintf(&b, " %s/%s", s.Protocol(), s.Stat().Direction)
+					}
+				}
+			}
+			t.Fatalf("timed out after %v waiting for %s%s", timeout, what, b.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // recorder is a handler that records what it receives.
 type recorder struct {
 	mu   sync.Mutex

@@ -25,6 +25,7 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
@@ -111,6 +112,7 @@ type Node struct {
 	peersTopic *pubsub.Topic // discovery announcements
 	peersSub   *pubsub.Subscription
 	peersJoins *pubsub.TopicEventHandler
+	sigJoins   *pubsub.TopicEventHandler // the signals topic's joins and leaves (relink.go)
 
 	publish     PublishFunc // publishCore inside Config.PublishMiddleware
 	subs        *router.Router[*Subscription]
@@ -146,6 +148,8 @@ type Node struct {
 	scores       atomic.Pointer[map[peer.ID]float64] // GossipSub peer scores, refreshed every second
 	known        knownPeers                          // mesh members seen, for a node left alone (redial.go)
 	drops        dropped                             // when peers were last disconnected, for discovery (discover.go)
+	dropWatch    *network.NotifyBundle               // watchDrops' notifiee (a test unregisters it)
+	writers      writers                             // peers GossipSub or bitswap may have stopped sending to (relink.go)
 	dialing      dialing                             // the discoverer's dials in flight (discover.go)
 	penalties    penalties                           // GossipSub application-specific scores (score.go)
 
@@ -234,12 +238,14 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.live = true // the loop runs: Close may ask it for what to adopt
-	n.wg.Add(13)
+	n.wg.Add(15)
 	go n.registrar()
 	go n.readLeases()
 	go n.watchLeaseJoins()
 	go n.watchIdentify()
 	go n.relayed()
+	go n.relinker()
+	go n.watchTopicLeaves(n.sigJoins)
 	go n.adopter()
 	go n.acker()
 	go n.readAcks()
@@ -429,7 +435,7 @@ func (n *Node) startPubSub() error {
 		pubsub.WithMessageIdFn(messageID),
 		pubsub.WithPeerOutboundQueueSize(1024),
 		pubsub.WithValidateQueueSize(1024),
-		pubsub.WithRawTracer(tracer{m: &n.m, topic: sigTopic}),
+		pubsub.WithRawTracer(tracer{m: &n.m, topic: sigTopic, writers: &n.writers}),
 		pubsub.WithPeerExchange(true),
 	)
 	if err != nil {
@@ -443,6 +449,9 @@ func (n *Node) startPubSub() error {
 		return err
 	}
 	if n.sub, err = n.topic.Subscribe(pubsub.WithBufferSize(4096)); err != nil {
+		return err
+	}
+	if n.sigJoins, err = n.topic.EventHandler(); err != nil {
 		return err
 	}
 	ackTopic := n.topicName("acks")
@@ -484,6 +493,7 @@ func (n *Node) startJournal(ctx context.Context) error {
 		Self:                n.self,
 		Key:                 n.key,
 		OnReject:            n.m.reject,
+		OnSlowFetch:         n.writers.slowFetch,
 		Logger:              n.log,
 	}
 	if len(n.cfg.Allow) > 0 {
@@ -722,6 +732,9 @@ func (n *Node) Close() error {
 		}
 		if n.peersJoins != nil {
 			n.peersJoins.Cancel()
+		}
+		if n.sigJoins != nil {
+			n.sigJoins.Cancel()
 		}
 		if n.peersSub != nil {
 			n.peersSub.Cancel()

@@ -22,6 +22,14 @@ type Status struct {
 	// signals topic (GossipSub keeps it between D_lo 5 and D_hi 12 when
 	// it has enough peers).
 	Mesh int
+	// Subscribed is the number of peers GossipSub knows to subscribe to
+	// the signals topic: what the node publishes goes to them.
+	Subscribed int
+	// Relinked counts the connected peers this node connected to again
+	// because they had dropped out of GossipSub's view of the signals
+	// topic while connected (a race in GossipSub when one of two
+	// connections closes; see Status.Subscribed).
+	Relinked int64
 	// Links are the connected peers, each direct or relayed, with its
 	// GossipSub score.
 	Links []Link
@@ -73,6 +81,7 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 		Published: n.m.published.Load(), Delivered: n.m.delivered.Load(), Deduped: n.m.deduped.Load(),
 		RPCsIn: n.m.rpcsIn.Load(), RPCsOut: n.m.rpcsOut.Load(), Conflicts: n.m.conflicts.Load(), Spilled: n.m.spilled.Load(),
 		TakenOver: n.m.takenOver.Load(), PassedBack: n.m.passedBack.Load(), LeaseRenewals: n.m.leaseRenewals.Load(), LeaseGossipBytes: n.m.leaseGossip.Load(), LeaseBytes: n.m.leaseBytes.Load(), Groups: n.groups()}
+	st.Subscribed, st.Relinked = len(n.topic.ListPeers()), n.m.relinked.Load()
 	st.Dropped, st.Rejected = n.m.snapshot()
 	if m := n.scores.Load(); m != nil {
 		for _, sc := range *m {
