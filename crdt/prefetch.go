@@ -239,14 +239,13 @@ func (p *prefetcher) work(ctx context.Context, wg *sync.WaitGroup) {
 			continue
 		}
 		fctx, cancel := context.WithTimeout(ctx, prefetchTimeout)
-		var slow *time.Timer
+		var slow *slowTimer
 		if p.slow != nil && f.from != "" {
-			from := f.from
-			slow = time.AfterFunc(p.slowAfter, func() { p.slow(from, true) })
+			slow = p.startSlow(f.from)
 		}
 		nd, err := p.dag.Get(fctx, f.c)
-		if slow != nil && !slow.Stop() && err == nil {
-			p.slow(f.from, false) // it came after all
+		if slow != nil {
+			slow.stop(err == nil)
 		}
 		cancel()
 		if err == nil {
@@ -279,6 +278,41 @@ func (p *prefetcher) work(ctx context.Context, wg *sync.WaitGroup) {
 			p.end(f, true)
 			p.dropped.Add(1)
 		}
+	}
+}
+
+// slowTimer tells p.slow of an announcer whose fetch is slow, and then
+// (only then) whether the block came after all.
+type slowTimer struct {
+	p     *prefetcher
+	from  peer.ID
+	t     *time.Timer
+	mu    sync.Mutex
+	fired bool
+	done  bool
+}
+
+func (p *prefetcher) startSlow(from peer.ID) *slowTimer {
+	s := &slowTimer{p: p, from: from}
+	s.t = time.AfterFunc(p.slowAfter, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if !s.done {
+			s.fired = true
+			p.slow(from, true)
+		}
+	})
+	return s
+}
+
+// stop ends the timer; came says whether the block arrived.
+func (s *slowTimer) stop(came bool) {
+	s.t.Stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.done = true
+	if s.fired && came {
+		s.p.slow(s.from, false)
 	}
 }
 

@@ -107,3 +107,79 @@ func TestPrefetcherTakesAnnouncersInTurn(t *testing.T) {
 		t.Fatalf("%d fetches of one announcer at once", p.active["departed"])
 	}
 }
+
+// A head fetch still waiting after slowAfter is reported slow (once), and
+// then as come when its block arrives; a fast one is not reported at all.
+func TestPrefetcherReportsSlowFetches(t *testing.T) {
+	slowHead, slowNodes := blocks(1, "slow")
+	fastHead, fastNodes := blocks(1, "fast")
+	for c, nd := range fastNodes {
+		slowNodes[c] = nd
+	}
+	g := &gatedGetter{nodes: slowNodes, gate: map[cid.Cid]chan struct{}{slowHead[0]: make(chan struct{})}}
+	p := newPrefetcher(g, func(context.Context, cid.Cid) (bool, error) { return false, nil }, nil, slog.Default())
+	type report struct {
+		from peer.ID
+		slow bool
+	}
+	reports := make(chan report, 8)
+	p.slow, p.slowAfter = func(from peer.ID, slow bool) { reports <- report{from, slow} }, 50*time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go p.work(ctx, &wg)
+	defer func() { cancel(); wg.Wait() }()
+	next := func() report {
+		t.Helper()
+		select {
+		case r := <-reports:
+			return r
+		case <-time.After(10 * time.Second):
+			t.Fatal("no report")
+		}
+		return report{}
+	}
+	forwarded := func() {
+		t.Helper()
+		select {
+		case <-p.out:
+		case <-time.After(10 * time.Second):
+			t.Fatal("head not forwarded")
+		}
+	}
+	p.enqueue(fetch{c: fastHead[0], from: "fast"})
+	forwarded()
+	p.enqueue(fetch{c: slowHead[0], from: "slow"})
+	if r := next(); r != (report{"slow", true}) {
+		t.Fatalf("first report %+v, want the slow announcer, slow", r)
+	}
+	close(g.gate[slowHead[0]])
+	forwarded()
+	if r := next(); r != (report{"slow", false}) {
+		t.Fatalf("second report %+v, want the slow announcer, come", r)
+	}
+	select {
+	case r := <-reports:
+		t.Fatalf("more reports: %+v (the fast fetch must not be reported)", r)
+	default:
+	}
+}
+
+// gatedGetter serves a block at once, or once its gate is closed.
+type gatedGetter struct {
+	nodes map[cid.Cid]ipld.Node
+	gate  map[cid.Cid]chan struct{}
+}
+
+func (g *gatedGetter) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
+	if ch, ok := g.gate[c]; ok {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return g.nodes[c], nil
+}
+
+func (g *gatedGetter) GetMany(context.Context, []cid.Cid) <-chan *ipld.NodeOption { panic("not used") }

@@ -68,6 +68,49 @@ func (d *dropped) add(p peer.ID, now time.Time, keep time.Duration) {
 	d.at[p] = now
 }
 
+// forget drops p's record.
+func (d *dropped) forget(p peer.ID) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.at, p)
+}
+
+// linked holds the peers the discoverer found connected directly when
+// they last announced themselves. One that is no longer connected at its
+// next announcement was dropped in between, whether or not the swarm has
+// told watchDrops yet (its notifications run on their own goroutine,
+// after the connection is gone: under load a trimmed peer heard the hub's
+// next announcement first, and dialled it back at once). It forgets
+// every peer when it holds maxDropped.
+type linked struct {
+	mu sync.Mutex
+	at map[peer.ID]time.Time
+}
+
+// saw records that p announced itself while connected, directly or
+// only through relays (losing that cools nothing down: coolsDown).
+func (l *linked) saw(p peer.ID, now time.Time, direct bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !direct {
+		delete(l.at, p)
+		return
+	}
+	if l.at == nil || len(l.at) >= maxDropped {
+		l.at = map[peer.ID]time.Time{}
+	}
+	l.at[p] = now
+}
+
+// take returns and forgets when p was last seen connected directly.
+func (l *linked) take(p peer.ID) (time.Time, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t, ok := l.at[p]
+	delete(l.at, p)
+	return t, ok
+}
+
 // recent reports whether p was disconnected less than keep ago.
 func (d *dropped) recent(p peer.ID, now time.Time, keep time.Duration) bool {
 	d.mu.Lock()
@@ -280,13 +323,6 @@ func (n *Node) discoverer() {
 	defer n.wg.Done()
 	sem := make(chan struct{}, dialsInFlight)
 	tried := map[peer.ID]time.Time{}
-	// linked holds the peers connected directly when they last announced.
-	// One that is no longer connected at its next announcement was dropped
-	// in between, whether or not the swarm has told watchDrops yet (its
-	// notifications run on their own goroutine, after the connection is
-	// gone: under load a trimmed peer heard the hub's next announcement
-	// first, and dialled it back at once).
-	linked := map[peer.ID]time.Time{}
 	for {
 		m, err := n.peersSub.Next(n.ctx)
 		if err != nil {
@@ -305,19 +341,11 @@ func (n *Node) discoverer() {
 		n.known.addHeard(peer.AddrInfo{ID: from, Addrs: addrs})
 		now, cooldown := time.Now(), n.p.dropCooldown()
 		if n.host.Network().Connectedness(from) == network.Connected {
-			if n.directTo(from) {
-				if len(linked) >= maxDropped {
-					clear(linked)
-				}
-				linked[from] = now
-			}
+			n.linked.saw(from, now, n.directTo(from))
 			continue
 		}
-		if at, ok := linked[from]; ok {
-			delete(linked, from)
-			if now.Sub(at) < cooldown && !n.drops.recent(from, now, cooldown) {
-				n.drops.add(from, now, cooldown)
-			}
+		if at, ok := n.linked.take(from); ok && now.Sub(at) < cooldown && !n.drops.recent(from, now, cooldown) {
+			n.drops.add(from, now, cooldown)
 		}
 		if len(n.host.Network().Peers()) >= n.p.ConnLow {
 			continue

@@ -149,6 +149,7 @@ type Node struct {
 	known        knownPeers                          // mesh members seen, for a node left alone (redial.go)
 	drops        dropped                             // when peers were last disconnected, for discovery (discover.go)
 	dropWatch    *network.NotifyBundle               // watchDrops' notifiee (a test unregisters it)
+	linked       linked                              // peers connected directly at their last announcement (discover.go)
 	writers      writers                             // peers GossipSub or bitswap may have stopped sending to (relink.go)
 	dialing      dialing                             // the discoverer's dials in flight (discover.go)
 	penalties    penalties                           // GossipSub application-specific scores (score.go)

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,16 +57,26 @@ const (
 	maxRelink   = 4096 // peers the relinker remembers per kind; past it, it forgets them all
 )
 
-// writers holds, per peer, when GossipSub's outbound stream to it closed
-// (until it opens another; the tracer writes it from GossipSub's event
-// loop), when it left the signals topic while connected (until it joins
-// again), and when each peer was last relinked.
+// Why a peer is relinked.
+const (
+	relinkStream = iota // GossipSub's outbound stream to it closed and was not opened again
+	relinkTopic         // it left the signals topic while connected
+	relinkFetch         // a journal head it announced has not come
+	relinkKinds
+)
+
+var relinkNames = [relinkKinds]string{"stream", "topic", "fetch"}
+
+// writers holds, per reason, the peers that may need a relink and since
+// when (the tracer writes the stream marks from GossipSub's event loop,
+// watchTopicLeaves the topic marks, the journal's prefetcher the fetch
+// marks; each clears its mark when the condition ends), when each peer
+// was last relinked, and the relinks by reason.
 type writers struct {
 	mu    sync.Mutex
-	down  map[peer.ID]time.Time
-	left  map[peer.ID]time.Time
-	fetch map[peer.ID]time.Time // announcers whose head fetch is slow
+	marks [relinkKinds]map[peer.ID]time.Time
 	last  map[peer.ID]time.Time
+	count [relinkKinds]int64
 }
 
 // markAt records p in m at at.
@@ -76,72 +87,87 @@ func markAt(m *map[peer.ID]time.Time, p peer.ID, at time.Time) {
 	(*m)[p] = at
 }
 
-func (w *writers) closed(p peer.ID, at time.Time) {
+func (w *writers) mark(kind int, p peer.ID, at time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	markAt(&w.down, p, at)
+	markAt(&w.marks[kind], p, at)
 }
 
-func (w *writers) opened(p peer.ID) {
+func (w *writers) unmark(kind int, p peer.ID) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	delete(w.down, p)
+	delete(w.marks[kind], p)
 }
 
-func (w *writers) leave(p peer.ID, at time.Time) {
+// forget clears every mark of p.
+func (w *writers) forget(p peer.ID) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	markAt(&w.left, p, at)
+	for k := range w.marks {
+		delete(w.marks[k], p)
+	}
 }
 
-func (w *writers) join(p peer.ID) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	delete(w.left, p)
-}
+func (w *writers) closed(p peer.ID, at time.Time) { w.mark(relinkStream, p, at) }
+func (w *writers) opened(p peer.ID)               { w.unmark(relinkStream, p) }
+func (w *writers) leave(p peer.ID, at time.Time)  { w.mark(relinkTopic, p, at) }
+func (w *writers) join(p peer.ID)                 { w.unmark(relinkTopic, p) }
 
 // slowFetch is crdt.Params.OnSlowFetch: an announcer's head fetch is
 // slow, or it came after all.
 func (w *writers) slowFetch(p peer.ID, slow bool) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	if slow {
-		markAt(&w.fetch, p, time.Now())
+		w.mark(relinkFetch, p, time.Now())
 	} else {
-		delete(w.fetch, p)
+		w.unmark(relinkFetch, p)
 	}
 }
 
-// due returns the peers whose stream has been down, that have been
-// outside the topic, or whose head fetch has been slow, at least after (and forgets them; left tells which
-// of the returned peers only left the topic), leaving out those relinked
-// within every.
-func (w *writers) due(now time.Time, after, every time.Duration) (out []peer.ID, left map[peer.ID]bool) {
+// candidate is a peer due for a relink, and why.
+type candidate struct {
+	p    peer.ID
+	kind int
+}
+
+// due returns the peers marked at least after ago, each once with its
+// first reason, leaving out (and marked) those relinked within every.
+func (w *writers) due(now time.Time, after, every time.Duration) []candidate {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	take := func(m map[peer.ID]time.Time, isLeft bool) {
+	var out []candidate
+	seen := map[peer.ID]bool{}
+	for k, m := range w.marks {
 		for p, at := range m {
-			if now.Sub(at) < after {
+			if seen[p] || now.Sub(at) < after {
 				continue
 			}
-			delete(m, p)
 			if t, ok := w.last[p]; ok && now.Sub(t) < every {
-				continue
+				continue // again once every has passed, if still marked
 			}
-			if isLeft {
-				if left == nil {
-					left = map[peer.ID]bool{}
-				}
-				left[p] = true
-			}
-			markAt(&w.last, p, now)
-			out = append(out, p)
+			seen[p] = true
+			out = append(out, candidate{p, k})
 		}
 	}
-	take(w.down, false)
-	take(w.left, true)
-	take(w.fetch, false)
-	return out, left
+	return out
+}
+
+// relinked records a relink of p: its marks go, and it is not relinked
+// again within relinkEvery.
+func (w *writers) relinked(c candidate, now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for k := range w.marks {
+		delete(w.marks[k], c.p)
+	}
+	markAt(&w.last, c.p, now)
+	w.count[c.kind]++
+}
+
+// counts returns the relinks by reason.
+func (w *writers) counts() [relinkKinds]int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.count
 }
 
 // watchTopicLeaves records the peers that leave the signals topic while
@@ -162,41 +188,83 @@ func (n *Node) watchTopicLeaves(h *pubsub.TopicEventHandler) {
 	}
 }
 
-// relinker closes and dials again the connected peers GossipSub stopped
-// sending to (see relinkAfter). It stops with the node.
+// relinker closes and dials again the connected peers GossipSub or
+// bitswap stopped sending to (see relinkAfter). It checks each reason
+// again first: a peer no longer connected, back in the topic, with an
+// outbound GossipSub stream again, or a fetch mark while the journal is
+// still growing (a long catch-up whose head blocks wait behind the DAG
+// walk's) is left alone; so are relays (their circuits carry others) and
+// peers GossipSub scores below zero. It stops with the node.
 func (n *Node) relinker() {
 	defer n.wg.Done()
 	t := time.NewTicker(relinkAfter / 2)
 	defer t.Stop()
+	journaled := n.m.journaled.Load()
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-t.C:
 		}
-		due, left := n.writers.due(time.Now(), relinkAfter, relinkEvery)
-		for _, p := range due {
-			if n.host.Network().Connectedness(p) != network.Connected {
-				continue // gone: a new connection starts afresh
-			}
-			if left[p] && slices.Contains(n.topic.ListPeers(), p) {
+		now := n.m.journaled.Load()
+		growing := now != journaled
+		journaled = now
+		for _, c := range n.writers.due(time.Now(), relinkAfter, relinkEvery) {
+			p := c.p
+			switch {
+			case n.host.Network().Connectedness(p) != network.Connected:
+				n.writers.forget(p) // gone: a new connection starts afresh
 				continue
+			case n.host.ConnManager().IsProtected(p, protectRelay) || n.score(p) < 0:
+				n.writers.forget(p)
+				continue
+			case c.kind == relinkTopic && slices.Contains(n.topic.ListPeers(), p):
+				n.writers.unmark(relinkTopic, p)
+				continue
+			case c.kind == relinkStream && n.gossipStreamTo(p):
+				n.writers.unmark(relinkStream, p)
+				continue
+			case c.kind == relinkFetch && growing:
+				continue // asked again next time
 			}
-			ai := peer.AddrInfo{ID: p, Addrs: n.host.Peerstore().Addrs(p)}
-			n.log.Warn("node: GossipSub stopped sending to a connected peer; connecting to it again", "peer", p, "left_topic", left[p])
+			n.writers.relinked(c, time.Now())
 			n.m.relinked.Add(1)
+			n.log.Warn("node: GossipSub or bitswap stopped sending to a connected peer; connecting to it again", "peer", p, "reason", relinkNames[c.kind])
+			ai := peer.AddrInfo{ID: p, Addrs: n.host.Peerstore().Addrs(p)}
 			_ = n.host.Network().ClosePeer(p)
 			select {
 			case <-n.ctx.Done():
 				return
 			case <-time.After(relinkPause):
 			}
+			n.drops.forget(p) // no cooldown: this node closed it to dial again
 			ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
 			ClearDialBackoff(n.host, p)
 			if err := n.host.Connect(ctx, ai); err != nil && n.ctx.Err() == nil {
-				n.log.Debug("node: connect again", "peer", p, "err", err)
+				n.log.Warn("node: could not connect again to a relinked peer (discovery and the redialer go on)", "peer", p, "err", err)
 			}
 			cancel()
 		}
 	}
+}
+
+// gossipStreamTo reports whether the node has an open outbound GossipSub
+// stream to p.
+func (n *Node) gossipStreamTo(p peer.ID) bool {
+	for _, c := range n.host.Network().ConnsToPeer(p) {
+		for _, s := range c.GetStreams() {
+			if s.Stat().Direction == network.DirOutbound && strings.HasPrefix(string(s.Protocol()), "/meshsub/") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// score is p's GossipSub score (0 before the first reading).
+func (n *Node) score(p peer.ID) float64 {
+	if m := n.scores.Load(); m != nil {
+		return (*m)[p]
+	}
+	return 0
 }

@@ -26,9 +26,10 @@ type Status struct {
 	// the signals topic: what the node publishes goes to them.
 	Subscribed int
 	// Relinked counts the connected peers this node connected to again
-	// because they had dropped out of GossipSub's view of the signals
-	// topic while connected (a race in GossipSub when one of two
-	// connections closes; see Status.Subscribed).
+	// because GossipSub or bitswap had stopped sending to them: an
+	// outbound GossipSub stream that stayed closed, a peer that stayed
+	// outside the signals topic while connected, a journal head it
+	// announced that did not come (see Offline in the package doc).
 	Relinked int64
 	// Links are the connected peers, each direct or relayed, with its
 	// GossipSub score.
