@@ -68,6 +68,7 @@ func TestRelinkWhenGossipSubGivesUp(t *testing.T) {
 	// and b does not announce them again): a relink for the topic, which
 	// TestRelinkAPeerOutsideTheTopic covers. Here only the stream counts.
 	a.sigJoins.Cancel()
+	b.sigJoins.Cancel() // b sees a leave the topic when a gives up its stream
 	for i := range 5 {
 		var s network.Stream
 		await(fmt.Sprintf("a's stream to b (%d)", i+1), func() bool { s = meshsubOut(a, b); return s != nil })
@@ -89,8 +90,11 @@ func TestRelinkWhenGossipSubGivesUp(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatalf("b did not deliver a's signal (a relinked %d, a's stream to b open: %v)", a.m.relinked.Load(), meshsubOut(a, b) != nil)
 	}
-	if c := a.writers.counts(); c[relinkStream] != 1 {
-		t.Fatalf("a's relinks by reason %v, want one for its stream", c)
+	// Either side may repair it: a (its stream to b stays closed) or b
+	// (its inbound stream from a ended, and a's was the one to go).
+	ca, cb := a.writers.counts(), b.writers.counts()
+	if ca[relinkStream]+cb[relinkStream] < 1 || ca[relinkTopic]+cb[relinkTopic] != 0 {
+		t.Fatalf("relinks by reason: a %v, b %v; want one for a stream (of a or b), none for the topic", ca, cb)
 	}
 }
 
