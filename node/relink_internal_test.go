@@ -26,24 +26,44 @@ func meshsubOut(a, b *Node) network.Stream {
 	return nil
 }
 
-// TestRelinkWhenGossipSubGivesUp: GossipSub gives up writing to a peer
-// whose stream died four times within ten minutes while the connection
-// stayed (each time it opens another, after a backoff; then never). Here
-// a's stream to b is reset five times, and a's watch of the topic is off. Without the relinker nothing a
-// publishes reaches b again (gossip and journal heads go over GossipSub);
-// with it, a connects to b again and b delivers a's next signal.
-func TestRelinkWhenGossipSubGivesUp(t *testing.T) {
-	ctx := context.Background()
+// relinkPair starts two in-memory nodes of one mesh (discovery off); the
+// caller connects them.
+func relinkPair(t *testing.T) (a, b *Node) {
+	t.Helper()
 	mesh := fmt.Sprintf("relink-%d", time.Now().UnixNano())
 	start := func() *Node {
-		n, err := New(ctx, Config{Mesh: mesh, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Params: Params{Discover: -1}})
+		n, err := New(context.Background(), Config{Mesh: mesh, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Params: Params{Discover: -1}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = n.Close() })
 		return n
 	}
-	a, b := start(), start()
+	return start(), start()
+}
+
+// await polls cond until it holds, for at most 20 s.
+func await(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestRelinkWhenGossipSubGivesUp: GossipSub gives up writing to a peer
+// whose stream died four times within ten minutes while the connection
+// stayed (each time it opens another, after a backoff; then never). Here
+// a's stream to b is reset five times, and both watches of the topic
+// are off. Without the relinker nothing a publishes reaches b again
+// (gossip and journal heads go over GossipSub); with it, a connects to b
+// again and b delivers a's next signal.
+func TestRelinkWhenGossipSubGivesUp(t *testing.T) {
+	ctx := context.Background()
+	a, b := relinkPair(t)
 	got := make(chan string, 16)
 	if _, err := b.Subscribe("relink.**", func(_ context.Context, s *signalmesh.Signal) error {
 		got <- s.Type
@@ -54,16 +74,6 @@ func TestRelinkWhenGossipSubGivesUp(t *testing.T) {
 	if err := a.Connect(ctx, b.AddrInfo()); err != nil {
 		t.Fatal(err)
 	}
-	await := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
 	// Each reset also makes a forget b's subscriptions (b's stream stays,
 	// and b does not announce them again): a relink for the topic, which
 	// TestRelinkAPeerOutsideTheTopic covers. Here only the stream counts.
@@ -71,9 +81,9 @@ func TestRelinkWhenGossipSubGivesUp(t *testing.T) {
 	b.sigJoins.Cancel() // b sees a leave the topic when a gives up its stream
 	for i := range 5 {
 		var s network.Stream
-		await(fmt.Sprintf("a's stream to b (%d)", i+1), func() bool { s = meshsubOut(a, b); return s != nil })
+		await(t, fmt.Sprintf("a's stream to b (%d)", i+1), func() bool { s = meshsubOut(a, b); return s != nil })
 		_ = s.Reset()
-		await("a's stream reset", func() bool { return meshsubOut(a, b) != s })
+		await(t, "a's stream reset", func() bool { return meshsubOut(a, b) != s })
 	}
 	sig, err := signalmesh.New("relink.after", "/test", nil)
 	if err != nil {
@@ -105,38 +115,19 @@ func TestRelinkWhenGossipSubGivesUp(t *testing.T) {
 // relinker closes the old connection and dials a new one.
 func TestRelinkAPeerOutsideTheTopic(t *testing.T) {
 	ctx := context.Background()
-	mesh := fmt.Sprintf("relink-%d", time.Now().UnixNano())
-	start := func() *Node {
-		n, err := New(ctx, Config{Mesh: mesh, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Params: Params{Discover: -1}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = n.Close() })
-		return n
-	}
-	a, b := start(), start()
+	a, b := relinkPair(t)
 	if err := a.Connect(ctx, b.AddrInfo()); err != nil {
 		t.Fatal(err)
 	}
-	await := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	await("b in a's view of the topic", func() bool { return slices.Contains(a.topic.ListPeers(), b.self) })
+	await(t, "b in a's view of the topic", func() bool { return slices.Contains(a.topic.ListPeers(), b.self) })
 	old := a.host.Network().ConnsToPeer(b.self)
 	left := time.Now()
 	b.sub.Cancel() // b leaves the topic, connected
-	await("a relinked b", func() bool { return a.m.relinked.Load() == 1 })
+	await(t, "a relinked b", func() bool { return a.m.relinked.Load() == 1 })
 	if since := time.Since(left); since < relinkAfter {
 		t.Fatalf("relinked %v after b left, before relinkAfter (%v)", since, relinkAfter)
 	}
-	await("a connected to b again", func() bool {
+	await(t, "a connected to b again", func() bool {
 		conns := a.host.Network().ConnsToPeer(b.self)
 		return len(conns) > 0 && !slices.ContainsFunc(conns, func(c network.Conn) bool { return slices.Contains(old, c) })
 	})
