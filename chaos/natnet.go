@@ -313,16 +313,7 @@ func (nn *natNet) cut(_ context.Context, pairs [][2]int, _ *cluster) error {
 	return errors.Join(errs...)
 }
 
-func (nn *natNet) slow(i int, on bool) error {
-	if !on {
-		return ipRun("netns", "exec", nn.ns(i), "tc", "qdisc", "del", "dev", "eth0", "root")
-	}
-	q := []string{"tbf", "rate", "512kbit", "burst", "16kbit", "latency", "300ms"}
-	if nn.netem {
-		q = []string{"netem", "delay", "80ms", "30ms", "loss", "2%"}
-	}
-	return ipRun(append([]string{"netns", "exec", nn.ns(i), "tc", "qdisc", "add", "dev", "eth0", "root"}, q...)...)
-}
+func (nn *natNet) slow(i int, on bool) error { return slowLink(nn.ns(i), nn.netem, on) }
 
 func (nn *natNet) close() error {
 	var errs []error

@@ -145,16 +145,20 @@ func (nn *netnsNet) extra(host, k int) (string, string) {
 	return fmt.Sprintf("/ip4/%s/tcp/%d", nn.ip(host), 4100+k), fmt.Sprintf("%s:%d", nn.ip(host), 7100+k)
 }
 
-func (nn *netnsNet) slow(i int, on bool) error {
+// slowLink slows namespace ns's eth0 (a token bucket of 512 kbit/s, or
+// with netem a delay of 80 +- 30 ms and 2 % loss), or (on false) restores it.
+func slowLink(ns string, netem, on bool) error {
 	if !on {
-		return ipRun("netns", "exec", nn.ns(i), "tc", "qdisc", "del", "dev", "eth0", "root")
+		return ipRun("netns", "exec", ns, "tc", "qdisc", "del", "dev", "eth0", "root")
 	}
 	q := []string{"tbf", "rate", "512kbit", "burst", "16kbit", "latency", "300ms"}
-	if nn.netem {
+	if netem {
 		q = []string{"netem", "delay", "80ms", "30ms", "loss", "2%"}
 	}
-	return ipRun(append([]string{"netns", "exec", nn.ns(i), "tc", "qdisc", "add", "dev", "eth0", "root"}, q...)...)
+	return ipRun(append([]string{"netns", "exec", ns, "tc", "qdisc", "add", "dev", "eth0", "root"}, q...)...)
 }
+
+func (nn *netnsNet) slow(i int, on bool) error { return slowLink(nn.ns(i), nn.netem, on) }
 
 func (nn *netnsNet) close() error {
 	var errs []error
