@@ -87,6 +87,10 @@ const maxHoleProbe = 64
 type StreamOptions struct {
 	// Match keeps the signals it accepts (nil: all).
 	Match func(*signalmesh.Signal) bool
+	// Copies yields every copy of an identity (a retry journaled at two
+	// places), not only the first: for a caller that judges copies
+	// itself.
+	Copies bool
 }
 
 // StreamStep is one step of Stream.
@@ -109,8 +113,10 @@ type StreamStep struct {
 // signal per origin at a time and asks the index for causes and copies:
 // its memory follows the number of origins, not the journal's length,
 // where Replay reads every signal first. tops names the origins and each
-// one's highest journaled sequence (Origins lists them; a node keeps
-// them). With a Retention that has count rules it first reads the journal
+// one's highest sequence to read (Origins lists the journaled ones; a node
+// keeps them): a place above its origin's top is outside the stream, not
+// yielded, and no signal waits for it (as Order ignores dependencies
+// outside its set). With a Retention that has count rules it first reads the journal
 // once to count (time, not memory, in its length).
 //
 // The order is Replay's for every history an honest mesh writes. It
@@ -152,7 +158,7 @@ func (j *Journal) Stream(ctx context.Context, tops map[string]uint64, after Curs
 			truncated++
 			keep = false
 		}
-		if keep {
+		if keep && !o.Copies {
 			dup, err := st.copied(h)
 			if err != nil {
 				return err
@@ -479,7 +485,7 @@ func (st *stream) waitsOn(h *streamHead) (causal.Ref, error) {
 		if c.Ref.Origin == m.Origin && c.Ref.Seq > m.Seq && c.Source == later {
 			continue // not a dependency: the origin's own order wins
 		}
-		if c.Ref.Seq > st.cur[c.Ref.Origin] {
+		if c.Ref.Seq > st.cur[c.Ref.Origin] && c.Ref.Seq <= st.tops[c.Ref.Origin] {
 			ok, err := st.holds(c.Ref)
 			if err != nil {
 				return causal.Ref{}, err

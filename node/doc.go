@@ -473,12 +473,14 @@
 // reading the journal, so reopening costs the same at any journal length
 // (after a crash the start still reads the whole journal); Replay and the
 // daemon's /v1/replay read the journal as they stream it (memory per
-// origin), from a cursor, in pages; Config.Retention (age and count per
+// origin), from a cursor, in pages; a subscription's backlog is read the
+// same way, from its cursor (a named subscription that resumes reads what
+// it missed, not the history; its backlog, queued whole, is what it
+// missed); Config.Retention (age and count per
 // type pattern) bounds the local view: Replay and a new subscription's
 // backlog leave out what is past it, Replay and /v1/replay say where (a
 // *TruncatedError, a {"past_retention": N} line). Not built yet: signals
 // past retention still fill the disk (go-ds-crdt keeps every delta:
 // epochs reclaim it), a named subscription does not get a truncation
-// notice, a fresh peer still fetches the whole history, and a
-// subscription's backlog still reads the journal into memory.
+// notice, and a fresh peer still fetches the whole history.
 package node

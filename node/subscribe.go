@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -501,61 +500,73 @@ func (n *Node) backlogCopies(pattern string, start Start) ([]*signalmesh.Signal,
 }
 
 func (n *Node) backlogOf(pattern string, start Start, keepCopies bool) ([]*signalmesh.Signal, []bool, error) {
-	all, _, err := n.jr.All(n.ctx)
+	// The journal, read as it streams from the cursor (a named
+	// subscription that resumes reads what it missed, not the history),
+	// each origin up to what the core delivered: what lies above comes
+	// live.
+	tops := n.tops.all()
+	for o, top := range tops {
+		tops[o] = min(top, n.core.DeliveredOf(o))
+	}
+	var after journal.Cursor
+	if start.kind == 3 {
+		after = journal.Cursor{}
+		for _, e := range start.after.Entries() {
+			after[e.Peer] = e.N
+		}
+	}
+	match := func(s *signalmesh.Signal) bool {
+		return router.Matches(pattern, s.Type) && (start.kind != 2 || !s.Time.Before(start.at))
+	}
+	var all []*signalmesh.Signal
+	at := map[causal.Ref]bool{}
+	err := n.jr.Stream(n.ctx, tops, after, journal.StreamOptions{Match: match, Copies: true}, func(st journal.StreamStep) bool {
+		if st.Signal != nil {
+			origin, seq := journal.Place(st.Signal)
+			at[causal.Ref{Origin: origin, Seq: seq}] = true
+			all = append(all, st.Signal)
+		}
+		return true
+	})
 	if err != nil {
 		return nil, nil, err
 	}
 	// Delivered signals whose journal entry has not arrived yet (they came
-	// by gossip, or were published here moments ago) are part of it too.
-	inJournal := make(map[causal.Ref]bool, len(all))
-	for _, s := range all {
-		origin, seq := journal.Place(s)
-		inJournal[causal.Ref{Origin: origin, Seq: seq}] = true
-	}
-	// And those whose journal entry was announced but may not be committed
+	// by gossip, or were published here moments ago) are part of it too,
+	// and those whose journal entry was announced but may not be committed
 	// yet (go-ds-crdt calls the put hook before it commits): the lately
 	// settled ones.
-	for _, s := range n.fresh.readable("") {
-		origin, seq := journal.Place(s)
-		if r := (causal.Ref{Origin: origin, Seq: seq}); !inJournal[r] {
-			inJournal[r] = true
-			all = append(all, s)
-		}
-	}
-	all = slices.DeleteFunc(all, func(s *signalmesh.Signal) bool { return !router.Matches(pattern, s.Type) })
-	journal.Order(all)
-	// One event with copies at two places (a retry published on two
-	// peers) is handed over once: not at all if the cursor covers a copy.
 	type ident struct {
 		source, id string
 		digest     uint64
 	}
-	seen := map[ident]bool{}
-	if start.kind == 3 {
-		for _, s := range all {
-			if origin, seq := journal.Place(s); seq != 0 && seq <= start.after.Get(origin) {
-				seen[ident{s.Source, s.ID, journal.ContentDigest(s)}] = true
-			}
+	covered := map[ident]bool{} // identities of fresh signals at or before the cursor
+	for _, s := range n.fresh.readable("") {
+		origin, seq := journal.Place(s)
+		r := causal.Ref{Origin: origin, Seq: seq}
+		if seq == 0 || at[r] || !match(s) {
+			continue
+		}
+		if seq <= after[origin] {
+			covered[ident{s.Source, s.ID, journal.ContentDigest(s)}] = true
+			continue
+		}
+		if seq <= n.core.DeliveredOf(origin) {
+			at[r] = true
+			all = append(all, s)
 		}
 	}
+	journal.Order(all)
+	// One event with copies at two places (a retry published on two
+	// peers) is handed over once: not at all if the cursor covers a copy.
+	seen := map[ident]bool{}
 	out := all[:0]
 	var copies []bool
 	for _, s := range all {
-		origin, seq := journal.Place(s)
-		if seq == 0 || seq > n.core.DeliveredOf(origin) {
-			continue // not delivered yet: it will come live
-		}
-		switch start.kind {
-		case 2:
-			if s.Time.Before(start.at) {
-				continue
-			}
-		case 3:
-			if seq <= start.after.Get(origin) {
-				continue
-			}
-		}
 		k := ident{s.Source, s.ID, journal.ContentDigest(s)}
+		if !seen[k] && start.kind == 3 && (covered[k] || n.coveredCopy(s, k.digest, after)) {
+			seen[k] = true
+		}
 		if seen[k] && !keepCopies {
 			continue
 		}
@@ -566,6 +577,26 @@ func (n *Node) backlogOf(pattern string, start Start, keepCopies bool) ([]*signa
 		out = append(out, s)
 	}
 	return out, copies, nil
+}
+
+// coveredCopy reports whether the journal holds another copy of s (same
+// source, id and content) at or before the cursor after. It asks the
+// index, and reads a copy it names (rare: a retry at two places).
+func (n *Node) coveredCopy(s *signalmesh.Signal, digest uint64, after journal.Cursor) bool {
+	copies, err := n.jr.Copies(n.ctx, s.ID)
+	if err != nil {
+		return false
+	}
+	origin, seq := journal.Place(s)
+	for _, c := range copies {
+		if c.Ref == (causal.Ref{Origin: origin, Seq: seq}) || c.Source != s.Source || c.Digest != digest || c.Ref.Seq > after[c.Ref.Origin] {
+			continue
+		}
+		if o, err := n.jr.At(n.ctx, c.Ref.Origin, c.Ref.Seq); err == nil && o.Source == s.Source && o.ID == s.ID {
+			return true
+		}
+	}
+	return false
 }
 
 // handedBefore returns, in order, the signals of owed (what the last
