@@ -266,7 +266,8 @@ func TestReopenShort(t *testing.T) {
 		got[f.System+" "+f.Metric] = true
 	}
 	for _, want := range []string{"signalmesh reopen/reopen-first-publish", "signalmesh reopen/reopen-rss", "signalmesh reopen/reopen-heap",
-		"signalmesh reopen/resume-named-subscription", "signalmesh reopen/resume-signals", "signalmesh reopen/effects",
+		"signalmesh reopen/resume-named-subscription", "signalmesh reopen/resume-signals", "signalmesh reopen/resume-alloc",
+		"signalmesh reopen/effects", "signalmesh reopen/effects-alloc",
 		"crdt-batched reopen/reopen-first-publish", "crdt-batched reopen/reopen-rss"} {
 		if !got[want] {
 			t.Errorf("no %s figure in %v", want, res.Figures)

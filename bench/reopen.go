@@ -47,16 +47,19 @@ type reopenReport struct {
 
 	// After the first Publish (signalmesh only): Subscribe
 	// WithName(reopenSubName) until its handler got the signal published
-	// since the reopen, what it got until Close, and the growth of VmRSS
-	// and of the Go heap in use (after a GC) that resuming caused, bytes.
+	// since the reopen, what it got until Close, the Go bytes allocated
+	// meanwhile (garbage included), and the growth of VmRSS and of the Go
+	// heap in use (after a GC) that resuming caused, bytes.
 	ResumeMS         float64 `json:"resume_ms"`
 	ResumeGot        int     `json:"resume_got"`
+	ResumeAlloc      uint64  `json:"resume_alloc"`
 	ResumeRSSGrowth  int64   `json:"resume_rss_growth"`
 	ResumeHeapGrowth int64   `json:"resume_heap_growth"`
-	// Then Effects of the history's cause (AgentConfig.Cause), and how
-	// many signals it returned.
-	EffectsMS  float64 `json:"effects_ms"`
-	EffectsGot int     `json:"effects_got"`
+	// Then Effects of the history's cause (AgentConfig.Cause): how long,
+	// how many signals it returned, and the Go bytes it allocated.
+	EffectsMS    float64 `json:"effects_ms"`
+	EffectsGot   int     `json:"effects_got"`
+	EffectsAlloc uint64  `json:"effects_alloc"`
 }
 
 // reopenMain is a reopen agent's main.

@@ -44,9 +44,10 @@ func effectsOf(n int) int { return max(0, min(reopenEffects, n-1)) }
 
 // resumeAfterReopen times Subscribe WithName(reopenSubName) until its
 // handler has got a first signal (the one published since the reopen),
-// and the memory that took: VmRSS before and after, Go heap in use after a
-// GC (rep.HeapInuse is the one before). got counts what the handler gets
-// until the node closes.
+// and the memory that took: Go bytes allocated, VmRSS before and after,
+// Go heap in use after a GC (rep.HeapInuse is the one before). got counts
+// what the handler gets until the node closes (its goroutine is the
+// node's, ended by Close).
 func resumeAfterReopen(ctx context.Context, n *node.Node, rep *reopenReport, got *atomic.Int64) error {
 	first := make(chan struct{}, 1)
 	h := func(context.Context, *signalmesh.Signal) error {
@@ -57,7 +58,7 @@ func resumeAfterReopen(ctx context.Context, n *node.Node, rep *reopenReport, got
 		}
 		return nil
 	}
-	rss := procStatus("VmRSS:")
+	rss, alloc := procStatus("VmRSS:"), totalAlloc()
 	start := time.Now()
 	if _, err := n.Subscribe(reopenType, h, node.WithName(reopenSubName)); err != nil {
 		return err
@@ -68,6 +69,7 @@ func resumeAfterReopen(ctx context.Context, n *node.Node, rep *reopenReport, got
 		return fmt.Errorf("resume %s: no signal: %w", reopenSubName, ctx.Err())
 	}
 	rep.ResumeMS = ms(time.Since(start))
+	rep.ResumeAlloc = totalAlloc() - alloc
 	rep.ResumeRSSGrowth = procStatus("VmRSS:") - rss
 	runtime.GC()
 	var m runtime.MemStats
@@ -76,12 +78,14 @@ func resumeAfterReopen(ctx context.Context, n *node.Node, rep *reopenReport, got
 	return nil
 }
 
-// effectsAfterReopen times Effects of the history's cause and checks it
-// finds all its effects.
+// effectsAfterReopen times Effects of the history's cause (and the bytes
+// it allocated) and checks it finds all its effects.
 func effectsAfterReopen(ctx context.Context, n *node.Node, cfg AgentConfig, rep *reopenReport) error {
+	alloc := totalAlloc()
 	start := time.Now()
 	effects, err := n.Effects(ctx, cfg.Cause)
 	rep.EffectsMS = ms(time.Since(start))
+	rep.EffectsAlloc = totalAlloc() - alloc
 	rep.EffectsGot = len(effects)
 	if err == nil && len(effects) != cfg.Effects {
 		err = fmt.Errorf("effects of %s: %d signals, want %d", cfg.Cause, len(effects), cfg.Effects)
@@ -98,6 +102,8 @@ func afterReopenFigures(variant string, reps []reopenReport) []Figure {
 	got := reportsOf(reps, func(r reopenReport) float64 { return float64(r.ResumeGot) })
 	rss := reportsOf(reps, func(r reopenReport) float64 { return mib(r.ResumeRSSGrowth) })
 	heap := reportsOf(reps, func(r reopenReport) float64 { return mib(r.ResumeHeapGrowth) })
+	alloc := reportsOf(reps, func(r reopenReport) float64 { return mib(int64(r.ResumeAlloc)) })
+	effAlloc := reportsOf(reps, func(r reopenReport) float64 { return mib(int64(r.EffectsAlloc)) })
 	effects := reportsOf(reps, func(r reopenReport) float64 { return r.EffectsMS })
 	found := reportsOf(reps, func(r reopenReport) float64 { return float64(r.EffectsGot) })
 	return []Figure{
@@ -105,10 +111,14 @@ func afterReopenFigures(variant string, reps []reopenReport) []Figure {
 			Note: fmt.Sprintf("Subscribe WithName(%q) until its handler got the signal published since the reopen; runs %s", reopenSubName, list(resume))},
 		{System: KindMesh, Variant: variant, Metric: "resume-signals", Unit: "signals", Value: median(got),
 			Note: "what the resumed subscription handled until Close (1 published since the reopen); runs " + counts(got)},
+		{System: KindMesh, Variant: variant, Metric: "resume-alloc", Unit: "MiB", Value: median(alloc),
+			Note: "Go bytes allocated while resuming (garbage included); runs " + list(alloc)},
 		{System: KindMesh, Variant: variant, Metric: "resume-rss-growth", Unit: "MiB", Value: median(rss), Note: "runs " + list(rss)},
 		{System: KindMesh, Variant: variant, Metric: "resume-heap-growth", Unit: "MiB", Value: median(heap), Note: "after a GC; runs " + list(heap)},
 		{System: KindMesh, Variant: variant, Metric: "effects", Unit: "ms", Value: median(effects),
 			Note: fmt.Sprintf("Effects of the first signal (%s found); runs %s", counts(found), list(effects))},
+		{System: KindMesh, Variant: variant, Metric: "effects-alloc", Unit: "MiB", Value: median(effAlloc),
+			Note: "Go bytes allocated by Effects (garbage included); runs " + list(effAlloc)},
 	}
 }
 
@@ -119,4 +129,11 @@ func counts(v []float64) string {
 		s[i] = fmt.Sprintf("%.0f", x)
 	}
 	return strings.Join(s, ", ")
+}
+
+// totalAlloc is the Go heap bytes allocated so far, freed or not.
+func totalAlloc() uint64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.TotalAlloc
 }
