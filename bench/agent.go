@@ -40,6 +40,11 @@ type AgentConfig struct {
 	Mesh    string `json:"mesh"`               // mesh name, GossipSub topic or NATS subject
 	DataDir string `json:"data_dir,omitempty"` // signalmesh on disk; empty: memory
 	NATSURL string `json:"nats_url,omitempty"`
+	// Cause and Effects are for a reopen agent (KindReopen): the id of a
+	// journaled signal and how many journaled signals name it as their
+	// cause, for it to time Effects and check the count.
+	Cause   string `json:"cause,omitempty"`
+	Effects int    `json:"effects,omitempty"`
 }
 
 // Info is how other peers reach an agent.

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -43,6 +44,22 @@ type reopenReport struct {
 	Goroutines int     `json:"goroutines"`    // after the first Publish
 	CloseMS    float64 `json:"close_ms"`      // Close
 	Err        string  `json:"err,omitempty"` // what failed
+
+	// After the first Publish (signalmesh only): Subscribe
+	// WithName(reopenSubName) until its handler got the signal published
+	// since the reopen, what it got until Close, the Go bytes allocated
+	// meanwhile (garbage included), and the growth of VmRSS and of the Go
+	// heap in use (after a GC) that resuming caused, bytes.
+	ResumeMS         float64 `json:"resume_ms"`
+	ResumeGot        int     `json:"resume_got"`
+	ResumeAlloc      uint64  `json:"resume_alloc"`
+	ResumeRSSGrowth  int64   `json:"resume_rss_growth"`
+	ResumeHeapGrowth int64   `json:"resume_heap_growth"`
+	// Then Effects of the history's cause (AgentConfig.Cause): how long,
+	// how many signals it returned, and the Go bytes it allocated.
+	EffectsMS    float64 `json:"effects_ms"`
+	EffectsGot   int     `json:"effects_got"`
+	EffectsAlloc uint64  `json:"effects_alloc"`
 }
 
 // reopenMain is a reopen agent's main.
@@ -81,11 +98,19 @@ func reopenOnce(cfg AgentConfig, rep *reopenReport) error {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	rep.HeapInuse = m.HeapInuse
+	var got atomic.Int64 // the resumed subscription's handler counts; the node runs it until Close
+	if err == nil {
+		err = resumeAfterReopen(ctx, n, rep, &got)
+	}
+	if err == nil {
+		err = effectsAfterReopen(ctx, n, cfg, rep)
+	}
 	closed := time.Now()
 	if cerr := n.Close(); err == nil {
 		err = cerr
 	}
 	rep.CloseMS = ms(time.Since(closed))
+	rep.ResumeGot = int(got.Load())
 	return err
 }
 
@@ -135,11 +160,17 @@ func rawOnDisk(ctx context.Context, topic, dir string, n, payload int) error {
 // fresh process (KindReopen), and reports the median time from node.New
 // until the first Publish returned, the median resident memory right
 // after, and the Go heap in use after a GC, with every run's figure in the
-// note. The same for a raw go-ds-crdt store on disk (reopen and one Put)
+// note. Then, in the same processes, what users do after a restart (see
+// afterReopenFigures): resume the named subscription that handled the
+// whole history before the close, and ask for the effects of its first
+// signal. The same for a raw go-ds-crdt store on disk (reopen and one Put)
 // is the baseline: it reads no history at open, and keeps every delta.
 func Reopen(ctx context.Context, env Env, sizes []int, times int) (*Outcome, error) {
 	o := &Outcome{}
 	for _, n := range sizes {
+		if n < 1 {
+			return nil, fmt.Errorf("bench: reopen of %d signals: at least 1", n)
+		}
 		reps, disk, err := reopenRuns(ctx, env, n, times)
 		if err != nil {
 			return nil, fmt.Errorf("reopen of %d: %w", n, err)
@@ -152,6 +183,7 @@ func Reopen(ctx context.Context, env Env, sizes []int, times int) (*Outcome, err
 			Note: fmt.Sprintf("runs %s; disk %d MiB", list(first), disk>>20)})
 		o.add(Figure{System: KindMesh, Variant: v, Metric: "reopen-rss", Unit: "MiB", Value: median(rss), Note: "runs " + list(rss)})
 		o.add(Figure{System: KindMesh, Variant: v, Metric: "reopen-heap", Unit: "MiB", Value: median(heap), Note: "runs " + list(heap)})
+		o.add(afterReopenFigures(v, reps)...)
 		if reps, disk, err = rawReopenRuns(ctx, env, n, times); err != nil {
 			return nil, fmt.Errorf("raw reopen of %d: %w", n, err)
 		}
@@ -212,13 +244,14 @@ func reopenRuns(ctx context.Context, env Env, n, times int) ([]reopenReport, int
 	}
 	defer removeAll(dir)
 	mesh := fmt.Sprintf("reopen-%d-%d", n, time.Now().UnixNano())
-	if err := journalOnDisk(ctx, mesh, dir, n, env.Payload); err != nil {
+	hist, err := journalOnDisk(ctx, mesh, dir, n, env.Payload)
+	if err != nil {
 		return nil, 0, err
 	}
 	disk := dirSize(dir)
 	var reps []reopenReport
 	for range times {
-		rep, err := runReopenAgent(ctx, AgentConfig{Kind: KindReopen, Mesh: mesh, DataDir: dir})
+		rep, err := runReopenAgent(ctx, AgentConfig{Kind: KindReopen, Mesh: mesh, DataDir: dir, Cause: hist.cause, Effects: hist.effects})
 		if err != nil {
 			return nil, 0, err
 		}
@@ -227,23 +260,34 @@ func reopenRuns(ctx context.Context, env Env, n, times int) ([]reopenReport, int
 	return reps, disk, nil
 }
 
-// journalOnDisk has one peer on disk in dir journal n signals and close.
-func journalOnDisk(ctx context.Context, mesh, dir string, n, payload int) error {
+// journalOnDisk has one peer on disk in dir journal n signals
+// (historySignal: the first causes a few later ones), all handled by a
+// subscription named reopenSubName, and close, which saves its cursor.
+func journalOnDisk(ctx context.Context, mesh, dir string, n, payload int) (history, error) {
 	src, err := node.New(ctx, node.Config{Mesh: mesh, DataDir: dir, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: Quiet()})
 	if err != nil {
-		return err
+		return history{}, err
 	}
 	defer src.Close()
+	var handled atomic.Int64
+	count := func(context.Context, *signalmesh.Signal) error { handled.Add(1); return nil }
+	if _, err := src.Subscribe(reopenType, count, node.WithName(reopenSubName)); err != nil {
+		return history{}, err
+	}
 	data := make([]byte, payload)
+	var cause *signalmesh.Signal
 	for sent := 0; sent < n; {
 		batch := make([]*signalmesh.Signal, min(1000, n-sent))
 		for i := range batch {
-			if batch[i], err = signalmesh.New("bench.reopen", "/bench", data); err != nil {
-				return err
+			if batch[i], err = historySignal(sent+i, n, data, cause); err != nil {
+				return history{}, err
+			}
+			if cause == nil {
+				cause = batch[i]
 			}
 		}
 		if err := src.Publish(ctx, batch...); err != nil {
-			return err
+			return history{}, err
 		}
 		sent += len(batch)
 	}
@@ -251,9 +295,12 @@ func journalOnDisk(ctx context.Context, mesh, dir string, n, payload int) error 
 		c, _, err := src.JournalDigest(ctx)
 		return err == nil && c == n
 	}); err != nil {
-		return fmt.Errorf("journal: %w", err)
+		return history{}, fmt.Errorf("journal: %w", err)
 	}
-	return src.Close()
+	if _, err := Await(ctx, 10*time.Minute, func() bool { return handled.Load() >= int64(n) }); err != nil {
+		return history{}, fmt.Errorf("subscription %s handled %d of %d: %w", reopenSubName, handled.Load(), n, err)
+	}
+	return history{cause: cause.ID, effects: effectsOf(n)}, src.Close()
 }
 
 func runReopenAgent(ctx context.Context, cfg AgentConfig) (reopenReport, error) {
