@@ -152,9 +152,10 @@
 // its handler before the first retained one. Built so far (the local view,
 // Retention): Stream reports, where it passed over signals past retention,
 // how many (StreamStep.Truncated); a node's Replay yields a typed error
-// there and the daemon's /v1/replay an NDJSON line; a new subscription's
-// backlog leaves them out (its notice is not built yet). Still to build:
-// the rule and the cut time in the report, and the notice.
+// there and the daemon's /v1/replay an NDJSON line; a subscription's
+// backlog leaves them out and its handler gets a truncation notice first
+// (package node, TypeTruncated). Still to build: the rule and the cut
+// time in the report.
 //
 // Replay streams (built). Stream gives Replay's order reading one signal
 // per origin at a time (the next of each origin, a heap of the ready ones,

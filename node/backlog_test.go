@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	dssync "github.com/ipfs/go-datastore/sync"
 
 	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/journal"
 	"github.com/signalmesh/signalmesh/node"
 )
 
@@ -126,4 +128,56 @@ func TestResumeReadsOnlyAfterTheCursor(t *testing.T) {
 		t.Fatalf("resuming read %d journal entries for %d missed signals of %d", reads, missed, old+missed)
 	}
 	t.Logf("resuming read %d journal entries", reads)
+}
+
+// A named subscription that resumes past signals that left retention
+// meanwhile is told how many first (a truncation notice), then gets the
+// retained ones after its cursor.
+func TestResumePastRetentionIsTold(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	n, err := node.New(ctx, node.Config{Mesh: "resume-retention", ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: testLogger(t),
+		Retention: journal.Retention{{Pattern: "feed.**", MaxCount: 3}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	publish := func(k int) []*signalmesh.Signal {
+		var out []*signalmesh.Signal
+		for i := range k {
+			out = append(out, mustSignal(t, "feed.tick", signalmesh.WithSubject(fmt.Sprint(i))))
+		}
+		if err := n.Publish(ctx, out...); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	rec := newRecorder()
+	sub, err := n.Subscribe("feed.**", rec.handle, node.WithName("ticks"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish(2)
+	eventually(t, 10*time.Second, "the first two handled", func() bool { return rec.count() == 2 })
+	if err := sub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	later := publish(10)
+	eventually(t, 20*time.Second, "the journal holds all", func() bool { c, _, err := n.JournalDigest(ctx); return err == nil && c == 12 })
+	again := newRecorder()
+	if _, err := n.Subscribe("feed.**", again.handle, node.WithName("ticks")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the notice and the retained three", func() bool { return again.count() >= 4 })
+	got := again.snapshot()
+	if left, ok := node.Truncation(got[0]); !ok || left != 7 {
+		t.Fatalf("the resumed subscription began with %s %s, want a notice of 7 past retention", got[0].Type, got[0].Data)
+	}
+	var ids []string
+	for _, s := range got[1:] {
+		ids = append(ids, s.ID)
+	}
+	if want := []string{later[7].ID, later[8].ID, later[9].ID}; !slices.Equal(ids, want) {
+		t.Fatalf("after the notice it got %v, want the retained %v", ids, want)
+	}
 }

@@ -479,8 +479,9 @@
 // missed); Config.Retention (age and count per
 // type pattern) bounds the local view: Replay and a new subscription's
 // backlog leave out what is past it, Replay and /v1/replay say where (a
-// *TruncatedError, a {"past_retention": N} line). Not built yet: signals
-// past retention still fill the disk (go-ds-crdt keeps every delta:
-// epochs reclaim it), a named subscription does not get a truncation
-// notice, and a fresh peer still fetches the whole history.
+// *TruncatedError, a {"past_retention": N} line), and a subscription's
+// handler gets a truncation notice first (TypeTruncated). Not built yet:
+// signals past retention still fill the disk (go-ds-crdt keeps every
+// delta: epochs reclaim it), and a fresh peer still fetches the whole
+// history.
 package node

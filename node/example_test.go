@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/journal"
 	"github.com/signalmesh/signalmesh/node"
 )
 
@@ -94,4 +96,48 @@ func ExampleWithOverflow() {
 	<-done
 	fmt.Println("handled", handled, "dropped", sub.Dropped())
 	// Output: handled 1000 dropped 0
+}
+
+// A subscription that asks for history is told where retention cut it:
+// sensor readings are kept for an hour, so a subscription from the
+// beginning first gets a truncation notice for the 3 older readings it
+// passed over, then the 2 recent ones.
+func ExampleTruncation() {
+	ctx := context.Background()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	n, err := node.New(ctx, node.Config{Mesh: "example-retention", ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: quiet,
+		Retention: journal.Retention{{Pattern: "sensor.**", MaxAge: time.Hour}}})
+	if err != nil {
+		panic(err)
+	}
+	defer n.Close()
+	for i := range 5 {
+		at := time.Now().Add(-2 * time.Hour)
+		if i >= 3 {
+			at = time.Now()
+		}
+		s, _ := signalmesh.New("sensor.temp", "/probe", map[string]int{"reading": i}, signalmesh.WithTime(at))
+		if err := n.Publish(ctx, s); err != nil {
+			panic(err)
+		}
+	}
+	got := make(chan string, 3)
+	_, err = n.Subscribe("sensor.**", func(_ context.Context, s *signalmesh.Signal) error {
+		if left, ok := node.Truncation(s); ok {
+			got <- fmt.Sprintf("%d signals past retention", left)
+			return nil
+		}
+		got <- string(s.Data)
+		return nil
+	}, node.WithStart(node.StartBeginning))
+	if err != nil {
+		panic(err)
+	}
+	for range 3 {
+		fmt.Println(<-got)
+	}
+	// Output:
+	// 3 signals past retention
+	// {"reading":3}
+	// {"reading":4}
 }

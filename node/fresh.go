@@ -74,6 +74,16 @@ func (f *freshSet) settle(r causal.Ref, s *signalmesh.Signal) {
 // of all of them leaves out what the view says is past retention, as the
 // journal's listing does (a lookup by id finds it still).
 func (f *freshSet) readable(id string) []*signalmesh.Signal {
+	out := f.list(id)
+	if id == "" && f.past != nil {
+		out = slices.DeleteFunc(out, f.past)
+	}
+	return out
+}
+
+// list is readable without the view's retention: every fresh and lately
+// settled signal with the given id (all of them for "").
+func (f *freshSet) list(id string) []*signalmesh.Signal {
 	var out []*signalmesh.Signal
 	seen := map[causal.Ref]bool{}
 	for r, e := range f.sigs {
@@ -86,9 +96,6 @@ func (f *freshSet) readable(id string) []*signalmesh.Signal {
 		if !seen[r] && (id == "" || s.ID == id) {
 			out = append(out, s)
 		}
-	}
-	if id == "" && f.past != nil {
-		out = slices.DeleteFunc(out, f.past)
 	}
 	return out
 }

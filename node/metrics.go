@@ -31,7 +31,7 @@ func (m *metrics) meshSize() int {
 // Prometheus when a Registerer is configured.
 type metrics struct {
 	published, delivered, deduped, journaled, handlerErrors       atomic.Int64
-	buffered, conflicts, spilled, adopted, relinked               atomic.Int64
+	buffered, conflicts, spilled, adopted, relinked, truncated    atomic.Int64
 	rpcsIn, rpcsOut                                               atomic.Int64 // GossipSub RPCs, all topics
 	takenOver, passedBack, leaseRenewals, leaseBytes, leaseGossip atomic.Int64 // consumer groups and the subscription set
 
@@ -75,6 +75,7 @@ func (m *metrics) init(reg prometheus.Registerer) error {
 		counterFunc("spilled_total", "Signals a slow named subscription kept in its log on disk.", &m.spilled),
 		counterFunc("conflicts_total", "Signals delivered whose (source, id) another signal with other content had.", &m.conflicts),
 		counterFunc("relinked_total", "Connected peers connected to again because GossipSub or bitswap had stopped sending to them.", &m.relinked),
+		counterFunc("truncated_total", "Signals past Config.Retention that a subscription's backlog passed over (each backlog's count in a truncation notice).", &m.truncated),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "signalmesh", Name: "buffered",
 			Help: "Signals waiting for a cause."}, func() float64 { return float64(m.buffered.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "signalmesh", Name: "peers_direct",

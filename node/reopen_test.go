@@ -154,13 +154,37 @@ func TestReplaySaysWhereRetentionCut(t *testing.T) {
 		t.Fatalf("a signal past retention is still on disk and found by id (until epochs reclaim it): %v", err)
 	}
 	// A subscription from the beginning starts at the oldest retained
-	// signal.
+	// signal, and is told first how many it passed over (a truncation
+	// notice, whatever its pattern); one with a start that passed over
+	// nothing is told nothing.
 	rec := newRecorder()
 	if _, err := n.Subscribe("sensor.**", rec.handle, node.WithStart(node.StartBeginning)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the retained signal handed over", func() bool { return rec.count() == 1 })
-	if got := rec.snapshot(); got[0].ID != fresh.ID {
-		t.Fatalf("the backlog began with %s, want the retained %s", got[0].ID, fresh.ID)
+	eventually(t, 10*time.Second, "the notice and the retained signal handed over", func() bool { return rec.count() == 2 })
+	got2 := rec.snapshot()
+	if left, ok := node.Truncation(got2[0]); !ok || left != 1 || got2[0].Type != node.TypeTruncated {
+		t.Fatalf("the backlog began with %s %s (%d, %v), want a truncation notice of 1", got2[0].Type, got2[0].Data, left, ok)
+	}
+	if got2[1].ID != fresh.ID {
+		t.Fatalf("the backlog went on with %s, want the retained %s", got2[1].ID, fresh.ID)
+	}
+	if _, ok := node.Truncation(got2[1]); ok {
+		t.Fatal("a signal read as a truncation notice")
+	}
+	audit := newRecorder()
+	if _, err := n.Subscribe("audit.**", audit.handle, node.WithStart(node.StartBeginning)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the audit signal handed over", func() bool { return audit.count() == 1 })
+	if got := audit.snapshot(); got[0].ID != other.ID {
+		t.Fatalf("a backlog that passed over nothing began with %s (%s), want %s", got[0].ID, got[0].Type, other.ID)
+	}
+	st, err := n.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Truncated != 1 {
+		t.Fatalf("Status.Truncated %d, want 1", st.Truncated)
 	}
 }

@@ -31,6 +31,10 @@ type Status struct {
 	// outside the signals topic while connected, a journal head it
 	// announced that did not come (see Offline in the package doc).
 	Relinked int64
+	// Truncated counts the signals past Config.Retention that
+	// subscriptions' backlogs passed over, each backlog's count told to
+	// its handler in a truncation notice (TypeTruncated).
+	Truncated int64
 	// Links are the connected peers, each direct or relayed, with its
 	// GossipSub score.
 	Links []Link
@@ -82,7 +86,7 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 		Published: n.m.published.Load(), Delivered: n.m.delivered.Load(), Deduped: n.m.deduped.Load(),
 		RPCsIn: n.m.rpcsIn.Load(), RPCsOut: n.m.rpcsOut.Load(), Conflicts: n.m.conflicts.Load(), Spilled: n.m.spilled.Load(),
 		TakenOver: n.m.takenOver.Load(), PassedBack: n.m.passedBack.Load(), LeaseRenewals: n.m.leaseRenewals.Load(), LeaseGossipBytes: n.m.leaseGossip.Load(), LeaseBytes: n.m.leaseBytes.Load(), Groups: n.groups()}
-	st.Subscribed, st.Relinked = len(n.topic.ListPeers()), n.m.relinked.Load()
+	st.Subscribed, st.Relinked, st.Truncated = len(n.topic.ListPeers()), n.m.relinked.Load(), n.m.truncated.Load()
 	st.Dropped, st.Rejected = n.m.snapshot()
 	if m := n.scores.Load(); m != nil {
 		for _, sc := range *m {

@@ -114,7 +114,13 @@ func WithName(name string) SubOption {
 }
 
 // WithStart sets where the subscription begins. For a named subscription with
-// a stored cursor, the cursor wins.
+// a stored cursor, the cursor wins. The backlog it asks for (and a named
+// subscription's, from its cursor) leaves out the signals past
+// Config.Retention; when it passed over any, the handler first gets a
+// truncation notice saying how many (TypeTruncated, Truncation). Count
+// and byte limits apply to what is journaled: a signal delivered here
+// whose journal entry has not arrived yet stays in the backlog until it
+// has (age limits apply to it at once).
 func WithStart(s Start) SubOption {
 	return func(c *subConfig) error { c.start = s; return nil }
 }
@@ -392,17 +398,27 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 	err := n.do(context.Background(), func() {
 		var backlog []*signalmesh.Signal
 		var copies []bool
+		left := 0
 		if start.kind != 0 {
 			if cfg.group != "" && cfg.strategy.kind != kindBroadcast {
 				// Each copy of an event is judged (see handle): a member
 				// may own the copy the cursor does not cover.
-				backlog, copies, addErr = n.backlogCopies(pattern, start)
+				backlog, copies, left, addErr = n.backlogCopies(pattern, start)
 			} else {
-				backlog, addErr = n.backlog(pattern, start)
+				backlog, left, addErr = n.backlog(pattern, start)
 			}
 			if addErr != nil {
 				return
 			}
+		}
+		if left > 0 {
+			var notice *signalmesh.Signal
+			if notice, addErr = n.truncationNotice(cfg.name, pattern, left); addErr != nil {
+				return
+			}
+			s.q = append(s.q, queued{sig: notice, mark: markNotice})
+			n.m.truncated.Add(int64(left))
+			n.log.Info("node: a subscription's backlog passed over signals past retention", "name", cfg.name, "pattern", pattern, "left", left)
 		}
 		s.queueStart(n.handedBefore(pattern, owed), backlog, copies)
 		pending = len(s.q) > 0
@@ -466,7 +482,7 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 // handed over and did not record as handled (see handedBefore), then the
 // backlog without those.
 func (s *Subscription) queueStart(again, backlog []*signalmesh.Signal, copies []bool) {
-	defer func() { s.started = len(s.q) }() // not counted against an OverflowBlock bound
+	defer func() { s.started = len(s.q) }() // not counted against an OverflowBlock bound (with a truncation notice queued before)
 	first := make(map[causal.Ref]bool, len(again))
 	for _, b := range again {
 		s.q = append(s.q, queued{sig: b, mark: markAgain})
@@ -486,20 +502,22 @@ func (s *Subscription) queueStart(again, backlog []*signalmesh.Signal, copies []
 
 // backlog lists, in replay order, the journaled signals matching pattern that
 // the node has delivered and that start asks for. It runs on the loop.
-func (n *Node) backlog(pattern string, start Start) ([]*signalmesh.Signal, error) {
-	out, _, err := n.backlogOf(pattern, start, false)
-	return out, err
+func (n *Node) backlog(pattern string, start Start) ([]*signalmesh.Signal, int, error) {
+	out, _, left, err := n.backlogOf(pattern, start, false)
+	return out, left, err
 }
 
 // backlogCopies is backlog for a consumer group member: it keeps every
 // copy of an event (a retry published on two peers) after the cursor,
 // and reports which are copies of an event met before (in the backlog, or
 // at or before the cursor), for the member to judge (see handle).
-func (n *Node) backlogCopies(pattern string, start Start) ([]*signalmesh.Signal, []bool, error) {
+func (n *Node) backlogCopies(pattern string, start Start) ([]*signalmesh.Signal, []bool, int, error) {
 	return n.backlogOf(pattern, start, true)
 }
 
-func (n *Node) backlogOf(pattern string, start Start, keepCopies bool) ([]*signalmesh.Signal, []bool, error) {
+// backlogOf is backlog and backlogCopies; it also counts the signals
+// matching pattern it passed over because they are past Config.Retention.
+func (n *Node) backlogOf(pattern string, start Start, keepCopies bool) ([]*signalmesh.Signal, []bool, int, error) {
 	// The journal, read as it streams from the cursor (a named
 	// subscription that resumes reads what it missed, not the history),
 	// each origin up to what the core delivered: what lies above comes
@@ -520,7 +538,9 @@ func (n *Node) backlogOf(pattern string, start Start, keepCopies bool) ([]*signa
 	}
 	var all []*signalmesh.Signal
 	at := map[causal.Ref]bool{}
+	left := 0
 	err := n.jr.Stream(n.ctx, tops, after, journal.StreamOptions{Match: match, Copies: true}, func(st journal.StreamStep) bool {
+		left += st.Truncated
 		if st.Signal != nil {
 			origin, seq := journal.Place(st.Signal)
 			at[causal.Ref{Origin: origin, Seq: seq}] = true
@@ -529,7 +549,7 @@ func (n *Node) backlogOf(pattern string, start Start, keepCopies bool) ([]*signa
 		return true
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	// Delivered signals whose journal entry has not arrived yet (they came
 	// by gossip, or were published here moments ago) are part of it too,
@@ -541,7 +561,7 @@ func (n *Node) backlogOf(pattern string, start Start, keepCopies bool) ([]*signa
 		digest     uint64
 	}
 	covered := map[ident]bool{} // identities of fresh signals at or before the cursor
-	for _, s := range n.fresh.readable("") {
+	for _, s := range n.fresh.list("") {
 		origin, seq := journal.Place(s)
 		r := causal.Ref{Origin: origin, Seq: seq}
 		if seq == 0 || at[r] || !match(s) {
@@ -551,10 +571,23 @@ func (n *Node) backlogOf(pattern string, start Start, keepCopies bool) ([]*signa
 			covered[ident{s.Source, s.ID, journal.ContentDigest(s)}] = true
 			continue
 		}
-		if seq <= n.core.DeliveredOf(origin) {
-			at[r] = true
-			all = append(all, s)
+		if seq > n.core.DeliveredOf(origin) {
+			continue
 		}
+		if seq <= tops[origin] {
+			// In the stream's range: journaled, it was passed over (past
+			// retention); not journaled (a hole the stream skipped), it
+			// is part of the backlog.
+			if held, err := n.repl.Has(n.ctx, journal.SignalKey(origin, seq)); err == nil && held {
+				continue
+			}
+		}
+		at[r] = true
+		if n.fresh.past != nil && n.fresh.past(s) {
+			left++ // past an age limit before its journal entry came
+			continue
+		}
+		all = append(all, s)
 	}
 	journal.Order(all)
 	// One event with copies at two places (a retry published on two
@@ -576,7 +609,7 @@ func (n *Node) backlogOf(pattern string, start Start, keepCopies bool) ([]*signa
 		seen[k] = true
 		out = append(out, s)
 	}
-	return out, copies, nil
+	return out, copies, left, nil
 }
 
 // coveredCopy reports whether the journal holds another copy of s (same
@@ -692,6 +725,7 @@ const (
 	markCovered      // another copy of an event it saw: it only moves a named subscription's cursor (a group member judges it: see handle)
 	markLate         // delivered after later signals of its origin (causal.Release.Late): the cursor is past it
 	markAgain        // the last process handed it over and did not record it as handled (see cursorLog)
+	markNotice       // a truncation notice (TypeTruncated): for the handler only
 )
 
 // queued is a signal for the handler, and its mark.
@@ -834,6 +868,10 @@ func (s *Subscription) run() {
 func (s *Subscription) handle(sig *signalmesh.Signal, m mark) {
 	if s.group != nil {
 		s.group.pending = "" // passOver sets it for this signal
+	}
+	if m == markNotice { // no place, no cursor, nobody else's share: it is for this handler
+		s.call(sig)
+		return
 	}
 	covered := m == markCovered
 	if s.name == "" {
