@@ -473,7 +473,10 @@
 // reading the journal, so reopening costs the same at any journal length
 // (after a crash the start still reads the whole journal); Replay and the
 // daemon's /v1/replay read the journal as they stream it (memory per
-// origin), from a cursor, in pages; Config.Retention (age and count per
+// origin), from a cursor, in pages; Effects and Trace read the effects
+// of an id through an effects index (cost per result, not per journal
+// signal; a store written before it gets its entries in one pass over the
+// journal at its next start); Config.Retention (age and count per
 // type pattern) bounds the local view: Replay and a new subscription's
 // backlog leave out what is past it, Replay and /v1/replay say where (a
 // *TruncatedError, a {"past_retention": N} line). Not built yet: signals

@@ -93,6 +93,17 @@ func (f *freshSet) readable(id string) []*signalmesh.Signal {
 	return out
 }
 
+// caused returns, by cause, the signals of readable("") that name one.
+func (f *freshSet) caused() map[string][]*signalmesh.Signal {
+	by := map[string][]*signalmesh.Signal{}
+	for _, s := range f.readable("") {
+		if c := s.CauseID(); c != "" {
+			by[c] = append(by[c], s)
+		}
+	}
+	return by
+}
+
 func (f *freshSet) add(r causal.Ref, s *signalmesh.Signal, now time.Time) {
 	if old := f.ring[f.next]; old != (causal.Ref{}) {
 		if e, ok := f.sigs[old]; ok && e.slot == f.next { // not an entry added again since, at another slot
