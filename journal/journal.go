@@ -524,7 +524,7 @@ func (j *Journal) Trace(ctx context.Context, id string) (causes, effects []*sign
 		return nil, nil, err
 	}
 	if !j.ret.Counts() {
-		effects, err = DescendantsVia(ctx, j.Effects, id)
+		effects, err = DescendantsVia(ctx, j.effectsOf, id)
 		return causes, effects, err
 	}
 	all, err := j.Replay(ctx, nil)
@@ -534,28 +534,47 @@ func (j *Journal) Trace(ctx context.Context, id string) (causes, effects []*sign
 	return causes, Descendants(all, id), nil
 }
 
-// DescendantsVia is Descendants over a lookup of an id's direct effects
-// (in replay order, as Effects): it walks them breadth first, each id
-// once, so it looks up one id more than the result has. The result is in
-// the order of Order.
-func DescendantsVia(ctx context.Context, effects func(context.Context, string) ([]*signalmesh.Signal, error), id string) ([]*signalmesh.Signal, error) {
+// DescendantsVia is Descendants over a lookup of direct effects: effects
+// returns, for each id of a level of the tree, its direct effects in
+// replay order (as Effects). It walks the tree breadth first, a level at
+// a time, each id once: it looks up the ids of the result and id, in as
+// many calls as the tree has levels, plus one. The result is in the order
+// of Order.
+func DescendantsVia(ctx context.Context, effects func(context.Context, []string) (map[string][]*signalmesh.Signal, error), id string) ([]*signalmesh.Signal, error) {
 	var out []*signalmesh.Signal
 	seen := map[string]bool{id: true}
-	for queue := []string{id}; len(queue) > 0; queue = queue[1:] {
-		cs, err := effects(ctx, queue[0])
+	for level := []string{id}; len(level) > 0; {
+		by, err := effects(ctx, level)
 		if err != nil {
 			return nil, err
 		}
-		for _, c := range cs {
-			if !seen[c.ID] {
-				seen[c.ID] = true
-				out = append(out, c)
-				queue = append(queue, c.ID)
+		var next []string
+		for _, p := range level {
+			for _, c := range by[p] {
+				if !seen[c.ID] {
+					seen[c.ID] = true
+					out = append(out, c)
+					next = append(next, c.ID)
+				}
 			}
 		}
+		level = next
 	}
 	Order(out)
 	return out, nil
+}
+
+// effectsOf is Effects of each id.
+func (j *Journal) effectsOf(ctx context.Context, ids []string) (map[string][]*signalmesh.Signal, error) {
+	by := make(map[string][]*signalmesh.Signal, len(ids))
+	for _, id := range ids {
+		es, err := j.Effects(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		by[id] = es
+	}
+	return by, nil
 }
 
 // Descendants returns the signals of all that descend from id through

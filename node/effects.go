@@ -103,34 +103,48 @@ func (n *Node) indexEffects(ctx context.Context) error {
 }
 
 // freshCaused returns, by cause, the signals this node delivered that
-// reads see beside the journal (not journaled yet, or lately) and that
-// name a cause.
-func (n *Node) freshCaused(ctx context.Context) (map[string][]*signalmesh.Signal, error) {
+// reads see beside the journal (not journaled yet, or lately) and whose
+// causeid is one of causes: one call on the loop.
+func (n *Node) freshCaused(ctx context.Context, causes ...string) (map[string][]*signalmesh.Signal, error) {
+	set := make(map[string]bool, len(causes))
+	for _, c := range causes {
+		set[c] = true
+	}
 	var by map[string][]*signalmesh.Signal
-	err := n.do(ctx, func() { by = n.fresh.caused() })
+	err := n.do(ctx, func() { by = n.fresh.caused(set) })
 	return by, err
 }
 
-// effectsOf returns the signals whose causeid is id: the journal's, read
-// through its effects index, and those of fresh (freshCaused) at a place
-// the journal does not hold, in replay order, each identity once.
-func (n *Node) effectsOf(ctx context.Context, id string, fresh map[string][]*signalmesh.Signal) ([]*signalmesh.Signal, error) {
-	sigs, err := n.jr.Caused(ctx, id)
+// effectsOf returns, for each id, the signals whose causeid is id: the
+// journal's, read through its effects index, and those this node
+// delivered at a place the journal does not hold (freshCaused, read
+// first: a signal that leaves the fresh set meanwhile is journaled), in
+// replay order, each identity once.
+func (n *Node) effectsOf(ctx context.Context, ids []string) (map[string][]*signalmesh.Signal, error) {
+	fresh, err := n.freshCaused(ctx, ids...)
 	if err != nil {
 		return nil, err
 	}
-	if len(fresh[id]) > 0 {
-		places := make(map[causal.Ref]bool, len(sigs))
-		for _, s := range sigs {
-			r, q := journal.Place(s)
-			places[causal.Ref{Origin: r, Seq: q}] = true
+	by := make(map[string][]*signalmesh.Signal, len(ids))
+	for _, id := range ids {
+		sigs, err := n.jr.Caused(ctx, id)
+		if err != nil {
+			return nil, err
 		}
-		for _, s := range fresh[id] {
-			if r, q := journal.Place(s); !places[causal.Ref{Origin: r, Seq: q}] {
-				sigs = append(sigs, s)
+		if len(fresh[id]) > 0 {
+			places := make(map[causal.Ref]bool, len(sigs))
+			for _, s := range sigs {
+				r, q := journal.Place(s)
+				places[causal.Ref{Origin: r, Seq: q}] = true
+			}
+			for _, s := range fresh[id] {
+				if r, q := journal.Place(s); !places[causal.Ref{Origin: r, Seq: q}] {
+					sigs = append(sigs, s)
+				}
 			}
 		}
+		journal.Order(sigs)
+		by[id] = journal.Unique(sigs)
 	}
-	journal.Order(sigs)
-	return journal.Unique(sigs), nil
+	return by, nil
 }

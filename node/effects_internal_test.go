@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 	dssync "github.com/ipfs/go-datastore/sync"
 
 	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/causal"
 	"github.com/signalmesh/signalmesh/journal"
 )
 
@@ -342,6 +344,77 @@ func TestIndexEffectsOfAnOldStore(t *testing.T) {
 		}
 		if err := n.Close(); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// The fresh set's index by cause answers what a filter over readable("")
+// answers, through adds (the ring coming round, entries added again),
+// forgets, takes and the settled ring's evictions, and holds no cause
+// that nothing names.
+func TestFreshCausedIsAFilterOfReadable(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	f := newFreshSet(64, 0)
+	f.settledRing = f.settledRing[:48] // evictions come sooner
+	f.past = func(s *signalmesh.Signal) bool { return s.Type == "past" }
+	causes := []string{"c0", "c1", "c2", "c3"}
+	var sigs []*signalmesh.Signal
+	at := func(i int) causal.Ref { return causal.Ref{Origin: fmt.Sprint("o", i%3), Seq: uint64(i)} }
+	for step := range 5000 {
+		switch k := r.IntN(10); {
+		case k < 5 || len(sigs) == 0:
+			typ := "fresh"
+			if r.IntN(8) == 0 {
+				typ = "past"
+			}
+			var opts []signalmesh.Option
+			if c := r.IntN(len(causes) + 1); c < len(causes) {
+				opts = append(opts, signalmesh.WithCauseID(causes[c]))
+			}
+			s, err := signalmesh.New(typ, "/t", nil, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sigs = append(sigs, s)
+			f.add(at(len(sigs)-1), s, time.Now())
+		case k < 7:
+			i := r.IntN(len(sigs))
+			f.add(at(i), sigs[i], time.Now()) // added again (or again after it left)
+		case k < 9:
+			f.forget(at(r.IntN(len(sigs))))
+		default:
+			f.take(time.Time{}, "o0", r.IntN(5))
+		}
+		all := map[string]bool{}
+		for _, c := range causes {
+			all[c] = true
+		}
+		got := f.caused(all)
+		for _, c := range causes {
+			var want []string
+			for _, s := range f.readable("") {
+				if s.CauseID() == c {
+					want = append(want, s.ID)
+				}
+			}
+			var g []string
+			for _, s := range got[c] {
+				g = append(g, s.ID)
+			}
+			slices.Sort(g)
+			slices.Sort(want)
+			if !slices.Equal(g, want) {
+				t.Fatalf("step %d: caused(%s) = %v, want %v", step, c, g, want)
+			}
+		}
+		for c, refs := range f.byCause {
+			for ref := range refs {
+				_, inSigs := f.sigs[ref]
+				_, inSettled := f.settled[ref]
+				if !inSigs && !inSettled {
+					t.Fatalf("step %d: %s indexed under %s, held by neither", step, ref, c)
+				}
+			}
 		}
 	}
 }

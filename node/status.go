@@ -242,11 +242,11 @@ func (n *Node) Causes(ctx context.Context, id string) ([]*signalmesh.Signal, err
 // in Config.Retention, which it applies, it reads the whole journal).
 func (n *Node) Effects(ctx context.Context, id string) ([]*signalmesh.Signal, error) {
 	if !n.cfg.Retention.Counts() {
-		fresh, err := n.freshCaused(ctx)
+		by, err := n.effectsOf(ctx, []string{id})
 		if err != nil {
 			return nil, err
 		}
-		return n.effectsOf(ctx, id, fresh)
+		return by[id], nil
 	}
 	all, err := n.readable(ctx)
 	if err != nil {
@@ -263,22 +263,16 @@ func (n *Node) Effects(ctx context.Context, id string) ([]*signalmesh.Signal, er
 
 // Trace returns the cause→effect tree around a signal: its causes back to
 // the root (root first, ending with the signal) and all its descendants,
-// in replay order. It walks the descendants breadth first through the
-// journal's effects index, as Effects: its cost follows the tree, not the
-// journal (but see Effects for count or byte retention rules).
+// in replay order. It walks the descendants breadth first, a level at a
+// time, through the journal's effects index, as Effects: its cost follows
+// the tree, not the journal (but see Effects for count or byte retention
+// rules).
 func (n *Node) Trace(ctx context.Context, id string) (causes, effects []*signalmesh.Signal, err error) {
 	if causes, err = n.Causes(ctx, id); err != nil {
 		return nil, nil, err
 	}
 	if !n.cfg.Retention.Counts() {
-		fresh, err := n.freshCaused(ctx)
-		if err != nil {
-			return nil, nil, err
-		}
-		effects, err = journal.DescendantsVia(ctx, func(ctx context.Context, id string) ([]*signalmesh.Signal, error) {
-			return n.effectsOf(ctx, id, fresh)
-		}, id)
-		if err != nil {
+		if effects, err = journal.DescendantsVia(ctx, n.effectsOf, id); err != nil {
 			return nil, nil, err
 		}
 		return causes, effects, nil
