@@ -36,6 +36,7 @@ func TestKeysAreStable(t *testing.T) {
 		{journal.SignalKey("r", 1<<63+5).String(), "/s/r/8000000000000005"},
 		{journal.IndexKey("42", "abcdEFGH1234", 0xabc).String(), "/i/NDI/abcdEFGH1234.0000000000000abc"},
 		{journal.IndexKey("a/b?é", "r", 0).String(), "/i/YS9iP8Op/r.0000000000000000"},
+		{journal.EffectKey("42", "abcdEFGH1234", 0xabc).String(), "/e/NDI/abcdEFGH1234.0000000000000abc"},
 	} {
 		if c.got != c.want {
 			t.Errorf("key %q, want %q", c.got, c.want)

@@ -6,12 +6,18 @@
 //
 // # Keys
 //
-// A signal is one entry (in the replicated store) and one index entry (in
-// a store of the replica's own, which a node writes as signals reach its
-// journal and rewrites after a crash):
+// A signal is one entry (in the replicated store) and one or two index
+// entries (IndexEntries, in a store of the replica's own, which a node
+// writes as signals reach its journal and rewrites after a crash):
 //
-//	/s/<peer ref>/<sequence, 16 hex digits>      → the signal's binary wire form
-//	/i/<id, base64url>/<peer ref>.<sequence hex> → content digest (8 bytes) + source
+//	/s/<peer ref>/<sequence, 16 hex digits>            → the signal's binary wire form
+//	/i/<id, base64url>/<peer ref>.<sequence hex>       → content digest (8 bytes) + source
+//	/e/<cause id, base64url>/<peer ref>.<sequence hex> → empty (a signal with a causeid only)
+//
+// The second (the effects index) lists the places of an id's direct
+// effects: Effects and Trace read those signals only, not the journal. A
+// node's index store that predates it (no index-version mark, see package
+// node) gets its effects entries in one pass over the journal at start.
 //
 // The index is local because every key in a go-ds-crdt store costs several
 // reads and writes on every replica; a local index entry costs one write.

@@ -34,6 +34,7 @@ var ErrNoStamp = errors.New("journal: signal has no causal stamp")
 const (
 	signalsNS = "/s"
 	indexNS   = "/i"
+	effectsNS = "/e"
 )
 
 // SignalKey is the key of the signal with sequence seq of the peer whose
@@ -45,10 +46,17 @@ func SignalKey(ref string, seq uint64) ds.Key {
 }
 
 // IndexKey is the key of the index entry of a signal with id at (ref, seq).
-func IndexKey(id, ref string, seq uint64) ds.Key {
+func IndexKey(id, ref string, seq uint64) ds.Key { return placeKey(indexNS, id, ref, seq) }
+
+// EffectKey is the key of the effects index entry of a signal at (ref,
+// seq) whose causeid is cause.
+func EffectKey(cause, ref string, seq uint64) ds.Key { return placeKey(effectsNS, cause, ref, seq) }
+
+// placeKey is <ns>/<id, base64url>/<ref>.<seq, 16 hex digits>.
+func placeKey(ns, id, ref string, seq uint64) ds.Key {
 	enc := base64.RawURLEncoding
-	b := make([]byte, 0, len(indexNS)+enc.EncodedLen(len(id))+len(ref)+19)
-	b = enc.AppendEncode(append(append(b, indexNS...), '/'), []byte(id))
+	b := make([]byte, 0, len(ns)+enc.EncodedLen(len(id))+len(ref)+19)
+	b = enc.AppendEncode(append(append(b, ns...), '/'), []byte(id))
 	b = append(append(append(b, '/'), ref...), '.')
 	return ds.RawKey(string(appendHex16(b, seq)))
 }
@@ -62,8 +70,10 @@ func appendHex16(b []byte, v uint64) []byte {
 	return b
 }
 
-func indexPrefix(id string) string {
-	return indexNS + "/" + base64.RawURLEncoding.EncodeToString([]byte(id)) + "/"
+func indexPrefix(id string) string { return placePrefix(indexNS, id) }
+
+func placePrefix(ns, id string) string {
+	return ns + "/" + base64.RawURLEncoding.EncodeToString([]byte(id)) + "/"
 }
 
 // ParseSignalKey returns the place a signal key names; ok is false for any
@@ -87,23 +97,37 @@ type Entry struct {
 	Value []byte
 }
 
-// Entries returns the two entries that journal s, whose binary wire form is
-// wire: the signal (for the replicated store) and its index entry (for the
-// index store).
-func Entries(s *signalmesh.Signal, wire []byte) (signal, index Entry, err error) {
+// Entries returns the entries that journal s, whose binary wire form is
+// wire: the signal (for the replicated store) and its index entries (for
+// the index store, see IndexEntries).
+func Entries(s *signalmesh.Signal, wire []byte) (signal Entry, index []Entry, err error) {
 	m, err := MetaOf(s)
 	if err != nil {
-		return Entry{}, Entry{}, err
+		return Entry{}, nil, err
 	}
-	return Entry{SignalKey(m.Origin, m.Seq), wire}, IndexEntry(m), nil
+	return Entry{SignalKey(m.Origin, m.Seq), wire}, IndexEntries(m), nil
 }
 
-// IndexEntry is the index entry of the signal m describes.
-func IndexEntry(m causal.Meta) Entry {
+// IndexEntries are the index entries of the signal m describes: by id
+// (content digest and source), and, when it names a cause, by its cause
+// (the effects index, an empty value). Every writer of the index writes
+// them all, so that Copies and Effects see the same signals.
+func IndexEntries(m causal.Meta) []Entry {
 	v := make([]byte, 8, 8+len(m.Source))
 	binary.BigEndian.PutUint64(v, m.Digest)
 	v = append(v, m.Source...)
-	return Entry{IndexKey(m.ID, m.Origin, m.Seq), v}
+	es := []Entry{{IndexKey(m.ID, m.Origin, m.Seq), v}}
+	if m.Cause != "" {
+		es = append(es, EffectEntry(m))
+	}
+	return es
+}
+
+// EffectEntry is the effects index entry of the signal m describes, which
+// names a cause: IndexEntries' second entry, alone, for a store whose id
+// index predates the effects index.
+func EffectEntry(m causal.Meta) Entry {
+	return Entry{EffectKey(m.Cause, m.Origin, m.Seq), []byte{}}
 }
 
 // MetaOf reads what package causal needs of a journaled signal: its origin
@@ -252,21 +276,96 @@ func (j *Journal) Copies(ctx context.Context, id string) ([]causal.Copy, error) 
 		if r.Error != nil {
 			return nil, r.Error
 		}
-		place, ok := strings.CutPrefix(r.Key, prefix)
+		ref, ok := parsePlace(r.Key, prefix)
 		if !ok || len(r.Value) < 8 {
 			continue // another id with this prefix, or a bad entry
 		}
-		ref, hexSeq, ok := strings.Cut(place, ".")
-		seq, err := strconv.ParseUint(hexSeq, 16, 64)
-		if !ok || err != nil || len(ref) != causal.RefLen {
+		out = append(out, causal.Copy{Ref: ref, Digest: binary.BigEndian.Uint64(r.Value), Source: string(r.Value[8:])})
+	}
+	slices.SortFunc(out, func(a, b causal.Copy) int { return comparePlaces(a.Ref, b.Ref) })
+	return out, nil
+}
+
+// parsePlace reads the place an index key under prefix names (the key of
+// another id that shares the prefix's text, or a bad key: false).
+func parsePlace(key, prefix string) (causal.Ref, bool) {
+	place, ok := strings.CutPrefix(key, prefix)
+	if !ok {
+		return causal.Ref{}, false
+	}
+	ref, hexSeq, ok := strings.Cut(place, ".")
+	seq, err := strconv.ParseUint(hexSeq, 16, 64)
+	if !ok || err != nil || len(ref) != causal.RefLen {
+		return causal.Ref{}, false
+	}
+	return causal.Ref{Origin: ref, Seq: seq}, true
+}
+
+func comparePlaces(a, b causal.Ref) int {
+	return cmp.Or(cmp.Compare(a.Origin, b.Origin), cmp.Compare(a.Seq, b.Seq))
+}
+
+// EffectPlaces returns the places the effects index holds for id: of the
+// signals journaled whose causeid is id (and of ones whose entry is on its
+// way), sorted. It reads the index entries of id's effects only.
+func (j *Journal) EffectPlaces(ctx context.Context, id string) ([]causal.Ref, error) {
+	prefix := placePrefix(effectsNS, id)
+	res, err := j.ix.Query(ctx, query.Query{Prefix: strings.TrimSuffix(prefix, "/"), KeysOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer res.Close()
+	var out []causal.Ref
+	for r := range res.Next() {
+		if r.Error != nil {
+			return nil, r.Error
+		}
+		if ref, ok := parsePlace(r.Key, prefix); ok {
+			out = append(out, ref)
+		}
+	}
+	slices.SortFunc(out, comparePlaces)
+	return slices.Compact(out), nil
+}
+
+// Caused returns the journaled signals whose causeid is id, in place
+// order, read through the effects index: what it costs follows the
+// effects, not the journal. An entry whose signal is not journaled (yet),
+// does not decode, is not at its place or names another cause is skipped,
+// as All skips it or a filter over All would. Of a Retention it applies
+// the age limits only: count and byte limits depend on every signal of
+// their rule (Retention.Counts), and Effects and Trace read the whole
+// journal to apply them.
+func (j *Journal) Caused(ctx context.Context, id string) ([]*signalmesh.Signal, error) {
+	places, err := j.EffectPlaces(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	var out []*signalmesh.Signal
+	var now time.Time
+	if len(j.ret) > 0 {
+		now = j.now()
+	}
+	for _, p := range places {
+		b, err := j.d.Get(ctx, SignalKey(p.Origin, p.Seq))
+		if errors.Is(err, ds.ErrNotFound) {
+			continue // the index entry came before the signal
+		}
+		if err != nil {
+			return nil, err
+		}
+		s, err := signalmesh.DecodeBinary(b, j.lim)
+		if err != nil {
 			continue
 		}
-		out = append(out, causal.Copy{Ref: causal.Ref{Origin: ref, Seq: seq},
-			Digest: binary.BigEndian.Uint64(r.Value), Source: string(r.Value[8:])})
+		if r, q := Place(s); r != p.Origin || q != p.Seq || s.CauseID() != id {
+			continue
+		}
+		if len(j.ret) > 0 && j.ret.expired(s, now) {
+			continue
+		}
+		out = append(out, s)
 	}
-	slices.SortFunc(out, func(a, b causal.Copy) int {
-		return cmp.Or(cmp.Compare(a.Ref.Origin, b.Ref.Origin), cmp.Compare(a.Ref.Seq, b.Ref.Seq))
-	})
 	return out, nil
 }
 
@@ -400,23 +499,82 @@ func CausesVia(ctx context.Context, get func(context.Context, string) (*signalme
 	return chain, nil
 }
 
-// Effects returns the signals whose cause is id, directly, in replay order.
+// Effects returns the signals whose cause is id, directly, in replay order,
+// each identity once (as Replay). It reads them through the effects index
+// (Caused); with count or byte retention rules it reads the whole journal.
 func (j *Journal) Effects(ctx context.Context, id string) ([]*signalmesh.Signal, error) {
-	return j.Replay(ctx, func(s *signalmesh.Signal) bool { return s.CauseID() == id })
+	if j.ret.Counts() {
+		return j.Replay(ctx, func(s *signalmesh.Signal) bool { return s.CauseID() == id })
+	}
+	sigs, err := j.Caused(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	Order(sigs)
+	return Unique(sigs), nil
 }
 
 // Trace returns the whole cause→effect tree around id: its causes back to
 // the root (root first, ending with the signal itself, as Causes) and every
-// signal that descends from it through causeid links, in replay order.
+// signal that descends from it through causeid links, in replay order. It
+// reads the descendants through the effects index (DescendantsVia); with
+// count or byte retention rules it reads the whole journal.
 func (j *Journal) Trace(ctx context.Context, id string) (causes, effects []*signalmesh.Signal, err error) {
 	if causes, err = j.Causes(ctx, id); err != nil {
 		return nil, nil, err
+	}
+	if !j.ret.Counts() {
+		effects, err = DescendantsVia(ctx, j.effectsOf, id)
+		return causes, effects, err
 	}
 	all, err := j.Replay(ctx, nil)
 	if err != nil {
 		return nil, nil, err
 	}
 	return causes, Descendants(all, id), nil
+}
+
+// DescendantsVia is Descendants over a lookup of direct effects: effects
+// returns, for each id of a level of the tree, its direct effects in
+// replay order (as Effects). It walks the tree breadth first, a level at
+// a time, each id once: it looks up the ids of the result and id, in as
+// many calls as the tree has levels, plus one. The result is in the order
+// of Order.
+func DescendantsVia(ctx context.Context, effects func(context.Context, []string) (map[string][]*signalmesh.Signal, error), id string) ([]*signalmesh.Signal, error) {
+	var out []*signalmesh.Signal
+	seen := map[string]bool{id: true}
+	for level := []string{id}; len(level) > 0; {
+		by, err := effects(ctx, level)
+		if err != nil {
+			return nil, err
+		}
+		var next []string
+		for _, p := range level {
+			for _, c := range by[p] {
+				if !seen[c.ID] {
+					seen[c.ID] = true
+					out = append(out, c)
+					next = append(next, c.ID)
+				}
+			}
+		}
+		level = next
+	}
+	Order(out)
+	return out, nil
+}
+
+// effectsOf is Effects of each id.
+func (j *Journal) effectsOf(ctx context.Context, ids []string) (map[string][]*signalmesh.Signal, error) {
+	by := make(map[string][]*signalmesh.Signal, len(ids))
+	for _, id := range ids {
+		es, err := j.Effects(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		by[id] = es
+	}
+	return by, nil
 }
 
 // Descendants returns the signals of all that descend from id through

@@ -38,7 +38,7 @@ func put(t testing.TB, d ds.Datastore, sigs ...*signalmesh.Signal) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, e := range []journal.Entry{sig, idx} {
+		for _, e := range append([]journal.Entry{sig}, idx...) {
 			if err := d.Put(context.Background(), e.Key, e.Value); err != nil {
 				t.Fatal(err)
 			}

@@ -70,6 +70,11 @@ func (r Retention) ruleOf(typ string) int {
 	return -1
 }
 
+// Counts reports whether a rule limits a count or bytes: whether a signal
+// is retained then depends on the newer signals of its rule, so a view of
+// a few signals (Effects, Trace) reads the whole journal to know it.
+func (r Retention) Counts() bool { return r.counts() }
+
 // counts reports whether a rule limits a count or bytes: what leaves then
 // depends on the newer signals, not on the signal alone.
 func (r Retention) counts() bool {

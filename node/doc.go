@@ -476,7 +476,10 @@
 // origin), from a cursor, in pages; a subscription's backlog is read the
 // same way, from its cursor (a named subscription that resumes reads what
 // it missed, not the history; its backlog, queued whole, is what it
-// missed); Config.Retention (age and count per
+// missed); Effects and Trace read the effects of an id through an effects
+// index (cost per result, not per journal signal; a store written before
+// it gets its entries in one pass over the journal at its next start);
+// Config.Retention (age and count per
 // type pattern) bounds the local view: Replay and a new subscription's
 // backlog leave out what is past it, Replay and /v1/replay say where (a
 // *TruncatedError, a {"past_retention": N} line), and a subscription's

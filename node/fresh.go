@@ -40,6 +40,11 @@ type freshSet struct {
 	settledNext int
 
 	past func(*signalmesh.Signal) bool // past retention (nil: none)
+
+	// byCause indexes sigs and settled by causeid: for each, the refs of
+	// the signals naming it, each with how many of the two hold it (1 or
+	// 2), so that caused costs what it finds.
+	byCause map[string]map[causal.Ref]int
 }
 
 const settledSize = 4096
@@ -53,7 +58,27 @@ type freshSig struct {
 
 func newFreshSet(size, settled int) *freshSet {
 	return &freshSet{sigs: make(map[causal.Ref]freshSig), ring: make([]causal.Ref, size),
-		settled: make(map[causal.Ref]*signalmesh.Signal), settledRing: make([]causal.Ref, max(settled, settledSize))}
+		settled: make(map[causal.Ref]*signalmesh.Signal), settledRing: make([]causal.Ref, max(settled, settledSize)),
+		byCause: make(map[string]map[causal.Ref]int)}
+}
+
+// count adds d to what holds s, at r, in byCause.
+func (f *freshSet) count(r causal.Ref, s *signalmesh.Signal, d int) {
+	c := s.CauseID()
+	if c == "" {
+		return
+	}
+	refs := f.byCause[c]
+	if refs == nil {
+		refs = map[causal.Ref]int{}
+		f.byCause[c] = refs
+	}
+	if refs[r] += d; refs[r] <= 0 {
+		delete(refs, r)
+		if len(refs) == 0 {
+			delete(f.byCause, c)
+		}
+	}
 }
 
 // settle keeps s, which left the set, for reads for a while.
@@ -62,11 +87,15 @@ func (f *freshSet) settle(r causal.Ref, s *signalmesh.Signal) {
 		return
 	}
 	if old := f.settledRing[f.settledNext]; old != (causal.Ref{}) {
+		if os, ok := f.settled[old]; ok {
+			f.count(old, os, -1)
+		}
 		delete(f.settled, old)
 	}
 	f.settledRing[f.settledNext] = r
 	f.settledNext = (f.settledNext + 1) % len(f.settledRing)
 	f.settled[r] = s
+	f.count(r, s, 1)
 }
 
 // readable returns the signals reads must see beside the journal, with
@@ -100,14 +129,37 @@ func (f *freshSet) list(id string) []*signalmesh.Signal {
 	return out
 }
 
+// caused returns, by cause, the signals of readable("") whose causeid is
+// one of causes (through byCause: no other signal is read).
+func (f *freshSet) caused(causes map[string]bool) map[string][]*signalmesh.Signal {
+	by := map[string][]*signalmesh.Signal{}
+	for c := range causes {
+		for r := range f.byCause[c] {
+			s := f.settled[r]
+			if e, ok := f.sigs[r]; ok {
+				s = e.s
+			}
+			if s != nil && s.CauseID() == c && (f.past == nil || !f.past(s)) {
+				by[c] = append(by[c], s)
+			}
+		}
+	}
+	return by
+}
+
 func (f *freshSet) add(r causal.Ref, s *signalmesh.Signal, now time.Time) {
 	if old := f.ring[f.next]; old != (causal.Ref{}) {
 		if e, ok := f.sigs[old]; ok && e.slot == f.next { // not an entry added again since, at another slot
 			delete(f.sigs, old)
+			f.count(old, e.s, -1)
 		}
+	}
+	if e, ok := f.sigs[r]; ok { // added again
+		f.count(r, e.s, -1)
 	}
 	f.ring[f.next] = r
 	f.sigs[r] = freshSig{s: s, at: now, slot: f.next}
+	f.count(r, s, 1)
 	f.next = (f.next + 1) % len(f.ring)
 }
 
@@ -128,6 +180,7 @@ func (f *freshSet) forget(r causal.Ref) bool {
 	e, ok := f.sigs[r]
 	if ok {
 		delete(f.sigs, r)
+		f.count(r, e.s, -1)
 		f.settle(r, e.s)
 	}
 	return ok
@@ -145,6 +198,7 @@ func (f *freshSet) take(cutoff time.Time, self string, max int) []*signalmesh.Si
 		if r.Origin != self && (cutoff.IsZero() || e.at.Before(cutoff)) {
 			out = append(out, e.s)
 			delete(f.sigs, r)
+			f.count(r, e.s, -1)
 			f.settle(r, e.s)
 		}
 	}

@@ -219,14 +219,16 @@ func (n *Node) putHook(key ds.Key, value []byte) {
 // committed a queued entry is read through idxView, so the core and
 // Journal.Get see it at once.
 func (n *Node) indexLater(m causal.Meta) {
-	e := journal.IndexEntry(m)
-	dir := idxDir(e.Key)
+	es := journal.IndexEntries(m)
 	n.idxMu.Lock()
-	n.idxPending = append(n.idxPending, e)
+	n.idxPending = append(n.idxPending, es...)
 	if n.idxShown == nil {
 		n.idxShown = map[string][]journal.Entry{}
 	}
-	n.idxShown[dir] = append(n.idxShown[dir], e)
+	for _, e := range es {
+		dir := idxDir(e.Key)
+		n.idxShown[dir] = append(n.idxShown[dir], e)
+	}
 	full := len(n.idxPending) >= 1024
 	n.idxMu.Unlock()
 	if full {
@@ -263,14 +265,18 @@ func (n *Node) flushIndex() {
 		n.m.drop("index_write")
 		n.indexBad.Store(true)
 	}
-	n.idxMu.Lock()
+	// Each directory once: one cause's directory of effects may hold
+	// most of a batch. An entry queued again since is written alike.
+	gone := make(map[ds.Key]bool, len(pend))
+	dirs := map[string]bool{}
 	for _, e := range pend {
-		dir := idxDir(e.Key)
+		gone[e.Key] = true
+		dirs[idxDir(e.Key)] = true
+	}
+	n.idxMu.Lock()
+	for dir := range dirs {
 		es := n.idxShown[dir]
-		if i := slices.IndexFunc(es, func(x journal.Entry) bool { return x.Key == e.Key }); i >= 0 {
-			es = slices.Delete(es, i, i+1)
-		}
-		if len(es) == 0 {
+		if es = slices.DeleteFunc(es, func(x journal.Entry) bool { return gone[x.Key] }); len(es) == 0 {
 			delete(n.idxShown, dir)
 		} else {
 			n.idxShown[dir] = es
@@ -288,8 +294,8 @@ func idxDir(k ds.Key) string {
 
 // idxView is the journal's index as the node reads it: the store, and the
 // entries queued by indexLater that are not committed yet. The journal
-// reads it only through Query, by one id's directory (Journal.Copies);
-// Get and Has read the store alone.
+// reads it only through Query, by one id's directory (Journal.Copies,
+// Journal.EffectPlaces); Get and Has read the store alone.
 type idxView struct{ n *Node }
 
 func (v idxView) Get(ctx context.Context, k ds.Key) ([]byte, error) { return v.n.index.Get(ctx, k) }

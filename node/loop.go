@@ -504,8 +504,9 @@ func (n *Node) pullStep(ctx context.Context, budget int) (bool, error) {
 			}
 			n.seen.add(s.ID)
 			if idx != nil {
-				e := journal.IndexEntry(m)
-				_ = idx.Put(ctx, e.Key, e.Value) // a batch in memory: its Commit reports
+				for _, e := range journal.IndexEntries(m) {
+					_ = idx.Put(ctx, e.Key, e.Value) // a batch in memory: its Commit reports
+				}
 			}
 			err = n.offerJournaled(m, s)
 			if err != nil && !errors.Is(err, causal.ErrDuplicate) {

@@ -606,13 +606,17 @@ func (n *Node) cleanKey() ds.Key { return ds.NewKey("/signalmesh/" + n.cfg.Mesh 
 // journal's id index: only when the last run did not end with Close (the
 // put hook writes an entry while go-ds-crdt merges, and the two do not
 // commit together: a crash can lose entries), then clears the mark until
-// the next Close.
+// the next Close. An index older than the effects index gets it first
+// (checkIndexVersion).
 func (n *Node) checkIndex(ctx context.Context) error {
 	clean, err := n.store.Has(ctx, n.cleanKey())
 	if err != nil {
 		return fmt.Errorf("node: read store: %w", err)
 	}
 	n.indexing = !clean
+	if err := n.checkIndexVersion(ctx); err != nil {
+		return err
+	}
 	if err := n.store.Delete(ctx, n.cleanKey()); err != nil {
 		return err
 	}

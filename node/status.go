@@ -239,8 +239,19 @@ func (n *Node) Causes(ctx context.Context, id string) ([]*signalmesh.Signal, err
 	return journal.CausesVia(ctx, n.Get, id)
 }
 
-// Effects returns the signals directly caused by id, in replay order.
+// Effects returns the signals directly caused by id, in replay order. Like
+// Get, it sees the signals this node delivered before their journal
+// entries land. It reads them through the journal's effects index: its
+// cost follows the effects, not the journal (but with count or byte rules
+// in Config.Retention, which it applies, it reads the whole journal).
 func (n *Node) Effects(ctx context.Context, id string) ([]*signalmesh.Signal, error) {
+	if !n.cfg.Retention.Counts() {
+		by, err := n.effectsOf(ctx, []string{id})
+		if err != nil {
+			return nil, err
+		}
+		return by[id], nil
+	}
 	all, err := n.readable(ctx)
 	if err != nil {
 		return nil, err
@@ -255,10 +266,20 @@ func (n *Node) Effects(ctx context.Context, id string) ([]*signalmesh.Signal, er
 }
 
 // Trace returns the cause→effect tree around a signal: its causes back to
-// the root (root first, ending with the signal) and all its descendants.
+// the root (root first, ending with the signal) and all its descendants,
+// in replay order. It walks the descendants breadth first, a level at a
+// time, through the journal's effects index, as Effects: its cost follows
+// the tree, not the journal (but see Effects for count or byte retention
+// rules).
 func (n *Node) Trace(ctx context.Context, id string) (causes, effects []*signalmesh.Signal, err error) {
 	if causes, err = n.Causes(ctx, id); err != nil {
 		return nil, nil, err
+	}
+	if !n.cfg.Retention.Counts() {
+		if effects, err = journal.DescendantsVia(ctx, n.effectsOf, id); err != nil {
+			return nil, nil, err
+		}
+		return causes, effects, nil
 	}
 	all, err := n.readable(ctx)
 	if err != nil {
