@@ -184,7 +184,7 @@ func NewEgress(n *node.Node, cfg EgressConfig) (*Egress, error) {
 	for _, d := range e.dests {
 		for i, p := range d.Patterns {
 			sub, err := n.Subscribe(p, d.take, node.WithName(fmt.Sprintf("bridge.%s.%d", d.Name, i)),
-				node.WithRetry(node.Retry{Attempts: 1, NoDeadLetter: true}))
+				node.WithRetry(node.Retry{Attempts: 1, NoDeadLetter: true}), node.WithoutTruncationNotice())
 			if err != nil {
 				_ = e.Close()
 				return nil, fmt.Errorf("bridge: destination %s: %w", d.Name, err)

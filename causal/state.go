@@ -288,6 +288,11 @@ func (s *State) UnmarshalBinary(b []byte) error {
 // given up (skipRing keeps whole ranges; a late delivery splits skipped).
 // Saving the ranges would make a restored core give up again a signal it
 // delivered late, and deliver it late a second time.
+// SkippedGaps returns the ranges given up (DepWait) and not delivered
+// since, each origin's sequences From to To: what a signal delivered
+// later there is delivered late.
+func (c *Core[T]) SkippedGaps() []Gap { return c.skippedNow() }
+
 func (c *Core[T]) skippedNow() []Gap {
 	var out []Gap
 	for _, g := range c.skipRing {

@@ -88,9 +88,14 @@ type StreamOptions struct {
 	// Match keeps the signals it accepts (nil: all).
 	Match func(*signalmesh.Signal) bool
 	// Copies yields every copy of an identity (a retry journaled at two
-	// places), not only the first: for a caller that judges copies
-	// itself.
+	// places), not only the first, each later one with StreamStep.Copy
+	// set: for a caller that judges copies itself.
 	Copies bool
+	// Extra are signals streamed as if journaled, each at its place,
+	// where the journal holds none (a node's delivered signals whose
+	// journal entries have not arrived): in the order, as causes, copies
+	// and dependencies alike. tops must reach their places.
+	Extra []*signalmesh.Signal
 }
 
 // StreamStep is one step of Stream.
@@ -105,6 +110,10 @@ type StreamStep struct {
 	// over since the previous step because they are past the journal's
 	// Retention (SetRetention): the replay says where it lost history.
 	Truncated int
+	// Copy reports (with StreamOptions.Copies) that another copy of the
+	// signal's identity (source, id, content) was passed before it, or
+	// lies at or before the cursor the stream started from.
+	Copy bool
 }
 
 // Stream calls yield with every journaled signal that o.Match accepts,
@@ -125,6 +134,7 @@ type StreamStep struct {
 // never a signal ahead of its origin's earlier ones.
 func (j *Journal) Stream(ctx context.Context, tops map[string]uint64, after Cursor, o StreamOptions, yield func(StreamStep) bool) error {
 	st := &stream{j: j, ctx: ctx, tops: tops, cur: maps.Clone(after), heads: map[string]*streamHead{}, waiting: map[string][]*streamHead{}}
+	st.addExtra(o.Extra)
 	if st.cur == nil {
 		st.cur = Cursor{}
 	}
@@ -158,15 +168,16 @@ func (j *Journal) Stream(ctx context.Context, tops map[string]uint64, after Curs
 			truncated++
 			keep = false
 		}
-		if keep && !o.Copies {
-			dup, err := st.copied(h)
-			if err != nil {
+		dup := false
+		if keep {
+			var err error
+			if dup, err = st.copied(h); err != nil {
 				return err
 			}
-			keep = !dup
+			keep = !dup || o.Copies
 		}
 		if keep {
-			if !yield(StreamStep{Signal: h.s, Cursor: st.cur, Truncated: truncated}) {
+			if !yield(StreamStep{Signal: h.s, Cursor: st.cur, Truncated: truncated, Copy: dup}) {
 				return nil
 			}
 			truncated = 0
@@ -201,6 +212,7 @@ func (st *stream) retention() (*streamRetention, error) {
 		return sr, nil
 	}
 	sr.lim = newLimits(j.ret)
+	journaled := map[causal.Ref]bool{} // of the extra signals' places only
 	res, err := j.d.Query(st.ctx, query.Query{Prefix: signalsNS})
 	if err != nil {
 		return nil, err
@@ -214,17 +226,31 @@ func (st *stream) retention() (*streamRetention, error) {
 		if !ok {
 			continue
 		}
+		if r := (causal.Ref{Origin: ref, Seq: seq}); st.extra[r] != nil {
+			journaled[r] = true
+		}
 		s, err := signalmesh.DecodeBinary(r.Value, j.lim)
 		if err != nil || j.ret.expired(s, sr.now) {
 			continue
 		}
-		sr.lim.count(s, len(r.Value))
-		if i := j.ret.ruleOf(s.Type); i >= 0 && seq <= st.cur[ref] { // at or below the cursor: passed already
-			sr.lim.passed[i]++
-			sr.lim.passedB[i] += int64(len(r.Value))
+		sr.count(s, len(r.Value), seq <= st.cur[ref])
+	}
+	for r, e := range st.extra { // streamed as if journaled: counted so
+		if !journaled[r] && !j.ret.expired(e.s, sr.now) {
+			sr.count(e.s, e.size, r.Seq <= st.cur[r.Origin])
 		}
 	}
 	return sr, nil
+}
+
+// count counts a retained signal for the count and byte rules; passed:
+// at or below the cursor the stream starts from.
+func (sr *streamRetention) count(s *signalmesh.Signal, size int, passed bool) {
+	sr.lim.count(s, size)
+	if i := sr.r.ruleOf(s.Type); i >= 0 && passed {
+		sr.lim.passed[i]++
+		sr.lim.passedB[i] += int64(size)
+	}
 }
 
 // left reports whether s, the stream's next signal (size bytes stored),
@@ -248,6 +274,58 @@ type stream struct {
 	ready   headHeap                 // the heads that wait for nothing
 	waiting map[string][]*streamHead // origin -> the heads waiting for one of its places
 	passed  []uint64                 // a Bloom filter of the identities passed (nil: resumed, ask the index)
+
+	extra     map[causal.Ref]*streamHead // StreamOptions.Extra by place
+	extraByID map[string][]causal.Copy   // and as copies of their ids
+}
+
+// addExtra files the signals streamed as if journaled (a signal without a
+// place is left out: it has none to be streamed at).
+func (st *stream) addExtra(sigs []*signalmesh.Signal) {
+	for _, s := range sigs {
+		m, err := MetaOf(s)
+		if err != nil || m.Seq == 0 {
+			continue
+		}
+		if st.extra == nil {
+			st.extra, st.extraByID = map[causal.Ref]*streamHead{}, map[string][]causal.Copy{}
+		}
+		if _, ok := st.extra[m.Ref()]; ok {
+			continue
+		}
+		size := 0
+		if w, err := s.MarshalBinary(); err == nil {
+			size = len(w)
+		}
+		st.extra[m.Ref()] = &streamHead{s: s, m: m, size: size}
+		st.extraByID[s.ID] = append(st.extraByID[s.ID], causal.Copy{Ref: m.Ref(), Digest: m.Digest, Source: s.Source})
+	}
+}
+
+// extraAt returns a new head for the extra signal at r, or nil.
+func (st *stream) extraAt(r causal.Ref) *streamHead {
+	e := st.extra[r]
+	if e == nil {
+		return nil
+	}
+	h := *e
+	return &h
+}
+
+// copies lists the places of id's copies: the index's and the extra
+// signals'.
+func (st *stream) copies(id string) ([]causal.Copy, error) {
+	out, err := st.j.Copies(st.ctx, id)
+	if err != nil || len(st.extraByID[id]) == 0 {
+		return out, err
+	}
+	for _, c := range st.extraByID[id] {
+		if !slices.ContainsFunc(out, func(o causal.Copy) bool { return o.Ref == c.Ref }) {
+			out = append(out, c)
+		}
+	}
+	slices.SortFunc(out, func(a, b causal.Copy) int { return comparePlaces(a.Ref, b.Ref) })
+	return out, nil
 }
 
 // streamFilterWords sizes a stream's filter of identities passed (1 MiB:
@@ -315,6 +393,10 @@ func (st *stream) loadNext(o string) error {
 	for seq := st.cur[o] + 1; seq <= st.tops[o]; {
 		raw, err := st.j.d.Get(st.ctx, SignalKey(o, seq))
 		if errors.Is(err, ds.ErrNotFound) {
+			if h := st.extraAt(causal.Ref{Origin: o, Seq: seq}); h != nil {
+				st.heads[o] = h
+				return st.classify(h)
+			}
 			if seq-st.cur[o] > maxHoleProbe {
 				next, err := st.nextKey(o, seq)
 				if err != nil || next == 0 {
@@ -361,6 +443,11 @@ func (st *stream) nextKey(o string, from uint64) (uint64, error) {
 		}
 		if ref, seq, ok := ParseSignalKey(ds.RawKey(r.Key)); ok && ref == o && seq >= from && (best == 0 || seq < best) {
 			best = seq
+		}
+	}
+	for r := range st.extra {
+		if r.Origin == o && r.Seq >= from && (best == 0 || r.Seq < best) {
+			best = r.Seq
 		}
 	}
 	return best, nil
@@ -470,7 +557,7 @@ func (st *stream) waitsOn(h *streamHead) (causal.Ref, error) {
 	if m.Cause == "" || m.Cause == m.ID {
 		return causal.Ref{}, nil
 	}
-	copies, err := st.j.Copies(st.ctx, m.Cause)
+	copies, err := st.copies(m.Cause)
 	if err != nil {
 		return causal.Ref{}, err
 	}
@@ -505,7 +592,7 @@ func (st *stream) copied(h *streamHead) (bool, error) {
 	if !st.mark(h) {
 		return false, nil
 	}
-	copies, err := st.j.Copies(st.ctx, h.s.ID)
+	copies, err := st.copies(h.s.ID)
 	if err != nil {
 		return false, err
 	}
@@ -525,7 +612,7 @@ func (st *stream) copied(h *streamHead) (bool, error) {
 func (st *stream) holds(r causal.Ref) (bool, error) {
 	raw, err := st.j.d.Get(st.ctx, SignalKey(r.Origin, r.Seq))
 	if errors.Is(err, ds.ErrNotFound) {
-		return false, nil
+		return st.extra[r] != nil, nil
 	}
 	if err != nil {
 		return false, err

@@ -173,6 +173,91 @@ func TestStreamCopiesAndTops(t *testing.T) {
 	}
 }
 
+// Signals given as Extra stream as if journaled: with some signals taken
+// out of the journal (entry and index entries) and given as Extra, Stream
+// gives what it gives with all of them journaled, copies and their flags
+// too, from the start and resumed from a cursor.
+func TestStreamExtraIsAsIfJournaled(t *testing.T) {
+	ctx := context.Background()
+	for seed := range uint64(8) {
+		r := rand.New(rand.NewPCG(seed, 11))
+		hist, _ := history(t, r, 150)
+		d := dssync.MutexWrap(ds.NewMapDatastore())
+		put(t, d, hist...)
+		var seq uint64
+		for i := 0; i < 10; i++ {
+			c := hist[r.IntN(len(hist))].Clone()
+			if c.CauseID() != "" {
+				continue
+			}
+			seq++
+			c = stamp(t, c, "peer-d", causal.Stamp{Seq: seq, Lamport: 1000 + seq})
+			hist = append(hist, c)
+			put(t, d, c)
+		}
+		j := journal.New(d)
+		tops, err := j.Origins(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		type step struct {
+			id   string
+			copy bool
+		}
+		run := func(extra []*signalmesh.Signal, after journal.Cursor, copies bool) []step {
+			var out []step
+			err := j.Stream(ctx, tops, after, journal.StreamOptions{Copies: copies, Extra: extra}, func(st journal.StreamStep) bool {
+				if st.Signal != nil {
+					out = append(out, step{st.Signal.ID, st.Copy})
+				}
+				return true
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return out
+		}
+		cut := journal.Cursor{}
+		for o, top := range tops {
+			cut[o] = uint64(r.IntN(int(top) + 1))
+		}
+		var want [2][2][]step
+		for i, after := range []journal.Cursor{nil, cut} {
+			for k, copies := range []bool{false, true} {
+				want[i][k] = run(nil, after, copies)
+			}
+		}
+		// Take a fifth of the signals out of the journal.
+		var extra []*signalmesh.Signal
+		for _, s := range hist {
+			if r.IntN(5) != 0 {
+				continue
+			}
+			m, err := journal.MetaOf(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			keys := []ds.Key{journal.SignalKey(m.Origin, m.Seq)}
+			for _, e := range journal.IndexEntries(m) {
+				keys = append(keys, e.Key)
+			}
+			for _, k := range keys {
+				if err := d.Delete(ctx, k); err != nil {
+					t.Fatal(err)
+				}
+			}
+			extra = append(extra, s)
+		}
+		for i, after := range []journal.Cursor{nil, cut} {
+			for k, copies := range []bool{false, true} {
+				if got := run(extra, after, copies); !slices.Equal(got, want[i][k]) {
+					t.Fatalf("seed %d, cursor %v, copies %v: with %d signals as Extra\n got %v\nwant %v", seed, i == 1, copies, len(extra), got, want[i][k])
+				}
+			}
+		}
+	}
+}
+
 func TestParseCursorRejects(t *testing.T) {
 	good := journal.Cursor{causal.PeerRef("a"): 3, causal.PeerRef("b"): 9}
 	back, err := journal.ParseCursor(good.String())

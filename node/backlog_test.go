@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -110,8 +111,8 @@ func TestResumeReadsOnlyAfterTheCursor(t *testing.T) {
 	if _, err := n.Subscribe("feed.**", again.handle, node.WithName("audit")); err != nil {
 		t.Fatal(err)
 	}
-	reads := st.reads.Load()
 	eventually(t, 30*time.Second, "the resumed subscription handled what it missed", func() bool { return again.count() >= missed })
+	reads := st.reads.Load() // the backlog is read as the handler takes it
 	got := again.snapshot()
 	if len(got) != missed {
 		t.Fatalf("the resumed subscription handled %d signals, want the %d it missed", len(got), missed)
@@ -180,4 +181,74 @@ func TestResumePastRetentionIsTold(t *testing.T) {
 	if want := []string{later[7].ID, later[8].ID, later[9].ID}; !slices.Equal(ids, want) {
 		t.Fatalf("after the notice it got %v, want the retained %v", ids, want)
 	}
+}
+
+// A backlog is read from the journal as the handler takes it: a
+// subscription from the beginning of a 3,000-signal journal whose handler
+// holds the first signal has read a few entries, not the journal; once
+// let go, it gets all of them in order, then what came live meanwhile.
+func TestBacklogIsReadAsTheHandlerTakesIt(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	const mesh, old = "backlog-pull", 3000
+	st := &readCounter{Batching: dssync.MutexWrap(ds.NewMapDatastore()), prefix: "/mesh/" + mesh + "/journal"}
+	n, err := node.New(ctx, node.Config{Mesh: mesh, Datastore: st, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	var want []string
+	for i := 0; i < old; i += 500 {
+		var batch []*signalmesh.Signal
+		for j := i; j < i+500; j++ {
+			s := mustSignal(t, "feed.old", signalmesh.WithSubject(fmt.Sprint(j)))
+			batch = append(batch, s)
+			want = append(want, s.ID)
+		}
+		if err := n.Publish(ctx, batch...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 30*time.Second, "the history journaled", func() bool { c, _, err := n.JournalDigest(ctx); return err == nil && c == old })
+	release := make(chan struct{})
+	rec := newRecorder()
+	first := make(chan struct{})
+	var once sync.Once
+	st.reads.Store(0)
+	sub, err := n.Subscribe("feed.**", func(ctx context.Context, s *signalmesh.Signal) error {
+		once.Do(func() { close(first) })
+		<-release
+		return rec.handle(ctx, s)
+	}, node.WithStart(node.StartBeginning))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	var letGo sync.Once
+	free := func() { letGo.Do(func() { close(release) }) }
+	defer free() // before Close, which waits for the handler
+	<-first
+	reads := st.reads.Load()
+	live := mustSignal(t, "feed.live")
+	if err := n.Publish(ctx, live); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, live.ID)
+	free()
+	eventually(t, 30*time.Second, "the backlog and the live signal handled", func() bool { return rec.count() >= old+1 })
+	got := rec.snapshot()
+	if len(got) != old+1 {
+		t.Fatalf("handled %d signals, want %d", len(got), old+1)
+	}
+	for i, s := range got {
+		if s.ID != want[i] {
+			t.Fatalf("signal %d handled is %s (%s), want %s", i, s.ID, s.Type, want[i])
+		}
+	}
+	// The first origin's first signals, and the journal's next few: not
+	// the 3,000 entries the backlog holds.
+	if reads > 100 {
+		t.Fatalf("the backlog read %d journal entries before its handler took the first signal of %d", reads, old)
+	}
+	t.Logf("%d journal entries read before the first signal was handled", reads)
 }

@@ -474,9 +474,9 @@
 // (after a crash the start still reads the whole journal); Replay and the
 // daemon's /v1/replay read the journal as they stream it (memory per
 // origin), from a cursor, in pages; a subscription's backlog is read the
-// same way, from its cursor (a named subscription that resumes reads what
-// it missed, not the history; its backlog, queued whole, is what it
-// missed); Effects and Trace read the effects of an id through an effects
+// same way, from its cursor, as its handler takes it (a named subscription
+// that resumes reads what it missed, not the history, and a backlog of any
+// length holds memory per origin, not per signal); Effects and Trace read the effects of an id through an effects
 // index (cost per result, not per journal signal; a store written before
 // it gets its entries in one pass over the journal at its next start);
 // Config.Retention (age and count per

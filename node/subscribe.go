@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -51,6 +52,7 @@ type subConfig struct {
 	strategy    Strategy
 	strategySet bool
 	local       bool
+	noNotice    bool
 }
 
 // Start says where a subscription begins.
@@ -113,14 +115,26 @@ func WithName(name string) SubOption {
 	}
 }
 
+// WithoutTruncationNotice keeps truncation notices (TypeTruncated) from
+// the handler: for a handler that forwards what it gets (a bridge to
+// another system), where a notice would pass for an event. Signals past
+// retention are still counted (Status.Truncated) and logged.
+func WithoutTruncationNotice() SubOption {
+	return func(c *subConfig) error {
+		c.noNotice = true
+		return nil
+	}
+}
+
 // WithStart sets where the subscription begins. For a named subscription with
 // a stored cursor, the cursor wins. The backlog it asks for (and a named
 // subscription's, from its cursor) leaves out the signals past
 // Config.Retention; when it passed over any, the handler first gets a
-// truncation notice saying how many (TypeTruncated, Truncation). Count
-// and byte limits apply to what is journaled: a signal delivered here
-// whose journal entry has not arrived yet stays in the backlog until it
-// has (age limits apply to it at once).
+// truncation notice saying how many (TypeTruncated, Truncation; see
+// WithoutTruncationNotice). The backlog comes in the journal's replay
+// order (Replay's), read as the handler takes it; with a count or byte
+// retention rule it first reads the journal once to count (time, not
+// memory, in the journal's length).
 func WithStart(s Start) SubOption {
 	return func(c *subConfig) error { c.start = s; return nil }
 }
@@ -210,8 +224,9 @@ func (o Overflow) String() string {
 //   - so do the loop's periodic work (adoption of unjournaled signals,
 //     cause checks) and its pulls from the journal.
 //
-// The backlog a start asks for (WithStart) is queued whole and is not
-// counted against the bound: only live signals wait for room. The time a
+// The backlog a start asks for (WithStart) is read from the journal as
+// the handler takes it, before what came live, and is not counted against
+// the bound: only live signals wait for room. The time a
 // handler spends in its retries' backoff (WithRetry) is time the node
 // waits too.
 //
@@ -281,7 +296,7 @@ type Subscription struct {
 	room    chan struct{}   // buffer 1: the run goroutine took a signal, or the handler called the node
 	calls   atomic.Int32    // calls to the node with hctx in progress: the loop does not wait
 	waiting atomic.Bool     // the loop waits for room
-	started int             // what queueStart queued that is still in q: the backlog a start asked for, not counted against the bound (guarded by mu)
+	started int             // what queueStart queued that is still in q: handed over again at a start, not counted against the bound (guarded by mu)
 	blocked atomic.Int64    // signals the loop waited for room for
 
 	retry *Retry
@@ -292,6 +307,9 @@ type Subscription struct {
 	spill   *spill      // guarded by mu
 	clog    *cursorLog  // on disk only; owned by the run goroutine
 	handled *handledSet // named only; owned by the run goroutine (see handledSet)
+
+	bl       *backlogReader // the backlog a start asked for, until handed over; owned by the run goroutine
+	noNotice bool           // WithoutTruncationNotice
 
 	info    SubscriptionInfo // its entry in the subscription set (lease and mark aside)
 	local   bool             // not in the subscription set (WithLocal)
@@ -335,7 +353,7 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 	if cfg.inFlight > 0 {
 		limit = cfg.inFlight
 	}
-	s := &Subscription{n: n, pattern: pattern, h: h, limit: limit, name: cfg.name, retry: cfg.retry,
+	s := &Subscription{n: n, pattern: pattern, h: h, limit: limit, name: cfg.name, retry: cfg.retry, noNotice: cfg.noNotice,
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), stopped: make(chan struct{}), hctx: n.ctx}
 	if cfg.overflow == OverflowBlock {
 		s.block, s.room = true, make(chan struct{}, 1)
@@ -396,32 +414,13 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 	var addErr error
 	pending := false // a backlog waits: wake the subscription once it runs
 	err := n.do(context.Background(), func() {
-		var backlog []*signalmesh.Signal
-		var copies []bool
-		left := 0
 		if start.kind != 0 {
-			if cfg.group != "" && cfg.strategy.kind != kindBroadcast {
-				// Each copy of an event is judged (see handle): a member
-				// may own the copy the cursor does not cover.
-				backlog, copies, left, addErr = n.backlogCopies(pattern, start)
-			} else {
-				backlog, left, addErr = n.backlog(pattern, start)
-			}
-			if addErr != nil {
-				return
-			}
+			// Each copy of an event is judged by a group member (see
+			// handle): it may own the copy the cursor does not cover.
+			s.bl = n.openBacklog(pattern, start, cfg.group != "" && cfg.strategy.kind != kindBroadcast)
 		}
-		if left > 0 {
-			var notice *signalmesh.Signal
-			if notice, addErr = n.truncationNotice(cfg.name, pattern, left); addErr != nil {
-				return
-			}
-			s.q = append(s.q, queued{sig: notice, mark: markNotice})
-			n.m.truncated.Add(int64(left))
-			n.log.Info("node: a subscription's backlog passed over signals past retention", "name", cfg.name, "pattern", pattern, "left", left)
-		}
-		s.queueStart(n.handedBefore(pattern, owed), backlog, copies)
-		pending = len(s.q) > 0
+		s.queueStart(n.handedBefore(pattern, owed))
+		pending = len(s.q) > 0 || s.bl != nil
 		switch start.kind {
 		case 0:
 			for o, seq := range n.core.Delivered() {
@@ -439,6 +438,7 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 		err = addErr
 	}
 	if err != nil {
+		s.closeBacklog()
 		return nil, err
 	}
 	s.id = newSubID(cfg.name)
@@ -462,6 +462,7 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 			s.closed = true // the loop may wait for its room (OverflowBlock): no run goroutine will make any
 			s.mu.Unlock()
 			close(s.quit)
+			s.closeBacklog()
 			return nil, fmt.Errorf("node: announce subscription: %w", err)
 		}
 	}
@@ -478,53 +479,59 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 
 // queueStart queues what the subscription starts with, before its
 // registration (from then on the loop appends, in enqueue under s.mu, and
-// only the loop and run touch s.q): first again, what the last process
-// handed over and did not record as handled (see handedBefore), then the
-// backlog without those.
-func (s *Subscription) queueStart(again, backlog []*signalmesh.Signal, copies []bool) {
-	defer func() { s.started = len(s.q) }() // not counted against an OverflowBlock bound (with a truncation notice queued before)
-	first := make(map[causal.Ref]bool, len(again))
+// only the loop and run touch s.q): again, what the last process handed
+// over and did not record as handled (see handedBefore). The backlog comes
+// after them, from the backlog reader, which leaves them out.
+func (s *Subscription) queueStart(again []*signalmesh.Signal) {
 	for _, b := range again {
 		s.q = append(s.q, queued{sig: b, mark: markAgain})
-		origin, seq := journal.Place(b)
-		first[causal.Ref{Origin: origin, Seq: seq}] = true
-	}
-	for i, b := range backlog {
-		if origin, seq := journal.Place(b); !first[causal.Ref{Origin: origin, Seq: seq}] {
-			q := queued{sig: b}
-			if i < len(copies) && copies[i] {
-				q.mark = markCovered // another copy of an event already in the backlog or judged
-			}
-			s.q = append(s.q, q)
+		if s.bl != nil {
+			origin, seq := journal.Place(b)
+			s.bl.again[causal.Ref{Origin: origin, Seq: seq}] = true
 		}
 	}
+	s.started = len(s.q) // not counted against an OverflowBlock bound
 }
 
-// backlog lists, in replay order, the journaled signals matching pattern that
-// the node has delivered and that start asks for. It runs on the loop.
-func (n *Node) backlog(pattern string, start Start) ([]*signalmesh.Signal, int, error) {
-	out, _, left, err := n.backlogOf(pattern, start, false)
-	return out, left, err
+// backlogReader hands over a subscription's backlog (the journaled
+// signals matching its pattern that its node had delivered when it
+// subscribed and that its start asks for, in replay order, each identity
+// once, or each copy marked for a consumer group member) one signal at a
+// time as its handler takes them: journal.Stream, pulled by the
+// subscription's goroutine. Its memory follows the number of origins (and
+// the node's delivered signals not journaled when it subscribed), not the
+// backlog's length; a named subscription that resumes reads what it
+// missed, not the history. Owned by the run goroutine (set before it
+// starts).
+type backlogReader struct {
+	next  func() (journal.StreamStep, error, bool)
+	stop  func()
+	again map[causal.Ref]bool // handed over first (queueStart): not again
+	held  *queued             // the signal that comes after a truncation notice
 }
 
-// backlogCopies is backlog for a consumer group member: it keeps every
-// copy of an event (a retry published on two peers) after the cursor,
-// and reports which are copies of an event met before (in the backlog, or
-// at or before the cursor), for the member to judge (see handle).
-func (n *Node) backlogCopies(pattern string, start Start) ([]*signalmesh.Signal, []bool, int, error) {
-	return n.backlogOf(pattern, start, true)
-}
-
-// backlogOf is backlog and backlogCopies; it also counts the signals
-// matching pattern it passed over because they are past Config.Retention.
-func (n *Node) backlogOf(pattern string, start Start, keepCopies bool) ([]*signalmesh.Signal, []bool, int, error) {
-	// The journal, read as it streams from the cursor (a named
-	// subscription that resumes reads what it missed, not the history),
-	// each origin up to what the core delivered: what lies above comes
-	// live.
+// openBacklog takes, on the loop, what the backlog is: per origin, the
+// journal up to what the core delivered (and the delivered signals whose
+// journal entries have not arrived yet, streamed as if journaled), minus
+// the ranges given up (delivered late, if they come, live), after the
+// cursor for StartAfter. Nothing is read until the subscription pulls.
+func (n *Node) openBacklog(pattern string, start Start, keepCopies bool) *backlogReader {
 	tops := n.tops.all()
 	for o, top := range tops {
 		tops[o] = min(top, n.core.DeliveredOf(o))
+	}
+	var extra []*signalmesh.Signal
+	for _, s := range n.fresh.list("") {
+		origin, seq := journal.Place(s)
+		if seq == 0 || seq > n.core.DeliveredOf(origin) {
+			continue
+		}
+		extra = append(extra, s)
+		tops[origin] = max(tops[origin], seq)
+	}
+	skipped := map[string][]causal.Gap{}
+	for _, g := range n.core.SkippedGaps() {
+		skipped[g.Origin] = append(skipped[g.Origin], g)
 	}
 	var after journal.Cursor
 	if start.kind == 3 {
@@ -534,102 +541,84 @@ func (n *Node) backlogOf(pattern string, start Start, keepCopies bool) ([]*signa
 		}
 	}
 	match := func(s *signalmesh.Signal) bool {
-		return router.Matches(pattern, s.Type) && (start.kind != 2 || !s.Time.Before(start.at))
-	}
-	var all []*signalmesh.Signal
-	at := map[causal.Ref]bool{}
-	left := 0
-	err := n.jr.Stream(n.ctx, tops, after, journal.StreamOptions{Match: match, Copies: true}, func(st journal.StreamStep) bool {
-		left += st.Truncated
-		if st.Signal != nil {
-			origin, seq := journal.Place(st.Signal)
-			at[causal.Ref{Origin: origin, Seq: seq}] = true
-			all = append(all, st.Signal)
+		if !router.Matches(pattern, s.Type) || (start.kind == 2 && s.Time.Before(start.at)) {
+			return false
 		}
-		return true
-	})
-	if err != nil {
-		return nil, nil, 0, err
-	}
-	// Delivered signals whose journal entry has not arrived yet (they came
-	// by gossip, or were published here moments ago) are part of it too,
-	// and those whose journal entry was announced but may not be committed
-	// yet (go-ds-crdt calls the put hook before it commits): the lately
-	// settled ones.
-	type ident struct {
-		source, id string
-		digest     uint64
-	}
-	covered := map[ident]bool{} // identities of fresh signals at or before the cursor
-	for _, s := range n.fresh.list("") {
 		origin, seq := journal.Place(s)
-		r := causal.Ref{Origin: origin, Seq: seq}
-		if seq == 0 || at[r] || !match(s) {
-			continue
-		}
-		if seq <= after[origin] {
-			covered[ident{s.Source, s.ID, journal.ContentDigest(s)}] = true
-			continue
-		}
-		if seq > n.core.DeliveredOf(origin) {
-			continue
-		}
-		if seq <= tops[origin] {
-			// In the stream's range: journaled, it was passed over (past
-			// retention); not journaled (a hole the stream skipped), it
-			// is part of the backlog.
-			if held, err := n.repl.Has(n.ctx, journal.SignalKey(origin, seq)); err == nil && held {
-				continue
+		for _, g := range skipped[origin] {
+			if seq >= g.From && seq <= g.To {
+				return false // given up, not delivered: it comes live, late
 			}
 		}
-		at[r] = true
-		if n.fresh.past != nil && n.fresh.past(s) {
-			left++ // past an age limit before its journal entry came
-			continue
-		}
-		all = append(all, s)
+		return true
 	}
-	journal.Order(all)
-	// One event with copies at two places (a retry published on two
-	// peers) is handed over once: not at all if the cursor covers a copy.
-	seen := map[ident]bool{}
-	out := all[:0]
-	var copies []bool
-	for _, s := range all {
-		k := ident{s.Source, s.ID, journal.ContentDigest(s)}
-		if !seen[k] && start.kind == 3 && (covered[k] || n.coveredCopy(s, k.digest, after)) {
-			seen[k] = true
+	opts := journal.StreamOptions{Match: match, Copies: keepCopies, Extra: extra}
+	ctx := n.ctx
+	seq := func(yield func(journal.StreamStep, error) bool) {
+		err := n.jr.Stream(ctx, tops, after, opts, func(st journal.StreamStep) bool {
+			st.Cursor = nil // live: not kept
+			return yield(st, nil)
+		})
+		if err != nil {
+			yield(journal.StreamStep{}, err)
 		}
-		if seen[k] && !keepCopies {
-			continue
-		}
-		if keepCopies {
-			copies = append(copies, seen[k])
-		}
-		seen[k] = true
-		out = append(out, s)
 	}
-	return out, copies, left, nil
+	next, stop := iter.Pull2(iter.Seq2[journal.StreamStep, error](seq))
+	return &backlogReader{next: next, stop: stop, again: map[causal.Ref]bool{}}
 }
 
-// coveredCopy reports whether the journal holds another copy of s (same
-// source, id and content) at or before the cursor after. It asks the
-// index, and reads a copy it names (rare: a retry at two places).
-func (n *Node) coveredCopy(s *signalmesh.Signal, digest uint64, after journal.Cursor) bool {
-	copies, err := n.jr.Copies(n.ctx, s.ID)
-	if err != nil {
-		return false
+// nextBacklog returns the backlog's next signal for the handler (a
+// truncation notice where the backlog passed over signals past
+// Config.Retention, before the next one), or false once it is done; it
+// then stops the reader. Only run calls it.
+func (s *Subscription) nextBacklog() (queued, bool) {
+	b := s.bl
+	if b.held != nil {
+		q := *b.held
+		b.held = nil
+		return q, true
 	}
-	origin, seq := journal.Place(s)
-	for _, c := range copies {
-		if c.Ref == (causal.Ref{Origin: origin, Seq: seq}) || c.Source != s.Source || c.Digest != digest || c.Ref.Seq > after[c.Ref.Origin] {
-			continue
+	for {
+		st, err, ok := b.next()
+		if !ok || err != nil {
+			if err != nil && s.n.ctx.Err() == nil {
+				s.n.log.Error("node: read a subscription's backlog; the rest of it is not handed over", "name", s.name, "pattern", s.pattern, "err", err)
+				s.n.m.drop("backlog_read")
+			}
+			s.closeBacklog()
+			return queued{}, false
 		}
-		if o, err := n.jr.At(n.ctx, c.Ref.Origin, c.Ref.Seq); err == nil && o.Source == s.Source && o.ID == s.ID {
-			return true
+		var q *queued
+		if st.Signal != nil {
+			origin, seq := journal.Place(st.Signal)
+			if !b.again[causal.Ref{Origin: origin, Seq: seq}] {
+				q = &queued{sig: st.Signal}
+				if st.Copy {
+					q.mark = markCovered // another copy of an event already in the backlog or judged
+				}
+			}
+		}
+		if st.Truncated > 0 {
+			s.n.m.truncated.Add(int64(st.Truncated))
+			s.n.log.Info("node: a subscription's backlog passed over signals past retention", "name", s.name, "pattern", s.pattern, "left", st.Truncated)
+			if notice, err := s.n.truncationNotice(s.name, s.pattern, st.Truncated); err == nil && !s.noNotice {
+				b.held = q
+				return queued{sig: notice, mark: markNotice}, true
+			}
+		}
+		if q != nil {
+			return *q, true
 		}
 	}
-	return false
+}
+
+// closeBacklog stops the backlog reader, if any. Only run calls it (and
+// Subscribe, before run starts).
+func (s *Subscription) closeBacklog() {
+	if s.bl != nil {
+		s.bl.stop()
+		s.bl = nil
+	}
 }
 
 // handedBefore returns, in order, the signals of owed (what the last
@@ -815,6 +804,7 @@ func (n *Node) reenter(ctx context.Context) (done func()) {
 func (s *Subscription) run() {
 	defer s.n.subWG.Done()
 	defer close(s.stopped)
+	defer s.closeBacklog()
 	for {
 		s.flushCursor() // it waits: what it handled is in its cursor log
 		select {
@@ -832,6 +822,15 @@ func (s *Subscription) run() {
 				return // as a kill -9 would: nothing more is handled
 			}
 			s.mu.Lock()
+			if s.bl != nil && s.started == 0 && !s.closed {
+				// The backlog, after what was handed over again and
+				// before what came live.
+				s.mu.Unlock()
+				if q, ok := s.nextBacklog(); ok {
+					s.handle(q.sig, q.mark)
+				}
+				continue
+			}
 			if len(s.q) == 0 || s.closed {
 				s.q = nil
 				spilling := s.spill != nil && s.spill.on && !s.closed
@@ -869,8 +868,16 @@ func (s *Subscription) handle(sig *signalmesh.Signal, m mark) {
 	if s.group != nil {
 		s.group.pending = "" // passOver sets it for this signal
 	}
-	if m == markNotice { // no place, no cursor, nobody else's share: it is for this handler
-		s.call(sig)
+	if m == markNotice {
+		// No place, no cursor, nobody else's share: it is for this
+		// handler, once. Not retried, no dead letter (one naming it as
+		// its cause would wait for it everywhere: it is in no journal),
+		// not counted as delivered.
+		if err := s.callOnce(sig); err != nil {
+			s.failed.Add(1)
+			s.n.m.handlerErrors.Add(1)
+			s.n.log.Warn("node: handler failed on a truncation notice (not retried)", "pattern", s.pattern, "name", s.name, "err", err)
+		}
 		return
 	}
 	covered := m == markCovered

@@ -16,9 +16,15 @@ import (
 // gap. The notice comes whatever the pattern, is never journaled nor
 // gossiped, has no place (no sequence: it does not move a named
 // subscription's cursor), and goes to a consumer group member's own
-// handler, not to a share. A named subscription gets it again at its next
-// start while signals past retention lie after its cursor (an origin whose
-// last matching signals expired before the subscription handled them).
+// handler, not to a share. It is handed once: an error from the handler is
+// counted and logged, not retried, and makes no dead letter; it does not
+// count as delivered. A backlog that passed over signals past retention in
+// more than one stretch hands a notice before each. A named subscription
+// gets it again at its next start while signals past retention lie after
+// its cursor (an origin whose last matching signals expired before the
+// subscription handled them). A handler that forwards what it gets to
+// another system turns it off with WithoutTruncationNotice (the bridge's
+// egress, the Watermill subscriber and the daemon's record do).
 const TypeTruncated = "signalmesh.truncated"
 
 // truncationData is a notice's data.

@@ -102,7 +102,8 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	}
 	name := ""
 	opts := []node.SubOption{node.WithStart(s.start), node.WithRetry(node.Retry{
-		Attempts: math.MaxInt, Backoff: s.cfg.NackBackoff, MaxBackoff: s.cfg.MaxNackBackoff, NoDeadLetter: true})}
+		Attempts: math.MaxInt, Backoff: s.cfg.NackBackoff, MaxBackoff: s.cfg.MaxNackBackoff, NoDeadLetter: true}),
+		node.WithoutTruncationNotice()} // a notice is no message of the topic
 	if s.cfg.ConsumerGroup != "" {
 		name = "watermill." + s.cfg.ConsumerGroup + "." + topic
 		if s.groups[name] || s.groupActive(ctx, name) {

@@ -85,7 +85,7 @@ func recordTo(n *node.Node, path, pattern string, delay chaos.Delay, opts []node
 	if err != nil {
 		return nil, err
 	}
-	sub, err := n.Subscribe(pattern, rec.Handle, opts...)
+	sub, err := n.Subscribe(pattern, rec.Handle, append(opts[:len(opts):len(opts)], node.WithoutTruncationNotice())...) // the record holds signals
 	if err != nil {
 		_ = rec.Close()
 		return nil, fmt.Errorf("record: %w", err)
