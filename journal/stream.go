@@ -293,9 +293,11 @@ func (st *stream) addExtra(sigs []*signalmesh.Signal) {
 		if _, ok := st.extra[m.Ref()]; ok {
 			continue
 		}
-		size := 0
-		if w, err := s.MarshalBinary(); err == nil {
-			size = len(w)
+		size := 0 // its stored form's: for the count and byte rules only
+		if st.j.ret.counts() {
+			if w, err := s.MarshalBinary(); err == nil {
+				size = len(w)
+			}
 		}
 		st.extra[m.Ref()] = &streamHead{s: s, m: m, size: size}
 		st.extraByID[s.ID] = append(st.extraByID[s.ID], causal.Copy{Ref: m.Ref(), Digest: m.Digest, Source: s.Source})
