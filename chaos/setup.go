@@ -157,7 +157,12 @@ func expect(setup Setup, faults []Fault) Expect {
 			// a clean restart across a cut: a peer it is still connected
 			// to cannot acknowledge its group member's leave (the group
 			// rule checks what that costs)
-			"did not acknowledge this node's consumer group members' leave")
+			"did not acknowledge this node's consumer group members' leave",
+			// a cut, a kill or a pause can leave GossipSub without a
+			// connected peer's subscriptions or stream, or bitswap
+			// without the peer: the relinker connects to it again (the
+			// rules check that nothing is lost meanwhile)
+			"stopped sending to a connected peer", "could not connect again to a relinked peer")
 	}
 	if setup.CausalBuffer > 0 {
 		e.Counters = append(e.Counters, "causal_buffer_full")
