@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -103,6 +104,35 @@ func TestRetentionValidate(t *testing.T) {
 	} {
 		if err := bad.Validate(); !errors.Is(err, journal.ErrRetention) {
 			t.Errorf("%+v: %v, want ErrRetention", bad, err)
+		}
+	}
+}
+
+// With count and byte rules, a stream cut anywhere and resumed from its
+// cursor gives the same view as one stream (the resumed one counts only
+// what lies after its cursor).
+func TestRetentionResumedIsTheSameView(t *testing.T) {
+	ctx := context.Background()
+	for seed := range uint64(8) {
+		r := rand.New(rand.NewPCG(seed, 5))
+		hist, _ := history(t, r, 150)
+		d := dssync.MutexWrap(ds.NewMapDatastore())
+		put(t, d, hist...)
+		j := journal.New(d)
+		j.SetRetention(journal.Retention{{Pattern: "h.**", MaxCount: 40 + r.IntN(60)}}, nil)
+		tops, err := j.Origins(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		full, _ := streamed(t, j, tops, nil, nil, 0)
+		if len(full) < 2 {
+			t.Fatalf("seed %d: %d kept", seed, len(full))
+		}
+		cut := 1 + r.IntN(len(full)-1)
+		head, cur := streamed(t, j, tops, nil, nil, cut)
+		rest, _ := streamed(t, j, tops, cur, nil, 0)
+		if all := append(head, rest...); !slices.Equal(all, full) {
+			t.Fatalf("seed %d: cut at %d of %d and resumed: %d kept, want %d", seed, cut, len(full), len(all), len(full))
 		}
 	}
 }

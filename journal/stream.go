@@ -125,8 +125,10 @@ type StreamStep struct {
 // one's highest sequence to read (Origins lists the journaled ones; a node
 // keeps them): a place above its origin's top is outside the stream, not
 // yielded, and no signal waits for it (as Order ignores dependencies
-// outside its set). With a Retention that has count rules it first reads the journal
-// once to count (time, not memory, in its length).
+// outside its set). With a Retention that has count or byte rules it
+// first reads what it will stream once, to count (time, not memory): from
+// the start, the journal up to tops; resumed from a cursor, only what lies
+// after it (what a rule keeps is its newest signals).
 //
 // The order is Replay's for every history an honest mesh writes. It
 // differs only where Order breaks a cycle of causeids (which no honest
@@ -212,6 +214,21 @@ func (st *stream) retention() (*streamRetention, error) {
 		return sr, nil
 	}
 	sr.lim = newLimits(j.ret)
+	if len(st.cur) > 0 {
+		// Resumed: only what lies after the cursor decides (what a rule
+		// keeps is its newest; what is at or before the cursor was
+		// passed), so count that alone: the tail, not the history.
+		for o, top := range st.tops {
+			if err := st.eachAfter(o, top, func(s *signalmesh.Signal, size int) {
+				if !j.ret.expired(s, sr.now) {
+					sr.lim.count(s, size)
+				}
+			}); err != nil {
+				return nil, err
+			}
+		}
+		return sr, nil
+	}
 	journaled := map[causal.Ref]bool{} // of the extra signals' places only
 	res, err := j.d.Query(st.ctx, query.Query{Prefix: signalsNS})
 	if err != nil {
@@ -223,8 +240,8 @@ func (st *stream) retention() (*streamRetention, error) {
 			return nil, r.Error
 		}
 		ref, seq, ok := ParseSignalKey(ds.RawKey(r.Key))
-		if !ok {
-			continue
+		if !ok || seq > st.tops[ref] {
+			continue // outside the stream
 		}
 		if r := (causal.Ref{Origin: ref, Seq: seq}); st.extra[r] != nil {
 			journaled[r] = true
@@ -233,24 +250,52 @@ func (st *stream) retention() (*streamRetention, error) {
 		if err != nil || j.ret.expired(s, sr.now) {
 			continue
 		}
-		sr.count(s, len(r.Value), seq <= st.cur[ref])
+		sr.lim.count(s, len(r.Value))
 	}
 	for r, e := range st.extra { // streamed as if journaled: counted so
-		if !journaled[r] && !j.ret.expired(e.s, sr.now) {
-			sr.count(e.s, e.size, r.Seq <= st.cur[r.Origin])
+		if !journaled[r] && r.Seq <= st.tops[r.Origin] && !j.ret.expired(e.s, sr.now) {
+			sr.lim.count(e.s, e.size)
 		}
 	}
 	return sr, nil
 }
 
-// count counts a retained signal for the count and byte rules; passed:
-// at or below the cursor the stream starts from.
-func (sr *streamRetention) count(s *signalmesh.Signal, size int, passed bool) {
-	sr.lim.count(s, size)
-	if i := sr.r.ruleOf(s.Type); i >= 0 && passed {
-		sr.lim.passed[i]++
-		sr.lim.passedB[i] += int64(size)
+// eachAfter calls fn with each signal of origin o after the stream's
+// cursor up to top, journaled or extra, in sequence (an entry that does
+// not decode, or is not at its place, is passed over, as the stream
+// does).
+func (st *stream) eachAfter(o string, top uint64, fn func(*signalmesh.Signal, int)) error {
+	misses := 0
+	for seq := st.cur[o] + 1; seq <= top; seq++ {
+		raw, err := st.j.d.Get(st.ctx, SignalKey(o, seq))
+		if errors.Is(err, ds.ErrNotFound) {
+			if e := st.extra[causal.Ref{Origin: o, Seq: seq}]; e != nil {
+				misses = 0
+				fn(e.s, e.size)
+				continue
+			}
+			if misses++; misses > maxHoleProbe {
+				next, err := st.nextKey(o, seq+1)
+				if err != nil || next == 0 {
+					return err
+				}
+				seq, misses = next-1, 0
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		misses = 0
+		s, err := signalmesh.DecodeBinary(raw, st.j.lim)
+		if err != nil {
+			continue
+		}
+		if m, err := MetaOf(s); err == nil && m.Origin == o && m.Seq == seq {
+			fn(s, len(raw))
+		}
 	}
+	return nil
 }
 
 // left reports whether s, the stream's next signal (size bytes stored),

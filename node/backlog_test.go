@@ -60,11 +60,19 @@ func (f countFilter) Filter(e query.Entry) bool { f.c.note(ds.RawKey(e.Key)); re
 // whatever the history (issue 15: memory and time follow what is read,
 // not what was ever published).
 func TestResumeReadsOnlyAfterTheCursor(t *testing.T) {
+	for _, ret := range []journal.Retention{nil, {{Pattern: "other.**", MaxCount: 10}}} {
+		t.Run(fmt.Sprintf("rules=%d", len(ret)), func(t *testing.T) { resumeReads(t, ret) })
+	}
+}
+
+// resumeReads is TestResumeReadsOnlyAfterTheCursor with the retention
+// rules ret (a count rule counts what the backlog reads: its tail).
+func resumeReads(t *testing.T, ret journal.Retention) {
 	checkLeaks(t)
 	ctx := context.Background()
 	const mesh, old, missed = "resume-reads", 3000, 5
 	st := &readCounter{Batching: dssync.MutexWrap(ds.NewMapDatastore()), prefix: "/mesh/" + mesh + "/journal"}
-	cfg := node.Config{Mesh: mesh, Datastore: st, DataDir: t.TempDir(), ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: testLogger(t)}
+	cfg := node.Config{Mesh: mesh, Datastore: st, DataDir: t.TempDir(), ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: testLogger(t), Retention: ret}
 	journaled := func(n *node.Node, want int) func() bool {
 		return func() bool { c, _, err := n.JournalDigest(ctx); return err == nil && c == want }
 	}

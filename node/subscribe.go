@@ -133,8 +133,7 @@ func WithoutTruncationNotice() SubOption {
 // truncation notice saying how many (TypeTruncated, Truncation; see
 // WithoutTruncationNotice). The backlog comes in the journal's replay
 // order (Replay's), read as the handler takes it; with a count or byte
-// retention rule it first reads the journal once to count (time, not
-// memory, in the journal's length).
+// retention rule it first reads itself once to count (time, not memory).
 func WithStart(s Start) SubOption {
 	return func(c *subConfig) error { c.start = s; return nil }
 }
