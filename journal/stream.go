@@ -111,7 +111,7 @@ type StreamStep struct {
 	// Retention (SetRetention): the replay says where it lost history.
 	Truncated int
 	// Copy reports (with StreamOptions.Copies) that another copy of the
-	// signal's identity (source, id, content) was passed before it, or
+	// signal's identity (source, id, content) was yielded before it, or
 	// lies at or before the cursor the stream started from.
 	Copy bool
 }
@@ -140,9 +140,8 @@ func (j *Journal) Stream(ctx context.Context, tops map[string]uint64, after Curs
 	if st.cur == nil {
 		st.cur = Cursor{}
 	}
-	if len(st.cur) == 0 { // from the start: what was passed is what the filter saw
-		st.passed = make([]uint64, streamFilterWords)
-	}
+	st.start = maps.Clone(st.cur)
+	st.passed = make([]uint64, streamFilterWords)
 	ret, err := st.retention()
 	if err != nil {
 		return err
@@ -318,7 +317,8 @@ type stream struct {
 	heads   map[string]*streamHead   // origin -> its next signal
 	ready   headHeap                 // the heads that wait for nothing
 	waiting map[string][]*streamHead // origin -> the heads waiting for one of its places
-	passed  []uint64                 // a Bloom filter of the identities passed (nil: resumed, ask the index)
+	start   Cursor                   // where it started
+	passed  []uint64                 // a Bloom filter of the identities it yielded
 
 	extra     map[causal.Ref]*streamHead // StreamOptions.Extra by place
 	extraByID map[string][]causal.Copy   // and as copies of their ids
@@ -375,7 +375,7 @@ func (st *stream) copies(id string) ([]causal.Copy, error) {
 	return out, nil
 }
 
-// streamFilterWords sizes a stream's filter of identities passed (1 MiB:
+// streamFilterWords sizes a stream's filter of identities yielded (1 MiB:
 // about 2 % false "maybe" at a million signals, each costing one index
 // lookup).
 const streamFilterWords = 1 << 17
@@ -636,7 +636,8 @@ func (st *stream) waitsOn(h *streamHead) (causal.Ref, error) {
 // and content) was passed already: Replay keeps the first copy only. The
 // index is asked only when the filter of identities passed cannot say no.
 func (st *stream) copied(h *streamHead) (bool, error) {
-	if !st.mark(h) {
+	maybe := st.mark(h) // its identity may have been yielded already
+	if !maybe && len(st.start) == 0 {
 		return false, nil
 	}
 	copies, err := st.copies(h.s.ID)
@@ -644,7 +645,15 @@ func (st *stream) copied(h *streamHead) (bool, error) {
 		return false, err
 	}
 	for _, c := range copies {
-		if c.Ref != h.m.Ref() && c.Source == h.s.Source && c.Digest == h.m.Digest && c.Ref.Seq <= st.cur[c.Ref.Origin] {
+		// A copy at or before where the stream started is passed; one
+		// the stream passed itself counts only if it was yielded (not
+		// one past retention, or one Match left out), as far as the
+		// filter of identities yielded knows.
+		bound := st.start[c.Ref.Origin]
+		if maybe {
+			bound = max(bound, st.cur[c.Ref.Origin])
+		}
+		if c.Ref != h.m.Ref() && c.Source == h.s.Source && c.Digest == h.m.Digest && c.Ref.Seq <= bound {
 			ok, err := st.holds(c.Ref)
 			if err != nil || ok {
 				return ok, err

@@ -260,3 +260,147 @@ func TestBacklogIsReadAsTheHandlerTakesIt(t *testing.T) {
 	}
 	t.Logf("%d journal entries read before the first signal was handled", reads)
 }
+
+// The node closes (cleanly, or as a kill -9 would) while a named
+// subscription is in its backlog, with a live signal queued after it:
+// reopened, the subscription gets every signal at least once. (The live
+// signal must not move its cursor past a backlog it did not read.)
+func TestCloseMidBacklogLosesNothing(t *testing.T) {
+	for _, crash := range []bool{false, true} {
+		t.Run(fmt.Sprintf("crash=%v", crash), func(t *testing.T) { closeMidBacklog(t, crash) })
+	}
+}
+
+func closeMidBacklog(t *testing.T, crash bool) {
+	checkLeaks(t)
+	ctx := context.Background()
+	mesh, old := fmt.Sprintf("close-mid-backlog-%v", crash), 200
+	cfg := node.Config{Mesh: mesh, Datastore: dssync.MutexWrap(ds.NewMapDatastore()), DataDir: t.TempDir(),
+		ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: testLogger(t)}
+	n, err := node.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	var batch []*signalmesh.Signal
+	for j := range old {
+		s := mustSignal(t, "feed.old", signalmesh.WithSubject(fmt.Sprint(j)))
+		batch = append(batch, s)
+		want[s.ID] = true
+	}
+	if err := n.Publish(ctx, batch...); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "journaled", func() bool { c, _, err := n.JournalDigest(ctx); return err == nil && c == old })
+	var mu sync.Mutex
+	got := map[string]bool{}
+	handle := func(_ context.Context, s *signalmesh.Signal) error {
+		mu.Lock()
+		got[s.ID] = true
+		mu.Unlock()
+		return nil
+	}
+	first := make(chan struct{})
+	var once sync.Once
+	if _, err := n.Subscribe("feed.**", func(hctx context.Context, s *signalmesh.Signal) error {
+		once.Do(func() { close(first); <-hctx.Done() }) // held until the node closes
+		return handle(hctx, s)
+	}, node.WithName("audit"), node.WithStart(node.StartBeginning)); err != nil {
+		t.Fatal(err)
+	}
+	<-first
+	// Another subscription tells when the loop has dispatched the live
+	// signal: it is queued after the backlog then.
+	probe := newRecorder()
+	if _, err := n.Subscribe("feed.live", probe.handle); err != nil {
+		t.Fatal(err)
+	}
+	live := mustSignal(t, "feed.live")
+	want[live.ID] = true
+	if err := n.Publish(ctx, live); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the live signal dispatched", func() bool { return probe.count() == 1 })
+	if crash {
+		_ = n.CloseAsCrash()
+	} else if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n2, err := node.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n2.Close()
+	sub, err := n2.Subscribe("feed.**", handle, node.WithName("audit"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	missing := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		k := 0
+		for id := range want {
+			if !got[id] {
+				k++
+			}
+		}
+		return k
+	}
+	eventually(t, 20*time.Second, "every signal handed over at least once", func() bool { return missing() == 0 })
+}
+
+// slowReads makes every read of the journal's namespace slow once armed,
+// and counts them.
+type slowReads struct {
+	ds.Batching
+	prefix string
+	armed  atomic.Bool
+	reads  atomic.Int64
+}
+
+func (s *slowReads) Get(ctx context.Context, k ds.Key) ([]byte, error) {
+	if s.armed.Load() && strings.HasPrefix(k.String(), s.prefix) {
+		s.reads.Add(1)
+		time.Sleep(2 * time.Millisecond)
+	}
+	return s.Batching.Get(ctx, k)
+}
+
+// Closing a subscription stops its backlog's stream at once, also in a
+// long stretch of signals that do not match (it reads on its own
+// context, not the node's).
+func TestCloseStopsTheBacklogsRead(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	const mesh, old = "backlog-close-scan", 2000
+	st := &slowReads{Batching: dssync.MutexWrap(ds.NewMapDatastore()), prefix: "/mesh/" + mesh + "/journal"}
+	n, err := node.New(ctx, node.Config{Mesh: mesh, Datastore: st, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	var batch []*signalmesh.Signal
+	for j := range old {
+		batch = append(batch, mustSignal(t, "feed.old", signalmesh.WithSubject(fmt.Sprint(j))))
+	}
+	if err := n.Publish(ctx, batch...); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "journaled", func() bool { c, _, err := n.JournalDigest(ctx); return err == nil && c == old })
+	st.armed.Store(true)
+	sub, err := n.Subscribe("rare.**", func(context.Context, *signalmesh.Signal) error { return nil }, node.WithStart(node.StartBeginning))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the backlog's read begun", func() bool { return st.reads.Load() > 0 })
+	if err := sub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A read of the whole journal (2,000 reads of 2 ms) would have passed
+	// through Close; a stopped stream leaves it at the few made before.
+	if r := st.reads.Load(); r >= old {
+		t.Fatalf("Close returned after %d journal reads: it waited for the backlog's whole read", r)
+	}
+	st.armed.Store(false)
+}

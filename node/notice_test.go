@@ -75,7 +75,7 @@ func TestNoticeHandlerErrorHoldsNothing(t *testing.T) {
 // moment a read of that value has found it absent.
 type gateStore struct {
 	ds.Batching
-	target   string // "/k<signal key>/v"
+	target   atomic.Value // string: "/k<signal key>/v" (written by the test, read by the node's goroutines)
 	armed    atomic.Bool
 	held     chan struct{} // closed when the commit waits
 	open     chan struct{} // closed to let it go
@@ -85,13 +85,19 @@ type gateStore struct {
 }
 
 func (g *gateStore) Get(ctx context.Context, k ds.Key) ([]byte, error) {
-	if g.target != "" && strings.HasSuffix(k.String(), g.target) && g.armed.CompareAndSwap(true, false) {
+	if g.is(k) && g.armed.CompareAndSwap(true, false) {
 		v, err := g.Batching.Get(ctx, k)
 		g.openOnce.Do(func() { close(g.open) })
 		<-g.done
 		return v, err
 	}
 	return g.Batching.Get(ctx, k)
+}
+
+// is reports whether k is the target's key.
+func (g *gateStore) is(k ds.Key) bool {
+	t, _ := g.target.Load().(string)
+	return t != "" && strings.HasSuffix(k.String(), t)
 }
 
 func (g *gateStore) Batch(ctx context.Context) (ds.Batch, error) {
@@ -109,7 +115,7 @@ type gateBatch struct {
 }
 
 func (b *gateBatch) Put(ctx context.Context, k ds.Key, v []byte) error {
-	if b.g.target != "" && strings.HasSuffix(k.String(), b.g.target) {
+	if b.g.is(k) {
 		b.hit = true
 	}
 	return b.Batch.Put(ctx, k, v)
@@ -148,7 +154,7 @@ func TestBacklogHasASignalCommittedWhileItReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 20*time.Second, "the first journaled", func() bool { c, _, err := n.JournalDigest(ctx); return err == nil && c == 1 })
-	g.target = "/k" + journal.SignalKey(causal.PeerRef(n.ID().String()), 2).String() + "/v"
+	g.target.Store("/k" + journal.SignalKey(causal.PeerRef(n.ID().String()), 2).String() + "/v")
 	second := mustSignal(t, "feed.tick")
 	if err := n.Publish(ctx, second); err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"maps"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -307,8 +308,9 @@ type Subscription struct {
 	clog    *cursorLog  // on disk only; owned by the run goroutine
 	handled *handledSet // named only; owned by the run goroutine (see handledSet)
 
-	bl       *backlogReader // the backlog a start asked for, until handed over; owned by the run goroutine
-	noNotice bool           // WithoutTruncationNotice
+	bl       *backlogReader     // the backlog a start asked for, until handed over; owned by the run goroutine
+	blCancel context.CancelFunc // ends its stream (Close); guarded by mu
+	noNotice bool               // WithoutTruncationNotice
 
 	info    SubscriptionInfo // its entry in the subscription set (lease and mark aside)
 	local   bool             // not in the subscription set (WithLocal)
@@ -437,7 +439,6 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 		err = addErr
 	}
 	if err != nil {
-		s.closeBacklog()
 		return nil, err
 	}
 	s.id = newSubID(cfg.name)
@@ -461,7 +462,6 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 			s.closed = true // the loop may wait for its room (OverflowBlock): no run goroutine will make any
 			s.mu.Unlock()
 			close(s.quit)
-			s.closeBacklog()
 			return nil, fmt.Errorf("node: announce subscription: %w", err)
 		}
 	}
@@ -497,16 +497,24 @@ func (s *Subscription) queueStart(again []*signalmesh.Signal) {
 // subscribed and that its start asks for, in replay order, each identity
 // once, or each copy marked for a consumer group member) one signal at a
 // time as its handler takes them: journal.Stream, pulled by the
-// subscription's goroutine. Its memory follows the number of origins (and
-// the node's delivered signals not journaled when it subscribed), not the
+// subscription's goroutine. Its memory follows the number of origins and
+// the node's lately delivered signals (held by reference), not the
 // backlog's length; a named subscription that resumes reads what it
-// missed, not the history. Owned by the run goroutine (set before it
-// starts).
+// missed, not the history. A read that fails is tried again from where it
+// stopped. Owned by the run goroutine (made before it starts; the stream
+// starts at the first pull).
 type backlogReader struct {
-	next  func() (journal.StreamStep, error, bool)
-	stop  func()
-	again map[causal.Ref]bool // handed over first (queueStart): not again
-	held  *queued             // the signal that comes after a truncation notice
+	ctx    context.Context // ends with the subscription or the node
+	cancel context.CancelFunc
+	tops   map[string]uint64
+	after  journal.Cursor // where the stream starts: then, where the last one stopped
+	opts   journal.StreamOptions
+	next   func() (journal.StreamStep, error, bool)
+	stop   func()
+	cur    journal.Cursor      // the running stream's cursor (live: read it once the stream stopped)
+	again  map[causal.Ref]bool // handed over first (queueStart): not again
+	held   *queued             // the signal that comes after a truncation notice
+	cut    bool                // ended before its end: the subscription or the node closed
 }
 
 // openBacklog takes, on the loop, what the backlog is: per origin, the
@@ -551,25 +559,48 @@ func (n *Node) openBacklog(pattern string, start Start, keepCopies bool) *backlo
 		}
 		return true
 	}
-	opts := journal.StreamOptions{Match: match, Copies: keepCopies, Extra: extra}
-	ctx := n.ctx
+	return &backlogReader{tops: tops, after: after, again: map[causal.Ref]bool{},
+		opts: journal.StreamOptions{Match: match, Copies: keepCopies, Extra: extra}}
+}
+
+// pull starts the stream from b.after; false when the subscription is
+// closed already.
+func (s *Subscription) pull() bool {
+	b := s.bl
+	if b.ctx == nil {
+		// Its own context, which Close ends: a stream that reads on
+		// (a stretch of signals that do not match, the first count of a
+		// retention rule) stops at once.
+		b.ctx, b.cancel = context.WithCancel(s.n.ctx)
+		s.mu.Lock()
+		closed := s.closed
+		s.blCancel = b.cancel
+		s.mu.Unlock()
+		if closed {
+			b.cancel()
+			return false
+		}
+	}
+	after, jr := b.after, s.n.jr
 	seq := func(yield func(journal.StreamStep, error) bool) {
-		err := n.jr.Stream(ctx, tops, after, opts, func(st journal.StreamStep) bool {
-			st.Cursor = nil // live: not kept
+		err := jr.Stream(b.ctx, b.tops, after, b.opts, func(st journal.StreamStep) bool {
+			b.cur = st.Cursor
 			return yield(st, nil)
 		})
 		if err != nil {
 			yield(journal.StreamStep{}, err)
 		}
 	}
-	next, stop := iter.Pull2(iter.Seq2[journal.StreamStep, error](seq))
-	return &backlogReader{next: next, stop: stop, again: map[causal.Ref]bool{}}
+	b.next, b.stop = iter.Pull2(iter.Seq2[journal.StreamStep, error](seq))
+	return true
 }
 
 // nextBacklog returns the backlog's next signal for the handler (a
 // truncation notice where the backlog passed over signals past
-// Config.Retention, before the next one), or false once it is done; it
-// then stops the reader. Only run calls it.
+// Config.Retention, before the next one), or false once it is done or cut
+// short (b.cut: the subscription or the node closed); it then stops the
+// reader. A read that fails is logged, counted, and tried again a second
+// later from where the stream stopped. Only run calls it.
 func (s *Subscription) nextBacklog() (queued, bool) {
 	b := s.bl
 	if b.held != nil {
@@ -578,14 +609,36 @@ func (s *Subscription) nextBacklog() (queued, bool) {
 		return q, true
 	}
 	for {
+		if b.next == nil && !s.pull() {
+			b.cut = true
+			return queued{}, false
+		}
 		st, err, ok := b.next()
 		if !ok || err != nil {
-			if err != nil && s.n.ctx.Err() == nil {
-				s.n.log.Error("node: read a subscription's backlog; the rest of it is not handed over", "name", s.name, "pattern", s.pattern, "err", err)
-				s.n.m.drop("backlog_read")
+			b.stop()
+			b.next, b.stop = nil, nil
+			if err == nil {
+				s.closeBacklog() // done
+				return queued{}, false
 			}
-			s.closeBacklog()
-			return queued{}, false
+			if b.ctx.Err() != nil {
+				b.cut = true
+				return queued{}, false
+			}
+			s.n.log.Error("node: read a subscription's backlog; trying again", "name", s.name, "pattern", s.pattern, "err", err)
+			s.n.m.drop("backlog_read")
+			if b.cur != nil {
+				b.after = maps.Clone(b.cur) // the stream is over: its cursor is final
+			}
+			t := time.NewTimer(time.Second)
+			select {
+			case <-t.C:
+			case <-b.ctx.Done():
+				t.Stop()
+				b.cut = true
+				return queued{}, false
+			}
+			continue
 		}
 		var q *queued
 		if st.Signal != nil {
@@ -611,11 +664,15 @@ func (s *Subscription) nextBacklog() (queued, bool) {
 	}
 }
 
-// closeBacklog stops the backlog reader, if any. Only run calls it (and
-// Subscribe, before run starts).
+// closeBacklog stops the backlog reader, if any. Only run calls it.
 func (s *Subscription) closeBacklog() {
-	if s.bl != nil {
-		s.bl.stop()
+	if b := s.bl; b != nil {
+		if b.stop != nil {
+			b.stop()
+		}
+		if b.cancel != nil {
+			b.cancel()
+		}
 		s.bl = nil
 	}
 }
@@ -827,6 +884,11 @@ func (s *Subscription) run() {
 				s.mu.Unlock()
 				if q, ok := s.nextBacklog(); ok {
 					s.handle(q.sig, q.mark)
+				} else if s.bl != nil && s.bl.cut {
+					// Cut short by Close: nothing after it is handled
+					// either (what came live would move a named
+					// subscription's cursor past what it did not read).
+					return
 				}
 				continue
 			}
@@ -1131,7 +1193,11 @@ func (s *Subscription) Close() error {
 			// and the withdrawal below writes to the store.
 			s.mu.Lock()
 			s.closed = true
+			cancel := s.blCancel
 			s.mu.Unlock()
+			if cancel != nil {
+				cancel() // a backlog stream reading on
+			}
 			close(s.quit)
 			if !s.local {
 				if err := s.n.withdrawSub(s); err != nil {
@@ -1141,7 +1207,11 @@ func (s *Subscription) Close() error {
 		} else {
 			s.mu.Lock()
 			s.closed = true
+			cancel := s.blCancel
 			s.mu.Unlock()
+			if cancel != nil {
+				cancel() // a backlog stream reading on
+			}
 			close(s.quit)
 		}
 		if s.group != nil {
