@@ -111,6 +111,15 @@ func ExampleTruncation() {
 		panic(err)
 	}
 	defer n.Close()
+	// A live subscription tells when the node has delivered the readings:
+	// Publish returns once they are durable, a moment before.
+	delivered := make(chan struct{}, 5)
+	if _, err := n.Subscribe("sensor.**", func(context.Context, *signalmesh.Signal) error {
+		delivered <- struct{}{}
+		return nil
+	}); err != nil {
+		panic(err)
+	}
 	for i := range 5 {
 		at := time.Now().Add(-2 * time.Hour)
 		if i >= 3 {
@@ -120,6 +129,9 @@ func ExampleTruncation() {
 		if err := n.Publish(ctx, s); err != nil {
 			panic(err)
 		}
+	}
+	for range 5 {
+		<-delivered
 	}
 	got := make(chan string, 3)
 	_, err = n.Subscribe("sensor.**", func(_ context.Context, s *signalmesh.Signal) error {
