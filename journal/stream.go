@@ -91,6 +91,12 @@ type StreamOptions struct {
 	// places), not only the first, each later one with StreamStep.Copy
 	// set: for a caller that judges copies itself.
 	Copies bool
+	// ResumeCopies yields a signal whose identity has a copy at or before
+	// the cursor the stream starts from (with Copy set under Copies),
+	// where by default that copy counts as passed: for a caller that
+	// knows what it handled before (a named subscription's handled set),
+	// where a copy there may have been past retention, never handled.
+	ResumeCopies bool
 	// Extra are signals streamed as if journaled, each at its place,
 	// where the journal holds none (a node's delivered signals whose
 	// journal entries have not arrived): in the order, as causes, copies
@@ -142,11 +148,40 @@ func (j *Journal) Stream(ctx context.Context, tops map[string]uint64, after Curs
 	}
 	st.start = maps.Clone(st.cur)
 	st.passed = make([]uint64, streamFilterWords)
+	st.opts = o
+	err := st.run(yield)
+	if err != nil {
+		// The cursor goes back to where the last step left it: what was
+		// picked or passed over since is read again by a stream resumed
+		// from it (nothing skipped, no truncation left uncounted).
+		for o, seq := range st.undo {
+			if seq == 0 {
+				delete(st.cur, o)
+			} else {
+				st.cur[o] = seq
+			}
+		}
+	}
+	return err
+}
+
+// setCur moves origin o's cursor to seq, remembering where the last step
+// left it.
+func (st *stream) setCur(o string, seq uint64) {
+	if _, ok := st.undo[o]; !ok {
+		st.undo[o] = st.cur[o]
+	}
+	st.cur[o] = seq
+}
+
+func (st *stream) run(yield func(StreamStep) bool) error {
+	ctx, o := st.ctx, st.opts
+	st.undo = map[string]uint64{}
 	ret, err := st.retention()
 	if err != nil {
 		return err
 	}
-	for o := range tops {
+	for o := range st.tops {
 		if err := st.load(o); err != nil {
 			return err
 		}
@@ -158,7 +193,7 @@ func (j *Journal) Stream(ctx context.Context, tops map[string]uint64, after Curs
 		}
 		h := st.pick()
 		origin := h.m.Origin
-		st.cur[origin] = h.m.Seq
+		st.setCur(origin, h.m.Seq)
 		delete(st.heads, origin)
 		if err := st.wake(origin); err != nil {
 			return err
@@ -182,6 +217,7 @@ func (j *Journal) Stream(ctx context.Context, tops map[string]uint64, after Curs
 				return nil
 			}
 			truncated = 0
+			clear(st.undo)
 		}
 		if err := st.load(origin); err != nil {
 			return err
@@ -249,6 +285,9 @@ func (st *stream) retention() (*streamRetention, error) {
 		if err != nil || j.ret.expired(s, sr.now) {
 			continue
 		}
+		if m, err := MetaOf(s); err != nil || m.Origin != ref || m.Seq != seq {
+			continue // not at its place: the stream passes it over
+		}
 		sr.lim.count(s, len(r.Value))
 	}
 	for r, e := range st.extra { // streamed as if journaled: counted so
@@ -266,6 +305,9 @@ func (st *stream) retention() (*streamRetention, error) {
 func (st *stream) eachAfter(o string, top uint64, fn func(*signalmesh.Signal, int)) error {
 	misses := 0
 	for seq := st.cur[o] + 1; seq <= top; seq++ {
+		if err := st.ctx.Err(); err != nil {
+			return err
+		}
 		raw, err := st.j.d.Get(st.ctx, SignalKey(o, seq))
 		if errors.Is(err, ds.ErrNotFound) {
 			if e := st.extra[causal.Ref{Origin: o, Seq: seq}]; e != nil {
@@ -318,7 +360,9 @@ type stream struct {
 	ready   headHeap                 // the heads that wait for nothing
 	waiting map[string][]*streamHead // origin -> the heads waiting for one of its places
 	start   Cursor                   // where it started
-	passed  []uint64                 // a Bloom filter of the identities it yielded
+	undo    map[string]uint64        // where the last step left the origins moved since (0: none)
+	opts    StreamOptions
+	passed  []uint64 // a Bloom filter of the identities it yielded
 
 	extra     map[causal.Ref]*streamHead // StreamOptions.Extra by place
 	extraByID map[string][]causal.Copy   // and as copies of their ids
@@ -438,6 +482,9 @@ func (st *stream) load(o string) error {
 
 func (st *stream) loadNext(o string) error {
 	for seq := st.cur[o] + 1; seq <= st.tops[o]; {
+		if err := st.ctx.Err(); err != nil {
+			return err
+		}
 		raw, err := st.j.d.Get(st.ctx, SignalKey(o, seq))
 		if errors.Is(err, ds.ErrNotFound) {
 			if h := st.extraAt(causal.Ref{Origin: o, Seq: seq}); h != nil {
@@ -464,7 +511,7 @@ func (st *stream) loadNext(o string) error {
 			m, merr = MetaOf(s)
 		}
 		if merr != nil || m.Origin != o || m.Seq != seq {
-			st.cur[o] = seq // a bad entry: passed over, as All skips it
+			st.setCur(o, seq) // a bad entry: passed over, as All skips it
 			seq++
 			continue
 		}
@@ -487,6 +534,9 @@ func (st *stream) nextKey(o string, from uint64) (uint64, error) {
 	for r := range res.Next() {
 		if r.Error != nil {
 			return 0, r.Error
+		}
+		if err := st.ctx.Err(); err != nil {
+			return 0, err
 		}
 		if ref, seq, ok := ParseSignalKey(ds.RawKey(r.Key)); ok && ref == o && seq >= from && (best == 0 || seq < best) {
 			best = seq
@@ -637,7 +687,7 @@ func (st *stream) waitsOn(h *streamHead) (causal.Ref, error) {
 // index is asked only when the filter of identities passed cannot say no.
 func (st *stream) copied(h *streamHead) (bool, error) {
 	maybe := st.mark(h) // its identity may have been yielded already
-	if !maybe && len(st.start) == 0 {
+	if !maybe && (len(st.start) == 0 || st.opts.ResumeCopies) {
 		return false, nil
 	}
 	copies, err := st.copies(h.s.ID)
@@ -650,6 +700,9 @@ func (st *stream) copied(h *streamHead) (bool, error) {
 		// one past retention, or one Match left out), as far as the
 		// filter of identities yielded knows.
 		bound := st.start[c.Ref.Origin]
+		if st.opts.ResumeCopies {
+			bound = 0
+		}
 		if maybe {
 			bound = max(bound, st.cur[c.Ref.Origin])
 		}

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"os"
+	"time"
 
 	ds "github.com/ipfs/go-datastore"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -81,4 +82,14 @@ func (n *Node) HeardLeft(key ds.Key) bool {
 	}
 	e, err := parseEntry(key.String(), g.value)
 	return err == nil && e.sub != nil && e.sub.Left
+}
+
+// SetBacklogRetry sets the wait before a backlog's first read again (0:
+// the default) and returns a function that puts it back.
+func SetBacklogRetry(d time.Duration) func() {
+	old := backlogRetry
+	if d > 0 {
+		backlogRetry = d
+	}
+	return func() { backlogRetry = old }
 }

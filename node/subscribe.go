@@ -418,7 +418,7 @@ func (n *Node) Subscribe(pattern string, h Handler, opts ...SubOption) (*Subscri
 		if start.kind != 0 {
 			// Each copy of an event is judged by a group member (see
 			// handle): it may own the copy the cursor does not cover.
-			s.bl = n.openBacklog(pattern, start, cfg.group != "" && cfg.strategy.kind != kindBroadcast)
+			s.bl = n.openBacklog(pattern, start, cfg.group != "" && cfg.strategy.kind != kindBroadcast, cfg.name != "")
 		}
 		s.queueStart(n.handedBefore(pattern, owed))
 		pending = len(s.q) > 0 || s.bl != nil
@@ -515,14 +515,24 @@ type backlogReader struct {
 	again  map[causal.Ref]bool // handed over first (queueStart): not again
 	held   *queued             // the signal that comes after a truncation notice
 	cut    bool                // ended before its end: the subscription or the node closed
+	failed int                 // reads that failed in a row
 }
+
+// maxBacklogRetries is how many times a backlog's read is tried again
+// after it failed (after 1, 2, 4, 8 and 16 s) before the rest of the
+// backlog is given up.
+const maxBacklogRetries = 5
+
+// backlogRetry is the wait before a backlog's first read again (a var:
+// tests shorten it).
+var backlogRetry = time.Second
 
 // openBacklog takes, on the loop, what the backlog is: per origin, the
 // journal up to what the core delivered (and the delivered signals whose
 // journal entries have not arrived yet, streamed as if journaled), minus
 // the ranges given up (delivered late, if they come, live), after the
 // cursor for StartAfter. Nothing is read until the subscription pulls.
-func (n *Node) openBacklog(pattern string, start Start, keepCopies bool) *backlogReader {
+func (n *Node) openBacklog(pattern string, start Start, keepCopies, named bool) *backlogReader {
 	tops := n.tops.all()
 	for o, top := range tops {
 		tops[o] = min(top, n.core.DeliveredOf(o))
@@ -560,7 +570,10 @@ func (n *Node) openBacklog(pattern string, start Start, keepCopies bool) *backlo
 		return true
 	}
 	return &backlogReader{tops: tops, after: after, again: map[causal.Ref]bool{},
-		opts: journal.StreamOptions{Match: match, Copies: keepCopies, Extra: extra}}
+		// A named subscription judges a copy of what lies at or before
+		// its cursor by what it handled (handle, s.handled): the copy there
+		// may have left retention unhandled.
+		opts: journal.StreamOptions{Match: match, Copies: keepCopies, Extra: extra, ResumeCopies: named}}
 }
 
 // pull starts the stream from b.after; false when the subscription is
@@ -599,8 +612,9 @@ func (s *Subscription) pull() bool {
 // truncation notice where the backlog passed over signals past
 // Config.Retention, before the next one), or false once it is done or cut
 // short (b.cut: the subscription or the node closed); it then stops the
-// reader. A read that fails is logged, counted, and tried again a second
-// later from where the stream stopped. Only run calls it.
+// reader. A read that fails is logged, counted, and tried again from where
+// the stream's last step left it, up to maxBacklogRetries times in a row.
+// Only run calls it.
 func (s *Subscription) nextBacklog() (queued, bool) {
 	b := s.bl
 	if b.held != nil {
@@ -625,12 +639,19 @@ func (s *Subscription) nextBacklog() (queued, bool) {
 				b.cut = true
 				return queued{}, false
 			}
-			s.n.log.Error("node: read a subscription's backlog; trying again", "name", s.name, "pattern", s.pattern, "err", err)
 			s.n.m.drop("backlog_read")
-			if b.cur != nil {
-				b.after = maps.Clone(b.cur) // the stream is over: its cursor is final
+			if b.failed++; b.failed > maxBacklogRetries {
+				// A store that cannot be read: what is left of the backlog
+				// is not handed over (the live signals wait no longer).
+				s.n.log.Error("node: read a subscription's backlog; giving up on the rest of it", "name", s.name, "pattern", s.pattern, "err", err)
+				s.closeBacklog()
+				return queued{}, false
 			}
-			t := time.NewTimer(time.Second)
+			s.n.log.Error("node: read a subscription's backlog; trying again", "name", s.name, "pattern", s.pattern, "err", err)
+			if b.cur != nil {
+				b.after = maps.Clone(b.cur) // the stream is over: its cursor is where its last step left it
+			}
+			t := time.NewTimer(backlogRetry << (b.failed - 1))
 			select {
 			case <-t.C:
 			case <-b.ctx.Done():
@@ -640,6 +661,7 @@ func (s *Subscription) nextBacklog() (queued, bool) {
 			}
 			continue
 		}
+		b.failed = 0
 		var q *queued
 		if st.Signal != nil {
 			origin, seq := journal.Place(st.Signal)
