@@ -36,6 +36,29 @@ func streamed(t *testing.T, j *journal.Journal, tops map[string]uint64, after jo
 	return ids, cur
 }
 
+// retried is a random history of n signals journaled in a new store, with
+// up to 10 of them (without a cause: a copy with one, later in its own
+// chain, can close a cycle of causeids) retried by peer-d, later: each
+// event then has two copies. It returns the signals, the copies last.
+func retried(t *testing.T, r *rand.Rand, n int) ([]*signalmesh.Signal, ds.Datastore) {
+	t.Helper()
+	hist, _ := history(t, r, n)
+	d := dssync.MutexWrap(ds.NewMapDatastore())
+	put(t, d, hist...)
+	var seq uint64
+	for i := 0; i < 10; i++ {
+		c := hist[r.IntN(len(hist))].Clone()
+		if c.CauseID() != "" {
+			continue
+		}
+		seq++
+		c = stamp(t, c, "peer-d", causal.Stamp{Seq: seq, Lamport: 1000 + seq})
+		hist = append(hist, c)
+		put(t, d, c)
+	}
+	return hist, d
+}
+
 func idsOf(sigs []*signalmesh.Signal) []string {
 	out := make([]string, len(sigs))
 	for i, s := range sigs {
@@ -120,18 +143,7 @@ func TestStreamCopiesAndTops(t *testing.T) {
 	ctx := context.Background()
 	for seed := range uint64(8) {
 		r := rand.New(rand.NewPCG(seed, 7))
-		hist, _ := history(t, r, 150)
-		d := dssync.MutexWrap(ds.NewMapDatastore())
-		put(t, d, hist...)
-		var seq uint64
-		for i := 0; i < 10; i++ {
-			c := hist[r.IntN(len(hist))].Clone()
-			if c.CauseID() != "" {
-				continue
-			}
-			seq++
-			put(t, d, stamp(t, c, "peer-d", causal.Stamp{Seq: seq, Lamport: 1000 + seq}))
-		}
+		_, d := retried(t, r, 150)
 		j := journal.New(d)
 		tops, err := j.Origins(ctx)
 		if err != nil {
@@ -181,20 +193,7 @@ func TestStreamExtraIsAsIfJournaled(t *testing.T) {
 	ctx := context.Background()
 	for seed := range uint64(8) {
 		r := rand.New(rand.NewPCG(seed, 11))
-		hist, _ := history(t, r, 150)
-		d := dssync.MutexWrap(ds.NewMapDatastore())
-		put(t, d, hist...)
-		var seq uint64
-		for i := 0; i < 10; i++ {
-			c := hist[r.IntN(len(hist))].Clone()
-			if c.CauseID() != "" {
-				continue
-			}
-			seq++
-			c = stamp(t, c, "peer-d", causal.Stamp{Seq: seq, Lamport: 1000 + seq})
-			hist = append(hist, c)
-			put(t, d, c)
-		}
+		hist, d := retried(t, r, 150)
 		j := journal.New(d)
 		tops, err := j.Origins(ctx)
 		if err != nil {

@@ -149,45 +149,12 @@ func TestCloseStopsTheRetentionCount(t *testing.T) {
 	}
 }
 
-// slowAll makes, once armed, every read under prefix slow (gets and
-// query results), and counts them.
-type slowAll struct {
-	ds.Batching
-	prefix string
-	armed  atomic.Bool
-	reads  atomic.Int64
-}
-
-func (s *slowAll) slow(k string) {
-	if s.armed.Load() && strings.HasPrefix(k, s.prefix) {
-		s.reads.Add(1)
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
-func (s *slowAll) Get(ctx context.Context, k ds.Key) ([]byte, error) {
-	s.slow(k.String())
-	return s.Batching.Get(ctx, k)
-}
-
-func (s *slowAll) Query(ctx context.Context, q query.Query) (query.Results, error) {
-	res, err := s.Batching.Query(ctx, q)
-	if err != nil {
-		return nil, err
-	}
-	return query.NaiveFilter(res, slowEach{s}), nil
-}
-
-type slowEach struct{ s *slowAll }
-
-func (f slowEach) Filter(e query.Entry) bool { f.s.slow(e.Key); return true }
-
 func closeRetentionCount(t *testing.T, resumed bool) {
 	checkLeaks(t)
 	ctx := context.Background()
 	mesh := fmt.Sprintf("close-retention-count-%v", resumed)
 	const old = 2000
-	st := &slowAll{Batching: dssync.MutexWrap(ds.NewMapDatastore()), prefix: "/mesh/" + mesh + "/journal"}
+	st := &readCounter{Batching: dssync.MutexWrap(ds.NewMapDatastore()), prefix: "/mesh/" + mesh + "/journal"}
 	n, err := node.New(ctx, node.Config{Mesh: mesh, Datastore: st, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: testLogger(t),
 		Retention: journal.Retention{{Pattern: "feed.**", MaxCount: 10}}})
 	if err != nil {
@@ -218,8 +185,8 @@ func closeRetentionCount(t *testing.T, resumed bool) {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, "journaled", func() bool { c, _, err := n.JournalDigest(ctx); return err == nil && c == want })
-	st.armed.Store(true)
-	defer st.armed.Store(false)
+	st.slow(2 * time.Millisecond)
+	defer st.slow(0)
 	opts := []node.SubOption{node.WithStart(node.StartBeginning)}
 	if resumed {
 		opts = []node.SubOption{node.WithName("r")}

@@ -20,17 +20,29 @@ import (
 )
 
 // readCounter is a store that counts the entries read under one prefix
-// (the journal's go-ds-crdt namespace): by key, and as query results.
+// (the journal's go-ds-crdt namespace): by key, and as query results;
+// with a delay set, each such read takes that long.
 type readCounter struct {
 	ds.Batching
 	prefix string
 	reads  atomic.Int64
+	delay  atomic.Int64 // nanoseconds
 }
 
 func (c *readCounter) note(k ds.Key) {
 	if strings.HasPrefix(k.String(), c.prefix) {
 		c.reads.Add(1)
+		if d := c.delay.Load(); d > 0 {
+			time.Sleep(time.Duration(d))
+		}
 	}
+}
+
+// slow makes each read under the prefix take d from now on, counting
+// them from zero.
+func (c *readCounter) slow(d time.Duration) {
+	c.delay.Store(int64(d))
+	c.reads.Store(0)
 }
 
 func (c *readCounter) Get(ctx context.Context, k ds.Key) ([]byte, error) {
@@ -358,23 +370,6 @@ func closeMidBacklog(t *testing.T, crash bool) {
 	eventually(t, 20*time.Second, "every signal handed over at least once", func() bool { return missing() == 0 })
 }
 
-// slowReads makes every read of the journal's namespace slow once armed,
-// and counts them.
-type slowReads struct {
-	ds.Batching
-	prefix string
-	armed  atomic.Bool
-	reads  atomic.Int64
-}
-
-func (s *slowReads) Get(ctx context.Context, k ds.Key) ([]byte, error) {
-	if s.armed.Load() && strings.HasPrefix(k.String(), s.prefix) {
-		s.reads.Add(1)
-		time.Sleep(2 * time.Millisecond)
-	}
-	return s.Batching.Get(ctx, k)
-}
-
 // Closing a subscription stops its backlog's stream at once, also in a
 // long stretch of signals that do not match (it reads on its own
 // context, not the node's).
@@ -382,7 +377,7 @@ func TestCloseStopsTheBacklogsRead(t *testing.T) {
 	checkLeaks(t)
 	ctx := context.Background()
 	const mesh, old = "backlog-close-scan", 2000
-	st := &slowReads{Batching: dssync.MutexWrap(ds.NewMapDatastore()), prefix: "/mesh/" + mesh + "/journal"}
+	st := &readCounter{Batching: dssync.MutexWrap(ds.NewMapDatastore()), prefix: "/mesh/" + mesh + "/journal"}
 	n, err := node.New(ctx, node.Config{Mesh: mesh, Datastore: st, ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -396,7 +391,8 @@ func TestCloseStopsTheBacklogsRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, "journaled", func() bool { c, _, err := n.JournalDigest(ctx); return err == nil && c == old })
-	st.armed.Store(true)
+	st.slow(2 * time.Millisecond)
+	defer st.slow(0)
 	sub, err := n.Subscribe("rare.**", func(context.Context, *signalmesh.Signal) error { return nil }, node.WithStart(node.StartBeginning))
 	if err != nil {
 		t.Fatal(err)
@@ -410,5 +406,4 @@ func TestCloseStopsTheBacklogsRead(t *testing.T) {
 	if r := st.reads.Load(); r >= old {
 		t.Fatalf("Close returned after %d journal reads: it waited for the backlog's whole read", r)
 	}
-	st.armed.Store(false)
 }
