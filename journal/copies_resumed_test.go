@@ -121,12 +121,7 @@ func TestStreamResumeCopies(t *testing.T) {
 func TestStreamCountsNoMisplacedEntry(t *testing.T) {
 	ctx := context.Background()
 	d := dssync.MutexWrap(ds.NewMapDatastore())
-	var good []*signalmesh.Signal
-	for i := range 3 {
-		s, _ := signalmesh.New("t.x", "/src", i)
-		good = append(good, stamp(t, s, "peer-a", causal.Stamp{Seq: uint64(i + 1), Lamport: uint64(i + 1)}))
-	}
-	put(t, d, good...)
+	chain(t, d, 3)
 	bad, _ := signalmesh.New("t.x", "/src", 9)
 	bad = stamp(t, bad, "peer-b", causal.Stamp{Seq: 7, Lamport: 9})
 	raw, err := bad.MarshalBinary()
@@ -173,12 +168,7 @@ func (e *errOnce) Query(ctx context.Context, q query.Query) (query.Results, erro
 func TestStreamErrorLeavesTheCursorAtTheLastStep(t *testing.T) {
 	ctx := context.Background()
 	d := dssync.MutexWrap(ds.NewMapDatastore())
-	var sigs []*signalmesh.Signal
-	for i := range 6 {
-		s, _ := signalmesh.New("t.x", "/src", i)
-		sigs = append(sigs, stamp(t, s, "peer-a", causal.Stamp{Seq: uint64(i + 1), Lamport: uint64(i + 1)}))
-	}
-	put(t, d, sigs...)
+	sigs := chain(t, d, 6)
 	// The index directory of the fourth signal's id: the stream asks it
 	// for copies (resumed from a cursor) after picking it.
 	prefix := strings.TrimSuffix(journal.IndexKey(sigs[3].ID, causal.PeerRef("peer-a"), 4).String(), "/"+causal.PeerRef("peer-a")+".0000000000000004")
@@ -206,4 +196,17 @@ func TestStreamErrorLeavesTheCursorAtTheLastStep(t *testing.T) {
 	if want := idsOf(sigs[3:]); !slices.Equal(rest, want) {
 		t.Fatalf("resumed after the failure: %v, want %v", rest, want)
 	}
+}
+
+// chain journals n signals of type t.x that peer-a published one after
+// the other, and returns them.
+func chain(t *testing.T, d ds.Datastore, n int) []*signalmesh.Signal {
+	t.Helper()
+	var sigs []*signalmesh.Signal
+	for i := range n {
+		s, _ := signalmesh.New("t.x", "/src", i)
+		sigs = append(sigs, stamp(t, s, "peer-a", causal.Stamp{Seq: uint64(i + 1), Lamport: uint64(i + 1)}))
+	}
+	put(t, d, sigs...)
+	return sigs
 }
