@@ -41,7 +41,9 @@ func TestFailedAdoptionIsTriedAgain(t *testing.T) {
 	at := journal.SignalKey(causal.PeerRef(origin), 1)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if ok, err := n.repl.Has(ctx, at); err == nil && ok {
+		// The adopter counts a signal once its batch is written: after
+		// the entry can be read.
+		if ok, err := n.repl.Has(ctx, at); err == nil && ok && n.m.adopted.Load() > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
