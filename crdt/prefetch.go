@@ -47,6 +47,9 @@ type prefetcher struct {
 	log       *slog.Logger
 	slow      func(peer.ID, bool) // told of an announcer whose head is slow to come, and when it came (nil: nobody)
 	slowAfter time.Duration
+	value     func(key string) []byte                // values held for recipes (nil: recipes are not read)
+	add       func(context.Context, ipld.Node) error // keeps a block built from a recipe
+	counts    recipeCounts
 	out       chan []byte   // heads ready for go-ds-crdt, one per message
 	wake      chan struct{} // a head was queued or a fetch ended (one token)
 
@@ -64,9 +67,10 @@ type prefetcher struct {
 }
 
 type fetch struct {
-	c     cid.Cid
-	from  peer.ID // the announcer ("" for this replica's own wants)
-	tries int
+	c      cid.Cid
+	from   peer.ID // the announcer ("" for this replica's own wants)
+	tries  int
+	recipe *recipe // how to build the block from values held (nil: none came)
 }
 
 type retry struct {
@@ -102,6 +106,13 @@ func (p *prefetcher) read(ctx context.Context, wg *sync.WaitGroup, sub *pubsub.S
 			p.log.Debug("crdt: undecodable head announcement", "from", msg.ReceivedFrom, "err", err)
 			continue
 		}
+		var recipes map[cid.Cid]*recipe
+		if p.value != nil {
+			var err error
+			if recipes, err = recipesIn(a.data); err != nil {
+				p.counts.malformed.Add(1)
+			}
+		}
 		for _, h := range b.Heads {
 			c, err := cid.Cast(h.Cid)
 			if err != nil {
@@ -116,7 +127,7 @@ func (p *prefetcher) read(ctx context.Context, wg *sync.WaitGroup, sub *pubsub.S
 				}
 				continue
 			}
-			p.enqueue(fetch{c: c, from: a.from})
+			p.enqueue(fetch{c: c, from: a.from, recipe: recipes[c]})
 		}
 	}
 }
@@ -238,6 +249,18 @@ func (p *prefetcher) work(ctx context.Context, wg *sync.WaitGroup) {
 			}
 			continue
 		}
+		if f.recipe != nil {
+			if nd := p.build(ctx, f); nd != nil {
+				p.end(f, true)
+				if p.refused(ctx, f.c, nd) {
+					continue
+				}
+				if !p.forward(ctx, f.c) {
+					return
+				}
+				continue
+			}
+		}
 		fctx, cancel := context.WithTimeout(ctx, prefetchTimeout)
 		var slow *slowTimer
 		if p.slow != nil && f.from != "" {
@@ -249,6 +272,7 @@ func (p *prefetcher) work(ctx context.Context, wg *sync.WaitGroup) {
 		}
 		cancel()
 		if err == nil {
+			p.counts.fetched.Add(1)
 			p.end(f, true)
 			if p.refused(ctx, f.c, nd) {
 				continue
@@ -279,6 +303,29 @@ func (p *prefetcher) work(ctx context.Context, wg *sync.WaitGroup) {
 			p.dropped.Add(1)
 		}
 	}
+}
+
+// build builds f's block from its recipe and the values held, and keeps
+// it when it is the announced block; nil when it is not (counted), or a
+// value is missing: then the block is fetched.
+func (p *prefetcher) build(ctx context.Context, f fetch) ipld.Node {
+	nd, ok, err := f.recipe.build(p.value)
+	switch {
+	case err != nil:
+		p.counts.malformed.Add(1)
+		return nil
+	case !ok:
+		p.counts.missing.Add(1)
+		return nil
+	case !nd.Cid().Equals(f.c):
+		p.counts.mismatch.Add(1)
+		return nil
+	}
+	if err := p.add(ctx, nd); err != nil {
+		return nil
+	}
+	p.counts.rebuilt.Add(1)
+	return nd
 }
 
 // slowTimer tells p.slow of an announcer whose fetch is slow, and then

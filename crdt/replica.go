@@ -50,6 +50,12 @@ type Params struct {
 	// announced heads reach go-ds-crdt only once their block is local (see
 	// the prefetcher), so that a head nobody can serve holds up nothing.
 	Has func(context.Context, cid.Cid) (bool, error)
+	// Value, when set, returns the value this replica holds for a key by
+	// another path than the journal (nil: none), for building announced
+	// blocks from their recipes instead of fetching them (see recipe.go).
+	// It needs Has, is called from the prefetcher's goroutines,
+	// concurrently, and must not block.
+	Value func(key string) []byte
 	// CheckEntry, when set, vets every entry (key and value) of a delta
 	// that comes from another replica, before go-ds-crdt merges it: a
 	// block with one entry it refuses is not merged at all (see
@@ -176,8 +182,10 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 		crdtDAG = checked(dag, check)
 	}
 	if p.Has != nil {
+		r.bc.recipes = newRecipeWriter(dag, p.Has)
 		r.pf = newPrefetcher(dag, p.Has, check, p.Logger)
 		r.pf.slow, r.pf.slowAfter = p.OnSlowFetch, cmp.Or(p.SlowFetch, 5*time.Second)
+		r.pf.value, r.pf.add = p.Value, dag.Add
 		r.bc.ready = r.pf.out
 		r.pf.start(ctx, &r.wg, sub)
 	}
@@ -292,6 +300,15 @@ func (r *Replica) HeadFetches() (failed, dropped int64) {
 	return r.pf.failed.Load(), r.pf.dropped.Load()
 }
 
+// Recipes counts announced heads by how their block came (see recipe.go):
+// all zero without Params.Has.
+func (r *Replica) Recipes() RecipeStats {
+	if r.pf == nil {
+		return RecipeStats{}
+	}
+	return r.pf.counts.stats()
+}
+
 // Heads is the number of DAG heads.
 func (r *Replica) Heads(ctx context.Context) int { return len(r.InternalStats(ctx).Heads) }
 
@@ -328,6 +345,8 @@ type broadcaster struct {
 	sub   *pubsub.Subscription
 	ready <-chan []byte  // from the prefetcher, which reads sub; nil: read sub here
 	key   crypto.PrivKey // seals announcements when set (Params.Key)
+	// recipes adds the recipes of new heads to announcements (nil: none).
+	recipes *recipeWriter
 	// busy is true from the moment Next hands go-ds-crdt an announcement
 	// until it asks for the next one: it is walking that announcement's
 	// heads.
@@ -335,6 +354,9 @@ type broadcaster struct {
 }
 
 func (b *broadcaster) Broadcast(ctx context.Context, data []byte) error {
+	if b.recipes != nil {
+		data = b.recipes.attach(ctx, data)
+	}
 	if b.key != nil {
 		var err error
 		if data, err = seal.Seal(b.key, b.topic.String(), data); err != nil {

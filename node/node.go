@@ -491,6 +491,7 @@ func (n *Node) startJournal(ctx context.Context) error {
 		RebroadcastInterval: n.p.Rebroadcast,
 		PutHook:             n.putHook,
 		Has:                 dag.HasBlock,
+		Value:               n.vetted.value,
 		Self:                n.self,
 		Key:                 n.key,
 		OnReject:            n.m.reject,

@@ -41,15 +41,19 @@ type Status struct {
 	// Graylisted counts the peers whose GossipSub score is below
 	// the graylist threshold (-80): their messages are ignored unread
 	// until the score recovers (see peer scoring in the package doc).
-	Graylisted  int
-	Journaled   int64        // journal entries this replica has seen arrive (local and remote)
-	Heads       int          // DAG heads of the journal CRDT
-	Clock       vclock.Clock // what this node delivered: per origin peer id, the highest sequence
-	Buffered    int          // signals waiting for a dependency
-	Unjournaled int          // delivered signals whose journal entry has not arrived here yet (adopted after Params.Adopt)
-	Spilled     int64        // signals slow named subscriptions kept in their log on the store
-	Evicted     int64        // waiting signals dropped from the full causal buffer for earlier ones they needed (read again from the journal)
-	Missing     []vclock.Gap // sequence ranges they wait for, per origin peer id (its causal.PeerRef when unknown)
+	Graylisted int
+	Journaled  int64 // journal entries this replica has seen arrive (local and remote)
+	Heads      int   // DAG heads of the journal CRDT
+	// BlocksRebuilt counts announced journal blocks this replica built
+	// from the signals gossip had brought (the block's recipe came with
+	// its announcement); BlocksFetched those it fetched from peers.
+	BlocksRebuilt, BlocksFetched int64
+	Clock                        vclock.Clock // what this node delivered: per origin peer id, the highest sequence
+	Buffered                     int          // signals waiting for a dependency
+	Unjournaled                  int          // delivered signals whose journal entry has not arrived here yet (adopted after Params.Adopt)
+	Spilled                      int64        // signals slow named subscriptions kept in their log on the store
+	Evicted                      int64        // waiting signals dropped from the full causal buffer for earlier ones they needed (read again from the journal)
+	Missing                      []vclock.Gap // sequence ranges they wait for, per origin peer id (its causal.PeerRef when unknown)
 	// MissingCauses are the causeids that waiting signals wait for.
 	MissingCauses []string
 	// Conflicts counts signals delivered with a (source, id) that another
@@ -94,6 +98,14 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 				st.Graylisted++
 			}
 		}
+	}
+	rs := n.repl.Recipes()
+	st.BlocksRebuilt, st.BlocksFetched = rs.Rebuilt, rs.Fetched
+	if rs.Mismatch+rs.Malformed > 0 {
+		if st.Rejected == nil {
+			st.Rejected = map[string]int64{}
+		}
+		st.Rejected["block_recipe"] = rs.Mismatch + rs.Malformed
 	}
 	if failed, dropped := n.repl.HeadFetches(); failed+dropped > 0 {
 		if st.Dropped == nil {

@@ -100,6 +100,15 @@ func (v *vetted) forget(key string) {
 	}
 }
 
+// value returns the value vetted at key (nil: none), which stays: a
+// journal block is built from the values gossip brought (crdt's block
+// recipes), then vetted and merged.
+func (v *vetted) value(key string) []byte {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.m[key].value
+}
+
 // take returns the signal vetted at key, and its meta when known, if its
 // value is value, and forgets it.
 func (v *vetted) take(key string, value []byte) (*signalmesh.Signal, *causal.Meta, bool) {
