@@ -1,7 +1,12 @@
 // Package crdt is signalmesh's Merkle-CRDT layer: a go-ds-crdt store over
 // the peer's DAG service, with a GossipSub broadcaster that announces the DAG
 // heads whenever a peer joins the topic (not only on go-ds-crdt's timer), so
-// that a healed partition or a newly started peer converges in seconds.
+// that a healed partition or a newly started peer converges in seconds. A
+// head's first announcement carries the recipe of its block, so that a
+// replica that already holds the block's entries (a node's signals come by
+// gossip first) builds it instead of fetching it (recipe.go); heads are
+// fetched before go-ds-crdt sees them (prefetch.go), and blocks from other
+// replicas are vetted before they are merged (check.go).
 package crdt
 
 import (

@@ -19,9 +19,13 @@
 //  2. Durable path: a journaler moves outbox batches (up to 5,000 signals or
 //     50 ms) into the journal, a go-ds-crdt store. Each batch is one DAG
 //     node; heads are announced when peers join the topic (a partition
-//     healing, a peer starting) and every 2 s. A peer that missed the gossip
-//     fetches the DAG over bitswap and gets the signals through the store's
-//     put hook.
+//     healing, a peer starting) and every 2 s. A new head's first
+//     announcement carries its block's recipe (package crdt): a peer that
+//     got the batch's signals by gossip builds the block from them and
+//     checks it against the head's CID instead of fetching it
+//     (Status.BlocksRebuilt); a peer that missed the gossip fetches the
+//     DAG over bitswap (Status.BlocksFetched). Either way the signals reach
+//     the node through the store's put hook.
 //
 // Both paths feed one door, the pure causal core (package causal) that the
 // node's loop drives: dedup by (origin, sequence) and by identity, causal
