@@ -29,15 +29,30 @@ import (
 // or hostile builds another block, which is dropped, and the head is
 // fetched as before. A receiver that lacks a value fetches it too.
 //
-// Recipes travel in a field of the announcement that go-ds-crdt does not
-// know (recipeField), which it ignores: a replica that does not read
-// recipes merges the announcement as before.
+// Recipes travel inside the announcement's heads, each in a field of its
+// head that go-ds-crdt does not know (recipeField) and ignores: a replica
+// that does not read recipes merges the announcement as before. (An
+// unknown field of the announcement itself would not do: go-ds-crdt takes
+// the announcement for a legacy bare CID then, and drops it.)
+//
+// Bounds: a recipe names at most maxRecipeKeys keys in maxRecipeRuns runs
+// with prefixes of at most maxRecipePrefix bytes, and a block built from
+// one is given up past maxRecipeBlock bytes (an honest block is at most
+// about Params.MaxBatchDeltaSize): a hostile recipe that names held keys
+// again and again costs a receiver no more than an honest one. An
+// announcement carries at most maxRecipesBytes of recipes (GossipSub drops
+// a message over 1 MiB).
 const (
-	recipeField    = 15      // field number of a recipe in a CRDTBroadcast
-	maxRecipeRuns  = 256     // runs in one recipe; more: no recipe
-	maxRecipeLinks = 64      // links of one block; more: no recipe
-	maxRecipeKeys  = 1 << 16 // entries one recipe may name
-	recipesSent    = 1024    // heads remembered as announced with their recipe
+	recipeField     = 15      // field number of a recipe in a CRDTBroadcast's Head
+	headsField      = 1       // CRDTBroadcast.Heads
+	headCidField    = 1       // Head.Cid
+	maxRecipeRuns   = 256     // runs in one recipe; more: no recipe
+	maxRecipeLinks  = 64      // links of one block; more: no recipe
+	maxRecipeKeys   = 1 << 16 // entries one recipe may name
+	maxRecipePrefix = 1024    // bytes of a run's key prefix
+	maxRecipeBlock  = 4 << 20 // bytes of keys and values a recipe may build
+	maxRecipesBytes = 64 << 10
+	recipesSent     = 1024 // heads remembered as announced with their recipe
 )
 
 // recipe is how to build one delta block from values held.
@@ -83,7 +98,7 @@ func recipeOf(nd ipld.Node) (*recipe, error) {
 			return nil, errNoRecipe
 		}
 		prefix, seq, ok := splitHexKey(e.Key)
-		if !ok {
+		if !ok || len(prefix) > maxRecipePrefix {
 			return nil, errNoRecipe
 		}
 		if n := len(r.runs); n > 0 {
@@ -145,21 +160,23 @@ func (r *recipe) keys() int {
 // build builds the block from the values value holds; ok is false when
 // one is missing. The caller compares the block's CID with r.c.
 func (r *recipe) build(value func(key string) []byte) (nd *dag.ProtoNode, ok bool, err error) {
-	n := r.keys()
-	if n <= 0 {
+	if r.keys() <= 0 {
 		return nil, false, errNoRecipe
 	}
-	d := &pb.Delta{Elements: make([]*pb.Element, 0, n), Priority: r.prio}
+	d := &pb.Delta{Priority: r.prio}
+	size := 0
 	var kb []byte
 	for _, run := range r.runs {
 		for i := range run.count {
 			kb = appendHexKey(kb[:0], run.prefix, run.first+i)
-			k := string(kb)
-			v := value(k)
+			v := value(string(kb))
 			if v == nil {
 				return nil, false, nil
 			}
-			d.Elements = append(d.Elements, &pb.Element{Key: k, Value: v})
+			if size += len(kb) + len(v); size > maxRecipeBlock {
+				return nil, false, errRecipeSize
+			}
+			d.Elements = append(d.Elements, &pb.Element{Key: string(kb), Value: v})
 		}
 	}
 	data, err := proto.Marshal(d)
@@ -177,6 +194,8 @@ func (r *recipe) build(value func(key string) []byte) (nd *dag.ProtoNode, ok boo
 	return nd, true, nil
 }
 
+var errRecipeSize = errors.New("crdt: recipe builds a block too large")
+
 // Field numbers inside an encoded recipe.
 const (
 	rcCid   = 1
@@ -188,7 +207,8 @@ const (
 	runN    = 3
 )
 
-func (r *recipe) appendTo(b []byte) []byte {
+// encode is the recipe's wire form (the value of a Head's recipeField).
+func (r *recipe) encode() []byte {
 	var body []byte
 	body = protowire.AppendTag(body, rcCid, protowire.BytesType)
 	body = protowire.AppendBytes(body, r.c.Bytes())
@@ -209,13 +229,26 @@ func (r *recipe) appendTo(b []byte) []byte {
 		body = protowire.AppendTag(body, rcRun, protowire.BytesType)
 		body = protowire.AppendBytes(body, rb)
 	}
-	b = protowire.AppendTag(b, recipeField, protowire.BytesType)
-	return protowire.AppendBytes(b, body)
+	return body
+}
+
+// appendHead appends a CRDTBroadcast Heads entry: c, with recipe (its
+// encoded form) when not nil.
+func appendHead(b []byte, c cid.Cid, recipe []byte) []byte {
+	var h []byte
+	h = protowire.AppendTag(h, headCidField, protowire.BytesType)
+	h = protowire.AppendBytes(h, c.Bytes())
+	if recipe != nil {
+		h = protowire.AppendTag(h, recipeField, protowire.BytesType)
+		h = protowire.AppendBytes(h, recipe)
+	}
+	b = protowire.AppendTag(b, headsField, protowire.BytesType)
+	return protowire.AppendBytes(b, h)
 }
 
 var errRecipe = errors.New("crdt: malformed recipe")
 
-// recipesIn reads the recipes an encoded CRDTBroadcast carries. A
+// recipesIn reads the recipes an encoded CRDTBroadcast's heads carry. A
 // malformed recipe is skipped (its head is fetched); the error says one
 // was.
 func recipesIn(data []byte) (map[cid.Cid]*recipe, error) {
@@ -227,30 +260,72 @@ func recipesIn(data []byte) (map[cid.Cid]*recipe, error) {
 			return out, errRecipe
 		}
 		data = data[n:]
-		if num != recipeField || typ != protowire.BytesType {
-			n = protowire.ConsumeFieldValue(num, typ, data)
-			if n < 0 {
+		if num != headsField || typ != protowire.BytesType {
+			if n = protowire.ConsumeFieldValue(num, typ, data); n < 0 {
 				return out, errRecipe
 			}
 			data = data[n:]
 			continue
 		}
-		body, n := protowire.ConsumeBytes(data)
+		head, n := protowire.ConsumeBytes(data)
 		if n < 0 {
 			return out, errRecipe
 		}
 		data = data[n:]
-		r, err := parseRecipe(body)
+		r, err := headRecipe(head)
 		if err != nil {
 			bad = err
-			continue
 		}
-		if out == nil {
-			out = map[cid.Cid]*recipe{}
+		if r != nil {
+			if out == nil {
+				out = map[cid.Cid]*recipe{}
+			}
+			out[r.c] = r
 		}
-		out[r.c] = r
 	}
 	return out, bad
+}
+
+// headRecipe reads the recipe of an encoded Head (nil: none), which must
+// name the head's CID.
+func headRecipe(b []byte) (*recipe, error) {
+	var c []byte
+	var body []byte
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, errRecipe
+		}
+		b = b[n:]
+		if (num == headCidField || num == recipeField) && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return nil, errRecipe
+			}
+			b = b[n:]
+			if num == headCidField {
+				c = v
+			} else {
+				body = v
+			}
+			continue
+		}
+		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			return nil, errRecipe
+		}
+		b = b[n:]
+	}
+	if body == nil {
+		return nil, nil
+	}
+	r, err := parseRecipe(body)
+	if err != nil {
+		return nil, err
+	}
+	if hc, err := cid.Cast(c); err != nil || !hc.Equals(r.c) {
+		return nil, errRecipe
+	}
+	return r, nil
 }
 
 func parseRecipe(b []byte) (*recipe, error) {
@@ -321,7 +396,7 @@ func parseRun(b []byte) (keyRun, error) {
 		switch {
 		case num == runPfx && typ == protowire.BytesType:
 			v, n := protowire.ConsumeBytes(b)
-			if n < 0 || len(v) > 1024 {
+			if n < 0 || len(v) > maxRecipePrefix {
 				return run, errRecipe
 			}
 			b, run.prefix = b[n:], string(v)
@@ -383,15 +458,23 @@ func (w *recipeWriter) first(c cid.Cid) bool {
 }
 
 // attach returns data (an encoded CRDTBroadcast) with the recipes of its
-// heads that are local and announced for the first time.
+// heads that are local and announced for the first time, within
+// maxRecipesBytes; data itself when it has none.
 func (w *recipeWriter) attach(ctx context.Context, data []byte) []byte {
 	var b pb.CRDTBroadcast
-	if err := proto.Unmarshal(data, &b); err != nil {
+	if err := proto.Unmarshal(data, &b); err != nil || len(b.ProtoReflect().GetUnknown()) > 0 {
 		return data
 	}
-	for _, h := range b.Heads {
+	heads := make([]cid.Cid, 0, len(b.Heads))
+	recipes := make([][]byte, len(b.Heads))
+	budget, any := maxRecipesBytes, false
+	for i, h := range b.Heads {
 		c, err := cid.Cast(h.Cid)
-		if err != nil || !w.first(c) {
+		if err != nil || len(h.ProtoReflect().GetUnknown()) > 0 {
+			return data // not as go-ds-crdt writes it: left alone
+		}
+		heads = append(heads, c)
+		if !w.first(c) {
 			continue
 		}
 		if ok, err := w.has(ctx, c); err != nil || !ok {
@@ -402,10 +485,19 @@ func (w *recipeWriter) attach(ctx context.Context, data []byte) []byte {
 			continue
 		}
 		if r, err := recipeOf(nd); err == nil {
-			data = r.appendTo(data)
+			if enc := r.encode(); len(enc) <= budget {
+				recipes[i], budget, any = enc, budget-len(enc), true
+			}
 		}
 	}
-	return data
+	if !any {
+		return data
+	}
+	out := make([]byte, 0, len(data)+maxRecipesBytes-budget+8*len(heads))
+	for i, c := range heads {
+		out = appendHead(out, c, recipes[i])
+	}
+	return out
 }
 
 // RecipeStats count announced heads by how their block came.

@@ -54,7 +54,7 @@ func TestRecipeBuildsTheSameBlock(t *testing.T) {
 	if len(r.runs) != 3 || r.keys() != 104 {
 		t.Fatalf("runs %+v", r.runs)
 	}
-	got, err := recipesIn(r.appendTo(nil))
+	got, err := recipesIn(appendHead(nil, r.c, r.encode()))
 	if err != nil || len(got) != 1 {
 		t.Fatalf("read back: %v, %d recipes", err, len(got))
 	}
@@ -86,15 +86,16 @@ func FuzzRecipes(f *testing.F) {
 		f.Fatal(err)
 	}
 	b, _ := proto.Marshal(&pb.CRDTBroadcast{Heads: []*pb.Head{{Cid: nd.Cid().Bytes()}}})
-	f.Add(r.appendTo(b))
-	f.Add([]byte{recipeField<<3 | 2, 3, 10, 1, 0})
+	f.Add(appendHead(nil, nd.Cid(), r.encode()))
+	f.Add(b)
+	f.Add([]byte{headsField<<3 | 2, 4, recipeField<<3 | 2, 2, 10, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rs, _ := recipesIn(data)
 		for c, r := range rs {
 			if !r.c.Equals(c) || r.keys() <= 0 {
 				t.Fatalf("recipe %v under %v with %d keys", r.c, c, r.keys())
 			}
-			again, err := recipesIn(r.appendTo(nil))
+			again, err := recipesIn(appendHead(nil, r.c, r.encode()))
 			if err != nil || !reflect.DeepEqual(again[c], r) {
 				t.Fatalf("written back: %+v, %v; read %+v", again[c], err, r)
 			}

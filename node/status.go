@@ -44,9 +44,11 @@ type Status struct {
 	Graylisted int
 	Journaled  int64 // journal entries this replica has seen arrive (local and remote)
 	Heads      int   // DAG heads of the journal CRDT
-	// BlocksRebuilt counts announced journal blocks this replica built
-	// from the signals gossip had brought (the block's recipe came with
-	// its announcement); BlocksFetched those it fetched from peers.
+	// BlocksRebuilt counts announced journal heads whose block this
+	// replica built from the signals gossip had brought (the block's
+	// recipe came with its announcement); BlocksFetched those it fetched
+	// from peers. Blocks below a head that go-ds-crdt fetches on its walk
+	// are not counted.
 	BlocksRebuilt, BlocksFetched int64
 	Clock                        vclock.Clock // what this node delivered: per origin peer id, the highest sequence
 	Buffered                     int          // signals waiting for a dependency
