@@ -125,6 +125,9 @@ type Replica struct {
 	scan     bool         // a scan for holes was due at open
 	scanDone atomic.Bool  // it found none left
 	unmerged atomic.Int64 // holes not merged yet
+
+	heard    *heard       // heads other peers announced, when (heard.go)
+	silenced atomic.Int64 // join announcements left out: others had announced the heads
 }
 
 // Open starts a replica. Every protocol the DAG service needs (bitswap) must
@@ -168,7 +171,7 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &Replica{topic: topic, ps: ps, log: p.Logger, cancel: cancel, store: store, ns: p.Namespace, dag: dag, has: p.Has}
+	r := &Replica{topic: topic, ps: ps, log: p.Logger, cancel: cancel, store: store, ns: p.Namespace, dag: dag, has: p.Has, heard: newHeard()}
 	scan, err := r.markOpen(ctx)
 	if err != nil {
 		cancel()
@@ -179,7 +182,7 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 		return nil, fmt.Errorf("crdt: %w", err)
 	}
 	r.scan = scan && p.Has != nil
-	r.bc = &broadcaster{ctx: ctx, topic: topic, sub: sub, key: p.Key}
+	r.bc = &broadcaster{ctx: ctx, topic: topic, sub: sub, key: p.Key, heard: r.heard}
 	var check *checker
 	crdtDAG := dag
 	if p.CheckEntry != nil || p.Immutable {
@@ -191,6 +194,7 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 		r.pf = newPrefetcher(dag, p.Has, check, p.Logger)
 		r.pf.slow, r.pf.slowAfter = p.OnSlowFetch, cmp.Or(p.SlowFetch, 5*time.Second)
 		r.pf.value, r.pf.add = p.Value, dag.Add
+		r.pf.heard = r.heard
 		r.bc.ready = r.pf.out
 		r.pf.start(ctx, &r.wg, sub)
 	}
@@ -232,10 +236,13 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 	return r, nil
 }
 
-// announceOnJoin announces the heads each time a peer joins the topic. A
-// burst of joins (a partition healing) is coalesced into one announcement
-// 50 ms after the last join, so that every peer of the burst is in the topic
-// when it goes out; a steady trickle still gets one at least every 500 ms.
+// announceOnJoin announces the heads when peers join the topic. A burst
+// of joins (a partition healing) is coalesced into one announcement
+// joinQuiet after the last join, plus a random wait that grows with the
+// peers on the topic (see heard.go); a steady trickle still gets one at
+// least every joinMost (plus the jitter). The announcement is left out
+// when every one of this replica's heads was announced (by another peer,
+// or by this one for a new block) after the last join of the burst.
 func (r *Replica) announceOnJoin(ctx context.Context, events *pubsub.TopicEventHandler) {
 	defer r.wg.Done()
 	defer events.Cancel()
@@ -256,23 +263,30 @@ func (r *Replica) announceOnJoin(ctx context.Context, events *pubsub.TopicEventH
 			}
 		}
 	}()
-	const quiet, most = 50 * time.Millisecond, 500 * time.Millisecond
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	var first time.Time // first join not yet announced
+	var first, last time.Time // first and last join not yet announced
 	for {
 		select {
 		case <-ctx.Done():
 			timer.Stop()
 			return
 		case <-joins:
+			last = time.Now()
 			if first.IsZero() {
-				first = time.Now()
+				first = last
 			}
-			timer.Reset(min(quiet, time.Until(first.Add(most))))
+			wait := joinQuiet + joinJitter(len(r.topic.ListPeers()))
+			timer.Reset(min(wait, time.Until(first.Add(joinMost+joinJitterMax))))
 		case <-timer.C:
+			since := last
 			first = time.Time{}
-			if err := r.Announce(ctx); err != nil && ctx.Err() == nil {
+			heads := r.InternalStats(ctx).Heads
+			if r.heard.all(heads, since) {
+				r.silenced.Add(1)
+				continue // announced to the newcomers already
+			}
+			if err := r.announce(ctx, heads); err != nil && ctx.Err() == nil {
 				r.log.Debug("crdt: announce heads", "err", err)
 			}
 		}
@@ -281,7 +295,10 @@ func (r *Replica) announceOnJoin(ctx context.Context, events *pubsub.TopicEventH
 
 // Announce broadcasts the current DAG heads now.
 func (r *Replica) Announce(ctx context.Context) error {
-	heads := r.InternalStats(ctx).Heads
+	return r.announce(ctx, r.InternalStats(ctx).Heads)
+}
+
+func (r *Replica) announce(ctx context.Context, heads []cid.Cid) error {
 	if len(heads) == 0 {
 		return nil
 	}
@@ -295,6 +312,10 @@ func (r *Replica) Announce(ctx context.Context) error {
 	}
 	return r.bc.Broadcast(ctx, b)
 }
+
+// Silenced counts the join announcements this replica left out because
+// other peers had announced its heads since the joins.
+func (r *Replica) Silenced() int64 { return r.silenced.Load() }
 
 // HeadFetches counts announced heads whose block could not be fetched
 // (given up after retries) and heads dropped because too many waited.
@@ -352,6 +373,7 @@ type broadcaster struct {
 	key   crypto.PrivKey // seals announcements when set (Params.Key)
 	// recipes adds the recipes of new heads to announcements (nil: none).
 	recipes *recipeWriter
+	heard   *heard // told of the announcements read
 	// busy is true from the moment Next hands go-ds-crdt an announcement
 	// until it asks for the next one: it is walking that announcement's
 	// heads.
@@ -398,7 +420,9 @@ func (b *broadcaster) next(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, dscrdt.ErrNoMoreBroadcast
 	}
-	return announced(msg).data, nil
+	a := announced(msg)
+	b.heard.note(a.data)
+	return a.data, nil
 }
 
 // mergeCancel returns a context done when either a or b is.

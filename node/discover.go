@@ -296,13 +296,19 @@ func (n *Node) announcer(joins *pubsub.TopicEventHandler) {
 	}()
 	t := time.NewTicker(n.p.Discover)
 	defer t.Stop()
+	pace := newJoinPacer()
+	defer pace.stop()
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-joined:
+			pace.join(len(n.peersTopic.ListPeers()))
+			continue
+		case <-pace.C():
 		case <-t.C:
 		}
+		pace.answered()
 		var a announcement
 		for _, m := range n.announceAddrs() {
 			a.Addrs = append(a.Addrs, m.String())

@@ -80,14 +80,36 @@ func (n *Node) joinLeases() error {
 // watchLeaseJoins asks the registrar for a renewal at once when a peer
 // joins the leases topic (a node started, a cut healed): the newcomer
 // learns who is live without waiting for the next round.
+// Joins are paced (see pace.go): a burst of joins gets one renewal.
 func (n *Node) watchLeaseJoins() {
 	defer n.wg.Done()
-	for {
-		ev, err := n.leaseJoins.NextPeerEvent(n.ctx)
-		if err != nil {
-			return
+	joined := make(chan struct{}, 1)
+	n.wg.Add(1)
+	go func() { // the event handler has no channel: a goroutine turns it into one
+		defer n.wg.Done()
+		for {
+			ev, err := n.leaseJoins.NextPeerEvent(n.ctx)
+			if err != nil {
+				return
+			}
+			if ev.Type == pubsub.PeerJoin {
+				select {
+				case joined <- struct{}{}:
+				default:
+				}
+			}
 		}
-		if ev.Type == pubsub.PeerJoin {
+	}()
+	pace := newJoinPacer()
+	defer pace.stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-joined:
+			pace.join(len(n.leaseTopic.ListPeers()))
+		case <-pace.C():
+			pace.answered()
 			select {
 			case n.reg.renewNow <- struct{}{}:
 			default: // one is due already
