@@ -84,3 +84,15 @@ func liveHeap() uint64 {
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc
 }
+
+// BenchmarkIndexEntries: the keys and index entries the put hook builds
+// for each journaled signal that names a cause.
+func BenchmarkIndexEntries(b *testing.B) {
+	m := causal.Meta{Origin: causal.PeerRef("12D3KooWAbCdEfGhIjKlMnOpQrStUvWxYz"), Stamp: causal.Stamp{Seq: 42},
+		Cause: "0190a6c2-0000-7000-8000-000000000000", Source: "/shop/eu-1", ID: "0190a6c2-0000-7000-8000-000000000001", Digest: 7}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = journal.SignalKey(m.Origin, m.Seq)
+		_ = journal.IndexEntries(m)
+	}
+}
