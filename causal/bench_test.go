@@ -91,3 +91,25 @@ func BenchmarkCatchUpFull(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkFrontier: the stamp base a node publishes after each delivery,
+// with 8 origins in the frontier and the node's default MaxDeps (16).
+func BenchmarkFrontier(b *testing.B) {
+	c, err := New[int](Params{Limit: 1000}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range 8 {
+		m := Meta{Origin: PeerRef("bench-" + strconv.Itoa(i)), Stamp: Stamp{Seq: 1, Lamport: uint64(i + 1)},
+			Source: "bench", ID: "id-" + strconv.Itoa(i)}
+		if _, err := c.Add(m, i, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if deps, _, _ := c.Frontier(PeerRef("bench-0"), 16); len(deps) != 7 {
+			b.Fatalf("%d deps", len(deps))
+		}
+	}
+}
