@@ -208,7 +208,8 @@ func ContentDigest(s *signalmesh.Signal) uint64 {
 	str(s.DataSchema)
 	num(uint64(len(s.Data)))
 	b = append(b, s.Data...)
-	names := make([]string, 0, len(s.Extensions))
+	var few [16]string // on the stack: a signal has a few extensions
+	names := few[:0]
 	for k := range s.Extensions {
 		if !strings.HasPrefix(k, "mesh") && k != "traceparent" && k != "tracestate" {
 			names = append(names, k)
