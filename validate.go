@@ -3,9 +3,11 @@ package signalmesh
 import (
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"mime"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"unicode/utf8"
 )
 
@@ -155,13 +157,17 @@ func (l Limits) checkAttrs(s *Signal) error {
 	if err := ValidType(s.Type); err != nil {
 		return err
 	}
-	if _, err := url.Parse(s.Source); err != nil {
-		return fieldErr("source", ErrBadValue, "not a URI-reference")
+	if !validSources.has(s.Source) {
+		if _, err := url.Parse(s.Source); err != nil {
+			return fieldErr("source", ErrBadValue, "not a URI-reference")
+		}
+		validSources.add(s.Source)
 	}
-	if s.DataContentType != "" {
+	if s.DataContentType != "" && !validMediaTypes.has(s.DataContentType) {
 		if _, _, err := mime.ParseMediaType(s.DataContentType); err != nil {
 			return fieldErr("datacontenttype", ErrBadValue, "not an RFC 2046 media type: %v", err)
 		}
+		validMediaTypes.add(s.DataContentType)
 	}
 	if s.DataSchema != "" {
 		if u, err := url.Parse(s.DataSchema); err != nil || !u.IsAbs() {
@@ -169,6 +175,34 @@ func (l Limits) checkAttrs(s *Signal) error {
 		}
 	}
 	return checkTime(s)
+}
+
+// validSources and validMediaTypes remember a few sources and media types
+// that parsed: most signals repeat those of earlier ones, and url.Parse
+// and mime.ParseMediaType allocate on every call (the journal validates
+// every signal it decodes). Both parsers are pure functions of the
+// string, so a remembered string is one that would parse again.
+var validSources, validMediaTypes validMemo
+
+// validMemo holds up to 64 strings, one per slot of their hash: a string
+// takes the place of the one before it in its slot.
+type validMemo [64]atomic.Pointer[string]
+
+var memoSeed = maphash.MakeSeed()
+
+// maxMemo bounds the strings remembered (longer ones are parsed each time).
+const maxMemo = 256
+
+func (m *validMemo) has(v string) bool {
+	p := m[maphash.String(memoSeed, v)%uint64(len(m))].Load()
+	return p != nil && *p == v
+}
+
+func (m *validMemo) add(v string) {
+	if len(v) <= maxMemo {
+		v = strings.Clone(v) // not a piece of a decoded form, which it would keep
+		m[maphash.String(memoSeed, v)%uint64(len(m))].Store(&v)
+	}
 }
 
 func checkTime(s *Signal) error {

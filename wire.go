@@ -135,6 +135,13 @@ func (s *Signal) UnmarshalBinary(b []byte) error {
 // left before anything is allocated. The result is validated; errors are
 // *FieldError values wrapping ErrMalformed, ErrTooLarge or a validation error.
 // The result does not alias b.
+//
+// Its strings are cut from two copies, one of what precedes the data and
+// one of what follows it (the extensions; one copy of it all when there
+// is no data), not copied one by one: a signal has a dozen strings, and
+// the journal decodes every signal it receives. Neither copy holds the
+// data (a []byte of its own), so a string kept from the signal keeps no
+// second copy of it alive.
 func DecodeBinary(b []byte, l Limits) (*Signal, error) {
 	if err := l.Check(); err != nil {
 		return nil, err
@@ -150,6 +157,9 @@ func DecodeBinary(b []byte, l Limits) (*Signal, error) {
 	flags := r.uvarint("")
 	if r.err == nil && flags&^flagAll != 0 {
 		return nil, fieldErr("", ErrMalformed, "unknown flags %#x", flags)
+	}
+	if end, ok := headEnd(r.b, flags, l); ok {
+		r.text, r.textAt = string(r.b[:end]), len(r.b)
 	}
 	s := &Signal{SpecVersion: SpecVersion}
 	s.ID = r.str("id", l.MaxAttr)
@@ -168,7 +178,14 @@ func DecodeBinary(b []byte, l Limits) (*Signal, error) {
 		s.DataSchema = r.present("dataschema", l.MaxAttr)
 	}
 	if flags&flagData != 0 {
-		s.Data = []byte(r.present("data", l.MaxData))
+		if v := r.raw("data", l.MaxData); r.err == nil && len(v) == 0 {
+			r.fail("data", ErrMalformed, "flag set for an empty value")
+		} else if r.err == nil {
+			s.Data = append([]byte(nil), v...)
+		}
+	}
+	if r.err == nil && len(r.b) > 0 && (r.text == "" || flags&flagData != 0) {
+		r.text, r.textAt = string(r.b), len(r.b) // the extensions (len(b) was checked: the copy is bounded)
 	}
 	r.extensions(s)
 	if r.err == nil && len(r.b) != 0 {
@@ -183,11 +200,45 @@ func DecodeBinary(b []byte, l Limits) (*Signal, error) {
 	return s, nil
 }
 
+// headEnd returns how many bytes of b, the form after its flags, precede
+// the data (all of them when there is none), if the strings before the
+// data fit their limits and b: false when DecodeBinary would fail there,
+// which it then does reading them one by one.
+func headEnd(b []byte, flags uint64, l Limits) (int, bool) {
+	if flags&flagData == 0 {
+		return len(b), true
+	}
+	i := 0
+	str := func() bool {
+		n, k := binary.Uvarint(b[i:])
+		if k <= 0 || n > uint64(l.MaxAttr) || n > uint64(len(b)-i-k) {
+			return false
+		}
+		i += k + int(n)
+		return true
+	}
+	num := func() bool {
+		_, k := binary.Uvarint(b[i:]) // a varint is as long as its zigzag uvarint
+		i += max(k, 0)
+		return k > 0
+	}
+	ok := str() && str() && str() &&
+		(flags&flagSubject == 0 || str()) &&
+		(flags&flagTime == 0 || num() && num() && num()) &&
+		(flags&flagContentType == 0 || str()) &&
+		(flags&flagSchema == 0 || str())
+	return i, ok
+}
+
 // wireReader consumes b; after the first error every method is a no-op.
+// When text is set it holds the bytes of the form from where b had
+// textAt bytes left: str cuts what it reads there from it.
 type wireReader struct {
-	b   []byte
-	l   Limits
-	err error
+	b      []byte
+	l      Limits
+	err    error
+	text   string
+	textAt int
 }
 
 func (r *wireReader) fail(field string, err error, detail string, args ...any) {
@@ -236,19 +287,31 @@ func (r *wireReader) varint(field string) int64 {
 }
 
 func (r *wireReader) str(field string, limit int) string {
+	v := r.raw(field, limit)
+	if len(v) == 0 {
+		return ""
+	}
+	if i := r.textAt - len(r.b) - len(v); i >= 0 && i+len(v) <= len(r.text) {
+		return r.text[i : i+len(v)]
+	}
+	return string(v)
+}
+
+// raw reads a string's bytes, not copied.
+func (r *wireReader) raw(field string, limit int) []byte {
 	n := r.uvarint(field)
 	if r.err != nil {
-		return ""
+		return nil
 	}
 	if n > uint64(limit) {
 		r.fail(field, ErrTooLarge, "%d bytes, limit %d", n, limit)
-		return ""
+		return nil
 	}
 	if n > uint64(len(r.b)) {
 		r.fail(field, ErrMalformed, "length %d beyond the %d bytes left", n, len(r.b))
-		return ""
+		return nil
 	}
-	v := string(r.b[:n])
+	v := r.b[:n:n]
 	r.b = r.b[n:]
 	return v
 }

@@ -91,3 +91,66 @@ func BenchmarkCatchUpFull(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkFrontier: the stamp base a node publishes after each delivery,
+// with 8 origins in the frontier and the node's default MaxDeps (16).
+func BenchmarkFrontier(b *testing.B) {
+	c, err := New[int](Params{Limit: 1000}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range 8 {
+		m := Meta{Origin: PeerRef("bench-" + strconv.Itoa(i)), Stamp: Stamp{Seq: 1, Lamport: uint64(i + 1)},
+			Source: "bench", ID: "id-" + strconv.Itoa(i)}
+		if _, err := c.Add(m, i, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if deps, _, _ := c.Frontier(PeerRef("bench-0"), 16); len(deps) != 7 {
+			b.Fatalf("%d deps", len(deps))
+		}
+	}
+}
+
+// BenchmarkAddFreshIDs: as BenchmarkAddInOrder, but every signal has an
+// id the core has not seen (a heal, a catch-up): the filter spares the
+// identity lookup, and each id goes into the recent ring, pushing out the
+// one remembered Params.Recent ids before. At most 1<<20 ops (-benchtime).
+func BenchmarkAddFreshIDs(b *testing.B) {
+	const origins = 8
+	names := make([]string, origins)
+	for i := range names {
+		names[i] = PeerRef("bench-" + strconv.Itoa(i))
+	}
+	const n = 1 << 20
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = "0190a6c2-0000-7000-8000-" + strconv.Itoa(100000000000+i)
+	}
+	c, err := New[int](Params{Limit: 1000, CauseWait: 100}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if i == n {
+			b.Fatalf("more than %d ops", n)
+		}
+		o := i % origins
+		seq := uint64(i/origins + 1)
+		var deps []Ref
+		if i >= origins {
+			deps = []Ref{{names[(o+origins-1)%origins], seq - boolU(o == 0)}}
+		}
+		m := Meta{Origin: names[o], Stamp: Stamp{Seq: seq, Lamport: uint64(i + 1), Deps: deps},
+			Source: "bench", ID: ids[i], Digest: uint64(i)}
+		rel, err := c.Add(m, i, int64(i))
+		if err != nil || len(rel) != 1 {
+			b.Fatalf("Add %v: %d released, %v", m.Ref(), len(rel), err)
+		}
+		i++
+	}
+}

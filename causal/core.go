@@ -217,6 +217,8 @@ type Core[T any] struct {
 	slab   []recentID            // where remember takes the next id's slice from
 	ring   []string
 	next   int
+
+	frontierScratch []originFrontier // Frontier's working list
 }
 
 type recentID struct {
@@ -1496,14 +1498,10 @@ func (c *Core[T]) Len() int { return len(c.waiting) }
 // of everything delivered: a stamp above what it names would exceed the
 // bound every replica sets (see Release.LamportClamped).
 func (c *Core[T]) Frontier(self string, max int) (deps []Ref, lamport uint64, truncated int) {
-	type fe struct {
-		o string
-		frontierEntry
-	}
-	all := make([]fe, 0, len(c.frontier))
+	all := c.frontierScratch[:0] // not returned: kept for the next call (a node asks after every delivery)
 	for o, f := range c.frontier {
 		if _, lossy := c.lossOf(o); o != self && !lossy && len(c.skipped[o]) == 0 {
-			all = append(all, fe{o, f})
+			all = append(all, originFrontier{o, f})
 		}
 	}
 	lamport = c.lastLamport[self]
@@ -1516,7 +1514,7 @@ func (c *Core[T]) Frontier(self string, max int) (deps []Ref, lamport uint64, tr
 		max = 0
 	}
 	if len(all) > max {
-		slices.SortFunc(all, func(a, b fe) int {
+		slices.SortFunc(all, func(a, b originFrontier) int {
 			return cmp.Or(cmp.Compare(b.lamport, a.lamport), cmp.Compare(a.o, b.o))
 		})
 		truncated = len(all) - max
@@ -1526,8 +1524,15 @@ func (c *Core[T]) Frontier(self string, max int) (deps []Ref, lamport uint64, tr
 	for i, f := range all {
 		deps[i] = Ref{f.o, f.seq}
 	}
+	c.frontierScratch = all[:0]
 	slices.SortFunc(deps, func(a, b Ref) int { return cmp.Compare(a.Origin, b.Origin) })
 	return deps, lamport, truncated
+}
+
+// originFrontier is an origin's frontier entry, as Frontier lists them.
+type originFrontier struct {
+	o string
+	frontierEntry
 }
 
 // lossOf returns o's loss mark while it holds (see loss).

@@ -84,3 +84,34 @@ func liveHeap() uint64 {
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc
 }
+
+// BenchmarkIndexEntries: the keys and index entries the put hook builds
+// for each journaled signal that names a cause.
+func BenchmarkIndexEntries(b *testing.B) {
+	m := causal.Meta{Origin: causal.PeerRef("12D3KooWAbCdEfGhIjKlMnOpQrStUvWxYz"), Stamp: causal.Stamp{Seq: 42},
+		Cause: "0190a6c2-0000-7000-8000-000000000000", Source: "/shop/eu-1", ID: "0190a6c2-0000-7000-8000-000000000001", Digest: 7}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = journal.SignalKey(m.Origin, m.Seq)
+		_ = journal.IndexEntries(m)
+	}
+}
+
+// BenchmarkMetaOf: what the put hook reads of each journaled signal it
+// decoded (its stamp, and the digest of its content).
+func BenchmarkMetaOf(b *testing.B) {
+	s, err := signalmesh.New("order.line.created", "/shop/eu-1", []byte(`{"line":1}`),
+		signalmesh.WithCauseID("0190a6c2-0000-7000-8000-000000000000"),
+		signalmesh.WithExtension("tenant", "eu"),
+		signalmesh.WithExtension(signalmesh.ExtPeer, "12D3KooWAbCdEfGhIjKlMnOpQrStUvWxYz"),
+		signalmesh.WithExtension(signalmesh.ExtCausal, causal.Stamp{Seq: 42, Lamport: 99}.Format()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := journal.MetaOf(s); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -40,9 +40,16 @@ const (
 // SignalKey is the key of the signal with sequence seq of the peer whose
 // ref is ref.
 func SignalKey(ref string, seq uint64) ds.Key {
-	b := make([]byte, 0, len(signalsNS)+len(ref)+18)
-	b = append(append(append(b, signalsNS...), '/'), ref...)
-	return ds.RawKey(string(appendHex16(append(b, '/'), seq)))
+	// Built in a strings.Builder, whose String does not copy: a key is
+	// made for every signal journaled, received or read.
+	var b strings.Builder
+	b.Grow(len(signalsNS) + len(ref) + 18)
+	b.WriteString(signalsNS)
+	b.WriteByte('/')
+	b.WriteString(ref)
+	b.WriteByte('/')
+	writeHex16(&b, seq)
+	return ds.RawKey(b.String())
 }
 
 // IndexKey is the key of the index entry of a signal with id at (ref, seq).
@@ -55,19 +62,30 @@ func EffectKey(cause, ref string, seq uint64) ds.Key { return placeKey(effectsNS
 // placeKey is <ns>/<id, base64url>/<ref>.<seq, 16 hex digits>.
 func placeKey(ns, id, ref string, seq uint64) ds.Key {
 	enc := base64.RawURLEncoding
-	b := make([]byte, 0, len(ns)+enc.EncodedLen(len(id))+len(ref)+19)
-	b = enc.AppendEncode(append(append(b, ns...), '/'), []byte(id))
-	b = append(append(append(b, '/'), ref...), '.')
-	return ds.RawKey(string(appendHex16(b, seq)))
+	var b strings.Builder // as in SignalKey: one allocation
+	b.Grow(len(ns) + enc.EncodedLen(len(id)) + len(ref) + 19)
+	b.WriteString(ns)
+	b.WriteByte('/')
+	var buf [64]byte // an id of up to 48 bytes is encoded here, on the stack
+	if n := enc.EncodedLen(len(id)); n <= len(buf) {
+		enc.Encode(buf[:n], []byte(id))
+		b.Write(buf[:n])
+	} else {
+		b.WriteString(enc.EncodeToString([]byte(id)))
+	}
+	b.WriteByte('/')
+	b.WriteString(ref)
+	b.WriteByte('.')
+	writeHex16(&b, seq)
+	return ds.RawKey(b.String())
 }
 
-// appendHex16 appends v in 16 lower-case hexadecimal digits (%016x).
-func appendHex16(b []byte, v uint64) []byte {
+// writeHex16 writes v in 16 lower-case hexadecimal digits (%016x).
+func writeHex16(b *strings.Builder, v uint64) {
 	const digits = "0123456789abcdef"
 	for i := 60; i >= 0; i -= 4 {
-		b = append(b, digits[v>>uint(i)&0xf])
+		b.WriteByte(digits[v>>uint(i)&0xf])
 	}
-	return b
 }
 
 func indexPrefix(id string) string { return placePrefix(indexNS, id) }
@@ -116,7 +134,8 @@ func IndexEntries(m causal.Meta) []Entry {
 	v := make([]byte, 8, 8+len(m.Source))
 	binary.BigEndian.PutUint64(v, m.Digest)
 	v = append(v, m.Source...)
-	es := []Entry{{IndexKey(m.ID, m.Origin, m.Seq), v}}
+	es := make([]Entry, 1, 2) // room for the effects entry
+	es[0] = Entry{IndexKey(m.ID, m.Origin, m.Seq), v}
 	if m.Cause != "" {
 		es = append(es, EffectEntry(m))
 	}
@@ -189,7 +208,8 @@ func ContentDigest(s *signalmesh.Signal) uint64 {
 	str(s.DataSchema)
 	num(uint64(len(s.Data)))
 	b = append(b, s.Data...)
-	names := make([]string, 0, len(s.Extensions))
+	var few [16]string // on the stack: a signal has a few extensions
+	names := few[:0]
 	for k := range s.Extensions {
 		if !strings.HasPrefix(k, "mesh") && k != "traceparent" && k != "tracestate" {
 			names = append(names, k)

@@ -36,7 +36,7 @@ type freshSet struct {
 	next int
 
 	settled     map[causal.Ref]*signalmesh.Signal
-	settledRing []causal.Ref
+	settledRing []settledRef
 	settledNext int
 
 	past func(*signalmesh.Signal) bool // past retention (nil: none)
@@ -49,6 +49,15 @@ type freshSet struct {
 
 const settledSize = 4096
 
+// settledRef is a place in the settled ring: a signal's ref and its
+// causeid, kept so that the one it evicts, settledSize deliveries later,
+// is taken out of byCause without reading that signal again (long out of
+// the processor's caches by then).
+type settledRef struct {
+	r     causal.Ref
+	cause string
+}
+
 type freshSig struct {
 	s      *signalmesh.Signal
 	at     time.Time
@@ -58,13 +67,15 @@ type freshSig struct {
 
 func newFreshSet(size, settled int) *freshSet {
 	return &freshSet{sigs: make(map[causal.Ref]freshSig), ring: make([]causal.Ref, size),
-		settled: make(map[causal.Ref]*signalmesh.Signal), settledRing: make([]causal.Ref, max(settled, settledSize)),
+		settled: make(map[causal.Ref]*signalmesh.Signal), settledRing: make([]settledRef, max(settled, settledSize)),
 		byCause: make(map[string]map[causal.Ref]int)}
 }
 
 // count adds d to what holds s, at r, in byCause.
-func (f *freshSet) count(r causal.Ref, s *signalmesh.Signal, d int) {
-	c := s.CauseID()
+func (f *freshSet) count(r causal.Ref, s *signalmesh.Signal, d int) { f.countCause(r, s.CauseID(), d) }
+
+// countCause is count for a signal whose causeid is c.
+func (f *freshSet) countCause(r causal.Ref, c string, d int) {
 	if c == "" {
 		return
 	}
@@ -86,16 +97,18 @@ func (f *freshSet) settle(r causal.Ref, s *signalmesh.Signal) {
 	if _, ok := f.settled[r]; ok {
 		return
 	}
-	if old := f.settledRing[f.settledNext]; old != (causal.Ref{}) {
-		if os, ok := f.settled[old]; ok {
-			f.count(old, os, -1)
-		}
-		delete(f.settled, old)
+	if old := f.settledRing[f.settledNext]; old.r != (causal.Ref{}) {
+		// Its place in the ring and its entry in settled come and go
+		// together (a signal settled already is not settled again), so
+		// the entry is there, with this causeid.
+		f.countCause(old.r, old.cause, -1)
+		delete(f.settled, old.r)
 	}
-	f.settledRing[f.settledNext] = r
+	c := s.CauseID()
+	f.settledRing[f.settledNext] = settledRef{r, c}
 	f.settledNext = (f.settledNext + 1) % len(f.settledRing)
 	f.settled[r] = s
-	f.count(r, s, 1)
+	f.countCause(r, c, 1)
 }
 
 // readable returns the signals reads must see beside the journal, with

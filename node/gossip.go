@@ -268,7 +268,7 @@ func (n *Node) flushIndex() {
 	// Each directory once: one cause's directory of effects may hold
 	// most of a batch. An entry queued again since is written alike.
 	gone := make(map[ds.Key]bool, len(pend))
-	dirs := map[string]bool{}
+	dirs := make(map[string]bool, len(pend))
 	for _, e := range pend {
 		gone[e.Key] = true
 		dirs[idxDir(e.Key)] = true

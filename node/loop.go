@@ -347,11 +347,19 @@ func (n *Node) offerJournaled(m causal.Meta, s *signalmesh.Signal) error {
 		n.forgetFresh(r)
 		return causal.ErrDuplicate
 	}
-	n.journalRefs[r] = struct{}{}
+	// Marked in journalRefs only if it waits after the offer: most are
+	// released at once, and deliver knows this one by journalRef, which
+	// spares a map write, read and delete per signal.
+	n.journalRef = r
 	err := n.offer(m, s)
+	n.journalRef = causal.Ref{}
 	if (err != nil && !errors.Is(err, causal.ErrDuplicate)) || n.core.DeliveredOf(m.Origin) >= m.Seq {
-		delete(n.journalRefs, r) // delivered, or refused (pulled again): nothing waits
-	} // a duplicate of a waiting copy (it came by gossip) keeps the mark: journaled when released
+		if len(n.journalRefs) > 0 {
+			delete(n.journalRefs, r) // delivered, or refused (pulled again): nothing waits
+		}
+	} else {
+		n.journalRefs[r] = struct{}{} // a duplicate of a waiting copy (it came by gossip) is marked too: journaled when released
+	}
 	n.forgetFresh(r)
 	return err
 }
@@ -387,8 +395,13 @@ func (n *Node) deliver(out []causal.Release[*signalmesh.Signal]) {
 	var keep []*signalmesh.Signal
 	for i, r := range out {
 		ref := r.Meta.Ref()
-		if _, ok := n.journalRefs[ref]; ok {
-			delete(n.journalRefs, ref)
+		journal := ref == n.journalRef // offerJournaled clears its mark, if it had one
+		if !journal {
+			if _, journal = n.journalRefs[ref]; journal {
+				delete(n.journalRefs, ref)
+			}
+		}
+		if journal {
 			journaled[i] = true
 			// Its entry came through the put hook, maybe before go-ds-crdt
 			// committed it: readable until then (a Subscribe's backlog).

@@ -159,6 +159,7 @@ type Node struct {
 	origins      map[string]string       // peer ref -> peer id, of the origins seen
 	fresh        *freshSet               // delivered, journal entry not seen yet
 	journalRefs  map[causal.Ref]struct{} // offered from the journal, waiting in the core
+	journalRef   causal.Ref              // the one offerJournaled is offering (zero: none)
 	freshDel     []causal.Ref            // to clear from the durable fresh area at the next tick
 	volatile     bool                    // the store is the in-memory default: nothing outlives the process, so no durable fresh area
 	pulling      bool                    // a pull from the journal is under way
