@@ -17,7 +17,8 @@ import (
 )
 
 // Discovery: every node announces its own addresses on the mesh's "peers"
-// topic, when a peer joins the topic and every Params.Discover; a node
+// topic, when peers join the topic (once for a burst of joins, see
+// pace.go) and every Params.Discover; a node
 // with fewer connections than Params.ConnLow dials the peers it hears of.
 // GossipSub carries an announcement to the whole mesh, so a node that
 // knows one peer learns of every other. The announcement names no peer
