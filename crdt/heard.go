@@ -11,24 +11,26 @@ import (
 )
 
 // Coalescing join announcements. A partition that heals joins every peer
-// of one side to every peer of the other, and each join used to make
-// every replica announce its heads: with n peers, n announcements per
-// wave of joins, each verified (sealed) and forwarded by every other peer,
-// for heads that the peers of one side share (they converged while cut).
-// So a replica waits a random while after the joins (joinJitter, longer
-// with more peers on the topic) and announces only if its heads were not
-// all announced after the last join of the wave: the first of a side to
-// speak announces for the side. A replica whose heads nobody else has (it
-// wrote since) is never silenced. An announcement that did not reach a
-// newcomer (its announcer was not connected to it yet, and GossipSub had
-// not forwarded it) is made up by go-ds-crdt's rebroadcast
-// (Params.RebroadcastInterval) or the next join.
+// of one side to every peer of the other, and each join makes every
+// replica announce its heads: with n peers, n announcements per wave of
+// joins, each verified (sealed) and forwarded by every other peer. So a
+// replica waits a random while after the joins (joinJitter, longer with
+// more peers on the topic), which merges the joins of a wave into one
+// announcement, and leaves it out when it announced all of its heads
+// after the last join (a new block went out meanwhile): GossipSub
+// flood-publishes a peer's own messages to every peer on the topic, the
+// newcomers included (pubsub.WithFloodPublish, as a node runs it). Another peer's announcement of the same heads does
+// not silence it: this replica forwards that one only to its GossipSub
+// mesh, which a newcomer enters at a heartbeat up to a second later, and a
+// newcomer may not accept that peer's announcements at all
+// (Params.Member); go-ds-crdt's rebroadcast then skips heads it saw
+// announced, so such a newcomer could wait for many intervals.
 const (
 	joinQuiet     = 50 * time.Millisecond // after the last join of a burst
 	joinMost      = 500 * time.Millisecond
 	joinJitterPer = 10 * time.Millisecond // random wait per peer on the topic, up to joinJitterMax
 	joinJitterMax = time.Second
-	heardMemory   = 4096 // heads remembered as announced by others
+	heardMemory   = 4096 // heads remembered as announced
 )
 
 // joinJitter is the random wait added before a join announcement, with
@@ -41,8 +43,7 @@ func joinJitter(peers int) time.Duration {
 	return rand.N(spread)
 }
 
-// heard remembers when each head was last announced (by any peer, this
-// one included).
+// heard remembers when this replica last announced each head.
 type heard struct {
 	mu   sync.Mutex
 	at   map[cid.Cid]time.Time

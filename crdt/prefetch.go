@@ -50,7 +50,6 @@ type prefetcher struct {
 	value     func(key string) []byte                // values held for recipes (nil: recipes are not read)
 	add       func(context.Context, ipld.Node) error // keeps a block built from a recipe
 	counts    recipeCounts
-	heard     *heard        // told of the announcements read (nil: nobody)
 	out       chan []byte   // heads ready for go-ds-crdt, one per message
 	wake      chan struct{} // a head was queued or a fetch ended (one token)
 
@@ -102,9 +101,6 @@ func (p *prefetcher) read(ctx context.Context, wg *sync.WaitGroup, sub *pubsub.S
 			return
 		}
 		a := announced(msg)
-		if p.heard != nil {
-			p.heard.note(a.data)
-		}
 		var b pb.CRDTBroadcast
 		if err := proto.Unmarshal(a.data, &b); err != nil {
 			p.log.Debug("crdt: undecodable head announcement", "from", msg.ReceivedFrom, "err", err)

@@ -126,8 +126,8 @@ type Replica struct {
 	scanDone atomic.Bool  // it found none left
 	unmerged atomic.Int64 // holes not merged yet
 
-	heard    *heard       // heads other peers announced, when (heard.go)
-	silenced atomic.Int64 // join announcements left out: others had announced the heads
+	heard    *heard       // heads this replica announced, when (heard.go)
+	silenced atomic.Int64 // join announcements left out: announced since the joins already
 }
 
 // Open starts a replica. Every protocol the DAG service needs (bitswap) must
@@ -194,7 +194,6 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 		r.pf = newPrefetcher(dag, p.Has, check, p.Logger)
 		r.pf.slow, r.pf.slowAfter = p.OnSlowFetch, cmp.Or(p.SlowFetch, 5*time.Second)
 		r.pf.value, r.pf.add = p.Value, dag.Add
-		r.pf.heard = r.heard
 		r.bc.ready = r.pf.out
 		r.pf.start(ctx, &r.wg, sub)
 	}
@@ -241,8 +240,9 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 // joinQuiet after the last join, plus a random wait that grows with the
 // peers on the topic (see heard.go); a steady trickle still gets one at
 // least every joinMost (plus the jitter). The announcement is left out
-// when every one of this replica's heads was announced (by another peer,
-// or by this one for a new block) after the last join of the burst.
+// when this replica announced every one of its heads after the last join
+// of the burst (a new block, say): GossipSub flood-publishes a peer's own
+// messages to every peer on the topic, the newcomers included.
 func (r *Replica) announceOnJoin(ctx context.Context, events *pubsub.TopicEventHandler) {
 	defer r.wg.Done()
 	defer events.Cancel()
@@ -313,8 +313,8 @@ func (r *Replica) announce(ctx context.Context, heads []cid.Cid) error {
 	return r.bc.Broadcast(ctx, b)
 }
 
-// Silenced counts the join announcements this replica left out because
-// other peers had announced its heads since the joins.
+// Silenced counts the join announcements this replica left out because it
+// had announced its heads since the joins.
 func (r *Replica) Silenced() int64 { return r.silenced.Load() }
 
 // HeadFetches counts announced heads whose block could not be fetched
@@ -373,7 +373,7 @@ type broadcaster struct {
 	key   crypto.PrivKey // seals announcements when set (Params.Key)
 	// recipes adds the recipes of new heads to announcements (nil: none).
 	recipes *recipeWriter
-	heard   *heard // told of the announcements read
+	heard   *heard // told of this replica's announcements
 	// busy is true from the moment Next hands go-ds-crdt an announcement
 	// until it asks for the next one: it is walking that announcement's
 	// heads.
@@ -381,6 +381,7 @@ type broadcaster struct {
 }
 
 func (b *broadcaster) Broadcast(ctx context.Context, data []byte) error {
+	heads := data
 	if b.recipes != nil {
 		data = b.recipes.attach(ctx, data)
 	}
@@ -390,7 +391,13 @@ func (b *broadcaster) Broadcast(ctx context.Context, data []byte) error {
 			return err
 		}
 	}
-	return b.topic.Publish(ctx, data)
+	if err := b.topic.Publish(ctx, data); err != nil {
+		return err
+	}
+	if b.heard != nil {
+		b.heard.note(heads) // sent to every peer on the topic (flood publish)
+	}
+	return nil
 }
 
 func (b *broadcaster) Next(ctx context.Context) ([]byte, error) {
@@ -420,9 +427,7 @@ func (b *broadcaster) next(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, dscrdt.ErrNoMoreBroadcast
 	}
-	a := announced(msg)
-	b.heard.note(a.data)
-	return a.data, nil
+	return announced(msg).data, nil
 }
 
 // mergeCancel returns a context done when either a or b is.
