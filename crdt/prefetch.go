@@ -251,11 +251,7 @@ func (p *prefetcher) work(ctx context.Context, wg *sync.WaitGroup) {
 		}
 		if f.recipe != nil {
 			if nd := p.build(ctx, f); nd != nil {
-				p.end(f, true)
-				if p.refused(ctx, f.c, nd) {
-					continue
-				}
-				if !p.forward(ctx, f.c) {
+				if !p.arrived(ctx, f, nd) {
 					return
 				}
 				continue
@@ -273,11 +269,7 @@ func (p *prefetcher) work(ctx context.Context, wg *sync.WaitGroup) {
 		cancel()
 		if err == nil {
 			p.counts.fetched.Add(1)
-			p.end(f, true)
-			if p.refused(ctx, f.c, nd) {
-				continue
-			}
-			if !p.forward(ctx, f.c) {
+			if !p.arrived(ctx, f, nd) {
 				return
 			}
 			continue
@@ -303,6 +295,16 @@ func (p *prefetcher) work(ctx context.Context, wg *sync.WaitGroup) {
 			p.dropped.Add(1)
 		}
 	}
+}
+
+// arrived hands go-ds-crdt the head f whose block nd came (fetched or
+// built), unless the checks refuse it; false once ctx ends.
+func (p *prefetcher) arrived(ctx context.Context, f fetch, nd ipld.Node) bool {
+	p.end(f, true)
+	if p.refused(ctx, f.c, nd) {
+		return true
+	}
+	return p.forward(ctx, f.c)
 }
 
 // build builds f's block from its recipe and the values held, and keeps
