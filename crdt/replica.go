@@ -126,8 +126,6 @@ type Replica struct {
 	scanDone atomic.Bool  // it found none left
 	unmerged atomic.Int64 // holes not merged yet
 
-	heard    *heard       // heads this replica announced, when (heard.go)
-	silenced atomic.Int64 // join announcements left out: announced since the joins already
 }
 
 // Open starts a replica. Every protocol the DAG service needs (bitswap) must
@@ -171,7 +169,7 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &Replica{topic: topic, ps: ps, log: p.Logger, cancel: cancel, store: store, ns: p.Namespace, dag: dag, has: p.Has, heard: newHeard()}
+	r := &Replica{topic: topic, ps: ps, log: p.Logger, cancel: cancel, store: store, ns: p.Namespace, dag: dag, has: p.Has}
 	scan, err := r.markOpen(ctx)
 	if err != nil {
 		cancel()
@@ -182,7 +180,7 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 		return nil, fmt.Errorf("crdt: %w", err)
 	}
 	r.scan = scan && p.Has != nil
-	r.bc = &broadcaster{ctx: ctx, topic: topic, sub: sub, key: p.Key, heard: r.heard}
+	r.bc = &broadcaster{ctx: ctx, topic: topic, sub: sub, key: p.Key}
 	var check *checker
 	crdtDAG := dag
 	if p.CheckEntry != nil || p.Immutable {
@@ -235,14 +233,10 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 	return r, nil
 }
 
-// announceOnJoin announces the heads when peers join the topic. A burst
-// of joins (a partition healing) is coalesced into one announcement
-// joinQuiet after the last join, plus a random wait that grows with the
-// peers on the topic (see heard.go); a steady trickle still gets one at
-// least every joinMost (plus the jitter). The announcement is left out
-// when this replica announced every one of its heads after the last join
-// of the burst (a new block, say): GossipSub flood-publishes a peer's own
-// messages to every peer on the topic, the newcomers included.
+// announceOnJoin announces the heads each time a peer joins the topic. A
+// burst of joins (a partition healing) is coalesced into one announcement
+// 50 ms after the last join, so that every peer of the burst is in the topic
+// when it goes out; a steady trickle still gets one at least every 500 ms.
 func (r *Replica) announceOnJoin(ctx context.Context, events *pubsub.TopicEventHandler) {
 	defer r.wg.Done()
 	defer events.Cancel()
@@ -263,30 +257,23 @@ func (r *Replica) announceOnJoin(ctx context.Context, events *pubsub.TopicEventH
 			}
 		}
 	}()
+	const quiet, most = 50 * time.Millisecond, 500 * time.Millisecond
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	var first, last time.Time // first and last join not yet announced
+	var first time.Time // first join not yet announced
 	for {
 		select {
 		case <-ctx.Done():
 			timer.Stop()
 			return
 		case <-joins:
-			last = time.Now()
 			if first.IsZero() {
-				first = last
+				first = time.Now()
 			}
-			wait := joinQuiet + joinJitter(len(r.topic.ListPeers()))
-			timer.Reset(min(wait, time.Until(first.Add(joinMost+joinJitterMax))))
+			timer.Reset(min(quiet, time.Until(first.Add(most))))
 		case <-timer.C:
-			since := last
 			first = time.Time{}
-			heads := r.InternalStats(ctx).Heads
-			if r.heard.all(heads, since) {
-				r.silenced.Add(1)
-				continue // announced to the newcomers already
-			}
-			if err := r.announce(ctx, heads); err != nil && ctx.Err() == nil {
+			if err := r.Announce(ctx); err != nil && ctx.Err() == nil {
 				r.log.Debug("crdt: announce heads", "err", err)
 			}
 		}
@@ -295,10 +282,7 @@ func (r *Replica) announceOnJoin(ctx context.Context, events *pubsub.TopicEventH
 
 // Announce broadcasts the current DAG heads now.
 func (r *Replica) Announce(ctx context.Context) error {
-	return r.announce(ctx, r.InternalStats(ctx).Heads)
-}
-
-func (r *Replica) announce(ctx context.Context, heads []cid.Cid) error {
+	heads := r.InternalStats(ctx).Heads
 	if len(heads) == 0 {
 		return nil
 	}
@@ -312,10 +296,6 @@ func (r *Replica) announce(ctx context.Context, heads []cid.Cid) error {
 	}
 	return r.bc.Broadcast(ctx, b)
 }
-
-// Silenced counts the join announcements this replica left out because it
-// had announced its heads since the joins.
-func (r *Replica) Silenced() int64 { return r.silenced.Load() }
 
 // HeadFetches counts announced heads whose block could not be fetched
 // (given up after retries) and heads dropped because too many waited.
@@ -373,7 +353,6 @@ type broadcaster struct {
 	key   crypto.PrivKey // seals announcements when set (Params.Key)
 	// recipes adds the recipes of new heads to announcements (nil: none).
 	recipes *recipeWriter
-	heard   *heard // told of this replica's announcements
 	// busy is true from the moment Next hands go-ds-crdt an announcement
 	// until it asks for the next one: it is walking that announcement's
 	// heads.
@@ -381,7 +360,6 @@ type broadcaster struct {
 }
 
 func (b *broadcaster) Broadcast(ctx context.Context, data []byte) error {
-	heads := data
 	if b.recipes != nil {
 		data = b.recipes.attach(ctx, data)
 	}
@@ -391,13 +369,7 @@ func (b *broadcaster) Broadcast(ctx context.Context, data []byte) error {
 			return err
 		}
 	}
-	if err := b.topic.Publish(ctx, data); err != nil {
-		return err
-	}
-	if b.heard != nil {
-		b.heard.note(heads) // sent to every peer on the topic (flood publish)
-	}
-	return nil
+	return b.topic.Publish(ctx, data)
 }
 
 func (b *broadcaster) Next(ctx context.Context) ([]byte, error) {
