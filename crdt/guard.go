@@ -105,12 +105,18 @@ func (g *headsGuard) validate(_ context.Context, _ peer.ID, msg *pubsub.Message)
 	if g.self != "" && a.from == g.self && msg.ReceivedFrom == g.self {
 		return pubsub.ValidationAccept // our own announcement
 	}
-	if g.member != nil && !g.member(a.from) {
+	return g.check(a.from, a.data)
+}
+
+// check vets an announcement from a peer that is not this replica: on the
+// topic (after its seal) or on a stream (see direct.go).
+func (g *headsGuard) check(from peer.ID, data []byte) pubsub.ValidationResult {
+	if g.member != nil && !g.member(from) {
 		g.reject("heads_not_member")
 		return pubsub.ValidationIgnore // policy: the relay may have another list
 	}
 	var b pb.CRDTBroadcast
-	if err := proto.Unmarshal(a.data, &b); err != nil || len(b.Heads) == 0 {
+	if err := proto.Unmarshal(data, &b); err != nil || len(b.Heads) == 0 {
 		g.reject("heads_decode")
 		return pubsub.ValidationReject
 	}
@@ -125,7 +131,7 @@ func (g *headsGuard) validate(_ context.Context, _ peer.ID, msg *pubsub.Message)
 			return pubsub.ValidationReject
 		}
 	}
-	if !g.take(a.from, len(b.Heads)) {
+	if !g.take(from, len(b.Heads)) {
 		g.reject("heads_rate")
 		return pubsub.ValidationIgnore
 	}

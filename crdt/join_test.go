@@ -43,13 +43,23 @@ func timeHas(r *replica, key string, within time.Duration) time.Duration {
 // N until go-ds-crdt's rebroadcast, which skips heads it saw announced:
 // R must answer N's join itself (within a second, not after rebroadcasts).
 func TestNewcomerOnASubsetGetsTheHeadsAtOnce(t *testing.T) {
+	bothWays(t, newcomerOnASubset)
+}
+
+// bothWays runs test with joins answered by broadcasts and on streams.
+func bothWays(t *testing.T, test func(*testing.T, func(*crdt.Params))) {
+	t.Run("broadcast", func(t *testing.T) { test(t, func(*crdt.Params) {}) })
+	t.Run("streams", func(t *testing.T) { test(t, withStreams) })
+}
+
+func newcomerOnASubset(t *testing.T, mode func(*crdt.Params)) {
 	const interval = 2 * time.Second
 	ctx := context.Background()
 	var worst time.Duration
 	lost := 0
 	for trial := range 3 {
-		r := openWith(t, dssync.MutexWrap(ds.NewMapDatastore()), nil, true, rebroadcast(interval))
-		p := openWith(t, dssync.MutexWrap(ds.NewMapDatastore()), nil, true, rebroadcast(interval))
+		r := openWith(t, dssync.MutexWrap(ds.NewMapDatastore()), nil, true, rebroadcast(interval), mode)
+		p := openWith(t, dssync.MutexWrap(ds.NewMapDatastore()), nil, true, rebroadcast(interval), mode)
 		key := fmt.Sprint("/k", trial)
 		if err := r.r.Put(ctx, ds.NewKey(key), []byte("x")); err != nil {
 			t.Fatal(err)
@@ -59,8 +69,8 @@ func TestNewcomerOnASubsetGetsTheHeadsAtOnce(t *testing.T) {
 		}
 		waitHas(t, p, key, 10*time.Second)
 		time.Sleep(1500 * time.Millisecond) // R and P meshed, the join answers done
-		n := openWith(t, dssync.MutexWrap(ds.NewMapDatastore()), nil, true, rebroadcast(interval))
-		q := openWith(t, dssync.MutexWrap(ds.NewMapDatastore()), nil, true, rebroadcast(interval))
+		n := openWith(t, dssync.MutexWrap(ds.NewMapDatastore()), nil, true, rebroadcast(interval), mode)
+		q := openWith(t, dssync.MutexWrap(ds.NewMapDatastore()), nil, true, rebroadcast(interval), mode)
 		// Q joins P a little before N joins R: P's answer comes after R's
 		// last join, before R's own timer.
 		if err := q.h.Connect(ctx, p.h.Peerstore().PeerInfo(p.h.ID())); err != nil {
@@ -98,15 +108,19 @@ func TestNewcomerOnASubsetGetsTheHeadsAtOnce(t *testing.T) {
 // rebroadcast, which R skips in every interval in which one of the Ps
 // rebroadcast the heads: with several Ps, R would hardly ever speak again.
 func TestNewcomerAdmittingOnePeerGetsTheHeads(t *testing.T) {
+	bothWays(t, newcomerAdmittingOnePeer)
+}
+
+func newcomerAdmittingOnePeer(t *testing.T, mode func(*crdt.Params)) {
 	const interval = 2 * time.Second
 	ctx := context.Background()
-	r := openWith(t, dssync.MutexWrap(ds.NewMapDatastore()), nil, true, rebroadcast(interval))
+	r := openWith(t, dssync.MutexWrap(ds.NewMapDatastore()), nil, true, rebroadcast(interval), mode)
 	if err := r.r.Put(ctx, ds.NewKey("/k"), []byte("x")); err != nil {
 		t.Fatal(err)
 	}
 	var ps []*replica
 	for range 3 {
-		p := openWith(t, dssync.MutexWrap(ds.NewMapDatastore()), nil, true, rebroadcast(interval))
+		p := openWith(t, dssync.MutexWrap(ds.NewMapDatastore()), nil, true, rebroadcast(interval), mode)
 		if err := p.h.Connect(ctx, r.h.Peerstore().PeerInfo(r.h.ID())); err != nil {
 			t.Fatal(err)
 		}
@@ -123,10 +137,10 @@ func TestNewcomerAdmittingOnePeerGetsTheHeads(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond)
 	rid := r.h.ID()
 	var n *replica
-	n = openWith(t, dssync.MutexWrap(ds.NewMapDatastore()), nil, true, rebroadcast(interval), func(pp *crdt.Params) {
+	n = openWith(t, dssync.MutexWrap(ds.NewMapDatastore()), nil, true, rebroadcast(interval), mode, func(pp *crdt.Params) {
 		pp.Member = func(id peer.ID) bool { return id == rid || (n != nil && id == n.h.ID()) }
 	})
-	q := openWith(t, dssync.MutexWrap(ds.NewMapDatastore()), nil, true, rebroadcast(interval))
+	q := openWith(t, dssync.MutexWrap(ds.NewMapDatastore()), nil, true, rebroadcast(interval), mode)
 	if err := q.h.Connect(ctx, ps[0].h.Peerstore().PeerInfo(ps[0].h.ID())); err != nil {
 		t.Fatal(err)
 	}

@@ -48,6 +48,7 @@ type prefetcher struct {
 	slow      func(peer.ID, bool) // told of an announcer whose head is slow to come, and when it came (nil: nobody)
 	slowAfter time.Duration
 	value     func(key string) []byte                // values held for recipes (nil: recipes are not read)
+	relay     func(cid.Cid)                          // told of a head from a stream whose block came (nil: nobody)
 	add       func(context.Context, ipld.Node) error // keeps a block built from a recipe
 	counts    recipeCounts
 	out       chan []byte   // heads ready for go-ds-crdt, one per message
@@ -71,6 +72,7 @@ type fetch struct {
 	from   peer.ID // the announcer ("" for this replica's own wants)
 	tries  int
 	recipe *recipe // how to build the block from values held (nil: none came)
+	direct bool    // announced on a stream: relayed on the topic once local (see direct.go)
 }
 
 type retry struct {
@@ -100,36 +102,60 @@ func (p *prefetcher) read(ctx context.Context, wg *sync.WaitGroup, sub *pubsub.S
 		if err != nil {
 			return
 		}
-		a := announced(msg)
-		var b pb.CRDTBroadcast
-		if err := proto.Unmarshal(a.data, &b); err != nil {
-			p.log.Debug("crdt: undecodable head announcement", "from", msg.ReceivedFrom, "err", err)
-			continue
-		}
-		var recipes map[cid.Cid]*recipe
-		if p.value != nil {
-			var err error
-			if recipes, err = recipesIn(a.data); err != nil {
-				p.counts.malformed.Add(1)
-			}
-		}
-		for _, h := range b.Heads {
-			c, err := cid.Cast(h.Cid)
-			if err != nil {
-				continue
-			}
-			if ok, err := p.has(ctx, c); err == nil && ok {
-				if p.refused(ctx, c, nil) {
-					continue
-				}
-				if !p.forward(ctx, c) {
-					return
-				}
-				continue
-			}
-			p.enqueue(fetch{c: c, from: a.from, recipe: recipes[c]})
+		if !p.heads(ctx, announced(msg), false) {
+			return
 		}
 	}
+}
+
+// readDirect takes the announcements that came on streams (see direct.go)
+// until ctx ends.
+func (p *prefetcher) readDirect(ctx context.Context, wg *sync.WaitGroup, in <-chan announcement) {
+	defer wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case a := <-in:
+			if !p.heads(ctx, a, true) {
+				return
+			}
+		}
+	}
+}
+
+// heads hands go-ds-crdt the heads of a that are local and queues the
+// others to fetch; direct: a came on a stream. False once ctx ends.
+func (p *prefetcher) heads(ctx context.Context, a announcement, direct bool) bool {
+	var b pb.CRDTBroadcast
+	if err := proto.Unmarshal(a.data, &b); err != nil {
+		p.log.Debug("crdt: undecodable head announcement", "from", a.from, "err", err)
+		return true
+	}
+	var recipes map[cid.Cid]*recipe
+	if p.value != nil && !direct {
+		var err error
+		if recipes, err = recipesIn(a.data); err != nil {
+			p.counts.malformed.Add(1)
+		}
+	}
+	for _, h := range b.Heads {
+		c, err := cid.Cast(h.Cid)
+		if err != nil {
+			continue
+		}
+		if ok, err := p.has(ctx, c); err == nil && ok {
+			if p.refused(ctx, c, nil) {
+				continue
+			}
+			if !p.forward(ctx, c) {
+				return false
+			}
+			continue
+		}
+		p.enqueue(fetch{c: c, from: a.from, recipe: recipes[c], direct: direct})
+	}
+	return true
 }
 
 func (p *prefetcher) signal() {
@@ -286,7 +312,7 @@ func (p *prefetcher) work(ctx context.Context, wg *sync.WaitGroup) {
 		}
 		p.mu.Lock()
 		if len(p.later) < prefetchQueue {
-			p.later = append(p.later, retry{fetch{c: f.c, from: f.from, tries: f.tries + 1}, time.Now().Add(prefetchRetries[f.tries])})
+			p.later = append(p.later, retry{fetch{c: f.c, from: f.from, tries: f.tries + 1, direct: f.direct}, time.Now().Add(prefetchRetries[f.tries])})
 			p.mu.Unlock()
 			p.end(f, false)
 		} else {
@@ -303,6 +329,9 @@ func (p *prefetcher) arrived(ctx context.Context, f fetch, nd ipld.Node) bool {
 	p.end(f, true)
 	if p.refused(ctx, f.c, nd) {
 		return true
+	}
+	if f.direct && p.relay != nil {
+		p.relay(f.c)
 	}
 	return p.forward(ctx, f.c)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pubsubpb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/host"
 	"go.uber.org/goleak"
 
 	"github.com/signalmesh/signalmesh/crdt"
@@ -103,6 +104,9 @@ func openWith(t *testing.T, store ds.Batching, wrap func(ipld.DAGService) ipld.D
 	for _, m := range mut {
 		m(&p)
 	}
+	if _, ok := p.Host.(streamsHost); ok {
+		p.Host = h
+	}
 	r, err := crdt.Open(store, walk, ps, p)
 	if err != nil {
 		t.Fatal(err)
@@ -111,6 +115,13 @@ func openWith(t *testing.T, store ds.Batching, wrap func(ipld.DAGService) ipld.D
 	t.Cleanup(rep.close)
 	return rep
 }
+
+// streamsHost stands for the replica's own host in a Params option (see
+// withStreams): openWith puts the host there.
+type streamsHost struct{ host.Host }
+
+// withStreams answers joins with heads sent on streams (Params.Host).
+func withStreams(p *crdt.Params) { p.Host = streamsHost{} }
 
 // noSign are the GossipSub options of a node: no author, no signature,
 // messages named by their content.

@@ -27,6 +27,7 @@ import (
 	ipld "github.com/ipfs/go-ipld-format"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"google.golang.org/protobuf/proto"
 
@@ -101,6 +102,11 @@ type Params struct {
 	// "heads_decode", "heads_too_many", "heads_cid", "heads_not_member",
 	// "heads_rate"). It must not block.
 	OnReject func(reason string)
+	// Host, when set with Has, answers a peer that joins the topic with
+	// this replica's heads on a stream to that peer alone, instead of an
+	// announcement to the whole topic (see direct.go). It must be the
+	// PubSub's host.
+	Host host.Host
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -109,6 +115,7 @@ type Params struct {
 type Replica struct {
 	*dscrdt.Datastore
 	pf     *prefetcher // nil without Params.Has
+	direct *direct     // nil without Params.Host and Params.Has
 	topic  *pubsub.Topic
 	ps     *pubsub.PubSub
 	bc     *broadcaster
@@ -147,7 +154,8 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 	if p.Logger == nil {
 		p.Logger = slog.Default()
 	}
-	if err := ps.RegisterTopicValidator(p.Topic, newHeadsGuard(p).validate); err != nil {
+	guard := newHeadsGuard(p)
+	if err := ps.RegisterTopicValidator(p.Topic, guard.validate); err != nil {
 		return nil, fmt.Errorf("crdt: validator for %s: %w", p.Topic, err)
 	}
 	topic, err := ps.Join(p.Topic)
@@ -194,6 +202,14 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 		r.pf.value, r.pf.add = p.Value, dag.Add
 		r.bc.ready = r.pf.out
 		r.pf.start(ctx, &r.wg, sub)
+		if p.Host != nil {
+			r.direct = newDirect(p.Host, p.Topic, guard, p.Logger)
+			r.pf.relay = r.direct.relay
+			r.wg.Add(2)
+			go r.pf.readDirect(ctx, &r.wg, r.direct.in)
+			go r.direct.relayLoop(ctx, &r.wg, r.bc)
+			p.Host.SetStreamHandler(r.direct.proto, r.direct.handle)
+		}
 	}
 
 	opts := dscrdt.DefaultOptions()
@@ -215,6 +231,9 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 		}
 	}
 	if err != nil {
+		if r.direct != nil {
+			r.direct.h.RemoveStreamHandler(r.direct.proto)
+		}
 		cancel()
 		r.wg.Wait()
 		events.Cancel()
@@ -237,10 +256,12 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 // burst of joins (a partition healing) is coalesced into one announcement
 // 50 ms after the last join, so that every peer of the burst is in the topic
 // when it goes out; a steady trickle still gets one at least every 500 ms.
+// With Params.Host the announcement goes to the peers that joined alone,
+// each on a stream (see direct.go).
 func (r *Replica) announceOnJoin(ctx context.Context, events *pubsub.TopicEventHandler) {
 	defer r.wg.Done()
 	defer events.Cancel()
-	joins := make(chan struct{}, 1)
+	joins := make(chan peer.ID, 64)
 	r.wg.Add(1)
 	go func() { // NextPeerEvent blocks; this goroutine only forwards joins
 		defer r.wg.Done()
@@ -249,11 +270,13 @@ func (r *Replica) announceOnJoin(ctx context.Context, events *pubsub.TopicEventH
 			if err != nil {
 				return
 			}
-			if ev.Type == pubsub.PeerJoin {
-				select {
-				case joins <- struct{}{}:
-				default:
-				}
+			if ev.Type != pubsub.PeerJoin {
+				continue
+			}
+			select {
+			case joins <- ev.Peer:
+			case <-ctx.Done():
+				return
 			}
 		}
 	}()
@@ -261,37 +284,69 @@ func (r *Replica) announceOnJoin(ctx context.Context, events *pubsub.TopicEventH
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	var first time.Time // first join not yet announced
+	var joined []peer.ID
+	seen := map[peer.ID]bool{}
 	for {
 		select {
 		case <-ctx.Done():
 			timer.Stop()
 			return
-		case <-joins:
+		case p := <-joins:
 			if first.IsZero() {
 				first = time.Now()
+			}
+			if !seen[p] {
+				seen[p] = true
+				joined = append(joined, p)
 			}
 			timer.Reset(min(quiet, time.Until(first.Add(most))))
 		case <-timer.C:
 			first = time.Time{}
-			if err := r.Announce(ctx); err != nil && ctx.Err() == nil {
+			to := joined
+			joined, seen = nil, map[peer.ID]bool{}
+			if err := r.announceTo(ctx, to); err != nil && ctx.Err() == nil {
 				r.log.Debug("crdt: announce heads", "err", err)
 			}
 		}
 	}
 }
 
-// Announce broadcasts the current DAG heads now.
-func (r *Replica) Announce(ctx context.Context) error {
+// announceTo sends the current heads to peers on streams, or, without
+// Params.Host, broadcasts them.
+func (r *Replica) announceTo(ctx context.Context, peers []peer.ID) error {
+	if r.direct == nil {
+		return r.Announce(ctx)
+	}
+	b, err := r.headsMessage(ctx)
+	if err != nil || b == nil {
+		return err
+	}
+	r.direct.send(ctx, &r.wg, peers, b, func() {
+		if err := r.Announce(ctx); err != nil && ctx.Err() == nil {
+			r.log.Debug("crdt: announce heads", "err", err)
+		}
+	})
+	return nil
+}
+
+// headsMessage encodes the current heads as go-ds-crdt announces them
+// (nil: there are none).
+func (r *Replica) headsMessage(ctx context.Context) ([]byte, error) {
 	heads := r.InternalStats(ctx).Heads
 	if len(heads) == 0 {
-		return nil
+		return nil, nil
 	}
 	var msg pb.CRDTBroadcast
 	for _, c := range heads {
 		msg.Heads = append(msg.Heads, &pb.Head{Cid: c.Bytes()})
 	}
-	b, err := proto.Marshal(&msg)
-	if err != nil {
+	return proto.Marshal(&msg)
+}
+
+// Announce broadcasts the current DAG heads now.
+func (r *Replica) Announce(ctx context.Context) error {
+	b, err := r.headsMessage(ctx)
+	if err != nil || b == nil {
 		return err
 	}
 	return r.bc.Broadcast(ctx, b)
@@ -324,6 +379,9 @@ func (r *Replica) Close() error {
 	var err error
 	r.once.Do(func() {
 		walking := r.bc.busy.Load()
+		if r.direct != nil {
+			r.direct.h.RemoveStreamHandler(r.direct.proto)
+		}
 		r.cancel()
 		r.wg.Wait()
 		err = r.Datastore.Close()

@@ -284,7 +284,7 @@ type Params struct {
 	// connected, and only for what was published before Close was called.
 	HandOff time.Duration
 	// Rebroadcast is go-ds-crdt's head re-announcement interval. Default
-	// 2 s; heads are also announced whenever a peer joins.
+	// 2 s; heads are also sent to each peer that joins.
 	Rebroadcast time.Duration
 	// Redial is how often the node dials the Bootstrap peers it is not
 	// connected to, and known peers while it is connected to none (each

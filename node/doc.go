@@ -18,8 +18,11 @@
 //     rejects are counted by reason and never forwarded.
 //  2. Durable path: a journaler moves outbox batches (up to 5,000 signals or
 //     50 ms) into the journal, a go-ds-crdt store. Each batch is one DAG
-//     node; heads are announced when peers join the topic (a partition
-//     healing, a peer starting) and every 2 s. A new head's first
+//     node; heads are announced every 2 s, and sent on a stream to each peer
+//     that joins the topic (a partition healing, a peer starting), which
+//     costs one stream per pair where a broadcast would make every peer
+//     verify every answer to every join; heads learned so are passed on
+//     to the topic once their block is local. A new head's first
 //     announcement carries its block's recipe (package crdt): a peer that
 //     got the batch's signals by gossip builds the block from them and
 //     checks it against the head's CID instead of fetching it

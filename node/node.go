@@ -497,6 +497,7 @@ func (n *Node) startJournal(ctx context.Context) error {
 		Key:                 n.key,
 		OnReject:            n.m.reject,
 		OnSlowFetch:         n.writers.slowFetch,
+		Host:                n.host,
 		Logger:              n.log,
 	}
 	if len(n.cfg.Allow) > 0 {

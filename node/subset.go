@@ -156,6 +156,7 @@ func (n *Node) startSubscriptionSet() error {
 		Key:                 n.key,
 		OnReject:            n.m.reject,
 		Logger:              n.log,
+		Host:                n.host,
 		PutHook: func(ds.Key, []byte) {
 			select {
 			case n.reg.kick <- struct{}{}:
