@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	msmux "github.com/multiformats/go-multistream"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -42,6 +44,7 @@ const (
 	directSenders  = 8   // streams one replica has open at a time
 	directQueue    = 256 // direct announcements waiting for the prefetcher; past it dropped (counted "heads_busy")
 	relayWait      = 20 * time.Millisecond
+	relayEvery     = 250 * time.Millisecond // at most one relay a quarter second: a busy batch keeps only the newest heads
 )
 
 func headsProtocol(topic string) protocol.ID { return protocol.ID("/signalmesh/heads/1.0.0/" + topic) }
@@ -51,37 +54,93 @@ type direct struct {
 	h     host.Host
 	proto protocol.ID
 	guard *headsGuard
-	in    chan announcement // received, for the prefetcher
+	in    chan announcement       // received, for the prefetcher
+	topic func() []peer.ID        // the topic's peers
+	links func(cid.Cid) []cid.Cid // the blocks a local block links
 	log   *slog.Logger
 	sem   chan struct{}
 
-	sent     atomic.Int64
-	received atomic.Int64
-	failed   atomic.Int64
+	sent         atomic.Int64
+	received     atomic.Int64
+	failed       atomic.Int64
+	relayed      atomic.Int64
+	relayDropped atomic.Int64
+
+	// Streams being read, reset at close; handlers wait in hwg.
+	mu      sync.Mutex
+	closed  bool
+	reading map[network.Stream]struct{}
+	hwg     sync.WaitGroup
 
 	relayMu   sync.Mutex
-	relaying  []cid.Cid
+	relaying  map[cid.Cid]peer.ID // head -> the peer whose stream brought it
 	relayWake chan struct{}
 }
 
 func newDirect(h host.Host, topic string, guard *headsGuard, log *slog.Logger) *direct {
 	return &direct{h: h, proto: headsProtocol(topic), guard: guard, in: make(chan announcement, directQueue), log: log,
-		sem: make(chan struct{}, directSenders), relayWake: make(chan struct{}, 1)}
+		sem: make(chan struct{}, directSenders), reading: map[network.Stream]struct{}{},
+		relaying: map[cid.Cid]peer.ID{}, relayWake: make(chan struct{}, 1)}
+}
+
+// close stops taking streams, resets those being read and waits for their
+// handlers. The handler stays registered, resetting every stream: removing
+// it makes the host push its protocols to every connected peer (identify),
+// and a mesh closing all at once then deadlocked in libp2p's event bus
+// (identify's emitter blocked on a closing host's subscriber while
+// autonat's Close waited for the bus: a 32-peer bench hung in Close 2 runs
+// of 3).
+func (d *direct) close() {
+	d.mu.Lock()
+	d.closed = true
+	for s := range d.reading {
+		_ = s.Reset()
+	}
+	d.mu.Unlock()
+	d.hwg.Wait()
 }
 
 // handle reads one announcement from a stream and queues it for the
-// prefetcher, after the checks the topic's validator makes.
+// prefetcher, after the checks the topic's validator makes. It runs on
+// the host's goroutine; close resets the stream and waits for it.
 func (d *direct) handle(s network.Stream) {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		_ = s.Reset()
+		return
+	}
+	d.reading[s] = struct{}{}
+	d.hwg.Add(1)
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		delete(d.reading, s)
+		d.mu.Unlock()
+		d.hwg.Done()
+	}()
 	from := s.Conn().RemotePeer()
+	if d.guard.member != nil && !d.guard.member(from) {
+		_ = s.Reset()
+		d.guard.reject("heads_not_member")
+		return
+	}
 	_ = s.SetReadDeadline(time.Now().Add(directTimeout))
 	data, err := io.ReadAll(io.LimitReader(s, maxDirectBytes+1))
-	if err != nil || len(data) > maxDirectBytes {
+	switch {
+	case err != nil: // a timeout, a reset, or close
+		_ = s.Reset()
+		if !d.isClosed() {
+			d.guard.reject("heads_stream")
+		}
+		return
+	case len(data) > maxDirectBytes:
 		_ = s.Reset()
 		d.guard.reject("heads_decode")
 		return
 	}
 	_ = s.Close()
-	if d.guard.check(from, data) != pubsub.ValidationAccept {
+	if d.isClosed() || d.guard.check(from, data) != pubsub.ValidationAccept {
 		return
 	}
 	d.received.Add(1)
@@ -92,12 +151,22 @@ func (d *direct) handle(s network.Stream) {
 	}
 }
 
+func (d *direct) isClosed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.closed
+}
+
 // send sends data to each of peers on its own stream, at most
-// directSenders at a time, in goroutines wg tracks. fallback is called
-// (once) if a peer could not be reached or does not speak the protocol.
+// directSenders at a time, in goroutines wg tracks, skipping peers no
+// longer connected. fallback is called (once) if a peer does not speak the
+// protocol.
 func (d *direct) send(ctx context.Context, wg *sync.WaitGroup, peers []peer.ID, data []byte, fallback func()) {
 	var once sync.Once
 	for _, p := range peers {
+		if d.h.Network().Connectedness(p) != network.Connected {
+			continue
+		}
 		select {
 		case d.sem <- struct{}{}:
 		case <-ctx.Done():
@@ -111,7 +180,9 @@ func (d *direct) send(ctx context.Context, wg *sync.WaitGroup, peers []peer.ID, 
 				d.failed.Add(1)
 				if ctx.Err() == nil {
 					d.log.Debug("crdt: send heads", "peer", p, "err", err)
-					once.Do(fallback)
+					if errors.Is(err, msmux.ErrNotSupported[protocol.ID]{}) {
+						once.Do(fallback) // an older version: it reads the topic
+					}
 				}
 				return
 			}
@@ -135,53 +206,84 @@ func (d *direct) sendOne(ctx context.Context, p peer.ID, data []byte) error {
 	return s.Close()
 }
 
-// relay queues a head learned from a direct announcement, whose block is
-// now local, for an announcement on the topic.
-func (d *direct) relay(c cid.Cid) {
+// relay queues a head that the stream of from brought, whose block is now
+// local, for an announcement on the topic.
+func (d *direct) relay(c cid.Cid, from peer.ID) {
 	d.relayMu.Lock()
-	if len(d.relaying) < maxAnnouncedHeads {
-		d.relaying = append(d.relaying, c)
+	first := len(d.relaying) == 0
+	if _, ok := d.relaying[c]; !ok {
+		if len(d.relaying) < maxAnnouncedHeads {
+			d.relaying[c] = from
+		} else {
+			d.relayDropped.Add(1)
+		}
 	}
 	d.relayMu.Unlock()
-	select {
-	case d.relayWake <- struct{}{}:
-	default:
+	if first {
+		select {
+		case d.relayWake <- struct{}{}:
+		default:
+		}
 	}
 }
 
 // relayLoop announces the heads relay queued, relayWait after the first
-// of a batch, until ctx ends.
+// of a batch and relayEvery after the last announcement, until ctx ends. A head is left out when another head of the
+// batch links it (the later one is announced, and brings it), and when
+// this replica's only topic peer is the one that sent it (a newcomer that
+// learned the mesh's heads from its hub).
+// Announcements carry at most perPeerQueued heads, which a receiver
+// queues at once.
 func (d *direct) relayLoop(ctx context.Context, wg *sync.WaitGroup, bc *broadcaster) {
 	defer wg.Done()
-	t := time.NewTimer(time.Hour)
-	t.Stop()
+	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
-			t.Stop()
 			return
 		case <-d.relayWake:
-			t.Reset(relayWait)
-			continue
-		case <-t.C:
 		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(max(relayWait, time.Until(last.Add(relayEvery)))):
+		}
+		last = time.Now()
 		d.relayMu.Lock()
-		heads := d.relaying
-		d.relaying = nil
+		pending := d.relaying
+		d.relaying = map[cid.Cid]peer.ID{}
 		d.relayMu.Unlock()
-		if len(heads) == 0 {
-			continue
+		topic := d.topic()
+		below := map[cid.Cid]bool{}
+		for c := range pending {
+			for _, l := range d.links(c) {
+				below[l] = true
+			}
 		}
-		var msg pb.CRDTBroadcast
-		for _, c := range heads {
-			msg.Heads = append(msg.Heads, &pb.Head{Cid: c.Bytes()})
+		var heads []cid.Cid
+		for c, from := range pending {
+			if !below[c] && slices.ContainsFunc(topic, func(p peer.ID) bool { return p != from }) {
+				heads = append(heads, c)
+			}
 		}
-		b, err := proto.Marshal(&msg)
-		if err == nil {
-			err = bc.Broadcast(ctx, b)
-		}
-		if err != nil && !errors.Is(err, context.Canceled) && ctx.Err() == nil {
-			d.log.Debug("crdt: relay heads", "err", err)
+		for len(heads) > 0 {
+			n := min(len(heads), perPeerQueued)
+			var msg pb.CRDTBroadcast
+			for _, c := range heads[:n] {
+				msg.Heads = append(msg.Heads, &pb.Head{Cid: c.Bytes()})
+			}
+			heads = heads[n:]
+			b, err := proto.Marshal(&msg)
+			if err == nil {
+				err = bc.Broadcast(ctx, b)
+			}
+			if err != nil {
+				if ctx.Err() == nil {
+					d.log.Debug("crdt: relay heads", "err", err)
+				}
+				break
+			}
+			d.relayed.Add(int64(n))
 		}
 	}
 }
@@ -189,7 +291,8 @@ func (d *direct) relayLoop(ctx context.Context, wg *sync.WaitGroup, bc *broadcas
 // DirectStats counts head announcements sent and received on streams (see
 // direct.go): all zero without Params.Host.
 type DirectStats struct {
-	Sent, Received, Failed int64
+	Sent, Received, Failed int64 // announcements
+	Relayed, RelayDropped  int64 // heads learned on streams announced on the topic, and left out (too many waited)
 }
 
 // Direct returns the replica's direct announcement counts.
@@ -197,5 +300,6 @@ func (r *Replica) Direct() DirectStats {
 	if r.direct == nil {
 		return DirectStats{}
 	}
-	return DirectStats{Sent: r.direct.sent.Load(), Received: r.direct.received.Load(), Failed: r.direct.failed.Load()}
+	return DirectStats{Sent: r.direct.sent.Load(), Received: r.direct.received.Load(), Failed: r.direct.failed.Load(),
+		Relayed: r.direct.relayed.Load(), RelayDropped: r.direct.relayDropped.Load()}
 }

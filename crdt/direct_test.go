@@ -72,6 +72,7 @@ func TestHeadsFromAStreamRelayedToOtherPeers(t *testing.T) {
 	putN(t, e2, "/e", 3)
 	connect(t, e2, h)
 	waitHas(t, h, "/e2", 10*time.Second)
+	t.Logf("hub %+v", h.r.Direct())
 	waitHas(t, e1, "/e2", 10*time.Second)
 	waitHas(t, e2, "/h2", 10*time.Second)
 }

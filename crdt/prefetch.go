@@ -48,7 +48,7 @@ type prefetcher struct {
 	slow      func(peer.ID, bool) // told of an announcer whose head is slow to come, and when it came (nil: nobody)
 	slowAfter time.Duration
 	value     func(key string) []byte                // values held for recipes (nil: recipes are not read)
-	relay     func(cid.Cid)                          // told of a head from a stream whose block came (nil: nobody)
+	relay     func(cid.Cid, peer.ID)                 // told of a head from a stream whose block came, and the stream's peer (nil: nobody)
 	add       func(context.Context, ipld.Node) error // keeps a block built from a recipe
 	counts    recipeCounts
 	out       chan []byte   // heads ready for go-ds-crdt, one per message
@@ -331,7 +331,7 @@ func (p *prefetcher) arrived(ctx context.Context, f fetch, nd ipld.Node) bool {
 		return true
 	}
 	if f.direct && p.relay != nil {
-		p.relay(f.c)
+		p.relay(f.c, f.from)
 	}
 	return p.forward(ctx, f.c)
 }

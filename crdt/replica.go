@@ -100,7 +100,9 @@ type Params struct {
 	// OnReject is told of each head announcement the topic's validator
 	// rejects or ignores, by reason ("heads_seal", "heads_unauthenticated",
 	// "heads_decode", "heads_too_many", "heads_cid", "heads_not_member",
-	// "heads_rate"). It must not block.
+	// "heads_rate"), and each one on a stream it refuses or cannot read
+	// (those reasons, "heads_stream": a read that failed or timed out, and
+	// "heads_busy": too many waiting). It must not block.
 	OnReject func(reason string)
 	// Host, when set with Has, answers a peer that joins the topic with
 	// this replica's heads on a stream to that peer alone, instead of an
@@ -204,11 +206,12 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 		r.pf.start(ctx, &r.wg, sub)
 		if p.Host != nil {
 			r.direct = newDirect(p.Host, p.Topic, guard, p.Logger)
+			r.direct.topic = topic.ListPeers
+			r.direct.links = func(c cid.Cid) []cid.Cid { return localLinks(ctx, dag, p.Has, c) }
 			r.pf.relay = r.direct.relay
 			r.wg.Add(2)
 			go r.pf.readDirect(ctx, &r.wg, r.direct.in)
 			go r.direct.relayLoop(ctx, &r.wg, r.bc)
-			p.Host.SetStreamHandler(r.direct.proto, r.direct.handle)
 		}
 	}
 
@@ -232,7 +235,7 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 	}
 	if err != nil {
 		if r.direct != nil {
-			r.direct.h.RemoveStreamHandler(r.direct.proto)
+			r.direct.close()
 		}
 		cancel()
 		r.wg.Wait()
@@ -243,6 +246,9 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 		return nil, fmt.Errorf("crdt: %w", err)
 	}
 	r.Datastore = d
+	if r.direct != nil {
+		p.Host.SetStreamHandler(r.direct.proto, r.direct.handle) // once r.Datastore is set: relays read it
+	}
 	r.wg.Add(1)
 	go r.announceOnJoin(ctx, events)
 	if r.scan {
@@ -370,6 +376,23 @@ func (r *Replica) Recipes() RecipeStats {
 	return r.pf.counts.stats()
 }
 
+// localLinks returns the blocks the local block c links (none when c is
+// not local).
+func localLinks(ctx context.Context, dag ipld.DAGService, has func(context.Context, cid.Cid) (bool, error), c cid.Cid) []cid.Cid {
+	if ok, err := has(ctx, c); err != nil || !ok {
+		return nil
+	}
+	nd, err := dag.Get(ctx, c)
+	if err != nil {
+		return nil
+	}
+	out := make([]cid.Cid, 0, len(nd.Links()))
+	for _, l := range nd.Links() {
+		out = append(out, l.Cid)
+	}
+	return out
+}
+
 // Heads is the number of DAG heads.
 func (r *Replica) Heads(ctx context.Context) int { return len(r.InternalStats(ctx).Heads) }
 
@@ -380,7 +403,7 @@ func (r *Replica) Close() error {
 	r.once.Do(func() {
 		walking := r.bc.busy.Load()
 		if r.direct != nil {
-			r.direct.h.RemoveStreamHandler(r.direct.proto)
+			r.direct.close()
 		}
 		r.cancel()
 		r.wg.Wait()
