@@ -107,7 +107,8 @@ type Params struct {
 	// Host, when set with Has, answers a peer that joins the topic with
 	// this replica's heads on a stream to that peer alone, instead of an
 	// announcement to the whole topic (see direct.go). It must be the
-	// PubSub's host.
+	// PubSub's host. After Close the replica's protocol stays registered
+	// on it, resetting every stream, until the host closes.
 	Host host.Host
 	// Logger; default slog.Default().
 	Logger *slog.Logger
