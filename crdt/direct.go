@@ -11,14 +11,12 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
-	"github.com/ipfs/go-ds-crdt/pb"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	msmux "github.com/multiformats/go-multistream"
-	"google.golang.org/protobuf/proto"
 )
 
 // Heads on join, sent to the peer that joined. When a peer joins the topic,
@@ -268,12 +266,8 @@ func (d *direct) relayLoop(ctx context.Context, wg *sync.WaitGroup, bc *broadcas
 		}
 		for len(heads) > 0 {
 			n := min(len(heads), perPeerQueued)
-			var msg pb.CRDTBroadcast
-			for _, c := range heads[:n] {
-				msg.Heads = append(msg.Heads, &pb.Head{Cid: c.Bytes()})
-			}
+			b, err := encodeHeads(heads[:n])
 			heads = heads[n:]
-			b, err := proto.Marshal(&msg)
 			if err == nil {
 				err = bc.Broadcast(ctx, b)
 			}

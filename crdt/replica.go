@@ -343,6 +343,11 @@ func (r *Replica) headsMessage(ctx context.Context) ([]byte, error) {
 	if len(heads) == 0 {
 		return nil, nil
 	}
+	return encodeHeads(heads)
+}
+
+// encodeHeads encodes heads as go-ds-crdt announces them.
+func encodeHeads(heads []cid.Cid) ([]byte, error) {
 	var msg pb.CRDTBroadcast
 	for _, c := range heads {
 		msg.Heads = append(msg.Heads, &pb.Head{Cid: c.Bytes()})
