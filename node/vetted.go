@@ -11,13 +11,23 @@ import (
 // Bounds of the vetted entries waiting for the put hook: a delta's entries
 // are merged soon after they are vetted, and one that never is (its delta
 // refused for another entry, or a copy that loses to the value already
-// merged) is evicted oldest first. Large values are not kept at all: they
-// are rare, and a peer sending them in deltas that are refused must not pin
-// memory.
+// merged) is evicted oldest first. go-ds-crdt vets every entry of a delta
+// before it merges the first, and its workers (5) walk deltas at once:
+// about 5 MiB of values in flight (1 MiB a delta), 26,000 entries of 200
+// bytes. The bounds hold that with room for what gossip vetted meanwhile.
+// With 4,096 entries, the bench's 8-peer partition of 10,000 signals a
+// side decoded and verified 11,044 of its 140,000 remote entries twice
+// (8,315 while the sides wrote, 2,729 in the heal); none since. An entry
+// costs its value's length and vettedOverhead for its decoded signal and
+// meta, so the cost bound holds the memory kept near 32 MiB whatever the
+// values' sizes. Large
+// values are not kept at all: they are rare, and a peer sending them in
+// deltas that are refused must not pin memory.
 const (
-	maxVetted      = 4096
-	maxVettedBytes = 8 << 20
+	maxVetted      = 1 << 15
+	maxVettedBytes = 32 << 20
 	maxVettedValue = 16 << 10
+	vettedOverhead = 512
 )
 
 // vetted hands the put hook what checkEntry decoded and verified of a
@@ -36,7 +46,7 @@ type vetted struct {
 	fifo  []vettedKey // oldest first from head; stale items (taken, replaced) are skipped
 	head  int
 	gen   uint64
-	bytes int // of the values kept
+	bytes int // cost of the entries kept: their values' lengths and vettedOverhead each
 }
 
 type vettedEntry struct {
@@ -66,7 +76,7 @@ func (v *vetted) put(key string, value []byte, s *signalmesh.Signal, m *causal.M
 	v.gen++
 	v.fifo = append(v.fifo, vettedKey{key, v.gen})
 	v.m[key] = vettedEntry{value, s, m, v.gen}
-	v.bytes += len(value)
+	v.bytes += len(value) + vettedOverhead
 	for len(v.m) > maxVetted || v.bytes > maxVettedBytes {
 		v.evictOldest()
 	}
@@ -96,7 +106,7 @@ func (v *vetted) evictOldest() {
 func (v *vetted) forget(key string) {
 	if e, ok := v.m[key]; ok {
 		delete(v.m, key)
-		v.bytes -= len(e.value)
+		v.bytes -= len(e.value) + vettedOverhead
 	}
 }
 
