@@ -308,14 +308,16 @@ type Params struct {
 	// (every half ConnGrace, at most 10 s apart), it closes connections,
 	// lowest valued first, until ConnLow are left, counting neither the
 	// connections younger than ConnGrace nor the protected peers
-	// (Bootstrap and Relays). GossipSub mesh peers are closed last (valued,
-	// not protected, so that the high water holds; GossipSub grafts others
-	// at its next heartbeat). So right after a trim the node has at most
-	// ConnLow + protected + young connections; between trims, up to
-	// MaxConns. Discovery dials peers only while the node has fewer than
-	// ConnLow. Defaults 160 and 192 (libp2p's); one set alone: the other
-	// is derived (High = Low*1.2+1, Low = High*5/6). ConnLow must be below
-	// ConnHigh.
+	// (Bootstrap and Relays). GossipSub mesh peers, and peers that served
+	// a block to a journal fetch in progress (bitswap), are closed last:
+	// valued, not protected, so that the high water holds (GossipSub
+	// grafts others at its next heartbeat, a fetch asks other peers; and
+	// bitswap's protection of such a peer can outlive the fetch). So
+	// right after a trim the node has at most ConnLow + protected + young
+	// connections; between trims, up to MaxConns. Discovery dials peers
+	// only while the node has fewer than ConnLow. Defaults 160 and 192
+	// (libp2p's); one set alone: the other is derived (High = Low*1.2+1,
+	// Low = High*5/6). ConnLow must be below ConnHigh.
 	ConnLow, ConnHigh int
 	// ConnGrace is how long a new connection is safe from trims. Default
 	// 1 minute (libp2p's).

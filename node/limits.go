@@ -17,31 +17,68 @@ const (
 	// meshTagValue is what a GossipSub mesh link on one topic adds to a
 	// peer's value: the trim closes peers outside the mesh first.
 	meshTagValue = 100
+	// bitswapSessionTag begins the tags with which bitswap's sessions
+	// (go-ds-crdt's DAG walks, one session each) protect the peer that
+	// first sent them a block; fetchTagValue is what such a tag adds to
+	// the peer's value instead.
+	bitswapSessionTag = "bs-ses-"
+	fetchTagValue     = 100
 )
 
 // connManager is libp2p's connection manager, except that GossipSub's mesh
-// peers are valued, not protected: GossipSub protects every peer it grafts
-// on any topic, and a node with several topics would then keep up to
-// D_hi peers per topic whatever its high water. Here a trim closes mesh
-// peers last and GossipSub grafts others at its next heartbeat, so the
-// high water holds. Protection stays for the node's own tags (bootstrap
-// peers, relays).
+// peers and the peers serving bitswap's block fetches are valued, not
+// protected. GossipSub protects every peer it grafts on any topic, and a
+// node with several topics would then keep up to D_hi peers per topic
+// whatever its high water. Here a trim closes mesh peers last and
+// GossipSub grafts others at its next heartbeat, so the high water holds.
+//
+// Bitswap (boxo v0.36.0) protects, in each session, the peer that first
+// sent it a block, and unprotects the session's peers when the session
+// ends; but the session's want sender, on its own goroutine, can take in
+// that block after the session's end has unprotected its peers (the block
+// reached the fetch first, which returned and ended the session), and the
+// protection then outlives the session. A protection also outlives the
+// connection: a peer stays protected until the node closes. go-ds-crdt
+// opens a session per DAG walk, often of a single block, so a node lost
+// that race again and again (under the race detector, on a loaded
+// machine): TestConnectionLimits' hub kept 6 such peers, whose
+// connections it may never trim, beside the 3 of its low water, at 9
+// connections for a minute with a high water of 6; a trim leaves the
+// protected peers and trims only the others to the low water, nothing if
+// fewer than the low water are left. Valued, a peer serving blocks is
+// trimmed after the others, and a fetch whose peer was trimmed asks
+// others (want-haves to every connected peer).
+//
+// Protection stays for the node's own tags (bootstrap peers, relays) and
+// those of libp2p's own services.
 type connManager struct {
 	*connmgr.BasicConnMgr
 }
 
+// valuedTag returns the value a tag protecting a peer gives it instead,
+// and false for a tag that protects.
+func valuedTag(tag string) (int, bool) {
+	switch {
+	case strings.HasPrefix(tag, "pubsub:"):
+		return meshTagValue, true
+	case strings.HasPrefix(tag, bitswapSessionTag):
+		return fetchTagValue, true
+	}
+	return 0, false
+}
+
 func (c connManager) Protect(p peer.ID, tag string) {
-	if strings.HasPrefix(tag, "pubsub:") {
-		c.TagPeer(p, tag, meshTagValue)
+	if v, ok := valuedTag(tag); ok {
+		c.TagPeer(p, tag, v)
 		return
 	}
 	c.BasicConnMgr.Protect(p, tag)
 }
 
 func (c connManager) Unprotect(p peer.ID, tag string) bool {
-	if strings.HasPrefix(tag, "pubsub:") {
+	if _, ok := valuedTag(tag); ok {
 		c.UntagPeer(p, tag)
-		return false
+		return c.BasicConnMgr.IsProtected(p, "")
 	}
 	return c.BasicConnMgr.Unprotect(p, tag)
 }

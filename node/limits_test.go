@@ -113,7 +113,7 @@ func TestConnectionLimits(t *testing.T) {
 		eventually(t, 60*time.Second, "the hub within its high water, every peer with another peer than the hub", func() bool {
 			peak = max(peak, len(hub.Peers()))
 			if k := len(hub.Peers()); k > high {
-				why = fmt.Sprintf("the hub has %d connections", k)
+				why = fmt.Sprintf("the hub has %d connections, %d of them to protected peers", k, protectedPeers(hub))
 				return false
 			}
 			for i, nd := range nodes[1:] {
@@ -160,13 +160,22 @@ func TestConnectionLimits(t *testing.T) {
 		}
 	}
 	// Peers that dialled the hub again while they converged (discovery,
-	// redial) are safe from trims for a grace period; then it trims. Under
-	// the race detector on a loaded machine the hub stayed one or two over
-	// its high water of 6 for 30 s in two CI runs (peers dialling it back
-	// as fast as it trims): that pace is checked by the plain run only.
-	if raceEnabled {
-		t.Logf("the hub has %d connections (high water %d)", len(hub.Peers()), high)
-		return
-	}
+	// redial) are safe from trims for a grace period; then it trims. (Under
+	// the race detector the hub stayed one or two over its high water for
+	// 30 s in two CI runs, and this was checked by the plain run only; most
+	// likely the peers bitswap had left protected, see connManager, which
+	// a run here showed holding the hub at 9 of 6 before the convergence.)
 	eventually(t, 30*time.Second, "the hub back within its high water", func() bool { return len(hub.Peers()) <= high })
+}
+
+// protectedPeers counts the connected peers n's connection manager
+// protects.
+func protectedPeers(n *peerNode) int {
+	k := 0
+	for _, p := range n.Peers() {
+		if n.Host().ConnManager().IsProtected(p, "") {
+			k++
+		}
+	}
+	return k
 }
