@@ -223,11 +223,12 @@ func (n *Node) indexLater(m causal.Meta) {
 	n.idxMu.Lock()
 	n.idxPending = append(n.idxPending, es...)
 	if n.idxShown == nil {
-		n.idxShown = map[string][]journal.Entry{}
+		n.idxShown = map[string][]shownEntry{}
 	}
 	for _, e := range es {
+		n.idxQueued++
 		dir := idxDir(e.Key)
-		n.idxShown[dir] = append(n.idxShown[dir], e)
+		n.idxShown[dir] = append(n.idxShown[dir], shownEntry{e, n.idxQueued})
 	}
 	full := len(n.idxPending) >= 1024
 	n.idxMu.Unlock()
@@ -236,20 +237,31 @@ func (n *Node) indexLater(m causal.Meta) {
 	}
 }
 
-// flushIndex writes the queued index entries in one batch.
+// shownEntry is a queued index entry and its place in the queue (the
+// idxQueued count when it was queued).
+type shownEntry struct {
+	journal.Entry
+	seq uint64
+}
+
+// flushIndex writes the queued index entries in one batch, straight to the
+// store under the index's prefix (the namespace's key transform cleaned
+// and copied every key again: most of the index's cost in a heal).
 func (n *Node) flushIndex() {
 	n.idxMu.Lock()
 	pend := n.idxPending
 	n.idxPending = nil
+	from, upto := n.idxFlushed, n.idxQueued // pend holds the entries queued in (from, upto]
+	n.idxFlushed = upto
 	n.idxMu.Unlock()
 	if len(pend) == 0 {
 		return
 	}
 	ctx := context.WithoutCancel(n.ctx)
-	b, err := n.index.Batch(ctx)
+	b, err := n.store.Batch(ctx)
 	if err == nil {
 		for _, e := range pend {
-			if err = b.Put(ctx, e.Key, e.Value); err != nil {
+			if err = b.Put(ctx, ds.RawKey(n.indexPrefix+e.Key.String()), e.Value); err != nil {
 				break
 			}
 		}
@@ -265,18 +277,16 @@ func (n *Node) flushIndex() {
 		n.m.drop("index_write")
 		n.indexBad.Store(true)
 	}
-	// Each directory once: one cause's directory of effects may hold
-	// most of a batch. An entry queued again since is written alike.
-	gone := make(map[ds.Key]bool, len(pend))
-	dirs := make(map[string]bool, len(pend))
-	for _, e := range pend {
-		gone[e.Key] = true
-		dirs[idxDir(e.Key)] = true
-	}
+	// Each directory's entries of this batch leave the queued view; one
+	// queued again since (a later batch) stays until that batch is written.
 	n.idxMu.Lock()
-	for dir := range dirs {
-		es := n.idxShown[dir]
-		if es = slices.DeleteFunc(es, func(x journal.Entry) bool { return gone[x.Key] }); len(es) == 0 {
+	for _, e := range pend {
+		dir := idxDir(e.Key)
+		es, ok := n.idxShown[dir]
+		if !ok {
+			continue // done at an earlier entry of the same directory
+		}
+		if es = slices.DeleteFunc(es, func(x shownEntry) bool { return x.seq > from && x.seq <= upto }); len(es) == 0 {
 			delete(n.idxShown, dir)
 		} else {
 			n.idxShown[dir] = es
@@ -308,7 +318,10 @@ func (v idxView) GetSize(ctx context.Context, k ds.Key) (int, error) {
 // q.Prefix (the journal asks for one id's entries: its directory).
 func (v idxView) Query(ctx context.Context, q query.Query) (query.Results, error) {
 	v.n.idxMu.Lock()
-	queued := slices.Clone(v.n.idxShown[strings.TrimSuffix(q.Prefix, "/")])
+	var queued []journal.Entry
+	for _, e := range v.n.idxShown[strings.TrimSuffix(q.Prefix, "/")] {
+		queued = append(queued, e.Entry)
+	}
 	v.n.idxMu.Unlock()
 	res, err := v.n.index.Query(ctx, q)
 	if err != nil || len(queued) == 0 {

@@ -33,7 +33,7 @@ func BenchmarkIndexLater(b *testing.B) {
 			}
 			store := dssync.MutexWrap(ds.NewMapDatastore())
 			n = &Node{ctx: context.Background(), log: slog.New(slog.DiscardHandler),
-				index: namespace.Wrap(store, ds.NewKey("/signalmesh/bench/index"))}
+				store: store, indexPrefix: "/signalmesh/bench/index", index: namespace.Wrap(store, ds.NewKey("/signalmesh/bench/index"))}
 		}
 		m := causal.Meta{Origin: origin, Stamp: causal.Stamp{Seq: uint64(i%run + 1)}, Source: "/shop/eu-1",
 			ID: ids[i%run], Digest: uint64(i)}

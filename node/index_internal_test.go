@@ -20,7 +20,7 @@ import (
 func TestQueuedIndexEntriesAreRead(t *testing.T) {
 	store := ds.NewMapDatastore()
 	n := &Node{ctx: context.Background(), log: slog.New(slog.DiscardHandler),
-		index: namespace.Wrap(store, ds.NewKey("/index"))}
+		store: store, indexPrefix: "/index", index: namespace.Wrap(store, ds.NewKey("/index"))}
 	jr := journal.NewWithIndex(store, idxView{n})
 	m := causal.Meta{Origin: causal.PeerRef("peer"), Stamp: causal.Stamp{Seq: 7}, Source: "/a", ID: "42", Digest: 9}
 	n.indexLater(m)

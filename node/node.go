@@ -95,15 +95,18 @@ type Node struct {
 	indexing bool        // pulls write index entries: after a crash (see restore)
 	refusing atomic.Bool // the core refused a signal for lack of room and has not got room back
 
-	idxMu      sync.Mutex                 // guards idxPending and idxShown
-	idxPending []journal.Entry            // index entries queued by the put hook (flushIndex)
-	idxShown   map[string][]journal.Entry // queued or being written, by id directory: read by idxView
-	closing    atomic.Bool                // Close has begun: Publish refuses
-	crash      atomic.Bool                // tests: Close leaves what a kill -9 would
-	handed     handOff                    // what Close waits for peers to hold
-	mdns       mdns.Service
-	rm         *rcmgrCloser // the host's resource manager (the host does not close it)
-	nat        nat
+	idxMu       sync.Mutex              // guards idxPending and idxShown
+	idxPending  []journal.Entry         // index entries queued by the put hook (flushIndex)
+	idxShown    map[string][]shownEntry // queued or being written, by id directory: read by idxView
+	idxQueued   uint64                  // index entries queued so far
+	idxFlushed  uint64                  // of which flushIndex took the first idxFlushed
+	indexPrefix string                  // the index's namespace in store (index), as a key prefix
+	closing     atomic.Bool             // Close has begun: Publish refuses
+	crash       atomic.Bool             // tests: Close leaves what a kill -9 would
+	handed      handOff                 // what Close waits for peers to hold
+	mdns        mdns.Service
+	rm          *rcmgrCloser // the host's resource manager (the host does not close it)
+	nat         nat
 
 	leaseTopic *pubsub.Topic // lease renewals of the subscription set (leases.go)
 	leaseSub   *pubsub.Subscription
@@ -510,7 +513,8 @@ func (n *Node) startJournal(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.index = namespace.Wrap(n.store, ds.NewKey("/signalmesh/"+n.cfg.Mesh+"/index"))
+	n.indexPrefix = ds.NewKey("/signalmesh/" + n.cfg.Mesh + "/index").String()
+	n.index = namespace.Wrap(n.store, ds.NewKey(n.indexPrefix))
 	n.jr = journal.NewWithIndex(n.repl, idxView{n})
 	n.jr.SetRetention(n.cfg.Retention, nil)
 	return n.startSubscriptionSet()
