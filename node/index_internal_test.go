@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"testing"
 
 	ds "github.com/ipfs/go-datastore"
@@ -128,5 +129,75 @@ func TestVettedHoldsConcurrentDeltas(t *testing.T) {
 	}
 	if missed > 0 {
 		t.Fatalf("%d of %d vetted entries gone before their merge", missed, workers*per)
+	}
+}
+
+// TestVettedMemoryWithinItsBound: what the vetted entries keep in memory
+// stays near maxVettedBytes whatever the entries' shapes. A peer (any
+// member can sign its own signals) sends deltas of valid entries that are
+// refused for a last bad one, so every entry stays until evicted; counted
+// as its value's length and 512 bytes, signals of 32 extensions kept 4.2
+// KiB each (137 MB at 32,768 entries, against a bound of 32 MiB), and
+// values of 16 KiB twice their length (the decoded signal's copy).
+func TestVettedMemoryWithinItsBound(t *testing.T) {
+	peerID := "12D3KooWAbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfGhIjKlMn"
+	for _, c := range []struct {
+		name            string
+		exts, data, dep int
+	}{
+		{"typical", 1, 150, 2},
+		{"32 extensions", 30, 0, 0},
+		{"16 KiB", 30, 16000, 0},
+		{"48 dependencies", 0, 0, 48},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			entry := func(i int) (string, []byte, *signalmesh.Signal, *causal.Meta) {
+				st := causal.Stamp{Seq: uint64(i + 1), Lamport: uint64(i + 1)}
+				for d := range c.dep {
+					st.Deps = append(st.Deps, causal.Ref{Origin: causal.PeerRef(fmt.Sprint("dep", d)), Seq: uint64(i + 1)})
+				}
+				opts := []signalmesh.Option{signalmesh.WithExtension(signalmesh.ExtPeer, peerID),
+					signalmesh.WithExtension(signalmesh.ExtCausal, st.Format())}
+				for e := range c.exts {
+					opts = append(opts, signalmesh.WithExtension(fmt.Sprint("x", e), "v"))
+				}
+				s, err := signalmesh.New("t", "/s", make([]byte, c.data), opts...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				w, err := s.MarshalBinary()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if s, err = signalmesh.DecodeBinary(w, signalmesh.Limits{}); err != nil {
+					t.Fatal(err)
+				}
+				m, err := journal.MetaOf(s)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return journal.SignalKey(m.Origin, m.Seq).String(), w, s, &m
+			}
+			_, w, _, _ := entry(0)
+			if len(w) > maxVettedValue {
+				t.Fatalf("a value of %d bytes is not kept", len(w))
+			}
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			var v vetted
+			for i := range min(2*maxVetted, 3*maxVettedBytes/len(w)) {
+				k, w, s, m := entry(i)
+				v.put(k, w, s, m) // the gossip validator's entries: with their meta
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			kept := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+			t.Logf("values of %d bytes: %d entries kept, %d bytes (%d each)", len(w), len(v.m), kept, kept/int64(len(v.m)))
+			if bound := int64(maxVettedBytes + maxVettedBytes/8); kept > bound {
+				t.Errorf("%d entries of %d bytes keep %d MiB, bound %d MiB", len(v.m), len(w), kept>>20, maxVettedBytes>>20)
+			}
+			runtime.KeepAlive(&v)
+		})
 	}
 }

@@ -18,17 +18,40 @@ import (
 // With 4,096 entries, the bench's 8-peer partition of 10,000 signals a
 // side decoded and verified 11,044 of its 140,000 remote entries twice
 // (8,315 while the sides wrote, 2,729 in the heal); none since. An entry
-// costs its value's length and vettedOverhead for its decoded signal and
-// meta, so the cost bound holds the memory kept near 32 MiB whatever the
-// values' sizes. Large
-// values are not kept at all: they are rare, and a peer sending them in
-// deltas that are refused must not pin memory.
+// costs what it keeps (vettedCost): its value, the decoded signal's copy
+// of it, the signal's extensions and the meta's dependencies, and
+// vettedOverhead for the rest (the signal, its meta, the key, the map
+// slot, the order); so the cost bound holds the memory kept near 48 MiB
+// whatever the values' sizes and shapes (TestVettedMemoryWithinItsBound).
+// A journaled signal of 200 bytes with 3 extensions costs about 1.8 KiB:
+// 27,900 fit, the 26,000 of the workers' deltas with little room; one of
+// 32 extensions about 4.5 KiB. (Counted as its value's length and 512
+// bytes, an entry kept 2 to 5 times that: 32,768 entries of 32
+// extensions kept 137 MB against a stated 32 MiB.)
+// Large values are not kept at all: they are rare, and a peer sending
+// them in deltas that are refused must not pin memory.
 const (
 	maxVetted      = 1 << 15
-	maxVettedBytes = 32 << 20
+	maxVettedBytes = 48 << 20
 	maxVettedValue = 16 << 10
-	vettedOverhead = 512
+	vettedOverhead = 1024
+	vettedPerExt   = 112 // an extension: its map slot, boxed value and name
+	vettedPerDep   = 24  // a dependency of the meta (causal.Ref)
 )
+
+// vettedCost is the memory an entry keeps: the value, the decoded
+// signal's strings and data (copies of the value's bytes), its extensions
+// and the meta's dependencies, and the fixed part.
+func vettedCost(value []byte, s *signalmesh.Signal, m *causal.Meta) int {
+	c := 2*len(value) + vettedOverhead
+	if s != nil {
+		c += vettedPerExt * len(s.Extensions)
+	}
+	if m != nil {
+		c += vettedPerDep * len(m.Deps)
+	}
+	return c
+}
 
 // vetted hands the put hook what checkEntry decoded and verified of a
 // journal entry from another replica: go-ds-crdt vets every entry of a
@@ -46,7 +69,7 @@ type vetted struct {
 	fifo  []vettedKey // oldest first from head; stale items (taken, replaced) are skipped
 	head  int
 	gen   uint64
-	bytes int // cost of the entries kept: their values' lengths and vettedOverhead each
+	bytes int // cost of the entries kept (vettedCost)
 }
 
 type vettedEntry struct {
@@ -54,6 +77,7 @@ type vettedEntry struct {
 	s     *signalmesh.Signal
 	m     *causal.Meta // nil: not read yet
 	gen   uint64
+	cost  int // vettedCost
 }
 
 type vettedKey struct {
@@ -75,8 +99,9 @@ func (v *vetted) put(key string, value []byte, s *signalmesh.Signal, m *causal.M
 	v.forget(key)
 	v.gen++
 	v.fifo = append(v.fifo, vettedKey{key, v.gen})
-	v.m[key] = vettedEntry{value, s, m, v.gen}
-	v.bytes += len(value) + vettedOverhead
+	c := vettedCost(value, s, m)
+	v.m[key] = vettedEntry{value, s, m, v.gen, c}
+	v.bytes += c
 	for len(v.m) > maxVetted || v.bytes > maxVettedBytes {
 		v.evictOldest()
 	}
@@ -106,7 +131,7 @@ func (v *vetted) evictOldest() {
 func (v *vetted) forget(key string) {
 	if e, ok := v.m[key]; ok {
 		delete(v.m, key)
-		v.bytes -= len(e.value) + vettedOverhead
+		v.bytes -= e.cost
 	}
 }
 
