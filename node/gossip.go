@@ -336,8 +336,9 @@ func (v idxView) Query(ctx context.Context, q query.Query) (query.Results, error
 	for _, e := range got {
 		have[e.Key] = true
 	}
-	for _, e := range queued {
+	for _, e := range queued { // an entry queued twice (the put hook ran again for its signal) is read once
 		if k := e.Key.String(); !have[k] {
+			have[k] = true
 			got = append(got, query.Entry{Key: k, Value: e.Value, Size: len(e.Value)})
 		}
 	}

@@ -42,6 +42,60 @@ func TestQueuedIndexEntriesAreRead(t *testing.T) {
 	}
 }
 
+// Batches written at once (the put hooks' and the loop's flushIndex): an
+// entry stays in the queued view until its own batch is committed, whether
+// a later batch is committed first or not, and leaves it then, also when
+// the same entry was queued again in between (one directory, one cause's
+// effects, spread over both batches).
+func TestQueuedIndexOverlappingBatches(t *testing.T) {
+	store := &commitHookStore{Batching: ds.NewMapDatastore()}
+	n := &Node{ctx: context.Background(), log: slog.New(slog.DiscardHandler),
+		store: store, indexPrefix: "/index", index: namespace.Wrap(store, ds.NewKey("/index"))}
+	jr := journal.NewWithIndex(store.Batching, idxView{n})
+	ctx := context.Background()
+	meta := func(seq uint64) causal.Meta {
+		return causal.Meta{Origin: causal.PeerRef("peer"), Stamp: causal.Stamp{Seq: seq}, Source: "/a",
+			ID: fmt.Sprint("id", seq), Cause: "c", Digest: seq}
+	}
+	effects := func(want int, when string) {
+		t.Helper()
+		got, err := jr.EffectPlaces(ctx, "c")
+		if err != nil || len(got) != want {
+			t.Fatalf("%s: %d effects of c (%v), want %d", when, len(got), err, want)
+		}
+		for seq := 1; seq <= want; seq++ {
+			if cs := jr.ByID(fmt.Sprint("id", seq)); len(cs) != 1 {
+				t.Fatalf("%s: id%d has %d copies, want 1", when, seq, len(cs))
+			}
+		}
+	}
+	for seq := range uint64(3) {
+		n.indexLater(meta(seq + 1))
+	}
+	commits := 0
+	store.onCommit = func() {
+		if commits++; commits > 1 {
+			return // the later batch's own commit
+		}
+		// While the first batch is written: two more, and the first
+		// signal's entries again; a later batch is taken and written.
+		n.indexLater(meta(4))
+		n.indexLater(meta(5))
+		n.indexLater(meta(1))
+		effects(5, "first batch being written, second queued")
+		n.flushIndex()
+		effects(5, "first batch being written, second written")
+	}
+	n.flushIndex()
+	if commits != 2 {
+		t.Fatalf("%d batches committed, want 2", commits)
+	}
+	effects(5, "both written")
+	if len(n.idxShown) != 0 || len(n.idxPending) != 0 {
+		t.Fatalf("after both batches %d directories still shown (%v), %d queued", len(n.idxShown), n.idxShown, len(n.idxPending))
+	}
+}
+
 // checkEntry's (or the gossip validator's) decoded signal is handed to the
 // put hook only for the same key and value, once, and at most maxVetted
 // are kept.
@@ -200,4 +254,28 @@ func TestVettedMemoryWithinItsBound(t *testing.T) {
 			runtime.KeepAlive(&v)
 		})
 	}
+}
+
+// commitHookStore runs onCommit when a batch of it is committed, before
+// the batch is written.
+type commitHookStore struct {
+	ds.Batching
+	onCommit func()
+}
+
+func (s *commitHookStore) Batch(ctx context.Context) (ds.Batch, error) {
+	b, err := s.Batching.Batch(ctx)
+	return hookBatch{b, s}, err
+}
+
+type hookBatch struct {
+	ds.Batch
+	s *commitHookStore
+}
+
+func (b hookBatch) Commit(ctx context.Context) error {
+	if f := b.s.onCommit; f != nil {
+		f()
+	}
+	return b.Batch.Commit(ctx)
 }
