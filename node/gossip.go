@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -279,6 +280,11 @@ func (n *Node) flushIndex() {
 	}
 	// Each directory's entries of this batch leave the queued view; one
 	// queued again since (a later batch) stays until that batch is written.
+	// A directory's entries are in queue order (appended under idxMu as
+	// queued), so this batch's are one run, found by binary search: a
+	// directory that still holds another batch's entries (one cause's
+	// effects, while the put hooks queue the next batch) is not scanned
+	// again for each of this batch's entries in it.
 	n.idxMu.Lock()
 	for _, e := range pend {
 		dir := idxDir(e.Key)
@@ -286,7 +292,12 @@ func (n *Node) flushIndex() {
 		if !ok {
 			continue // done at an earlier entry of the same directory
 		}
-		if es = slices.DeleteFunc(es, func(x shownEntry) bool { return x.seq > from && x.seq <= upto }); len(es) == 0 {
+		i, _ := slices.BinarySearchFunc(es, from, func(x shownEntry, s uint64) int { return cmp.Compare(x.seq, s+1) })
+		j, _ := slices.BinarySearchFunc(es[i:], upto, func(x shownEntry, s uint64) int { return cmp.Compare(x.seq, s+1) })
+		if j == 0 {
+			continue // done at an earlier entry of the same directory
+		}
+		if es = slices.Delete(es, i, i+j); len(es) == 0 {
 			delete(n.idxShown, dir)
 		} else {
 			n.idxShown[dir] = es
