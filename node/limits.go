@@ -19,9 +19,12 @@ const (
 	meshTagValue = 100
 	// bitswapSessionTag begins the tags with which bitswap's sessions
 	// (go-ds-crdt's DAG walks, one session each) protect the peer that
-	// first sent them a block; fetchTagValue is what such a tag adds to
-	// the peer's value instead.
+	// first sent them a block. They all become the one tag fetchTag,
+	// worth fetchTagValue: a peer that served many sessions (and kept
+	// their leaked protections, see connManager) is worth one fetch, not
+	// one per session, so it does not outlast the GossipSub mesh peers.
 	bitswapSessionTag = "bs-ses-"
+	fetchTag          = "signalmesh-fetch"
 	fetchTagValue     = 100
 )
 
@@ -55,29 +58,32 @@ type connManager struct {
 	*connmgr.BasicConnMgr
 }
 
-// valuedTag returns the value a tag protecting a peer gives it instead,
-// and false for a tag that protects.
-func valuedTag(tag string) (int, bool) {
+// valuedTag returns the tag and value that a tag protecting a peer
+// becomes, and false for a tag that protects.
+func valuedTag(tag string) (string, int, bool) {
 	switch {
 	case strings.HasPrefix(tag, "pubsub:"):
-		return meshTagValue, true
+		return tag, meshTagValue, true
 	case strings.HasPrefix(tag, bitswapSessionTag):
-		return fetchTagValue, true
+		return fetchTag, fetchTagValue, true
 	}
-	return 0, false
+	return "", 0, false
 }
 
 func (c connManager) Protect(p peer.ID, tag string) {
-	if v, ok := valuedTag(tag); ok {
-		c.TagPeer(p, tag, v)
+	if t, v, ok := valuedTag(tag); ok {
+		c.TagPeer(p, t, v)
 		return
 	}
 	c.BasicConnMgr.Protect(p, tag)
 }
 
+// Unprotect of a session's tag removes the fetch value, which the peer's
+// other sessions in progress may still want: it is trimmed a little
+// earlier, and they ask other peers.
 func (c connManager) Unprotect(p peer.ID, tag string) bool {
-	if _, ok := valuedTag(tag); ok {
-		c.UntagPeer(p, tag)
+	if t, _, ok := valuedTag(tag); ok {
+		c.UntagPeer(p, t)
 		return c.BasicConnMgr.IsProtected(p, "")
 	}
 	return c.BasicConnMgr.Unprotect(p, tag)

@@ -53,6 +53,14 @@ func TestBitswapProtectionDoesNotHoldTheHighWater(t *testing.T) {
 			t.Errorf("peer %d: tag info %+v, want a value of at least %d", i, ti, fetchTagValue)
 		}
 	}
+	// Many sessions' tags on one peer are worth one fetch, not one each
+	// (leaked ones would otherwise add up past the mesh peers' value).
+	for i := range 5 {
+		cm.Protect(peers[0].ID(), fmt.Sprintf("%s%d", bitswapSessionTag, 10+i))
+	}
+	if ti := cm.GetTagInfo(peers[0].ID()); ti == nil || ti.Value != fetchTagValue {
+		t.Errorf("a peer of 6 sessions: tag info %+v, want a value of %d", ti, fetchTagValue)
+	}
 	// The node's own protections hold.
 	cm.Protect(peers[3].ID(), protectBootstrap)
 	if !cm.IsProtected(peers[3].ID(), protectBootstrap) {
