@@ -115,3 +115,65 @@ func BenchmarkMetaOf(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCopiesInMemory: Copies (what Get, the causal core's identity
+// checks and a publish's retry check read) on a journal of n signals held
+// in memory, with its index in the store (a MapDatastore: a prefix query
+// visits and copies every key) and in a MemIndex.
+func BenchmarkCopiesInMemory(b *testing.B) {
+	ctx := context.Background()
+	origin := causal.PeerRef("peer-a")
+	for _, n := range []int{10000, 100000} {
+		d := dssync.MutexWrap(ds.NewMapDatastore())
+		mem := journal.NewMemIndex()
+		for i := range n {
+			m := causal.Meta{Origin: origin, Stamp: causal.Stamp{Seq: uint64(i + 1)}, Source: "/b", ID: fmt.Sprint("id-", i)}
+			for _, e := range journal.IndexEntries(m) {
+				if err := d.Put(ctx, e.Key, e.Value); err != nil {
+					b.Fatal(err)
+				}
+			}
+			mem.Add(m)
+		}
+		for _, c := range []struct {
+			name string
+			j    *journal.Journal
+		}{{"store", journal.New(d)}, {"mem", journal.NewWithMemIndex(d, mem)}} {
+			b.Run(fmt.Sprintf("%s/%d", c.name, n), func(b *testing.B) {
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					if cs, err := c.j.Copies(ctx, fmt.Sprint("id-", i%n)); err != nil || len(cs) != 1 {
+						b.Fatal(cs, err)
+					}
+					i += 7919
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkMemIndexAdd: MemIndex.Add of a signal that names a cause (its
+// id and effects entries), into a fresh index every 20,000 signals.
+func BenchmarkMemIndexAdd(b *testing.B) {
+	const run = 20000
+	ids := make([]string, run)
+	for i := range ids {
+		ids[i] = fmt.Sprint("0190a6c2-0000-7000-8000-", 100000000000+i)
+	}
+	origin := causal.PeerRef("12D3KooWAbCdEfGhIjKlMnOpQrStUvWxYz")
+	var mem *journal.MemIndex
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if i%run == 0 {
+			mem = journal.NewMemIndex()
+		}
+		m := causal.Meta{Origin: origin, Stamp: causal.Stamp{Seq: uint64(i%run + 1)}, Source: "/shop/eu-1", ID: ids[i%run], Digest: uint64(i)}
+		if i%run > 0 {
+			m.Cause = ids[i%run-1]
+		}
+		mem.Add(m)
+		i++
+	}
+}

@@ -21,6 +21,9 @@
 //
 // The index is local because every key in a go-ds-crdt store costs several
 // reads and writes on every replica; a local index entry costs one write.
+// A journal held in memory keeps its index in a MemIndex instead (the same
+// entries, in maps: NewWithMemIndex): a map-backed datastore answers a
+// lookup by prefix by visiting every key it holds.
 // Keys by place never collide: two different signals with one id (two
 // sources, or a conflicting retry) are two entries, and every (origin,
 // sequence) a replica learns of stays resolvable. go-ds-crdt keeps one

@@ -253,6 +253,7 @@ var digestBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &
 // into its index.
 type Journal struct {
 	d, ix ds.Read
+	mem   *MemIndex // the index, when it is held in memory (NewWithMemIndex): ix is nil
 	lim   signalmesh.Limits
 	ret   Retention        // what the views keep (SetRetention)
 	now   func() time.Time // the views' clock
@@ -263,6 +264,10 @@ func New(d ds.Read) *Journal { return &Journal{d: d, ix: d} }
 
 // NewWithIndex returns a journal over d whose index is in ix.
 func NewWithIndex(d, ix ds.Read) *Journal { return &Journal{d: d, ix: ix} }
+
+// NewWithMemIndex returns a journal over d whose index is ix, in memory.
+// Its writer adds each signal it journals to ix (MemIndex.Add).
+func NewWithMemIndex(d ds.Read, ix *MemIndex) *Journal { return &Journal{d: d, mem: ix} }
 
 var _ causal.Index = (*Journal)(nil)
 
@@ -285,6 +290,9 @@ func (j *Journal) At(ctx context.Context, ref string, seq uint64) (*signalmesh.S
 // Copies returns the index entries of id: every journaled signal with that
 // id, of any source, sorted by place.
 func (j *Journal) Copies(ctx context.Context, id string) ([]causal.Copy, error) {
+	if j.mem != nil {
+		return j.mem.copies(id), nil
+	}
 	prefix := indexPrefix(id)
 	res, err := j.ix.Query(ctx, query.Query{Prefix: strings.TrimSuffix(prefix, "/")})
 	if err != nil {
@@ -329,6 +337,9 @@ func comparePlaces(a, b causal.Ref) int {
 // signals journaled whose causeid is id (and of ones whose entry is on its
 // way), sorted. It reads the index entries of id's effects only.
 func (j *Journal) EffectPlaces(ctx context.Context, id string) ([]causal.Ref, error) {
+	if j.mem != nil {
+		return j.mem.effectPlaces(id), nil
+	}
 	prefix := placePrefix(effectsNS, id)
 	res, err := j.ix.Query(ctx, query.Query{Prefix: strings.TrimSuffix(prefix, "/"), KeysOnly: true})
 	if err != nil {

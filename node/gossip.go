@@ -220,6 +220,10 @@ func (n *Node) putHook(key ds.Key, value []byte) {
 // committed a queued entry is read through idxView, so the core and
 // Journal.Get see it at once.
 func (n *Node) indexLater(m causal.Meta) {
+	if n.memIdx != nil {
+		n.memIdx.Add(m) // read at once: nothing to queue
+		return
+	}
 	es := journal.IndexEntries(m)
 	n.idxMu.Lock()
 	n.idxPending = append(n.idxPending, es...)

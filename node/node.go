@@ -101,6 +101,7 @@ type Node struct {
 	idxQueued   uint64                  // index entries queued so far
 	idxFlushed  uint64                  // of which flushIndex took the first idxFlushed
 	indexPrefix string                  // the index's namespace in store (index), as a key prefix
+	memIdx      *journal.MemIndex       // the index of an in-memory node (then index, idxPending and idxShown are unused)
 	closing     atomic.Bool             // Close has begun: Publish refuses
 	crash       atomic.Bool             // tests: Close leaves what a kill -9 would
 	handed      handOff                 // what Close waits for peers to hold
@@ -515,7 +516,15 @@ func (n *Node) startJournal(ctx context.Context) error {
 	}
 	n.indexPrefix = ds.NewKey("/signalmesh/" + n.cfg.Mesh + "/index").String()
 	n.index = namespace.Wrap(n.store, ds.NewKey(n.indexPrefix))
-	n.jr = journal.NewWithIndex(n.repl, idxView{n})
+	if n.volatile {
+		// Nothing to keep across a restart: the index is a map (a
+		// MapDatastore would visit every key of the store for each
+		// lookup by id).
+		n.memIdx = journal.NewMemIndex()
+		n.jr = journal.NewWithMemIndex(n.repl, n.memIdx)
+	} else {
+		n.jr = journal.NewWithIndex(n.repl, idxView{n})
+	}
 	n.jr.SetRetention(n.cfg.Retention, nil)
 	return n.startSubscriptionSet()
 }
@@ -620,7 +629,7 @@ func (n *Node) checkIndex(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("node: read store: %w", err)
 	}
-	n.indexing = !clean
+	n.indexing = !clean && n.memIdx == nil // an index in memory starts empty with the journal: the put hook adds every entry
 	if err := n.checkIndexVersion(ctx); err != nil {
 		return err
 	}
