@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/signalmesh/signalmesh/internal/bloomline"
 )
@@ -218,6 +219,8 @@ type Core[T any] struct {
 	ring   []string
 	next   int
 
+	sources map[string]string // sources of remembered identities, held once (source)
+
 	frontierScratch []originFrontier // Frontier's working list
 }
 
@@ -253,7 +256,7 @@ func New[T any](p Params, ix Index) (*Core[T], error) {
 		frontier: map[string]frontierEntry{}, lost: map[string]loss{}, lastLamport: map[string]uint64{},
 		skipped: map[string][]Gap{}, holes: map[string]hole{}, listed: map[string]uint64{}, lateKnown: map[Ref]bool{}, afterGap: map[Ref]uint64{}, decided: map[Ref]Decision{}, preSkip: map[Ref]uint64{},
 		bloom:  bloom,
-		recent: map[string][]recentID{}, ring: make([]string, p.Recent),
+		recent: map[string][]recentID{}, ring: make([]string, p.Recent), sources: map[string]string{},
 	}, nil
 }
 
@@ -1068,24 +1071,45 @@ func (c *Core[T]) recheck(it *item[T], out []Release[T]) []Release[T] {
 func (c *Core[T]) remember(m *Meta) { c.rememberHash(m, bloomline.Hash(m.ID)) }
 
 // rememberHash is remember given the bloomline.Hash of m's id.
+//
+// It keeps copies of m's id and source: a decoded signal's strings share
+// its text (signalmesh.DecodeBinary), which a kept id would keep as long as
+// the ring does, up to Recent whole signals. A store to an existing key
+// replaces the key too, so the id is copied there as well.
 func (c *Core[T]) rememberHash(m *Meta, h uint64) {
 	c.bloomAdd(h)
+	r := recentID{c.source(m.Source), m.Digest}
 	if rs, ok := c.recent[m.ID]; ok {
-		c.recent[m.ID] = append(rs, recentID{m.Source, m.Digest})
+		c.recent[strings.Clone(m.ID)] = append(rs, r)
 		return
 	}
 	if old := c.ring[c.next]; old != "" {
 		delete(c.recent, old)
 	}
-	c.ring[c.next] = m.ID
+	id := strings.Clone(m.ID)
+	c.ring[c.next] = id
 	c.next = (c.next + 1) % len(c.ring)
 	if len(c.slab) == 0 {
 		c.slab = make([]recentID, 1024)
 	}
 	rs := c.slab[:1:1] // a piece of a shared array: one allocation per 1,024 ids, freed as the ring moves on
 	c.slab = c.slab[1:]
-	rs[0] = recentID{m.Source, m.Digest}
-	c.recent[m.ID] = rs
+	rs[0] = r
+	c.recent[id] = rs
+}
+
+// source returns a copy of s that the core may keep (see rememberHash),
+// shared by the identities with that source: of the first 1,024 sources
+// it sees, one copy each.
+func (c *Core[T]) source(s string) string {
+	if v, ok := c.sources[s]; ok {
+		return v
+	}
+	s = strings.Clone(s)
+	if len(c.sources) < 1024 {
+		c.sources[s] = s
+	}
+	return s
 }
 
 // Tick releases the signals that have waited for their cause for

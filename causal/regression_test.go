@@ -3,6 +3,8 @@ package causal
 import (
 	"errors"
 	"fmt"
+	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -70,5 +72,45 @@ func TestHostileLamportIsBounded(t *testing.T) {
 	next := Stamp{Seq: 1, Lamport: lam + 1}
 	if _, err := ParseStamp(next.Format()); err != nil {
 		t.Fatalf("a peer that delivered one hostile stamp can no longer publish: its next stamp %q: %v", next.Format(), err)
+	}
+}
+
+// The ring of recent identities is bounded in bytes, not only in count:
+// it keeps copies of the ids and sources it remembers, not the decoded
+// signals' text they are substrings of (signalmesh.DecodeBinary shares one
+// copy of a signal's text among its strings). Here 2,000 identities whose
+// id and source are substrings of 16 KiB strings, each remembered twice
+// (the second with another source: the ring's existing key is stored
+// again), and the strings dropped: the core's heap grows by a few hundred
+// bytes an identity, not 16 KiB.
+func TestRecentIdentitiesDoNotKeepTheirSignals(t *testing.T) {
+	const n = 2000
+	c, err := New[int](Params{Limit: 10}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := func(i, pass int) string {
+		return fmt.Sprintf("id-%06d|/src-%d|", i, pass) + strings.Repeat("x", 16<<10)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for pass := range 2 {
+		for i := range n {
+			s := text(i, pass)
+			id, rest, _ := strings.Cut(s, "|")
+			src, _, _ := strings.Cut(rest, "|")
+			c.Weak(src, id, uint64(i))
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / n
+	runtime.KeepAlive(c)
+	if !c.Weak("/src-1", "id-000007", 7) {
+		t.Fatal("the core forgot an identity it remembers")
+	}
+	if per > 2048 {
+		t.Fatalf("the core holds %d bytes per identity remembered: it keeps the text its ids and sources are part of", per)
 	}
 }

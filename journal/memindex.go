@@ -2,6 +2,7 @@ package journal
 
 import (
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/signalmesh/signalmesh/causal"
@@ -21,16 +22,29 @@ import (
 // It is safe for concurrent use.
 type MemIndex struct {
 	mu      sync.Mutex
-	ids     map[string][]causal.Copy // id -> its copies, in the order added
-	effects map[string][]causal.Ref  // cause id -> the places of its effects, in the order added
-	messy   map[string]bool          // ids and causes whose list is out of place order: sorted when read
-	strs    map[string]string        // origins and sources, held once
+	ids     map[string]*copyList // id -> its copies
+	effects map[string]*refList  // cause id -> the places of its effects
+	strs    map[string]string    // origins and sources, held once
+}
+
+// copyList is an id's copies in the order added, sorted when read if they
+// came out of place order. Most ids have one copy: it is held in one.
+type copyList struct {
+	one   [1]causal.Copy
+	cs    []causal.Copy
+	messy bool
+}
+
+// refList is a cause's effects, as copyList.
+type refList struct {
+	one   [1]causal.Ref
+	refs  []causal.Ref
+	messy bool
 }
 
 // NewMemIndex returns an empty MemIndex.
 func NewMemIndex() *MemIndex {
-	return &MemIndex{ids: map[string][]causal.Copy{}, effects: map[string][]causal.Ref{},
-		messy: map[string]bool{}, strs: map[string]string{}}
+	return &MemIndex{ids: map[string]*copyList{}, effects: map[string]*refList{}, strs: map[string]string{}}
 }
 
 // Add indexes the signal m describes, as IndexEntries' entries would: by
@@ -39,23 +53,40 @@ func NewMemIndex() *MemIndex {
 // It appends: a list out of order (a cause whose effects come from several
 // origins) is sorted when it is next read, so one cause with a million
 // effects costs no more per effect than one with a single effect.
+//
+// The index keeps copies of m's strings, not m's: a decoded signal's
+// strings share the signal's text (signalmesh.DecodeBinary), which a key
+// kept in a map would keep for the life of the index. A list is changed
+// through its pointer, never stored again: storing to a map's existing
+// string key replaces the key with the new string.
 func (x *MemIndex) Add(m causal.Meta) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	ref := causal.Ref{Origin: x.intern(m.Origin), Seq: m.Seq}
-	cs := append(x.ids[m.ID], causal.Copy{Ref: ref, Digest: m.Digest, Source: x.intern(m.Source)})
-	if len(cs) > 1 && comparePlaces(cs[len(cs)-2].Ref, ref) >= 0 {
-		x.messy["i"+m.ID] = true
+	cp := causal.Copy{Ref: ref, Digest: m.Digest, Source: x.intern(m.Source)}
+	if l := x.ids[m.ID]; l != nil {
+		if comparePlaces(l.cs[len(l.cs)-1].Ref, ref) >= 0 {
+			l.messy = true
+		}
+		l.cs = append(l.cs, cp)
+	} else {
+		l = &copyList{one: [1]causal.Copy{cp}}
+		l.cs = l.one[:]
+		x.ids[strings.Clone(m.ID)] = l
 	}
-	x.ids[m.ID] = cs
 	if m.Cause == "" {
 		return
 	}
-	es := append(x.effects[m.Cause], ref)
-	if len(es) > 1 && comparePlaces(es[len(es)-2], ref) >= 0 {
-		x.messy["e"+m.Cause] = true
+	if l := x.effects[m.Cause]; l != nil {
+		if comparePlaces(l.refs[len(l.refs)-1], ref) >= 0 {
+			l.messy = true
+		}
+		l.refs = append(l.refs, ref)
+	} else {
+		l = &refList{one: [1]causal.Ref{ref}}
+		l.refs = l.one[:]
+		x.effects[strings.Clone(m.Cause)] = l
 	}
-	x.effects[m.Cause] = es
 }
 
 // intern returns s, held once: a journal's signals share a few origins and
@@ -64,6 +95,7 @@ func (x *MemIndex) intern(s string) string {
 	if v, ok := x.strs[s]; ok {
 		return v
 	}
+	s = strings.Clone(s)
 	x.strs[s] = s
 	return s
 }
@@ -73,8 +105,8 @@ func (x *MemIndex) Len() int {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	n := 0
-	for id := range x.ids {
-		n += len(x.tidyIDs(id))
+	for _, l := range x.ids {
+		n += len(l.tidy())
 	}
 	return n
 }
@@ -84,30 +116,35 @@ func (x *MemIndex) Len() int {
 func (x *MemIndex) copies(id string) []causal.Copy {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return slices.Clone(x.tidyIDs(id))
+	if l := x.ids[id]; l != nil {
+		return slices.Clone(l.tidy())
+	}
+	return nil
 }
 
 // effectPlaces is Journal.EffectPlaces over the index: sorted, a copy.
 func (x *MemIndex) effectPlaces(id string) []causal.Ref {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	es := x.effects[id]
-	if x.messy["e"+id] {
-		slices.SortFunc(es, comparePlaces)
-		es = slices.Compact(es)
-		x.effects[id] = es
-		delete(x.messy, "e"+id)
+	l := x.effects[id]
+	if l == nil {
+		return nil
 	}
-	return slices.Clone(es)
+	if l.messy {
+		slices.SortFunc(l.refs, comparePlaces)
+		l.refs = slices.Compact(l.refs)
+		l.messy = false
+	}
+	return slices.Clone(l.refs)
 }
 
-// tidyIDs sorts id's copies by place, keeping the last added of a place
-// added twice.
-func (x *MemIndex) tidyIDs(id string) []causal.Copy {
-	cs := x.ids[id]
-	if !x.messy["i"+id] {
-		return cs
+// tidy sorts the copies by place, keeping the last added of a place added
+// twice.
+func (l *copyList) tidy() []causal.Copy {
+	if !l.messy {
+		return l.cs
 	}
+	cs := l.cs
 	slices.SortStableFunc(cs, func(a, b causal.Copy) int { return comparePlaces(a.Ref, b.Ref) })
 	out := cs[:0]
 	for i, c := range cs {
@@ -117,7 +154,6 @@ func (x *MemIndex) tidyIDs(id string) []causal.Copy {
 		out = append(out, c)
 	}
 	clear(cs[len(out):])
-	x.ids[id] = out
-	delete(x.messy, "i"+id)
+	l.cs, l.messy = out, false
 	return out
 }
