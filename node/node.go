@@ -510,17 +510,20 @@ func (n *Node) startJournal(ctx context.Context) error {
 	if !testNoVerify {
 		p.CheckEntry, p.Immutable, p.OnRefuse = n.checkEntry, true, n.refusedBlock
 	}
+	if n.volatile {
+		// Nothing to keep across a restart: the index is a map (a
+		// MapDatastore would visit every key of the store for each
+		// lookup by id). Made, as the store index's prefix, before the
+		// replica, whose put hook writes to it.
+		n.memIdx = journal.NewMemIndex()
+	}
+	n.indexPrefix = ds.NewKey("/signalmesh/" + n.cfg.Mesh + "/index").String()
+	n.index = namespace.Wrap(n.store, ds.NewKey(n.indexPrefix))
 	n.repl, err = crdt.Open(n.store, dag, n.ps, p)
 	if err != nil {
 		return err
 	}
-	n.indexPrefix = ds.NewKey("/signalmesh/" + n.cfg.Mesh + "/index").String()
-	n.index = namespace.Wrap(n.store, ds.NewKey(n.indexPrefix))
-	if n.volatile {
-		// Nothing to keep across a restart: the index is a map (a
-		// MapDatastore would visit every key of the store for each
-		// lookup by id).
-		n.memIdx = journal.NewMemIndex()
+	if n.memIdx != nil {
 		n.jr = journal.NewWithMemIndex(n.repl, n.memIdx)
 	} else {
 		n.jr = journal.NewWithIndex(n.repl, idxView{n})
