@@ -22,29 +22,37 @@ import (
 // It is safe for concurrent use.
 type MemIndex struct {
 	mu      sync.Mutex
-	ids     map[string]*copyList // id -> its copies
-	effects map[string]*refList  // cause id -> the places of its effects
-	strs    map[string]string    // origins and sources, held once
+	ids     map[string]*placed[causal.Copy] // id -> its copies
+	effects map[string]*placed[causal.Ref]  // cause id -> the places of its effects
+	strs    map[string]string               // origins and sources, held once
 }
 
-// copyList is an id's copies in the order added, sorted when read if they
-// came out of place order. Most ids have one copy: it is held in one.
-type copyList struct {
-	one   [1]causal.Copy
-	cs    []causal.Copy
+// placed is an id's copies or a cause's effects in the order added,
+// sorted when read if they came out of place order. Most have one: it is
+// held in one.
+type placed[E any] struct {
+	one   [1]E
+	list  []E
 	messy bool
 }
 
-// refList is a cause's effects, as copyList.
-type refList struct {
-	one   [1]causal.Ref
-	refs  []causal.Ref
-	messy bool
+func newPlaced[E any](e E) *placed[E] {
+	l := &placed[E]{one: [1]E{e}}
+	l.list = l.one[:]
+	return l
+}
+
+// add appends e, at place ref.
+func (l *placed[E]) add(e E, ref, last causal.Ref) {
+	if comparePlaces(last, ref) >= 0 {
+		l.messy = true
+	}
+	l.list = append(l.list, e)
 }
 
 // NewMemIndex returns an empty MemIndex.
 func NewMemIndex() *MemIndex {
-	return &MemIndex{ids: map[string]*copyList{}, effects: map[string]*refList{}, strs: map[string]string{}}
+	return &MemIndex{ids: map[string]*placed[causal.Copy]{}, effects: map[string]*placed[causal.Ref]{}, strs: map[string]string{}}
 }
 
 // Add indexes the signal m describes, as IndexEntries' entries would: by
@@ -65,27 +73,17 @@ func (x *MemIndex) Add(m causal.Meta) {
 	ref := causal.Ref{Origin: x.intern(m.Origin), Seq: m.Seq}
 	cp := causal.Copy{Ref: ref, Digest: m.Digest, Source: x.intern(m.Source)}
 	if l := x.ids[m.ID]; l != nil {
-		if comparePlaces(l.cs[len(l.cs)-1].Ref, ref) >= 0 {
-			l.messy = true
-		}
-		l.cs = append(l.cs, cp)
+		l.add(cp, ref, l.list[len(l.list)-1].Ref)
 	} else {
-		l = &copyList{one: [1]causal.Copy{cp}}
-		l.cs = l.one[:]
-		x.ids[strings.Clone(m.ID)] = l
+		x.ids[strings.Clone(m.ID)] = newPlaced(cp)
 	}
 	if m.Cause == "" {
 		return
 	}
 	if l := x.effects[m.Cause]; l != nil {
-		if comparePlaces(l.refs[len(l.refs)-1], ref) >= 0 {
-			l.messy = true
-		}
-		l.refs = append(l.refs, ref)
+		l.add(ref, ref, l.list[len(l.list)-1])
 	} else {
-		l = &refList{one: [1]causal.Ref{ref}}
-		l.refs = l.one[:]
-		x.effects[strings.Clone(m.Cause)] = l
+		x.effects[strings.Clone(m.Cause)] = newPlaced(ref)
 	}
 }
 
@@ -106,7 +104,7 @@ func (x *MemIndex) Len() int {
 	defer x.mu.Unlock()
 	n := 0
 	for _, l := range x.ids {
-		n += len(l.tidy())
+		n += len(tidyCopies(l))
 	}
 	return n
 }
@@ -117,7 +115,7 @@ func (x *MemIndex) copies(id string) []causal.Copy {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if l := x.ids[id]; l != nil {
-		return slices.Clone(l.tidy())
+		return slices.Clone(tidyCopies(l))
 	}
 	return nil
 }
@@ -131,20 +129,19 @@ func (x *MemIndex) effectPlaces(id string) []causal.Ref {
 		return nil
 	}
 	if l.messy {
-		slices.SortFunc(l.refs, comparePlaces)
-		l.refs = slices.Compact(l.refs)
-		l.messy = false
+		slices.SortFunc(l.list, comparePlaces)
+		l.list, l.messy = slices.Compact(l.list), false
 	}
-	return slices.Clone(l.refs)
+	return slices.Clone(l.list)
 }
 
-// tidy sorts the copies by place, keeping the last added of a place added
-// twice.
-func (l *copyList) tidy() []causal.Copy {
+// tidyCopies sorts an id's copies by place, keeping the last added of a
+// place added twice.
+func tidyCopies(l *placed[causal.Copy]) []causal.Copy {
 	if !l.messy {
-		return l.cs
+		return l.list
 	}
-	cs := l.cs
+	cs := l.list
 	slices.SortStableFunc(cs, func(a, b causal.Copy) int { return comparePlaces(a.Ref, b.Ref) })
 	out := cs[:0]
 	for i, c := range cs {
@@ -154,6 +151,6 @@ func (l *copyList) tidy() []causal.Copy {
 		out = append(out, c)
 	}
 	clear(cs[len(out):])
-	l.cs, l.messy = out, false
+	l.list, l.messy = out, false
 	return out
 }
