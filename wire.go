@@ -141,7 +141,11 @@ func (s *Signal) UnmarshalBinary(b []byte) error {
 // is no data), not copied one by one: a signal has a dozen strings, and
 // the journal decodes every signal it receives. Neither copy holds the
 // data (a []byte of its own), so a string kept from the signal keeps no
-// second copy of it alive.
+// second copy of it alive; it does keep its whole copy of the text (the
+// extensions too, up to tens of KB). What keeps a string long after the
+// signal (a map key, an index: the causal core's recent identities,
+// journal.MemIndex) keeps a strings.Clone of it. A map store to an
+// existing string key replaces the key too.
 func DecodeBinary(b []byte, l Limits) (*Signal, error) {
 	if err := l.Check(); err != nil {
 		return nil, err
