@@ -1,11 +1,13 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -400,6 +402,7 @@ func (n *Node) readRegistry(now time.Time) error {
 		vals[r.Key] = r.Value
 	}
 	res.Close()
+	read := maps.Clone(vals) // what the set held at this read (the merge below overwrites)
 	vals, gossipOnly := n.mergeGossiped(vals, now)
 	var entries []regEntry
 	var stale []ds.Key
@@ -420,12 +423,38 @@ func (n *Node) readRegistry(now time.Time) error {
 		}
 	}
 	for _, k := range stale {
-		if err := n.subset.Delete(n.ctx, k); err != nil {
+		if err := n.deleteIfUnchanged(k, read[k.String()]); err != nil {
 			return err
 		}
 	}
 	n.publishRegistry(entries, full, now)
 	return nil
+}
+
+// deleteIfUnchanged deletes k from the set if it still holds the value
+// read, the one the registrar judged stale. A write may have overtaken the
+// read meanwhile (a member's left entry, put while the read was on its way,
+// or a renewal's checkpoint), and a delete removes whatever value the key
+// holds: deleting on the old judgement took the newer entry with it (a
+// left entry gone 0.9 s after its leave, 3 leases into its 10, in a loaded
+// run of TestGroupLeftEntryOutlivesALaggingRead). This node writes its own
+// entries under writeMu, so for them the check is exact; a remote write
+// that lands between the check and the delete is the window left, and the
+// next read judges the key again.
+func (n *Node) deleteIfUnchanged(k ds.Key, judged []byte) error {
+	n.reg.writeMu.Lock()
+	defer n.reg.writeMu.Unlock()
+	cur, err := n.subset.Get(n.ctx, k)
+	if errors.Is(err, ds.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(cur, judged) {
+		return nil
+	}
+	return n.subset.Delete(n.ctx, k)
 }
 
 // leftLeases is how many leases a group member's left entry (its final
