@@ -197,6 +197,8 @@ func (n *Node) entry(s *Subscription, now time.Time) SubscriptionInfo {
 
 // announceSub adds a subscription to the mesh-wide set.
 func (n *Node) announceSub(s *Subscription) error {
+	n.reg.writeMu.Lock() // deleteIfUnchanged: no own write between its Get and its Delete
+	defer n.reg.writeMu.Unlock()
 	n.reg.mu.Lock()
 	n.reg.local[s.info.ID] = s // before the put: the registrar deletes own entries it does not know
 	n.reg.mu.Unlock()
