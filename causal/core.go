@@ -94,6 +94,14 @@ type Params struct {
 	// BloomBits sizes the filter of delivered ids that spares Index lookups
 	// for fresh ids (rounded up to 64). Default 2^24 (2 MiB).
 	BloomBits int
+	// Gone, when set, reports an id whose signals may have left the
+	// journal before this core's state began (a node that joined from a
+	// snapshot of what another peer retained, say): an effect whose
+	// cause has no copy in the Index and whose id Gone reports is not held
+	// for it, as if its cause had been delivered. It may answer yes for an
+	// id that never was (a filter's false positive): such an effect is
+	// then delivered without waiting for a cause that comes later.
+	Gone func(id string) bool
 }
 
 // Release is a signal the core delivers, in causal order.
@@ -919,12 +927,13 @@ func (c *Core[T]) causeDelivered(id, source string) bool {
 			}
 		}
 	}
-	for _, cp := range c.ix.ByID(id) {
+	copies := c.ix.ByID(id)
+	for _, cp := range copies {
 		if (source == "" || cp.Source == source) && c.delivered[cp.Ref.Origin] >= cp.Ref.Seq {
 			return true
 		}
 	}
-	return false
+	return len(copies) == 0 && c.p.Gone != nil && c.p.Gone(id)
 }
 
 // causeOnItsWay reports whether a copy of it's cause waits in the buffer or

@@ -110,6 +110,10 @@ type Params struct {
 	// PubSub's host. After Close the replica's protocol stays registered
 	// on it, resetting every stream, until the host closes.
 	Host host.Host
+	// Hold keeps every head announcement from go-ds-crdt until Release:
+	// the replica merges nothing from other replicas meanwhile, so that a
+	// snapshot can be written into it first (Seed, snapshot.go).
+	Hold bool
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -126,6 +130,8 @@ type Replica struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	once   sync.Once
+
+	releaseOnce sync.Once // Release (Params.Hold)
 
 	// recovery after an unclean stop (recover.go)
 	store    ds.Batching
@@ -192,6 +198,9 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 	}
 	r.scan = scan && p.Has != nil
 	r.bc = &broadcaster{ctx: ctx, topic: topic, sub: sub, key: p.Key}
+	if p.Hold {
+		r.bc.hold = make(chan struct{})
+	}
 	var check *checker
 	crdtDAG := dag
 	if p.CheckEntry != nil || p.Immutable {
@@ -444,6 +453,9 @@ type broadcaster struct {
 	// until it asks for the next one: it is walking that announcement's
 	// heads.
 	busy atomic.Bool
+	// hold, when not nil, keeps announcements from go-ds-crdt until it is
+	// closed (Params.Hold, Replica.Release).
+	hold chan struct{}
 }
 
 func (b *broadcaster) Broadcast(ctx context.Context, data []byte) error {
@@ -474,6 +486,13 @@ func (b *broadcaster) next(ctx context.Context) ([]byte, error) {
 	}
 	ctx, cancel := mergeCancel(ctx, b.ctx)
 	defer cancel()
+	if b.hold != nil {
+		select {
+		case <-b.hold:
+		case <-ctx.Done():
+			return nil, dscrdt.ErrNoMoreBroadcast
+		}
+	}
 	if b.ready != nil {
 		select {
 		case data := <-b.ready:

@@ -60,6 +60,16 @@ type Config struct {
 	// on); to keep a node apart, use Config.Gater.
 	Bootstrap []peer.AddrInfo
 
+	// SnapshotJoin makes a node whose store holds no journal join from a
+	// snapshot of a Bootstrap peer's journal (the signals it still retains,
+	// see Retention, and its causal state) instead of walking every journal
+	// block ever written: its first start costs time in proportion to the
+	// retained signals. Every signal of a snapshot is checked as one from a
+	// journal block; a snapshot that fails falls back to the walk. What it
+	// trusts the peer for, and what it does not give, is in snapshot.go's
+	// doc. Default off.
+	SnapshotJoin bool
+
 	// RelayService makes this node a circuit relay (libp2p circuit relay
 	// v2) for the mesh: a peer that cannot be reached directly (behind a
 	// NAT) reserves a slot on it and is reached through it. Relayed

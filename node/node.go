@@ -80,20 +80,25 @@ type Node struct {
 	topic    *pubsub.Topic
 	sub      *pubsub.Subscription
 
-	ackTopic *pubsub.Topic
-	ackSub   *pubsub.Subscription
-	ackQ     chan ackWant // put hook and asks → acker
-	quorum   quorum
-	dag      *ipfslite.Peer
-	repl     *crdt.Replica // the journal
-	subset   *crdt.Replica // the mesh-wide subscription set
-	reg      *registry     // this node's view of it
-	jr       *journal.Journal
-	index    ds.Batching // the journal's id index: local, written by the put hook and by pulls
-	indexOK  bool        // the index is complete: Close marks it so for the next start
-	indexBad atomic.Bool // an index write failed: it is not complete
-	indexing bool        // pulls write index entries: after a crash (see restore)
-	refusing atomic.Bool // the core refused a signal for lack of room and has not got room back
+	ackTopic   *pubsub.Topic
+	ackSub     *pubsub.Subscription
+	ackQ       chan ackWant // put hook and asks → acker
+	quorum     quorum
+	dag        *ipfslite.Peer
+	repl       *crdt.Replica // the journal
+	snapJoin   bool          // the journal is held for a snapshot join (Config.SnapshotJoin)
+	snapJoined bool          // and one was written
+	snapValues int           // entries it brought
+	snaps      snapServer    // snapshots this node serves
+	gone       *bloom        // the ids its snapshot's provider had journaled (nil: never joined from one)
+	subset     *crdt.Replica // the mesh-wide subscription set
+	reg        *registry     // this node's view of it
+	jr         *journal.Journal
+	index      ds.Batching // the journal's id index: local, written by the put hook and by pulls
+	indexOK    bool        // the index is complete: Close marks it so for the next start
+	indexBad   atomic.Bool // an index write failed: it is not complete
+	indexing   bool        // pulls write index entries: after a crash (see restore)
+	refusing   atomic.Bool // the core refused a signal for lack of room and has not got room back
 
 	idxMu       sync.Mutex              // guards idxPending and idxShown
 	idxPending  []journal.Entry         // index entries queued by the put hook (flushIndex)
@@ -237,12 +242,23 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.startNAT(); err != nil {
 		return nil, err
 	}
+	if cfg.SnapshotJoin && len(cfg.Bootstrap) > 0 && n.reopen == nil {
+		if n.snapJoin, err = n.journalEmpty(ctx); err != nil {
+			return nil, fmt.Errorf("node: read store: %w", err)
+		}
+	}
 	if err := n.startJournal(ctx); err != nil {
 		return nil, err
 	}
+	if n.snapJoin {
+		n.snapJoined = n.joinFromSnapshot(ctx)
+	}
+	n.repl.Release()
 	if err := n.restore(ctx); err != nil {
 		return nil, err
 	}
+	n.snaps.slots = make(chan struct{}, 2)
+	n.host.SetStreamHandler(n.snapshotProto(), n.serveSnapshot)
 	n.live = true // the loop runs: Close may ask it for what to adopt
 	n.wg.Add(15)
 	go n.registrar()
@@ -502,6 +518,7 @@ func (n *Node) startJournal(ctx context.Context) error {
 		OnReject:            n.m.reject,
 		OnSlowFetch:         n.writers.slowFetch,
 		Host:                n.host,
+		Hold:                n.snapJoin,
 		Logger:              n.log,
 	}
 	if len(n.cfg.Allow) > 0 {
@@ -547,8 +564,14 @@ func (n *Node) restore(ctx context.Context) error {
 		n.fresh.past = func(s *signalmesh.Signal) bool { return ret.Expired(s, time.Now()) }
 	}
 	n.journalRefs = map[causal.Ref]struct{}{}
-	n.core, err = causal.New[*signalmesh.Signal](causal.Params{Limit: n.p.CausalBuffer, OriginLimit: n.p.OriginBuffer,
-		CauseWait: int64(n.p.CauseWait), DepWait: int64(n.p.DepWait)}, n.jr)
+	if err := n.readGone(ctx); err != nil {
+		return fmt.Errorf("node: read store: %w", err)
+	}
+	cp := causal.Params{Limit: n.p.CausalBuffer, OriginLimit: n.p.OriginBuffer, CauseWait: int64(n.p.CauseWait), DepWait: int64(n.p.DepWait)}
+	if n.gone != nil {
+		cp.Gone = n.gone.mayHave
+	}
+	n.core, err = causal.New[*signalmesh.Signal](cp, n.jr)
 	if err != nil {
 		return err
 	}
@@ -723,6 +746,7 @@ func (n *Node) Close() error {
 		n.closing.Store(true)
 		n.handOff(n.adoptAll())
 		n.cancel()
+		n.snaps.close() // its streams end with the node's context
 		n.wg.Wait()
 		waitLeave() // its context over, a member still in a handler is on its way out
 		n.closeWatches()
