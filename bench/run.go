@@ -63,6 +63,12 @@ type Spec struct {
 	// standard suite: name it) journals on disk, then reopens three times,
 	// each in a fresh process. Default 20,000 and 200,000 (short 2,000).
 	Reopen []int `json:"reopen,omitempty"`
+	// Join are the journal sizes (signals ever published) the join
+	// scenario (not in the standard suite: name it) has a fresh peer join,
+	// of which JoinRetained are within retention. Default 10,000, 100,000
+	// and 1,000,000 with 10,000 retained (short 2,000 with 200).
+	Join         []int `json:"join,omitempty"`
+	JoinRetained int   `json:"join_retained,omitempty"`
 	// Repeat runs each scenario this many times, the systems' order
 	// rotated by one each time, and reports each figure's median, minimum
 	// and maximum. Default 5 (short 1).
@@ -76,7 +82,7 @@ type Spec struct {
 var AllScenarios = []string{"partition", "rejoin", "burst", "steady", "mixed", "churn", "scale", "history", "durable"}
 
 // ExtraScenarios run only when named: they take minutes.
-var ExtraScenarios = []string{"catchup", "slow-consumer", "flood", "reopen", "consumer-group"}
+var ExtraScenarios = []string{"catchup", "slow-consumer", "flood", "reopen", "consumer-group", "join"}
 
 // WithDefaults fills the zero fields with the standard (or short) suite's values.
 func (s Spec) WithDefaults() Spec {
@@ -129,6 +135,13 @@ func (s Spec) WithDefaults() Spec {
 			s.Reopen = []int{2000}
 		}
 	}
+	if len(s.Join) == 0 {
+		s.Join = []int{10000, 100000, 1000000}
+		if s.Short {
+			s.Join = []int{2000}
+		}
+	}
+	def(&s.JoinRetained, 10000, 200)
 	if len(s.History) == 0 {
 		s.History = []int{0, 10000, 50000}
 		if s.Short {
@@ -158,8 +171,13 @@ func (s Spec) Validate() error {
 			return fmt.Errorf("bench: negative history %d", h)
 		}
 	}
+	for _, n := range s.Join {
+		if n < 1 {
+			return fmt.Errorf("bench: join of a journal of %d", n)
+		}
+	}
 	if s.PerSide < 1 || s.Repeat < 1 || s.Rejoin < 1 || s.Burst < 1 || s.Durable < 1 || s.Rate < 1 || s.Seconds <= 0 || s.Payload < 0 ||
-		s.ScalePerSide < 1 || s.ScaleBurst < 1 {
+		s.ScalePerSide < 1 || s.ScaleBurst < 1 || s.JoinRetained < 1 {
 		return errors.New("bench: counts, rate and seconds must be positive")
 	}
 	return nil
@@ -290,6 +308,10 @@ func (s Spec) scenarios() []scenario {
 		case "reopen":
 			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {
 				return Reopen(ctx, env, s.Reopen, 3)
+			}
+		case "join":
+			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {
+				return Join(ctx, env, s.Join, s.JoinRetained)
 			}
 		case "flood":
 			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/ipfs/boxo/datastore/dshelp"
+	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
 )
@@ -31,11 +32,12 @@ import (
 // (Params.Immutable), as a node's journal does.
 //
 // Why a value the snapshot covers is never lost: a block is marked merged
-// only at the end of a snapshot that arrived whole (Seed.Commit), and the
-// provider lists its merged blocks before it reads its values: go-ds-crdt
-// merges a block's delta before it marks the block, so every value of a
-// listed block is in the values read after (or the provider's caller left
-// it out on purpose). The provider's heads are listed too (walking them
+// only at the end of a snapshot that arrived whole (Seed.Commit); the
+// provider lists only merged blocks from which it has merged everything
+// below (MergedBlocks), and it lists them before it reads its values:
+// go-ds-crdt merges a block's delta before it marks the block, so every
+// value of a listed block, and of every block below it, is in the values
+// read after (or the provider's caller left it out on purpose). The provider's heads are listed too (walking them
 // would merge again every entry of a block that may hold thousands), so
 // the joiner starts with no heads of its own: go-ds-crdt loads its heads
 // when it opens, before a seed. Its first blocks are roots, and the first
@@ -68,19 +70,74 @@ func (r *Replica) held() bool {
 }
 
 // MergedBlocks calls f with the key (under /b, a multihash in go-ds-crdt's
-// encoding) of every block this replica has merged, its heads included.
+// encoding) of every block this replica has merged, its heads included,
+// from which no block it has not merged can be reached: go-ds-crdt marks a
+// block merged before it walks the block's children, so a walk under way
+// (a catch-up, a heal, holes an unclean stop left) leaves merged blocks
+// above unmerged ones. Those are left out, and so are the blocks above
+// them: a joiner walks them and finds what they lead to. A merged block
+// this replica no longer holds (pruned, see Prune: only once its children
+// were merged) counts as closed. It reads every merged block it holds,
+// for its links; it needs Params.Has.
 func (r *Replica) MergedBlocks(ctx context.Context, f func(key string) error) error {
-	prefix := r.ns.ChildString("b").String()
+	if r.has == nil {
+		return errors.New("crdt: MergedBlocks needs Params.Has")
+	}
+	prefix := r.mergedPrefix()
 	res, err := r.store.Query(ctx, query.Query{Prefix: prefix, KeysOnly: true})
 	if err != nil {
 		return err
 	}
-	defer res.Close()
+	var keys []string
 	for e := range res.Next() {
 		if e.Error != nil {
+			res.Close()
 			return e.Error
 		}
-		if err := f(strings.TrimPrefix(e.Key, prefix)); err != nil {
+		keys = append(keys, strings.TrimPrefix(e.Key, prefix))
+	}
+	res.Close()
+	parents := map[string][]string{} // a merged block's multihash -> the merged blocks that link it
+	var open []string                // merged blocks linking a block not merged
+	for _, k := range keys {
+		mh, err := dshelp.DsKeyToMultihash(ds.NewKey(k))
+		if err != nil {
+			continue
+		}
+		c := cid.NewCidV1(cid.DagProtobuf, mh)
+		if ok, err := r.has(ctx, c); err != nil {
+			return err
+		} else if !ok {
+			continue // pruned: closed
+		}
+		nd, err := r.dag.Get(ctx, c)
+		if err != nil {
+			return fmt.Errorf("crdt: read merged block %s: %w", c, err)
+		}
+		for _, l := range nd.Links() {
+			if r.merged(ctx, l.Cid) {
+				parents[string(l.Cid.Hash())] = append(parents[string(l.Cid.Hash())], string(mh))
+			} else {
+				open = append(open, string(mh))
+			}
+		}
+	}
+	unsafe := map[string]bool{}
+	for len(open) > 0 {
+		x := open[len(open)-1]
+		open = open[:len(open)-1]
+		if unsafe[x] {
+			continue
+		}
+		unsafe[x] = true
+		open = append(open, parents[x]...)
+	}
+	for _, k := range keys {
+		mh, err := dshelp.DsKeyToMultihash(ds.NewKey(k))
+		if err != nil || unsafe[string(mh)] {
+			continue
+		}
+		if err := f(k); err != nil {
 			return err
 		}
 	}

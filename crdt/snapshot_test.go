@@ -211,3 +211,64 @@ func TestSeedRefusesBadInput(t *testing.T) {
 		t.Fatalf("seed after Release: %v, want ErrNotHeld", err)
 	}
 }
+
+// Prune deletes the values that may go and the merged blocks whose every
+// entry may, in this replica alone; a block with one entry to keep stays
+// (its other values go), and the head stays whole. A later write still
+// links and merges.
+func TestPruneDeletesOnlyWhatMayGo(t *testing.T) {
+	defer goleak.VerifyNone(t, nodetest.IgnoredGoroutines()...)
+	ctx := context.Background()
+	a := openOn(t, dssync.MutexWrap(ds.NewMapDatastore()), nil)
+	defer a.close()
+	writeBatches(t, a.r, "old", 10, 20)
+	// One block mixing an old key and a kept one.
+	b, err := a.r.Batch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"/old/mixed", "/keep/mixed"} {
+		if err := b.Put(ctx, ds.NewKey(k), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	writeBatches(t, a.r, "old2", 1, 5) // the head: its old keys' values go, the block stays
+	before := blocksHeld(t, a)
+	ch, err := a.dag.BlockStore().AllKeysChan(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var told []string
+	st, err := a.r.Prune(ctx, ch, func(k string, _ []byte) bool { return k[:4] == "/old" }, nil, func(k string, _ []byte) { told = append(told, k) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Blocks != 10 || st.Keys != 206 || len(told) != 206 || blocksHeld(t, a) != before-10 {
+		t.Fatalf("pruned %+v, told %d, blocks %d of %d: want the 10 old blocks, their 200 keys, the mixed block's old key and the head's 5", st, len(told), blocksHeld(t, a), before)
+	}
+	for k, want := range map[string]bool{"/old/0003/0007": false, "/old/mixed": false, "/keep/mixed": true, "/old2/0000/0001": false} {
+		if has, err := a.r.Has(ctx, ds.NewKey(k)); err != nil || has != want {
+			t.Fatalf("Has(%s) = %v, %v; want %v", k, has, err, want)
+		}
+	}
+	res, err := a.r.Query(ctx, query.Query{Prefix: "/old", KeysOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left, err := res.Rest(); err != nil || len(left) != 0 {
+		t.Fatalf("keys under /old left after the prune: %d (%v), want none", len(left), err)
+	}
+	// A second round finds nothing more to do.
+	ch, err = a.dag.BlockStore().AllKeysChan(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := a.r.Prune(ctx, ch, func(k string, _ []byte) bool { return k[:4] == "/old" }, nil, nil); err != nil || st.Keys != 0 || st.Blocks != 0 {
+		t.Fatalf("second round: %+v, %v", st, err)
+	}
+	writeBatches(t, a.r, "new", 1, 3)
+	waitValue(t, a.r, "/new/0000/0002")
+}

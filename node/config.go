@@ -293,6 +293,13 @@ type Params struct {
 	// 5 s; negative: Close does not wait. Close waits only while a peer is
 	// connected, and only for what was published before Close was called.
 	HandOff time.Duration
+	// Prune is how often the node deletes from its store the journal
+	// signals past an age limit of Config.Retention that it has delivered,
+	// with their journal blocks and index entries (see prune.go). Default
+	// a quarter of the shortest age limit, at least 1 s and at most 10
+	// minutes; negative: never (the signals then stay on disk, left out
+	// of every view). Without an age limit nothing is pruned.
+	Prune time.Duration
 	// Rebroadcast is go-ds-crdt's head re-announcement interval. Default
 	// 2 s; heads are also sent to each peer that joins.
 	Rebroadcast time.Duration
@@ -390,6 +397,7 @@ func (p Params) withDefaults() Params {
 	if p.Rebroadcast == 0 {
 		p.Rebroadcast = 2 * time.Second
 	}
+
 	if p.HandOff == 0 {
 		p.HandOff = 5 * time.Second
 	}

@@ -33,7 +33,7 @@ type metrics struct {
 	published, delivered, deduped, journaled, handlerErrors       atomic.Int64
 	buffered, conflicts, spilled, adopted, relinked, truncated    atomic.Int64
 	rpcsIn, rpcsOut                                               atomic.Int64 // GossipSub RPCs, all topics
-	snapshotsServed                                               atomic.Int64 // snapshot joins this node answered
+	snapshotsServed, pruned, prunedBlocks                         atomic.Int64 // snapshot joins this node answered; journal entries and blocks pruned
 	takenOver, passedBack, leaseRenewals, leaseBytes, leaseGossip atomic.Int64 // consumer groups and the subscription set
 
 	mu       sync.Mutex // guards the three maps

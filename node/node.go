@@ -90,7 +90,8 @@ type Node struct {
 	snapJoined bool          // and one was written
 	snapValues int           // entries it brought
 	snaps      snapServer    // snapshots this node serves
-	gone       *bloom        // the ids its snapshot's provider had journaled (nil: never joined from one)
+	goneMu     sync.Mutex
+	gone       *gone         // ids whose signals left the journal (nil: none yet; prune.go)
 	subset     *crdt.Replica // the mesh-wide subscription set
 	reg        *registry     // this node's view of it
 	jr         *journal.Journal
@@ -101,6 +102,7 @@ type Node struct {
 	refusing   atomic.Bool // the core refused a signal for lack of room and has not got room back
 
 	idxMu       sync.Mutex              // guards idxPending and idxShown
+	idxWriteMu  sync.Mutex              // held by each flushIndex throughout, and by a prune deleting index entries
 	idxPending  []journal.Entry         // index entries queued by the put hook (flushIndex)
 	idxShown    map[string][]shownEntry // queued or being written, by id directory: read by idxView
 	idxQueued   uint64                  // index entries queued so far
@@ -233,6 +235,11 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.reopen, err = n.readState(ctx); err != nil {
 		return nil, fmt.Errorf("node: read store: %w", err)
 	}
+	if n.reopen == nil { // not a clean stop: the last checkpoint, if any
+		if n.reopen, err = n.readCheckpoint(ctx); err != nil {
+			return nil, fmt.Errorf("node: read store: %w", err)
+		}
+	}
 	if err := n.startHost(ctx); err != nil {
 		return nil, err
 	}
@@ -276,6 +283,10 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	go n.committer()
 	go n.journaler()
 	go n.readGossip()
+	if every := n.pruneEvery(); every > 0 {
+		n.wg.Add(1)
+		go n.pruner(every)
+	}
 	if cfg.MDNS {
 		n.mdns = mdns.NewMdnsService(n.host, "signalmesh-"+cfg.Mesh, &mdnsNotifee{n})
 		if err := n.mdns.Start(); err != nil {
@@ -568,8 +579,8 @@ func (n *Node) restore(ctx context.Context) error {
 		return fmt.Errorf("node: read store: %w", err)
 	}
 	cp := causal.Params{Limit: n.p.CausalBuffer, OriginLimit: n.p.OriginBuffer, CauseWait: int64(n.p.CauseWait), DepWait: int64(n.p.DepWait)}
-	if n.gone != nil {
-		cp.Gone = n.gone.mayHave
+	if n.gone != nil || n.pruneEvery() > 0 {
+		cp.Gone = n.goneSet().mayHave
 	}
 	n.core, err = causal.New[*signalmesh.Signal](cp, n.jr)
 	if err != nil {
@@ -579,11 +590,25 @@ func (n *Node) restore(ctx context.Context) error {
 	if err := n.checkIndex(ctx); err != nil {
 		return err
 	}
-	origins := n.restoreState(n.reopen, n.reopen != nil && !n.indexing)
+	rec := n.reopen
+	origins := n.restoreState(n.reopen, n.reopen != nil && (!n.indexing || n.reopen.checkpoint))
 	n.reopen = nil
-	if origins == nil { // no usable record: list the journal, and replay it below
-		if origins, err = n.jr.Origins(ctx); err != nil {
+	fromCheckpoint := origins != nil && rec.checkpoint
+	if origins == nil || fromCheckpoint { // no usable record, or a checkpoint: list the journal, and replay it above what is delivered
+		listed, err := n.jr.Origins(ctx)
+		if err != nil {
 			return fmt.Errorf("node: read journal: %w", err)
+		}
+		if origins == nil {
+			origins = listed
+		}
+		for o, s := range listed {
+			origins[o] = max(origins[o], s)
+		}
+	}
+	if fromCheckpoint {
+		if err := n.indexFresh(ctx, rec.fresh); err != nil {
+			return err
 		}
 	}
 	for ref, seq := range origins {

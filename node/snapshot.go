@@ -498,51 +498,27 @@ func (n *Node) fetchSnapshot(ctx context.Context, ai peer.AddrInfo) (*reopenStat
 	}
 	// The ids the provider had journaled: an effect naming one of them
 	// that is not here left retention before the join (causal.Params.Gone).
-	gone := newBloom(len(a.st.seen) * 64)
-	if !gone.load(a.st.seen) {
+	if len(a.st.seen) != goneBits/64 {
 		return nil, fmt.Errorf("%w: a filter of %d words", errSnapshot, len(a.st.seen))
 	}
-	w := make([]byte, 0, 8*len(a.st.seen))
-	for _, x := range a.st.seen {
-		w = binary.LittleEndian.AppendUint64(w, x)
+	g := n.goneSet()
+	g.mu.Lock()
+	g.cur.load(a.st.seen)
+	g.n = goneRotate // full: the next id pruned starts a generation
+	g.mu.Unlock()
+	if err := n.saveGone(ctx); err != nil {
+		return nil, err
 	}
-	if err := n.store.Put(ctx, n.goneKey(), w); err != nil {
+	// A start after a crash begins from the snapshot's state too: the
+	// journal lacks what left retention before the join.
+	if err := n.putCheckpoint(ctx, *a.st); err != nil {
 		return nil, err
 	}
 	if err := n.store.Sync(ctx, ds.NewKey("/signalmesh/"+n.cfg.Mesh)); err != nil {
 		return nil, err
 	}
-	n.gone = gone
 	n.snapValues = a.values
 	return a.st, nil
-}
-
-func (n *Node) goneKey() ds.Key { return ds.NewKey("/signalmesh/" + n.cfg.Mesh + "/snapshot-gone") }
-
-// readGone loads the filter of ids gone before a snapshot join, kept in
-// the store for every later start of a node that joined from one.
-func (n *Node) readGone(ctx context.Context) error {
-	if n.gone != nil {
-		return nil
-	}
-	b, err := n.store.Get(ctx, n.goneKey())
-	if errors.Is(err, ds.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if len(b)%8 != 0 || len(b) == 0 {
-		n.m.reject("snapshot_gone")
-		return nil
-	}
-	words := make([]uint64, len(b)/8)
-	for i := range words {
-		words[i] = binary.LittleEndian.Uint64(b[8*i:])
-	}
-	n.gone = newBloom(len(words) * 64)
-	n.gone.load(words)
-	return nil
 }
 
 // deadlineReader gives every read of a stream 30 s.

@@ -34,6 +34,11 @@ type reopenState struct {
 	core causal.State
 	tops map[string]uint64 // origin ref -> highest journaled sequence
 	seen []uint64          // the words of the node's seen filter
+
+	// A checkpoint's (checkpoint.go), taken while the node ran: the
+	// places of the signals delivered before their journal entry arrived.
+	checkpoint bool
+	fresh      []causal.Ref
 }
 
 // tops tracks the highest journaled sequence of each origin: the put hook

@@ -50,12 +50,16 @@ type Status struct {
 	// from peers. Blocks below a head that go-ds-crdt fetches on its walk
 	// are not counted.
 	BlocksRebuilt, BlocksFetched int64
-	Clock                        vclock.Clock // what this node delivered: per origin peer id, the highest sequence
-	Buffered                     int          // signals waiting for a dependency
-	Unjournaled                  int          // delivered signals whose journal entry has not arrived here yet (adopted after Params.Adopt)
-	Spilled                      int64        // signals slow named subscriptions kept in their log on the store
-	Evicted                      int64        // waiting signals dropped from the full causal buffer for earlier ones they needed (read again from the journal)
-	Missing                      []vclock.Gap // sequence ranges they wait for, per origin peer id (its causal.PeerRef when unknown)
+	// Pruned and PrunedBlocks count the journal entries and blocks this
+	// node deleted from its store past retention (Params.Prune);
+	// SnapshotsServed the snapshot joins it answered.
+	Pruned, PrunedBlocks, SnapshotsServed int64
+	Clock                                 vclock.Clock // what this node delivered: per origin peer id, the highest sequence
+	Buffered                              int          // signals waiting for a dependency
+	Unjournaled                           int          // delivered signals whose journal entry has not arrived here yet (adopted after Params.Adopt)
+	Spilled                               int64        // signals slow named subscriptions kept in their log on the store
+	Evicted                               int64        // waiting signals dropped from the full causal buffer for earlier ones they needed (read again from the journal)
+	Missing                               []vclock.Gap // sequence ranges they wait for, per origin peer id (its causal.PeerRef when unknown)
 	// MissingCauses are the causeids that waiting signals wait for.
 	MissingCauses []string
 	// Conflicts counts signals delivered with a (source, id) that another
@@ -103,6 +107,7 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 	}
 	rs := n.repl.Recipes()
 	st.BlocksRebuilt, st.BlocksFetched = rs.Rebuilt, rs.Fetched
+	st.Pruned, st.PrunedBlocks, st.SnapshotsServed = n.m.pruned.Load(), n.m.prunedBlocks.Load(), n.m.snapshotsServed.Load()
 	if rs.Mismatch+rs.Malformed > 0 {
 		if st.Rejected == nil {
 			st.Rejected = map[string]int64{}

@@ -57,6 +57,8 @@ Flags:
 	history := fs.String("history", "", "journal lengths of the history sweep (default 0,10000,50000; short 0,500)")
 	catchUp := fs.String("catchup", "", "journal sizes a fresh peer catches up on in the catchup scenario (default 100000,1000000; short 2000)")
 	reopen := fs.String("reopen", "", "journal sizes the reopen scenario reopens (default 20000,200000; short 2000)")
+	join := fs.String("join", "", "journal sizes (signals ever published) a fresh peer joins in the join scenario (default 10000,100000,1000000; short 2000)")
+	fs.IntVar(&spec.JoinRetained, "join-retained", 0, "of those, how many are within retention in the join scenario (default 10000, short 200)")
 	fs.BoolVar(&spec.Short, "short", false, "small counts, slowest baselines skipped (CI)")
 	out := fs.String("out", "bench-results", "directory for the JSON result and the plots")
 	quiet := fs.Bool("quiet", false, "no progress bar")
@@ -83,6 +85,9 @@ kernel's sch_netem)`)
 	}
 	if err == nil {
 		spec.Reopen, err = ints(*reopen)
+	}
+	if err == nil {
+		spec.Join, err = ints(*join)
 	}
 	if err == nil {
 		err = spec.WithDefaults().Validate()
