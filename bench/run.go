@@ -69,6 +69,13 @@ type Spec struct {
 	// and 1,000,000 with 10,000 retained (short 2,000 with 200).
 	Join         []int `json:"join,omitempty"`
 	JoinRetained int   `json:"join_retained,omitempty"`
+	// The retention scenario (not in the standard suite: name it):
+	// RetentionPeers peers on disk publish Rate signals a second for
+	// RetentionFor under a retention of RetentionKeep. Default 4 peers, 60
+	// s, 10 minutes (short 3, 5 s, 20 s).
+	RetentionPeers int           `json:"retention_peers,omitempty"`
+	RetentionKeep  time.Duration `json:"retention_keep,omitempty"`
+	RetentionFor   time.Duration `json:"retention_for,omitempty"`
 	// Repeat runs each scenario this many times, the systems' order
 	// rotated by one each time, and reports each figure's median, minimum
 	// and maximum. Default 5 (short 1).
@@ -82,7 +89,7 @@ type Spec struct {
 var AllScenarios = []string{"partition", "rejoin", "burst", "steady", "mixed", "churn", "scale", "history", "durable"}
 
 // ExtraScenarios run only when named: they take minutes.
-var ExtraScenarios = []string{"catchup", "slow-consumer", "flood", "reopen", "consumer-group", "join"}
+var ExtraScenarios = []string{"catchup", "slow-consumer", "flood", "reopen", "consumer-group", "join", "retention"}
 
 // WithDefaults fills the zero fields with the standard (or short) suite's values.
 func (s Spec) WithDefaults() Spec {
@@ -142,6 +149,19 @@ func (s Spec) WithDefaults() Spec {
 		}
 	}
 	def(&s.JoinRetained, 10000, 200)
+	def(&s.RetentionPeers, 4, 3)
+	if s.RetentionKeep == 0 {
+		s.RetentionKeep = time.Minute
+		if s.Short {
+			s.RetentionKeep = 5 * time.Second
+		}
+	}
+	if s.RetentionFor == 0 {
+		s.RetentionFor = 10 * time.Minute
+		if s.Short {
+			s.RetentionFor = 20 * time.Second
+		}
+	}
 	if len(s.History) == 0 {
 		s.History = []int{0, 10000, 50000}
 		if s.Short {
@@ -177,7 +197,7 @@ func (s Spec) Validate() error {
 		}
 	}
 	if s.PerSide < 1 || s.Repeat < 1 || s.Rejoin < 1 || s.Burst < 1 || s.Durable < 1 || s.Rate < 1 || s.Seconds <= 0 || s.Payload < 0 ||
-		s.ScalePerSide < 1 || s.ScaleBurst < 1 || s.JoinRetained < 1 {
+		s.ScalePerSide < 1 || s.ScaleBurst < 1 || s.JoinRetained < 1 || s.RetentionPeers < 2 || s.RetentionKeep <= 0 || s.RetentionFor <= s.RetentionKeep {
 		return errors.New("bench: counts, rate and seconds must be positive")
 	}
 	return nil
@@ -312,6 +332,10 @@ func (s Spec) scenarios() []scenario {
 		case "join":
 			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {
 				return Join(ctx, env, s.Join, s.JoinRetained)
+			}
+		case "retention":
+			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {
+				return Retention(ctx, env, s.RetentionPeers, s.Rate, s.RetentionKeep, s.RetentionFor)
 			}
 		case "flood":
 			sc.run = func(ctx context.Context, env Env, _ func(string)) (*Outcome, error) {

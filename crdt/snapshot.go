@@ -193,9 +193,9 @@ type Seed struct {
 	blocks []ds.Key
 }
 
-// maxSeedBlocks bounds the merged blocks one snapshot may list (about 64
-// bytes each held until Commit).
-const maxSeedBlocks = 1 << 22
+// maxSeedBlocks bounds the merged blocks one snapshot may list (each one's
+// key, about 90 bytes with the namespace, is held until Commit).
+const maxSeedBlocks = 1 << 20
 
 // Seed starts a snapshot's writes.
 func (r *Replica) Seed(ctx context.Context) (*Seed, error) {

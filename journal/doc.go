@@ -39,6 +39,32 @@
 // retained, not what was ever published. What is built and what is still
 // design is marked below; the measurements are in BENCHMARKS.md.
 //
+// Built (package node and package crdt), short of the epochs below:
+//
+//   - Pruning: each node deletes from its own store the signals past an age
+//     limit that it has delivered, and the journal blocks all of whose
+//     entries are such signals (go-ds-crdt's mark that a block was merged
+//     stays, so no walk asks for it again). Nothing is replicated: every
+//     replica prunes by the same rule, from each signal's own time. Disk
+//     then follows what is retained, plus the blocks that hold a signal
+//     still retained, plus a few dozen bytes per block ever merged.
+//   - Snapshot join: a fresh node copies a bootstrap peer's retained
+//     entries, causal state and merged-block list (checked entry by entry,
+//     the state bounded by what the entries prove), and walks only the
+//     blocks written since.
+//   - Checkpoints: a start after a crash restores the causal state the
+//     node wrote before its last prune (or at its snapshot join) instead
+//     of replaying the journal from each origin's first signal, which it
+//     no longer holds.
+//
+// What that leaves to the epochs of the design: the merged marks grow with
+// every block ever written (about 40 bytes each, a block per journal batch
+// per publishing peer); a peer away for longer than the retention asks in
+// vain for pruned blocks (it merges everything newer meanwhile, and its
+// store's repair walk retries); no record of the cut is agreed mesh-wide
+// (each replica decides from the signal's time and its own clock); and
+// rules by count or bytes bound the views only.
+//
 // Retention. A mesh has retention rules, each a router pattern over the
 // signal type with a limit by age, by count or by bytes (any combination;
 // the first that a signal's type matches applies, a rule with the pattern
@@ -184,9 +210,9 @@
 // sequence delivered and journaled, the frontier and Lamport times, the
 // ranges given up, and the filters of delivered ids) as one record, and the
 // next start reads it and the journal only above it. After a crash the
-// record is gone (it is deleted at start) and the whole journal is read as
-// before; a periodic record that bounds that too is next (taken after the
-// index is flushed and the store synced, and naming the signals delivered
-// but not yet journaled, whose index entries a crash may lose). See
-// package node, Bounded history, for what is built and what is not.
+// record is gone (it is deleted at start); a node that prunes, or joined
+// from a snapshot, starts from its last checkpoint (the same record, taken
+// after the index is flushed and the store synced, and naming the signals
+// delivered but not yet journaled, whose index entries the start writes);
+// any other node reads the whole journal, as before.
 package journal

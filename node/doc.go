@@ -490,8 +490,11 @@
 // type pattern) bounds the local view: Replay and a new subscription's
 // backlog leave out what is past it, Replay and /v1/replay say where (a
 // *TruncatedError, a {"past_retention": N} line), and a subscription's
-// handler gets a truncation notice first (TypeTruncated). Not built yet:
-// signals past retention still fill the disk (go-ds-crdt keeps every
-// delta: epochs reclaim it), and a fresh peer still fetches the whole
-// history.
+// handler gets a truncation notice first (TypeTruncated). Signals past an
+// age limit leave the disk of every node that delivered them (prune.go,
+// Params.Prune), a node started with Config.SnapshotJoin copies what a
+// bootstrap peer retains instead of fetching the whole history
+// (snapshot.go), and a node that pruned or joined so starts after a crash
+// from its last checkpoint (checkpoint.go). Not built yet: the epochs of
+// package journal's design (see there what that leaves).
 package node

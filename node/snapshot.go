@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"sync"
 	"time"
 
@@ -42,11 +43,22 @@ import (
 // it. A snapshot that fails (the peer does not serve it, a bad entry, a
 // stream cut short) marks no block merged: the join falls back to
 // walking the whole DAG, as without the option, and keeps the entries it
-// wrote (each one checked). What a snapshot does not give: a check that
-// the provider left nothing out (a member that omits signals makes the
-// joiner miss them until they are written again; the k-provider digest of
-// package journal's design is not built), and the retention rules by
-// count or bytes (it leaves out signals past an age limit only).
+// wrote (each one checked).
+//
+// What the joiner trusts the provider for. Its entries are checked one by
+// one; its state is not signed, so the joiner bounds it by what the
+// entries prove (snapApply.trim): no origin counts as delivered past the
+// highest sequence an entry has or names, no Lamport time is above the
+// entries', and an id filter more than half set is not taken. A hostile
+// provider can still leave signals out (the joiner lacks them until they
+// are written again: the k-provider digest of package journal's design is
+// not built), lower what counts as delivered (the joiner then waits
+// DepWait for history it will not get), and add ids to its filter up to
+// that bound (an effect naming an id the filter seems to hold is
+// delivered without waiting for its cause: at the bound, one fresh id in
+// sixteen; at an honest filter of a million ids, about one in 400). So
+// bootstrap from members you trust. Retention rules by count or bytes are
+// not applied (the snapshot leaves out signals past an age limit only).
 
 // snapshotMagic starts a snapshot; the version is its last byte.
 const snapshotMagic = "smsnap1\n"
@@ -57,6 +69,9 @@ const (
 	maxSnapKey   = 1 << 10
 	maxSnapValue = 4 << 20
 	maxSnapBlock = 128
+	// maxSnapBlocks bounds the merged blocks one snapshot lists (as
+	// crdt's maxSeedBlocks: a joiner holds their keys until the end).
+	maxSnapBlocks = 1 << 20
 )
 
 var errSnapshot = errors.New("node: snapshot")
@@ -284,8 +299,8 @@ func (n *Node) writeSnapshot(ctx context.Context, s network.Stream) error {
 	// The merged blocks before anything else (see package crdt, Seed).
 	var blocks []string
 	if err := n.repl.MergedBlocks(ctx, func(k string) error {
-		if len(blocks) >= 1<<22 {
-			return fmt.Errorf("%w: more than %d journal blocks", errSnapshot, 1<<22)
+		if len(blocks) >= maxSnapBlocks {
+			return fmt.Errorf("%w: more than %d journal blocks", errSnapshot, maxSnapBlocks)
 		}
 		blocks = append(blocks, k)
 		return nil
@@ -375,6 +390,11 @@ type snapApply struct {
 	}
 	st     *reopenState
 	values int
+	// What the entries prove, signed by their origins: per origin the
+	// highest sequence a checked entry has or names as a dependency, and
+	// the highest Lamport time of one.
+	proven  map[string]uint64
+	lamport uint64
 }
 
 func (a *snapApply) state(b []byte) error {
@@ -385,9 +405,14 @@ func (a *snapApply) state(b []byte) error {
 	if err != nil {
 		return fmt.Errorf("%w: state: %w", errSnapshot, err)
 	}
-	// What the joiner counts as delivered: no more than the provider had
-	// journaled (what it delivered by gossip alone comes to the joiner by
-	// the journal, and is delivered then).
+	a.st = &st
+	return nil
+}
+
+// clampDelivered makes what the joiner counts as delivered no more than
+// the provider had journaled (what it delivered by gossip alone comes to
+// the joiner by the journal, and is delivered then).
+func clampDelivered(st *reopenState) {
 	for o, d := range st.core.Delivered {
 		if t := st.tops[o]; d > t {
 			if t == 0 {
@@ -402,8 +427,6 @@ func (a *snapApply) state(b []byte) error {
 			delete(st.core.Frontier, o)
 		}
 	}
-	a.st = &st
-	return nil
 }
 
 func (a *snapApply) value(key string, prio uint64, value []byte) error {
@@ -438,7 +461,58 @@ func (a *snapApply) value(key string, prio uint64, value []byte) error {
 	}
 	a.n.indexLater(m)
 	a.values++
+	if a.proven == nil {
+		a.proven = map[string]uint64{}
+	}
+	a.proven[m.Origin] = max(a.proven[m.Origin], m.Seq)
+	for _, d := range m.Deps {
+		a.proven[d.Origin] = max(a.proven[d.Origin], d.Seq)
+	}
+	a.lamport = max(a.lamport, m.Lamport)
 	return nil
+}
+
+// trim bounds the provider's state by what the entries prove (the state
+// itself is signed by nobody): no origin counts as delivered or journaled
+// past what a checked entry has or names, no Lamport time is above the
+// entries' highest, and an id filter more than half set is not taken (at
+// that fill one fresh id in sixteen would look present; an honest provider's
+// fills so after about three million ids, and its joiner then waits
+// CauseWait for the expired causes it would have known).
+// So a provider that forges its state can make the joiner wait (DepWait,
+// CauseWait) for what it left out, not skip what comes later.
+func (a *snapApply) trim() {
+	st := a.st
+	for o, d := range st.core.Delivered {
+		if p := a.proven[o]; d > p {
+			st.core.Delivered[o] = p
+		}
+	}
+	for o, t := range st.tops {
+		st.tops[o] = min(t, a.proven[o])
+	}
+	for o, l := range st.core.LastLamport {
+		st.core.LastLamport[o] = min(l, a.lamport)
+	}
+	st.core.MaxLamport = min(st.core.MaxLamport, a.lamport)
+	st.core.Lost = nil
+	if overHalf(st.seen) {
+		a.n.m.reject("snapshot_filter")
+		clear(st.seen)
+	}
+	if overHalf(st.core.Bloom) {
+		a.n.m.reject("snapshot_filter")
+		clear(st.core.Bloom)
+	}
+	clampDelivered(st)
+}
+
+func overHalf(words []uint64) bool {
+	set := 0
+	for _, w := range words {
+		set += bits.OnesCount64(w)
+	}
+	return set > 32*len(words)
 }
 
 func (a *snapApply) block(key string) error { return a.seed.Block(key) }
@@ -474,6 +548,7 @@ func (n *Node) fetchSnapshot(ctx context.Context, ai peer.AddrInfo) (*reopenStat
 		n.flushIndex() // the entries written are journaled: their index entries too
 		return nil, err
 	}
+	a.trim()
 	if err := seed.Commit(ctx); err != nil {
 		n.flushIndex()
 		return nil, err

@@ -27,6 +27,9 @@ type daemonConfig struct {
 	Listen    []string `json:"listen"`
 	Bootstrap []string `json:"bootstrap"`
 	MDNS      bool     `json:"mdns"`
+	// SnapshotJoin makes a node with an empty journal start from a
+	// bootstrap peer's snapshot (node.Config.SnapshotJoin).
+	SnapshotJoin bool `json:"snapshot_join"`
 	// Region tags the node for consumer groups' LocalFirst (node.Config.Region).
 	Region string `json:"region"`
 	// Relay offers circuit relay service (node.Config.RelayService).
@@ -111,6 +114,9 @@ type params struct {
 	ConnGrace       duration `json:"conn_grace"`
 	MaxConns        int      `json:"max_conns"`
 	Lease           duration `json:"lease"`
+	// Prune is how often signals past an age limit leave the disk
+	// (node.Params.Prune; default a quarter of the shortest limit).
+	Prune duration `json:"prune"`
 }
 
 type bridgeCfg struct {
@@ -195,6 +201,7 @@ func loadDaemonConfig(fs *flag.FlagSet, args []string) (*daemonConfig, error) {
 	fs.Var((*list)(&f.Listen), "listen", "libp2p listen multiaddrs, comma-separated (default TCP and QUIC on 127.0.0.1)")
 	fs.Var((*list)(&f.Bootstrap), "bootstrap", "peers to dial at start, as multiaddrs ending in /p2p/<id>, comma-separated")
 	fs.BoolVar(&f.MDNS, "mdns", false, "discover peers on the local network by multicast DNS")
+	fs.BoolVar(&f.SnapshotJoin, "snapshot-join", false, "with an empty journal, start from a bootstrap peer's snapshot of what it retains instead of its whole history")
 	fs.BoolVar(&f.Relay, "relay", false, "offer circuit relay service to peers behind NATs (for a node every peer can dial)")
 	fs.Var((*list)(&f.Relays), "relays", "relay nodes to keep a reservation on, as multiaddrs ending in /p2p/<id>, comma-separated")
 	fs.Var((*list)(&f.Announce), "announce", "addresses to tell peers instead of the listen addresses (a port mapping), comma-separated")
@@ -282,6 +289,12 @@ func (c *daemonConfig) set(name, v string) error {
 			return fmt.Errorf("mdns: %w", err)
 		}
 		c.MDNS = b
+	case "snapshot-join":
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("snapshot-join: %w", err)
+		}
+		c.SnapshotJoin = b
 	case "psk":
 		c.PSK = v
 	case "allow":
@@ -382,7 +395,7 @@ func (c *daemonConfig) set(name, v string) error {
 // nodeConfig turns the daemon config into a node.Config.
 func (c *daemonConfig) nodeConfig() (node.Config, error) {
 	nc := node.Config{Mesh: c.Mesh, DataDir: c.DataDir, ListenAddrs: c.Listen, MDNS: c.MDNS,
-		RelayService: c.Relay, AnnounceAddrs: c.Announce, Region: c.Region}
+		RelayService: c.Relay, AnnounceAddrs: c.Announce, Region: c.Region, SnapshotJoin: c.SnapshotJoin}
 	if c.Mesh == "" {
 		return nc, errors.New("a mesh name is required (-mesh, SIGNALMESH_MESH or \"mesh\" in the config)")
 	}
@@ -421,7 +434,7 @@ func (c *daemonConfig) nodeConfig() (node.Config, error) {
 		Rebroadcast: time.Duration(p.Rebroadcast), Redial: time.Duration(p.Redial),
 		CauseWait: time.Duration(p.CauseWait), DepWait: time.Duration(p.DepWait), MaxDeps: p.MaxDeps,
 		Discover: time.Duration(p.Discover), ConnLow: p.ConnLow, ConnHigh: p.ConnHigh, ConnGrace: time.Duration(p.ConnGrace),
-		MaxConns: p.MaxConns, Lease: time.Duration(p.Lease)}
+		MaxConns: p.MaxConns, Lease: time.Duration(p.Lease), Prune: time.Duration(p.Prune)}
 	for _, r := range c.Retention {
 		nc.Retention = append(nc.Retention, journal.Rule{Pattern: r.Pattern, MaxAge: time.Duration(r.MaxAge), MaxCount: r.MaxCount, MaxBytes: r.MaxBytes})
 	}
