@@ -4,10 +4,11 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/ipfs/boxo/datastore/dshelp"
+
 	dag "github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
-	"github.com/ipfs/go-datastore/query"
 	"github.com/ipfs/go-ds-crdt/pb"
 	"google.golang.org/protobuf/proto"
 )
@@ -41,7 +42,10 @@ type PruneStats struct {
 // already is not counted again), and the block itself when drop accepted
 // every entry, every block it links is merged, and it is not a head. So a
 // block mixing signals of a short and a long retention loses the short
-// ones' values at once and leaves the disk with the last. Then, when it
+// ones' values at once and leaves the disk with the last. A value goes
+// with its priority and the element this block added (a copy of the same
+// key in another block, an adoption, leaves its element: a key, no
+// value). Then, when it
 // found anything, it calls before (an error there stops it: nothing is
 // deleted), tells dropped each key it deletes, and deletes them and the
 // blocks.
@@ -55,6 +59,7 @@ func (r *Replica) Prune(ctx context.Context, blocks <-chan cid.Cid, drop func(ke
 	type entry struct {
 		key   string
 		value []byte
+		block string // the element id go-ds-crdt gave it: the block's key
 	}
 	var keys []entry
 	var gone []cid.Cid
@@ -95,7 +100,7 @@ func (r *Replica) Prune(ctx context.Context, blocks <-chan cid.Cid, drop func(ke
 			if has, err := r.store.Has(ctx, vk); err != nil {
 				return st, err
 			} else if has {
-				keys = append(keys, entry{e.Key, e.Value})
+				keys = append(keys, entry{e.Key, e.Value, dshelp.MultihashToDsKey(c.Hash()).String()})
 			} // else forgotten in an earlier round
 		}
 		for _, l := range nd.Links() {
@@ -115,14 +120,34 @@ func (r *Replica) Prune(ctx context.Context, blocks <-chan cid.Cid, drop func(ke
 			return st, err
 		}
 	}
+	b, err := r.store.Batch(ctx)
+	if err != nil {
+		return st, err
+	}
+	n := 0
 	for _, e := range keys {
 		if dropped != nil {
 			dropped(e.key, e.value)
 		}
-		if err := r.forget(ctx, e.key); err != nil {
-			return st, err
+		k := r.ns.ChildString("s").ChildString("k").ChildString(e.key)
+		for _, x := range []ds.Key{k.ChildString("v"), k.ChildString("p"), r.ns.ChildString("s").ChildString("s").ChildString(e.key).ChildString(e.block)} {
+			if err := b.Delete(ctx, x); err != nil {
+				return st, err
+			}
 		}
 		st.Keys++
+		if n++; n == 1024 {
+			if err := b.Commit(ctx); err != nil {
+				return st, err
+			}
+			if b, err = r.store.Batch(ctx); err != nil {
+				return st, err
+			}
+			n = 0
+		}
+	}
+	if err := b.Commit(ctx); err != nil {
+		return st, err
 	}
 	for _, c := range gone {
 		if err := r.dag.Remove(ctx, c); err != nil {
@@ -131,36 +156,4 @@ func (r *Replica) Prune(ctx context.Context, blocks <-chan cid.Cid, drop func(ke
 		st.Blocks++
 	}
 	return st, nil
-}
-
-// forget deletes a key's value, priority and elements (go-ds-crdt's
-// layout, see Seed).
-func (r *Replica) forget(ctx context.Context, key string) error {
-	if !cleanKey(key) {
-		return nil
-	}
-	k := r.ns.ChildString("s").ChildString("k").ChildString(key)
-	b, err := r.store.Batch(ctx)
-	if err != nil {
-		return err
-	}
-	for _, x := range []ds.Key{k.ChildString("v"), k.ChildString("p")} {
-		if err := b.Delete(ctx, x); err != nil {
-			return err
-		}
-	}
-	res, err := r.store.Query(ctx, query.Query{Prefix: r.ns.ChildString("s").ChildString("s").ChildString(key).String() + "/", KeysOnly: true})
-	if err != nil {
-		return err
-	}
-	defer res.Close()
-	for e := range res.Next() {
-		if e.Error != nil {
-			return e.Error
-		}
-		if err := b.Delete(ctx, ds.RawKey(e.Key)); err != nil {
-			return err
-		}
-	}
-	return b.Commit(ctx)
 }

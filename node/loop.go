@@ -140,7 +140,9 @@ func (n *Node) adoptOld() {
 	// journal entry went by unseen (it arrived while the core had no room,
 	// say) is let go once the journal holds it.
 	for _, r := range n.fresh.stale(time.Now().Add(-n.p.Adopt), n.selfRef) {
-		if ok, err := n.repl.Has(n.ctx, journal.SignalKey(r.Origin, r.Seq)); err == nil && ok {
+		if n.fresh.past != nil && n.fresh.past(n.fresh.sigs[r].s) {
+			n.fresh.forget(r) // past retention: pruned, or to be (not found again, not worth holding)
+		} else if ok, err := n.repl.Has(n.ctx, journal.SignalKey(r.Origin, r.Seq)); err == nil && ok {
 			n.fresh.forget(r)
 		} else if e := n.fresh.sigs[r]; time.Since(e.at) > 3*n.p.Adopt && !e.warned {
 			e.warned = true

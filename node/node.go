@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
+	pebblebloom "github.com/cockroachdb/pebble/v2/bloom"
 	ipfslite "github.com/hsanjuan/ipfs-lite"
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/namespace"
@@ -362,7 +364,18 @@ func (n *Node) openStoreRaw() error {
 	if err != nil {
 		return err
 	}
-	st, err := pebbleds.NewDatastore(filepath.Join(n.cfg.DataDir, "store"), pebbleds.WithCacheSize(int64(n.p.StoreCache)))
+	// Bloom filters on every level: go-ds-crdt asks for keys that are not
+	// there on every merge (tombstones, priorities of new keys). Without a
+	// filter such a lookup reads and decompresses the data block where the
+	// key would be, whatever it holds (with 4 MiB checkpoints in one value,
+	// writing a 100,000-signal journal while pruning took 109 s without
+	// filters and 24 s with; large records are now chunked besides, see
+	// putChunked: 4.5 s, against 3.9 s without pruning).
+	popts := &pebble.Options{}
+	for i := range popts.Levels {
+		popts.Levels[i].FilterPolicy = pebblebloom.FilterPolicy(10)
+	}
+	st, err := pebbleds.NewDatastore(filepath.Join(n.cfg.DataDir, "store"), pebbleds.WithCacheSize(int64(n.p.StoreCache)), pebbleds.WithPebbleOpts(popts))
 	if err != nil {
 		unlock()
 		return fmt.Errorf("node: open store in %s: %w", n.cfg.DataDir, err)

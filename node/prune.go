@@ -10,6 +10,7 @@ import (
 	ds "github.com/ipfs/go-datastore"
 
 	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/causal"
 	"github.com/signalmesh/signalmesh/journal"
 )
 
@@ -98,6 +99,7 @@ func (n *Node) pruneOnce(ctx context.Context) error {
 		return err == nil && ret.Expired(s, now)
 	}
 	var index []ds.Key
+	var refs []causal.Ref
 	dropped := func(_ string, value []byte) {
 		s, err := signalmesh.DecodeBinary(value, signalmesh.Limits{})
 		if err != nil {
@@ -108,6 +110,7 @@ func (n *Node) pruneOnce(ctx context.Context) error {
 			return
 		}
 		n.goneSet().add(m.ID)
+		refs = append(refs, m.Ref())
 		for _, e := range journal.IndexEntries(m) {
 			index = append(index, ds.RawKey(n.indexPrefix+e.Key.String()))
 		}
@@ -134,6 +137,16 @@ func (n *Node) pruneOnce(ctx context.Context) error {
 		}
 		n.idxWriteMu.Unlock()
 		err = errors.Join(err, berr)
+	}
+	if len(refs) > 0 {
+		// A pruned signal still in the fresh set (delivered, its journal
+		// entry not seen by the loop) is journaled: it needs no adoption,
+		// and its entry will not be found again.
+		err = errors.Join(err, n.do(ctx, func() {
+			for _, r := range refs {
+				n.forgetFresh(r)
+			}
+		}))
 	}
 	if st.Keys > 0 {
 		err = errors.Join(err, n.saveGone(context.WithoutCancel(ctx)))
@@ -205,14 +218,18 @@ func (n *Node) saveGone(ctx context.Context) error {
 	for _, x := range w {
 		b = binary.LittleEndian.AppendUint64(b, x)
 	}
-	return n.store.Put(ctx, n.goneKey(), b)
+	return n.putChunked(ctx, n.goneKey(), b)
 }
 
 // readGone loads the filter a node that pruned, or joined from a
 // snapshot, kept in its store.
 func (n *Node) readGone(ctx context.Context) error {
-	b, err := n.store.Get(ctx, n.goneKey())
+	b, err := n.getChunked(ctx, n.goneKey())
 	if errors.Is(err, ds.ErrNotFound) {
+		return nil
+	}
+	if errors.Is(err, errStateEncoding) {
+		n.m.reject("gone_filter")
 		return nil
 	}
 	if err != nil {
