@@ -2,6 +2,7 @@ package crdt
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/ipfs/boxo/datastore/dshelp"
@@ -35,34 +36,54 @@ type PruneStats struct {
 	Keys         int // values deleted
 }
 
+// Pruned is an entry a Prune deletes: its key and value.
+type Pruned struct {
+	Key   string
+	Value []byte
+}
+
 // Prune goes through the blocks blocks gives (every block of the
 // blockstore, say; a block of another replica sharing it is not merged
-// here and is left alone; the caller ends its producer), and finds, for
-// each merged block, the values of the entries drop accepts (a value gone
-// already is not counted again), and the block itself when drop accepted
-// every entry, every block it links is merged, and it is not a head. So a
-// block mixing signals of a short and a long retention loses the short
-// ones' values at once and leaves the disk with the last. A value goes
-// with its priority and the element this block added (a copy of the same
-// key in another block, an adoption, leaves its element: a key, no
-// value). Then, when it
-// found anything, it calls before (an error there stops it: nothing is
-// deleted), tells dropped each key it deletes, and deletes them and the
+// here and is left alone; the caller ends its producer) and finds:
+//
+//   - the values of the entries drop accepts, each once (a value gone
+//     already, or met in a second block, is not counted again): each goes
+//     with its priority and the element this block added (a copy of the
+//     same key in another block, an adoption, leaves its element: a key,
+//     no value);
+//   - the blocks to delete: those whose every entry drop accepts, that are
+//     not heads, and every block they link is deleted or deleted with
+//     them. So deleting goes from the oldest blocks up, and every block
+//     below a deleted one is deleted: a peer whose walk stops at a block
+//     nobody holds any more (it was away) misses only entries drop
+//     accepted, never one below that is kept. A block that holds one
+//     entry still kept holds up every block above it; its other values go.
+//
+// Then, when it found anything, it calls before with the entries (an
+// error there stops it: nothing is deleted), and deletes them and the
 // blocks.
 func (r *Replica) Prune(ctx context.Context, blocks <-chan cid.Cid, drop func(key string, value []byte) bool,
-	before func() error, dropped func(key string, value []byte)) (PruneStats, error) {
+	before func([]Pruned) error) (PruneStats, error) {
 	var st PruneStats
+	if r.has == nil {
+		return st, errors.New("crdt: Prune needs Params.Has")
+	}
 	heads := map[string]bool{}
 	for _, h := range r.InternalStats(ctx).Heads {
 		heads[string(h.Hash())] = true
 	}
 	type entry struct {
-		key   string
-		value []byte
+		Pruned
 		block string // the element id go-ds-crdt gave it: the block's key
 	}
+	type node struct {
+		c     cid.Cid
+		whole bool     // every entry dropped, not a head
+		links []string // multihashes
+	}
 	var keys []entry
-	var gone []cid.Cid
+	seen := map[string]bool{}
+	nodes := map[string]*node{}
 	for c := range blocks {
 		if err := ctx.Err(); err != nil {
 			return st, err
@@ -90,33 +111,80 @@ func (r *Replica) Prune(ctx context.Context, blocks <-chan cid.Cid, drop func(ke
 			st.Kept++
 			continue
 		}
-		whole := !head // a head stays: the next local write links it
+		n := &node{c: c, whole: !head} // a head stays: the next local write links it
+		for _, l := range nd.Links() {
+			n.links = append(n.links, string(l.Cid.Hash()))
+		}
+		nodes[string(c.Hash())] = n
 		for _, e := range d.Elements {
 			if !cleanKey(e.Key) || !drop(e.Key, e.Value) {
-				whole = false
+				n.whole = false
 				continue
 			}
+			if seen[e.Key] {
+				continue
+			}
+			seen[e.Key] = true
 			vk := r.ns.ChildString("s").ChildString("k").ChildString(e.Key).ChildString("v")
 			if has, err := r.store.Has(ctx, vk); err != nil {
 				return st, err
 			} else if has {
-				keys = append(keys, entry{e.Key, e.Value, dshelp.MultihashToDsKey(c.Hash()).String()})
+				keys = append(keys, entry{Pruned{e.Key, e.Value}, dshelp.MultihashToDsKey(c.Hash()).String()})
 			} // else forgotten in an earlier round
 		}
-		for _, l := range nd.Links() {
-			whole = whole && r.merged(ctx, l.Cid) // a walk under way below it: kept until it is done (see MergedBlocks)
+	}
+	// A block goes when it is whole and everything it links is gone
+	// already (merged here, no longer held) or goes too.
+	state := map[string]int8{} // 1: goes, -1: stays; 2: being decided (a cycle: stays)
+	var goes func(mh string) bool
+	goes = func(mh string) bool {
+		switch state[mh] {
+		case 1:
+			return true
+		case -1, 2:
+			return false
 		}
-		if !whole {
+		state[mh] = 2
+		ok := false
+		if n := nodes[mh]; n != nil && n.whole {
+			ok = true
+			for _, l := range n.links {
+				if nodes[l] != nil {
+					ok = ok && goes(l)
+				} else {
+					c := cid.NewCidV1(cid.DagProtobuf, []byte(l))
+					held, err := r.has(ctx, c)
+					ok = ok && err == nil && !held && r.merged(ctx, c) // pruned before
+				}
+				if !ok {
+					break
+				}
+			}
+		}
+		if ok {
+			state[mh] = 1
+		} else {
+			state[mh] = -1
+		}
+		return ok
+	}
+	var gone []cid.Cid
+	for mh, n := range nodes {
+		if goes(mh) {
+			gone = append(gone, n.c)
+		} else {
 			st.Kept++
-			continue
 		}
-		gone = append(gone, c)
 	}
 	if len(keys)+len(gone) == 0 {
 		return st, nil
 	}
 	if before != nil {
-		if err := before(); err != nil {
+		ps := make([]Pruned, len(keys))
+		for i, e := range keys {
+			ps[i] = e.Pruned
+		}
+		if err := before(ps); err != nil {
 			return st, err
 		}
 	}
@@ -126,11 +194,8 @@ func (r *Replica) Prune(ctx context.Context, blocks <-chan cid.Cid, drop func(ke
 	}
 	n := 0
 	for _, e := range keys {
-		if dropped != nil {
-			dropped(e.key, e.value)
-		}
-		k := r.ns.ChildString("s").ChildString("k").ChildString(e.key)
-		for _, x := range []ds.Key{k.ChildString("v"), k.ChildString("p"), r.ns.ChildString("s").ChildString("s").ChildString(e.key).ChildString(e.block)} {
+		k := r.ns.ChildString("s").ChildString("k").ChildString(e.Key)
+		for _, x := range []ds.Key{k.ChildString("v"), k.ChildString("p"), r.ns.ChildString("s").ChildString("s").ChildString(e.Key).ChildString(e.block)} {
 			if err := b.Delete(ctx, x); err != nil {
 				return st, err
 			}

@@ -138,22 +138,36 @@ func (r *Replica) reHead(ctx context.Context, tops []cid.Cid) {
 // It needs the prefetcher (Params.Has).
 func (r *Replica) recover(ctx context.Context) {
 	defer r.wg.Done()
+	for !r.fillHoles(ctx, 0) {
+		if ctx.Err() != nil {
+			return
+		}
+	}
+	r.scanDone.Store(true)
+}
+
+// fillHoles looks for holes (links of merged blocks that are not merged)
+// and the tops of cut walks, and hands the holes to go-ds-crdt until each
+// is merged or refused, retrying (1 s, doubling up to recoverRetry) up to
+// tries times (0: until done); then it makes the tops heads. It reports
+// whether it got there.
+func (r *Replica) fillHoles(ctx context.Context, tries int) bool {
 	start := time.Now()
 	holes, tops, err := r.holes(ctx)
-	r.log.Info("crdt: looked for blocks an unclean stop left unmerged", "took", time.Since(start), "holes", len(holes), "tops", len(tops))
+	r.log.Info("crdt: looked for blocks a walk left unmerged", "took", time.Since(start), "holes", len(holes), "tops", len(tops))
 	if err != nil {
 		if ctx.Err() == nil {
 			r.log.Warn("crdt: could not look for blocks a cut-short walk left unmerged", "err", err)
 		}
-		return
+		return false
 	}
 	if len(holes)+len(tops) > 0 {
-		r.log.Warn("crdt: merging blocks an unclean stop left unmerged", "blocks", len(holes), "tops", len(tops))
+		r.log.Warn("crdt: merging blocks a walk left unmerged", "blocks", len(holes), "tops", len(tops))
 	}
 	t := time.NewTimer(0)
 	defer t.Stop()
 	wait := time.Second
-	for {
+	for try := 0; ; try++ {
 		left := holes[:0]
 		for _, c := range holes {
 			if r.merged(ctx, c) || r.pf.refusedHole(ctx, c) {
@@ -165,21 +179,57 @@ func (r *Replica) recover(ctx context.Context) {
 		r.unmerged.Store(int64(len(holes)))
 		if len(holes) == 0 {
 			r.reHead(ctx, tops)
-			r.scanDone.Store(true)
-			return
+			return true
 		}
+		if tries > 0 && try >= tries {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+		for _, c := range holes {
+			if !r.pf.wantHole(ctx, c) {
+				return false
+			}
+		}
+		t.Reset(wait)
+		wait = min(2*wait, recoverRetry)
+	}
+}
+
+// repairLoop stands in for go-ds-crdt's repair walk (turned off where this
+// runs: with Params.Has), which fetches every block from the heads down,
+// merged or not, and gives up at the first one it cannot get: on a replica
+// that pruned blocks (Prune) it could never finish, and it walked the
+// whole DAG every interval meanwhile. Every interval, once the open scan
+// is done, a store go-ds-crdt marked dirty (a fetch failed) has its mark
+// taken off and its holes filled as at open (fillHoles); one that does
+// not get there within a few tries is marked again, for the next round.
+func (r *Replica) repairLoop(ctx context.Context, every time.Duration) {
+	defer r.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		for _, c := range holes {
-			if !r.pf.wantHole(ctx, c) {
-				return
-			}
+		if r.scan && !r.scanDone.Load() {
+			continue
 		}
-		t.Reset(wait)
-		wait = min(2*wait, recoverRetry)
+		dirty, err := r.store.Has(ctx, r.dirtyKey())
+		if err != nil || !dirty {
+			continue
+		}
+		if err := r.store.Delete(ctx, r.dirtyKey()); err != nil {
+			continue
+		}
+		if !r.fillHoles(ctx, 5) && ctx.Err() == nil {
+			_ = r.store.Put(ctx, r.dirtyKey(), nil)
+		}
 	}
 }
 

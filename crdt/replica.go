@@ -232,6 +232,9 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 	opts.NumWorkers = p.Workers
 	opts.DAGSyncerTimeout = 20 * time.Second // a block only a departed peer had fails here, and is retried by the repair walk
 	opts.RepairInterval = 10 * time.Second   // walks the DAG only when a fetch failed and marked the store dirty
+	if p.Has != nil {
+		opts.RepairInterval = 0 // repairLoop instead (recover.go)
+	}
 	if p.PutHook != nil {
 		opts.PutHook = p.PutHook
 	}
@@ -264,6 +267,10 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 	if r.scan {
 		r.wg.Add(1)
 		go r.recover(ctx)
+	}
+	if p.Has != nil {
+		r.wg.Add(1)
+		go r.repairLoop(ctx, 10*time.Second)
 	}
 	return r, nil
 }

@@ -242,7 +242,12 @@ func TestPruneDeletesOnlyWhatMayGo(t *testing.T) {
 		t.Fatal(err)
 	}
 	var told []string
-	st, err := a.r.Prune(ctx, ch, func(k string, _ []byte) bool { return k[:4] == "/old" }, nil, func(k string, _ []byte) { told = append(told, k) })
+	st, err := a.r.Prune(ctx, ch, func(k string, _ []byte) bool { return k[:4] == "/old" }, func(ps []crdt.Pruned) error {
+		for _, p := range ps {
+			told = append(told, p.Key)
+		}
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +271,7 @@ func TestPruneDeletesOnlyWhatMayGo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st, err := a.r.Prune(ctx, ch, func(k string, _ []byte) bool { return k[:4] == "/old" }, nil, nil); err != nil || st.Keys != 0 || st.Blocks != 0 {
+	if st, err := a.r.Prune(ctx, ch, func(k string, _ []byte) bool { return k[:4] == "/old" }, nil); err != nil || st.Keys != 0 || st.Blocks != 0 {
 		t.Fatalf("second round: %+v, %v", st, err)
 	}
 	writeBatches(t, a.r, "new", 1, 3)

@@ -43,11 +43,13 @@
 //
 //   - Pruning: each node deletes from its own store the signals past an age
 //     limit that it has delivered, and the journal blocks all of whose
-//     entries are such signals (go-ds-crdt's mark that a block was merged
-//     stays, so no walk asks for it again). Nothing is replicated: every
-//     replica prunes by the same rule, from each signal's own time. Disk
-//     then follows what is retained, plus the blocks that hold a signal
-//     still retained, plus a few dozen bytes per block ever merged.
+//     entries are such signals, from the oldest up (a block goes only with
+//     every block below it, so a walk that stops at a pruned block misses
+//     nothing retained; go-ds-crdt's mark that a block was merged stays, so
+//     no walk asks for it again). Nothing is replicated: every replica
+//     prunes by the same rule, from each signal's own time. Disk then
+//     follows what is retained, plus the blocks above a block that holds a
+//     signal still retained, plus a few dozen bytes per block ever merged.
 //   - Snapshot join: a fresh node copies a bootstrap peer's retained
 //     entries, causal state and merged-block list (checked entry by entry,
 //     the state bounded by what the entries prove), and walks only the
@@ -59,11 +61,11 @@
 //
 // What that leaves to the epochs of the design: the merged marks grow with
 // every block ever written (about 40 bytes each, a block per journal batch
-// per publishing peer); a peer away for longer than the retention asks in
-// vain for pruned blocks (it merges everything newer meanwhile, and its
-// store's repair walk retries); no record of the cut is agreed mesh-wide
-// (each replica decides from the signal's time and its own clock); and
-// rules by count or bytes bound the views only.
+// per publishing peer); a signal kept by a long rule holds every block
+// above it on disk (the epochs' base carries such signals over, and the
+// old blocks go); no record of the cut is agreed mesh-wide (each replica
+// decides from the signal's time and its own clock); and rules by count
+// or bytes bound the views only.
 //
 // Retention. A mesh has retention rules, each a router pattern over the
 // signal type with a limit by age, by count or by bytes (any combination;

@@ -154,3 +154,27 @@ func tidyCopies(l *placed[causal.Copy]) []causal.Copy {
 	l.list, l.messy = out, false
 	return out
 }
+
+// Remove drops the entries Add made for m (a signal pruned from the
+// journal): its place among m.ID's copies and among m.Cause's effects; an
+// id or cause left with none is forgotten.
+func (x *MemIndex) Remove(m causal.Meta) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	ref := causal.Ref{Origin: m.Origin, Seq: m.Seq}
+	if l := x.ids[m.ID]; l != nil {
+		l.list = slices.DeleteFunc(l.list, func(c causal.Copy) bool { return c.Ref == ref })
+		if len(l.list) == 0 {
+			delete(x.ids, m.ID)
+		}
+	}
+	if m.Cause == "" {
+		return
+	}
+	if l := x.effects[m.Cause]; l != nil {
+		l.list = slices.DeleteFunc(l.list, func(r causal.Ref) bool { return r == ref })
+		if len(l.list) == 0 {
+			delete(x.effects, m.Cause)
+		}
+	}
+}

@@ -11,29 +11,34 @@ import (
 
 	"github.com/signalmesh/signalmesh"
 	"github.com/signalmesh/signalmesh/causal"
+	"github.com/signalmesh/signalmesh/crdt"
 	"github.com/signalmesh/signalmesh/journal"
 )
 
 // Pruning (Params.Prune). Every round the node deletes from its own store
 // the journal signals past an age limit of Config.Retention that its core
-// has delivered: their entries, the journal blocks all of whose entries
-// are such signals (the block's merged mark stays; package crdt, Prune),
-// and their index entries. Nothing is sent to other replicas: each prunes
-// by the same rule at about the same time (age runs from the signal's own
-// time attribute), so disk follows what is retained. A block that holds
-// one signal still retained stays whole until that one leaves too.
+// has delivered, and the journal blocks all of whose entries are such
+// signals, from the oldest up: a block goes only with every block below
+// it (the block's merged mark stays; package crdt, Prune). Before it
+// deletes anything it adds the ids to a filter of ids gone (two
+// generations of a million ids, saved), deletes their index entries, and
+// writes a checkpoint (checkpoint.go), so that a crash at any point leaves
+// a node that does not wait for what it pruned. Nothing is sent to other
+// replicas: each prunes by the same rule at about the same time (age runs
+// from the signal's own time attribute), so disk follows what is retained.
 //
-// What a node no longer has it cannot serve: a peer that was away longer
-// than the retention asks in vain for blocks every other peer pruned (it
-// merges everything newer meanwhile, and its store's repair walk retries;
-// what it lacks is past retention), and a fresh peer joins from a
-// snapshot (Config.SnapshotJoin) instead of walking the DAG. The ids of
-// pruned signals go into a filter (two generations of a million ids), so
-// that an effect naming a pruned cause is not held waiting for it
-// (causal.Params.Gone).
+// What a node no longer has it cannot serve. A peer that was away while
+// blocks were pruned stops its walk at the first block nobody holds; below
+// it every block was pruned too, so what it misses is past retention (it
+// then waits DepWait for those sequences, once). A fresh peer joins from
+// a snapshot (Config.SnapshotJoin) instead of walking the DAG. An effect
+// naming a pruned cause is not held waiting for it (causal.Params.Gone).
 //
-// Count and byte rules are views only (the journal's Stream and Replay
-// apply them): what they leave out stays on disk.
+// What bounds the disk less well: a block holding one signal still kept
+// (a longer rule's) keeps every block above it until it goes; their
+// signals past retention lose their values, not their blocks. Count and
+// byte rules are views only (Stream and Replay apply them): what they
+// leave out stays on disk.
 
 // pruneEvery is how often rounds run: Params.Prune, or a quarter of the
 // shortest age limit (1 s to 10 minutes); 0: never.
@@ -98,46 +103,55 @@ func (n *Node) pruneOnce(ctx context.Context) error {
 		s, err := signalmesh.DecodeBinary(value, signalmesh.Limits{})
 		return err == nil && ret.Expired(s, now)
 	}
-	var index []ds.Key
+	// Before anything is deleted: the ids go into the filter of ids gone
+	// (saved), their index entries are deleted, and a checkpoint is
+	// written (checkpoint.go): a crash during the deletes then finds
+	// those ids gone, no index entry of a pruned signal, and a state that
+	// does not wait for what was pruned (it was delivered when the round
+	// began).
 	var refs []causal.Ref
-	dropped := func(_ string, value []byte) {
-		s, err := signalmesh.DecodeBinary(value, signalmesh.Limits{})
-		if err != nil {
-			return
-		}
-		m, err := journal.MetaOf(s)
-		if err != nil {
-			return
-		}
-		n.goneSet().add(m.ID)
-		refs = append(refs, m.Ref())
-		for _, e := range journal.IndexEntries(m) {
-			index = append(index, ds.RawKey(n.indexPrefix+e.Key.String()))
-		}
-	}
-	// A start after a crash begins from a checkpoint taken before the
-	// deletes (checkpoint.go): the journal will lack what they delete,
-	// and it was delivered when the round began.
-	st, err := n.repl.Prune(ctx, blocks, drop, func() error { return n.writeCheckpoint(ctx) }, dropped)
-	n.m.pruned.Add(int64(st.Keys))
-	n.m.prunedBlocks.Add(int64(st.Blocks))
-	if len(index) > 0 && n.memIdx == nil {
-		// Entries queued for the index before the prune are written
-		// first (a flush holds idxWriteMu throughout), so none comes back.
-		n.flushIndex()
-		n.idxWriteMu.Lock()
-		b, berr := n.store.Batch(context.WithoutCancel(ctx))
-		for _, k := range index {
-			if berr == nil {
-				berr = b.Delete(ctx, k)
+	before := func(ps []crdt.Pruned) error {
+		var index []ds.Key
+		g := n.goneSet()
+		for _, p := range ps {
+			s, err := signalmesh.DecodeBinary(p.Value, signalmesh.Limits{})
+			if err != nil {
+				continue
+			}
+			m, err := journal.MetaOf(s)
+			if err != nil {
+				continue
+			}
+			g.add(m.ID)
+			refs = append(refs, m.Ref())
+			if n.memIdx != nil {
+				n.memIdx.Remove(m)
+				continue
+			}
+			for _, e := range journal.IndexEntries(m) {
+				index = append(index, ds.RawKey(n.indexPrefix+e.Key.String()))
 			}
 		}
-		if berr == nil {
-			berr = b.Commit(context.WithoutCancel(ctx))
+		if err := n.saveGone(ctx); err != nil {
+			return err
 		}
-		n.idxWriteMu.Unlock()
-		err = errors.Join(err, berr)
+		if len(index) > 0 {
+			// Entries queued for the index before the prune are written
+			// first (a flush holds idxWriteMu throughout), so none comes
+			// back.
+			n.flushIndex()
+			n.idxWriteMu.Lock()
+			err := n.deleteKeys(ctx, index)
+			n.idxWriteMu.Unlock()
+			if err != nil {
+				return err
+			}
+		}
+		return n.writeCheckpoint(ctx)
 	}
+	st, err := n.repl.Prune(ctx, blocks, drop, before)
+	n.m.pruned.Add(int64(st.Keys))
+	n.m.prunedBlocks.Add(int64(st.Blocks))
 	if len(refs) > 0 {
 		// A pruned signal still in the fresh set (delivered, its journal
 		// entry not seen by the loop) is journaled: it needs no adoption,
@@ -148,10 +162,28 @@ func (n *Node) pruneOnce(ctx context.Context) error {
 			}
 		}))
 	}
-	if st.Keys > 0 {
-		err = errors.Join(err, n.saveGone(context.WithoutCancel(ctx)))
-	}
 	return err
+}
+
+// deleteKeys deletes keys from the store, in batches of 1,024.
+func (n *Node) deleteKeys(ctx context.Context, keys []ds.Key) error {
+	for len(keys) > 0 {
+		k := keys[:min(len(keys), 1024)]
+		keys = keys[len(k):]
+		b, err := n.store.Batch(ctx)
+		if err != nil {
+			return err
+		}
+		for _, x := range k {
+			if err := b.Delete(ctx, x); err != nil {
+				return err
+			}
+		}
+		if err := b.Commit(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // goneRotate is how many ids one generation of the filter of ids gone
