@@ -253,8 +253,6 @@ type shownEntry struct {
 // store under the index's prefix (the namespace's key transform cleaned
 // and copied every key again: most of the index's cost in a heal).
 func (n *Node) flushIndex() {
-	n.idxWriteMu.Lock()
-	defer n.idxWriteMu.Unlock()
 	n.idxMu.Lock()
 	pend := n.idxPending
 	n.idxPending = nil

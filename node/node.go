@@ -104,7 +104,6 @@ type Node struct {
 	refusing   atomic.Bool // the core refused a signal for lack of room and has not got room back
 
 	idxMu       sync.Mutex              // guards idxPending and idxShown
-	idxWriteMu  sync.Mutex              // held by each flushIndex throughout, and by a prune deleting index entries
 	idxPending  []journal.Entry         // index entries queued by the put hook (flushIndex)
 	idxShown    map[string][]shownEntry // queued or being written, by id directory: read by idxView
 	idxQueued   uint64                  // index entries queued so far
