@@ -149,11 +149,12 @@ func expect(setup Setup, faults []Fault) Expect {
 		// may be missing past the cause timeout.
 		e.Counters = append(e.Counters, "missing_cause")
 		e.Logs = append(e.Logs, "signals wait for causes", "sync before ack",
-			// a DAG fetch across a cut times out; the repair walk fetches it later
+			// a DAG fetch across a cut times out; the store's repair
+			// (package crdt, repairLoop) merges the block later
 			"GetDeltas did not include all children", "error getting delta", "marking datastore as dirty",
-			"Starting DAG repair operation", "being closed marked as dirty", "error getting node for reprocessing",
-			// a walk cut short by a kill -9 or a stop is finished after the restart
-			"merging blocks an unclean stop left unmerged",
+			"being closed marked as dirty", "error getting node for reprocessing",
+			// so does a walk cut short by a kill -9 or a stop, after the restart
+			"merging blocks a walk left unmerged",
 			// a clean restart across a cut: a peer it is still connected
 			// to cannot acknowledge its group member's leave (the group
 			// rule checks what that costs)
