@@ -36,6 +36,13 @@ const (
 	prefetchQueue   = 1024 // heads waiting for a worker; past it they are dropped (counted)
 	perPeerQueued   = 64   // heads of one announcer queued, in flight or waiting to retry; past it dropped (counted)
 	perPeerFetches  = 2    // heads of one announcer fetched at a time
+	// ownFetches are this replica's own wants (holes, the blocks a walk
+	// did not get) fetched at a time: once replicas prune, a hole may be
+	// a block nobody holds any more, and its fetches, tried again while
+	// the store is dirty, must leave workers to the announced heads (all 8
+	// taken by 13 such holes, a node back from a pause fetched no head for
+	// minutes: the fault harness's seed 1910).
+	ownFetches = prefetchWorkers / 2
 )
 
 var prefetchRetries = []time.Duration{5 * time.Second, 30 * time.Second}
@@ -212,12 +219,13 @@ func (p *prefetcher) requeue(f fetch) {
 }
 
 // next takes the next head to fetch: from the first announcer in turn that
-// has fewer than perPeerFetches in flight, which then goes last.
+// has fewer than perPeerFetches in flight (ownFetches for this replica's
+// own wants), which then goes last.
 func (p *prefetcher) next() (fetch, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for i, a := range p.turn {
-		if p.active[a] >= perPeerFetches && a != "" {
+		if a == "" && p.active[a] >= ownFetches || a != "" && p.active[a] >= perPeerFetches {
 			continue
 		}
 		q := p.queues[a]

@@ -183,3 +183,45 @@ func (g *gatedGetter) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 }
 
 func (g *gatedGetter) GetMany(context.Context, []cid.Cid) <-chan *ipld.NodeOption { panic("not used") }
+
+// This replica's own wants (holes) that nobody serves, the blocks of a
+// pruned history, take at most ownFetches workers: an announced head
+// queued after 64 of them is fetched at once, not after them (80 s).
+func TestPrefetcherLeavesWorkersToHeadsBesideHoles(t *testing.T) {
+	gone, goneNodes := blocks(64, "pruned")
+	live, liveNodes := blocks(1, "head")
+	g := slowGetter{delay: 10 * time.Millisecond, never: map[cid.Cid]bool{}, nodes: liveNodes}
+	for _, c := range gone {
+		g.never[c] = true
+		g.nodes[c] = goneNodes[c]
+	}
+	p := newPrefetcher(g, func(context.Context, cid.Cid) (bool, error) { return false, nil }, nil, slog.Default())
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(prefetchWorkers)
+	for range prefetchWorkers {
+		go p.work(ctx, &wg)
+	}
+	defer func() { cancel(); wg.Wait() }()
+	for _, c := range gone {
+		p.enqueue(fetch{c: c})
+	}
+	p.enqueue(fetch{c: live[0], from: peer.ID("live")})
+	select {
+	case b := <-p.out:
+		var bc pb.CRDTBroadcast
+		if err := proto.Unmarshal(b, &bc); err != nil {
+			t.Fatal(err)
+		}
+		if c, _ := cid.Cast(bc.Heads[0].Cid); c != live[0] {
+			t.Fatalf("forwarded %v, want the live head", c)
+		}
+	case <-time.After(prefetchTimeout - time.Second):
+		t.Fatalf("the live head waited behind the holes")
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.active[""] > ownFetches {
+		t.Fatalf("%d own wants fetched at once, want at most %d", p.active[""], ownFetches)
+	}
+}

@@ -214,6 +214,7 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 		r.pf.value, r.pf.add = p.Value, dag.Add
 		r.bc.ready = r.pf.out
 		r.pf.start(ctx, &r.wg, sub)
+		crdtDAG = walked(crdtDAG, r.pf) // walk fetches wait walkFetch, not 20 s (walk.go)
 		if p.Host != nil {
 			r.direct = newDirect(p.Host, p.Topic, guard, p.Logger)
 			r.direct.topic = topic.ListPeers
