@@ -53,6 +53,11 @@ type Op struct {
 	Err  string `json:"err,omitempty"`
 	// Subject is the signal's subject (the group part's, by op index).
 	Subject string `json:"subject,omitempty"`
+	// Time is the signal's time attribute when the workload set one, and
+	// Expires when that puts it past retention (Unix nanoseconds): a
+	// doomed op (Parts.Retention). 0: retained.
+	Time    string `json:"time,omitempty"`
+	Expires int64  `json:"expires,omitempty"`
 }
 
 // Key is the op's signal identity.
@@ -91,6 +96,11 @@ type History struct {
 	// Rejected are, per node, the rejected_total counters by reason,
 	// summed over its processes.
 	Rejected []map[string]float64
+	// Pruned are, per node, the journal entries ("signals") and blocks
+	// ("blocks") it pruned, summed over its processes; Doomed how many
+	// of the first ops were published doomed (Setup.Doomed).
+	Pruned []map[string]float64
+	Doomed int
 	// Hostile is the hostile node's report; HostileOn says one was to
 	// run (then a missing report is an anomaly).
 	Hostile   *HostileReport
@@ -149,6 +159,9 @@ type Verdict struct {
 	// Rejected are the nodes' rejected_total counters (hostile messages
 	// refused, by reason).
 	Rejected []map[string]float64 `json:"rejected,omitempty"`
+	// Pruned are the nodes' pruned journal entries and blocks
+	// (Parts.Retention).
+	Pruned []map[string]float64 `json:"pruned,omitempty"`
 }
 
 const maxPerKind = 20 // anomalies kept per kind (the count is exact)
@@ -171,6 +184,7 @@ var Rules = map[string]string{
 	"metric":      "a watched drop counter the schedule does not expect",
 	"log":         "a WARN or ERROR log line the schedule does not expect",
 	"group":       groupRule,
+	"retention":   "with retention (Parts.Retention), a node pruned no journal entry: the part did not run",
 	"hostile":     "a signal the hostile node forged in another's name is journaled or delivered; or an attack it sent no honest node refused and counted; or it did not run",
 }
 
@@ -200,7 +214,7 @@ func check(h History, off map[string]bool) Verdict {
 	v := Verdict{ByOutcome: map[Outcome]int{}, Parts: map[string]int{}}
 	c := &checker{h: h, v: &v, count: map[string]int{}, ops: map[Key][]Op{}, refs: map[string]string{}, off: off}
 	c.index()
-	v.Dropped, v.Rejected = h.Counters, h.Rejected
+	v.Dropped, v.Rejected, v.Pruned = h.Counters, h.Rejected, h.Pruned
 	c.checkDurable()
 	c.checkJournals()
 	for i := 0; i < h.Nodes; i++ {
@@ -210,6 +224,7 @@ func check(h History, off map[string]bool) Verdict {
 	c.checkCounters()
 	c.checkGroup()
 	c.checkHostile()
+	c.checkRetention()
 	kinds := make([]string, 0, len(c.count))
 	for k := range c.count {
 		kinds = append(kinds, k)
@@ -269,6 +284,18 @@ func (c *checker) index() {
 	}
 	c.v.Origins = len(origins)
 	c.alias = map[string]int{}
+	// A doomed signal (Parts.Retention) may be pruned before a replica
+	// had it: each leaves one sequence of each origin it was sent to that
+	// may be missing.
+	for _, ops := range c.ops {
+		seen := map[string]bool{}
+		for _, o := range ops {
+			if o.doomed() && o.Origin != "" && o.Outcome != Refused && !seen[o.Origin] {
+				seen[o.Origin] = true
+				c.alias[o.Origin]++
+			}
+		}
+	}
 	for k, ops := range c.ops {
 		stamped := ""
 		for i := range c.inJ {
@@ -320,7 +347,7 @@ func (c *checker) index() {
 // ephemeral origin left by kill -9).
 func (c *checker) mustExist(k Key) (bool, Op) {
 	for _, o := range c.ops[k] {
-		if !o.journaled() || (o.Outcome != Acked && o.Outcome != QuorumTimeout) {
+		if !o.journaled() || (o.Outcome != Acked && o.Outcome != QuorumTimeout) || o.doomed() {
 			continue
 		}
 		if o.Node >= 0 || strings.HasPrefix(o.Consistency, "quorum") && o.Outcome == Acked {
@@ -368,6 +395,30 @@ func (c *checker) checkDurable() {
 			if on < want+1 {
 				c.add(Anomaly{Kind: "quorum", ID: k.ID, Source: k.Source, Node: o.Node, Detail: fmt.Sprintf("acked %s but on %d replicas", o.Consistency, on)})
 			}
+		}
+	}
+}
+
+// expires says whether k was published doomed (Parts.Retention), and
+// when it expired (Unix nanoseconds).
+func (c *checker) expires(k Key) (int64, bool) {
+	for _, o := range c.ops[k] {
+		if o.doomed() {
+			return o.Expires, true
+		}
+	}
+	return 0, false
+}
+
+// checkRetention: with doomed ops, every node pruned journal entries (the
+// part ran on every replica, during the faults).
+func (c *checker) checkRetention() {
+	if c.h.Doomed == 0 {
+		return
+	}
+	for i := 0; i < c.h.Nodes; i++ {
+		if i >= len(c.h.Pruned) || c.h.Pruned[i]["signals"] == 0 {
+			c.add(Anomaly{Kind: "retention", Node: i, Detail: fmt.Sprintf("%d ops were published doomed; this node pruned none", c.h.Doomed)})
 		}
 	}
 }
@@ -427,10 +478,12 @@ func (c *checker) checkJournals() {
 		if i == 0 {
 			continue
 		}
-		keys := func(j []Entry) []Key {
-			out := make([]Key, len(j))
-			for k, e := range j {
-				out[k] = e.Key()
+		keys := func(j []Entry) []Key { // the retained signals: a doomed one may be pruned on one and not yet on another
+			out := make([]Key, 0, len(j))
+			for _, e := range j {
+				if _, doomed := c.expires(e.Key()); !doomed {
+					out = append(out, e.Key())
+				}
 			}
 			return out
 		}

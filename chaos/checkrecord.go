@@ -19,6 +19,9 @@ func (c *checker) checkRecord(i int) {
 	})
 	c.v.Deliveries += len(order)
 	for k, e := range c.inJ[i] {
+		if _, doomed := c.expires(k); doomed {
+			continue // it may leave the journal before it is delivered
+		}
 		if _, ok := pos[k]; !ok && !c.ownHostile(e) {
 			c.add(Anomaly{Kind: "undelivered", ID: k.ID, Source: k.Source, Node: i, Detail: "in this node's journal, never delivered to its subscription"})
 		}
@@ -44,7 +47,9 @@ func (c *checker) checkRecord(i int) {
 		if m.Weak() || c.ownHostile(e) {
 			continue // the hostile node's own signals: no honest rule (its sequences have holes on purpose)
 		}
-		if _, ok := c.inJ[i][e.Key()]; !ok {
+		if _, doomed := c.expires(e.Key()); doomed {
+			// delivered, then pruned: no longer in the journal
+		} else if _, ok := c.inJ[i][e.Key()]; !ok {
 			c.add(Anomaly{Kind: "unjournaled", ID: e.ID, Source: e.Source, Node: i, Detail: "delivered, not in this node's journal"})
 		}
 		if m.Seq > last[m.Origin]+1 {
@@ -54,7 +59,7 @@ func (c *checker) checkRecord(i int) {
 			c.add(Anomaly{Kind: "fifo", ID: e.ID, Source: e.Source, Node: i, Detail: fmt.Sprintf("origin %s sequence %d delivered after %d", short(m.Origin), m.Seq, last[m.Origin])})
 		}
 		last[m.Origin] = max(last[m.Origin], m.Seq)
-		c.checkHB(i, p, e, m, pos, at, excused)
+		c.checkHB(i, p, order, m, pos, at, excused)
 	}
 }
 
@@ -103,7 +108,8 @@ func (c *checker) checkDuplicates(i int, first func(Entry)) {
 // checkHB: every direct dependency of the delivery at p (the origin's
 // previous sequence, the cause, the metadata's dependencies) was
 // delivered before it; by induction so was its whole causal past.
-func (c *checker) checkHB(i, p int, e Entry, m Meta, pos map[Key]int, at map[[2]string]int, excused map[[2]string]bool) {
+func (c *checker) checkHB(i, p int, order []Entry, m Meta, pos map[Key]int, at map[[2]string]int, excused map[[2]string]bool) {
+	e := order[p]
 	type dep struct {
 		what string
 		at   int
@@ -163,6 +169,13 @@ func (c *checker) checkHB(i, p int, e Entry, m Meta, pos map[Key]int, at map[[2]
 	}
 	for _, d := range deps {
 		c.v.HB++
+		if d.ok && d.at > p {
+			if exp, doomed := c.expires(order[d.at].Key()); doomed && exp < e.T {
+				// Past retention when the effect was delivered (Parts.Retention):
+				// a replica that had not had it need not wait for it.
+				continue
+			}
+		}
 		switch {
 		case !d.ok:
 			c.add(Anomaly{Kind: "causal", ID: e.ID, Source: e.Source, Node: i, Detail: fmt.Sprintf("delivered at %d, its dependency %s never", p, d.what)})

@@ -70,6 +70,9 @@ type proc struct {
 	// dropped sums the dropped_total counters of the ended processes;
 	// rejected their rejected_total counters.
 	dropped, rejected map[string]float64
+	// pruned sums the pruned counters ("signals": pruned_total, "blocks":
+	// pruned_blocks_total) of the ended processes.
+	pruned map[string]float64
 }
 
 // live returns the epoch and whether the process runs unpaused.
@@ -319,7 +322,7 @@ func (c *cluster) stop(i int) error {
 // counters live as long as it).
 func (c *cluster) scrape(i int) {
 	p := c.procs[i]
-	dropped, rejected, err := c.counters(i)
+	dropped, rejected, pruned, err := c.counters(i)
 	if err != nil {
 		c.log("node %d: metrics: %v", i, err)
 		return
@@ -330,7 +333,10 @@ func (c *cluster) scrape(i int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.dropped == nil {
-		p.dropped, p.rejected = map[string]float64{}, map[string]float64{}
+		p.dropped, p.rejected, p.pruned = map[string]float64{}, map[string]float64{}, map[string]float64{}
+	}
+	for r, v := range pruned {
+		p.pruned[r] += v
 	}
 	for r, v := range dropped {
 		p.dropped[r] += v
@@ -341,23 +347,32 @@ func (c *cluster) scrape(i int) {
 }
 
 // counters reads the dropped_total and rejected_total counters of node
-// i's running process, by reason (nil maps when it is not running).
-func (c *cluster) counters(i int) (dropped, rejected map[string]float64, err error) {
+// i's running process, by reason, and its pruned counters (nil maps when
+// it is not running).
+func (c *cluster) counters(i int) (dropped, rejected, pruned map[string]float64, err error) {
 	if _, ok := c.procs[i].live(); !ok {
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.net.api(i)+"/metrics", nil)
 	resp, err := c.client.Do(req)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	dropped, rejected = map[string]float64{}, map[string]float64{}
+	dropped, rejected, pruned = map[string]float64{}, map[string]float64{}, map[string]float64{}
 	for sc.Scan() {
+		for prefix, what := range map[string]string{"signalmesh_pruned_total ": "signals", "signalmesh_pruned_blocks_total ": "blocks"} {
+			if val, ok := strings.CutPrefix(sc.Text(), prefix); ok {
+				var v float64
+				if _, err := fmt.Sscan(val, &v); err == nil {
+					pruned[what] += v
+				}
+			}
+		}
 		for prefix, sums := range map[string]map[string]float64{`signalmesh_dropped_total{reason="`: dropped,
 			`signalmesh_rejected_total{reason="`: rejected} {
 			rest, ok := strings.CutPrefix(sc.Text(), prefix)
@@ -371,7 +386,7 @@ func (c *cluster) counters(i int) (dropped, rejected map[string]float64, err err
 			}
 		}
 	}
-	return dropped, rejected, sc.Err()
+	return dropped, rejected, pruned, sc.Err()
 }
 
 // awaitFlood waits, until deadline, for some honest node (a process that
@@ -401,7 +416,7 @@ func (c *cluster) awaitFlood(ctx context.Context, deadline time.Time) bool {
 			if ended {
 				return true
 			}
-			if d, _, err := c.counters(i); err == nil && counted(d) {
+			if d, _, _, err := c.counters(i); err == nil && counted(d) {
 				return true
 			}
 		}

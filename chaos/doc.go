@@ -114,6 +114,26 @@
 // (Verdict.Group), not anomalies. Settle also waits until a member has
 // handled every journaled signal.
 //
+// # Retention
+//
+// With Parts.Retention (on by default; -parts retention) the nodes keep
+// every signal for an hour from its time attribute and prune every
+// 500 ms (the config file's "retention" and params.prune), and the
+// workload's first half is doomed: its signals (the ephemeral nodes' too)
+// carry a time attribute that puts them 1-5 s from the end of their
+// retention (Op.Expires), so they, and their journal blocks, leave the
+// disk while the faults happen (bottom-up: no retained signal lies below
+// them), and a node that was paused, cut off or killed comes back to a
+// history whose bottom nobody holds any more. The rules are restricted to
+// the retained signals: a doomed signal need not be in any journal or
+// record (each is one sequence of its origin that may be missing, like a
+// retry alias), and need not precede, as a cause or a dependency, a
+// signal a node delivered after the doomed one had expired; every other
+// rule holds for it as for any (never delivered twice, never forged,
+// never out of its origin's order). The retention rule ("retention") says
+// every node pruned: the report gives each node's pruned entries and
+// blocks.
+//
 // # The hostile node
 //
 // With Parts.Hostile (on by default, and in CI's parts) a hostile node

@@ -266,6 +266,9 @@ func (c *checker) groupAtLeastOnce(g *GroupHistory, hs map[Key][]handling, f *Gr
 	}
 	for _, e := range c.h.Journals[0] {
 		k := e.Key()
+		if _, doomed := c.expires(k); doomed {
+			continue // Parts.Retention: it may leave the journal before a member is given it
+		}
 		if c.ownHostile(e) || !router.Matches(pattern, e.Type) || slices.ContainsFunc(c.inJ, func(j map[Key]Entry) bool { _, ok := j[k]; return !ok }) {
 			continue
 		}

@@ -240,6 +240,9 @@ func runOne(ctx context.Context, spec Spec, seed uint64, index int) (res Result,
 		// discovery: there is no chain to keep.
 		res.Setup.Chain = false
 	}
+	if spec.Parts.Retention && res.Setup.Outage == 0 {
+		res.Setup.Doomed = max(1, spec.Rate*int(spec.Duration/time.Second)/2) // the first half
+	}
 	if spec.Cover {
 		kinds = Deal(spec.Seed, kinds, spec.Schedules)[index]
 	}
@@ -295,6 +298,7 @@ func runOne(ctx context.Context, spec Spec, seed uint64, index int) (res Result,
 		return res, err
 	}
 	h.Expect = expect(res.Setup, res.Faults)
+	h.Doomed = res.Setup.Doomed
 	res.Verdict = c.verdict(h, probeErr, settleErr, stopErr)
 	if !res.Verdict.OK {
 		res.Explain = Explain(h, res.Faults, res.Verdict)
@@ -398,7 +402,16 @@ func newCluster(spec Spec, seed uint64, dir string, nw network, setup Setup) (*c
 	if setup.Lease != "" {
 		params["lease"] = setup.Lease
 	}
-	b, _ := json.Marshal(map[string]any{"params": params})
+	cfg := map[string]any{"params": params}
+	if setup.Doomed > 0 {
+		// Parts.Retention: every signal is kept retentionAge from its time
+		// attribute; the doomed ones are published with a time that puts
+		// them near its end. Rounds run often, so that blocks leave the
+		// disk while the faults happen.
+		cfg["retention"] = []map[string]any{{"pattern": "**", "max_age": retentionAge.String()}}
+		params["prune"] = pruneEvery.String()
+	}
+	b, _ := json.Marshal(cfg)
 	if err := os.WriteFile(filepath.Join(dir, "params.json"), b, 0o644); err != nil {
 		return nil, err
 	}

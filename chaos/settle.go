@@ -293,6 +293,7 @@ func (c *cluster) collect(h *History) error {
 		h.Ends = append(h.Ends, p.ends)
 		h.Counters = append(h.Counters, p.dropped)
 		h.Rejected = append(h.Rejected, p.rejected)
+		h.Pruned = append(h.Pruned, p.pruned)
 		lines, err := warnings(filepath.Join(p.dir, "node.log"))
 		if err != nil {
 			return err

@@ -50,15 +50,25 @@ type Parts struct {
 	// carry one of 12 subjects (by a hash of the id). The group rule
 	// checks it.
 	Group bool `json:"group,omitempty"`
+	// Retention: the nodes keep signals for a bounded age and prune
+	// (Config.Retention, Params.Prune) while the faults happen. The
+	// workload's first half is published doomed: each signal's time
+	// attribute puts it 1-5 s from the end of its retention, so it leaves
+	// every journal, and its journal blocks the disk, during the
+	// schedule; the rest stays retained. The rules hold the retained
+	// signals to everything; a doomed one may be missing anywhere (a
+	// replica may never have had it), and need not precede, as a cause or
+	// a dependency, what a replica delivered after it had expired.
+	Retention bool `json:"retention,omitempty"`
 	// None says every part is off on purpose (the zero Parts means
 	// DefaultParts).
 	None bool `json:"none,omitempty"`
 }
 
 // DefaultParts is every part on: 50 ephemeral nodes a schedule (at least 50
-// identities) (4 short), and a hostile node.
+// identities) (4 short), a hostile node, and retention.
 func DefaultParts(short bool) Parts {
-	p := Parts{Ephemeral: 50, OutOfBand: true, SlowSubscriber: true, Limits: true, Reuse: true, Retry: true, PartialMesh: true, Group: true, Hostile: true}
+	p := Parts{Ephemeral: 50, OutOfBand: true, SlowSubscriber: true, Limits: true, Reuse: true, Retry: true, PartialMesh: true, Group: true, Hostile: true, Retention: true}
 	if short {
 		p.Ephemeral = 4
 	}
@@ -82,6 +92,9 @@ type Setup struct {
 	Group   string `json:"group,omitempty"`
 	Lease   string `json:"lease,omitempty"`
 	Hostile bool   `json:"hostile,omitempty"` // a hostile node runs (HostileReport)
+	// Doomed is how many of the workload's first ops are published
+	// doomed (Parts.Retention), 0 without retention.
+	Doomed int `json:"doomed,omitempty"`
 }
 
 // drawSetup draws a schedule's setup. The draws are the same whatever the
@@ -204,6 +217,9 @@ func (s Setup) String() string {
 	}
 	if s.Group != "" {
 		out += fmt.Sprintf(", group %s lease %s", s.Group, s.Lease)
+	}
+	if s.Doomed > 0 {
+		out += fmt.Sprintf(", retention (the first %d ops doomed)", s.Doomed)
 	}
 	return out
 }

@@ -53,6 +53,7 @@ func Shrink(ctx context.Context, spec Spec, failed Result, kind string, tries in
 		func(s *Spec) bool { was := s.Parts.PartialMesh; s.Parts.PartialMesh = false; return was },
 		func(s *Spec) bool { was := s.Parts.Group; s.Parts.Group = false; return was },
 		func(s *Spec) bool { was := s.Parts.Hostile; s.Parts.Hostile = false; return was },
+		func(s *Spec) bool { was := s.Parts.Retention; s.Parts.Retention = false; return was },
 	} {
 		for {
 			s := best

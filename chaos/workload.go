@@ -112,6 +112,7 @@ func (w *workload) next(k int, at time.Duration) Op {
 		if prev, ok := w.pickOther(op.Node, d.pick); ok {
 			op.Source, op.ID, op.Reuse = srcAlt, prev.ID, true
 			op.Subject = w.subject(op.ID)
+			w.doom(&op, k)
 			return op
 		}
 	}
@@ -129,8 +130,38 @@ func (w *workload) next(k int, at time.Duration) Op {
 			op.Type = "chaos.effect"
 		}
 	}
+	w.doom(&op, k)
 	return op
 }
+
+// Parts.Retention: every signal is kept retentionAge from its time
+// attribute, and the nodes prune every pruneEvery.
+const (
+	retentionAge = time.Hour
+	pruneEvery   = 500 * time.Millisecond
+)
+
+// doom gives the k-th op, when it is among Setup.Doomed, a time attribute
+// that puts it 1-5 s (by a hash of its key, not drawn) from the end of its
+// retention. An ephemeral node's ops are doomed in the workload's first
+// half (ephemeral): a retained signal low in the DAG would keep every
+// block above it.
+func (w *workload) doom(op *Op, k int) {
+	if k < w.setup.Doomed {
+		w.doomNow(op)
+	}
+}
+
+// doomNow gives op a time attribute 1-5 s from the end of its retention.
+func (w *workload) doomNow(op *Op) {
+	h := fnv.New32a()
+	h.Write([]byte(op.Source + " " + op.ID))
+	exp := time.Now().Add(time.Second + time.Duration(h.Sum32()%4000)*time.Millisecond)
+	op.Time, op.Expires = exp.Add(-retentionAge).UTC().Format(time.RFC3339Nano), exp.UnixNano()
+}
+
+// doomed reports whether an op was published doomed (Parts.Retention).
+func (o Op) doomed() bool { return o.Expires != 0 }
 
 // subject is the subject of the signal id with the group part on (by a
 // hash of the id, not drawn: two publishes of an id carry the same one),
@@ -216,6 +247,9 @@ func (op Op) body() ([]byte, string) {
 	ev := map[string]any{"specversion": "1.0", "id": op.ID, "source": op.Source, "type": op.Type, "data": json.RawMessage(data)}
 	if op.Subject != "" {
 		ev["subject"] = op.Subject
+	}
+	if op.Time != "" {
+		ev["time"] = op.Time
 	}
 	if op.Cause != "" {
 		ev["causeid"] = op.Cause

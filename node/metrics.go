@@ -76,6 +76,8 @@ func (m *metrics) init(reg prometheus.Registerer) error {
 		counterFunc("spilled_total", "Signals a slow named subscription kept in its log on disk.", &m.spilled),
 		counterFunc("conflicts_total", "Signals delivered whose (source, id) another signal with other content had.", &m.conflicts),
 		counterFunc("relinked_total", "Connected peers connected to again because GossipSub or bitswap had stopped sending to them.", &m.relinked),
+		counterFunc("pruned_total", "Journal entries this node deleted from its store past retention (Params.Prune).", &m.pruned),
+		counterFunc("pruned_blocks_total", "Journal blocks this node deleted from its store past retention (Params.Prune).", &m.prunedBlocks),
 		counterFunc("truncated_total", "Signals past Config.Retention that a subscription's backlog passed over (each backlog's count in a truncation notice).", &m.truncated),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "signalmesh", Name: "buffered",
 			Help: "Signals waiting for a cause."}, func() float64 { return float64(m.buffered.Load()) }),

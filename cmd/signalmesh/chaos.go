@@ -170,7 +170,7 @@ func chaosCmd(args []string, stdout, stderr io.Writer) int {
 }
 
 // partNames are the switchable workload parts (-parts).
-var partNames = []string{"ephemeral", "out-of-band", "slow-subscriber", "limits", "reuse", "retry", "partial-mesh", "group", "hostile"}
+var partNames = []string{"ephemeral", "out-of-band", "slow-subscriber", "limits", "reuse", "retry", "partial-mesh", "group", "hostile", "retention"}
 
 // setParts reads -parts and -ephemeral into spec.Parts.
 func setParts(spec *chaos.Spec, list string, ephemeral int) error {
@@ -200,6 +200,8 @@ func setParts(spec *chaos.Spec, list string, ephemeral int) error {
 				p.Group = true
 			case "hostile":
 				p.Hostile = true
+			case "retention":
+				p.Retention = true
 			default:
 				return fmt.Errorf("unknown workload part %q (want %s)", name, strings.Join(partNames, ","))
 			}
@@ -327,6 +329,13 @@ func chaosReport(w io.Writer, results []chaos.Result, took time.Duration) int {
 		if g := v.Group; g != nil {
 			fmt.Fprintf(w, "  group %s: %d required, %d handled (%d handlings), %d duplicates inside failover windows (%d extra handlings), %d failover windows, %d checked for one member and order per subject\n",
 				g.Strategy, g.Required, g.Handled, g.Handlings, g.Duplicates, g.Extra, g.Windows, g.Ordered)
+		}
+		if len(v.Pruned) > 0 && r.Setup.Doomed > 0 {
+			var sig, blk []string
+			for _, p := range v.Pruned {
+				sig, blk = append(sig, fmt.Sprint(p["signals"])), append(blk, fmt.Sprint(p["blocks"]))
+			}
+			fmt.Fprintf(w, "  retention: pruned per node %s journal entries, %s blocks\n", strings.Join(sig, "/"), strings.Join(blk, "/"))
 		}
 		for _, a := range v.Anomalies {
 			anomalies[a.Kind]++
