@@ -225,3 +225,43 @@ func TestPrefetcherLeavesWorkersToHeadsBesideHoles(t *testing.T) {
 		t.Fatalf("%d own wants fetched at once, want at most %d", p.active[""], ownFetches)
 	}
 }
+
+// An announcer's heads that nobody serves any more (pruned, heard late)
+// fill its queue; its newest head is fetched first all the same, not
+// dropped for them (fault harness seed 2008).
+func TestPrefetcherFetchesAnAnnouncersNewestHeadFirst(t *testing.T) {
+	gone, goneNodes := blocks(perPeerQueued, "pruned")
+	live, liveNodes := blocks(1, "head")
+	g := slowGetter{delay: 10 * time.Millisecond, never: map[cid.Cid]bool{}, nodes: liveNodes}
+	for _, c := range gone {
+		g.never[c] = true
+		g.nodes[c] = goneNodes[c]
+	}
+	p := newPrefetcher(g, func(context.Context, cid.Cid) (bool, error) { return false, nil }, nil, slog.Default())
+	for _, c := range gone { // heard while no worker ran
+		p.enqueue(fetch{c: c, from: peer.ID("x")})
+	}
+	p.enqueue(fetch{c: live[0], from: peer.ID("x")})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(prefetchWorkers)
+	for range prefetchWorkers {
+		go p.work(ctx, &wg)
+	}
+	defer func() { cancel(); wg.Wait() }()
+	select {
+	case b := <-p.out:
+		var bc pb.CRDTBroadcast
+		if err := proto.Unmarshal(b, &bc); err != nil {
+			t.Fatal(err)
+		}
+		if c, _ := cid.Cast(bc.Heads[0].Cid); c != live[0] {
+			t.Fatalf("forwarded %v, want the newest head", c)
+		}
+	case <-time.After(prefetchTimeout - time.Second):
+		t.Fatalf("the newest head was not fetched first (dropped: %d)", p.dropped.Load())
+	}
+	if p.dropped.Load() != 1 {
+		t.Fatalf("%d dropped, want the oldest one", p.dropped.Load())
+	}
+}

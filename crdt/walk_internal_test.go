@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/go-cid"
@@ -46,7 +47,8 @@ func TestWalkGetManyAnswersWhatCameThenFails(t *testing.T) {
 	g := fixedGetter{have: map[cid.Cid]ipld.Node{a.Cid(): a, b.Cid(): b}}
 	pf := newPrefetcher(nil, nil, nil, slog.Default())
 	var got []string
-	for o := range walkGetMany(context.Background(), g, pf, []cid.Cid{gone.Cid(), a.Cid(), b.Cid()}) {
+	miss := &absent{}
+	for o := range walkGetMany(context.Background(), g, pf, miss, []cid.Cid{gone.Cid(), a.Cid(), b.Cid()}) {
 		if o.Err != nil {
 			got = append(got, "err")
 			if !errors.Is(o.Err, context.DeadlineExceeded) {
@@ -60,8 +62,20 @@ func TestWalkGetManyAnswersWhatCameThenFails(t *testing.T) {
 		t.Fatalf("answers %v, want a, b, then the error", got)
 	}
 	pf.mu.Lock()
-	defer pf.mu.Unlock()
 	if !pf.inflight[gone.Cid()] || pf.inflight[a.Cid()] || pf.inflight[b.Cid()] || pf.queued != 1 {
 		t.Fatalf("prefetcher asked for %v (%d queued): want the missing block alone", pf.inflight, pf.queued)
+	}
+	pf.mu.Unlock()
+	// Asked again within absentFor, the missing block fails at once,
+	// without a fetch.
+	start := time.Now()
+	var errs int
+	for o := range walkGetMany(context.Background(), g, pf, miss, []cid.Cid{a.Cid(), gone.Cid()}) {
+		if o.Err != nil {
+			errs++
+		}
+	}
+	if took := time.Since(start); errs != 1 || took >= walkFetch {
+		t.Fatalf("again: %d errors in %v, want one at once", errs, took)
 	}
 }
