@@ -129,8 +129,8 @@ func (w *workload) ephemeral(ctx context.Context, k int, p ephPlan) (e Ephemeral
 		if p.quorum[j] {
 			op.Consistency = "quorum:1"
 		}
-		if w.setup.Doomed > 0 && op.At < w.spec.Duration/2 {
-			w.doomNow(&op)
+		if w.setup.Doomed > 0 {
+			w.timeOf(&op, op.At < w.spec.Duration/2)
 		}
 		if w.publish(op, api, nil).Outcome == Acked {
 			acked++

@@ -44,6 +44,7 @@ type workload struct {
 	offset []int64           // per node: how far its record was read
 	causes [][]Key           // per node: journaled signals it delivered
 	acked  []Op              // journaled publishes acknowledged, in order
+	times  map[Key]Op        // the time attribute (Time, Expires) of each key published
 
 	hostileReport *HostileReport // set when the hostile node has stopped
 }
@@ -146,18 +147,29 @@ const (
 // retention. An ephemeral node's ops are doomed in the workload's first
 // half (ephemeral): a retained signal low in the DAG would keep every
 // block above it.
-func (w *workload) doom(op *Op, k int) {
-	if k < w.setup.Doomed {
-		w.doomNow(op)
-	}
-}
+func (w *workload) doom(op *Op, k int) { w.timeOf(op, k < w.setup.Doomed) }
 
-// doomNow gives op a time attribute 1-5 s from the end of its retention.
-func (w *workload) doomNow(op *Op) {
-	h := fnv.New32a()
-	h.Write([]byte(op.Source + " " + op.ID))
-	exp := time.Now().Add(time.Second + time.Duration(h.Sum32()%4000)*time.Millisecond)
-	op.Time, op.Expires = exp.Add(-retentionAge).UTC().Format(time.RFC3339Nano), exp.UnixNano()
+// timeOf sets op's time attribute: the one an op of the same (source, id)
+// had (two reuses of an id are one signal, byte for byte, or the second
+// is a conflict), else 1-5 s from the end of its retention when doomed,
+// else none.
+func (w *workload) timeOf(op *Op, doomed bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.times == nil {
+		w.times = map[Key]Op{}
+	}
+	if t, ok := w.times[op.Key()]; ok {
+		op.Time, op.Expires = t.Time, t.Expires
+		return
+	}
+	if doomed {
+		h := fnv.New32a()
+		h.Write([]byte(op.Source + " " + op.ID))
+		exp := time.Now().Add(time.Second + time.Duration(h.Sum32()%4000)*time.Millisecond)
+		op.Time, op.Expires = exp.Add(-retentionAge).UTC().Format(time.RFC3339Nano), exp.UnixNano()
+	}
+	w.times[op.Key()] = Op{Time: op.Time, Expires: op.Expires}
 }
 
 // doomed reports whether an op was published doomed (Parts.Retention).

@@ -42,3 +42,24 @@ func TestWorkloadDrawsIndependentOfTiming(t *testing.T) {
 		t.Fatalf("%d causes, %d reuses", causes, reuses)
 	}
 }
+
+// Two publishes of one (source, id) carry one time attribute, whether the
+// first was doomed or not: a reused id published twice is one signal, and
+// another time would make the second a conflict (409; seed 2000).
+func TestOneKeyOneTime(t *testing.T) {
+	w := &workload{setup: Setup{Doomed: 1}}
+	a := Op{Source: srcAlt, ID: "s1-3"}
+	w.doom(&a, 0)
+	b := Op{Source: srcAlt, ID: "s1-3"}
+	w.doom(&b, 5)
+	if a.Time == "" || a.Expires == 0 || b.Time != a.Time || b.Expires != a.Expires {
+		t.Fatalf("first %q %d, second %q %d: want one doomed time", a.Time, a.Expires, b.Time, b.Expires)
+	}
+	c := Op{Source: srcMain, ID: "s1-9"}
+	w.doom(&c, 5)
+	d := Op{Source: srcMain, ID: "s1-9"}
+	w.doom(&d, 0)
+	if c.Time != "" || d.Time != "" || d.Expires != 0 {
+		t.Fatalf("a retained key published again: %q, %q", c.Time, d.Time)
+	}
+}

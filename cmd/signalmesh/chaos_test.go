@@ -23,7 +23,7 @@ import (
 // cause a fault delayed (one -race run of five failed so); with retries an
 // effect can wait out CauseWait for a cause's first copy. Both are open;
 // "chaos -parts ephemeral,retry" shows them.
-const ciParts = "out-of-band,slow-subscriber,limits,reuse,partial-mesh,group,hostile"
+const ciParts = "out-of-band,slow-subscriber,limits,reuse,partial-mesh,group,hostile,retention"
 
 // The CI run of the fault harness: three seeded schedules against node
 // processes (this test binary standing in for signalmesh), dealt every
@@ -101,6 +101,9 @@ func assertCoverage(t *testing.T, results []chaos.Result) {
 		setup["small causal buffer"] = setup["small causal buffer"] || r.Setup.CausalBuffer > 0
 		setup["chain bootstrap"] = setup["chain bootstrap"] || r.Setup.Chain
 		setup["consumer group"] = setup["consumer group"] || r.Verdict.Group != nil && r.Verdict.Group.Handled > 0
+		for _, p := range r.Verdict.Pruned {
+			setup["pruned block"] = setup["pruned block"] || p["blocks"] > 0
+		}
 	}
 	for _, k := range chaos.AllKinds {
 		if !kinds[k] && (k != chaos.Slow || netns) {
