@@ -94,6 +94,7 @@ type Node struct {
 	snaps      snapServer    // snapshots this node serves
 	goneMu     sync.Mutex
 	gone       *gone         // ids whose signals left the journal (nil: none yet; prune.go)
+	chunkMu    sync.Mutex    // one putChunked at a time (it alternates slots; checkpoint.go)
 	subset     *crdt.Replica // the mesh-wide subscription set
 	reg        *registry     // this node's view of it
 	jr         *journal.Journal
