@@ -166,9 +166,11 @@ type Node struct {
 	dialing      dialing                             // the discoverer's dials in flight (discover.go)
 	penalties    penalties                           // GossipSub application-specific scores (score.go)
 
+	departing map[string]uint64 // origins whose last delivered signal a prune round found past retention -> its sequence (owned by the pruner: origins.go)
+
 	// owned by the loop goroutine
 	core         *causal.Core[*signalmesh.Signal]
-	origins      map[string]string       // peer ref -> peer id, of the origins seen
+	origins      map[string]string       // peer ref -> peer id, of the origins seen (but those that left: origins.go)
 	fresh        *freshSet               // delivered, journal entry not seen yet
 	journalRefs  map[causal.Ref]struct{} // offered from the journal, waiting in the core
 	journalRef   causal.Ref              // the one offerJournaled is offering (zero: none)
@@ -594,6 +596,7 @@ func (n *Node) restore(ctx context.Context) error {
 	if n.gone != nil || n.pruneEvery() > 0 {
 		cp.Gone = n.goneSet().mayHave
 	}
+	cp.Recall = n.recallFloor // origins that left (origins.go)
 	n.core, err = causal.New[*signalmesh.Signal](cp, n.jr)
 	if err != nil {
 		return err

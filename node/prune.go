@@ -91,17 +91,24 @@ func (n *Node) pruneOnce(ctx context.Context) error {
 		return err
 	}
 	now, ret := time.Now(), n.cfg.Retention
+	left := n.departures(delivered) // origins that left (origins.go)
 	drop := func(key string, value []byte) bool {
 		k := ds.NewKey(key)
 		if k.String() != key {
 			return false
 		}
 		ref, seq, ok := journal.ParseSignalKey(k)
-		if !ok || seq > delivered[ref] {
+		if !ok {
+			return false
+		}
+		if seq > left.upTo(ref) {
+			left.note(ref, seq, false)
 			return false
 		}
 		s, err := signalmesh.DecodeBinary(value, signalmesh.Limits{})
-		return err == nil && ret.Expired(s, now)
+		gone := err == nil && ret.Expired(s, now)
+		left.note(ref, seq, gone)
+		return gone
 	}
 	// Before anything is deleted: the ids go into the filter of ids gone
 	// (saved), their index entries are deleted, and a checkpoint is
@@ -159,6 +166,9 @@ func (n *Node) pruneOnce(ctx context.Context) error {
 				n.forgetFresh(r)
 			}
 		}))
+	}
+	if err == nil {
+		err = n.forgetDeparted(ctx, left) // after a walk of the whole journal
 	}
 	return err
 }

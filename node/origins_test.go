@@ -1,0 +1,132 @@
+package node_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/signalmesh/signalmesh"
+	"github.com/signalmesh/signalmesh/causal"
+	"github.com/signalmesh/signalmesh/journal"
+	"github.com/signalmesh/signalmesh/node"
+)
+
+// 2,000 ephemeral publishers each journal a signal and leave; past
+// retention and pruned, the node forgets them: its causal core holds the
+// live origins only. One that returns has its new signals delivered in
+// its order (the later one first waits), a late copy of a pruned signal
+// is a duplicate, and after a clean reopen and after a crash the next
+// signal of one that left is delivered at once (its floor is on disk).
+func TestDepartedOriginsAreForgotten(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	const departed = 2000
+	cfg := node.Config{Mesh: fmt.Sprintf("origins-%d", time.Now().UnixNano()), DataDir: t.TempDir(),
+		ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: testLogger(t),
+		Retention: journal.Retention{{Pattern: "**", MaxAge: time.Hour}}}
+	cfg.Params.Prune = 50 * time.Millisecond
+	open := func() (*node.Node, *recorder) {
+		t.Helper()
+		n, err := node.New(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := newRecorder()
+		if _, err := n.Subscribe("**", rec.handle); err != nil {
+			t.Fatal(err)
+		}
+		return n, rec
+	}
+	keys := make([]crypto.PrivKey, departed)
+	for i := range keys {
+		var err error
+		if keys[i], _, err = crypto.GenerateEd25519Key(nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// put journals origin i's signal seq, as its publisher would have.
+	put := func(n *node.Node, i int, seq uint64, at time.Time) *signalmesh.Signal {
+		t.Helper()
+		id, _ := peer.IDFromPrivateKey(keys[i])
+		s := mustSignal(t, "eph.reading", signalmesh.WithTime(at), signalmesh.WithSubject(fmt.Sprint(i, "/", seq)),
+			signalmesh.WithExtension(signalmesh.ExtPeer, id.String()),
+			signalmesh.WithExtension(signalmesh.ExtCausal, causal.Stamp{Seq: seq, Lamport: seq}.Format()))
+		w := signedWire(t, n.Mesh(), keys[i], s)
+		if err := n.JournalPut(ctx, journal.SignalKey(causal.PeerRef(id.String()), seq), w); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	status := func(n *node.Node) node.Status {
+		t.Helper()
+		st, err := n.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	n, rec := open()
+	old := time.Now().Add(-2 * time.Hour)
+	var first []*signalmesh.Signal
+	for i := range departed {
+		first = append(first, put(n, i, 1, old))
+	}
+	eventually(t, 120*time.Second, "the departed origins forgotten", func() bool {
+		st := status(n)
+		return st.Forgotten >= departed && st.Origins == 0
+	})
+	if got := rec.count(); got != departed {
+		t.Fatalf("delivered %d signals, want %d", got, departed)
+	}
+
+	// Origin 5 returns: its 3 comes first and waits for its 2.
+	s3 := put(n, 5, 3, time.Now())
+	eventually(t, 20*time.Second, "the returning origin's later signal waits", func() bool { return status(n).Buffered == 1 })
+	if rec.count() != departed {
+		t.Fatal("a returning origin's seq 3 was delivered before its seq 2")
+	}
+	s2 := put(n, 5, 2, time.Now())
+	eventually(t, 20*time.Second, "the returning origin's signals delivered", func() bool { return rec.count() == departed+2 })
+	got := rec.snapshot()
+	if got[departed].ID != s2.ID || got[departed+1].ID != s3.ID {
+		t.Fatalf("the returning origin's signals delivered as %s, %s; want seq 2 then 3", got[departed].Subject, got[departed+1].Subject)
+	}
+	// A late copy of origin 7's pruned signal: a duplicate.
+	deduped := status(n).Deduped
+	w := signedWire(t, n.Mesh(), keys[7], first[7])
+	if err := n.JournalPut(ctx, journal.SignalKey(causal.PeerRef(first[7].Extensions[signalmesh.ExtPeer].(string)), 1), w); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "the late copy deduplicated", func() bool { return status(n).Deduped > deduped })
+	eventually(t, 20*time.Second, "origin 7 forgotten again", func() bool { return status(n).Origins == 1 })
+	if rec.seen[first[7].ID] != 1 {
+		t.Fatalf("a late copy of a forgotten origin's signal was delivered again (%d times)", rec.seen[first[7].ID])
+	}
+
+	// A clean reopen, then a crash: the next signal of one that left is
+	// delivered at once, not held for its predecessors.
+	for round, closeIt := range []func(*node.Node) error{(*node.Node).Close, (*node.Node).CloseAsCrash} {
+		if err := closeIt(n); err != nil {
+			t.Fatal(err)
+		}
+		n, rec = open()
+		// The live ones (5, and 10 after the first round), and one the
+		// journal still lists (recalled, forgotten again at the next round).
+		if st := status(n); st.Origins > 4 {
+			t.Fatalf("round %d: the reopened node holds %d origins, want the few live ones", round, st.Origins)
+		}
+		s := put(n, 10+round, 2, time.Now())
+		eventually(t, 20*time.Second, fmt.Sprintf("round %d: the next signal of an origin that left", round), func() bool {
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			return rec.seen[s.ID] == 1
+		})
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
