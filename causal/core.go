@@ -106,9 +106,14 @@ type Params struct {
 	// nothing of: one Forget dropped (in this core or in one whose State
 	// this one was restored from). It is asked when the core meets such an
 	// origin (a signal of it, a dependency or a cause on it, Know, Decide),
-	// at most once until the origin is forgotten again, and must answer
-	// for every origin Forget returned (see the package doc, Origins that
-	// left). Nil: nothing is ever recalled (do not call Forget).
+	// at most once until the origin is forgotten again (a "none" is
+	// remembered for the last 4,096 origins so answered: one never
+	// forgotten is asked again only once that many others were), and must
+	// answer for every origin Forget returned (see the package doc,
+	// Origins that left). It cannot fail: an answer "none" for an origin
+	// that was forgotten makes the core take it for a new one (the caller
+	// should count such failures). Nil: nothing is ever recalled (do not
+	// call Forget).
 	Recall func(origin string) (Floor, bool)
 }
 
@@ -239,8 +244,11 @@ type Core[T any] struct {
 
 	frontierScratch []originFrontier // Frontier's working list
 
-	forgotten, recalled int64 // origins Forget dropped, and Recall gave back (forget.go)
-	dropped             int   // origins forgotten since the per-origin maps were last copied (shrink)
+	forgotten, recalled int64               // origins Forget dropped, and Recall gave back (forget.go)
+	noFloor             map[string]struct{} // origins Recall had no floor for (floorOf)
+	noFloorRing         []string            // noFloor's entries in the order added, to forget the oldest
+	noFloorNext         int
+	dropped             int // origins forgotten since the per-origin maps were last copied (shrink)
 }
 
 type recentID struct {
@@ -654,10 +662,13 @@ func (d Decision) Zero() bool { return d == Decision{} }
 // Release.Decision), so that replaying the journal does not wait again for
 // what was given up: when r comes it is released without its cause or its
 // undelivered named dependencies, and when Pull reaches GapFrom the hole
-// up to r is skipped at once.
-func (c *Core[T]) Decide(r Ref, d Decision) {
-	if d.Zero() || r.Seq == 0 {
-		return
+// up to r is skipped at once. It reports whether the decision is kept: a
+// decision about a signal at or below what was delivered of its origin
+// (or below the floor of a forgotten origin, which it does not recall)
+// decides nothing, and the caller may delete its record.
+func (c *Core[T]) Decide(r Ref, d Decision) bool {
+	if d.Zero() || r.Seq == 0 || c.moot(r) {
+		return false
 	}
 	c.recall(r.Origin)
 	c.decided[r] = d
@@ -665,6 +676,7 @@ func (c *Core[T]) Decide(r Ref, d Decision) {
 		c.preSkip[Ref{Origin: r.Origin, Seq: d.GapFrom}] = r.Seq - 1
 	}
 	c.learn(r)
+	return true
 }
 
 // Know records that the signal r exists (from a journal listing, say), so

@@ -149,5 +149,16 @@
 // given up, and its one other loss, the frontier entry, names a signal
 // past retention, which a replica that lacks it may never get anyway (what
 // is published from then on does not name it). An origin never forgotten
-// costs one Recall, when it is first seen.
+// costs one Recall, when it is first seen (a "none" is remembered for the
+// last 4,096 origins so answered, so a flood of signals naming invented
+// origins costs one Recall per invented origin, not per signal). A
+// recorded decision (Decide) about a signal at or below what was
+// delivered, or below a forgotten origin's floor, is dropped without
+// recalling the origin: it decides nothing and would pin it for good.
+//
+// The limit of this: causal order is promised for retained signals. A
+// signal already past retention when it arrives (a publisher back from a
+// long partition, a skewed clock) is delivered, and its origin forgotten
+// at the caller's next round; what is published after that does not name
+// it, and a replica that gets it later may deliver such a signal first.
 package causal

@@ -19,16 +19,16 @@ type Floor struct {
 // meets an origin (Add, for its origin and its dependencies, Know, Decide)
 // calls it first, so no other code sees a forgotten origin.
 func (c *Core[T]) recall(o string) {
-	if c.p.Recall == nil {
-		return
-	}
 	if _, ok := c.known[o]; ok { // every origin the core holds state of is known (learn)
 		return
 	}
-	f, ok := c.p.Recall(o)
-	if !ok || f.Seq == 0 {
-		return
+	if f, ok := c.floorOf(o); ok {
+		c.install(f)
 	}
+}
+
+func (c *Core[T]) install(f Floor) {
+	o := f.Origin
 	c.delivered[o] = f.Seq
 	c.known[o] = f.Seq
 	c.lastLamport[o] = f.Lamport
@@ -36,17 +36,70 @@ func (c *Core[T]) recall(o string) {
 	c.recalled++
 }
 
+// floorOf asks Params.Recall for the floor of o, an origin the core holds
+// nothing of. A "none" is remembered (the last maxNoFloor origins, until
+// Forget drops the origin): refused signals do not learn their
+// dependencies, so without it every signal naming an origin never
+// forgotten would ask again, up to MaxDeps times per signal.
+func (c *Core[T]) floorOf(o string) (Floor, bool) {
+	if c.p.Recall == nil {
+		return Floor{}, false
+	}
+	if _, ok := c.noFloor[o]; ok {
+		return Floor{}, false
+	}
+	f, ok := c.p.Recall(o)
+	if ok && f.Seq > 0 {
+		f.Origin = o
+		return f, true
+	}
+	if c.noFloor == nil {
+		c.noFloor = map[string]struct{}{}
+		c.noFloorRing = make([]string, maxNoFloor)
+	}
+	if old := c.noFloorRing[c.noFloorNext]; old != "" {
+		delete(c.noFloor, old) // a newer entry of it, if any, is only asked again
+	}
+	c.noFloorRing[c.noFloorNext] = o
+	c.noFloorNext = (c.noFloorNext + 1) % maxNoFloor
+	c.noFloor[o] = struct{}{}
+	return Floor{}, false
+}
+
+// maxNoFloor bounds the origins remembered to have no floor (floorOf): 4,096
+// origins, about 200 KiB at most.
+const maxNoFloor = 1 << 12
+
+// moot reports whether r is at or below what the core delivered of its
+// origin, or below the floor of a forgotten one (read without recalling
+// it): a decision about it decides nothing any more.
+func (c *Core[T]) moot(r Ref) bool {
+	if _, ok := c.known[r.Origin]; ok {
+		return r.Seq <= c.delivered[r.Origin]
+	}
+	f, ok := c.floorOf(r.Origin)
+	return ok && r.Seq <= f.Seq
+}
+
 // Forgettable returns the floors of the origins of want that the core may
 // forget: each has delivered exactly want[origin] (nothing since the
 // caller chose it), nothing of it waits, was refused or is named by a
 // waiting signal, none of its sequences is given up and still deliverable
 // late, Frontier does not leave it out for a loss, and the core knows of
-// no signal of it above what it delivered. It changes nothing: the caller
+// no signal of it above what it delivered. An origin the core holds
+// nothing of (forgotten already) is forgettable at its floor (Recall's),
+// and Forget then has nothing to drop. It changes nothing: the caller
 // stores the floors, then hands them to Forget.
 func (c *Core[T]) Forgettable(want map[string]uint64) []Floor {
 	pinned := c.pinned()
 	var out []Floor
 	for o, seq := range want {
+		if _, held := c.known[o]; !held && seq > 0 {
+			if f, ok := c.floorOf(o); ok && f.Seq == seq {
+				out = append(out, f)
+			}
+			continue
+		}
 		if d, ok := c.delivered[o]; !ok || d != seq || seq == 0 || pinned[o] || c.known[o] > seq || c.listed[o] > seq {
 			continue
 		}
@@ -76,6 +129,7 @@ func (c *Core[T]) Forget(fs []Floor) []Floor {
 		delete(c.lastLamport, o)
 		delete(c.listed, o)
 		delete(c.holes, o)
+		delete(c.noFloor, o) // it has one now
 		out = append(out, f)
 	}
 	c.forgotten += int64(len(out))

@@ -217,3 +217,64 @@ func TestForgetFreesMemory(t *testing.T) {
 		t.Fatalf("heap per departed origin: %.0f bytes held, %.1f after Forget: want most of it freed", before, after)
 	}
 }
+
+// An origin Recall once had no floor for (remembered, not asked again)
+// that is then seen, delivered and forgotten is recalled when met again:
+// Forget drops what was remembered of it.
+func TestForgetAfterNoFloorRecallsAgain(t *testing.T) {
+	fl := floors{}
+	asked := 0
+	recall := func(o string) (Floor, bool) { asked++; return fl.recall(o) }
+	c, err := New[int](Params{Limit: 1, BloomBits: 1 << 12, Recall: recall}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := "XXXXXXXXXXA"
+	if _, err := c.Add(Meta{Origin: "WWWWWWWWWWA", Stamp: Stamp{Seq: 2, Lamport: 2}, ID: "w2"}, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 { // refused, naming x: one Recall
+		m := Meta{Origin: origin(i), Stamp: Stamp{Seq: 1, Lamport: 3, Deps: []Ref{{Origin: x, Seq: 1}}}, ID: fmt.Sprint("r", i)}
+		if _, err := c.Add(m, 0, 0); !errors.Is(err, ErrFull) {
+			t.Fatalf("signal %d: %v, want ErrFull", i, err)
+		}
+	}
+	if asked != 1+3+1 { // w, each refused signal's own origin, and x once
+		t.Fatalf("Recall asked %d times, want 5", asked)
+	}
+	x1 := Meta{Origin: x, Stamp: Stamp{Seq: 1, Lamport: 1}, ID: "x1"}
+	if out, err := c.Add(x1, 0, 0); err != nil || len(out) != 1 {
+		t.Fatalf("x:1: %v, %d released", err, len(out))
+	}
+	if got := forgetAll(c, fl, "WWWWWWWWWWA"); len(got) != 1 || got[0].Origin != x {
+		t.Fatalf("forgot %v, want x", got)
+	}
+	if _, err := c.Add(x1, 0, 0); !errors.Is(err, ErrDuplicate) {
+		t.Fatalf("x:1 again after x was forgotten: %v, want ErrDuplicate (its floor recalled)", err)
+	}
+}
+
+// A recorded decision about a signal at or below what was delivered (or
+// below a forgotten origin's floor) is not kept: Decide says so, and the
+// caller deletes its record.
+func TestDecideMoot(t *testing.T) {
+	fl := floors{"FFFFFFFFFFA": {Origin: "FFFFFFFFFFA", Seq: 5, Lamport: 5}}
+	c, _ := New[int](Params{Limit: 8, BloomBits: 1 << 12, Recall: fl.recall}, nil)
+	h := "HHHHHHHHHHA"
+	if out, err := c.Add(Meta{Origin: h, Stamp: Stamp{Seq: 1, Lamport: 1}, ID: "h1"}, 0, 0); err != nil || len(out) != 1 {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		r    Ref
+		kept bool
+	}{
+		{Ref{Origin: h, Seq: 1}, false},
+		{Ref{Origin: h, Seq: 3}, true},
+		{Ref{Origin: "FFFFFFFFFFA", Seq: 5}, false},
+		{Ref{Origin: "FFFFFFFFFFA", Seq: 7}, true},
+	} {
+		if got := c.Decide(tc.r, Decision{GapFrom: 1}); got != tc.kept {
+			t.Errorf("Decide(%v) kept %v, want %v", tc.r, got, tc.kept)
+		}
+	}
+}
