@@ -108,6 +108,17 @@ func (c *Core[T]) Forgettable(want map[string]uint64) []Floor {
 	return out
 }
 
+// FloorOf returns the floor of origin o as Forget would keep it now (the
+// highest sequence delivered and its Lamport time), whether or not o may
+// be forgotten; false if the core holds nothing delivered of o.
+func (c *Core[T]) FloorOf(o string) (Floor, bool) {
+	d := c.delivered[o]
+	if d == 0 {
+		return Floor{}, false
+	}
+	return Floor{Origin: o, Seq: d, Lamport: c.lastLamport[o]}, true
+}
+
 // Forget drops everything the core holds of the origins of fs that are
 // still as Forgettable found them (the same sequence and Lamport time,
 // and still forgettable), and returns those it forgot. From then on the

@@ -166,7 +166,7 @@ type Node struct {
 	dialing      dialing                             // the discoverer's dials in flight (discover.go)
 	penalties    penalties                           // GossipSub application-specific scores (score.go)
 
-	departing map[string]uint64 // origins whose last delivered signal a prune round found past retention -> its sequence (owned by the pruner: origins.go)
+	floorSet *bloom // origins with a floor record (origins.go)
 
 	// owned by the loop goroutine
 	core         *causal.Core[*signalmesh.Signal]
@@ -590,6 +590,9 @@ func (n *Node) restore(ctx context.Context) error {
 	}
 	n.journalRefs = map[causal.Ref]struct{}{}
 	if err := n.readGone(ctx); err != nil {
+		return fmt.Errorf("node: read store: %w", err)
+	}
+	if err := n.readFloorSet(ctx); err != nil {
 		return fmt.Errorf("node: read store: %w", err)
 	}
 	cp := causal.Params{Limit: n.p.CausalBuffer, OriginLimit: n.p.OriginBuffer, CauseWait: int64(n.p.CauseWait), DepWait: int64(n.p.DepWait)}

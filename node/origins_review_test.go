@@ -79,6 +79,11 @@ func (m *reviewMesh) open() (*node.Node, *recorder) {
 	return n, rec
 }
 
+func (m *reviewMesh) id(i int) string {
+	id, _ := peer.IDFromPrivateKey(m.keys[i])
+	return id.String()
+}
+
 func (m *reviewMesh) ref(i int) string {
 	id, _ := peer.IDFromPrivateKey(m.keys[i])
 	return causal.PeerRef(id.String())

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	ds "github.com/ipfs/go-datastore"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -128,5 +129,48 @@ func TestDepartedOriginsAreForgotten(t *testing.T) {
 	}
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A journal block holding a put and a tombstone is never walked by a
+// prune round (package crdt keeps such blocks whole), so the round sees
+// nothing of the entries it holds. An origin with such an entry must not
+// be forgotten: the node asks the journal itself whether it holds any
+// entry of a candidate. Origin 1 leaves normally in the same round: once
+// it is forgotten, origin 0 must still be held.
+func TestOriginsWithAnEntryInATombstoneBlockAreNotForgotten(t *testing.T) {
+	checkLeaks(t)
+	m := newReviewMesh(t, 2, nil)
+	n, rec := m.open()
+	defer n.Close()
+	ctx := m.ctx
+	old := time.Now().Add(-2 * time.Hour)
+	junk := ds.NewKey("/junk/entry")
+	if err := n.JournalPut(ctx, junk, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	x1 := mustSignal(t, "eph.reading", signalmesh.WithTime(old), signalmesh.WithSubject("0/1"),
+		signalmesh.WithExtension(signalmesh.ExtPeer, m.id(0)),
+		signalmesh.WithExtension(signalmesh.ExtCausal, causal.Stamp{Seq: 1, Lamport: 101}.Format()))
+	k1 := journal.SignalKey(m.ref(0), 1)
+	if err := n.JournalBatch(ctx, map[ds.Key][]byte{k1: signedWire(t, n.Mesh(), m.keys[0], x1)}, []ds.Key{junk}); err != nil {
+		t.Fatal(err)
+	}
+	x2 := m.put(n, 0, 2, old)
+	eventually(t, 20*time.Second, "origin 0 delivered", func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return rec.seen[x1.ID] == 1 && rec.seen[x2.ID] == 1
+	})
+	m.put(n, 1, 1, old)
+	eventually(t, 20*time.Second, "origin 1 forgotten", func() bool {
+		st := m.status(n)
+		return st.Forgotten >= 1 && st.Clock.Get(m.id(1)) == 0
+	})
+	if _, err := n.JournalGet(ctx, k1); err != nil {
+		t.Fatalf("the journal no longer holds origin 0's 1: %v", err)
+	}
+	if st := m.status(n); st.Clock.Get(m.id(0)) != 2 {
+		t.Fatalf("origin 0 forgotten (clock %v, forgotten %d) while the journal holds its 1", st.Clock, st.Forgotten)
 	}
 }

@@ -102,13 +102,15 @@ func (n *Node) pruneOnce(ctx context.Context) error {
 			return false
 		}
 		if seq > left.upTo(ref) {
-			left.note(ref, seq, false)
+			left.keep(ref)
 			return false
 		}
 		s, err := signalmesh.DecodeBinary(value, signalmesh.Limits{})
-		gone := err == nil && ret.Expired(s, now)
-		left.note(ref, seq, gone)
-		return gone
+		if err != nil || !ret.Expired(s, now) {
+			left.keep(ref)
+			return false
+		}
+		return true
 	}
 	// Before anything is deleted: the ids go into the filter of ids gone
 	// (saved), their index entries are deleted, and a checkpoint is
@@ -140,6 +142,9 @@ func (n *Node) pruneOnce(ctx context.Context) error {
 			}
 		}
 		if err := n.saveGone(ctx); err != nil {
+			return err
+		}
+		if err := n.departedFloors(ctx, left, ps); err != nil { // origins.go
 			return err
 		}
 		if len(index) > 0 {
