@@ -7,6 +7,7 @@ import (
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -172,5 +173,41 @@ func TestOriginsWithAnEntryInATombstoneBlockAreNotForgotten(t *testing.T) {
 	}
 	if st := m.status(n); st.Clock.Get(m.id(0)) != 2 {
 		t.Fatalf("origin 0 forgotten (clock %v, forgotten %d) while the journal holds its 1", st.Clock, st.Forgotten)
+	}
+}
+
+// A recorded give-up about a signal below a forgotten origin's floor is
+// deleted at start (it decides nothing, and would recall and pin the
+// origin); one above it is kept.
+func TestOriginsMootDecisionRecordsDeletedAtStart(t *testing.T) {
+	checkLeaks(t)
+	store := dssync.MutexWrap(ds.NewMapDatastore())
+	m := newReviewMesh(t, 1, store)
+	n, _ := m.open()
+	old := time.Now().Add(-2 * time.Hour)
+	m.put(n, 0, 1, old)
+	m.put(n, 0, 2, old)
+	eventually(t, 20*time.Second, "the departed origin forgotten", func() bool {
+		st := m.status(n)
+		return st.Forgotten == 1 && st.Origins == 0
+	})
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	key := func(seq uint64) ds.Key {
+		return ds.RawKey(fmt.Sprintf("/signalmesh/%s/decided/%s/%016x", m.cfg.Mesh, m.ref(0), seq))
+	}
+	for _, seq := range []uint64{2, 5} {
+		if err := store.Put(m.ctx, key(seq), []byte{1, 0}); err != nil { // its cause given up
+			t.Fatal(err)
+		}
+	}
+	n, _ = m.open()
+	defer n.Close()
+	if ok, err := store.Has(m.ctx, key(2)); err != nil || ok {
+		t.Fatalf("the give-up record of a signal below the floor is still there (%v, %v)", ok, err)
+	}
+	if ok, err := store.Has(m.ctx, key(5)); err != nil || !ok {
+		t.Fatalf("the give-up record of a signal above the floor was deleted (%v, %v)", ok, err)
 	}
 }
