@@ -102,6 +102,19 @@ type Params struct {
 	// id that never was (a filter's false positive): such an effect is
 	// then delivered without waiting for a cause that comes later.
 	Gone func(id string) bool
+	// Recall, when set, finds the floor of an origin the core holds
+	// nothing of: one Forget dropped (in this core or in one whose State
+	// this one was restored from). It is asked when the core meets such an
+	// origin (a signal of it, a dependency or a cause on it, Know, Decide),
+	// at most once until the origin is forgotten again (a "none" is
+	// remembered for the last 4,096 origins so answered: one never
+	// forgotten is asked again only once that many others were), and must
+	// answer for every origin Forget returned (see the package doc,
+	// Origins that left). It cannot fail: an answer "none" for an origin
+	// that was forgotten makes the core take it for a new one (the caller
+	// should count such failures). Nil: nothing is ever recalled (do not
+	// call Forget).
+	Recall func(origin string) (Floor, bool)
 }
 
 // Release is a signal the core delivers, in causal order.
@@ -230,6 +243,12 @@ type Core[T any] struct {
 	sources map[string]string // sources of remembered identities, held once (source)
 
 	frontierScratch []originFrontier // Frontier's working list
+
+	forgotten, recalled int64               // origins Forget dropped, and Recall gave back (forget.go)
+	noFloor             map[string]struct{} // origins Recall had no floor for (floorOf)
+	noFloorRing         []string            // noFloor's entries in the order added, to forget the oldest
+	noFloorNext         int
+	dropped             int // origins forgotten since the per-origin maps were last copied (shrink)
 }
 
 type recentID struct {
@@ -285,6 +304,10 @@ func (c *Core[T]) Add(m Meta, v T, now int64) ([]Release[T], error) {
 		if d.Origin == m.Origin {
 			return nil, fmt.Errorf("%w: a dependency on its own origin (implicit)", ErrMeta)
 		}
+	}
+	c.recall(m.Origin)
+	for _, d := range m.Deps {
+		c.recall(d.Origin)
 	}
 	r := m.Ref()
 	if m.Seq <= c.delivered[m.Origin] {
@@ -639,21 +662,27 @@ func (d Decision) Zero() bool { return d == Decision{} }
 // Release.Decision), so that replaying the journal does not wait again for
 // what was given up: when r comes it is released without its cause or its
 // undelivered named dependencies, and when Pull reaches GapFrom the hole
-// up to r is skipped at once.
-func (c *Core[T]) Decide(r Ref, d Decision) {
-	if d.Zero() || r.Seq == 0 {
-		return
+// up to r is skipped at once. It reports whether the decision is kept: a
+// decision about a signal at or below what was delivered of its origin
+// (or below the floor of a forgotten origin, which it does not recall)
+// decides nothing, and the caller may delete its record.
+func (c *Core[T]) Decide(r Ref, d Decision) bool {
+	if d.Zero() || r.Seq == 0 || c.moot(r) {
+		return false
 	}
+	c.recall(r.Origin)
 	c.decided[r] = d
 	if d.GapFrom > 0 && d.GapFrom < r.Seq {
 		c.preSkip[Ref{Origin: r.Origin, Seq: d.GapFrom}] = r.Seq - 1
 	}
 	c.learn(r)
+	return true
 }
 
 // Know records that the signal r exists (from a journal listing, say), so
 // that Pull and Missing name it until it is delivered.
 func (c *Core[T]) Know(r Ref) {
+	c.recall(r.Origin)
 	c.mark(r)
 	if r.Seq > c.listed[r.Origin] {
 		c.listed[r.Origin] = r.Seq
@@ -905,7 +934,7 @@ func (c *Core[T]) identity(m *Meta) (dup, conflict bool) {
 		// from recent before the id was remembered again; ask the Index.
 	}
 	for _, cp := range c.ix.ByID(m.ID) {
-		if cp.Source != m.Source || cp.Ref == m.Ref() || c.delivered[cp.Ref.Origin] < cp.Ref.Seq {
+		if cp.Source != m.Source || cp.Ref == m.Ref() || c.upTo(cp.Ref.Origin) < cp.Ref.Seq {
 			continue
 		}
 		if cp.Digest == m.Digest {
@@ -929,7 +958,7 @@ func (c *Core[T]) causeDelivered(id, source string) bool {
 	}
 	copies := c.ix.ByID(id)
 	for _, cp := range copies {
-		if (source == "" || cp.Source == source) && c.delivered[cp.Ref.Origin] >= cp.Ref.Seq {
+		if (source == "" || cp.Source == source) && c.upTo(cp.Ref.Origin) >= cp.Ref.Seq {
 			return true
 		}
 	}
@@ -967,7 +996,7 @@ func (c *Core[T]) causeOnItsWay(it *item[T], now int64) bool {
 // neither m in m's origin nor r in r's.
 func (c *Core[T]) causeJournaled(m *Meta, r Ref) bool {
 	for _, cp := range c.ix.ByID(m.Cause) {
-		if m.CauseSource != "" && cp.Source != m.CauseSource || c.delivered[cp.Ref.Origin] >= cp.Ref.Seq || c.waiting[cp.Ref] != nil ||
+		if m.CauseSource != "" && cp.Source != m.CauseSource || c.upTo(cp.Ref.Origin) >= cp.Ref.Seq || c.waiting[cp.Ref] != nil ||
 			cp.Ref.Origin == m.Origin && cp.Ref.Seq > m.Seq || // a later copy of its own origin follows it
 			cp.Ref.Origin == r.Origin && cp.Ref.Seq >= r.Seq {
 			continue

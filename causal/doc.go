@@ -121,4 +121,44 @@
 // everywhere, and a peer flooding never-ready signals would tie honest
 // traffic to its flood. The cost: a signal published in that time may be
 // delivered elsewhere before such a signal its publisher had delivered.
+//
+// # Origins that left
+//
+// The core holds a few entries per origin it ever saw (what it delivered,
+// knows of, its frontier entry and Lamport time); with ephemeral peers
+// coming and going they would grow without bound. Forget drops them for
+// origins the caller says have left (a node: the origin's last delivered
+// signal is past retention and the journal retains nothing of it) and that
+// nothing here still needs: none of its signals waits or was refused, no
+// waiting signal names it, nothing of it is given up and deliverable late,
+// Frontier does not leave it out for a loss, and no signal of it above
+// what was delivered is known. Forgettable returns their floors (the
+// highest sequence delivered and its Lamport time); the caller stores
+// them outside memory and then calls Forget, which also drops them from
+// State.
+//
+// Why this keeps causal delivery: whenever the core meets an origin it
+// holds nothing of (a signal of it, a dependency or a cause on it, Know,
+// Decide), it asks Params.Recall for a floor first and, if there is one,
+// goes on from it exactly as if it had never forgotten: a signal at or
+// below the floor is a duplicate, the next one is released, a later one
+// waits for it (a returning origin's seq n+2 arriving before n+1 waits for
+// n+1), a signal naming one at or below the floor is ready, and Lamport
+// times are bounded by the floor's. Nothing else the core held of the
+// origin decides anything: Forget refuses while anything waits on it or is
+// given up, and its one other loss, the frontier entry, names a signal
+// past retention, which a replica that lacks it may never get anyway (what
+// is published from then on does not name it). An origin never forgotten
+// costs one Recall, when it is first seen (a "none" is remembered for the
+// last 4,096 origins so answered, so a flood of signals naming invented
+// origins costs one Recall per invented origin, not per signal). A
+// recorded decision (Decide) about a signal at or below what was
+// delivered, or below a forgotten origin's floor, is dropped without
+// recalling the origin: it decides nothing and would pin it for good.
+//
+// The limit of this: causal order is promised for retained signals. A
+// signal already past retention when it arrives (a publisher back from a
+// long partition, a skewed clock) is delivered, and its origin forgotten
+// at the caller's next round; what is published after that does not name
+// it, and a replica that gets it later may deliver such a signal first.
 package causal

@@ -200,12 +200,19 @@
 // of origins, not the journal, and a Cursor (per origin, the highest
 // sequence passed) goes on where it stopped.
 //
-// Per-origin state of departed peers. The per-origin maps of the causal
-// core (delivered, frontier, Lamport) keep an entry per origin ever seen.
-// At an epoch switch an origin with no retained signal that is not a live
-// member is dropped from them; its cut stays in the record (16 bytes per
-// origin), so a stale signal of it that turns up later is recognised as
-// below the cut and dropped as truncated, not delivered as new.
+// Per-origin state of departed peers (built, without epochs). The
+// per-origin maps of the causal core (delivered, frontier, Lamport, what
+// is known and listed) kept an entry per origin ever seen. A node's prune
+// round now finds the origins whose last delivered signal is past its
+// age limit and of which the journal keeps nothing; once the core has
+// nothing waiting on them, each one's floor (highest sequence delivered,
+// its Lamport time) is written to the node's store as one record, and the
+// origin is dropped from memory, the reopen state and checkpoints. A
+// signal of it that turns up later (a late copy, a return, a signal
+// naming it) has the floor read back first: a copy at or below it is a
+// duplicate, a new one is ordered after it (package causal, Origins that
+// left; package node, origins.go). An origin whose last signal's type has
+// no age limit is never dropped.
 //
 // Start-up (built). Reopening a node does not replay its journal: at a
 // clean Close the node writes its causal state (per origin: the highest

@@ -52,6 +52,10 @@ func SignalKey(ref string, seq uint64) ds.Key {
 	return ds.RawKey(b.String())
 }
 
+// OriginPrefix is the prefix of the keys of the signals of the peer whose
+// ref is ref (a query prefix).
+func OriginPrefix(ref string) string { return signalsNS + "/" + ref }
+
 // IndexKey is the key of the index entry of a signal with id at (ref, seq).
 func IndexKey(id, ref string, seq uint64) ds.Key { return placeKey(indexNS, id, ref, seq) }
 

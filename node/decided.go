@@ -43,15 +43,18 @@ func (n *Node) saveDecision(r causal.Ref, d causal.Decision) {
 }
 
 // readDecisions hands the recorded decisions to the core; an entry that
-// does not parse is skipped (it only costs a wait).
+// does not parse is skipped (it only costs a wait). The records of those
+// the core does not keep (about signals delivered before, or below the
+// floor of an origin that left) are deleted: they decide nothing.
 func (n *Node) readDecisions(ctx context.Context) error {
 	res, err := n.store.Query(ctx, query.Query{Prefix: n.decidedPrefix()})
 	if err != nil {
 		return err
 	}
-	defer res.Close()
+	var moot []ds.Key
 	for e := range res.Next() {
 		if e.Error != nil {
+			res.Close()
 			return e.Error
 		}
 		r, d, ok := parseDecision(strings.TrimPrefix(e.Key, n.decidedPrefix()), e.Value)
@@ -59,9 +62,14 @@ func (n *Node) readDecisions(ctx context.Context) error {
 			n.m.reject("decision_entry")
 			continue
 		}
-		n.core.Decide(r, d)
+		if !n.core.Decide(r, d) {
+			moot = append(moot, ds.RawKey(e.Key))
+		}
 	}
-	return nil
+	if err := res.Close(); err != nil {
+		return err
+	}
+	return n.deleteKeys(ctx, moot)
 }
 
 func parseDecision(key string, v []byte) (causal.Ref, causal.Decision, bool) {

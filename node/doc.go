@@ -495,6 +495,12 @@
 // Params.Prune), a node started with Config.SnapshotJoin copies what a
 // bootstrap peer retains instead of fetching the whole history
 // (snapshot.go), and a node that pruned or joined so starts after a crash
-// from its last checkpoint (checkpoint.go). Not built yet: the epochs of
-// package journal's design (see there what that leaves).
+// from its last checkpoint (checkpoint.go). An origin that left (its last
+// delivered signal past an age limit, nothing of it retained in the
+// journal, nothing waiting on it) leaves the causal core's memory, the
+// reopen state and checkpoints, and the node's maps of origins; its
+// floor, one small record on the store, is read back when the origin is
+// met again (origins.go; Status.Origins, Status.Forgotten). Not built
+// yet: the epochs of package journal's design (see there what that
+// leaves).
 package node

@@ -93,3 +93,23 @@ func SetBacklogRetry(d time.Duration) func() {
 	}
 	return func() { backlogRetry = old }
 }
+
+// JournalBatch writes puts and deletes as one journal block (a delta with
+// both elements and tombstones), as a hostile member could (tests only).
+func (n *Node) JournalBatch(ctx context.Context, puts map[ds.Key][]byte, deletes []ds.Key) error {
+	b, err := n.repl.Batch(ctx)
+	if err != nil {
+		return err
+	}
+	for k, v := range puts {
+		if err := b.Put(ctx, k, v); err != nil {
+			return err
+		}
+	}
+	for _, k := range deletes {
+		if err := b.Delete(ctx, k); err != nil {
+			return err
+		}
+	}
+	return b.Commit(ctx)
+}

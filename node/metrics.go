@@ -34,6 +34,7 @@ type metrics struct {
 	buffered, conflicts, spilled, adopted, relinked, truncated    atomic.Int64
 	rpcsIn, rpcsOut                                               atomic.Int64 // GossipSub RPCs, all topics
 	snapshotsServed, pruned, prunedBlocks                         atomic.Int64 // snapshot joins this node answered; journal entries and blocks pruned
+	forgotten                                                     atomic.Int64 // origins that left, forgotten (origins.go)
 	takenOver, passedBack, leaseRenewals, leaseBytes, leaseGossip atomic.Int64 // consumer groups and the subscription set
 
 	mu       sync.Mutex // guards the three maps

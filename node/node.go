@@ -167,9 +167,11 @@ type Node struct {
 	dialing      dialing                             // the discoverer's dials in flight (discover.go)
 	penalties    penalties                           // GossipSub application-specific scores (score.go)
 
+	floorSet *bloom // origins with a floor record (origins.go)
+
 	// owned by the loop goroutine
 	core         *causal.Core[*signalmesh.Signal]
-	origins      map[string]string       // peer ref -> peer id, of the origins seen
+	origins      map[string]string       // peer ref -> peer id, of the origins seen (but those that left: origins.go)
 	fresh        *freshSet               // delivered, journal entry not seen yet
 	journalRefs  map[causal.Ref]struct{} // offered from the journal, waiting in the core
 	journalRef   causal.Ref              // the one offerJournaled is offering (zero: none)
@@ -591,10 +593,14 @@ func (n *Node) restore(ctx context.Context) error {
 	if err := n.readGone(ctx); err != nil {
 		return fmt.Errorf("node: read store: %w", err)
 	}
+	if err := n.readFloorSet(ctx); err != nil {
+		return fmt.Errorf("node: read store: %w", err)
+	}
 	cp := causal.Params{Limit: n.p.CausalBuffer, OriginLimit: n.p.OriginBuffer, CauseWait: int64(n.p.CauseWait), DepWait: int64(n.p.DepWait)}
 	if n.gone != nil || n.pruneEvery() > 0 {
 		cp.Gone = n.goneSet().mayHave
 	}
+	cp.Recall = n.recallFloor // origins that left (origins.go)
 	n.core, err = causal.New[*signalmesh.Signal](cp, n.jr)
 	if err != nil {
 		return err

@@ -91,17 +91,26 @@ func (n *Node) pruneOnce(ctx context.Context) error {
 		return err
 	}
 	now, ret := time.Now(), n.cfg.Retention
+	left := n.departures(delivered) // origins that left (origins.go)
 	drop := func(key string, value []byte) bool {
 		k := ds.NewKey(key)
 		if k.String() != key {
 			return false
 		}
 		ref, seq, ok := journal.ParseSignalKey(k)
-		if !ok || seq > delivered[ref] {
+		if !ok {
+			return false
+		}
+		if seq > left.upTo(ref) {
+			left.keep(ref)
 			return false
 		}
 		s, err := signalmesh.DecodeBinary(value, signalmesh.Limits{})
-		return err == nil && ret.Expired(s, now)
+		if err != nil || !ret.Expired(s, now) {
+			left.keep(ref)
+			return false
+		}
+		return true
 	}
 	// Before anything is deleted: the ids go into the filter of ids gone
 	// (saved), their index entries are deleted, and a checkpoint is
@@ -135,6 +144,9 @@ func (n *Node) pruneOnce(ctx context.Context) error {
 		if err := n.saveGone(ctx); err != nil {
 			return err
 		}
+		if err := n.departedFloors(ctx, left, ps); err != nil { // origins.go
+			return err
+		}
 		if len(index) > 0 {
 			// Entries queued for the index are written first, so that none
 			// of these comes back (but from a flush under way on another
@@ -159,6 +171,9 @@ func (n *Node) pruneOnce(ctx context.Context) error {
 				n.forgetFresh(r)
 			}
 		}))
+	}
+	if err == nil {
+		err = n.forgetDeparted(ctx, left) // after a walk of the whole journal
 	}
 	return err
 }

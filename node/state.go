@@ -46,8 +46,9 @@ type reopenState struct {
 // Close, once the journal is closed, it covers the whole journal. Safe for
 // concurrent use; one entry per origin.
 type tops struct {
-	mu sync.Mutex
-	m  map[string]uint64
+	mu      sync.Mutex
+	m       map[string]uint64
+	dropped int // entries forgotten since m was last copied
 }
 
 func (t *tops) note(ref string, seq uint64) {
@@ -56,6 +57,26 @@ func (t *tops) note(ref string, seq uint64) {
 		t.m[ref] = seq
 	}
 	t.mu.Unlock()
+}
+
+func (t *tops) get(ref string) uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.m[ref]
+}
+
+// forget drops ref (an origin that left, origins.go); the map is copied
+// when it has lost as many entries as it holds (a Go map keeps its room).
+func (t *tops) forget(ref string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.m[ref]; !ok {
+		return
+	}
+	delete(t.m, ref)
+	if t.dropped++; t.dropped > len(t.m)+64 {
+		t.m, t.dropped = maps.Clone(t.m), 0
+	}
 }
 
 func (t *tops) all() map[string]uint64 {
@@ -238,6 +259,12 @@ func (s *settled) set(origin string, seq uint64) {
 	if seq > s.m[origin] {
 		s.m[origin] = seq
 	}
+	s.mu.Unlock()
+}
+
+func (s *settled) forget(origin string) {
+	s.mu.Lock()
+	delete(s.m, origin)
 	s.mu.Unlock()
 }
 

@@ -62,6 +62,12 @@ type Status struct {
 	Missing                               []vclock.Gap // sequence ranges they wait for, per origin peer id (its causal.PeerRef when unknown)
 	// MissingCauses are the causeids that waiting signals wait for.
 	MissingCauses []string
+	// Origins is the number of origins the causal core holds state of;
+	// Forgotten counts the origins that left and were forgotten (their
+	// floors kept on the store; see Origins that left in the package
+	// doc). Clock leaves out the ones forgotten.
+	Origins   int
+	Forgotten int64
 	// Conflicts counts signals delivered with a (source, id) that another
 	// signal with other content had (published on two cut-off peers).
 	Conflicts int64
@@ -125,6 +131,7 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 			st.Clock = st.Clock.Set(n.originName(o), seq)
 		}
 		st.Buffered = n.core.Len()
+		st.Origins, st.Forgotten = n.core.Origins(), n.m.forgotten.Load()
 		st.Unjournaled = len(n.fresh.sigs)
 		st.Evicted = n.core.Evicted()
 		gaps, causes := n.core.Missing()
