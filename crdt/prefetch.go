@@ -30,17 +30,18 @@ import (
 // announcers in turn, at most perPeerFetches of one announcer at a time: a
 // peer whose heads nobody can serve (a departed ephemeral node, a hostile
 // one) ties up at most that many workers, and a live peer's heads do not
-// wait behind its heads. An announcer's newest heads go first (its older
-// heads are their ancestors), retries last, and past perPeerQueued its
-// oldest is given up, not its newest: once replicas prune, a node back
-// from a pause hears heads the announcer no longer has (fault harness
-// seed 2008: 64 such held a peer's queue, and its current head was
-// dropped at every announcement).
+// wait behind its heads. A head announced again while it waits goes to
+// the front of its announcer's queue (it is still a head there), and past
+// perPeerQueued the oldest of the announcer's heads waiting for a retry is
+// given up for a new one: once replicas prune, a node back from a pause
+// hears heads the announcer no longer has (fault harness seed 2008: 64
+// such filled a peer's share, and its current head was dropped at every
+// announcement, behind minutes of failing fetches).
 const (
 	prefetchWorkers = 8
 	prefetchTimeout = 10 * time.Second
 	prefetchQueue   = 1024 // heads waiting for a worker; past it they are dropped (counted)
-	perPeerQueued   = 64   // heads of one announcer queued, in flight or waiting to retry; past it the oldest queued is given up (counted)
+	perPeerQueued   = 64   // heads of one announcer queued, in flight or waiting to retry; past it the oldest waiting for a retry is given up (counted), else the new one
 	perPeerFetches  = 2    // heads of one announcer fetched at a time
 	// ownFetches are this replica's own wants (holes, the blocks a walk
 	// did not get) fetched at a time: once replicas prune, a hole may be
@@ -193,9 +194,10 @@ func (p *prefetcher) enqueue(f fetch) {
 			}
 		}
 		q := p.queues[f.from]
-		if i := slices.IndexFunc(q, func(g fetch) bool { return g.c == f.c }); i >= 0 {
+		if i := slices.IndexFunc(q, func(g fetch) bool { return g.c == f.c }); i > 0 {
 			g := q[i]
-			p.queues[f.from] = append(append(q[:i:i], q[i+1:]...), g)
+			copy(q[1:i+1], q[:i])
+			q[0] = g
 		}
 		return
 	}
@@ -208,9 +210,7 @@ func (p *prefetcher) enqueue(f fetch) {
 	p.push(f)
 }
 
-// push puts f on top of its announcer's queue (fetched first: an
-// announcer's newest heads cover its older ones, which are their
-// ancestors); p.mu held.
+// push appends f to its announcer's queue; p.mu held.
 func (p *prefetcher) push(f fetch) {
 	if len(p.queues[f.from]) == 0 {
 		p.turn = append(p.turn, f.from)
@@ -221,12 +221,12 @@ func (p *prefetcher) push(f fetch) {
 }
 
 // evictOldest makes room for a new head of an announcer that holds
-// perPeerQueued: it gives up the oldest of its heads waiting for a retry,
-// else the oldest queued, and reports whether there was one (not when all
-// are being fetched). A head an announcer no longer has (pruned, once
-// replicas prune: a node back from a pause hears the heads announced
-// meanwhile) fails three times in about a minute; its newest heads must
-// not wait behind, or be dropped for, 64 such. p.mu held.
+// perPeerQueued: it gives up the oldest of its heads waiting for a retry
+// (each failed once already), and reports whether there was one. A head
+// an announcer no longer has (pruned, once replicas prune: a node back
+// from a pause hears the heads announced meanwhile) fails three times in
+// about a minute; the announcer's current heads must not be dropped for
+// 64 such. p.mu held.
 func (p *prefetcher) evictOldest(from peer.ID) bool {
 	for i, r := range p.later {
 		if r.f.from == from {
@@ -236,20 +236,7 @@ func (p *prefetcher) evictOldest(from peer.ID) bool {
 			return true
 		}
 	}
-	q := p.queues[from]
-	if len(q) == 0 {
-		return false
-	}
-	p.forget(q[0])
-	p.dropped.Add(1)
-	p.queued--
-	if len(q) == 1 {
-		delete(p.queues, from)
-		p.turn = slices.DeleteFunc(p.turn, func(a peer.ID) bool { return a == from })
-	} else {
-		p.queues[from] = q[1:]
-	}
-	return true
+	return false
 }
 
 // requeue queues again a head that waited for a retry.
@@ -261,19 +248,12 @@ func (p *prefetcher) requeue(f fetch) {
 		p.dropped.Add(1)
 		return
 	}
-	// At the bottom of its announcer's queue: what was announced since
-	// comes first.
-	if len(p.queues[f.from]) == 0 {
-		p.turn = append(p.turn, f.from)
-	}
-	p.queues[f.from] = append([]fetch{f}, p.queues[f.from]...)
-	p.queued++
-	p.signal()
+	p.push(f)
 }
 
-// next takes the next head to fetch, its announcer's newest: from the
-// first announcer in turn that has fewer than perPeerFetches in flight
-// (ownFetches for this replica's own wants), which then goes last.
+// next takes the next head to fetch: from the first announcer in turn that
+// has fewer than perPeerFetches in flight (ownFetches for this replica's
+// own wants), which then goes last.
 func (p *prefetcher) next() (fetch, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -282,14 +262,14 @@ func (p *prefetcher) next() (fetch, bool) {
 			continue
 		}
 		q := p.queues[a]
-		f := q[len(q)-1] // the newest
+		f := q[0]
 		p.queued--
 		p.active[a]++
 		p.turn = append(p.turn[:i:i], p.turn[i+1:]...)
 		if len(q) == 1 {
 			delete(p.queues, a)
 		} else {
-			p.queues[a] = q[:len(q)-1]
+			p.queues[a] = q[1:]
 			p.turn = append(p.turn, a)
 		}
 		if p.queued > 0 {

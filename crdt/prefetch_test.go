@@ -227,41 +227,43 @@ func TestPrefetcherLeavesWorkersToHeadsBesideHoles(t *testing.T) {
 }
 
 // An announcer's heads that nobody serves any more (pruned, heard late)
-// fill its queue; its newest head is fetched first all the same, not
-// dropped for them (fault harness seed 2008).
-func TestPrefetcherFetchesAnAnnouncersNewestHeadFirst(t *testing.T) {
+// failed once and wait for a retry, filling its share: its current head,
+// announced again, takes the place of the oldest of them, not dropped for
+// them (fault harness seed 2008); and a head announced again while it
+// waits goes to the front of its announcer's queue.
+func TestPrefetcherMakesRoomForAnAnnouncersCurrentHead(t *testing.T) {
 	gone, goneNodes := blocks(perPeerQueued, "pruned")
-	live, liveNodes := blocks(1, "head")
+	live, liveNodes := blocks(3, "head")
 	g := slowGetter{delay: 10 * time.Millisecond, never: map[cid.Cid]bool{}, nodes: liveNodes}
 	for _, c := range gone {
 		g.never[c] = true
 		g.nodes[c] = goneNodes[c]
 	}
 	p := newPrefetcher(g, func(context.Context, cid.Cid) (bool, error) { return false, nil }, nil, slog.Default())
-	for _, c := range gone { // heard while no worker ran
+	for _, c := range gone { // each fetched once and failed, as work does
 		p.enqueue(fetch{c: c, from: peer.ID("x")})
+		f, ok := p.next()
+		if !ok {
+			t.Fatal("nothing to fetch")
+		}
+		p.mu.Lock()
+		p.later = append(p.later, retry{fetch{c: f.c, from: f.from, tries: 1}, time.Now().Add(time.Hour)})
+		p.mu.Unlock()
+		p.end(f, false)
 	}
 	p.enqueue(fetch{c: live[0], from: peer.ID("x")})
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(prefetchWorkers)
-	for range prefetchWorkers {
-		go p.work(ctx, &wg)
-	}
-	defer func() { cancel(); wg.Wait() }()
-	select {
-	case b := <-p.out:
-		var bc pb.CRDTBroadcast
-		if err := proto.Unmarshal(b, &bc); err != nil {
-			t.Fatal(err)
-		}
-		if c, _ := cid.Cast(bc.Heads[0].Cid); c != live[0] {
-			t.Fatalf("forwarded %v, want the newest head", c)
-		}
-	case <-time.After(prefetchTimeout - time.Second):
-		t.Fatalf("the newest head was not fetched first (dropped: %d)", p.dropped.Load())
-	}
 	if p.dropped.Load() != 1 {
-		t.Fatalf("%d dropped, want the oldest one", p.dropped.Load())
+		t.Fatalf("%d dropped, want the oldest waiting for a retry", p.dropped.Load())
+	}
+	p.enqueue(fetch{c: live[1], from: peer.ID("x")})
+	p.enqueue(fetch{c: live[2], from: peer.ID("x")})
+	p.enqueue(fetch{c: live[2], from: peer.ID("x")}) // announced again: first
+	if f, ok := p.next(); !ok || f.c != live[2] {
+		t.Fatalf("next %v, want the head announced again", f.c)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.held["x"] != perPeerQueued || p.queued != 2 || len(p.later) != perPeerQueued-3 {
+		t.Fatalf("held %d, queued %d, waiting %d", p.held["x"], p.queued, len(p.later))
 	}
 }

@@ -18,7 +18,7 @@ import (
 // a time, and waited its 20 s DAG timeout there (the fault harness's seed
 // 1910: a node back from a pause stayed minutes short of the mesh, one
 // walk per 20 s), so a head written right after the joins came 20 s late;
-// it comes within a walk fetch (walkFetch, 3 s) now.
+// it comes within a walk fetch (walkFetch, 1 s) now.
 func TestWalkDoesNotWaitForPrunedBlocks(t *testing.T) {
 	defer goleak.VerifyNone(t, nodetest.IgnoredGoroutines()...)
 	ctx := context.Background()
