@@ -54,7 +54,7 @@ func (a *attacker) forge(ctx context.Context) error {
 		m := ms[k%len(ms)]
 		victim := a.cfg.Victims[rng.IntN(len(a.cfg.Victims))]
 		t := m.topics[a.topic("signals")]
-		if !reaches(t) {
+		if !m.reaches(t) {
 			a.unreached(chaos.AttackForgedSig)
 			return nil // its host is down or cut: next turn
 		}
@@ -122,7 +122,7 @@ func (a *attacker) flood(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 		}
-		if !reaches(t) {
+		if !m.reaches(t) {
 			a.unreached(chaos.AttackFlood)
 			continue
 		}
@@ -167,8 +167,8 @@ func (a *attacker) herald(ctx context.Context) error {
 	kinds := []string{chaos.AttackHeadsOpen, chaos.AttackHeadsBadCid, chaos.AttackHeadsAbsent}
 	return every(ctx, rng, 3*time.Second, func(k int) error {
 		kind := kinds[k%len(kinds)]
-		if !reaches(t) {
-			a.unreached(chaos.AttackHeadsOpen)
+		if !m.reaches(t) {
+			a.unreached(kind)
 			return nil
 		}
 		var heads []cid.Cid
