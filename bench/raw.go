@@ -46,7 +46,8 @@ type RawOptions struct {
 	Reporter metrics.Reporter
 	// Tuned gives GossipSub the options a signalmesh node gives its own
 	// (node.startPubSub): flood publish, 1,024-deep peer outbound and
-	// validation queues, and a 4,096-deep subscription buffer. What it
+	// validation queues, a 4,096-deep subscription buffer, and its mesh
+	// degrees (node.GossipSubParams: D 4, where GossipSub's default is 6). What it
 	// cannot copy is signalmesh's framing (one GossipSub message per commit
 	// batch): a baseline message is one signal.
 	Tuned bool
@@ -59,6 +60,7 @@ func tunedOptions() []pubsub.Option {
 		pubsub.WithFloodPublish(true),
 		pubsub.WithPeerOutboundQueueSize(1024),
 		pubsub.WithValidateQueueSize(1024),
+		pubsub.WithGossipSubParams(node.GossipSubParams(node.Params{})),
 	}
 }
 

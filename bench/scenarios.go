@@ -192,7 +192,9 @@ func partitionMesh(ctx context.Context, env Env, peers, perSide int, sides [][]i
 	if err != nil {
 		return healed{}, Stats{}, err
 	}
+	stop := profileWindow(env, KindMesh, fmt.Sprintf("heal%d", peers))
 	h, err := timeHeal(ctx, meshHealer{g}, len(sides)*perSide, 5*time.Minute)
+	stop()
 	if err != nil {
 		return healed{}, Stats{}, err
 	}
@@ -552,10 +554,13 @@ func burst(ctx context.Context, env Env, kind string, peers, total int) (*delive
 		return nil, err
 	}
 	time.Sleep(env.Settle) // a formed GossipSub mesh: the same fair start for every system
+	stop := profileWindow(env, kind, "burst")
 	if err := g.peers[0].Publish(ctx, PublishReq{Type: "burst.tick", N: total, Writers: 16, Payload: env.Payload}); err != nil {
+		stop()
 		return nil, err
 	}
 	awaitArrivals(ctx, g, subs, total, env.Quiet)
+	stop()
 	return collect(g, 0, subs)
 }
 
@@ -660,11 +665,14 @@ func steady(ctx context.Context, env Env, kind string, peers, rate int, dur time
 		return nil, Stats{}, err
 	}
 	n := int(float64(rate) * dur.Seconds())
+	stop := profileWindow(env, kind, "steady")
 	if err := g.peers[0].Publish(ctx, PublishReq{Type: "steady.tick", N: n, Rate: float64(rate), Writers: 32,
 		Payload: env.Payload, Level: level, Seed: env.Seed}); err != nil {
+		stop()
 		return nil, Stats{}, err
 	}
 	awaitArrivals(ctx, g, subs, n, env.Quiet) // what has not arrived by then counts as lost
+	stop()
 	after, err := g.stats(ctx, env)
 	if err != nil {
 		return nil, Stats{}, err

@@ -364,6 +364,18 @@ type Params struct {
 	// past it the rest are ignored and counted ("registry_full").
 	// Default 4,096.
 	MaxRegistry int
+	// GossipDegree is the GossipSub mesh degree D: how many peers each
+	// peer forwards a frame to (flood publish still sends a node's own
+	// frames to every peer it is connected to). Default 4, where GossipSub's
+	// is 6: gossip here carries speed, the journal completeness, so fewer
+	// copies of each frame cost less CPU and bandwidth for the same
+	// deliveries (BENCHMARKS.md: a burst of 10,000 to 8 peers took 2.0 s at
+	// 6, 1.8 s at 4, 1.6 s at 3). The mesh's other degrees follow D as
+	// GossipSub's defaults follow 6 (Dlo = 5D/6, Dhi = 2D, Dscore = 2D/3,
+	// Dout = D/3, kept below Dlo and D/2). At 3 and below Dout is 0: the
+	// mesh keeps no quota of peers this node dialed, GossipSub's guard
+	// against a peer that floods it with inbound connections. From 2 to 32.
+	GossipDegree int
 }
 
 func (p Params) withDefaults() Params {
@@ -436,6 +448,7 @@ func (p Params) withDefaults() Params {
 		p.Lease = 10 * time.Second
 	}
 	def(&p.MaxRegistry, 4096)
+	def(&p.GossipDegree, 4)
 	return p
 }
 
@@ -443,8 +456,9 @@ func (p Params) withDefaults() Params {
 func (p Params) Validate() error {
 	if p.MaxBatch < 0 || p.CommitQueue < 0 || p.JournalBatch < 0 || p.JournalDelay < 0 || p.CausalBuffer < 0 || p.SubscriberQueue < 0 ||
 		p.MaxBatchDelay < 0 || p.Resync < 0 || p.CauseTimeout < 0 || p.Rebroadcast < 0 || p.Redial < 0 || p.MaxDeps < 0 || p.StoreCache < 0 ||
-		p.ConnLow < 0 || p.ConnHigh < 0 || p.ConnGrace < 0 || p.MaxConns < 0 || p.Lease < 0 || p.MaxRegistry < 0 {
-		return fmt.Errorf("node: negative parameter in %+v", p)
+		p.ConnLow < 0 || p.ConnHigh < 0 || p.ConnGrace < 0 || p.MaxConns < 0 || p.Lease < 0 || p.MaxRegistry < 0 ||
+		p.GossipDegree < 0 || p.GossipDegree == 1 || p.GossipDegree > 32 {
+		return fmt.Errorf("node: negative parameter (or GossipDegree not 0 or 2-32) in %+v", p)
 	}
 	if d := p.withDefaults(); d.ConnLow >= d.ConnHigh {
 		return fmt.Errorf("node: Params.ConnLow %d, want below ConnHigh %d", d.ConnLow, d.ConnHigh)

@@ -485,6 +485,7 @@ func (n *Node) startPubSub() error {
 		pubsub.WithValidateQueueSize(1024),
 		pubsub.WithRawTracer(tracer{m: &n.m, topic: sigTopic, writers: &n.writers}),
 		pubsub.WithPeerExchange(true),
+		pubsub.WithGossipSubParams(GossipSubParams(n.p)),
 	)
 	if err != nil {
 		return fmt.Errorf("node: gossipsub: %w", err)
