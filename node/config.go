@@ -372,7 +372,8 @@ type Params struct {
 	// deliveries (BENCHMARKS.md: a burst of 10,000 to 8 peers took 2.0 s at
 	// 6, 1.8 s at 4, 1.6 s at 3). The mesh's other degrees follow D as
 	// GossipSub's defaults follow 6 (Dlo = 5D/6, Dhi = 2D, Dscore = 2D/3,
-	// Dout = D/3, kept below Dlo and D/2). At 3 and below Dout is 0: the
+	// Dout = D/3, kept below Dlo and D/2; see GossipSubParams for the
+	// gossip to peers outside the mesh). At 3 and below Dout is 0: the
 	// mesh keeps no quota of peers this node dialed, GossipSub's guard
 	// against a peer that floods it with inbound connections. From 2 to 32.
 	GossipDegree int

@@ -13,7 +13,9 @@
 //  1. Fast path: the committer's batch is gossiped over GossipSub in frames
 //     (each signal signed by its origin, see Trust; GossipSub itself signs
 //     nothing, so each hop verifies a batch once, not twice), with flood
-//     publish. Each peer's validator decodes and bounds every message and
+//     publish and a mesh degree of 4 where GossipSub's default is 6 (the
+//     journal, not gossip redundancy, makes delivery complete;
+//     Params.GossipDegree). Each peer's validator decodes and bounds every message and
 //     checks that a frame's signals have one origin, which signed them;
 //     rejects are counted by reason and never forwarded.
 //  2. Durable path: a journaler moves outbox batches (up to 5,000 signals or
