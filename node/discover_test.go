@@ -15,12 +15,14 @@ import (
 
 // TestDiscoveryBeyondBootstrap: 12 nodes, each bootstrapped to one seed
 // only, find each other by the mesh's address announcements and reach
-// GossipSub's D_lo (5 mesh peers on the signals topic) or more within
-// 20 s; then the seed leaves, and a signal published by each remaining
-// node still reaches every other.
+// the node's GossipSub D_lo (3 mesh peers on the signals topic at the
+// default degree 4) or more within 20 s, and more peers than the seed and
+// a mesh's worth; then the seed leaves, and a signal published by each
+// remaining node still reaches every other.
 func TestDiscoveryBeyondBootstrap(t *testing.T) {
 	checkLeaks(t)
-	const n, dLo = 12, 5
+	const n = 12
+	dLo, dHi := node.GossipSubParams(node.Params{}).Dlo, node.GossipSubParams(node.Params{}).Dhi
 	mesh := fmt.Sprintf("discover-%d", time.Now().UnixNano())
 	seed, seedRec := startNodes(t, mesh, 1, func(_ int, c *node.Config) { c.Params.Discover = time.Second })
 	start := time.Now()
@@ -37,10 +39,10 @@ func TestDiscoveryBeyondBootstrap(t *testing.T) {
 			}
 		}
 	}()
-	eventually(t, 20*time.Second, fmt.Sprintf("every node with %d mesh peers or more", dLo), func() bool {
+	eventually(t, 20*time.Second, fmt.Sprintf("every node with %d mesh peers or more, and %d peers or more", dLo, dHi), func() bool {
 		for _, nd := range append(nodes, seed[0]) {
 			st, err := nd.Status(context.Background())
-			if err != nil || st.Mesh < dLo {
+			if err != nil || st.Mesh < dLo || st.Peers < dHi {
 				return false
 			}
 		}
