@@ -19,8 +19,8 @@ type Status struct {
 	Peer  string
 	Peers int
 	// Mesh is the number of peers in this node's GossipSub mesh of the
-	// signals topic (GossipSub keeps it between D_lo 5 and D_hi 12 when
-	// it has enough peers).
+	// signals topic (GossipSub grafts below D_lo and trims at D_hi: 3 to 7
+	// peers at the default Params.GossipDegree 4, when it has enough).
 	Mesh int
 	// Subscribed is the number of peers GossipSub knows to subscribe to
 	// the signals topic: what the node publishes goes to them.

@@ -114,6 +114,7 @@ type params struct {
 	ConnGrace       duration `json:"conn_grace"`
 	MaxConns        int      `json:"max_conns"`
 	Lease           duration `json:"lease"`
+	GossipDegree    int      `json:"gossip_degree"` // node.Params.GossipDegree: GossipSub's mesh degree, default 4
 	// Prune is how often signals past an age limit leave the disk
 	// (node.Params.Prune; default a quarter of the shortest limit).
 	Prune duration `json:"prune"`
@@ -434,7 +435,7 @@ func (c *daemonConfig) nodeConfig() (node.Config, error) {
 		Rebroadcast: time.Duration(p.Rebroadcast), Redial: time.Duration(p.Redial),
 		CauseWait: time.Duration(p.CauseWait), DepWait: time.Duration(p.DepWait), MaxDeps: p.MaxDeps,
 		Discover: time.Duration(p.Discover), ConnLow: p.ConnLow, ConnHigh: p.ConnHigh, ConnGrace: time.Duration(p.ConnGrace),
-		MaxConns: p.MaxConns, Lease: time.Duration(p.Lease), Prune: time.Duration(p.Prune)}
+		MaxConns: p.MaxConns, Lease: time.Duration(p.Lease), Prune: time.Duration(p.Prune), GossipDegree: p.GossipDegree}
 	for _, r := range c.Retention {
 		nc.Retention = append(nc.Retention, journal.Rule{Pattern: r.Pattern, MaxAge: time.Duration(r.MaxAge), MaxCount: r.MaxCount, MaxBytes: r.MaxBytes})
 	}

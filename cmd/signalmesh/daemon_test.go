@@ -215,7 +215,7 @@ wait:
 func TestDaemonConfigPrecedence(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "node.json")
 	_ = os.WriteFile(file, []byte(`{"mesh":"from-file","http":"127.0.0.1:1","data_dir":"/file",
-		"params":{"journal_delay":"20ms"},
+		"params":{"journal_delay":"20ms","gossip_degree":3},
 		"retention":[{"pattern":"sensor.**","max_age":"1h"},{"pattern":"**","max_count":10,"max_bytes":4096}],
 		"bridge":{"cluster":"eu","tokens":["a"],"routes":[{"pattern":"payment.**","consistency":"quorum:1"}],
 		"destinations":[{"name":"us","url":"http://127.0.0.1:9/v1/ingest","mode":"batch","batch_size":7,"patterns":["order.**"],"cluster":"us","backoff":"1s"}]}}`), 0o644)
@@ -232,7 +232,7 @@ func TestDaemonConfigPrecedence(t *testing.T) {
 		t.Fatalf("config %+v", c)
 	}
 	nc, err := c.nodeConfig()
-	if err != nil || nc.Params.JournalDelay != 20*time.Millisecond || len(nc.Retention) != 2 ||
+	if err != nil || nc.Params.JournalDelay != 20*time.Millisecond || nc.Params.GossipDegree != 3 || len(nc.Retention) != 2 ||
 		nc.Retention[0].MaxAge != time.Hour || nc.Retention[1].MaxCount != 10 || nc.Retention[1].MaxBytes != 4096 {
 		t.Fatalf("node config %+v %v", nc, err)
 	}
