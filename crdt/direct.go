@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,15 @@ import (
 // replica relay heads that do not exist), the replica announces it on the
 // topic, once, with any others learned in the same 20 ms.
 //
+// A relay is left out for a head the topic announced meanwhile: every
+// peer of the topic heard that announcement. After a partition heals every
+// peer learns the other side's heads on streams, and each relayed them:
+// at 32 peers each of 32 announcements of the same heads was verified and
+// forwarded by every peer (80 KiB sent a peer in the heal). So a relay
+// waits relayWait plus a random part that grows with the peers on the
+// topic (relaySpreadPer each, up to relaySpreadMax), and the first
+// relays of a head spare the others theirs.
+//
 // A peer that does not speak the protocol (an older version) gets the
 // broadcast, as before.
 const (
@@ -43,6 +53,10 @@ const (
 	directQueue    = 256 // direct announcements waiting for the prefetcher; past it dropped (counted "heads_busy")
 	relayWait      = 20 * time.Millisecond
 	relayEvery     = 250 * time.Millisecond // at most one relay a quarter second: a busy batch keeps only the newest heads
+	relaySpreadPer = 4 * time.Millisecond
+	relaySpreadMax = 200 * time.Millisecond
+	heardFor       = time.Second // a head announced on the topic this recently is not relayed
+	maxHeard       = 4096        // heads remembered as announced; cleared when full
 )
 
 func headsProtocol(topic string) protocol.ID { return protocol.ID("/signalmesh/heads/1.0.0/" + topic) }
@@ -63,6 +77,7 @@ type direct struct {
 	failed       atomic.Int64
 	relayed      atomic.Int64
 	relayDropped atomic.Int64
+	relaySpared  atomic.Int64
 
 	// Streams being read, reset at close; handlers wait in hwg.
 	mu      sync.Mutex
@@ -71,14 +86,15 @@ type direct struct {
 	hwg     sync.WaitGroup
 
 	relayMu   sync.Mutex
-	relaying  map[cid.Cid]peer.ID // head -> the peer whose stream brought it
+	relaying  map[cid.Cid]peer.ID   // head -> the peer whose stream brought it
+	heardAt   map[cid.Cid]time.Time // heads announced on the topic lately (heard)
 	relayWake chan struct{}
 }
 
 func newDirect(h host.Host, topic string, guard *headsGuard, log *slog.Logger) *direct {
 	return &direct{h: h, proto: headsProtocol(topic), guard: guard, in: make(chan announcement, directQueue), log: log,
 		sem: make(chan struct{}, directSenders), reading: map[network.Stream]struct{}{},
-		relaying: map[cid.Cid]peer.ID{}, relayWake: make(chan struct{}, 1)}
+		relaying: map[cid.Cid]peer.ID{}, heardAt: map[cid.Cid]time.Time{}, relayWake: make(chan struct{}, 1)}
 }
 
 // close stops taking streams, resets those being read and waits for their
@@ -208,6 +224,11 @@ func (d *direct) sendOne(ctx context.Context, p peer.ID, data []byte) error {
 // local, for an announcement on the topic.
 func (d *direct) relay(c cid.Cid, from peer.ID) {
 	d.relayMu.Lock()
+	if at, ok := d.heardAt[c]; ok && time.Since(at) < heardFor {
+		d.relayMu.Unlock()
+		d.relaySpared.Add(1)
+		return
+	}
 	first := len(d.relaying) == 0
 	if _, ok := d.relaying[c]; !ok {
 		if len(d.relaying) < maxAnnouncedHeads {
@@ -225,14 +246,43 @@ func (d *direct) relay(c cid.Cid, from peer.ID) {
 	}
 }
 
-// relayLoop announces the heads relay queued, relayWait after the first
-// of a batch and relayEvery after the last announcement, until ctx ends. A head is left out when another head of the
-// batch links it (the later one is announced, and brings it), and when
-// this replica's only topic peer is the one that sent it (a newcomer that
-// learned the mesh's heads from its hub).
-// Announcements carry at most perPeerQueued heads, which a receiver
-// queues at once.
-func (d *direct) relayLoop(ctx context.Context, wg *sync.WaitGroup, bc *broadcaster) {
+// heard notes heads announced on the topic (by anyone, this replica too):
+// a relay of them is left out (see above).
+func (d *direct) heard(heads []cid.Cid) {
+	now := time.Now()
+	d.relayMu.Lock()
+	defer d.relayMu.Unlock()
+	if len(d.heardAt)+len(heads) > maxHeard {
+		clear(d.heardAt)
+	}
+	for _, c := range heads {
+		d.heardAt[c] = now
+		if _, ok := d.relaying[c]; ok {
+			delete(d.relaying, c)
+			d.relaySpared.Add(1)
+		}
+	}
+}
+
+// relayDelay is the wait before a relay: relayWait, plus a random part
+// that grows with the topic's peers, and at least relayEvery after the
+// last relay.
+func relayDelay(peers int, last time.Time) time.Duration {
+	wait := relayWait
+	if spread := min(time.Duration(peers)*relaySpreadPer, relaySpreadMax); spread > 0 {
+		wait += rand.N(spread)
+	}
+	return max(wait, time.Until(last.Add(relayEvery)))
+}
+
+// relayLoop announces the heads relay queued (with publish), relayDelay
+// after the first of a batch, until ctx ends. A head is left out when the
+// topic announced it meanwhile (heard), when another head of the batch
+// links it (the later one is announced, and brings it), and when this
+// replica's only topic peer is the one that sent it (a newcomer that
+// learned the mesh's heads from its hub). Announcements carry at most
+// perPeerQueued heads, which a receiver queues at once.
+func (d *direct) relayLoop(ctx context.Context, wg *sync.WaitGroup, publish func(context.Context, []byte) error) {
 	defer wg.Done()
 	var last time.Time
 	for {
@@ -244,7 +294,7 @@ func (d *direct) relayLoop(ctx context.Context, wg *sync.WaitGroup, bc *broadcas
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(max(relayWait, time.Until(last.Add(relayEvery)))):
+		case <-time.After(relayDelay(len(d.topic()), last)):
 		}
 		last = time.Now()
 		d.relayMu.Lock()
@@ -269,7 +319,7 @@ func (d *direct) relayLoop(ctx context.Context, wg *sync.WaitGroup, bc *broadcas
 			b, err := encodeHeads(heads[:n])
 			heads = heads[n:]
 			if err == nil {
-				err = bc.Broadcast(ctx, b)
+				err = publish(ctx, b)
 			}
 			if err != nil {
 				if ctx.Err() == nil {
@@ -287,6 +337,7 @@ func (d *direct) relayLoop(ctx context.Context, wg *sync.WaitGroup, bc *broadcas
 type DirectStats struct {
 	Sent, Received, Failed int64 // announcements
 	Relayed, RelayDropped  int64 // heads learned on streams announced on the topic, and left out (too many waited)
+	RelaySpared            int64 // heads learned on streams not relayed: the topic announced them meanwhile
 }
 
 // Direct returns the replica's direct announcement counts.
@@ -295,5 +346,5 @@ func (r *Replica) Direct() DirectStats {
 		return DirectStats{}
 	}
 	return DirectStats{Sent: r.direct.sent.Load(), Received: r.direct.received.Load(), Failed: r.direct.failed.Load(),
-		Relayed: r.direct.relayed.Load(), RelayDropped: r.direct.relayDropped.Load()}
+		Relayed: r.direct.relayed.Load(), RelayDropped: r.direct.relayDropped.Load(), RelaySpared: r.direct.relaySpared.Load()}
 }

@@ -63,6 +63,7 @@ type prefetcher struct {
 	slowAfter time.Duration
 	value     func(key string) []byte                // values held for recipes (nil: recipes are not read)
 	relay     func(cid.Cid, peer.ID)                 // told of a head from a stream whose block came, and the stream's peer (nil: nobody)
+	heard     func([]cid.Cid)                        // told of the heads of each announcement on the topic (nil: nobody)
 	add       func(context.Context, ipld.Node) error // keeps a block built from a recipe
 	counts    recipeCounts
 	out       chan []byte   // heads ready for go-ds-crdt, one per message
@@ -152,6 +153,15 @@ func (p *prefetcher) heads(ctx context.Context, a announcement, direct bool) boo
 		if recipes, err = recipesIn(a.data); err != nil {
 			p.counts.malformed.Add(1)
 		}
+	}
+	if p.heard != nil && !direct {
+		heard := make([]cid.Cid, 0, len(b.Heads))
+		for _, h := range b.Heads {
+			if c, err := cid.Cast(h.Cid); err == nil {
+				heard = append(heard, c)
+			}
+		}
+		p.heard(heard)
 	}
 	for _, h := range b.Heads {
 		c, err := cid.Cast(h.Cid)

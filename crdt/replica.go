@@ -213,16 +213,18 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 		r.pf.slow, r.pf.slowAfter = p.OnSlowFetch, cmp.Or(p.SlowFetch, 5*time.Second)
 		r.pf.value, r.pf.add = p.Value, dag.Add
 		r.bc.ready = r.pf.out
-		r.pf.start(ctx, &r.wg, sub)
-		crdtDAG = walked(crdtDAG, r.pf) // walk fetches wait walkFetch, not 20 s (walk.go)
 		if p.Host != nil {
 			r.direct = newDirect(p.Host, p.Topic, guard, p.Logger)
 			r.direct.topic = topic.ListPeers
 			r.direct.links = func(c cid.Cid) []cid.Cid { return localLinks(ctx, dag, p.Has, c) }
-			r.pf.relay = r.direct.relay
+			r.pf.relay, r.pf.heard = r.direct.relay, r.direct.heard
+		}
+		r.pf.start(ctx, &r.wg, sub)
+		crdtDAG = walked(crdtDAG, r.pf) // walk fetches wait walkFetch, not 20 s (walk.go)
+		if r.direct != nil {
 			r.wg.Add(2)
 			go r.pf.readDirect(ctx, &r.wg, r.direct.in)
-			go r.direct.relayLoop(ctx, &r.wg, r.bc)
+			go r.direct.relayLoop(ctx, &r.wg, r.bc.Broadcast)
 		}
 	}
 
