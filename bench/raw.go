@@ -47,8 +47,7 @@ type RawOptions struct {
 	// Tuned gives GossipSub the options a signalmesh node gives its own
 	// (node.startPubSub): flood publish, 1,024-deep peer outbound and
 	// validation queues, a 4,096-deep subscription buffer, and its mesh
-	// degrees and gossip (node.GossipSubParams: D 4 where GossipSub's
-	// default is 6, and no IHAVE gossip: HistoryGossip 0). What it
+	// degrees (node.GossipSubParams: D 4 and Dlazy 1, where GossipSub's defaults are 6). What it
 	// cannot copy is signalmesh's framing (one GossipSub message per commit
 	// batch): a baseline message is one signal.
 	Tuned bool

@@ -227,7 +227,7 @@ func systemNotes(payload int) map[string]string {
 		KindMesh: fmt.Sprintf("a signalmesh node (node.New, default Params): a CloudEvents signal with %d bytes of data, "+
 			"binary-encoded with its id, type, source, time and causal stamp; gossip frames carry a commit batch each", payload),
 		KindGossip: fmt.Sprintf("raw go-libp2p-pubsub GossipSub, default options; a message is \"<id> <%d bytes>\"", payload),
-		KindGossipTuned: fmt.Sprintf("raw GossipSub with signalmesh's options (flood publish, mesh degree D 4, no IHAVE gossip, peer outbound and validation queues 1,024, "+
+		KindGossipTuned: fmt.Sprintf("raw GossipSub with signalmesh's options (flood publish, mesh degree D 4 and Dlazy 1, peer outbound and validation queues 1,024, "+
 			"subscription buffer 4,096), one message per signal (no batching frames); a message is \"<id> <%d bytes>\"", payload),
 		KindNATS: fmt.Sprintf("NATS core client of an embedded nats-server on loopback; a message is \"<id> <%d bytes>\"; "+
 			"its bytes are the client's only (the server's are not counted)", payload),

@@ -11,14 +11,13 @@ import (
 )
 
 // At degree 6 the mesh degrees are GossipSub's own defaults (the scaling
-// follows them), and only the gossip repair differs: none (HistoryGossip
-// 0). Every degree a Params accepts gives parameters GossipSub accepts,
-// and the default is 4.
+// follows them), and only Dlazy differs. Every degree a Params accepts
+// gives parameters GossipSub accepts, and the default is 4.
 func TestGossipSubParamsFollowGossipSubsDefaults(t *testing.T) {
 	def := pubsub.DefaultGossipSubParams()
-	def.Dlazy, def.HistoryGossip = 1, 0
+	def.Dlazy = 1
 	if got := node.GossipSubParams(node.Params{GossipDegree: 6}); got != def {
-		t.Fatalf("degree 6: %+v, want GossipSub's defaults with Dlazy 1 and HistoryGossip 0 %+v", got, def)
+		t.Fatalf("degree 6: %+v, want GossipSub's defaults with Dlazy 1 %+v", got, def)
 	}
 	if got := node.GossipSubParams(node.Params{}); got.D != 4 || got.Dlo != 3 || got.Dhi != 8 || got.Dout != 1 {
 		t.Fatalf("default: D %d Dlo %d Dhi %d Dout %d, want 4 3 8 1", got.D, got.Dlo, got.Dhi, got.Dout)
