@@ -35,14 +35,19 @@ import (
 // replica relay heads that do not exist), the replica announces it on the
 // topic, once, with any others learned in the same 20 ms.
 //
-// A relay is left out for a head the topic announced meanwhile: every
-// peer of the topic heard that announcement. After a partition heals every
-// peer learns the other side's heads on streams, and each relayed them:
-// at 32 peers each of 32 announcements of the same heads was verified and
-// forwarded by every peer (80 KiB sent a peer in the heal). So a relay
-// waits relayWait plus a random part that grows with the peers on the
-// topic (relaySpreadPer each, up to relaySpreadMax), and the first
-// relays of a head spare the others theirs.
+// A relay is left out for a head that two other peers announced on the
+// topic meanwhile. After a partition heals every peer learns the other
+// side's heads on streams, and each relayed them: at 32 peers each of 32
+// announcements of the same heads was verified and forwarded by every
+// peer (80 KiB sent a peer in the heal). So a relay waits relayWait plus
+// a random part that grows with the peers on the topic (relaySpreadPer
+// each, up to relaySpreadMax), and the first two relays of a head spare
+// the others theirs. Two, not one: a single member that announces a head
+// and then does not serve it cannot hold back the relays of the peers that
+// can. A topic announcement reaches the peers of the announcer's mesh
+// paths; a peer outside them (a hub's leaf past its mesh) gets it from
+// GossipSub's gossip (IHAVE) or the announcer's next rebroadcast: later,
+// not never.
 //
 // A peer that does not speak the protocol (an older version) gets the
 // broadcast, as before.
@@ -55,7 +60,7 @@ const (
 	relayEvery     = 250 * time.Millisecond // at most one relay a quarter second: a busy batch keeps only the newest heads
 	relaySpreadPer = 4 * time.Millisecond
 	relaySpreadMax = 200 * time.Millisecond
-	heardFor       = time.Second // a head announced on the topic this recently is not relayed
+	heardFor       = time.Second // a head two peers announced on the topic this recently is not relayed
 	maxHeard       = 4096        // heads remembered as announced; cleared when full
 )
 
@@ -85,16 +90,21 @@ type direct struct {
 	reading map[network.Stream]struct{}
 	hwg     sync.WaitGroup
 
+	self      peer.ID // this replica's host
 	relayMu   sync.Mutex
-	relaying  map[cid.Cid]peer.ID   // head -> the peer whose stream brought it
-	heardAt   map[cid.Cid]time.Time // heads announced on the topic lately (heard)
+	relaying  map[cid.Cid]peer.ID // head -> the peer whose stream brought it
+	heardAt   map[cid.Cid]heardOf // heads announced on the topic lately (heard)
 	relayWake chan struct{}
 }
 
 func newDirect(h host.Host, topic string, guard *headsGuard, log *slog.Logger) *direct {
-	return &direct{h: h, proto: headsProtocol(topic), guard: guard, in: make(chan announcement, directQueue), log: log,
+	d := &direct{h: h, proto: headsProtocol(topic), guard: guard, in: make(chan announcement, directQueue), log: log,
 		sem: make(chan struct{}, directSenders), reading: map[network.Stream]struct{}{},
-		relaying: map[cid.Cid]peer.ID{}, heardAt: map[cid.Cid]time.Time{}, relayWake: make(chan struct{}, 1)}
+		relaying: map[cid.Cid]peer.ID{}, heardAt: map[cid.Cid]heardOf{}, relayWake: make(chan struct{}, 1)}
+	if h != nil {
+		d.self = h.ID()
+	}
+	return d
 }
 
 // close stops taking streams, resets those being read and waits for their
@@ -224,7 +234,7 @@ func (d *direct) sendOne(ctx context.Context, p peer.ID, data []byte) error {
 // local, for an announcement on the topic.
 func (d *direct) relay(c cid.Cid, from peer.ID) {
 	d.relayMu.Lock()
-	if at, ok := d.heardAt[c]; ok && time.Since(at) < heardFor {
+	if h, ok := d.heardAt[c]; ok && h.twice && time.Since(h.at) < heardFor {
 		d.relayMu.Unlock()
 		d.relaySpared.Add(1)
 		return
@@ -246,9 +256,21 @@ func (d *direct) relay(c cid.Cid, from peer.ID) {
 	}
 }
 
-// heard notes heads announced on the topic (by anyone, this replica too):
-// a relay of them is left out (see above).
-func (d *direct) heard(heads []cid.Cid) {
+// heardOf is a head heard on the topic: when, from whom first, and
+// whether another peer announced it too.
+type heardOf struct {
+	at    time.Time
+	from  peer.ID
+	twice bool
+}
+
+// heard notes heads that from announced on the topic (this replica's own
+// announcements are not counted): once two peers did, a relay of them is
+// left out (see above).
+func (d *direct) heard(from peer.ID, heads []cid.Cid) {
+	if from == d.self {
+		return
+	}
 	now := time.Now()
 	d.relayMu.Lock()
 	defer d.relayMu.Unlock()
@@ -256,8 +278,15 @@ func (d *direct) heard(heads []cid.Cid) {
 		clear(d.heardAt)
 	}
 	for _, c := range heads {
-		d.heardAt[c] = now
-		if _, ok := d.relaying[c]; ok {
+		h, ok := d.heardAt[c]
+		switch {
+		case !ok || now.Sub(h.at) >= heardFor:
+			h = heardOf{at: now, from: from}
+		case h.from != from:
+			h.at, h.twice = now, true
+		}
+		d.heardAt[c] = h
+		if _, ok := d.relaying[c]; ok && h.twice {
 			delete(d.relaying, c)
 			d.relaySpared.Add(1)
 		}

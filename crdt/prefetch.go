@@ -63,7 +63,7 @@ type prefetcher struct {
 	slowAfter time.Duration
 	value     func(key string) []byte                // values held for recipes (nil: recipes are not read)
 	relay     func(cid.Cid, peer.ID)                 // told of a head from a stream whose block came, and the stream's peer (nil: nobody)
-	heard     func([]cid.Cid)                        // told of the heads of each announcement on the topic (nil: nobody)
+	heard     func(peer.ID, []cid.Cid)               // told of the heads of each announcement on the topic, and its announcer (nil: nobody)
 	add       func(context.Context, ipld.Node) error // keeps a block built from a recipe
 	counts    recipeCounts
 	out       chan []byte   // heads ready for go-ds-crdt, one per message
@@ -161,7 +161,7 @@ func (p *prefetcher) heads(ctx context.Context, a announcement, direct bool) boo
 				heard = append(heard, c)
 			}
 		}
-		p.heard(heard)
+		p.heard(a.from, heard)
 	}
 	for _, h := range b.Heads {
 		c, err := cid.Cast(h.Cid)
