@@ -305,8 +305,8 @@ func relayDelay(peers int, last time.Time) time.Duration {
 }
 
 // relayLoop announces the heads relay queued (with publish), relayDelay
-// after the first of a batch, until ctx ends. A head is left out when the
-// topic announced it meanwhile (heard), when another head of the batch
+// after the first of a batch, until ctx ends. A head is left out when two
+// other peers announced it on the topic meanwhile (heard), when another head of the batch
 // links it (the later one is announced, and brings it), and when this
 // replica's only topic peer is the one that sent it (a newcomer that
 // learned the mesh's heads from its hub). Announcements carry at most
@@ -366,7 +366,7 @@ func (d *direct) relayLoop(ctx context.Context, wg *sync.WaitGroup, publish func
 type DirectStats struct {
 	Sent, Received, Failed int64 // announcements
 	Relayed, RelayDropped  int64 // heads learned on streams announced on the topic, and left out (too many waited)
-	RelaySpared            int64 // heads learned on streams not relayed: the topic announced them meanwhile
+	RelaySpared            int64 // heads learned on streams not relayed: two other peers announced them on the topic meanwhile
 }
 
 // Direct returns the replica's direct announcement counts.
