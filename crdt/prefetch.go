@@ -154,20 +154,16 @@ func (p *prefetcher) heads(ctx context.Context, a announcement, direct bool) boo
 			p.counts.malformed.Add(1)
 		}
 	}
-	if p.heard != nil && !direct {
-		heard := make([]cid.Cid, 0, len(b.Heads))
-		for _, h := range b.Heads {
-			if c, err := cid.Cast(h.Cid); err == nil {
-				heard = append(heard, c)
-			}
-		}
-		p.heard(a.from, heard)
-	}
+	heads := make([]cid.Cid, 0, len(b.Heads))
 	for _, h := range b.Heads {
-		c, err := cid.Cast(h.Cid)
-		if err != nil {
-			continue
+		if c, err := cid.Cast(h.Cid); err == nil {
+			heads = append(heads, c)
 		}
+	}
+	if p.heard != nil && !direct {
+		p.heard(a.from, heads)
+	}
+	for _, c := range heads {
 		if ok, err := p.has(ctx, c); err == nil && ok {
 			if p.refused(ctx, c, nil) {
 				continue

@@ -22,7 +22,8 @@ import (
 func TestDiscoveryBeyondBootstrap(t *testing.T) {
 	checkLeaks(t)
 	const n = 12
-	dLo, dHi := node.GossipSubParams(node.Params{}).Dlo, node.GossipSubParams(node.Params{}).Dhi
+	gp := node.GossipSubParams(node.Params{})
+	dLo, dHi := gp.Dlo, gp.Dhi
 	mesh := fmt.Sprintf("discover-%d", time.Now().UnixNano())
 	seed, seedRec := startNodes(t, mesh, 1, func(_ int, c *node.Config) { c.Params.Discover = time.Second })
 	start := time.Now()
