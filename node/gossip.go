@@ -52,15 +52,11 @@ func messageID(m *pb.Message) string {
 // honest relay makes (mixed origins, a bad signature) costs the peer that
 // handed it over (node/score.go). One that does not decode, or whose proof
 // is of a version this node does not know ("signature_version"), costs
-// nothing: a relay of another version may read what this one cannot. A
-// valid frame of journaled signals that this node asked for (IWANT, read
-// by the tracer into asked) is handed to the loop here and ignored, so
-// GossipSub does not pass it on: see SecondHand in Status.
+// nothing: a relay of another version may read what this one cannot.
 func (n *Node) validate(_ context.Context, fwd peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 	if msg.ReceivedFrom == n.self {
 		return pubsub.ValidationAccept // our own, built from validated signals
 	}
-	repair := n.asked.take(msg.ID)
 	k, stale, ends := n.staleFrame(msg.Data)
 	if stale {
 		n.m.deduped.Add(int64(k)) // delivered already (by the journal): neither decoded again nor passed on
@@ -114,27 +110,6 @@ func (n *Node) validate(_ context.Context, fwd peer.ID, msg *pubsub.Message) pub
 			// the frame, which it would keep in memory.
 			n.vetted.put(journal.SignalKey(m.Origin, m.Seq).String(), bytes.Clone(wires[i]), sigs[i], m)
 		}
-	}
-	if repair && metas != nil && !slices.Contains(metas, nil) {
-		// Second-hand: GossipSub's repair (IHAVE, then IWANT). Delivered
-		// here and not passed on: this node's mesh peers have it from
-		// their own mesh, their own repair, or the journal, which carries
-		// every journaled signal. After a heal each side asks the other
-		// for its last frames so, and passing each on sent it through the
-		// whole asking side beside the journal path bringing the same
-		// signals. The loop's inbox is not waited for here (GossipSub's
-		// validation workers must not block): what does not fit is left
-		// to the journal.
-		n.m.secondHand.Add(1)
-		for i, s := range sigs {
-			select {
-			case n.inbox <- inbound{s: s, via: viaGossip, meta: metas[i]}:
-			default:
-				n.m.secondHandLeft.Add(int64(len(sigs) - i))
-				return pubsub.ValidationIgnore
-			}
-		}
-		return pubsub.ValidationIgnore
 	}
 	msg.ValidatorData = signalMsg{sigs, metas}
 	return pubsub.ValidationAccept
@@ -484,7 +459,6 @@ func (g *gater) InterceptUpgraded(c network.Conn) (bool, control.DisconnectReaso
 // there, with a finer reason.
 type tracer struct {
 	m       *metrics
-	asked   *asked   // message ids this node asks for (IWANT)
 	topic   string   // the signals topic, whose mesh the node counts
 	writers *writers // outbound streams closed and not opened again (relink.go)
 }
@@ -523,11 +497,4 @@ func (tracer) DeliverMessage(*pubsub.Message)   {}
 func (tracer) DuplicateMessage(*pubsub.Message) {}
 func (tracer) ThrottlePeer(peer.ID)             {}
 func (t tracer) RecvRPC(*pubsub.RPC)            { t.m.rpcsIn.Add(1) }
-func (t tracer) SendRPC(rpc *pubsub.RPC, _ peer.ID) {
-	t.m.rpcsOut.Add(1)
-	if t.asked != nil {
-		for _, w := range rpc.GetControl().GetIwant() {
-			t.asked.add(w.GetMessageIDs())
-		}
-	}
-}
+func (t tracer) SendRPC(*pubsub.RPC, peer.ID)   { t.m.rpcsOut.Add(1) }

@@ -36,7 +36,6 @@ type metrics struct {
 	snapshotsServed, pruned, prunedBlocks                         atomic.Int64 // snapshot joins this node answered; journal entries and blocks pruned
 	forgotten                                                     atomic.Int64 // origins that left, forgotten (origins.go)
 	takenOver, passedBack, leaseRenewals, leaseBytes, leaseGossip atomic.Int64 // consumer groups and the subscription set
-	secondHand, secondHandLeft                                    atomic.Int64 // gossip frames asked for by IWANT, delivered and not passed on (validate); their signals left to the journal, the inbox full
 
 	mu       sync.Mutex // guards the three maps
 	dropped  map[string]int64
@@ -80,8 +79,6 @@ func (m *metrics) init(reg prometheus.Registerer) error {
 		counterFunc("relinked_total", "Connected peers connected to again because GossipSub or bitswap had stopped sending to them.", &m.relinked),
 		counterFunc("pruned_total", "Journal entries this node deleted from its store past retention (Params.Prune).", &m.pruned),
 		counterFunc("pruned_blocks_total", "Journal blocks this node deleted from its store past retention (Params.Prune).", &m.prunedBlocks),
-		counterFunc("second_hand_frames_total", "Gossip frames of journaled signals this node asked for (GossipSub's repair, IHAVE then IWANT): delivered here, not passed on.", &m.secondHand),
-		counterFunc("second_hand_left_total", "Signals of second-hand gossip frames left to the journal path because the node's inbox was full.", &m.secondHandLeft),
 		counterFunc("truncated_total", "Signals past Config.Retention that a subscription's backlog passed over (each backlog's count in a truncation notice).", &m.truncated),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "signalmesh", Name: "buffered",
 			Help: "Signals waiting for a cause."}, func() float64 { return float64(m.buffered.Load()) }),

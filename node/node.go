@@ -164,7 +164,6 @@ type Node struct {
 	dropWatch    *network.NotifyBundle               // watchDrops' notifiee (a test unregisters it)
 	linked       linked                              // peers connected directly at their last announcement (discover.go)
 	writers      writers                             // peers GossipSub or bitswap may have stopped sending to (relink.go)
-	asked        asked                               // message ids asked for by IWANT (asked.go, validate)
 	dialing      dialing                             // the discoverer's dials in flight (discover.go)
 	penalties    penalties                           // GossipSub application-specific scores (score.go)
 
@@ -484,7 +483,7 @@ func (n *Node) startPubSub() error {
 		pubsub.WithMessageIdFn(messageID),
 		pubsub.WithPeerOutboundQueueSize(1024),
 		pubsub.WithValidateQueueSize(1024),
-		pubsub.WithRawTracer(tracer{m: &n.m, asked: &n.asked, topic: sigTopic, writers: &n.writers}),
+		pubsub.WithRawTracer(tracer{m: &n.m, topic: sigTopic, writers: &n.writers}),
 		pubsub.WithPeerExchange(true),
 		pubsub.WithGossipSubParams(GossipSubParams(n.p)),
 	)
