@@ -36,6 +36,7 @@ type metrics struct {
 	snapshotsServed, pruned, prunedBlocks                         atomic.Int64 // snapshot joins this node answered; journal entries and blocks pruned
 	forgotten                                                     atomic.Int64 // origins that left, forgotten (origins.go)
 	takenOver, passedBack, leaseRenewals, leaseBytes, leaseGossip atomic.Int64 // consumer groups and the subscription set
+	ihaveLeft                                                     atomic.Int64 // message ids of signals-topic gossip from newly connected peers, not asked for (inspectRPC)
 
 	mu       sync.Mutex // guards the three maps
 	dropped  map[string]int64
@@ -79,6 +80,7 @@ func (m *metrics) init(reg prometheus.Registerer) error {
 		counterFunc("relinked_total", "Connected peers connected to again because GossipSub or bitswap had stopped sending to them.", &m.relinked),
 		counterFunc("pruned_total", "Journal entries this node deleted from its store past retention (Params.Prune).", &m.pruned),
 		counterFunc("pruned_blocks_total", "Journal blocks this node deleted from its store past retention (Params.Prune).", &m.prunedBlocks),
+		counterFunc("gossip_left_total", "Message ids of gossip (IHAVE) on the signals topic from peers connected for less than GossipSub's gossip window, left out: frames published before the peers were connected, which the journal brings.", &m.ihaveLeft),
 		counterFunc("truncated_total", "Signals past Config.Retention that a subscription's backlog passed over (each backlog's count in a truncation notice).", &m.truncated),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "signalmesh", Name: "buffered",
 			Help: "Signals waiting for a cause."}, func() float64 { return float64(m.buffered.Load()) }),

@@ -80,7 +80,11 @@ type Node struct {
 	host     host.Host
 	ps       *pubsub.PubSub
 	topic    *pubsub.Topic
-	sub      *pubsub.Subscription
+	sigTopic string // its name
+	// gossipWindow is how far back GossipSub's gossip (IHAVE) reaches:
+	// HistoryGossip heartbeats (inspectRPC).
+	gossipWindow time.Duration
+	sub          *pubsub.Subscription
 
 	ackTopic   *pubsub.Topic
 	ackSub     *pubsub.Subscription
@@ -472,6 +476,8 @@ func (n *Node) topicName(kind string) string { return "/signalmesh/" + n.cfg.Mes
 
 func (n *Node) startPubSub() error {
 	sigTopic := n.topicName("signals")
+	gp := GossipSubParams(n.p)
+	n.sigTopic, n.gossipWindow = sigTopic, time.Duration(gp.HistoryGossip)*gp.HeartbeatInterval
 	score, thresholds := n.peerScore(sigTopic, n.topicName("acks"), n.topicName("peers"), n.topicName("journal"), n.topicName("subscriptions"),
 		n.topicName("leases"))
 	ps, err := pubsub.NewGossipSub(n.netCtx, n.host,
@@ -485,7 +491,8 @@ func (n *Node) startPubSub() error {
 		pubsub.WithValidateQueueSize(1024),
 		pubsub.WithRawTracer(tracer{m: &n.m, topic: sigTopic, writers: &n.writers}),
 		pubsub.WithPeerExchange(true),
-		pubsub.WithGossipSubParams(GossipSubParams(n.p)),
+		pubsub.WithGossipSubParams(gp),
+		pubsub.WithAppSpecificRpcInspector(n.inspectRPC),
 	)
 	if err != nil {
 		return fmt.Errorf("node: gossipsub: %w", err)

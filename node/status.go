@@ -76,6 +76,11 @@ type Status struct {
 	Deduped   int64
 	RPCsIn    int64 // GossipSub RPCs received and sent (all of the node's topics)
 	RPCsOut   int64
+	// GossipLeft counts the message ids of gossip (IHAVE) on the signals
+	// topic that this node did not ask for because their sender had been
+	// connected to it for less than GossipSub's gossip window (3 s): frames
+	// published before the two were connected, which the journal brings.
+	GossipLeft int64
 	// TakenOver counts signals this node's consumer group members
 	// handled for members that departed (Subscription.Taken): the bound
 	// of the duplicates failovers and partitions caused here.
@@ -100,7 +105,7 @@ type Status struct {
 func (n *Node) Status(ctx context.Context) (Status, error) {
 	st := Status{Peer: n.self.String(), Peers: len(n.Peers()), Mesh: n.m.meshSize(), Links: n.Links(), Journaled: n.m.journaled.Load(),
 		Published: n.m.published.Load(), Delivered: n.m.delivered.Load(), Deduped: n.m.deduped.Load(),
-		RPCsIn: n.m.rpcsIn.Load(), RPCsOut: n.m.rpcsOut.Load(), Conflicts: n.m.conflicts.Load(), Spilled: n.m.spilled.Load(),
+		RPCsIn: n.m.rpcsIn.Load(), RPCsOut: n.m.rpcsOut.Load(), GossipLeft: n.m.ihaveLeft.Load(), Conflicts: n.m.conflicts.Load(), Spilled: n.m.spilled.Load(),
 		TakenOver: n.m.takenOver.Load(), PassedBack: n.m.passedBack.Load(), LeaseRenewals: n.m.leaseRenewals.Load(), LeaseGossipBytes: n.m.leaseGossip.Load(), LeaseBytes: n.m.leaseBytes.Load(), Groups: n.groups()}
 	st.Subscribed, st.Relinked, st.Truncated = len(n.topic.ListPeers()), n.m.relinked.Load(), n.m.truncated.Load()
 	st.Dropped, st.Rejected = n.m.snapshot()

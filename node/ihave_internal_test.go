@@ -1,0 +1,97 @@
+package node
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+func ihaveRPC(entries ...*pb.ControlIHave) *pubsub.RPC {
+	return &pubsub.RPC{RPC: pb.RPC{Control: &pb.ControlMessage{Ihave: entries,
+		Graft: []*pb.ControlGraft{{TopicID: ptr("sig")}}}}}
+}
+
+func ptr(s string) *string { return &s }
+
+func topicsOf(ctl *pb.ControlMessage) (out []string) {
+	for _, ih := range ctl.Ihave {
+		out = append(out, ih.GetTopicID())
+	}
+	return out
+}
+
+// Gossip (IHAVE) on the signals topic from a newly connected peer names
+// frames published before the two were connected (after a heal, each
+// side's last commit batches): it is left out of the RPC, and the journal
+// brings those signals. Gossip on other topics, the rest of the RPC, and
+// signals gossip from a peer connected longer are kept. Whether the sender
+// is young is asked only when there is signals gossip.
+func TestDropIHaveFromNewPeers(t *testing.T) {
+	rpc := ihaveRPC(
+		&pb.ControlIHave{TopicID: ptr("journal"), MessageIDs: []string{"h1"}},
+		&pb.ControlIHave{TopicID: ptr("sig"), MessageIDs: []string{"f1", "f2"}},
+		&pb.ControlIHave{TopicID: ptr("leases"), MessageIDs: []string{"l1"}},
+		&pb.ControlIHave{TopicID: ptr("sig"), MessageIDs: []string{"f3"}},
+	)
+	asked := 0
+	young := func() bool { asked++; return true }
+	if left := dropIHave(rpc.Control, "sig", young); left != 3 || asked != 1 {
+		t.Fatalf("young sender: %d ids left out, young asked %d times; want 3, 1", left, asked)
+	}
+	if got := topicsOf(rpc.Control); !slices.Equal(got, []string{"journal", "leases"}) || len(rpc.Control.Graft) != 1 {
+		t.Fatalf("young sender: kept gossip on %v, %d grafts; want journal and leases, 1", got, len(rpc.Control.Graft))
+	}
+
+	rpc = ihaveRPC(&pb.ControlIHave{TopicID: ptr("sig"), MessageIDs: []string{"f1"}}, &pb.ControlIHave{TopicID: ptr("journal"), MessageIDs: []string{"h1"}})
+	if left := dropIHave(rpc.Control, "sig", func() bool { return false }); left != 0 || len(rpc.Control.Ihave) != 2 {
+		t.Fatalf("sender connected longer: %d left out, %d entries kept; want 0, 2", left, len(rpc.Control.Ihave))
+	}
+	rpc = ihaveRPC(&pb.ControlIHave{TopicID: ptr("journal"), MessageIDs: []string{"h1"}})
+	if left := dropIHave(rpc.Control, "sig", func() bool { t.Fatal("young asked without signals gossip"); return true }); left != 0 {
+		t.Fatalf("no signals gossip: %d left out", left)
+	}
+}
+
+// A node's inspector judges a peer by its connection: just connected, its
+// signals gossip is left out and counted (Status.GossipLeft); with the
+// gossip window passed it is kept. A peer without a connection is young.
+func TestInspectRPCJudgesConnectionAge(t *testing.T) {
+	a, b := relinkPair(t)
+	if err := a.Connect(context.Background(), b.AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	if d := a.connectedFor(b.self); d <= 0 || d > time.Minute {
+		t.Fatalf("connected for %v just after connecting", d)
+	}
+	if d := a.connectedFor(peer.ID("nobody")); d != 0 {
+		t.Fatalf("connected to a stranger for %v", d)
+	}
+	gossip := func() *pubsub.RPC {
+		return ihaveRPC(&pb.ControlIHave{TopicID: ptr(a.sigTopic), MessageIDs: []string{"f1", "f2"}})
+	}
+	if a.gossipWindow != 3*time.Second {
+		t.Fatalf("gossip window %v, want GossipSub's 3 heartbeats of 1 s", a.gossipWindow)
+	}
+	rpc := gossip()
+	before, err := a.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.inspectRPC(b.self, rpc); err != nil || len(rpc.Control.Ihave) != 0 {
+		t.Fatalf("signals gossip from a peer just connected: %v, %d entries kept; want none", err, len(rpc.Control.Ihave))
+	}
+	st, err := a.Status(context.Background())
+	if err != nil || st.GossipLeft-before.GossipLeft != 2 {
+		t.Fatalf("Status.GossipLeft went up by %d (%v), want 2", st.GossipLeft-before.GossipLeft, err)
+	}
+	rpc = gossip()
+	a.leaveYoungGossip(b.self, rpc, 0) // as if the window had passed since connecting
+	if len(rpc.Control.Ihave) != 1 {
+		t.Fatalf("signals gossip from a peer connected longer: %d entries kept; want 1", len(rpc.Control.Ihave))
+	}
+}
