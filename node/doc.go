@@ -19,9 +19,10 @@
 //     checks that a frame's signals have one origin, which signed them;
 //     rejects are counted by reason and never forwarded. GossipSub's
 //     repair (IHAVE, then IWANT) on this topic is not asked of a peer
-//     connected for less than its 3 s gossip window: what it names was
-//     published before the two were connected (after a heal, each side's
-//     last frames), and the journal brings it (Status.GossipLeft).
+//     connected for less than its 3 s gossip window while the node has a
+//     mesh: what it names is mostly what was published before the two
+//     were connected (after a heal, each side's last frames), and the
+//     journal brings it (Status.GossipLeft).
 //  2. Durable path: a journaler moves outbox batches (up to 5,000 signals or
 //     50 ms) into the journal, a go-ds-crdt store. Each batch is one DAG
 //     node; heads are announced every 2 s, and sent on a stream to each peer

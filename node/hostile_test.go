@@ -603,3 +603,48 @@ func TestUnknownProofVersionIsNotPenalised(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// GossipSub's gossip (IHAVE) on the signals topic from a peer connected a
+// moment ago is left out once the node has a mesh on the topic (it names
+// frames published before the two were connected: the journal brings
+// them), and counted; gossip on another topic in the same RPC is not.
+// This checks the inspector is GossipSub's: the RPC comes on a raw stream.
+func TestGossipFromANewPeerIsLeftOut(t *testing.T) {
+	checkLeaks(t)
+	ctx := context.Background()
+	nodes := cluster(t, 2, nil)
+	n := nodes[0]
+	eventually(t, 10*time.Second, "a mesh on the signals topic", func() bool {
+		s, err := n.Status(ctx)
+		return err == nil && s.Mesh > 0
+	})
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	if err := h.Connect(ctx, n.AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	st, err := h.NewStream(ctx, n.ID(), "/meshsub/1.1.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	signals, journal := "/signalmesh/"+n.Mesh()+"/signals", "/signalmesh/"+n.Mesh()+"/journal"
+	rpc := &pb.RPC{Control: &pb.ControlMessage{Ihave: []*pb.ControlIHave{
+		{TopicID: &signals, MessageIDs: []string{"frame-1", "frame-2"}},
+		{TopicID: &journal, MessageIDs: []string{"heads-1"}},
+	}}}
+	b, err := proto.Marshal(rpc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Write(append(binary.AppendUvarint(nil, uint64(len(b))), b...)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the signals gossip left out", func() bool {
+		s, err := n.Status(ctx)
+		return err == nil && s.GossipLeft == 2
+	})
+}

@@ -59,9 +59,19 @@ func TestDropIHaveFromNewPeers(t *testing.T) {
 
 // A node's inspector judges a peer by its connection: just connected, its
 // signals gossip is left out and counted (Status.GossipLeft); with the
-// gossip window passed it is kept. A peer without a connection is young.
+// gossip window passed it is kept. A node without a mesh on the signals
+// topic keeps all gossip (it may be its only path). A peer without a
+// connection is young.
 func TestInspectRPCJudgesConnectionAge(t *testing.T) {
 	a, b := relinkPair(t)
+	gossip := func() *pubsub.RPC {
+		return ihaveRPC(&pb.ControlIHave{TopicID: ptr(a.sigTopic), MessageIDs: []string{"f1", "f2"}})
+	}
+	rpc := gossip()
+	a.leaveYoungGossip("stranger", rpc, time.Hour)
+	if len(rpc.Control.Ihave) != 1 {
+		t.Fatal("a node without a mesh left gossip out")
+	}
 	if err := a.Connect(context.Background(), b.AddrInfo()); err != nil {
 		t.Fatal(err)
 	}
@@ -71,19 +81,18 @@ func TestInspectRPCJudgesConnectionAge(t *testing.T) {
 	if d := a.connectedFor(peer.ID("nobody")); d != 0 {
 		t.Fatalf("connected to a stranger for %v", d)
 	}
-	gossip := func() *pubsub.RPC {
-		return ihaveRPC(&pb.ControlIHave{TopicID: ptr(a.sigTopic), MessageIDs: []string{"f1", "f2"}})
-	}
 	if a.gossipWindow != 3*time.Second {
 		t.Fatalf("gossip window %v, want GossipSub's 3 heartbeats of 1 s", a.gossipWindow)
 	}
-	rpc := gossip()
+	await(t, "a mesh on the signals topic", func() bool { return a.m.meshSize() > 0 })
 	before, err := a.Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.inspectRPC(b.self, rpc); err != nil || len(rpc.Control.Ihave) != 0 {
-		t.Fatalf("signals gossip from a peer just connected: %v, %d entries kept; want none", err, len(rpc.Control.Ihave))
+	rpc = gossip()
+	a.leaveYoungGossip(b.self, rpc, time.Hour) // connected for less than an hour
+	if len(rpc.Control.Ihave) != 0 {
+		t.Fatalf("signals gossip from a peer just connected: %d entries kept; want none", len(rpc.Control.Ihave))
 	}
 	st, err := a.Status(context.Background())
 	if err != nil || st.GossipLeft-before.GossipLeft != 2 {

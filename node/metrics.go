@@ -80,7 +80,7 @@ func (m *metrics) init(reg prometheus.Registerer) error {
 		counterFunc("relinked_total", "Connected peers connected to again because GossipSub or bitswap had stopped sending to them.", &m.relinked),
 		counterFunc("pruned_total", "Journal entries this node deleted from its store past retention (Params.Prune).", &m.pruned),
 		counterFunc("pruned_blocks_total", "Journal blocks this node deleted from its store past retention (Params.Prune).", &m.prunedBlocks),
-		counterFunc("gossip_left_total", "Message ids of gossip (IHAVE) on the signals topic from peers connected for less than GossipSub's gossip window, left out: frames published before the peers were connected, which the journal brings.", &m.ihaveLeft),
+		counterFunc("gossip_left_total", "Message ids named by gossip (IHAVE) on the signals topic from peers connected for less than GossipSub's gossip window, left out while this node has a mesh on the topic (mostly frames published before the peers were connected; the journal brings journaled ones).", &m.ihaveLeft),
 		counterFunc("truncated_total", "Signals past Config.Retention that a subscription's backlog passed over (each backlog's count in a truncation notice).", &m.truncated),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "signalmesh", Name: "buffered",
 			Help: "Signals waiting for a cause."}, func() float64 { return float64(m.buffered.Load()) }),

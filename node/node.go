@@ -84,6 +84,7 @@ type Node struct {
 	// gossipWindow is how far back GossipSub's gossip (IHAVE) reaches:
 	// HistoryGossip heartbeats (inspectRPC).
 	gossipWindow time.Duration
+	connSince    connSince // since when each peer has been connected (inspectRPC)
 	sub          *pubsub.Subscription
 
 	ackTopic   *pubsub.Topic
@@ -478,6 +479,7 @@ func (n *Node) startPubSub() error {
 	sigTopic := n.topicName("signals")
 	gp := GossipSubParams(n.p)
 	n.sigTopic, n.gossipWindow = sigTopic, time.Duration(gp.HistoryGossip)*gp.HeartbeatInterval
+	n.watchLinks()
 	score, thresholds := n.peerScore(sigTopic, n.topicName("acks"), n.topicName("peers"), n.topicName("journal"), n.topicName("subscriptions"),
 		n.topicName("leases"))
 	ps, err := pubsub.NewGossipSub(n.netCtx, n.host,

@@ -76,10 +76,13 @@ type Status struct {
 	Deduped   int64
 	RPCsIn    int64 // GossipSub RPCs received and sent (all of the node's topics)
 	RPCsOut   int64
-	// GossipLeft counts the message ids of gossip (IHAVE) on the signals
-	// topic that this node did not ask for because their sender had been
-	// connected to it for less than GossipSub's gossip window (3 s): frames
-	// published before the two were connected, which the journal brings.
+	// GossipLeft counts the message ids named by gossip (IHAVE) on the
+	// signals topic that this node left out because their sender had been
+	// connected to it for less than GossipSub's gossip window (3 s) while
+	// this node had a mesh on the topic: mostly frames published before
+	// the two were connected, which the journal brings (see inspectRPC).
+	// Ids GossipSub would not have asked for anyway (seen already, over
+	// its limits) are counted too.
 	GossipLeft int64
 	// TakenOver counts signals this node's consumer group members
 	// handled for members that departed (Subscription.Taken): the bound
