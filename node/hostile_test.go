@@ -15,6 +15,7 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
 
@@ -254,18 +255,7 @@ func TestGossipAuthorOrSignatureIsRejectedAndCounted(t *testing.T) {
 	if _, err := n.Subscribe("**", rec.handle); err != nil {
 		t.Fatal(err)
 	}
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = h.Close() })
-	if err := h.Connect(ctx, n.AddrInfo()); err != nil {
-		t.Fatal(err)
-	}
-	st, err := h.NewStream(ctx, n.ID(), "/meshsub/1.1.0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, send := rawGossip(t, n)
 	data, _ := mustSignal(t, "forged.thing").MarshalBinary()
 	topic := "/signalmesh/" + n.Mesh() + "/signals"
 	// Messages carry no author, sequence number or signature: the
@@ -276,19 +266,12 @@ func TestGossipAuthorOrSignatureIsRejectedAndCounted(t *testing.T) {
 	}, {
 		From: []byte(h.ID()), Data: data, Seqno: []byte{0, 0, 0, 0, 0, 0, 0, 2}, Topic: &topic,
 	}}}
-	b, err := proto.Marshal(rpc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.Write(append(binary.AppendUvarint(nil, uint64(len(b))), b...)); err != nil {
-		t.Fatal(err)
-	}
+	send(rpc)
 	eventually(t, 10*time.Second, "the signed and the authored message counted", func() bool {
 		s, err := n.Status(ctx)
 		return err == nil && s.Rejected["gossip: "+pubsub.RejectUnexpectedSignature] == 1 &&
 			s.Rejected["gossip: "+pubsub.RejectUnexpectedAuthInfo] == 1
 	})
-	_ = st.Close()
 	if rec.count() != 0 {
 		t.Fatalf("a forged message reached a handler: %v", rec.snapshot())
 	}
@@ -618,6 +601,24 @@ func TestGossipFromANewPeerIsLeftOut(t *testing.T) {
 		s, err := n.Status(ctx)
 		return err == nil && s.Mesh > 0
 	})
+	_, send := rawGossip(t, n)
+	signals, journal := "/signalmesh/"+n.Mesh()+"/signals", "/signalmesh/"+n.Mesh()+"/journal"
+	rpc := &pb.RPC{Control: &pb.ControlMessage{Ihave: []*pb.ControlIHave{
+		{TopicID: &signals, MessageIDs: []string{"frame-1", "frame-2"}},
+		{TopicID: &journal, MessageIDs: []string{"heads-1"}},
+	}}}
+	send(rpc)
+	eventually(t, 10*time.Second, "the signals gossip left out", func() bool {
+		s, err := n.Status(ctx)
+		return err == nil && s.GossipLeft == 2
+	})
+}
+
+// rawGossip connects a bare libp2p host (no GossipSub of its own) to n and
+// opens a GossipSub stream to it; send writes one RPC on it.
+func rawGossip(t *testing.T, n *peerNode) (h host.Host, send func(*pb.RPC)) {
+	t.Helper()
+	ctx := context.Background()
 	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
 	if err != nil {
 		t.Fatal(err)
@@ -630,21 +631,14 @@ func TestGossipFromANewPeerIsLeftOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	signals, journal := "/signalmesh/"+n.Mesh()+"/signals", "/signalmesh/"+n.Mesh()+"/journal"
-	rpc := &pb.RPC{Control: &pb.ControlMessage{Ihave: []*pb.ControlIHave{
-		{TopicID: &signals, MessageIDs: []string{"frame-1", "frame-2"}},
-		{TopicID: &journal, MessageIDs: []string{"heads-1"}},
-	}}}
-	b, err := proto.Marshal(rpc)
-	if err != nil {
-		t.Fatal(err)
+	t.Cleanup(func() { _ = st.Close() })
+	return h, func(rpc *pb.RPC) {
+		b, err := proto.Marshal(rpc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Write(append(binary.AppendUvarint(nil, uint64(len(b))), b...)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if _, err := st.Write(append(binary.AppendUvarint(nil, uint64(len(b))), b...)); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 10*time.Second, "the signals gossip left out", func() bool {
-		s, err := n.Status(ctx)
-		return err == nil && s.GossipLeft == 2
-	})
 }
