@@ -83,22 +83,31 @@ type connSince struct {
 func (n *Node) watchLinks() {
 	n.connSince.since = map[peer.ID]time.Time{}
 	n.host.Network().Notify(&network.NotifyBundle{
-		ConnectedF: func(_ network.Network, c network.Conn) {
-			n.connSince.mu.Lock()
-			defer n.connSince.mu.Unlock()
-			if _, ok := n.connSince.since[c.RemotePeer()]; !ok {
-				n.connSince.since[c.RemotePeer()] = c.Stat().Opened
-			}
-		},
+		ConnectedF: func(_ network.Network, c network.Conn) { n.connSince.opened(c.RemotePeer(), c.Stat().Opened) },
 		DisconnectedF: func(nw network.Network, c network.Conn) {
-			p := c.RemotePeer()
-			n.connSince.mu.Lock()
-			defer n.connSince.mu.Unlock()
-			if nw.Connectedness(p) != network.Connected {
-				delete(n.connSince.since, p)
-			}
+			n.connSince.closed(c.RemotePeer(), nw.Connectedness(c.RemotePeer()) == network.Connected)
 		},
 	})
+}
+
+// opened records a connection to p opened at at: p's time, unless it was
+// connected already.
+func (l *connSince) opened(p peer.ID, at time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.since[p]; !ok {
+		l.since[p] = at
+	}
+}
+
+// closed records that a connection to p closed; still tells whether
+// another one is open, which keeps p's time.
+func (l *connSince) closed(p peer.ID, still bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !still {
+		delete(l.since, p)
+	}
 }
 
 // connectedFor is how long this node has been connected to p without a

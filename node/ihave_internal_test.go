@@ -104,3 +104,27 @@ func TestInspectRPCJudgesConnectionAge(t *testing.T) {
 		t.Fatalf("signals gossip from a peer connected longer: %d entries kept; want 1", len(rpc.Control.Ihave))
 	}
 }
+
+// A peer keeps its time while any connection to it stays open: a relayed
+// link replaced by a direct one (the direct one opens, then the relayed
+// one closes) is not a new peer. Once the last connection closes, the next
+// one starts afresh.
+func TestConnSinceKeepsAnUnbrokenLink(t *testing.T) {
+	l := connSince{since: map[peer.ID]time.Time{}}
+	relayed := time.Now().Add(-time.Minute)
+	l.opened("p", relayed)
+	l.opened("p", time.Now()) // the direct connection
+	l.closed("p", true)       // the relayed one goes, the direct one stays
+	if got := l.since["p"]; !got.Equal(relayed) {
+		t.Fatalf("after a relayed link gave way to a direct one: since %v, want %v", got, relayed)
+	}
+	l.closed("p", false)
+	if _, ok := l.since["p"]; ok {
+		t.Fatal("a peer without connections is still held")
+	}
+	again := time.Now()
+	l.opened("p", again)
+	if got := l.since["p"]; !got.Equal(again) {
+		t.Fatalf("connected again: since %v, want %v", got, again)
+	}
+}
