@@ -11,9 +11,11 @@ import (
 )
 
 // inspectRPC is GossipSub's inspector of incoming RPCs. It leaves out of
-// an RPC the gossip (IHAVE) on the signals topic from a peer this node has
-// been connected to for less than GossipSub's gossip window (HistoryGossip
-// heartbeats, 3 s), as long as this node has a mesh on that topic.
+// an RPC the gossip (IHAVE) on the signals topic from a newcomer, as long
+// as this node has a mesh on that topic: a peer this node has been
+// connected to for less than GossipSub's gossip window (HistoryGossip
+// heartbeats, 3 s), unless this node resumed a journal and the peer is
+// one it met as it started (connected within the window of its start).
 //
 // Such gossip names what the peer's message cache holds, which after a
 // partition heals is mostly its side's last frames, published before the
@@ -26,9 +28,15 @@ import (
 // of frames this node's mesh dropped. Journaled signals come by the
 // journal anyway; a Weak one (no journal) that this node's mesh did not
 // bring and that no older peer gossips is lost, as it is when GossipSub's
-// repair misses. A node without a mesh on the topic (just started, or a
-// leaf a full hub refused) keeps all gossip: it may be its only path.
-// Gossip on the other topics (head announcements, leases) is kept.
+// repair misses. A node without a mesh on the topic (a leaf a full hub
+// refused, or one not yet grafted) keeps all gossip: it may be its only
+// path. A restarted node keeps the gossip of the peers it meets as it
+// starts: it names what was published while the node was down, the gap
+// just behind what those peers' meshes send it next, and the journal path
+// can take far longer to fill that (a DAG fetch that asked a paused peer
+// waits up to 20 s in go-ds-crdt; the fault harness's short runs give a
+// dependency 5 s). Gossip on the other topics (head announcements,
+// leases) is kept.
 func (n *Node) inspectRPC(from peer.ID, rpc *pubsub.RPC) error {
 	n.leaveYoungGossip(from, rpc, n.gossipWindow)
 	return nil
@@ -40,7 +48,7 @@ func (n *Node) leaveYoungGossip(from peer.ID, rpc *pubsub.RPC, window time.Durat
 	if ctl == nil || len(ctl.Ihave) == 0 {
 		return
 	}
-	young := func() bool { return n.connectedFor(from) < window && n.m.meshSize() > 0 }
+	young := func() bool { return n.connSince.newcomer(from, window) && n.m.meshSize() > 0 }
 	if left := dropIHave(ctl, n.sigTopic, young); left > 0 {
 		n.m.ihaveLeft.Add(int64(left))
 	}
@@ -75,13 +83,17 @@ func dropIHave(ctl *pb.ControlMessage, topic string, young func() bool) (left in
 // one opened) keeps its time. It holds connected peers only.
 type connSince struct {
 	mu    sync.Mutex
+	began time.Time // when this node began watching: its start
+	start time.Time // began once the node resumed a journal, else zero (no peer is met at a restart)
 	since map[peer.ID]time.Time
+	conns func(peer.ID) []network.Conn // the host's connections to a peer
 }
 
 // watchLinks registers connSince's notifiee with the host (before GossipSub
 // starts, so before any peer connects).
 func (n *Node) watchLinks() {
-	n.connSince.since = map[peer.ID]time.Time{}
+	n.connSince.began, n.connSince.since = time.Now(), map[peer.ID]time.Time{}
+	n.connSince.conns = n.host.Network().ConnsToPeer
 	n.host.Network().Notify(&network.NotifyBundle{
 		ConnectedF: func(_ network.Network, c network.Conn) { n.connSince.opened(c.RemotePeer(), c.Stat().Opened) },
 		DisconnectedF: func(nw network.Network, c network.Conn) {
@@ -110,23 +122,46 @@ func (l *connSince) closed(p peer.ID, still bool) {
 	}
 }
 
-// connectedFor is how long this node has been connected to p without a
-// break (0 when it is not connected).
-func (n *Node) connectedFor(p peer.ID) time.Duration {
-	n.connSince.mu.Lock()
-	since, ok := n.connSince.since[p]
-	n.connSince.mu.Unlock()
-	if !ok {
-		// Connected before the notifiee was registered (not for a node's
-		// own host), or not at all: its oldest open connection.
-		for _, c := range n.host.Network().ConnsToPeer(p) {
-			if o := c.Stat().Opened; !o.IsZero() && (since.IsZero() || o.Before(since)) {
-				since = o
-			}
+// resumed records that this node restarted on a journal it had: the peers
+// it connects to within the gossip window of its start are met at a
+// restart, not newcomers.
+func (l *connSince) resumed() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.start = l.began
+}
+
+// newcomer reports whether p has been connected without a break for less
+// than window, and not since within window of a restart (a peer met as
+// the node resumed its journal is not one). A peer not connected is a
+// newcomer.
+func (l *connSince) newcomer(p peer.ID, window time.Duration) bool {
+	since, ok := l.connectedSince(p)
+	return !ok || time.Since(since) < window && since.Sub(l.started()) >= window
+}
+
+func (l *connSince) started() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.start
+}
+
+// connectedSince is since when this node has been connected to p without a
+// break (false when it is not connected).
+func (l *connSince) connectedSince(p peer.ID) (time.Time, bool) {
+	l.mu.Lock()
+	since, ok := l.since[p]
+	conns := l.conns
+	l.mu.Unlock()
+	if ok || conns == nil {
+		return since, ok
+	}
+	// Connected before the notifiee was registered (not for a node's own
+	// host), or not at all: its oldest open connection.
+	for _, c := range conns(p) {
+		if o := c.Stat().Opened; !o.IsZero() && (since.IsZero() || o.Before(since)) {
+			since = o
 		}
 	}
-	if since.IsZero() {
-		return 0
-	}
-	return time.Since(since)
+	return since, !since.IsZero()
 }

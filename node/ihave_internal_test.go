@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/signalmesh/signalmesh"
 )
 
 func ihaveRPC(entries ...*pb.ControlIHave) *pubsub.RPC {
@@ -57,11 +59,12 @@ func TestDropIHaveFromNewPeers(t *testing.T) {
 	}
 }
 
-// A node's inspector judges a peer by its connection: just connected, its
-// signals gossip is left out and counted (Status.GossipLeft); with the
-// gossip window passed it is kept. A node without a mesh on the signals
-// topic keeps all gossip (it may be its only path). A peer without a
-// connection is young.
+// A node's inspector judges a peer by its connection: one connected just
+// now has its signals gossip left out and counted (Status.GossipLeft);
+// with the gossip window passed it is kept. A node that resumed a journal
+// keeps the gossip of the peers it met as it started (its way to what was
+// published while it was down). A node without a mesh on the signals
+// topic keeps all gossip (it may be its only path).
 func TestInspectRPCJudgesConnectionAge(t *testing.T) {
 	a, b := relinkPair(t)
 	gossip := func() *pubsub.RPC {
@@ -75,11 +78,11 @@ func TestInspectRPCJudgesConnectionAge(t *testing.T) {
 	if err := a.Connect(context.Background(), b.AddrInfo()); err != nil {
 		t.Fatal(err)
 	}
-	if d := a.connectedFor(b.self); d <= 0 || d > time.Minute {
-		t.Fatalf("connected for %v just after connecting", d)
+	if since, ok := a.connSince.connectedSince(b.self); !ok || time.Since(since) > time.Minute {
+		t.Fatalf("connected since %v (%v) just after connecting", since, ok)
 	}
-	if d := a.connectedFor(peer.ID("nobody")); d != 0 {
-		t.Fatalf("connected to a stranger for %v", d)
+	if _, ok := a.connSince.connectedSince(peer.ID("nobody")); ok {
+		t.Fatal("connected to a stranger")
 	}
 	if a.gossipWindow != 3*time.Second {
 		t.Fatalf("gossip window %v, want GossipSub's 3 heartbeats of 1 s", a.gossipWindow)
@@ -102,6 +105,73 @@ func TestInspectRPCJudgesConnectionAge(t *testing.T) {
 	a.leaveYoungGossip(b.self, rpc, 0) // as if the window had passed since connecting
 	if len(rpc.Control.Ihave) != 1 {
 		t.Fatalf("signals gossip from a peer connected longer: %d entries kept; want 1", len(rpc.Control.Ihave))
+	}
+	a.connSince.resumed() // as if a had restarted on its journal: b connected within an hour of its start
+	rpc = gossip()
+	a.leaveYoungGossip(b.self, rpc, time.Hour)
+	if len(rpc.Control.Ihave) != 1 {
+		t.Fatalf("signals gossip from a peer a restarted node met as it started: %d entries kept; want 1", len(rpc.Control.Ihave))
+	}
+}
+
+// A node that reopens a journal it had marks its start for the inspector
+// (the peers it meets then are not newcomers); a node on a fresh store
+// does not.
+func TestRestartedNodeMeetsItsPeers(t *testing.T) {
+	ctx := context.Background()
+	cfg := Config{Mesh: fmt.Sprintf("meet-%d", time.Now().UnixNano()), ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"},
+		DataDir: t.TempDir(), Params: Params{Discover: -1}}
+	n, err := New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !n.connSince.started().IsZero() {
+		_ = n.Close()
+		t.Fatal("a node on a fresh store marked a restart")
+	}
+	s, err := signalmesh.New("meet.x", "/test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Publish(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	await(t, "journaled", func() bool { return n.m.journaled.Load() >= 1 })
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n, err = New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if got := n.connSince.started(); got.IsZero() || !got.Equal(n.connSince.began) {
+		t.Fatalf("reopened on its journal: start %v, want its beginning %v", got, n.connSince.began)
+	}
+}
+
+// A newcomer is a peer connected for less than the window, unless it
+// connected within the window of a restart. One not connected is.
+func TestNewcomerJoinedARunningNode(t *testing.T) {
+	now, w := time.Now(), 3*time.Second
+	l := connSince{since: map[peer.ID]time.Time{}}
+	l.opened("young", now.Add(-time.Second))
+	l.opened("old", now.Add(-8*time.Second))
+	if !l.newcomer("young", w) || l.newcomer("old", w) || !l.newcomer("absent", w) {
+		t.Fatalf("fresh node: newcomers young %v, old %v, absent %v; want true, false, true",
+			l.newcomer("young", w), l.newcomer("old", w), l.newcomer("absent", w))
+	}
+	l.began = now.Add(-1500 * time.Millisecond)
+	l.resumed()                                      // restarted 1.5 s ago on its journal
+	l.opened("met", now.Add(-1400*time.Millisecond)) // 0.1 s after the start
+	if l.newcomer("met", w) || l.newcomer("young", w) {
+		t.Fatalf("restarted node: newcomers met %v, young %v; want false, false (both within the window of the start)",
+			l.newcomer("met", w), l.newcomer("young", w))
+	}
+	l.began = now.Add(-10 * time.Second)
+	l.resumed() // restarted 10 s ago
+	if !l.newcomer("young", w) {
+		t.Fatal("restarted node: a peer that came 9 s after the start is not a newcomer")
 	}
 }
 

@@ -648,6 +648,9 @@ func (n *Node) restore(ctx context.Context) error {
 	// and are not journaled here yet: they count for the next sequence
 	// number even though they are not delivered.
 	n.ownSeq = origins[n.selfRef]
+	if len(origins) > 0 && !n.snapJoin {
+		n.connSince.resumed() // its peers' gossip names what it missed while down (inspectRPC)
+	}
 	if err := n.readDecisions(ctx); err != nil {
 		return fmt.Errorf("node: read store: %w", err)
 	}

@@ -79,8 +79,10 @@ type Status struct {
 	// GossipLeft counts the message ids named by gossip (IHAVE) on the
 	// signals topic that this node left out because their sender had been
 	// connected to it for less than GossipSub's gossip window (3 s) while
-	// this node had a mesh on the topic: mostly frames published before
-	// the two were connected, which the journal brings (see inspectRPC).
+	// this node had a mesh on the topic (unless this node had restarted on
+	// its journal and met the sender as it started): mostly frames
+	// published before the two were connected, which the journal brings
+	// (see inspectRPC).
 	// Ids GossipSub would not have asked for anyway (seen already, over
 	// its limits) are counted too.
 	GossipLeft int64
