@@ -44,6 +44,10 @@ type Params struct {
 	// one else announced lately. Default 2 s. Joins trigger an announcement
 	// at once besides.
 	RebroadcastInterval time.Duration
+	// RepairEvery is how often a store go-ds-crdt marked dirty (a fetch
+	// failed) has its holes filled, when Has is set (repairLoop). Default
+	// 10 s.
+	RepairEvery time.Duration
 	// MaxBatchDeltaSize bounds one delta (DAG node), in bytes. Default 1 MiB
 	// (GossipSub and bitswap handle blocks up to a few MiB).
 	MaxBatchDeltaSize int
@@ -273,7 +277,7 @@ func Open(store ds.Batching, dag ipld.DAGService, ps *pubsub.PubSub, p Params) (
 	}
 	if p.Has != nil {
 		r.wg.Add(1)
-		go r.repairLoop(ctx, 10*time.Second)
+		go r.repairLoop(ctx, cmp.Or(p.RepairEvery, 10*time.Second))
 	}
 	return r, nil
 }

@@ -347,6 +347,10 @@ func (n *Node) crashing() bool { return testCrashClose.Load() || n.crash.Load() 
 // testWrapStore, when set (tests only), wraps every node's store.
 var testWrapStore func(ds.Batching) ds.Batching
 
+// testRepairEvery, when set by a test before starting nodes, is how often
+// their journals repair a store go-ds-crdt marked dirty (crdt.Params).
+var testRepairEvery time.Duration
+
 func (n *Node) openStore() error {
 	if err := n.openStoreRaw(); err != nil {
 		return err
@@ -546,6 +550,7 @@ func (n *Node) startJournal(ctx context.Context) error {
 		Namespace:           ds.NewKey("/mesh/" + n.cfg.Mesh + "/journal"),
 		Topic:               n.topicName("journal"),
 		RebroadcastInterval: n.p.Rebroadcast,
+		RepairEvery:         testRepairEvery, // 0: the replica's default
 		PutHook:             n.putHook,
 		Has:                 dag.HasBlock,
 		Value:               n.vetted.value,

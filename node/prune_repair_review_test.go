@@ -25,6 +25,8 @@ import (
 // The docs (crdt/prune.go, node/prune.go) count on that repair walk.
 // Control: the same node without an age rule repairs within seconds.
 func TestReviewRepairWalkNeverCompletesAfterPrune(t *testing.T) {
+	testRepairEvery = 500 * time.Millisecond // the repair's round, 10 s by default
+	t.Cleanup(func() { testRepairEvery = 0 })
 	for _, prune := range []bool{false, true} {
 		t.Run(fmt.Sprint("prune=", prune), func(t *testing.T) {
 			ctx := context.Background()
@@ -58,13 +60,13 @@ func TestReviewRepairWalkNeverCompletesAfterPrune(t *testing.T) {
 			if err := n.store.Put(ctx, dirty, []byte{1}); err != nil {
 				t.Fatal(err)
 			}
-			deadline := time.Now().Add(45 * time.Second)
+			deadline := time.Now().Add(30 * time.Second)
 			for {
 				if has, err := n.store.Has(ctx, dirty); err == nil && !has {
 					return
 				}
 				if time.Now().After(deadline) {
-					t.Fatalf("the journal store is still dirty 45 s later (repair walk every 10 s): pruned blocks %d", n.m.prunedBlocks.Load())
+					t.Fatalf("the journal store is still dirty 30 s later (repair every 500 ms): pruned blocks %d", n.m.prunedBlocks.Load())
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
