@@ -23,8 +23,9 @@
 //     mesh: what it names is mostly what was published before the two
 //     were connected (after a heal, each side's last frames), and the
 //     journal brings it (Status.GossipLeft). A node that restarted on its
-//     journal keeps the gossip of the peers it meets as it starts: it
-//     names what was published while the node was down.
+//     journal keeps the gossip of the peers it meets as it comes back
+//     (within 3 s of its first connection): it names what was published
+//     while the node was down.
 //  2. Durable path: a journaler moves outbox batches (up to 5,000 signals or
 //     50 ms) into the journal, a go-ds-crdt store. Each batch is one DAG
 //     node; heads are announced every 2 s, and sent on a stream to each peer

@@ -15,7 +15,8 @@ import (
 // as this node has a mesh on that topic: a peer this node has been
 // connected to for less than GossipSub's gossip window (HistoryGossip
 // heartbeats, 3 s), unless this node resumed a journal and the peer is
-// one it met as it started (connected within the window of its start).
+// one it met as it came back (connected within the window of its first
+// connection since the restart).
 //
 // Such gossip names what the peer's message cache holds, which after a
 // partition heals is mostly its side's last frames, published before the
@@ -31,7 +32,8 @@ import (
 // repair misses. A node without a mesh on the topic (a leaf a full hub
 // refused, or one not yet grafted) keeps all gossip: it may be its only
 // path. A restarted node keeps the gossip of the peers it meets as it
-// starts: it names what was published while the node was down, the gap
+// comes back (within 3 s of its first connection): it names what was
+// published while the node was down, the gap
 // just behind what those peers' meshes send it next, and the journal path
 // can take far longer to fill that (a DAG fetch that asked a paused peer
 // waits up to 20 s in go-ds-crdt; the fault harness's short runs give a
@@ -82,17 +84,17 @@ func dropIHave(ctl *pb.ControlMessage, topic string, young func() bool) (left in
 // relay and then directly (the relayed connection closed after the direct
 // one opened) keeps its time. It holds connected peers only.
 type connSince struct {
-	mu    sync.Mutex
-	began time.Time // when this node began watching: its start
-	start time.Time // began once the node resumed a journal, else zero (no peer is met at a restart)
-	since map[peer.ID]time.Time
-	conns func(peer.ID) []network.Conn // the host's connections to a peer
+	mu        sync.Mutex
+	restarted bool      // the node resumed a journal it had
+	start     time.Time // a restarted node's first connection; zero before it (and always on a fresh node)
+	since     map[peer.ID]time.Time
+	conns     func(peer.ID) []network.Conn // the host's connections to a peer
 }
 
 // watchLinks registers connSince's notifiee with the host (before GossipSub
 // starts, so before any peer connects).
 func (n *Node) watchLinks() {
-	n.connSince.began, n.connSince.since = time.Now(), map[peer.ID]time.Time{}
+	n.connSince.since = map[peer.ID]time.Time{}
 	n.connSince.conns = n.host.Network().ConnsToPeer
 	n.host.Network().Notify(&network.NotifyBundle{
 		ConnectedF: func(_ network.Network, c network.Conn) { n.connSince.opened(c.RemotePeer(), c.Stat().Opened) },
@@ -110,6 +112,9 @@ func (l *connSince) opened(p peer.ID, at time.Time) {
 	if _, ok := l.since[p]; !ok {
 		l.since[p] = at
 	}
+	if l.restarted && l.start.IsZero() {
+		l.start = at
+	}
 }
 
 // closed records that a connection to p closed; still tells whether
@@ -123,18 +128,24 @@ func (l *connSince) closed(p peer.ID, still bool) {
 }
 
 // resumed records that this node restarted on a journal it had: the peers
-// it connects to within the gossip window of its start are met at a
-// restart, not newcomers.
+// it connects to within the gossip window of its first connection (one
+// made before this call included) are met as it comes back, not
+// newcomers.
 func (l *connSince) resumed() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.start = l.began
+	l.restarted = true
+	for _, at := range l.since {
+		if l.start.IsZero() || at.Before(l.start) {
+			l.start = at
+		}
+	}
 }
 
 // newcomer reports whether p has been connected without a break for less
-// than window, and not since within window of a restart (a peer met as
-// the node resumed its journal is not one). A peer not connected is a
-// newcomer.
+// than window, and not since within window of a restarted node's first
+// connection (a peer met as the node came back is not one). A peer not
+// connected is a newcomer.
 func (l *connSince) newcomer(p peer.ID, window time.Duration) bool {
 	since, ok := l.connectedSince(p)
 	return !ok || time.Since(since) < window && since.Sub(l.started()) >= window

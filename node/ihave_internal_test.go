@@ -114,20 +114,25 @@ func TestInspectRPCJudgesConnectionAge(t *testing.T) {
 	}
 }
 
-// A node that reopens a journal it had marks its start for the inspector
-// (the peers it meets then are not newcomers); a node on a fresh store
-// does not.
+// A node that reopens a journal it had is marked restarted for the
+// inspector (the peers it meets as it comes back are not newcomers); a
+// node on a fresh store is not.
 func TestRestartedNodeMeetsItsPeers(t *testing.T) {
 	ctx := context.Background()
 	cfg := Config{Mesh: fmt.Sprintf("meet-%d", time.Now().UnixNano()), ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"},
 		DataDir: t.TempDir(), Params: Params{Discover: -1}}
+	restarted := func(n *Node) bool {
+		n.connSince.mu.Lock()
+		defer n.connSince.mu.Unlock()
+		return n.connSince.restarted
+	}
 	n, err := New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !n.connSince.started().IsZero() {
+	if restarted(n) {
 		_ = n.Close()
-		t.Fatal("a node on a fresh store marked a restart")
+		t.Fatal("a node on a fresh store is marked restarted")
 	}
 	s, err := signalmesh.New("meet.x", "/test", nil)
 	if err != nil {
@@ -145,33 +150,38 @@ func TestRestartedNodeMeetsItsPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	if got := n.connSince.started(); got.IsZero() || !got.Equal(n.connSince.began) {
-		t.Fatalf("reopened on its journal: start %v, want its beginning %v", got, n.connSince.began)
+	if !restarted(n) {
+		t.Fatal("a node reopened on its journal is not marked restarted")
 	}
 }
 
-// A newcomer is a peer connected for less than the window, unless it
-// connected within the window of a restart. One not connected is.
+// A newcomer is a peer connected for less than the window, unless the
+// node restarted and the peer connected within the window of its first
+// connection since. One not connected is a newcomer.
 func TestNewcomerJoinedARunningNode(t *testing.T) {
-	now, w := time.Now(), 3*time.Second
+	now, w := time.Now(), time.Minute
 	l := connSince{since: map[peer.ID]time.Time{}}
-	l.opened("young", now.Add(-time.Second))
-	l.opened("old", now.Add(-8*time.Second))
+	l.opened("young", now.Add(-10*time.Second))
+	l.opened("old", now.Add(-2*time.Minute))
 	if !l.newcomer("young", w) || l.newcomer("old", w) || !l.newcomer("absent", w) {
 		t.Fatalf("fresh node: newcomers young %v, old %v, absent %v; want true, false, true",
 			l.newcomer("young", w), l.newcomer("old", w), l.newcomer("absent", w))
 	}
-	l.began = now.Add(-1500 * time.Millisecond)
-	l.resumed()                                      // restarted 1.5 s ago on its journal
-	l.opened("met", now.Add(-1400*time.Millisecond)) // 0.1 s after the start
-	if l.newcomer("met", w) || l.newcomer("young", w) {
-		t.Fatalf("restarted node: newcomers met %v, young %v; want false, false (both within the window of the start)",
-			l.newcomer("met", w), l.newcomer("young", w))
+
+	r := connSince{since: map[peer.ID]time.Time{}}
+	r.opened("first", now.Add(-30*time.Second)) // before the restart was known
+	r.resumed()
+	r.opened("met", now.Add(-10*time.Second)) // 20 s after the first
+	if r.newcomer("first", w) || r.newcomer("met", w) {
+		t.Fatalf("restarted node: newcomers first %v, met %v; want false, false", r.newcomer("first", w), r.newcomer("met", w))
 	}
-	l.began = now.Add(-10 * time.Second)
-	l.resumed() // restarted 10 s ago
-	if !l.newcomer("young", w) {
-		t.Fatal("restarted node: a peer that came 9 s after the start is not a newcomer")
+
+	q := connSince{since: map[peer.ID]time.Time{}}
+	q.resumed() // no connection yet
+	q.opened("first", now.Add(-2*time.Minute))
+	q.opened("late", now.Add(-10*time.Second)) // 110 s after the first
+	if q.newcomer("first", w) || !q.newcomer("late", w) {
+		t.Fatalf("restarted node: newcomers first %v, late %v; want false, true", q.newcomer("first", w), q.newcomer("late", w))
 	}
 }
 

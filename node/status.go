@@ -80,7 +80,7 @@ type Status struct {
 	// signals topic that this node left out because their sender had been
 	// connected to it for less than GossipSub's gossip window (3 s) while
 	// this node had a mesh on the topic (unless this node had restarted on
-	// its journal and met the sender as it started): mostly frames
+	// its journal and met the sender as it came back): mostly frames
 	// published before the two were connected, which the journal brings
 	// (see inspectRPC).
 	// Ids GossipSub would not have asked for anyway (seen already, over
