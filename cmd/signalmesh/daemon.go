@@ -197,13 +197,13 @@ func runDaemon(ctx context.Context, cfg *daemonConfig, stdout, stderr io.Writer)
 			return usageError{err}
 		}
 	}
-	api := &api{n: n, eg: eg, in: in, gate: gate, hub: hub, token: cfg.APIToken, log: log, reg: reg}
-	// Requests' contexts end when the daemon stops, so that streams (tail)
-	// end and Shutdown need not wait for them.
-	reqCtx, endRequests := context.WithCancel(context.Background())
-	defer endRequests()
-	srv := &http.Server{Handler: newHostGuard(cfg, ln.Addr()).wrap(api.routes()), ReadHeaderTimeout: 10 * time.Second,
-		BaseContext: func(net.Listener) context.Context { return reqCtx }}
+	// Streams (tail, replay) end when the daemon stops, so that Shutdown
+	// need not wait for them; a publish under way is answered (Shutdown
+	// waits up to 10 s for it), not cut off as if its client had left.
+	stopping, endStreams := context.WithCancel(context.Background())
+	defer endStreams()
+	api := &api{n: n, eg: eg, in: in, gate: gate, hub: hub, token: cfg.APIToken, log: log, reg: reg, stopping: stopping}
+	srv := &http.Server{Handler: newHostGuard(cfg, ln.Addr()).wrap(api.routes()), ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	addrs := n.AddrInfo()
@@ -218,7 +218,7 @@ func runDaemon(ctx context.Context, cfg *daemonConfig, stdout, stderr io.Writer)
 	case err = <-served:
 	}
 	fmt.Fprintln(stdout, "signalmesh node: shutting down")
-	endRequests()
+	endStreams()
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	herr := srv.Shutdown(sctx)
@@ -242,6 +242,15 @@ type api struct {
 	token string
 	log   *slog.Logger
 	reg   *prometheus.Registry
+	// stopping ends when the daemon stops: streams end with it.
+	stopping context.Context
+}
+
+// streamContext is r's context, ended too when the daemon stops.
+func (a *api) streamContext(r *http.Request) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(r.Context())
+	stop := context.AfterFunc(a.stopping, cancel)
+	return ctx, func() { stop(); cancel() }
 }
 
 func (a *api) routes() http.Handler {
@@ -403,6 +412,8 @@ func (a *api) tail(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 			return
+		case <-a.stopping.Done():
+			return
 		case <-keepalive.C:
 			fmt.Fprint(w, ": keepalive\n\n")
 			fl.Flush()
@@ -487,7 +498,9 @@ func (a *api) replay(w http.ResponseWriter, r *http.Request) {
 	after := q.Get("after")
 	var last node.ReplayStep // its Cursor, once the replay ended, is where it ended
 	var stop journal.Cursor  // where the page stopped, when it is full
-	for st, err := range a.n.ReplayAfter(r.Context(), pattern, cursor) {
+	ctx, cancel := a.streamContext(r)
+	defer cancel()
+	for st, err := range a.n.ReplayAfter(ctx, pattern, cursor) {
 		if err != nil {
 			if !out.begun {
 				apiError(w, http.StatusServiceUnavailable, "%v", err)

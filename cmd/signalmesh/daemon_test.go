@@ -185,8 +185,44 @@ wait:
 		}
 	}
 
+	// A publish under way when the daemon is told to stop is answered
+	// (here its quorum's timeout: 504), not cut off with 499 as if its
+	// client had left.
+	published := func() int64 {
+		var st struct{ Node struct{ Published int64 } }
+		resp, err := http.Get(url + "/v1/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Node.Published
+	}
+	before := published()
+	type answer struct {
+		status int
+		body   string
+	}
+	inFlight := make(chan answer, 1)
+	go func() {
+		resp, err := http.Post(url+"/v1/publish?consistency=quorum:1&timeout=2s", "application/cloudevents+json",
+			strings.NewReader(`{"specversion":"1.0","id":"at-stop-1","source":"/s","type":"a.b"}`))
+		if err != nil {
+			inFlight <- answer{body: err.Error()}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		inFlight <- answer{resp.StatusCode, string(b)}
+	}()
+	awaitWithin(t, 10*time.Second, "the publish committed, waiting for its quorum", func() bool { return published() > before })
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
+	}
+	if got := <-inFlight; got.status != http.StatusGatewayTimeout || !strings.Contains(got.body, "deadline exceeded") {
+		t.Errorf("a quorum publish under way at SIGTERM answered %d %s, want 504 for its timeout", got.status, got.body)
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
