@@ -218,11 +218,26 @@ wait:
 		inFlight <- answer{resp.StatusCode, string(b)}
 	}()
 	awaitWithin(t, 10*time.Second, "the publish committed, waiting for its quorum", func() bool { return published() > before })
+	// A tail stream open at SIGTERM ends with the daemon (else Shutdown
+	// would wait it out and the daemon exit with an error).
+	stream, err := http.Get(url + "/v1/tail?pattern=**")
+	if err != nil {
+		t.Fatal(err)
+	}
+	streamEnded := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, stream.Body)
+		stream.Body.Close()
+		streamEnded <- err
+	}()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	if got := <-inFlight; got.status != http.StatusGatewayTimeout || !strings.Contains(got.body, "deadline exceeded") {
 		t.Errorf("a quorum publish under way at SIGTERM answered %d %s, want 504 for its timeout", got.status, got.body)
+	}
+	if err := <-streamEnded; err != nil {
+		t.Errorf("the tail stream open at SIGTERM: %v, want its end", err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
