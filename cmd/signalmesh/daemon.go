@@ -391,6 +391,8 @@ func (a *api) tail(w http.ResponseWriter, r *http.Request) {
 			"may be missing (signalmesh replay has the journal)\n\n", r.Header.Get("Last-Event-ID"))
 	}
 	fl.Flush()
+	ctx, cancel := a.streamContext(r)
+	defer cancel()
 	keepalive := time.NewTicker(15 * time.Second)
 	defer keepalive.Stop()
 	for {
@@ -410,9 +412,7 @@ func (a *api) tail(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		select {
-		case <-r.Context().Done():
-			return
-		case <-a.stopping.Done():
+		case <-ctx.Done():
 			return
 		case <-keepalive.C:
 			fmt.Fprint(w, ": keepalive\n\n")
