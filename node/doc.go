@@ -119,9 +119,13 @@
 //
 // Subscribe takes a router pattern and a Handler. Handlers of one
 // subscription run one at a time, in causal order, on the subscription's own
-// goroutine, behind a bounded queue (WithMaxInFlight): past it a named
-// subscription keeps the rest in a log on the node's store and reads it
-// back in order (it falls behind, it loses nothing); an unnamed one does
+// goroutine, behind a bounded queue (WithMaxInFlight). Order holds within
+// a subscription, not across two: each runs at its own pace, so a handler of
+// "order.**" may run before another subscription's handler of "user.**" has
+// finished with the order's cause. A handler that needs both in order takes
+// both from one subscription ("**", or a pattern covering both). Past its
+// queue a named subscription keeps the rest in a log on the node's store
+// and reads it back in order (it falls behind, it loses nothing); an unnamed one does
 // what its overflow policy says (WithOverflow): OverflowDrop, the default,
 // drops (counted, "subscriber_overflow"); OverflowBlock makes the node's
 // loop wait for room, which holds up the whole node (every subscription,

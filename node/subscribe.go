@@ -22,7 +22,9 @@ import (
 )
 
 // Handler handles one signal. It runs on the subscription's own goroutine,
-// one signal at a time, in causal order. ctx ends when the node closes. An
+// one signal at a time, in causal order (within the subscription: another
+// subscription's handler runs at its own pace). ctx ends when the node
+// closes. An
 // error (or a panic) is counted and logged; the signal is not redelivered.
 // A handler that calls the node it was called by (Publish, Status, ...)
 // should pass ctx, or a context derived from it: a subscription
