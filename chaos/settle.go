@@ -70,13 +70,13 @@ func (c *cluster) finish(ctx context.Context, w *workload, faults []Fault, res *
 	// The probes run also when the mesh did not settle: a node that
 	// cannot publish or deliver shows there too.
 	probeErr = c.probe(ctx, w)
-	// Not quiescent: read the journals after a short wait all the same,
-	// so that the probes are journaled (read at once, a node read first
-	// lacked them: seed 12705's "lost" probes were in every store).
-	again := min(5*time.Second, c.spec.Settle)
-	if settleErr == nil {
-		again = min(15*time.Second, c.spec.Settle)
-	}
+	// Read the journals once the probes are journaled everywhere (read at
+	// once, a node read first lacked them: seed 12705's "lost" probes were
+	// in every store), also when the mesh did not settle: a probe that
+	// came by gossip alone is journaled by its receiver after Params.Adopt
+	// (5 s), so a shorter wait would add "lost" probes to the report of a
+	// slow mesh (TestChaosNATShort in CI: one probe, delivered, 5 s).
+	again := min(15*time.Second, c.spec.Settle)
 	journals, err2 := c.settle(ctx, again, ready)
 	settleErr = errors.Join(settleErr, err2)
 	res.Settled = time.Since(healed)
@@ -145,9 +145,20 @@ func (c *cluster) probe(ctx context.Context, w *workload) error {
 // the harness has no fault left to inject, then returns the journals. On
 // timeout it returns them as they are, with the reason.
 func (c *cluster) settle(ctx context.Context, limit time.Duration, ready func() (bool, error)) ([][]Entry, error) {
-	deadline := time.Now().Add(limit)
+	start := time.Now()
+	deadline := start.Add(limit)
 	last := ""
 	var why error
+	var trail []string // each change of the reason, for the report
+	note := func(err error) {
+		if err == nil {
+			return
+		}
+		line := fmt.Sprintf("%.1fs %v", time.Since(start).Seconds(), err)
+		if len(trail) == 0 || !strings.HasSuffix(trail[len(trail)-1], fmt.Sprint(" ", err)) {
+			trail = append(trail, line)
+		}
+	}
 	for {
 		digest, same, err := c.digests(ctx)
 		done, _ := ready()
@@ -169,10 +180,15 @@ func (c *cluster) settle(ctx context.Context, limit time.Duration, ready func() 
 				return journals, nil
 			}
 		}
+		note(why)
 		last = digest
 		if time.Now().After(deadline) {
 			journals, err := c.journals(ctx)
-			return journals, errors.Join(why, err)
+			if len(trail) > maxTrail {
+				trail = append(trail[:maxTrail/2], append([]string{"..."}, trail[len(trail)-maxTrail/2:]...)...)
+			}
+			return journals, errors.Join(why, err, fmt.Errorf("reasons since the wait began:\n  %s\nthe nodes at the end of the wait:\n%s",
+				strings.Join(trail, "\n  "), c.states(ctx)))
 		}
 		select {
 		case <-ctx.Done():
@@ -319,4 +335,50 @@ func warnings(path string) ([]string, error) {
 		}
 	}
 	return out, sc.Err()
+}
+
+// maxTrail bounds the reasons a failed settle reports.
+const maxTrail = 24
+
+// states returns a line per node of what its status says about the
+// journal and the mesh: the report of a mesh that did not settle.
+func (c *cluster) states(ctx context.Context) string {
+	var b strings.Builder
+	for i := range c.procs {
+		var d struct {
+			Count  int    `json:"count"`
+			Digest string `json:"digest"`
+		}
+		var st struct {
+			Node struct {
+				Peers, Subscribed, Heads, Buffered, Unjournaled int
+				Relinked, BlocksRebuilt, BlocksFetched          int64
+				Links                                           []struct{ Direct bool }
+				Missing                                         []struct{ Origin string }
+				Dropped                                         map[string]int64
+			} `json:"node"`
+		}
+		if err := c.get(ctx, i, "/v1/digest", &d); err != nil {
+			fmt.Fprintf(&b, "  node %d: %v\n", i, err)
+			continue
+		}
+		if err := c.get(ctx, i, "/v1/status", &st); err != nil {
+			fmt.Fprintf(&b, "  node %d: %v\n", i, err)
+			continue
+		}
+		n := st.Node
+		direct := 0
+		for _, l := range n.Links {
+			if l.Direct {
+				direct++
+			}
+		}
+		short := d.Digest
+		if len(short) > 8 {
+			short = short[:8]
+		}
+		fmt.Fprintf(&b, "  node %d: journal %d (%s), %d heads; %d peers (%d direct), %d in the topic; %d unjournaled, %d waiting for %d gaps; relinked %d; blocks rebuilt %d, fetched %d; dropped %v\n",
+			i, d.Count, short, n.Heads, n.Peers, direct, n.Subscribed, n.Unjournaled, n.Buffered, len(n.Missing), n.Relinked, n.BlocksRebuilt, n.BlocksFetched, n.Dropped)
+	}
+	return strings.TrimSuffix(b.String(), "\n")
 }
