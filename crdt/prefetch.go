@@ -199,12 +199,7 @@ func (p *prefetcher) enqueue(f fetch) {
 				p.later[i].at = time.Time{}
 			}
 		}
-		q := p.queues[f.from]
-		if i := slices.IndexFunc(q, func(g fetch) bool { return g.c == f.c }); i > 0 {
-			g := q[i]
-			copy(q[1:i+1], q[:i])
-			q[0] = g
-		}
+		p.moveUp(f)
 		return
 	}
 	if f.from != "" && p.held[f.from] >= perPeerQueued && !p.evictOldest(f.from) || p.queued >= prefetchQueue {
@@ -214,6 +209,50 @@ func (p *prefetcher) enqueue(f fetch) {
 	p.inflight[f.c] = true
 	p.held[f.from]++
 	p.push(f)
+}
+
+// moveUp puts a queued head announced again at the front of the queue of
+// the announcer f names: it is fetched from whoever has it, so it waits for
+// a slot of that announcer's, and not behind the fetches of the first to
+// announce it, which may be held up for a fetch timeout each (a peer whose
+// own heads nobody serves; the fault harness: a probe's head, queued behind
+// such a peer's, took longer than the settle). A recipe the head lacked is
+// taken from f. A head announced again by no announcer (this replica's own
+// want) or by one that holds perPeerQueued stays where it is. p.mu held.
+func (p *prefetcher) moveUp(f fetch) {
+	for _, a := range p.turn {
+		q := p.queues[a]
+		i := slices.IndexFunc(q, func(g fetch) bool { return g.c == f.c })
+		if i < 0 {
+			continue
+		}
+		g := q[i]
+		if g.recipe == nil {
+			g.recipe = f.recipe
+		}
+		if a == f.from || f.from == "" || p.held[f.from] >= perPeerQueued {
+			copy(q[1:i+1], q[:i])
+			q[0] = g
+			return
+		}
+		if len(q) == 1 {
+			delete(p.queues, a)
+			p.turn = slices.DeleteFunc(p.turn, func(b peer.ID) bool { return b == a })
+		} else {
+			p.queues[a] = slices.Delete(q, i, i+1)
+		}
+		if p.held[a]--; p.held[a] <= 0 {
+			delete(p.held, a)
+		}
+		p.held[f.from]++
+		g.from = f.from
+		if len(p.queues[f.from]) == 0 {
+			p.turn = append(p.turn, f.from)
+		}
+		p.queues[f.from] = append([]fetch{g}, p.queues[f.from]...)
+		p.signal()
+		return
+	}
 }
 
 // push appends f to its announcer's queue; p.mu held.

@@ -267,3 +267,50 @@ func TestPrefetcherMakesRoomForAnAnnouncersCurrentHead(t *testing.T) {
 		t.Fatalf("held %d, queued %d, waiting %d", p.held["x"], p.queued, len(p.later))
 	}
 }
+
+// A head queued behind the fetches of its first announcer, which nobody
+// serves, is fetched at once when another peer announces it: it waits for
+// a slot of the peer that announced it last, not for the first one's
+// fetches to time out (10 s each).
+func TestPrefetcherTakesAHeadAnnouncedAgainByAnother(t *testing.T) {
+	dead, deadNodes := blocks(perPeerFetches, "dead")
+	live, liveNodes := blocks(1, "live")
+	g := slowGetter{delay: time.Millisecond, never: map[cid.Cid]bool{}, nodes: liveNodes}
+	for _, c := range dead {
+		g.never[c] = true
+		g.nodes[c] = deadNodes[c]
+	}
+	p := newPrefetcher(g, func(context.Context, cid.Cid) (bool, error) { return false, nil }, nil, slog.Default())
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1 + prefetchWorkers)
+	go p.retry(ctx, &wg)
+	for range prefetchWorkers {
+		go p.work(ctx, &wg)
+	}
+	defer func() { cancel(); wg.Wait() }()
+
+	stuck, other := peer.ID("stuck"), peer.ID("other")
+	for _, c := range dead {
+		p.enqueue(fetch{c: c, from: stuck})
+	}
+	p.enqueue(fetch{c: live[0], from: stuck}) // third: waits for a slot of stuck's
+	p.enqueue(fetch{c: live[0], from: other})
+	select {
+	case b := <-p.out:
+		var bc pb.CRDTBroadcast
+		if err := proto.Unmarshal(b, &bc); err != nil {
+			t.Fatal(err)
+		}
+		if c, _ := cid.Cast(bc.Heads[0].Cid); c != live[0] {
+			t.Fatalf("forwarded %v, want the live head", c)
+		}
+	case <-time.After(prefetchTimeout / 2):
+		t.Fatalf("the head announced again by another peer still waits for the first announcer's fetches after %v", prefetchTimeout/2)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.held[stuck] != perPeerFetches || p.held[other] != 0 || p.active[stuck] != perPeerFetches {
+		t.Fatalf("held %v, active %v: want only stuck's %d dead heads", p.held, p.active, perPeerFetches)
+	}
+}
