@@ -31,7 +31,9 @@ import (
 // peer whose heads nobody can serve (a departed ephemeral node, a hostile
 // one) ties up at most that many workers, and a live peer's heads do not
 // wait behind its heads. A head announced again while it waits goes to
-// the front of its announcer's queue (it is still a head there), and past
+// the front of the queue of the peer that announced it last (it is still a
+// head there; a block is fetched from whoever has it, so it need not wait
+// for the slots of the first peer that announced it), and past
 // perPeerQueued the oldest of the announcer's heads waiting for a retry is
 // given up for a new one: once replicas prune, a node back from a pause
 // hears heads the announcer no longer has (fault harness seed 2008: 64
