@@ -219,8 +219,14 @@ func (p *prefetcher) enqueue(f fetch) {
 // announce it, which may be held up for a fetch timeout each (a peer whose
 // own heads nobody serves; the fault harness: a probe's head, queued behind
 // such a peer's, took longer than the settle). A recipe the head lacked is
-// taken from f. A head announced again by no announcer (this replica's own
-// want) or by one that holds perPeerQueued stays where it is. p.mu held.
+// taken from f. It moves only when that gains something: the announcer it
+// waits under has all its fetch slots taken and f's has one free. Else it
+// goes to the front of the queue it is in: the last to announce a head
+// may be the one whose fetches nobody serves (after a heal every peer
+// announces the same heads), and a peer that announces again every head
+// it hears must not pull other peers' heads behind its own. A head
+// announced again by no announcer (this replica's own want) or by one that
+// holds perPeerQueued does not move either. p.mu held.
 func (p *prefetcher) moveUp(f fetch) {
 	for _, a := range p.turn {
 		q := p.queues[a]
@@ -232,7 +238,8 @@ func (p *prefetcher) moveUp(f fetch) {
 		if g.recipe == nil {
 			g.recipe = f.recipe
 		}
-		if a == f.from || f.from == "" || p.held[f.from] >= perPeerQueued {
+		if a == f.from || f.from == "" || p.held[f.from] >= perPeerQueued ||
+			p.active[a] < fetchSlots(a) || p.active[f.from] >= perPeerFetches {
 			copy(q[1:i+1], q[:i])
 			q[0] = g
 			return
@@ -255,6 +262,14 @@ func (p *prefetcher) moveUp(f fetch) {
 		p.signal()
 		return
 	}
+}
+
+// fetchSlots is how many heads of announcer a are fetched at a time.
+func fetchSlots(a peer.ID) int {
+	if a == "" {
+		return ownFetches
+	}
+	return perPeerFetches
 }
 
 // push appends f to its announcer's queue; p.mu held.
@@ -305,7 +320,7 @@ func (p *prefetcher) next() (fetch, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for i, a := range p.turn {
-		if a == "" && p.active[a] >= ownFetches || a != "" && p.active[a] >= perPeerFetches {
+		if p.active[a] >= fetchSlots(a) {
 			continue
 		}
 		q := p.queues[a]

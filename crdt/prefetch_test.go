@@ -294,6 +294,17 @@ func TestPrefetcherTakesAHeadAnnouncedAgainByAnother(t *testing.T) {
 	for _, c := range dead {
 		p.enqueue(fetch{c: c, from: stuck})
 	}
+	for deadline := time.Now().Add(time.Second); ; time.Sleep(time.Millisecond) {
+		p.mu.Lock()
+		n := p.active[stuck]
+		p.mu.Unlock()
+		if n == perPeerFetches {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stuck's heads not taken: %d fetched", n)
+		}
+	}
 	p.enqueue(fetch{c: live[0], from: stuck}) // third: waits for a slot of stuck's
 	p.enqueue(fetch{c: live[0], from: other})
 	select {
@@ -312,5 +323,28 @@ func TestPrefetcherTakesAHeadAnnouncedAgainByAnother(t *testing.T) {
 	defer p.mu.Unlock()
 	if p.held[stuck] != perPeerFetches || p.held[other] != 0 || p.active[stuck] != perPeerFetches {
 		t.Fatalf("held %v, active %v: want only stuck's %d dead heads", p.held, p.active, perPeerFetches)
+	}
+}
+
+// A head announced again moves to the new announcer only when it would wait
+// for a slot where it is and the new announcer has one free: the last to
+// announce it (after a heal every peer announces the same heads) may be a
+// peer whose fetches nobody serves.
+func TestPrefetcherKeepsAHeadWhereASlotIsFree(t *testing.T) {
+	hs, _ := blocks(1, "h")
+	h := hs[0]
+	p := newPrefetcher(slowGetter{}, func(context.Context, cid.Cid) (bool, error) { return false, nil }, nil, slog.Default())
+	live, busy := peer.ID("live"), peer.ID("busy")
+	p.active[busy] = perPeerFetches // two fetches nobody serves
+	p.enqueue(fetch{c: h, from: live})
+	p.enqueue(fetch{c: h, from: busy})
+	if len(p.queues[live]) != 1 || len(p.queues[busy]) != 0 || p.held[live] != 1 || p.held[busy] != 0 {
+		t.Fatalf("moved to a busy announcer: queues %v, held %v", p.queues, p.held)
+	}
+	p.active[live], p.active[busy] = perPeerFetches, 0
+	p.enqueue(fetch{c: h, from: busy})
+	if len(p.queues[live]) != 0 || len(p.queues[busy]) != 1 || p.held[live] != 0 || p.held[busy] != 1 ||
+		p.queued != 1 || len(p.turn) != 1 || p.turn[0] != busy {
+		t.Fatalf("not moved to a free announcer: queues %v, held %v, turn %v, queued %d", p.queues, p.held, p.turn, p.queued)
 	}
 }
