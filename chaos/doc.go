@@ -165,7 +165,8 @@
 // After the last fault the harness heals everything, waits until every
 // journal has the same digest and every record holds the journal,
 // publishes one probe per node (acknowledged and delivered everywhere
-// within 10 s), reads the journals with their content, stops the nodes,
+// within 10 s), waits again (up to 15 s) until the journals hold the
+// probes, reads the journals with their content, stops the nodes,
 // reads their records, drop counters (scraped from /metrics before each
 // process ends) and WARN/ERROR log lines, and calls Check. Everything is
 // keyed by (source, id); causal metadata is read in either format the
@@ -174,7 +175,9 @@
 // divergent, content, origin, gap, undelivered, unjournaled, duplicate,
 // fifo, causal (happens-before: the origin's previous sequence, the
 // cause, the metadata's dependencies), unavailable, metric, log and
-// hostile; the harness adds crash, probe, quiescence and stop. On a
+// hostile; the harness adds crash, probe, quiescence and stop (a mesh
+// that does not settle is reported with the reasons it gave over the wait
+// and each node's journal, links and drops at its end). On a
 // failure, Explain gives the seed and the smallest history that shows it:
 // the publishes of the signals involved and their causes, the faults
 // around them, and the record lines that name them. A result holds its spec and setup: the
