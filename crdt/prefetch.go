@@ -199,6 +199,7 @@ func (p *prefetcher) enqueue(f fetch) {
 		for i := range p.later {
 			if p.later[i].f.c == f.c {
 				p.later[i].at = time.Time{}
+				p.later[i].f = p.handOver(p.later[i].f, f)
 			}
 		}
 		p.moveUp(f)
@@ -238,8 +239,7 @@ func (p *prefetcher) moveUp(f fetch) {
 		if g.recipe == nil {
 			g.recipe = f.recipe
 		}
-		if a == f.from || f.from == "" || p.held[f.from] >= perPeerQueued ||
-			p.active[a] < fetchSlots(a) || p.active[f.from] >= perPeerFetches {
+		if !p.moves(a, f) {
 			copy(q[1:i+1], q[:i])
 			q[0] = g
 			return
@@ -250,10 +250,7 @@ func (p *prefetcher) moveUp(f fetch) {
 		} else {
 			p.queues[a] = slices.Delete(q, i, i+1)
 		}
-		if p.held[a]--; p.held[a] <= 0 {
-			delete(p.held, a)
-		}
-		p.held[f.from]++
+		p.transfer(a, f.from)
 		g.from = f.from
 		if len(p.queues[f.from]) == 0 {
 			p.turn = append(p.turn, f.from)
@@ -262,6 +259,38 @@ func (p *prefetcher) moveUp(f fetch) {
 		p.signal()
 		return
 	}
+}
+
+// handOver returns g, a head waiting for a retry that f announces again,
+// as it is to be queued: under f's announcer when moveUp would move it
+// there (g's announcer has every slot taken, f's has one free), with the
+// count held moved along; else as it was. A recipe g lacked is taken from
+// f. p.mu held.
+func (p *prefetcher) handOver(g, f fetch) fetch {
+	if g.recipe == nil {
+		g.recipe = f.recipe
+	}
+	if p.moves(g.from, f) {
+		p.transfer(g.from, f.from)
+		g.from = f.from
+	}
+	return g
+}
+
+// moves reports whether a head of announcer a that f announces again goes
+// to f's announcer: a has every fetch slot taken, f's announcer (a peer)
+// has one free and holds fewer than perPeerQueued. p.mu held.
+func (p *prefetcher) moves(a peer.ID, f fetch) bool {
+	return a != f.from && f.from != "" && p.held[f.from] < perPeerQueued &&
+		p.active[a] >= fetchSlots(a) && p.active[f.from] < perPeerFetches
+}
+
+// transfer moves one held head from announcer a to b. p.mu held.
+func (p *prefetcher) transfer(a, b peer.ID) {
+	if p.held[a]--; p.held[a] <= 0 {
+		delete(p.held, a)
+	}
+	p.held[b]++
 }
 
 // fetchSlots is how many heads of announcer a are fetched at a time.

@@ -64,15 +64,7 @@ func TestPrefetcherTakesAnnouncersInTurn(t *testing.T) {
 		g.never[c] = true
 		g.nodes[c] = deadNodes[c]
 	}
-	p := newPrefetcher(g, func(context.Context, cid.Cid) (bool, error) { return false, nil }, nil, slog.Default())
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1 + prefetchWorkers)
-	go p.retry(ctx, &wg)
-	for range prefetchWorkers {
-		go p.work(ctx, &wg)
-	}
-	defer func() { cancel(); wg.Wait() }()
+	p := runPrefetcher(t, g)
 
 	for _, c := range dead {
 		p.enqueue(fetch{c: c, from: peer.ID("departed")})
@@ -207,18 +199,7 @@ func TestPrefetcherLeavesWorkersToHeadsBesideHoles(t *testing.T) {
 		p.enqueue(fetch{c: c})
 	}
 	p.enqueue(fetch{c: live[0], from: peer.ID("live")})
-	select {
-	case b := <-p.out:
-		var bc pb.CRDTBroadcast
-		if err := proto.Unmarshal(b, &bc); err != nil {
-			t.Fatal(err)
-		}
-		if c, _ := cid.Cast(bc.Heads[0].Cid); c != live[0] {
-			t.Fatalf("forwarded %v, want the live head", c)
-		}
-	case <-time.After(prefetchTimeout - time.Second):
-		t.Fatalf("the live head waited behind the holes")
-	}
+	awaitForwarded(t, p, live[0], prefetchTimeout-time.Second, "the live head waited behind the holes")
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.active[""] > ownFetches {
@@ -280,15 +261,7 @@ func TestPrefetcherTakesAHeadAnnouncedAgainByAnother(t *testing.T) {
 		g.never[c] = true
 		g.nodes[c] = deadNodes[c]
 	}
-	p := newPrefetcher(g, func(context.Context, cid.Cid) (bool, error) { return false, nil }, nil, slog.Default())
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1 + prefetchWorkers)
-	go p.retry(ctx, &wg)
-	for range prefetchWorkers {
-		go p.work(ctx, &wg)
-	}
-	defer func() { cancel(); wg.Wait() }()
+	p := runPrefetcher(t, g)
 
 	stuck, other := peer.ID("stuck"), peer.ID("other")
 	for _, c := range dead {
@@ -307,18 +280,7 @@ func TestPrefetcherTakesAHeadAnnouncedAgainByAnother(t *testing.T) {
 	}
 	p.enqueue(fetch{c: live[0], from: stuck}) // third: waits for a slot of stuck's
 	p.enqueue(fetch{c: live[0], from: other})
-	select {
-	case b := <-p.out:
-		var bc pb.CRDTBroadcast
-		if err := proto.Unmarshal(b, &bc); err != nil {
-			t.Fatal(err)
-		}
-		if c, _ := cid.Cast(bc.Heads[0].Cid); c != live[0] {
-			t.Fatalf("forwarded %v, want the live head", c)
-		}
-	case <-time.After(prefetchTimeout / 2):
-		t.Fatalf("the head announced again by another peer still waits for the first announcer's fetches after %v", prefetchTimeout/2)
-	}
+	awaitForwarded(t, p, live[0], prefetchTimeout/2, "the head announced again by another peer still waits for the first announcer's fetches")
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.held[stuck] != perPeerFetches || p.held[other] != 0 || p.active[stuck] != perPeerFetches {
@@ -346,5 +308,61 @@ func TestPrefetcherKeepsAHeadWhereASlotIsFree(t *testing.T) {
 	if len(p.queues[live]) != 0 || len(p.queues[busy]) != 1 || p.held[live] != 0 || p.held[busy] != 1 ||
 		p.queued != 1 || len(p.turn) != 1 || p.turn[0] != busy {
 		t.Fatalf("not moved to a free announcer: queues %v, held %v, turn %v, queued %d", p.queues, p.held, p.turn, p.queued)
+	}
+}
+
+// A head waiting for a retry that another peer announces is retried under
+// that peer when its first announcer's slots are all taken, with the count
+// of heads held moved along; under its first announcer when a slot is free
+// there.
+func TestPrefetcherRetriesAHeadUnderAFreeAnnouncer(t *testing.T) {
+	hs, _ := blocks(1, "h")
+	h := hs[0]
+	p := newPrefetcher(slowGetter{}, func(context.Context, cid.Cid) (bool, error) { return false, nil }, nil, slog.Default())
+	stuck, other := peer.ID("stuck"), peer.ID("other")
+	p.inflight[h], p.held[stuck] = true, 1
+	p.later = []retry{{f: fetch{c: h, from: stuck, tries: 1}, at: time.Now().Add(time.Minute)}}
+
+	p.enqueue(fetch{c: h, from: other}) // stuck has a free slot: stays
+	if r := p.later[0]; r.f.from != stuck || !r.at.IsZero() || p.held[stuck] != 1 || p.held[other] != 0 {
+		t.Fatalf("retry %+v, held %v: want it due under stuck", r, p.held)
+	}
+	p.active[stuck] = perPeerFetches // two fetches nobody serves
+	p.enqueue(fetch{c: h, from: other})
+	if r := p.later[0]; r.f.from != other || r.f.tries != 1 || p.held[stuck] != 0 || p.held[other] != 1 {
+		t.Fatalf("retry %+v, held %v: want it under other", r, p.held)
+	}
+}
+
+// runPrefetcher starts a prefetcher on g with its workers and retry loop,
+// stopped when the test ends; no block is local.
+func runPrefetcher(t *testing.T, g ipld.NodeGetter) *prefetcher {
+	p := newPrefetcher(g, func(context.Context, cid.Cid) (bool, error) { return false, nil }, nil, slog.Default())
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1 + prefetchWorkers)
+	go p.retry(ctx, &wg)
+	for range prefetchWorkers {
+		go p.work(ctx, &wg)
+	}
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return p
+}
+
+// awaitForwarded fails the test unless the next head p forwards comes
+// within d and is want.
+func awaitForwarded(t *testing.T, p *prefetcher, want cid.Cid, d time.Duration, late string) {
+	t.Helper()
+	select {
+	case b := <-p.out:
+		var bc pb.CRDTBroadcast
+		if err := proto.Unmarshal(b, &bc); err != nil {
+			t.Fatal(err)
+		}
+		if c, _ := cid.Cast(bc.Heads[0].Cid); c != want {
+			t.Fatalf("forwarded %v, want %v", c, want)
+		}
+	case <-time.After(d):
+		t.Fatalf("%s after %v", late, d)
 	}
 }
