@@ -150,13 +150,11 @@ func (c *cluster) settle(ctx context.Context, limit time.Duration, ready func() 
 	last := ""
 	var why error
 	var trail []string // each change of the reason, for the report
+	lastWhy := ""
 	note := func(err error) {
-		if err == nil {
-			return
-		}
-		line := fmt.Sprintf("%.1fs %v", time.Since(start).Seconds(), err)
-		if len(trail) == 0 || !strings.HasSuffix(trail[len(trail)-1], fmt.Sprint(" ", err)) {
-			trail = append(trail, line)
+		if err != nil && err.Error() != lastWhy {
+			lastWhy = err.Error()
+			trail = append(trail, fmt.Sprintf("%.1fs %s", time.Since(start).Seconds(), lastWhy))
 		}
 	}
 	for {
@@ -213,13 +211,7 @@ func (c *cluster) digests(ctx context.Context) (string, bool, error) {
 		if err := c.get(ctx, i, "/v1/digest", &d); err != nil {
 			return "", false, err
 		}
-		var st struct {
-			Node struct {
-				Unjournaled int
-				Buffered    int
-				Missing     []struct{ Origin string }
-			} `json:"node"`
-		}
+		var st nodeStatus
 		if err := c.get(ctx, i, "/v1/status", &st); err != nil {
 			return "", false, err
 		}
@@ -337,6 +329,17 @@ func warnings(path string) ([]string, error) {
 	return out, sc.Err()
 }
 
+// nodeStatus is what the harness reads of a node's /v1/status.
+type nodeStatus struct {
+	Node struct {
+		Peers, Subscribed, Heads, Buffered, Unjournaled int
+		Relinked, BlocksRebuilt, BlocksFetched          int64
+		Links                                           []struct{ Direct bool }
+		Missing                                         []struct{ Origin string }
+		Dropped                                         map[string]int64
+	} `json:"node"`
+}
+
 // maxTrail bounds the reasons a failed settle reports.
 const maxTrail = 24
 
@@ -349,15 +352,7 @@ func (c *cluster) states(ctx context.Context) string {
 			Count  int    `json:"count"`
 			Digest string `json:"digest"`
 		}
-		var st struct {
-			Node struct {
-				Peers, Subscribed, Heads, Buffered, Unjournaled int
-				Relinked, BlocksRebuilt, BlocksFetched          int64
-				Links                                           []struct{ Direct bool }
-				Missing                                         []struct{ Origin string }
-				Dropped                                         map[string]int64
-			} `json:"node"`
-		}
+		var st nodeStatus
 		if err := c.get(ctx, i, "/v1/digest", &d); err != nil {
 			fmt.Fprintf(&b, "  node %d: %v\n", i, err)
 			continue

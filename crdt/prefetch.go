@@ -31,11 +31,11 @@ import (
 // peer whose heads nobody can serve (a departed ephemeral node, a hostile
 // one) ties up at most that many workers, and a live peer's heads do not
 // wait behind its heads. A head announced again while it waits goes to
-// the front of the queue of the peer that announced it last (it is still a
-// head there; a block is fetched from whoever has it, so it need not wait
-// for the slots of the first peer that announced it), and past
-// perPeerQueued the oldest of the announcer's heads waiting for a retry is
-// given up for a new one: once replicas prune, a node back from a pause
+// the front of its queue (it is still a head there), or of the new
+// announcer's when its own announcer's slots are all taken and the new
+// one has a slot free: a block is fetched from whoever has it (moveUp).
+// Past perPeerQueued the oldest of the announcer's heads waiting for a
+// retry is given up for a new one: once replicas prune, a node back from a pause
 // hears heads the announcer no longer has (fault harness seed 2008: 64
 // such filled a peer's share, and its current head was dropped at every
 // announcement, behind minutes of failing fetches).
@@ -214,20 +214,15 @@ func (p *prefetcher) enqueue(f fetch) {
 	p.push(f)
 }
 
-// moveUp puts a queued head announced again at the front of the queue of
-// the announcer f names: it is fetched from whoever has it, so it waits for
-// a slot of that announcer's, and not behind the fetches of the first to
-// announce it, which may be held up for a fetch timeout each (a peer whose
-// own heads nobody serves; the fault harness: a probe's head, queued behind
-// such a peer's, took longer than the settle). A recipe the head lacked is
-// taken from f. It moves only when that gains something: the announcer it
-// waits under has all its fetch slots taken and f's has one free. Else it
-// goes to the front of the queue it is in: the last to announce a head
-// may be the one whose fetches nobody serves (after a heal every peer
-// announces the same heads), and a peer that announces again every head
-// it hears must not pull other peers' heads behind its own. A head
-// announced again by no announcer (this replica's own want) or by one that
-// holds perPeerQueued does not move either. p.mu held.
+// moveUp puts a queued head that f announces again at the front of a
+// queue: of f's announcer when moves says so (its own announcer's slots
+// are all taken, perhaps by fetches nobody serves, each up to a fetch
+// timeout, and f's has one free), else of the queue it is in. It moves
+// only toward a free slot: the last to announce a head may be the one
+// whose fetches nobody serves (after a heal every peer announces the same
+// heads), and a peer that announces every head it hears must not pull
+// other peers' heads behind its own. A recipe the head lacked is taken
+// from f. p.mu held.
 func (p *prefetcher) moveUp(f fetch) {
 	for _, a := range p.turn {
 		q := p.queues[a]
