@@ -311,7 +311,9 @@ type Params struct {
 	Redial time.Duration
 
 	// Discover is how often the node announces its addresses to the mesh
-	// (it also does so when a peer joins), so that nodes that know one
+	// (it also does so when a peer joins that has not announced itself
+	// here within 1.5 Discover: a newcomer, or a peer back from a longer
+	// cut; see Status.JoinsUnanswered), so that nodes that know one
 	// peer find the others: a node dials the peers it hears of while it
 	// has fewer than ConnLow connections, except a peer disconnected from
 	// it within the last two ConnGrace (at least three Discover): one that
@@ -351,7 +353,10 @@ type Params struct {
 	// a subscription, a consumer group's member) stays live without being
 	// renewed. Each node renews its own every Lease/3 by gossip (and
 	// writes them to the set's CRDT every 10 leases, in one delta), and
-	// reads the set every Lease/8 (and when an entry comes or goes). A member
+	// reads the set every Lease/8 (and when an entry comes or goes). It
+	// also renews soon after a peer joins that has sent it no renewal
+	// within Lease/2, and when a peer's renewal says the peer is starting
+	// (see Status.JoinsUnanswered). A member
 	// of a consumer group whose renewals stop (a kill -9, a cut link) is
 	// dropped after Lease as this replica sees it, and its share moves to
 	// the others: Lease is the failover time, and the window in which a

@@ -29,34 +29,40 @@ const (
 	maxAnnounceAddrs = 32
 	maxAnnounceBytes = 4096
 	dialsInFlight    = 4
-	maxDropped       = 4096 // peers whose last disconnection the discoverer remembers
+	maxPeerTimes     = 4096 // peers a peerTimes remembers
 )
 
-// dropped remembers when each peer was last disconnected from the node, so
-// that discovery does not dial straight back a peer that has just closed
-// the connection: a hub that trims to its low water would otherwise be
-// dialled again at once by every peer it trimmed that is still below its
-// own low water (they hear the hub announce itself like any peer), and
-// stay over its high water while it lasts. A node connected to nobody
-// still returns to the peers it knew through the redialer.
-type dropped struct {
+// peerTimes remembers when each peer last did something: was disconnected
+// from the node (Node.drops), announced itself (Node.announced), sent a
+// lease message (Node.renewed). At maxPeerTimes peers, a new one pushes
+// out those older than keep, or else the oldest. Safe for concurrent use.
+//
+// drops: discovery does not dial straight back a peer that has just
+// closed the connection: a hub that trims to its low water would
+// otherwise be dialled again at once by every peer it trimmed that is
+// still below its own low water (they hear the hub announce itself like
+// any peer), and stay over its high water while it lasts. A node
+// connected to nobody still returns to the peers it knew through the
+// redialer.
+type peerTimes struct {
 	mu sync.Mutex
 	at map[peer.ID]time.Time
 }
 
-func (d *dropped) add(p peer.ID, now time.Time, keep time.Duration) {
+// add notes p at now; keep is how long the caller asks about (recent).
+func (d *peerTimes) add(p peer.ID, now time.Time, keep time.Duration) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.at == nil {
 		d.at = map[peer.ID]time.Time{}
 	}
-	if len(d.at) >= maxDropped {
+	if _, ok := d.at[p]; !ok && len(d.at) >= maxPeerTimes {
 		for q, t := range d.at {
 			if now.Sub(t) > keep {
 				delete(d.at, q)
 			}
 		}
-		if len(d.at) >= maxDropped { // still full: the oldest record goes
+		if len(d.at) >= maxPeerTimes { // still full: the oldest record goes
 			var oldest peer.ID
 			for q, t := range d.at {
 				if oldest == "" || t.Before(d.at[oldest]) {
@@ -70,7 +76,7 @@ func (d *dropped) add(p peer.ID, now time.Time, keep time.Duration) {
 }
 
 // forget drops p's record.
-func (d *dropped) forget(p peer.ID) {
+func (d *peerTimes) forget(p peer.ID) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.at, p)
@@ -97,7 +103,7 @@ func (l *linked) saw(p peer.ID, now time.Time, direct bool) {
 		delete(l.at, p)
 		return
 	}
-	if l.at == nil || len(l.at) >= maxDropped {
+	if l.at == nil || len(l.at) >= maxPeerTimes {
 		l.at = map[peer.ID]time.Time{}
 	}
 	l.at[p] = now
@@ -112,8 +118,8 @@ func (l *linked) take(p peer.ID) (time.Time, bool) {
 	return t, ok
 }
 
-// recent reports whether p was disconnected less than keep ago.
-func (d *dropped) recent(p peer.ID, now time.Time, keep time.Duration) bool {
+// recent reports whether p was noted less than keep before now.
+func (d *peerTimes) recent(p peer.ID, now time.Time, keep time.Duration) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	t, ok := d.at[p]
@@ -274,7 +280,8 @@ func decodeAnnouncement(b []byte) ([]ma.Multiaddr, error) {
 }
 
 // announcer publishes the node's addresses every Params.Discover, and soon
-// after a peer joins the topic (coalesced). It stops with the node.
+// after a peer joins the topic (coalesced) unless it announced itself
+// here within announcedWindow (pace.go). It stops with the node.
 func (n *Node) announcer(joins *pubsub.TopicEventHandler) {
 	defer n.wg.Done()
 	joined := make(chan struct{}, 1)
@@ -288,6 +295,10 @@ func (n *Node) announcer(joins *pubsub.TopicEventHandler) {
 			}
 			if ev.Type == pubsub.PeerJoin {
 				n.known.addMet(peer.AddrInfo{ID: ev.Peer, Addrs: n.host.Peerstore().Addrs(ev.Peer)})
+				if n.announced.recent(ev.Peer, time.Now(), n.announcedWindow()) {
+					n.m.joinsUnanswered.Add(1)
+					continue // it has this node's last announcement (pace.go)
+				}
 				select {
 				case joined <- struct{}{}:
 				default:
@@ -321,6 +332,10 @@ func (n *Node) announcer(joins *pubsub.TopicEventHandler) {
 	}
 }
 
+// announcedWindow: a join by a peer whose announcement arrived within it
+// is not answered (pace.go).
+func (n *Node) announcedWindow() time.Duration { return n.p.Discover * 3 / 2 }
+
 // discoverer reads announcements and dials the peers it is not connected
 // to while the node has fewer than Params.ConnLow connections, at most
 // dialsInFlight at once, each peer at most once per three Discover
@@ -340,6 +355,7 @@ func (n *Node) discoverer() {
 			continue
 		}
 		from := o.from
+		n.announced.add(from, time.Now(), n.announcedWindow())
 		addrs := usable(o.v, n.host.Network().ListenAddresses())
 		if len(addrs) == 0 {
 			continue

@@ -7,6 +7,7 @@ import (
 
 	ds "github.com/ipfs/go-datastore"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // SIGNALMESH_TEST_NOVERIFY=1 turns signature and journal-entry checks off,
@@ -113,3 +114,15 @@ func (n *Node) JournalBatch(ctx context.Context, puts map[ds.Key][]byte, deletes
 	}
 	return b.Commit(ctx)
 }
+
+// HeardLately reports whether p's announcement and its lease message
+// reached the node within the windows after which its joins are answered
+// (pace.go; tests only).
+func (n *Node) HeardLately(p peer.ID) (announced, renewed bool) {
+	now := time.Now()
+	return n.announced.recent(p, now, n.announcedWindow()), n.renewed.recent(p, now, n.p.Lease/2)
+}
+
+// HeardLive reports whether the node's views are published: it has heard
+// who is live, and its lease messages no longer say Hello (tests only).
+func (n *Node) HeardLive() bool { return n.reg.heardLive.Load() }

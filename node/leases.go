@@ -36,6 +36,11 @@ const (
 
 type leaseMsg struct {
 	Entries []leaseEntry `json:"e"`
+	// Hello: the sender has not heard yet who is live (its views wait,
+	// see publishViews). A node that gets one renews soon (paced), even
+	// if it heard the sender lately: a node that restarted within the
+	// window of pace.go is asking, not answering.
+	Hello bool `json:"h,omitempty"`
 	// Acks are the keys of group members' leaves (left entries) this node
 	// received within the last lease: a node that closes waits for them
 	// (Node.Close), so that its members' final marks are out before its
@@ -78,12 +83,12 @@ func (n *Node) joinLeases() error {
 }
 
 // watchLeaseJoins asks the registrar for a renewal at once when a peer
-// joins the leases topic (a node started, a cut healed): the newcomer
-// learns who is live without waiting for the next round.
+// joins the leases topic (a node started, a cut healed) and has sent no
+// lease message here within Lease/2, or when a lease message says Hello:
+// the newcomer learns who is live without waiting for the next round.
 // Joins are paced (see pace.go): a burst of joins gets one renewal.
 func (n *Node) watchLeaseJoins() {
 	defer n.wg.Done()
-	joined := make(chan struct{}, 1)
 	n.wg.Add(1)
 	go func() { // the event handler has no channel: a goroutine turns it into one
 		defer n.wg.Done()
@@ -92,12 +97,14 @@ func (n *Node) watchLeaseJoins() {
 			if err != nil {
 				return
 			}
-			if ev.Type == pubsub.PeerJoin {
-				select {
-				case joined <- struct{}{}:
-				default:
-				}
+			if ev.Type != pubsub.PeerJoin {
+				continue
 			}
+			if n.renewed.recent(ev.Peer, time.Now(), n.p.Lease/2) {
+				n.m.joinsUnanswered.Add(1)
+				continue // it has this node's last renewal (pace.go)
+			}
+			n.answerLeases()
 		}
 	}()
 	pace := newJoinPacer()
@@ -106,7 +113,7 @@ func (n *Node) watchLeaseJoins() {
 		select {
 		case <-n.ctx.Done():
 			return
-		case <-joined:
+		case <-n.reg.answer:
 			pace.join(len(n.leaseTopic.ListPeers()))
 		case <-pace.C():
 			pace.answered()
@@ -115,6 +122,14 @@ func (n *Node) watchLeaseJoins() {
 			default: // one is due already
 			}
 		}
+	}
+}
+
+// answerLeases asks watchLeaseJoins for a renewal soon (paced).
+func (n *Node) answerLeases() {
+	select {
+	case n.reg.answer <- struct{}{}:
+	default: // one is asked for already
 	}
 }
 
@@ -134,6 +149,7 @@ type leaseMsgOf struct {
 	entries []regEntry
 	vals    []json.RawMessage
 	acks    []string
+	hello   bool
 }
 
 func (n *Node) validateLeases(_ context.Context, _ peer.ID, m *pubsub.Message) pubsub.ValidationResult {
@@ -142,12 +158,12 @@ func (n *Node) validateLeases(_ context.Context, _ peer.ID, m *pubsub.Message) p
 		n.m.reject("lease_message")
 		return pubsub.ValidationReject
 	}
-	entries, vals, acks, err := decodeLeases(body, from)
+	lm, err := decodeLeases(body, from)
 	if err != nil {
 		n.m.reject("lease_message")
 		return pubsub.ValidationReject
 	}
-	m.ValidatorData = opened[leaseMsgOf]{from, leaseMsgOf{entries, vals, acks}}
+	m.ValidatorData = opened[leaseMsgOf]{from, lm}
 	return pubsub.ValidationAccept
 }
 
@@ -157,20 +173,20 @@ var (
 )
 
 // decodeLeases decodes a lease message of author and checks each entry.
-func decodeLeases(b []byte, author peer.ID) ([]regEntry, []json.RawMessage, []string, error) {
+func decodeLeases(b []byte, author peer.ID) (leaseMsgOf, error) {
 	if len(b) > maxLeaseMsgBytes {
-		return nil, nil, nil, errTooLarge
+		return leaseMsgOf{}, errTooLarge
 	}
 	var msg leaseMsg
 	if err := json.Unmarshal(b, &msg); err != nil {
-		return nil, nil, nil, err
+		return leaseMsgOf{}, err
 	}
 	if len(msg.Entries) > maxLeaseMsgEntries || len(msg.Acks) > maxLeaseAcks {
-		return nil, nil, nil, errTooLarge
+		return leaseMsgOf{}, errTooLarge
 	}
 	for _, a := range msg.Acks {
 		if len(a) > maxLeaseAckLen {
-			return nil, nil, nil, errTooLarge
+			return leaseMsgOf{}, errTooLarge
 		}
 	}
 	out := make([]regEntry, 0, len(msg.Entries))
@@ -178,20 +194,20 @@ func decodeLeases(b []byte, author peer.ID) ([]regEntry, []json.RawMessage, []st
 	for _, le := range msg.Entries {
 		e, err := parseEntry(le.Key, le.Value)
 		if err != nil {
-			return nil, nil, nil, err
+			return leaseMsgOf{}, err
 		}
 		if e.owner != author {
-			return nil, nil, nil, errNotAuthor
+			return leaseMsgOf{}, errNotAuthor
 		}
 		out, vals = append(out, e), append(vals, le.Value)
 	}
-	return out, vals, msg.Acks, nil
+	return leaseMsgOf{entries: out, vals: vals, acks: msg.Acks, hello: msg.Hello}, nil
 }
 
 // gossipLeases publishes entries (keys and values) of this node, in
 // messages of at most half the limits.
 func (n *Node) gossipLeases(keys []ds.Key, values [][]byte) {
-	msg := leaseMsg{Acks: n.leaveAcks(time.Now())}
+	msg := leaseMsg{Acks: n.leaveAcks(time.Now()), Hello: !n.reg.heardLive.Load()}
 	size := 0
 	flush := func() {
 		if len(msg.Entries) == 0 {
@@ -238,6 +254,10 @@ func (n *Node) readLeases() {
 		}
 		entries, vals := o.v.entries, o.v.vals
 		now := time.Now()
+		n.renewed.add(o.from, now, n.p.Lease/2)
+		if o.v.hello {
+			n.answerLeases()
+		}
 		news := false  // a new entry or a leave: read the set now, not at the next tick
 		leave := false // a group member's leave: acknowledge it at once
 		n.reg.mu.Lock()

@@ -30,13 +30,15 @@ func FuzzDecodeLeases(f *testing.F) {
 	good, _ := json.Marshal(leaseMsg{Entries: []leaseEntry{{Key: subKey(info.Peer, info.ID).String(), Value: v}}, Acks: []string{"/s/x/y"}})
 	f.Add(good)
 	f.Add([]byte(`{"e":[],"a":["k"]}`))
+	f.Add([]byte(`{"e":[],"h":true}`))
 	f.Add([]byte(`{"e":[{"k":"/p/x","v":{}}]}`))
 	f.Add([]byte(`not json`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		entries, vals, acks, err := decodeLeases(b, author)
+		lm, err := decodeLeases(b, author)
 		if err != nil {
 			return
 		}
+		entries, vals, acks := lm.entries, lm.vals, lm.acks
 		if len(entries) != len(vals) || len(acks) > maxLeaseAcks {
 			t.Fatalf("%d entries, %d values, %d acks", len(entries), len(vals), len(acks))
 		}

@@ -261,7 +261,8 @@ func (n *Node) noteMembers(members map[string]*Member, remote []SubscriptionInfo
 
 // publishViews gives each local group member its group's live members,
 // when they changed. Not before every peer on the leases topic has a
-// live entry (each renews when a peer joins the topic), Lease/20 at least
+// live entry (each renews when a peer joins the topic that it has not
+// heard lately, or on this node's Hello: see pace.go), Lease/20 at least
 // (peers dialled at the start join the topic meanwhile), or half a lease
 // passed: the CRDT's copies of the entries can be old, and a member that
 // judged signals before hearing of the others would take their shares
@@ -273,6 +274,7 @@ func (n *Node) publishViews(remote []SubscriptionInfo, regions map[string]string
 			return
 		}
 		n.reg.ready = true
+		n.reg.heardLive.Store(true)
 	}
 	n.reg.mu.Lock()
 	byGroup := map[string][]*Subscription{}

@@ -36,6 +36,7 @@ type metrics struct {
 	snapshotsServed, pruned, prunedBlocks                         atomic.Int64 // snapshot joins this node answered; journal entries and blocks pruned
 	forgotten                                                     atomic.Int64 // origins that left, forgotten (origins.go)
 	takenOver, passedBack, leaseRenewals, leaseBytes, leaseGossip atomic.Int64 // consumer groups and the subscription set
+	joinsUnanswered                                               atomic.Int64 // joins left to the next round (pace.go)
 	ihaveLeft                                                     atomic.Int64 // message ids of signals-topic gossip from newly connected peers, not asked for (inspectRPC)
 
 	mu       sync.Mutex // guards the three maps

@@ -165,9 +165,11 @@ type Node struct {
 	m            metrics
 	scores       atomic.Pointer[map[peer.ID]float64] // GossipSub peer scores, refreshed every second
 	known        knownPeers                          // mesh members seen, for a node left alone (redial.go)
-	drops        dropped                             // when peers were last disconnected, for discovery (discover.go)
+	drops        peerTimes                           // when peers were last disconnected, for discovery (discover.go)
 	dropWatch    *network.NotifyBundle               // watchDrops' notifiee (a test unregisters it)
 	linked       linked                              // peers connected directly at their last announcement (discover.go)
+	announced    peerTimes                           // when each peer's announcement last arrived (pace.go)
+	renewed      peerTimes                           // when each peer's lease message last arrived (pace.go)
 	writers      writers                             // peers GossipSub or bitswap may have stopped sending to (relink.go)
 	dialing      dialing                             // the discoverer's dials in flight (discover.go)
 	penalties    penalties                           // GossipSub application-specific scores (score.go)

@@ -99,6 +99,12 @@ type Status struct {
 	// of the entries they gossiped, LeaseBytes those written to the set's
 	// CRDT (an unchanged entry every 10 leases, a delta each time).
 	LeaseRenewals, LeaseGossipBytes, LeaseBytes int64
+	// JoinsUnanswered counts peers that joined the peers or the leases
+	// topic whose own announcement or lease message had reached this node
+	// within the last period and a half (1.5 Params.Discover, Lease/2):
+	// they have this node's last one too, and get its next one in the
+	// next round, not in an answer at once (see Params.Discover).
+	JoinsUnanswered int64
 	// Groups are this node's consumer group members' groups with the
 	// live members of each, at the registry's last read.
 	Groups   map[string][]string
@@ -111,7 +117,7 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 	st := Status{Peer: n.self.String(), Peers: len(n.Peers()), Mesh: n.m.meshSize(), Links: n.Links(), Journaled: n.m.journaled.Load(),
 		Published: n.m.published.Load(), Delivered: n.m.delivered.Load(), Deduped: n.m.deduped.Load(),
 		RPCsIn: n.m.rpcsIn.Load(), RPCsOut: n.m.rpcsOut.Load(), GossipLeft: n.m.ihaveLeft.Load(), Conflicts: n.m.conflicts.Load(), Spilled: n.m.spilled.Load(),
-		TakenOver: n.m.takenOver.Load(), PassedBack: n.m.passedBack.Load(), LeaseRenewals: n.m.leaseRenewals.Load(), LeaseGossipBytes: n.m.leaseGossip.Load(), LeaseBytes: n.m.leaseBytes.Load(), Groups: n.groups()}
+		TakenOver: n.m.takenOver.Load(), PassedBack: n.m.passedBack.Load(), LeaseRenewals: n.m.leaseRenewals.Load(), LeaseGossipBytes: n.m.leaseGossip.Load(), LeaseBytes: n.m.leaseBytes.Load(), JoinsUnanswered: n.m.joinsUnanswered.Load(), Groups: n.groups()}
 	st.Subscribed, st.Relinked, st.Truncated = len(n.topic.ListPeers()), n.m.relinked.Load(), n.m.truncated.Load()
 	st.Dropped, st.Rejected = n.m.snapshot()
 	if m := n.scores.Load(); m != nil {

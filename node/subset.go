@@ -92,6 +92,10 @@ type peerRecord struct {
 type registry struct {
 	kick     chan struct{} // buffer 1: read the set again soon (a delta arrived)
 	renewNow chan struct{} // buffer 1: renew at once (a peer joined the leases topic)
+	answer   chan struct{} // buffer 1: a join or a Hello to answer, paced (watchLeaseJoins)
+	// heardLive: views are published (ready below); until then this
+	// node's lease messages say Hello.
+	heardLive atomic.Bool
 
 	// writeMu orders a renewal and a leave of this node's entries: a
 	// renewal that read a member as held before its leave must not write
@@ -140,7 +144,7 @@ type departedEntry struct {
 }
 
 func (n *Node) startSubscriptionSet() error {
-	n.reg = &registry{kick: make(chan struct{}, 1), renewNow: make(chan struct{}, 1), local: map[string]*Subscription{},
+	n.reg = &registry{kick: make(chan struct{}, 1), renewNow: make(chan struct{}, 1), answer: make(chan struct{}, 1), local: map[string]*Subscription{},
 		members: map[string]*Member{}, watchers: map[*memberWatch]struct{}{},
 		seen: map[string]*seenEntry{}, views: map[string]*groupView{}, sigs: map[string]string{},
 		gone: map[string]map[string]goneMember{}, written: map[string]time.Time{},
