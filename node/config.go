@@ -355,8 +355,8 @@ type Params struct {
 	// writes them to the set's CRDT every 10 leases, in one delta), and
 	// reads the set every Lease/8 (and when an entry comes or goes). It
 	// also renews soon after a peer joins that has sent it no renewal
-	// within Lease/2, and when a peer's renewal says the peer is starting
-	// (see Status.JoinsUnanswered). A member
+	// within Lease/2, and when a peer it is connected to says it is
+	// starting (see Status.JoinsUnanswered). A member
 	// of a consumer group whose renewals stop (a kill -9, a cut link) is
 	// dropped after Lease as this replica sees it, and its share moves to
 	// the others: Lease is the failover time, and the window in which a

@@ -118,6 +118,14 @@ func (l *linked) take(p peer.ID) (time.Time, bool) {
 	return t, ok
 }
 
+// has reports whether p is noted, however long ago.
+func (d *peerTimes) has(p peer.ID) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, ok := d.at[p]
+	return ok
+}
+
 // recent reports whether p was noted less than keep before now.
 func (d *peerTimes) recent(p peer.ID, now time.Time, keep time.Duration) bool {
 	d.mu.Lock()

@@ -115,12 +115,16 @@ func (n *Node) JournalBatch(ctx context.Context, puts map[ds.Key][]byte, deletes
 	return b.Commit(ctx)
 }
 
-// HeardLately reports whether p's announcement and its lease message
-// reached the node within the windows after which its joins are answered
-// (pace.go; tests only).
-func (n *Node) HeardLately(p peer.ID) (announced, renewed bool) {
-	now := time.Now()
-	return n.announced.recent(p, now, n.announcedWindow()), n.renewed.recent(p, now, n.p.Lease/2)
+// LastHeard is when p's announcement and its fresh lease message last
+// reached the node (zero: not since it started; tests only).
+func (n *Node) LastHeard(p peer.ID) (announced, renewed time.Time) {
+	return n.announced.last(p), n.renewed.last(p)
+}
+
+func (d *peerTimes) last(p peer.ID) time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.at[p]
 }
 
 // HeardLive reports whether the node's views are published: it has heard

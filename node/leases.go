@@ -10,6 +10,7 @@ import (
 
 	ds "github.com/ipfs/go-datastore"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -36,11 +37,14 @@ const (
 
 type leaseMsg struct {
 	Entries []leaseEntry `json:"e"`
-	// Hello: the sender has not heard yet who is live (its views wait,
-	// see publishViews). A node that gets one renews soon (paced), even
-	// if it heard the sender lately: a node that restarted within the
-	// window of pace.go is asking, not answering.
-	Hello bool `json:"h,omitempty"`
+	// Hello, when set, is the sender's incarnation (random, drawn when it
+	// started): it has not heard yet who is live (its views wait, see
+	// publishViews), or it answers the join of a peer it has not heard
+	// since it started. A node connected to it renews soon (paced), even
+	// if it heard the sender lately (a node that restarted within the
+	// window of pace.go is asking, not answering), once per incarnation
+	// per Lease/2.
+	Hello string `json:"h,omitempty"`
 	// Acks are the keys of group members' leaves (left entries) this node
 	// received within the last lease: a node that closes waits for them
 	// (Node.Close), so that its members' final marks are out before its
@@ -51,6 +55,7 @@ type leaseMsg struct {
 const (
 	maxLeaseAcks   = 64
 	maxLeaseAckLen = 2048
+	maxHelloLen    = 32 // an incarnation: 13 characters
 )
 
 type leaseEntry struct {
@@ -84,9 +89,10 @@ func (n *Node) joinLeases() error {
 
 // watchLeaseJoins asks the registrar for a renewal at once when a peer
 // joins the leases topic (a node started, a cut healed) and has sent no
-// lease message here within Lease/2, or when a lease message says Hello:
-// the newcomer learns who is live without waiting for the next round.
-// Joins are paced (see pace.go): a burst of joins gets one renewal.
+// fresh lease message here within Lease/2, or when a peer it is connected
+// to says Hello (at most once per peer per Lease/2; readLeases): the
+// newcomer learns who is live without waiting for the next round. Joins
+// are paced (see pace.go): a burst of joins gets one renewal.
 func (n *Node) watchLeaseJoins() {
 	defer n.wg.Done()
 	n.wg.Add(1)
@@ -102,7 +108,13 @@ func (n *Node) watchLeaseJoins() {
 			}
 			if n.renewed.recent(ev.Peer, time.Now(), n.p.Lease/2) {
 				n.m.joinsUnanswered.Add(1)
-				continue // it has this node's last renewal (pace.go)
+				continue // its entry of this node is live (pace.go)
+			}
+			if !n.renewed.has(ev.Peer) {
+				// Not heard since this node started: if this node
+				// restarted, the peer heard its old process lately and
+				// leaves the join unanswered; the answer asks for one.
+				n.reg.helloNext.Store(true)
 			}
 			n.answerLeases()
 		}
@@ -123,6 +135,34 @@ func (n *Node) watchLeaseJoins() {
 			}
 		}
 	}
+}
+
+// saysHello is the Hello of this node's next lease message (its
+// incarnation, or ""): it says Hello
+// until its views are published (at most Lease/2 after it started), and
+// once after it answered the join of a peer it had not heard since it
+// started.
+func (n *Node) saysHello(now time.Time) string {
+	if !n.reg.heardLive.Load() && now.Before(n.reg.helloUntil) {
+		return n.reg.incarnation
+	}
+	if n.reg.helloNext.Swap(false) {
+		return n.reg.incarnation
+	}
+	return ""
+}
+
+// freshLease reports whether a lease message is fresh: one of its entries
+// has more than half its lease to run. A renewal is; a copy replayed half
+// a lease later is not, and does not pass for its author's presence.
+func freshLease(entries []regEntry, now time.Time) bool {
+	for _, e := range entries {
+		lease, expires, _, _ := e.lease()
+		if expires.After(now.Add(lease / 2)) {
+			return true
+		}
+	}
+	return false
 }
 
 // answerLeases asks watchLeaseJoins for a renewal soon (paced).
@@ -149,7 +189,7 @@ type leaseMsgOf struct {
 	entries []regEntry
 	vals    []json.RawMessage
 	acks    []string
-	hello   bool
+	hello   string
 }
 
 func (n *Node) validateLeases(_ context.Context, _ peer.ID, m *pubsub.Message) pubsub.ValidationResult {
@@ -181,7 +221,7 @@ func decodeLeases(b []byte, author peer.ID) (leaseMsgOf, error) {
 	if err := json.Unmarshal(b, &msg); err != nil {
 		return leaseMsgOf{}, err
 	}
-	if len(msg.Entries) > maxLeaseMsgEntries || len(msg.Acks) > maxLeaseAcks {
+	if len(msg.Entries) > maxLeaseMsgEntries || len(msg.Acks) > maxLeaseAcks || len(msg.Hello) > maxHelloLen {
 		return leaseMsgOf{}, errTooLarge
 	}
 	for _, a := range msg.Acks {
@@ -207,7 +247,7 @@ func decodeLeases(b []byte, author peer.ID) (leaseMsgOf, error) {
 // gossipLeases publishes entries (keys and values) of this node, in
 // messages of at most half the limits.
 func (n *Node) gossipLeases(keys []ds.Key, values [][]byte) {
-	msg := leaseMsg{Acks: n.leaveAcks(time.Now()), Hello: !n.reg.heardLive.Load()}
+	msg := leaseMsg{Acks: n.leaveAcks(time.Now()), Hello: n.saysHello(time.Now())}
 	size := 0
 	flush := func() {
 		if len(msg.Entries) == 0 {
@@ -254,9 +294,20 @@ func (n *Node) readLeases() {
 		}
 		entries, vals := o.v.entries, o.v.vals
 		now := time.Now()
-		n.renewed.add(o.from, now, n.p.Lease/2)
-		if o.v.hello {
-			n.answerLeases()
+		if freshLease(entries, now) {
+			n.renewed.add(o.from, now, n.p.Lease/2)
+			// A Hello is answered for a peer connected to this node (its
+			// joins are answered the same way), once per incarnation per
+			// Lease/2: a starting node says Hello in every message for a
+			// while, and is answered once. (The pacer bounds what a node
+			// that changes incarnations at will costs: a renewal per
+			// joinGap.)
+			// (An incarnation is a key of its own: peer.ID is a string.)
+			inc := peer.ID(o.from.String() + "/" + o.v.hello)
+			if o.v.hello != "" && n.host.Network().Connectedness(o.from) == network.Connected && !n.helloed.recent(inc, now, n.p.Lease/2) {
+				n.helloed.add(inc, now, n.p.Lease/2)
+				n.answerLeases()
+			}
 		}
 		news := false  // a new entry or a leave: read the set now, not at the next tick
 		leave := false // a group member's leave: acknowledge it at once

@@ -30,7 +30,7 @@ func FuzzDecodeLeases(f *testing.F) {
 	good, _ := json.Marshal(leaseMsg{Entries: []leaseEntry{{Key: subKey(info.Peer, info.ID).String(), Value: v}}, Acks: []string{"/s/x/y"}})
 	f.Add(good)
 	f.Add([]byte(`{"e":[],"a":["k"]}`))
-	f.Add([]byte(`{"e":[],"h":true}`))
+	f.Add([]byte(`{"e":[],"h":"x1"}`))
 	f.Add([]byte(`{"e":[{"k":"/p/x","v":{}}]}`))
 	f.Add([]byte(`not json`))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -39,6 +39,9 @@ func FuzzDecodeLeases(f *testing.F) {
 			return
 		}
 		entries, vals, acks := lm.entries, lm.vals, lm.acks
+		if len(lm.hello) > maxHelloLen {
+			t.Fatalf("a Hello of %d bytes", len(lm.hello))
+		}
 		if len(entries) != len(vals) || len(acks) > maxLeaseAcks {
 			t.Fatalf("%d entries, %d values, %d acks", len(entries), len(vals), len(acks))
 		}

@@ -67,12 +67,19 @@ func (p *joinPacer) stop() { p.t.Stop() }
 
 // A join is answered only when the joiner may lack what the answer
 // carries. Each node sends its own message on both topics every period
-// (Params.Discover, Lease/3); a joining peer whose own message on the
-// topic reached this node within the last period and a half was in the
-// mesh with it meanwhile, and so has this node's last message too. A
-// cut shorter than that, or a connection the manager trimmed and a dial
-// restored, is answered by the next round, not by a message from every
-// node to every node (a fifth of a 32-peer heal's time, on two cores).
-// A newcomer, or a peer back after a longer cut, has sent nothing here
-// lately and is answered as before; a node that restarted within the
-// window asks (a lease message's Hello) until it has heard who is live.
+// (an announcement every Params.Discover; a renewal every Lease/3 to
+// 11/24 Lease, the registrar's tick being Lease/8). A joining peer whose
+// own fresh message on the topic reached this node within 1.5 Discover,
+// or Lease/2, was in touch with the mesh that recently: this node's
+// entries stay live in its view until they expire (a lease after this
+// node's last renewal that reached it, which a cut shorter than the
+// window leaves in force), the journal's heads go to it on a stream of
+// their own when it joins, and what changed meanwhile (new members,
+// leaves, marks) comes with the next round. So a cut shorter than the
+// window, or a connection the manager trimmed and a dial restored, costs
+// no message from every node to every node (they took a fifth of a
+// 32-peer heal's time, on two cores). A newcomer, or a peer back after a
+// longer cut, sent nothing fresh here lately and is answered as before.
+// A node that restarted within the window asks: its lease messages say
+// Hello until it has heard who is live, and when it answers the join of
+// a peer it has not heard since it started.

@@ -99,11 +99,10 @@ type Status struct {
 	// of the entries they gossiped, LeaseBytes those written to the set's
 	// CRDT (an unchanged entry every 10 leases, a delta each time).
 	LeaseRenewals, LeaseGossipBytes, LeaseBytes int64
-	// JoinsUnanswered counts peers that joined the peers or the leases
-	// topic whose own announcement or lease message had reached this node
-	// within the last period and a half (1.5 Params.Discover, Lease/2):
-	// they have this node's last one too, and get its next one in the
-	// next round, not in an answer at once (see Params.Discover).
+	// JoinsUnanswered counts joins of the peers and the leases topics
+	// (one each for a peer that joins both) left to the next round: the
+	// peer's own announcement or fresh lease message had reached this
+	// node within 1.5 Params.Discover or Params.Lease/2 (see pace.go).
 	JoinsUnanswered int64
 	// Groups are this node's consumer group members' groups with the
 	// live members of each, at the registry's last read.

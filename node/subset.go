@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"hash/fnv"
 	"maps"
+	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -93,9 +95,13 @@ type registry struct {
 	kick     chan struct{} // buffer 1: read the set again soon (a delta arrived)
 	renewNow chan struct{} // buffer 1: renew at once (a peer joined the leases topic)
 	answer   chan struct{} // buffer 1: a join or a Hello to answer, paced (watchLeaseJoins)
-	// heardLive: views are published (ready below); until then this
-	// node's lease messages say Hello.
-	heardLive atomic.Bool
+	// heardLive: views are published (ready below); until then, and
+	// helloUntil at most, this node's lease messages say Hello; helloNext:
+	// the next one does (saysHello).
+	heardLive   atomic.Bool
+	helloNext   atomic.Bool
+	helloUntil  time.Time // set before the node's goroutines start
+	incarnation string    // random, drawn at the start: this node's Hello
 
 	// writeMu orders a renewal and a leave of this node's entries: a
 	// renewal that read a member as held before its leave must not write
@@ -150,6 +156,8 @@ func (n *Node) startSubscriptionSet() error {
 		gone: map[string]map[string]goneMember{}, written: map[string]time.Time{},
 		departed: map[string]departedEntry{}, gossiped: map[string]gossiped{}}
 	n.reg.lastAckRenew.Store(time.Time{})
+	n.reg.helloUntil = time.Now().Add(n.p.Lease / 2)
+	n.reg.incarnation = strconv.FormatUint(rand.Uint64(), 36)
 	if err := n.joinLeases(); err != nil {
 		return err
 	}
