@@ -34,7 +34,8 @@ const (
 
 // peerTimes remembers when each peer last did something: was disconnected
 // from the node (Node.drops), announced itself (Node.announced), sent a
-// lease message (Node.renewed). At maxPeerTimes peers, a new one pushes
+// fresh lease message (Node.renewed), had its Hello answered
+// (Node.helloed). At maxPeerTimes peers, a new one pushes
 // out those older than keep, or else the oldest. Safe for concurrent use.
 //
 // drops: discovery does not dial straight back a peer that has just

@@ -90,7 +90,7 @@ func (n *Node) joinLeases() error {
 // watchLeaseJoins asks the registrar for a renewal at once when a peer
 // joins the leases topic (a node started, a cut healed) and has sent no
 // fresh lease message here within Lease/2, or when a peer it is connected
-// to says Hello (at most once per peer per Lease/2; readLeases): the
+// to says Hello (once per incarnation per Lease/2; readLeases): the
 // newcomer learns who is live without waiting for the next round. Joins
 // are paced (see pace.go): a burst of joins gets one renewal.
 func (n *Node) watchLeaseJoins() {
@@ -137,11 +137,10 @@ func (n *Node) watchLeaseJoins() {
 	}
 }
 
-// saysHello is the Hello of this node's next lease message (its
-// incarnation, or ""): it says Hello
-// until its views are published (at most Lease/2 after it started), and
-// once after it answered the join of a peer it had not heard since it
-// started.
+// saysHello is the Hello of this node's next lease message: its
+// incarnation until its views are published (at most Lease/2 after it
+// started), and once after it answered the join of a peer it had not
+// heard since it started; "" otherwise.
 func (n *Node) saysHello(now time.Time) string {
 	if !n.reg.heardLive.Load() && now.Before(n.reg.helloUntil) {
 		return n.reg.incarnation
@@ -299,10 +298,10 @@ func (n *Node) readLeases() {
 			// A Hello is answered for a peer connected to this node (its
 			// joins are answered the same way), once per incarnation per
 			// Lease/2: a starting node says Hello in every message for a
-			// while, and is answered once. (The pacer bounds what a node
+			// while, and is answered once. The pacer bounds what a node
 			// that changes incarnations at will costs: a renewal per
-			// joinGap.)
-			// (An incarnation is a key of its own: peer.ID is a string.)
+			// joinGap. (helloed is keyed by peer and incarnation: a
+			// peer.ID is a string.)
 			inc := peer.ID(o.from.String() + "/" + o.v.hello)
 			if o.v.hello != "" && n.host.Network().Connectedness(o.from) == network.Connected && !n.helloed.recent(inc, now, n.p.Lease/2) {
 				n.helloed.add(inc, now, n.p.Lease/2)
